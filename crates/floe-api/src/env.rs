@@ -1,0 +1,213 @@
+//! The stream environment: where a job's graph is built and executed.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use floe_core::config::options;
+use floe_core::{ConfigOption, Configuration};
+use floe_runtime::graph::{JobEdge, JobVertex, StreamTypeOps, VertexKind, WriterFactory};
+use floe_runtime::job_manager::ExecutionSettings;
+use floe_runtime::{JobError, JobExecutionResult, JobGraph, JobManager, Partitioning, VertexId};
+use floe_state::StateBackendKind;
+
+use crate::job_args::JobArgs;
+
+/// Settings operator factories need when the job is built.
+#[derive(Debug, Clone)]
+pub(crate) struct BuildSettings {
+    pub(crate) batch_size: usize,
+    pub(crate) backend: StateBackendKind,
+}
+
+/// Makes a vertex's factory once the job's settings are known.
+pub(crate) type MakeKind = Box<dyn Fn(&BuildSettings) -> VertexKind>;
+
+pub(crate) struct VertexSpec {
+    pub(crate) name: String,
+    pub(crate) uid: Option<String>,
+    pub(crate) parallelism: Option<u32>,
+    pub(crate) max_parallelism: Option<u32>,
+    pub(crate) non_parallel: bool,
+    pub(crate) make: MakeKind,
+    pub(crate) input_type: Option<Arc<dyn StreamTypeOps>>,
+    pub(crate) output_type: Arc<dyn StreamTypeOps>,
+}
+
+pub(crate) struct EdgeSpec {
+    pub(crate) source: usize,
+    pub(crate) target: usize,
+    /// `None`: forward when parallelism matches, otherwise rebalance.
+    pub(crate) partitioning: Option<Partitioning>,
+    /// Set for key-group edges, which need the key selector.
+    pub(crate) writer: Option<WriterFactory>,
+}
+
+#[derive(Default)]
+pub(crate) struct EnvInner {
+    pub(crate) vertices: Vec<VertexSpec>,
+    pub(crate) edges: Vec<EdgeSpec>,
+    /// File and `-D` values.
+    config: Configuration,
+    /// Values set in code, which win over everything else.
+    code: Configuration,
+    backend: StateBackendKind,
+}
+
+/// The context in which a job is built and executed (Flink's
+/// `StreamExecutionEnvironment`). Cheap to clone: streams keep a handle to it.
+#[derive(Clone, Default)]
+pub struct StreamEnvironment {
+    pub(crate) inner: Rc<RefCell<EnvInner>>,
+}
+
+impl StreamEnvironment {
+    /// An environment with the built-in defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An environment configured by a job binary's standard flags
+    /// (`--config`, `-D`, `-p`).
+    pub fn from_job_args(args: &JobArgs) -> Self {
+        let env = Self::new();
+        env.inner.borrow_mut().config = args.configuration().clone();
+        env
+    }
+
+    /// An environment over an explicit configuration layer (file and flags).
+    pub fn with_configuration(config: Configuration) -> Self {
+        let env = Self::new();
+        env.inner.borrow_mut().config = config;
+        env
+    }
+
+    /// Default parallelism of operators that set none (wins over flags and files).
+    pub fn set_parallelism(&self, parallelism: u32) -> &Self {
+        self.inner
+            .borrow_mut()
+            .code
+            .set(options::PARALLELISM.key, parallelism.to_string());
+        self
+    }
+
+    /// Job-wide number of key groups (wins over flags and files).
+    pub fn set_max_parallelism(&self, max_parallelism: u32) -> &Self {
+        self.inner
+            .borrow_mut()
+            .code
+            .set(options::MAX_PARALLELISM.key, max_parallelism.to_string());
+        self
+    }
+
+    /// Chooses the state backend for keyed state.
+    pub fn set_state_backend(&self, backend: StateBackendKind) -> &Self {
+        self.inner.borrow_mut().backend = backend;
+        self
+    }
+
+    /// Sets any configuration key from code (highest precedence).
+    pub fn set_config(&self, key: &str, value: &str) -> &Self {
+        self.inner.borrow_mut().code.set(key, value);
+        self
+    }
+
+    /// The effective configuration: defaults < file < `-D` < code.
+    pub fn configuration(&self) -> Configuration {
+        let inner = self.inner.borrow();
+        let mut c = inner.config.clone();
+        c.merge(&inner.code);
+        c
+    }
+
+    /// The effective default parallelism.
+    pub fn parallelism(&self) -> Result<u32, JobError> {
+        Ok(self
+            .configuration()
+            .get(&options::PARALLELISM)?
+            .unwrap_or(1))
+    }
+
+    fn get_or<T>(config: &Configuration, opt: &ConfigOption<T>, default: T) -> Result<T, JobError> {
+        Ok(config.get(opt)?.unwrap_or(default))
+    }
+
+    pub(crate) fn add_vertex(&self, spec: VertexSpec) -> usize {
+        let mut inner = self.inner.borrow_mut();
+        inner.vertices.push(spec);
+        inner.vertices.len() - 1
+    }
+
+    pub(crate) fn add_edge(&self, edge: EdgeSpec) {
+        self.inner.borrow_mut().edges.push(edge);
+    }
+
+    pub(crate) fn with_vertex(&self, id: usize, f: impl FnOnce(&mut VertexSpec)) {
+        f(&mut self.inner.borrow_mut().vertices[id]);
+    }
+
+    /// Builds the job graph with every default resolved.
+    pub fn job_graph(&self) -> Result<(JobGraph, ExecutionSettings), JobError> {
+        let config = self.configuration();
+        for key in config.unknown_keys() {
+            tracing::warn!("unknown configuration key '{key}' is ignored");
+        }
+        let parallelism = Self::get_or(&config, &options::PARALLELISM, 1)?;
+        let settings = ExecutionSettings {
+            batch_size: Self::get_or(&config, &options::BATCH_SIZE, 1024)? as usize,
+            channel_capacity: Self::get_or(&config, &options::CHANNEL_CAPACITY, 8)? as usize,
+            max_parallelism: config.get(&options::MAX_PARALLELISM)?,
+        };
+        let inner = self.inner.borrow();
+        let build = BuildSettings {
+            batch_size: settings.batch_size,
+            backend: inner.backend,
+        };
+        let mut graph = JobGraph::new();
+        for v in &inner.vertices {
+            let p = v
+                .parallelism
+                .unwrap_or(if v.non_parallel { 1 } else { parallelism });
+            graph.add_vertex(JobVertex {
+                name: v.name.clone(),
+                uid: v.uid.clone(),
+                parallelism: p,
+                max_parallelism: v.max_parallelism,
+                non_parallel: v.non_parallel,
+                kind: (v.make)(&build),
+                input_type: v.input_type.clone(),
+                output_type: v.output_type.clone(),
+            });
+        }
+        for e in &inner.edges {
+            let (ps, pt) = (
+                graph.vertices[e.source].parallelism,
+                graph.vertices[e.target].parallelism,
+            );
+            let partitioning = e.partitioning.unwrap_or(if ps == pt {
+                Partitioning::Forward
+            } else {
+                Partitioning::Rebalance
+            });
+            let writer = match &e.writer {
+                Some(w) => w.clone(),
+                None => graph.vertices[e.source]
+                    .output_type
+                    .writer_factory(partitioning),
+            };
+            graph.add_edge(JobEdge {
+                source: VertexId(e.source),
+                target: VertexId(e.target),
+                partitioning,
+                writer,
+            });
+        }
+        Ok((graph, settings))
+    }
+
+    /// Runs the job to its end (bounded sources) or its failure.
+    pub fn execute(&self, job_name: &str) -> Result<JobExecutionResult, JobError> {
+        let (graph, settings) = self.job_graph()?;
+        JobManager::new(settings).execute(job_name, &graph)
+    }
+}

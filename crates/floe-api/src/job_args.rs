@@ -1,0 +1,227 @@
+//! The standard flags every Floe job binary accepts.
+//!
+//! A job's `main` calls [`JobArgs::from_env`], which takes Floe's own flags
+//! out of the command line wherever they appear (before or after the job's
+//! arguments) and leaves the rest to the job:
+//!
+//! - `-p N` / `--parallelism N`: default parallelism;
+//! - `--config <file>`: the configuration file (otherwise
+//!   `$FLOE_CONF_DIR/floe-conf.yaml`, then `./conf/floe-conf.yaml`);
+//! - `-D key=value` (or `-Dkey=value`): one configuration value;
+//! - `-s <path>` / `--fromSavepoint <path>` and `-n` /
+//!   `--allowNonRestoredState`: restore flags;
+//! - `--` ends Floe's flags; everything after it belongs to the job.
+//!
+//! Precedence: values set in code > `-p` and `-D` > the file > defaults.
+
+use std::path::{Path, PathBuf};
+
+use floe_core::config::options;
+use floe_core::{ConfigError, Configuration};
+
+/// A command-line mistake.
+#[derive(Debug, thiserror::Error)]
+pub enum JobArgsError {
+    /// A flag that needs a value came last.
+    #[error("flag {0} needs a value")]
+    MissingValue(String),
+    /// `-p` with something other than a positive integer.
+    #[error("invalid parallelism {0:?}: expected a positive integer")]
+    InvalidParallelism(String),
+    /// The configuration could not be read.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// Floe's flags, parsed, and the job's own arguments.
+#[derive(Debug, Clone, Default)]
+pub struct JobArgs {
+    configuration: Configuration,
+    config_file: Option<PathBuf>,
+    job_args: Vec<String>,
+    from_savepoint: Option<String>,
+    allow_non_restored_state: bool,
+}
+
+/// The configuration file name looked up in configuration directories.
+pub const CONFIG_FILE_NAME: &str = "floe-conf.yaml";
+
+impl JobArgs {
+    /// Parses the process's arguments (without the program name).
+    pub fn from_env() -> Result<Self, JobArgsError> {
+        Self::parse(std::env::args().skip(1))
+    }
+
+    /// Parses `args` (without the program name).
+    pub fn parse<I: IntoIterator<Item = S>, S: Into<String>>(
+        args: I,
+    ) -> Result<Self, JobArgsError> {
+        let mut out = JobArgs::default();
+        let mut dynamic = Configuration::new();
+        let mut config_flag: Option<PathBuf> = None;
+        let mut it = args.into_iter().map(Into::into);
+        let value_of = |flag: &str, it: &mut dyn Iterator<Item = String>| {
+            it.next()
+                .ok_or_else(|| JobArgsError::MissingValue(flag.to_string()))
+        };
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--" => {
+                    out.job_args.extend(it.by_ref());
+                    break;
+                }
+                "-p" | "--parallelism" => {
+                    let v = value_of(&arg, &mut it)?;
+                    set_parallelism(&mut dynamic, &v)?;
+                }
+                "--config" => config_flag = Some(PathBuf::from(value_of(&arg, &mut it)?)),
+                "-D" => dynamic.set_dynamic_property(&value_of(&arg, &mut it)?)?,
+                "-s" | "--fromSavepoint" => out.from_savepoint = Some(value_of(&arg, &mut it)?),
+                "-n" | "--allowNonRestoredState" => out.allow_non_restored_state = true,
+                a if a.starts_with("--parallelism=") => set_parallelism(&mut dynamic, &a[14..])?,
+                a if a.starts_with("--config=") => config_flag = Some(PathBuf::from(&a[9..])),
+                a if a.starts_with("--fromSavepoint=") => {
+                    out.from_savepoint = Some(a[16..].to_string())
+                }
+                a if a.starts_with("-D") && a.len() > 2 => dynamic.set_dynamic_property(&a[2..])?,
+                _ => out.job_args.push(arg),
+            }
+        }
+        let file = match config_flag {
+            Some(p) => Some(p),
+            None => default_config_file(),
+        };
+        let mut configuration = match &file {
+            Some(p) => Configuration::from_yaml_file(p)?,
+            None => Configuration::new(),
+        };
+        configuration.merge(&dynamic);
+        out.configuration = configuration;
+        out.config_file = file;
+        Ok(out)
+    }
+
+    /// The configuration from the file, `-D` and `-p`.
+    pub fn configuration(&self) -> &Configuration {
+        &self.configuration
+    }
+
+    /// The configuration file that was read, if any.
+    pub fn config_file(&self) -> Option<&Path> {
+        self.config_file.as_deref()
+    }
+
+    /// The job's own arguments, in order.
+    pub fn job_args(&self) -> &[String] {
+        &self.job_args
+    }
+
+    /// `-s`: the savepoint to restore from.
+    pub fn from_savepoint(&self) -> Option<&str> {
+        self.from_savepoint.as_deref()
+    }
+
+    /// `-n`: allow savepoint state that maps to no operator.
+    pub fn allow_non_restored_state(&self) -> bool {
+        self.allow_non_restored_state
+    }
+}
+
+fn set_parallelism(c: &mut Configuration, v: &str) -> Result<(), JobArgsError> {
+    match v.trim().parse::<u32>() {
+        Ok(p) if p > 0 => {
+            c.set(options::PARALLELISM.key, p.to_string());
+            Ok(())
+        }
+        _ => Err(JobArgsError::InvalidParallelism(v.to_string())),
+    }
+}
+
+fn default_config_file() -> Option<PathBuf> {
+    let from_env =
+        std::env::var_os("FLOE_CONF_DIR").map(|d| PathBuf::from(d).join(CONFIG_FILE_NAME));
+    let local = PathBuf::from("conf").join(CONFIG_FILE_NAME);
+    match from_env {
+        // An explicitly named directory must hold the file.
+        Some(p) => Some(p),
+        None => local.is_file().then_some(local),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_before_and_after_job_args() {
+        let a = JobArgs::parse([
+            "-p",
+            "4",
+            "--input",
+            "f.txt",
+            "-Dfoo.bar=1",
+            "--output",
+            "o",
+            "-D",
+            "x=y",
+        ])
+        .unwrap();
+        assert_eq!(a.job_args(), ["--input", "f.txt", "--output", "o"]);
+        assert_eq!(
+            a.configuration().get(&options::PARALLELISM).unwrap(),
+            Some(4)
+        );
+        assert_eq!(a.configuration().get_raw("foo.bar"), Some("1"));
+        assert_eq!(a.configuration().get_raw("x"), Some("y"));
+        let b = JobArgs::parse(["--records", "10", "--parallelism=2", "-s", "/sp", "-n"]).unwrap();
+        assert_eq!(b.job_args(), ["--records", "10"]);
+        assert_eq!(b.from_savepoint(), Some("/sp"));
+        assert!(b.allow_non_restored_state());
+    }
+
+    #[test]
+    fn double_dash_passes_everything_through() {
+        let a = JobArgs::parse(["--", "-p", "3"]).unwrap();
+        assert_eq!(a.job_args(), ["-p", "3"]);
+    }
+
+    #[test]
+    fn bad_flags_are_clear_errors() {
+        assert!(matches!(JobArgs::parse(["-p"]), Err(JobArgsError::MissingValue(f)) if f == "-p"));
+        assert!(matches!(
+            JobArgs::parse(["-p", "zero"]),
+            Err(JobArgsError::InvalidParallelism(_))
+        ));
+        assert!(matches!(
+            JobArgs::parse(["-p", "0"]),
+            Err(JobArgsError::InvalidParallelism(_))
+        ));
+        assert!(JobArgs::parse(["-D", "novalue"]).is_err());
+        let e = JobArgs::parse(["--config", "/no/such/floe-conf.yaml"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/no/such/floe-conf.yaml"), "{e}");
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("floe-jobargs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.yaml");
+        std::fs::write(
+            &f,
+            "parallelism.default: 3\npipeline.max-parallelism: 256\n",
+        )
+        .unwrap();
+        let a = JobArgs::parse(["--config", f.to_str().unwrap(), "-p", "2"]).unwrap();
+        assert_eq!(
+            a.configuration().get(&options::PARALLELISM).unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            a.configuration().get(&options::MAX_PARALLELISM).unwrap(),
+            Some(256)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,24 @@
+//! Floe's typed DataStream API.
+//!
+//! A job is an ordinary Rust `main`: it creates a [`StreamEnvironment`],
+//! builds a pipeline of typed [`DataStream`]s and calls
+//! [`StreamEnvironment::execute`]. Records are user types (`Clone + Send +
+//! 'static`); keys of a [`KeyedStream`] must also be serializable so that their
+//! key group is stable.
+//!
+//! Closures passed to `map`/`filter`/`flat_map` and the user function traits in
+//! [`functions`] are cloned once per subtask, as Flink serializes a function
+//! once per parallel instance.
+
+pub mod env;
+pub mod functions;
+pub mod job_args;
+mod operators;
+pub mod stream;
+
+pub use env::StreamEnvironment;
+pub use functions::{
+    Collector, KeyedProcessFunction, RichFlatMapFunction, RichMapFunction, SinkWriter, Source,
+};
+pub use job_args::{JobArgs, JobArgsError};
+pub use stream::{DataStream, KeyedStream};

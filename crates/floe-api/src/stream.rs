@@ -1,0 +1,577 @@
+//! Typed streams and their transformations.
+
+use std::marker::PhantomData;
+use std::ops::AddAssign;
+use std::sync::{Arc, Mutex};
+
+use floe_runtime::graph::{StreamType, VertexKind, WriterArgs, WriterFactory, unbox};
+use floe_runtime::task::SourceTask;
+use floe_runtime::writer::KeyGroupWriter;
+use floe_runtime::{KeyedContext, Operator, Partitioning, RuntimeContext};
+use floe_state::{Key, ValueState, ValueStateDescriptor};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::env::{BuildSettings, EdgeSpec, MakeKind, StreamEnvironment, VertexSpec};
+use crate::functions::{
+    Collector, KeyedProcessFunction, RichFlatMapFunction, RichMapFunction, SinkWriter, Source,
+};
+use crate::operators::{DeferredReader, FlatMapOp, KeyedProcessOp, SinkOp};
+
+/// What a record must be: cloneable (fan-out, broadcast), sendable between
+/// task threads, and serializable (state, snapshots, network channels).
+pub trait Record: Clone + Send + Serialize + DeserializeOwned + 'static {}
+impl<T: Clone + Send + Serialize + DeserializeOwned + 'static> Record for T {}
+
+/// A stream of records of type `T` (Flink's `DataStream`).
+pub struct DataStream<T> {
+    env: StreamEnvironment,
+    /// Producing vertices with the partitioning requested towards the next
+    /// consumer (several after `union`).
+    inputs: Vec<(usize, Option<Partitioning>)>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for DataStream<T> {
+    fn clone(&self) -> Self {
+        DataStream {
+            env: self.env.clone(),
+            inputs: self.inputs.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+/// Wraps a `Clone + Send` value so a `Send + Sync` factory can hand out one
+/// clone per subtask (factories only run while the job is built).
+struct Prototype<F>(Mutex<F>);
+
+impl<F: Clone> Prototype<F> {
+    fn new(f: F) -> Arc<Self> {
+        Arc::new(Prototype(Mutex::new(f)))
+    }
+
+    fn instance(&self) -> F {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl StreamEnvironment {
+    /// Adds a source (Flink's `fromSource`).
+    pub fn from_source<T: Record, S: Source<T>>(&self, source: S, name: &str) -> DataStream<T> {
+        let non_parallel = !source.is_parallel();
+        let source = Arc::new(source);
+        let make: MakeKind = Box::new(move |s: &BuildSettings| {
+            let source = source.clone();
+            let batch_size = s.batch_size;
+            VertexKind::Source(Arc::new(move |info, down| {
+                let next = unbox::<Box<dyn Operator<T>>>(down, "source output");
+                Box::new(SourceTask::new(
+                    Box::new(DeferredReader::new(source.clone())),
+                    next,
+                    info.clone(),
+                    batch_size,
+                ))
+            }))
+        });
+        let id = self.add_vertex(VertexSpec {
+            name: format!("Source: {name}"),
+            uid: None,
+            parallelism: None,
+            max_parallelism: None,
+            non_parallel,
+            make,
+            input_type: None,
+            output_type: StreamType::<T>::ops(),
+        });
+        DataStream {
+            env: self.clone(),
+            inputs: vec![(id, None)],
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Record> DataStream<T> {
+    /// The environment this stream belongs to.
+    pub fn environment(&self) -> &StreamEnvironment {
+        &self.env
+    }
+
+    fn single_vertex(&self, what: &str) -> usize {
+        match self.inputs.as_slice() {
+            [(id, _)] => *id,
+            _ => panic!("{what} applies to one operator, but this stream is a union of several"),
+        }
+    }
+
+    /// Adds a consumer vertex fed by every input of this stream.
+    fn add_consumer<U: Record>(
+        &self,
+        name: &str,
+        make: MakeKind,
+        writer: Option<WriterFactory>,
+        keyed: bool,
+    ) -> DataStream<U> {
+        let target = self.env.add_vertex(VertexSpec {
+            name: name.to_string(),
+            uid: None,
+            parallelism: None,
+            max_parallelism: None,
+            non_parallel: false,
+            make,
+            input_type: Some(StreamType::<T>::ops()),
+            output_type: StreamType::<U>::ops(),
+        });
+        for (source, partitioning) in &self.inputs {
+            self.env.add_edge(EdgeSpec {
+                source: *source,
+                target,
+                partitioning: if keyed {
+                    Some(Partitioning::KeyGroup)
+                } else {
+                    *partitioning
+                },
+                writer: writer.clone(),
+            });
+        }
+        DataStream {
+            env: self.env.clone(),
+            inputs: vec![(target, None)],
+            _t: PhantomData,
+        }
+    }
+
+    /// Emits any number of records per input record (Flink's `flatMap`).
+    pub fn flat_map<U: Record, F>(&self, f: F) -> DataStream<U>
+    where
+        F: FnMut(T, &mut Collector<'_, U>) + Clone + Send + 'static,
+    {
+        self.stateless("Flat Map", f)
+    }
+
+    fn stateless<U: Record, F>(&self, name: &str, f: F) -> DataStream<U>
+    where
+        F: FnMut(T, &mut Collector<'_, U>) + Clone + Send + 'static,
+    {
+        let proto = Prototype::new(f);
+        let make: MakeKind = Box::new(move |_| {
+            let proto = proto.clone();
+            VertexKind::Operator(Arc::new(move |info, down| {
+                let next = unbox::<Box<dyn Operator<U>>>(down, "operator output");
+                let op: Box<dyn Operator<T>> =
+                    Box::new(FlatMapOp::new(proto.instance(), next, info.clone()));
+                Box::new(op)
+            }))
+        });
+        self.add_consumer(name, make, None, false)
+    }
+
+    /// Transforms every record (Flink's `map`).
+    pub fn map<U: Record, F>(&self, mut f: F) -> DataStream<U>
+    where
+        F: FnMut(T) -> U + Clone + Send + 'static,
+    {
+        self.stateless("Map", move |v, out: &mut Collector<'_, U>| {
+            out.collect(f(v))
+        })
+    }
+
+    /// Keeps the records for which `predicate` is true (Flink's `filter`).
+    pub fn filter<F>(&self, mut predicate: F) -> DataStream<T>
+    where
+        F: FnMut(&T) -> bool + Clone + Send + 'static,
+    {
+        self.stateless("Filter", move |v, out: &mut Collector<'_, T>| {
+            if predicate(&v) {
+                out.collect(v)
+            }
+        })
+    }
+
+    /// Partitions by key: records with equal keys reach the same subtask, whose
+    /// keyed state is scoped to that key (Flink's `keyBy`). The selector must be
+    /// deterministic.
+    pub fn key_by<K: Key, KS>(&self, key_selector: KS) -> KeyedStream<T, K, KS>
+    where
+        KS: Fn(&T) -> K + Clone + Send + Sync + 'static,
+    {
+        KeyedStream {
+            stream: self.clone(),
+            key_selector,
+            _k: PhantomData,
+        }
+    }
+
+    fn partitioned(&self, p: Partitioning) -> DataStream<T> {
+        DataStream {
+            env: self.env.clone(),
+            inputs: self.inputs.iter().map(|(id, _)| (*id, Some(p))).collect(),
+            _t: PhantomData,
+        }
+    }
+
+    /// Distributes records round robin to the next operator's subtasks.
+    pub fn rebalance(&self) -> DataStream<T> {
+        self.partitioned(Partitioning::Rebalance)
+    }
+
+    /// Sends every record to every subtask of the next operator.
+    pub fn broadcast(&self) -> DataStream<T> {
+        self.partitioned(Partitioning::Broadcast)
+    }
+
+    /// Sends subtask i's records to subtask i of the next operator (which must
+    /// have the same parallelism); such operators are chained into one task.
+    pub fn forward(&self) -> DataStream<T> {
+        self.partitioned(Partitioning::Forward)
+    }
+
+    /// Merges streams of the same type (Flink's `union`).
+    pub fn union(&self, others: &[DataStream<T>]) -> DataStream<T> {
+        let mut inputs = self.inputs.clone();
+        for o in others {
+            inputs.extend(o.inputs.iter().copied());
+        }
+        DataStream {
+            env: self.env.clone(),
+            inputs,
+            _t: PhantomData,
+        }
+    }
+
+    /// Writes every record to `sink`, one clone of it per subtask.
+    pub fn sink_to<S: SinkWriter<T> + Clone>(&self, sink: S, name: &str) -> DataStreamSink {
+        let proto = Prototype::new(sink);
+        let make: MakeKind = Box::new(move |_| {
+            let proto = proto.clone();
+            VertexKind::Operator(Arc::new(move |info, _down| {
+                let op: Box<dyn Operator<T>> =
+                    Box::new(SinkOp::new(proto.instance(), info.clone()));
+                Box::new(op)
+            }))
+        });
+        let s = self.add_consumer::<()>(&format!("Sink: {name}"), make, None, false);
+        DataStreamSink { stream: s }
+    }
+
+    /// Names the operator that produces this stream (shown in logs and errors).
+    pub fn name(self, name: &str) -> Self {
+        let id = self.single_vertex("name()");
+        self.env.with_vertex(id, |v| v.name = name.to_string());
+        self
+    }
+
+    /// Sets the operator's uid: the stable identity of its state across job
+    /// versions (savepoints map state to operators by uid).
+    pub fn uid(self, uid: &str) -> Self {
+        let id = self.single_vertex("uid()");
+        self.env.with_vertex(id, |v| v.uid = Some(uid.to_string()));
+        self
+    }
+
+    /// Sets the operator's parallelism.
+    pub fn set_parallelism(self, parallelism: u32) -> Self {
+        let id = self.single_vertex("set_parallelism()");
+        self.env
+            .with_vertex(id, |v| v.parallelism = Some(parallelism));
+        self
+    }
+
+    /// Sets the operator's number of key groups.
+    pub fn set_max_parallelism(self, max_parallelism: u32) -> Self {
+        let id = self.single_vertex("set_max_parallelism()");
+        self.env
+            .with_vertex(id, |v| v.max_parallelism = Some(max_parallelism));
+        self
+    }
+}
+
+/// The end of a pipeline, returned by `sink_to`, to name and size the sink.
+pub struct DataStreamSink {
+    stream: DataStream<()>,
+}
+
+impl DataStreamSink {
+    /// Names the sink.
+    pub fn name(self, name: &str) -> Self {
+        DataStreamSink {
+            stream: self.stream.name(name),
+        }
+    }
+
+    /// Sets the sink's uid.
+    pub fn uid(self, uid: &str) -> Self {
+        DataStreamSink {
+            stream: self.stream.uid(uid),
+        }
+    }
+
+    /// Sets the sink's parallelism.
+    pub fn set_parallelism(self, parallelism: u32) -> Self {
+        DataStreamSink {
+            stream: self.stream.set_parallelism(parallelism),
+        }
+    }
+}
+
+/// A stream partitioned by key (Flink's `KeyedStream`): operators applied to it
+/// have keyed state.
+pub struct KeyedStream<T, K, KS> {
+    stream: DataStream<T>,
+    key_selector: KS,
+    _k: PhantomData<fn() -> K>,
+}
+
+impl<T: Record, K: Key, KS> KeyedStream<T, K, KS>
+where
+    KS: Fn(&T) -> K + Clone + Send + Sync + 'static,
+{
+    /// Applies a keyed process function (Flink's `process`).
+    pub fn process<U: Record, P>(&self, function: P) -> DataStream<U>
+    where
+        P: KeyedProcessFunction<K, T, U> + Clone,
+    {
+        self.keyed_op("Keyed Process", function)
+    }
+
+    fn keyed_op<U: Record, P>(&self, name: &str, function: P) -> DataStream<U>
+    where
+        P: KeyedProcessFunction<K, T, U> + Clone,
+    {
+        let proto = Prototype::new(function);
+        let ks = self.key_selector.clone();
+        let make: MakeKind = Box::new(move |s: &BuildSettings| {
+            let (proto, ks, backend) = (proto.clone(), ks.clone(), s.backend);
+            VertexKind::Operator(Arc::new(move |info, down| {
+                let next = unbox::<Box<dyn Operator<U>>>(down, "keyed operator output");
+                let op: Box<dyn Operator<T>> = Box::new(KeyedProcessOp::new(
+                    proto.instance(),
+                    ks.clone(),
+                    backend,
+                    next,
+                    info.clone(),
+                ));
+                Box::new(op)
+            }))
+        });
+        let ks = self.key_selector.clone();
+        let writer: WriterFactory = Arc::new(move |mut args: WriterArgs| {
+            let set = args.take_channel_set::<T>(true);
+            let w: Box<dyn Operator<T>> = Box::new(KeyGroupWriter::new(
+                set,
+                args.target_max_parallelism,
+                ks.clone(),
+            ));
+            Box::new(w)
+        });
+        self.stream.add_consumer(name, make, Some(writer), true)
+    }
+
+    /// A one-to-one function with keyed state (Flink's `map` after `keyBy`).
+    pub fn map<U: Record, F>(&self, function: F) -> DataStream<U>
+    where
+        F: RichMapFunction<K, T, U> + Clone,
+    {
+        self.keyed_op("Map", MapAdapter(function))
+    }
+
+    /// A one-to-many function with keyed state (Flink's `flatMap` after `keyBy`).
+    pub fn flat_map<U: Record, F>(&self, function: F) -> DataStream<U>
+    where
+        F: RichFlatMapFunction<K, T, U> + Clone,
+    {
+        self.keyed_op("Flat Map", FlatMapAdapter(function))
+    }
+
+    /// Folds each key's records with `reduce(accumulated, new)` and emits the
+    /// new accumulated value for every record (Flink's `reduce`).
+    pub fn reduce<F>(&self, reduce: F) -> DataStream<T>
+    where
+        F: Fn(T, T) -> T + Clone + Send + Sync + 'static,
+    {
+        self.keyed_op(
+            "Keyed Reduce",
+            ReduceProcess {
+                reduce,
+                state: None,
+            },
+        )
+    }
+
+    /// Running sum of one field per key; the other fields are those of the
+    /// key's first record (Flink's `sum(field)`).
+    pub fn sum<N, FA>(&self, field: FA) -> DataStream<T>
+    where
+        N: AddAssign + Clone,
+        FA: Fn(&mut T) -> &mut N + Clone + Send + Sync + 'static,
+    {
+        self.reduce(move |mut acc, mut v| {
+            let x = field(&mut v).clone();
+            *field(&mut acc) += x;
+            acc
+        })
+        .name("Keyed Aggregation")
+    }
+
+    /// Running minimum of one field per key (Flink's `min(field)`).
+    pub fn min<N, FA>(&self, field: FA) -> DataStream<T>
+    where
+        N: PartialOrd + Clone,
+        FA: Fn(&mut T) -> &mut N + Clone + Send + Sync + 'static,
+    {
+        self.reduce(move |mut acc, mut v| {
+            let x = field(&mut v).clone();
+            if x < *field(&mut acc) {
+                *field(&mut acc) = x;
+            }
+            acc
+        })
+        .name("Keyed Aggregation")
+    }
+
+    /// Running maximum of one field per key (Flink's `max(field)`).
+    pub fn max<N, FA>(&self, field: FA) -> DataStream<T>
+    where
+        N: PartialOrd + Clone,
+        FA: Fn(&mut T) -> &mut N + Clone + Send + Sync + 'static,
+    {
+        self.reduce(move |mut acc, mut v| {
+            let x = field(&mut v).clone();
+            if x > *field(&mut acc) {
+                *field(&mut acc) = x;
+            }
+            acc
+        })
+        .name("Keyed Aggregation")
+    }
+}
+
+#[derive(Clone)]
+struct MapAdapter<F>(F);
+
+impl<K: Key, IN, OUT, F: RichMapFunction<K, IN, OUT>> KeyedProcessFunction<K, IN, OUT>
+    for MapAdapter<F>
+{
+    fn open(&mut self, ctx: &mut RuntimeContext<'_, K>) -> anyhow::Result<()> {
+        self.0.open(ctx)
+    }
+
+    #[inline]
+    fn process_element(
+        &mut self,
+        value: IN,
+        ctx: &mut KeyedContext<'_, K>,
+        out: &mut Collector<'_, OUT>,
+    ) -> anyhow::Result<()> {
+        out.collect(self.0.map(value, ctx)?);
+        Ok(())
+    }
+
+    fn close(&mut self) -> anyhow::Result<()> {
+        self.0.close()
+    }
+}
+
+#[derive(Clone)]
+struct FlatMapAdapter<F>(F);
+
+impl<K: Key, IN, OUT, F: RichFlatMapFunction<K, IN, OUT>> KeyedProcessFunction<K, IN, OUT>
+    for FlatMapAdapter<F>
+{
+    fn open(&mut self, ctx: &mut RuntimeContext<'_, K>) -> anyhow::Result<()> {
+        self.0.open(ctx)
+    }
+
+    #[inline]
+    fn process_element(
+        &mut self,
+        value: IN,
+        ctx: &mut KeyedContext<'_, K>,
+        out: &mut Collector<'_, OUT>,
+    ) -> anyhow::Result<()> {
+        self.0.flat_map(value, ctx, out)
+    }
+
+    fn close(&mut self) -> anyhow::Result<()> {
+        self.0.close()
+    }
+}
+
+/// Flink's grouped reduce: the accumulated value of each key in a
+/// `ValueState` named `_op_state`.
+#[derive(Clone)]
+struct ReduceProcess<T, F> {
+    reduce: F,
+    state: Option<ValueState<T>>,
+}
+
+impl<K: Key, T: Record, F> KeyedProcessFunction<K, T, T> for ReduceProcess<T, F>
+where
+    F: Fn(T, T) -> T + Clone + Send + Sync + 'static,
+{
+    fn open(&mut self, ctx: &mut RuntimeContext<'_, K>) -> anyhow::Result<()> {
+        self.state = Some(ctx.get_state(&ValueStateDescriptor::<T>::new("_op_state"))?);
+        Ok(())
+    }
+
+    #[inline]
+    fn process_element(
+        &mut self,
+        value: T,
+        ctx: &mut KeyedContext<'_, K>,
+        out: &mut Collector<'_, T>,
+    ) -> anyhow::Result<()> {
+        let state = self.state.as_ref().expect("opened");
+        let next = match state.value(ctx)? {
+            Some(acc) => (self.reduce)(acc, value),
+            None => value,
+        };
+        state.update(ctx, next.clone())?;
+        out.collect(next);
+        Ok(())
+    }
+}
+
+impl StreamEnvironment {
+    /// The elements of `items`, in order, from one subtask (Flink's `fromCollection`).
+    pub fn from_collection<T: Record + Sync>(&self, items: Vec<T>) -> DataStream<T> {
+        self.from_source(
+            floe_connectors::CollectionSource::new(items),
+            "Collection Source",
+        )
+    }
+
+    /// The numbers `from..=to`, split over the source's subtasks (Flink's `fromSequence`).
+    pub fn from_sequence(&self, from: u64, to: u64) -> DataStream<u64> {
+        self.from_source(
+            floe_connectors::GeneratorSource::sequence(from, to),
+            "Sequence Source",
+        )
+    }
+
+    /// The lines of text files or directories (Flink's `readTextFile`).
+    pub fn read_text_file(&self, path: impl AsRef<std::path::Path>) -> DataStream<String> {
+        self.from_source(floe_connectors::TextFileSource::new([path]), "Text File")
+    }
+
+    /// The lines a server sends on `host:port` (Flink's `socketTextStream`).
+    pub fn socket_text_stream(&self, host: &str, port: u16) -> DataStream<String> {
+        self.from_source(
+            floe_connectors::SocketTextSource::new(format!("{host}:{port}")),
+            "Socket Stream",
+        )
+    }
+}
+
+impl<T: Record + std::fmt::Display> DataStream<T> {
+    /// Prints every record on its own line to stdout (Flink's `print`).
+    pub fn print(&self) -> DataStreamSink {
+        self.sink_to(floe_connectors::StdoutSink::new(), "Print to Std. Out")
+    }
+
+    /// Writes every record on its own line to `path` (Flink's `writeAsText`).
+    pub fn write_as_text(&self, path: impl Into<std::path::PathBuf>) -> DataStreamSink {
+        self.sink_to(floe_connectors::TextFileSink::new(path), "Text File")
+    }
+}

@@ -1,0 +1,197 @@
+//! `floe bench keyed-count`: the yardstick workload, measured in-process.
+//!
+//! N records `(i mod K, 1)` from a parallel generator, `key_by` key, a running
+//! count per key in a `ValueState<u64>`, and a sink that discards (but counts)
+//! the updates. `records_per_sec` is measured from the first record emitted by
+//! any source subtask to the last record applied to state by any keyed
+//! subtask; the job's whole wall time (deployment to end) is reported too.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use floe::prelude::*;
+use floe::runtime::TaskInfo;
+use serde::Serialize;
+
+use crate::examples::keyed_count::{self, CountPerKey};
+
+/// Options of the keyed-count benchmark.
+#[derive(Debug, Clone)]
+pub struct KeyedCountBench {
+    /// Records to generate.
+    pub records: u64,
+    /// Distinct keys.
+    pub keys: u64,
+    /// Parallelism of every operator.
+    pub parallelism: u32,
+    /// State backend.
+    pub backend: StateBackendKind,
+}
+
+/// The JSON line the benchmark prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Benchmark name.
+    pub benchmark: &'static str,
+    /// Records generated.
+    pub records: u64,
+    /// Distinct keys.
+    pub keys: u64,
+    /// Parallelism.
+    pub parallelism: u32,
+    /// State backend.
+    pub backend: String,
+    /// First record emitted to last record applied, in seconds.
+    pub seconds: f64,
+    /// `records / seconds`.
+    pub records_per_sec: f64,
+    /// Whole job wall time, in seconds.
+    pub job_seconds: f64,
+    /// Peak resident set size of the process.
+    pub peak_rss_bytes: u64,
+}
+
+/// Earliest and latest instants reported by the subtasks.
+#[derive(Clone, Default)]
+struct Span(Arc<Mutex<(Option<Instant>, Option<Instant>)>>);
+
+impl Span {
+    fn start(&self, t: Instant) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 = Some(g.0.map_or(t, |s| s.min(t)));
+    }
+
+    fn end(&self, t: Instant) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.1 = Some(g.1.map_or(t, |e| e.max(t)));
+    }
+}
+
+/// The generator, noting when each subtask emits its first batch.
+struct TimedSource {
+    inner: GeneratorSource<(u64, u64)>,
+    span: Span,
+}
+
+struct TimedReader {
+    inner: Box<dyn SourceReader<(u64, u64)>>,
+    span: Option<Span>,
+}
+
+impl Source<(u64, u64)> for TimedSource {
+    fn create_reader(&self, info: &TaskInfo) -> anyhow::Result<Box<dyn SourceReader<(u64, u64)>>> {
+        Ok(Box::new(TimedReader {
+            inner: self.inner.create_reader(info)?,
+            span: Some(self.span.clone()),
+        }))
+    }
+}
+
+impl SourceReader<(u64, u64)> for TimedReader {
+    #[inline]
+    fn poll_next(&mut self, out: &mut Vec<(u64, u64)>, max: usize) -> anyhow::Result<SourceStatus> {
+        if let Some(span) = self.span.take() {
+            span.start(Instant::now());
+        }
+        self.inner.poll_next(out, max)
+    }
+}
+
+/// The counting function, noting when its last record was applied.
+#[derive(Clone)]
+struct TimedCount {
+    inner: CountPerKey,
+    span: Span,
+}
+
+impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for TimedCount {
+    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
+        self.inner.open(ctx)
+    }
+
+    #[inline]
+    fn process_element(
+        &mut self,
+        value: (u64, u64),
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, (u64, u64)>,
+    ) -> anyhow::Result<()> {
+        self.inner.process_element(value, ctx, out)
+    }
+
+    fn close(&mut self) -> anyhow::Result<()> {
+        self.span.end(Instant::now());
+        Ok(())
+    }
+}
+
+/// Drops every record but counts them, to check nothing was lost.
+#[derive(Clone)]
+struct CountingDiscard(Arc<std::sync::atomic::AtomicU64>);
+
+impl SinkWriter<(u64, u64)> for CountingDiscard {
+    fn write(&mut self, _: (u64, u64)) -> anyhow::Result<()> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    #[inline]
+    fn write_batch(&mut self, batch: &mut Vec<(u64, u64)>) -> anyhow::Result<()> {
+        self.0
+            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        batch.clear();
+        Ok(())
+    }
+}
+
+impl KeyedCountBench {
+    /// Runs the benchmark once.
+    pub fn run(&self) -> anyhow::Result<BenchReport> {
+        let env = StreamEnvironment::new();
+        env.set_parallelism(self.parallelism);
+        env.set_state_backend(self.backend);
+        let span = Span::default();
+        let emitted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        env.from_source(
+            TimedSource {
+                inner: keyed_count::source(self.records, self.keys, None),
+                span: span.clone(),
+            },
+            "Generator",
+        )
+        .key_by(|(k, _): &(u64, u64)| *k)
+        .process(TimedCount {
+            inner: CountPerKey::default(),
+            span: span.clone(),
+        })
+        .name("Count per Key")
+        .sink_to(CountingDiscard(emitted.clone()), "Discard");
+        let result = env.execute("KeyedCountBench")?;
+        let updates = emitted.load(std::sync::atomic::Ordering::Relaxed);
+        anyhow::ensure!(
+            updates == self.records,
+            "benchmark lost records: {updates} updates for {} records",
+            self.records
+        );
+        let (start, end) = *span.0.lock().unwrap_or_else(|p| p.into_inner());
+        let seconds = match (start, end) {
+            (Some(s), Some(e)) => e.saturating_duration_since(s).as_secs_f64(),
+            _ => result.net_runtime.as_secs_f64(),
+        };
+        Ok(BenchReport {
+            benchmark: "keyed-count",
+            records: self.records,
+            keys: self.keys,
+            parallelism: self.parallelism,
+            backend: self.backend.to_string(),
+            seconds,
+            records_per_sec: if seconds > 0.0 {
+                self.records as f64 / seconds
+            } else {
+                f64::INFINITY
+            },
+            job_seconds: result.net_runtime.as_secs_f64(),
+            peak_rss_bytes: crate::peak_rss_bytes().unwrap_or(0),
+        })
+    }
+}

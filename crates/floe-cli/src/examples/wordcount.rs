@@ -1,0 +1,72 @@
+//! Word count: `floe run wordcount (--input <file> | --socket <host:port>) [--output <path>] [-p N]`.
+//!
+//! Prints one line per update, `<word> <count>`; a word is a maximal run of
+//! non-whitespace characters, case kept. The last line of a word carries its
+//! total.
+
+use clap::Parser;
+use floe::JobArgs;
+use floe::prelude::*;
+
+/// The example's own arguments.
+#[derive(Debug, Parser)]
+#[command(
+    name = "wordcount",
+    about = "Counts words of a text file or a socket stream"
+)]
+pub struct Args {
+    /// Text file (or directory of files) to read.
+    #[arg(long, conflicts_with = "socket", required_unless_present = "socket")]
+    pub input: Option<std::path::PathBuf>,
+    /// host:port of a text server to read lines from (e.g. `nc -lk 7000`).
+    #[arg(long)]
+    pub socket: Option<String>,
+    /// Write `<word> <count>` lines to this file instead of stdout.
+    #[arg(long)]
+    pub output: Option<std::path::PathBuf>,
+}
+
+/// Runs the job.
+pub fn run(args: JobArgs) -> anyhow::Result<()> {
+    let opts: Args = super::parse_job_args("wordcount", &args)?;
+    let env = StreamEnvironment::from_job_args(&args);
+    let lines = match (&opts.input, &opts.socket) {
+        (Some(path), _) => env
+            .from_source(TextFileSource::new([path]), "Text File")
+            .uid("text-file-source"),
+        (None, Some(addr)) => env
+            .from_source(SocketTextSource::new(addr.clone()), "Socket Stream")
+            .uid("socket-source"),
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let counts = lines
+        .flat_map(|line: String, out: &mut Collector<'_, (String, u64)>| {
+            for word in line.split_whitespace() {
+                out.collect((word.to_string(), 1));
+            }
+        })
+        .name("Tokenizer")
+        .uid("tokenizer")
+        .key_by(|(word, _): &(String, u64)| word.clone())
+        .sum(|(_, n): &mut (String, u64)| n)
+        .name("Word Count")
+        .uid("word-count");
+    let format = LineFormat::new(|(w, n): &(String, u64), buf: &mut String| {
+        use std::fmt::Write;
+        let _ = write!(buf, "{w} {n}");
+    });
+    match &opts.output {
+        Some(path) => counts
+            .sink_to(
+                TextFileSink::with_format(path, format).overwrite(true),
+                "Text File",
+            )
+            .uid("text-file-sink")
+            .set_parallelism(1),
+        None => counts
+            .sink_to(StdoutSink::with_format(format), "Print to Std. Out")
+            .uid("stdout-sink"),
+    };
+    env.execute("WordCount")?;
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! The `floe` command-line tool and the example jobs it ships.
+//!
+//! Example jobs are ordinary job functions taking [`floe::JobArgs`]; the
+//! `floe` binary runs them by name (`floe run wordcount …`), and each also has
+//! a stand-alone job binary, as a user's job would.
+
+pub mod bench;
+pub mod examples;
+
+/// Peak resident set size of this process in bytes (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

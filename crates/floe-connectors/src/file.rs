@@ -1,0 +1,248 @@
+//! Text files: a line source and a line sink.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use floe_runtime::{SinkWriter, Source, SourceReader, SourceStatus, TaskInfo};
+
+use crate::format::LineFormat;
+
+/// Reads text files line by line (Flink's `readTextFile`). Files are dealt to
+/// subtasks round robin; a directory stands for the files in it, in name
+/// order. Each reader knows its position (file and byte offset), which a
+/// checkpoint records so recovery can resume exactly there.
+#[derive(Debug, Clone)]
+pub struct TextFileSource {
+    paths: Vec<PathBuf>,
+}
+
+impl TextFileSource {
+    /// A source over `paths` (files or directories).
+    pub fn new<P: AsRef<Path>>(paths: impl IntoIterator<Item = P>) -> Self {
+        TextFileSource {
+            paths: paths
+                .into_iter()
+                .map(|p| p.as_ref().to_path_buf())
+                .collect(),
+        }
+    }
+
+    /// Every input file, directories expanded; a missing or unreadable path is
+    /// an error naming it.
+    pub fn files(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let mut files = Vec::new();
+        for p in &self.paths {
+            let meta = std::fs::metadata(p)
+                .with_context(|| format!("cannot read input path {}", p.display()))?;
+            if meta.is_dir() {
+                let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                    .with_context(|| format!("cannot list input directory {}", p.display()))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_file())
+                    .collect();
+                entries.sort();
+                files.extend(entries);
+            } else {
+                files.push(p.clone());
+            }
+        }
+        Ok(files)
+    }
+}
+
+impl Source<String> for TextFileSource {
+    fn create_reader(&self, info: &TaskInfo) -> anyhow::Result<Box<dyn SourceReader<String>>> {
+        let files = self
+            .files()?
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| *i as u32 % info.parallelism == info.subtask_index)
+            .map(|(_, f)| f)
+            .collect();
+        Ok(Box::new(TextFileReader {
+            files,
+            current: 0,
+            reader: None,
+            offset: 0,
+            line: Vec::new(),
+        }))
+    }
+}
+
+/// One subtask's reader over its assigned files.
+struct TextFileReader {
+    files: Vec<PathBuf>,
+    current: usize,
+    reader: Option<BufReader<File>>,
+    /// Byte offset of the next line in the current file.
+    offset: u64,
+    line: Vec<u8>,
+}
+
+impl TextFileReader {
+    fn open_current(&mut self) -> anyhow::Result<()> {
+        let path = &self.files[self.current];
+        let f = File::open(path)
+            .with_context(|| format!("cannot open input file {}", path.display()))?;
+        self.reader = Some(BufReader::with_capacity(256 * 1024, f));
+        self.offset = 0;
+        Ok(())
+    }
+}
+
+impl SourceReader<String> for TextFileReader {
+    fn open(&mut self, _info: &TaskInfo) -> anyhow::Result<()> {
+        // Fail fast on every assigned file, not only on the first one.
+        for f in &self.files {
+            File::open(f).with_context(|| format!("cannot open input file {}", f.display()))?;
+        }
+        Ok(())
+    }
+
+    fn poll_next(&mut self, out: &mut Vec<String>, max: usize) -> anyhow::Result<SourceStatus> {
+        let mut n = 0;
+        while n < max {
+            if self.current >= self.files.len() {
+                return Ok(SourceStatus::Finished);
+            }
+            if self.reader.is_none() {
+                self.open_current()?;
+            }
+            let reader = self.reader.as_mut().expect("opened above");
+            self.line.clear();
+            let read = reader.read_until(b'\n', &mut self.line).with_context(|| {
+                format!(
+                    "cannot read input file {} at byte {}",
+                    self.files[self.current].display(),
+                    self.offset
+                )
+            })?;
+            if read == 0 {
+                self.reader = None;
+                self.current += 1;
+                continue;
+            }
+            let start = self.offset;
+            self.offset += read as u64;
+            let mut bytes = self.line.as_slice();
+            if let Some(b) = bytes.strip_suffix(b"\n") {
+                bytes = b.strip_suffix(b"\r").unwrap_or(b);
+            }
+            let line = std::str::from_utf8(bytes).with_context(|| {
+                format!(
+                    "input file {} is not valid UTF-8 in the line at byte {start}",
+                    self.files[self.current].display()
+                )
+            })?;
+            out.push(line.to_string());
+            n += 1;
+        }
+        Ok(SourceStatus::MoreAvailable)
+    }
+}
+
+/// Writes one line per record. With parallelism 1 the path is the output
+/// file; with more, the path is a directory holding one `part-<subtask>` file
+/// per subtask (Flink's `writeAsText`). An existing output is an error unless
+/// overwriting was asked for.
+pub struct TextFileSink<T> {
+    path: PathBuf,
+    format: LineFormat<T>,
+    overwrite: bool,
+    writer: Option<BufWriter<File>>,
+    buf: String,
+}
+
+impl<T> Clone for TextFileSink<T> {
+    /// A fresh, unopened writer for another subtask.
+    fn clone(&self) -> Self {
+        TextFileSink {
+            path: self.path.clone(),
+            format: self.format.clone(),
+            overwrite: self.overwrite,
+            writer: None,
+            buf: String::new(),
+        }
+    }
+}
+
+impl<T: std::fmt::Display> TextFileSink<T> {
+    /// A sink writing each record's `Display` form.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self::with_format(path, LineFormat::display())
+    }
+}
+
+impl<T> TextFileSink<T> {
+    /// A sink with a custom line format.
+    pub fn with_format(path: impl Into<PathBuf>, format: LineFormat<T>) -> Self {
+        TextFileSink {
+            path: path.into(),
+            format,
+            overwrite: false,
+            writer: None,
+            buf: String::new(),
+        }
+    }
+
+    /// Replace an existing output instead of failing.
+    pub fn overwrite(mut self, overwrite: bool) -> Self {
+        self.overwrite = overwrite;
+        self
+    }
+}
+
+impl<T: Send + 'static> SinkWriter<T> for TextFileSink<T> {
+    fn open(&mut self, info: &TaskInfo) -> anyhow::Result<()> {
+        let file = if info.parallelism == 1 {
+            if self.path.is_dir() {
+                anyhow::bail!(
+                    "output path {} is a directory; expected a file",
+                    self.path.display()
+                );
+            }
+            self.path.clone()
+        } else {
+            std::fs::create_dir_all(&self.path).with_context(|| {
+                format!("cannot create output directory {}", self.path.display())
+            })?;
+            self.path.join(format!("part-{}", info.subtask_index))
+        };
+        if !self.overwrite && file.exists() {
+            anyhow::bail!(
+                "output file {} already exists (not overwriting it)",
+                file.display()
+            );
+        }
+        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create output directory {}", parent.display()))?;
+        }
+        let f = File::create(&file)
+            .with_context(|| format!("cannot create output file {}", file.display()))?;
+        self.writer = Some(BufWriter::with_capacity(256 * 1024, f));
+        Ok(())
+    }
+
+    fn write(&mut self, value: T) -> anyhow::Result<()> {
+        self.write_batch(&mut vec![value])
+    }
+
+    fn write_batch(&mut self, batch: &mut Vec<T>) -> anyhow::Result<()> {
+        self.buf.clear();
+        self.format.format_batch(batch, &mut self.buf);
+        let w = self.writer.as_mut().expect("opened");
+        w.write_all(self.buf.as_bytes())
+            .with_context(|| format!("cannot write output {}", self.path.display()))
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if let Some(w) = self.writer.as_mut() {
+            w.flush()
+                .with_context(|| format!("cannot write output {}", self.path.display()))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,37 @@
+//! How sinks turn records into lines.
+
+use std::fmt::{Display, Write};
+use std::sync::Arc;
+
+/// Appends one record's line (without the newline) to a buffer.
+pub struct LineFormat<T>(Arc<dyn Fn(&T, &mut String) + Send + Sync>);
+
+impl<T> Clone for LineFormat<T> {
+    fn clone(&self) -> Self {
+        LineFormat(self.0.clone())
+    }
+}
+
+impl<T: Display> LineFormat<T> {
+    /// The record's `Display` form.
+    pub fn display() -> Self {
+        LineFormat(Arc::new(|r, buf| {
+            let _ = write!(buf, "{r}");
+        }))
+    }
+}
+
+impl<T> LineFormat<T> {
+    /// A custom format.
+    pub fn new(f: impl Fn(&T, &mut String) + Send + Sync + 'static) -> Self {
+        LineFormat(Arc::new(f))
+    }
+
+    /// Formats every record of `batch` as a line into `buf`, draining it.
+    pub fn format_batch(&self, batch: &mut Vec<T>, buf: &mut String) {
+        for r in batch.drain(..) {
+            (self.0)(&r, buf);
+            buf.push('\n');
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Job configuration: flat `key: value` pairs with Flink's key names.
+//!
+//! Sources are layered with Flink's precedence: values set in code win over
+//! `-D key=value` flags, which win over the configuration file, which wins over
+//! the built-in defaults. Every key is read through a typed [`ConfigOption`], so
+//! a bad value is reported with the key that holds it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::duration::parse_duration;
+
+/// Why a configuration could not be read or a value could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid YAML or not a mapping.
+    #[error("configuration file {path} is not a valid YAML mapping: {reason}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// A `-D` flag without `=`.
+    #[error("invalid dynamic property {0:?}: expected key=value")]
+    DynamicProperty(String),
+    /// A value that does not parse as the key's type.
+    #[error("invalid value {value:?} for configuration key '{key}': {reason}")]
+    InvalidValue {
+        /// The key.
+        key: String,
+        /// The offending value.
+        value: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+}
+
+/// A typed, documented configuration key.
+pub struct ConfigOption<T: 'static> {
+    /// The key, with Flink's name where Flink has one.
+    pub key: &'static str,
+    /// One line for `--help` and the docs.
+    pub description: &'static str,
+    /// Parses and validates a raw value.
+    pub parse: fn(&str) -> Result<T, String>,
+}
+
+/// Parses a positive integer that fits in `u32`.
+pub fn parse_positive_u32(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
+        Err(e) => Err(format!("not a positive integer ({e})")),
+    }
+}
+
+/// Parses a duration in Flink's notation.
+pub fn parse_duration_value(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Parses `true`/`false`.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+/// Options every job understands.
+pub mod options {
+    use super::*;
+
+    /// Parallelism of operators that do not set their own.
+    pub const PARALLELISM: ConfigOption<u32> = ConfigOption {
+        key: "parallelism.default",
+        description: "Parallelism of operators that do not set their own (default 1).",
+        parse: parse_positive_u32,
+    };
+
+    /// Upper bound for rescaling: the number of key groups.
+    pub const MAX_PARALLELISM: ConfigOption<u32> = ConfigOption {
+        key: "pipeline.max-parallelism",
+        description: "Number of key groups, the upper bound for rescaling (1..=32768; default derived from parallelism).",
+        parse: |s| {
+            let v = parse_positive_u32(s)?;
+            if v > 32768 {
+                Err("must be at most 32768".into())
+            } else {
+                Ok(v)
+            }
+        },
+    };
+
+    /// Records per batch on a channel between tasks.
+    pub const BATCH_SIZE: ConfigOption<u32> = ConfigOption {
+        key: "floe.runtime.batch-size",
+        description: "Records per batch exchanged between tasks (default 1024).",
+        parse: parse_positive_u32,
+    };
+
+    /// Batches a channel holds before its sender blocks (backpressure).
+    pub const CHANNEL_CAPACITY: ConfigOption<u32> = ConfigOption {
+        key: "floe.runtime.channel-capacity",
+        description: "Batches a channel buffers before the sender blocks (default 8).",
+        parse: parse_positive_u32,
+    };
+
+    /// How long a task waits for buffered output before flushing it anyway.
+    pub const BUFFER_TIMEOUT: ConfigOption<Duration> = ConfigOption {
+        key: "execution.buffer-timeout.interval",
+        description: "Longest time a partly filled batch waits before it is sent (default 100 ms).",
+        parse: parse_duration_value,
+    };
+}
+
+/// Every key Floe knows, with its description; anything else draws a warning.
+pub const KNOWN_KEYS: &[(&str, &str)] = &[
+    (options::PARALLELISM.key, options::PARALLELISM.description),
+    (
+        options::MAX_PARALLELISM.key,
+        options::MAX_PARALLELISM.description,
+    ),
+    (options::BATCH_SIZE.key, options::BATCH_SIZE.description),
+    (
+        options::CHANNEL_CAPACITY.key,
+        options::CHANNEL_CAPACITY.description,
+    ),
+    (
+        options::BUFFER_TIMEOUT.key,
+        options::BUFFER_TIMEOUT.description,
+    ),
+];
+
+/// A layer of configuration values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Configuration {
+    entries: BTreeMap<String, String>,
+}
+
+impl Configuration {
+    /// An empty configuration.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets a raw value (a later `set` of the same key wins).
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.entries.insert(key.into(), value.into());
+        self
+    }
+
+    /// The raw value of a key.
+    pub fn get_raw(&self, key: &str) -> Option<&str> {
+        self.entries.get(key).map(String::as_str)
+    }
+
+    /// The typed value of an option, `None` when unset.
+    pub fn get<T>(&self, option: &ConfigOption<T>) -> Result<Option<T>, ConfigError> {
+        match self.entries.get(option.key) {
+            None => Ok(None),
+            Some(raw) => {
+                (option.parse)(raw)
+                    .map(Some)
+                    .map_err(|reason| ConfigError::InvalidValue {
+                        key: option.key.to_string(),
+                        value: raw.clone(),
+                        reason,
+                    })
+            }
+        }
+    }
+
+    /// All entries, sorted by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Copies every entry of `higher` over this one (higher precedence wins).
+    pub fn merge(&mut self, higher: &Configuration) {
+        for (k, v) in &higher.entries {
+            self.entries.insert(k.clone(), v.clone());
+        }
+    }
+
+    /// Parses one `-D key=value` flag into this layer.
+    pub fn set_dynamic_property(&mut self, property: &str) -> Result<(), ConfigError> {
+        match property.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                self.set(k.trim(), v.trim());
+                Ok(())
+            }
+            _ => Err(ConfigError::DynamicProperty(property.to_string())),
+        }
+    }
+
+    /// Keys that no part of Floe reads; the caller warns about them.
+    pub fn unknown_keys(&self) -> Vec<&str> {
+        self.entries
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !KNOWN_KEYS.iter().any(|(known, _)| known == k))
+            .collect()
+    }
+
+    /// Reads a YAML file. Nested mappings flatten to dotted keys
+    /// (`parallelism: {default: 2}` is `parallelism.default: 2`), as in
+    /// Flink's `config.yaml`.
+    pub fn from_yaml_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml_str(&text).map_err(|reason| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    /// Reads YAML text; see [`Configuration::from_yaml_file`].
+    pub fn from_yaml_str(text: &str) -> Result<Self, String> {
+        let value: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+        let mut config = Configuration::new();
+        match value {
+            serde_yaml_ng::Value::Null => {}
+            serde_yaml_ng::Value::Mapping(map) => flatten("", &map, &mut config)?,
+            _ => return Err("the top level must be a mapping of keys to values".into()),
+        }
+        Ok(config)
+    }
+}
+
+fn flatten(
+    prefix: &str,
+    map: &serde_yaml_ng::Mapping,
+    out: &mut Configuration,
+) -> Result<(), String> {
+    use serde_yaml_ng::Value;
+    for (k, v) in map {
+        let key = match k {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => return Err(format!("unsupported key {other:?}")),
+        };
+        let full = if prefix.is_empty() {
+            key
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match v {
+            Value::Mapping(inner) => flatten(&full, inner, out)?,
+            Value::String(s) => {
+                out.set(full, s.clone());
+            }
+            Value::Number(n) => {
+                out.set(full, n.to_string());
+            }
+            Value::Bool(b) => {
+                out.set(full, b.to_string());
+            }
+            Value::Null => {}
+            Value::Sequence(items) => {
+                let parts: Result<Vec<String>, String> = items
+                    .iter()
+                    .map(|i| match i {
+                        Value::String(s) => Ok(s.clone()),
+                        Value::Number(n) => Ok(n.to_string()),
+                        Value::Bool(b) => Ok(b.to_string()),
+                        other => Err(format!("unsupported list item {other:?} under '{full}'")),
+                    })
+                    .collect();
+                out.set(full, parts?.join(";"));
+            }
+            Value::Tagged(_) => {
+                return Err(format!("tagged values are not supported under '{full}'"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_and_flat_yaml_agree() {
+        let flat = Configuration::from_yaml_str("parallelism.default: 4\n").unwrap();
+        let nested = Configuration::from_yaml_str("parallelism:\n  default: 4\n").unwrap();
+        assert_eq!(flat, nested);
+        assert_eq!(flat.get(&options::PARALLELISM).unwrap(), Some(4));
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let mut c = Configuration::new();
+        c.set("parallelism.default", "zero");
+        let err = c.get(&options::PARALLELISM).unwrap_err().to_string();
+        assert!(err.contains("parallelism.default"), "{err}");
+        assert!(err.contains("zero"), "{err}");
+    }
+
+    #[test]
+    fn later_layers_win_and_unknown_keys_are_listed() {
+        let mut file = Configuration::from_yaml_str("parallelism.default: 2\nfoo.bar: 1").unwrap();
+        let mut dynamic = Configuration::new();
+        dynamic
+            .set_dynamic_property("parallelism.default=3")
+            .unwrap();
+        file.merge(&dynamic);
+        assert_eq!(file.get(&options::PARALLELISM).unwrap(), Some(3));
+        assert_eq!(file.unknown_keys(), vec!["foo.bar"]);
+        assert!(dynamic.set_dynamic_property("novalue").is_err());
+    }
+
+    #[test]
+    fn missing_file_and_bad_yaml_are_clear_errors() {
+        let err = Configuration::from_yaml_file(Path::new("/nonexistent/floe-conf.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/floe-conf.yaml"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, "- a\n- b\n").unwrap();
+        let err = Configuration::from_yaml_file(&p).unwrap_err().to_string();
+        assert!(err.contains("mapping"), "{err}");
+    }
+}

@@ -1,0 +1,37 @@
+//! Floe's runtime: how a job graph becomes running tasks.
+//!
+//! - [`graph`]: the logical [`graph::JobGraph`] the API builds (vertices with
+//!   type-erased operator factories, edges with a partitioning).
+//! - [`job_manager`]: the JobManager role. It turns the graph into tasks
+//!   (chaining forward edges of equal parallelism), deploys them, watches them
+//!   and cancels the job on the first failure. The checkpoint coordinator will
+//!   live beside it.
+//! - [`task_manager`]: the TaskManager role. It runs each deployed task on its
+//!   own thread and reports the task's final state.
+//! - [`task`]: the per-task loops: a source loop and an input loop.
+//! - [`operator`]: the chainable [`operator::Operator`] trait through which
+//!   batches, watermarks, barriers and the end of input flow, and the guard
+//!   that turns a user error or panic into a failure naming the operator.
+//! - [`channel`], [`writer`]: bounded channels between tasks (backpressure) and
+//!   the record writers that partition batches onto them.
+//! - [`context`]: what user functions see: task info and state access.
+
+pub mod channel;
+pub mod context;
+pub mod error;
+pub mod graph;
+pub mod job_manager;
+pub mod operator;
+pub mod sink;
+pub mod source;
+pub mod task;
+pub mod task_manager;
+pub mod writer;
+
+pub use context::{KeyedContext, RuntimeContext, TaskInfo};
+pub use error::{FailureCause, JobError, OperatorFailure, TaskError};
+pub use graph::{JobGraph, Partitioning, VertexId};
+pub use job_manager::{JobExecutionResult, JobManager};
+pub use operator::{Operator, OperatorMeta};
+pub use sink::SinkWriter;
+pub use source::{Source, SourceReader, SourceStatus};

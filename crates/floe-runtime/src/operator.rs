@@ -1,0 +1,120 @@
+//! The chainable operator contract.
+//!
+//! A task is a chain of operators: each one receives a batch, applies its
+//! function and pushes its own output batch into the next one, the last of
+//! which is a record writer (channels to other tasks) or a sink. Dispatch is
+//! one virtual call per batch per operator, never per record. Control elements
+//! (watermarks, barriers, the end of input) travel the same path between
+//! batches, so their order relative to records is preserved.
+
+use floe_core::{Batch, CheckpointBarrier, Watermark};
+
+pub use crate::context::TaskInfo as OperatorMeta;
+use crate::error::TaskError;
+
+/// One link of a chain, consuming elements of type `IN`.
+pub trait Operator<IN>: Send {
+    /// Opens this operator after everything downstream of it is open (so an
+    /// operator may emit from `open`). Calls user `open()`.
+    fn open(&mut self) -> Result<(), TaskError>;
+
+    /// Processes and drains `batch` (the caller reuses its allocation).
+    fn process_batch(&mut self, batch: &mut Batch<IN>) -> Result<(), TaskError>;
+
+    /// Event time advanced; forward it (after emitting anything it triggers).
+    fn process_watermark(&mut self, watermark: Watermark) -> Result<(), TaskError>;
+
+    /// A checkpoint barrier: every earlier record has been processed.
+    /// Operators forward it after taking their part of the snapshot.
+    fn process_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), TaskError>;
+
+    /// The task is about to wait for input: push partly filled output
+    /// batches downstream so that records are not held back while idle.
+    fn flush(&mut self) -> Result<(), TaskError>;
+
+    /// The input ended: emit what is left, then finish downstream.
+    fn finish(&mut self) -> Result<(), TaskError>;
+}
+
+/// Terminal operator for vertices without consumers: drops everything.
+pub struct Discard;
+
+impl<T: Send> Operator<T> for Discard {
+    fn open(&mut self) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn process_batch(&mut self, batch: &mut Batch<T>) -> Result<(), TaskError> {
+        batch.clear();
+        Ok(())
+    }
+
+    fn process_watermark(&mut self, _: Watermark) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn process_barrier(&mut self, _: CheckpointBarrier) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+/// Sends every element to several downstream operators (one stream consumed
+/// by several operators). Records are cloned for all but the last output.
+pub struct FanOut<T> {
+    outputs: Vec<Box<dyn Operator<T>>>,
+    scratch: Batch<T>,
+}
+
+impl<T> FanOut<T> {
+    /// Fans out to `outputs` (at least two).
+    pub fn new(outputs: Vec<Box<dyn Operator<T>>>) -> Self {
+        FanOut {
+            outputs,
+            scratch: Batch::from_records(Vec::new()),
+        }
+    }
+}
+
+impl<T: Clone + Send> Operator<T> for FanOut<T> {
+    fn open(&mut self) -> Result<(), TaskError> {
+        self.outputs.iter_mut().try_for_each(|o| o.open())
+    }
+
+    fn process_batch(&mut self, batch: &mut Batch<T>) -> Result<(), TaskError> {
+        let last = self.outputs.len() - 1;
+        for o in &mut self.outputs[..last] {
+            self.scratch.records.clone_from(&batch.records);
+            self.scratch.key_groups.clone_from(&batch.key_groups);
+            o.process_batch(&mut self.scratch)?;
+        }
+        self.outputs[last].process_batch(batch)
+    }
+
+    fn process_watermark(&mut self, wm: Watermark) -> Result<(), TaskError> {
+        self.outputs
+            .iter_mut()
+            .try_for_each(|o| o.process_watermark(wm))
+    }
+
+    fn process_barrier(&mut self, b: CheckpointBarrier) -> Result<(), TaskError> {
+        self.outputs
+            .iter_mut()
+            .try_for_each(|o| o.process_barrier(b))
+    }
+
+    fn flush(&mut self) -> Result<(), TaskError> {
+        self.outputs.iter_mut().try_for_each(|o| o.flush())
+    }
+
+    fn finish(&mut self) -> Result<(), TaskError> {
+        self.outputs.iter_mut().try_for_each(|o| o.finish())
+    }
+}

@@ -1,0 +1,49 @@
+//! The source contract: a pull-based reader polled by its task.
+//!
+//! The task, not the reader, owns the loop. Between two polls the task can
+//! react to cancellation and (with checkpoints) inject a barrier, so a source
+//! never needs a lock shared with the runtime, and the records of one poll are
+//! emitted as one batch.
+
+use crate::context::TaskInfo;
+
+/// What a poll found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceStatus {
+    /// More records can be read right away.
+    MoreAvailable,
+    /// Nothing to read right now (the reader waited briefly); poll again.
+    NothingAvailable,
+    /// The source has ended (bounded input exhausted).
+    Finished,
+}
+
+/// A reader of one subtask's share of a source.
+pub trait SourceReader<T>: Send {
+    /// Called once on the task thread before the first poll; a failure here
+    /// (a missing file, a refused connection) fails the job.
+    fn open(&mut self, _info: &TaskInfo) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Appends up to `max` records to `out`. Must return within roughly
+    /// 100 ms even when no data arrives, so the task stays responsive.
+    fn poll_next(&mut self, out: &mut Vec<T>, max: usize) -> anyhow::Result<SourceStatus>;
+
+    /// Called once after the last poll, also when the job is cancelled.
+    fn close(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// A source: creates one reader per subtask (Flink's FLIP-27 `Source`).
+pub trait Source<T>: Send + Sync + 'static {
+    /// False for sources that can only run as one subtask (a socket, an
+    /// in-memory collection).
+    fn is_parallel(&self) -> bool {
+        true
+    }
+
+    /// The reader of subtask `info.subtask_index` of `info.parallelism`.
+    fn create_reader(&self, info: &TaskInfo) -> anyhow::Result<Box<dyn SourceReader<T>>>;
+}

@@ -1,0 +1,265 @@
+//! Record writers: the last link of a chain that feeds an exchange.
+//!
+//! A writer buffers records per downstream channel and sends a batch when it
+//! is full, when the task goes idle (`flush`) or before a control element.
+//! The partitioning decides the channel: forward (same index), rebalance
+//! (round robin), broadcast (all) or key group (hash of the key).
+
+use floe_core::{Batch, CheckpointBarrier, KeyGroup, StreamMessage, Watermark};
+use floe_state::{Key, KeyGroupRouter};
+
+use crate::channel::{CancelFlag, OutputChannel};
+use crate::error::TaskError;
+use crate::operator::Operator;
+
+/// The channels of one exchange as seen by one sending subtask, each with its
+/// pending batch.
+pub struct ChannelSet<T> {
+    channels: Vec<Box<dyn OutputChannel<T>>>,
+    buffers: Vec<Batch<T>>,
+    batch_size: usize,
+    keyed: bool,
+    cancel: CancelFlag,
+}
+
+impl<T: Send + Clone> ChannelSet<T> {
+    /// Channels to the downstream subtasks, in subtask order.
+    pub fn new(
+        channels: Vec<Box<dyn OutputChannel<T>>>,
+        batch_size: usize,
+        keyed: bool,
+        cancel: CancelFlag,
+    ) -> Self {
+        let buffers = (0..channels.len())
+            .map(|_| Batch::with_capacity(batch_size, keyed))
+            .collect();
+        ChannelSet {
+            channels,
+            buffers,
+            batch_size,
+            keyed,
+            cancel,
+        }
+    }
+
+    /// Number of downstream channels.
+    pub fn len(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// True without channels (never, for a built graph).
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+
+    /// Sends channel `i`'s pending batch, if any.
+    #[inline]
+    pub fn send_buffer(&mut self, i: usize) -> Result<(), TaskError> {
+        if self.buffers[i].is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(
+            &mut self.buffers[i],
+            Batch::with_capacity(self.batch_size, self.keyed),
+        );
+        self.channels[i].send(StreamMessage::Records(batch), &self.cancel)
+    }
+
+    /// Adds a record for channel `i`, sending the batch when it is full.
+    #[inline]
+    pub fn push(&mut self, i: usize, record: T) -> Result<(), TaskError> {
+        let b = &mut self.buffers[i];
+        b.records.push(record);
+        if b.records.len() >= self.batch_size {
+            self.send_buffer(i)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a record with its key group for channel `i`.
+    #[inline]
+    pub fn push_keyed(&mut self, i: usize, record: T, kg: KeyGroup) -> Result<(), TaskError> {
+        let b = &mut self.buffers[i];
+        b.records.push(record);
+        b.key_groups.push(kg);
+        if b.records.len() >= self.batch_size {
+            self.send_buffer(i)?;
+        }
+        Ok(())
+    }
+
+    /// Sends every pending batch.
+    pub fn flush(&mut self) -> Result<(), TaskError> {
+        (0..self.channels.len()).try_for_each(|i| self.send_buffer(i))
+    }
+
+    /// Flushes, then sends a control element to every channel.
+    pub fn broadcast_control(&mut self, msg: StreamMessage<T>) -> Result<(), TaskError> {
+        self.flush()?;
+        for ch in &mut self.channels {
+            ch.send(msg.clone(), &self.cancel)?;
+        }
+        Ok(())
+    }
+
+    /// The pending batch of channel `i` (forward writers swap into it).
+    fn buffer_mut(&mut self, i: usize) -> &mut Batch<T> {
+        &mut self.buffers[i]
+    }
+}
+
+/// Control-element handling shared by all writers.
+macro_rules! control_methods {
+    () => {
+        fn open(&mut self) -> Result<(), TaskError> {
+            Ok(())
+        }
+
+        fn process_watermark(&mut self, wm: Watermark) -> Result<(), TaskError> {
+            self.channels
+                .broadcast_control(StreamMessage::Watermark(wm))
+        }
+
+        fn process_barrier(&mut self, b: CheckpointBarrier) -> Result<(), TaskError> {
+            self.channels.broadcast_control(StreamMessage::Barrier(b))
+        }
+
+        fn flush(&mut self) -> Result<(), TaskError> {
+            self.channels.flush()
+        }
+
+        fn finish(&mut self) -> Result<(), TaskError> {
+            self.channels.broadcast_control(StreamMessage::EndOfInput)
+        }
+    };
+}
+
+/// Sends everything to the downstream subtask with the same index.
+pub struct ForwardWriter<T> {
+    channels: ChannelSet<T>,
+}
+
+impl<T: Send + Clone> ForwardWriter<T> {
+    /// A writer over exactly one channel.
+    pub fn new(channels: ChannelSet<T>) -> Self {
+        assert_eq!(channels.len(), 1, "a forward writer has one channel");
+        ForwardWriter { channels }
+    }
+}
+
+impl<T: Send + Clone> Operator<T> for ForwardWriter<T> {
+    control_methods!();
+
+    fn process_batch(&mut self, batch: &mut Batch<T>) -> Result<(), TaskError> {
+        let buf = self.channels.buffer_mut(0);
+        if buf.is_empty() {
+            // Hand the incoming allocation over instead of copying records.
+            std::mem::swap(buf, batch);
+            batch.clear();
+        } else {
+            buf.records.append(&mut batch.records);
+            buf.key_groups.clear();
+        }
+        if self.channels.buffer_mut(0).len() >= self.channels.batch_size {
+            self.channels.send_buffer(0)?;
+        }
+        Ok(())
+    }
+}
+
+/// Deals records round robin over all downstream subtasks.
+pub struct RebalanceWriter<T> {
+    channels: ChannelSet<T>,
+    next: usize,
+}
+
+impl<T: Send + Clone> RebalanceWriter<T> {
+    /// A writer starting at channel `start` (the sender's index, to spread
+    /// several senders' first records).
+    pub fn new(channels: ChannelSet<T>, start: usize) -> Self {
+        let next = start % channels.len();
+        RebalanceWriter { channels, next }
+    }
+}
+
+impl<T: Send + Clone> Operator<T> for RebalanceWriter<T> {
+    control_methods!();
+
+    fn process_batch(&mut self, batch: &mut Batch<T>) -> Result<(), TaskError> {
+        let n = self.channels.len();
+        batch.key_groups.clear();
+        for r in batch.records.drain(..) {
+            self.channels.push(self.next, r)?;
+            self.next += 1;
+            if self.next == n {
+                self.next = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends every record to every downstream subtask.
+pub struct BroadcastWriter<T> {
+    channels: ChannelSet<T>,
+}
+
+impl<T: Send + Clone> BroadcastWriter<T> {
+    /// A writer over all downstream channels.
+    pub fn new(channels: ChannelSet<T>) -> Self {
+        BroadcastWriter { channels }
+    }
+}
+
+impl<T: Send + Clone> Operator<T> for BroadcastWriter<T> {
+    control_methods!();
+
+    fn process_batch(&mut self, batch: &mut Batch<T>) -> Result<(), TaskError> {
+        let n = self.channels.len();
+        batch.key_groups.clear();
+        for r in batch.records.drain(..) {
+            for i in 0..n - 1 {
+                self.channels.push(i, r.clone())?;
+            }
+            self.channels.push(n - 1, r)?;
+        }
+        Ok(())
+    }
+}
+
+/// Routes each record to the subtask owning its key's key group, and sends
+/// the key group along so the receiver never hashes the key again.
+pub struct KeyGroupWriter<T, K, F> {
+    channels: ChannelSet<T>,
+    router: KeyGroupRouter,
+    key_selector: F,
+    _k: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<T: Send + Clone, K: Key, F: Fn(&T) -> K + Send> KeyGroupWriter<T, K, F> {
+    /// A writer for a keyed exchange into an operator with `channels.len()`
+    /// subtasks and `max_parallelism` key groups.
+    pub fn new(channels: ChannelSet<T>, max_parallelism: u32, key_selector: F) -> Self {
+        let router = KeyGroupRouter::new(max_parallelism, channels.len() as u32);
+        KeyGroupWriter {
+            channels,
+            router,
+            key_selector,
+            _k: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: Send + Clone, K: Key, F: Fn(&T) -> K + Send> Operator<T> for KeyGroupWriter<T, K, F> {
+    control_methods!();
+
+    #[inline]
+    fn process_batch(&mut self, batch: &mut Batch<T>) -> Result<(), TaskError> {
+        batch.key_groups.clear();
+        for r in batch.records.drain(..) {
+            let (kg, target) = self.router.route(&(self.key_selector)(&r));
+            self.channels.push_keyed(target, r, kg)?;
+        }
+        Ok(())
+    }
+}

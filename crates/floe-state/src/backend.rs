@@ -1,0 +1,280 @@
+//! The per-subtask keyed state store.
+//!
+//! One [`KeyedStateBackend`] serves one subtask of one keyed operator. It owns
+//! the states registered by that operator's function, the subtask's key-group
+//! range and the *current key*: the key of the record being processed, set by
+//! the runtime before each call into user code, so that state handles need no
+//! key argument (Flink's model).
+//!
+//! Storage is chosen by [`StateBackendKind`]. The heap backend keeps typed
+//! values in hash maps, one map per key group per state, so nothing is ever
+//! serialized on the hot path and a snapshot can be cut by key-group range. A
+//! byte-oriented backend (RocksDB) is another variant of the private `Store`
+//! enum: handles dispatch on it, and only that variant encodes keys and values.
+
+use std::any::{Any, TypeId};
+use std::fmt;
+use std::str::FromStr;
+
+use floe_core::KeyGroup;
+use rustc_hash::FxHashMap;
+
+use crate::Key;
+use crate::descriptor::StateKind;
+use crate::error::StateError;
+use crate::key_group::KeyGroupRange;
+
+/// Which state backend holds keyed state (`state.backend.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StateBackendKind {
+    /// Typed values on the heap (Flink's `HashMapStateBackend`).
+    #[default]
+    HashMap,
+}
+
+impl fmt::Display for StateBackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StateBackendKind::HashMap => "hashmap",
+        })
+    }
+}
+
+impl FromStr for StateBackendKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "hashmap" | "heap" => Ok(StateBackendKind::HashMap),
+            other => Err(format!(
+                "unknown state backend {other:?} (supported: hashmap)"
+            )),
+        }
+    }
+}
+
+/// Gives state handles access to the keyed backend of the current operator.
+/// Implemented by every runtime context in which a current key exists.
+pub trait KeyedStateAccess<K: Key> {
+    /// The backend, with its current key set.
+    fn keyed_state_backend(&mut self) -> &mut KeyedStateBackend<K>;
+}
+
+impl<K: Key> KeyedStateAccess<K> for KeyedStateBackend<K> {
+    fn keyed_state_backend(&mut self) -> &mut KeyedStateBackend<K> {
+        self
+    }
+}
+
+/// Metadata of one registered state.
+#[derive(Debug, Clone)]
+struct Registration {
+    name: String,
+    kind: StateKind,
+    type_id: TypeId,
+    type_name: &'static str,
+}
+
+/// Per-state storage of the heap backend: one hash map per key group of the
+/// subtask's range, holding the per-key state `S` (a value, a `Vec`, a map…).
+pub(crate) struct HeapTable<K, S> {
+    pub(crate) groups: Vec<FxHashMap<K, S>>,
+}
+
+/// Type-erased view of a `HeapTable<K, S>`, so the backend can hold tables of
+/// different per-key types side by side.
+trait ErasedHeapTable: Send {
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    fn sizes(&self) -> Vec<usize>;
+}
+
+impl<K: Key, S: Send + 'static> ErasedHeapTable for HeapTable<K, S> {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn sizes(&self) -> Vec<usize> {
+        self.groups.iter().map(|g| g.len()).collect()
+    }
+}
+
+enum Store {
+    /// One `HeapTable<K, S>` per registered state, in registration order.
+    Heap(Vec<Box<dyn ErasedHeapTable>>),
+}
+
+/// The keyed state of one subtask of one operator.
+pub struct KeyedStateBackend<K: Key> {
+    operator: String,
+    range: KeyGroupRange,
+    max_parallelism: u32,
+    kind: StateBackendKind,
+    /// The current key and its key group's offset in `range`.
+    current: Option<(K, usize)>,
+    registrations: Vec<Registration>,
+    store: Store,
+}
+
+impl<K: Key> KeyedStateBackend<K> {
+    /// An empty backend for the subtask owning `range`.
+    pub fn new(
+        kind: StateBackendKind,
+        operator: impl Into<String>,
+        range: KeyGroupRange,
+        max_parallelism: u32,
+    ) -> Self {
+        KeyedStateBackend {
+            operator: operator.into(),
+            range,
+            max_parallelism,
+            kind,
+            current: None,
+            registrations: Vec::new(),
+            store: match kind {
+                StateBackendKind::HashMap => Store::Heap(Vec::new()),
+            },
+        }
+    }
+
+    /// Which backend this is.
+    pub fn kind(&self) -> StateBackendKind {
+        self.kind
+    }
+
+    /// The key groups this subtask owns.
+    pub fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    /// The job's number of key groups.
+    pub fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
+    /// The operator this backend belongs to (for error messages).
+    pub fn operator(&self) -> &str {
+        &self.operator
+    }
+
+    /// Makes `key` (in `key_group`) the key that state handles read and write.
+    #[inline]
+    pub fn set_current_key(&mut self, key: K, key_group: KeyGroup) -> Result<(), StateError> {
+        let offset = key_group.wrapping_sub(self.range.start) as usize;
+        if offset >= self.range.len() {
+            self.current = None;
+            return Err(StateError::KeyGroupOutOfRange {
+                key_group,
+                range: self.range,
+            });
+        }
+        self.current = Some((key, offset));
+        Ok(())
+    }
+
+    /// The current key, if a record is being processed.
+    pub fn current_key(&self) -> Option<&K> {
+        self.current.as_ref().map(|(k, _)| k)
+    }
+
+    /// The current key's key group.
+    pub fn current_key_group(&self) -> Option<KeyGroup> {
+        self.current
+            .as_ref()
+            .map(|(_, off)| self.range.start + *off as KeyGroup)
+    }
+
+    /// Forgets the current key, so that stray state access fails loudly.
+    pub fn clear_current_key(&mut self) {
+        self.current = None;
+    }
+
+    /// Registers (or finds again) state `name` of `kind` whose per-key storage
+    /// is `S`; `T` is the declared value type, checked for compatibility.
+    pub(crate) fn register<T: 'static, S: Send + 'static>(
+        &mut self,
+        name: &str,
+        kind: StateKind,
+    ) -> Result<u32, StateError> {
+        let type_id = TypeId::of::<T>();
+        let type_name = std::any::type_name::<T>();
+        if let Some((idx, r)) = self
+            .registrations
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.name == name)
+        {
+            if r.kind != kind || r.type_id != type_id {
+                return Err(StateError::IncompatibleRegistration {
+                    name: name.to_string(),
+                    existing_kind: r.kind,
+                    existing_type: r.type_name,
+                    requested_kind: kind,
+                    requested_type: type_name,
+                });
+            }
+            return Ok(idx as u32);
+        }
+        match &mut self.store {
+            Store::Heap(tables) => {
+                let groups = (0..self.range.len())
+                    .map(|_| FxHashMap::default())
+                    .collect();
+                tables.push(Box::new(HeapTable::<K, S> { groups }));
+            }
+        }
+        self.registrations.push(Registration {
+            name: name.to_string(),
+            kind,
+            type_id,
+            type_name,
+        });
+        Ok((self.registrations.len() - 1) as u32)
+    }
+
+    /// The current key and the map of its key group for state `id`.
+    #[inline]
+    pub(crate) fn heap_slot<S: 'static>(
+        &mut self,
+        id: u32,
+    ) -> Result<(&mut FxHashMap<K, S>, &K), StateError> {
+        let Some((key, offset)) = self.current.as_ref() else {
+            return Err(StateError::NoCurrentKey {
+                name: self.registrations[id as usize].name.clone(),
+            });
+        };
+        match &mut self.store {
+            Store::Heap(tables) => {
+                let table = tables[id as usize]
+                    .as_any_mut()
+                    .downcast_mut::<HeapTable<K, S>>()
+                    .expect("state handle used with the backend that registered it");
+                Ok((&mut table.groups[*offset], key))
+            }
+        }
+    }
+
+    /// Names and kinds of the registered states, in registration order.
+    pub fn registered_states(&self) -> impl Iterator<Item = (&str, StateKind)> {
+        self.registrations.iter().map(|r| (r.name.as_str(), r.kind))
+    }
+
+    /// Number of keys that hold a value in state `name`, per key group of this
+    /// subtask's range (in range order). `None` for an unknown name.
+    pub fn keys_per_key_group(&self, name: &str) -> Option<Vec<usize>> {
+        let idx = self.registrations.iter().position(|r| r.name == name)?;
+        match &self.store {
+            Store::Heap(tables) => Some(tables[idx].sizes()),
+        }
+    }
+}
+
+impl<K: Key> fmt::Debug for KeyedStateBackend<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedStateBackend")
+            .field("operator", &self.operator)
+            .field("kind", &self.kind)
+            .field("range", &self.range)
+            .field("states", &self.registrations.len())
+            .finish()
+    }
+}

@@ -1,0 +1,191 @@
+//! State descriptors: what a function declares in `open()`.
+//!
+//! A descriptor names a state and fixes its kind and value type. The name is
+//! the state's identity across snapshots, so registering the same name twice
+//! with another kind or type is an error rather than a silent reinterpretation.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::StateValue;
+
+/// The five kinds of keyed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StateKind {
+    /// One value per key.
+    Value,
+    /// A list per key.
+    List,
+    /// A map per key.
+    Map,
+    /// A value folded by a reduce function.
+    Reducing,
+    /// An accumulator folded by an aggregate function.
+    Aggregating,
+}
+
+impl fmt::Display for StateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StateKind::Value => "ValueState",
+            StateKind::List => "ListState",
+            StateKind::Map => "MapState",
+            StateKind::Reducing => "ReducingState",
+            StateKind::Aggregating => "AggregatingState",
+        })
+    }
+}
+
+/// Declares a [`crate::ValueState`].
+#[derive(Debug, Clone)]
+pub struct ValueStateDescriptor<T> {
+    pub(crate) name: String,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: StateValue> ValueStateDescriptor<T> {
+    /// A value state called `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        ValueStateDescriptor {
+            name: name.into(),
+            _t: PhantomData,
+        }
+    }
+
+    /// The state's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Declares a [`crate::ListState`].
+#[derive(Debug, Clone)]
+pub struct ListStateDescriptor<T> {
+    pub(crate) name: String,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: StateValue> ListStateDescriptor<T> {
+    /// A list state called `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        ListStateDescriptor {
+            name: name.into(),
+            _t: PhantomData,
+        }
+    }
+
+    /// The state's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Declares a [`crate::MapState`].
+#[derive(Debug, Clone)]
+pub struct MapStateDescriptor<UK, UV> {
+    pub(crate) name: String,
+    _t: PhantomData<fn() -> (UK, UV)>,
+}
+
+impl<UK, UV> MapStateDescriptor<UK, UV> {
+    /// A map state called `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        MapStateDescriptor {
+            name: name.into(),
+            _t: PhantomData,
+        }
+    }
+
+    /// The state's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The shared reduce function of a [`ReducingStateDescriptor`].
+pub type ReduceFn<T> = Arc<dyn Fn(T, T) -> T + Send + Sync>;
+
+/// Declares a [`crate::ReducingState`]: every `add` folds the new value into
+/// the stored one with `reduce`.
+#[derive(Clone)]
+pub struct ReducingStateDescriptor<T> {
+    pub(crate) name: String,
+    pub(crate) reduce: ReduceFn<T>,
+}
+
+impl<T: StateValue> ReducingStateDescriptor<T> {
+    /// A reducing state called `name` folding with `reduce(stored, new)`.
+    pub fn new(
+        name: impl Into<String>,
+        reduce: impl Fn(T, T) -> T + Send + Sync + 'static,
+    ) -> Self {
+        ReducingStateDescriptor {
+            name: name.into(),
+            reduce: Arc::new(reduce),
+        }
+    }
+
+    /// The state's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl<T> fmt::Debug for ReducingStateDescriptor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReducingStateDescriptor")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Flink's `AggregateFunction`: folds inputs into an accumulator and reads a
+/// result from it. Unlike a reduce, input, accumulator and result may differ
+/// (e.g. an average keeps `(sum, count)` and returns `sum / count`).
+pub trait AggregateFunction: Send + Sync + 'static {
+    /// What is added.
+    type In;
+    /// What is stored.
+    type Acc: StateValue;
+    /// What is read.
+    type Out;
+    /// A fresh accumulator, used for the first value of a key.
+    fn create_accumulator(&self) -> Self::Acc;
+    /// Folds one value into the accumulator.
+    fn add(&self, value: Self::In, acc: &mut Self::Acc);
+    /// The result for an accumulator.
+    fn get_result(&self, acc: &Self::Acc) -> Self::Out;
+    /// Combines two accumulators (merging windows, combining partial results).
+    fn merge(&self, a: Self::Acc, b: Self::Acc) -> Self::Acc;
+}
+
+/// Declares a [`crate::AggregatingState`].
+pub struct AggregatingStateDescriptor<F> {
+    pub(crate) name: String,
+    pub(crate) function: Arc<F>,
+}
+
+impl<F: AggregateFunction> AggregatingStateDescriptor<F> {
+    /// An aggregating state called `name` folding with `function`.
+    pub fn new(name: impl Into<String>, function: F) -> Self {
+        AggregatingStateDescriptor {
+            name: name.into(),
+            function: Arc::new(function),
+        }
+    }
+
+    /// The state's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl<F> Clone for AggregatingStateDescriptor<F> {
+    fn clone(&self) -> Self {
+        AggregatingStateDescriptor {
+            name: self.name.clone(),
+            function: self.function.clone(),
+        }
+    }
+}

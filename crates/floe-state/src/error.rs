@@ -1,0 +1,61 @@
+//! Errors at the state layer's boundary.
+
+use crate::descriptor::StateKind;
+
+/// Why a state operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The same name was registered before as another kind or type.
+    #[error(
+        "state '{name}' is already registered as {existing_kind} of {existing_type}; cannot register it again as {requested_kind} of {requested_type}"
+    )]
+    IncompatibleRegistration {
+        /// The state name.
+        name: String,
+        /// Kind registered first.
+        existing_kind: StateKind,
+        /// Value type registered first.
+        existing_type: &'static str,
+        /// Kind requested now.
+        requested_kind: StateKind,
+        /// Value type requested now.
+        requested_type: &'static str,
+    },
+    /// Keyed state was used where there is no current key (outside
+    /// `process_element`/`on_timer` of a keyed operator).
+    #[error(
+        "keyed state '{name}' accessed without a current key: keyed state can only be used while a keyed operator processes a record"
+    )]
+    NoCurrentKey {
+        /// The state name.
+        name: String,
+    },
+    /// Keyed state requested by an operator that does not follow `key_by`.
+    #[error(
+        "keyed state '{name}' requested in non-keyed operator '{operator}': keyed state is only available on a KeyedStream (apply key_by first)"
+    )]
+    NotKeyed {
+        /// The state name.
+        name: String,
+        /// The operator's name.
+        operator: String,
+    },
+    /// A key group outside this subtask's range reached it: a routing bug.
+    #[error("key group {key_group} is outside this subtask's range {range}")]
+    KeyGroupOutOfRange {
+        /// The offending key group.
+        key_group: u16,
+        /// This subtask's range.
+        range: crate::key_group::KeyGroupRange,
+    },
+    /// Bytes could not be encoded or decoded.
+    #[error("cannot {action} {what}: {reason}")]
+    Codec {
+        /// `encode` or `decode`.
+        action: &'static str,
+        /// What was being coded.
+        what: String,
+        /// The codec's reason.
+        reason: String,
+    },
+}

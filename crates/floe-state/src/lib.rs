@@ -1,0 +1,48 @@
+//! Managed state for Floe operators.
+//!
+//! Keyed state is partitioned into *key groups* exactly as in Flink, so that a
+//! snapshot can later be split and merged by key-group range when a job is
+//! rescaled. Users declare state with a descriptor (name + type) and get back a
+//! small `Send` handle; every access goes through the keyed context of the
+//! record being processed, which carries the current key and its key group.
+//!
+//! - [`key_group`]: key → key group → subtask, Flink's formulas.
+//! - [`codec`]: the stable binary encoding (postcard) used for key hashing and,
+//!   later, snapshots.
+//! - [`descriptor`]: what a function declares.
+//! - [`backend`]: [`KeyedStateBackend`], the per-subtask store, and the heap
+//!   implementation behind it.
+//! - [`handles`]: `ValueState`, `ListState`, `MapState`, `ReducingState`,
+//!   `AggregatingState`.
+
+pub mod backend;
+pub mod codec;
+pub mod descriptor;
+pub mod error;
+pub mod handles;
+pub mod key_group;
+
+pub use backend::{KeyedStateAccess, KeyedStateBackend, StateBackendKind};
+pub use descriptor::{
+    AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor,
+    ReducingStateDescriptor, StateKind, ValueStateDescriptor,
+};
+pub use error::StateError;
+pub use handles::{AggregatingState, ListState, MapState, ReducingState, ValueState};
+pub use key_group::{KeyGroupRange, KeyGroupRouter, key_group_for_key, key_hash};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// What a key of a keyed stream must be: hashable for the heap backend,
+/// serializable for stable key-group assignment and snapshots.
+pub trait Key:
+    std::hash::Hash + Eq + Clone + Serialize + DeserializeOwned + Send + 'static
+{
+}
+impl<T: std::hash::Hash + Eq + Clone + Serialize + DeserializeOwned + Send + 'static> Key for T {}
+
+/// What a state value must be: cloneable (the heap backend hands out copies)
+/// and serializable (snapshots and the RocksDB backend need bytes).
+pub trait StateValue: Clone + Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Clone + Serialize + DeserializeOwned + Send + 'static> StateValue for T {}
