@@ -26,6 +26,8 @@ pub struct KeyedCountBench {
     pub parallelism: u32,
     /// State backend.
     pub backend: StateBackendKind,
+    /// Extra configuration (`-D`), e.g. batch size.
+    pub config: floe::core::Configuration,
 }
 
 /// The JSON line the benchmark prints.
@@ -147,7 +149,7 @@ impl SinkWriter<(u64, u64)> for CountingDiscard {
 impl KeyedCountBench {
     /// Runs the benchmark once.
     pub fn run(&self) -> anyhow::Result<BenchReport> {
-        let env = StreamEnvironment::new();
+        let env = StreamEnvironment::with_configuration(self.config.clone());
         env.set_parallelism(self.parallelism);
         env.set_state_backend(self.backend);
         let span = Span::default();

@@ -64,6 +64,9 @@ enum Bench {
         /// State backend (hashmap, also accepted as heap).
         #[arg(long, default_value = "heap")]
         backend: String,
+        /// A configuration value, key=value (repeatable), e.g. floe.runtime.batch-size=2048.
+        #[arg(short = 'D', value_name = "KEY=VALUE")]
+        dynamic: Vec<String>,
     },
 }
 
@@ -130,15 +133,21 @@ fn main() -> ExitCode {
             keys,
             parallelism,
             backend,
+            dynamic,
         }) => (|| {
             let backend: StateBackendKind = backend
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("--backend: {e}"))?;
+            let mut config = floe::core::Configuration::new();
+            for d in &dynamic {
+                config.set_dynamic_property(d)?;
+            }
             let report = KeyedCountBench {
                 records,
                 keys,
                 parallelism,
                 backend,
+                config,
             }
             .run()?;
             println!("{}", serde_json::to_string(&report)?);

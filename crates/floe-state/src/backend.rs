@@ -12,7 +12,7 @@
 //! byte-oriented backend (RocksDB) is another variant of the private `Store`
 //! enum: handles dispatch on it, and only that variant encodes keys and values.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 use std::fmt;
 use std::str::FromStr;
 
@@ -73,6 +73,9 @@ struct Registration {
     kind: StateKind,
     type_id: TypeId,
     type_name: &'static str,
+    /// `TypeId` of the concrete table (`HeapTable<K, S>`), checked on every
+    /// access before the table is used as that type.
+    table_type: TypeId,
 }
 
 /// Per-state storage of the heap backend: one hash map per key group of the
@@ -84,15 +87,10 @@ pub(crate) struct HeapTable<K, S> {
 /// Type-erased view of a `HeapTable<K, S>`, so the backend can hold tables of
 /// different per-key types side by side.
 trait ErasedHeapTable: Send {
-    fn as_any_mut(&mut self) -> &mut dyn Any;
     fn sizes(&self) -> Vec<usize>;
 }
 
 impl<K: Key, S: Send + 'static> ErasedHeapTable for HeapTable<K, S> {
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
     fn sizes(&self) -> Vec<usize> {
         self.groups.iter().map(|g| g.len()).collect()
     }
@@ -227,6 +225,7 @@ impl<K: Key> KeyedStateBackend<K> {
             kind,
             type_id,
             type_name,
+            table_type: TypeId::of::<HeapTable<K, S>>(),
         });
         Ok((self.registrations.len() - 1) as u32)
     }
@@ -244,10 +243,17 @@ impl<K: Key> KeyedStateBackend<K> {
         };
         match &mut self.store {
             Store::Heap(tables) => {
-                let table = tables[id as usize]
-                    .as_any_mut()
-                    .downcast_mut::<HeapTable<K, S>>()
-                    .expect("state handle used with the backend that registered it");
+                // A cheap check of a constant against a stored id, instead of
+                // two virtual calls through `Any` on every state access.
+                assert!(
+                    self.registrations[id as usize].table_type == TypeId::of::<HeapTable<K, S>>(),
+                    "state handle used with a backend that did not register it"
+                );
+                let erased: *mut dyn ErasedHeapTable = &mut *tables[id as usize];
+                // SAFETY: the table at `id` was created as `HeapTable<K, S>`
+                // (its `TypeId` was recorded at registration and just
+                // compared), so the data pointer has exactly that type.
+                let table = unsafe { &mut *(erased as *mut HeapTable<K, S>) };
                 Ok((&mut table.groups[*offset], key))
             }
         }

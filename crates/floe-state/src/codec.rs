@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::error::StateError;
 
 /// Encoded keys up to this size are hashed without touching the heap.
-pub const STACK_KEY_BYTES: usize = 256;
+pub const STACK_KEY_BYTES: usize = 64;
 
 /// Encodes a value.
 pub fn encode<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<Vec<u8>, StateError> {
@@ -37,20 +37,81 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StateE
     Ok(v)
 }
 
-/// Calls `f` with the canonical bytes of `key`, on the stack when they fit.
+/// A postcard output flavor for key hashing: small keys stay in a stack
+/// buffer filled byte by byte (no `memcpy` call for a varint), larger ones
+/// spill to the heap.
+struct KeyBuffer {
+    stack: [u8; STACK_KEY_BYTES],
+    len: usize,
+    heap: Option<Vec<u8>>,
+}
+
+impl KeyBuffer {
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        match &self.heap {
+            Some(v) => v,
+            None => &self.stack[..self.len],
+        }
+    }
+
+    #[cold]
+    fn spill(&mut self, data: &[u8]) {
+        let mut v = Vec::with_capacity((self.len + data.len()) * 2);
+        v.extend_from_slice(&self.stack[..self.len]);
+        v.extend_from_slice(data);
+        self.heap = Some(v);
+    }
+}
+
+impl postcard::ser_flavors::Flavor for &mut KeyBuffer {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.try_extend(&[data])
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if let Some(v) = &mut self.heap {
+            v.extend_from_slice(data);
+        } else if self.len + data.len() <= STACK_KEY_BYTES {
+            // Byte loop: keys are mostly a few bytes, where a libc memcpy
+            // call costs more than the copy.
+            for (dst, src) in self.stack[self.len..self.len + data.len()]
+                .iter_mut()
+                .zip(data)
+            {
+                *dst = *src;
+            }
+            self.len += data.len();
+        } else {
+            self.spill(data);
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Calls `f` with the canonical (postcard) bytes of `key`, on the stack
+/// when they fit.
 ///
 /// # Panics
 /// If the key cannot be serialized at all (a `Serialize` impl that fails),
 /// which would make key-group assignment impossible.
 #[inline]
 pub fn with_key_bytes<K: Serialize + ?Sized, R>(key: &K, f: impl FnOnce(&[u8]) -> R) -> R {
-    let mut buf = [0u8; STACK_KEY_BYTES];
-    match postcard::to_slice(key, &mut buf) {
-        Ok(bytes) => f(bytes),
-        Err(postcard::Error::SerializeBufferFull) => {
-            let v = postcard::to_allocvec(key).expect("key type must be serializable");
-            f(&v)
-        }
-        Err(e) => panic!("key type must be serializable: {e}"),
+    let mut buf = KeyBuffer {
+        stack: [0u8; STACK_KEY_BYTES],
+        len: 0,
+        heap: None,
+    };
+    if let Err(e) = postcard::serialize_with_flavor(key, &mut buf) {
+        panic!("key type must be serializable: {e}");
     }
+    f(buf.bytes())
 }
