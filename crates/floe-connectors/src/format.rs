@@ -4,7 +4,10 @@ use std::fmt::{Display, Write};
 use std::sync::Arc;
 
 /// Appends one record's line (without the newline) to a buffer.
-pub struct LineFormat<T>(Arc<dyn Fn(&T, &mut String) + Send + Sync>);
+type FormatFn<T> = dyn Fn(&T, &mut String) + Send + Sync;
+
+/// How a sink renders a record as one line.
+pub struct LineFormat<T>(Arc<FormatFn<T>>);
 
 impl<T> Clone for LineFormat<T> {
     fn clone(&self) -> Self {
