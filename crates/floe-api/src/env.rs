@@ -52,6 +52,8 @@ pub(crate) struct EnvInner {
     /// Values set in code, which win over everything else.
     code: Configuration,
     backend: StateBackendKind,
+    /// `-s`: a savepoint to restore from (not supported yet: refused at execute).
+    restore_from: Option<String>,
 }
 
 /// The context in which a job is built and executed (Flink's
@@ -71,7 +73,11 @@ impl StreamEnvironment {
     /// (`--config`, `-D`, `-p`).
     pub fn from_job_args(args: &JobArgs) -> Self {
         let env = Self::new();
-        env.inner.borrow_mut().config = args.configuration().clone();
+        {
+            let mut inner = env.inner.borrow_mut();
+            inner.config = args.configuration().clone();
+            inner.restore_from = args.from_savepoint().map(str::to_string);
+        }
         env
     }
 
@@ -148,6 +154,11 @@ impl StreamEnvironment {
 
     /// Builds the job graph with every default resolved.
     pub fn job_graph(&self) -> Result<(JobGraph, ExecutionSettings), JobError> {
+        if let Some(path) = &self.inner.borrow().restore_from {
+            return Err(JobError::Unsupported(format!(
+                "cannot restore from savepoint {path}: restoring from savepoints is not implemented in this version of Floe"
+            )));
+        }
         let config = self.configuration();
         for key in config.unknown_keys() {
             tracing::warn!("unknown configuration key '{key}' is ignored");

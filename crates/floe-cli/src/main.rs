@@ -24,7 +24,10 @@ enum Command {
     /// Floe's job flags may appear before the job or anywhere among its arguments:
     /// -p/--parallelism N, --config <file>, -D key=value. Durations in configuration
     /// accept Flink's forms (500 ms, 1s, 1 min; a bare number is milliseconds).
-    #[command(after_help = "Run `floe run <job> --help` for a job's own arguments.")]
+    #[command(
+        after_help = "Run `floe run <job> --help` for a job's own arguments.",
+        override_usage = "floe run [OPTIONS] <JOB> [ARGS]..."
+    )]
     Run {
         /// Default parallelism of the job's operators.
         #[arg(short = 'p', long = "parallelism", value_parser = clap::value_parser!(u32).range(1..))]
@@ -35,11 +38,17 @@ enum Command {
         /// A configuration value, key=value (repeatable).
         #[arg(short = 'D', value_name = "KEY=VALUE")]
         dynamic: Vec<String>,
-        /// Example name or path to a job binary.
-        job: String,
-        /// The job's arguments (and Floe job flags).
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// Example name or path to a job binary, then the job's arguments (and Floe job flags).
+        // One positional, so that everything after the job's name, `--help`
+        // included, belongs to the job.
+        #[arg(
+            value_name = "JOB",
+            required = true,
+            num_args = 1..,
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        job: Vec<String>,
     },
     /// List the example jobs.
     Examples,
@@ -119,9 +128,11 @@ fn main() -> ExitCode {
             parallelism,
             config,
             dynamic,
-            job,
-            args,
-        } => run_job(parallelism, config, dynamic, &job, args),
+            mut job,
+        } => {
+            let args = job.split_off(1);
+            run_job(parallelism, config, dynamic, &job[0], args)
+        }
         Command::Examples => {
             for (name, about, _) in EXAMPLES {
                 println!("{name:<22} {about}");

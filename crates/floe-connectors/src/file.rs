@@ -151,6 +151,8 @@ pub struct TextFileSink<T> {
     path: PathBuf,
     format: LineFormat<T>,
     overwrite: bool,
+    /// The file this subtask writes, decided in `open`.
+    file: Option<PathBuf>,
     writer: Option<BufWriter<File>>,
     buf: String,
 }
@@ -162,6 +164,7 @@ impl<T> Clone for TextFileSink<T> {
             path: self.path.clone(),
             format: self.format.clone(),
             overwrite: self.overwrite,
+            file: None,
             writer: None,
             buf: String::new(),
         }
@@ -182,6 +185,7 @@ impl<T> TextFileSink<T> {
             path: path.into(),
             format,
             overwrite: false,
+            file: None,
             writer: None,
             buf: String::new(),
         }
@@ -196,6 +200,10 @@ impl<T> TextFileSink<T> {
 
 impl<T: Send + 'static> SinkWriter<T> for TextFileSink<T> {
     fn open(&mut self, info: &TaskInfo) -> anyhow::Result<()> {
+        // Only checks here: the file is created with the first record (or at
+        // the end of an empty input), so a job that fails while starting —
+        // a missing input, a refused connection — leaves an existing output
+        // exactly as it was.
         let file = if info.parallelism == 1 {
             if self.path.is_dir() {
                 anyhow::bail!(
@@ -205,9 +213,13 @@ impl<T: Send + 'static> SinkWriter<T> for TextFileSink<T> {
             }
             self.path.clone()
         } else {
-            std::fs::create_dir_all(&self.path).with_context(|| {
-                format!("cannot create output directory {}", self.path.display())
-            })?;
+            if self.path.is_file() {
+                anyhow::bail!(
+                    "output path {} is a file; a sink with parallelism {} writes a directory of part files",
+                    self.path.display(),
+                    info.parallelism
+                );
+            }
             self.path.join(format!("part-{}", info.subtask_index))
         };
         if !self.overwrite && file.exists() {
@@ -216,13 +228,7 @@ impl<T: Send + 'static> SinkWriter<T> for TextFileSink<T> {
                 file.display()
             );
         }
-        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create output directory {}", parent.display()))?;
-        }
-        let f = File::create(&file)
-            .with_context(|| format!("cannot create output file {}", file.display()))?;
-        self.writer = Some(BufWriter::with_capacity(256 * 1024, f));
+        self.file = Some(file);
         Ok(())
     }
 
@@ -233,7 +239,8 @@ impl<T: Send + 'static> SinkWriter<T> for TextFileSink<T> {
     fn write_batch(&mut self, batch: &mut Vec<T>) -> anyhow::Result<()> {
         self.buf.clear();
         self.format.format_batch(batch, &mut self.buf);
-        let w = self.writer.as_mut().expect("opened");
+        self.writer()?;
+        let w = self.writer.as_mut().expect("created above");
         w.write_all(self.buf.as_bytes())
             .with_context(|| format!("cannot write output {}", self.path.display()))
     }
@@ -244,5 +251,29 @@ impl<T: Send + 'static> SinkWriter<T> for TextFileSink<T> {
                 .with_context(|| format!("cannot write output {}", self.path.display()))?;
         }
         Ok(())
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        // An empty input still produces its (empty) output file.
+        self.writer()?;
+        self.flush()
+    }
+}
+
+impl<T> TextFileSink<T> {
+    /// The open writer, creating the file (and its directory) on first use.
+    fn writer(&mut self) -> anyhow::Result<&mut BufWriter<File>> {
+        if self.writer.is_none() {
+            let file = self.file.as_ref().expect("open() decides the file");
+            if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).with_context(|| {
+                    format!("cannot create output directory {}", parent.display())
+                })?;
+            }
+            let f = File::create(file)
+                .with_context(|| format!("cannot create output file {}", file.display()))?;
+            self.writer = Some(BufWriter::with_capacity(256 * 1024, f));
+        }
+        Ok(self.writer.as_mut().expect("created above"))
     }
 }

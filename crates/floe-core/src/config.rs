@@ -15,12 +15,12 @@ use crate::duration::parse_duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The configuration file could not be read.
-    #[error("cannot read configuration file {path}: {source}")]
+    #[error("cannot read configuration file {path}: {reason}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The operating system's reason.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// The configuration file is not valid YAML or not a mapping.
     #[error("configuration file {path} is not a valid YAML mapping: {reason}")]
@@ -218,9 +218,9 @@ impl Configuration {
     /// (`parallelism: {default: 2}` is `parallelism.default: 2`), as in
     /// Flink's `config.yaml`.
     pub fn from_yaml_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Io {
             path: path.to_path_buf(),
-            source,
+            reason,
         })?;
         Self::from_yaml_str(&text).map_err(|reason| ConfigError::Syntax {
             path: path.to_path_buf(),

@@ -67,6 +67,9 @@ pub enum JobError {
     /// of different parallelism).
     #[error("invalid job graph: {0}")]
     InvalidGraph(String),
+    /// The job asks for something this version of Floe cannot do.
+    #[error("{0}")]
+    Unsupported(String),
     /// The job's configuration is invalid.
     #[error(transparent)]
     Config(#[from] floe_core::ConfigError),
@@ -89,11 +92,11 @@ pub enum JobError {
         job_id: floe_core::JobId,
     },
     /// The runtime could not start a task thread.
-    #[error("cannot start task '{task}': {source}")]
+    #[error("cannot start task '{task}': {reason}")]
     Spawn {
         /// The task.
         task: String,
         /// The OS error.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
 }

@@ -235,12 +235,12 @@ impl JobManager {
         for (i, (name, driver)) in drivers.into_iter().enumerate() {
             match tm.deploy(i, name.clone(), driver, cancel.clone()) {
                 Ok(t) => threads.push(t),
-                Err(source) => {
+                Err(reason) => {
                     cancel.cancel();
                     for t in threads {
                         let _ = t.join();
                     }
-                    return Err(JobError::Spawn { task: name, source });
+                    return Err(JobError::Spawn { task: name, reason });
                 }
             }
         }

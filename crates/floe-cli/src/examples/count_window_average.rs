@@ -46,7 +46,10 @@ impl RichFlatMapFunction<u64, (u64, u64), (u64, u64)> for CountWindowAverage {
     ) -> anyhow::Result<()> {
         let state = self.sum.as_ref().expect("opened");
         let (count, sum) = state.value(ctx)?.unwrap_or((0, 0));
-        let (count, sum) = (count + 1, sum + value);
+        let sum = sum
+            .checked_add(value)
+            .ok_or_else(|| anyhow::anyhow!("sum of values for key {key} overflows u64"))?;
+        let count = count + 1;
         if count >= 2 {
             out.collect((key, sum / count));
             state.clear(ctx)?;
@@ -77,7 +80,7 @@ fn parse_pairs(text: &str, path: &std::path::Path) -> anyhow::Result<Vec<(u64, u
 
 /// Runs the job.
 pub fn run(args: JobArgs) -> anyhow::Result<()> {
-    let opts: Args = super::parse_job_args("count-window-average", &args)?;
+    let opts: Args = super::parse_job_args("count-window-average", &args);
     let input = match &opts.input {
         Some(p) => {
             let text = std::fs::read_to_string(p)

@@ -67,7 +67,7 @@ pub fn source(records: u64, keys: u64, rate: Option<f64>) -> GeneratorSource<(u6
 
 /// Runs the job.
 pub fn run(args: JobArgs) -> anyhow::Result<()> {
-    let opts: Args = super::parse_job_args("keyed-count", &args)?;
+    let opts: Args = super::parse_job_args("keyed-count", &args);
     if opts.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         anyhow::bail!("--rate must be a positive number of records per second");
     }

@@ -37,7 +37,9 @@ pub fn find(name: &str) -> Option<JobMain> {
         .map(|(_, _, f)| *f)
 }
 
-/// Parses a job's own arguments (what Floe's flags left over).
-pub fn parse_job_args<P: Parser>(name: &str, args: &JobArgs) -> Result<P, clap::Error> {
-    P::try_parse_from(std::iter::once(name.to_string()).chain(args.job_args().iter().cloned()))
+/// Parses a job's own arguments (what Floe's flags left over), the clap way:
+/// `--help` prints the job's help and exits 0; a usage error prints the
+/// error with the job's usage and exits 2.
+pub fn parse_job_args<P: Parser>(name: &str, args: &JobArgs) -> P {
+    P::parse_from(std::iter::once(name.to_string()).chain(args.job_args().iter().cloned()))
 }

@@ -28,12 +28,15 @@ pub struct Args {
 
 /// Runs the job.
 pub fn run(args: JobArgs) -> anyhow::Result<()> {
-    let opts: Args = super::parse_job_args("wordcount", &args)?;
+    let opts: Args = super::parse_job_args("wordcount", &args);
     let env = StreamEnvironment::from_job_args(&args);
     let lines = match (&opts.input, &opts.socket) {
-        (Some(path), _) => env
-            .from_source(TextFileSource::new([path]), "Text File")
-            .uid("text-file-source"),
+        (Some(path), _) => {
+            let source = TextFileSource::new([path]);
+            // Fail before the job starts, so a bad --input does not truncate --output.
+            source.files()?;
+            env.from_source(source, "Text File").uid("text-file-source")
+        }
         (None, Some(addr)) => env
             .from_source(SocketTextSource::new(addr.clone()), "Socket Stream")
             .uid("socket-source"),

@@ -1,0 +1,469 @@
+//! Helpers shared by the CLI integration tests: running the real binaries as
+//! child processes (with a timeout and no leaked children), generating
+//! inputs, and parsing the jobs' output.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Longest a single job process may run before the test kills it and fails.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+pub const FLOE: &str = env!("CARGO_BIN_EXE_floe");
+pub const WORDCOUNT: &str = env!("CARGO_BIN_EXE_wordcount");
+pub const KEYED_COUNT: &str = env!("CARGO_BIN_EXE_keyed-count");
+pub const COUNT_WINDOW_AVERAGE: &str = env!("CARGO_BIN_EXE_count-window-average");
+
+/// A scratch directory; commands run with it as their working directory and
+/// without the caller's `FLOE_CONF_DIR` / `RUST_LOG`, so no stray
+/// configuration file or log filter changes what a test sees.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Sandbox {
+            dir: tempfile::tempdir().expect("create temp dir"),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `contents` to `name` (creating parent directories) and returns its path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("create parent dir");
+        }
+        std::fs::write(&p, contents).expect("write test file");
+        p
+    }
+
+    /// A command for `program`, isolated from the caller's Floe environment.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.current_dir(self.dir())
+            .env_remove("FLOE_CONF_DIR")
+            .env_remove("RUST_LOG")
+            .env("RUST_BACKTRACE", "0");
+        c
+    }
+
+    /// `floe` with `args`.
+    pub fn floe<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut c = self.cmd(FLOE);
+        c.args(args);
+        c
+    }
+}
+
+/// A finished process.
+#[derive(Debug)]
+pub struct Output {
+    pub what: String,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// Asserts exit code 0 and returns `self`.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert!(
+            self.status.success(),
+            "{} failed with {}\n--- stderr ---\n{}\n--- stdout (first 2000 bytes) ---\n{}",
+            self.what,
+            self.status,
+            self.stderr,
+            &self.stdout[..self.stdout.len().min(2000)]
+        );
+        self
+    }
+
+    /// Asserts a non-zero exit (not a signal, not a panic) whose stderr
+    /// contains every one of `needles`; returns `self`.
+    #[track_caller]
+    pub fn fails_with(self, needles: &[&str]) -> Self {
+        let code = self.status.code();
+        assert!(
+            matches!(code, Some(c) if c != 0),
+            "{} should exit non-zero, got {}\n--- stderr ---\n{}\n--- stdout ---\n{}",
+            self.what,
+            self.status,
+            self.stderr,
+            self.stdout
+        );
+        for n in needles {
+            assert!(
+                self.stderr.contains(n),
+                "{}: error output should mention {n:?}\n--- stderr ---\n{}",
+                self.what,
+                self.stderr
+            );
+        }
+        assert!(
+            !self.stderr.contains("panicked"),
+            "{}: an error, not a panic, expected\n{}",
+            self.what,
+            self.stderr
+        );
+        self
+    }
+
+    /// Non-empty stdout lines.
+    pub fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().filter(|l| !l.is_empty()).collect()
+    }
+}
+
+/// A process started by a test; killed and reaped if dropped unfinished.
+pub struct Running {
+    what: String,
+    child: Option<Child>,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+}
+
+fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// Starts `cmd` with stdin closed and stdout/stderr captured.
+pub fn start(cmd: &mut Command) -> Running {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
+    Running {
+        what,
+        child: Some(child),
+        stdout: Some(stdout),
+        stderr: Some(stderr),
+    }
+}
+
+/// Runs `cmd` to its end (at most [`TIMEOUT`]).
+pub fn run(cmd: &mut Command) -> Output {
+    start(cmd).finish()
+}
+
+impl Running {
+    /// Whether the process has already exited.
+    pub fn has_exited(&mut self) -> bool {
+        let child = self.child.as_mut().expect("not finished");
+        child.try_wait().expect("try_wait").is_some()
+    }
+
+    /// Waits for the process to end by itself (at most [`TIMEOUT`]).
+    pub fn finish(mut self) -> Output {
+        let mut child = self.child.take().expect("not finished");
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let err = self.stderr.take().map(|h| h.join().unwrap_or_default());
+                panic!(
+                    "{} did not end within {TIMEOUT:?}; killed it\n--- stderr ---\n{}",
+                    self.what,
+                    String::from_utf8_lossy(&err.unwrap_or_default())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let take = |h: Option<JoinHandle<Vec<u8>>>| h.expect("reader").join().expect("reader");
+        let stdout = take(self.stdout.take());
+        let stderr = take(self.stderr.take());
+        Output {
+            what: self.what.clone(),
+            status,
+            stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// xorshift64*: a small fixed-seed PRNG, so inputs are the same on every run.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform-ish in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    pub fn pick_str(&mut self, items: &[&'static str]) -> &'static str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// Words with mixed case, punctuation, digits, hyphens and non-ASCII text.
+/// None contains a character that either `tr`'s `[:space:]` (C locale) or
+/// Rust's `split_whitespace` treats as whitespace.
+pub const VOCABULARY: &[&str] = &[
+    "the",
+    "The",
+    "THE",
+    "fox",
+    "fox,",
+    "fox.",
+    "Fox!",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "dog's",
+    "\"quoted\"",
+    "(paren)",
+    "a-b",
+    "x_y",
+    "42",
+    "3.14",
+    "-",
+    "--input",
+    "-p",
+    "Straße",
+    "straße",
+    "naïve",
+    "café",
+    "Café",
+    "日本語",
+    "über",
+    "😀",
+    "ÆØÅ",
+    "a",
+    "I",
+];
+
+/// Whitespace between words: single and multiple spaces and tabs.
+const SEPARATORS: &[&str] = &[" ", " ", " ", " ", "  ", "\t", " \t ", "   ", "\t\t"];
+
+/// Generated text and its word counts, known by construction.
+pub struct Text {
+    pub text: String,
+    pub counts: BTreeMap<String, u64>,
+}
+
+impl Text {
+    pub fn total_words(&self) -> u64 {
+        self.counts.values().sum()
+    }
+}
+
+/// `lines` lines of text over [`VOCABULARY`]: empty and blank lines, leading
+/// and trailing whitespace, an occasional CRLF ending, and a last line
+/// without a newline.
+pub fn generate_text(seed: u64, lines: usize) -> Text {
+    let mut rng = Rng::new(seed);
+    let mut text = String::new();
+    let mut counts = BTreeMap::new();
+    for i in 0..lines {
+        let last = i + 1 == lines;
+        match rng.below(20) {
+            0 if !last => {}                     // empty line
+            1 if !last => text.push_str(" \t "), // whitespace only
+            _ => {
+                if rng.below(5) == 0 {
+                    text.push_str(rng.pick_str(SEPARATORS));
+                }
+                let n = 1 + rng.below(12);
+                for j in 0..n {
+                    if j > 0 {
+                        text.push_str(rng.pick_str(SEPARATORS));
+                    }
+                    let w = rng.pick_str(VOCABULARY);
+                    text.push_str(w);
+                    *counts.entry(w.to_string()).or_insert(0) += 1;
+                }
+                if rng.below(5) == 0 {
+                    text.push_str(rng.pick_str(SEPARATORS));
+                }
+            }
+        }
+        if !last {
+            text.push_str(if rng.below(50) == 0 { "\r\n" } else { "\n" });
+        }
+    }
+    Text { text, counts }
+}
+
+/// The reference word count of the brief: `tr -s '[:space:]' '\n' | sort |
+/// uniq -c` over `paths` (each file is followed by a line break, so words
+/// never join across files), byte-wise (C locale). The empty word that
+/// leading whitespace produces is ignored.
+pub fn shell_word_counts(paths: &[&Path]) -> BTreeMap<String, u64> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(
+            r#"export LC_ALL=C
+for f in "$@"; do tr -s '[:space:]' '\n' < "$f"; echo; done | sort | uniq -c"#,
+        )
+        .arg("sh")
+        .args(paths)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the shell reference pipeline");
+    assert!(out.status.success(), "reference pipeline failed");
+    let text = String::from_utf8(out.stdout).expect("UTF-8 words");
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        let (n, word) = line
+            .trim_start()
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("unexpected uniq -c line {line:?}"));
+        if word.is_empty() {
+            continue;
+        }
+        let n: u64 = n.parse().expect("uniq count");
+        assert!(
+            counts.insert(word.to_string(), n).is_none(),
+            "uniq repeated {word:?}"
+        );
+    }
+    counts
+}
+
+/// Parses `<key> <count>` lines into each key's counts in output order.
+pub fn parse_updates(lines: &str) -> BTreeMap<String, Vec<u64>> {
+    let mut updates: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for line in lines.lines() {
+        let (key, n) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a `<key> <count>` line: {line:?}"));
+        assert!(!key.is_empty(), "empty key in {line:?}");
+        let n: u64 = n
+            .parse()
+            .unwrap_or_else(|_| panic!("bad count in {line:?}"));
+        updates.entry(key.to_string()).or_default().push(n);
+    }
+    updates
+}
+
+/// Checks running-count output against the expected totals: the keys are
+/// exactly the expected ones, there is one line per input record, each key's
+/// final (largest) count is its total, and its counts are 1..=total, each
+/// exactly once and in order (one update per record, the last line carries
+/// the total).
+#[track_caller]
+pub fn assert_running_counts(output: &str, expected: &BTreeMap<String, u64>, what: &str) {
+    let updates = parse_updates(output);
+    let finals: BTreeMap<String, u64> = updates
+        .iter()
+        .map(|(k, v)| (k.clone(), *v.iter().max().expect("non-empty")))
+        .collect();
+    assert_eq!(&finals, expected, "{what}: final counts per key");
+    let lines = output.lines().count() as u64;
+    let total: u64 = expected.values().sum();
+    assert_eq!(lines, total, "{what}: one output line per record");
+    for (key, counts) in &updates {
+        let mut sorted = counts.clone();
+        sorted.sort_unstable();
+        let want: Vec<u64> = (1..=expected[key]).collect();
+        assert_eq!(
+            sorted, want,
+            "{what}: counts of {key:?} should be 1..=total, each once"
+        );
+        assert_eq!(
+            counts, &want,
+            "{what}: updates of {key:?} should arrive in order"
+        );
+    }
+}
+
+/// The job IDs announced as `Job <name> started with JobID <32 hex>` lines
+/// (the equivalent of the regex `^Job <name> started with JobID [0-9a-f]{32}$`).
+pub fn job_ids(stderr: &str, name: &str) -> Vec<String> {
+    let prefix = format!("Job {name} started with JobID ");
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter(|id| !id.bytes().any(|b| b.is_ascii_uppercase()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Asserts exactly one well-formed `Job <name> started with JobID …` line;
+/// returns the ID.
+#[track_caller]
+pub fn assert_job_started(out: &Output, name: &str) -> String {
+    let ids = job_ids(&out.stderr, name);
+    assert_eq!(
+        ids.len(),
+        1,
+        "{}: expected one line `Job {name} started with JobID <32 hex>` on stderr\n{}",
+        out.what,
+        out.stderr
+    );
+    ids.into_iter().next().expect("one id")
+}
+
+/// Log filter that makes the job manager report how many tasks it deploys.
+pub const DEPLOY_LOG: &str = "floe_runtime::job_manager=info";
+
+/// The `tasks=N` of the job manager's "deploying job" log line (needs
+/// `RUST_LOG` = [`DEPLOY_LOG`]).
+#[track_caller]
+pub fn deployed_tasks(out: &Output) -> u32 {
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("deploying job"))
+        .unwrap_or_else(|| panic!("{}: no `deploying job` log line\n{}", out.what, out.stderr));
+    let n = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("tasks="))
+        .unwrap_or_else(|| panic!("no tasks= in {line:?}"));
+    n.parse().expect("tasks=N")
+}
