@@ -170,6 +170,11 @@ impl StreamEnvironment {
             max_parallelism: config.get(&options::MAX_PARALLELISM)?,
         };
         let inner = self.inner.borrow();
+        if inner.vertices.is_empty() {
+            return Err(JobError::InvalidGraph(
+                "no operators defined in the job: add a source and a sink before execute()".into(),
+            ));
+        }
         let build = BuildSettings {
             batch_size: settings.batch_size,
             backend: inner.backend,

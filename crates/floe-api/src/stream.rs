@@ -362,6 +362,8 @@ where
                 set,
                 args.target_max_parallelism,
                 ks.clone(),
+                args.sender.clone(),
+                args.target_name.clone(),
             ));
             Box::new(w)
         });

@@ -82,6 +82,11 @@ pub struct WriterArgs {
     pub batch_size: usize,
     /// The job's cancellation flag.
     pub cancel: CancelFlag,
+    /// The sending operator (last of its chain): failures of code that runs
+    /// in the writer, such as a key selector, are attributed to it.
+    pub sender: TaskInfo,
+    /// The receiving operator's name, for error messages.
+    pub target_name: Arc<str>,
 }
 
 /// Builds a record writer (`Box<dyn Operator<T>>`) for an edge.

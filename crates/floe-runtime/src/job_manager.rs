@@ -324,6 +324,8 @@ impl JobManager {
                             target_max_parallelism: plan.vertices[e.target.0].max_parallelism,
                             batch_size: self.settings.batch_size,
                             cancel: cancel.clone(),
+                            sender: info_of(tail),
+                            target_name: graph.vertices[e.target.0].name.as_str().into(),
                         })
                     })
                     .collect();

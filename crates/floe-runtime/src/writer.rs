@@ -9,7 +9,8 @@ use floe_core::{Batch, CheckpointBarrier, KeyGroup, StreamMessage, Watermark};
 use floe_state::{Key, KeyGroupRouter};
 
 use crate::channel::{CancelFlag, OutputChannel};
-use crate::error::TaskError;
+use crate::context::TaskInfo;
+use crate::error::{FailureCause, TaskError};
 use crate::operator::Operator;
 
 /// The channels of one exchange as seen by one sending subtask, each with its
@@ -233,18 +234,29 @@ pub struct KeyGroupWriter<T, K, F> {
     channels: ChannelSet<T>,
     router: KeyGroupRouter,
     key_selector: F,
+    /// Where a failing key selector is reported.
+    sender: TaskInfo,
+    target_name: std::sync::Arc<str>,
     _k: std::marker::PhantomData<fn() -> K>,
 }
 
 impl<T: Send + Clone, K: Key, F: Fn(&T) -> K + Send> KeyGroupWriter<T, K, F> {
-    /// A writer for a keyed exchange into an operator with `channels.len()`
-    /// subtasks and `max_parallelism` key groups.
-    pub fn new(channels: ChannelSet<T>, max_parallelism: u32, key_selector: F) -> Self {
+    /// A writer for a keyed exchange into operator `target_name` with
+    /// `channels.len()` subtasks and `max_parallelism` key groups.
+    pub fn new(
+        channels: ChannelSet<T>,
+        max_parallelism: u32,
+        key_selector: F,
+        sender: TaskInfo,
+        target_name: std::sync::Arc<str>,
+    ) -> Self {
         let router = KeyGroupRouter::new(max_parallelism, channels.len() as u32);
         KeyGroupWriter {
             channels,
             router,
             key_selector,
+            sender,
+            target_name,
             _k: std::marker::PhantomData,
         }
     }
@@ -256,10 +268,31 @@ impl<T: Send + Clone, K: Key, F: Fn(&T) -> K + Send> Operator<T> for KeyGroupWri
     #[inline]
     fn process_batch(&mut self, batch: &mut Batch<T>) -> Result<(), TaskError> {
         batch.key_groups.clear();
-        for r in batch.records.drain(..) {
-            let (kg, target) = self.router.route(&(self.key_selector)(&r));
-            self.channels.push_keyed(target, r, kg)?;
-        }
-        Ok(())
+        let Self {
+            channels,
+            router,
+            key_selector,
+            sender,
+            target_name,
+            ..
+        } = self;
+        let routed = sender.guard_task(|| {
+            for r in batch.records.drain(..) {
+                let (kg, target) = router.route(&key_selector(&r));
+                channels.push_keyed(target, r, kg)?;
+            }
+            Ok(())
+        });
+        routed.map_err(|e| match e {
+            TaskError::Operator(mut f) => {
+                if let FailureCause::Panic(msg) = &f.cause {
+                    f.cause = FailureCause::Panic(format!(
+                        "{msg} (in the key selector of the key_by into '{target_name}')"
+                    ));
+                }
+                TaskError::Operator(f)
+            }
+            other => other,
+        })
     }
 }

@@ -1,0 +1,238 @@
+//! Invalid job graphs and configurations are clear errors reported by
+//! `execute` before anything runs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use floe::prelude::*;
+use floe::runtime::JobError;
+
+/// A parallel source that counts the records it generates: it must stay at
+/// zero for a job rejected before running.
+fn counting_source(generated: &Arc<AtomicU64>) -> GeneratorSource<u64> {
+    let g = generated.clone();
+    GeneratorSource::new(1000, move |i| {
+        g.fetch_add(1, Ordering::SeqCst);
+        i
+    })
+}
+
+/// Executes and expects an invalid-graph error mentioning every part.
+fn expect_invalid_graph(env: &StreamEnvironment, generated: &Arc<AtomicU64>, parts: &[&str]) {
+    let err = env
+        .execute("invalid")
+        .expect_err("the job must be rejected");
+    let text = err.to_string();
+    assert!(
+        matches!(err, JobError::InvalidGraph(_)),
+        "expected InvalidGraph, got {err:?}"
+    );
+    for p in parts {
+        assert!(text.contains(p), "{text:?} should contain {p:?}");
+    }
+    assert_eq!(generated.load(Ordering::SeqCst), 0, "nothing ran");
+}
+
+#[test]
+fn forward_between_different_parallelism_is_rejected() {
+    let generated = Arc::new(AtomicU64::new(0));
+    let env = StreamEnvironment::new();
+    env.set_parallelism(2);
+    let (sink, _) = CollectSink::new();
+    env.from_source(counting_source(&generated), "numbers")
+        .forward()
+        .map(|x: u64| x)
+        .name("wider map")
+        .set_parallelism(3)
+        .sink_to(sink, "collect");
+    expect_invalid_graph(
+        &env,
+        &generated,
+        &[
+            "forward",
+            "'Source: numbers' (parallelism 2)",
+            "'wider map' (parallelism 3)",
+        ],
+    );
+}
+
+#[test]
+fn non_parallel_source_with_parallelism_two_is_rejected() {
+    let generated = Arc::new(AtomicU64::new(0));
+    let env = StreamEnvironment::new();
+    let (sink, _) = CollectSink::new();
+    env.from_collection(vec![1u64, 2, 3])
+        .set_parallelism(2)
+        .sink_to(sink, "collect");
+    expect_invalid_graph(
+        &env,
+        &generated,
+        &[
+            "Collection Source",
+            "not parallel",
+            "parallelism 1",
+            "not 2",
+        ],
+    );
+}
+
+#[test]
+fn non_parallel_source_keeps_parallelism_one_under_a_higher_default() {
+    let env = StreamEnvironment::new();
+    env.set_parallelism(4);
+    let (sink, out) = CollectSink::new();
+    env.from_collection(vec![1u64, 2, 3])
+        .sink_to(sink, "collect");
+    env.execute("default").unwrap();
+    let mut got = out.snapshot();
+    got.sort();
+    assert_eq!(got, vec![1, 2, 3]);
+}
+
+#[test]
+fn parallelism_above_max_parallelism_is_rejected() {
+    // Job-wide max parallelism below the default parallelism.
+    let generated = Arc::new(AtomicU64::new(0));
+    let env = StreamEnvironment::new();
+    env.set_parallelism(8);
+    env.set_max_parallelism(4);
+    let (sink, _) = CollectSink::new();
+    env.from_source(counting_source(&generated), "numbers")
+        .sink_to(sink, "collect");
+    expect_invalid_graph(
+        &env,
+        &generated,
+        &["parallelism 8", "above its max parallelism 4"],
+    );
+
+    // Operator-level max parallelism below the operator's parallelism.
+    let env = StreamEnvironment::new();
+    env.set_parallelism(2);
+    let (sink, _) = CollectSink::new();
+    env.from_source(counting_source(&generated), "numbers")
+        .key_by(|x: &u64| *x)
+        .sum(|x: &mut u64| x)
+        .name("summer")
+        .set_parallelism(6)
+        .set_max_parallelism(5)
+        .sink_to(sink, "collect");
+    expect_invalid_graph(
+        &env,
+        &generated,
+        &["'summer'", "parallelism 6", "max parallelism 5"],
+    );
+
+    // Max parallelism beyond Flink's upper bound.
+    let env = StreamEnvironment::new();
+    let (sink, _) = CollectSink::new();
+    env.from_source(counting_source(&generated), "numbers")
+        .map(|x: u64| x)
+        .name("huge")
+        .set_max_parallelism(40_000)
+        .sink_to(sink, "collect");
+    expect_invalid_graph(&env, &generated, &["'huge'", "40000", "32768"]);
+
+    // Parallelism zero.
+    let env = StreamEnvironment::new();
+    let (sink, _) = CollectSink::new();
+    env.from_source(counting_source(&generated), "numbers")
+        .map(|x: u64| x)
+        .name("nothing")
+        .set_parallelism(0)
+        .sink_to(sink, "collect");
+    expect_invalid_graph(&env, &generated, &["'nothing'", "parallelism 0"]);
+}
+
+#[test]
+fn duplicate_uids_are_rejected() {
+    let generated = Arc::new(AtomicU64::new(0));
+    let env = StreamEnvironment::new();
+    let (a, _) = CollectSink::new();
+    let (b, _) = CollectSink::new();
+    let s = env
+        .from_source(counting_source(&generated), "numbers")
+        .uid("numbers");
+    s.map(|x: u64| x + 1).uid("twin").sink_to(a, "a");
+    s.map(|x: u64| x + 2).uid("twin").sink_to(b, "b");
+    expect_invalid_graph(&env, &generated, &["'twin'", "unique"]);
+
+    // Distinct uids on the same graph are fine.
+    let env = StreamEnvironment::new();
+    let (a, out_a) = CollectSink::new();
+    let (b, out_b) = CollectSink::new();
+    let s = env.from_source(counting_source(&generated), "numbers");
+    s.map(|x: u64| x + 1)
+        .uid("one")
+        .sink_to(a, "a")
+        .uid("sink-a");
+    s.map(|x: u64| x + 2)
+        .uid("two")
+        .sink_to(b, "b")
+        .uid("sink-b");
+    env.execute("distinct").unwrap();
+    assert_eq!((out_a.len(), out_b.len()), (1000, 1000));
+}
+
+#[test]
+fn bad_configuration_values_name_the_key() {
+    for (key, value) in [
+        ("parallelism.default", "x"),
+        ("parallelism.default", "0"),
+        ("pipeline.max-parallelism", "40000"),
+        ("pipeline.max-parallelism", "-3"),
+        ("floe.runtime.batch-size", "0"),
+        ("floe.runtime.channel-capacity", "many"),
+    ] {
+        let generated = Arc::new(AtomicU64::new(0));
+        let env = StreamEnvironment::new();
+        env.set_config(key, value);
+        let (sink, _) = CollectSink::new();
+        env.from_source(counting_source(&generated), "numbers")
+            .sink_to(sink, "collect");
+        let err = env.execute("bad-config").expect_err("rejected");
+        assert!(matches!(err, JobError::Config(_)), "{key}={value}: {err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains(key) && text.contains(value),
+            "{text:?} names {key} and {value}"
+        );
+        assert_eq!(generated.load(Ordering::SeqCst), 0);
+    }
+}
+
+#[test]
+fn configuration_values_set_in_code_take_effect() {
+    // Tiny batches and channels: results stay exact.
+    let env = StreamEnvironment::new();
+    env.set_config("parallelism.default", "3");
+    env.set_config("floe.runtime.batch-size", "3");
+    env.set_config("floe.runtime.channel-capacity", "1");
+    assert_eq!(env.parallelism().unwrap(), 3);
+    let (sink, out) = CollectSink::new();
+    env.from_sequence(1, 5000)
+        .rebalance()
+        .map(|x: u64| (x % 13, x))
+        .key_by(|(k, _): &(u64, u64)| *k)
+        .sum(|(_, x): &mut (u64, u64)| x)
+        .sink_to(sink, "collect");
+    env.execute("tiny-batches").unwrap();
+    let mut finals = std::collections::BTreeMap::new();
+    for (k, s) in out.snapshot() {
+        let f: &mut u64 = finals.entry(k).or_default();
+        *f = (*f).max(s);
+    }
+    let mut expected = std::collections::BTreeMap::new();
+    for x in 1..=5000u64 {
+        *expected.entry(x % 13).or_default() += x;
+    }
+    assert_eq!(finals, expected);
+    assert_eq!(out.len(), 5000);
+}
+
+/// Executing an environment without operators is an error, as in Flink.
+#[test]
+fn empty_environment_is_refused() {
+    let env = floe::StreamEnvironment::new();
+    let err = env.execute("empty").unwrap_err().to_string();
+    assert!(err.contains("no operators defined"), "{err}");
+}
