@@ -419,28 +419,30 @@ where
     /// Running minimum of one field per key (Flink's `min(field)`).
     pub fn min<N, FA>(&self, field: FA) -> DataStream<T>
     where
-        N: PartialOrd + Clone,
+        N: PartialOrd + Clone + 'static,
         FA: Fn(&mut T) -> &mut N + Clone + Send + Sync + 'static,
     {
-        self.reduce(move |mut acc, mut v| {
-            let x = field(&mut v).clone();
-            if x < *field(&mut acc) {
-                *field(&mut acc) = x;
-            }
-            acc
-        })
-        .name("Keyed Aggregation")
+        self.keep_field(field, |new, old| new < old)
     }
 
     /// Running maximum of one field per key (Flink's `max(field)`).
     pub fn max<N, FA>(&self, field: FA) -> DataStream<T>
     where
-        N: PartialOrd + Clone,
+        N: PartialOrd + Clone + 'static,
+        FA: Fn(&mut T) -> &mut N + Clone + Send + Sync + 'static,
+    {
+        self.keep_field(field, |new, old| new > old)
+    }
+
+    /// Replaces the accumulated field with the new record's when `better`.
+    fn keep_field<N, FA>(&self, field: FA, better: fn(&N, &N) -> bool) -> DataStream<T>
+    where
+        N: Clone + 'static,
         FA: Fn(&mut T) -> &mut N + Clone + Send + Sync + 'static,
     {
         self.reduce(move |mut acc, mut v| {
             let x = field(&mut v).clone();
-            if x > *field(&mut acc) {
+            if better(&x, field(&mut acc)) {
                 *field(&mut acc) = x;
             }
             acc

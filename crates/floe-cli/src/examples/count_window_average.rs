@@ -97,22 +97,7 @@ pub fn run(args: JobArgs) -> anyhow::Result<()> {
         .flat_map(CountWindowAverage::default())
         .name("Count Window Average")
         .uid("count-window-average");
-    let format = LineFormat::new(|(k, a): &(u64, u64), buf: &mut String| {
-        use std::fmt::Write;
-        let _ = write!(buf, "{k} {a}");
-    });
-    match &opts.output {
-        Some(path) => averages
-            .sink_to(
-                TextFileSink::with_format(path, format).overwrite(true),
-                "Text File",
-            )
-            .uid("text-file-sink")
-            .set_parallelism(1),
-        None => averages
-            .sink_to(StdoutSink::with_format(format), "Print to Std. Out")
-            .uid("stdout-sink"),
-    };
+    super::write_pairs(&averages, opts.output.as_deref());
     env.execute("CountWindowAverage")?;
     Ok(())
 }

@@ -79,22 +79,7 @@ pub fn run(args: JobArgs) -> anyhow::Result<()> {
         .process(CountPerKey::default())
         .name("Count per Key")
         .uid("count-per-key");
-    let format = LineFormat::new(|(k, n): &(u64, u64), buf: &mut String| {
-        use std::fmt::Write;
-        let _ = write!(buf, "{k} {n}");
-    });
-    match &opts.output {
-        Some(path) => counts
-            .sink_to(
-                TextFileSink::with_format(path, format).overwrite(true),
-                "Text File",
-            )
-            .uid("text-file-sink")
-            .set_parallelism(1),
-        None => counts
-            .sink_to(StdoutSink::with_format(format), "Print to Std. Out")
-            .uid("stdout-sink"),
-    };
+    super::write_pairs(&counts, opts.output.as_deref());
     env.execute("KeyedCount")?;
     Ok(())
 }

@@ -4,8 +4,12 @@ pub mod count_window_average;
 pub mod keyed_count;
 pub mod wordcount;
 
+use std::path::Path;
+
 use clap::Parser;
 use floe::JobArgs;
+use floe::api::stream::Record;
+use floe::prelude::*;
 
 /// A job entry point.
 pub type JobMain = fn(JobArgs) -> anyhow::Result<()>;
@@ -42,4 +46,30 @@ pub fn find(name: &str) -> Option<JobMain> {
 /// error with the job's usage and exits 2.
 pub fn parse_job_args<P: Parser>(name: &str, args: &JobArgs) -> P {
     P::parse_from(std::iter::once(name.to_string()).chain(args.job_args().iter().cloned()))
+}
+
+/// Writes `<a> <b>` lines for a stream of pairs: to `output` (one file, so a
+/// sink of parallelism 1; replaced if it exists) or to stdout.
+pub fn write_pairs<A, B>(stream: &DataStream<(A, B)>, output: Option<&Path>)
+where
+    A: std::fmt::Display + 'static,
+    B: std::fmt::Display + 'static,
+    (A, B): Record,
+{
+    let format = LineFormat::new(|(a, b): &(A, B), buf: &mut String| {
+        use std::fmt::Write;
+        let _ = write!(buf, "{a} {b}");
+    });
+    match output {
+        Some(path) => stream
+            .sink_to(
+                TextFileSink::with_format(path, format).overwrite(true),
+                "Text File",
+            )
+            .uid("text-file-sink")
+            .set_parallelism(1),
+        None => stream
+            .sink_to(StdoutSink::with_format(format), "Print to Std. Out")
+            .uid("stdout-sink"),
+    };
 }

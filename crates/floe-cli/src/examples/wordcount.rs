@@ -54,22 +54,7 @@ pub fn run(args: JobArgs) -> anyhow::Result<()> {
         .sum(|(_, n): &mut (String, u64)| n)
         .name("Word Count")
         .uid("word-count");
-    let format = LineFormat::new(|(w, n): &(String, u64), buf: &mut String| {
-        use std::fmt::Write;
-        let _ = write!(buf, "{w} {n}");
-    });
-    match &opts.output {
-        Some(path) => counts
-            .sink_to(
-                TextFileSink::with_format(path, format).overwrite(true),
-                "Text File",
-            )
-            .uid("text-file-sink")
-            .set_parallelism(1),
-        None => counts
-            .sink_to(StdoutSink::with_format(format), "Print to Std. Out")
-            .uid("stdout-sink"),
-    };
+    super::write_pairs(&counts, opts.output.as_deref());
     env.execute("WordCount")?;
     Ok(())
 }
