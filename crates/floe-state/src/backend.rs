@@ -19,10 +19,15 @@ use std::str::FromStr;
 use floe_core::KeyGroup;
 use rustc_hash::FxHashMap;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 use crate::Key;
+use crate::codec;
 use crate::descriptor::StateKind;
 use crate::error::StateError;
 use crate::key_group::KeyGroupRange;
+use crate::snapshot::RestoredState;
 
 /// Which state backend holds keyed state (`state.backend.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,13 +91,64 @@ pub(crate) struct HeapTable<K, S> {
 
 /// Type-erased view of a `HeapTable<K, S>`, so the backend can hold tables of
 /// different per-key types side by side.
-trait ErasedHeapTable: Send {
+pub(crate) trait ErasedHeapTable: Send {
     fn sizes(&self) -> Vec<usize>;
+    /// The synchronous part of a snapshot: a private copy of the table.
+    fn freeze(&self) -> Box<dyn FrozenTable>;
+    /// Adds the entries of one key group from a snapshot.
+    fn restore_key_group(
+        &mut self,
+        offset: usize,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<(), StateError>;
 }
 
-impl<K: Key, S: Send + 'static> ErasedHeapTable for HeapTable<K, S> {
+/// A frozen copy of one state's table, encoded off the task thread.
+pub(crate) trait FrozenTable: Send {
+    /// Canonical bytes of one key group's entries, `None` when it has none.
+    fn encode_key_group(&self, offset: usize, what: &str) -> Result<Option<Vec<u8>>, StateError>;
+}
+
+/// What the heap backend stores per key: a value, a list, a map, an accumulator.
+pub(crate) trait StateStorage:
+    Clone + Serialize + DeserializeOwned + Send + 'static
+{
+}
+impl<S: Clone + Serialize + DeserializeOwned + Send + 'static> StateStorage for S {}
+
+impl<K: Key, S: StateStorage> ErasedHeapTable for HeapTable<K, S> {
     fn sizes(&self) -> Vec<usize> {
         self.groups.iter().map(|g| g.len()).collect()
+    }
+
+    fn freeze(&self) -> Box<dyn FrozenTable> {
+        Box::new(HeapTable {
+            groups: self.groups.clone(),
+        })
+    }
+
+    fn restore_key_group(
+        &mut self,
+        offset: usize,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<(), StateError> {
+        let entries: Vec<(K, S)> = codec::decode(bytes, what)?;
+        self.groups[offset].extend(entries);
+        Ok(())
+    }
+}
+
+impl<K: Key, S: StateStorage> FrozenTable for HeapTable<K, S> {
+    fn encode_key_group(&self, offset: usize, what: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let group = &self.groups[offset];
+        if group.is_empty() {
+            return Ok(None);
+        }
+        // A sequence of (key, value) pairs, whatever the map's order.
+        let entries: Vec<(&K, &S)> = group.iter().collect();
+        codec::encode(&entries, what).map(Some)
     }
 }
 
@@ -111,6 +167,10 @@ pub struct KeyedStateBackend<K: Key> {
     current: Option<(K, usize)>,
     registrations: Vec<Registration>,
     store: Store,
+    /// Restored state not yet registered by the function, by name. It is
+    /// loaded when registered and carried into every snapshot until then, so
+    /// state a function stops using is not lost silently.
+    pub(crate) restored: Vec<RestoredState>,
 }
 
 impl<K: Key> KeyedStateBackend<K> {
@@ -128,6 +188,7 @@ impl<K: Key> KeyedStateBackend<K> {
             kind,
             current: None,
             registrations: Vec::new(),
+            restored: Vec::new(),
             store: match kind {
                 StateBackendKind::HashMap => Store::Heap(Vec::new()),
             },
@@ -188,7 +249,7 @@ impl<K: Key> KeyedStateBackend<K> {
 
     /// Registers (or finds again) state `name` of `kind` whose per-key storage
     /// is `S`; `T` is the declared value type, checked for compatibility.
-    pub(crate) fn register<T: 'static, S: Send + 'static>(
+    pub(crate) fn register<T: 'static, S: StateStorage>(
         &mut self,
         name: &str,
         kind: StateKind,
@@ -212,13 +273,42 @@ impl<K: Key> KeyedStateBackend<K> {
             }
             return Ok(idx as u32);
         }
-        match &mut self.store {
-            Store::Heap(tables) => {
-                let groups = (0..self.range.len())
-                    .map(|_| FxHashMap::default())
-                    .collect();
-                tables.push(Box::new(HeapTable::<K, S> { groups }));
+        let mut table = HeapTable::<K, S> {
+            groups: (0..self.range.len())
+                .map(|_| FxHashMap::default())
+                .collect(),
+        };
+        if let Some(pos) = self.restored.iter().position(|r| r.name == name) {
+            let restored = self.restored.remove(pos);
+            if restored.kind != kind {
+                let err = StateError::IncompatibleRestore {
+                    name: name.to_string(),
+                    restored_kind: restored.kind,
+                    requested_kind: kind,
+                    requested_type: type_name,
+                    reason: "the kinds differ".into(),
+                };
+                self.restored.push(restored);
+                return Err(err);
             }
+            let loaded = restored.key_groups.iter().try_for_each(|(kg, bytes)| {
+                let what = format!("state '{name}' in key group {kg}");
+                table.restore_key_group((*kg - self.range.start) as usize, bytes, &what)
+            });
+            if let Err(e) = loaded {
+                let err = StateError::IncompatibleRestore {
+                    name: name.to_string(),
+                    restored_kind: restored.kind,
+                    requested_kind: kind,
+                    requested_type: type_name,
+                    reason: e.to_string(),
+                };
+                self.restored.push(restored);
+                return Err(err);
+            }
+        }
+        match &mut self.store {
+            Store::Heap(tables) => tables.push(Box::new(table)),
         }
         self.registrations.push(Registration {
             name: name.to_string(),
@@ -257,6 +347,26 @@ impl<K: Key> KeyedStateBackend<K> {
                 Ok((&mut table.groups[*offset], key))
             }
         }
+    }
+
+    /// Metadata and frozen copies of the registered tables, in registration
+    /// order (the synchronous part of a snapshot).
+    pub(crate) fn freeze_tables(
+        &self,
+    ) -> (Vec<crate::snapshot::StateMeta>, Vec<Box<dyn FrozenTable>>) {
+        let metas = self
+            .registrations
+            .iter()
+            .map(|r| crate::snapshot::StateMeta {
+                name: r.name.clone(),
+                kind: r.kind.code(),
+                value_type: r.type_name.to_string(),
+            })
+            .collect();
+        let frozen = match &self.store {
+            Store::Heap(tables) => tables.iter().map(|t| t.freeze()).collect(),
+        };
+        (metas, frozen)
     }
 
     /// Names and kinds of the registered states, in registration order.

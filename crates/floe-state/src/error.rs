@@ -21,6 +21,32 @@ pub enum StateError {
         /// Value type requested now.
         requested_type: &'static str,
     },
+    /// Restored state does not fit the state registered under its name.
+    #[error(
+        "state '{name}' restored from a snapshot as {restored_kind} cannot be used as {requested_kind} of {requested_type}: {reason}"
+    )]
+    IncompatibleRestore {
+        /// The state name.
+        name: String,
+        /// Kind in the snapshot.
+        restored_kind: StateKind,
+        /// Kind requested now.
+        requested_kind: StateKind,
+        /// Value type requested now.
+        requested_type: &'static str,
+        /// Why (kind differs, or the bytes do not decode as that type).
+        reason: String,
+    },
+    /// A snapshot from a job with another number of key groups.
+    #[error(
+        "snapshot has max parallelism {snapshot} but the operator has {operator}; key groups cannot be remapped (keep pipeline.max-parallelism unchanged)"
+    )]
+    MaxParallelismMismatch {
+        /// In the snapshot.
+        snapshot: u32,
+        /// Of the operator now.
+        operator: u32,
+    },
     /// Keyed state was used where there is no current key (outside
     /// `process_element`/`on_timer` of a keyed operator).
     #[error(

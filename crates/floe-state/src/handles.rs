@@ -461,3 +461,21 @@ impl<F: AggregateFunction> AggregatingState<F> {
         Ok(())
     }
 }
+
+macro_rules! debug_handle {
+    ($($name:ident<$($g:ident),+>),+) => {
+        $(impl<$($g),+> std::fmt::Debug for $name<$($g),+> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name)).field("id", &self.id).finish()
+            }
+        })+
+    };
+}
+
+debug_handle!(
+    ValueState<T>,
+    ListState<T>,
+    MapState<UK, UV>,
+    ReducingState<T>,
+    AggregatingState<F>
+);

@@ -21,6 +21,7 @@ pub mod descriptor;
 pub mod error;
 pub mod handles;
 pub mod key_group;
+pub mod snapshot;
 
 pub use backend::{KeyedStateAccess, KeyedStateBackend, StateBackendKind};
 pub use descriptor::{
@@ -30,6 +31,7 @@ pub use descriptor::{
 pub use error::StateError;
 pub use handles::{AggregatingState, ListState, MapState, ReducingState, ValueState};
 pub use key_group::{KeyGroupRange, KeyGroupRouter, key_group_for_key, key_hash};
+pub use snapshot::{KeyedStateFile, KeyedStateSnapshot, StateMeta};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

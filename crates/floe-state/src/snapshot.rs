@@ -1,0 +1,263 @@
+//! Snapshots of keyed state, in a canonical format cut by key group.
+//!
+//! A snapshot has two parts, as in Flink. The synchronous part,
+//! [`KeyedStateBackend::snapshot`], runs on the task thread between two
+//! records and only freezes a private copy of the tables. The asynchronous
+//! part, [`KeyedStateSnapshot::encode`], turns that copy into bytes on any
+//! thread while the task goes on processing.
+//!
+//! The encoding is backend-independent: per key group, per state, the
+//! postcard sequence of `(key, value)` pairs, where the value is the state's
+//! per-key content (a value, a list, a map of user keys, an accumulator).
+//! Because entries are grouped by key group, a restore at another
+//! parallelism takes exactly the key groups of its new range from every file.
+
+use serde::{Deserialize, Serialize};
+
+use floe_core::KeyGroup;
+
+use crate::Key;
+use crate::backend::{FrozenTable, KeyedStateBackend};
+use crate::codec;
+use crate::descriptor::StateKind;
+use crate::error::StateError;
+use crate::key_group::KeyGroupRange;
+
+/// Name, kind and declared value type of one state in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateMeta {
+    /// The state's name (its identity).
+    pub name: String,
+    /// [`StateKind`] as its stable code.
+    pub kind: u8,
+    /// The Rust type the state was declared with (informational: a value
+    /// is compatible when its bytes decode as the new type).
+    pub value_type: String,
+}
+
+/// One key group's entries: `(state index, encoded entries)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyGroupData {
+    /// The key group.
+    pub key_group: KeyGroup,
+    /// Entries per state index into [`KeyedStateFile::states`]; states with
+    /// no entry in this key group are absent.
+    pub states: Vec<(u32, Vec<u8>)>,
+}
+
+/// The decoded contents of one subtask's keyed state snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyedStateFile {
+    /// The job's number of key groups when the snapshot was taken.
+    pub max_parallelism: u32,
+    /// First key group owned by the subtask that wrote it.
+    pub key_group_start: KeyGroup,
+    /// Last key group owned by the subtask that wrote it.
+    pub key_group_end: KeyGroup,
+    /// The states, indexed by [`KeyGroupData::states`].
+    pub states: Vec<StateMeta>,
+    /// Key groups with at least one entry, in ascending order.
+    pub key_groups: Vec<KeyGroupData>,
+}
+
+impl KeyedStateFile {
+    /// Decodes a snapshot payload.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
+        codec::decode(bytes, "keyed state snapshot")
+    }
+
+    /// The key-group range of the subtask that wrote it.
+    pub fn key_group_range(&self) -> KeyGroupRange {
+        KeyGroupRange::new(self.key_group_start, self.key_group_end)
+    }
+}
+
+impl StateKind {
+    /// The kind's code in snapshots; never renumber.
+    pub fn code(self) -> u8 {
+        match self {
+            StateKind::Value => 0,
+            StateKind::List => 1,
+            StateKind::Map => 2,
+            StateKind::Reducing => 3,
+            StateKind::Aggregating => 4,
+        }
+    }
+
+    /// The kind of a snapshot code.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => StateKind::Value,
+            1 => StateKind::List,
+            2 => StateKind::Map,
+            3 => StateKind::Reducing,
+            4 => StateKind::Aggregating,
+            _ => return None,
+        })
+    }
+}
+
+/// Restored bytes of a state that the function has not registered (yet).
+#[derive(Debug, Clone)]
+pub(crate) struct RestoredState {
+    pub(crate) name: String,
+    pub(crate) kind: StateKind,
+    pub(crate) value_type: String,
+    pub(crate) key_groups: Vec<(KeyGroup, Vec<u8>)>,
+}
+
+/// A frozen copy of one subtask's keyed state, independent of the backend
+/// it came from; `Send`, so it can be encoded and uploaded off the task thread.
+pub struct KeyedStateSnapshot {
+    range: KeyGroupRange,
+    max_parallelism: u32,
+    /// Registered states (with a frozen table) first, then carried ones.
+    states: Vec<StateMeta>,
+    frozen: Vec<Box<dyn FrozenTable>>,
+    carried: Vec<RestoredState>,
+}
+
+impl KeyedStateSnapshot {
+    /// The asynchronous part: the snapshot's canonical bytes.
+    pub fn encode(&self) -> Result<Vec<u8>, StateError> {
+        let mut key_groups = Vec::new();
+        for (offset, kg) in self.range.iter().enumerate() {
+            let mut states = Vec::new();
+            for (i, table) in self.frozen.iter().enumerate() {
+                let what = format!("state '{}' in key group {kg}", self.states[i].name);
+                if let Some(bytes) = table.encode_key_group(offset, &what)? {
+                    states.push((i as u32, bytes));
+                }
+            }
+            for (j, c) in self.carried.iter().enumerate() {
+                if let Some((_, bytes)) = c.key_groups.iter().find(|(g, _)| *g == kg) {
+                    states.push(((self.frozen.len() + j) as u32, bytes.clone()));
+                }
+            }
+            if !states.is_empty() {
+                key_groups.push(KeyGroupData {
+                    key_group: kg,
+                    states,
+                });
+            }
+        }
+        let file = KeyedStateFile {
+            max_parallelism: self.max_parallelism,
+            key_group_start: self.range.start,
+            key_group_end: self.range.end,
+            states: self.states.clone(),
+            key_groups,
+        };
+        codec::encode(&file, "keyed state snapshot")
+    }
+
+    /// The states in the snapshot.
+    pub fn states(&self) -> &[StateMeta] {
+        &self.states
+    }
+}
+
+impl<K: Key> KeyedStateBackend<K> {
+    /// The synchronous part of a snapshot: freezes a private copy of every
+    /// table. Processing may continue as soon as this returns.
+    pub fn snapshot(&self) -> KeyedStateSnapshot {
+        let (metas, frozen) = self.freeze_tables();
+        let mut states = metas;
+        states.extend(self.restored.iter().map(|r| StateMeta {
+            name: r.name.clone(),
+            kind: r.kind.code(),
+            value_type: r.value_type.clone(),
+        }));
+        KeyedStateSnapshot {
+            range: self.key_group_range(),
+            max_parallelism: self.max_parallelism(),
+            states,
+            frozen,
+            carried: self.restored.clone(),
+        }
+    }
+
+    /// Loads snapshot payloads written by any number of subtasks at any
+    /// parallelism, keeping the key groups this subtask owns. Must run before
+    /// the function registers its states; each state's entries are decoded
+    /// when it is registered (with its type).
+    pub fn restore<'a>(
+        &mut self,
+        files: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), StateError> {
+        if self.registered_states().next().is_some() {
+            return Err(StateError::Codec {
+                action: "restore",
+                what: "keyed state".into(),
+                reason: "restore must happen before any state is registered".into(),
+            });
+        }
+        let range = self.key_group_range();
+        for bytes in files {
+            let file = KeyedStateFile::decode(bytes)?;
+            if file.max_parallelism != self.max_parallelism() {
+                return Err(StateError::MaxParallelismMismatch {
+                    snapshot: file.max_parallelism,
+                    operator: self.max_parallelism(),
+                });
+            }
+            for group in file
+                .key_groups
+                .into_iter()
+                .filter(|g| range.contains(g.key_group))
+            {
+                for (idx, entries) in group.states {
+                    let meta = file
+                        .states
+                        .get(idx as usize)
+                        .ok_or_else(|| StateError::Codec {
+                            action: "decode",
+                            what: "keyed state snapshot".into(),
+                            reason: format!("state index {idx} out of range"),
+                        })?;
+                    let kind =
+                        StateKind::from_code(meta.kind).ok_or_else(|| StateError::Codec {
+                            action: "decode",
+                            what: format!("state '{}'", meta.name),
+                            reason: format!("unknown state kind code {}", meta.kind),
+                        })?;
+                    let pos = match self.restored.iter().position(|r| r.name == meta.name) {
+                        Some(p) => p,
+                        None => {
+                            self.restored.push(RestoredState {
+                                name: meta.name.clone(),
+                                kind,
+                                value_type: meta.value_type.clone(),
+                                key_groups: Vec::new(),
+                            });
+                            self.restored.len() - 1
+                        }
+                    };
+                    let r = &mut self.restored[pos];
+                    if r.kind != kind {
+                        return Err(StateError::Codec {
+                            action: "restore",
+                            what: format!("state '{}'", meta.name),
+                            reason: format!(
+                                "snapshots disagree on its kind ({} and {kind})",
+                                r.kind
+                            ),
+                        });
+                    }
+                    if r.key_groups.iter().any(|(g, _)| *g == group.key_group) {
+                        return Err(StateError::Codec {
+                            action: "restore",
+                            what: format!("state '{}'", meta.name),
+                            reason: format!(
+                                "key group {} appears in more than one snapshot",
+                                group.key_group
+                            ),
+                        });
+                    }
+                    r.key_groups.push((group.key_group, entries));
+                }
+            }
+        }
+        Ok(())
+    }
+}
