@@ -9,6 +9,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use floe_core::{Batch, CheckpointBarrier, Watermark};
+use floe_runtime::checkpoint::{OperatorSnapshot, OperatorState, TaskInit, TaskSnapshot};
 use floe_runtime::{
     KeyedContext, Operator, RuntimeContext, SourceReader, SourceStatus, TaskError, TaskInfo,
 };
@@ -24,9 +25,14 @@ macro_rules! forward_control {
             self.next.process_watermark(wm)
         }
 
-        fn process_barrier(&mut self, b: CheckpointBarrier) -> Result<(), TaskError> {
+        fn process_barrier(
+            &mut self,
+            b: CheckpointBarrier,
+            snapshot: &mut TaskSnapshot,
+        ) -> Result<(), TaskError> {
             self.emit()?;
-            self.next.process_barrier(b)
+            self.snapshot_state(snapshot);
+            self.next.process_barrier(b, snapshot)
         }
 
         fn flush(&mut self) -> Result<(), TaskError> {
@@ -63,13 +69,16 @@ impl<IN, OUT: Send, F> FlatMapOp<IN, OUT, F> {
         }
         self.next.process_batch(&mut self.out)
     }
+
+    /// Stateless: contributes nothing to a checkpoint.
+    fn snapshot_state(&mut self, _: &mut TaskSnapshot) {}
 }
 
 impl<IN: Send, OUT: Send, F: FnMut(IN, &mut Collector<'_, OUT>) + Send> Operator<IN>
     for FlatMapOp<IN, OUT, F>
 {
-    fn open(&mut self) -> Result<(), TaskError> {
-        self.next.open()
+    fn open(&mut self, init: &TaskInit) -> Result<(), TaskError> {
+        self.next.open(init)
     }
 
     #[inline]
@@ -142,6 +151,15 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
         }
         self.next.process_batch(&mut self.out)
     }
+
+    /// The synchronous part of the keyed state's snapshot.
+    fn snapshot_state(&mut self, snapshot: &mut TaskSnapshot) {
+        snapshot.operators.push(OperatorSnapshot {
+            uid: self.info.uid.clone(),
+            subtask: self.info.subtask_index,
+            state: OperatorState::Keyed(self.backend.snapshot()),
+        });
+    }
 }
 
 impl<K, IN, OUT, P, KS> Operator<IN> for KeyedProcessOp<K, IN, OUT, P, KS>
@@ -152,9 +170,15 @@ where
     P: KeyedProcessFunction<K, IN, OUT>,
     KS: Fn(&IN) -> K + Send,
 {
-    fn open(&mut self) -> Result<(), TaskError> {
-        self.next.open()?;
+    fn open(&mut self, init: &TaskInit) -> Result<(), TaskError> {
+        self.next.open(init)?;
         let (function, backend, info) = (&mut self.function, &mut self.backend, &self.info);
+        if let Some(restore) = init.operator(&info.uid) {
+            info.guard(|| {
+                backend.restore(restore.keyed.iter().map(|f| f.as_slice()))?;
+                Ok(())
+            })?;
+        }
         info.guard(|| function.open(&mut RuntimeContext::new(info, Some(backend))))
     }
 
@@ -217,7 +241,7 @@ impl<IN, S> SinkOp<IN, S> {
 }
 
 impl<IN: Send, S: SinkWriter<IN>> Operator<IN> for SinkOp<IN, S> {
-    fn open(&mut self) -> Result<(), TaskError> {
+    fn open(&mut self, _init: &TaskInit) -> Result<(), TaskError> {
         let (sink, info) = (&mut self.sink, &self.info);
         info.guard(|| sink.open(info))
     }
@@ -233,8 +257,14 @@ impl<IN: Send, S: SinkWriter<IN>> Operator<IN> for SinkOp<IN, S> {
         Ok(())
     }
 
-    fn process_barrier(&mut self, _: CheckpointBarrier) -> Result<(), TaskError> {
-        Ok(())
+    fn process_barrier(
+        &mut self,
+        _: CheckpointBarrier,
+        _: &mut TaskSnapshot,
+    ) -> Result<(), TaskError> {
+        // Sink writers keep no managed state yet; two-phase-commit sinks
+        // take part in checkpoints with the operator-state issue.
+        self.flush()
     }
 
     fn flush(&mut self) -> Result<(), TaskError> {
@@ -253,6 +283,8 @@ impl<IN: Send, S: SinkWriter<IN>> Operator<IN> for SinkOp<IN, S> {
 pub(crate) struct DeferredReader<T, S> {
     source: Arc<S>,
     reader: Option<Box<dyn SourceReader<T>>>,
+    /// A position to resume from, applied once the reader exists.
+    restore: Option<Vec<u8>>,
 }
 
 impl<T, S> DeferredReader<T, S> {
@@ -260,6 +292,7 @@ impl<T, S> DeferredReader<T, S> {
         DeferredReader {
             source,
             reader: None,
+            restore: None,
         }
     }
 }
@@ -267,6 +300,9 @@ impl<T, S> DeferredReader<T, S> {
 impl<T: Send + 'static, S: Source<T>> SourceReader<T> for DeferredReader<T, S> {
     fn open(&mut self, info: &TaskInfo) -> anyhow::Result<()> {
         let mut reader = self.source.create_reader(info)?;
+        if let Some(position) = self.restore.take() {
+            reader.restore_state(&position)?;
+        }
         reader.open(info)?;
         self.reader = Some(reader);
         Ok(())
@@ -278,6 +314,18 @@ impl<T: Send + 'static, S: Source<T>> SourceReader<T> for DeferredReader<T, S> {
             .as_mut()
             .expect("poll_next after a successful open")
             .poll_next(out, max)
+    }
+
+    fn snapshot_state(&mut self) -> anyhow::Result<Vec<u8>> {
+        match self.reader.as_mut() {
+            Some(r) => r.snapshot_state(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> anyhow::Result<()> {
+        self.restore = Some(state.to_vec());
+        Ok(())
     }
 
     fn close(&mut self) -> anyhow::Result<()> {

@@ -100,6 +100,8 @@ pub enum GateEvent<T> {
 pub struct InputGate<T> {
     receivers: Vec<Receiver<StreamMessage<T>>>,
     ended: Vec<bool>,
+    /// Channels held back during barrier alignment.
+    blocked: Vec<bool>,
     open_channels: usize,
     next: usize,
 }
@@ -111,9 +113,20 @@ impl<T: Send> InputGate<T> {
         InputGate {
             receivers,
             ended: vec![false; n],
+            blocked: vec![false; n],
             open_channels: n,
             next: 0,
         }
+    }
+
+    /// Stops reading channel `ch` until [`InputGate::unblock_all`].
+    pub fn block(&mut self, ch: usize) {
+        self.blocked[ch] = true;
+    }
+
+    /// Reads every channel again.
+    pub fn unblock_all(&mut self) {
+        self.blocked.iter_mut().for_each(|b| *b = false);
     }
 
     /// Number of input channels.
@@ -130,7 +143,7 @@ impl<T: Send> InputGate<T> {
         let n = self.receivers.len();
         for k in 0..n {
             let i = (self.next + k) % n;
-            if self.ended[i] {
+            if self.ended[i] || self.blocked[i] {
                 continue;
             }
             match self.receivers[i].try_recv() {
@@ -154,7 +167,7 @@ impl<T: Send> InputGate<T> {
     /// Blocks until some open channel has a message or `timeout` passes.
     pub fn wait(&mut self, timeout: Duration) {
         let open: Vec<usize> = (0..self.receivers.len())
-            .filter(|i| !self.ended[*i])
+            .filter(|i| !self.ended[*i] && !self.blocked[*i])
             .collect();
         match open.as_slice() {
             [] => {}

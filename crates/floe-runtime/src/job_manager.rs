@@ -17,6 +17,7 @@ use floe_core::JobId;
 use floe_state::key_group::default_max_parallelism;
 
 use crate::channel::CancelFlag;
+use crate::checkpoint::TaskEnvironment;
 use crate::context::TaskInfo;
 use crate::error::{JobError, OperatorFailure, TaskError};
 use crate::graph::{AnyBox, JobGraph, Partitioning, VertexId, VertexKind, WriterArgs};
@@ -233,7 +234,8 @@ impl JobManager {
         let started = Instant::now();
         let mut threads = Vec::with_capacity(drivers.len());
         for (i, (name, driver)) in drivers.into_iter().enumerate() {
-            match tm.deploy(i, name.clone(), driver, cancel.clone()) {
+            let env = TaskEnvironment::new(cancel.clone(), i);
+            match tm.deploy(i, name.clone(), driver, env) {
                 Ok(t) => threads.push(t),
                 Err(reason) => {
                     cancel.cancel();

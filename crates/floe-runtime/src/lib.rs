@@ -17,6 +17,7 @@
 //! - [`context`]: what user functions see: task info and state access.
 
 pub mod channel;
+pub mod checkpoint;
 pub mod context;
 pub mod error;
 pub mod graph;

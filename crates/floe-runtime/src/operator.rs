@@ -9,14 +9,16 @@
 
 use floe_core::{Batch, CheckpointBarrier, Watermark};
 
+use crate::checkpoint::{TaskInit, TaskSnapshot};
 pub use crate::context::TaskInfo as OperatorMeta;
 use crate::error::TaskError;
 
 /// One link of a chain, consuming elements of type `IN`.
 pub trait Operator<IN>: Send {
     /// Opens this operator after everything downstream of it is open (so an
-    /// operator may emit from `open`). Calls user `open()`.
-    fn open(&mut self) -> Result<(), TaskError>;
+    /// operator may emit from `open`): restores its state from `init`, then
+    /// calls user `open()`.
+    fn open(&mut self, init: &TaskInit) -> Result<(), TaskError>;
 
     /// Processes and drains `batch` (the caller reuses its allocation).
     fn process_batch(&mut self, batch: &mut Batch<IN>) -> Result<(), TaskError>;
@@ -25,8 +27,13 @@ pub trait Operator<IN>: Send {
     fn process_watermark(&mut self, watermark: Watermark) -> Result<(), TaskError>;
 
     /// A checkpoint barrier: every earlier record has been processed.
-    /// Operators forward it after taking their part of the snapshot.
-    fn process_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), TaskError>;
+    /// Operators add the synchronous part of their snapshot to `snapshot`,
+    /// then forward the barrier.
+    fn process_barrier(
+        &mut self,
+        barrier: CheckpointBarrier,
+        snapshot: &mut TaskSnapshot,
+    ) -> Result<(), TaskError>;
 
     /// The task is about to wait for input: push partly filled output
     /// batches downstream so that records are not held back while idle.
@@ -40,7 +47,7 @@ pub trait Operator<IN>: Send {
 pub struct Discard;
 
 impl<T: Send> Operator<T> for Discard {
-    fn open(&mut self) -> Result<(), TaskError> {
+    fn open(&mut self, _: &TaskInit) -> Result<(), TaskError> {
         Ok(())
     }
 
@@ -53,7 +60,11 @@ impl<T: Send> Operator<T> for Discard {
         Ok(())
     }
 
-    fn process_barrier(&mut self, _: CheckpointBarrier) -> Result<(), TaskError> {
+    fn process_barrier(
+        &mut self,
+        _: CheckpointBarrier,
+        _: &mut TaskSnapshot,
+    ) -> Result<(), TaskError> {
         Ok(())
     }
 
@@ -84,8 +95,8 @@ impl<T> FanOut<T> {
 }
 
 impl<T: Clone + Send> Operator<T> for FanOut<T> {
-    fn open(&mut self) -> Result<(), TaskError> {
-        self.outputs.iter_mut().try_for_each(|o| o.open())
+    fn open(&mut self, init: &TaskInit) -> Result<(), TaskError> {
+        self.outputs.iter_mut().try_for_each(|o| o.open(init))
     }
 
     fn process_batch(&mut self, batch: &mut Batch<T>) -> Result<(), TaskError> {
@@ -104,10 +115,14 @@ impl<T: Clone + Send> Operator<T> for FanOut<T> {
             .try_for_each(|o| o.process_watermark(wm))
     }
 
-    fn process_barrier(&mut self, b: CheckpointBarrier) -> Result<(), TaskError> {
+    fn process_barrier(
+        &mut self,
+        b: CheckpointBarrier,
+        snapshot: &mut TaskSnapshot,
+    ) -> Result<(), TaskError> {
         self.outputs
             .iter_mut()
-            .try_for_each(|o| o.process_barrier(b))
+            .try_for_each(|o| o.process_barrier(b, snapshot))
     }
 
     fn flush(&mut self) -> Result<(), TaskError> {

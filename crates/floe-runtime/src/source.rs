@@ -30,6 +30,19 @@ pub trait SourceReader<T>: Send {
     /// 100 ms even when no data arrives, so the task stays responsive.
     fn poll_next(&mut self, out: &mut Vec<T>, max: usize) -> anyhow::Result<SourceStatus>;
 
+    /// The reader's position for a checkpoint (a generator's next index, a
+    /// file and byte offset), taken between two polls. Readers that cannot
+    /// rewind return nothing and are at-most-once across failures.
+    fn snapshot_state(&mut self) -> anyhow::Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+
+    /// Resumes from a position taken by `snapshot_state`; called before
+    /// `open` when the job restarts from a checkpoint.
+    fn restore_state(&mut self, _state: &[u8]) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// Called once after the last poll, also when the job is cancelled.
     fn close(&mut self) -> anyhow::Result<()> {
         Ok(())

@@ -2,9 +2,13 @@
 //! by input channels.
 
 use crossbeam_channel::Receiver;
-use floe_core::{Batch, StreamMessage, Watermark};
+use floe_core::{Batch, CheckpointBarrier, StreamMessage, Watermark};
 
-use crate::channel::{CANCEL_POLL, CancelFlag, GateEvent, InputGate};
+use crate::channel::{CANCEL_POLL, GateEvent, InputGate};
+use crate::checkpoint::{
+    AlignmentAction, BarrierAligner, OperatorSnapshot, OperatorState, TaskCommand, TaskEnvironment,
+    TaskSnapshot,
+};
 use crate::context::TaskInfo;
 use crate::error::TaskError;
 use crate::operator::Operator;
@@ -13,7 +17,7 @@ use crate::source::{SourceReader, SourceStatus};
 /// A deployable task: a chain plus the loop that feeds it.
 pub trait TaskDriver: Send {
     /// Runs the task to its end, its failure, or cancellation.
-    fn run(self: Box<Self>, cancel: &CancelFlag) -> Result<(), TaskError>;
+    fn run(self: Box<Self>, env: &TaskEnvironment) -> Result<(), TaskError>;
 }
 
 /// Combines the watermarks of several input channels: the task's watermark is
@@ -81,13 +85,37 @@ impl<T: Send> InputTask<T> {
     }
 }
 
+impl<T: Send> InputTask<T> {
+    /// Applies what the aligner decided.
+    fn align(&mut self, action: AlignmentAction, env: &TaskEnvironment) -> Result<(), TaskError> {
+        match action {
+            AlignmentAction::Wait => {}
+            AlignmentAction::Block(ch) => self.gate.block(ch),
+            AlignmentAction::Superseded { block } => {
+                self.gate.unblock_all();
+                if let Some(ch) = block {
+                    self.gate.block(ch);
+                }
+            }
+            AlignmentAction::Complete(barrier) => {
+                let mut snapshot = TaskSnapshot::new(barrier);
+                self.head.process_barrier(barrier, &mut snapshot)?;
+                self.gate.unblock_all();
+                env.submit(snapshot)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl<T: Send> TaskDriver for InputTask<T> {
-    fn run(mut self: Box<Self>, cancel: &CancelFlag) -> Result<(), TaskError> {
+    fn run(mut self: Box<Self>, env: &TaskEnvironment) -> Result<(), TaskError> {
         let info = self.info.clone();
+        let mut aligner = BarrierAligner::new(self.gate.num_channels(), env.alignment);
         info.guard_task(|| {
-            self.head.open()?;
+            self.head.open(&env.init)?;
             loop {
-                if cancel.is_cancelled() {
+                if env.cancel.is_cancelled() {
                     return Err(TaskError::Cancelled);
                 }
                 match self.gate.poll()? {
@@ -99,15 +127,16 @@ impl<T: Send> TaskDriver for InputTask<T> {
                             self.head.process_watermark(wm)?;
                         }
                     }
-                    // Alignment over several inputs arrives with checkpointing;
-                    // until then barriers pass straight through.
-                    GateEvent::Message(_, StreamMessage::Barrier(b)) => {
-                        self.head.process_barrier(b)?
+                    GateEvent::Message(ch, StreamMessage::Barrier(b)) => {
+                        let action = aligner.on_barrier(ch, b);
+                        self.align(action, env)?;
                     }
                     GateEvent::Message(ch, StreamMessage::EndOfInput) => {
                         if let Some(wm) = self.valve.end(ch) {
                             self.head.process_watermark(wm)?;
                         }
+                        let action = aligner.on_end(ch);
+                        self.align(action, env)?;
                     }
                     GateEvent::Idle => {
                         self.head.flush()?;
@@ -145,38 +174,75 @@ impl<T: Send> SourceTask<T> {
     }
 }
 
+impl<T: Send> SourceTask<T> {
+    /// Injects a barrier: the reader's position is this operator's part of
+    /// the snapshot, then the barrier runs down the chain.
+    fn checkpoint(
+        &mut self,
+        barrier: CheckpointBarrier,
+        env: &TaskEnvironment,
+    ) -> Result<(), TaskError> {
+        let info = &self.info;
+        let reader = &mut self.reader;
+        let position = info.guard(|| reader.snapshot_state())?;
+        let mut snapshot = TaskSnapshot::new(barrier);
+        snapshot.operators.push(OperatorSnapshot {
+            uid: info.uid.clone(),
+            subtask: info.subtask_index,
+            state: OperatorState::Raw(position),
+        });
+        self.head.process_barrier(barrier, &mut snapshot)?;
+        env.submit(snapshot)
+    }
+
+    /// Handles the commands that arrived since the last poll.
+    fn handle_commands(&mut self, env: &TaskEnvironment) -> Result<(), TaskError> {
+        let Some(commands) = &env.commands else {
+            return Ok(());
+        };
+        while let Ok(cmd) = commands.try_recv() {
+            match cmd {
+                TaskCommand::TriggerCheckpoint(barrier) => self.checkpoint(barrier, env)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn run_loop(&mut self, env: &TaskEnvironment) -> Result<(), TaskError> {
+        let mut batch = Batch::with_capacity(self.batch_size, false);
+        loop {
+            if env.cancel.is_cancelled() {
+                return Err(TaskError::Cancelled);
+            }
+            self.handle_commands(env)?;
+            let (reader, info, max) = (&mut self.reader, &self.info, self.batch_size);
+            let status = info.guard(|| reader.poll_next(&mut batch.records, max))?;
+            if !batch.is_empty() {
+                self.head.process_batch(&mut batch)?;
+            }
+            match status {
+                SourceStatus::MoreAvailable => {}
+                SourceStatus::NothingAvailable => self.head.flush()?,
+                SourceStatus::Finished => return Ok(()),
+            }
+        }
+    }
+}
+
 impl<T: Send> TaskDriver for SourceTask<T> {
-    fn run(mut self: Box<Self>, cancel: &CancelFlag) -> Result<(), TaskError> {
+    fn run(mut self: Box<Self>, env: &TaskEnvironment) -> Result<(), TaskError> {
         let info = self.info.clone();
         info.guard_task(|| {
-            self.head.open()?;
+            self.head.open(&env.init)?;
+            if let Some(position) = env
+                .init
+                .operator(&info.uid)
+                .and_then(|r| r.raw.get(&info.subtask_index))
+            {
+                info.guard(|| self.reader.restore_state(position))?;
+            }
             info.guard(|| self.reader.open(&info))?;
-            let mut batch = Batch::with_capacity(self.batch_size, false);
-            let result = loop {
-                if cancel.is_cancelled() {
-                    break Err(TaskError::Cancelled);
-                }
-                let status = match info
-                    .guard(|| self.reader.poll_next(&mut batch.records, self.batch_size))
-                {
-                    Ok(s) => s,
-                    Err(e) => break Err(e),
-                };
-                if !batch.is_empty()
-                    && let Err(e) = self.head.process_batch(&mut batch)
-                {
-                    break Err(e);
-                }
-                match status {
-                    SourceStatus::MoreAvailable => {}
-                    SourceStatus::NothingAvailable => {
-                        if let Err(e) = self.head.flush() {
-                            break Err(e);
-                        }
-                    }
-                    SourceStatus::Finished => break Ok(()),
-                }
-            };
+            let result = self.run_loop(env);
             let closed = info.guard(|| self.reader.close());
             result?;
             closed?;

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 
-use crate::channel::CancelFlag;
+use crate::checkpoint::TaskEnvironment;
 use crate::context::panic_message;
 use crate::error::TaskError;
 use crate::task::TaskDriver;
@@ -42,7 +42,7 @@ impl TaskManager {
         task: usize,
         name: String,
         driver: Box<dyn TaskDriver>,
-        cancel: CancelFlag,
+        env: TaskEnvironment,
     ) -> std::io::Result<JoinHandle<()>> {
         let reports = self.reports.clone();
         // Thread names are limited in length by the OS; keep the end, which
@@ -55,7 +55,7 @@ impl TaskManager {
             .name(thread_name)
             .spawn(move || {
                 tracing::debug!(task = %name, "task started");
-                let result = match catch_unwind(AssertUnwindSafe(|| driver.run(&cancel))) {
+                let result = match catch_unwind(AssertUnwindSafe(|| driver.run(&env))) {
                     Ok(r) => r,
                     // Drivers attribute panics to operators; this is a last resort
                     // for a panic inside the runtime itself.

@@ -9,6 +9,7 @@ use floe_core::{Batch, CheckpointBarrier, KeyGroup, StreamMessage, Watermark};
 use floe_state::{Key, KeyGroupRouter};
 
 use crate::channel::{CancelFlag, OutputChannel};
+use crate::checkpoint::{TaskInit, TaskSnapshot};
 use crate::context::TaskInfo;
 use crate::error::{FailureCause, TaskError};
 use crate::operator::Operator;
@@ -112,7 +113,7 @@ impl<T: Send + Clone> ChannelSet<T> {
 /// Control-element handling shared by all writers.
 macro_rules! control_methods {
     () => {
-        fn open(&mut self) -> Result<(), TaskError> {
+        fn open(&mut self, _: &TaskInit) -> Result<(), TaskError> {
             Ok(())
         }
 
@@ -121,7 +122,11 @@ macro_rules! control_methods {
                 .broadcast_control(StreamMessage::Watermark(wm))
         }
 
-        fn process_barrier(&mut self, b: CheckpointBarrier) -> Result<(), TaskError> {
+        fn process_barrier(
+            &mut self,
+            b: CheckpointBarrier,
+            _: &mut TaskSnapshot,
+        ) -> Result<(), TaskError> {
             self.channels.broadcast_control(StreamMessage::Barrier(b))
         }
 

@@ -1,0 +1,280 @@
+//! The task side of checkpointing: what operators hand over at a barrier,
+//! what they get back on restore, and barrier alignment.
+//!
+//! A barrier traverses a task's chain synchronously (`process_barrier`):
+//! each operator takes the synchronous part of its snapshot, appends it to
+//! the [`TaskSnapshot`], and forwards the barrier. The task then hands the
+//! snapshot to the asynchronous part (encode, upload, acknowledge) and goes
+//! on processing records.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use floe_core::CheckpointBarrier;
+use floe_state::KeyedStateSnapshot;
+
+/// The state one operator subtask contributes to a checkpoint.
+pub enum OperatorState {
+    /// Keyed state, frozen; encoded off the task thread.
+    Keyed(KeyedStateSnapshot),
+    /// A source reader's position (and any other bytes an operator owns).
+    Raw(Vec<u8>),
+}
+
+/// One operator subtask's part of a checkpoint.
+pub struct OperatorSnapshot {
+    /// The operator's uid: the key its state is restored by.
+    pub uid: Arc<str>,
+    /// The subtask index.
+    pub subtask: u32,
+    /// The state.
+    pub state: OperatorState,
+}
+
+/// Everything a task's operators produced for one checkpoint.
+pub struct TaskSnapshot {
+    /// The barrier that triggered it.
+    pub barrier: CheckpointBarrier,
+    /// Per-operator parts, in chain order.
+    pub operators: Vec<OperatorSnapshot>,
+}
+
+impl TaskSnapshot {
+    /// An empty snapshot for `barrier`.
+    pub fn new(barrier: CheckpointBarrier) -> Self {
+        TaskSnapshot {
+            barrier,
+            operators: Vec::new(),
+        }
+    }
+}
+
+/// State restored for one operator (all subtasks), from a completed checkpoint.
+#[derive(Debug, Default, Clone)]
+pub struct OperatorRestore {
+    /// Keyed state files of every old subtask: a new subtask keeps the key
+    /// groups of its own range from each.
+    pub keyed: Vec<Arc<Vec<u8>>>,
+    /// Raw state by old subtask index.
+    pub raw: HashMap<u32, Arc<Vec<u8>>>,
+}
+
+/// State to restore, by operator uid.
+#[derive(Debug, Default, Clone)]
+pub struct RestoredState {
+    /// The checkpoint it comes from.
+    pub checkpoint_id: u64,
+    /// Per uid.
+    pub operators: HashMap<String, OperatorRestore>,
+}
+
+/// What operators receive when they open.
+#[derive(Debug, Default, Clone)]
+pub struct TaskInit {
+    /// State to restore, when the job (re)starts from a checkpoint.
+    pub restore: Option<Arc<RestoredState>>,
+}
+
+impl TaskInit {
+    /// The restored state of operator `uid`, if any.
+    pub fn operator(&self, uid: &str) -> Option<&OperatorRestore> {
+        self.restore.as_ref()?.operators.get(uid)
+    }
+}
+
+/// How a task with several input channels treats barriers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AlignmentMode {
+    /// Hold each channel after its barrier until every channel delivered it
+    /// (exactly-once).
+    #[default]
+    Aligned,
+    /// Hold nothing; snapshot when the last barrier arrives (at-least-once:
+    /// records after the barrier on early channels may be in the snapshot's
+    /// state and be replayed again after a failure).
+    Unaligned,
+}
+
+/// What the aligner asks of its task.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AlignmentAction {
+    /// Nothing yet.
+    Wait,
+    /// Stop reading this channel until the checkpoint is taken.
+    Block(usize),
+    /// Every channel delivered the barrier: snapshot, forward, unblock all.
+    Complete(CheckpointBarrier),
+    /// A newer checkpoint's barrier arrived while an older one was aligning
+    /// (the older one was aborted upstream): unblock every channel, then
+    /// block `block` for the newer one.
+    Superseded {
+        /// The channel to hold for the newer checkpoint (aligned mode).
+        block: Option<usize>,
+    },
+}
+
+/// Tracks which channels have delivered the barrier of the checkpoint in
+/// progress. Channels that have ended count as delivered.
+#[derive(Debug)]
+pub struct BarrierAligner {
+    mode: AlignmentMode,
+    ended: Vec<bool>,
+    current: Option<(CheckpointBarrier, Vec<bool>)>,
+}
+
+impl BarrierAligner {
+    /// An aligner for `channels` input channels.
+    pub fn new(channels: usize, mode: AlignmentMode) -> Self {
+        BarrierAligner {
+            mode,
+            ended: vec![false; channels],
+            current: None,
+        }
+    }
+
+    /// True while a checkpoint is being aligned.
+    pub fn in_progress(&self) -> bool {
+        self.current.is_some()
+    }
+
+    fn complete_if_done(&mut self) -> Option<AlignmentAction> {
+        let (_, seen) = self.current.as_ref()?;
+        if seen.iter().zip(&self.ended).all(|(s, e)| *s || *e) {
+            let (b, _) = self.current.take().expect("checked above");
+            return Some(AlignmentAction::Complete(b));
+        }
+        None
+    }
+
+    /// Channel `ch` delivered `barrier`.
+    pub fn on_barrier(&mut self, ch: usize, barrier: CheckpointBarrier) -> AlignmentAction {
+        let mut superseded = false;
+        match &mut self.current {
+            Some((b, seen)) if b.id == barrier.id => seen[ch] = true,
+            // A late barrier of a checkpoint already given up here.
+            Some((b, _)) if barrier.id < b.id => return AlignmentAction::Wait,
+            current => {
+                superseded = current.is_some();
+                let mut seen = vec![false; self.ended.len()];
+                seen[ch] = true;
+                *current = Some((barrier, seen));
+            }
+        }
+        if let Some(done) = self.complete_if_done() {
+            return done;
+        }
+        let block = (self.mode == AlignmentMode::Aligned).then_some(ch);
+        match (superseded, block) {
+            (true, block) => AlignmentAction::Superseded { block },
+            (false, Some(ch)) => AlignmentAction::Block(ch),
+            (false, None) => AlignmentAction::Wait,
+        }
+    }
+
+    /// Channel `ch` ended; it may complete the alignment in progress.
+    pub fn on_end(&mut self, ch: usize) -> AlignmentAction {
+        self.ended[ch] = true;
+        self.complete_if_done().unwrap_or(AlignmentAction::Wait)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floe_core::CheckpointKind;
+
+    fn b(id: u64) -> CheckpointBarrier {
+        CheckpointBarrier {
+            id,
+            timestamp_ms: 0,
+            kind: CheckpointKind::Checkpoint,
+        }
+    }
+
+    #[test]
+    fn aligned_blocks_until_every_channel_delivered() {
+        let mut a = BarrierAligner::new(3, AlignmentMode::Aligned);
+        assert_eq!(a.on_barrier(1, b(1)), AlignmentAction::Block(1));
+        assert_eq!(a.on_barrier(0, b(1)), AlignmentAction::Block(0));
+        assert!(a.in_progress());
+        assert_eq!(a.on_barrier(2, b(1)), AlignmentAction::Complete(b(1)));
+        assert!(!a.in_progress());
+    }
+
+    #[test]
+    fn ended_channels_count_as_delivered() {
+        let mut a = BarrierAligner::new(2, AlignmentMode::Aligned);
+        assert_eq!(a.on_barrier(0, b(4)), AlignmentAction::Block(0));
+        assert_eq!(a.on_end(1), AlignmentAction::Complete(b(4)));
+        let mut a = BarrierAligner::new(2, AlignmentMode::Aligned);
+        assert_eq!(a.on_end(1), AlignmentAction::Wait);
+        assert_eq!(a.on_barrier(0, b(5)), AlignmentAction::Complete(b(5)));
+    }
+
+    #[test]
+    fn unaligned_mode_never_blocks() {
+        let mut a = BarrierAligner::new(2, AlignmentMode::Unaligned);
+        assert_eq!(a.on_barrier(0, b(1)), AlignmentAction::Wait);
+        assert_eq!(a.on_barrier(1, b(1)), AlignmentAction::Complete(b(1)));
+    }
+
+    #[test]
+    fn newer_barrier_supersedes_and_older_is_ignored() {
+        let mut a = BarrierAligner::new(2, AlignmentMode::Aligned);
+        assert_eq!(a.on_barrier(0, b(1)), AlignmentAction::Block(0));
+        assert_eq!(
+            a.on_barrier(1, b(2)),
+            AlignmentAction::Superseded { block: Some(1) }
+        );
+        assert_eq!(a.on_barrier(0, b(1)), AlignmentAction::Wait);
+        assert_eq!(a.on_barrier(0, b(2)), AlignmentAction::Complete(b(2)));
+    }
+}
+
+/// A command from the JobManager (its checkpoint coordinator) to a task.
+#[derive(Debug, Clone)]
+pub enum TaskCommand {
+    /// Sources only: take a checkpoint now, i.e. inject `barrier`.
+    TriggerCheckpoint(CheckpointBarrier),
+}
+
+/// What a running task is given by its TaskManager besides its chain.
+#[derive(Clone)]
+pub struct TaskEnvironment {
+    /// Set when the job is cancelled.
+    pub cancel: crate::channel::CancelFlag,
+    /// The task's index in its job's deployment.
+    pub task_index: usize,
+    /// State to restore, handed to every operator's `open`.
+    pub init: TaskInit,
+    /// Commands for this task.
+    pub commands: Option<crossbeam_channel::Receiver<TaskCommand>>,
+    /// Where synchronous snapshot parts go for their asynchronous part.
+    pub snapshots: Option<crossbeam_channel::Sender<(usize, TaskSnapshot)>>,
+    /// Barrier handling for tasks with several input channels.
+    pub alignment: AlignmentMode,
+}
+
+impl TaskEnvironment {
+    /// An environment without checkpointing (and nothing to restore).
+    pub fn new(cancel: crate::channel::CancelFlag, task_index: usize) -> Self {
+        TaskEnvironment {
+            cancel,
+            task_index,
+            init: TaskInit::default(),
+            commands: None,
+            snapshots: None,
+            alignment: AlignmentMode::Aligned,
+        }
+    }
+
+    /// Hands a completed synchronous snapshot over for its asynchronous part.
+    pub fn submit(&self, snapshot: TaskSnapshot) -> Result<(), crate::error::TaskError> {
+        match &self.snapshots {
+            Some(tx) => tx
+                .send((self.task_index, snapshot))
+                .map_err(|_| crate::error::TaskError::Cancelled),
+            None => Ok(()),
+        }
+    }
+}
