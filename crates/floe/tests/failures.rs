@@ -755,8 +755,7 @@ fn keyed_state_in_a_non_keyed_context_is_refused() {
     let mut ctx: RuntimeContext<'_, ()> = RuntimeContext::new(&info, None);
     let err = ctx
         .get_state(&ValueStateDescriptor::<u64>::new("counter"))
-        .err()
-        .expect("no keyed state without a key");
+        .expect_err("no keyed state without a key");
     assert!(matches!(err, StateError::NotKeyed { .. }));
     let text = err.to_string();
     assert!(
