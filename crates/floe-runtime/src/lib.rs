@@ -19,10 +19,12 @@
 pub mod channel;
 pub mod checkpoint;
 pub mod context;
+pub mod coordinator;
 pub mod error;
 pub mod graph;
 pub mod job_manager;
 pub mod operator;
+pub mod restart;
 pub mod sink;
 pub mod source;
 pub mod task;
