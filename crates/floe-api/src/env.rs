@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use floe_core::config::options;
 use floe_core::{ConfigOption, Configuration};
+use floe_runtime::coordinator::{CheckpointSettings, CheckpointStore, MemoryCheckpointStore};
 use floe_runtime::graph::{JobEdge, JobVertex, StreamTypeOps, VertexKind, WriterFactory};
 use floe_runtime::job_manager::ExecutionSettings;
+use floe_runtime::restart::RestartStrategy;
 use floe_runtime::{JobError, JobExecutionResult, JobGraph, JobManager, Partitioning, VertexId};
 use floe_state::StateBackendKind;
 
@@ -54,6 +56,12 @@ pub(crate) struct EnvInner {
     backend: StateBackendKind,
     /// `-s`: a savepoint to restore from (not supported yet: refused at execute).
     restore_from: Option<String>,
+    /// Checkpoint settings when `enable_checkpointing` was called.
+    checkpointing: Option<CheckpointSettings>,
+    /// Where checkpoints go (default: the JobManager's memory).
+    checkpoint_store: Option<Arc<dyn CheckpointStore>>,
+    /// Set in code; otherwise Flink's default for the checkpointing mode.
+    restart: Option<RestartStrategy>,
 }
 
 /// The context in which a job is built and executed (Flink's
@@ -109,6 +117,40 @@ impl StreamEnvironment {
     /// Chooses the state backend for keyed state.
     pub fn set_state_backend(&self, backend: StateBackendKind) -> &Self {
         self.inner.borrow_mut().backend = backend;
+        self
+    }
+
+    /// Turns checkpointing on: a checkpoint every `interval` (Flink's
+    /// `enableCheckpointing`). With it, a failed job restarts from its latest
+    /// completed checkpoint (fixed delay, unlimited attempts, 1 s, unless a
+    /// restart strategy is set).
+    pub fn enable_checkpointing(&self, interval: std::time::Duration) -> &Self {
+        let mut inner = self.inner.borrow_mut();
+        let settings = inner
+            .checkpointing
+            .get_or_insert_with(CheckpointSettings::default);
+        settings.interval = interval;
+        self
+    }
+
+    /// Changes the checkpoint settings (after `enable_checkpointing`).
+    pub fn configure_checkpointing(&self, f: impl FnOnce(&mut CheckpointSettings)) -> &Self {
+        let mut inner = self.inner.borrow_mut();
+        f(inner
+            .checkpointing
+            .get_or_insert_with(CheckpointSettings::default));
+        self
+    }
+
+    /// Where checkpoints are written.
+    pub fn set_checkpoint_store(&self, store: Arc<dyn CheckpointStore>) -> &Self {
+        self.inner.borrow_mut().checkpoint_store = Some(store);
+        self
+    }
+
+    /// How the job reacts to failures.
+    pub fn set_restart_strategy(&self, strategy: RestartStrategy) -> &Self {
+        self.inner.borrow_mut().restart = Some(strategy);
         self
     }
 
@@ -168,7 +210,29 @@ impl StreamEnvironment {
             batch_size: Self::get_or(&config, &options::BATCH_SIZE, 1024)? as usize,
             channel_capacity: Self::get_or(&config, &options::CHANNEL_CAPACITY, 8)? as usize,
             max_parallelism: config.get(&options::MAX_PARALLELISM)?,
+            checkpointing: None,
+            restart: RestartStrategy::None,
+            restore: None,
         };
+        let mut settings = settings;
+        {
+            let inner = self.inner.borrow();
+            if let Some(cp) = &inner.checkpointing {
+                let store = inner
+                    .checkpoint_store
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(MemoryCheckpointStore::new()));
+                settings.checkpointing = Some((cp.clone(), store));
+            }
+            settings.restart = inner
+                .restart
+                .clone()
+                .unwrap_or(if inner.checkpointing.is_some() {
+                    RestartStrategy::default_with_checkpointing()
+                } else {
+                    RestartStrategy::None
+                });
+        }
         let inner = self.inner.borrow();
         if inner.vertices.is_empty() {
             return Err(JobError::InvalidGraph(

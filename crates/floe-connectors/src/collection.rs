@@ -40,6 +40,23 @@ struct CollectionReader<T> {
 }
 
 impl<T: Clone + Send + Sync> SourceReader<T> for CollectionReader<T> {
+    fn snapshot_state(&mut self) -> anyhow::Result<Vec<u8>> {
+        Ok((self.next as u64).to_le_bytes().to_vec())
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> anyhow::Result<()> {
+        let next = u64::from_le_bytes(state.try_into().map_err(|_| {
+            anyhow::anyhow!("collection position must be 8 bytes, got {}", state.len())
+        })?) as usize;
+        anyhow::ensure!(
+            next <= self.items.len(),
+            "collection position {next} beyond its {} elements",
+            self.items.len()
+        );
+        self.next = next;
+        Ok(())
+    }
+
     fn poll_next(&mut self, out: &mut Vec<T>, max: usize) -> anyhow::Result<SourceStatus> {
         let end = self.items.len().min(self.next + max);
         out.extend_from_slice(&self.items[self.next..end]);

@@ -66,6 +66,7 @@ impl Source<String> for TextFileSource {
             current: 0,
             reader: None,
             offset: 0,
+            resume_at: 0,
             line: Vec::new(),
         }))
     }
@@ -78,21 +79,62 @@ struct TextFileReader {
     reader: Option<BufReader<File>>,
     /// Byte offset of the next line in the current file.
     offset: u64,
+    /// Where to resume in the current file once it is opened (restore).
+    resume_at: u64,
     line: Vec<u8>,
 }
 
 impl TextFileReader {
     fn open_current(&mut self) -> anyhow::Result<()> {
         let path = &self.files[self.current];
-        let f = File::open(path)
+        let mut f = File::open(path)
             .with_context(|| format!("cannot open input file {}", path.display()))?;
+        let resume_at = std::mem::take(&mut self.resume_at);
+        if resume_at > 0 {
+            use std::io::{Seek, SeekFrom};
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            anyhow::ensure!(
+                resume_at <= len,
+                "cannot resume input file {} at byte {resume_at}: it has only {len} bytes (was it changed?)",
+                path.display()
+            );
+            f.seek(SeekFrom::Start(resume_at))
+                .with_context(|| format!("cannot seek in input file {}", path.display()))?;
+        }
         self.reader = Some(BufReader::with_capacity(256 * 1024, f));
-        self.offset = 0;
+        self.offset = resume_at;
         Ok(())
     }
 }
 
 impl SourceReader<String> for TextFileReader {
+    /// Position: (index of the current file among this subtask's files,
+    /// byte offset of the next line in it).
+    fn snapshot_state(&mut self) -> anyhow::Result<Vec<u8>> {
+        let mut out = (self.current as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        Ok(out)
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            state.len() == 16,
+            "text file position must be 16 bytes, got {}",
+            state.len()
+        );
+        let current = u64::from_le_bytes(state[..8].try_into().expect("8 bytes")) as usize;
+        let offset = u64::from_le_bytes(state[8..].try_into().expect("8 bytes"));
+        anyhow::ensure!(
+            current <= self.files.len(),
+            "text file position names file {current} of only {} assigned files",
+            self.files.len()
+        );
+        self.current = current;
+        self.reader = None;
+        self.resume_at = offset;
+        Ok(())
+    }
+
     fn open(&mut self, _info: &TaskInfo) -> anyhow::Result<()> {
         // Fail fast on every assigned file, not only on the first one.
         for f in &self.files {

@@ -71,6 +71,26 @@ struct GeneratorReader<T> {
 }
 
 impl<T: Send> SourceReader<T> for GeneratorReader<T> {
+    fn snapshot_state(&mut self) -> anyhow::Result<Vec<u8>> {
+        Ok(self.next.to_le_bytes().to_vec())
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> anyhow::Result<()> {
+        let next = u64::from_le_bytes(state.try_into().map_err(|_| {
+            anyhow::anyhow!("generator position must be 8 bytes, got {}", state.len())
+        })?);
+        anyhow::ensure!(
+            (self.first..=self.end).contains(&next),
+            "generator position {next} is outside this subtask's range {}..{}",
+            self.first,
+            self.end
+        );
+        self.next = next;
+        // A rate limit counts from the restored position.
+        self.first = next;
+        Ok(())
+    }
+
     #[inline]
     fn poll_next(&mut self, out: &mut Vec<T>, max: usize) -> anyhow::Result<SourceStatus> {
         let mut limit = self.end.min(self.next + max as u64);

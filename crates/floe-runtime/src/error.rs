@@ -67,6 +67,9 @@ pub enum JobError {
     /// of different parallelism).
     #[error("invalid job graph: {0}")]
     InvalidGraph(String),
+    /// The job could not be restored or restarted from a checkpoint.
+    #[error("{0}")]
+    Restore(String),
     /// The job asks for something this version of Floe cannot do.
     #[error("{0}")]
     Unsupported(String),

@@ -17,10 +17,16 @@ use floe_core::JobId;
 use floe_state::key_group::default_max_parallelism;
 
 use crate::channel::CancelFlag;
-use crate::checkpoint::TaskEnvironment;
+use crate::checkpoint::{RestoredState, TaskEnvironment, TaskInit};
 use crate::context::TaskInfo;
+use crate::coordinator::{
+    CheckpointCoordinator, CheckpointFailure, CheckpointMetadata, CheckpointSettings,
+    CheckpointStats, CheckpointStore, CoordinatorEvent, SnapshotUploader,
+};
+use crate::error::FailureCause;
 use crate::error::{JobError, OperatorFailure, TaskError};
 use crate::graph::{AnyBox, JobGraph, Partitioning, VertexId, VertexKind, WriterArgs};
+use crate::restart::{RestartStrategy, RestartTracker};
 use crate::task::TaskDriver;
 use crate::task_manager::{TaskManager, TaskReport};
 
@@ -33,6 +39,18 @@ pub struct ExecutionSettings {
     pub channel_capacity: usize,
     /// Job-wide max parallelism, when configured.
     pub max_parallelism: Option<u32>,
+    /// Checkpointing, when enabled: settings and where checkpoints go.
+    pub checkpointing: Option<(CheckpointSettings, Arc<dyn CheckpointStore>)>,
+    /// What to do when a task fails.
+    pub restart: RestartStrategy,
+    /// Start from this checkpoint's state instead of empty state.
+    pub restore: Option<Arc<RestoredState>>,
+}
+
+impl std::fmt::Debug for dyn CheckpointStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CheckpointStore")
+    }
 }
 
 impl Default for ExecutionSettings {
@@ -41,6 +59,9 @@ impl Default for ExecutionSettings {
             batch_size: 1024,
             channel_capacity: 8,
             max_parallelism: None,
+            checkpointing: None,
+            restart: RestartStrategy::None,
+            restore: None,
         }
     }
 }
@@ -54,6 +75,10 @@ pub struct JobExecutionResult {
     pub job_name: String,
     /// Wall time from deployment to the last task's end.
     pub net_runtime: Duration,
+    /// Times the job restarted after a failure.
+    pub restarts: u32,
+    /// Statistics of every checkpoint, in order.
+    pub checkpoints: Vec<CheckpointStats>,
 }
 
 /// A vertex after planning.
@@ -86,10 +111,15 @@ pub struct JobManager {
 pub struct JobClient {
     job_id: JobId,
     job_name: String,
-    cancel: CancelFlag,
-    reports: crossbeam_channel::Receiver<TaskReport>,
-    threads: Vec<JoinHandle<()>>,
+    manager: JobManager,
+    graph: JobGraph,
+    plan: ExecutionPlan,
+    user_cancel: CancelFlag,
+    run: Option<JobRun>,
+    next_checkpoint_id: u64,
     started: Instant,
+    restarts: RestartTracker,
+    checkpoint_history: Vec<CheckpointStats>,
 }
 
 fn derived_uid(index: usize, input_uids: &[&str]) -> String {
@@ -225,35 +255,22 @@ impl JobManager {
     pub fn submit(&self, job_name: &str, graph: &JobGraph) -> Result<JobClient, JobError> {
         let plan = self.plan(graph)?;
         let job_id = JobId::random();
-        let cancel = CancelFlag::new();
-        let drivers = self.build_tasks(job_id, job_name, graph, &plan, &cancel);
         eprintln!("Job {job_name} started with JobID {job_id}");
-        tracing::info!(%job_id, job = job_name, tasks = drivers.len(), "deploying job");
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let tm = TaskManager::new(tx);
-        let started = Instant::now();
-        let mut threads = Vec::with_capacity(drivers.len());
-        for (i, (name, driver)) in drivers.into_iter().enumerate() {
-            let env = TaskEnvironment::new(cancel.clone(), i);
-            match tm.deploy(i, name.clone(), driver, env) {
-                Ok(t) => threads.push(t),
-                Err(reason) => {
-                    cancel.cancel();
-                    for t in threads {
-                        let _ = t.join();
-                    }
-                    return Err(JobError::Spawn { task: name, reason });
-                }
-            }
-        }
-        Ok(JobClient {
+        let mut client = JobClient {
             job_id,
             job_name: job_name.to_string(),
-            cancel,
-            reports: rx,
-            threads,
-            started,
-        })
+            manager: self.clone(),
+            graph: graph.clone(),
+            plan,
+            user_cancel: CancelFlag::new(),
+            run: None,
+            next_checkpoint_id: 0,
+            started: Instant::now(),
+            restarts: RestartTracker::new(self.settings.restart.clone()),
+            checkpoint_history: Vec::new(),
+        };
+        client.deploy(self.settings.restore.clone())?;
+        Ok(client)
     }
 
     fn build_tasks(
@@ -263,7 +280,7 @@ impl JobManager {
         graph: &JobGraph,
         plan: &ExecutionPlan,
         cancel: &CancelFlag,
-    ) -> Vec<(String, Box<dyn TaskDriver>)> {
+    ) -> Vec<(String, bool, Box<dyn TaskDriver>)> {
         let job_name: Arc<str> = job_name.into();
         // senders[edge][sending subtask] and receivers[vertex][subtask].
         let mut senders: Vec<Vec<Vec<AnyBox>>> = Vec::with_capacity(graph.edges.len());
@@ -354,10 +371,145 @@ impl JobManager {
                             )
                     }
                 };
-                tasks.push((format!("{chain_name} ({}/{p})", i + 1), driver));
+                let is_source = matches!(head_v.kind, VertexKind::Source(_));
+                tasks.push((format!("{chain_name} ({}/{p})", i + 1), is_source, driver));
             }
         }
         tasks
+    }
+}
+
+/// The coordinator thread of a run and the channel to its events.
+type CoordinatorThread = (
+    crossbeam_channel::Sender<CoordinatorEvent>,
+    JoinHandle<(Result<(), CheckpointFailure>, CheckpointCoordinator)>,
+);
+
+/// The threads and channels of one run (attempt) of a job.
+struct JobRun {
+    cancel: CancelFlag,
+    reports: crossbeam_channel::Receiver<TaskReport>,
+    threads: Vec<JoinHandle<()>>,
+    coordinator: Option<CoordinatorThread>,
+    uploaders: Vec<JoinHandle<()>>,
+}
+
+impl JobClient {
+    /// Deploys one run of the job, restoring `restore` if given.
+    fn deploy(&mut self, restore: Option<Arc<RestoredState>>) -> Result<(), JobError> {
+        let cancel = CancelFlag::new();
+        let drivers = self.manager.build_tasks(
+            self.job_id,
+            &self.job_name,
+            &self.graph,
+            &self.plan,
+            &cancel,
+        );
+        tracing::info!(job_id = %self.job_id, job = %self.job_name, tasks = drivers.len(), restored = restore.as_ref().map(|r| r.checkpoint_id), "deploying job");
+        let init = TaskInit {
+            restore: restore.clone(),
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let tm = TaskManager::new(tx);
+        let mut envs: Vec<TaskEnvironment> = (0..drivers.len())
+            .map(|i| {
+                let mut env = TaskEnvironment::new(cancel.clone(), i);
+                env.init = init.clone();
+                env
+            })
+            .collect();
+        let mut coordinator = None;
+        let mut uploaders = Vec::new();
+        if let Some((settings, store)) = &self.manager.settings.checkpointing {
+            let (snap_tx, snap_rx) = crossbeam_channel::unbounded();
+            let (event_tx, event_rx) = crossbeam_channel::unbounded();
+            let mut sources = Vec::new();
+            for (env, (_, is_source, _)) in envs.iter_mut().zip(&drivers) {
+                env.snapshots = Some(snap_tx.clone());
+                env.alignment = settings.alignment;
+                if *is_source {
+                    let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+                    env.commands = Some(cmd_rx);
+                    sources.push(cmd_tx);
+                }
+            }
+            uploaders = SnapshotUploader::start(2, snap_rx, store.clone(), event_tx.clone());
+            let last_id = self
+                .next_checkpoint_id
+                .max(restore.as_ref().map_or(0, |r| r.checkpoint_id));
+            let retained = store.completed().unwrap_or_default();
+            let mut c = CheckpointCoordinator::new(
+                settings.clone(),
+                store.clone(),
+                sources,
+                drivers.len(),
+                last_id,
+                retained,
+            );
+            let handle = std::thread::Builder::new()
+                .name("checkpoint-coordinator".into())
+                .spawn(move || {
+                    let r = c.run(&event_rx);
+                    (r, c)
+                })
+                .map_err(|reason| JobError::Spawn {
+                    task: "checkpoint coordinator".into(),
+                    reason,
+                })?;
+            coordinator = Some((event_tx, handle));
+        }
+        let mut threads = Vec::with_capacity(drivers.len());
+        for ((name, _, driver), env) in drivers.into_iter().zip(envs) {
+            match tm.deploy(env.task_index, name.clone(), driver, env) {
+                Ok(t) => threads.push(t),
+                Err(reason) => {
+                    cancel.cancel();
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(JobError::Spawn { task: name, reason });
+                }
+            }
+        }
+        self.run = Some(JobRun {
+            cancel,
+            reports: rx,
+            threads,
+            coordinator,
+            uploaders,
+        });
+        Ok(())
+    }
+
+    /// Stops the current run's coordinator and uploaders, keeping the
+    /// checkpoint statistics and the next checkpoint id.
+    fn stop_checkpointing(&mut self, run: &mut JobRun) -> Option<CheckpointFailure> {
+        let (events, handle) = run.coordinator.take()?;
+        let _ = events.send(CoordinatorEvent::Shutdown);
+        drop(events);
+        let (result, coordinator) = handle.join().ok()?;
+        self.next_checkpoint_id = self
+            .next_checkpoint_id
+            .max(coordinator.history.iter().map(|h| h.id).max().unwrap_or(0));
+        self.checkpoint_history.extend(coordinator.history);
+        result.err()
+    }
+
+    /// The latest completed checkpoint, loaded for a restart.
+    fn latest_checkpoint(&self) -> Result<Option<Arc<RestoredState>>, String> {
+        let Some((_, store)) = &self.manager.settings.checkpointing else {
+            return Ok(None);
+        };
+        let Some(id) = store.completed()?.last().copied() else {
+            return Ok(self.manager.settings.restore.clone());
+        };
+        let meta = CheckpointMetadata::decode(&store.read_metadata(id)?)?;
+        Ok(Some(Arc::new(meta.load(store.as_ref())?)))
+    }
+
+    /// Statistics of every checkpoint of this job so far (finished runs).
+    pub fn checkpoint_history(&self) -> &[CheckpointStats] {
+        &self.checkpoint_history
     }
 }
 
@@ -369,51 +521,131 @@ impl JobClient {
 
     /// Asks every task to stop; `wait` then reports the cancellation.
     pub fn cancel(&self) {
-        self.cancel.cancel();
+        self.user_cancel.cancel();
+        if let Some(run) = &self.run {
+            run.cancel.cancel();
+        }
     }
 
-    /// Waits for every task to end. The first operator failure cancels the
-    /// rest and is returned.
-    pub fn wait(self) -> Result<JobExecutionResult, JobError> {
-        let mut failure: Option<Box<OperatorFailure>> = None;
-        let mut cancelled = false;
-        for _ in 0..self.threads.len() {
-            let Ok(report) = self.reports.recv() else {
-                break;
-            };
-            match report.result {
-                Ok(()) => {}
-                Err(TaskError::Operator(f)) => {
-                    tracing::info!(task = %report.name, "task failed: {f}");
-                    self.cancel.cancel();
-                    failure.get_or_insert(f);
+    /// Waits for the job to end. A task failure cancels the run; the restart
+    /// strategy then either restarts it from the latest completed checkpoint
+    /// or fails the job with the first failure.
+    pub fn wait(mut self) -> Result<JobExecutionResult, JobError> {
+        loop {
+            let mut run = self.run.take().expect("a deployed run");
+            let mut failure: Option<Box<OperatorFailure>> = None;
+            let mut cancelled = false;
+            let mut remaining = run.threads.len();
+            while remaining > 0 {
+                let report = crossbeam_channel::select! {
+                    recv(run.reports) -> r => match r { Ok(r) => r, Err(_) => break },
+                    default(Duration::from_millis(100)) => {
+                        if self.user_cancel.is_cancelled() {
+                            run.cancel.cancel();
+                        }
+                        continue;
+                    }
+                };
+                remaining -= 1;
+                match report.result {
+                    Ok(()) => {
+                        if let Some((events, _)) = &run.coordinator {
+                            let _ = events.send(CoordinatorEvent::TaskFinished(report.task));
+                        }
+                    }
+                    Err(TaskError::Operator(f)) => {
+                        tracing::info!(task = %report.name, "task failed: {f}");
+                        run.cancel.cancel();
+                        failure.get_or_insert(f);
+                    }
+                    Err(TaskError::Cancelled) => {
+                        cancelled = true;
+                        run.cancel.cancel();
+                    }
                 }
-                Err(TaskError::Cancelled) => {
-                    cancelled = true;
-                    self.cancel.cancel();
+                // A coordinator that gave up (too many failed checkpoints)
+                // fails the run.
+                if failure.is_none()
+                    && run
+                        .coordinator
+                        .as_ref()
+                        .is_some_and(|(_, h)| h.is_finished())
+                    && let Some(f) = self.stop_checkpointing(&mut run)
+                {
+                    run.cancel.cancel();
+                    failure = Some(Box::new(OperatorFailure {
+                        operator: "checkpoint coordinator".into(),
+                        uid: String::new(),
+                        subtask: 0,
+                        parallelism: 1,
+                        cause: FailureCause::Error(anyhow::anyhow!(f.0)),
+                    }));
                 }
             }
+            for t in std::mem::take(&mut run.threads) {
+                let _ = t.join();
+            }
+            if let Some(f) = self.stop_checkpointing(&mut run)
+                && failure.is_none()
+                && !cancelled
+            {
+                failure = Some(Box::new(OperatorFailure {
+                    operator: "checkpoint coordinator".into(),
+                    uid: String::new(),
+                    subtask: 0,
+                    parallelism: 1,
+                    cause: FailureCause::Error(anyhow::anyhow!(f.0)),
+                }));
+            }
+            for u in std::mem::take(&mut run.uploaders) {
+                let _ = u.join();
+            }
+            if self.user_cancel.is_cancelled() {
+                return Err(JobError::Cancelled {
+                    job_name: self.job_name,
+                    job_id: self.job_id,
+                });
+            }
+            let Some(failure) = failure else {
+                if cancelled {
+                    return Err(JobError::Cancelled {
+                        job_name: self.job_name,
+                        job_id: self.job_id,
+                    });
+                }
+                return Ok(JobExecutionResult {
+                    job_id: self.job_id,
+                    job_name: self.job_name,
+                    net_runtime: self.started.elapsed(),
+                    restarts: self.restarts.restarts(),
+                    checkpoints: self.checkpoint_history,
+                });
+            };
+            let Some(delay) = self.restarts.on_failure(Instant::now()) else {
+                return Err(JobError::Failed {
+                    job_name: self.job_name,
+                    job_id: self.job_id,
+                    failure,
+                });
+            };
+            let restore = self.latest_checkpoint().map_err(|e| JobError::Restore(format!(
+                "cannot restart job '{}' after `{failure}`: cannot load the latest checkpoint: {e}",
+                self.job_name
+            )))?;
+            tracing::warn!(
+                job = %self.job_name,
+                restart = self.restarts.restarts(),
+                checkpoint = restore.as_ref().map(|r| r.checkpoint_id),
+                "restarting after failure: {failure}"
+            );
+            std::thread::sleep(delay);
+            if self.user_cancel.is_cancelled() {
+                return Err(JobError::Cancelled {
+                    job_name: self.job_name,
+                    job_id: self.job_id,
+                });
+            }
+            self.deploy(restore)?;
         }
-        for t in self.threads {
-            let _ = t.join();
-        }
-        if let Some(failure) = failure {
-            return Err(JobError::Failed {
-                job_name: self.job_name,
-                job_id: self.job_id,
-                failure,
-            });
-        }
-        if cancelled {
-            return Err(JobError::Cancelled {
-                job_name: self.job_name,
-                job_id: self.job_id,
-            });
-        }
-        Ok(JobExecutionResult {
-            job_id: self.job_id,
-            job_name: self.job_name,
-            net_runtime: self.started.elapsed(),
-        })
     }
 }
