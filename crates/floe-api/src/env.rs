@@ -4,9 +4,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use floe_checkpoint::{CheckpointConfig, CheckpointStorage, CheckpointingMode};
+use floe_core::JobId;
 use floe_core::config::options;
 use floe_core::{ConfigOption, Configuration};
-use floe_runtime::coordinator::{CheckpointSettings, CheckpointStore, MemoryCheckpointStore};
+use floe_runtime::checkpoint::AlignmentMode;
+use floe_runtime::coordinator::{CheckpointSettings, CheckpointStore};
 use floe_runtime::graph::{JobEdge, JobVertex, StreamTypeOps, VertexKind, WriterFactory};
 use floe_runtime::job_manager::ExecutionSettings;
 use floe_runtime::restart::RestartStrategy;
@@ -56,13 +59,16 @@ pub(crate) struct EnvInner {
     backend: StateBackendKind,
     /// `-s`: a savepoint to restore from (not supported yet: refused at execute).
     restore_from: Option<String>,
-    /// Checkpoint settings when `enable_checkpointing` was called.
-    checkpointing: Option<CheckpointSettings>,
+    /// Adjustments of the checkpoint settings made in code.
+    checkpoint_overrides: Vec<CheckpointOverride>,
     /// Where checkpoints go (default: the JobManager's memory).
     checkpoint_store: Option<Arc<dyn CheckpointStore>>,
     /// Set in code; otherwise Flink's default for the checkpointing mode.
     restart: Option<RestartStrategy>,
 }
+
+/// A code-side adjustment of the checkpoint settings.
+type CheckpointOverride = Box<dyn Fn(&mut CheckpointSettings)>;
 
 /// The context in which a job is built and executed (Flink's
 /// `StreamExecutionEnvironment`). Cheap to clone: streams keep a handle to it.
@@ -125,20 +131,18 @@ impl StreamEnvironment {
     /// completed checkpoint (fixed delay, unlimited attempts, 1 s, unless a
     /// restart strategy is set).
     pub fn enable_checkpointing(&self, interval: std::time::Duration) -> &Self {
-        let mut inner = self.inner.borrow_mut();
-        let settings = inner
-            .checkpointing
-            .get_or_insert_with(CheckpointSettings::default);
-        settings.interval = interval;
-        self
+        self.set_config(
+            floe_checkpoint::config::options::INTERVAL.key,
+            &format!("{}ms", interval.as_millis()),
+        )
     }
 
-    /// Changes the checkpoint settings (after `enable_checkpointing`).
-    pub fn configure_checkpointing(&self, f: impl FnOnce(&mut CheckpointSettings)) -> &Self {
-        let mut inner = self.inner.borrow_mut();
-        f(inner
-            .checkpointing
-            .get_or_insert_with(CheckpointSettings::default));
+    /// Adjusts the checkpoint settings in code (wins over configuration).
+    pub fn configure_checkpointing(&self, f: impl Fn(&mut CheckpointSettings) + 'static) -> &Self {
+        self.inner
+            .borrow_mut()
+            .checkpoint_overrides
+            .push(Box::new(f));
         self
     }
 
@@ -213,21 +217,50 @@ impl StreamEnvironment {
             checkpointing: None,
             restart: RestartStrategy::None,
             restore: None,
+            job_id: None,
         };
         let mut settings = settings;
+        let job_id = JobId::random();
+        settings.job_id = Some(job_id);
+        let cp = CheckpointConfig::from_configuration(&config)
+            .map_err(|e| JobError::Checkpointing(e.to_string()))?;
         {
             let inner = self.inner.borrow();
-            if let Some(cp) = &inner.checkpointing {
-                let store = inner
-                    .checkpoint_store
-                    .clone()
-                    .unwrap_or_else(|| Arc::new(MemoryCheckpointStore::new()));
-                settings.checkpointing = Some((cp.clone(), store));
+            if let Some(interval) = cp.interval() {
+                if cp.is_unaligned_effective() {
+                    tracing::warn!(
+                        "unaligned checkpoints are not implemented yet; taking aligned checkpoints"
+                    );
+                }
+                let mut s = CheckpointSettings {
+                    interval,
+                    alignment: match cp.mode() {
+                        CheckpointingMode::ExactlyOnce => AlignmentMode::Aligned,
+                        CheckpointingMode::AtLeastOnce => AlignmentMode::AtLeastOnce,
+                    },
+                    timeout: cp.timeout(),
+                    min_pause: cp.min_pause(),
+                    max_concurrent: cp.max_concurrent_checkpoints() as usize,
+                    tolerable_failures: cp.tolerable_failed_checkpoints(),
+                    num_retained: cp.num_retained() as usize,
+                };
+                for o in &inner.checkpoint_overrides {
+                    o(&mut s);
+                }
+                let store: Arc<dyn CheckpointStore> = match &inner.checkpoint_store {
+                    Some(s) => s.clone(),
+                    None => Arc::new(
+                        CheckpointStorage::for_config(&cp)
+                            .map_err(|e| JobError::Checkpointing(e.to_string()))?
+                            .job(job_id),
+                    ),
+                };
+                settings.checkpointing = Some((s, store));
             }
             settings.restart = inner
                 .restart
                 .clone()
-                .unwrap_or(if inner.checkpointing.is_some() {
+                .unwrap_or(if cp.is_checkpointing_enabled() {
                     RestartStrategy::default_with_checkpointing()
                 } else {
                     RestartStrategy::None

@@ -141,6 +141,52 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         options::BUFFER_TIMEOUT.key,
         options::BUFFER_TIMEOUT.description,
     ),
+    // Checkpointing: the options are defined in floe-checkpoint's config.rs
+    // (`floe_checkpoint::config::options`); a test there keeps these in step.
+    (
+        "execution.checkpointing.interval",
+        "Time between the start of two checkpoints, at least 10 ms (default: unset, checkpointing off).",
+    ),
+    (
+        "execution.checkpointing.mode",
+        "Checkpointing guarantee: EXACTLY_ONCE or AT_LEAST_ONCE (default EXACTLY_ONCE).",
+    ),
+    (
+        "execution.checkpointing.timeout",
+        "Time after which a checkpoint in progress is aborted, at least 10 ms (default 10 min).",
+    ),
+    (
+        "execution.checkpointing.min-pause",
+        "Least time between the end of one checkpoint and the start of the next (default 0).",
+    ),
+    (
+        "execution.checkpointing.max-concurrent-checkpoints",
+        "Checkpoints that may be in progress at the same time, at least 1 (default 1).",
+    ),
+    (
+        "execution.checkpointing.tolerable-failed-checkpoints",
+        "Consecutive checkpoint failures tolerated before the job fails (default 0).",
+    ),
+    (
+        "execution.checkpointing.externalized-checkpoint-retention",
+        "Keep or delete checkpoints when the job is cancelled: DELETE_ON_CANCELLATION or RETAIN_ON_CANCELLATION (default DELETE_ON_CANCELLATION).",
+    ),
+    (
+        "execution.checkpointing.unaligned.enabled",
+        "Let barriers overtake buffered records and store those records in the checkpoint; EXACTLY_ONCE only (default false).",
+    ),
+    (
+        "execution.checkpointing.aligned-checkpoint-timeout",
+        "With unaligned checkpoints enabled, how long alignment may take before the checkpoint switches to unaligned; 0 = start unaligned (default 0).",
+    ),
+    (
+        "state.checkpoints.num-retained",
+        "Completed checkpoints kept in checkpoint storage, at least 1 (default 1).",
+    ),
+    (
+        "state.checkpoints.dir",
+        "Checkpoint storage: file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix or jobmanager (default: unset, jobmanager: kept in memory).",
+    ),
 ];
 
 /// A layer of configuration values.

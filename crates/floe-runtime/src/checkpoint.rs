@@ -92,7 +92,7 @@ pub enum AlignmentMode {
     /// Hold nothing; snapshot when the last barrier arrives (at-least-once:
     /// records after the barrier on early channels may be in the snapshot's
     /// state and be replayed again after a failure).
-    Unaligned,
+    AtLeastOnce,
 }
 
 /// What the aligner asks of its task.
@@ -213,7 +213,7 @@ mod tests {
 
     #[test]
     fn unaligned_mode_never_blocks() {
-        let mut a = BarrierAligner::new(2, AlignmentMode::Unaligned);
+        let mut a = BarrierAligner::new(2, AlignmentMode::AtLeastOnce);
         assert_eq!(a.on_barrier(0, b(1)), AlignmentAction::Wait);
         assert_eq!(a.on_barrier(1, b(1)), AlignmentAction::Complete(b(1)));
     }

@@ -603,3 +603,71 @@ impl CheckpointStore for MemoryCheckpointStore {
         Ok(ids)
     }
 }
+
+/// A state file name the storage accepts: the uid's safe characters, a hash
+/// of the uid (so distinct uids never collide) and the subtask.
+fn state_file_name(name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    format!("{safe}-{:08x}", floe_state::key_hash(name))
+}
+
+impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
+    fn write_state(
+        &self,
+        checkpoint_id: u64,
+        name: &str,
+        payload: &[u8],
+    ) -> Result<StateFile, String> {
+        let h = self
+            .write_state_file(
+                checkpoint_id,
+                &state_file_name(name),
+                floe_checkpoint::FileKind::KeyedState,
+                payload,
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(StateFile {
+            path: h.path,
+            size: h.size,
+        })
+    }
+
+    fn read_state(&self, file: &StateFile) -> Result<Vec<u8>, String> {
+        let h = floe_checkpoint::StateHandle {
+            path: file.path.clone(),
+            size: file.size,
+        };
+        self.read_state_file(&h, floe_checkpoint::FileKind::KeyedState)
+            .map_err(|e| e.to_string())
+    }
+
+    fn complete(&self, checkpoint_id: u64, metadata: &[u8]) -> Result<(), String> {
+        self.complete_checkpoint(checkpoint_id, metadata)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn read_metadata(&self, checkpoint_id: u64) -> Result<Vec<u8>, String> {
+        floe_checkpoint::JobCheckpointStorage::read_metadata(self, checkpoint_id)
+            .map_err(|e| e.to_string())
+    }
+
+    fn discard(&self, checkpoint_id: u64) -> Result<(), String> {
+        self.discard_checkpoint(checkpoint_id)
+            .map_err(|e| e.to_string())
+    }
+
+    fn completed(&self) -> Result<Vec<u64>, String> {
+        self.completed_checkpoints().map_err(|e| e.to_string())
+    }
+}

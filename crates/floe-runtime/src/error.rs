@@ -67,6 +67,9 @@ pub enum JobError {
     /// of different parallelism).
     #[error("invalid job graph: {0}")]
     InvalidGraph(String),
+    /// Checkpointing is misconfigured or its storage unusable.
+    #[error("checkpointing: {0}")]
+    Checkpointing(String),
     /// The job could not be restored or restarted from a checkpoint.
     #[error("{0}")]
     Restore(String),

@@ -45,6 +45,9 @@ pub struct ExecutionSettings {
     pub restart: RestartStrategy,
     /// Start from this checkpoint's state instead of empty state.
     pub restore: Option<Arc<RestoredState>>,
+    /// The job's id, when chosen before submission (its checkpoint
+    /// directory is named by it).
+    pub job_id: Option<JobId>,
 }
 
 impl std::fmt::Debug for dyn CheckpointStore {
@@ -62,6 +65,7 @@ impl Default for ExecutionSettings {
             checkpointing: None,
             restart: RestartStrategy::None,
             restore: None,
+            job_id: None,
         }
     }
 }
@@ -254,7 +258,7 @@ impl JobManager {
     /// Plans and deploys a job; returns at once.
     pub fn submit(&self, job_name: &str, graph: &JobGraph) -> Result<JobClient, JobError> {
         let plan = self.plan(graph)?;
-        let job_id = JobId::random();
+        let job_id = self.settings.job_id.unwrap_or_else(JobId::random);
         eprintln!("Job {job_name} started with JobID {job_id}");
         let mut client = JobClient {
             job_id,

@@ -50,6 +50,7 @@ impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for FlakyCount {
 }
 
 struct Outcome {
+    job_id: String,
     fail_at: u64,
     updates: Vec<(u64, u64)>,
     restarts: u32,
@@ -58,10 +59,28 @@ struct Outcome {
 
 /// Two rate-limited generators (keys i mod K), unioned, keyed, counted.
 fn run(seed: u64, records: u64, keys: u64, mode: AlignmentMode, fail: bool) -> Outcome {
+    run_in(None, seed, records, keys, mode, fail)
+}
+
+fn run_in(
+    dir: Option<&std::path::Path>,
+    seed: u64,
+    records: u64,
+    keys: u64,
+    mode: AlignmentMode,
+    fail: bool,
+) -> Outcome {
     let env = StreamEnvironment::new();
+    if let Some(dir) = dir {
+        env.set_config(
+            "state.checkpoints.dir",
+            &format!("file://{}", dir.display()),
+        );
+        env.set_config("state.checkpoints.num-retained", "2");
+    }
     env.set_parallelism(2);
     env.enable_checkpointing(Duration::from_millis(30));
-    env.configure_checkpointing(|c| c.alignment = mode);
+    env.configure_checkpointing(move |c| c.alignment = mode);
     env.set_restart_strategy(RestartStrategy::FixedDelay {
         attempts: 3,
         delay: Duration::from_millis(10),
@@ -100,6 +119,7 @@ fn run(seed: u64, records: u64, keys: u64, mode: AlignmentMode, fail: bool) -> O
         .execute("flaky-count")
         .expect("the job recovers and finishes");
     Outcome {
+        job_id: result.job_id.to_string(),
         fail_at,
         updates: out.snapshot(),
         restarts: result.restarts,
@@ -188,9 +208,50 @@ fn failure_free_run_matches_expectation() {
 fn at_least_once_never_loses() {
     let (records, keys) = (20_000, 37);
     let want = expected(records, keys);
-    let o = run(1, records, keys, AlignmentMode::Unaligned, true);
+    let o = run(1, records, keys, AlignmentMode::AtLeastOnce, true);
     let got = finals(&o.updates);
     for (k, n) in &want {
         assert!(got[k].0 >= *n, "key {k}: {} < {n}: records lost", got[k].0);
     }
+}
+
+/// The same recovery through checkpoints on local disk, with Flink's layout:
+/// `<dir>/<job id>/chk-<n>/_metadata`, at most num-retained (2) kept.
+#[test]
+fn exactly_once_with_file_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let (records, keys) = (20_000, 37);
+    let o = run_in(
+        Some(dir.path()),
+        7,
+        records,
+        keys,
+        AlignmentMode::Aligned,
+        true,
+    );
+    assert_eq!(o.restarts, 1);
+    let got = finals(&o.updates);
+    for (k, n) in expected(records, keys) {
+        assert_eq!(got[&k], (n, true), "key {k}");
+    }
+    let job_dir = dir.path().join(&o.job_id);
+    let completed: Vec<String> = std::fs::read_dir(&job_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("_metadata").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !completed.is_empty(),
+        "no completed checkpoint in {}",
+        job_dir.display()
+    );
+    assert!(
+        completed.len() <= 2,
+        "more than num-retained kept: {completed:?}"
+    );
+    assert!(
+        completed.iter().all(|c| c.starts_with("chk-")),
+        "{completed:?}"
+    );
 }

@@ -1,0 +1,31 @@
+//! Checkpoint configuration, checkpoint storage and the checkpoint file
+//! format: what Floe's checkpoint coordinator needs to decide when to take a
+//! checkpoint, where to put it, and how to write files a restore can trust.
+//!
+//! - [`config`]: [`CheckpointConfig`], Flink's checkpoint settings with its
+//!   key names, defaults and range checks.
+//! - [`format`](mod@format): the frame around every checkpoint file (magic, version,
+//!   kind, length, CRC-32), so a truncated, corrupted or mixed-up file is an
+//!   error naming the file.
+//! - [`storage`]: [`CheckpointStorage`] on local disk, S3, GCS, Azure or
+//!   JobManager memory with Flink's directory layout
+//!   (`<dir>/<job id>/chk-<n>/_metadata`), a blocking API over
+//!   `object_store`, and `_metadata` written last and atomically.
+//!
+//! The crate knows files and bytes, not state: what goes into a state file
+//! or `_metadata` is up to the state backends and the coordinator.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod format;
+pub mod storage;
+
+pub use config::{
+    CheckpointConfig, CheckpointConfigError, CheckpointingMode, ExternalizedCheckpointRetention,
+};
+pub use format::{FileKind, FormatError};
+pub use storage::{
+    CheckpointStorage, JobCheckpointStorage, ResolvedCheckpoint, StateHandle, StorageError,
+    StorageKind,
+};
