@@ -59,6 +59,8 @@ pub(crate) struct EnvInner {
     backend: StateBackendKind,
     /// `-s`: a savepoint to restore from (not supported yet: refused at execute).
     restore_from: Option<String>,
+    /// `--fromCheckpoint`: a retained checkpoint to start from.
+    restore_checkpoint: Option<String>,
     /// Adjustments of the checkpoint settings made in code.
     checkpoint_overrides: Vec<CheckpointOverride>,
     /// Where checkpoints go (default: the JobManager's memory).
@@ -91,6 +93,7 @@ impl StreamEnvironment {
             let mut inner = env.inner.borrow_mut();
             inner.config = args.configuration().clone();
             inner.restore_from = args.from_savepoint().map(str::to_string);
+            inner.restore_checkpoint = args.from_checkpoint().map(str::to_string);
         }
         env
     }
@@ -143,6 +146,13 @@ impl StreamEnvironment {
             .borrow_mut()
             .checkpoint_overrides
             .push(Box::new(f));
+        self
+    }
+
+    /// Starts the job from a retained checkpoint: a job's checkpoint
+    /// directory (its latest completed checkpoint) or a `chk-<n>` directory.
+    pub fn set_restore_from_checkpoint(&self, path: &str) -> &Self {
+        self.inner.borrow_mut().restore_checkpoint = Some(path.to_string());
         self
     }
 
@@ -257,6 +267,9 @@ impl StreamEnvironment {
                 };
                 settings.checkpointing = Some((s, store));
             }
+            if let Some(path) = &inner.restore_checkpoint {
+                settings.restore = Some(Arc::new(load_checkpoint(path)?));
+            }
             settings.restart = inner
                 .restart
                 .clone()
@@ -323,4 +336,23 @@ impl StreamEnvironment {
         let (graph, settings) = self.job_graph()?;
         JobManager::new(settings).execute(job_name, &graph)
     }
+}
+
+/// Reads a retained checkpoint's metadata and state files.
+fn load_checkpoint(path: &str) -> Result<floe_runtime::checkpoint::RestoredState, JobError> {
+    let err = |reason: String| {
+        JobError::Restore(format!("cannot restore from checkpoint {path}: {reason}"))
+    };
+    let resolved = CheckpointStorage::resolve_checkpoint(path).map_err(|e| err(e.to_string()))?;
+    let store: &dyn CheckpointStore = &resolved.job;
+    let meta = floe_runtime::coordinator::CheckpointMetadata::decode(
+        &store.read_metadata(resolved.checkpoint_id).map_err(err)?,
+    )
+    .map_err(err)?;
+    let restored = meta.load(store).map_err(err)?;
+    tracing::info!(
+        checkpoint = resolved.checkpoint_id,
+        "restoring from checkpoint {path}"
+    );
+    Ok(restored)
 }

@@ -10,6 +10,9 @@
 //! - `-D key=value` (or `-Dkey=value`): one configuration value;
 //! - `-s <path>` / `--fromSavepoint <path>` and `-n` /
 //!   `--allowNonRestoredState`: restore flags;
+//! - `--fromCheckpoint <path>`: start from a retained checkpoint (a job's
+//!   checkpoint directory, meaning its latest completed checkpoint, or a
+//!   `chk-<n>` directory);
 //! - `--` ends Floe's flags; everything after it belongs to the job.
 //!
 //! Precedence: values set in code > `-p` and `-D` > the file > defaults.
@@ -40,6 +43,7 @@ pub struct JobArgs {
     config_file: Option<PathBuf>,
     job_args: Vec<String>,
     from_savepoint: Option<String>,
+    from_checkpoint: Option<String>,
     allow_non_restored_state: bool,
 }
 
@@ -78,6 +82,10 @@ impl JobArgs {
                 "-D" => dynamic.set_dynamic_property(&value_of(&arg, &mut it)?)?,
                 "-s" | "--fromSavepoint" => out.from_savepoint = Some(value_of(&arg, &mut it)?),
                 "-n" | "--allowNonRestoredState" => out.allow_non_restored_state = true,
+                "--fromCheckpoint" => out.from_checkpoint = Some(value_of(&arg, &mut it)?),
+                a if a.starts_with("--fromCheckpoint=") => {
+                    out.from_checkpoint = Some(a["--fromCheckpoint=".len()..].to_string())
+                }
                 a if a.starts_with("--parallelism=") => set_parallelism(&mut dynamic, &a[14..])?,
                 a if a.starts_with("--config=") => config_flag = Some(PathBuf::from(&a[9..])),
                 a if a.starts_with("--fromSavepoint=") => {
@@ -119,6 +127,11 @@ impl JobArgs {
     /// `-s`: the savepoint to restore from.
     pub fn from_savepoint(&self) -> Option<&str> {
         self.from_savepoint.as_deref()
+    }
+
+    /// `--fromCheckpoint`: the retained checkpoint to start from.
+    pub fn from_checkpoint(&self) -> Option<&str> {
+        self.from_checkpoint.as_deref()
     }
 
     /// `-n`: allow savepoint state that maps to no operator.
