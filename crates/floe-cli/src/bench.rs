@@ -51,6 +51,12 @@ pub struct BenchReport {
     pub job_seconds: f64,
     /// Peak resident set size of the process.
     pub peak_rss_bytes: u64,
+    /// Checkpoints completed during the run (0 with checkpointing off).
+    pub checkpoints_completed: usize,
+    /// Mean trigger-to-completion time of completed checkpoints, in ms.
+    pub checkpoint_duration_ms_mean: f64,
+    /// Mean bytes written per completed checkpoint.
+    pub checkpoint_bytes_mean: f64,
 }
 
 /// Earliest and latest instants reported by the subtasks.
@@ -175,6 +181,11 @@ impl KeyedCountBench {
             "benchmark lost records: {updates} updates for {} records",
             self.records
         );
+        let done: Vec<_> = result
+            .checkpoints
+            .iter()
+            .filter(|c| c.status == floe::runtime::coordinator::CheckpointStatus::Completed)
+            .collect();
         let (start, end) = *span.0.lock().unwrap_or_else(|p| p.into_inner());
         let seconds = match (start, end) {
             (Some(s), Some(e)) => e.saturating_duration_since(s).as_secs_f64(),
@@ -194,6 +205,14 @@ impl KeyedCountBench {
             },
             job_seconds: result.net_runtime.as_secs_f64(),
             peak_rss_bytes: crate::peak_rss_bytes().unwrap_or(0),
+            checkpoints_completed: done.len(),
+            checkpoint_duration_ms_mean: mean(done.iter().map(|c| c.duration.as_secs_f64() * 1e3)),
+            checkpoint_bytes_mean: mean(done.iter().map(|c| c.state_size as f64)),
         })
     }
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 { 0.0 } else { sum / n as f64 }
 }

@@ -76,6 +76,12 @@ enum Bench {
         /// A configuration value, key=value (repeatable), e.g. floe.runtime.batch-size=2048.
         #[arg(short = 'D', value_name = "KEY=VALUE")]
         dynamic: Vec<String>,
+        /// Take a checkpoint every this many milliseconds.
+        #[arg(long, value_name = "MS")]
+        checkpoint_interval: Option<u64>,
+        /// Where checkpoints go (file:///…, s3://…; default: JobManager memory).
+        #[arg(long, value_name = "URL")]
+        checkpoint_dir: Option<String>,
     },
 }
 
@@ -145,6 +151,8 @@ fn main() -> ExitCode {
             parallelism,
             backend,
             dynamic,
+            checkpoint_interval,
+            checkpoint_dir,
         }) => (|| {
             let backend: StateBackendKind = backend
                 .parse()
@@ -152,6 +160,12 @@ fn main() -> ExitCode {
             let mut config = floe::core::Configuration::new();
             for d in &dynamic {
                 config.set_dynamic_property(d)?;
+            }
+            if let Some(ms) = checkpoint_interval {
+                config.set("execution.checkpointing.interval", format!("{ms}ms"));
+            }
+            if let Some(dir) = checkpoint_dir {
+                config.set("state.checkpoints.dir", dir);
             }
             let report = KeyedCountBench {
                 records,
