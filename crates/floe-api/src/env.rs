@@ -4,7 +4,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use floe_checkpoint::{CheckpointConfig, CheckpointStorage, CheckpointingMode};
+use floe_checkpoint::{
+    CheckpointConfig, CheckpointStorage, CheckpointingMode, ExternalizedCheckpointRetention,
+};
 use floe_core::JobId;
 use floe_core::config::options;
 use floe_core::{ConfigOption, Configuration};
@@ -253,6 +255,8 @@ impl StreamEnvironment {
                     max_concurrent: cp.max_concurrent_checkpoints() as usize,
                     tolerable_failures: cp.tolerable_failed_checkpoints(),
                     num_retained: cp.num_retained() as usize,
+                    retain_on_cancellation: cp.externalized_checkpoint_retention()
+                        == ExternalizedCheckpointRetention::RetainOnCancellation,
                 };
                 for o in &inner.checkpoint_overrides {
                     o(&mut s);

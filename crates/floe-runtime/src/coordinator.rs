@@ -125,6 +125,9 @@ pub struct CheckpointSettings {
     pub tolerable_failures: u32,
     /// Completed checkpoints kept.
     pub num_retained: usize,
+    /// Keep the checkpoints when the job is cancelled (they are always kept
+    /// when it fails, and always discarded when it finishes).
+    pub retain_on_cancellation: bool,
 }
 
 impl Default for CheckpointSettings {
@@ -137,6 +140,7 @@ impl Default for CheckpointSettings {
             max_concurrent: 1,
             tolerable_failures: 0,
             num_retained: 1,
+            retain_on_cancellation: false,
         }
     }
 }

@@ -511,6 +511,23 @@ impl JobClient {
         Ok(Some(Arc::new(meta.load(store.as_ref())?)))
     }
 
+    /// Discards every completed checkpoint of the job (Flink discards
+    /// checkpoints of a finished job, and of a cancelled one unless they are
+    /// retained on cancellation; a failed job keeps them for a restart).
+    fn discard_checkpoints(&self, cancelled: bool) {
+        let Some((settings, store)) = &self.manager.settings.checkpointing else {
+            return;
+        };
+        if cancelled && settings.retain_on_cancellation {
+            return;
+        }
+        for id in store.completed().unwrap_or_default() {
+            if let Err(e) = store.discard(id) {
+                tracing::warn!(checkpoint = id, "cannot discard checkpoint: {e}");
+            }
+        }
+    }
+
     /// Statistics of every checkpoint of this job so far (finished runs).
     pub fn checkpoint_history(&self) -> &[CheckpointStats] {
         &self.checkpoint_history
@@ -605,6 +622,7 @@ impl JobClient {
                 let _ = u.join();
             }
             if self.user_cancel.is_cancelled() {
+                self.discard_checkpoints(true);
                 return Err(JobError::Cancelled {
                     job_name: self.job_name,
                     job_id: self.job_id,
@@ -612,11 +630,13 @@ impl JobClient {
             }
             let Some(failure) = failure else {
                 if cancelled {
+                    self.discard_checkpoints(true);
                     return Err(JobError::Cancelled {
                         job_name: self.job_name,
                         job_id: self.job_id,
                     });
                 }
+                self.discard_checkpoints(false);
                 return Ok(JobExecutionResult {
                     job_id: self.job_id,
                     job_name: self.job_name,

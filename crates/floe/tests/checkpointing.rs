@@ -234,24 +234,61 @@ fn exactly_once_with_file_checkpoints() {
     for (k, n) in expected(records, keys) {
         assert_eq!(got[&k], (n, true), "key {k}");
     }
-    let job_dir = dir.path().join(&o.job_id);
-    let completed: Vec<String> = std::fs::read_dir(&job_dir)
+    // A finished job's checkpoints are discarded, as in Flink.
+    assert!(
+        completed_in(&dir.path().join(&o.job_id)).is_empty(),
+        "checkpoints of a finished job were kept"
+    );
+}
+
+fn completed_in(job_dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(job_dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().join("_metadata").is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A job that fails for good keeps its checkpoints (at most num-retained)
+/// so it can be started again with `--fromCheckpoint`.
+#[test]
+fn failed_job_keeps_its_latest_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = StreamEnvironment::new();
+    env.set_parallelism(2);
+    env.enable_checkpointing(Duration::from_millis(20));
+    env.set_config(
+        "state.checkpoints.dir",
+        &format!("file://{}", dir.path().display()),
+    );
+    env.set_config("state.checkpoints.num-retained", "2");
+    env.set_restart_strategy(RestartStrategy::None);
+    let records = 20_000u64;
+    let (sink, _) = CollectSink::new();
+    env.from_source(
+        GeneratorSource::new(records, |i| (i % 5, 1)).with_rate(records as f64 / 0.5),
+        "gen",
+    )
+    .key_by(|(k, _): &(u64, u64)| *k)
+    .process(FlakyCount {
+        count: None,
+        seen: Arc::new(AtomicU64::new(0)),
+        failed: Arc::new(AtomicBool::new(false)),
+        fail_at: records * 3 / 4,
+    })
+    .sink_to(sink, "collect");
+    let err = env.execute("fails-for-good").unwrap_err().to_string();
+    assert!(err.contains("injected failure"), "{err}");
+    let jobs: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("_metadata").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(
-        !completed.is_empty(),
-        "no completed checkpoint in {}",
-        job_dir.display()
-    );
-    assert!(
-        completed.len() <= 2,
-        "more than num-retained kept: {completed:?}"
-    );
-    assert!(
-        completed.iter().all(|c| c.starts_with("chk-")),
-        "{completed:?}"
-    );
+    assert_eq!(jobs.len(), 1);
+    let kept = completed_in(&jobs[0].path());
+    assert!(!kept.is_empty(), "a failed job lost its checkpoints");
+    assert!(kept.len() <= 2, "more than num-retained kept: {kept:?}");
+    assert!(kept.iter().all(|c| c.starts_with("chk-")), "{kept:?}");
 }
