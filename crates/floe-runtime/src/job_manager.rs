@@ -383,6 +383,19 @@ impl JobManager {
     }
 }
 
+impl CheckpointFailure {
+    /// The job failure it causes, attributed to the checkpoint coordinator.
+    fn into_failure(self) -> Box<OperatorFailure> {
+        Box::new(OperatorFailure {
+            operator: "checkpoint coordinator".into(),
+            uid: String::new(),
+            subtask: 0,
+            parallelism: 1,
+            cause: FailureCause::Error(anyhow::anyhow!(self.0)),
+        })
+    }
+}
+
 /// The coordinator thread of a run and the channel to its events.
 type CoordinatorThread = (
     crossbeam_channel::Sender<CoordinatorEvent>,
@@ -594,13 +607,7 @@ impl JobClient {
                     && let Some(f) = self.stop_checkpointing(&mut run)
                 {
                     run.cancel.cancel();
-                    failure = Some(Box::new(OperatorFailure {
-                        operator: "checkpoint coordinator".into(),
-                        uid: String::new(),
-                        subtask: 0,
-                        parallelism: 1,
-                        cause: FailureCause::Error(anyhow::anyhow!(f.0)),
-                    }));
+                    failure = Some(f.into_failure());
                 }
             }
             for t in std::mem::take(&mut run.threads) {
@@ -610,13 +617,7 @@ impl JobClient {
                 && failure.is_none()
                 && !cancelled
             {
-                failure = Some(Box::new(OperatorFailure {
-                    operator: "checkpoint coordinator".into(),
-                    uid: String::new(),
-                    subtask: 0,
-                    parallelism: 1,
-                    cause: FailureCause::Error(anyhow::anyhow!(f.0)),
-                }));
+                failure = Some(f.into_failure());
             }
             for u in std::mem::take(&mut run.uploaders) {
                 let _ = u.join();
