@@ -214,7 +214,7 @@ impl SnapshotUploader {
                     .spawn(move || {
                         for (task, snapshot) in snapshots.iter() {
                             let id = snapshot.barrier.id;
-                            let event = match Self::write(task, snapshot, store.as_ref()) {
+                            let event = match Self::write(snapshot, store.as_ref()) {
                                 Ok((states, bytes)) => CoordinatorEvent::Ack {
                                     checkpoint_id: id,
                                     task,
@@ -237,7 +237,6 @@ impl SnapshotUploader {
     }
 
     fn write(
-        task: usize,
         snapshot: TaskSnapshot,
         store: &dyn CheckpointStore,
     ) -> Result<(Vec<(String, SubtaskStateMeta)>, u64), String> {
@@ -265,7 +264,6 @@ impl SnapshotUploader {
             }
             states.push((op.uid.to_string(), meta));
         }
-        let _ = task;
         Ok((states, bytes))
     }
 }
@@ -525,86 +523,6 @@ impl CheckpointCoordinator {
                 default(wait) => {}
             }
         }
-    }
-}
-
-/// Checkpoints kept in the JobManager's memory (Flink's `jobmanager`
-/// storage): for tests and small state; gone with the process.
-#[derive(Default)]
-pub struct MemoryCheckpointStore {
-    files: std::sync::Mutex<BTreeMap<String, Vec<u8>>>,
-}
-
-impl MemoryCheckpointStore {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn files(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
-        self.files.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl CheckpointStore for MemoryCheckpointStore {
-    fn write_state(
-        &self,
-        checkpoint_id: u64,
-        name: &str,
-        payload: &[u8],
-    ) -> Result<StateFile, String> {
-        let path = format!("chk-{checkpoint_id}/{name}");
-        self.files().insert(path.clone(), payload.to_vec());
-        Ok(StateFile {
-            path,
-            size: payload.len() as u64,
-        })
-    }
-
-    fn read_state(&self, file: &StateFile) -> Result<Vec<u8>, String> {
-        self.files()
-            .get(&file.path)
-            .cloned()
-            .ok_or_else(|| format!("state file {} not found", file.path))
-    }
-
-    fn complete(&self, checkpoint_id: u64, metadata: &[u8]) -> Result<(), String> {
-        let path = format!("chk-{checkpoint_id}/_metadata");
-        let mut files = self.files();
-        if files.contains_key(&path) {
-            return Err(format!("{path} already exists"));
-        }
-        files.insert(path, metadata.to_vec());
-        Ok(())
-    }
-
-    fn read_metadata(&self, checkpoint_id: u64) -> Result<Vec<u8>, String> {
-        let path = format!("chk-{checkpoint_id}/_metadata");
-        self.files()
-            .get(&path)
-            .cloned()
-            .ok_or_else(|| format!("{path} not found"))
-    }
-
-    fn discard(&self, checkpoint_id: u64) -> Result<(), String> {
-        let prefix = format!("chk-{checkpoint_id}/");
-        self.files().retain(|k, _| !k.starts_with(&prefix));
-        Ok(())
-    }
-
-    fn completed(&self) -> Result<Vec<u64>, String> {
-        let mut ids: Vec<u64> = self
-            .files()
-            .keys()
-            .filter_map(|k| {
-                k.strip_suffix("/_metadata")?
-                    .strip_prefix("chk-")?
-                    .parse()
-                    .ok()
-            })
-            .collect();
-        ids.sort_unstable();
-        Ok(ids)
     }
 }
 
