@@ -41,7 +41,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StateE
 /// buffer filled byte by byte (no `memcpy` call for a varint), larger ones
 /// spill to the heap.
 struct KeyBuffer {
-    stack: [u8; STACK_KEY_BYTES],
+    /// `STACK_KEY_BYTES` of key plus 8 bytes of slack for whole-word stores.
+    stack: [u8; STACK_KEY_BYTES + 8],
     len: usize,
     heap: Option<Vec<u8>>,
 }
@@ -76,15 +77,19 @@ impl postcard::ser_flavors::Flavor for &mut KeyBuffer {
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
         if let Some(v) = &mut self.heap {
             v.extend_from_slice(data);
-        } else if self.len + data.len() <= STACK_KEY_BYTES {
-            // Byte loop: keys are mostly a few bytes, where a libc memcpy
-            // call costs more than the copy.
-            for (dst, src) in self.stack[self.len..self.len + data.len()]
-                .iter_mut()
-                .zip(data)
-            {
-                *dst = *src;
+        } else if data.len() <= 8 && self.len + data.len() <= STACK_KEY_BYTES {
+            // Keys are mostly a few bytes (a varint, a short string). Gather
+            // them into one word and store 8 bytes at once: a libc memcpy
+            // call (which LLVM turns a plain byte loop into) costs more than
+            // the copy itself.
+            let mut word = 0u64;
+            for (i, b) in data.iter().enumerate() {
+                word |= u64::from(*b) << (8 * i);
             }
+            self.stack[self.len..self.len + 8].copy_from_slice(&word.to_le_bytes());
+            self.len += data.len();
+        } else if self.len + data.len() <= STACK_KEY_BYTES {
+            self.stack[self.len..self.len + data.len()].copy_from_slice(data);
             self.len += data.len();
         } else {
             self.spill(data);
@@ -106,7 +111,7 @@ impl postcard::ser_flavors::Flavor for &mut KeyBuffer {
 #[inline]
 pub fn with_key_bytes<K: Serialize + ?Sized, R>(key: &K, f: impl FnOnce(&[u8]) -> R) -> R {
     let mut buf = KeyBuffer {
-        stack: [0u8; STACK_KEY_BYTES],
+        stack: [0u8; STACK_KEY_BYTES + 8],
         len: 0,
         heap: None,
     };
