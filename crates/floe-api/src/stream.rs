@@ -20,8 +20,8 @@ use crate::operators::{DeferredReader, FlatMapOp, KeyedProcessOp, SinkOp};
 
 /// What a record must be: cloneable (fan-out, broadcast), sendable between
 /// task threads, and serializable (state, snapshots, network channels).
-pub trait Record: Clone + Send + Serialize + DeserializeOwned + 'static {}
-impl<T: Clone + Send + Serialize + DeserializeOwned + 'static> Record for T {}
+pub trait Record: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {}
+impl<T: Clone + Send + Sync + Serialize + DeserializeOwned + 'static> Record for T {}
 
 /// A stream of records of type `T` (Flink's `DataStream`).
 pub struct DataStream<T> {

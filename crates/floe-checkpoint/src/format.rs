@@ -194,15 +194,41 @@ pub const fn framed_len(payload_len: usize) -> usize {
 
 /// Frames `payload` as a file of the given kind.
 pub fn encode(kind: FileKind, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(framed_len(payload.len()));
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.push(kind.as_u8());
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    let mut out = begin(payload.len());
     out.extend_from_slice(payload);
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+    seal(kind, &mut out);
     out
+}
+
+/// Starts a file whose payload a producer appends in place (no copy of a
+/// large payload into a frame afterwards): room for the header, and capacity
+/// for `payload_capacity` bytes of payload plus the trailer.
+pub fn begin(payload_capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(framed_len(payload_capacity));
+    out.resize(HEADER_LEN, 0);
+    out
+}
+
+/// Completes a file started with [`begin`]: everything after the header is
+/// the payload; writes the header and appends the checksum.
+///
+/// # Panics
+/// If `buf` is shorter than a header (it did not come from [`begin`]).
+pub fn seal(kind: FileKind, buf: &mut Vec<u8>) {
+    assert!(
+        buf.len() >= HEADER_LEN,
+        "a framed file starts with its header"
+    );
+    let payload_len = (buf.len() - HEADER_LEN) as u64;
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    header.extend_from_slice(&MAGIC);
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.push(kind.as_u8());
+    header.extend_from_slice(&payload_len.to_le_bytes());
+    debug_assert_eq!(header.len(), HEADER_LEN);
+    buf[..HEADER_LEN].copy_from_slice(&header);
+    let crc = crc32fast::hash(buf);
+    buf.extend_from_slice(&crc.to_le_bytes());
 }
 
 /// Checks the frame of a file read back and returns its payload, borrowed

@@ -27,5 +27,5 @@ pub use config::{
 pub use format::{FileKind, FormatError};
 pub use storage::{
     CheckpointStorage, JobCheckpointStorage, ResolvedCheckpoint, StateHandle, StorageError,
-    StorageKind,
+    StorageKind, WriteError,
 };

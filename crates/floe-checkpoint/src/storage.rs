@@ -71,6 +71,17 @@ pub const MAX_FILE_NAME_LEN: usize = 200;
 /// How many existence checks run at once while listing checkpoints.
 const LIST_CONCURRENCY: usize = 16;
 
+/// Why writing a state file whose payload a producer appends failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError<E> {
+    /// The storage refused or failed the write.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The producer failed; nothing was written.
+    #[error("cannot produce the file's payload: {0}")]
+    Produce(E),
+}
+
 /// Why a checkpoint storage operation failed. Every variant names the URL,
 /// file or key concerned and the reason.
 #[derive(Debug, thiserror::Error)]
@@ -720,11 +731,9 @@ impl CheckpointStorage {
     fn put_new(
         &self,
         path: &Path,
-        kind: FileKind,
-        payload: &[u8],
+        framed: Vec<u8>,
         on_exists: impl FnOnce(String) -> StorageError,
     ) -> Result<StateHandle, StorageError> {
-        let framed = format::encode(kind, payload);
         let size = framed.len() as u64;
         let options = PutOptions {
             mode: PutMode::Create,
@@ -886,20 +895,49 @@ impl JobCheckpointStorage {
         kind: FileKind,
         payload: &[u8],
     ) -> Result<StateHandle, StorageError> {
+        self.write_state_file_with(checkpoint_id, file_name, kind, payload.len(), |out| {
+            out.extend_from_slice(payload);
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .map_err(|e| match e {
+            WriteError::Storage(e) => e,
+        })
+    }
+
+    /// Writes a state file whose payload `produce` appends to the buffer
+    /// it is given, in place after the file's header: a large snapshot is
+    /// encoded straight into the bytes that are uploaded, never copied into
+    /// a frame. `payload_hint` sizes the buffer. An error of `produce`
+    /// writes nothing.
+    pub fn write_state_file_with<E>(
+        &self,
+        checkpoint_id: u64,
+        file_name: &str,
+        kind: FileKind,
+        payload_hint: usize,
+        produce: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<StateHandle, WriteError<E>> {
         validate_file_name(file_name)?;
         let path = self.checkpoint_path(checkpoint_id).join(file_name);
+        let mut buf = format::begin(payload_hint);
+        produce(&mut buf).map_err(WriteError::Produce)?;
+        let payload_len = buf.len() - format::HEADER_LEN;
         if let Some(limit) = self.storage.inner.max_state_size {
-            if payload.len() > limit {
+            if payload_len > limit {
                 return Err(StorageError::StateTooLarge {
                     location: self.storage.display(&path),
-                    size: payload.len(),
+                    size: payload_len,
                     limit,
-                });
+                }
+                .into());
             }
         }
-        self.storage.put_new(&path, kind, payload, |location| {
-            StorageError::AlreadyExists { location }
-        })
+        format::seal(kind, &mut buf);
+        Ok(self
+            .storage
+            .put_new(&path, buf, |location| StorageError::AlreadyExists {
+                location,
+            })?)
     }
 
     /// Reads the state file of a handle and returns its payload, after
@@ -943,13 +981,14 @@ impl JobCheckpointStorage {
         metadata_payload: &[u8],
     ) -> Result<StateHandle, StorageError> {
         let path = self.metadata_path(checkpoint_id);
-        self.storage
-            .put_new(&path, FileKind::Metadata, metadata_payload, |location| {
-                StorageError::AlreadyCompleted {
-                    checkpoint_id,
-                    location,
-                }
-            })
+        self.storage.put_new(
+            &path,
+            format::encode(FileKind::Metadata, metadata_payload),
+            |location| StorageError::AlreadyCompleted {
+                checkpoint_id,
+                location,
+            },
+        )
     }
 
     /// Reads the `_metadata` payload of a completed checkpoint.

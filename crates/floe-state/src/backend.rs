@@ -15,6 +15,7 @@
 use std::any::TypeId;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use floe_core::KeyGroup;
 use rustc_hash::FxHashMap;
@@ -85,16 +86,71 @@ struct Registration {
 
 /// Per-state storage of the heap backend: one hash map per key group of the
 /// subtask's range, holding the per-key state `S` (a value, a `Vec`, a map…).
+///
+/// Key groups are copy-on-write: a snapshot shares every group's map (an
+/// `Arc` clone each, no entry copied), and a group is copied only when it is
+/// written while a snapshot still holds it. Groups the encoder has already
+/// released, or that are not written until then, are never copied.
 pub(crate) struct HeapTable<K, S> {
-    pub(crate) groups: Vec<FxHashMap<K, S>>,
+    groups: Vec<Arc<FxHashMap<K, S>>>,
+    /// `shared[o]`: a snapshot was taken since group `o` was last written, so
+    /// its `Arc` may have other owners and the next write goes through
+    /// `Arc::make_mut`. While false, this table is the only owner and writes
+    /// skip the atomic reference-count check entirely.
+    shared: Vec<bool>,
+}
+
+impl<K, S> HeapTable<K, S> {
+    fn new(groups: usize) -> Self {
+        HeapTable {
+            groups: (0..groups)
+                .map(|_| Arc::new(FxHashMap::default()))
+                .collect(),
+            shared: vec![false; groups],
+        }
+    }
+
+    /// The map of group `offset`, for reading.
+    #[inline]
+    fn group(&self, offset: usize) -> &FxHashMap<K, S> {
+        &self.groups[offset]
+    }
+
+    /// The map of group `offset`, for writing: copied first if a snapshot
+    /// still holds it.
+    #[inline]
+    fn group_mut(&mut self, offset: usize) -> &mut FxHashMap<K, S>
+    where
+        K: Clone,
+        S: Clone,
+    {
+        if self.shared[offset] {
+            self.shared[offset] = false;
+            return Arc::make_mut(&mut self.groups[offset]);
+        }
+        let ptr = Arc::as_ptr(&self.groups[offset]) as *mut FxHashMap<K, S>;
+        // SAFETY: `shared[offset]` is false, so since the last `make_mut` (or
+        // creation) no snapshot cloned this `Arc`: this table is its only
+        // owner, no weak reference exists, and `&mut self` excludes any other
+        // borrow of it. That is exactly the condition under which
+        // `Arc::get_mut` would succeed; we skip its atomic check.
+        unsafe { &mut *ptr }
+    }
+}
+
+/// A snapshot's view of one state's table: the key-group maps as they were
+/// at the barrier, shared with the live table until it writes them.
+struct FrozenHeapTable<K, S> {
+    groups: Vec<Arc<FxHashMap<K, S>>>,
 }
 
 /// Type-erased view of a `HeapTable<K, S>`, so the backend can hold tables of
 /// different per-key types side by side.
 pub(crate) trait ErasedHeapTable: Send {
     fn sizes(&self) -> Vec<usize>;
-    /// The synchronous part of a snapshot: a private copy of the table.
-    fn freeze(&self) -> Box<dyn FrozenTable>;
+    /// The synchronous part of a snapshot: shares every key group's map
+    /// with the snapshot (copy-on-write from now on).
+    fn freeze(&mut self) -> Box<dyn FrozenTable>;
     /// Adds the entries of one key group from a snapshot.
     fn restore_key_group(
         &mut self,
@@ -104,26 +160,36 @@ pub(crate) trait ErasedHeapTable: Send {
     ) -> Result<(), StateError>;
 }
 
-/// A frozen copy of one state's table, encoded off the task thread.
+/// A frozen view of one state's table, encoded off the task thread.
 pub(crate) trait FrozenTable: Send {
-    /// Canonical bytes of one key group's entries, `None` when it has none.
-    fn encode_key_group(&self, offset: usize, what: &str) -> Result<Option<Vec<u8>>, StateError>;
+    /// True when key group `offset` has at least one entry.
+    fn has_entries(&self, offset: usize) -> bool;
+    /// Appends the canonical bytes of one key group's entries (the postcard
+    /// sequence of `(key, value)` pairs) to `out`; returns false, appending
+    /// nothing, when the group has no entry.
+    fn encode_key_group(
+        &self,
+        offset: usize,
+        out: &mut Vec<u8>,
+        what: &str,
+    ) -> Result<bool, StateError>;
 }
 
 /// What the heap backend stores per key: a value, a list, a map, an accumulator.
 pub(crate) trait StateStorage:
-    Clone + Serialize + DeserializeOwned + Send + 'static
+    Clone + Serialize + DeserializeOwned + Send + Sync + 'static
 {
 }
-impl<S: Clone + Serialize + DeserializeOwned + Send + 'static> StateStorage for S {}
+impl<S: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> StateStorage for S {}
 
 impl<K: Key, S: StateStorage> ErasedHeapTable for HeapTable<K, S> {
     fn sizes(&self) -> Vec<usize> {
         self.groups.iter().map(|g| g.len()).collect()
     }
 
-    fn freeze(&self) -> Box<dyn FrozenTable> {
-        Box::new(HeapTable {
+    fn freeze(&mut self) -> Box<dyn FrozenTable> {
+        self.shared.iter_mut().for_each(|s| *s = true);
+        Box::new(FrozenHeapTable {
             groups: self.groups.clone(),
         })
     }
@@ -135,20 +201,38 @@ impl<K: Key, S: StateStorage> ErasedHeapTable for HeapTable<K, S> {
         what: &str,
     ) -> Result<(), StateError> {
         let entries: Vec<(K, S)> = codec::decode(bytes, what)?;
-        self.groups[offset].extend(entries);
+        self.group_mut(offset).extend(entries);
         Ok(())
     }
 }
 
-impl<K: Key, S: StateStorage> FrozenTable for HeapTable<K, S> {
-    fn encode_key_group(&self, offset: usize, what: &str) -> Result<Option<Vec<u8>>, StateError> {
-        let group = &self.groups[offset];
+/// Serializes a map as the sequence of its `(key, value)` pairs, in the
+/// map's order, without collecting them first.
+struct Entries<'a, K, S>(&'a FxHashMap<K, S>);
+
+impl<K: Serialize, S: Serialize> Serialize for Entries<'_, K, S> {
+    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        serializer.collect_seq(self.0.iter())
+    }
+}
+
+impl<K: Key, S: StateStorage> FrozenTable for FrozenHeapTable<K, S> {
+    fn has_entries(&self, offset: usize) -> bool {
+        !self.groups[offset].is_empty()
+    }
+
+    fn encode_key_group(
+        &self,
+        offset: usize,
+        out: &mut Vec<u8>,
+        what: &str,
+    ) -> Result<bool, StateError> {
+        let group = &*self.groups[offset];
         if group.is_empty() {
-            return Ok(None);
+            return Ok(false);
         }
-        // A sequence of (key, value) pairs, whatever the map's order.
-        let entries: Vec<(&K, &S)> = group.iter().collect();
-        codec::encode(&entries, what).map(Some)
+        codec::encode_into(&Entries(group), out, what)?;
+        Ok(true)
     }
 }
 
@@ -171,6 +255,8 @@ pub struct KeyedStateBackend<K: Key> {
     /// loaded when registered and carried into every snapshot until then, so
     /// state a function stops using is not lost silently.
     pub(crate) restored: Vec<RestoredState>,
+    /// Encoded size of the latest snapshot (see `KeyedStateSnapshot`).
+    pub(crate) snapshot_size_hint: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl<K: Key> KeyedStateBackend<K> {
@@ -189,6 +275,7 @@ impl<K: Key> KeyedStateBackend<K> {
             current: None,
             registrations: Vec::new(),
             restored: Vec::new(),
+            snapshot_size_hint: Default::default(),
             store: match kind {
                 StateBackendKind::HashMap => Store::Heap(Vec::new()),
             },
@@ -273,11 +360,7 @@ impl<K: Key> KeyedStateBackend<K> {
             }
             return Ok(idx as u32);
         }
-        let mut table = HeapTable::<K, S> {
-            groups: (0..self.range.len())
-                .map(|_| FxHashMap::default())
-                .collect(),
-        };
+        let mut table = HeapTable::<K, S>::new(self.range.len());
         if let Some(pos) = self.restored.iter().position(|r| r.name == name) {
             let restored = self.restored.remove(pos);
             if restored.kind != kind {
@@ -320,12 +403,13 @@ impl<K: Key> KeyedStateBackend<K> {
         Ok((self.registrations.len() - 1) as u32)
     }
 
-    /// The current key and the map of its key group for state `id`.
+    /// The current key and state `id`'s table, checked to be a
+    /// `HeapTable<K, S>`.
     #[inline]
-    pub(crate) fn heap_slot<S: 'static>(
+    fn heap_table<S: StateStorage>(
         &mut self,
         id: u32,
-    ) -> Result<(&mut FxHashMap<K, S>, &K), StateError> {
+    ) -> Result<(&mut HeapTable<K, S>, &K, usize), StateError> {
         let Some((key, offset)) = self.current.as_ref() else {
             return Err(StateError::NoCurrentKey {
                 name: self.registrations[id as usize].name.clone(),
@@ -344,15 +428,37 @@ impl<K: Key> KeyedStateBackend<K> {
                 // (its `TypeId` was recorded at registration and just
                 // compared), so the data pointer has exactly that type.
                 let table = unsafe { &mut *(erased as *mut HeapTable<K, S>) };
-                Ok((&mut table.groups[*offset], key))
+                Ok((table, key, *offset))
             }
         }
     }
 
-    /// Metadata and frozen copies of the registered tables, in registration
+    /// The current key and the map of its key group for state `id`, to
+    /// write (copied first if a snapshot still shares it).
+    #[inline]
+    pub(crate) fn heap_slot<S: StateStorage>(
+        &mut self,
+        id: u32,
+    ) -> Result<(&mut FxHashMap<K, S>, &K), StateError> {
+        let (table, key, offset) = self.heap_table::<S>(id)?;
+        Ok((table.group_mut(offset), key))
+    }
+
+    /// The current key and the map of its key group for state `id`, to read
+    /// (never copies).
+    #[inline]
+    pub(crate) fn heap_slot_ref<S: StateStorage>(
+        &mut self,
+        id: u32,
+    ) -> Result<(&FxHashMap<K, S>, &K), StateError> {
+        let (table, key, offset) = self.heap_table::<S>(id)?;
+        Ok((table.group(offset), key))
+    }
+
+    /// Metadata and frozen views of the registered tables, in registration
     /// order (the synchronous part of a snapshot).
     pub(crate) fn freeze_tables(
-        &self,
+        &mut self,
     ) -> (Vec<crate::snapshot::StateMeta>, Vec<Box<dyn FrozenTable>>) {
         let metas = self
             .registrations
@@ -363,8 +469,8 @@ impl<K: Key> KeyedStateBackend<K> {
                 value_type: r.type_name.to_string(),
             })
             .collect();
-        let frozen = match &self.store {
-            Store::Heap(tables) => tables.iter().map(|t| t.freeze()).collect(),
+        let frozen = match &mut self.store {
+            Store::Heap(tables) => tables.iter_mut().map(|t| t.freeze()).collect(),
         };
         (metas, frozen)
     }

@@ -23,6 +23,62 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<Vec<u8>, S
     })
 }
 
+/// Appends the encoding of a value to `out` (no intermediate buffer).
+pub fn encode_into<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+    what: &str,
+) -> Result<(), StateError> {
+    postcard::serialize_with_flavor(value, AppendVec(out)).map_err(|e| StateError::Codec {
+        action: "encode",
+        what: what.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// A postcard output flavor appending to a borrowed `Vec`.
+struct AppendVec<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendVec<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let n = data.len();
+        if n > 8 {
+            self.0.extend_from_slice(data);
+            return Ok(());
+        }
+        // Varints and small fields: one unaligned 8-byte store instead of a
+        // libc memcpy call per field (snapshots encode millions of them).
+        let mut word = 0u64;
+        for (i, b) in data.iter().enumerate() {
+            word |= u64::from(*b) << (8 * i);
+        }
+        self.0.reserve(8);
+        let len = self.0.len();
+        // SAFETY: `reserve(8)` guarantees 8 bytes of capacity after `len`;
+        // the store writes exactly those, and only the `n <= 8` bytes that
+        // `data` supplied become part of the vector.
+        unsafe {
+            let dst = self.0.as_mut_ptr().add(len);
+            std::ptr::write_unaligned(dst.cast::<[u8; 8]>(), word.to_le_bytes());
+            self.0.set_len(len + n);
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 /// Decodes a value, requiring that every byte is consumed.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StateError> {
     let err = |reason: String| StateError::Codec {

@@ -108,7 +108,7 @@ impl<T: StateValue> ValueState<T> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Option<T>, StateError> {
-        let (map, key) = ctx.keyed_state_backend().heap_slot::<T>(self.id)?;
+        let (map, key) = ctx.keyed_state_backend().heap_slot_ref::<T>(self.id)?;
         Ok(map.get(key).cloned())
     }
 
@@ -155,7 +155,7 @@ impl<T> Clone for ListState<T> {
 impl<T: StateValue> ListState<T> {
     /// The current key's elements in insertion order (empty if none).
     pub fn get<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Vec<T>, StateError> {
-        let (map, key) = ctx.keyed_state_backend().heap_slot::<Vec<T>>(self.id)?;
+        let (map, key) = ctx.keyed_state_backend().heap_slot_ref::<Vec<T>>(self.id)?;
         Ok(map.get(key).cloned().unwrap_or_default())
     }
 
@@ -241,7 +241,7 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
     ) -> Result<R, StateError> {
         let (map, key) = ctx
             .keyed_state_backend()
-            .heap_slot::<FxHashMap<UK, UV>>(self.id)?;
+            .heap_slot_ref::<FxHashMap<UK, UV>>(self.id)?;
         Ok(f(map.get(key)))
     }
 
@@ -375,7 +375,7 @@ impl<T> Clone for ReducingState<T> {
 impl<T: StateValue> ReducingState<T> {
     /// The reduced value, `None` before the first `add`.
     pub fn get<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Option<T>, StateError> {
-        let (map, key) = ctx.keyed_state_backend().heap_slot::<T>(self.id)?;
+        let (map, key) = ctx.keyed_state_backend().heap_slot_ref::<T>(self.id)?;
         Ok(map.get(key).cloned())
     }
 
@@ -432,7 +432,7 @@ impl<F: AggregateFunction> AggregatingState<F> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Option<F::Out>, StateError> {
-        let (map, key) = ctx.keyed_state_backend().heap_slot::<F::Acc>(self.id)?;
+        let (map, key) = ctx.keyed_state_backend().heap_slot_ref::<F::Acc>(self.id)?;
         Ok(map.get(key).map(|acc| self.function.get_result(acc)))
     }
 

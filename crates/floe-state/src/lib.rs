@@ -39,12 +39,15 @@ use serde::de::DeserializeOwned;
 /// What a key of a keyed stream must be: hashable for the heap backend,
 /// serializable for stable key-group assignment and snapshots.
 pub trait Key:
-    std::hash::Hash + Eq + Clone + Serialize + DeserializeOwned + Send + 'static
+    std::hash::Hash + Eq + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
 {
 }
-impl<T: std::hash::Hash + Eq + Clone + Serialize + DeserializeOwned + Send + 'static> Key for T {}
+impl<T: std::hash::Hash + Eq + Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Key
+    for T
+{
+}
 
 /// What a state value must be: cloneable (the heap backend hands out copies)
 /// and serializable (snapshots and the RocksDB backend need bytes).
-pub trait StateValue: Clone + Serialize + DeserializeOwned + Send + 'static {}
-impl<T: Clone + Serialize + DeserializeOwned + Send + 'static> StateValue for T {}
+pub trait StateValue: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {}
+impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> StateValue for T {}

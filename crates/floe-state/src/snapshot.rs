@@ -12,6 +12,9 @@
 //! Because entries are grouped by key group, a restore at another
 //! parallelism takes exactly the key groups of its new range from every file.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use serde::{Deserialize, Serialize};
 
 use floe_core::KeyGroup;
@@ -115,40 +118,81 @@ pub struct KeyedStateSnapshot {
     states: Vec<StateMeta>,
     frozen: Vec<Box<dyn FrozenTable>>,
     carried: Vec<RestoredState>,
+    /// The encoded size of the backend's previous snapshot, shared with the
+    /// backend: the output is allocated once at about the right size.
+    size_hint: Arc<AtomicUsize>,
 }
 
 impl KeyedStateSnapshot {
     /// The asynchronous part: the snapshot's canonical bytes.
     pub fn encode(&self) -> Result<Vec<u8>, StateError> {
-        let mut key_groups = Vec::new();
+        let mut out = Vec::new();
+        self.encode_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the snapshot's canonical bytes (a postcard [`KeyedStateFile`])
+    /// to `out`, streaming each key group's entries straight from the frozen
+    /// maps instead of building the file in memory first.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), StateError> {
+        const WHAT: &str = "keyed state snapshot";
+        let start = out.len();
+        out.reserve(self.size_hint());
+        codec::encode_into(
+            &(
+                self.max_parallelism,
+                self.range.start,
+                self.range.end,
+                &self.states,
+            ),
+            out,
+            WHAT,
+        )?;
+        let carried = |kg: KeyGroup| {
+            self.carried.iter().enumerate().filter_map(move |(j, c)| {
+                let (_, bytes) = c.key_groups.iter().find(|(g, _)| *g == kg)?;
+                Some((self.frozen.len() + j, bytes))
+            })
+        };
+        let states_in = |offset: usize, kg: KeyGroup| {
+            self.frozen.iter().filter(|t| t.has_entries(offset)).count() + carried(kg).count()
+        };
+        let groups = self
+            .range
+            .iter()
+            .enumerate()
+            .filter(|(offset, kg)| states_in(*offset, *kg) > 0)
+            .count();
+        codec::encode_into(&groups, out, WHAT)?;
+        // One group's entries of one state at a time, so their length
+        // prefix can be written before them; reused across groups.
+        let mut entries = Vec::new();
         for (offset, kg) in self.range.iter().enumerate() {
-            let mut states = Vec::new();
+            let n = states_in(offset, kg);
+            if n == 0 {
+                continue;
+            }
+            codec::encode_into(&(kg, n), out, WHAT)?;
             for (i, table) in self.frozen.iter().enumerate() {
+                entries.clear();
                 let what = format!("state '{}' in key group {kg}", self.states[i].name);
-                if let Some(bytes) = table.encode_key_group(offset, &what)? {
-                    states.push((i as u32, bytes));
+                if table.encode_key_group(offset, &mut entries, &what)? {
+                    codec::encode_into(&(i as u32, entries.len()), out, WHAT)?;
+                    out.extend_from_slice(&entries);
                 }
             }
-            for (j, c) in self.carried.iter().enumerate() {
-                if let Some((_, bytes)) = c.key_groups.iter().find(|(g, _)| *g == kg) {
-                    states.push(((self.frozen.len() + j) as u32, bytes.clone()));
-                }
-            }
-            if !states.is_empty() {
-                key_groups.push(KeyGroupData {
-                    key_group: kg,
-                    states,
-                });
+            for (i, bytes) in carried(kg) {
+                codec::encode_into(&(i as u32, bytes.len()), out, WHAT)?;
+                out.extend_from_slice(bytes);
             }
         }
-        let file = KeyedStateFile {
-            max_parallelism: self.max_parallelism,
-            key_group_start: self.range.start,
-            key_group_end: self.range.end,
-            states: self.states.clone(),
-            key_groups,
-        };
-        codec::encode(&file, "keyed state snapshot")
+        self.size_hint.store(out.len() - start, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The expected encoded size: that of the backend's previous snapshot.
+    pub fn size_hint(&self) -> usize {
+        self.size_hint.load(Ordering::Relaxed)
     }
 
     /// The states in the snapshot.
@@ -158,9 +202,10 @@ impl KeyedStateSnapshot {
 }
 
 impl<K: Key> KeyedStateBackend<K> {
-    /// The synchronous part of a snapshot: freezes a private copy of every
-    /// table. Processing may continue as soon as this returns.
-    pub fn snapshot(&self) -> KeyedStateSnapshot {
+    /// The synchronous part of a snapshot: freezes a copy-on-write view of
+    /// every table (no entry is copied here). Processing may continue as
+    /// soon as this returns.
+    pub fn snapshot(&mut self) -> KeyedStateSnapshot {
         let (metas, frozen) = self.freeze_tables();
         let mut states = metas;
         states.extend(self.restored.iter().map(|r| StateMeta {
@@ -174,6 +219,7 @@ impl<K: Key> KeyedStateBackend<K> {
             states,
             frozen,
             carried: self.restored.clone(),
+            size_hint: self.snapshot_size_hint.clone(),
         }
     }
 
