@@ -239,14 +239,14 @@ impl StreamEnvironment {
         {
             let inner = self.inner.borrow();
             if let Some(interval) = cp.interval() {
-                if cp.is_unaligned_effective() {
-                    tracing::warn!(
-                        "unaligned checkpoints are not implemented yet; taking aligned checkpoints"
-                    );
-                }
                 let mut s = CheckpointSettings {
                     interval,
                     alignment: match cp.mode() {
+                        CheckpointingMode::ExactlyOnce if cp.is_unaligned_effective() => {
+                            AlignmentMode::Unaligned {
+                                aligned_timeout: cp.aligned_checkpoint_timeout(),
+                            }
+                        }
                         CheckpointingMode::ExactlyOnce => AlignmentMode::Aligned,
                         CheckpointingMode::AtLeastOnce => AlignmentMode::AtLeastOnce,
                     },
@@ -261,6 +261,7 @@ impl StreamEnvironment {
                 for o in &inner.checkpoint_overrides {
                     o(&mut s);
                 }
+                s.validate().map_err(JobError::Checkpointing)?;
                 let store: Arc<dyn CheckpointStore> = match &inner.checkpoint_store {
                     Some(s) => s.clone(),
                     None => Arc::new(
@@ -274,14 +275,20 @@ impl StreamEnvironment {
             if let Some(path) = &inner.restore_checkpoint {
                 settings.restore = Some(Arc::new(load_checkpoint(path)?));
             }
-            settings.restart = inner
-                .restart
-                .clone()
-                .unwrap_or(if cp.is_checkpointing_enabled() {
-                    RestartStrategy::default_with_checkpointing()
-                } else {
-                    RestartStrategy::None
-                });
+            // Code wins over configuration; without either, Flink's
+            // default for whether checkpointing is on.
+            let configured = RestartStrategy::from_configuration(&config)
+                .map_err(|e| JobError::RestartStrategy(e.to_string()))?;
+            settings.restart =
+                inner
+                    .restart
+                    .clone()
+                    .or(configured)
+                    .unwrap_or(if cp.is_checkpointing_enabled() {
+                        RestartStrategy::default_with_checkpointing()
+                    } else {
+                        RestartStrategy::None
+                    });
         }
         let inner = self.inner.borrow();
         if inner.vertices.is_empty() {

@@ -9,7 +9,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use floe_core::{Batch, CheckpointBarrier, Watermark};
-use floe_runtime::checkpoint::{OperatorSnapshot, OperatorState, TaskInit, TaskSnapshot};
+use floe_runtime::checkpoint::{
+    CheckpointNotification, OperatorSnapshot, OperatorState, TaskInit, TaskSnapshot,
+};
 use floe_runtime::{
     KeyedContext, Operator, RuntimeContext, SourceReader, SourceStatus, TaskError, TaskInfo,
 };
@@ -33,6 +35,10 @@ macro_rules! forward_control {
             self.emit()?;
             self.snapshot_state(snapshot);
             self.next.process_barrier(b, snapshot)
+        }
+
+        fn notify_checkpoint(&mut self, n: CheckpointNotification) -> Result<(), TaskError> {
+            self.next.notify_checkpoint(n)
         }
 
         fn flush(&mut self) -> Result<(), TaskError> {
@@ -265,6 +271,10 @@ impl<IN: Send, S: SinkWriter<IN>> Operator<IN> for SinkOp<IN, S> {
         // Sink writers keep no managed state yet; two-phase-commit sinks
         // take part in checkpoints with the operator-state issue.
         self.flush()
+    }
+
+    fn notify_checkpoint(&mut self, _: CheckpointNotification) -> Result<(), TaskError> {
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), TaskError> {

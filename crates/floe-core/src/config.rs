@@ -187,6 +187,52 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         "state.checkpoints.dir",
         "Checkpoint storage: file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix or jobmanager (default: unset, jobmanager: kept in memory).",
     ),
+    // Restart strategy: the options are defined in floe-runtime's restart.rs
+    // (`floe_runtime::restart::options`); a test there keeps these in step.
+    (
+        "restart-strategy.type",
+        "Restart strategy after a failure: none (also off, disable), fixed-delay, failure-rate or exponential-delay (default: none without checkpointing, else fixed-delay with unlimited attempts every 1 s).",
+    ),
+    (
+        "restart-strategy.fixed-delay.attempts",
+        "With fixed-delay, restarts allowed before the job fails, at least 1 (default 1).",
+    ),
+    (
+        "restart-strategy.fixed-delay.delay",
+        "With fixed-delay, wait before each restart (default 1 s).",
+    ),
+    (
+        "restart-strategy.failure-rate.max-failures-per-interval",
+        "With failure-rate, failures tolerated within the interval before the job fails, at least 1 (default 1).",
+    ),
+    (
+        "restart-strategy.failure-rate.failure-rate-interval",
+        "With failure-rate, sliding window in which failures are counted, at least 1 ms (default 1 min).",
+    ),
+    (
+        "restart-strategy.failure-rate.delay",
+        "With failure-rate, wait before each restart (default 1 s).",
+    ),
+    (
+        "restart-strategy.exponential-delay.initial-backoff",
+        "With exponential-delay, wait before the first restart, at least 1 ms (default 1 s).",
+    ),
+    (
+        "restart-strategy.exponential-delay.max-backoff",
+        "With exponential-delay, longest wait before a restart, at least the initial backoff (default 1 min).",
+    ),
+    (
+        "restart-strategy.exponential-delay.backoff-multiplier",
+        "With exponential-delay, factor the wait grows by after each failure, at least 1 (default 1.5).",
+    ),
+    (
+        "restart-strategy.exponential-delay.reset-backoff-threshold",
+        "With exponential-delay, failure-free time after which the wait starts over from the initial backoff, at least 1 ms (default 1 h).",
+    ),
+    (
+        "restart-strategy.exponential-delay.jitter-factor",
+        "With exponential-delay, random spread of each wait as a fraction of it, 0 to 1 (default 0.1).",
+    ),
 ];
 
 /// A layer of configuration values.

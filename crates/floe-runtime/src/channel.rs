@@ -10,6 +10,7 @@
 //! replace the local one; the receiving side is always a local receiver (a
 //! network input would be a reader thread feeding one).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -96,26 +97,66 @@ pub enum GateEvent<T> {
     Ended,
 }
 
+/// The in-flight records an unaligned checkpoint persists: everything that
+/// left a channel after the task took its snapshot and before that
+/// channel's barrier arrived, per channel in arrival order.
+pub struct ChannelRecording<T> {
+    /// The checkpoint.
+    pub checkpoint_id: u64,
+    /// Channels whose barrier has not arrived yet.
+    pending: Vec<bool>,
+    /// `(channel, records, key groups)` batches in arrival order.
+    pub batches: Vec<(u32, Vec<T>, Vec<floe_core::KeyGroup>)>,
+}
+
+impl<T: Clone> ChannelRecording<T> {
+    /// Accounts for a message taken off channel `ch`.
+    fn record(&mut self, ch: usize, msg: &StreamMessage<T>) {
+        if !self.pending[ch] {
+            return;
+        }
+        match msg {
+            StreamMessage::Records(b) => {
+                self.batches
+                    .push((ch as u32, b.records.clone(), b.key_groups.clone()));
+            }
+            StreamMessage::Barrier(b) if b.id >= self.checkpoint_id => self.pending[ch] = false,
+            StreamMessage::EndOfInput => self.pending[ch] = false,
+            _ => {}
+        }
+    }
+
+    fn is_complete(&self) -> bool {
+        !self.pending.iter().any(|p| *p)
+    }
+}
+
 /// All input channels of one subtask, read fairly.
 pub struct InputGate<T> {
     receivers: Vec<Receiver<StreamMessage<T>>>,
+    /// Messages an unaligned checkpoint took off a channel ahead of
+    /// processing (they were already recorded); served before the channel.
+    overtaken: Vec<VecDeque<StreamMessage<T>>>,
     ended: Vec<bool>,
     /// Channels held back during barrier alignment.
     blocked: Vec<bool>,
     open_channels: usize,
     next: usize,
+    recording: Option<ChannelRecording<T>>,
 }
 
-impl<T: Send> InputGate<T> {
+impl<T: Send + Clone> InputGate<T> {
     /// A gate over `receivers`.
     pub fn new(receivers: Vec<Receiver<StreamMessage<T>>>) -> Self {
         let n = receivers.len();
         InputGate {
             receivers,
+            overtaken: (0..n).map(|_| VecDeque::new()).collect(),
             ended: vec![false; n],
             blocked: vec![false; n],
             open_channels: n,
             next: 0,
+            recording: None,
         }
     }
 
@@ -134,6 +175,68 @@ impl<T: Send> InputGate<T> {
         self.receivers.len()
     }
 
+    /// Starts persisting the in-flight records of checkpoint
+    /// `checkpoint_id` on every channel that has neither ended nor
+    /// delivered its barrier (`delivered`), and lets the barrier overtake
+    /// them: what those channels hold right now is taken off them at once
+    /// (recorded, and processed later in order), so the checkpoint does not
+    /// wait for a backlog to be processed.
+    pub fn start_recording(&mut self, checkpoint_id: u64, delivered: &[usize]) {
+        let pending: Vec<bool> = (0..self.receivers.len())
+            .map(|i| !self.ended[i] && !delivered.contains(&i))
+            .collect();
+        let mut rec = ChannelRecording {
+            checkpoint_id,
+            pending,
+            batches: Vec::new(),
+        };
+        for ch in 0..self.receivers.len() {
+            while rec.pending[ch] {
+                match self.receivers[ch].try_recv() {
+                    Ok(msg) => {
+                        rec.record(ch, &msg);
+                        self.overtaken[ch].push_back(msg);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        self.recording = Some(rec);
+    }
+
+    /// The finished recording once every channel delivered its barrier.
+    pub fn take_complete_recording(&mut self) -> Option<ChannelRecording<T>> {
+        if self.recording.as_ref()?.is_complete() {
+            return self.recording.take();
+        }
+        None
+    }
+
+    /// Drops the recording in progress (a newer checkpoint superseded it).
+    pub fn abort_recording(&mut self) {
+        self.recording = None;
+    }
+
+    /// Takes the next message of channel `ch`, if any.
+    #[inline]
+    fn fetch(&mut self, ch: usize) -> Result<Option<StreamMessage<T>>, TaskError> {
+        if let Some(msg) = self.overtaken[ch].pop_front() {
+            return Ok(Some(msg));
+        }
+        match self.receivers[ch].try_recv() {
+            Ok(msg) => {
+                if let Some(rec) = &mut self.recording {
+                    rec.record(ch, &msg);
+                }
+                Ok(Some(msg))
+            }
+            Err(TryRecvError::Empty) => Ok(None),
+            // The sender vanished without an end of input: it failed or
+            // was cancelled.
+            Err(TryRecvError::Disconnected) => Err(TaskError::Cancelled),
+        }
+    }
+
     /// The next available message without blocking, round-robin over the
     /// channels that have not ended.
     pub fn poll(&mut self) -> Result<GateEvent<T>, TaskError> {
@@ -146,19 +249,13 @@ impl<T: Send> InputGate<T> {
             if self.ended[i] || self.blocked[i] {
                 continue;
             }
-            match self.receivers[i].try_recv() {
-                Ok(msg) => {
-                    if matches!(msg, StreamMessage::EndOfInput) {
-                        self.ended[i] = true;
-                        self.open_channels -= 1;
-                    }
-                    self.next = i + 1;
-                    return Ok(GateEvent::Message(i, msg));
+            if let Some(msg) = self.fetch(i)? {
+                if matches!(msg, StreamMessage::EndOfInput) {
+                    self.ended[i] = true;
+                    self.open_channels -= 1;
                 }
-                Err(TryRecvError::Empty) => {}
-                // The sender vanished without an end of input: it failed or
-                // was cancelled.
-                Err(TryRecvError::Disconnected) => return Err(TaskError::Cancelled),
+                self.next = i + 1;
+                return Ok(GateEvent::Message(i, msg));
             }
         }
         Ok(GateEvent::Idle)
@@ -169,8 +266,11 @@ impl<T: Send> InputGate<T> {
         let open: Vec<usize> = (0..self.receivers.len())
             .filter(|i| !self.ended[*i] && !self.blocked[*i])
             .collect();
+        if open.iter().any(|i| !self.overtaken[*i].is_empty()) {
+            return;
+        }
         match open.as_slice() {
-            [] => {}
+            [] => std::thread::sleep(timeout.min(CANCEL_POLL)),
             [i] => {
                 // Single input: a plain blocking peek is cheaper than a select.
                 let rx = &self.receivers[*i];

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use floe_core::CheckpointBarrier;
 use floe_state::KeyedStateSnapshot;
@@ -37,6 +38,16 @@ pub struct TaskSnapshot {
     pub barrier: CheckpointBarrier,
     /// Per-operator parts, in chain order.
     pub operators: Vec<OperatorSnapshot>,
+    /// In-flight records of an unaligned checkpoint (encoded), with the uid
+    /// and subtask of the task's head operator they are replayed into.
+    pub channel_state: Option<(Arc<str>, u32, Vec<u8>)>,
+    /// From the first barrier to the snapshot (aligned: waiting for the
+    /// other channels' barriers).
+    pub alignment: Duration,
+    /// The synchronous part on the task thread.
+    pub sync: Duration,
+    /// Taken unaligned (at the first barrier, with channel state).
+    pub unaligned: bool,
 }
 
 impl TaskSnapshot {
@@ -45,6 +56,10 @@ impl TaskSnapshot {
         TaskSnapshot {
             barrier,
             operators: Vec::new(),
+            channel_state: None,
+            alignment: Duration::ZERO,
+            sync: Duration::ZERO,
+            unaligned: false,
         }
     }
 }
@@ -57,6 +72,9 @@ pub struct OperatorRestore {
     pub keyed: Vec<Arc<Vec<u8>>>,
     /// Raw state by old subtask index.
     pub raw: HashMap<u32, Arc<Vec<u8>>>,
+    /// In-flight records of an unaligned checkpoint by subtask index, to
+    /// replay before new input.
+    pub channel: HashMap<u32, Arc<Vec<u8>>>,
 }
 
 /// State to restore, by operator uid.
@@ -93,6 +111,15 @@ pub enum AlignmentMode {
     /// records after the barrier on early channels may be in the snapshot's
     /// state and be replayed again after a failure).
     AtLeastOnce,
+    /// Exactly-once without waiting: snapshot at the first barrier and
+    /// persist the records that were still in flight on the other channels
+    /// (channel state), replayed before new input on restore. With a
+    /// non-zero `aligned_timeout` a task starts aligned and switches to
+    /// unaligned when its alignment has lasted that long.
+    Unaligned {
+        /// How long to align before switching (zero: never align).
+        aligned_timeout: Duration,
+    },
 }
 
 /// What the aligner asks of its task.
@@ -163,12 +190,26 @@ impl BarrierAligner {
         if let Some(done) = self.complete_if_done() {
             return done;
         }
-        let block = (self.mode == AlignmentMode::Aligned).then_some(ch);
+        let block = matches!(
+            self.mode,
+            AlignmentMode::Aligned | AlignmentMode::Unaligned { .. }
+        )
+        .then_some(ch);
         match (superseded, block) {
             (true, block) => AlignmentAction::Superseded { block },
             (false, Some(ch)) => AlignmentAction::Block(ch),
             (false, None) => AlignmentAction::Wait,
         }
+    }
+
+    /// Gives up aligning the checkpoint in progress (it switches to
+    /// unaligned): its barrier and the channels that have not delivered it.
+    pub fn abandon(&mut self) -> Option<(CheckpointBarrier, Vec<usize>)> {
+        let (barrier, seen) = self.current.take()?;
+        let pending = (0..seen.len())
+            .filter(|i| !seen[*i] && !self.ended[*i])
+            .collect();
+        Some((barrier, pending))
     }
 
     /// Channel `ch` ended; it may complete the alignment in progress.
@@ -236,6 +277,19 @@ mod tests {
 pub enum TaskCommand {
     /// Sources only: take a checkpoint now, i.e. inject `barrier`.
     TriggerCheckpoint(CheckpointBarrier),
+    /// Every task: a checkpoint completed or was aborted.
+    Notify(CheckpointNotification),
+}
+
+/// The outcome of a checkpoint, as the coordinator tells every task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointNotification {
+    /// `_metadata` of this checkpoint is written: it (and every lower id)
+    /// is durable, so side effects held for it may be committed.
+    Complete(u64),
+    /// This checkpoint will never complete; what was prepared for it may be
+    /// dropped (a later completion may still subsume it).
+    Aborted(u64),
 }
 
 /// What a running task is given by its TaskManager besides its chain.

@@ -11,7 +11,7 @@
 //! after the newer one completed.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
@@ -19,21 +19,36 @@ use floe_core::{CheckpointBarrier, CheckpointKind};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{
-    AlignmentMode, OperatorRestore, OperatorState, RestoredState, TaskCommand, TaskSnapshot,
+    AlignmentMode, CheckpointNotification, OperatorRestore, OperatorState, RestoredState,
+    TaskCommand, TaskSnapshot,
 };
+
+/// What a state file holds (its frame records it, so a file restored as the
+/// wrong kind is refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFileKind {
+    /// Keyed state of one operator subtask.
+    Keyed,
+    /// In-flight records of an unaligned checkpoint.
+    Channel,
+}
 
 /// Where checkpoint files go; implemented over object stores by
 /// `floe-checkpoint`, and in memory for tests.
 pub trait CheckpointStore: Send + Sync {
-    /// Writes one state file of checkpoint `checkpoint_id`.
+    /// Writes one state file of checkpoint `checkpoint_id` whose payload
+    /// `encode` appends to the buffer it is given (in place, so a large
+    /// snapshot is never copied); `size_hint` is the expected payload size.
     fn write_state(
         &self,
         checkpoint_id: u64,
         name: &str,
-        payload: &[u8],
+        kind: StateFileKind,
+        size_hint: usize,
+        encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
     ) -> Result<StateFile, String>;
     /// Reads a state file back (verifying it).
-    fn read_state(&self, file: &StateFile) -> Result<Vec<u8>, String>;
+    fn read_state(&self, file: &StateFile, kind: StateFileKind) -> Result<Vec<u8>, String>;
     /// Writes the metadata last and atomically: the checkpoint now exists.
     fn complete(&self, checkpoint_id: u64, metadata: &[u8]) -> Result<(), String>;
     /// Reads a completed checkpoint's metadata.
@@ -62,6 +77,9 @@ pub struct SubtaskStateMeta {
     pub keyed: Option<StateFile>,
     /// Small raw state (a source position), inlined.
     pub raw: Option<Vec<u8>>,
+    /// In-flight records of an unaligned checkpoint, replayed into this
+    /// operator subtask before new input.
+    pub channel: Option<StateFile>,
 }
 
 /// The `_metadata` of a completed checkpoint.
@@ -96,7 +114,14 @@ impl CheckpointMetadata {
             let mut op = OperatorRestore::default();
             for s in subtasks {
                 if let Some(f) = &s.keyed {
-                    op.keyed.push(Arc::new(store.read_state(f)?));
+                    op.keyed
+                        .push(Arc::new(store.read_state(f, StateFileKind::Keyed)?));
+                }
+                if let Some(f) = &s.channel {
+                    op.channel.insert(
+                        s.subtask,
+                        Arc::new(store.read_state(f, StateFileKind::Channel)?),
+                    );
                 }
                 if let Some(raw) = &s.raw {
                     op.raw.insert(s.subtask, Arc::new(raw.clone()));
@@ -145,6 +170,33 @@ impl Default for CheckpointSettings {
     }
 }
 
+impl CheckpointSettings {
+    /// Checks the ranges the configuration keys enforce, for settings
+    /// changed in code (`configure_checkpointing`).
+    pub fn validate(&self) -> Result<(), String> {
+        let min = Duration::from_millis(10);
+        if self.interval < min {
+            return Err(format!(
+                "checkpoint interval {:?} is too short: it must be at least 10 ms",
+                self.interval
+            ));
+        }
+        if self.timeout < min {
+            return Err(format!(
+                "checkpoint timeout {:?} is too short: it must be at least 10 ms",
+                self.timeout
+            ));
+        }
+        if self.max_concurrent == 0 {
+            return Err("max concurrent checkpoints must be at least 1".into());
+        }
+        if self.num_retained == 0 {
+            return Err("the number of retained checkpoints must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// What happened to a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckpointStatus {
@@ -154,7 +206,7 @@ pub enum CheckpointStatus {
     Failed(String),
 }
 
-/// Statistics of one checkpoint.
+/// Statistics of one checkpoint (Flink's checkpoint history entry).
 #[derive(Debug, Clone)]
 pub struct CheckpointStats {
     /// Its id.
@@ -163,11 +215,65 @@ pub struct CheckpointStats {
     pub status: CheckpointStatus,
     /// Trigger time (ms since the epoch).
     pub trigger_timestamp_ms: u64,
-    /// Trigger to completion.
+    /// Trigger to completion (or failure): end-to-end duration.
     pub duration: Duration,
-    /// Bytes of state files written.
+    /// Bytes persisted: state files, inline state and channel state.
     pub state_size: u64,
+    /// Bytes of in-flight records persisted (unaligned checkpoints).
+    pub channel_state_size: u64,
+    /// Longest synchronous part of any task (processing paused meanwhile).
+    pub sync_duration: Duration,
+    /// Longest asynchronous part of any task (encode and upload).
+    pub async_duration: Duration,
+    /// Longest alignment of any task (first barrier to snapshot).
+    pub alignment_duration: Duration,
+    /// Tasks that acknowledged, out of all tasks.
+    pub acknowledged: (usize, usize),
+    /// Some task took it unaligned (persisting in-flight records).
+    pub unaligned: bool,
+    /// Bytes per operator uid.
+    pub operators: BTreeMap<String, u64>,
 }
+
+impl CheckpointStats {
+    fn of(p: &Pending, status: CheckpointStatus, tasks: usize) -> Self {
+        CheckpointStats {
+            id: p.barrier.id,
+            status,
+            trigger_timestamp_ms: p.barrier.timestamp_ms,
+            duration: p.started.elapsed(),
+            state_size: p.bytes,
+            channel_state_size: p.channel_bytes,
+            sync_duration: p.sync,
+            async_duration: p.async_,
+            alignment_duration: p.alignment,
+            acknowledged: (p.acked.len(), tasks),
+            unaligned: p.unaligned,
+            operators: p.operator_bytes.clone(),
+        }
+    }
+}
+
+/// What a task reports with its acknowledgement, besides its state handles.
+#[derive(Debug, Clone, Default)]
+pub struct AckStats {
+    /// Bytes written per operator uid.
+    pub operator_bytes: Vec<(String, u64)>,
+    /// Bytes of channel state.
+    pub channel_bytes: u64,
+    /// The task's synchronous part.
+    pub sync: Duration,
+    /// The task's asynchronous part.
+    pub async_: Duration,
+    /// The task's alignment.
+    pub alignment: Duration,
+    /// The task snapshotted unaligned.
+    pub unaligned: bool,
+}
+
+/// The checkpoint history of a job, shared between its coordinator (which
+/// appends) and its client (which reads while the job runs).
+pub type CheckpointHistory = Arc<Mutex<Vec<CheckpointStats>>>;
 
 /// Events the coordinator reacts to.
 pub enum CoordinatorEvent {
@@ -181,6 +287,8 @@ pub enum CoordinatorEvent {
         states: Vec<(String, SubtaskStateMeta)>,
         /// Bytes written.
         bytes: u64,
+        /// Durations and sizes.
+        stats: AckStats,
     },
     /// A task could not take or write its snapshot.
     Decline {
@@ -214,13 +322,23 @@ impl SnapshotUploader {
                     .spawn(move || {
                         for (task, snapshot) in snapshots.iter() {
                             let id = snapshot.barrier.id;
+                            let started = Instant::now();
+                            let (sync, alignment, unaligned) =
+                                (snapshot.sync, snapshot.alignment, snapshot.unaligned);
                             let event = match Self::write(snapshot, store.as_ref()) {
-                                Ok((states, bytes)) => CoordinatorEvent::Ack {
-                                    checkpoint_id: id,
-                                    task,
-                                    states,
-                                    bytes,
-                                },
+                                Ok((states, bytes, mut stats)) => {
+                                    stats.sync = sync;
+                                    stats.alignment = alignment;
+                                    stats.unaligned = unaligned;
+                                    stats.async_ = started.elapsed();
+                                    CoordinatorEvent::Ack {
+                                        checkpoint_id: id,
+                                        task,
+                                        states,
+                                        bytes,
+                                        stats,
+                                    }
+                                }
                                 Err(reason) => CoordinatorEvent::Decline {
                                     checkpoint_id: id,
                                     reason,
@@ -236,35 +354,73 @@ impl SnapshotUploader {
             .collect()
     }
 
+    #[allow(clippy::type_complexity)]
     fn write(
         snapshot: TaskSnapshot,
         store: &dyn CheckpointStore,
-    ) -> Result<(Vec<(String, SubtaskStateMeta)>, u64), String> {
+    ) -> Result<(Vec<(String, SubtaskStateMeta)>, u64, AckStats), String> {
         let id = snapshot.barrier.id;
-        let mut states = Vec::with_capacity(snapshot.operators.len());
+        let mut states = Vec::with_capacity(snapshot.operators.len() + 1);
+        let mut stats = AckStats::default();
         let mut bytes = 0;
         for op in snapshot.operators {
             let mut meta = SubtaskStateMeta {
                 subtask: op.subtask,
                 keyed: None,
                 raw: None,
+                channel: None,
             };
-            match op.state {
+            let size = match op.state {
                 OperatorState::Keyed(k) => {
-                    let payload = k.encode().map_err(|e| e.to_string())?;
                     let name = format!("{}-{}-keyed", op.uid, op.subtask);
-                    let file = store.write_state(id, &name, &payload)?;
-                    bytes += file.size;
+                    let file = store.write_state(
+                        id,
+                        &name,
+                        StateFileKind::Keyed,
+                        k.size_hint(),
+                        &mut |out| k.encode_into(out).map_err(|e| e.to_string()),
+                    )?;
+                    let size = file.size;
                     meta.keyed = Some(file);
+                    size
                 }
                 OperatorState::Raw(raw) => {
-                    bytes += raw.len() as u64;
+                    let size = raw.len() as u64;
                     meta.raw = Some(raw);
+                    size
                 }
-            }
+            };
+            bytes += size;
+            stats.operator_bytes.push((op.uid.to_string(), size));
             states.push((op.uid.to_string(), meta));
         }
-        Ok((states, bytes))
+        if let Some((uid, subtask, records)) = snapshot.channel_state {
+            let name = format!("{uid}-{subtask}-channel");
+            let file = store.write_state(
+                id,
+                &name,
+                StateFileKind::Channel,
+                records.len(),
+                &mut |out| {
+                    out.extend_from_slice(&records);
+                    Ok(())
+                },
+            )?;
+            bytes += file.size;
+            stats.channel_bytes = file.size;
+            stats.operator_bytes.push((uid.to_string(), file.size));
+            // Merged into the operator's entry by the coordinator.
+            states.push((
+                uid.to_string(),
+                SubtaskStateMeta {
+                    subtask,
+                    keyed: None,
+                    raw: None,
+                    channel: Some(file),
+                },
+            ));
+        }
+        Ok((states, bytes, stats))
     }
 }
 
@@ -274,6 +430,12 @@ struct Pending {
     acked: HashSet<usize>,
     metadata: CheckpointMetadata,
     bytes: u64,
+    channel_bytes: u64,
+    sync: Duration,
+    async_: Duration,
+    alignment: Duration,
+    unaligned: bool,
+    operator_bytes: BTreeMap<String, u64>,
 }
 
 /// Why the coordinator asks the job to fail over.
@@ -284,8 +446,9 @@ pub struct CheckpointFailure(pub String);
 pub struct CheckpointCoordinator {
     settings: CheckpointSettings,
     store: Arc<dyn CheckpointStore>,
-    sources: Vec<Sender<TaskCommand>>,
-    tasks: usize,
+    /// Every task's command channel, and whether it is a source (sources
+    /// are triggered; every task is notified).
+    tasks: Vec<(Sender<TaskCommand>, bool)>,
     next_id: u64,
     pending: BTreeMap<u64, Pending>,
     finished_tasks: HashSet<usize>,
@@ -294,8 +457,12 @@ pub struct CheckpointCoordinator {
     last_completion: Option<Instant>,
     /// Completed ids still retained, ascending.
     retained: Vec<u64>,
-    /// Every checkpoint's statistics, in id order.
-    pub history: Vec<CheckpointStats>,
+    /// Every checkpoint's statistics, in the order they ended.
+    history: CheckpointHistory,
+    /// Aborted checkpoints some task had not acknowledged: its upload may
+    /// still write files after the abort, so they are removed again once
+    /// the run's uploads are over.
+    orphans: Vec<u64>,
 }
 
 fn now_ms() -> u64 {
@@ -306,20 +473,21 @@ fn now_ms() -> u64 {
 }
 
 impl CheckpointCoordinator {
-    /// A coordinator for a job run with `tasks` tasks whose sources listen on
-    /// `sources`. Checkpoint ids continue after `last_id` (a restored one).
+    /// A coordinator for a job run whose tasks listen on `tasks` (with a
+    /// flag for sources). Checkpoint ids continue after `last_id`: ids are
+    /// never reused within a job, so files of a checkpoint abandoned by a
+    /// failed run cannot collide with a new one.
     pub fn new(
         settings: CheckpointSettings,
         store: Arc<dyn CheckpointStore>,
-        sources: Vec<Sender<TaskCommand>>,
-        tasks: usize,
+        tasks: Vec<(Sender<TaskCommand>, bool)>,
         last_id: u64,
         retained: Vec<u64>,
+        history: CheckpointHistory,
     ) -> Self {
         CheckpointCoordinator {
             settings,
             store,
-            sources,
             tasks,
             next_id: last_id + 1,
             pending: BTreeMap::new(),
@@ -328,7 +496,29 @@ impl CheckpointCoordinator {
             last_trigger: None,
             last_completion: None,
             retained,
-            history: Vec::new(),
+            history,
+            orphans: Vec::new(),
+        }
+    }
+
+    /// Aborted checkpoints whose files a late upload may have written; the
+    /// job removes them once the run's uploaders have stopped.
+    pub fn take_orphans(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.orphans)
+    }
+
+    /// The highest id triggered so far (or the id it started after).
+    pub fn last_triggered(&self) -> u64 {
+        self.next_id - 1
+    }
+
+    /// Checkpoints allowed in flight: one while a minimum pause applies
+    /// (Flink's rule), else the configured maximum.
+    fn max_concurrent(&self) -> usize {
+        if self.settings.min_pause > Duration::ZERO {
+            1
+        } else {
+            self.settings.max_concurrent.max(1)
         }
     }
 
@@ -345,6 +535,19 @@ impl CheckpointCoordinator {
         at
     }
 
+    fn record(&self, stats: CheckpointStats) {
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(stats);
+    }
+
+    fn notify(&self, n: CheckpointNotification) {
+        for (tx, _) in &self.tasks {
+            let _ = tx.send(TaskCommand::Notify(n));
+        }
+    }
+
     fn trigger(&mut self) {
         let barrier = CheckpointBarrier {
             id: self.next_id,
@@ -353,8 +556,10 @@ impl CheckpointCoordinator {
         };
         self.next_id += 1;
         self.last_trigger = Some(Instant::now());
-        for s in &self.sources {
-            let _ = s.send(TaskCommand::TriggerCheckpoint(barrier));
+        for (tx, is_source) in &self.tasks {
+            if *is_source {
+                let _ = tx.send(TaskCommand::TriggerCheckpoint(barrier));
+            }
         }
         tracing::debug!(checkpoint = barrier.id, "checkpoint triggered");
         self.pending.insert(
@@ -369,23 +574,46 @@ impl CheckpointCoordinator {
                     operators: BTreeMap::new(),
                 },
                 bytes: 0,
+                channel_bytes: 0,
+                sync: Duration::ZERO,
+                async_: Duration::ZERO,
+                alignment: Duration::ZERO,
+                unaligned: false,
+                operator_bytes: BTreeMap::new(),
             },
         );
     }
 
-    fn fail(&mut self, id: u64, reason: String) -> Result<(), CheckpointFailure> {
+    /// Aborts pending checkpoint `id`: its files are removed and tasks are
+    /// told. `counts` says whether it counts against the tolerable failures
+    /// (a subsumed checkpoint or one cut short by the end of input does not).
+    fn abort(&mut self, id: u64, reason: String, counts: bool) -> Result<(), CheckpointFailure> {
         let Some(p) = self.pending.remove(&id) else {
             return Ok(());
         };
-        tracing::warn!(checkpoint = id, "checkpoint failed: {reason}");
-        let _ = self.store.discard(id);
-        self.history.push(CheckpointStats {
-            id,
-            status: CheckpointStatus::Failed(reason.clone()),
-            trigger_timestamp_ms: p.barrier.timestamp_ms,
-            duration: p.started.elapsed(),
-            state_size: p.bytes,
-        });
+        if counts {
+            tracing::warn!(checkpoint = id, "checkpoint failed: {reason}");
+        } else {
+            tracing::debug!(checkpoint = id, "checkpoint aborted: {reason}");
+        }
+        if let Err(e) = self.store.discard(id) {
+            tracing::warn!(
+                checkpoint = id,
+                "cannot remove the files of an aborted checkpoint: {e}"
+            );
+        }
+        if p.acked.len() < self.tasks.len() {
+            self.orphans.push(id);
+        }
+        self.record(CheckpointStats::of(
+            &p,
+            CheckpointStatus::Failed(reason.clone()),
+            self.tasks.len(),
+        ));
+        self.notify(CheckpointNotification::Aborted(id));
+        if !counts {
+            return Ok(());
+        }
         self.consecutive_failures += 1;
         if self.consecutive_failures > self.settings.tolerable_failures {
             return Err(CheckpointFailure(format!(
@@ -403,35 +631,35 @@ impl CheckpointCoordinator {
             .expect("completing a pending checkpoint");
         if let Err(e) = self.store.complete(id, &p.metadata.encode()) {
             self.pending.insert(id, p);
-            return self.fail(id, format!("cannot write metadata: {e}"));
+            return self.abort(id, format!("cannot write metadata: {e}"), true);
         }
         self.consecutive_failures = 0;
         self.last_completion = Some(Instant::now());
-        self.history.push(CheckpointStats {
-            id,
-            status: CheckpointStatus::Completed,
-            trigger_timestamp_ms: p.barrier.timestamp_ms,
-            duration: p.started.elapsed(),
-            state_size: p.bytes,
-        });
+        let stats = CheckpointStats::of(&p, CheckpointStatus::Completed, self.tasks.len());
         tracing::info!(
             checkpoint = id,
-            bytes = p.bytes,
-            ms = p.started.elapsed().as_millis() as u64,
+            bytes = stats.state_size,
+            channel_bytes = stats.channel_state_size,
+            duration_ms = stats.duration.as_millis() as u64,
+            sync_ms = stats.sync_duration.as_millis() as u64,
+            async_ms = stats.async_duration.as_millis() as u64,
+            alignment_ms = stats.alignment_duration.as_millis() as u64,
             "checkpoint completed"
         );
-        // Older pending checkpoints are subsumed.
+        self.record(stats);
+        // Older pending checkpoints are subsumed: not failures.
         let older: Vec<u64> = self.pending.range(..id).map(|(k, _)| *k).collect();
         for o in older {
-            self.fail(o, format!("subsumed by checkpoint {id}"))?;
+            self.abort(o, format!("subsumed by checkpoint {id}"), false)?;
         }
         self.retained.push(id);
-        while self.retained.len() > self.settings.num_retained {
+        while self.retained.len() > self.settings.num_retained.max(1) {
             let old = self.retained.remove(0);
             if let Err(e) = self.store.discard(old) {
                 tracing::warn!(checkpoint = old, "cannot discard subsumed checkpoint: {e}");
             }
         }
+        self.notify(CheckpointNotification::Complete(id));
         Ok(())
     }
 
@@ -442,23 +670,46 @@ impl CheckpointCoordinator {
                 task,
                 states,
                 bytes,
+                stats,
             } => {
                 let Some(p) = self.pending.get_mut(&checkpoint_id) else {
+                    // A late acknowledgement of a checkpoint aborted
+                    // meanwhile (expired, declined): what it just wrote
+                    // must not outlive the abort.
+                    if !self.retained.contains(&checkpoint_id) {
+                        let _ = self.store.discard(checkpoint_id);
+                    }
                     return Ok(true);
                 };
                 p.acked.insert(task);
                 p.bytes += bytes;
-                for (uid, meta) in states {
-                    p.metadata.operators.entry(uid).or_default().push(meta);
+                p.channel_bytes += stats.channel_bytes;
+                p.sync = p.sync.max(stats.sync);
+                p.async_ = p.async_.max(stats.async_);
+                p.alignment = p.alignment.max(stats.alignment);
+                p.unaligned |= stats.unaligned;
+                for (uid, b) in stats.operator_bytes {
+                    *p.operator_bytes.entry(uid).or_default() += b;
                 }
-                if p.acked.len() == self.tasks {
+                for (uid, meta) in states {
+                    let subtasks = p.metadata.operators.entry(uid).or_default();
+                    match subtasks.iter_mut().find(|m| m.subtask == meta.subtask) {
+                        Some(m) => {
+                            m.keyed = m.keyed.take().or(meta.keyed);
+                            m.raw = m.raw.take().or(meta.raw);
+                            m.channel = m.channel.take().or(meta.channel);
+                        }
+                        None => subtasks.push(meta),
+                    }
+                }
+                if p.acked.len() == self.tasks.len() {
                     self.complete(checkpoint_id)?;
                 }
             }
             CoordinatorEvent::Decline {
                 checkpoint_id,
                 reason,
-            } => self.fail(checkpoint_id, reason)?,
+            } => self.abort(checkpoint_id, reason, true)?,
             CoordinatorEvent::TaskFinished(task) => {
                 self.finished_tasks.insert(task);
                 let stuck: Vec<u64> = self
@@ -469,21 +720,20 @@ impl CheckpointCoordinator {
                     .collect();
                 for id in stuck {
                     // Not a failure of the job: the input ended first.
-                    if let Some(p) = self.pending.remove(&id) {
-                        let _ = self.store.discard(id);
-                        self.history.push(CheckpointStats {
-                            id,
-                            status: CheckpointStatus::Failed(format!(
-                                "task {task} finished before acknowledging"
-                            )),
-                            trigger_timestamp_ms: p.barrier.timestamp_ms,
-                            duration: p.started.elapsed(),
-                            state_size: p.bytes,
-                        });
-                    }
+                    self.abort(
+                        id,
+                        format!("task {task} finished before acknowledging"),
+                        false,
+                    )?;
                 }
             }
-            CoordinatorEvent::Shutdown => return Ok(false),
+            CoordinatorEvent::Shutdown => {
+                let pending: Vec<u64> = self.pending.keys().copied().collect();
+                for id in pending {
+                    self.abort(id, "the job run ended first".into(), false)?;
+                }
+                return Ok(false);
+            }
         }
         Ok(true)
     }
@@ -502,11 +752,15 @@ impl CheckpointCoordinator {
                 .map(|(id, _)| *id)
                 .collect();
             for id in expired {
-                self.fail(id, format!("expired after {:?}", self.settings.timeout))?;
+                self.abort(
+                    id,
+                    format!("expired after {:?}", self.settings.timeout),
+                    true,
+                )?;
             }
             let due = self.next_trigger(started);
             if now >= due
-                && self.pending.len() < self.settings.max_concurrent
+                && self.pending.len() < self.max_concurrent()
                 && self.finished_tasks.is_empty()
             {
                 self.trigger();
@@ -543,19 +797,29 @@ fn state_file_name(name: &str) -> String {
     format!("{safe}-{:08x}", floe_state::key_hash(name))
 }
 
+fn file_kind(kind: StateFileKind) -> floe_checkpoint::FileKind {
+    match kind {
+        StateFileKind::Keyed => floe_checkpoint::FileKind::KeyedState,
+        StateFileKind::Channel => floe_checkpoint::FileKind::ChannelState,
+    }
+}
+
 impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
     fn write_state(
         &self,
         checkpoint_id: u64,
         name: &str,
-        payload: &[u8],
+        kind: StateFileKind,
+        size_hint: usize,
+        encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
     ) -> Result<StateFile, String> {
         let h = self
-            .write_state_file(
+            .write_state_file_with(
                 checkpoint_id,
                 &state_file_name(name),
-                floe_checkpoint::FileKind::KeyedState,
-                payload,
+                file_kind(kind),
+                size_hint,
+                encode,
             )
             .map_err(|e| e.to_string())?;
         Ok(StateFile {
@@ -564,12 +828,12 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
         })
     }
 
-    fn read_state(&self, file: &StateFile) -> Result<Vec<u8>, String> {
+    fn read_state(&self, file: &StateFile, kind: StateFileKind) -> Result<Vec<u8>, String> {
         let h = floe_checkpoint::StateHandle {
             path: file.path.clone(),
             size: file.size,
         };
-        self.read_state_file(&h, floe_checkpoint::FileKind::KeyedState)
+        self.read_state_file(&h, file_kind(kind))
             .map_err(|e| e.to_string())
     }
 

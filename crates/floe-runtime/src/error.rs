@@ -70,6 +70,9 @@ pub enum JobError {
     /// Checkpointing is misconfigured or its storage unusable.
     #[error("checkpointing: {0}")]
     Checkpointing(String),
+    /// The restart strategy in the configuration is invalid.
+    #[error("restart strategy: {0}")]
+    RestartStrategy(String),
     /// The job could not be restored or restarted from a checkpoint.
     #[error("{0}")]
     Restore(String),

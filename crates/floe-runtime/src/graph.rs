@@ -113,7 +113,7 @@ pub trait StreamTypeOps: Send + Sync {
 /// [`StreamTypeOps`] for records of type `T`.
 pub struct StreamType<T>(PhantomData<fn() -> T>);
 
-impl<T: Clone + Send + 'static> StreamType<T> {
+impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static> StreamType<T> {
     /// The operations for `T`.
     pub fn ops() -> Arc<dyn StreamTypeOps> {
         Arc::new(StreamType::<T>(PhantomData))
@@ -139,7 +139,9 @@ impl WriterArgs {
     }
 }
 
-impl<T: Clone + Send + 'static> StreamTypeOps for StreamType<T> {
+impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static> StreamTypeOps
+    for StreamType<T>
+{
     fn channel(&self, capacity: usize) -> (AnyBox, AnyBox) {
         let (tx, rx) = local_channel::<T>(capacity);
         let tx: Box<dyn OutputChannel<T>> = Box::new(tx);

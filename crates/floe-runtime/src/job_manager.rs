@@ -20,8 +20,8 @@ use crate::channel::CancelFlag;
 use crate::checkpoint::{RestoredState, TaskEnvironment, TaskInit};
 use crate::context::TaskInfo;
 use crate::coordinator::{
-    CheckpointCoordinator, CheckpointFailure, CheckpointMetadata, CheckpointSettings,
-    CheckpointStats, CheckpointStore, CoordinatorEvent, SnapshotUploader,
+    CheckpointCoordinator, CheckpointFailure, CheckpointHistory, CheckpointMetadata,
+    CheckpointSettings, CheckpointStats, CheckpointStore, CoordinatorEvent, SnapshotUploader,
 };
 use crate::error::FailureCause;
 use crate::error::{JobError, OperatorFailure, TaskError};
@@ -123,7 +123,9 @@ pub struct JobClient {
     next_checkpoint_id: u64,
     started: Instant,
     restarts: RestartTracker,
-    checkpoint_history: Vec<CheckpointStats>,
+    checkpoint_history: CheckpointHistory,
+    /// Aborted checkpoints to remove once the run's uploads are over.
+    orphans: Vec<u64>,
 }
 
 fn derived_uid(index: usize, input_uids: &[&str]) -> String {
@@ -271,7 +273,8 @@ impl JobManager {
             next_checkpoint_id: 0,
             started: Instant::now(),
             restarts: RestartTracker::new(self.settings.restart.clone()),
-            checkpoint_history: Vec::new(),
+            checkpoint_history: CheckpointHistory::default(),
+            orphans: Vec::new(),
         };
         client.deploy(self.settings.restore.clone())?;
         Ok(client)
@@ -440,15 +443,13 @@ impl JobClient {
         if let Some((settings, store)) = &self.manager.settings.checkpointing {
             let (snap_tx, snap_rx) = crossbeam_channel::unbounded();
             let (event_tx, event_rx) = crossbeam_channel::unbounded();
-            let mut sources = Vec::new();
+            let mut tasks = Vec::new();
             for (env, (_, is_source, _)) in envs.iter_mut().zip(&drivers) {
                 env.snapshots = Some(snap_tx.clone());
                 env.alignment = settings.alignment;
-                if *is_source {
-                    let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
-                    env.commands = Some(cmd_rx);
-                    sources.push(cmd_tx);
-                }
+                let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+                env.commands = Some(cmd_rx);
+                tasks.push((cmd_tx, *is_source));
             }
             uploaders = SnapshotUploader::start(2, snap_rx, store.clone(), event_tx.clone());
             let last_id = self
@@ -458,10 +459,10 @@ impl JobClient {
             let mut c = CheckpointCoordinator::new(
                 settings.clone(),
                 store.clone(),
-                sources,
-                drivers.len(),
+                tasks,
                 last_id,
                 retained,
+                self.checkpoint_history.clone(),
             );
             let handle = std::thread::Builder::new()
                 .name("checkpoint-coordinator".into())
@@ -504,18 +505,31 @@ impl JobClient {
         let (events, handle) = run.coordinator.take()?;
         let _ = events.send(CoordinatorEvent::Shutdown);
         drop(events);
-        let (result, coordinator) = handle.join().ok()?;
-        self.next_checkpoint_id = self
-            .next_checkpoint_id
-            .max(coordinator.history.iter().map(|h| h.id).max().unwrap_or(0));
-        self.checkpoint_history.extend(coordinator.history);
+        let (result, mut coordinator) = handle.join().ok()?;
+        self.next_checkpoint_id = self.next_checkpoint_id.max(coordinator.last_triggered());
+        self.orphans.extend(coordinator.take_orphans());
         result.err()
+    }
+
+    /// Removes what late uploads wrote for aborted checkpoints (the run's
+    /// uploaders have stopped, so nothing is written after this).
+    fn remove_orphans(&mut self) {
+        let Some((_, store)) = &self.manager.settings.checkpointing else {
+            return;
+        };
+        for id in self.orphans.drain(..) {
+            if let Err(e) = store.discard(id) {
+                tracing::warn!(checkpoint = id, "cannot remove an aborted checkpoint: {e}");
+            }
+        }
     }
 
     /// The latest completed checkpoint, loaded for a restart.
     fn latest_checkpoint(&self) -> Result<Option<Arc<RestoredState>>, String> {
         let Some((_, store)) = &self.manager.settings.checkpointing else {
-            return Ok(None);
+            // Without checkpointing a restart goes back to where the job
+            // started: the checkpoint it was started from, if any.
+            return Ok(self.manager.settings.restore.clone());
         };
         let Some(id) = store.completed()?.last().copied() else {
             return Ok(self.manager.settings.restore.clone());
@@ -541,9 +555,13 @@ impl JobClient {
         }
     }
 
-    /// Statistics of every checkpoint of this job so far (finished runs).
-    pub fn checkpoint_history(&self) -> &[CheckpointStats] {
-        &self.checkpoint_history
+    /// Statistics of every checkpoint of this job that has ended so far
+    /// (completed or failed), readable while the job runs.
+    pub fn checkpoint_stats(&self) -> Vec<CheckpointStats> {
+        self.checkpoint_history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -613,15 +631,18 @@ impl JobClient {
             for t in std::mem::take(&mut run.threads) {
                 let _ = t.join();
             }
+            // Snapshots the tasks handed over are written and acknowledged
+            // before the coordinator stops (it may still complete one).
+            for u in std::mem::take(&mut run.uploaders) {
+                let _ = u.join();
+            }
             if let Some(f) = self.stop_checkpointing(&mut run)
                 && failure.is_none()
                 && !cancelled
             {
                 failure = Some(f.into_failure());
             }
-            for u in std::mem::take(&mut run.uploaders) {
-                let _ = u.join();
-            }
+            self.remove_orphans();
             if self.user_cancel.is_cancelled() {
                 self.discard_checkpoints(true);
                 return Err(JobError::Cancelled {
@@ -638,12 +659,13 @@ impl JobClient {
                     });
                 }
                 self.discard_checkpoints(false);
+                let checkpoints = self.checkpoint_stats();
                 return Ok(JobExecutionResult {
                     job_id: self.job_id,
                     job_name: self.job_name,
                     net_runtime: self.started.elapsed(),
                     restarts: self.restarts.restarts(),
-                    checkpoints: self.checkpoint_history,
+                    checkpoints,
                 });
             };
             let Some(delay) = self.restarts.on_failure(Instant::now()) else {
@@ -665,6 +687,7 @@ impl JobClient {
             );
             std::thread::sleep(delay);
             if self.user_cancel.is_cancelled() {
+                self.discard_checkpoints(true);
                 return Err(JobError::Cancelled {
                     job_name: self.job_name,
                     job_id: self.job_id,

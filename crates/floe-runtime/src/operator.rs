@@ -9,7 +9,7 @@
 
 use floe_core::{Batch, CheckpointBarrier, Watermark};
 
-use crate::checkpoint::{TaskInit, TaskSnapshot};
+use crate::checkpoint::{CheckpointNotification, TaskInit, TaskSnapshot};
 pub use crate::context::TaskInfo as OperatorMeta;
 use crate::error::TaskError;
 
@@ -34,6 +34,12 @@ pub trait Operator<IN>: Send {
         barrier: CheckpointBarrier,
         snapshot: &mut TaskSnapshot,
     ) -> Result<(), TaskError>;
+
+    /// The coordinator completed or aborted a checkpoint: act on it (a
+    /// two-phase-commit sink commits), then forward it down the chain.
+    /// Flink's contract holds: ids only grow, completing `n` subsumes every
+    /// lower id, and a notification may be lost.
+    fn notify_checkpoint(&mut self, notification: CheckpointNotification) -> Result<(), TaskError>;
 
     /// The task is about to wait for input: push partly filled output
     /// batches downstream so that records are not held back while idle.
@@ -65,6 +71,10 @@ impl<T: Send> Operator<T> for Discard {
         _: CheckpointBarrier,
         _: &mut TaskSnapshot,
     ) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn notify_checkpoint(&mut self, _: CheckpointNotification) -> Result<(), TaskError> {
         Ok(())
     }
 
@@ -123,6 +133,12 @@ impl<T: Clone + Send> Operator<T> for FanOut<T> {
         self.outputs
             .iter_mut()
             .try_for_each(|o| o.process_barrier(b, snapshot))
+    }
+
+    fn notify_checkpoint(&mut self, n: CheckpointNotification) -> Result<(), TaskError> {
+        self.outputs
+            .iter_mut()
+            .try_for_each(|o| o.notify_checkpoint(n))
     }
 
     fn flush(&mut self) -> Result<(), TaskError> {

@@ -1,16 +1,20 @@
 //! The loops that drive a task: one for a source chain, one for a chain fed
 //! by input channels.
 
+use std::time::{Duration, Instant};
+
 use crossbeam_channel::Receiver;
 use floe_core::{Batch, CheckpointBarrier, StreamMessage, Watermark};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::channel::{CANCEL_POLL, GateEvent, InputGate};
 use crate::checkpoint::{
-    AlignmentAction, BarrierAligner, OperatorSnapshot, OperatorState, TaskCommand, TaskEnvironment,
-    TaskSnapshot,
+    AlignmentAction, AlignmentMode, BarrierAligner, OperatorSnapshot, OperatorState, TaskCommand,
+    TaskEnvironment, TaskSnapshot,
 };
 use crate::context::TaskInfo;
-use crate::error::TaskError;
+use crate::error::{FailureCause, TaskError};
 use crate::operator::Operator;
 use crate::source::{SourceReader, SourceStatus};
 
@@ -66,9 +70,16 @@ pub struct InputTask<T> {
     head: Box<dyn Operator<T>>,
     valve: WatermarkValve,
     info: TaskInfo,
+    /// Highest checkpoint this task has snapshotted (or given up): its
+    /// barriers arriving later on other channels need nothing more.
+    last_started: u64,
+    /// When the first barrier of the alignment in progress arrived.
+    align_started: Option<Instant>,
+    /// An unaligned snapshot waiting for its channel state.
+    unaligned: Option<TaskSnapshot>,
 }
 
-impl<T: Send> InputTask<T> {
+impl<T: Send + Clone + Serialize + DeserializeOwned> InputTask<T> {
     /// A task reading `receivers` into `head`.
     pub fn new(
         receivers: Vec<Receiver<StreamMessage<T>>>,
@@ -81,43 +92,217 @@ impl<T: Send> InputTask<T> {
             head,
             valve,
             info,
+            last_started: 0,
+            align_started: None,
+            unaligned: None,
         }
     }
-}
 
-impl<T: Send> InputTask<T> {
+    /// Runs the synchronous part of the snapshot for `barrier` through the
+    /// chain (which forwards the barrier downstream).
+    fn snapshot(&mut self, barrier: CheckpointBarrier) -> Result<TaskSnapshot, TaskError> {
+        let mut snapshot = TaskSnapshot::new(barrier);
+        snapshot.alignment = self
+            .align_started
+            .take()
+            .map_or(Duration::ZERO, |t| t.elapsed());
+        let started = Instant::now();
+        self.head.process_barrier(barrier, &mut snapshot)?;
+        snapshot.sync = started.elapsed();
+        self.last_started = barrier.id;
+        Ok(snapshot)
+    }
+
     /// Applies what the aligner decided.
     fn align(&mut self, action: AlignmentAction, env: &TaskEnvironment) -> Result<(), TaskError> {
         match action {
             AlignmentAction::Wait => {}
             AlignmentAction::Block(ch) => self.gate.block(ch),
             AlignmentAction::Superseded { block } => {
+                self.align_started = Some(Instant::now());
                 self.gate.unblock_all();
                 if let Some(ch) = block {
                     self.gate.block(ch);
                 }
             }
             AlignmentAction::Complete(barrier) => {
-                let mut snapshot = TaskSnapshot::new(barrier);
-                self.head.process_barrier(barrier, &mut snapshot)?;
+                let snapshot = self.snapshot(barrier)?;
                 self.gate.unblock_all();
                 env.submit(snapshot)?;
             }
         }
         Ok(())
     }
+
+    /// Takes an unaligned snapshot now: the barrier overtakes what is in
+    /// flight on the channels that have not delivered it (`delivered` have).
+    fn start_unaligned(
+        &mut self,
+        barrier: CheckpointBarrier,
+        delivered: &[usize],
+        env: &TaskEnvironment,
+    ) -> Result<(), TaskError> {
+        if let Some(older) = self.unaligned.take() {
+            // Still waiting for in-flight records of an older checkpoint:
+            // give it up here; the coordinator subsumes or expires it.
+            tracing::debug!(
+                checkpoint = older.barrier.id,
+                "unaligned checkpoint superseded before its channel state was complete"
+            );
+            self.gate.abort_recording();
+        }
+        let mut snapshot = self.snapshot(barrier)?;
+        snapshot.unaligned = true;
+        self.gate.unblock_all();
+        self.gate.start_recording(barrier.id, delivered);
+        self.unaligned = Some(snapshot);
+        self.finish_unaligned(env)
+    }
+
+    /// Submits the unaligned snapshot once its channel state is complete.
+    fn finish_unaligned(&mut self, env: &TaskEnvironment) -> Result<(), TaskError> {
+        if self.unaligned.is_none() {
+            return Ok(());
+        }
+        let Some(recording) = self.gate.take_complete_recording() else {
+            return Ok(());
+        };
+        let mut snapshot = self.unaligned.take().expect("checked above");
+        if !recording.batches.is_empty() {
+            let bytes = postcard::to_allocvec(&recording.batches).map_err(|e| {
+                self.info.failure(FailureCause::Error(anyhow::anyhow!(
+                    "cannot encode in-flight records for checkpoint {}: {e}",
+                    snapshot.barrier.id
+                )))
+            })?;
+            snapshot.channel_state = Some((self.info.uid.clone(), self.info.subtask_index, bytes));
+        }
+        env.submit(snapshot)
+    }
+
+    /// A barrier arrived on channel `ch`.
+    fn on_barrier(
+        &mut self,
+        ch: usize,
+        barrier: CheckpointBarrier,
+        aligner: &mut BarrierAligner,
+        env: &TaskEnvironment,
+    ) -> Result<(), TaskError> {
+        if barrier.id <= self.last_started {
+            // Snapshotted already (unaligned: the gate accounted for it).
+            return Ok(());
+        }
+        if env.alignment
+            == (AlignmentMode::Unaligned {
+                aligned_timeout: Duration::ZERO,
+            })
+        {
+            return self.start_unaligned(barrier, &[ch], env);
+        }
+        if !aligner.in_progress() {
+            self.align_started = Some(Instant::now());
+        }
+        let action = aligner.on_barrier(ch, barrier);
+        self.align(action, env)
+    }
+
+    /// Aligned-checkpoint timeout: switches an alignment that has lasted
+    /// too long to an unaligned snapshot. Returns how long until it would.
+    fn check_alignment_timeout(
+        &mut self,
+        aligner: &mut BarrierAligner,
+        env: &TaskEnvironment,
+    ) -> Result<Option<Duration>, TaskError> {
+        let AlignmentMode::Unaligned { aligned_timeout } = env.alignment else {
+            return Ok(None);
+        };
+        let Some(started) = self.align_started.filter(|_| aligner.in_progress()) else {
+            return Ok(None);
+        };
+        let elapsed = started.elapsed();
+        if elapsed < aligned_timeout {
+            return Ok(Some(aligned_timeout - elapsed));
+        }
+        let (barrier, pending) = aligner.abandon().expect("alignment in progress");
+        let delivered: Vec<usize> = (0..self.gate.num_channels())
+            .filter(|c| !pending.contains(c))
+            .collect();
+        tracing::debug!(
+            checkpoint = barrier.id,
+            "alignment exceeded {aligned_timeout:?}; switching to an unaligned checkpoint"
+        );
+        self.start_unaligned(barrier, &delivered, env)?;
+        Ok(None)
+    }
+
+    /// Replays the in-flight records of the checkpoint this task restores
+    /// from, before any new input.
+    fn replay_channel_state(&mut self, env: &TaskEnvironment) -> Result<(), TaskError> {
+        let Some(restore) = env.init.operator(&self.info.uid) else {
+            return Ok(());
+        };
+        if let Some(old) = restore
+            .channel
+            .keys()
+            .find(|s| **s >= self.info.parallelism)
+        {
+            return Err(self.info.failure(FailureCause::Error(anyhow::anyhow!(
+                "cannot restore at parallelism {}: the checkpoint holds in-flight records of subtask {old} (an unaligned checkpoint restores only at the parallelism it was taken with)",
+                self.info.parallelism
+            ))));
+        }
+        let Some(bytes) = restore.channel.get(&self.info.subtask_index) else {
+            return Ok(());
+        };
+        type Batches<T> = Vec<(u32, Vec<T>, Vec<floe_core::KeyGroup>)>;
+        let batches: Batches<T> = postcard::from_bytes(bytes).map_err(|e| {
+            self.info.failure(FailureCause::Error(anyhow::anyhow!(
+                "cannot decode the in-flight records of checkpoint {}: {e}",
+                env.init.restore.as_ref().map_or(0, |r| r.checkpoint_id)
+            )))
+        })?;
+        for (_, records, key_groups) in batches {
+            let mut batch = Batch {
+                records,
+                key_groups,
+            };
+            self.head.process_batch(&mut batch)?;
+        }
+        Ok(())
+    }
 }
 
-impl<T: Send> TaskDriver for InputTask<T> {
+/// Applies the commands that arrived since the last look.
+fn handle_commands<T>(
+    head: &mut dyn Operator<T>,
+    env: &TaskEnvironment,
+    mut trigger: impl FnMut(CheckpointBarrier) -> Result<(), TaskError>,
+) -> Result<(), TaskError> {
+    let Some(commands) = &env.commands else {
+        return Ok(());
+    };
+    while let Ok(cmd) = commands.try_recv() {
+        match cmd {
+            TaskCommand::TriggerCheckpoint(barrier) => trigger(barrier)?,
+            TaskCommand::Notify(n) => head.notify_checkpoint(n)?,
+        }
+    }
+    Ok(())
+}
+
+impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T> {
     fn run(mut self: Box<Self>, env: &TaskEnvironment) -> Result<(), TaskError> {
         let info = self.info.clone();
         let mut aligner = BarrierAligner::new(self.gate.num_channels(), env.alignment);
         info.guard_task(|| {
             self.head.open(&env.init)?;
+            self.replay_channel_state(env)?;
             loop {
                 if env.cancel.is_cancelled() {
                     return Err(TaskError::Cancelled);
                 }
+                handle_commands(self.head.as_mut(), env, |_| Ok(()))?;
+                let deadline = self.check_alignment_timeout(&mut aligner, env)?;
                 match self.gate.poll()? {
                     GateEvent::Message(_, StreamMessage::Records(mut batch)) => {
                         self.head.process_batch(&mut batch)?
@@ -128,8 +313,7 @@ impl<T: Send> TaskDriver for InputTask<T> {
                         }
                     }
                     GateEvent::Message(ch, StreamMessage::Barrier(b)) => {
-                        let action = aligner.on_barrier(ch, b);
-                        self.align(action, env)?;
+                        self.on_barrier(ch, b, &mut aligner, env)?;
                     }
                     GateEvent::Message(ch, StreamMessage::EndOfInput) => {
                         if let Some(wm) = self.valve.end(ch) {
@@ -140,10 +324,15 @@ impl<T: Send> TaskDriver for InputTask<T> {
                     }
                     GateEvent::Idle => {
                         self.head.flush()?;
-                        self.gate.wait(CANCEL_POLL);
+                        let wait = deadline.map_or(CANCEL_POLL, |d| d.min(CANCEL_POLL));
+                        self.gate.wait(wait);
                     }
-                    GateEvent::Ended => return self.head.finish(),
+                    GateEvent::Ended => {
+                        self.finish_unaligned(env)?;
+                        return self.head.finish();
+                    }
                 }
+                self.finish_unaligned(env)?;
             }
         })
     }
@@ -184,6 +373,7 @@ impl<T: Send> SourceTask<T> {
     ) -> Result<(), TaskError> {
         let info = &self.info;
         let reader = &mut self.reader;
+        let started = Instant::now();
         let position = info.guard(|| reader.snapshot_state())?;
         let mut snapshot = TaskSnapshot::new(barrier);
         snapshot.operators.push(OperatorSnapshot {
@@ -192,6 +382,7 @@ impl<T: Send> SourceTask<T> {
             state: OperatorState::Raw(position),
         });
         self.head.process_barrier(barrier, &mut snapshot)?;
+        snapshot.sync = started.elapsed();
         env.submit(snapshot)
     }
 
@@ -203,6 +394,7 @@ impl<T: Send> SourceTask<T> {
         while let Ok(cmd) = commands.try_recv() {
             match cmd {
                 TaskCommand::TriggerCheckpoint(barrier) => self.checkpoint(barrier, env)?,
+                TaskCommand::Notify(n) => self.head.notify_checkpoint(n)?,
             }
         }
         Ok(())

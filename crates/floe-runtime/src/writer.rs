@@ -9,7 +9,7 @@ use floe_core::{Batch, CheckpointBarrier, KeyGroup, StreamMessage, Watermark};
 use floe_state::{Key, KeyGroupRouter};
 
 use crate::channel::{CancelFlag, OutputChannel};
-use crate::checkpoint::{TaskInit, TaskSnapshot};
+use crate::checkpoint::{CheckpointNotification, TaskInit, TaskSnapshot};
 use crate::context::TaskInfo;
 use crate::error::{FailureCause, TaskError};
 use crate::operator::Operator;
@@ -128,6 +128,11 @@ macro_rules! control_methods {
             _: &mut TaskSnapshot,
         ) -> Result<(), TaskError> {
             self.channels.broadcast_control(StreamMessage::Barrier(b))
+        }
+
+        fn notify_checkpoint(&mut self, _: CheckpointNotification) -> Result<(), TaskError> {
+            // Downstream tasks hear from the coordinator themselves.
+            Ok(())
         }
 
         fn flush(&mut self) -> Result<(), TaskError> {

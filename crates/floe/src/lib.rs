@@ -30,6 +30,7 @@
 //! ```
 
 pub use floe_api as api;
+pub use floe_checkpoint as checkpoint;
 pub use floe_connectors as connectors;
 pub use floe_core as core;
 pub use floe_runtime as runtime;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use floe::prelude::*;
 use floe::runtime::checkpoint::AlignmentMode;
-use floe::runtime::coordinator::CheckpointStatus;
+use floe::runtime::coordinator::{CheckpointStatus, CheckpointStore, StateFile, StateFileKind};
 use floe::runtime::restart::RestartStrategy;
 
 /// Counts per key and fails once, after `fail_at` records in total.
@@ -22,6 +22,8 @@ struct FlakyCount {
     seen: Arc<AtomicU64>,
     failed: Arc<AtomicBool>,
     fail_at: u64,
+    /// Sleep now and then, so input backs up.
+    slow: bool,
 }
 
 impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for FlakyCount {
@@ -41,6 +43,9 @@ impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for FlakyCount {
         {
             panic!("injected failure after {} records", self.fail_at);
         }
+        if self.slow && k == slow_key() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let state = self.count.as_ref().unwrap();
         let n = state.value(ctx)?.unwrap_or(0) + v;
         state.update(ctx, n)?;
@@ -55,6 +60,7 @@ struct Outcome {
     updates: Vec<(u64, u64)>,
     restarts: u32,
     completed_checkpoints: usize,
+    checkpoints: Vec<floe::runtime::coordinator::CheckpointStats>,
 }
 
 /// Two rate-limited generators (keys i mod K), unioned, keyed, counted.
@@ -70,6 +76,62 @@ fn run_in(
     mode: AlignmentMode,
     fail: bool,
 ) -> Outcome {
+    run_with(Setup {
+        dir,
+        seed,
+        records,
+        keys,
+        mode,
+        fail,
+        ..Setup::default()
+    })
+}
+
+/// One fault-injection run.
+struct Setup<'a> {
+    dir: Option<&'a std::path::Path>,
+    seed: u64,
+    records: u64,
+    keys: u64,
+    mode: AlignmentMode,
+    /// Panic once in the counting function.
+    fail: bool,
+    /// Checkpoints go here instead of `dir`.
+    store: Option<Arc<dyn CheckpointStore>>,
+    timeout: Option<Duration>,
+    /// Sources this many times faster than the counter drains them at first:
+    /// channels fill up (backpressure), so barriers queue behind records.
+    slow_consumer: bool,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Setup {
+            dir: None,
+            seed: 0,
+            records: 20_000,
+            keys: 37,
+            mode: AlignmentMode::Aligned,
+            fail: false,
+            store: None,
+            timeout: None,
+            slow_consumer: false,
+        }
+    }
+}
+
+fn run_with(setup: Setup<'_>) -> Outcome {
+    let Setup {
+        dir,
+        seed,
+        records,
+        keys,
+        mode,
+        fail,
+        store,
+        timeout,
+        slow_consumer,
+    } = setup;
     let env = StreamEnvironment::new();
     if let Some(dir) = dir {
         env.set_config(
@@ -78,9 +140,19 @@ fn run_in(
         );
         env.set_config("state.checkpoints.num-retained", "2");
     }
+    if let Some(store) = store {
+        env.set_checkpoint_store(store);
+    }
     env.set_parallelism(2);
+    env.set_config("floe.runtime.channel-capacity", "2");
+    env.set_config("floe.runtime.batch-size", "64");
     env.enable_checkpointing(Duration::from_millis(30));
-    env.configure_checkpointing(move |c| c.alignment = mode);
+    env.configure_checkpointing(move |c| {
+        c.alignment = mode;
+        if let Some(t) = timeout {
+            c.timeout = t;
+        }
+    });
     env.set_restart_strategy(RestartStrategy::FixedDelay {
         attempts: 3,
         delay: Duration::from_millis(10),
@@ -94,7 +166,8 @@ fn run_in(
         .uid("a");
     let b = env
         .from_source(
-            GeneratorSource::new(records, move |i| ((i * 7 + 3) % keys, 1)).with_rate(rate),
+            GeneratorSource::new(records, move |i| (b_key(i, keys, slow_consumer), 1))
+                .with_rate(rate),
             "B",
         )
         .uid("b")
@@ -112,6 +185,7 @@ fn run_in(
             seen: Arc::new(AtomicU64::new(0)),
             failed: Arc::new(AtomicBool::new(false)),
             fail_at,
+            slow: slow_consumer,
         })
         .uid("count")
         .sink_to(sink, "collect");
@@ -128,14 +202,43 @@ fn run_in(
             .iter()
             .filter(|c| c.status == CheckpointStatus::Completed)
             .count(),
+        checkpoints: result.checkpoints,
     }
 }
 
+/// The subtask (of 2) that owns `key`.
+fn owner(key: u64) -> u32 {
+    let kg = floe::state::key_group_for_key(&key, 128);
+    floe::state::key_group::operator_index_for_key_group(128, 2, kg)
+}
+
+/// The key the slow consumer sleeps on: owned by subtask 0, so that
+/// subtask's inputs back up.
+fn slow_key() -> u64 {
+    (0..).find(|k| owner(*k) == 0).unwrap()
+}
+
+/// Source B's key for record `i`. With `skew`, B only feeds subtask 1: its
+/// barriers reach the backed-up subtask 0 at once, ahead of source A's
+/// queued records, which an unaligned checkpoint then persists.
+fn b_key(i: u64, keys: u64, skew: bool) -> u64 {
+    let k = (i * 7 + 3) % keys;
+    if !skew {
+        return k;
+    }
+    let owned: Vec<u64> = (0..keys).filter(|k| owner(*k) == 1).collect();
+    owned[(k as usize) % owned.len()]
+}
+
 fn expected(records: u64, keys: u64) -> HashMap<u64, u64> {
+    expected_with(records, keys, false)
+}
+
+fn expected_with(records: u64, keys: u64, skew: bool) -> HashMap<u64, u64> {
     let mut m = HashMap::new();
     for i in 0..records {
         *m.entry(i % keys).or_insert(0) += 1;
-        *m.entry((i * 7 + 3) % keys).or_insert(0) += 1;
+        *m.entry(b_key(i, keys, skew)).or_insert(0) += 1;
     }
     m
 }
@@ -278,6 +381,7 @@ fn failed_job_keeps_its_latest_checkpoints() {
         seen: Arc::new(AtomicU64::new(0)),
         failed: Arc::new(AtomicBool::new(false)),
         fail_at: records * 3 / 4,
+        slow: false,
     })
     .sink_to(sink, "collect");
     let err = env.execute("fails-for-good").unwrap_err().to_string();
@@ -291,4 +395,229 @@ fn failed_job_keeps_its_latest_checkpoints() {
     assert!(!kept.is_empty(), "a failed job lost its checkpoints");
     assert!(kept.len() <= 2, "more than num-retained kept: {kept:?}");
     assert!(kept.iter().all(|c| c.starts_with("chk-")), "{kept:?}");
+}
+
+/// Asserts the exactly-once outcome of a run with one restart.
+fn assert_exact(o: &Outcome, records: u64, keys: u64, skew: bool, what: &str) {
+    let got = finals(&o.updates);
+    let want = expected_with(records, keys, skew);
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (k, n) in &want {
+        let (max, contiguous) = got[k];
+        assert_eq!(max, *n, "{what}: key {k} counted {max}, expected {n}");
+        assert!(contiguous, "{what}: key {k} skipped a count");
+    }
+}
+
+/// Unaligned checkpoints: barriers overtake in-flight records, which are
+/// persisted with the checkpoint and replayed on restore; the result is
+/// still exactly once.
+#[test]
+fn exactly_once_unaligned_recovers_exact_state() {
+    let (records, keys) = (20_000, 37);
+    let mut channel_bytes = 0;
+    for seed in 0..seeds() {
+        let o = run_with(Setup {
+            seed,
+            records,
+            keys,
+            mode: AlignmentMode::Unaligned {
+                aligned_timeout: Duration::ZERO,
+            },
+            fail: true,
+            slow_consumer: true,
+            ..Setup::default()
+        });
+        assert_eq!(o.restarts, 1, "seed {seed}: exactly one injected failure");
+        assert_exact(&o, records, keys, true, &format!("unaligned seed {seed}"));
+        assert!(o.completed_checkpoints > 0, "seed {seed}: none completed");
+        channel_bytes += o
+            .checkpoints
+            .iter()
+            .map(|c| c.channel_state_size)
+            .sum::<u64>();
+    }
+    // Under backpressure some records were in flight at a barrier.
+    assert!(
+        channel_bytes > 0,
+        "no in-flight records were ever persisted"
+    );
+}
+
+/// Aligned checkpoint timeout: alignment starts, takes too long under
+/// backpressure, and the checkpoint switches to unaligned; exactly once.
+#[test]
+fn aligned_checkpoint_timeout_switches_to_unaligned() {
+    let (records, keys) = (20_000, 37);
+    let o = run_with(Setup {
+        seed: 2,
+        records,
+        keys,
+        mode: AlignmentMode::Unaligned {
+            aligned_timeout: Duration::from_micros(200),
+        },
+        fail: true,
+        slow_consumer: true,
+        ..Setup::default()
+    });
+    assert_eq!(o.restarts, 1);
+    assert_exact(&o, records, keys, true, "aligned timeout");
+    let completed: Vec<_> = o
+        .checkpoints
+        .iter()
+        .filter(|c| c.status == CheckpointStatus::Completed)
+        .collect();
+    assert!(!completed.is_empty());
+    assert!(
+        completed.iter().any(|c| c.unaligned),
+        "no checkpoint switched to unaligned: {completed:?}"
+    );
+}
+
+/// Checkpoint storage on local disk whose writes fail or stall on demand:
+/// the real store underneath, with faults injected in front of it.
+struct FaultyStore {
+    inner: floe::checkpoint::JobCheckpointStorage,
+    /// State writes of this checkpoint fail.
+    fail_writes_of: Option<u64>,
+    /// State writes of this checkpoint take this long.
+    stall: Option<(u64, Duration)>,
+}
+
+impl CheckpointStore for FaultyStore {
+    fn write_state(
+        &self,
+        checkpoint_id: u64,
+        name: &str,
+        kind: StateFileKind,
+        size_hint: usize,
+        encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
+    ) -> Result<StateFile, String> {
+        if self.fail_writes_of == Some(checkpoint_id) {
+            return Err(format!("injected write failure of {name}"));
+        }
+        if let Some((id, d)) = self.stall
+            && id == checkpoint_id
+        {
+            std::thread::sleep(d);
+        }
+        self.inner
+            .write_state(checkpoint_id, name, kind, size_hint, encode)
+    }
+    fn read_state(&self, file: &StateFile, kind: StateFileKind) -> Result<Vec<u8>, String> {
+        self.inner.read_state(file, kind)
+    }
+    fn complete(&self, checkpoint_id: u64, metadata: &[u8]) -> Result<(), String> {
+        self.inner.complete(checkpoint_id, metadata)
+    }
+    fn read_metadata(&self, checkpoint_id: u64) -> Result<Vec<u8>, String> {
+        CheckpointStore::read_metadata(&self.inner, checkpoint_id)
+    }
+    fn discard(&self, checkpoint_id: u64) -> Result<(), String> {
+        self.inner.discard(checkpoint_id)
+    }
+    fn completed(&self) -> Result<Vec<u64>, String> {
+        self.inner.completed()
+    }
+}
+
+fn faulty_store(
+    dir: &std::path::Path,
+    fail_writes_of: Option<u64>,
+    stall: Option<(u64, Duration)>,
+) -> (Arc<FaultyStore>, std::path::PathBuf) {
+    let job = floe::core::JobId::random();
+    let storage =
+        floe::checkpoint::CheckpointStorage::from_url(&format!("file://{}", dir.display()))
+            .unwrap();
+    let store = Arc::new(FaultyStore {
+        inner: storage.job(job),
+        fail_writes_of,
+        stall,
+    });
+    (store, dir.join(job.to_string()))
+}
+
+/// A storage write that fails fails the checkpoint; with no tolerable
+/// failures the job fails over, restores the latest completed checkpoint and
+/// still ends exactly once. The failed checkpoint leaves no files.
+#[test]
+fn failed_storage_write_fails_over_and_stays_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (records, keys) = (20_000, 37);
+    for mode in [
+        AlignmentMode::Aligned,
+        AlignmentMode::Unaligned {
+            aligned_timeout: Duration::ZERO,
+        },
+    ] {
+        let (store, job_dir) = faulty_store(dir.path(), Some(4), None);
+        let o = run_with(Setup {
+            records,
+            keys,
+            mode,
+            store: Some(store),
+            ..Setup::default()
+        });
+        assert_eq!(o.restarts, 1, "{mode:?}: the failed checkpoint fails over");
+        assert_exact(&o, records, keys, false, &format!("{mode:?}"));
+        let failed = o
+            .checkpoints
+            .iter()
+            .find(|c| c.id == 4)
+            .expect("stats of 4");
+        assert!(
+            matches!(&failed.status, CheckpointStatus::Failed(r) if r.contains("injected write failure")),
+            "{failed:?}"
+        );
+        assert!(
+            !job_dir.join("chk-4").exists(),
+            "files of the failed checkpoint were left behind"
+        );
+    }
+}
+
+/// A checkpoint that passes its timeout is aborted: never completed, its
+/// files removed (also those its slow write produced after the abort), and
+/// `_metadata` never written.
+#[test]
+fn expired_checkpoint_is_aborted_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (records, keys) = (20_000, 37);
+    let (store, job_dir) = faulty_store(dir.path(), None, Some((3, Duration::from_millis(400))));
+    let o = run_with(Setup {
+        records,
+        keys,
+        store: Some(store.clone()),
+        timeout: Some(Duration::from_millis(150)),
+        ..Setup::default()
+    });
+    assert_exact(&o, records, keys, false, "timeout");
+    let expired = o
+        .checkpoints
+        .iter()
+        .find(|c| c.id == 3)
+        .expect("stats of 3");
+    assert!(
+        matches!(&expired.status, CheckpointStatus::Failed(r) if r.contains("expired")),
+        "{expired:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(job_dir.join("chk-3"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !job_dir.join("chk-3").exists(),
+        "files of the expired checkpoint were left behind: {left:?}"
+    );
+    // Statistics of completed checkpoints carry their parts.
+    let done = o
+        .checkpoints
+        .iter()
+        .find(|c| c.status == CheckpointStatus::Completed)
+        .expect("a completed checkpoint");
+    assert!(
+        done.state_size > 0 && done.operators.contains_key("count"),
+        "{done:?}"
+    );
+    assert_eq!(done.acknowledged.0, done.acknowledged.1);
 }

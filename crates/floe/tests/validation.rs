@@ -236,3 +236,46 @@ fn empty_environment_is_refused() {
     let err = env.execute("empty").unwrap_err().to_string();
     assert!(err.contains("no operators defined"), "{err}");
 }
+
+/// The restart strategy comes from the configuration when code sets none,
+/// and a bad value is a clear error naming the key.
+#[test]
+fn restart_strategy_from_configuration() {
+    let build = |pairs: &[(&str, &str)]| {
+        let env = StreamEnvironment::new();
+        for (k, v) in pairs {
+            env.set_config(k, v);
+        }
+        let (sink, out) = CollectSink::new();
+        env.from_collection(vec![1u64, 2, 3])
+            .map(|x: u64| x * 2)
+            .sink_to(sink, "collect");
+        (env, out)
+    };
+    let (env, out) = build(&[
+        ("restart-strategy.type", "fixed-delay"),
+        ("restart-strategy.fixed-delay.attempts", "3"),
+        ("restart-strategy.fixed-delay.delay", "10 ms"),
+    ]);
+    env.execute("configured-restart").unwrap();
+    let mut got = out.snapshot();
+    got.sort();
+    assert_eq!(got, vec![2, 4, 6]);
+    // With checkpointing on, the default restarts forever; the configured
+    // `none` makes the failure final.
+    let env = StreamEnvironment::new();
+    env.set_config("restart-strategy.type", "none");
+    env.enable_checkpointing(std::time::Duration::from_millis(50));
+    let (sink, _) = CollectSink::new();
+    env.from_collection(vec![1u64, 2, 3])
+        .map(|x: u64| if x == 2 { panic!("bad record {x}") } else { x })
+        .sink_to(sink, "collect");
+    let err = env.execute("no-restart").unwrap_err().to_string();
+    assert!(err.contains("bad record 2"), "{err}");
+    let (env, _) = build(&[("restart-strategy.type", "sometimes")]);
+    let err = env.execute("bad-restart").unwrap_err().to_string();
+    assert!(
+        err.contains("restart-strategy.type") && err.contains("sometimes"),
+        "{err}"
+    );
+}
