@@ -25,6 +25,19 @@ fn completed_checkpoints(dir: &Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_tree(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
+}
+
 fn keyed_count(extra: &[&str], ckpt: &Path, out: &Path) -> Command {
     let mut c = Command::new(FLOE);
     c.args([
@@ -80,6 +93,48 @@ fn sigkill_then_restart_from_retained_checkpoint() {
         .unwrap()
         .unwrap()
         .path();
+
+    // First, copies of it with one state file corrupted or truncated: the
+    // restore fails naming that file, and deletes nothing.
+    for damage in ["corrupt", "truncate"] {
+        let copy_root = tmp.path().join(damage);
+        copy_tree(&ckpt, &copy_root);
+        let copy_job = copy_root.join(job_dir.file_name().unwrap());
+        let chk = completed_checkpoints(&copy_root).pop().unwrap();
+        let victim = std::fs::read_dir(&chk)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap() != "_metadata")
+            .expect("a state file");
+        let mut bytes = std::fs::read(&victim).unwrap();
+        if damage == "corrupt" {
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0xff;
+        } else {
+            bytes.truncate(bytes.len() - 3);
+        }
+        std::fs::write(&victim, &bytes).unwrap();
+        let files_before = std::fs::read_dir(&chk).unwrap().count();
+        let o = keyed_count(
+            &["--fromCheckpoint", copy_job.to_str().unwrap()],
+            &copy_root,
+            &tmp.path().join(format!("{damage}.txt")),
+        )
+        .output()
+        .unwrap();
+        assert!(!o.status.success(), "{damage}: restore from a damaged file");
+        let err = String::from_utf8_lossy(&o.stderr);
+        let name = victim.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            err.contains(&name),
+            "{damage}: error does not name {name}: {err}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&chk).unwrap().count(),
+            files_before,
+            "{damage}: files were deleted"
+        );
+    }
     let output = keyed_count(
         &["--fromCheckpoint", job_dir.to_str().unwrap()],
         &ckpt,
