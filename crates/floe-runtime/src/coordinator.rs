@@ -409,16 +409,22 @@ impl SnapshotUploader {
             bytes += file.size;
             stats.channel_bytes = file.size;
             stats.operator_bytes.push((uid.to_string(), file.size));
-            // Merged into the operator's entry by the coordinator.
-            states.push((
-                uid.to_string(),
-                SubtaskStateMeta {
-                    subtask,
-                    keyed: None,
-                    raw: None,
-                    channel: Some(file),
-                },
-            ));
+            // Beside the head operator's own state, when it has any.
+            match states
+                .iter_mut()
+                .find(|(u, m)| **u == *uid && m.subtask == subtask)
+            {
+                Some((_, meta)) => meta.channel = Some(file),
+                None => states.push((
+                    uid.to_string(),
+                    SubtaskStateMeta {
+                        subtask,
+                        keyed: None,
+                        raw: None,
+                        channel: Some(file),
+                    },
+                )),
+            }
         }
         Ok((states, bytes, stats))
     }
@@ -692,15 +698,7 @@ impl CheckpointCoordinator {
                     *p.operator_bytes.entry(uid).or_default() += b;
                 }
                 for (uid, meta) in states {
-                    let subtasks = p.metadata.operators.entry(uid).or_default();
-                    match subtasks.iter_mut().find(|m| m.subtask == meta.subtask) {
-                        Some(m) => {
-                            m.keyed = m.keyed.take().or(meta.keyed);
-                            m.raw = m.raw.take().or(meta.raw);
-                            m.channel = m.channel.take().or(meta.channel);
-                        }
-                        None => subtasks.push(meta),
-                    }
+                    p.metadata.operators.entry(uid).or_default().push(meta);
                 }
                 if p.acked.len() == self.tasks.len() {
                     self.complete(checkpoint_id)?;

@@ -272,19 +272,18 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> InputTask<T> {
     }
 }
 
-/// Applies the commands that arrived since the last look.
-fn handle_commands<T>(
+/// Passes checkpoint notifications that arrived since the last look down a
+/// chain fed by input channels (only sources are triggered).
+fn deliver_notifications<T>(
     head: &mut dyn Operator<T>,
     env: &TaskEnvironment,
-    mut trigger: impl FnMut(CheckpointBarrier) -> Result<(), TaskError>,
 ) -> Result<(), TaskError> {
     let Some(commands) = &env.commands else {
         return Ok(());
     };
     while let Ok(cmd) = commands.try_recv() {
-        match cmd {
-            TaskCommand::TriggerCheckpoint(barrier) => trigger(barrier)?,
-            TaskCommand::Notify(n) => head.notify_checkpoint(n)?,
+        if let TaskCommand::Notify(n) = cmd {
+            head.notify_checkpoint(n)?;
         }
     }
     Ok(())
@@ -301,7 +300,7 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T>
                 if env.cancel.is_cancelled() {
                     return Err(TaskError::Cancelled);
                 }
-                handle_commands(self.head.as_mut(), env, |_| Ok(()))?;
+                deliver_notifications(self.head.as_mut(), env)?;
                 let deadline = self.check_alignment_timeout(&mut aligner, env)?;
                 match self.gate.poll()? {
                     GateEvent::Message(_, StreamMessage::Records(mut batch)) => {
