@@ -18,7 +18,8 @@ pub mod stream;
 
 pub use env::StreamEnvironment;
 pub use functions::{
-    Collector, KeyedProcessFunction, RichFlatMapFunction, RichMapFunction, SinkWriter, Source,
+    Collector, KeyedProcessFunction, ProcessContext, ProcessFunction, RichFlatMapFunction,
+    RichMapFunction, SinkWriter, Source,
 };
 pub use job_args::{JobArgs, JobArgsError};
 pub use stream::{DataStream, KeyedStream};

@@ -13,11 +13,14 @@ use floe_runtime::checkpoint::{
     CheckpointNotification, OperatorSnapshot, OperatorState, TaskInit, TaskSnapshot,
 };
 use floe_runtime::{
-    KeyedContext, Operator, RuntimeContext, SourceReader, SourceStatus, TaskError, TaskInfo,
+    KeyedContext, ManagedOperatorState, Operator, RuntimeContext, SourceReader, SourceStatus,
+    TaskError, TaskInfo,
 };
 use floe_state::{Key, KeyGroupRange, KeyedStateBackend, StateBackendKind};
 
-use crate::functions::{Collector, KeyedProcessFunction, SinkWriter, Source};
+use crate::functions::{
+    Collector, KeyedProcessFunction, ProcessContext, ProcessFunction, SinkWriter, Source,
+};
 
 /// Forwarding of control elements for operators with a `next` and an `out`.
 macro_rules! forward_control {
@@ -33,11 +36,12 @@ macro_rules! forward_control {
             snapshot: &mut TaskSnapshot,
         ) -> Result<(), TaskError> {
             self.emit()?;
-            self.snapshot_state(snapshot);
+            self.snapshot_state(b, snapshot)?;
             self.next.process_barrier(b, snapshot)
         }
 
         fn notify_checkpoint(&mut self, n: CheckpointNotification) -> Result<(), TaskError> {
+            self.notify_function(n)?;
             self.next.notify_checkpoint(n)
         }
 
@@ -77,7 +81,18 @@ impl<IN, OUT: Send, F> FlatMapOp<IN, OUT, F> {
     }
 
     /// Stateless: contributes nothing to a checkpoint.
-    fn snapshot_state(&mut self, _: &mut TaskSnapshot) {}
+    fn snapshot_state(
+        &mut self,
+        _: CheckpointBarrier,
+        _: &mut TaskSnapshot,
+    ) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// A closure does not listen to checkpoints.
+    fn notify_function(&mut self, _: CheckpointNotification) -> Result<(), TaskError> {
+        Ok(())
+    }
 }
 
 impl<IN: Send, OUT: Send, F: FnMut(IN, &mut Collector<'_, OUT>) + Send> Operator<IN>
@@ -109,12 +124,98 @@ impl<IN: Send, OUT: Send, F: FnMut(IN, &mut Collector<'_, OUT>) + Send> Operator
     }
 }
 
+/// A non-keyed [`ProcessFunction`] with operator state.
+pub(crate) struct ProcessOp<IN, OUT, P> {
+    function: P,
+    operator_state: ManagedOperatorState,
+    out: Batch<OUT>,
+    next: Box<dyn Operator<OUT>>,
+    info: TaskInfo,
+    _in: PhantomData<fn(IN)>,
+}
+
+impl<IN, OUT: Send, P: ProcessFunction<IN, OUT>> ProcessOp<IN, OUT, P> {
+    pub(crate) fn new(function: P, next: Box<dyn Operator<OUT>>, info: TaskInfo) -> Self {
+        ProcessOp {
+            function,
+            operator_state: ManagedOperatorState::new(&info, None),
+            out: Batch::from_records(Vec::new()),
+            next,
+            info,
+            _in: PhantomData,
+        }
+    }
+
+    fn emit(&mut self) -> Result<(), TaskError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.next.process_batch(&mut self.out)
+    }
+
+    fn snapshot_state(
+        &mut self,
+        barrier: CheckpointBarrier,
+        snapshot: &mut TaskSnapshot,
+    ) -> Result<(), TaskError> {
+        let function = &mut self.function;
+        self.operator_state
+            .snapshot(barrier, &self.info, snapshot, |ctx| {
+                function.snapshot_state(ctx)
+            })
+    }
+
+    fn notify_function(&mut self, n: CheckpointNotification) -> Result<(), TaskError> {
+        let (function, info) = (&mut self.function, &self.info);
+        info.guard(|| match n {
+            CheckpointNotification::Complete(id) => function.notify_checkpoint_complete(id),
+            CheckpointNotification::Aborted(id) => function.notify_checkpoint_aborted(id),
+        })
+    }
+}
+
+impl<IN: Send, OUT: Send, P: ProcessFunction<IN, OUT>> Operator<IN> for ProcessOp<IN, OUT, P> {
+    fn open(&mut self, init: &TaskInit) -> Result<(), TaskError> {
+        self.next.open(init)?;
+        let (function, info) = (&mut self.function, &self.info);
+        self.operator_state
+            .initialize(init, info, |ctx| function.initialize_state(ctx))?;
+        info.guard(|| function.open(info))
+    }
+
+    #[inline]
+    fn process_batch(&mut self, batch: &mut Batch<IN>) -> Result<(), TaskError> {
+        let (function, info, out) = (&mut self.function, &self.info, &mut self.out.records);
+        let store = self.operator_state.store();
+        info.guard(|| {
+            let mut c = Collector::new(out);
+            let mut ctx = ProcessContext::new(info, store);
+            for r in batch.records.drain(..) {
+                function.process_element(r, &mut ctx, &mut c)?;
+            }
+            Ok(())
+        })?;
+        batch.key_groups.clear();
+        self.emit()
+    }
+
+    forward_control!();
+
+    fn finish(&mut self) -> Result<(), TaskError> {
+        let (function, info, out) = (&mut self.function, &self.info, &mut self.out.records);
+        info.guard(|| function.close(&mut Collector::new(out)))?;
+        self.emit()?;
+        self.next.finish()
+    }
+}
+
 /// Any keyed function: sets the current key of each record, then calls the
 /// user's `process_element`.
 pub(crate) struct KeyedProcessOp<K: Key, IN, OUT, P, KS> {
     function: P,
     key_selector: KS,
     backend: KeyedStateBackend<K>,
+    operator_state: ManagedOperatorState,
     out: Batch<OUT>,
     next: Box<dyn Operator<OUT>>,
     info: TaskInfo,
@@ -144,6 +245,7 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
             function,
             key_selector,
             backend,
+            operator_state: ManagedOperatorState::new(&info, Some(range)),
             out: Batch::from_records(Vec::new()),
             next,
             info,
@@ -158,13 +260,38 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
         self.next.process_batch(&mut self.out)
     }
 
-    /// The synchronous part of the keyed state's snapshot.
-    fn snapshot_state(&mut self, snapshot: &mut TaskSnapshot) {
+    /// The synchronous part of the snapshot: the function's own
+    /// `snapshot_state`, then keyed and operator state.
+    fn snapshot_state(
+        &mut self,
+        barrier: CheckpointBarrier,
+        snapshot: &mut TaskSnapshot,
+    ) -> Result<(), TaskError>
+    where
+        P: KeyedProcessFunction<K, IN, OUT>,
+    {
+        let function = &mut self.function;
+        self.operator_state
+            .snapshot(barrier, &self.info, snapshot, |ctx| {
+                function.snapshot_state(ctx)
+            })?;
         snapshot.operators.push(OperatorSnapshot {
             uid: self.info.uid.clone(),
             subtask: self.info.subtask_index,
             state: OperatorState::Keyed(self.backend.snapshot()),
         });
+        Ok(())
+    }
+
+    fn notify_function(&mut self, n: CheckpointNotification) -> Result<(), TaskError>
+    where
+        P: KeyedProcessFunction<K, IN, OUT>,
+    {
+        let (function, info) = (&mut self.function, &self.info);
+        info.guard(|| match n {
+            CheckpointNotification::Complete(id) => function.notify_checkpoint_complete(id),
+            CheckpointNotification::Aborted(id) => function.notify_checkpoint_aborted(id),
+        })
     }
 }
 
@@ -185,6 +312,8 @@ where
                 Ok(())
             })?;
         }
+        self.operator_state
+            .initialize(init, info, |ctx| function.initialize_state(ctx))?;
         info.guard(|| function.open(&mut RuntimeContext::new(info, Some(backend))))
     }
 
@@ -233,6 +362,7 @@ where
 pub(crate) struct SinkOp<IN, S> {
     sink: S,
     info: TaskInfo,
+    operator_state: ManagedOperatorState,
     _in: PhantomData<fn(IN)>,
 }
 
@@ -240,6 +370,7 @@ impl<IN, S> SinkOp<IN, S> {
     pub(crate) fn new(sink: S, info: TaskInfo) -> Self {
         SinkOp {
             sink,
+            operator_state: ManagedOperatorState::new(&info, None),
             info,
             _in: PhantomData,
         }
@@ -247,8 +378,10 @@ impl<IN, S> SinkOp<IN, S> {
 }
 
 impl<IN: Send, S: SinkWriter<IN>> Operator<IN> for SinkOp<IN, S> {
-    fn open(&mut self, _init: &TaskInit) -> Result<(), TaskError> {
+    fn open(&mut self, init: &TaskInit) -> Result<(), TaskError> {
         let (sink, info) = (&mut self.sink, &self.info);
+        self.operator_state
+            .initialize(init, info, |ctx| sink.initialize_state(ctx))?;
         info.guard(|| sink.open(info))
     }
 
@@ -265,16 +398,21 @@ impl<IN: Send, S: SinkWriter<IN>> Operator<IN> for SinkOp<IN, S> {
 
     fn process_barrier(
         &mut self,
-        _: CheckpointBarrier,
-        _: &mut TaskSnapshot,
+        b: CheckpointBarrier,
+        snapshot: &mut TaskSnapshot,
     ) -> Result<(), TaskError> {
-        // Sink writers keep no managed state yet; two-phase-commit sinks
-        // take part in checkpoints with the operator-state issue.
-        self.flush()
+        self.flush()?;
+        let sink = &mut self.sink;
+        self.operator_state
+            .snapshot(b, &self.info, snapshot, |ctx| sink.snapshot_state(ctx))
     }
 
-    fn notify_checkpoint(&mut self, _: CheckpointNotification) -> Result<(), TaskError> {
-        Ok(())
+    fn notify_checkpoint(&mut self, n: CheckpointNotification) -> Result<(), TaskError> {
+        let (sink, info) = (&mut self.sink, &self.info);
+        info.guard(|| match n {
+            CheckpointNotification::Complete(id) => sink.notify_checkpoint_complete(id),
+            CheckpointNotification::Aborted(id) => sink.notify_checkpoint_aborted(id),
+        })
     }
 
     fn flush(&mut self) -> Result<(), TaskError> {

@@ -14,9 +14,11 @@ use serde::de::DeserializeOwned;
 
 use crate::env::{BuildSettings, EdgeSpec, MakeKind, StreamEnvironment, VertexSpec};
 use crate::functions::{
-    Collector, KeyedProcessFunction, RichFlatMapFunction, RichMapFunction, SinkWriter, Source,
+    Collector, KeyedProcessFunction, ProcessFunction, RichFlatMapFunction, RichMapFunction,
+    SinkWriter, Source,
 };
-use crate::operators::{DeferredReader, FlatMapOp, KeyedProcessOp, SinkOp};
+use crate::operators::{DeferredReader, FlatMapOp, KeyedProcessOp, ProcessOp, SinkOp};
+use floe_runtime::{FunctionInitializationContext, FunctionSnapshotContext};
 
 /// What a record must be: cloneable (fan-out, broadcast), sendable between
 /// task threads, and serializable (state, snapshots, network channels).
@@ -187,6 +189,25 @@ impl<T: Record> DataStream<T> {
                 out.collect(v)
             }
         })
+    }
+
+    /// Applies a process function with operator state (Flink's `process`
+    /// on a `DataStream`).
+    pub fn process<U: Record, P>(&self, function: P) -> DataStream<U>
+    where
+        P: ProcessFunction<T, U> + Clone,
+    {
+        let proto = Prototype::new(function);
+        let make: MakeKind = Box::new(move |_| {
+            let proto = proto.clone();
+            VertexKind::Operator(Arc::new(move |info, down| {
+                let next = unbox::<Box<dyn Operator<U>>>(down, "operator output");
+                let op: Box<dyn Operator<T>> =
+                    Box::new(ProcessOp::new(proto.instance(), next, info.clone()));
+                Box::new(op)
+            }))
+        });
+        self.add_consumer("Process", make, None, false)
     }
 
     /// Partitions by key: records with equal keys reach the same subtask, whose
@@ -475,6 +496,25 @@ impl<K: Key, IN, OUT, F: RichMapFunction<K, IN, OUT>> KeyedProcessFunction<K, IN
     fn close(&mut self) -> anyhow::Result<()> {
         self.0.close()
     }
+
+    fn initialize_state(
+        &mut self,
+        ctx: &mut FunctionInitializationContext<'_>,
+    ) -> anyhow::Result<()> {
+        self.0.initialize_state(ctx)
+    }
+
+    fn snapshot_state(&mut self, ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
+        self.0.snapshot_state(ctx)
+    }
+
+    fn notify_checkpoint_complete(&mut self, id: u64) -> anyhow::Result<()> {
+        self.0.notify_checkpoint_complete(id)
+    }
+
+    fn notify_checkpoint_aborted(&mut self, id: u64) -> anyhow::Result<()> {
+        self.0.notify_checkpoint_aborted(id)
+    }
 }
 
 #[derive(Clone)]
@@ -499,6 +539,25 @@ impl<K: Key, IN, OUT, F: RichFlatMapFunction<K, IN, OUT>> KeyedProcessFunction<K
 
     fn close(&mut self) -> anyhow::Result<()> {
         self.0.close()
+    }
+
+    fn initialize_state(
+        &mut self,
+        ctx: &mut FunctionInitializationContext<'_>,
+    ) -> anyhow::Result<()> {
+        self.0.initialize_state(ctx)
+    }
+
+    fn snapshot_state(&mut self, ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
+        self.0.snapshot_state(ctx)
+    }
+
+    fn notify_checkpoint_complete(&mut self, id: u64) -> anyhow::Result<()> {
+        self.0.notify_checkpoint_complete(id)
+    }
+
+    fn notify_checkpoint_aborted(&mut self, id: u64) -> anyhow::Result<()> {
+        self.0.notify_checkpoint_aborted(id)
     }
 }
 

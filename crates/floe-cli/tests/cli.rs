@@ -52,12 +52,11 @@ fn wordcount_file_matches_shell_reference_at_parallelism_1_2_4() {
 }
 
 #[test]
-fn wordcount_output_file_has_one_line_per_word_and_is_overwritten() {
+fn wordcount_output_dir_holds_committed_part_files() {
     let sb = Sandbox::new();
     let (input, reference) = text_fixture(&sb, 0x5EED_0002, 2000);
-    let output = sb.path("nested/dir/counts.txt");
     for p in ["1", "2"] {
-        // The second round replaces the first round's file, not appends to it.
+        let output = sb.path(&format!("nested/dir/counts-{p}"));
         let out = run(sb
             .floe(["run", "wordcount", "--input"])
             .arg(&input)
@@ -67,7 +66,7 @@ fn wordcount_output_file_has_one_line_per_word_and_is_overwritten() {
         .ok();
         assert!(out.stdout.is_empty(), "counts go to the file, not stdout");
         assert_job_started(&out, "WordCount");
-        let written = std::fs::read_to_string(&output).expect("output file written");
+        let written = read_committed(&output);
         assert!(written.ends_with('\n'));
         assert_running_counts(&written, &reference, &format!("--output at -p {p}"));
     }
@@ -212,7 +211,7 @@ fn keyed_count_emits_every_running_count_once() {
         .arg(&output))
     .ok();
     assert!(out.stdout.is_empty());
-    let written = std::fs::read_to_string(&output).unwrap();
+    let written = read_committed(&output);
     assert_running_counts(&written, &expected, "keyed-count --output");
 }
 
@@ -313,7 +312,7 @@ fn count_window_average_input_file_several_keys() {
         .args(["-p", "2"]))
     .ok();
     assert!(out.stdout.is_empty());
-    let written = std::fs::read_to_string(&output).unwrap();
+    let written = read_committed(&output);
     assert_eq!(parse_averages(&written), expected, "--output at -p 2");
 }
 

@@ -298,16 +298,15 @@ fn keyed_count_bad_arguments() {
     }
 }
 
+/// `--output` names a directory of part files: an existing file there is
+/// refused with an error naming it, and kept as it was.
 #[test]
-fn directory_as_single_file_output_is_refused_and_kept() {
+fn file_as_output_directory_is_refused_and_kept() {
     let sb = Sandbox::new();
     let input = words(&sb);
     let pairs = sb.write("pairs.txt", "1 2\n1 4\n");
-    let dir = sb.path("results");
-    std::fs::create_dir_all(dir.join("sub")).unwrap();
-    std::fs::write(dir.join("part-0"), "old results\n").unwrap();
-    std::fs::write(dir.join("sub/keep.txt"), "keep\n").unwrap();
-    let dir_s = dir.to_str().unwrap().to_string();
+    let out_file = precious(&sb);
+    let out_s = out_file.to_str().unwrap().to_string();
     let cases: Vec<Vec<String>> = vec![
         vec![
             "wordcount".into(),
@@ -332,20 +331,46 @@ fn directory_as_single_file_output_is_refused_and_kept() {
             run(sb
                 .floe(["run"])
                 .args(&case)
-                .args(["--output", &dir_s, "-p", p]))
-            .fails_with(&[&dir_s, "directory"]);
-            assert!(dir.is_dir(), "output directory removed");
-            assert_eq!(
-                std::fs::read_to_string(dir.join("part-0")).unwrap(),
-                "old results\n"
-            );
-            assert_eq!(
-                std::fs::read_to_string(dir.join("sub/keep.txt")).unwrap(),
-                "keep\n"
-            );
-            assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "files added");
+                .args(["--output", &out_s, "-p", p]))
+            .fails_with(&[&out_s, "is a file"]);
+            assert_untouched(&out_file);
         }
     }
+}
+
+/// Committed part files of an earlier run in the output directory are
+/// never touched: a new run adds its own part files beside them.
+#[test]
+fn earlier_committed_output_is_kept() {
+    let sb = Sandbox::new();
+    let dir = sb.path("results");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("part-0-0000000001-00000000"), "old results\n").unwrap();
+    std::fs::write(dir.join("sub/keep.txt"), "keep\n").unwrap();
+    run(sb
+        .floe([
+            "run",
+            "keyed-count",
+            "--records",
+            "100",
+            "--keys",
+            "3",
+            "--output",
+        ])
+        .arg(&dir))
+    .ok();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("part-0-0000000001-00000000")).unwrap(),
+        "old results\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("sub/keep.txt")).unwrap(),
+        "keep\n"
+    );
+    assert!(
+        std::fs::read_dir(&dir).unwrap().count() > 2,
+        "no part files added"
+    );
 }
 
 #[test]
@@ -376,12 +401,14 @@ fn bench_bad_arguments() {
 }
 
 /// A source that fails while the job starts (here: a refused connection)
-/// must not empty an existing output: the file sink creates its file only
-/// when the first record arrives.
+/// names the address and leaves the output directory as it was.
 #[test]
 fn refused_socket_keeps_existing_output() {
     let sb = Sandbox::new();
-    let out_file = precious(&sb);
+    let out_dir = sb.path("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out_file = out_dir.join("part-0-0000000001-00000000");
+    std::fs::write(&out_file, PRECIOUS).unwrap();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -389,7 +416,12 @@ fn refused_socket_keeps_existing_output() {
     let addr = format!("127.0.0.1:{port}");
     run(sb
         .floe(["run", "wordcount", "--socket", &addr, "--output"])
-        .arg(&out_file))
+        .arg(&out_dir))
     .fails_with(&[&addr]);
     assert_untouched(&out_file);
+    assert_eq!(
+        std::fs::read_dir(&out_dir).unwrap().count(),
+        1,
+        "files added"
+    );
 }

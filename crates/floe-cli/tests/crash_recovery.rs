@@ -1,8 +1,12 @@
-//! A real process killed with SIGKILL mid-run and started again from its
-//! retained checkpoint ends with exactly the keyed counts of a failure-free
-//! run.
+//! A real process killed with SIGKILL — mid-run, or at an exact phase of a
+//! checkpoint or of the file sink's two-phase commit — and started again
+//! from its retained checkpoint leaves exactly the committed output of a
+//! failure-free run: every running count once, none missing.
+
+mod common;
 
 use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -66,7 +70,8 @@ fn keyed_count(extra: &[&str], ckpt: &Path, out: &Path) -> Command {
 fn sigkill_then_restart_from_retained_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let ckpt = tmp.path().join("checkpoints");
-    let (out1, out2) = (tmp.path().join("run1.txt"), tmp.path().join("run2.txt"));
+    // Both runs commit into the same directory.
+    let (out1, out2) = (tmp.path().join("out"), tmp.path().join("out"));
 
     // Run 1: rate limited so that it is killed mid-way.
     let mut child = keyed_count(&["--rate", "100000"], &ckpt, &out1)
@@ -148,38 +153,118 @@ fn sigkill_then_restart_from_retained_checkpoint() {
         String::from_utf8_lossy(&output.stderr)
     );
 
+    assert_exactly_once(&common::read_committed(&out2), "SIGKILL mid-run");
+}
+
+/// Every running count of keyed-count (300000 records, 13 keys) exactly
+/// once: for each key, the counts 1..=N/K with nothing missing or repeated.
+fn assert_exactly_once(committed: &str, what: &str) {
     let expected: u64 = 300_000 / 13; // 300000 = 13 × 23076 + 12
     let mut runs: HashMap<u64, Vec<u64>> = HashMap::new();
-    for line in std::fs::read_to_string(&out2).unwrap().lines() {
+    for line in committed.lines() {
         let (k, n) = line.split_once(' ').unwrap();
         runs.entry(k.parse().unwrap())
             .or_default()
             .push(n.parse().unwrap());
     }
-    assert_eq!(runs.len(), 13);
-    let mut resumed = 0;
+    assert_eq!(runs.len(), 13, "{what}: keys");
     for (k, mut counts) in runs {
         counts.sort_unstable();
         let want = expected + u64::from(k < 300_000 % 13);
-        assert_eq!(*counts.last().unwrap(), want, "key {k}: final count");
-        // Run 2 continues exactly where the checkpoint left off: every
-        // count after it once, none before it.
-        let first = counts[0];
-        assert_eq!(counts, (first..=want).collect::<Vec<_>>(), "key {k}");
-        if first > 1 {
-            resumed += 1;
-        }
+        assert_eq!(
+            counts,
+            (1..=want).collect::<Vec<_>>(),
+            "{what}: key {k} has duplicated or missing counts"
+        );
     }
-    assert!(
-        resumed > 0,
-        "run 2 started from empty state, not from the checkpoint"
-    );
+}
+
+fn sorted_lines(s: &str) -> Vec<&str> {
+    let mut v: Vec<&str> = s.lines().collect();
+    v.sort_unstable();
+    v
+}
+
+/// The two-phase-commit file sink, with the process killed by SIGKILL at
+/// each phase — before a pre-commit, after one, after `_metadata` was
+/// written but before the commit notification, and between two commits —
+/// then restarted from the retained checkpoint into the same output
+/// directory: the committed output equals the failure-free run's, line for
+/// line, and nothing uncommitted is left behind.
+#[test]
+fn two_phase_commit_file_sink_survives_sigkill_at_each_phase() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean_out = tmp.path().join("clean-out");
+    let o = keyed_count(&[], &tmp.path().join("clean-ckpt"), &clean_out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let clean = common::read_committed(&clean_out);
+    assert_exactly_once(&clean, "failure-free run");
+
+    // With two sink subtasks and one checkpoint in flight at a time, the
+    // third pass through a sink point is in checkpoint 2 (so checkpoint 1
+    // completed); the second commit is the middle of committing one.
+    for point in [
+        "sink.before-pre-commit@3",
+        "sink.after-pre-commit@3",
+        "checkpoint.after-metadata@2",
+        "sink.commit@2",
+    ] {
+        let case = tmp.path().join(point.replace(['.', '@'], "_"));
+        let (ckpt, out) = (case.join("ckpt"), case.join("out"));
+        let o = keyed_count(&["--rate", "100000"], &ckpt, &out)
+            .env("FLOE_KILL_AT", point)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            o.status.signal(),
+            Some(9),
+            "{point}: not killed by SIGKILL ({:?}): {err}",
+            o.status
+        );
+        let name = point.split('@').next().unwrap();
+        assert!(
+            err.contains(&format!("crash point {name} reached")),
+            "{err}"
+        );
+        assert!(
+            !completed_checkpoints(&ckpt).is_empty(),
+            "{point}: killed before any checkpoint completed"
+        );
+        let job_dir = std::fs::read_dir(&ckpt)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let o = keyed_count(
+            &["--fromCheckpoint", job_dir.to_str().unwrap()],
+            &ckpt,
+            &out,
+        )
+        .output()
+        .unwrap();
+        assert!(
+            o.status.success(),
+            "{point}: restart failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let committed = common::read_committed(&out);
+        assert_exactly_once(&committed, point);
+        assert_eq!(
+            sorted_lines(&committed),
+            sorted_lines(&clean),
+            "{point}: committed output differs from the failure-free run"
+        );
+    }
 }
 
 #[test]
 fn bad_checkpoint_paths_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out.txt");
+    let out = tmp.path().join("out");
     let missing = tmp.path().join("no-such-job");
     let o = keyed_count(
         &["--fromCheckpoint", missing.to_str().unwrap()],

@@ -7,6 +7,7 @@
 
 pub mod collection;
 pub mod file;
+pub mod file_sink;
 pub mod format;
 pub mod generator;
 pub mod socket;
@@ -14,6 +15,7 @@ pub mod stdout;
 
 pub use collection::{CollectSink, CollectedRecords, CollectionSource};
 pub use file::{TextFileSink, TextFileSource};
+pub use file_sink::{FileSink, FileTransaction};
 pub use format::LineFormat;
 pub use generator::GeneratorSource;
 pub use socket::SocketTextSource;

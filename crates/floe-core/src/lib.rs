@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod duration;
+pub mod failpoint;
 pub mod ids;
 pub mod message;
 

@@ -93,7 +93,9 @@ pub enum GateEvent<T> {
     Message(usize, StreamMessage<T>),
     /// Nothing is available right now; the caller may flush before waiting.
     Idle,
-    /// Every input channel has delivered its end of input.
+    /// Every input channel has delivered its end of input (reported once;
+    /// ended channels are still read for the barriers of checkpoints taken
+    /// after the end, until their senders go away).
     Ended,
 }
 
@@ -138,6 +140,9 @@ pub struct InputGate<T> {
     /// processing (they were already recorded); served before the channel.
     overtaken: Vec<VecDeque<StreamMessage<T>>>,
     ended: Vec<bool>,
+    /// Ended channels whose sender is gone.
+    gone: Vec<bool>,
+    end_reported: bool,
     /// Channels held back during barrier alignment.
     blocked: Vec<bool>,
     open_channels: usize,
@@ -153,6 +158,8 @@ impl<T: Send + Clone> InputGate<T> {
             receivers,
             overtaken: (0..n).map(|_| VecDeque::new()).collect(),
             ended: vec![false; n],
+            gone: vec![false; n],
+            end_reported: false,
             blocked: vec![false; n],
             open_channels: n,
             next: 0,
@@ -173,6 +180,16 @@ impl<T: Send + Clone> InputGate<T> {
     /// Number of input channels.
     pub fn num_channels(&self) -> usize {
         self.receivers.len()
+    }
+
+    /// True once channel `ch` delivered its end of input.
+    pub fn is_ended(&self, ch: usize) -> bool {
+        self.ended[ch]
+    }
+
+    /// True once every channel delivered its end of input.
+    pub fn all_ended(&self) -> bool {
+        self.open_channels == 0
     }
 
     /// Starts persisting the in-flight records of checkpoint
@@ -231,6 +248,11 @@ impl<T: Send + Clone> InputGate<T> {
                 Ok(Some(msg))
             }
             Err(TryRecvError::Empty) => Ok(None),
+            // After its end of input a sender may leave (its job ended).
+            Err(TryRecvError::Disconnected) if self.ended[ch] => {
+                self.gone[ch] = true;
+                Ok(None)
+            }
             // The sender vanished without an end of input: it failed or
             // was cancelled.
             Err(TryRecvError::Disconnected) => Err(TaskError::Cancelled),
@@ -238,15 +260,16 @@ impl<T: Send + Clone> InputGate<T> {
     }
 
     /// The next available message without blocking, round-robin over the
-    /// channels that have not ended.
+    /// channels (ended ones still deliver barriers).
     pub fn poll(&mut self) -> Result<GateEvent<T>, TaskError> {
-        if self.open_channels == 0 {
+        if self.open_channels == 0 && !self.end_reported {
+            self.end_reported = true;
             return Ok(GateEvent::Ended);
         }
         let n = self.receivers.len();
         for k in 0..n {
             let i = (self.next + k) % n;
-            if self.ended[i] || self.blocked[i] {
+            if self.gone[i] || self.blocked[i] {
                 continue;
             }
             if let Some(msg) = self.fetch(i)? {
@@ -264,7 +287,7 @@ impl<T: Send + Clone> InputGate<T> {
     /// Blocks until some open channel has a message or `timeout` passes.
     pub fn wait(&mut self, timeout: Duration) {
         let open: Vec<usize> = (0..self.receivers.len())
-            .filter(|i| !self.ended[*i] && !self.blocked[*i])
+            .filter(|i| !self.gone[*i] && !self.blocked[*i])
             .collect();
         if open.iter().any(|i| !self.overtaken[*i].is_empty()) {
             return;

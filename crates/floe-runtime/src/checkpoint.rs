@@ -20,6 +20,9 @@ pub enum OperatorState {
     Keyed(KeyedStateSnapshot),
     /// A source reader's position (and any other bytes an operator owns).
     Raw(Vec<u8>),
+    /// Operator state (list, union list, broadcast, raw), encoded on the
+    /// task thread: it is small and redistributed as bytes on restore.
+    Operator(Vec<u8>),
 }
 
 /// One operator subtask's part of a checkpoint.
@@ -72,6 +75,9 @@ pub struct OperatorRestore {
     pub keyed: Vec<Arc<Vec<u8>>>,
     /// Raw state by old subtask index.
     pub raw: HashMap<u32, Arc<Vec<u8>>>,
+    /// Operator state files of every old subtask: each new subtask picks
+    /// its share by each state's redistribution mode.
+    pub operator: Vec<Arc<Vec<u8>>>,
     /// In-flight records of an unaligned checkpoint by subtask index, to
     /// replay before new input.
     pub channel: HashMap<u32, Arc<Vec<u8>>>,
@@ -91,6 +97,10 @@ pub struct RestoredState {
 pub struct TaskInit {
     /// State to restore, when the job (re)starts from a checkpoint.
     pub restore: Option<Arc<RestoredState>>,
+    /// Checkpointing is on: side effects wait for checkpoints to complete
+    /// (a two-phase-commit sink commits on notification, not at the end of
+    /// its input).
+    pub checkpointing: bool,
 }
 
 impl TaskInit {
@@ -279,6 +289,9 @@ pub enum TaskCommand {
     TriggerCheckpoint(CheckpointBarrier),
     /// Every task: a checkpoint completed or was aborted.
     Notify(CheckpointNotification),
+    /// Every task of a finished job, after its final checkpoint completed
+    /// (and was notified): exit.
+    Terminate,
 }
 
 /// The outcome of a checkpoint, as the coordinator tells every task.
@@ -307,6 +320,9 @@ pub struct TaskEnvironment {
     pub snapshots: Option<crossbeam_channel::Sender<(usize, TaskSnapshot)>>,
     /// Barrier handling for tasks with several input channels.
     pub alignment: AlignmentMode,
+    /// Where a task reports that its input ended (with checkpointing it
+    /// then waits for the job's final checkpoint).
+    pub coordinator: Option<crossbeam_channel::Sender<crate::coordinator::CoordinatorEvent>>,
 }
 
 impl TaskEnvironment {
@@ -319,6 +335,23 @@ impl TaskEnvironment {
             commands: None,
             snapshots: None,
             alignment: AlignmentMode::Aligned,
+            coordinator: None,
+        }
+    }
+
+    /// True when the task must stay for the job's final checkpoint after
+    /// its input ended (checkpointing is on).
+    pub fn awaits_final_checkpoint(&self) -> bool {
+        self.commands.is_some()
+    }
+
+    /// Tells the coordinator that this task's input ended and its chain
+    /// finished.
+    pub fn report_finished(&self) {
+        if let Some(c) = &self.coordinator {
+            let _ = c.send(crate::coordinator::CoordinatorEvent::TaskFinished(
+                self.task_index,
+            ));
         }
     }
 

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use floe_core::JobId;
 use floe_state::{
     AggregateFunction, AggregatingState, AggregatingStateDescriptor, Key, KeyedStateAccess,
-    KeyedStateBackend, ListState, ListStateDescriptor, MapState, MapStateDescriptor, ReducingState,
+    KeyedStateBackend, ListState, ListStateDescriptor, MapState, MapStateDescriptor,
+    OperatorStateAccess, OperatorStateRead, OperatorStateStore, ReducingState,
     ReducingStateDescriptor, StateError, StateValue, ValueState, ValueStateDescriptor,
     handles::MapKey,
 };
@@ -182,5 +183,151 @@ impl<'a, K: Key> KeyedContext<'a, K> {
 impl<K: Key> KeyedStateAccess<K> for KeyedContext<'_, K> {
     fn keyed_state_backend(&mut self) -> &mut KeyedStateBackend<K> {
         self.backend
+    }
+}
+
+/// Handed to a function's `initialize_state` (Flink's
+/// `FunctionInitializationContext`): the operator state store, whether the
+/// subtask was restored, and the raw state restored to it.
+pub struct FunctionInitializationContext<'a> {
+    info: &'a TaskInfo,
+    store: &'a mut OperatorStateStore,
+    restored_checkpoint: Option<u64>,
+    checkpointing: bool,
+}
+
+impl<'a> FunctionInitializationContext<'a> {
+    /// A context over `store`.
+    pub fn new(
+        info: &'a TaskInfo,
+        store: &'a mut OperatorStateStore,
+        restored_checkpoint: Option<u64>,
+        checkpointing: bool,
+    ) -> Self {
+        FunctionInitializationContext {
+            info,
+            store,
+            restored_checkpoint,
+            checkpointing,
+        }
+    }
+
+    /// Who is running.
+    pub fn task_info(&self) -> &TaskInfo {
+        self.info
+    }
+
+    /// True when the job started from a checkpoint or savepoint, so state
+    /// registered now holds what was restored (Flink's `isRestored()`).
+    pub fn is_restored(&self) -> bool {
+        self.restored_checkpoint.is_some()
+    }
+
+    /// The checkpoint the job was restored from.
+    pub fn restored_checkpoint_id(&self) -> Option<u64> {
+        self.restored_checkpoint
+    }
+
+    /// True when checkpointing is on: side effects should wait for
+    /// checkpoints to complete (and be committed on their notification).
+    pub fn is_checkpointing_enabled(&self) -> bool {
+        self.checkpointing
+    }
+
+    /// Where list, union list and broadcast state are registered.
+    pub fn operator_state_store(&mut self) -> &mut OperatorStateStore {
+        self.store
+    }
+
+    /// Raw operator state restored to this subtask (one part per old
+    /// subtask assigned to it).
+    pub fn raw_operator_state(&self) -> &[Vec<u8>] {
+        self.store.restored_raw_operator_state()
+    }
+
+    /// Raw keyed state restored to this subtask, per key group of its range.
+    pub fn raw_keyed_state(&self) -> &[(floe_core::KeyGroup, Vec<u8>)] {
+        self.store.restored_raw_keyed_state()
+    }
+}
+
+impl OperatorStateAccess for FunctionInitializationContext<'_> {
+    fn operator_state_store(&mut self) -> &mut OperatorStateStore {
+        self.store
+    }
+}
+
+impl OperatorStateRead for FunctionInitializationContext<'_> {
+    fn operator_state_store_ref(&self) -> &OperatorStateStore {
+        self.store
+    }
+}
+
+/// Handed to a function's `snapshot_state` (Flink's
+/// `FunctionSnapshotContext`): the checkpoint being taken, operator state
+/// to bring up to date, and the outputs for raw state.
+pub struct FunctionSnapshotContext<'a> {
+    info: &'a TaskInfo,
+    store: &'a mut OperatorStateStore,
+    checkpoint_id: u64,
+    timestamp_ms: u64,
+}
+
+impl<'a> FunctionSnapshotContext<'a> {
+    /// A context for checkpoint `checkpoint_id`.
+    pub fn new(
+        info: &'a TaskInfo,
+        store: &'a mut OperatorStateStore,
+        checkpoint_id: u64,
+        timestamp_ms: u64,
+    ) -> Self {
+        FunctionSnapshotContext {
+            info,
+            store,
+            checkpoint_id,
+            timestamp_ms,
+        }
+    }
+
+    /// Who is running.
+    pub fn task_info(&self) -> &TaskInfo {
+        self.info
+    }
+
+    /// The checkpoint being taken.
+    pub fn checkpoint_id(&self) -> u64 {
+        self.checkpoint_id
+    }
+
+    /// When the coordinator triggered it (ms since the epoch).
+    pub fn checkpoint_timestamp(&self) -> u64 {
+        self.timestamp_ms
+    }
+
+    /// Raw operator state of this subtask for this checkpoint (a custom
+    /// operator's own bytes).
+    pub fn raw_operator_output(&mut self) -> &mut Vec<u8> {
+        self.store.raw_operator_output()
+    }
+
+    /// Raw keyed state of key group `kg` (one of this subtask's) for this
+    /// checkpoint; restored to whichever subtask owns `kg` then.
+    pub fn raw_keyed_output(
+        &mut self,
+        kg: floe_core::KeyGroup,
+    ) -> Result<&mut Vec<u8>, floe_state::StateError> {
+        self.store.raw_keyed_output(kg)
+    }
+}
+
+impl OperatorStateAccess for FunctionSnapshotContext<'_> {
+    fn operator_state_store(&mut self) -> &mut OperatorStateStore {
+        self.store
+    }
+}
+
+impl OperatorStateRead for FunctionSnapshotContext<'_> {
+    fn operator_state_store_ref(&self) -> &OperatorStateStore {
+        self.store
     }
 }

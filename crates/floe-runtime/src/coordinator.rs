@@ -31,6 +31,8 @@ pub enum StateFileKind {
     Keyed,
     /// In-flight records of an unaligned checkpoint.
     Channel,
+    /// Operator state (list, union list, broadcast, raw) of one subtask.
+    Operator,
 }
 
 /// Where checkpoint files go; implemented over object stores by
@@ -77,6 +79,8 @@ pub struct SubtaskStateMeta {
     pub keyed: Option<StateFile>,
     /// Small raw state (a source position), inlined.
     pub raw: Option<Vec<u8>>,
+    /// Its operator state file.
+    pub operator: Option<StateFile>,
     /// In-flight records of an unaligned checkpoint, replayed into this
     /// operator subtask before new input.
     pub channel: Option<StateFile>,
@@ -125,6 +129,10 @@ impl CheckpointMetadata {
                 }
                 if let Some(raw) = &s.raw {
                     op.raw.insert(s.subtask, Arc::new(raw.clone()));
+                }
+                if let Some(f) = &s.operator {
+                    op.operator
+                        .push(Arc::new(store.read_state(f, StateFileKind::Operator)?));
                 }
             }
             restored.operators.insert(uid.clone(), op);
@@ -297,7 +305,8 @@ pub enum CoordinatorEvent {
         /// Why.
         reason: String,
     },
-    /// A task ended: no checkpoint including it can complete any more.
+    /// A task's input ended and its chain finished; it stays to take part
+    /// in checkpoints until the job's final checkpoint completes.
     TaskFinished(usize),
     /// The job is over: stop.
     Shutdown,
@@ -360,16 +369,45 @@ impl SnapshotUploader {
         store: &dyn CheckpointStore,
     ) -> Result<(Vec<(String, SubtaskStateMeta)>, u64, AckStats), String> {
         let id = snapshot.barrier.id;
-        let mut states = Vec::with_capacity(snapshot.operators.len() + 1);
+        let mut states: Vec<(String, SubtaskStateMeta)> =
+            Vec::with_capacity(snapshot.operators.len() + 1);
         let mut stats = AckStats::default();
         let mut bytes = 0;
-        for op in snapshot.operators {
-            let mut meta = SubtaskStateMeta {
-                subtask: op.subtask,
-                keyed: None,
-                raw: None,
-                channel: None,
+        // One metadata entry per (uid, subtask), whatever kinds of state
+        // the operator contributed.
+        fn entry<'a>(
+            states: &'a mut Vec<(String, SubtaskStateMeta)>,
+            uid: &str,
+            subtask: u32,
+        ) -> &'a mut SubtaskStateMeta {
+            let i = match states
+                .iter()
+                .position(|(u, m)| u == uid && m.subtask == subtask)
+            {
+                Some(i) => i,
+                None => {
+                    states.push((
+                        uid.to_string(),
+                        SubtaskStateMeta {
+                            subtask,
+                            keyed: None,
+                            raw: None,
+                            operator: None,
+                            channel: None,
+                        },
+                    ));
+                    states.len() - 1
+                }
             };
+            &mut states[i].1
+        }
+        let write_bytes = |name: &str, kind: StateFileKind, payload: &[u8]| {
+            store.write_state(id, name, kind, payload.len(), &mut |out| {
+                out.extend_from_slice(payload);
+                Ok(())
+            })
+        };
+        for op in snapshot.operators {
             let size = match op.state {
                 OperatorState::Keyed(k) => {
                     let name = format!("{}-{}-keyed", op.uid, op.subtask);
@@ -381,50 +419,33 @@ impl SnapshotUploader {
                         &mut |out| k.encode_into(out).map_err(|e| e.to_string()),
                     )?;
                     let size = file.size;
-                    meta.keyed = Some(file);
+                    entry(&mut states, &op.uid, op.subtask).keyed = Some(file);
+                    size
+                }
+                OperatorState::Operator(payload) => {
+                    let name = format!("{}-{}-operator", op.uid, op.subtask);
+                    let file = write_bytes(&name, StateFileKind::Operator, &payload)?;
+                    let size = file.size;
+                    entry(&mut states, &op.uid, op.subtask).operator = Some(file);
                     size
                 }
                 OperatorState::Raw(raw) => {
                     let size = raw.len() as u64;
-                    meta.raw = Some(raw);
+                    entry(&mut states, &op.uid, op.subtask).raw = Some(raw);
                     size
                 }
             };
             bytes += size;
             stats.operator_bytes.push((op.uid.to_string(), size));
-            states.push((op.uid.to_string(), meta));
         }
         if let Some((uid, subtask, records)) = snapshot.channel_state {
             let name = format!("{uid}-{subtask}-channel");
-            let file = store.write_state(
-                id,
-                &name,
-                StateFileKind::Channel,
-                records.len(),
-                &mut |out| {
-                    out.extend_from_slice(&records);
-                    Ok(())
-                },
-            )?;
+            let file = write_bytes(&name, StateFileKind::Channel, &records)?;
             bytes += file.size;
             stats.channel_bytes = file.size;
             stats.operator_bytes.push((uid.to_string(), file.size));
             // Beside the head operator's own state, when it has any.
-            match states
-                .iter_mut()
-                .find(|(u, m)| **u == *uid && m.subtask == subtask)
-            {
-                Some((_, meta)) => meta.channel = Some(file),
-                None => states.push((
-                    uid.to_string(),
-                    SubtaskStateMeta {
-                        subtask,
-                        keyed: None,
-                        raw: None,
-                        channel: Some(file),
-                    },
-                )),
-            }
+            entry(&mut states, &uid, subtask).channel = Some(file);
         }
         Ok((states, bytes, stats))
     }
@@ -458,6 +479,10 @@ pub struct CheckpointCoordinator {
     next_id: u64,
     pending: BTreeMap<u64, Pending>,
     finished_tasks: HashSet<usize>,
+    /// Once every task finished: the checkpoint taken after that, whose
+    /// completion ends the job (two-phase-commit sinks commit their last
+    /// transaction on its notification).
+    final_checkpoint: Option<u64>,
     consecutive_failures: u32,
     last_trigger: Option<Instant>,
     last_completion: Option<Instant>,
@@ -498,6 +523,7 @@ impl CheckpointCoordinator {
             next_id: last_id + 1,
             pending: BTreeMap::new(),
             finished_tasks: HashSet::new(),
+            final_checkpoint: None,
             consecutive_failures: 0,
             last_trigger: None,
             last_completion: None,
@@ -597,6 +623,10 @@ impl CheckpointCoordinator {
         let Some(p) = self.pending.remove(&id) else {
             return Ok(());
         };
+        if self.final_checkpoint == Some(id) {
+            // Taken again right away.
+            self.final_checkpoint = None;
+        }
         if counts {
             tracing::warn!(checkpoint = id, "checkpoint failed: {reason}");
         } else {
@@ -665,7 +695,17 @@ impl CheckpointCoordinator {
                 tracing::warn!(checkpoint = old, "cannot discard subsumed checkpoint: {e}");
             }
         }
+        floe_core::failpoint::hit("checkpoint.after-metadata");
         self.notify(CheckpointNotification::Complete(id));
+        if self.final_checkpoint.is_some_and(|f| f <= id) {
+            tracing::debug!(
+                checkpoint = id,
+                "final checkpoint completed; ending the job"
+            );
+            for (tx, _) in &self.tasks {
+                let _ = tx.send(TaskCommand::Terminate);
+            }
+        }
         Ok(())
     }
 
@@ -710,20 +750,6 @@ impl CheckpointCoordinator {
             } => self.abort(checkpoint_id, reason, true)?,
             CoordinatorEvent::TaskFinished(task) => {
                 self.finished_tasks.insert(task);
-                let stuck: Vec<u64> = self
-                    .pending
-                    .iter()
-                    .filter(|(_, p)| !p.acked.contains(&task))
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in stuck {
-                    // Not a failure of the job: the input ended first.
-                    self.abort(
-                        id,
-                        format!("task {task} finished before acknowledging"),
-                        false,
-                    )?;
-                }
             }
             CoordinatorEvent::Shutdown => {
                 let pending: Vec<u64> = self.pending.keys().copied().collect();
@@ -757,11 +783,16 @@ impl CheckpointCoordinator {
                 )?;
             }
             let due = self.next_trigger(started);
-            if now >= due
-                && self.pending.len() < self.max_concurrent()
-                && self.finished_tasks.is_empty()
-            {
+            // Every task finished: the final checkpoint is due at once (its
+            // state is the end state of the job, and its completion lets
+            // side effects held for checkpoints go out).
+            let final_due =
+                self.finished_tasks.len() == self.tasks.len() && self.final_checkpoint.is_none();
+            if (now >= due || final_due) && self.pending.len() < self.max_concurrent() {
                 self.trigger();
+                if final_due {
+                    self.final_checkpoint = Some(self.last_triggered());
+                }
                 continue;
             }
             let wait = due
@@ -798,6 +829,7 @@ fn state_file_name(name: &str) -> String {
 fn file_kind(kind: StateFileKind) -> floe_checkpoint::FileKind {
     match kind {
         StateFileKind::Keyed => floe_checkpoint::FileKind::KeyedState,
+        StateFileKind::Operator => floe_checkpoint::FileKind::OperatorState,
         StateFileKind::Channel => floe_checkpoint::FileKind::ChannelState,
     }
 }

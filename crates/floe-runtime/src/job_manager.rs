@@ -428,6 +428,7 @@ impl JobClient {
         tracing::info!(job_id = %self.job_id, job = %self.job_name, tasks = drivers.len(), restored = restore.as_ref().map(|r| r.checkpoint_id), "deploying job");
         let init = TaskInit {
             restore: restore.clone(),
+            checkpointing: self.manager.settings.checkpointing.is_some(),
         };
         let (tx, rx) = crossbeam_channel::unbounded();
         let tm = TaskManager::new(tx);
@@ -446,6 +447,7 @@ impl JobClient {
             let mut tasks = Vec::new();
             for (env, (_, is_source, _)) in envs.iter_mut().zip(&drivers) {
                 env.snapshots = Some(snap_tx.clone());
+                env.coordinator = Some(event_tx.clone());
                 env.alignment = settings.alignment;
                 let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
                 env.commands = Some(cmd_rx);
@@ -589,6 +591,19 @@ impl JobClient {
             let mut cancelled = false;
             let mut remaining = run.threads.len();
             while remaining > 0 {
+                // A coordinator that gave up (too many failed checkpoints)
+                // fails the run — also while finished tasks wait for the
+                // final checkpoint and report nothing.
+                if failure.is_none()
+                    && run
+                        .coordinator
+                        .as_ref()
+                        .is_some_and(|(_, h)| h.is_finished())
+                    && let Some(f) = self.stop_checkpointing(&mut run)
+                {
+                    run.cancel.cancel();
+                    failure = Some(f.into_failure());
+                }
                 let report = crossbeam_channel::select! {
                     recv(run.reports) -> r => match r { Ok(r) => r, Err(_) => break },
                     default(Duration::from_millis(100)) => {
@@ -600,11 +615,7 @@ impl JobClient {
                 };
                 remaining -= 1;
                 match report.result {
-                    Ok(()) => {
-                        if let Some((events, _)) = &run.coordinator {
-                            let _ = events.send(CoordinatorEvent::TaskFinished(report.task));
-                        }
-                    }
+                    Ok(()) => {}
                     Err(TaskError::Operator(f)) => {
                         tracing::info!(task = %report.name, "task failed: {f}");
                         run.cancel.cancel();
@@ -614,18 +625,6 @@ impl JobClient {
                         cancelled = true;
                         run.cancel.cancel();
                     }
-                }
-                // A coordinator that gave up (too many failed checkpoints)
-                // fails the run.
-                if failure.is_none()
-                    && run
-                        .coordinator
-                        .as_ref()
-                        .is_some_and(|(_, h)| h.is_finished())
-                    && let Some(f) = self.stop_checkpointing(&mut run)
-                {
-                    run.cancel.cancel();
-                    failure = Some(f.into_failure());
                 }
             }
             for t in std::mem::take(&mut run.threads) {

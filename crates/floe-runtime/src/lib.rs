@@ -23,18 +23,24 @@ pub mod coordinator;
 pub mod error;
 pub mod graph;
 pub mod job_manager;
+pub mod managed_state;
 pub mod operator;
 pub mod restart;
 pub mod sink;
 pub mod source;
 pub mod task;
 pub mod task_manager;
+pub mod two_phase;
 pub mod writer;
 
-pub use context::{KeyedContext, RuntimeContext, TaskInfo};
+pub use context::{
+    FunctionInitializationContext, FunctionSnapshotContext, KeyedContext, RuntimeContext, TaskInfo,
+};
 pub use error::{FailureCause, JobError, OperatorFailure, TaskError};
 pub use graph::{JobGraph, Partitioning, VertexId};
 pub use job_manager::{JobExecutionResult, JobManager};
+pub use managed_state::ManagedOperatorState;
 pub use operator::{Operator, OperatorMeta};
 pub use sink::SinkWriter;
 pub use source::{Source, SourceReader, SourceStatus};
+pub use two_phase::{TwoPhaseCommitSink, TwoPhaseCommitSinkWriter};

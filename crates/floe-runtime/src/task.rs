@@ -273,20 +273,23 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> InputTask<T> {
 }
 
 /// Passes checkpoint notifications that arrived since the last look down a
-/// chain fed by input channels (only sources are triggered).
+/// chain fed by input channels (only sources are triggered). True when the
+/// job told its finished tasks to exit.
 fn deliver_notifications<T>(
     head: &mut dyn Operator<T>,
     env: &TaskEnvironment,
-) -> Result<(), TaskError> {
+) -> Result<bool, TaskError> {
     let Some(commands) = &env.commands else {
-        return Ok(());
+        return Ok(false);
     };
     while let Ok(cmd) = commands.try_recv() {
-        if let TaskCommand::Notify(n) = cmd {
-            head.notify_checkpoint(n)?;
+        match cmd {
+            TaskCommand::Notify(n) => head.notify_checkpoint(n)?,
+            TaskCommand::Terminate => return Ok(true),
+            TaskCommand::TriggerCheckpoint(_) => {}
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T> {
@@ -296,11 +299,14 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T>
         info.guard_task(|| {
             self.head.open(&env.init)?;
             self.replay_channel_state(env)?;
+            let mut finished = false;
             loop {
                 if env.cancel.is_cancelled() {
                     return Err(TaskError::Cancelled);
                 }
-                deliver_notifications(self.head.as_mut(), env)?;
+                if deliver_notifications(self.head.as_mut(), env)? && finished {
+                    return Ok(());
+                }
                 let deadline = self.check_alignment_timeout(&mut aligner, env)?;
                 match self.gate.poll()? {
                     GateEvent::Message(_, StreamMessage::Records(mut batch)) => {
@@ -309,6 +315,15 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T>
                     GateEvent::Message(ch, StreamMessage::Watermark(wm)) => {
                         if let Some(wm) = self.valve.update(ch, wm) {
                             self.head.process_watermark(wm)?;
+                        }
+                    }
+                    GateEvent::Message(ch, StreamMessage::Barrier(b)) if self.gate.is_ended(ch) => {
+                        // A checkpoint taken after this channel ended: it
+                        // counts as delivered, unless every channel ended —
+                        // then all input is in the state, so snapshot now.
+                        if self.gate.all_ended() && b.id > self.last_started {
+                            let snapshot = self.snapshot(b)?;
+                            env.submit(snapshot)?;
                         }
                     }
                     GateEvent::Message(ch, StreamMessage::Barrier(b)) => {
@@ -328,7 +343,14 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T>
                     }
                     GateEvent::Ended => {
                         self.finish_unaligned(env)?;
-                        return self.head.finish();
+                        self.head.finish()?;
+                        if !env.awaits_final_checkpoint() {
+                            return Ok(());
+                        }
+                        // Stay for the checkpoints still to come (the
+                        // job's final one commits what sinks hold).
+                        env.report_finished();
+                        finished = true;
                     }
                 }
                 self.finish_unaligned(env)?;
@@ -364,16 +386,21 @@ impl<T: Send> SourceTask<T> {
 
 impl<T: Send> SourceTask<T> {
     /// Injects a barrier: the reader's position is this operator's part of
-    /// the snapshot, then the barrier runs down the chain.
+    /// the snapshot, then the barrier runs down the chain. `end` is the
+    /// position at the end of the input, once the reader finished.
     fn checkpoint(
         &mut self,
         barrier: CheckpointBarrier,
+        end: Option<&[u8]>,
         env: &TaskEnvironment,
     ) -> Result<(), TaskError> {
         let info = &self.info;
         let reader = &mut self.reader;
         let started = Instant::now();
-        let position = info.guard(|| reader.snapshot_state())?;
+        let position = match end {
+            Some(p) => p.to_vec(),
+            None => info.guard(|| reader.snapshot_state())?,
+        };
         let mut snapshot = TaskSnapshot::new(barrier);
         snapshot.operators.push(OperatorSnapshot {
             uid: info.uid.clone(),
@@ -392,11 +419,40 @@ impl<T: Send> SourceTask<T> {
         };
         while let Ok(cmd) = commands.try_recv() {
             match cmd {
-                TaskCommand::TriggerCheckpoint(barrier) => self.checkpoint(barrier, env)?,
+                TaskCommand::TriggerCheckpoint(barrier) => self.checkpoint(barrier, None, env)?,
                 TaskCommand::Notify(n) => self.head.notify_checkpoint(n)?,
+                // Only sent to finished tasks.
+                TaskCommand::Terminate => {}
             }
         }
         Ok(())
+    }
+
+    /// After the input ended: takes part in checkpoints (at the end
+    /// position) until the job's final checkpoint completed.
+    fn await_final_checkpoint(
+        &mut self,
+        end: Vec<u8>,
+        env: &TaskEnvironment,
+    ) -> Result<(), TaskError> {
+        let Some(commands) = env.commands.clone() else {
+            return Ok(());
+        };
+        env.report_finished();
+        loop {
+            if env.cancel.is_cancelled() {
+                return Err(TaskError::Cancelled);
+            }
+            match commands.recv_timeout(CANCEL_POLL) {
+                Ok(TaskCommand::TriggerCheckpoint(b)) => self.checkpoint(b, Some(&end), env)?,
+                Ok(TaskCommand::Notify(n)) => self.head.notify_checkpoint(n)?,
+                Ok(TaskCommand::Terminate) => return Ok(()),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err(TaskError::Cancelled);
+                }
+            }
+        }
     }
 
     fn run_loop(&mut self, env: &TaskEnvironment) -> Result<(), TaskError> {
@@ -434,10 +490,20 @@ impl<T: Send> TaskDriver for SourceTask<T> {
             }
             info.guard(|| self.reader.open(&info))?;
             let result = self.run_loop(env);
+            let end = match &result {
+                Ok(()) if env.awaits_final_checkpoint() => {
+                    Some(info.guard(|| self.reader.snapshot_state())?)
+                }
+                _ => None,
+            };
             let closed = info.guard(|| self.reader.close());
             result?;
             closed?;
-            self.head.finish()
+            self.head.finish()?;
+            match end {
+                Some(end) => self.await_final_checkpoint(end, env),
+                None => Ok(()),
+            }
         })
     }
 }

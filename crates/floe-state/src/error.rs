@@ -84,4 +84,27 @@ pub enum StateError {
         /// The codec's reason.
         reason: String,
     },
+    /// An operator state name registered (or restored) with another
+    /// redistribution mode or type.
+    #[error("operator state '{name}' is {existing}; cannot use it as {requested}: {reason}")]
+    IncompatibleOperatorState {
+        /// The state name.
+        name: String,
+        /// Mode and type it has.
+        existing: String,
+        /// Mode and type requested now.
+        requested: String,
+        /// Why they do not fit.
+        reason: String,
+    },
+    /// A state handle used with another operator's store.
+    #[error(
+        "{what} handle used with the state of operator '{operator}', which did not register it"
+    )]
+    ForeignHandle {
+        /// What kind of handle.
+        what: String,
+        /// The operator whose store it was used with.
+        operator: String,
+    },
 }

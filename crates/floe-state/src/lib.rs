@@ -14,6 +14,8 @@
 //!   implementation behind it.
 //! - [`handles`]: `ValueState`, `ListState`, `MapState`, `ReducingState`,
 //!   `AggregatingState`.
+//! - [`operator`]: operator state (list, union list, broadcast) and raw
+//!   state, redistributed by mode when the parallelism changes.
 
 pub mod backend;
 pub mod codec;
@@ -21,6 +23,7 @@ pub mod descriptor;
 pub mod error;
 pub mod handles;
 pub mod key_group;
+pub mod operator;
 pub mod snapshot;
 
 pub use backend::{KeyedStateAccess, KeyedStateBackend, StateBackendKind};
@@ -31,6 +34,10 @@ pub use descriptor::{
 pub use error::StateError;
 pub use handles::{AggregatingState, ListState, MapState, ReducingState, ValueState};
 pub use key_group::{KeyGroupRange, KeyGroupRouter, key_group_for_key, key_hash};
+pub use operator::{
+    BroadcastState, OperatorListState, OperatorStateAccess, OperatorStateMode, OperatorStateRead,
+    OperatorStateStore,
+};
 pub use snapshot::{KeyedStateFile, KeyedStateSnapshot, StateMeta};
 
 use serde::Serialize;

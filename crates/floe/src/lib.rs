@@ -42,18 +42,21 @@ pub use floe_api::{DataStream, JobArgs, KeyedStream, StreamEnvironment};
 pub mod prelude {
     pub use floe_api::functions::{SinkWriter, Source, SourceReader, SourceStatus};
     pub use floe_api::{
-        Collector, DataStream, JobArgs, KeyedProcessFunction, KeyedStream, RichFlatMapFunction,
-        RichMapFunction, StreamEnvironment,
+        Collector, DataStream, JobArgs, KeyedProcessFunction, KeyedStream, ProcessContext,
+        ProcessFunction, RichFlatMapFunction, RichMapFunction, StreamEnvironment,
     };
     pub use floe_connectors::{
-        CollectSink, CollectionSource, GeneratorSource, LineFormat, SocketTextSource, StdoutSink,
-        TextFileSink, TextFileSource,
+        CollectSink, CollectionSource, FileSink, GeneratorSource, LineFormat, SocketTextSource,
+        StdoutSink, TextFileSink, TextFileSource,
     };
-    pub use floe_runtime::{KeyedContext, RuntimeContext, TaskInfo};
+    pub use floe_runtime::{
+        FunctionInitializationContext, FunctionSnapshotContext, KeyedContext, RuntimeContext,
+        TaskInfo, TwoPhaseCommitSink, TwoPhaseCommitSinkWriter,
+    };
     pub use floe_state::{
-        AggregateFunction, AggregatingState, AggregatingStateDescriptor, ListState,
-        ListStateDescriptor, MapState, MapStateDescriptor, ReducingState, ReducingStateDescriptor,
-        StateBackendKind, ValueState, ValueStateDescriptor,
+        AggregateFunction, AggregatingState, AggregatingStateDescriptor, BroadcastState, ListState,
+        ListStateDescriptor, MapState, MapStateDescriptor, OperatorListState, ReducingState,
+        ReducingStateDescriptor, StateBackendKind, ValueState, ValueStateDescriptor,
     };
 }
 

@@ -20,7 +20,8 @@ pub struct Args {
     /// File of `<key> <value>` lines (unsigned integers).
     #[arg(long)]
     pub input: Option<std::path::PathBuf>,
-    /// Write `<key> <average>` lines to this file instead of stdout.
+    /// Write `<key> <average>` lines into part files in this directory
+    /// (exactly once with checkpointing) instead of stdout.
     #[arg(long)]
     pub output: Option<std::path::PathBuf>,
 }

@@ -23,7 +23,8 @@ pub struct Args {
     /// Limit the source to this many records per second in total.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Write `<key> <count>` lines to this file instead of stdout.
+    /// Write `<key> <count>` lines into part files in this directory
+    /// (exactly once with checkpointing) instead of stdout.
     #[arg(long)]
     pub output: Option<std::path::PathBuf>,
 }

@@ -48,8 +48,10 @@ pub fn parse_job_args<P: Parser>(name: &str, args: &JobArgs) -> P {
     P::parse_from(std::iter::once(name.to_string()).chain(args.job_args().iter().cloned()))
 }
 
-/// Writes `<a> <b>` lines for a stream of pairs: to `output` (one file, so a
-/// sink of parallelism 1; replaced if it exists) or to stdout.
+/// Writes `<a> <b>` lines for a stream of pairs: to part files in the
+/// directory `output` through the exactly-once [`FileSink`] (committed on
+/// each completed checkpoint, or at the end without checkpointing), or to
+/// stdout.
 pub fn write_pairs<A, B>(stream: &DataStream<(A, B)>, output: Option<&Path>)
 where
     A: std::fmt::Display + 'static,
@@ -61,13 +63,9 @@ where
         let _ = write!(buf, "{a} {b}");
     });
     match output {
-        Some(path) => stream
-            .sink_to(
-                TextFileSink::with_format(path, format).overwrite(true),
-                "Text File",
-            )
-            .uid("text-file-sink")
-            .set_parallelism(1),
+        Some(dir) => stream
+            .sink_to(FileSink::for_row_format(dir, format).build(), "File Sink")
+            .uid("file-sink"),
         None => stream
             .sink_to(StdoutSink::with_format(format), "Print to Std. Out")
             .uid("stdout-sink"),

@@ -1,4 +1,4 @@
-//! Word count: `floe run wordcount (--input <file> | --socket <host:port>) [--output <path>] [-p N]`.
+//! Word count: `floe run wordcount (--input <file> | --socket <host:port>) [--output <dir>] [-p N]`.
 //!
 //! Prints one line per update, `<word> <count>`; a word is a maximal run of
 //! non-whitespace characters, case kept. The last line of a word carries its
@@ -21,7 +21,8 @@ pub struct Args {
     /// host:port of a text server to read lines from (e.g. `nc -lk 7000`).
     #[arg(long)]
     pub socket: Option<String>,
-    /// Write `<word> <count>` lines to this file instead of stdout.
+    /// Write `<word> <count>` lines into part files in this directory
+    /// (exactly once with checkpointing) instead of stdout.
     #[arg(long)]
     pub output: Option<std::path::PathBuf>,
 }
@@ -33,7 +34,7 @@ pub fn run(args: JobArgs) -> anyhow::Result<()> {
     let lines = match (&opts.input, &opts.socket) {
         (Some(path), _) => {
             let source = TextFileSource::new([path]);
-            // Fail before the job starts, so a bad --input does not truncate --output.
+            // Fail before the job starts, with a clear error naming the input.
             source.files()?;
             env.from_source(source, "Text File").uid("text-file-source")
         }

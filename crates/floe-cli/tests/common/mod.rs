@@ -467,3 +467,25 @@ pub fn deployed_tasks(out: &Output) -> u32 {
         .unwrap_or_else(|| panic!("no tasks= in {line:?}"));
     n.parse().expect("tasks=N")
 }
+
+/// The output a file sink committed in `dir`: its part files (names not
+/// starting with `.`) read in name order. Panics when uncommitted files
+/// are left behind (`.`-prefixed in-progress or pending files), since a
+/// job that ended normally commits everything.
+pub fn read_committed(dir: &Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list output directory {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let hidden: Vec<&String> = names.iter().filter(|n| n.starts_with('.')).collect();
+    assert!(
+        hidden.is_empty(),
+        "uncommitted files left in {}: {hidden:?}",
+        dir.display()
+    );
+    names
+        .iter()
+        .map(|n| std::fs::read_to_string(dir.join(n)).unwrap())
+        .collect()
+}
