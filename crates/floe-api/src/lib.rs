@@ -10,12 +10,18 @@
 //! [`functions`] are cloned once per subtask, as Flink serializes a function
 //! once per parallel instance.
 
+pub mod broadcast;
 pub mod env;
 pub mod functions;
 pub mod job_args;
 mod operators;
 pub mod stream;
 
+pub use broadcast::{
+    BroadcastConnectedStream, BroadcastContext, BroadcastProcessFunction, BroadcastStream,
+    KeyedBroadcastConnectedStream, KeyedBroadcastContext, KeyedBroadcastProcessFunction,
+    KeyedReadOnlyContext, ReadOnlyContext, TwoInput,
+};
 pub use env::StreamEnvironment;
 pub use functions::{
     Collector, KeyedProcessFunction, ProcessContext, ProcessFunction, RichFlatMapFunction,

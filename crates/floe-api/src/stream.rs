@@ -46,14 +46,14 @@ impl<T> Clone for DataStream<T> {
 
 /// Wraps a `Clone + Send` value so a `Send + Sync` factory can hand out one
 /// clone per subtask (factories only run while the job is built).
-struct Prototype<F>(Mutex<F>);
+pub(crate) struct Prototype<F>(Mutex<F>);
 
 impl<F: Clone> Prototype<F> {
-    fn new(f: F) -> Arc<Self> {
+    pub(crate) fn new(f: F) -> Arc<Self> {
         Arc::new(Prototype(Mutex::new(f)))
     }
 
-    fn instance(&self) -> F {
+    pub(crate) fn instance(&self) -> F {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
@@ -98,6 +98,20 @@ impl<T: Record> DataStream<T> {
     /// The environment this stream belongs to.
     pub fn environment(&self) -> &StreamEnvironment {
         &self.env
+    }
+
+    /// The producing vertices (several after `union`).
+    pub(crate) fn inputs(&self) -> Vec<(usize, Option<Partitioning>)> {
+        self.inputs.clone()
+    }
+
+    /// The stream produced by vertex `id`.
+    pub(crate) fn from_vertex(env: StreamEnvironment, id: usize) -> Self {
+        DataStream {
+            env,
+            inputs: vec![(id, None)],
+            _t: PhantomData,
+        }
     }
 
     fn single_vertex(&self, what: &str) -> usize {
@@ -342,6 +356,28 @@ pub struct KeyedStream<T, K, KS> {
     stream: DataStream<T>,
     key_selector: KS,
     _k: PhantomData<fn() -> K>,
+}
+
+impl<T, K, KS: Clone> Clone for KeyedStream<T, K, KS> {
+    fn clone(&self) -> Self {
+        KeyedStream {
+            stream: self.stream.clone(),
+            key_selector: self.key_selector.clone(),
+            _k: PhantomData,
+        }
+    }
+}
+
+impl<T, K, KS> KeyedStream<T, K, KS> {
+    /// The stream before partitioning.
+    pub(crate) fn stream(&self) -> &DataStream<T> {
+        &self.stream
+    }
+
+    /// The key selector.
+    pub(crate) fn key_selector(&self) -> &KS {
+        &self.key_selector
+    }
 }
 
 impl<T: Record, K: Key, KS> KeyedStream<T, K, KS>

@@ -148,6 +148,9 @@ struct FrozenHeapTable<K, S> {
 /// different per-key types side by side.
 pub(crate) trait ErasedHeapTable: Send {
     fn sizes(&self) -> Vec<usize>;
+    /// Every key with an entry and its key group's offset, as a boxed
+    /// `Vec<(K, usize)>`.
+    fn keys_any(&self) -> Box<dyn std::any::Any>;
     /// The synchronous part of a snapshot: shares every key group's map
     /// with the snapshot (copy-on-write from now on).
     fn freeze(&mut self) -> Box<dyn FrozenTable>;
@@ -185,6 +188,16 @@ impl<S: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> StateStora
 impl<K: Key, S: StateStorage> ErasedHeapTable for HeapTable<K, S> {
     fn sizes(&self) -> Vec<usize> {
         self.groups.iter().map(|g| g.len()).collect()
+    }
+
+    fn keys_any(&self) -> Box<dyn std::any::Any> {
+        let keys: Vec<(K, usize)> = self
+            .groups
+            .iter()
+            .enumerate()
+            .flat_map(|(o, g)| g.keys().map(move |k| (k.clone(), o)))
+            .collect();
+        Box::new(keys)
     }
 
     fn freeze(&mut self) -> Box<dyn FrozenTable> {
@@ -478,6 +491,25 @@ impl<K: Key> KeyedStateBackend<K> {
     /// Names and kinds of the registered states, in registration order.
     pub fn registered_states(&self) -> impl Iterator<Item = (&str, StateKind)> {
         self.registrations.iter().map(|r| (r.name.as_str(), r.kind))
+    }
+
+    /// Every key that holds a value in state `name`, with its key group
+    /// (Flink's `applyToKeyedState` visits these). `None` for an unknown
+    /// name.
+    pub fn keys(&self, name: &str) -> Option<Vec<(K, KeyGroup)>> {
+        let idx = self.registrations.iter().position(|r| r.name == name)?;
+        let keys = match &self.store {
+            Store::Heap(tables) => tables[idx].keys_any(),
+        };
+        let keys = keys
+            .downcast::<Vec<(K, usize)>>()
+            .expect("a table of this backend's key type");
+        let start = self.range.start;
+        Some(
+            keys.into_iter()
+                .map(|(k, o)| (k, start + o as KeyGroup))
+                .collect(),
+        )
     }
 
     /// Number of keys that hold a value in state `name`, per key group of this

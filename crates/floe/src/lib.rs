@@ -42,8 +42,10 @@ pub use floe_api::{DataStream, JobArgs, KeyedStream, StreamEnvironment};
 pub mod prelude {
     pub use floe_api::functions::{SinkWriter, Source, SourceReader, SourceStatus};
     pub use floe_api::{
-        Collector, DataStream, JobArgs, KeyedProcessFunction, KeyedStream, ProcessContext,
-        ProcessFunction, RichFlatMapFunction, RichMapFunction, StreamEnvironment,
+        BroadcastContext, BroadcastProcessFunction, BroadcastStream, Collector, DataStream,
+        JobArgs, KeyedBroadcastContext, KeyedBroadcastProcessFunction, KeyedProcessFunction,
+        KeyedReadOnlyContext, KeyedStream, ProcessContext, ProcessFunction, ReadOnlyContext,
+        RichFlatMapFunction, RichMapFunction, StreamEnvironment,
     };
     pub use floe_connectors::{
         CollectSink, CollectionSource, FileSink, GeneratorSource, LineFormat, SocketTextSource,

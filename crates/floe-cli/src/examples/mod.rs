@@ -1,6 +1,8 @@
 //! Example jobs, runnable as `floe run <name> [args]`.
 
+pub mod buffering_sink;
 pub mod count_window_average;
+pub mod dynamic_rules;
 pub mod keyed_count;
 pub mod wordcount;
 
@@ -25,6 +27,16 @@ pub const EXAMPLES: &[(&str, &str, JobMain)] = &[
         "keyed-count",
         "Running count per key over generated records",
         keyed_count::run,
+    ),
+    (
+        "dynamic-rules",
+        "Matches user actions against broadcast patterns (broadcast state)",
+        dynamic_rules::run,
+    ),
+    (
+        "buffering-sink",
+        "Buffers records in a sink, kept in operator ListState across failures",
+        buffering_sink::run,
     ),
     (
         "count-window-average",

@@ -1,0 +1,824 @@
+//! The broadcast state pattern (Flink's `BroadcastStream`,
+//! `BroadcastProcessFunction`, `KeyedBroadcastProcessFunction`).
+//!
+//! A low-volume stream (rules, patterns, configuration) is broadcast to
+//! every subtask of an operator that also reads a regular or keyed stream.
+//! Broadcast elements may change the operator's broadcast state — a map
+//! every subtask holds a copy of — while regular elements only read it, so
+//! the copies stay equal. Each subtask snapshots its own copy; on restore
+//! every new subtask gets one, also at a different parallelism.
+//!
+//! Both inputs reach one task through channels of [`TwoInput`]: each edge's
+//! writer tags its records as first or second input, so barrier alignment,
+//! unaligned checkpoints and backpressure work as for any other task.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use floe_core::{Batch, CheckpointBarrier, Watermark};
+use floe_runtime::checkpoint::{
+    CheckpointNotification, OperatorSnapshot, OperatorState, TaskInit, TaskSnapshot,
+};
+use floe_runtime::graph::{AnyBox, StreamType, VertexKind, WriterArgs, WriterFactory, unbox};
+use floe_runtime::writer::{BroadcastWriter, KeyGroupWriter, RebalanceWriter};
+use floe_runtime::{
+    FunctionInitializationContext, FunctionSnapshotContext, KeyedContext, ManagedOperatorState,
+    Operator, Partitioning, RuntimeContext, TaskError, TaskInfo,
+};
+use floe_state::handles::MapKey;
+use floe_state::{
+    Key, KeyGroupRange, KeyedStateAccess, KeyedStateBackend, MapStateDescriptor,
+    OperatorStateAccess, OperatorStateRead, OperatorStateStore, StateError, StateValue,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::env::{BuildSettings, EdgeSpec, MakeKind, VertexSpec};
+use crate::functions::Collector;
+use crate::stream::{DataStream, KeyedStream, Prototype, Record};
+
+/// A record of a two-input operator: from its first (regular or keyed)
+/// input or its second (broadcast) input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TwoInput<A, B> {
+    /// From the regular or keyed input.
+    First(A),
+    /// From the broadcast input.
+    Second(B),
+}
+
+/// Registers one declared broadcast state in a store (so it exists, and
+/// is type-checked against restored state, before the first element).
+type Declaration = Arc<dyn Fn(&mut OperatorStateStore) -> Result<(), StateError> + Send + Sync>;
+
+/// A stream broadcast to every subtask of the operator it is connected to,
+/// with the broadcast states that operator keeps (Flink's
+/// `BroadcastStream`, made by [`DataStream::broadcast_with`]).
+pub struct BroadcastStream<T> {
+    stream: DataStream<T>,
+    declarations: Vec<Declaration>,
+}
+
+impl<T> Clone for BroadcastStream<T> {
+    fn clone(&self) -> Self {
+        BroadcastStream {
+            stream: self.stream.clone(),
+            declarations: self.declarations.clone(),
+        }
+    }
+}
+
+fn declaration<K: MapKey, V: StateValue>(desc: MapStateDescriptor<K, V>) -> Declaration {
+    Arc::new(move |store| store.get_broadcast_state(&desc).map(|_| ()))
+}
+
+impl<T: Record> DataStream<T> {
+    /// Broadcasts this stream, declaring the broadcast state `descriptor`
+    /// that the connected operator keeps (Flink's `broadcast(descriptor)`);
+    /// declare more with [`BroadcastStream::with_state`].
+    pub fn broadcast_with<K: MapKey, V: StateValue>(
+        &self,
+        descriptor: MapStateDescriptor<K, V>,
+    ) -> BroadcastStream<T> {
+        BroadcastStream {
+            stream: self.clone(),
+            declarations: vec![declaration(descriptor)],
+        }
+    }
+
+    /// Connects this stream with a broadcast stream (Flink's `connect`).
+    pub fn connect<B: Record>(
+        &self,
+        broadcast: &BroadcastStream<B>,
+    ) -> BroadcastConnectedStream<T, B> {
+        BroadcastConnectedStream {
+            first: self.clone(),
+            broadcast: broadcast.clone(),
+        }
+    }
+}
+
+impl<T> BroadcastStream<T> {
+    /// Declares one more broadcast state.
+    pub fn with_state<K: MapKey, V: StateValue>(
+        mut self,
+        descriptor: MapStateDescriptor<K, V>,
+    ) -> Self {
+        self.declarations.push(declaration(descriptor));
+        self
+    }
+}
+
+/// A regular stream connected with a broadcast stream.
+pub struct BroadcastConnectedStream<A, B> {
+    first: DataStream<A>,
+    broadcast: BroadcastStream<B>,
+}
+
+/// A keyed stream connected with a broadcast stream.
+pub struct KeyedBroadcastConnectedStream<A, K, KS, B> {
+    first: KeyedStream<A, K, KS>,
+    broadcast: BroadcastStream<B>,
+}
+
+impl<A: Record, K: Key, KS> KeyedStream<A, K, KS>
+where
+    KS: Fn(&A) -> K + Clone + Send + Sync + 'static,
+{
+    /// Connects this keyed stream with a broadcast stream (Flink's
+    /// `connect`).
+    pub fn connect<B: Record>(
+        &self,
+        broadcast: &BroadcastStream<B>,
+    ) -> KeyedBroadcastConnectedStream<A, K, KS, B> {
+        KeyedBroadcastConnectedStream {
+            first: self.clone(),
+            broadcast: broadcast.clone(),
+        }
+    }
+}
+
+/// Read-only access to broadcast state while a regular element is processed.
+pub struct ReadOnlyContext<'a> {
+    info: &'a TaskInfo,
+    store: &'a OperatorStateStore,
+}
+
+impl ReadOnlyContext<'_> {
+    /// Who is running.
+    pub fn task_info(&self) -> &TaskInfo {
+        self.info
+    }
+}
+
+impl OperatorStateRead for ReadOnlyContext<'_> {
+    fn operator_state_store_ref(&self) -> &OperatorStateStore {
+        self.store
+    }
+}
+
+/// Read-write access to broadcast state while a broadcast element is
+/// processed.
+pub struct BroadcastContext<'a> {
+    info: &'a TaskInfo,
+    store: &'a mut OperatorStateStore,
+}
+
+impl BroadcastContext<'_> {
+    /// Who is running.
+    pub fn task_info(&self) -> &TaskInfo {
+        self.info
+    }
+}
+
+impl OperatorStateRead for BroadcastContext<'_> {
+    fn operator_state_store_ref(&self) -> &OperatorStateStore {
+        self.store
+    }
+}
+
+impl OperatorStateAccess for BroadcastContext<'_> {
+    fn operator_state_store(&mut self) -> &mut OperatorStateStore {
+        self.store
+    }
+}
+
+/// A keyed element is processed: its key's keyed state, read-only
+/// broadcast state.
+pub struct KeyedReadOnlyContext<'a, K: Key> {
+    info: &'a TaskInfo,
+    backend: &'a mut KeyedStateBackend<K>,
+    store: &'a OperatorStateStore,
+}
+
+impl<K: Key> KeyedReadOnlyContext<'_, K> {
+    /// The key of the element being processed.
+    pub fn current_key(&self) -> &K {
+        self.backend
+            .current_key()
+            .expect("a keyed element always has a current key")
+    }
+
+    /// Who is running.
+    pub fn task_info(&self) -> &TaskInfo {
+        self.info
+    }
+}
+
+impl<K: Key> KeyedStateAccess<K> for KeyedReadOnlyContext<'_, K> {
+    fn keyed_state_backend(&mut self) -> &mut KeyedStateBackend<K> {
+        self.backend
+    }
+}
+
+impl<K: Key> OperatorStateRead for KeyedReadOnlyContext<'_, K> {
+    fn operator_state_store_ref(&self) -> &OperatorStateStore {
+        self.store
+    }
+}
+
+/// A broadcast element is processed by a keyed operator: read-write
+/// broadcast state, and every key's keyed state through
+/// [`KeyedBroadcastContext::apply_to_keyed_state`].
+pub struct KeyedBroadcastContext<'a, K: Key> {
+    info: &'a TaskInfo,
+    backend: &'a mut KeyedStateBackend<K>,
+    store: &'a mut OperatorStateStore,
+}
+
+impl<K: Key> KeyedBroadcastContext<'_, K> {
+    /// Who is running.
+    pub fn task_info(&self) -> &TaskInfo {
+        self.info
+    }
+
+    /// Calls `f` for every key of this subtask that has a value in the
+    /// keyed state named `state`, with that key current (Flink's
+    /// `applyToKeyedState`), so a broadcast element can act on all keys.
+    pub fn apply_to_keyed_state(
+        &mut self,
+        state: &str,
+        mut f: impl FnMut(&K, &mut KeyedContext<'_, K>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let Some(keys) = self.backend.keys(state) else {
+            anyhow::bail!(
+                "apply_to_keyed_state: no keyed state '{state}' is registered in operator '{}'",
+                self.info.operator_name
+            );
+        };
+        for (key, kg) in keys {
+            self.backend.set_current_key(key.clone(), kg)?;
+            f(&key, &mut KeyedContext::new(self.info, self.backend))?;
+        }
+        self.backend.clear_current_key();
+        Ok(())
+    }
+}
+
+impl<K: Key> OperatorStateRead for KeyedBroadcastContext<'_, K> {
+    fn operator_state_store_ref(&self) -> &OperatorStateStore {
+        self.store
+    }
+}
+
+impl<K: Key> OperatorStateAccess for KeyedBroadcastContext<'_, K> {
+    fn operator_state_store(&mut self) -> &mut OperatorStateStore {
+        self.store
+    }
+}
+
+/// Processes a regular stream with read access to broadcast state, and a
+/// broadcast stream that maintains it (Flink's `BroadcastProcessFunction`).
+pub trait BroadcastProcessFunction<IN1, IN2, OUT>: Send + 'static {
+    /// Called once per subtask before the first element.
+    fn open(&mut self, _info: &TaskInfo) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Processes a regular element; broadcast state is read-only here.
+    fn process_element(
+        &mut self,
+        value: IN1,
+        ctx: &mut ReadOnlyContext<'_>,
+        out: &mut Collector<'_, OUT>,
+    ) -> anyhow::Result<()>;
+
+    /// Processes a broadcast element; it may change broadcast state (the
+    /// same way on every subtask: keep it deterministic).
+    fn process_broadcast_element(
+        &mut self,
+        value: IN2,
+        ctx: &mut BroadcastContext<'_>,
+        out: &mut Collector<'_, OUT>,
+    ) -> anyhow::Result<()>;
+
+    /// Operator state and checkpoint hooks, as on every function.
+    fn initialize_state(
+        &mut self,
+        _ctx: &mut FunctionInitializationContext<'_>,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// See [`crate::functions::KeyedProcessFunction::snapshot_state`].
+    fn snapshot_state(&mut self, _ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint_id` and every lower one completed.
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Processes a keyed stream with keyed state and read access to broadcast
+/// state, and a broadcast stream that maintains it and may visit every
+/// key's state (Flink's `KeyedBroadcastProcessFunction`).
+pub trait KeyedBroadcastProcessFunction<K: Key, IN1, IN2, OUT>: Send + 'static {
+    /// Registers keyed state; called once per subtask before the first
+    /// element.
+    fn open(&mut self, _ctx: &mut RuntimeContext<'_, K>) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Processes a keyed element of key `ctx.current_key()`; broadcast
+    /// state is read-only here.
+    fn process_element(
+        &mut self,
+        value: IN1,
+        ctx: &mut KeyedReadOnlyContext<'_, K>,
+        out: &mut Collector<'_, OUT>,
+    ) -> anyhow::Result<()>;
+
+    /// Processes a broadcast element; it may change broadcast state (the
+    /// same way on every subtask: keep it deterministic) and visit keyed
+    /// state with `apply_to_keyed_state`.
+    fn process_broadcast_element(
+        &mut self,
+        value: IN2,
+        ctx: &mut KeyedBroadcastContext<'_, K>,
+        out: &mut Collector<'_, OUT>,
+    ) -> anyhow::Result<()>;
+
+    /// Operator state and checkpoint hooks, as on every function.
+    fn initialize_state(
+        &mut self,
+        _ctx: &mut FunctionInitializationContext<'_>,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// See [`crate::functions::KeyedProcessFunction::snapshot_state`].
+    fn snapshot_state(&mut self, _ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint_id` and every lower one completed.
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Tags a sender's records as one input of a two-input operator in front
+/// of the edge's real writer.
+struct IntoTwoInput<A, X> {
+    inner: Box<dyn Operator<X>>,
+    wrap: fn(A) -> X,
+    buf: Batch<X>,
+}
+
+impl<A: Send, X: Send> Operator<A> for IntoTwoInput<A, X> {
+    fn open(&mut self, init: &TaskInit) -> Result<(), TaskError> {
+        self.inner.open(init)
+    }
+
+    fn process_batch(&mut self, batch: &mut Batch<A>) -> Result<(), TaskError> {
+        let wrap = self.wrap;
+        self.buf.records.extend(batch.records.drain(..).map(wrap));
+        std::mem::swap(&mut self.buf.key_groups, &mut batch.key_groups);
+        batch.key_groups.clear();
+        self.inner.process_batch(&mut self.buf)
+    }
+
+    fn process_watermark(&mut self, wm: Watermark) -> Result<(), TaskError> {
+        self.inner.process_watermark(wm)
+    }
+
+    fn process_barrier(
+        &mut self,
+        b: CheckpointBarrier,
+        snapshot: &mut TaskSnapshot,
+    ) -> Result<(), TaskError> {
+        self.inner.process_barrier(b, snapshot)
+    }
+
+    fn notify_checkpoint(&mut self, n: CheckpointNotification) -> Result<(), TaskError> {
+        self.inner.notify_checkpoint(n)
+    }
+
+    fn flush(&mut self) -> Result<(), TaskError> {
+        self.inner.flush()
+    }
+
+    fn finish(&mut self) -> Result<(), TaskError> {
+        self.inner.finish()
+    }
+}
+
+fn tagged<A: Send + 'static, X: Send + 'static>(
+    inner: Box<dyn Operator<X>>,
+    wrap: fn(A) -> X,
+) -> AnyBox {
+    let op: Box<dyn Operator<A>> = Box::new(IntoTwoInput {
+        inner,
+        wrap,
+        buf: Batch::from_records(Vec::new()),
+    });
+    Box::new(op)
+}
+
+/// Writer of the broadcast edge: every record to every subtask.
+fn broadcast_writer<A: Record, B: Record>() -> WriterFactory {
+    Arc::new(|mut args: WriterArgs| {
+        let set = args.take_channel_set::<TwoInput<A, B>>(false);
+        tagged::<B, TwoInput<A, B>>(Box::new(BroadcastWriter::new(set)), TwoInput::Second)
+    })
+}
+
+/// Adds the two-input vertex and its two edges.
+fn add_two_input<A: Record, B: Record, U: Record>(
+    first: &DataStream<A>,
+    broadcast: &BroadcastStream<B>,
+    name: &str,
+    make: MakeKind,
+    first_writer: WriterFactory,
+    first_partitioning: Option<Partitioning>,
+) -> DataStream<U> {
+    let env = first.environment().clone();
+    let target = env.add_vertex(VertexSpec {
+        name: name.to_string(),
+        uid: None,
+        parallelism: None,
+        max_parallelism: None,
+        non_parallel: false,
+        make,
+        input_type: Some(StreamType::<TwoInput<A, B>>::ops()),
+        output_type: StreamType::<U>::ops(),
+    });
+    for (source, _) in first.inputs() {
+        env.add_edge(EdgeSpec {
+            source,
+            target,
+            partitioning: first_partitioning,
+            writer: Some(first_writer.clone()),
+        });
+    }
+    for (source, _) in broadcast.stream.inputs() {
+        env.add_edge(EdgeSpec {
+            source,
+            target,
+            partitioning: Some(Partitioning::Broadcast),
+            writer: Some(broadcast_writer::<A, B>()),
+        });
+    }
+    DataStream::from_vertex(env, target)
+}
+
+impl<A: Record, B: Record> BroadcastConnectedStream<A, B> {
+    /// Applies a broadcast process function (Flink's `process`).
+    pub fn process<U: Record, F>(&self, function: F) -> DataStream<U>
+    where
+        F: BroadcastProcessFunction<A, B, U> + Clone,
+    {
+        let proto = Prototype::new(function);
+        let declarations = self.broadcast.declarations.clone();
+        let make: MakeKind = Box::new(move |_: &BuildSettings| {
+            let (proto, declarations) = (proto.clone(), declarations.clone());
+            VertexKind::Operator(Arc::new(move |info, down| {
+                let next = unbox::<Box<dyn Operator<U>>>(down, "broadcast operator output");
+                let op: Box<dyn Operator<TwoInput<A, B>>> = Box::new(CoBroadcastOp {
+                    side: NonKeyed(proto.instance()),
+                    operator_state: ManagedOperatorState::new(info, None),
+                    declarations: declarations.clone(),
+                    out: Batch::from_records(Vec::new()),
+                    next,
+                    info: info.clone(),
+                    _t: PhantomData,
+                });
+                Box::new(op)
+            }))
+        });
+        let writer: WriterFactory = Arc::new(|mut args: WriterArgs| {
+            let set = args.take_channel_set::<TwoInput<A, B>>(false);
+            let sender = args.sender_index;
+            tagged::<A, TwoInput<A, B>>(
+                Box::new(RebalanceWriter::new(set, sender)),
+                TwoInput::First,
+            )
+        });
+        add_two_input(
+            &self.first,
+            &self.broadcast,
+            "Broadcast Process",
+            make,
+            writer,
+            None,
+        )
+    }
+}
+
+impl<A: Record, K: Key, KS, B: Record> KeyedBroadcastConnectedStream<A, K, KS, B>
+where
+    KS: Fn(&A) -> K + Clone + Send + Sync + 'static,
+{
+    /// Applies a keyed broadcast process function (Flink's `process`).
+    pub fn process<U: Record, F>(&self, function: F) -> DataStream<U>
+    where
+        F: KeyedBroadcastProcessFunction<K, A, B, U> + Clone,
+    {
+        let proto = Prototype::new(function);
+        let declarations = self.broadcast.declarations.clone();
+        let ks = self.first.key_selector().clone();
+        let make: MakeKind = Box::new(move |s: &BuildSettings| {
+            let (proto, declarations, backend) = (proto.clone(), declarations.clone(), s.backend);
+            let ks = ks.clone();
+            VertexKind::Operator(Arc::new(move |info, down| {
+                let next = unbox::<Box<dyn Operator<U>>>(down, "broadcast operator output");
+                let range = KeyGroupRange::for_operator_index(
+                    info.max_parallelism,
+                    info.parallelism,
+                    info.subtask_index,
+                );
+                let op: Box<dyn Operator<TwoInput<A, B>>> = Box::new(CoBroadcastOp {
+                    side: Keyed {
+                        function: proto.instance(),
+                        backend: KeyedStateBackend::<K>::new(
+                            backend,
+                            &*info.operator_name,
+                            range,
+                            info.max_parallelism,
+                        ),
+                        key_selector: ks.clone(),
+                    },
+                    operator_state: ManagedOperatorState::new(info, Some(range)),
+                    declarations: declarations.clone(),
+                    out: Batch::from_records(Vec::new()),
+                    next,
+                    info: info.clone(),
+                    _t: PhantomData,
+                });
+                Box::new(op)
+            }))
+        });
+        let ks = self.first.key_selector().clone();
+        let writer: WriterFactory = Arc::new(move |mut args: WriterArgs| {
+            let set = args.take_channel_set::<TwoInput<A, B>>(true);
+            let ks = ks.clone();
+            let w = KeyGroupWriter::new(
+                set,
+                args.target_max_parallelism,
+                move |r: &TwoInput<A, B>| match r {
+                    TwoInput::First(a) => ks(a),
+                    TwoInput::Second(_) => {
+                        unreachable!("the keyed edge carries first-input records")
+                    }
+                },
+                args.sender.clone(),
+                args.target_name.clone(),
+            );
+            tagged::<A, TwoInput<A, B>>(Box::new(w), TwoInput::First)
+        });
+        add_two_input(
+            self.first.stream(),
+            &self.broadcast,
+            "Keyed Broadcast Process",
+            make,
+            writer,
+            Some(Partitioning::KeyGroup),
+        )
+    }
+}
+
+/// The operator behind both broadcast functions.
+struct CoBroadcastOp<A, B, OUT, S> {
+    side: S,
+    operator_state: ManagedOperatorState,
+    declarations: Vec<Declaration>,
+    out: Batch<OUT>,
+    next: Box<dyn Operator<OUT>>,
+    info: TaskInfo,
+    _t: PhantomData<fn(A, B)>,
+}
+
+/// The non-keyed side: a [`BroadcastProcessFunction`].
+struct NonKeyed<F>(F);
+
+/// The keyed side: a [`KeyedBroadcastProcessFunction`], keyed state and
+/// the key selector of the keyed input.
+struct Keyed<K: Key, F, KS> {
+    function: F,
+    backend: KeyedStateBackend<K>,
+    key_selector: KS,
+}
+
+/// What differs between the keyed and the non-keyed broadcast operator.
+trait BroadcastSide<A, B, OUT>: Send {
+    /// Restores keyed state (if any) and calls the function's `open`.
+    fn open(&mut self, init: &TaskInit, info: &TaskInfo) -> Result<(), TaskError>;
+    /// Processes one batch (all from one input channel).
+    fn process(
+        &mut self,
+        batch: &mut Batch<TwoInput<A, B>>,
+        store: &mut OperatorStateStore,
+        info: &TaskInfo,
+        out: &mut Vec<OUT>,
+    ) -> anyhow::Result<()>;
+    /// The function's `initialize_state`.
+    fn initialize_state(
+        &mut self,
+        ctx: &mut FunctionInitializationContext<'_>,
+    ) -> anyhow::Result<()>;
+    /// The function's `snapshot_state`.
+    fn snapshot_state(&mut self, ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()>;
+    /// The function's `notify_checkpoint_complete`.
+    fn notify_checkpoint_complete(&mut self, id: u64) -> anyhow::Result<()>;
+    /// Keyed state's part of a snapshot.
+    fn snapshot_keyed(&mut self, info: &TaskInfo, snapshot: &mut TaskSnapshot);
+}
+
+impl<A, B, OUT, F: BroadcastProcessFunction<A, B, OUT>> BroadcastSide<A, B, OUT> for NonKeyed<F> {
+    fn open(&mut self, _init: &TaskInit, info: &TaskInfo) -> Result<(), TaskError> {
+        info.guard(|| self.0.open(info))
+    }
+
+    fn process(
+        &mut self,
+        batch: &mut Batch<TwoInput<A, B>>,
+        store: &mut OperatorStateStore,
+        info: &TaskInfo,
+        out: &mut Vec<OUT>,
+    ) -> anyhow::Result<()> {
+        let mut c = Collector::new(out);
+        batch.key_groups.clear();
+        for r in batch.records.drain(..) {
+            match r {
+                TwoInput::First(a) => {
+                    self.0
+                        .process_element(a, &mut ReadOnlyContext { info, store }, &mut c)?
+                }
+                TwoInput::Second(b) => self.0.process_broadcast_element(
+                    b,
+                    &mut BroadcastContext { info, store },
+                    &mut c,
+                )?,
+            }
+        }
+        Ok(())
+    }
+
+    fn initialize_state(
+        &mut self,
+        ctx: &mut FunctionInitializationContext<'_>,
+    ) -> anyhow::Result<()> {
+        self.0.initialize_state(ctx)
+    }
+
+    fn snapshot_state(&mut self, ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
+        self.0.snapshot_state(ctx)
+    }
+
+    fn notify_checkpoint_complete(&mut self, id: u64) -> anyhow::Result<()> {
+        self.0.notify_checkpoint_complete(id)
+    }
+
+    fn snapshot_keyed(&mut self, _: &TaskInfo, _: &mut TaskSnapshot) {}
+}
+
+impl<K, A, B, OUT, F, KS> BroadcastSide<A, B, OUT> for Keyed<K, F, KS>
+where
+    K: Key,
+    F: KeyedBroadcastProcessFunction<K, A, B, OUT>,
+    KS: Fn(&A) -> K + Send,
+{
+    fn open(&mut self, init: &TaskInit, info: &TaskInfo) -> Result<(), TaskError> {
+        let (function, backend) = (&mut self.function, &mut self.backend);
+        if let Some(restore) = init.operator(&info.uid) {
+            info.guard(|| {
+                backend.restore(restore.keyed.iter().map(|f| f.as_slice()))?;
+                Ok(())
+            })?;
+        }
+        info.guard(|| function.open(&mut RuntimeContext::new(info, Some(backend))))
+    }
+
+    fn process(
+        &mut self,
+        batch: &mut Batch<TwoInput<A, B>>,
+        store: &mut OperatorStateStore,
+        info: &TaskInfo,
+        out: &mut Vec<OUT>,
+    ) -> anyhow::Result<()> {
+        let (function, backend, ks) = (&mut self.function, &mut self.backend, &self.key_selector);
+        let mut c = Collector::new(out);
+        let mut key_groups = batch.key_groups.drain(..);
+        for r in batch.records.drain(..) {
+            match r {
+                TwoInput::First(a) => {
+                    let kg = key_groups
+                        .next()
+                        .ok_or_else(|| anyhow::anyhow!("keyed element without a key group"))?;
+                    backend.set_current_key(ks(&a), kg)?;
+                    function.process_element(
+                        a,
+                        &mut KeyedReadOnlyContext {
+                            info,
+                            backend,
+                            store,
+                        },
+                        &mut c,
+                    )?;
+                }
+                TwoInput::Second(b) => function.process_broadcast_element(
+                    b,
+                    &mut KeyedBroadcastContext {
+                        info,
+                        backend,
+                        store,
+                    },
+                    &mut c,
+                )?,
+            }
+        }
+        Ok(())
+    }
+
+    fn initialize_state(
+        &mut self,
+        ctx: &mut FunctionInitializationContext<'_>,
+    ) -> anyhow::Result<()> {
+        self.function.initialize_state(ctx)
+    }
+
+    fn snapshot_state(&mut self, ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
+        self.function.snapshot_state(ctx)
+    }
+
+    fn notify_checkpoint_complete(&mut self, id: u64) -> anyhow::Result<()> {
+        self.function.notify_checkpoint_complete(id)
+    }
+
+    fn snapshot_keyed(&mut self, info: &TaskInfo, snapshot: &mut TaskSnapshot) {
+        snapshot.operators.push(OperatorSnapshot {
+            uid: info.uid.clone(),
+            subtask: info.subtask_index,
+            state: OperatorState::Keyed(self.backend.snapshot()),
+        });
+    }
+}
+
+impl<A, B, OUT, S> CoBroadcastOp<A, B, OUT, S> {
+    fn emit(&mut self) -> Result<(), TaskError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.next.process_batch(&mut self.out)
+    }
+}
+
+impl<A: Send, B: Send, OUT: Send, S: BroadcastSide<A, B, OUT>> Operator<TwoInput<A, B>>
+    for CoBroadcastOp<A, B, OUT, S>
+{
+    fn open(&mut self, init: &TaskInit) -> Result<(), TaskError> {
+        self.next.open(init)?;
+        let (side, declarations, info) = (&mut self.side, &self.declarations, &self.info);
+        self.operator_state.initialize(init, info, |ctx| {
+            for declare in declarations {
+                declare(ctx.operator_state_store())?;
+            }
+            side.initialize_state(ctx)
+        })?;
+        side.open(init, info)
+    }
+
+    fn process_batch(&mut self, batch: &mut Batch<TwoInput<A, B>>) -> Result<(), TaskError> {
+        let (side, info, out) = (&mut self.side, &self.info, &mut self.out.records);
+        let store = self.operator_state.store();
+        info.guard(|| side.process(batch, store, info, out))?;
+        self.emit()
+    }
+
+    fn process_watermark(&mut self, wm: Watermark) -> Result<(), TaskError> {
+        self.emit()?;
+        self.next.process_watermark(wm)
+    }
+
+    fn process_barrier(
+        &mut self,
+        b: CheckpointBarrier,
+        snapshot: &mut TaskSnapshot,
+    ) -> Result<(), TaskError> {
+        self.emit()?;
+        let side = &mut self.side;
+        self.operator_state
+            .snapshot(b, &self.info, snapshot, |ctx| side.snapshot_state(ctx))?;
+        self.side.snapshot_keyed(&self.info, snapshot);
+        self.next.process_barrier(b, snapshot)
+    }
+
+    fn notify_checkpoint(&mut self, n: CheckpointNotification) -> Result<(), TaskError> {
+        if let CheckpointNotification::Complete(id) = n {
+            let (side, info) = (&mut self.side, &self.info);
+            info.guard(|| side.notify_checkpoint_complete(id))?;
+        }
+        self.next.notify_checkpoint(n)
+    }
+
+    fn flush(&mut self) -> Result<(), TaskError> {
+        self.emit()?;
+        self.next.flush()
+    }
+
+    fn finish(&mut self) -> Result<(), TaskError> {
+        self.emit()?;
+        self.next.finish()
+    }
+}
