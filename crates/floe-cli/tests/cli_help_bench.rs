@@ -119,7 +119,16 @@ fn floe_examples_lists_the_examples() {
         .iter()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(names, ["wordcount", "keyed-count", "count-window-average"]);
+    assert_eq!(
+        names,
+        [
+            "wordcount",
+            "keyed-count",
+            "dynamic-rules",
+            "buffering-sink",
+            "count-window-average"
+        ]
+    );
 }
 
 #[test]
