@@ -308,6 +308,11 @@ pub trait BroadcastProcessFunction<IN1, IN2, OUT>: Send + 'static {
     fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
         Ok(())
     }
+
+    /// Checkpoint `checkpoint_id` will not complete.
+    fn notify_checkpoint_aborted(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// Processes a keyed stream with keyed state and read access to broadcast
@@ -354,6 +359,11 @@ pub trait KeyedBroadcastProcessFunction<K: Key, IN1, IN2, OUT>: Send + 'static {
 
     /// Checkpoint `checkpoint_id` and every lower one completed.
     fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint_id` will not complete.
+    fn notify_checkpoint_aborted(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
         Ok(())
     }
 }
@@ -619,8 +629,8 @@ trait BroadcastSide<A, B, OUT>: Send {
     ) -> anyhow::Result<()>;
     /// The function's `snapshot_state`.
     fn snapshot_state(&mut self, ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()>;
-    /// The function's `notify_checkpoint_complete`.
-    fn notify_checkpoint_complete(&mut self, id: u64) -> anyhow::Result<()>;
+    /// The function's checkpoint notifications.
+    fn notify(&mut self, n: CheckpointNotification) -> anyhow::Result<()>;
     /// Keyed state's part of a snapshot.
     fn snapshot_keyed(&mut self, info: &TaskInfo, snapshot: &mut TaskSnapshot);
 }
@@ -666,8 +676,11 @@ impl<A, B, OUT, F: BroadcastProcessFunction<A, B, OUT>> BroadcastSide<A, B, OUT>
         self.0.snapshot_state(ctx)
     }
 
-    fn notify_checkpoint_complete(&mut self, id: u64) -> anyhow::Result<()> {
-        self.0.notify_checkpoint_complete(id)
+    fn notify(&mut self, n: CheckpointNotification) -> anyhow::Result<()> {
+        match n {
+            CheckpointNotification::Complete(id) => self.0.notify_checkpoint_complete(id),
+            CheckpointNotification::Aborted(id) => self.0.notify_checkpoint_aborted(id),
+        }
     }
 
     fn snapshot_keyed(&mut self, _: &TaskInfo, _: &mut TaskSnapshot) {}
@@ -742,8 +755,11 @@ where
         self.function.snapshot_state(ctx)
     }
 
-    fn notify_checkpoint_complete(&mut self, id: u64) -> anyhow::Result<()> {
-        self.function.notify_checkpoint_complete(id)
+    fn notify(&mut self, n: CheckpointNotification) -> anyhow::Result<()> {
+        match n {
+            CheckpointNotification::Complete(id) => self.function.notify_checkpoint_complete(id),
+            CheckpointNotification::Aborted(id) => self.function.notify_checkpoint_aborted(id),
+        }
     }
 
     fn snapshot_keyed(&mut self, info: &TaskInfo, snapshot: &mut TaskSnapshot) {
@@ -805,10 +821,8 @@ impl<A: Send, B: Send, OUT: Send, S: BroadcastSide<A, B, OUT>> Operator<TwoInput
     }
 
     fn notify_checkpoint(&mut self, n: CheckpointNotification) -> Result<(), TaskError> {
-        if let CheckpointNotification::Complete(id) = n {
-            let (side, info) = (&mut self.side, &self.info);
-            info.guard(|| side.notify_checkpoint_complete(id))?;
-        }
+        let (side, info) = (&mut self.side, &self.info);
+        info.guard(|| side.notify(n))?;
         self.next.notify_checkpoint(n)
     }
 
