@@ -105,7 +105,15 @@ fn sigkill_then_restart_from_retained_checkpoint() {
         let copy_root = tmp.path().join(damage);
         copy_tree(&ckpt, &copy_root);
         let copy_job = copy_root.join(job_dir.file_name().unwrap());
-        let chk = completed_checkpoints(&copy_root).pop().unwrap();
+        // The checkpoint `--fromCheckpoint <job dir>` restores: the latest
+        // (a second retained one may still be there, in any listing order).
+        let chk = completed_checkpoints(&copy_root)
+            .into_iter()
+            .max_by_key(|c| {
+                let name = c.file_name().unwrap().to_string_lossy().into_owned();
+                name.trim_start_matches("chk-").parse::<u64>().unwrap()
+            })
+            .unwrap();
         let victim = std::fs::read_dir(&chk)
             .unwrap()
             .map(|e| e.unwrap().path())

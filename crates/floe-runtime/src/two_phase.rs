@@ -82,7 +82,6 @@ pub struct TwoPhaseCommitSinkWriter<T, S: TwoPhaseCommitSink<T>> {
     state: Option<OperatorListState<TwoPhaseState<S::Transaction>>>,
     restored_checkpoint: Option<u64>,
     checkpointing: bool,
-    info: Option<TaskInfo>,
     _t: std::marker::PhantomData<fn(T)>,
 }
 
@@ -105,7 +104,6 @@ impl<T, S: TwoPhaseCommitSink<T>> TwoPhaseCommitSinkWriter<T, S> {
             state: None,
             restored_checkpoint: None,
             checkpointing: false,
-            info: None,
             _t: std::marker::PhantomData,
         }
     }
@@ -153,7 +151,6 @@ impl<T: Send + 'static, S: TwoPhaseCommitSink<T>> SinkWriter<T> for TwoPhaseComm
     }
 
     fn open(&mut self, info: &TaskInfo) -> anyhow::Result<()> {
-        self.info = Some(info.clone());
         self.sink.open(info, self.restored_checkpoint)
     }
 

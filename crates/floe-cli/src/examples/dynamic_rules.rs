@@ -110,35 +110,18 @@ pub struct PatternEvaluator {
 /// The keyed state of waiting actions (visited when the rules arrive).
 const PENDING: &str = "pending-actions";
 
-impl PatternEvaluator {
-    /// Emits the matches of `action` after the user's previous action.
-    fn evaluate(
-        prev: &ValueState<String>,
-        patterns: &[Pattern],
-        user: u64,
-        action: String,
-        ctx: &mut impl floe::state::KeyedStateAccess<u64>,
-        out: &mut Collector<'_, (u64, String)>,
-    ) -> anyhow::Result<()> {
-        if let Some(p) = prev.value(ctx)? {
-            for pat in patterns {
-                if pat.first == p && pat.second == action {
-                    out.collect((user, pat.name.clone()));
-                }
-            }
+/// Emits `(user, pattern)` for every pattern `previous → action` forms.
+fn emit_matches<'p>(
+    user: u64,
+    previous: &str,
+    action: &str,
+    patterns: impl IntoIterator<Item = &'p Pattern>,
+    out: &mut Collector<'_, (u64, String)>,
+) {
+    for p in patterns {
+        if p.first == previous && p.second == action {
+            out.collect((user, p.name.clone()));
         }
-        prev.update(ctx, action)?;
-        Ok(())
-    }
-
-    fn sorted_patterns(
-        &self,
-        ctx: &impl floe::state::OperatorStateRead,
-    ) -> anyhow::Result<Vec<Pattern>> {
-        let state = self.patterns.as_ref().expect("opened");
-        let mut v: Vec<Pattern> = state.entries(ctx)?.map(|(_, p)| p.clone()).collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(v)
     }
 }
 
@@ -166,19 +149,23 @@ impl KeyedBroadcastProcessFunction<u64, Action, Vec<Pattern>, (u64, String)> for
         ctx: &mut KeyedReadOnlyContext<'_, u64>,
         out: &mut Collector<'_, (u64, String)>,
     ) -> anyhow::Result<()> {
-        let patterns = self.sorted_patterns(ctx)?;
-        if patterns.is_empty() {
+        let patterns = self.patterns.as_ref().expect("opened");
+        if patterns.is_empty(ctx)? {
             // No rules yet: keep the action until they arrive.
             return Ok(self.pending.as_ref().expect("opened").add(ctx, a.action)?);
         }
-        Self::evaluate(
-            self.prev.as_ref().expect("opened"),
-            &patterns,
-            a.user,
-            a.action,
-            ctx,
-            out,
-        )
+        let prev = self.prev.as_ref().expect("opened");
+        if let Some(p) = prev.value(ctx)? {
+            emit_matches(
+                a.user,
+                &p,
+                &a.action,
+                patterns.entries(ctx)?.map(|(_, p)| p),
+                out,
+            );
+        }
+        prev.update(ctx, a.action)?;
+        Ok(())
     }
 
     fn process_broadcast_element(
@@ -191,14 +178,18 @@ impl KeyedBroadcastProcessFunction<u64, Action, Vec<Pattern>, (u64, String)> for
         for p in rules {
             state.put(ctx, p.name.clone(), p)?;
         }
-        let patterns = self.sorted_patterns(ctx)?;
+        // A copy: the closure below holds the context mutably.
+        let patterns: Vec<Pattern> = state.entries(ctx)?.map(|(_, p)| p.clone()).collect();
         let (prev, pending) = (
             self.prev.clone().expect("opened"),
             self.pending.clone().expect("opened"),
         );
         ctx.apply_to_keyed_state(PENDING, |user, kctx| {
             for action in pending.get(kctx)? {
-                Self::evaluate(&prev, &patterns, *user, action, kctx, out)?;
+                if let Some(p) = prev.value(kctx)? {
+                    emit_matches(*user, &p, &action, &patterns, out);
+                }
+                prev.update(kctx, action)?;
             }
             pending.clear(kctx)?;
             Ok(())
