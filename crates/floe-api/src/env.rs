@@ -13,7 +13,7 @@ use floe_core::{ConfigOption, Configuration};
 use floe_runtime::checkpoint::AlignmentMode;
 use floe_runtime::coordinator::{CheckpointSettings, CheckpointStore};
 use floe_runtime::graph::{JobEdge, JobVertex, StreamTypeOps, VertexKind, WriterFactory};
-use floe_runtime::job_manager::ExecutionSettings;
+use floe_runtime::job_manager::{ExecutionSettings, JobClient};
 use floe_runtime::restart::RestartStrategy;
 use floe_runtime::{JobError, JobExecutionResult, JobGraph, JobManager, Partitioning, VertexId};
 use floe_state::StateBackendKind;
@@ -58,9 +58,12 @@ pub(crate) struct EnvInner {
     config: Configuration,
     /// Values set in code, which win over everything else.
     code: Configuration,
-    backend: StateBackendKind,
-    /// `-s`: a savepoint to restore from (not supported yet: refused at execute).
+    /// Set in code; otherwise `state.backend.type`.
+    backend: Option<StateBackendKind>,
+    /// `-s`: a savepoint (or retained checkpoint) to restore from.
     restore_from: Option<String>,
+    /// `-n`: skip snapshot state that maps to no operator.
+    allow_non_restored_state: bool,
     /// `--fromCheckpoint`: a retained checkpoint to start from.
     restore_checkpoint: Option<String>,
     /// Adjustments of the checkpoint settings made in code.
@@ -95,6 +98,7 @@ impl StreamEnvironment {
             let mut inner = env.inner.borrow_mut();
             inner.config = args.configuration().clone();
             inner.restore_from = args.from_savepoint().map(str::to_string);
+            inner.allow_non_restored_state = args.allow_non_restored_state();
             inner.restore_checkpoint = args.from_checkpoint().map(str::to_string);
         }
         env
@@ -127,7 +131,17 @@ impl StreamEnvironment {
 
     /// Chooses the state backend for keyed state.
     pub fn set_state_backend(&self, backend: StateBackendKind) -> &Self {
-        self.inner.borrow_mut().backend = backend;
+        self.inner.borrow_mut().backend = Some(backend);
+        self
+    }
+
+    /// Starts the job from a savepoint (or a retained checkpoint) — `-s`.
+    /// With `allow_non_restored_state` (`-n`), state of operators that are
+    /// no longer in the job is skipped instead of refused.
+    pub fn set_restore_from_savepoint(&self, path: &str, allow_non_restored_state: bool) -> &Self {
+        let mut inner = self.inner.borrow_mut();
+        inner.restore_from = Some(path.to_string());
+        inner.allow_non_restored_state = allow_non_restored_state;
         self
     }
 
@@ -212,11 +226,6 @@ impl StreamEnvironment {
 
     /// Builds the job graph with every default resolved.
     pub fn job_graph(&self) -> Result<(JobGraph, ExecutionSettings), JobError> {
-        if let Some(path) = &self.inner.borrow().restore_from {
-            return Err(JobError::Unsupported(format!(
-                "cannot restore from savepoint {path}: restoring from savepoints is not implemented in this version of Floe"
-            )));
-        }
         let config = self.configuration();
         for key in config.unknown_keys() {
             tracing::warn!("unknown configuration key '{key}' is ignored");
@@ -230,6 +239,9 @@ impl StreamEnvironment {
             restart: RestartStrategy::None,
             restore: None,
             job_id: None,
+            savepoint_dir: config.get(&options::SAVEPOINT_DIR)?,
+            restore_path: None,
+            allow_non_restored_state: self.inner.borrow().allow_non_restored_state,
         };
         let mut settings = settings;
         let job_id = JobId::random();
@@ -272,8 +284,17 @@ impl StreamEnvironment {
                 };
                 settings.checkpointing = Some((s, store));
             }
-            if let Some(path) = &inner.restore_checkpoint {
-                settings.restore = Some(Arc::new(load_checkpoint(path)?));
+            match (&inner.restore_from, &inner.restore_checkpoint) {
+                (Some(s), Some(c)) => {
+                    return Err(JobError::Restore(format!(
+                        "both -s {s} and --fromCheckpoint {c} were given: restore from one snapshot"
+                    )));
+                }
+                (Some(path), None) | (None, Some(path)) => {
+                    settings.restore = Some(Arc::new(load_snapshot(path)?));
+                    settings.restore_path = Some(path.clone());
+                }
+                (None, None) => {}
             }
             // Code wins over configuration; without either, Flink's
             // default for whether checkpointing is on.
@@ -296,9 +317,22 @@ impl StreamEnvironment {
                 "no operators defined in the job: add a source and a sink before execute()".into(),
             ));
         }
+        let backend = match inner.backend {
+            Some(b) => b,
+            None => match config.get(&options::STATE_BACKEND)? {
+                Some(name) => name.parse().map_err(|e: String| {
+                    JobError::Config(floe_core::ConfigError::InvalidValue {
+                        key: options::STATE_BACKEND.key.into(),
+                        value: name.clone(),
+                        reason: e,
+                    })
+                })?,
+                None => StateBackendKind::default(),
+            },
+        };
         let build = BuildSettings {
             batch_size: settings.batch_size,
-            backend: inner.backend,
+            backend,
         };
         let mut graph = JobGraph::new();
         for v in &inner.vertices {
@@ -342,28 +376,60 @@ impl StreamEnvironment {
         Ok((graph, settings))
     }
 
-    /// Runs the job to its end (bounded sources) or its failure.
+    /// Starts the job and returns at once (Flink's `executeAsync`): the
+    /// client waits for it, cancels it, and hands out a [`floe_runtime::JobControl`] for
+    /// savepoints and stops. No REST API is served for it.
+    pub fn execute_async(&self, job_name: &str) -> Result<JobClient, JobError> {
+        let (graph, settings) = self.job_graph()?;
+        JobManager::new(settings).submit(job_name, &graph)
+    }
+
+    /// Runs the job to its end (bounded sources) or its failure, serving
+    /// the REST API (`rest.address`, `rest.port`) and registering the job
+    /// with the host's job registry meanwhile, so `floe list`, `floe
+    /// savepoint`, `floe stop` and `floe cancel` can reach it.
     pub fn execute(&self, job_name: &str) -> Result<JobExecutionResult, JobError> {
         let (graph, settings) = self.job_graph()?;
-        JobManager::new(settings).execute(job_name, &graph)
+        let config = self.configuration();
+        let address = config
+            .get(&options::REST_ADDRESS)?
+            .unwrap_or_else(|| "127.0.0.1".to_string());
+        let port = config.get(&options::REST_PORT)?.unwrap_or(0);
+        let client = JobManager::new(settings).submit(job_name, &graph)?;
+        let rest = match floe_rest::serve_job(client.control(), &address, port) {
+            Ok(r) => r,
+            Err(e) => {
+                client.cancel();
+                let _ = client.wait();
+                return Err(JobError::Config(floe_core::ConfigError::InvalidValue {
+                    key: options::REST_PORT.key.into(),
+                    value: format!("{address}:{port}"),
+                    reason: format!("cannot serve the REST API: {e}"),
+                }));
+            }
+        };
+        let result = client.wait();
+        // Unregister before the endpoint goes, so the CLI never finds a
+        // registry entry whose endpoint is gone. (The server stays up a
+        // moment for a savepoint or stop result its requester has not
+        // fetched yet.)
+        let (server, registration) = rest;
+        drop(registration);
+        drop(server);
+        result
     }
 }
 
-/// Reads a retained checkpoint's metadata and state files.
-fn load_checkpoint(path: &str) -> Result<floe_runtime::checkpoint::RestoredState, JobError> {
-    let err = |reason: String| {
-        JobError::Restore(format!("cannot restore from checkpoint {path}: {reason}"))
-    };
-    let resolved = CheckpointStorage::resolve_checkpoint(path).map_err(|e| err(e.to_string()))?;
-    let store: &dyn CheckpointStore = &resolved.job;
-    let meta = floe_runtime::coordinator::CheckpointMetadata::decode(
-        &store.read_metadata(resolved.checkpoint_id).map_err(err)?,
-    )
-    .map_err(err)?;
-    let restored = meta.load(store).map_err(err)?;
+/// Reads a savepoint's or a retained checkpoint's metadata and state files.
+fn load_snapshot(path: &str) -> Result<floe_runtime::checkpoint::RestoredState, JobError> {
+    let err = |reason: String| JobError::Restore(format!("cannot restore from {path}: {reason}"));
+    let snapshot = floe_runtime::snapshot::OpenedSnapshot::open(path).map_err(err)?;
+    let restored = snapshot.load().map_err(err)?;
     tracing::info!(
-        checkpoint = resolved.checkpoint_id,
-        "restoring from checkpoint {path}"
+        checkpoint = snapshot.metadata.checkpoint_id,
+        savepoint = snapshot.metadata.is_savepoint,
+        "restoring from {}",
+        snapshot.url()
     );
     Ok(restored)
 }

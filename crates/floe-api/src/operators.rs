@@ -431,8 +431,8 @@ impl<IN: Send, S: SinkWriter<IN>> Operator<IN> for SinkOp<IN, S> {
 pub(crate) struct DeferredReader<T, S> {
     source: Arc<S>,
     reader: Option<Box<dyn SourceReader<T>>>,
-    /// A position to resume from, applied once the reader exists.
-    restore: Option<Vec<u8>>,
+    /// Positions to resume from, applied once the reader exists.
+    restore: Option<Vec<Vec<u8>>>,
 }
 
 impl<T, S> DeferredReader<T, S> {
@@ -448,8 +448,8 @@ impl<T, S> DeferredReader<T, S> {
 impl<T: Send + 'static, S: Source<T>> SourceReader<T> for DeferredReader<T, S> {
     fn open(&mut self, info: &TaskInfo) -> anyhow::Result<()> {
         let mut reader = self.source.create_reader(info)?;
-        if let Some(position) = self.restore.take() {
-            reader.restore_state(&position)?;
+        if let Some(positions) = self.restore.take() {
+            reader.restore_splits(positions)?;
         }
         reader.open(info)?;
         self.reader = Some(reader);
@@ -472,7 +472,12 @@ impl<T: Send + 'static, S: Source<T>> SourceReader<T> for DeferredReader<T, S> {
     }
 
     fn restore_state(&mut self, state: &[u8]) -> anyhow::Result<()> {
-        self.restore = Some(state.to_vec());
+        self.restore = Some(vec![state.to_vec()]);
+        Ok(())
+    }
+
+    fn restore_splits(&mut self, states: Vec<Vec<u8>>) -> anyhow::Result<()> {
+        self.restore = Some(states);
         Ok(())
     }
 

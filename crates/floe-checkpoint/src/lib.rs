@@ -19,12 +19,14 @@
 
 pub mod config;
 pub mod format;
+pub mod savepoint;
 pub mod storage;
 
 pub use config::{
     CheckpointConfig, CheckpointConfigError, CheckpointingMode, ExternalizedCheckpointRetention,
 };
 pub use format::{FileKind, FormatError};
+pub use savepoint::{SAVEPOINT_DIR_PREFIX, SavepointStorage, SnapshotLocation};
 pub use storage::{
     CheckpointStorage, JobCheckpointStorage, ResolvedCheckpoint, StateHandle, StorageError,
     StorageKind, WriteError,

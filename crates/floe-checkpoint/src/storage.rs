@@ -237,6 +237,22 @@ pub enum StorageError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A savepoint target directory that cannot hold savepoints.
+    #[error("cannot write a savepoint under {target:?}: {reason}")]
+    SavepointTarget {
+        /// The target directory as given.
+        target: String,
+        /// Why not.
+        reason: String,
+    },
+    /// A path given as a savepoint that is not a completed savepoint.
+    #[error("{location} is not a savepoint: {reason}")]
+    NotASavepoint {
+        /// The path.
+        location: String,
+        /// What is missing.
+        reason: String,
+    },
     /// A job checkpoint directory that holds no completed checkpoint.
     #[error("no completed checkpoint in {location}")]
     NoCompletedCheckpoint {
@@ -321,7 +337,7 @@ impl Drop for Inner {
 }
 
 /// Where the cloud clients take their settings from.
-enum Settings<'a> {
+pub(crate) enum Settings<'a> {
     /// The process environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`), exactly as
     /// the clients' `from_env` constructors read it.
     ProcessEnv,
@@ -399,7 +415,11 @@ impl CheckpointStorage {
 
     /// Opens the storage; `create` makes a missing local directory (when
     /// writing checkpoints) rather than report it (when restoring).
-    fn open(url: &str, settings: Settings<'_>, create: bool) -> Result<Self, StorageError> {
+    pub(crate) fn open(
+        url: &str,
+        settings: Settings<'_>,
+        create: bool,
+    ) -> Result<Self, StorageError> {
         let given = url.trim();
         let unsupported = |reason: String| StorageError::UnsupportedUrl {
             url: url.to_string(),
@@ -691,7 +711,7 @@ impl CheckpointStorage {
     }
 
     /// Runs a future on the storage's I/O threads and waits for it.
-    fn block_on<F: Future>(&self, future: F) -> Result<F::Output, StorageError> {
+    pub(crate) fn block_on<F: Future>(&self, future: F) -> Result<F::Output, StorageError> {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(StorageError::InsideAsyncRuntime {
                 url: self.inner.url.clone(),
@@ -708,12 +728,12 @@ impl CheckpointStorage {
     }
 
     /// A store path shown as a URL.
-    fn display(&self, path: &Path) -> String {
+    pub(crate) fn display(&self, path: &Path) -> String {
         format!("{}{}", self.inner.display_prefix, path)
     }
 
     /// Whether an object exists.
-    fn exists(&self, path: &Path) -> Result<bool, StorageError> {
+    pub(crate) fn exists(&self, path: &Path) -> Result<bool, StorageError> {
         let store = &self.inner.store;
         match self.block_on(store.head(path))? {
             Ok(_) => Ok(true),
@@ -728,7 +748,7 @@ impl CheckpointStorage {
 
     /// Frames and writes a file once (put-if-absent); an existing file is
     /// reported by `on_exists`.
-    fn put_new(
+    pub(crate) fn put_new(
         &self,
         path: &Path,
         framed: Vec<u8>,
@@ -755,7 +775,7 @@ impl CheckpointStorage {
     }
 
     /// Reads a whole file; `None` if it does not exist.
-    fn get(&self, path: &Path) -> Result<Option<Vec<u8>>, StorageError> {
+    pub(crate) fn get(&self, path: &Path) -> Result<Option<Vec<u8>>, StorageError> {
         let store = &self.inner.store;
         let result = self.block_on(async {
             match store.get(path).await {
@@ -773,6 +793,21 @@ impl CheckpointStorage {
             })
     }
 
+    /// The storage root as a store path.
+    pub(crate) fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The root's canonical directory, for local storage.
+    pub(crate) fn local_root(&self) -> Option<&std::path::Path> {
+        self.inner.local_root.as_deref()
+    }
+
+    /// The object store.
+    pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.store
+    }
+
     /// A store path relative to the root, as recorded in a [`StateHandle`].
     fn relative(&self, path: &Path) -> String {
         match path.prefix_match(&self.inner.root) {
@@ -783,7 +818,7 @@ impl CheckpointStorage {
 
     /// The store path of a [`StateHandle`], refusing anything that is not a
     /// plain relative path.
-    fn resolve_handle(&self, handle: &StateHandle) -> Result<Path, StorageError> {
+    pub(crate) fn resolve_handle(&self, handle: &StateHandle) -> Result<Path, StorageError> {
         let rel = Path::parse(&handle.path).map_err(|e| StorageError::InvalidHandle {
             path: handle.path.clone(),
             reason: e.to_string(),
@@ -1132,7 +1167,7 @@ fn parse_checkpoint_dir_name(name: &str) -> Option<u64> {
 
 /// Refuses names that could escape the checkpoint directory, collide with
 /// `_metadata`, be hidden, or be mangled by a store.
-fn validate_file_name(name: &str) -> Result<(), StorageError> {
+pub(crate) fn validate_file_name(name: &str) -> Result<(), StorageError> {
     let invalid = |reason| {
         Err(StorageError::InvalidFileName {
             name: name.to_string(),
@@ -1163,7 +1198,7 @@ fn validate_file_name(name: &str) -> Result<(), StorageError> {
 /// Removes a local checkpoint directory and everything in it, without
 /// following symbolic links (a link is removed, not its target). A missing
 /// directory is fine.
-fn remove_local_dir(dir: &std::path::Path) -> Result<(), StorageError> {
+pub(crate) fn remove_local_dir(dir: &std::path::Path) -> Result<(), StorageError> {
     let result = match std::fs::symlink_metadata(dir) {
         Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(dir),
         Ok(_) => std::fs::remove_file(dir),

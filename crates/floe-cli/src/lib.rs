@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod examples;
+pub mod snapshot_tools;
 
 /// Peak resident set size of this process in bytes (Linux `VmHWM`).
 pub fn peak_rss_bytes() -> Option<u64> {

@@ -1,9 +1,12 @@
-//! `floe`: run jobs and benchmarks.
+//! `floe`: run jobs and benchmarks, and control running jobs (list,
+//! savepoint, cancel, stop, checkpoints) through their REST API.
+
+mod client;
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use floe::state::StateBackendKind;
 use floe_cli::bench::KeyedCountBench;
 use floe_cli::examples::{EXAMPLES, find};
@@ -55,6 +58,93 @@ enum Command {
     /// Run a benchmark and print one JSON line.
     #[command(subcommand)]
     Bench(Bench),
+    /// List the jobs running on this host (from the job registry) or at -m.
+    List {
+        /// Also list jobs that ended but whose process is still running.
+        #[arg(short = 'a', long = "all")]
+        all: bool,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Take a savepoint of a running job, or dispose of one with -d.
+    ///
+    /// Waits for the savepoint and prints `Savepoint completed. Path: <location>`.
+    /// Without a target directory, the job's state.savepoints.dir is used.
+    #[command(
+        override_usage = "floe savepoint [OPTIONS] <JOB_ID> [TARGET_DIRECTORY]\n       floe savepoint -d <SAVEPOINT_PATH>"
+    )]
+    Savepoint {
+        /// The job's id (a unique prefix is enough).
+        #[arg(value_name = "JOB_ID", required_unless_present = "dispose")]
+        job_id: Option<String>,
+        /// Where to write the savepoint (a directory or URL).
+        #[arg(value_name = "TARGET_DIRECTORY")]
+        target_directory: Option<String>,
+        /// Dispose of (delete) the savepoint at this path instead.
+        #[arg(
+            short = 'd',
+            long = "dispose",
+            value_name = "SAVEPOINT_PATH",
+            conflicts_with_all = ["job_id", "target_directory", "jobmanager"]
+        )]
+        dispose: Option<String>,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Cancel a running job, optionally taking a savepoint first (-s).
+    #[command(override_usage = "floe cancel [OPTIONS] [-s [TARGET_DIRECTORY]] <JOB_ID>")]
+    Cancel {
+        /// Take a savepoint (to this directory, else state.savepoints.dir), then cancel.
+        #[arg(
+            short = 's',
+            long = "withSavepoint",
+            value_name = "TARGET_DIRECTORY",
+            num_args = 0..=1
+        )]
+        with_savepoint: Option<Option<String>>,
+        /// The job's id (a unique prefix is enough).
+        #[arg(value_name = "JOB_ID")]
+        job_id: Option<String>,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Stop a running job with a savepoint: sources stop, the savepoint is taken, the job finishes.
+    Stop {
+        /// Where to write the savepoint (default: state.savepoints.dir).
+        #[arg(short = 'p', long = "savepointPath", value_name = "DIRECTORY")]
+        savepoint_path: Option<String>,
+        /// End the input and flush everything in flight (timers, buffers) before the savepoint.
+        #[arg(short = 'd', long = "drain")]
+        drain: bool,
+        /// The job's id (a unique prefix is enough).
+        #[arg(value_name = "JOB_ID")]
+        job_id: String,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Show a running job's checkpoint counts and most recent checkpoints and savepoints.
+    Checkpoints {
+        /// The job's id (a unique prefix is enough).
+        #[arg(value_name = "JOB_ID")]
+        job_id: String,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Describe a savepoint or retained checkpoint: operators by uid, state names and kinds, key groups, sizes.
+    Info {
+        /// The savepoint or checkpoint directory (or its _metadata file).
+        #[arg(value_name = "PATH")]
+        path: String,
+    },
+}
+
+/// How the job-control commands reach a job.
+#[derive(Debug, Args)]
+struct Connect {
+    /// The job's REST endpoint, host:port (as printed by the job); default: find the job in
+    /// this host's job registry ($FLOE_REGISTRY_DIR, else <temp dir>/floe-jobs-<uid>).
+    #[arg(short = 'm', long = "jobmanager", value_name = "HOST:PORT")]
+    jobmanager: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,8 +217,55 @@ fn run_job(
     )
 }
 
+/// `floe cancel`'s operands: `-s <jobId>` means a savepoint to the default
+/// directory (the value belongs to the job id, as in Flink's CLI).
+fn cancel_operands(
+    with_savepoint: Option<Option<String>>,
+    job_id: Option<String>,
+) -> (String, Option<Option<String>>) {
+    match (with_savepoint, job_id) {
+        (ws, Some(job)) => (job, ws),
+        (Some(Some(job)), None) => (job, Some(None)),
+        (_, None) => {
+            let mut cli = Cli::command();
+            let cancel = cli
+                .find_subcommand_mut("cancel")
+                .expect("the cancel command");
+            cancel
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "the following required arguments were not provided:\n  <JOB_ID>",
+                )
+                .exit()
+        }
+    }
+}
+
+/// Lets the job-control commands end quietly when their output is piped
+/// into a reader that stops early (`floe checkpoints <id> | head`), like
+/// other Unix tools, instead of panicking on a broken pipe.
+fn die_quietly_on_broken_pipe() {
+    // SAFETY: restoring the default disposition of SIGPIPE at the start of
+    // a command, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::List { .. }
+            | Command::Savepoint { .. }
+            | Command::Cancel { .. }
+            | Command::Stop { .. }
+            | Command::Checkpoints { .. }
+            | Command::Info { .. }
+    ) {
+        die_quietly_on_broken_pipe();
+    }
+    let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
         Command::Run {
             parallelism,
@@ -178,6 +315,53 @@ fn main() -> ExitCode {
             println!("{}", serde_json::to_string(&report)?);
             Ok(ExitCode::SUCCESS)
         })(),
+        Command::List { all, connect } => {
+            ok(client::commands::list(all, connect.jobmanager.as_deref()))
+        }
+        Command::Savepoint {
+            dispose: Some(path),
+            ..
+        } => ok(floe_cli::snapshot_tools::dispose(&path)),
+        Command::Savepoint {
+            job_id,
+            target_directory,
+            connect,
+            ..
+        } => ok(client::commands::savepoint(
+            job_id
+                .as_deref()
+                .expect("clap requires a job id without -d"),
+            target_directory.as_deref(),
+            connect.jobmanager.as_deref(),
+        )),
+        Command::Cancel {
+            with_savepoint,
+            job_id,
+            connect,
+        } => {
+            let (job, with_savepoint) = cancel_operands(with_savepoint, job_id);
+            ok(client::commands::cancel(
+                &job,
+                with_savepoint.as_ref().map(|d| d.as_deref()),
+                connect.jobmanager.as_deref(),
+            ))
+        }
+        Command::Stop {
+            savepoint_path,
+            drain,
+            job_id,
+            connect,
+        } => ok(client::commands::stop(
+            &job_id,
+            savepoint_path.as_deref(),
+            drain,
+            connect.jobmanager.as_deref(),
+        )),
+        Command::Checkpoints { job_id, connect } => ok(client::commands::checkpoints(
+            &job_id,
+            connect.jobmanager.as_deref(),
+        )),
+        Command::Info { path } => ok(floe_cli::snapshot_tools::info(&path)),
     };
     match result {
         Ok(code) => code,

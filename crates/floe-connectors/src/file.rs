@@ -54,42 +54,39 @@ impl TextFileSource {
 
 impl Source<String> for TextFileSource {
     fn create_reader(&self, info: &TaskInfo) -> anyhow::Result<Box<dyn SourceReader<String>>> {
-        let files = self
-            .files()?
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| *i as u32 % info.parallelism == info.subtask_index)
-            .map(|(_, f)| f)
+        let files = self.files()?;
+        let splits = (0..files.len())
+            .filter(|i| *i as u32 % info.parallelism == info.subtask_index)
+            .map(|i| (i, 0))
             .collect();
         Ok(Box::new(TextFileReader {
             files,
-            current: 0,
+            splits,
             reader: None,
-            offset: 0,
-            resume_at: 0,
             line: Vec::new(),
         }))
     }
 }
 
-/// One subtask's reader over its assigned files.
+/// One subtask's reader over its splits: the files dealt to it, or after a
+/// rescaling restore the remaining files of the old subtasks it took over.
 struct TextFileReader {
+    /// Every input file; splits refer to them by index.
     files: Vec<PathBuf>,
-    current: usize,
+    /// Remaining splits in reading order: (file index, byte offset of the
+    /// next line). The first one is being read.
+    splits: Vec<(usize, u64)>,
+    /// The first split's open file, positioned at its offset.
     reader: Option<BufReader<File>>,
-    /// Byte offset of the next line in the current file.
-    offset: u64,
-    /// Where to resume in the current file once it is opened (restore).
-    resume_at: u64,
     line: Vec<u8>,
 }
 
 impl TextFileReader {
     fn open_current(&mut self) -> anyhow::Result<()> {
-        let path = &self.files[self.current];
+        let (index, resume_at) = self.splits[0];
+        let path = &self.files[index];
         let mut f = File::open(path)
             .with_context(|| format!("cannot open input file {}", path.display()))?;
-        let resume_at = std::mem::take(&mut self.resume_at);
         if resume_at > 0 {
             use std::io::{Seek, SeekFrom};
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -102,42 +99,55 @@ impl TextFileReader {
                 .with_context(|| format!("cannot seek in input file {}", path.display()))?;
         }
         self.reader = Some(BufReader::with_capacity(256 * 1024, f));
-        self.offset = resume_at;
         Ok(())
     }
 }
 
 impl SourceReader<String> for TextFileReader {
-    /// Position: (index of the current file among this subtask's files,
-    /// byte offset of the next line in it).
+    /// Position: the remaining splits, each (file index among all input
+    /// files, byte offset of the next line) as two little-endian u64s.
     fn snapshot_state(&mut self) -> anyhow::Result<Vec<u8>> {
-        let mut out = (self.current as u64).to_le_bytes().to_vec();
-        out.extend_from_slice(&self.offset.to_le_bytes());
+        let mut out = Vec::with_capacity(self.splits.len() * 16);
+        for (index, offset) in &self.splits {
+            out.extend_from_slice(&(*index as u64).to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+        }
         Ok(out)
     }
 
     fn restore_state(&mut self, state: &[u8]) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            state.len() == 16,
-            "text file position must be 16 bytes, got {}",
-            state.len()
-        );
-        let current = u64::from_le_bytes(state[..8].try_into().expect("8 bytes")) as usize;
-        let offset = u64::from_le_bytes(state[8..].try_into().expect("8 bytes"));
-        anyhow::ensure!(
-            current <= self.files.len(),
-            "text file position names file {current} of only {} assigned files",
-            self.files.len()
-        );
-        self.current = current;
+        self.restore_splits(vec![state.to_vec()])
+    }
+
+    fn restore_splits(&mut self, states: Vec<Vec<u8>>) -> anyhow::Result<()> {
+        let mut splits = Vec::new();
+        for state in &states {
+            anyhow::ensure!(
+                state.len() % 16 == 0,
+                "text file position must be a multiple of 16 bytes, got {}",
+                state.len()
+            );
+            for c in state.chunks_exact(16) {
+                let index = u64::from_le_bytes(c[..8].try_into().expect("8 bytes")) as usize;
+                let offset = u64::from_le_bytes(c[8..].try_into().expect("8 bytes"));
+                anyhow::ensure!(
+                    index < self.files.len(),
+                    "text file position names input file {index}, but there are only {} input files (did the input change?)",
+                    self.files.len()
+                );
+                splits.push((index, offset));
+            }
+        }
+        splits.sort_unstable();
+        self.splits = splits;
         self.reader = None;
-        self.resume_at = offset;
         Ok(())
     }
 
     fn open(&mut self, _info: &TaskInfo) -> anyhow::Result<()> {
         // Fail fast on every assigned file, not only on the first one.
-        for f in &self.files {
+        for (index, _) in &self.splits {
+            let f = &self.files[*index];
             File::open(f).with_context(|| format!("cannot open input file {}", f.display()))?;
         }
         Ok(())
@@ -146,9 +156,9 @@ impl SourceReader<String> for TextFileReader {
     fn poll_next(&mut self, out: &mut Vec<String>, max: usize) -> anyhow::Result<SourceStatus> {
         let mut n = 0;
         while n < max {
-            if self.current >= self.files.len() {
+            let Some(&(index, start)) = self.splits.first() else {
                 return Ok(SourceStatus::Finished);
-            }
+            };
             if self.reader.is_none() {
                 self.open_current()?;
             }
@@ -156,18 +166,16 @@ impl SourceReader<String> for TextFileReader {
             self.line.clear();
             let read = reader.read_until(b'\n', &mut self.line).with_context(|| {
                 format!(
-                    "cannot read input file {} at byte {}",
-                    self.files[self.current].display(),
-                    self.offset
+                    "cannot read input file {} at byte {start}",
+                    self.files[index].display(),
                 )
             })?;
             if read == 0 {
                 self.reader = None;
-                self.current += 1;
+                self.splits.remove(0);
                 continue;
             }
-            let start = self.offset;
-            self.offset += read as u64;
+            self.splits[0].1 += read as u64;
             let mut bytes = self.line.as_slice();
             if let Some(b) = bytes.strip_suffix(b"\n") {
                 bytes = b.strip_suffix(b"\r").unwrap_or(b);
@@ -175,7 +183,7 @@ impl SourceReader<String> for TextFileReader {
             let line = std::str::from_utf8(bytes).with_context(|| {
                 format!(
                     "input file {} is not valid UTF-8 in the line at byte {start}",
-                    self.files[self.current].display()
+                    self.files[index].display()
                 )
             })?;
             out.push(line.to_string());

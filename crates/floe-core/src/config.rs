@@ -117,6 +117,68 @@ pub mod options {
         parse: parse_positive_u32,
     };
 
+    /// Which keyed state backend jobs use unless their code chooses one.
+    pub const STATE_BACKEND: ConfigOption<String> = ConfigOption {
+        key: "state.backend.type",
+        description: "Keyed state backend: hashmap (state on the heap, the default) or rocksdb.",
+        parse: |s| match s.trim().to_ascii_lowercase().as_str() {
+            "hashmap" | "heap" => Ok("hashmap".to_string()),
+            "rocksdb" => Ok("rocksdb".to_string()),
+            _ => Err("expected hashmap or rocksdb".into()),
+        },
+    };
+
+    /// Incremental checkpoints (RocksDB backend).
+    pub const INCREMENTAL: ConfigOption<bool> = ConfigOption {
+        key: "state.backend.incremental",
+        description: "Upload only new state files in each checkpoint (RocksDB backend; default false).",
+        parse: parse_bool,
+    };
+
+    /// Where savepoints go when a request names no directory.
+    pub const SAVEPOINT_DIR: ConfigOption<String> = ConfigOption {
+        key: "state.savepoints.dir",
+        description: "Default savepoint target directory: a path or a file://, s3://, gs://, az:// URL (default: unset; a savepoint request must then name one).",
+        parse: |s| {
+            if s.trim().is_empty() {
+                Err("must not be empty".into())
+            } else {
+                Ok(s.trim().to_string())
+            }
+        },
+    };
+
+    /// The REST API's port.
+    pub const REST_PORT: ConfigOption<u16> = ConfigOption {
+        key: "rest.port",
+        description: "Port of the job's REST API; 0 picks a free port (default 0, so jobs on one host never clash; the CLI finds them through the job registry).",
+        parse: |s| {
+            s.trim()
+                .parse::<u16>()
+                .map_err(|e| format!("not a port number 0..=65535 ({e})"))
+        },
+    };
+
+    /// The REST API's bind address.
+    pub const REST_ADDRESS: ConfigOption<String> = ConfigOption {
+        key: "rest.address",
+        description: "Address the job's REST API binds to (default 127.0.0.1: reachable from this host only).",
+        parse: |s| {
+            if s.trim().is_empty() {
+                Err("must not be empty".into())
+            } else {
+                Ok(s.trim().to_string())
+            }
+        },
+    };
+
+    /// Queryable state (read keyed state of a running job from outside).
+    pub const QUERYABLE_STATE_ENABLE: ConfigOption<bool> = ConfigOption {
+        key: "queryable-state.enable",
+        description: "Serve queryable keyed state (default false).",
+        parse: parse_bool,
+    };
+
     /// How long a task waits for buffered output before flushing it anyway.
     pub const BUFFER_TIMEOUT: ConfigOption<Duration> = ConfigOption {
         key: "execution.buffer-timeout.interval",
@@ -140,6 +202,21 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     (
         options::BUFFER_TIMEOUT.key,
         options::BUFFER_TIMEOUT.description,
+    ),
+    (
+        options::STATE_BACKEND.key,
+        options::STATE_BACKEND.description,
+    ),
+    (options::INCREMENTAL.key, options::INCREMENTAL.description),
+    (
+        options::SAVEPOINT_DIR.key,
+        options::SAVEPOINT_DIR.description,
+    ),
+    (options::REST_PORT.key, options::REST_PORT.description),
+    (options::REST_ADDRESS.key, options::REST_ADDRESS.description),
+    (
+        options::QUERYABLE_STATE_ENABLE.key,
+        options::QUERYABLE_STATE_ENABLE.description,
     ),
     // Checkpointing: the options are defined in floe-checkpoint's config.rs
     // (`floe_checkpoint::config::options`); a test there keeps these in step.

@@ -69,6 +69,17 @@ pub enum CheckpointKind {
     Checkpoint,
     /// User-triggered, owned by the user, never deleted by Floe.
     Savepoint,
+    /// A savepoint after which the sources stop (stop with savepoint,
+    /// without drain): they resume only if it fails.
+    StopSavepoint,
+}
+
+impl CheckpointKind {
+    /// Savepoints are always aligned, never unaligned: their state must be
+    /// canonical and free of in-flight records.
+    pub fn is_savepoint(self) -> bool {
+        !matches!(self, CheckpointKind::Checkpoint)
+    }
 }
 
 /// The marker a source injects into its output for checkpoint `id`: every

@@ -86,6 +86,8 @@ pub struct OperatorRestore {
 /// State to restore, by operator uid.
 #[derive(Debug, Default, Clone)]
 pub struct RestoredState {
+    /// What the snapshot recorded about each operator, by uid.
+    pub operator_info: std::collections::BTreeMap<String, crate::coordinator::OperatorSnapshotInfo>,
     /// The checkpoint it comes from.
     pub checkpoint_id: u64,
     /// Per uid.
@@ -172,6 +174,11 @@ impl BarrierAligner {
     /// True while a checkpoint is being aligned.
     pub fn in_progress(&self) -> bool {
         self.current.is_some()
+    }
+
+    /// The barrier being aligned, if any.
+    pub fn current_barrier(&self) -> Option<CheckpointBarrier> {
+        self.current.as_ref().map(|(b, _)| *b)
     }
 
     fn complete_if_done(&mut self) -> Option<AlignmentAction> {
@@ -289,9 +296,11 @@ pub enum TaskCommand {
     TriggerCheckpoint(CheckpointBarrier),
     /// Every task: a checkpoint completed or was aborted.
     Notify(CheckpointNotification),
-    /// Every task of a finished job, after its final checkpoint completed
-    /// (and was notified): exit.
+    /// Every task, after the job's final checkpoint or a stop's savepoint
+    /// completed (and was notified): exit.
     Terminate,
+    /// Stop with drain: sources end their input now, as if it were over.
+    EndInput,
 }
 
 /// The outcome of a checkpoint, as the coordinator tells every task.
@@ -323,6 +332,10 @@ pub struct TaskEnvironment {
     /// Where a task reports that its input ended (with checkpointing it
     /// then waits for the job's final checkpoint).
     pub coordinator: Option<crossbeam_channel::Sender<crate::coordinator::CoordinatorEvent>>,
+    /// Set (before any source is told to end) when the job is stopped with
+    /// drain: finished tasks then stay for the final savepoint even when
+    /// periodic checkpointing is off.
+    pub drain: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TaskEnvironment {
@@ -336,13 +349,16 @@ impl TaskEnvironment {
             snapshots: None,
             alignment: AlignmentMode::Aligned,
             coordinator: None,
+            drain: Default::default(),
         }
     }
 
     /// True when the task must stay for the job's final checkpoint after
-    /// its input ended (checkpointing is on).
+    /// its input ended: checkpointing is on, or the job is being stopped
+    /// with drain (its savepoint is the final checkpoint).
     pub fn awaits_final_checkpoint(&self) -> bool {
         self.commands.is_some()
+            && (self.init.checkpointing || self.drain.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Tells the coordinator that this task's input ended and its chain

@@ -22,6 +22,7 @@ use crate::checkpoint::{
     AlignmentMode, CheckpointNotification, OperatorRestore, OperatorState, RestoredState,
     TaskCommand, TaskSnapshot,
 };
+use crate::control::{JobControl, SavepointMode, SavepointRequest, SavepointStatus};
 
 /// What a state file holds (its frame records it, so a file restored as the
 /// wrong kind is refused).
@@ -59,6 +60,11 @@ pub trait CheckpointStore: Send + Sync {
     fn discard(&self, checkpoint_id: u64) -> Result<(), String>;
     /// Ids of completed checkpoints, ascending.
     fn completed(&self) -> Result<Vec<u64>, String>;
+    /// Where checkpoint `checkpoint_id` is, as a URL, when it has a place
+    /// a user can name (not for memory storage).
+    fn location(&self, _checkpoint_id: u64) -> Option<String> {
+        None
+    }
 }
 
 /// A written state file.
@@ -86,13 +92,41 @@ pub struct SubtaskStateMeta {
     pub channel: Option<StateFile>,
 }
 
-/// The `_metadata` of a completed checkpoint.
+/// How uids derived from the graph (operators without `uid(..)`) begin.
+pub const DERIVED_UID_PREFIX: &str = "auto-";
+
+/// The version of the `_metadata` payload layout; a snapshot of another
+/// version is refused with a clear error instead of misread.
+pub const METADATA_FORMAT_VERSION: u32 = 2;
+
+/// What a snapshot records about an operator besides its state: what a
+/// restore checks (max parallelism) and what `floe info` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorSnapshotInfo {
+    /// The operator's display name when the snapshot was taken.
+    pub name: String,
+    /// Its parallelism then.
+    pub parallelism: u32,
+    /// Its number of key groups, which a restore must keep.
+    pub max_parallelism: u32,
+    /// Whether the max parallelism was set explicitly (else derived from
+    /// the parallelism, and adopted by a restore at another parallelism).
+    pub max_parallelism_explicit: bool,
+}
+
+/// The `_metadata` of a completed checkpoint or savepoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointMetadata {
+    /// [`METADATA_FORMAT_VERSION`] of the writer.
+    pub format_version: u32,
     /// The checkpoint id.
     pub checkpoint_id: u64,
     /// When it was triggered (ms since the epoch).
     pub timestamp_ms: u64,
+    /// A savepoint rather than a checkpoint.
+    pub is_savepoint: bool,
+    /// Per operator uid: name, parallelism, max parallelism.
+    pub operator_info: BTreeMap<String, OperatorSnapshotInfo>,
     /// Per operator uid, per subtask.
     pub operators: BTreeMap<String, Vec<SubtaskStateMeta>>,
 }
@@ -105,6 +139,14 @@ impl CheckpointMetadata {
 
     /// Decodes stored bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let version: u32 = postcard::take_from_bytes::<u32>(bytes)
+            .map(|(v, _)| v)
+            .map_err(|e| format!("invalid checkpoint metadata: {e}"))?;
+        if version != METADATA_FORMAT_VERSION {
+            return Err(format!(
+                "checkpoint metadata of format version {version} cannot be read by this Floe (it reads version {METADATA_FORMAT_VERSION})"
+            ));
+        }
         postcard::from_bytes(bytes).map_err(|e| format!("invalid checkpoint metadata: {e}"))
     }
 
@@ -112,6 +154,7 @@ impl CheckpointMetadata {
     pub fn load(&self, store: &dyn CheckpointStore) -> Result<RestoredState, String> {
         let mut restored = RestoredState {
             checkpoint_id: self.checkpoint_id,
+            operator_info: self.operator_info.clone(),
             ..Default::default()
         };
         for (uid, subtasks) in &self.operators {
@@ -241,6 +284,10 @@ pub struct CheckpointStats {
     pub unaligned: bool,
     /// Bytes per operator uid.
     pub operators: BTreeMap<String, u64>,
+    /// A savepoint, not a checkpoint.
+    pub is_savepoint: bool,
+    /// Where a completed savepoint (or checkpoint) lives, as a URL or path.
+    pub external_path: Option<String>,
 }
 
 impl CheckpointStats {
@@ -258,6 +305,8 @@ impl CheckpointStats {
             acknowledged: (p.acked.len(), tasks),
             unaligned: p.unaligned,
             operators: p.operator_bytes.clone(),
+            is_savepoint: p.savepoint.is_some(),
+            external_path: None,
         }
     }
 }
@@ -308,6 +357,8 @@ pub enum CoordinatorEvent {
     /// A task's input ended and its chain finished; it stays to take part
     /// in checkpoints until the job's final checkpoint completes.
     TaskFinished(usize),
+    /// A user asked for a savepoint (or a stop with savepoint).
+    TriggerSavepoint(SavepointRequest),
     /// The job is over: stop.
     Shutdown,
 }
@@ -463,6 +514,129 @@ struct Pending {
     alignment: Duration,
     unaligned: bool,
     operator_bytes: BTreeMap<String, u64>,
+    /// For a savepoint: the request and where it is written.
+    savepoint: Option<(SavepointRequest, Arc<floe_checkpoint::SavepointStorage>)>,
+}
+
+/// Where each snapshot's files go: checkpoints to the job's checkpoint
+/// storage, each savepoint to its own directory. Shared by the coordinator
+/// and the uploaders, which only know checkpoint ids.
+pub struct SnapshotTargets {
+    checkpoints: Option<Arc<dyn CheckpointStore>>,
+    savepoints: Mutex<BTreeMap<u64, (Arc<floe_checkpoint::SavepointStorage>, bool)>>,
+}
+
+impl SnapshotTargets {
+    /// Targets writing checkpoints to `checkpoints` (none: checkpointing
+    /// is off, only savepoints are written).
+    pub fn new(checkpoints: Option<Arc<dyn CheckpointStore>>) -> Self {
+        SnapshotTargets {
+            checkpoints,
+            savepoints: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn savepoint(&self, id: u64) -> Option<(Arc<floe_checkpoint::SavepointStorage>, bool)> {
+        self.savepoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    fn register_savepoint(&self, id: u64, storage: Arc<floe_checkpoint::SavepointStorage>) {
+        self.savepoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, (storage, false));
+    }
+
+    fn mark_savepoint_completed(&self, id: u64) {
+        if let Some(e) = self
+            .savepoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&id)
+        {
+            e.1 = true;
+        }
+    }
+
+    fn checkpoints(&self, id: u64) -> Result<&Arc<dyn CheckpointStore>, String> {
+        self.checkpoints
+            .as_ref()
+            .ok_or_else(|| format!("checkpoint {id} has no storage: checkpointing is off"))
+    }
+}
+
+impl CheckpointStore for SnapshotTargets {
+    fn write_state(
+        &self,
+        checkpoint_id: u64,
+        name: &str,
+        kind: StateFileKind,
+        size_hint: usize,
+        encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
+    ) -> Result<StateFile, String> {
+        match self.savepoint(checkpoint_id) {
+            Some((sp, _)) => sp.write_state(checkpoint_id, name, kind, size_hint, encode),
+            None => self.checkpoints(checkpoint_id)?.write_state(
+                checkpoint_id,
+                name,
+                kind,
+                size_hint,
+                encode,
+            ),
+        }
+    }
+
+    fn read_state(&self, file: &StateFile, kind: StateFileKind) -> Result<Vec<u8>, String> {
+        self.checkpoints(0)?.read_state(file, kind)
+    }
+
+    fn complete(&self, checkpoint_id: u64, metadata: &[u8]) -> Result<(), String> {
+        match self.savepoint(checkpoint_id) {
+            Some((sp, _)) => {
+                CheckpointStore::complete(sp.as_ref(), checkpoint_id, metadata)?;
+                self.mark_savepoint_completed(checkpoint_id);
+                Ok(())
+            }
+            None => self
+                .checkpoints(checkpoint_id)?
+                .complete(checkpoint_id, metadata),
+        }
+    }
+
+    fn read_metadata(&self, checkpoint_id: u64) -> Result<Vec<u8>, String> {
+        self.checkpoints(checkpoint_id)?
+            .read_metadata(checkpoint_id)
+    }
+
+    fn discard(&self, checkpoint_id: u64) -> Result<(), String> {
+        match self.savepoint(checkpoint_id) {
+            // A completed savepoint belongs to the user: never deleted here.
+            Some((_, true)) => Ok(()),
+            Some((sp, false)) => sp.discard_incomplete().map_err(|e| e.to_string()),
+            None => match &self.checkpoints {
+                Some(c) => c.discard(checkpoint_id),
+                None => Ok(()),
+            },
+        }
+    }
+
+    fn completed(&self) -> Result<Vec<u64>, String> {
+        match &self.checkpoints {
+            Some(c) => c.completed(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn location(&self, checkpoint_id: u64) -> Option<String> {
+        match self.savepoint(checkpoint_id) {
+            Some((sp, _)) => Some(sp.location().to_string()),
+            None => self.checkpoints.as_ref()?.location(checkpoint_id),
+        }
+    }
 }
 
 /// Why the coordinator asks the job to fail over.
@@ -472,7 +646,17 @@ pub struct CheckpointFailure(pub String);
 /// Triggers, collects and completes checkpoints for one job run.
 pub struct CheckpointCoordinator {
     settings: CheckpointSettings,
-    store: Arc<dyn CheckpointStore>,
+    /// Periodic checkpoints are on (otherwise only savepoints are taken).
+    periodic: bool,
+    store: Arc<SnapshotTargets>,
+    /// The job's control handle: savepoint results and cancel-after.
+    control: Option<JobControl>,
+    /// A stop with drain under way: its savepoint is the final checkpoint.
+    drain: Option<SavepointRequest>,
+    /// A stop with savepoint is under way: no periodic trigger meanwhile.
+    stopping: bool,
+    /// The run's drain flag (see `TaskEnvironment::drain`).
+    drain_flag: Arc<std::sync::atomic::AtomicBool>,
     /// Every task's command channel, and whether it is a source (sources
     /// are triggered; every task is notified).
     tasks: Vec<(Sender<TaskCommand>, bool)>,
@@ -508,9 +692,14 @@ impl CheckpointCoordinator {
     /// flag for sources). Checkpoint ids continue after `last_id`: ids are
     /// never reused within a job, so files of a checkpoint abandoned by a
     /// failed run cannot collide with a new one.
+    /// `periodic` is false when checkpointing is off: the coordinator then
+    /// only takes savepoints.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: CheckpointSettings,
-        store: Arc<dyn CheckpointStore>,
+        periodic: bool,
+        store: Arc<SnapshotTargets>,
+        control: Option<JobControl>,
         tasks: Vec<(Sender<TaskCommand>, bool)>,
         last_id: u64,
         retained: Vec<u64>,
@@ -518,7 +707,12 @@ impl CheckpointCoordinator {
     ) -> Self {
         CheckpointCoordinator {
             settings,
+            periodic,
             store,
+            control,
+            drain: None,
+            stopping: false,
+            drain_flag: Default::default(),
             tasks,
             next_id: last_id + 1,
             pending: BTreeMap::new(),
@@ -531,6 +725,12 @@ impl CheckpointCoordinator {
             history,
             orphans: Vec::new(),
         }
+    }
+
+    /// Shares the run's drain flag, set before sources are told to end.
+    pub fn with_drain_flag(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.drain_flag = flag;
+        self
     }
 
     /// Aborted checkpoints whose files a late upload may have written; the
@@ -581,13 +781,48 @@ impl CheckpointCoordinator {
     }
 
     fn trigger(&mut self) {
+        self.trigger_kind(CheckpointKind::Checkpoint, None);
+    }
+
+    /// What the metadata records about each operator.
+    fn operator_info(&self) -> BTreeMap<String, OperatorSnapshotInfo> {
+        self.control
+            .as_ref()
+            .map(|c| {
+                c.vertices()
+                    .iter()
+                    .map(|v| {
+                        (
+                            v.uid.clone(),
+                            OperatorSnapshotInfo {
+                                name: v.name.clone(),
+                                parallelism: v.parallelism,
+                                max_parallelism: v.max_parallelism,
+                                max_parallelism_explicit: v.max_parallelism_explicit,
+                            },
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn trigger_kind(
+        &mut self,
+        kind: CheckpointKind,
+        savepoint: Option<(SavepointRequest, Arc<floe_checkpoint::SavepointStorage>)>,
+    ) {
         let barrier = CheckpointBarrier {
             id: self.next_id,
             timestamp_ms: now_ms(),
-            kind: CheckpointKind::Checkpoint,
+            kind,
         };
         self.next_id += 1;
-        self.last_trigger = Some(Instant::now());
+        if let Some((_, storage)) = &savepoint {
+            self.store.register_savepoint(barrier.id, storage.clone());
+        } else {
+            self.last_trigger = Some(Instant::now());
+        }
         for (tx, is_source) in &self.tasks {
             if *is_source {
                 let _ = tx.send(TaskCommand::TriggerCheckpoint(barrier));
@@ -601,8 +836,11 @@ impl CheckpointCoordinator {
                 started: Instant::now(),
                 acked: HashSet::new(),
                 metadata: CheckpointMetadata {
+                    format_version: METADATA_FORMAT_VERSION,
                     checkpoint_id: barrier.id,
                     timestamp_ms: barrier.timestamp_ms,
+                    is_savepoint: savepoint.is_some(),
+                    operator_info: self.operator_info(),
                     operators: BTreeMap::new(),
                 },
                 bytes: 0,
@@ -612,8 +850,84 @@ impl CheckpointCoordinator {
                 alignment: Duration::ZERO,
                 unaligned: false,
                 operator_bytes: BTreeMap::new(),
+                savepoint,
             },
         );
+    }
+
+    /// Starts a savepoint request: a stop with drain first ends the input
+    /// (the savepoint is taken once every task finished); any other is
+    /// triggered at once, regardless of the checkpoints in flight.
+    fn start_savepoint(&mut self, request: SavepointRequest) {
+        let Some(control) = self.control.clone() else {
+            return;
+        };
+        if let SavepointMode::Stop { drain: true } = request.mode {
+            self.stopping = true;
+            self.drain = Some(request);
+            self.drain_flag
+                .store(true, std::sync::atomic::Ordering::Release);
+            tracing::info!("stop with drain: ending the input of every source");
+            for (tx, _) in &self.tasks {
+                let _ = tx.send(TaskCommand::EndInput);
+            }
+            return;
+        }
+        let storage = match floe_checkpoint::SavepointStorage::create(
+            &request.target_directory,
+            control.job_id(),
+        ) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                control.set_savepoint_status(
+                    &request.trigger,
+                    SavepointStatus::Failed {
+                        reason: e.to_string(),
+                    },
+                );
+                return;
+            }
+        };
+        let kind = match request.mode {
+            SavepointMode::Stop { .. } => {
+                self.stopping = true;
+                CheckpointKind::StopSavepoint
+            }
+            SavepointMode::Savepoint { .. } => CheckpointKind::Savepoint,
+        };
+        tracing::info!(
+            checkpoint = self.next_id,
+            "triggering savepoint into {}",
+            storage.location()
+        );
+        self.trigger_kind(kind, Some((request, storage)));
+    }
+
+    /// Starts the savepoint of a stop with drain, now that every task
+    /// finished: it is the job's final checkpoint.
+    fn start_drain_savepoint(&mut self, request: SavepointRequest) -> bool {
+        let Some(control) = self.control.clone() else {
+            return false;
+        };
+        match floe_checkpoint::SavepointStorage::create(&request.target_directory, control.job_id())
+        {
+            Ok(storage) => {
+                self.trigger_kind(
+                    CheckpointKind::Savepoint,
+                    Some((request, Arc::new(storage))),
+                );
+                true
+            }
+            Err(e) => {
+                control.set_savepoint_status(
+                    &request.trigger,
+                    SavepointStatus::Failed {
+                        reason: e.to_string(),
+                    },
+                );
+                false
+            }
+        }
     }
 
     /// Aborts pending checkpoint `id`: its files are removed and tasks are
@@ -646,7 +960,29 @@ impl CheckpointCoordinator {
             CheckpointStatus::Failed(reason.clone()),
             self.tasks.len(),
         ));
+        // Sources paused by a failed stop resume on this notification.
         self.notify(CheckpointNotification::Aborted(id));
+        if let Some((request, _)) = &p.savepoint {
+            if let Some(control) = &self.control {
+                control.set_savepoint_status(
+                    &request.trigger,
+                    SavepointStatus::Failed {
+                        reason: format!("savepoint {id} failed: {reason}"),
+                    },
+                );
+            }
+            if let SavepointMode::Stop { drain } = request.mode {
+                self.stopping = false;
+                if drain {
+                    // The input has ended already: the job cannot go on.
+                    return Err(CheckpointFailure(format!(
+                        "the savepoint of stop with drain failed ({reason}); the job fails over"
+                    )));
+                }
+            }
+            // A failed savepoint never fails the job.
+            return Ok(());
+        }
         if !counts {
             return Ok(());
         }
@@ -669,9 +1005,13 @@ impl CheckpointCoordinator {
             self.pending.insert(id, p);
             return self.abort(id, format!("cannot write metadata: {e}"), true);
         }
+        if let Some((request, storage)) = &p.savepoint {
+            return self.complete_savepoint(id, &p, request.clone(), storage.location());
+        }
         self.consecutive_failures = 0;
         self.last_completion = Some(Instant::now());
-        let stats = CheckpointStats::of(&p, CheckpointStatus::Completed, self.tasks.len());
+        let mut stats = CheckpointStats::of(&p, CheckpointStatus::Completed, self.tasks.len());
+        stats.external_path = self.store.location(id);
         tracing::info!(
             checkpoint = id,
             bytes = stats.state_size,
@@ -697,13 +1037,74 @@ impl CheckpointCoordinator {
         }
         floe_core::failpoint::hit("checkpoint.after-metadata");
         self.notify(CheckpointNotification::Complete(id));
-        if self.final_checkpoint.is_some_and(|f| f <= id) {
+        if self.final_checkpoint.is_some_and(|f| f <= id) && p.savepoint.is_none() {
             tracing::debug!(
                 checkpoint = id,
                 "final checkpoint completed; ending the job"
             );
             for (tx, _) in &self.tasks {
                 let _ = tx.send(TaskCommand::Terminate);
+            }
+        }
+        Ok(())
+    }
+
+    /// A savepoint's `_metadata` is written. An intermediate savepoint has
+    /// no side effects (tasks are not notified, as in Flink since 1.15); a
+    /// stop's savepoint commits them and ends the job.
+    fn complete_savepoint(
+        &mut self,
+        id: u64,
+        p: &Pending,
+        request: SavepointRequest,
+        location: &str,
+    ) -> Result<(), CheckpointFailure> {
+        let mut stats = CheckpointStats::of(p, CheckpointStatus::Completed, self.tasks.len());
+        stats.external_path = Some(location.to_string());
+        tracing::info!(
+            checkpoint = id,
+            bytes = stats.state_size,
+            duration_ms = stats.duration.as_millis() as u64,
+            "savepoint completed: {location}"
+        );
+        self.record(stats);
+        let derived: Vec<&str> = p
+            .metadata
+            .operators
+            .keys()
+            .filter(|u| u.starts_with(DERIVED_UID_PREFIX))
+            .map(String::as_str)
+            .collect();
+        if !derived.is_empty() {
+            tracing::warn!(
+                "savepoint {id} holds state of operators without an explicit uid ({}): their uids are derived from the job graph and change when it changes, so set uid(..) on them to restore this state after an upgrade",
+                derived.join(", ")
+            );
+        }
+        let Some(control) = self.control.clone() else {
+            return Ok(());
+        };
+        control.set_savepoint_status(
+            &request.trigger,
+            SavepointStatus::Completed {
+                location: location.to_string(),
+            },
+        );
+        match request.mode {
+            SavepointMode::Savepoint { cancel_job } => {
+                if cancel_job {
+                    tracing::info!("cancelling the job after savepoint {id}");
+                    control.cancel();
+                }
+            }
+            SavepointMode::Stop { .. } => {
+                control.mark_stopped();
+                floe_core::failpoint::hit("checkpoint.after-metadata");
+                self.notify(CheckpointNotification::Complete(id));
+                tracing::info!("stop with savepoint {id} completed; ending the job");
+                for (tx, _) in &self.tasks {
+                    let _ = tx.send(TaskCommand::Terminate);
+                }
             }
         }
         Ok(())
@@ -751,6 +1152,7 @@ impl CheckpointCoordinator {
             CoordinatorEvent::TaskFinished(task) => {
                 self.finished_tasks.insert(task);
             }
+            CoordinatorEvent::TriggerSavepoint(request) => self.start_savepoint(request),
             CoordinatorEvent::Shutdown => {
                 let pending: Vec<u64> = self.pending.keys().copied().collect();
                 for id in pending {
@@ -785,10 +1187,24 @@ impl CheckpointCoordinator {
             let due = self.next_trigger(started);
             // Every task finished: the final checkpoint is due at once (its
             // state is the end state of the job, and its completion lets
-            // side effects held for checkpoints go out).
-            let final_due =
-                self.finished_tasks.len() == self.tasks.len() && self.final_checkpoint.is_none();
-            if (now >= due || final_due) && self.pending.len() < self.max_concurrent() {
+            // side effects held for checkpoints go out). After a stop with
+            // drain, it is the stop's savepoint.
+            let all_finished = self.finished_tasks.len() == self.tasks.len();
+            if all_finished && self.final_checkpoint.is_none() {
+                if let Some(request) = self.drain.take() {
+                    if self.start_drain_savepoint(request) {
+                        self.final_checkpoint = Some(self.last_triggered());
+                    } else {
+                        return Err(CheckpointFailure(
+                            "the savepoint of stop with drain could not be started".into(),
+                        ));
+                    }
+                    continue;
+                }
+            }
+            let final_due = self.periodic && all_finished && self.final_checkpoint.is_none();
+            let periodic_due = self.periodic && !self.stopping && now >= due;
+            if (periodic_due || final_due) && self.pending.len() < self.max_concurrent() {
                 self.trigger();
                 if final_due {
                     self.final_checkpoint = Some(self.last_triggered());
@@ -831,6 +1247,52 @@ fn file_kind(kind: StateFileKind) -> floe_checkpoint::FileKind {
         StateFileKind::Keyed => floe_checkpoint::FileKind::KeyedState,
         StateFileKind::Operator => floe_checkpoint::FileKind::OperatorState,
         StateFileKind::Channel => floe_checkpoint::FileKind::ChannelState,
+    }
+}
+
+impl CheckpointStore for floe_checkpoint::SavepointStorage {
+    fn write_state(
+        &self,
+        _checkpoint_id: u64,
+        name: &str,
+        kind: StateFileKind,
+        size_hint: usize,
+        encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
+    ) -> Result<StateFile, String> {
+        let h = self
+            .write_state_file_with(&state_file_name(name), file_kind(kind), size_hint, encode)
+            .map_err(|e| e.to_string())?;
+        Ok(StateFile {
+            path: h.path,
+            size: h.size,
+        })
+    }
+
+    fn read_state(&self, file: &StateFile, kind: StateFileKind) -> Result<Vec<u8>, String> {
+        let h = floe_checkpoint::StateHandle {
+            path: file.path.clone(),
+            size: file.size,
+        };
+        self.read_state_file(&h, file_kind(kind))
+            .map_err(|e| e.to_string())
+    }
+
+    fn complete(&self, _checkpoint_id: u64, metadata: &[u8]) -> Result<(), String> {
+        floe_checkpoint::SavepointStorage::complete(self, metadata)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn read_metadata(&self, _checkpoint_id: u64) -> Result<Vec<u8>, String> {
+        floe_checkpoint::SavepointStorage::read_metadata(self).map_err(|e| e.to_string())
+    }
+
+    fn discard(&self, _checkpoint_id: u64) -> Result<(), String> {
+        self.discard_incomplete().map_err(|e| e.to_string())
+    }
+
+    fn completed(&self) -> Result<Vec<u64>, String> {
+        Ok(Vec::new())
     }
 }
 
@@ -885,5 +1347,10 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
 
     fn completed(&self) -> Result<Vec<u64>, String> {
         self.completed_checkpoints().map_err(|e| e.to_string())
+    }
+
+    fn location(&self, checkpoint_id: u64) -> Option<String> {
+        (self.storage().kind() != floe_checkpoint::StorageKind::JobManager)
+            .then(|| self.checkpoint_location(checkpoint_id))
     }
 }

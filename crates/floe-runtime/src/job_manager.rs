@@ -9,7 +9,7 @@
 //! tasks to the TaskManager. The first failure cancels every other task.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -19,9 +19,11 @@ use floe_state::key_group::default_max_parallelism;
 use crate::channel::CancelFlag;
 use crate::checkpoint::{RestoredState, TaskEnvironment, TaskInit};
 use crate::context::TaskInfo;
+use crate::control::{ControlShared, JobControl, JobStatus, VertexInfo};
 use crate::coordinator::{
     CheckpointCoordinator, CheckpointFailure, CheckpointHistory, CheckpointMetadata,
-    CheckpointSettings, CheckpointStats, CheckpointStore, CoordinatorEvent, SnapshotUploader,
+    CheckpointSettings, CheckpointStats, CheckpointStore, CoordinatorEvent, SnapshotTargets,
+    SnapshotUploader,
 };
 use crate::error::FailureCause;
 use crate::error::{JobError, OperatorFailure, TaskError};
@@ -48,6 +50,14 @@ pub struct ExecutionSettings {
     /// The job's id, when chosen before submission (its checkpoint
     /// directory is named by it).
     pub job_id: Option<JobId>,
+    /// Where savepoints go when a request names no directory
+    /// (`state.savepoints.dir`).
+    pub savepoint_dir: Option<String>,
+    /// The path `restore` was loaded from (shown by the REST API).
+    pub restore_path: Option<String>,
+    /// `-n`: snapshot state that maps to no operator is skipped instead of
+    /// refused.
+    pub allow_non_restored_state: bool,
 }
 
 impl std::fmt::Debug for dyn CheckpointStore {
@@ -66,6 +76,9 @@ impl Default for ExecutionSettings {
             restart: RestartStrategy::None,
             restore: None,
             job_id: None,
+            savepoint_dir: None,
+            restore_path: None,
+            allow_non_restored_state: false,
         }
     }
 }
@@ -92,6 +105,8 @@ pub struct PlannedVertex {
     pub uid: Arc<str>,
     /// Resolved max parallelism (number of key groups).
     pub max_parallelism: u32,
+    /// Set explicitly (on the operator or job-wide), not derived.
+    pub max_parallelism_explicit: bool,
 }
 
 /// The physical plan: chains of vertices, each run as one task per subtask.
@@ -126,12 +141,14 @@ pub struct JobClient {
     checkpoint_history: CheckpointHistory,
     /// Aborted checkpoints to remove once the run's uploads are over.
     orphans: Vec<u64>,
+    /// The handle the REST API uses.
+    control: JobControl,
 }
 
 fn derived_uid(index: usize, input_uids: &[&str]) -> String {
     // Stable for an unchanged graph: position plus the uids of the inputs.
     let h = floe_state::key_hash(&(index as u64, input_uids));
-    format!("auto-{index}-{h:08x}")
+    format!("{}{index}-{h:08x}", crate::coordinator::DERIVED_UID_PREFIX)
 }
 
 impl JobManager {
@@ -158,10 +175,33 @@ impl JobManager {
                     v.name, v.parallelism
                 )));
             }
-            let max_p = v
-                .max_parallelism
-                .or(self.settings.max_parallelism)
-                .unwrap_or_else(|| default_max_parallelism(v.parallelism));
+            let input_uids: Vec<&str> = graph
+                .inputs(id)
+                .map(|(_, e)| &*vertices[e.source.0].uid)
+                .collect();
+            let uid = match &v.uid {
+                Some(u) => u.clone(),
+                None => derived_uid(i, &input_uids),
+            };
+            let explicit = v.max_parallelism.or(self.settings.max_parallelism);
+            let snapshot = self
+                .settings
+                .restore
+                .as_ref()
+                .and_then(|r| r.operator_info.get(&uid));
+            let max_p = match (explicit, snapshot) {
+                (Some(m), Some(s)) if m != s.max_parallelism => {
+                    return Err(JobError::Restore(format!(
+                        "operator '{}' (uid {uid}) has max parallelism {m}, but the snapshot was taken with max parallelism {}: the number of key groups cannot change across a restore; set it back to {} or remove the setting to adopt it",
+                        v.name, s.max_parallelism, s.max_parallelism
+                    )));
+                }
+                (Some(m), _) => m,
+                // A derived max parallelism adopts the snapshot's, as in
+                // Flink, so rescaling keeps the key groups.
+                (None, Some(s)) => s.max_parallelism,
+                (None, None) => default_max_parallelism(v.parallelism),
+            };
             if !(1..=32768).contains(&max_p) {
                 return Err(JobError::InvalidGraph(format!(
                     "operator '{}' has max parallelism {max_p}, outside 1..=32768",
@@ -174,14 +214,6 @@ impl JobManager {
                     v.name, v.parallelism
                 )));
             }
-            let input_uids: Vec<&str> = graph
-                .inputs(id)
-                .map(|(_, e)| &*vertices[e.source.0].uid)
-                .collect();
-            let uid = match &v.uid {
-                Some(u) => u.clone(),
-                None => derived_uid(i, &input_uids),
-            };
             if !seen_uids.insert(uid.clone()) {
                 return Err(JobError::InvalidGraph(format!(
                     "uid '{uid}' is used by more than one operator; uids must be unique"
@@ -190,7 +222,29 @@ impl JobManager {
             vertices.push(PlannedVertex {
                 uid: uid.into(),
                 max_parallelism: max_p,
+                max_parallelism_explicit: explicit.is_some(),
             });
+        }
+        if let Some(restore) = &self.settings.restore {
+            let mut unmatched: Vec<&str> = restore
+                .operators
+                .keys()
+                .map(String::as_str)
+                .filter(|u| !seen_uids.contains(*u))
+                .collect();
+            unmatched.sort_unstable();
+            if !unmatched.is_empty() {
+                if !self.settings.allow_non_restored_state {
+                    return Err(JobError::Restore(format!(
+                        "the snapshot holds state of operators that are not in this job: {} (uids). Give the operators these uids with uid(..), or pass -n/--allowNonRestoredState to skip that state",
+                        unmatched.join(", ")
+                    )));
+                }
+                tracing::warn!(
+                    "skipping the snapshot's state of operators not in this job (allowNonRestoredState): {}",
+                    unmatched.join(", ")
+                );
+            }
         }
         for e in &graph.edges {
             let (s, t) = (&graph.vertices[e.source.0], &graph.vertices[e.target.0]);
@@ -262,19 +316,56 @@ impl JobManager {
         let plan = self.plan(graph)?;
         let job_id = self.settings.job_id.unwrap_or_else(JobId::random);
         eprintln!("Job {job_name} started with JobID {job_id}");
+        let checkpoint_history = CheckpointHistory::default();
+        let user_cancel = CancelFlag::new();
+        let control = JobControl {
+            shared: Arc::new(ControlShared {
+                job_id,
+                job_name: job_name.to_string(),
+                start_time_ms: crate::control::now_ms(),
+                end_time_ms: Mutex::new(None),
+                status: Mutex::new(JobStatus::Running),
+                vertices: graph
+                    .vertices
+                    .iter()
+                    .zip(&plan.vertices)
+                    .map(|(v, p)| VertexInfo {
+                        name: v.name.clone(),
+                        uid: p.uid.to_string(),
+                        parallelism: v.parallelism,
+                        max_parallelism: p.max_parallelism,
+                        max_parallelism_explicit: p.max_parallelism_explicit,
+                    })
+                    .collect(),
+                history: checkpoint_history.clone(),
+                user_cancel: user_cancel.clone(),
+                default_savepoint_dir: self.settings.savepoint_dir.clone(),
+                savepoints: Mutex::new(Default::default()),
+                coordinator: Mutex::new(None),
+                restored_from: self.settings.restore.as_ref().map(|r| {
+                    (
+                        r.checkpoint_id,
+                        self.settings.restore_path.clone().unwrap_or_default(),
+                    )
+                }),
+                stopping: Mutex::new(false),
+                stopped: Default::default(),
+            }),
+        };
         let mut client = JobClient {
             job_id,
             job_name: job_name.to_string(),
             manager: self.clone(),
             graph: graph.clone(),
             plan,
-            user_cancel: CancelFlag::new(),
+            user_cancel,
             run: None,
             next_checkpoint_id: 0,
             started: Instant::now(),
             restarts: RestartTracker::new(self.settings.restart.clone()),
-            checkpoint_history: CheckpointHistory::default(),
+            checkpoint_history,
             orphans: Vec::new(),
+            control,
         };
         client.deploy(self.settings.restore.clone())?;
         Ok(client)
@@ -426,22 +517,30 @@ impl JobClient {
             &cancel,
         );
         tracing::info!(job_id = %self.job_id, job = %self.job_name, tasks = drivers.len(), restored = restore.as_ref().map(|r| r.checkpoint_id), "deploying job");
+        let periodic = self.manager.settings.checkpointing.is_some();
         let init = TaskInit {
             restore: restore.clone(),
-            checkpointing: self.manager.settings.checkpointing.is_some(),
+            checkpointing: periodic,
         };
+        let drain = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = crossbeam_channel::unbounded();
         let tm = TaskManager::new(tx);
         let mut envs: Vec<TaskEnvironment> = (0..drivers.len())
             .map(|i| {
                 let mut env = TaskEnvironment::new(cancel.clone(), i);
                 env.init = init.clone();
+                env.drain = drain.clone();
                 env
             })
             .collect();
-        let mut coordinator = None;
-        let mut uploaders = Vec::new();
-        if let Some((settings, store)) = &self.manager.settings.checkpointing {
+        // The coordinator always runs: without periodic checkpointing it
+        // still takes savepoints.
+        let (coordinator, uploaders) = {
+            let (settings, checkpoint_store) = match &self.manager.settings.checkpointing {
+                Some((settings, store)) => (settings.clone(), Some(store.clone())),
+                None => (CheckpointSettings::default(), None),
+            };
+            let store = Arc::new(SnapshotTargets::new(checkpoint_store.clone()));
             let (snap_tx, snap_rx) = crossbeam_channel::unbounded();
             let (event_tx, event_rx) = crossbeam_channel::unbounded();
             let mut tasks = Vec::new();
@@ -453,19 +552,22 @@ impl JobClient {
                 env.commands = Some(cmd_rx);
                 tasks.push((cmd_tx, *is_source));
             }
-            uploaders = SnapshotUploader::start(2, snap_rx, store.clone(), event_tx.clone());
+            let uploaders = SnapshotUploader::start(2, snap_rx, store.clone(), event_tx.clone());
             let last_id = self
                 .next_checkpoint_id
                 .max(restore.as_ref().map_or(0, |r| r.checkpoint_id));
             let retained = store.completed().unwrap_or_default();
             let mut c = CheckpointCoordinator::new(
-                settings.clone(),
-                store.clone(),
+                settings,
+                periodic,
+                store,
+                Some(self.control.clone()),
                 tasks,
                 last_id,
                 retained,
                 self.checkpoint_history.clone(),
-            );
+            )
+            .with_drain_flag(drain.clone());
             let handle = std::thread::Builder::new()
                 .name("checkpoint-coordinator".into())
                 .spawn(move || {
@@ -476,8 +578,9 @@ impl JobClient {
                     task: "checkpoint coordinator".into(),
                     reason,
                 })?;
-            coordinator = Some((event_tx, handle));
-        }
+            self.control.set_coordinator(Some(event_tx.clone()));
+            (Some((event_tx, handle)), uploaders)
+        };
         let mut threads = Vec::with_capacity(drivers.len());
         for ((name, _, driver), env) in drivers.into_iter().zip(envs) {
             match tm.deploy(env.task_index, name.clone(), driver, env) {
@@ -505,6 +608,7 @@ impl JobClient {
     /// checkpoint statistics and the next checkpoint id.
     fn stop_checkpointing(&mut self, run: &mut JobRun) -> Option<CheckpointFailure> {
         let (events, handle) = run.coordinator.take()?;
+        self.control.set_coordinator(None);
         let _ = events.send(CoordinatorEvent::Shutdown);
         drop(events);
         let (result, mut coordinator) = handle.join().ok()?;
@@ -573,9 +677,14 @@ impl JobClient {
         self.job_id
     }
 
+    /// A handle for controlling the job from other threads (REST API).
+    pub fn control(&self) -> JobControl {
+        self.control.clone()
+    }
+
     /// Asks every task to stop; `wait` then reports the cancellation.
     pub fn cancel(&self) {
-        self.user_cancel.cancel();
+        self.control.cancel();
         if let Some(run) = &self.run {
             run.cancel.cancel();
         }
@@ -584,7 +693,18 @@ impl JobClient {
     /// Waits for the job to end. A task failure cancels the run; the restart
     /// strategy then either restarts it from the latest completed checkpoint
     /// or fails the job with the first failure.
-    pub fn wait(mut self) -> Result<JobExecutionResult, JobError> {
+    pub fn wait(self) -> Result<JobExecutionResult, JobError> {
+        let control = self.control.clone();
+        let result = self.wait_inner();
+        control.set_status(match &result {
+            Ok(_) => JobStatus::Finished,
+            Err(JobError::Cancelled { .. }) => JobStatus::Canceled,
+            Err(_) => JobStatus::Failed,
+        });
+        result
+    }
+
+    fn wait_inner(mut self) -> Result<JobExecutionResult, JobError> {
         loop {
             let mut run = self.run.take().expect("a deployed run");
             let mut failure: Option<Box<OperatorFailure>> = None;
@@ -642,7 +762,13 @@ impl JobClient {
                 failure = Some(f.into_failure());
             }
             self.remove_orphans();
-            if self.user_cancel.is_cancelled() {
+            if self.control.was_stopped() {
+                // Stopped with a savepoint: tasks that ended by the stop's
+                // terminate (or were cut off by it) are a finished job.
+                failure = None;
+                cancelled = false;
+            }
+            if self.user_cancel.is_cancelled() && !self.control.was_stopped() {
                 self.discard_checkpoints(true);
                 return Err(JobError::Cancelled {
                     job_name: self.job_name,
@@ -678,6 +804,7 @@ impl JobClient {
                 "cannot restart job '{}' after `{failure}`: cannot load the latest checkpoint: {e}",
                 self.job_name
             )))?;
+            self.control.set_status(JobStatus::Restarting);
             tracing::warn!(
                 job = %self.job_name,
                 restart = self.restarts.restarts(),
@@ -693,6 +820,7 @@ impl JobClient {
                 });
             }
             self.deploy(restore)?;
+            self.control.set_status(JobStatus::Running);
         }
     }
 }

@@ -19,6 +19,7 @@
 pub mod channel;
 pub mod checkpoint;
 pub mod context;
+pub mod control;
 pub mod coordinator;
 pub mod error;
 pub mod graph;
@@ -27,6 +28,7 @@ pub mod managed_state;
 pub mod operator;
 pub mod restart;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 pub mod task;
 pub mod task_manager;
@@ -35,6 +37,9 @@ pub mod writer;
 
 pub use context::{
     FunctionInitializationContext, FunctionSnapshotContext, KeyedContext, RuntimeContext, TaskInfo,
+};
+pub use control::{
+    ControlError, JobControl, JobStatus, SavepointMode, SavepointStatus, TriggerId, VertexInfo,
 };
 pub use error::{FailureCause, JobError, OperatorFailure, TaskError};
 pub use graph::{JobGraph, Partitioning, VertexId};

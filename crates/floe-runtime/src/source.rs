@@ -43,6 +43,26 @@ pub trait SourceReader<T>: Send {
         Ok(())
     }
 
+    /// Restores the positions of the source subtasks this reader takes
+    /// over, each as `snapshot_state` wrote it. At an unchanged
+    /// parallelism that is exactly its own position. After rescaling it is
+    /// the positions of the old subtasks `s` with `s mod parallelism ==
+    /// index`: several when scaling down (the reader must read all their
+    /// remaining input), none when scaling up (the input belongs to the
+    /// others; the reader then has nothing to read). Sources whose state is
+    /// a list of splits (the generator's ranges, the file source's files)
+    /// support this; the default restores exactly one position and refuses
+    /// a change of parallelism.
+    fn restore_splits(&mut self, states: Vec<Vec<u8>>) -> anyhow::Result<()> {
+        match states.as_slice() {
+            [one] => self.restore_state(one),
+            _ => anyhow::bail!(
+                "this source cannot be restored at another parallelism ({} saved positions for one reader); restore it at the parallelism it had",
+                states.len()
+            ),
+        }
+    }
+
     /// Called once after the last poll, also when the job is cancelled.
     fn close(&mut self) -> anyhow::Result<()> {
         Ok(())

@@ -4,14 +4,14 @@
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use floe_core::{Batch, CheckpointBarrier, StreamMessage, Watermark};
+use floe_core::{Batch, CheckpointBarrier, CheckpointKind, StreamMessage, Watermark};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::channel::{CANCEL_POLL, GateEvent, InputGate};
 use crate::checkpoint::{
-    AlignmentAction, AlignmentMode, BarrierAligner, OperatorSnapshot, OperatorState, TaskCommand,
-    TaskEnvironment, TaskSnapshot,
+    AlignmentAction, AlignmentMode, BarrierAligner, CheckpointNotification, OperatorSnapshot,
+    OperatorState, TaskCommand, TaskEnvironment, TaskSnapshot,
 };
 use crate::context::TaskInfo;
 use crate::error::{FailureCause, TaskError};
@@ -192,10 +192,12 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> InputTask<T> {
             // Snapshotted already (unaligned: the gate accounted for it).
             return Ok(());
         }
+        // Savepoints are always aligned.
         if env.alignment
             == (AlignmentMode::Unaligned {
                 aligned_timeout: Duration::ZERO,
             })
+            && !barrier.kind.is_savepoint()
         {
             return self.start_unaligned(barrier, &[ch], env);
         }
@@ -219,6 +221,13 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> InputTask<T> {
         let Some(started) = self.align_started.filter(|_| aligner.in_progress()) else {
             return Ok(None);
         };
+        if aligner
+            .current_barrier()
+            .is_some_and(|b| b.kind.is_savepoint())
+        {
+            // Savepoints are always aligned.
+            return Ok(None);
+        }
         let elapsed = started.elapsed();
         if elapsed < aligned_timeout {
             return Ok(Some(aligned_timeout - elapsed));
@@ -274,7 +283,8 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> InputTask<T> {
 
 /// Passes checkpoint notifications that arrived since the last look down a
 /// chain fed by input channels (only sources are triggered). True when the
-/// job told its finished tasks to exit.
+/// job told its tasks to exit (after its final checkpoint, or a stop's
+/// savepoint).
 fn deliver_notifications<T>(
     head: &mut dyn Operator<T>,
     env: &TaskEnvironment,
@@ -286,7 +296,7 @@ fn deliver_notifications<T>(
         match cmd {
             TaskCommand::Notify(n) => head.notify_checkpoint(n)?,
             TaskCommand::Terminate => return Ok(true),
-            TaskCommand::TriggerCheckpoint(_) => {}
+            TaskCommand::TriggerCheckpoint(_) | TaskCommand::EndInput => {}
         }
     }
     Ok(false)
@@ -304,7 +314,9 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T>
                 if env.cancel.is_cancelled() {
                     return Err(TaskError::Cancelled);
                 }
-                if deliver_notifications(self.head.as_mut(), env)? && finished {
+                if deliver_notifications(self.head.as_mut(), env)? {
+                    // Finished, or stopped with a savepoint (no end-of-input
+                    // flush then, as in Flink's stop without drain).
                     return Ok(());
                 }
                 let deadline = self.check_alignment_timeout(&mut aligner, env)?;
@@ -349,7 +361,9 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T>
                         }
                         // Stay for the checkpoints still to come (the
                         // job's final one commits what sinks hold).
-                        env.report_finished();
+                        if !finished {
+                            env.report_finished();
+                        }
                         finished = true;
                     }
                 }
@@ -357,6 +371,15 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T>
             }
         })
     }
+}
+
+/// Why a source stopped reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoopEnd {
+    /// The input is over (or was ended by a stop with drain).
+    InputEnded,
+    /// The job told its tasks to exit (a stop's savepoint completed).
+    Terminated,
 }
 
 /// A task whose chain is fed by a source reader.
@@ -412,20 +435,63 @@ impl<T: Send> SourceTask<T> {
         env.submit(snapshot)
     }
 
-    /// Handles the commands that arrived since the last poll.
-    fn handle_commands(&mut self, env: &TaskEnvironment) -> Result<(), TaskError> {
-        let Some(commands) = &env.commands else {
-            return Ok(());
+    /// Handles the commands that arrived since the last poll; `Some` when
+    /// the source must stop reading.
+    fn handle_commands(&mut self, env: &TaskEnvironment) -> Result<Option<LoopEnd>, TaskError> {
+        let Some(commands) = env.commands.clone() else {
+            return Ok(None);
         };
         while let Ok(cmd) = commands.try_recv() {
             match cmd {
-                TaskCommand::TriggerCheckpoint(barrier) => self.checkpoint(barrier, None, env)?,
+                TaskCommand::TriggerCheckpoint(barrier) => {
+                    self.checkpoint(barrier, None, env)?;
+                    if barrier.kind == CheckpointKind::StopSavepoint
+                        && let Some(end) = self.suspend(barrier.id, &commands, env)?
+                    {
+                        return Ok(Some(end));
+                    }
+                }
                 TaskCommand::Notify(n) => self.head.notify_checkpoint(n)?,
-                // Only sent to finished tasks.
-                TaskCommand::Terminate => {}
+                TaskCommand::Terminate => return Ok(Some(LoopEnd::Terminated)),
+                TaskCommand::EndInput => return Ok(Some(LoopEnd::InputEnded)),
             }
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// After injecting the barrier of a stop's savepoint: emits nothing
+    /// more until the savepoint completed (the job then terminates) or
+    /// failed (reading resumes, as the job goes on).
+    fn suspend(
+        &mut self,
+        savepoint: u64,
+        commands: &Receiver<TaskCommand>,
+        env: &TaskEnvironment,
+    ) -> Result<Option<LoopEnd>, TaskError> {
+        loop {
+            if env.cancel.is_cancelled() {
+                return Err(TaskError::Cancelled);
+            }
+            match commands.recv_timeout(CANCEL_POLL) {
+                Ok(TaskCommand::TriggerCheckpoint(b)) => self.checkpoint(b, None, env)?,
+                Ok(TaskCommand::Notify(n)) => {
+                    self.head.notify_checkpoint(n)?;
+                    if n == CheckpointNotification::Aborted(savepoint) {
+                        tracing::info!(
+                            checkpoint = savepoint,
+                            "stop with savepoint failed; the source resumes"
+                        );
+                        return Ok(None);
+                    }
+                }
+                Ok(TaskCommand::Terminate) => return Ok(Some(LoopEnd::Terminated)),
+                Ok(TaskCommand::EndInput) => return Ok(Some(LoopEnd::InputEnded)),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err(TaskError::Cancelled);
+                }
+            }
+        }
     }
 
     /// After the input ended: takes part in checkpoints (at the end
@@ -447,6 +513,7 @@ impl<T: Send> SourceTask<T> {
                 Ok(TaskCommand::TriggerCheckpoint(b)) => self.checkpoint(b, Some(&end), env)?,
                 Ok(TaskCommand::Notify(n)) => self.head.notify_checkpoint(n)?,
                 Ok(TaskCommand::Terminate) => return Ok(()),
+                Ok(TaskCommand::EndInput) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                     return Err(TaskError::Cancelled);
@@ -455,13 +522,15 @@ impl<T: Send> SourceTask<T> {
         }
     }
 
-    fn run_loop(&mut self, env: &TaskEnvironment) -> Result<(), TaskError> {
+    fn run_loop(&mut self, env: &TaskEnvironment) -> Result<LoopEnd, TaskError> {
         let mut batch = Batch::with_capacity(self.batch_size, false);
         loop {
             if env.cancel.is_cancelled() {
                 return Err(TaskError::Cancelled);
             }
-            self.handle_commands(env)?;
+            if let Some(end) = self.handle_commands(env)? {
+                return Ok(end);
+            }
             let (reader, info, max) = (&mut self.reader, &self.info, self.batch_size);
             let status = info.guard(|| reader.poll_next(&mut batch.records, max))?;
             if !batch.is_empty() {
@@ -470,7 +539,7 @@ impl<T: Send> SourceTask<T> {
             match status {
                 SourceStatus::MoreAvailable => {}
                 SourceStatus::NothingAvailable => self.head.flush()?,
-                SourceStatus::Finished => return Ok(()),
+                SourceStatus::Finished => return Ok(LoopEnd::InputEnded),
             }
         }
     }
@@ -481,24 +550,33 @@ impl<T: Send> TaskDriver for SourceTask<T> {
         let info = self.info.clone();
         info.guard_task(|| {
             self.head.open(&env.init)?;
-            if let Some(position) = env
-                .init
-                .operator(&info.uid)
-                .and_then(|r| r.raw.get(&info.subtask_index))
-            {
-                info.guard(|| self.reader.restore_state(position))?;
+            if let Some(restore) = env.init.operator(&info.uid) {
+                // The positions of the old subtasks this one takes over.
+                let mut old: Vec<(u32, &Vec<u8>)> = restore
+                    .raw
+                    .iter()
+                    .filter(|(s, _)| **s % info.parallelism == info.subtask_index)
+                    .map(|(s, p)| (*s, p.as_ref()))
+                    .collect();
+                old.sort_by_key(|(s, _)| *s);
+                let positions = old.into_iter().map(|(_, p)| p.clone()).collect();
+                info.guard(|| self.reader.restore_splits(positions))?;
             }
             info.guard(|| self.reader.open(&info))?;
             let result = self.run_loop(env);
             let end = match &result {
-                Ok(()) if env.awaits_final_checkpoint() => {
+                Ok(LoopEnd::InputEnded) if env.awaits_final_checkpoint() => {
                     Some(info.guard(|| self.reader.snapshot_state())?)
                 }
                 _ => None,
             };
             let closed = info.guard(|| self.reader.close());
-            result?;
+            let how = result?;
             closed?;
+            if how == LoopEnd::Terminated {
+                // Stopped with a savepoint: no end-of-input flush.
+                return Ok(());
+            }
             self.head.finish()?;
             match end {
                 Some(end) => self.await_final_checkpoint(end, env),

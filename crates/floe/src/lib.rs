@@ -52,8 +52,9 @@ pub mod prelude {
         StdoutSink, TextFileSink, TextFileSource,
     };
     pub use floe_runtime::{
-        FunctionInitializationContext, FunctionSnapshotContext, KeyedContext, RuntimeContext,
-        TaskInfo, TwoPhaseCommitSink, TwoPhaseCommitSinkWriter,
+        FunctionInitializationContext, FunctionSnapshotContext, JobControl, JobStatus,
+        KeyedContext, RuntimeContext, SavepointMode, SavepointStatus, TaskInfo, TwoPhaseCommitSink,
+        TwoPhaseCommitSinkWriter,
     };
     pub use floe_state::{
         AggregateFunction, AggregatingState, AggregatingStateDescriptor, BroadcastState, ListState,

@@ -1,0 +1,95 @@
+//! How the commands print times and sizes.
+
+/// A timestamp (ms since the epoch) in local time, `dd.MM.yyyy HH:mm:ss` as
+/// Flink's `list` prints it; UTC (marked) if the local time is unknown.
+pub fn local_time(ms: u64) -> String {
+    let secs = (ms / 1000) as libc::time_t;
+    // SAFETY: `tm` is plain data that localtime_r fills in; both pointers
+    // are valid for the call, and localtime_r is the thread-safe variant.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&secs, &mut tm).is_null() {
+            None
+        } else {
+            Some(tm)
+        }
+    };
+    match tm {
+        Some(tm) => format!(
+            "{:02}.{:02}.{:04} {:02}:{:02}:{:02}",
+            tm.tm_mday,
+            tm.tm_mon + 1,
+            tm.tm_year + 1900,
+            tm.tm_hour,
+            tm.tm_min,
+            tm.tm_sec
+        ),
+        None => {
+            let (y, m, d) = civil_from_days((ms / 86_400_000) as i64);
+            let s = (ms / 1000) % 86_400;
+            format!(
+                "{d:02}.{m:02}.{y:04} {:02}:{:02}:{:02} UTC",
+                s / 3600,
+                s / 60 % 60,
+                s % 60
+            )
+        }
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Bytes as B, KiB, MiB or GiB with one decimal.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// Milliseconds as `ms` below ten seconds, else seconds with one decimal.
+pub fn millis(ms: u64) -> String {
+    if ms < 10_000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_sizes_and_durations() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(local_time(0).len(), "01.01.1970 00:00:00".len());
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(3 * 1024 * 1024), "3.0 MiB");
+        assert_eq!(millis(42), "42 ms");
+        assert_eq!(millis(12_345), "12.3 s");
+    }
+}

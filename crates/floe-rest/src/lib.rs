@@ -1,0 +1,63 @@
+//! Floe's REST API: every running job serves its status, checkpoint
+//! statistics, savepoints, stop and cancel over HTTP/JSON, shaped after
+//! Apache Flink's REST API, and records itself in a per-host job registry so
+//! that the `floe` CLI finds it by job id.
+//!
+//! Why a server per job: Floe has no long-running cluster process; each job
+//! is its own JobManager, so each job serves its own endpoint (on any free
+//! port by default, so that several jobs on one host never clash) and the
+//! [`registry`] maps job ids to endpoints.
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `GET /jobs` | `{"jobs": [{"id", "status"}]}` |
+//! | `GET /jobs/overview` | name, state, start/end time, duration |
+//! | `GET /jobs/{id}` | details and vertices (uid, name, parallelism, max parallelism) |
+//! | `GET /jobs/{id}/checkpoints` | counts, latest, summary, history (newest first) |
+//! | `POST /jobs/{id}/savepoints` | `{"target-directory", "cancel-job"}` → 202 `{"request-id"}` |
+//! | `GET /jobs/{id}/savepoints/{triggerid}` | `IN_PROGRESS`, or `COMPLETED` with a location or a failure cause |
+//! | `POST /jobs/{id}/stop` | `{"targetDirectory", "drain"}` → 202 `{"request-id"}` |
+//! | `PATCH /jobs/{id}?mode=cancel` | cancel → 202 `{}` |
+//!
+//! Every route is also served under Flink's version prefix `/v1`. Errors are
+//! `{"errors": ["…"]}` with 400 (bad body or parameter, naming it), 404
+//! (unknown job, trigger id or route), 405 or 409 (the job's state forbids
+//! the request).
+
+#![warn(missing_docs)]
+
+mod error;
+pub mod registry;
+mod routes;
+mod server;
+
+use floe_runtime::JobControl;
+
+pub use error::RestError;
+pub use registry::{Registration, RegistryEntry};
+pub use server::RestServer;
+
+/// Starts the job's REST endpoint on `address:port` and registers it in the
+/// job registry, logging and printing (to stderr, one line)
+/// `REST endpoint: http://<addr>` so a user sees where it listens.
+///
+/// Keep both values for the job's lifetime. Drop the [`Registration`] first
+/// and then the [`RestServer`], so that the CLI never finds an entry whose
+/// endpoint is gone.
+pub fn serve_job(
+    control: JobControl,
+    address: &str,
+    port: u16,
+) -> Result<(RestServer, Registration), RestError> {
+    let job_id = control.job_id();
+    let name = control.job_name().to_string();
+    let server = RestServer::start(control, address, port)?;
+    let addr = server.local_addr();
+    let registration = registry::register(job_id, &name, addr)?;
+    tracing::info!(job = %job_id, "REST endpoint: http://{addr}");
+    eprintln!("REST endpoint: http://{addr}");
+    Ok((server, registration))
+}
+
+#[cfg(test)]
+mod route_tests;

@@ -1,0 +1,659 @@
+//! Every route, status code and JSON shape, against a fake job served by a
+//! real server on a free port (a `JobControl` only comes from a running job;
+//! the end-to-end behaviour with a real job is tested through the CLI).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use floe_core::JobId;
+use floe_runtime::coordinator::{CheckpointStats, CheckpointStatus};
+use floe_runtime::{
+    ControlError, JobStatus, SavepointMode, SavepointStatus, TriggerId, VertexInfo,
+};
+use serde_json::{Value, json};
+
+use crate::routes::{HISTORY_SIZE, JobHandle, router};
+use crate::server::RestServer;
+
+const JOB: JobId = JobId::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+const JOB_STR: &str = "0123456789abcdef0123456789abcdef";
+
+struct FakeState {
+    status: JobStatus,
+    end: Option<u64>,
+    stats: Vec<CheckpointStats>,
+    restored: Option<(u64, String)>,
+    default_dir: Option<String>,
+    savepoints: HashMap<TriggerId, SavepointStatus>,
+    requests: Vec<(String, SavepointMode)>,
+    cancels: usize,
+}
+
+#[derive(Clone)]
+struct FakeJob(Arc<Mutex<FakeState>>);
+
+impl FakeJob {
+    fn new() -> Self {
+        FakeJob(Arc::new(Mutex::new(FakeState {
+            status: JobStatus::Running,
+            end: None,
+            stats: Vec::new(),
+            restored: None,
+            default_dir: None,
+            savepoints: HashMap::new(),
+            requests: Vec::new(),
+            cancels: 0,
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.0.lock().unwrap()
+    }
+}
+
+impl JobHandle for FakeJob {
+    fn job_id(&self) -> JobId {
+        JOB
+    }
+    fn job_name(&self) -> String {
+        "KeyedCount".into()
+    }
+    fn start_time_ms(&self) -> u64 {
+        1_700_000_000_000
+    }
+    fn end_time_ms(&self) -> Option<u64> {
+        self.state().end
+    }
+    fn status(&self) -> JobStatus {
+        self.state().status
+    }
+    fn vertices(&self) -> Vec<VertexInfo> {
+        vec![
+            VertexInfo {
+                name: "Generator".into(),
+                uid: "gen".into(),
+                parallelism: 1,
+                max_parallelism: 128,
+                max_parallelism_explicit: false,
+            },
+            VertexInfo {
+                name: "Count".into(),
+                uid: "count".into(),
+                parallelism: 2,
+                max_parallelism: 128,
+                max_parallelism_explicit: false,
+            },
+        ]
+    }
+    fn checkpoint_stats(&self) -> Vec<CheckpointStats> {
+        self.state().stats.clone()
+    }
+    fn restored_from(&self) -> Option<(u64, String)> {
+        self.state().restored.clone()
+    }
+    fn trigger_savepoint(
+        &self,
+        target_directory: Option<&str>,
+        mode: SavepointMode,
+    ) -> Result<TriggerId, ControlError> {
+        let mut s = self.state();
+        let target = target_directory
+            .map(str::to_string)
+            .or_else(|| s.default_dir.clone())
+            .ok_or(ControlError::NoTargetDirectory)?;
+        if s.status != JobStatus::Running {
+            return Err(ControlError::NotRunning {
+                job_id: JOB,
+                status: s.status,
+                action: "a savepoint",
+            });
+        }
+        let trigger = TriggerId(format!("{:032x}", s.requests.len() + 1));
+        s.savepoints
+            .insert(trigger.clone(), SavepointStatus::InProgress);
+        s.requests.push((target, mode));
+        Ok(trigger)
+    }
+    fn savepoint_status(&self, trigger: &TriggerId) -> Option<SavepointStatus> {
+        self.state().savepoints.get(trigger).cloned()
+    }
+    fn cancel(&self) {
+        let mut s = self.state();
+        s.cancels += 1;
+        s.status = JobStatus::Cancelling;
+    }
+}
+
+fn stats(id: u64, status: CheckpointStatus, savepoint: bool) -> CheckpointStats {
+    CheckpointStats {
+        id,
+        status,
+        trigger_timestamp_ms: 1_700_000_000_000 + id * 1000,
+        duration: Duration::from_millis(40 + id),
+        state_size: 1000 * id,
+        channel_state_size: 0,
+        sync_duration: Duration::from_millis(1),
+        async_duration: Duration::from_millis(2),
+        alignment_duration: Duration::from_millis(3),
+        acknowledged: (3, 3),
+        unaligned: false,
+        operators: BTreeMap::from([("count".to_string(), 1000 * id)]),
+        is_savepoint: savepoint,
+        external_path: Some(format!("file:///tmp/ck/chk-{id}")),
+    }
+}
+
+struct Fixture {
+    job: FakeJob,
+    server: RestServer,
+    agent: ureq::Agent,
+}
+
+fn serve() -> Fixture {
+    let job = FakeJob::new();
+    let (app, unreported) = router(job.clone());
+    let server = RestServer::start_router(app, unreported, "127.0.0.1", 0).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    Fixture { job, server, agent }
+}
+
+impl Fixture {
+    fn addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr())
+    }
+
+    fn read(mut resp: ureq::http::Response<ureq::Body>) -> (u16, Value) {
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap();
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text:?}"));
+        (status, json)
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        Self::read(self.agent.get(&self.url(path)).call().unwrap())
+    }
+
+    fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        Self::read(
+            self.agent
+                .post(&self.url(path))
+                .header("Content-Type", "application/json")
+                .send(body)
+                .unwrap(),
+        )
+    }
+
+    fn patch(&self, path: &str) -> (u16, Value) {
+        Self::read(self.agent.patch(&self.url(path)).send_empty().unwrap())
+    }
+}
+
+#[track_caller]
+fn assert_error(reply: (u16, Value), status: u16, needles: &[&str]) {
+    assert_eq!(reply.0, status, "{}", reply.1);
+    let errors = reply.1["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no errors array: {}", reply.1));
+    assert_eq!(errors.len(), 1, "{}", reply.1);
+    let msg = errors[0].as_str().unwrap();
+    for n in needles {
+        assert!(msg.contains(n), "{msg:?} should mention {n:?}");
+    }
+}
+
+#[test]
+fn jobs_and_overview() {
+    let f = serve();
+    let (status, body) = f.get("/jobs");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"jobs": [{"id": JOB_STR, "status": "RUNNING"}]})
+    );
+    let (status, body) = f.get("/jobs/overview");
+    assert_eq!(status, 200);
+    let job = &body["jobs"][0];
+    assert_eq!(job["jid"], JOB_STR);
+    assert_eq!(job["name"], "KeyedCount");
+    assert_eq!(job["state"], "RUNNING");
+    assert_eq!(job["start-time"], 1_700_000_000_000u64);
+    assert_eq!(job["end-time"], -1);
+    assert!(job["duration"].as_u64().unwrap() > 0);
+    assert_eq!(job["tasks"]["total"], 3);
+    // Flink's version prefix.
+    assert_eq!(f.get("/v1/jobs").1, f.get("/jobs").1);
+}
+
+#[test]
+fn job_details_list_vertices_by_uid_and_end_time_once_terminal() {
+    let f = serve();
+    let (status, body) = f.get(&format!("/jobs/{JOB_STR}"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["jid"], JOB_STR);
+    assert_eq!(body["name"], "KeyedCount");
+    assert_eq!(body["state"], "RUNNING");
+    assert_eq!(body["end-time"], -1);
+    assert!(body["now"].as_u64().unwrap() >= 1_700_000_000_000);
+    assert_eq!(
+        body["vertices"],
+        json!([
+            {"id": "gen", "name": "Generator", "parallelism": 1, "maxParallelism": 128},
+            {"id": "count", "name": "Count", "parallelism": 2, "maxParallelism": 128},
+        ])
+    );
+    {
+        let mut s = f.job.state();
+        s.status = JobStatus::Canceled;
+        s.end = Some(1_700_000_005_000);
+    }
+    let (_, body) = f.get(&format!("/v1/jobs/{JOB_STR}"));
+    assert_eq!(body["state"], "CANCELED");
+    assert_eq!(body["end-time"], 1_700_000_005_000u64);
+    assert_eq!(body["duration"], 5000);
+}
+
+#[test]
+fn unknown_malformed_job_ids_and_routes_are_errors_in_flinks_shape() {
+    let f = serve();
+    let other = "ffffffffffffffffffffffffffffffff";
+    for path in [
+        format!("/jobs/{other}"),
+        format!("/jobs/{other}/checkpoints"),
+        format!("/jobs/{other}/savepoints/abc"),
+    ] {
+        assert_error(f.get(&path), 404, &[other, "not found"]);
+    }
+    assert_error(
+        f.post(&format!("/jobs/{other}/savepoints"), "{}"),
+        404,
+        &[other],
+    );
+    assert_error(f.patch(&format!("/jobs/{other}")), 404, &[other]);
+    assert_error(f.get("/jobs/not-a-job"), 400, &["not-a-job", "jobid"]);
+    assert_error(f.get("/nothing/here"), 404, &["/nothing/here"]);
+    assert_error(f.get("/v2/jobs"), 404, &["/v2/jobs"]);
+    assert_error(
+        f.get(&format!("/jobs/{JOB_STR}/stop")),
+        405,
+        &["GET", "stop"],
+    );
+    assert_eq!(f.job.state().cancels, 0);
+    assert!(f.job.state().requests.is_empty());
+}
+
+#[test]
+fn checkpoint_statistics_counts_latest_and_history_newest_first() {
+    let f = serve();
+    let path = format!("/jobs/{JOB_STR}/checkpoints");
+    let (status, body) = f.get(&path);
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["counts"],
+        json!({"restored": 0, "total": 0, "in_progress": 0, "completed": 0, "failed": 0})
+    );
+    assert_eq!(
+        body["latest"],
+        json!({"completed": null, "savepoint": null, "failed": null, "restored": null})
+    );
+    assert_eq!(body["history"], json!([]));
+
+    {
+        let mut s = f.job.state();
+        for id in 1..=12 {
+            s.stats.push(stats(id, CheckpointStatus::Completed, false));
+        }
+        s.stats.push(stats(
+            13,
+            CheckpointStatus::Failed("declined by count".into()),
+            false,
+        ));
+        let mut sp = stats(14, CheckpointStatus::Completed, true);
+        sp.external_path = Some("file:///tmp/sp/savepoint-012345-abcdef".into());
+        s.stats.push(sp);
+        s.restored = Some((7, "file:///old/savepoint-aaaaaa-bbbbbb".into()));
+    }
+    let (_, body) = f.get(&path);
+    assert_eq!(
+        body["counts"],
+        json!({"restored": 1, "total": 14, "in_progress": 0, "completed": 13, "failed": 1})
+    );
+    let latest = &body["latest"];
+    assert_eq!(latest["completed"]["id"], 12);
+    assert_eq!(latest["completed"]["status"], "COMPLETED");
+    assert_eq!(latest["completed"]["is_savepoint"], false);
+    assert_eq!(
+        latest["completed"]["external_path"],
+        "file:///tmp/ck/chk-12"
+    );
+    assert_eq!(latest["savepoint"]["id"], 14);
+    assert_eq!(latest["savepoint"]["is_savepoint"], true);
+    assert_eq!(latest["savepoint"]["checkpoint_type"], "SAVEPOINT");
+    assert_eq!(
+        latest["savepoint"]["external_path"],
+        "file:///tmp/sp/savepoint-012345-abcdef"
+    );
+    assert_eq!(latest["failed"]["id"], 13);
+    assert_eq!(latest["failed"]["status"], "FAILED");
+    assert_eq!(latest["failed"]["failure_message"], "declined by count");
+    assert_eq!(
+        latest["restored"],
+        json!({
+            "id": 7,
+            "restore_timestamp": 1_700_000_000_000u64,
+            "is_savepoint": true,
+            "external_path": "file:///old/savepoint-aaaaaa-bbbbbb",
+        })
+    );
+    let history = body["history"].as_array().unwrap();
+    assert_eq!(history.len(), HISTORY_SIZE);
+    let ids: Vec<u64> = history.iter().map(|h| h["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, (5..=14).rev().collect::<Vec<u64>>());
+    let h = &history[2]; // checkpoint 12
+    assert_eq!(h["className"], "completed");
+    assert_eq!(h["trigger_timestamp"], 1_700_000_012_000u64);
+    assert_eq!(h["end_to_end_duration"], 52);
+    assert_eq!(h["latest_ack_timestamp"], 1_700_000_012_052u64);
+    assert_eq!(h["state_size"], 12_000);
+    assert_eq!(h["num_subtasks"], 3);
+    assert_eq!(h["num_acknowledged_subtasks"], 3);
+    assert_eq!(h["unaligned"], false);
+    assert_eq!(h["tasks"]["count"]["state_size"], 12_000);
+    assert_eq!(body["summary"]["state_size"]["max"], 14_000);
+    assert_eq!(body["summary"]["state_size"]["min"], 1_000);
+}
+
+#[test]
+fn savepoint_trigger_and_status_through_completion_and_failure() {
+    let f = serve();
+    let (status, body) = f.post(
+        &format!("/jobs/{JOB_STR}/savepoints"),
+        r#"{"target-directory": "file:///tmp/sp", "cancel-job": false}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    let trigger = body["request-id"].as_str().unwrap().to_string();
+    assert_eq!(
+        f.job.state().requests,
+        vec![(
+            "file:///tmp/sp".to_string(),
+            SavepointMode::Savepoint { cancel_job: false }
+        )]
+    );
+    let status_path = format!("/jobs/{JOB_STR}/savepoints/{trigger}");
+    assert_eq!(
+        f.get(&status_path),
+        (200, json!({"status": {"id": "IN_PROGRESS"}}))
+    );
+    f.job.state().savepoints.insert(
+        TriggerId(trigger.clone()),
+        SavepointStatus::Completed {
+            location: "file:///tmp/sp/savepoint-012345-abcdef".into(),
+        },
+    );
+    assert_eq!(
+        f.get(&status_path),
+        (
+            200,
+            json!({
+                "status": {"id": "COMPLETED"},
+                "operation": {"location": "file:///tmp/sp/savepoint-012345-abcdef"},
+            })
+        )
+    );
+    f.job.state().savepoints.insert(
+        TriggerId(trigger.clone()),
+        SavepointStatus::Failed {
+            reason: "a task declined".into(),
+        },
+    );
+    let (status, body) = f.get(&status_path);
+    assert_eq!(status, 200);
+    assert_eq!(body["status"]["id"], "COMPLETED");
+    assert_eq!(
+        body["operation"]["failure-cause"]["stack-trace"],
+        "a task declined"
+    );
+    assert!(body["operation"]["failure-cause"]["class"].is_string());
+    assert_error(
+        f.get(&format!("/jobs/{JOB_STR}/savepoints/0000")),
+        404,
+        &["0000"],
+    );
+}
+
+#[test]
+fn savepoint_defaults_cancel_job_and_empty_bodies() {
+    let f = serve();
+    let path = format!("/jobs/{JOB_STR}/savepoints");
+    // No directory, none configured: the control error, as a 400.
+    assert_error(f.post(&path, ""), 400, &["state.savepoints.dir"]);
+    f.job.state().default_dir = Some("file:///default".into());
+    assert_eq!(f.post(&path, "").0, 202);
+    assert_eq!(f.post(&path, "{}").0, 202);
+    assert_eq!(
+        f.post(&path, r#"{"cancel-job": true, "target-directory": null}"#)
+            .0,
+        202
+    );
+    assert_eq!(f.post(&path, r#"{"formatType": "CANONICAL"}"#).0, 202);
+    let requests = f.job.state().requests.clone();
+    assert_eq!(
+        requests,
+        vec![
+            (
+                "file:///default".into(),
+                SavepointMode::Savepoint { cancel_job: false }
+            ),
+            (
+                "file:///default".into(),
+                SavepointMode::Savepoint { cancel_job: false }
+            ),
+            (
+                "file:///default".into(),
+                SavepointMode::Savepoint { cancel_job: true }
+            ),
+            (
+                "file:///default".into(),
+                SavepointMode::Savepoint { cancel_job: false }
+            ),
+        ]
+    );
+}
+
+#[test]
+fn bad_trigger_bodies_name_the_field() {
+    let f = serve();
+    let sp = format!("/jobs/{JOB_STR}/savepoints");
+    let stop = format!("/jobs/{JOB_STR}/stop");
+    assert_error(
+        f.post(&sp, r#"{"cancel-job": "yes"}"#),
+        400,
+        &["cancel-job", "\"yes\""],
+    );
+    assert_error(
+        f.post(&sp, r#"{"target-directory": 5}"#),
+        400,
+        &["target-directory"],
+    );
+    assert_error(
+        f.post(&sp, r#"{"target-directory": " "}"#),
+        400,
+        &["target-directory", "empty"],
+    );
+    // The stop route's spelling on the savepoint route: a typo caught.
+    assert_error(
+        f.post(&sp, r#"{"targetDirectory": "/x"}"#),
+        400,
+        &["targetDirectory", "target-directory"],
+    );
+    assert_error(f.post(&sp, r#"{"triggerId": "abc"}"#), 400, &["triggerId"]);
+    assert_error(
+        f.post(&sp, r#"{"formatType": "NATIVE"}"#),
+        400,
+        &["formatType", "NATIVE"],
+    );
+    assert_error(f.post(&sp, "{not json"), 400, &["not valid JSON"]);
+    assert_error(f.post(&sp, "[1]"), 400, &["JSON object"]);
+    assert_error(f.post(&stop, r#"{"drain": 1}"#), 400, &["drain"]);
+    assert_error(
+        f.post(&stop, r#"{"target-directory": "/x"}"#),
+        400,
+        &["target-directory", "targetDirectory"],
+    );
+    assert!(f.job.state().requests.is_empty());
+}
+
+#[test]
+fn stop_with_savepoint_and_drain() {
+    let f = serve();
+    let (status, body) = f.post(
+        &format!("/jobs/{JOB_STR}/stop"),
+        r#"{"targetDirectory": "file:///tmp/sp", "drain": true}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    let trigger = body["request-id"].as_str().unwrap();
+    assert_eq!(
+        f.job.state().requests,
+        vec![(
+            "file:///tmp/sp".to_string(),
+            SavepointMode::Stop { drain: true }
+        )]
+    );
+    // Its status is read where savepoints' are.
+    assert_eq!(
+        f.get(&format!("/jobs/{JOB_STR}/savepoints/{trigger}")).1["status"]["id"],
+        "IN_PROGRESS"
+    );
+    assert_eq!(
+        f.post(
+            &format!("/v1/jobs/{JOB_STR}/stop"),
+            r#"{"targetDirectory": "/d"}"#
+        )
+        .0,
+        202
+    );
+    assert_eq!(
+        f.job.state().requests[1],
+        ("/d".to_string(), SavepointMode::Stop { drain: false })
+    );
+}
+
+#[test]
+fn requests_on_a_job_that_is_not_running_are_conflicts() {
+    let f = serve();
+    f.job.state().status = JobStatus::Finished;
+    assert_error(
+        f.post(
+            &format!("/jobs/{JOB_STR}/savepoints"),
+            r#"{"target-directory": "/x"}"#,
+        ),
+        409,
+        &["FINISHED", "RUNNING"],
+    );
+    assert_error(
+        f.patch(&format!("/jobs/{JOB_STR}?mode=cancel")),
+        409,
+        &["FINISHED"],
+    );
+    assert_eq!(f.job.state().cancels, 0);
+}
+
+#[test]
+fn cancel_with_and_without_mode_and_bad_modes() {
+    let f = serve();
+    let path = format!("/jobs/{JOB_STR}");
+    assert_error(
+        f.patch(&format!("{path}?mode=stop")),
+        400,
+        &["mode", "stop"],
+    );
+    assert_error(
+        f.patch(&format!("{path}?mode=later")),
+        400,
+        &["mode", "later"],
+    );
+    assert_error(f.patch(&format!("{path}?when=now")), 400, &["when"]);
+    assert_eq!(f.job.state().cancels, 0);
+    assert_eq!(f.patch(&format!("{path}?mode=cancel")), (202, json!({})));
+    assert_eq!(f.job.state().cancels, 1);
+    assert_eq!(f.get("/jobs").1["jobs"][0]["status"], "CANCELLING");
+    // Still cancelling, not terminal: cancelling again is accepted.
+    assert_eq!(f.patch(&path), (202, json!({})));
+    assert_eq!(f.job.state().cancels, 2);
+}
+
+#[test]
+fn a_dropped_server_lingers_until_the_final_status_was_fetched() {
+    use std::time::Instant;
+
+    let f = serve();
+    let (status, body) = f.post(
+        &format!("/jobs/{JOB_STR}/stop"),
+        r#"{"targetDirectory": "/sp"}"#,
+    );
+    assert_eq!(status, 202);
+    let trigger = body["request-id"].as_str().unwrap().to_string();
+    let status_path = format!("/jobs/{JOB_STR}/savepoints/{trigger}");
+    // Fetched while in progress: not final, so still unreported.
+    assert_eq!(f.get(&status_path).1["status"]["id"], "IN_PROGRESS");
+    // The stop completed and the job ended: the job drops its server.
+    f.job.state().savepoints.insert(
+        TriggerId(trigger.clone()),
+        SavepointStatus::Completed {
+            location: "/sp/savepoint-012345-abcdef".into(),
+        },
+    );
+    let Fixture {
+        job: _job,
+        server,
+        agent,
+    } = f;
+    let url = format!("http://{}{status_path}", server.local_addr());
+    let dropper = std::thread::spawn(move || {
+        let started = Instant::now();
+        drop(server);
+        started.elapsed()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = Fixture::read(agent.get(&url).call().unwrap());
+    assert_eq!(status, 200);
+    assert_eq!(body["operation"]["location"], "/sp/savepoint-012345-abcdef");
+    let lingered = dropper.join().unwrap();
+    assert!(
+        lingered >= Duration::from_millis(250) && lingered < crate::server::LINGER,
+        "lingered {lingered:?}"
+    );
+    assert!(agent.get(&url).call().is_err(), "the endpoint is gone");
+}
+
+#[test]
+fn lingering_is_bounded_when_nobody_fetches_the_result() {
+    use std::time::Instant;
+
+    let f = serve();
+    assert_eq!(
+        f.post(
+            &format!("/jobs/{JOB_STR}/savepoints"),
+            r#"{"target-directory": "/sp"}"#
+        )
+        .0,
+        202
+    );
+    let started = Instant::now();
+    drop(f);
+    let took = started.elapsed();
+    assert!(
+        took >= crate::server::LINGER && took < crate::server::LINGER + Duration::from_secs(2),
+        "took {took:?}"
+    );
+}

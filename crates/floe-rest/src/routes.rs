@@ -1,0 +1,703 @@
+//! The REST routes and their JSON, shaped after Flink's REST API so that
+//! tools written against Flink's (and people who know it) find the same
+//! paths, field names and status codes.
+//!
+//! Handlers are written against [`JobHandle`] rather than `JobControl`
+//! directly so that the routes can be tested with a fake job (a
+//! `JobControl` only comes from a running job).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use floe_core::JobId;
+use floe_runtime::coordinator::{CheckpointStats, CheckpointStatus};
+use floe_runtime::{
+    ControlError, JobControl, JobStatus, SavepointMode, SavepointStatus, TriggerId, VertexInfo,
+};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+/// How many checkpoints `GET /jobs/{id}/checkpoints` lists in `history`,
+/// newest first: Flink's default `web.checkpoints.history`. The counts and
+/// the latest entries cover the whole history.
+pub(crate) const HISTORY_SIZE: usize = 10;
+
+/// What the routes need from a job: the read side and the requests of
+/// [`JobControl`].
+pub(crate) trait JobHandle: Clone + Send + Sync + 'static {
+    fn job_id(&self) -> JobId;
+    fn job_name(&self) -> String;
+    fn start_time_ms(&self) -> u64;
+    fn end_time_ms(&self) -> Option<u64>;
+    fn status(&self) -> JobStatus;
+    fn vertices(&self) -> Vec<VertexInfo>;
+    fn checkpoint_stats(&self) -> Vec<CheckpointStats>;
+    fn restored_from(&self) -> Option<(u64, String)>;
+    fn trigger_savepoint(
+        &self,
+        target_directory: Option<&str>,
+        mode: SavepointMode,
+    ) -> Result<TriggerId, ControlError>;
+    fn savepoint_status(&self, trigger: &TriggerId) -> Option<SavepointStatus>;
+    fn cancel(&self);
+}
+
+impl JobHandle for JobControl {
+    fn job_id(&self) -> JobId {
+        JobControl::job_id(self)
+    }
+    fn job_name(&self) -> String {
+        JobControl::job_name(self).to_string()
+    }
+    fn start_time_ms(&self) -> u64 {
+        JobControl::start_time_ms(self)
+    }
+    fn end_time_ms(&self) -> Option<u64> {
+        JobControl::end_time_ms(self)
+    }
+    fn status(&self) -> JobStatus {
+        JobControl::status(self)
+    }
+    fn vertices(&self) -> Vec<VertexInfo> {
+        JobControl::vertices(self).to_vec()
+    }
+    fn checkpoint_stats(&self) -> Vec<CheckpointStats> {
+        JobControl::checkpoint_stats(self)
+    }
+    fn restored_from(&self) -> Option<(u64, String)> {
+        JobControl::restored_from(self)
+    }
+    fn trigger_savepoint(
+        &self,
+        target_directory: Option<&str>,
+        mode: SavepointMode,
+    ) -> Result<TriggerId, ControlError> {
+        JobControl::trigger_savepoint(self, target_directory, mode)
+    }
+    fn savepoint_status(&self, trigger: &TriggerId) -> Option<SavepointStatus> {
+        JobControl::savepoint_status(self, trigger)
+    }
+    fn cancel(&self) {
+        JobControl::cancel(self)
+    }
+}
+
+/// Savepoint and stop requests triggered through this endpoint whose final
+/// status no client has fetched yet.
+///
+/// A stop with savepoint (or a cancel with savepoint) ends the job right
+/// after the savepoint completes, and the job then drops its server: without
+/// this, the CLI polling for the savepoint's location could find the
+/// endpoint gone. The server lingers on drop (briefly, bounded) while this
+/// set is not empty.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct Unreported(Arc<Mutex<HashSet<String>>>);
+
+impl Unreported {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, trigger: &TriggerId) {
+        self.lock().insert(trigger.0.clone());
+    }
+
+    fn reported(&self, trigger: &TriggerId) {
+        self.lock().remove(&trigger.0);
+    }
+
+    /// How many requests still wait for their final status to be fetched.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// What every handler gets: the job and the unreported requests.
+#[derive(Clone)]
+struct AppState<J> {
+    job: J,
+    unreported: Unreported,
+}
+
+/// The routes, also under Flink's version prefix `/v1`; anything else is a
+/// 404 (405 for a known path with another method) with Flink's error body.
+pub(crate) fn router<J: JobHandle>(job: J) -> (Router, Unreported) {
+    let unreported = Unreported::default();
+    let state = AppState {
+        job,
+        unreported: unreported.clone(),
+    };
+    let api = Router::new()
+        .route("/jobs", get(jobs::<J>))
+        .route("/jobs/overview", get(overview::<J>))
+        .route("/jobs/{jobid}", get(job_details::<J>).patch(terminate::<J>))
+        .route("/jobs/{jobid}/checkpoints", get(checkpoints::<J>))
+        .route(
+            "/jobs/{jobid}/savepoints",
+            axum::routing::post(trigger_savepoint::<J>),
+        )
+        .route(
+            "/jobs/{jobid}/savepoints/{triggerid}",
+            get(savepoint_status::<J>),
+        )
+        .route("/jobs/{jobid}/stop", axum::routing::post(stop::<J>))
+        .method_not_allowed_fallback(method_not_allowed);
+    let app = Router::new()
+        .merge(api.clone())
+        .nest("/v1", api)
+        .fallback(not_found)
+        .with_state(state);
+    (app, unreported)
+}
+
+/// A failed request: an HTTP status and Flink's `{"errors": [...]}` body.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "errors": [self.message] }))).into_response()
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let status = match e {
+            // The client can fix it by passing a directory.
+            ControlError::NoTargetDirectory => StatusCode::BAD_REQUEST,
+            // The job's state does not allow it now.
+            ControlError::NotRunning { .. } | ControlError::AlreadyStopping(_) => {
+                StatusCode::CONFLICT
+            }
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+async fn not_found(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("not found: {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(t)| t)
+        .map_err(|e| ApiError::bad_request(format!("bad path parameter: {e}")))
+}
+
+/// Checks that `id` names this job: 400 when it is no job id at all, 404
+/// when it is another job's.
+fn check_job<J: JobHandle>(job: &J, id: &str) -> Result<(), ApiError> {
+    let parsed: JobId = id.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "bad path parameter jobid: {id:?} is not a job id (32 hexadecimal characters)"
+        ))
+    })?;
+    if parsed != job.job_id() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "job {id} not found: this endpoint serves job {}",
+                job.job_id()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `end-time` and `duration` as Flink reports them: -1 while running.
+fn times<J: JobHandle>(job: &J) -> (u64, i64, u64) {
+    let start = job.start_time_ms();
+    let end = job.end_time_ms();
+    let now = now_ms();
+    let duration = end.unwrap_or(now).saturating_sub(start);
+    (start, end.map_or(-1, |e| e as i64), duration)
+}
+
+/// `GET /jobs`: `{"jobs": [{"id", "status"}]}`.
+async fn jobs<J: JobHandle>(State(AppState { job, .. }): State<AppState<J>>) -> Response {
+    Json(json!({
+        "jobs": [{ "id": job.job_id().to_string(), "status": job.status().as_str() }]
+    }))
+    .into_response()
+}
+
+#[derive(Serialize)]
+struct JobOverview {
+    jid: String,
+    name: String,
+    state: &'static str,
+    #[serde(rename = "start-time")]
+    start_time: u64,
+    #[serde(rename = "end-time")]
+    end_time: i64,
+    duration: u64,
+    #[serde(rename = "last-modification")]
+    last_modification: u64,
+    tasks: Map<String, Value>,
+}
+
+/// `GET /jobs/overview`: `{"jobs": [{"jid", "name", "state", "start-time",
+/// "end-time", "duration", "last-modification", "tasks"}]}`.
+async fn overview<J: JobHandle>(State(AppState { job, .. }): State<AppState<J>>) -> Response {
+    let (start, end, duration) = times(&job);
+    let status = job.status();
+    let subtasks: u32 = job.vertices().iter().map(|v| v.parallelism).sum();
+    let mut tasks = Map::new();
+    tasks.insert("total".into(), json!(subtasks));
+    tasks.insert(status.as_str().to_ascii_lowercase(), json!(subtasks));
+    Json(json!({
+        "jobs": [JobOverview {
+            jid: job.job_id().to_string(),
+            name: job.job_name(),
+            state: status.as_str(),
+            start_time: start,
+            end_time: end,
+            duration,
+            last_modification: job.end_time_ms().unwrap_or(start),
+            tasks,
+        }]
+    }))
+    .into_response()
+}
+
+#[derive(Serialize)]
+struct VertexDetails {
+    /// Floe's operator uid (Flink shows a generated vertex id here).
+    id: String,
+    name: String,
+    parallelism: u32,
+    #[serde(rename = "maxParallelism")]
+    max_parallelism: u32,
+}
+
+/// `GET /jobs/{id}`: Flink's job details (jid, name, state, times, now,
+/// vertices).
+async fn job_details<J: JobHandle>(
+    State(AppState { job, .. }): State<AppState<J>>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    check_job(&job, &path(id)?)?;
+    let (start, end, duration) = times(&job);
+    let status = job.status();
+    let vertices: Vec<VertexDetails> = job
+        .vertices()
+        .into_iter()
+        .map(|v| VertexDetails {
+            id: v.uid,
+            name: v.name,
+            parallelism: v.parallelism,
+            max_parallelism: v.max_parallelism,
+        })
+        .collect();
+    let mut timestamps = Map::new();
+    timestamps.insert("RUNNING".into(), json!(start));
+    if let Some(end) = job.end_time_ms() {
+        timestamps.insert(status.as_str().into(), json!(end));
+    }
+    Ok(Json(json!({
+        "jid": job.job_id().to_string(),
+        "name": job.job_name(),
+        "isStoppable": false,
+        "state": status.as_str(),
+        "start-time": start,
+        "end-time": end,
+        "duration": duration,
+        "maxParallelism": -1,
+        "now": now_ms(),
+        "timestamps": timestamps,
+        "vertices": vertices,
+    }))
+    .into_response())
+}
+
+/// One history entry, with Flink's field names (`className` tells a
+/// completed entry from a failed one, as in Flink).
+fn checkpoint_json(s: &CheckpointStats) -> Value {
+    let duration_ms = s.duration.as_millis() as u64;
+    let (class, status) = match s.status {
+        CheckpointStatus::Completed => ("completed", "COMPLETED"),
+        CheckpointStatus::Failed(_) => ("failed", "FAILED"),
+    };
+    let tasks: Map<String, Value> = s
+        .operators
+        .iter()
+        .map(|(uid, bytes)| (uid.clone(), json!({ "state_size": bytes })))
+        .collect();
+    let mut v = json!({
+        "className": class,
+        "id": s.id,
+        "status": status,
+        "is_savepoint": s.is_savepoint,
+        "checkpoint_type": if s.is_savepoint { "SAVEPOINT" } else { "CHECKPOINT" },
+        "trigger_timestamp": s.trigger_timestamp_ms,
+        "latest_ack_timestamp": s.trigger_timestamp_ms + duration_ms,
+        "state_size": s.state_size,
+        "checkpointed_size": s.state_size,
+        "end_to_end_duration": duration_ms,
+        "alignment_buffered": 0,
+        "processed_data": 0,
+        "persisted_data": s.channel_state_size,
+        "num_subtasks": s.acknowledged.1,
+        "num_acknowledged_subtasks": s.acknowledged.0,
+        "unaligned": s.unaligned,
+        "sync_duration": s.sync_duration.as_millis() as u64,
+        "async_duration": s.async_duration.as_millis() as u64,
+        "alignment_duration": s.alignment_duration.as_millis() as u64,
+        "tasks": tasks,
+    });
+    let obj = v.as_object_mut().expect("an object");
+    match &s.status {
+        CheckpointStatus::Completed => {
+            obj.insert("external_path".into(), json!(s.external_path));
+        }
+        CheckpointStatus::Failed(reason) => {
+            obj.insert(
+                "failure_timestamp".into(),
+                json!(s.trigger_timestamp_ms + duration_ms),
+            );
+            obj.insert("failure_message".into(), json!(reason));
+        }
+    }
+    v
+}
+
+/// Min, max and average of `values` (Flink's summary entries).
+fn summary(values: impl Iterator<Item = u64>) -> Value {
+    let (mut min, mut max, mut sum, mut n) = (u64::MAX, 0u64, 0u128, 0u64);
+    for v in values {
+        min = min.min(v);
+        max = max.max(v);
+        sum += u128::from(v);
+        n += 1;
+    }
+    if n == 0 {
+        return json!({ "min": 0, "max": 0, "avg": 0 });
+    }
+    json!({ "min": min, "max": max, "avg": (sum / u128::from(n)) as u64 })
+}
+
+/// `GET /jobs/{id}/checkpoints`: counts, latest (completed, savepoint,
+/// failed, restored), summary, and the most recent history entries, newest
+/// first.
+async fn checkpoints<J: JobHandle>(
+    State(AppState { job, .. }): State<AppState<J>>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    check_job(&job, &path(id)?)?;
+    let stats = job.checkpoint_stats();
+    let completed = |s: &&CheckpointStats| s.status == CheckpointStatus::Completed;
+    let n_completed = stats.iter().filter(completed).count();
+    let restored = job.restored_from();
+    let latest_completed = stats
+        .iter()
+        .filter(completed)
+        .rfind(|s| !s.is_savepoint)
+        .map(checkpoint_json);
+    let latest_savepoint = stats
+        .iter()
+        .filter(completed)
+        .rfind(|s| s.is_savepoint)
+        .map(checkpoint_json);
+    let latest_failed = stats
+        .iter()
+        .rfind(|s| matches!(s.status, CheckpointStatus::Failed(_)))
+        .map(checkpoint_json);
+    let latest_restored = restored.as_ref().map(|(id, path)| {
+        json!({
+            "id": id,
+            "restore_timestamp": job.start_time_ms(),
+            "is_savepoint": is_savepoint_path(path),
+            "external_path": path,
+        })
+    });
+    let done: Vec<&CheckpointStats> = stats.iter().filter(completed).collect();
+    let history: Vec<Value> = stats
+        .iter()
+        .rev()
+        .take(HISTORY_SIZE)
+        .map(checkpoint_json)
+        .collect();
+    Ok(Json(json!({
+        "counts": {
+            "restored": u64::from(restored.is_some()),
+            "total": stats.len(),
+            // Only finished checkpoints are reported to the history.
+            "in_progress": 0,
+            "completed": n_completed,
+            "failed": stats.len() - n_completed,
+        },
+        "summary": {
+            "state_size": summary(done.iter().map(|s| s.state_size)),
+            "checkpointed_size": summary(done.iter().map(|s| s.state_size)),
+            "end_to_end_duration": summary(done.iter().map(|s| s.duration.as_millis() as u64)),
+            "persisted_data": summary(done.iter().map(|s| s.channel_state_size)),
+        },
+        "latest": {
+            "completed": latest_completed,
+            "savepoint": latest_savepoint,
+            "failed": latest_failed,
+            "restored": latest_restored,
+        },
+        "history": history,
+    }))
+    .into_response())
+}
+
+/// Savepoints live in `savepoint-…` directories, checkpoints in `chk-<n>`.
+fn is_savepoint_path(path: &str) -> bool {
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .find(|seg| !seg.is_empty() && *seg != "_metadata")
+        .is_some_and(|seg| seg.starts_with("savepoint-"))
+}
+
+/// A request body: a JSON object (an empty body counts as `{}`).
+fn body_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(ApiError::bad_request(format!(
+            "the request body must be a JSON object, got {other}"
+        ))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// The fields of a trigger request, checked one by one so that every error
+/// names the field.
+struct TriggerBody {
+    target_directory: Option<String>,
+    flag: bool,
+}
+
+fn parse_trigger_body(
+    body: &Bytes,
+    directory_field: &str,
+    flag_field: &str,
+) -> Result<TriggerBody, ApiError> {
+    let mut target_directory = None;
+    let mut flag = false;
+    for (key, value) in body_object(body)? {
+        match key.as_str() {
+            k if k == directory_field => match value {
+                Value::Null => {}
+                Value::String(s) if s.trim().is_empty() => {
+                    return Err(ApiError::bad_request(format!(
+                        "field {directory_field:?} must not be empty"
+                    )));
+                }
+                Value::String(s) => target_directory = Some(s),
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "field {directory_field:?} must be a string, got {other}"
+                    )));
+                }
+            },
+            k if k == flag_field => match value {
+                Value::Null => {}
+                Value::Bool(b) => flag = b,
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "field {flag_field:?} must be true or false, got {other}"
+                    )));
+                }
+            },
+            "formatType" => match value.as_str() {
+                Some(f) if f.eq_ignore_ascii_case("CANONICAL") => {}
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "field \"formatType\" must be \"CANONICAL\" (Floe writes savepoints in the canonical format only), got {value}"
+                    )));
+                }
+            },
+            "triggerId" => {
+                return Err(ApiError::bad_request(
+                    "field \"triggerId\" is not supported: the job assigns the trigger id and returns it as \"request-id\"",
+                ));
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown field {other:?} in the request body; expected {directory_field:?}, {flag_field:?}"
+                )));
+            }
+        }
+    }
+    Ok(TriggerBody {
+        target_directory,
+        flag,
+    })
+}
+
+fn accepted(trigger: TriggerId) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "request-id": trigger.0 })),
+    )
+        .into_response()
+}
+
+/// `POST /jobs/{id}/savepoints` with `{"target-directory", "cancel-job"}`:
+/// 202 `{"request-id"}`.
+async fn trigger_savepoint<J: JobHandle>(
+    State(AppState { job, unreported }): State<AppState<J>>,
+    id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> ApiResult {
+    check_job(&job, &path(id)?)?;
+    let body = parse_trigger_body(&body, "target-directory", "cancel-job")?;
+    let trigger = job.trigger_savepoint(
+        body.target_directory.as_deref(),
+        SavepointMode::Savepoint {
+            cancel_job: body.flag,
+        },
+    )?;
+    tracing::info!(job = %job.job_id(), %trigger, "savepoint requested over REST");
+    unreported.add(&trigger);
+    Ok(accepted(trigger))
+}
+
+/// `POST /jobs/{id}/stop` with `{"targetDirectory", "drain"}`: 202
+/// `{"request-id"}`; its status is read at `savepoints/{triggerid}`.
+async fn stop<J: JobHandle>(
+    State(AppState { job, unreported }): State<AppState<J>>,
+    id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> ApiResult {
+    check_job(&job, &path(id)?)?;
+    let body = parse_trigger_body(&body, "targetDirectory", "drain")?;
+    let trigger = job.trigger_savepoint(
+        body.target_directory.as_deref(),
+        SavepointMode::Stop { drain: body.flag },
+    )?;
+    tracing::info!(job = %job.job_id(), %trigger, drain = body.flag, "stop with savepoint requested over REST");
+    unreported.add(&trigger);
+    Ok(accepted(trigger))
+}
+
+/// `GET /jobs/{id}/savepoints/{triggerid}`: Flink's asynchronous operation
+/// result.
+async fn savepoint_status<J: JobHandle>(
+    State(AppState { job, unreported }): State<AppState<J>>,
+    ids: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult {
+    let (id, trigger) = path(ids)?;
+    check_job(&job, &id)?;
+    let trigger_id = TriggerId(trigger.clone());
+    let Some(status) = job.savepoint_status(&trigger_id) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no savepoint or stop request with trigger id {trigger} for job {id}"),
+        ));
+    };
+    if status != SavepointStatus::InProgress {
+        unreported.reported(&trigger_id);
+    }
+    let body = match status {
+        SavepointStatus::InProgress => json!({ "status": { "id": "IN_PROGRESS" } }),
+        SavepointStatus::Completed { location } => json!({
+            "status": { "id": "COMPLETED" },
+            "operation": { "location": location },
+        }),
+        SavepointStatus::Failed { reason } => json!({
+            "status": { "id": "COMPLETED" },
+            "operation": {
+                "failure-cause": {
+                    "class": "floe.SavepointFailure",
+                    "stack-trace": reason,
+                }
+            },
+        }),
+    };
+    Ok(Json(body).into_response())
+}
+
+/// `PATCH /jobs/{id}?mode=cancel` (mode may be left out): cancels the job,
+/// 202 `{}`.
+async fn terminate<J: JobHandle>(
+    State(AppState { job, .. }): State<AppState<J>>,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> ApiResult {
+    let id = path(id)?;
+    check_job(&job, &id)?;
+    let Query(query) =
+        query.map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
+    for key in query.keys() {
+        if key != "mode" {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter {key:?}; expected \"mode\""
+            )));
+        }
+    }
+    match query.get("mode").map(String::as_str) {
+        None => {}
+        Some(m) if m.eq_ignore_ascii_case("cancel") => {}
+        Some(m) if m.eq_ignore_ascii_case("stop") => {
+            return Err(ApiError::bad_request(
+                "query parameter \"mode\": stop is not supported here; use POST /jobs/{jobid}/stop (stop with savepoint)",
+            ));
+        }
+        Some(m) => {
+            return Err(ApiError::bad_request(format!(
+                "query parameter \"mode\" must be \"cancel\", got {m:?}"
+            )));
+        }
+    }
+    let status = job.status();
+    if status.is_terminal() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("job {id} is {status}: there is nothing to cancel"),
+        ));
+    }
+    tracing::info!(job = %job.job_id(), "cancel requested over REST");
+    job.cancel();
+    Ok((StatusCode::ACCEPTED, Json(json!({}))).into_response())
+}

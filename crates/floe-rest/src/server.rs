@@ -1,0 +1,245 @@
+//! The HTTP server: bound synchronously (so a taken port is an error of
+//! [`RestServer::start`], not a log line later), served on a dedicated
+//! thread with its own single-threaded tokio runtime (the job's threads are
+//! not async, and a control plane needs no more than one thread), and shut
+//! down gracefully when the [`RestServer`] is dropped.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use floe_runtime::JobControl;
+use tokio::sync::oneshot;
+
+use crate::RestError;
+use crate::routes::Unreported;
+
+/// How long requests still in flight may take to finish after shutdown was
+/// asked for; then their connections are dropped, so dropping a server never
+/// hangs on a slow client.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Longest a dropped server keeps serving so that clients can fetch the
+/// final status of the savepoint and stop requests they triggered (a stop
+/// ends the job right after its savepoint; the CLI polls every 200 ms).
+pub(crate) const LINGER: Duration = Duration::from_secs(3);
+
+/// A running REST endpoint for one job; it stops serving when dropped.
+#[derive(Debug)]
+#[must_use = "the REST endpoint stops as soon as the RestServer is dropped"]
+pub struct RestServer {
+    local_addr: SocketAddr,
+    unreported: Unreported,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RestServer {
+    /// Serves `control`'s job on `address:port` (port 0: any free port, see
+    /// [`RestServer::local_addr`]). Fails at once, naming the address and
+    /// the operating system's reason, when the socket cannot be bound.
+    pub fn start(control: JobControl, address: &str, port: u16) -> Result<RestServer, RestError> {
+        let (app, unreported) = crate::routes::router(control);
+        Self::start_router(app, unreported, address, port)
+    }
+
+    /// Serves any router: [`RestServer::start`] without a job, for tests.
+    pub(crate) fn start_router(
+        app: Router,
+        unreported: Unreported,
+        address: &str,
+        port: u16,
+    ) -> Result<RestServer, RestError> {
+        let display = display_address(address, port);
+        let bind_err = |source| RestError::Bind {
+            address: display.clone(),
+            source,
+        };
+        let listener = std::net::TcpListener::bind((address, port)).map_err(bind_err)?;
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let local_addr = listener.local_addr().map_err(bind_err)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .thread_name("floe-rest")
+            .build()
+            .map_err(RestError::Runtime)?;
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).map_err(bind_err)?
+        };
+        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("floe-rest-{}", local_addr.port()))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let (graceful_tx, graceful_rx) = oneshot::channel::<()>();
+                    let server = tokio::spawn(
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(async move {
+                                let _ = graceful_rx.await;
+                            })
+                            .into_future(),
+                    );
+                    // A send or the sender's drop both mean: stop.
+                    let _ = shutdown_rx.await;
+                    let _ = graceful_tx.send(());
+                    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+                        Ok(Ok(Ok(()))) => {}
+                        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "REST server failed"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "REST server task failed"),
+                        Err(_) => tracing::debug!(
+                            "REST requests still open after {SHUTDOWN_GRACE:?}; dropping them"
+                        ),
+                    }
+                });
+                // Remaining connection tasks are dropped with the runtime.
+                runtime.shutdown_background();
+            })
+            .map_err(RestError::Runtime)?;
+        tracing::debug!(%local_addr, "REST endpoint listening");
+        Ok(RestServer {
+            local_addr,
+            unreported,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address actually bound (with the chosen port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for RestServer {
+    fn drop(&mut self) {
+        let started = Instant::now();
+        while self.unreported.len() > 0 && started.elapsed() < LINGER {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match self.unreported.len() {
+            0 => {}
+            n => tracing::info!(
+                addr = %self.local_addr,
+                "stopping the REST endpoint with {n} savepoint result(s) never fetched"
+            ),
+        }
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::warn!(addr = %self.local_addr, "the REST server thread panicked");
+        }
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 literal.
+fn display_address(address: &str, port: u16) -> String {
+    if address.contains(':') && !address.starts_with('[') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    use super::*;
+
+    fn empty_app() -> Router {
+        Router::new().fallback(|| async { "fallback" })
+    }
+
+    /// A one-shot HTTP/1.1 GET over a plain socket: the status line and body.
+    fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn port_zero_picks_a_free_port_and_drop_stops_serving() {
+        let server =
+            RestServer::start_router(empty_app(), Unreported::default(), "127.0.0.1", 0).unwrap();
+        let addr = server.local_addr();
+        assert_ne!(addr.port(), 0);
+        let reply = get(addr, "/anything").unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        assert!(reply.ends_with("fallback"), "{reply}");
+        let started = std::time::Instant::now();
+        drop(server);
+        assert!(
+            started.elapsed() < SHUTDOWN_GRACE + Duration::from_secs(1),
+            "drop took {:?}",
+            started.elapsed()
+        );
+        let err = TcpStream::connect(addr).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn drop_does_not_hang_on_an_idle_keep_alive_connection() {
+        let server =
+            RestServer::start_router(empty_app(), Unreported::default(), "127.0.0.1", 0).unwrap();
+        let addr = server.local_addr();
+        let mut idle = TcpStream::connect(addr).unwrap();
+        write!(idle, "GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut buf = [0u8; 256];
+        let n = idle.read(&mut buf).unwrap();
+        assert!(n > 0);
+        // A half-sent request, too.
+        let mut stuck = TcpStream::connect(addr).unwrap();
+        write!(stuck, "GET / HTTP/1.1\r\nHo").unwrap();
+        let started = std::time::Instant::now();
+        drop(server);
+        assert!(started.elapsed() < SHUTDOWN_GRACE + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_port_in_use_is_an_error_naming_the_address_and_the_reason() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let err = RestServer::start_router(empty_app(), Unreported::default(), "127.0.0.1", port)
+            .unwrap_err();
+        assert!(matches!(err, RestError::Bind { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+        assert!(msg.to_lowercase().contains("in use"), "{msg}");
+    }
+
+    #[test]
+    fn an_unknown_host_or_foreign_address_is_an_error_naming_it() {
+        let err = RestServer::start_router(
+            empty_app(),
+            Unreported::default(),
+            "no-such-host.invalid",
+            0,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no-such-host.invalid:0"), "{err}");
+        // An address of no local interface (TEST-NET-1, never assigned).
+        let err = RestServer::start_router(empty_app(), Unreported::default(), "192.0.2.1", 0)
+            .unwrap_err();
+        assert!(err.to_string().contains("192.0.2.1:0"), "{err}");
+    }
+
+    #[test]
+    fn ipv6_addresses_are_bracketed_in_messages() {
+        assert_eq!(display_address("::1", 80), "[::1]:80");
+        assert_eq!(display_address("127.0.0.1", 80), "127.0.0.1:80");
+    }
+}

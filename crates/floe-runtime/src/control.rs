@@ -1,0 +1,364 @@
+//! Controlling a running job from outside its threads: the handle the REST
+//! API (and through it the `floe` CLI) uses to read a job's status and
+//! checkpoint history, trigger savepoints, stop and cancel it.
+//!
+//! A [`JobControl`] is cheap to clone and thread-safe. Requests are
+//! asynchronous, as in Flink's REST API: triggering a savepoint returns a
+//! [`TriggerId`] at once, and [`JobControl::savepoint_status`] tells how it
+//! went.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Sender;
+use floe_core::JobId;
+
+use crate::channel::CancelFlag;
+use crate::coordinator::{CheckpointHistory, CheckpointStats, CoordinatorEvent};
+
+/// Where a job is in its life (Flink's `JobStatus` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobStatus {
+    /// Tasks are deployed and running.
+    Running,
+    /// A task failed; the job waits to restart.
+    Restarting,
+    /// Cancelled by the user; tasks are stopping.
+    Cancelling,
+    /// Cancelled by the user.
+    Canceled,
+    /// Ran to its end, or was stopped with a savepoint.
+    Finished,
+    /// Failed for good (restart strategy exhausted).
+    Failed,
+}
+
+impl JobStatus {
+    /// The name Flink's REST API uses (`RUNNING`, `CANCELED`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Running => "RUNNING",
+            JobStatus::Restarting => "RESTARTING",
+            JobStatus::Cancelling => "CANCELLING",
+            JobStatus::Canceled => "CANCELED",
+            JobStatus::Finished => "FINISHED",
+            JobStatus::Failed => "FAILED",
+        }
+    }
+
+    /// True once the job will not change any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Canceled | JobStatus::Finished | JobStatus::Failed
+        )
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One operator of the job, as the REST API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VertexInfo {
+    /// Its display name.
+    pub name: String,
+    /// Its uid (explicit, or derived from the graph).
+    pub uid: String,
+    /// Its number of subtasks.
+    pub parallelism: u32,
+    /// Its number of key groups.
+    pub max_parallelism: u32,
+    /// Whether the max parallelism was set explicitly (a restore may not
+    /// change it) or derived (a restore adopts the snapshot's).
+    pub max_parallelism_explicit: bool,
+}
+
+/// Identifies one asynchronous savepoint or stop request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TriggerId(pub String);
+
+impl TriggerId {
+    fn random() -> Self {
+        TriggerId(format!("{:032x}", rand::random::<u128>()))
+    }
+}
+
+impl std::fmt::Display for TriggerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What happens around a savepoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SavepointMode {
+    /// An intermediate savepoint: the job goes on (and, as in Flink since
+    /// 1.15, the savepoint neither commits side effects nor is used for
+    /// failure recovery). With `cancel_job`, the job is cancelled once the
+    /// savepoint completed (`floe cancel -s`).
+    Savepoint {
+        /// Cancel the job after the savepoint completed.
+        cancel_job: bool,
+    },
+    /// Stop with savepoint: sources stop right after the barrier, the
+    /// savepoint commits side effects, and the job finishes. With `drain`,
+    /// sources end their input first so everything in flight (windows,
+    /// timers, buffers) is flushed before the savepoint is taken.
+    Stop {
+        /// End the input and flush before the savepoint.
+        drain: bool,
+    },
+}
+
+/// How a savepoint request went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SavepointStatus {
+    /// Not finished yet.
+    InProgress,
+    /// Written: its location (the `savepoint-…` directory as a URL or path).
+    Completed {
+        /// The savepoint directory.
+        location: String,
+    },
+    /// Not written, and why.
+    Failed {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Why a control request was refused at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// Neither a target directory nor `state.savepoints.dir` was given.
+    #[error(
+        "no savepoint target directory: pass one, or set state.savepoints.dir in the configuration"
+    )]
+    NoTargetDirectory,
+    /// The job is not running (finished, failed, cancelled, restarting).
+    #[error("job {job_id} is {status}, not RUNNING: {action} is not possible")]
+    NotRunning {
+        /// The job.
+        job_id: JobId,
+        /// Its status.
+        status: JobStatus,
+        /// What was asked.
+        action: &'static str,
+    },
+    /// A stop is already under way.
+    #[error("job {0} is already being stopped")]
+    AlreadyStopping(JobId),
+}
+
+/// A savepoint request on its way to the checkpoint coordinator.
+#[derive(Debug, Clone)]
+pub struct SavepointRequest {
+    /// Its id, for status updates.
+    pub trigger: TriggerId,
+    /// The directory under which `savepoint-<job>-<random>/` is created.
+    pub target_directory: String,
+    /// Intermediate, cancel-after or stop.
+    pub mode: SavepointMode,
+}
+
+/// State shared between a job's control handles and its JobManager.
+pub(crate) struct ControlShared {
+    pub(crate) job_id: JobId,
+    pub(crate) job_name: String,
+    pub(crate) start_time_ms: u64,
+    pub(crate) end_time_ms: Mutex<Option<u64>>,
+    pub(crate) status: Mutex<JobStatus>,
+    pub(crate) vertices: Vec<VertexInfo>,
+    pub(crate) history: CheckpointHistory,
+    pub(crate) user_cancel: CancelFlag,
+    pub(crate) default_savepoint_dir: Option<String>,
+    pub(crate) savepoints: Mutex<HashMap<TriggerId, SavepointStatus>>,
+    /// The current run's coordinator (replaced at every restart).
+    pub(crate) coordinator: Mutex<Option<Sender<CoordinatorEvent>>>,
+    /// The id of the checkpoint the job was restored from, if any.
+    pub(crate) restored_from: Option<(u64, String)>,
+    pub(crate) stopping: Mutex<bool>,
+    /// A stop with savepoint completed: the job ends as FINISHED.
+    pub(crate) stopped: std::sync::atomic::AtomicBool,
+}
+
+/// A handle to a running job: status, checkpoints, savepoints, stop, cancel.
+#[derive(Clone)]
+pub struct JobControl {
+    pub(crate) shared: Arc<ControlShared>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl JobControl {
+    /// The job's id.
+    pub fn job_id(&self) -> JobId {
+        self.shared.job_id
+    }
+
+    /// The job's name.
+    pub fn job_name(&self) -> &str {
+        &self.shared.job_name
+    }
+
+    /// When the job started (ms since the epoch).
+    pub fn start_time_ms(&self) -> u64 {
+        self.shared.start_time_ms
+    }
+
+    /// When the job reached a terminal status, if it has.
+    pub fn end_time_ms(&self) -> Option<u64> {
+        *lock(&self.shared.end_time_ms)
+    }
+
+    /// The job's current status.
+    pub fn status(&self) -> JobStatus {
+        *lock(&self.shared.status)
+    }
+
+    /// The job's operators, in graph order.
+    pub fn vertices(&self) -> &[VertexInfo] {
+        &self.shared.vertices
+    }
+
+    /// Every checkpoint and savepoint that ended so far, in order.
+    pub fn checkpoint_stats(&self) -> Vec<CheckpointStats> {
+        lock(&self.shared.history).clone()
+    }
+
+    /// The checkpoint or savepoint the job was started from: id and path.
+    pub fn restored_from(&self) -> Option<(u64, String)> {
+        self.shared.restored_from.clone()
+    }
+
+    /// The configured default savepoint directory (`state.savepoints.dir`).
+    pub fn default_savepoint_dir(&self) -> Option<&str> {
+        self.shared.default_savepoint_dir.as_deref()
+    }
+
+    /// Asks for a savepoint (or a stop with savepoint) under
+    /// `target_directory`, or the configured default. Returns at once.
+    pub fn trigger_savepoint(
+        &self,
+        target_directory: Option<&str>,
+        mode: SavepointMode,
+    ) -> Result<TriggerId, ControlError> {
+        let target = target_directory
+            .map(str::to_string)
+            .or_else(|| self.shared.default_savepoint_dir.clone())
+            .filter(|t| !t.trim().is_empty())
+            .ok_or(ControlError::NoTargetDirectory)?;
+        let status = self.status();
+        if status != JobStatus::Running {
+            return Err(ControlError::NotRunning {
+                job_id: self.shared.job_id,
+                status,
+                action: match mode {
+                    SavepointMode::Stop { .. } => "stop with savepoint",
+                    SavepointMode::Savepoint { .. } => "a savepoint",
+                },
+            });
+        }
+        if let SavepointMode::Stop { .. } = mode {
+            let mut stopping = lock(&self.shared.stopping);
+            if *stopping {
+                return Err(ControlError::AlreadyStopping(self.shared.job_id));
+            }
+            *stopping = true;
+        }
+        let trigger = TriggerId::random();
+        lock(&self.shared.savepoints).insert(trigger.clone(), SavepointStatus::InProgress);
+        let request = SavepointRequest {
+            trigger: trigger.clone(),
+            target_directory: target,
+            mode,
+        };
+        let sent = match lock(&self.shared.coordinator).as_ref() {
+            Some(c) => c.send(CoordinatorEvent::TriggerSavepoint(request)).is_ok(),
+            None => false,
+        };
+        if !sent {
+            self.set_savepoint_status(
+                &trigger,
+                SavepointStatus::Failed {
+                    reason: "the job ended before the savepoint could be triggered".into(),
+                },
+            );
+        }
+        Ok(trigger)
+    }
+
+    /// How a savepoint request went; `None` for an unknown trigger id.
+    pub fn savepoint_status(&self, trigger: &TriggerId) -> Option<SavepointStatus> {
+        lock(&self.shared.savepoints).get(trigger).cloned()
+    }
+
+    /// Cancels the job (its checkpoints are kept only when retained on
+    /// cancellation).
+    pub fn cancel(&self) {
+        let mut status = lock(&self.shared.status);
+        if !status.is_terminal() {
+            *status = JobStatus::Cancelling;
+        }
+        drop(status);
+        self.shared.user_cancel.cancel();
+    }
+
+    pub(crate) fn set_savepoint_status(&self, trigger: &TriggerId, status: SavepointStatus) {
+        if let SavepointStatus::Failed { .. } = status {
+            // A failed stop leaves the job running; it may be stopped again.
+            *lock(&self.shared.stopping) = false;
+        }
+        lock(&self.shared.savepoints).insert(trigger.clone(), status);
+    }
+
+    pub(crate) fn set_coordinator(&self, coordinator: Option<Sender<CoordinatorEvent>>) {
+        *lock(&self.shared.coordinator) = coordinator;
+    }
+
+    pub(crate) fn mark_stopped(&self) {
+        self.shared
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// True once a stop with savepoint completed (the job is finishing).
+    pub fn was_stopped(&self) -> bool {
+        self.shared
+            .stopped
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn set_status(&self, status: JobStatus) {
+        let mut s = lock(&self.shared.status);
+        if *s == JobStatus::Cancelling && !status.is_terminal() {
+            return;
+        }
+        *s = status;
+        if status.is_terminal() {
+            *lock(&self.shared.end_time_ms) = Some(now_ms());
+            // Requests still waiting will not be served.
+            for st in lock(&self.shared.savepoints).values_mut() {
+                if *st == SavepointStatus::InProgress {
+                    *st = SavepointStatus::Failed {
+                        reason: format!("the job ended ({status}) before the savepoint completed"),
+                    };
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! Savepoints in running jobs: taken with the same barriers as
+//! checkpoints, written to `savepoint-<job>-<random>/` and restored by uid,
+//! at the same or another parallelism (keyed state by key group, source
+//! positions by split), after being moved; stop with and without drain;
+//! restore errors (unmatched uids without `-n`, a changed max parallelism,
+//! an incompatible state).
+//!
+//! The job is a keyed running count over generated records (key `i mod
+//! K`): exactly once means the highest count the last run emits for every
+//! key is exactly N / K, and each run continues where the snapshot it
+//! restored from left off.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::with_timeout;
+use floe::connectors::CollectedRecords;
+use floe::prelude::*;
+use floe::runtime::JobError;
+use floe::runtime::job_manager::JobClient;
+
+const RECORDS: u64 = 24_000;
+const KEYS: u64 = 12;
+
+#[derive(Clone, Default)]
+struct Count {
+    count: Option<ValueState<u64>>,
+}
+
+impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for Count {
+    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
+        self.count = Some(ctx.get_state(&ValueStateDescriptor::new("count"))?);
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        (key, v): (u64, u64),
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, (u64, u64)>,
+    ) -> anyhow::Result<()> {
+        let state = self.count.as_ref().expect("opened");
+        let c = state.value(ctx)?.unwrap_or(0) + v;
+        state.update(ctx, c)?;
+        out.collect((key, c));
+        Ok(())
+    }
+}
+
+/// How a run of the counting job is set up.
+struct Run<'a> {
+    parallelism: u32,
+    rate: Option<f64>,
+    restore: Option<&'a str>,
+    allow_non_restored: bool,
+    count_uid: &'a str,
+    max_parallelism: Option<u32>,
+    checkpointing: bool,
+}
+
+impl Default for Run<'_> {
+    fn default() -> Self {
+        Run {
+            parallelism: 2,
+            rate: Some(6000.0),
+            restore: None,
+            allow_non_restored: false,
+            count_uid: "count",
+            max_parallelism: None,
+            checkpointing: true,
+        }
+    }
+}
+
+fn start(run: Run<'_>, dir: &Path) -> (Result<JobClient, JobError>, CollectedRecords<(u64, u64)>) {
+    let env = StreamEnvironment::new();
+    env.set_parallelism(run.parallelism);
+    if let Some(m) = run.max_parallelism {
+        env.set_max_parallelism(m);
+    }
+    if run.checkpointing {
+        env.enable_checkpointing(Duration::from_millis(100));
+        env.set_config(
+            "state.checkpoints.dir",
+            &format!("file://{}", dir.join("chk").display()),
+        );
+    }
+    env.set_config(
+        "state.savepoints.dir",
+        &format!("file://{}", dir.join("savepoints").display()),
+    );
+    if let Some(path) = run.restore {
+        env.set_restore_from_savepoint(path, run.allow_non_restored);
+    }
+    let mut source = GeneratorSource::new(RECORDS, |i| (i % KEYS, 1u64));
+    if let Some(r) = run.rate {
+        source = source.with_rate(r);
+    }
+    let (sink, out) = CollectSink::new();
+    env.from_source(source, "Generator")
+        .uid("generator")
+        .key_by(|(k, _): &(u64, u64)| *k)
+        .process(Count::default())
+        .uid(run.count_uid)
+        .sink_to(sink, "Collect");
+    (env.execute_async("savepoint-test"), out)
+}
+
+/// Waits for a savepoint request to end and returns its location.
+fn await_savepoint(control: &JobControl, trigger: &floe::runtime::TriggerId) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match control.savepoint_status(trigger).expect("known trigger") {
+            SavepointStatus::Completed { location } => return location,
+            SavepointStatus::Failed { reason } => panic!("savepoint failed: {reason}"),
+            SavepointStatus::InProgress => {}
+        }
+        assert!(Instant::now() < deadline, "savepoint did not complete");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Lets the job run until it emitted at least `n` records.
+fn run_until(out: &CollectedRecords<(u64, u64)>, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.len() < n {
+        assert!(Instant::now() < deadline, "the job made no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Highest and lowest count per key in what a run emitted.
+fn counts(out: &[(u64, u64)]) -> BTreeMap<u64, (u64, u64)> {
+    let mut m: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for &(k, c) in out {
+        let e = m.entry(k).or_insert((c, c));
+        e.0 = e.0.min(c);
+        e.1 = e.1.max(c);
+    }
+    m
+}
+
+/// Takes a savepoint with cancel-job, waits for the job to be cancelled,
+/// and returns the savepoint and the highest count per key it emitted.
+fn savepoint_and_cancel(client: JobClient) -> String {
+    let control = client.control();
+    let trigger = control
+        .trigger_savepoint(None, SavepointMode::Savepoint { cancel_job: true })
+        .expect("trigger");
+    let location = await_savepoint(&control, &trigger);
+    assert!(matches!(client.wait(), Err(JobError::Cancelled { .. })));
+    assert_eq!(control.status(), JobStatus::Canceled);
+    location
+}
+
+fn local(location: &str) -> PathBuf {
+    PathBuf::from(location.strip_prefix("file://").expect("a local savepoint"))
+}
+
+#[test]
+fn rescaling_through_savepoints_keeps_every_count_exactly_once() {
+    with_timeout(120, || {
+        let dir = tempfile::tempdir().unwrap();
+        // p = 2 → savepoint → p = 4 → savepoint → p = 1 to the end.
+        let (client, out) = start(Run::default(), dir.path());
+        run_until(&out, 3000);
+        let sp1 = savepoint_and_cancel(client.unwrap());
+        let name = local(&sp1)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        assert!(
+            name.starts_with("savepoint-") && name.len() == "savepoint-".len() + 6 + 1 + 12,
+            "{name}"
+        );
+        assert!(local(&sp1).join("_metadata").is_file());
+
+        let (client, out2) = start(
+            Run {
+                parallelism: 4,
+                restore: Some(&sp1),
+                ..Run::default()
+            },
+            dir.path(),
+        );
+        run_until(&out2, 3000);
+        let sp2 = savepoint_and_cancel(client.unwrap());
+
+        let (client, out3) = start(
+            Run {
+                parallelism: 1,
+                rate: None,
+                restore: Some(&sp2),
+                ..Run::default()
+            },
+            dir.path(),
+        );
+        client.unwrap().wait().expect("the last run ends");
+        let first = counts(&out.snapshot());
+        let second = counts(&out2.snapshot());
+        let last = counts(&out3.snapshot());
+        assert_eq!(last.len() as u64, KEYS);
+        for (k, (low, high)) in &last {
+            assert_eq!(*high, RECORDS / KEYS, "key {k}: final count");
+            // Each run starts above where the earlier one's savepoint was:
+            // restored state, not a fresh start.
+            assert!(*low > 1, "key {k} restarted from zero");
+            assert!(second[k].0 > 1, "key {k} restarted from zero at p = 4");
+            assert!(first[k].0 == 1);
+        }
+        // Savepoints are the user's: the jobs kept them.
+        assert!(local(&sp1).join("_metadata").is_file());
+        assert!(local(&sp2).join("_metadata").is_file());
+    });
+}
+
+#[test]
+fn a_moved_savepoint_restores_and_unmatched_state_needs_allow_non_restored() {
+    with_timeout(120, || {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, out) = start(Run::default(), dir.path());
+        run_until(&out, 2000);
+        let sp = local(&savepoint_and_cancel(client.unwrap()));
+        // Move (rename) the savepoint elsewhere, then copy it.
+        let moved = dir.path().join("elsewhere").join("renamed-savepoint");
+        std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+        std::fs::rename(&sp, &moved).unwrap();
+        let copy = dir.path().join("copy");
+        std::fs::create_dir_all(&copy).unwrap();
+        for f in std::fs::read_dir(&moved).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), copy.join(f.file_name())).unwrap();
+        }
+        let copy_str = copy.to_str().unwrap().to_string();
+
+        // The counting operator under another uid: its state matches nothing.
+        let err = start(
+            Run {
+                restore: Some(&copy_str),
+                count_uid: "count-v2",
+                ..Run::default()
+            },
+            dir.path(),
+        )
+        .0
+        .err()
+        .expect("unmatched state is refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("count") && msg.contains("allowNonRestoredState"),
+            "{msg}"
+        );
+
+        // With -n it starts: the source resumes, the renamed operator is new
+        // (starts empty), so its counts begin at 1 again.
+        let (client, out2) = start(
+            Run {
+                restore: Some(&copy_str),
+                count_uid: "count-v2",
+                allow_non_restored: true,
+                rate: None,
+                ..Run::default()
+            },
+            dir.path(),
+        );
+        client.unwrap().wait().unwrap();
+        let c = counts(&out2.snapshot());
+        let resumed: u64 = c.values().map(|(_, high)| high).sum();
+        assert!(
+            resumed < RECORDS && resumed > 0,
+            "the source resumed from the savepoint: {resumed} of {RECORDS} records read"
+        );
+        assert!(c.values().all(|(low, _)| *low == 1));
+
+        // The moved original restores the old uid exactly.
+        let moved_str = moved.to_str().unwrap().to_string();
+        let (client, out3) = start(
+            Run {
+                restore: Some(&moved_str),
+                rate: None,
+                ..Run::default()
+            },
+            dir.path(),
+        );
+        client.unwrap().wait().unwrap();
+        assert!(
+            counts(&out3.snapshot())
+                .values()
+                .all(|(_, high)| *high == RECORDS / KEYS)
+        );
+    });
+}
+
+#[test]
+fn changing_an_explicit_max_parallelism_is_refused() {
+    with_timeout(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, out) = start(
+            Run {
+                max_parallelism: Some(64),
+                ..Run::default()
+            },
+            dir.path(),
+        );
+        run_until(&out, 1000);
+        let sp = savepoint_and_cancel(client.unwrap());
+        let err = start(
+            Run {
+                restore: Some(&sp),
+                max_parallelism: Some(32),
+                ..Run::default()
+            },
+            dir.path(),
+        )
+        .0
+        .err()
+        .expect("a changed max parallelism is refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("max parallelism 32") && msg.contains("64"),
+            "{msg}"
+        );
+        // Without the setting the snapshot's 64 is adopted, also at a new
+        // parallelism.
+        let (client, out2) = start(
+            Run {
+                restore: Some(&sp),
+                parallelism: 3,
+                rate: None,
+                ..Run::default()
+            },
+            dir.path(),
+        );
+        client.unwrap().wait().unwrap();
+        assert!(
+            counts(&out2.snapshot())
+                .values()
+                .all(|(_, high)| *high == RECORDS / KEYS)
+        );
+    });
+}
+
+#[test]
+fn stop_with_savepoint_finishes_the_job_and_drain_flushes_first() {
+    with_timeout(120, || {
+        let dir = tempfile::tempdir().unwrap();
+        for drain in [false, true] {
+            for checkpointing in [true, false] {
+                let (client, out) = start(
+                    Run {
+                        checkpointing,
+                        ..Run::default()
+                    },
+                    dir.path(),
+                );
+                let client = client.unwrap();
+                let control = client.control();
+                run_until(&out, 2000);
+                let trigger = control
+                    .trigger_savepoint(None, SavepointMode::Stop { drain })
+                    .unwrap();
+                let sp = await_savepoint(&control, &trigger);
+                client.wait().expect("a stopped job finishes");
+                assert_eq!(control.status(), JobStatus::Finished);
+                assert!(control.was_stopped());
+                // A second stop is refused: the job is over.
+                assert!(
+                    control
+                        .trigger_savepoint(None, SavepointMode::Stop { drain })
+                        .is_err()
+                );
+                let stopped_at = counts(&out.snapshot());
+                // Nothing was emitted after the savepoint: resuming from it
+                // continues every count at the next value.
+                let (client, out2) = start(
+                    Run {
+                        restore: Some(&sp),
+                        rate: None,
+                        checkpointing,
+                        ..Run::default()
+                    },
+                    dir.path(),
+                );
+                client.unwrap().wait().unwrap();
+                for (k, (low, high)) in counts(&out2.snapshot()) {
+                    assert_eq!(low, stopped_at[&k].1 + 1, "key {k} (drain {drain})");
+                    assert_eq!(high, RECORDS / KEYS, "key {k} (drain {drain})");
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn savepoint_requests_fail_clearly() {
+    with_timeout(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let env = StreamEnvironment::new();
+        env.from_source(
+            GeneratorSource::new(1_000_000, |i| i).with_rate(1000.0),
+            "Gen",
+        )
+        .sink_to(CollectSink::new().0, "Collect");
+        let client = env.execute_async("no-savepoint-dir").unwrap();
+        let control = client.control();
+        // No target and no state.savepoints.dir.
+        assert!(matches!(
+            control.trigger_savepoint(None, SavepointMode::Savepoint { cancel_job: false }),
+            Err(floe::runtime::ControlError::NoTargetDirectory)
+        ));
+        // A target that cannot be created: the request fails, the job runs on.
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "x").unwrap();
+        let t = control
+            .trigger_savepoint(
+                Some(file.join("sub").to_str().unwrap()),
+                SavepointMode::Savepoint { cancel_job: false },
+            )
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let reason = loop {
+            if let Some(SavepointStatus::Failed { reason }) = control.savepoint_status(&t) {
+                break reason;
+            }
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(reason.contains("a-file"), "{reason}");
+        assert_eq!(control.status(), JobStatus::Running);
+        // jobmanager memory is refused as a savepoint target.
+        let t = control
+            .trigger_savepoint(
+                Some("jobmanager"),
+                SavepointMode::Savepoint { cancel_job: false },
+            )
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(matches!(
+            control.savepoint_status(&t),
+            Some(SavepointStatus::Failed { .. })
+        ));
+        client.cancel();
+        assert!(client.wait().is_err());
+        // A path that is not a savepoint is a clear restore error.
+        let env = StreamEnvironment::new();
+        env.set_restore_from_savepoint(dir.path().to_str().unwrap(), false);
+        env.from_source(GeneratorSource::new(10, |i| i), "Gen")
+            .sink_to(CollectSink::new().0, "Collect");
+        let msg = env.execute_async("bad-restore").err().unwrap().to_string();
+        assert!(
+            msg.contains("is not a savepoint") && msg.contains("_metadata"),
+            "{msg}"
+        );
+    });
+}
