@@ -19,28 +19,73 @@ struct Cli {
     command: Command,
 }
 
+/// Floe's job flags that `floe run` takes before the job's name (they may
+/// also appear among the job's arguments).
+#[derive(Debug, clap::Args)]
+struct RunFlags {
+    /// Default parallelism of the job's operators.
+    #[arg(short = 'p', long = "parallelism", value_parser = clap::value_parser!(u32).range(1..))]
+    parallelism: Option<u32>,
+    /// Configuration file (default: $FLOE_CONF_DIR/floe-conf.yaml, then ./conf/floe-conf.yaml).
+    #[arg(long)]
+    config: Option<String>,
+    /// A configuration value, key=value (repeatable).
+    #[arg(short = 'D', value_name = "KEY=VALUE")]
+    dynamic: Vec<String>,
+    /// Restore from a savepoint (or a retained checkpoint's chk-<n> directory).
+    #[arg(short = 's', long = "fromSavepoint", value_name = "SAVEPOINT_PATH")]
+    from_savepoint: Option<String>,
+    /// With -s: skip savepoint state that maps to no operator of the job.
+    #[arg(short = 'n', long = "allowNonRestoredState")]
+    allow_non_restored_state: bool,
+    /// Start from a retained checkpoint: a job's checkpoint directory (its
+    /// latest completed checkpoint) or a chk-<n> directory.
+    #[arg(long = "fromCheckpoint", value_name = "CHECKPOINT_PATH")]
+    from_checkpoint: Option<String>,
+}
+
+impl RunFlags {
+    /// The flags as a job binary takes them.
+    fn into_argv(self) -> Vec<String> {
+        let mut argv: Vec<String> = Vec::new();
+        if let Some(p) = self.parallelism {
+            argv.extend(["-p".to_string(), p.to_string()]);
+        }
+        if let Some(c) = self.config {
+            argv.extend(["--config".to_string(), c]);
+        }
+        for d in self.dynamic {
+            argv.extend(["-D".to_string(), d]);
+        }
+        if let Some(s) = self.from_savepoint {
+            argv.extend(["-s".to_string(), s]);
+        }
+        if self.allow_non_restored_state {
+            argv.push("-n".to_string());
+        }
+        if let Some(c) = self.from_checkpoint {
+            argv.extend(["--fromCheckpoint".to_string(), c]);
+        }
+        argv
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run an example job by name, or a job binary by path.
     ///
     /// Examples: wordcount, keyed-count, count-window-average (see `floe examples`).
     /// Floe's job flags may appear before the job or anywhere among its arguments:
-    /// -p/--parallelism N, --config <file>, -D key=value. Durations in configuration
+    /// -p/--parallelism N, --config <file>, -D key=value, -s/--fromSavepoint <path>,
+    /// -n/--allowNonRestoredState, --fromCheckpoint <path>. Durations in configuration
     /// accept Flink's forms (500 ms, 1s, 1 min; a bare number is milliseconds).
     #[command(
         after_help = "Run `floe run <job> --help` for a job's own arguments.",
         override_usage = "floe run [OPTIONS] <JOB> [ARGS]..."
     )]
     Run {
-        /// Default parallelism of the job's operators.
-        #[arg(short = 'p', long = "parallelism", value_parser = clap::value_parser!(u32).range(1..))]
-        parallelism: Option<u32>,
-        /// Configuration file (default: $FLOE_CONF_DIR/floe-conf.yaml, then ./conf/floe-conf.yaml).
-        #[arg(long)]
-        config: Option<String>,
-        /// A configuration value, key=value (repeatable).
-        #[arg(short = 'D', value_name = "KEY=VALUE")]
-        dynamic: Vec<String>,
+        #[command(flatten)]
+        flags: RunFlags,
         /// Example name or path to a job binary, then the job's arguments (and Floe job flags).
         // One positional, so that everything after the job's name, `--help`
         // included, belongs to the job.
@@ -55,6 +100,7 @@ enum Command {
     },
     /// List the example jobs.
     Examples,
+
     /// Run a benchmark and print one JSON line.
     #[command(subcommand)]
     Bench(Bench),
@@ -175,23 +221,8 @@ enum Bench {
     },
 }
 
-fn run_job(
-    parallelism: Option<u32>,
-    config: Option<String>,
-    dynamic: Vec<String>,
-    job: &str,
-    args: Vec<String>,
-) -> anyhow::Result<ExitCode> {
-    let mut argv: Vec<String> = Vec::new();
-    if let Some(p) = parallelism {
-        argv.extend(["-p".to_string(), p.to_string()]);
-    }
-    if let Some(c) = config {
-        argv.extend(["--config".to_string(), c]);
-    }
-    for d in dynamic {
-        argv.extend(["-D".to_string(), d]);
-    }
+fn run_job(flags: RunFlags, job: &str, args: Vec<String>) -> anyhow::Result<ExitCode> {
+    let mut argv = flags.into_argv();
     argv.extend(args);
     if let Some(main) = find(job) {
         floe::init_logging();
@@ -267,14 +298,9 @@ fn main() -> ExitCode {
     }
     let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
-        Command::Run {
-            parallelism,
-            config,
-            dynamic,
-            mut job,
-        } => {
+        Command::Run { flags, mut job } => {
             let args = job.split_off(1);
-            run_job(parallelism, config, dynamic, &job[0], args)
+            run_job(flags, &job[0], args)
         }
         Command::Examples => {
             for (name, about, _) in EXAMPLES {

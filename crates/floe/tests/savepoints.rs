@@ -457,3 +457,70 @@ fn savepoint_requests_fail_clearly() {
         );
     });
 }
+
+#[test]
+fn a_retained_checkpoint_restores_through_the_savepoint_flag() {
+    with_timeout(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let env_dir = dir.path().to_path_buf();
+        let (client, out) = {
+            let env = StreamEnvironment::new();
+            env.set_parallelism(2);
+            env.enable_checkpointing(Duration::from_millis(100));
+            env.set_config(
+                "state.checkpoints.dir",
+                &format!("file://{}", env_dir.join("chk").display()),
+            );
+            env.set_config(
+                "execution.checkpointing.externalized-checkpoint-retention",
+                "RETAIN_ON_CANCELLATION",
+            );
+            let (sink, out) = CollectSink::new();
+            env.from_source(
+                GeneratorSource::new(RECORDS, |i| (i % KEYS, 1u64)).with_rate(6000.0),
+                "Generator",
+            )
+            .uid("generator")
+            .key_by(|(k, _): &(u64, u64)| *k)
+            .process(Count::default())
+            .uid("count")
+            .sink_to(sink, "Collect");
+            (env.execute_async("retained").unwrap(), out)
+        };
+        run_until(&out, 2000);
+        let control = client.control();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !control
+            .checkpoint_stats()
+            .iter()
+            .any(|s| s.external_path.is_some())
+        {
+            assert!(Instant::now() < deadline, "no completed checkpoint");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        client.cancel();
+        assert!(client.wait().is_err());
+        let job_dir = dir.path().join("chk").join(control.job_id().to_string());
+        let chk = std::fs::read_dir(&job_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.join("_metadata").is_file())
+            .expect("a retained checkpoint");
+        let chk = chk.to_str().unwrap().to_string();
+        let (client, out2) = start(
+            Run {
+                restore: Some(&chk),
+                rate: None,
+                parallelism: 3,
+                ..Run::default()
+            },
+            dir.path(),
+        );
+        client.unwrap().wait().unwrap();
+        for (k, (low, high)) in counts(&out2.snapshot()) {
+            assert!(low > 1, "key {k} resumed from the checkpoint");
+            assert_eq!(high, RECORDS / KEYS);
+        }
+    });
+}
