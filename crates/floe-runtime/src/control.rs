@@ -182,7 +182,8 @@ pub(crate) struct ControlShared {
     pub(crate) coordinator: Mutex<Option<Sender<CoordinatorEvent>>>,
     /// The id of the checkpoint the job was restored from, if any.
     pub(crate) restored_from: Option<(u64, String)>,
-    pub(crate) stopping: Mutex<bool>,
+    /// The stop request under way, if any.
+    pub(crate) stopping: Mutex<Option<TriggerId>>,
     /// A stop with savepoint completed: the job ends as FINISHED.
     pub(crate) stopped: std::sync::atomic::AtomicBool,
 }
@@ -273,14 +274,14 @@ impl JobControl {
                 },
             });
         }
+        let trigger = TriggerId::random();
         if let SavepointMode::Stop { .. } = mode {
             let mut stopping = lock(&self.shared.stopping);
-            if *stopping {
+            if stopping.is_some() {
                 return Err(ControlError::AlreadyStopping(self.shared.job_id));
             }
-            *stopping = true;
+            *stopping = Some(trigger.clone());
         }
-        let trigger = TriggerId::random();
         lock(&self.shared.savepoints).insert(trigger.clone(), SavepointStatus::InProgress);
         let request = SavepointRequest {
             trigger: trigger.clone(),
@@ -321,7 +322,10 @@ impl JobControl {
     pub(crate) fn set_savepoint_status(&self, trigger: &TriggerId, status: SavepointStatus) {
         if let SavepointStatus::Failed { .. } = status {
             // A failed stop leaves the job running; it may be stopped again.
-            *lock(&self.shared.stopping) = false;
+            let mut stopping = lock(&self.shared.stopping);
+            if stopping.as_ref() == Some(trigger) {
+                *stopping = None;
+            }
         }
         lock(&self.shared.savepoints).insert(trigger.clone(), status);
     }

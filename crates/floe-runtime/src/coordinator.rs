@@ -1024,7 +1024,13 @@ impl CheckpointCoordinator {
         );
         self.record(stats);
         // Older pending checkpoints are subsumed: not failures.
-        let older: Vec<u64> = self.pending.range(..id).map(|(k, _)| *k).collect();
+        // Savepoints in flight are the user's requests: never subsumed.
+        let older: Vec<u64> = self
+            .pending
+            .range(..id)
+            .filter(|(_, p)| p.savepoint.is_none())
+            .map(|(k, _)| *k)
+            .collect();
         for o in older {
             self.abort(o, format!("subsumed by checkpoint {id}"), false)?;
         }
@@ -1167,6 +1173,50 @@ impl CheckpointCoordinator {
     /// Runs until shutdown; returns an error when checkpoint failures exceed
     /// the tolerable number (the job must fail over).
     pub fn run(&mut self, events: &Receiver<CoordinatorEvent>) -> Result<(), CheckpointFailure> {
+        let result = self.run_loop(events);
+        self.fail_outstanding_savepoints(match &result {
+            Ok(()) => "the job run ended first".to_string(),
+            Err(f) => format!("the job run failed: {}", f.0),
+        });
+        result
+    }
+
+    /// Fails every savepoint request still open when the run ends (pending
+    /// ones and a drain waiting for its tasks), so no request stays in
+    /// progress and the job can be stopped again after a restart.
+    fn fail_outstanding_savepoints(&mut self, reason: String) {
+        let Some(control) = self.control.clone() else {
+            return;
+        };
+        let open: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.savepoint.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in open {
+            let Some(p) = self.pending.remove(&id) else {
+                continue;
+            };
+            if let Some((request, _)) = &p.savepoint {
+                control.set_savepoint_status(
+                    &request.trigger,
+                    SavepointStatus::Failed {
+                        reason: reason.clone(),
+                    },
+                );
+            }
+            if let Err(e) = self.store.discard(id) {
+                tracing::warn!(checkpoint = id, "cannot remove an aborted savepoint: {e}");
+            }
+            self.orphans.push(id);
+        }
+        if let Some(request) = self.drain.take() {
+            control.set_savepoint_status(&request.trigger, SavepointStatus::Failed { reason });
+        }
+    }
+
+    fn run_loop(&mut self, events: &Receiver<CoordinatorEvent>) -> Result<(), CheckpointFailure> {
         let started = Instant::now();
         loop {
             let now = Instant::now();

@@ -348,7 +348,7 @@ impl JobManager {
                         self.settings.restore_path.clone().unwrap_or_default(),
                     )
                 }),
-                stopping: Mutex::new(false),
+                stopping: Mutex::new(None),
                 stopped: Default::default(),
             }),
         };
@@ -743,7 +743,12 @@ impl JobClient {
                     }
                     Err(TaskError::Cancelled) => {
                         cancelled = true;
-                        run.cancel.cancel();
+                        // After a stop's savepoint, a task cut off by an
+                        // upstream that terminated first must not cancel
+                        // the others before they heard of the commit.
+                        if !self.control.was_stopped() {
+                            run.cancel.cancel();
+                        }
                     }
                 }
             }
