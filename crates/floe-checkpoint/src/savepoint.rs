@@ -12,8 +12,6 @@
 //! another store and still restores. Like a checkpoint, it exists exactly
 //! when its `_metadata` exists.
 
-use futures_util::stream::{self, StreamExt, TryStreamExt};
-use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use url::Url;
 
@@ -21,8 +19,8 @@ use floe_core::JobId;
 
 use crate::format::{self, FileKind};
 use crate::storage::{
-    CheckpointStorage, METADATA_FILE_NAME, Settings, StateHandle, StorageError, StorageKind,
-    WriteError, remove_local_dir, validate_file_name,
+    CheckpointStorage, METADATA_FILE_NAME, Settings, StateHandle, StorageError, WriteError,
+    validate_file_name,
 };
 
 /// The prefix of a savepoint directory's name (Flink's).
@@ -124,17 +122,6 @@ impl SavepointStorage {
         self.storage.url()
     }
 
-    /// The savepoint directory as a local path, when it is on local disk
-    /// (for messages a user copies into a shell).
-    pub fn local_path(&self) -> Option<&std::path::Path> {
-        self.storage.local_root()
-    }
-
-    /// Which kind of store the savepoint is in.
-    pub fn kind(&self) -> StorageKind {
-        self.storage.kind()
-    }
-
     fn metadata_path(&self) -> Path {
         self.storage.root().clone().join(METADATA_FILE_NAME)
     }
@@ -150,14 +137,8 @@ impl SavepointStorage {
     ) -> Result<StateHandle, WriteError<E>> {
         validate_file_name(file_name)?;
         let path = self.storage.root().clone().join(file_name);
-        let mut buf = format::begin(payload_hint);
-        produce(&mut buf).map_err(WriteError::Produce)?;
-        format::seal(kind, &mut buf);
-        Ok(self
-            .storage
-            .put_new(&path, buf, |location| StorageError::AlreadyExists {
-                location,
-            })?)
+        self.storage
+            .write_framed(&path, kind, payload_hint, produce)
     }
 
     /// Reads and verifies a state file of this savepoint.
@@ -166,23 +147,7 @@ impl SavepointStorage {
         handle: &StateHandle,
         kind: FileKind,
     ) -> Result<Vec<u8>, StorageError> {
-        let path = self.storage.resolve_handle(handle)?;
-        let location = self.storage.display(&path);
-        let bytes = self
-            .storage
-            .get(&path)?
-            .ok_or_else(|| StorageError::NotFound {
-                location: location.clone(),
-            })?;
-        let payload = format::decode(&bytes, kind, &location)?;
-        if bytes.len() as u64 != handle.size {
-            return Err(StorageError::SizeMismatch {
-                location,
-                expected: handle.size,
-                actual: bytes.len() as u64,
-            });
-        }
-        Ok(payload.to_vec())
+        self.storage.read_framed(handle, kind)
     }
 
     /// Writes `_metadata`, last and once: the savepoint now exists.
@@ -212,77 +177,11 @@ impl SavepointStorage {
         Ok(format::decode(&bytes, FileKind::Metadata, &location)?.to_vec())
     }
 
-    /// Every file in the savepoint directory with its size, by name.
-    pub fn files(&self) -> Result<Vec<(String, u64)>, StorageError> {
-        let root = self.storage.root().clone();
-        let store = self.storage.store();
-        let listed = self
-            .storage
-            .block_on(store.list(Some(&root)).try_collect::<Vec<_>>())?
-            .map_err(|source| StorageError::Io {
-                operation: "list",
-                location: self.location().to_string(),
-                source,
-            })?;
-        let mut files: Vec<(String, u64)> = listed
-            .into_iter()
-            .filter_map(|m| {
-                let rel: Path = m.location.prefix_match(&root)?.collect();
-                Some((rel.to_string(), m.size))
-            })
-            .collect();
-        files.sort();
-        Ok(files)
-    }
-
     /// Deletes the savepoint directory and everything in it: `_metadata`
     /// first, so an interrupted dispose leaves no restorable half.
     pub fn dispose(self) -> Result<(), StorageError> {
-        let storage = &self.storage;
-        let store = storage.store();
-        let metadata = self.metadata_path();
-        match storage.block_on(store.delete(&metadata))? {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(source) => {
-                return Err(StorageError::Io {
-                    operation: "delete",
-                    location: storage.display(&metadata),
-                    source,
-                });
-            }
-        }
-        if let Some(dir) = storage.local_root() {
-            return remove_local_dir(dir);
-        }
-        let root = storage.root().clone();
-        let paths: Vec<Path> = storage
-            .block_on(store.list(Some(&root)).try_collect::<Vec<_>>())?
-            .map_err(|source| StorageError::Io {
-                operation: "list",
-                location: self.location().to_string(),
-                source,
-            })?
-            .into_iter()
-            .map(|m| m.location)
-            .collect();
-        let results: Vec<_> = storage.block_on(
-            store
-                .delete_stream(stream::iter(paths.into_iter().map(Ok)).boxed())
-                .collect::<Vec<_>>(),
-        )?;
-        for r in results {
-            match r {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => {
-                    return Err(StorageError::Io {
-                        operation: "delete",
-                        location: self.location().to_string(),
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(())
+        self.storage
+            .delete_snapshot_dir(self.storage.root(), &self.metadata_path())
     }
 
     /// Removes what an aborted savepoint wrote (it has no `_metadata`).

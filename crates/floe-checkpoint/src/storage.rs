@@ -793,19 +793,130 @@ impl CheckpointStorage {
             })
     }
 
+    /// Frames and writes a new file at `path` whose payload `produce`
+    /// appends in place (JobManager memory refuses payloads over its
+    /// limit); shared by checkpoints and savepoints.
+    pub(crate) fn write_framed<E>(
+        &self,
+        path: &Path,
+        kind: FileKind,
+        payload_hint: usize,
+        produce: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<StateHandle, WriteError<E>> {
+        let mut buf = format::begin(payload_hint);
+        produce(&mut buf).map_err(WriteError::Produce)?;
+        let payload_len = buf.len() - format::HEADER_LEN;
+        if let Some(limit) = self.inner.max_state_size
+            && payload_len > limit
+        {
+            return Err(StorageError::StateTooLarge {
+                location: self.display(path),
+                size: payload_len,
+                limit,
+            }
+            .into());
+        }
+        format::seal(kind, &mut buf);
+        Ok(
+            self.put_new(path, buf, |location| StorageError::AlreadyExists {
+                location,
+            })?,
+        )
+    }
+
+    /// Reads the file of a handle and returns its payload, after checking
+    /// its frame (magic, version, length, checksum, kind) and its size
+    /// against the handle.
+    pub(crate) fn read_framed(
+        &self,
+        handle: &StateHandle,
+        kind: FileKind,
+    ) -> Result<Vec<u8>, StorageError> {
+        let path = self.resolve_handle(handle)?;
+        let location = self.display(&path);
+        let bytes = self.get(&path)?.ok_or_else(|| StorageError::NotFound {
+            location: location.clone(),
+        })?;
+        let payload = format::decode(&bytes, kind, &location)?;
+        if bytes.len() as u64 != handle.size {
+            return Err(StorageError::SizeMismatch {
+                location,
+                expected: handle.size,
+                actual: bytes.len() as u64,
+            });
+        }
+        Ok(payload.to_vec())
+    }
+
+    /// Deletes a checkpoint's or savepoint's directory: its `_metadata`
+    /// first (so from then on it no longer counts as completed, even if the
+    /// rest fails), then everything under it. On disk the tree is removed
+    /// directly: `remove_dir_all` never follows symbolic links, whereas the
+    /// object store's listing would, and the empty directories go too.
+    pub(crate) fn delete_snapshot_dir(
+        &self,
+        dir: &Path,
+        metadata: &Path,
+    ) -> Result<(), StorageError> {
+        match self.block_on(self.inner.store.delete(metadata))? {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(source) => {
+                return Err(StorageError::Io {
+                    operation: "delete",
+                    location: self.display(metadata),
+                    source,
+                });
+            }
+        }
+        if let Some(local_root) = &self.inner.local_root {
+            let local_dir = dir
+                .parts()
+                .fold(local_root.clone(), |p, part| p.join(part.as_ref()));
+            return remove_local_dir(&local_dir);
+        }
+        self.delete_tree(dir)
+    }
+
+    /// Deletes every object under `dir` in an object store (`list`
+    /// matches whole path segments: `chk-1` does not list `chk-10`); a file
+    /// already gone is fine.
+    pub(crate) fn delete_tree(&self, dir: &Path) -> Result<(), StorageError> {
+        let store = &self.inner.store;
+        let listed: Vec<_> = self
+            .block_on(store.list(Some(dir)).try_collect::<Vec<_>>())?
+            .map_err(|source| StorageError::Io {
+                operation: "list",
+                location: self.display(dir),
+                source,
+            })?;
+        let paths: Vec<Path> = listed
+            .into_iter()
+            .map(|meta| meta.location)
+            .filter(|p| p.prefix_matches(dir) && p != dir)
+            .collect();
+        let results: Vec<_> = self.block_on(
+            store
+                .delete_stream(stream::iter(paths.into_iter().map(Ok)).boxed())
+                .collect::<Vec<_>>(),
+        )?;
+        for result in results {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => {
+                    return Err(StorageError::Io {
+                        operation: "delete",
+                        location: self.display(dir),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The storage root as a store path.
     pub(crate) fn root(&self) -> &Path {
         &self.inner.root
-    }
-
-    /// The root's canonical directory, for local storage.
-    pub(crate) fn local_root(&self) -> Option<&std::path::Path> {
-        self.inner.local_root.as_deref()
-    }
-
-    /// The object store.
-    pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
-        &self.inner.store
     }
 
     /// A store path relative to the root, as recorded in a [`StateHandle`].
@@ -954,25 +1065,8 @@ impl JobCheckpointStorage {
     ) -> Result<StateHandle, WriteError<E>> {
         validate_file_name(file_name)?;
         let path = self.checkpoint_path(checkpoint_id).join(file_name);
-        let mut buf = format::begin(payload_hint);
-        produce(&mut buf).map_err(WriteError::Produce)?;
-        let payload_len = buf.len() - format::HEADER_LEN;
-        if let Some(limit) = self.storage.inner.max_state_size {
-            if payload_len > limit {
-                return Err(StorageError::StateTooLarge {
-                    location: self.storage.display(&path),
-                    size: payload_len,
-                    limit,
-                }
-                .into());
-            }
-        }
-        format::seal(kind, &mut buf);
-        Ok(self
-            .storage
-            .put_new(&path, buf, |location| StorageError::AlreadyExists {
-                location,
-            })?)
+        self.storage
+            .write_framed(&path, kind, payload_hint, produce)
     }
 
     /// Reads the state file of a handle and returns its payload, after
@@ -985,23 +1079,7 @@ impl JobCheckpointStorage {
         handle: &StateHandle,
         kind: FileKind,
     ) -> Result<Vec<u8>, StorageError> {
-        let path = self.storage.resolve_handle(handle)?;
-        let location = self.storage.display(&path);
-        let bytes = self
-            .storage
-            .get(&path)?
-            .ok_or_else(|| StorageError::NotFound {
-                location: location.clone(),
-            })?;
-        let payload = format::decode(&bytes, kind, &location)?;
-        if bytes.len() as u64 != handle.size {
-            return Err(StorageError::SizeMismatch {
-                location,
-                expected: handle.size,
-                actual: bytes.len() as u64,
-            });
-        }
-        Ok(payload.to_vec())
+        self.storage.read_framed(handle, kind)
     }
 
     /// Completes checkpoint `checkpoint_id` by writing its `_metadata`. Call
@@ -1048,54 +1126,10 @@ impl JobCheckpointStorage {
     /// checkpoint that does not exist, or was partly discarded, succeeds, so
     /// a failed discard can simply be retried.
     pub fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<(), StorageError> {
-        let dir = self.checkpoint_path(checkpoint_id);
-        let metadata = self.metadata_path(checkpoint_id);
-        let storage = &self.storage;
-        let store = &storage.inner.store;
-        let delete_error = |path: &Path, source| StorageError::Io {
-            operation: "delete",
-            location: storage.display(path),
-            source,
-        };
-        match storage.block_on(store.delete(&metadata))? {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(delete_error(&metadata, e)),
-        }
-        if let Some(local_root) = &storage.inner.local_root {
-            // On disk, remove the directory tree directly: `remove_dir_all`
-            // never follows symbolic links, whereas the object store's
-            // listing would, and the empty directories go too.
-            let local_dir = dir
-                .parts()
-                .fold(local_root.clone(), |p, part| p.join(part.as_ref()));
-            return remove_local_dir(&local_dir);
-        }
-        let listed: Vec<_> = storage
-            .block_on(store.list(Some(&dir)).try_collect::<Vec<_>>())?
-            .map_err(|source| StorageError::Io {
-                operation: "list",
-                location: storage.display(&dir),
-                source,
-            })?;
-        // `list` matches whole path segments (chk-1 does not list chk-10);
-        // keep only what is inside the directory all the same.
-        let paths: Vec<Path> = listed
-            .into_iter()
-            .map(|meta| meta.location)
-            .filter(|p| p.prefix_matches(&dir) && *p != dir)
-            .collect();
-        let results: Vec<_> = storage.block_on(
-            store
-                .delete_stream(stream::iter(paths.into_iter().map(Ok)).boxed())
-                .collect::<Vec<_>>(),
-        )?;
-        for result in results {
-            match result {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(delete_error(&dir, e)),
-            }
-        }
-        Ok(())
+        self.storage.delete_snapshot_dir(
+            &self.checkpoint_path(checkpoint_id),
+            &self.metadata_path(checkpoint_id),
+        )
     }
 
     /// The ids of the job's completed checkpoints, ascending: every

@@ -67,14 +67,9 @@ pub trait CheckpointStore: Send + Sync {
     }
 }
 
-/// A written state file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StateFile {
-    /// Path relative to the job's checkpoint directory.
-    pub path: String,
-    /// Bytes written.
-    pub size: u64,
-}
+/// A written state file: its path relative to the storage root (the
+/// checkpoint storage's, or the savepoint directory) and its size.
+pub type StateFile = floe_checkpoint::StateHandle;
 
 /// One operator subtask's entry in a checkpoint's metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -873,20 +868,8 @@ impl CheckpointCoordinator {
             }
             return;
         }
-        let storage = match floe_checkpoint::SavepointStorage::create(
-            &request.target_directory,
-            control.job_id(),
-        ) {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                control.set_savepoint_status(
-                    &request.trigger,
-                    SavepointStatus::Failed {
-                        reason: e.to_string(),
-                    },
-                );
-                return;
-            }
+        let Some(storage) = Self::create_savepoint_dir(&control, &request) else {
+            return;
         };
         let kind = match request.mode {
             SavepointMode::Stop { .. } => {
@@ -903,21 +886,14 @@ impl CheckpointCoordinator {
         self.trigger_kind(kind, Some((request, storage)));
     }
 
-    /// Starts the savepoint of a stop with drain, now that every task
-    /// finished: it is the job's final checkpoint.
-    fn start_drain_savepoint(&mut self, request: SavepointRequest) -> bool {
-        let Some(control) = self.control.clone() else {
-            return false;
-        };
+    /// Makes the savepoint's directory; a failure fails the request.
+    fn create_savepoint_dir(
+        control: &JobControl,
+        request: &SavepointRequest,
+    ) -> Option<Arc<floe_checkpoint::SavepointStorage>> {
         match floe_checkpoint::SavepointStorage::create(&request.target_directory, control.job_id())
         {
-            Ok(storage) => {
-                self.trigger_kind(
-                    CheckpointKind::Savepoint,
-                    Some((request, Arc::new(storage))),
-                );
-                true
-            }
+            Ok(s) => Some(Arc::new(s)),
             Err(e) => {
                 control.set_savepoint_status(
                     &request.trigger,
@@ -925,9 +901,22 @@ impl CheckpointCoordinator {
                         reason: e.to_string(),
                     },
                 );
-                false
+                None
             }
         }
+    }
+
+    /// Starts the savepoint of a stop with drain, now that every task
+    /// finished: it is the job's final checkpoint.
+    fn start_drain_savepoint(&mut self, request: SavepointRequest) -> bool {
+        let Some(control) = self.control.clone() else {
+            return false;
+        };
+        let Some(storage) = Self::create_savepoint_dir(&control, &request) else {
+            return false;
+        };
+        self.trigger_kind(CheckpointKind::Savepoint, Some((request, storage)));
+        true
     }
 
     /// Aborts pending checkpoint `id`: its files are removed and tasks are
@@ -1309,21 +1298,12 @@ impl CheckpointStore for floe_checkpoint::SavepointStorage {
         size_hint: usize,
         encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
     ) -> Result<StateFile, String> {
-        let h = self
-            .write_state_file_with(&state_file_name(name), file_kind(kind), size_hint, encode)
-            .map_err(|e| e.to_string())?;
-        Ok(StateFile {
-            path: h.path,
-            size: h.size,
-        })
+        self.write_state_file_with(&state_file_name(name), file_kind(kind), size_hint, encode)
+            .map_err(|e| e.to_string())
     }
 
     fn read_state(&self, file: &StateFile, kind: StateFileKind) -> Result<Vec<u8>, String> {
-        let h = floe_checkpoint::StateHandle {
-            path: file.path.clone(),
-            size: file.size,
-        };
-        self.read_state_file(&h, file_kind(kind))
+        self.read_state_file(file, file_kind(kind))
             .map_err(|e| e.to_string())
     }
 
@@ -1355,27 +1335,18 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
         size_hint: usize,
         encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
     ) -> Result<StateFile, String> {
-        let h = self
-            .write_state_file_with(
-                checkpoint_id,
-                &state_file_name(name),
-                file_kind(kind),
-                size_hint,
-                encode,
-            )
-            .map_err(|e| e.to_string())?;
-        Ok(StateFile {
-            path: h.path,
-            size: h.size,
-        })
+        self.write_state_file_with(
+            checkpoint_id,
+            &state_file_name(name),
+            file_kind(kind),
+            size_hint,
+            encode,
+        )
+        .map_err(|e| e.to_string())
     }
 
     fn read_state(&self, file: &StateFile, kind: StateFileKind) -> Result<Vec<u8>, String> {
-        let h = floe_checkpoint::StateHandle {
-            path: file.path.clone(),
-            size: file.size,
-        };
-        self.read_state_file(&h, file_kind(kind))
+        self.read_state_file(file, file_kind(kind))
             .map_err(|e| e.to_string())
     }
 

@@ -438,7 +438,7 @@ impl<T: Send> SourceTask<T> {
     /// Handles the commands that arrived since the last poll; `Some` when
     /// the source must stop reading.
     fn handle_commands(&mut self, env: &TaskEnvironment) -> Result<Option<LoopEnd>, TaskError> {
-        let Some(commands) = env.commands.clone() else {
+        let Some(commands) = &env.commands else {
             return Ok(None);
         };
         while let Ok(cmd) = commands.try_recv() {
@@ -446,7 +446,7 @@ impl<T: Send> SourceTask<T> {
                 TaskCommand::TriggerCheckpoint(barrier) => {
                     self.checkpoint(barrier, None, env)?;
                     if barrier.kind == CheckpointKind::StopSavepoint
-                        && let Some(end) = self.suspend(barrier.id, &commands, env)?
+                        && let Some(end) = self.suspend(barrier.id, commands, env)?
                     {
                         return Ok(Some(end));
                     }
