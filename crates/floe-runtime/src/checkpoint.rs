@@ -329,13 +329,9 @@ pub struct TaskEnvironment {
     pub snapshots: Option<crossbeam_channel::Sender<(usize, TaskSnapshot)>>,
     /// Barrier handling for tasks with several input channels.
     pub alignment: AlignmentMode,
-    /// Where a task reports that its input ended (with checkpointing it
-    /// then waits for the job's final checkpoint).
+    /// Where a task reports that its input ended; it then stays until the
+    /// coordinator ends the job.
     pub coordinator: Option<crossbeam_channel::Sender<crate::coordinator::CoordinatorEvent>>,
-    /// Set (before any source is told to end) when the job is stopped with
-    /// drain: finished tasks then stay for the final savepoint even when
-    /// periodic checkpointing is off.
-    pub drain: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TaskEnvironment {
@@ -349,16 +345,16 @@ impl TaskEnvironment {
             snapshots: None,
             alignment: AlignmentMode::Aligned,
             coordinator: None,
-            drain: Default::default(),
         }
     }
 
-    /// True when the task must stay for the job's final checkpoint after
-    /// its input ended: checkpointing is on, or the job is being stopped
-    /// with drain (its savepoint is the final checkpoint).
+    /// True when the task stays after its input ended, until the
+    /// coordinator ends the job: it must still take part in the job's
+    /// final checkpoint, in savepoints triggered while other tasks run
+    /// (finished tasks snapshot their end state, as in Flink), and in a
+    /// stop with drain. Only a task without a coordinator exits at once.
     pub fn awaits_final_checkpoint(&self) -> bool {
         self.commands.is_some()
-            && (self.init.checkpointing || self.drain.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Tells the coordinator that this task's input ended and its chain

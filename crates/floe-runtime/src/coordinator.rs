@@ -650,8 +650,6 @@ pub struct CheckpointCoordinator {
     drain: Option<SavepointRequest>,
     /// A stop with savepoint is under way: no periodic trigger meanwhile.
     stopping: bool,
-    /// The run's drain flag (see `TaskEnvironment::drain`).
-    drain_flag: Arc<std::sync::atomic::AtomicBool>,
     /// Every task's command channel, and whether it is a source (sources
     /// are triggered; every task is notified).
     tasks: Vec<(Sender<TaskCommand>, bool)>,
@@ -662,6 +660,8 @@ pub struct CheckpointCoordinator {
     /// completion ends the job (two-phase-commit sinks commit their last
     /// transaction on its notification).
     final_checkpoint: Option<u64>,
+    /// Tasks were told to exit: the job is ending, no savepoint can start.
+    ending: bool,
     consecutive_failures: u32,
     last_trigger: Option<Instant>,
     last_completion: Option<Instant>,
@@ -707,12 +707,12 @@ impl CheckpointCoordinator {
             control,
             drain: None,
             stopping: false,
-            drain_flag: Default::default(),
             tasks,
             next_id: last_id + 1,
             pending: BTreeMap::new(),
             finished_tasks: HashSet::new(),
             final_checkpoint: None,
+            ending: false,
             consecutive_failures: 0,
             last_trigger: None,
             last_completion: None,
@@ -722,16 +722,11 @@ impl CheckpointCoordinator {
         }
     }
 
-    /// Shares the run's drain flag, set before sources are told to end.
-    pub fn with_drain_flag(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
-        self.drain_flag = flag;
-        self
-    }
-
-    /// Aborted checkpoints whose files a late upload may have written; the
-    /// job removes them once the run's uploaders have stopped.
-    pub fn take_orphans(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.orphans)
+    /// Aborted checkpoints and savepoints whose files a late upload may
+    /// have written, with the targets that know where each one's files are;
+    /// the job removes them once the run's uploaders have stopped.
+    pub fn take_orphans(&mut self) -> (Vec<u64>, Arc<SnapshotTargets>) {
+        (std::mem::take(&mut self.orphans), self.store.clone())
     }
 
     /// The highest id triggered so far (or the id it started after).
@@ -857,11 +852,18 @@ impl CheckpointCoordinator {
         let Some(control) = self.control.clone() else {
             return;
         };
+        if self.ending {
+            control.set_savepoint_status(
+                &request.trigger,
+                SavepointStatus::Failed {
+                    reason: "the job is finishing: every task has ended".into(),
+                },
+            );
+            return;
+        }
         if let SavepointMode::Stop { drain: true } = request.mode {
             self.stopping = true;
             self.drain = Some(request);
-            self.drain_flag
-                .store(true, std::sync::atomic::Ordering::Release);
             tracing::info!("stop with drain: ending the input of every source");
             for (tx, _) in &self.tasks {
                 let _ = tx.send(TaskCommand::EndInput);
@@ -1037,11 +1039,17 @@ impl CheckpointCoordinator {
                 checkpoint = id,
                 "final checkpoint completed; ending the job"
             );
-            for (tx, _) in &self.tasks {
-                let _ = tx.send(TaskCommand::Terminate);
-            }
+            self.terminate_tasks();
         }
         Ok(())
+    }
+
+    /// Tells every task to exit: the job ends.
+    fn terminate_tasks(&mut self) {
+        self.ending = true;
+        for (tx, _) in &self.tasks {
+            let _ = tx.send(TaskCommand::Terminate);
+        }
     }
 
     /// A savepoint's `_metadata` is written. An intermediate savepoint has
@@ -1097,9 +1105,7 @@ impl CheckpointCoordinator {
                 floe_core::failpoint::hit("checkpoint.after-metadata");
                 self.notify(CheckpointNotification::Complete(id));
                 tracing::info!("stop with savepoint {id} completed; ending the job");
-                for (tx, _) in &self.tasks {
-                    let _ = tx.send(TaskCommand::Terminate);
-                }
+                self.terminate_tasks();
             }
         }
         Ok(())
@@ -1240,6 +1246,19 @@ impl CheckpointCoordinator {
                     }
                     continue;
                 }
+            }
+            // Without checkpointing nothing waits for a final checkpoint:
+            // once every task finished and no savepoint is in flight, the
+            // job ends.
+            if !self.periodic
+                && all_finished
+                && !self.ending
+                && self.pending.is_empty()
+                && self.final_checkpoint.is_none()
+            {
+                tracing::debug!("every task finished; ending the job");
+                self.terminate_tasks();
+                continue;
             }
             let final_due = self.periodic && all_finished && self.final_checkpoint.is_none();
             let periodic_due = self.periodic && !self.stopping && now >= due;

@@ -139,8 +139,9 @@ pub struct JobClient {
     started: Instant,
     restarts: RestartTracker,
     checkpoint_history: CheckpointHistory,
-    /// Aborted checkpoints to remove once the run's uploads are over.
-    orphans: Vec<u64>,
+    /// Aborted snapshots to remove once the run's uploads are over, with
+    /// the run's targets.
+    orphans: Vec<(Vec<u64>, Arc<crate::coordinator::SnapshotTargets>)>,
     /// The handle the REST API uses.
     control: JobControl,
 }
@@ -522,14 +523,12 @@ impl JobClient {
             restore: restore.clone(),
             checkpointing: periodic,
         };
-        let drain = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = crossbeam_channel::unbounded();
         let tm = TaskManager::new(tx);
         let mut envs: Vec<TaskEnvironment> = (0..drivers.len())
             .map(|i| {
                 let mut env = TaskEnvironment::new(cancel.clone(), i);
                 env.init = init.clone();
-                env.drain = drain.clone();
                 env
             })
             .collect();
@@ -566,8 +565,7 @@ impl JobClient {
                 last_id,
                 retained,
                 self.checkpoint_history.clone(),
-            )
-            .with_drain_flag(drain.clone());
+            );
             let handle = std::thread::Builder::new()
                 .name("checkpoint-coordinator".into())
                 .spawn(move || {
@@ -613,19 +611,23 @@ impl JobClient {
         drop(events);
         let (result, mut coordinator) = handle.join().ok()?;
         self.next_checkpoint_id = self.next_checkpoint_id.max(coordinator.last_triggered());
-        self.orphans.extend(coordinator.take_orphans());
+        let (orphans, targets) = coordinator.take_orphans();
+        if !orphans.is_empty() {
+            self.orphans.push((orphans, targets));
+        }
         result.err()
     }
 
     /// Removes what late uploads wrote for aborted checkpoints (the run's
     /// uploaders have stopped, so nothing is written after this).
     fn remove_orphans(&mut self) {
-        let Some((_, store)) = &self.manager.settings.checkpointing else {
-            return;
-        };
-        for id in self.orphans.drain(..) {
-            if let Err(e) = store.discard(id) {
-                tracing::warn!(checkpoint = id, "cannot remove an aborted checkpoint: {e}");
+        for (ids, targets) in self.orphans.drain(..) {
+            for id in ids {
+                // The run's targets: an aborted savepoint's directory is
+                // its own, not under the checkpoint storage.
+                if let Err(e) = targets.discard(id) {
+                    tracing::warn!(checkpoint = id, "cannot remove an aborted snapshot: {e}");
+                }
             }
         }
     }

@@ -302,6 +302,31 @@ fn deliver_notifications<T>(
     Ok(false)
 }
 
+/// Waits, delivering checkpoint notifications, until the coordinator tells
+/// the task to exit (`Ok`) or the job is cancelled.
+fn await_termination<T>(
+    head: &mut dyn Operator<T>,
+    env: &TaskEnvironment,
+) -> Result<(), TaskError> {
+    let Some(commands) = &env.commands else {
+        return Err(TaskError::Cancelled);
+    };
+    loop {
+        if env.cancel.is_cancelled() {
+            return Err(TaskError::Cancelled);
+        }
+        match commands.recv_timeout(CANCEL_POLL) {
+            Ok(TaskCommand::Notify(n)) => head.notify_checkpoint(n)?,
+            Ok(TaskCommand::Terminate) => return Ok(()),
+            Ok(TaskCommand::TriggerCheckpoint(_) | TaskCommand::EndInput) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                return Err(TaskError::Cancelled);
+            }
+        }
+    }
+}
+
 impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T> {
     fn run(mut self: Box<Self>, env: &TaskEnvironment) -> Result<(), TaskError> {
         let info = self.info.clone();
@@ -320,7 +345,18 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T>
                     return Ok(());
                 }
                 let deadline = self.check_alignment_timeout(&mut aligner, env)?;
-                match self.gate.poll()? {
+                let event = match self.gate.poll() {
+                    // An upstream task exited without an end of input: the
+                    // job is being cancelled (the flag follows), or a stop's
+                    // savepoint completed and every task is told to exit —
+                    // then this task's commit notification and its own
+                    // termination are on their way and must not be lost.
+                    Err(TaskError::Cancelled) if !env.cancel.is_cancelled() => {
+                        return await_termination(self.head.as_mut(), env);
+                    }
+                    event => event?,
+                };
+                match event {
                     GateEvent::Message(_, StreamMessage::Records(mut batch)) => {
                         self.head.process_batch(&mut batch)?
                     }

@@ -524,3 +524,72 @@ fn a_retained_checkpoint_restores_through_the_savepoint_flag() {
         }
     });
 }
+
+/// With checkpointing off, a task whose input ended stays until the job
+/// ends: a savepoint taken after a bounded input of a union finished
+/// completes (the finished source snapshots its end position), a stop with
+/// drain completes, and a restore from the savepoint neither replays the
+/// finished input nor loses any of the running one.
+#[test]
+fn savepoints_and_drain_work_after_some_tasks_finished() {
+    with_timeout(120, || {
+        let dir = tempfile::tempdir().unwrap();
+        let build = |restore: Option<&str>, rate: Option<f64>| {
+            let env = StreamEnvironment::new();
+            env.set_parallelism(2);
+            env.set_config(
+                "state.savepoints.dir",
+                &format!("file://{}", dir.path().join("savepoints").display()),
+            );
+            if let Some(path) = restore {
+                env.set_restore_from_savepoint(path, false);
+            }
+            let mut source = GeneratorSource::new(RECORDS, |i| (i % KEYS, 1u64));
+            if let Some(r) = rate {
+                source = source.with_rate(r);
+            }
+            let bounded = env
+                .from_collection((0..10u64).map(|i| (1000 + i, 1u64)).collect())
+                .uid("bounded");
+            let (sink, out) = CollectSink::new();
+            env.from_source(source, "Generator")
+                .uid("generator")
+                .union(&[bounded])
+                .key_by(|(k, _): &(u64, u64)| *k)
+                .process(Count::default())
+                .uid("count")
+                .sink_to(sink, "Collect");
+            (env.execute_async("finished-tasks").unwrap(), out)
+        };
+        let (client, out) = build(None, Some(6000.0));
+        let control = client.control();
+        run_until(&out, 2000);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !out.snapshot().iter().any(|(k, _)| *k == 1009) {
+            assert!(Instant::now() < deadline, "the bounded input never arrived");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Let the bounded source's task finish and report it.
+        std::thread::sleep(Duration::from_millis(300));
+        let trigger = control
+            .trigger_savepoint(None, SavepointMode::Savepoint { cancel_job: false })
+            .unwrap();
+        let sp = await_savepoint(&control, &trigger);
+        let trigger = control
+            .trigger_savepoint(None, SavepointMode::Stop { drain: true })
+            .unwrap();
+        await_savepoint(&control, &trigger);
+        client.wait().expect("a drained job finishes");
+        assert_eq!(control.status(), JobStatus::Finished);
+
+        let (client, out2) = build(Some(&sp), None);
+        client.wait().unwrap();
+        let resumed = counts(&out2.snapshot());
+        for k in 1000..1010 {
+            assert!(!resumed.contains_key(&k), "key {k} was replayed");
+        }
+        for k in 0..KEYS {
+            assert_eq!(resumed[&k].1, RECORDS / KEYS, "key {k}");
+        }
+    });
+}
