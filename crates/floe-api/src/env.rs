@@ -9,7 +9,8 @@ use floe_checkpoint::{
 };
 use floe_core::JobId;
 use floe_core::config::options;
-use floe_core::{ConfigOption, Configuration};
+use floe_core::{ConfigOption, Configuration, PortRanges};
+use floe_queryable::QueryableStateService;
 use floe_runtime::checkpoint::AlignmentMode;
 use floe_runtime::coordinator::{CheckpointSettings, CheckpointStore};
 use floe_runtime::graph::{JobEdge, JobVertex, StreamTypeOps, VertexKind, WriterFactory};
@@ -242,6 +243,7 @@ impl StreamEnvironment {
             savepoint_dir: config.get(&options::SAVEPOINT_DIR)?,
             restore_path: None,
             allow_non_restored_state: self.inner.borrow().allow_non_restored_state,
+            queryable_state: Self::get_or(&config, &options::QUERYABLE_STATE_ENABLE, false)?,
         };
         let mut settings = settings;
         let job_id = JobId::random();
@@ -381,7 +383,59 @@ impl StreamEnvironment {
     /// savepoints and stops. No REST API is served for it.
     pub fn execute_async(&self, job_name: &str) -> Result<JobClient, JobError> {
         let (graph, settings) = self.job_graph()?;
-        JobManager::new(settings).submit(job_name, &graph)
+        let mut client = JobManager::new(settings).submit(job_name, &graph)?;
+        if let Err(e) = self.serve_queryable_state(&mut client) {
+            client.cancel();
+            let _ = client.wait();
+            return Err(e);
+        }
+        Ok(client)
+    }
+
+    /// With `queryable-state.enable`, makes the job's queryable states
+    /// reachable through this process's proxy and server (started by the
+    /// first such job on `rest.address` and the configured port ranges),
+    /// for as long as the job runs.
+    fn serve_queryable_state(&self, client: &mut JobClient) -> Result<(), JobError> {
+        let control = client.control();
+        if !control.queryable_state().is_enabled() {
+            // Queries for this job at a proxy other jobs started are told
+            // that the feature is off, not that the job is unknown.
+            if let Some(service) = QueryableStateService::running() {
+                let registration = service.register(control.queryable_state().clone());
+                client.attach(Box::new((registration, service)));
+            }
+            return Ok(());
+        }
+        let config = self.configuration();
+        let address = config
+            .get(&options::REST_ADDRESS)?
+            .unwrap_or_else(|| "127.0.0.1".to_string());
+        let ports = |opt: &floe_core::ConfigOption<PortRanges>, default: u16| {
+            Ok::<_, JobError>(
+                config
+                    .get(opt)?
+                    .unwrap_or_else(|| PortRanges(vec![(default, default)])),
+            )
+        };
+        let proxy_ports = ports(&options::QUERYABLE_STATE_PROXY_PORTS, 9069)?;
+        let server_ports = ports(&options::QUERYABLE_STATE_SERVER_PORTS, 9067)?;
+        let service = QueryableStateService::shared(&address, &proxy_ports, &server_ports)
+            .map_err(|e| {
+                JobError::Config(floe_core::ConfigError::InvalidValue {
+                    key: options::QUERYABLE_STATE_PROXY_PORTS.key.into(),
+                    value: proxy_ports.to_string(),
+                    reason: e.to_string(),
+                })
+            })?;
+        eprintln!(
+            "Queryable state proxy: {} (server {})",
+            service.proxy_address(),
+            service.server_address()
+        );
+        let registration = service.register(control.queryable_state().clone());
+        client.attach(Box::new((registration, service)));
+        Ok(())
     }
 
     /// Runs the job to its end (bounded sources) or its failure, serving
@@ -395,7 +449,12 @@ impl StreamEnvironment {
             .get(&options::REST_ADDRESS)?
             .unwrap_or_else(|| "127.0.0.1".to_string());
         let port = config.get(&options::REST_PORT)?.unwrap_or(0);
-        let client = JobManager::new(settings).submit(job_name, &graph)?;
+        let mut client = JobManager::new(settings).submit(job_name, &graph)?;
+        if let Err(e) = self.serve_queryable_state(&mut client) {
+            client.cancel();
+            let _ = client.wait();
+            return Err(e);
+        }
         let rest = match floe_rest::serve_job(client.control(), &address, port) {
             Ok(r) => r,
             Err(e) => {

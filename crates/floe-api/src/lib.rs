@@ -28,4 +28,4 @@ pub use functions::{
     RichMapFunction, SinkWriter, Source,
 };
 pub use job_args::{JobArgs, JobArgsError};
-pub use stream::{DataStream, KeyedStream};
+pub use stream::{DataStream, KeyedStream, QueryableStateDescriptor};

@@ -12,9 +12,10 @@ use floe_core::{Batch, CheckpointBarrier, Watermark};
 use floe_runtime::checkpoint::{
     CheckpointNotification, OperatorSnapshot, OperatorState, TaskInit, TaskSnapshot,
 };
+use floe_runtime::queryable::{QueryableTaskHandle, answer_query};
 use floe_runtime::{
     KeyedContext, ManagedOperatorState, Operator, RuntimeContext, SourceReader, SourceStatus,
-    TaskError, TaskInfo,
+    StateQuery, TaskError, TaskInfo,
 };
 use floe_state::{Key, KeyGroupRange, KeyedStateBackend, StateBackendKind};
 
@@ -22,9 +23,26 @@ use crate::functions::{
     Collector, KeyedProcessFunction, ProcessContext, ProcessFunction, SinkWriter, Source,
 };
 
-/// Forwarding of control elements for operators with a `next` and an `out`.
+/// Forwarding of control elements for operators with a `next` and an `out`;
+/// `keyed` operators first answer queries for the queryable states of
+/// their `backend`.
 macro_rules! forward_control {
+    (keyed) => {
+        forward_control!(@common);
+
+        fn query_state(&mut self, q: StateQuery) -> Option<StateQuery> {
+            let q = answer_query(&self.backend, q)?;
+            self.next.query_state(q)
+        }
+    };
     () => {
+        forward_control!(@common);
+
+        fn query_state(&mut self, q: StateQuery) -> Option<StateQuery> {
+            self.next.query_state(q)
+        }
+    };
+    (@common) => {
         fn process_watermark(&mut self, wm: Watermark) -> Result<(), TaskError> {
             self.emit()?;
             self.next.process_watermark(wm)
@@ -219,6 +237,9 @@ pub(crate) struct KeyedProcessOp<K: Key, IN, OUT, P, KS> {
     out: Batch<OUT>,
     next: Box<dyn Operator<OUT>>,
     info: TaskInfo,
+    /// Where queryable states are announced (`queryable-state.enable`),
+    /// and how many states were registered when they last were.
+    queryable: Option<(QueryableTaskHandle, usize)>,
     _in: PhantomData<fn(IN)>,
 }
 
@@ -249,6 +270,7 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
             out: Batch::from_records(Vec::new()),
             next,
             info,
+            queryable: None,
             _in: PhantomData,
         }
     }
@@ -258,6 +280,20 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
             return Ok(());
         }
         self.next.process_batch(&mut self.out)
+    }
+
+    /// Announces queryable states registered since the last announcement
+    /// (one comparison per batch when nothing changed).
+    #[inline]
+    fn announce_queryable(&mut self) -> Result<(), TaskError> {
+        if let Some((handle, announced)) = &mut self.queryable {
+            let registered = self.backend.num_registered();
+            if registered != *announced {
+                handle.announce(&self.backend, &self.info)?;
+                *announced = registered;
+            }
+        }
+        Ok(())
     }
 
     /// The synchronous part of the snapshot: the function's own
@@ -314,7 +350,12 @@ where
         }
         self.operator_state
             .initialize(init, info, |ctx| function.initialize_state(ctx))?;
-        info.guard(|| function.open(&mut RuntimeContext::new(info, Some(backend))))
+        info.guard(|| function.open(&mut RuntimeContext::new(info, Some(backend))))?;
+        if let Some(handle) = &init.queryable {
+            self.queryable = Some((handle.clone(), 0));
+            self.announce_queryable()?;
+        }
+        Ok(())
     }
 
     #[inline]
@@ -344,10 +385,11 @@ where
             }
             Ok(())
         })?;
+        self.announce_queryable()?;
         self.emit()
     }
 
-    forward_control!();
+    forward_control!(keyed);
 
     fn finish(&mut self) -> Result<(), TaskError> {
         self.emit()?;

@@ -8,7 +8,7 @@ use floe_runtime::graph::{StreamType, VertexKind, WriterArgs, WriterFactory, unb
 use floe_runtime::task::SourceTask;
 use floe_runtime::writer::KeyGroupWriter;
 use floe_runtime::{KeyedContext, Operator, Partitioning, RuntimeContext};
-use floe_state::{Key, ValueState, ValueStateDescriptor};
+use floe_state::{Key, ReducingState, ReducingStateDescriptor, ValueState, ValueStateDescriptor};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -427,6 +427,34 @@ where
         self.stream.add_consumer(name, make, Some(writer), true)
     }
 
+    /// Keeps each key's latest record (a value descriptor) or the records
+    /// folded by a reduce function (a reducing descriptor) in keyed state
+    /// queryable as `queryable_name` (Flink's `asQueryableState`). The
+    /// returned stream emits nothing; name it or give it a uid like any
+    /// operator.
+    pub fn as_queryable_state(
+        &self,
+        queryable_name: &str,
+        descriptor: impl Into<QueryableStateDescriptor<T>>,
+    ) -> DataStream<()> {
+        let descriptor = match descriptor.into() {
+            QueryableStateDescriptor::Value(d) => {
+                QueryableStateDescriptor::Value(d.set_queryable(queryable_name))
+            }
+            QueryableStateDescriptor::Reducing(d) => {
+                QueryableStateDescriptor::Reducing(d.set_queryable(queryable_name))
+            }
+        };
+        self.keyed_op(
+            &format!("Queryable state: {queryable_name}"),
+            QueryableStateUpdater {
+                descriptor,
+                value: None,
+                reducing: None,
+            },
+        )
+    }
+
     /// A one-to-one function with keyed state (Flink's `map` after `keyBy`).
     pub fn map<U: Record, F>(&self, function: F) -> DataStream<U>
     where
@@ -594,6 +622,65 @@ impl<K: Key, IN, OUT, F: RichFlatMapFunction<K, IN, OUT>> KeyedProcessFunction<K
 
     fn notify_checkpoint_aborted(&mut self, id: u64) -> anyhow::Result<()> {
         self.0.notify_checkpoint_aborted(id)
+    }
+}
+
+/// What [`KeyedStream::as_queryable_state`] keeps per key.
+#[derive(Debug, Clone)]
+pub enum QueryableStateDescriptor<T> {
+    /// The latest record.
+    Value(ValueStateDescriptor<T>),
+    /// The records folded by the descriptor's reduce function.
+    Reducing(ReducingStateDescriptor<T>),
+}
+
+impl<T> From<ValueStateDescriptor<T>> for QueryableStateDescriptor<T> {
+    fn from(d: ValueStateDescriptor<T>) -> Self {
+        QueryableStateDescriptor::Value(d)
+    }
+}
+
+impl<T> From<ReducingStateDescriptor<T>> for QueryableStateDescriptor<T> {
+    fn from(d: ReducingStateDescriptor<T>) -> Self {
+        QueryableStateDescriptor::Reducing(d)
+    }
+}
+
+/// The function behind `as_queryable_state`: writes every record into the
+/// queryable state, emits nothing.
+#[derive(Clone)]
+struct QueryableStateUpdater<T> {
+    descriptor: QueryableStateDescriptor<T>,
+    value: Option<ValueState<T>>,
+    reducing: Option<ReducingState<T>>,
+}
+
+impl<K: Key, T: Record> KeyedProcessFunction<K, T, ()> for QueryableStateUpdater<T> {
+    fn open(&mut self, ctx: &mut RuntimeContext<'_, K>) -> anyhow::Result<()> {
+        match &self.descriptor {
+            QueryableStateDescriptor::Value(d) => self.value = Some(ctx.get_state(d)?),
+            QueryableStateDescriptor::Reducing(d) => {
+                self.reducing = Some(ctx.get_reducing_state(d)?)
+            }
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn process_element(
+        &mut self,
+        value: T,
+        ctx: &mut KeyedContext<'_, K>,
+        _: &mut Collector<'_, ()>,
+    ) -> anyhow::Result<()> {
+        match (&self.value, &self.reducing) {
+            (Some(state), _) => state.update(ctx, value)?,
+            (_, Some(state)) => {
+                state.add(ctx, value)?;
+            }
+            _ => anyhow::bail!("queryable state used before open"),
+        }
+        Ok(())
     }
 }
 

@@ -14,6 +14,7 @@ use floe::runtime::TaskInfo;
 use serde::Serialize;
 
 use crate::examples::keyed_count::{self, CountPerKey};
+use crate::query_bench::QueryLoadReport;
 
 /// Options of the keyed-count benchmark.
 #[derive(Debug, Clone)]
@@ -28,6 +29,17 @@ pub struct KeyedCountBench {
     pub backend: StateBackendKind,
     /// Extra configuration (`-D`), e.g. batch size.
     pub config: floe::core::Configuration,
+    /// Query the `count` state from another process while the job runs.
+    pub query_load: Option<QueryLoadOptions>,
+}
+
+/// How hard `--query-load` queries.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLoadOptions {
+    /// Queries in flight at once.
+    pub concurrency: usize,
+    /// How long to query (the job should run longer).
+    pub seconds: f64,
 }
 
 /// The JSON line the benchmark prints.
@@ -57,6 +69,9 @@ pub struct BenchReport {
     pub checkpoint_duration_ms_mean: f64,
     /// Mean bytes written per completed checkpoint.
     pub checkpoint_bytes_mean: f64,
+    /// What the query process measured, with `--query-load`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queries: Option<QueryLoadReport>,
 }
 
 /// Earliest and latest instants reported by the subtasks.
@@ -174,7 +189,35 @@ impl KeyedCountBench {
         })
         .name("Count per Key")
         .sink_to(CountingDiscard(emitted.clone()), "Discard");
-        let result = env.execute("KeyedCountBench")?;
+        let (result, queries) = match self.query_load {
+            None => (env.execute("KeyedCountBench")?, None),
+            Some(load) => {
+                env.set_config("queryable-state.enable", "true");
+                env.set_config("queryable-state.proxy.ports", "0");
+                env.set_config("queryable-state.server.ports", "0");
+                let client = env.execute_async("KeyedCountBench")?;
+                let proxy = floe::queryable::QueryableStateService::running()
+                    .ok_or_else(|| anyhow::anyhow!("the queryable-state service did not start"))?
+                    .proxy_address();
+                let child = std::process::Command::new(std::env::current_exe()?)
+                    .args(["bench", "query-load", "--proxy", &proxy.to_string()])
+                    .args(["--job", &client.job_id().to_string()])
+                    .args(["--keys", &self.keys.to_string()])
+                    .args(["--concurrency", &load.concurrency.to_string()])
+                    .args(["--seconds", &load.seconds.to_string()])
+                    .stderr(std::process::Stdio::inherit())
+                    .output();
+                let result = client.wait()?;
+                let out = child?;
+                anyhow::ensure!(
+                    out.status.success(),
+                    "the query process failed ({})",
+                    out.status
+                );
+                let report: QueryLoadReport = serde_json::from_slice(&out.stdout)?;
+                (result, Some(report))
+            }
+        };
         let updates = emitted.load(std::sync::atomic::Ordering::Relaxed);
         anyhow::ensure!(
             updates == self.records,
@@ -208,6 +251,7 @@ impl KeyedCountBench {
             checkpoints_completed: done.len(),
             checkpoint_duration_ms_mean: mean(done.iter().map(|c| c.duration.as_secs_f64() * 1e3)),
             checkpoint_bytes_mean: mean(done.iter().map(|c| c.state_size as f64)),
+            queries,
         })
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod examples;
+pub mod query_bench;
 pub mod snapshot_tools;
 
 /// Peak resident set size of this process in bytes (Linux `VmHWM`).

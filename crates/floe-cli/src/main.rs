@@ -176,6 +176,20 @@ enum Command {
         #[command(flatten)]
         connect: Connect,
     },
+    /// Read the live state of one key of a running job's queryable state (queryable-state.enable).
+    Query {
+        /// The job's id (a unique prefix is enough).
+        #[arg(value_name = "JOB_ID")]
+        job_id: String,
+        /// The queryable state's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The key as JSON (42, "word", [1,2]); text that is not JSON is a string key.
+        #[arg(value_name = "KEY", allow_hyphen_values = true)]
+        key: String,
+        #[command(flatten)]
+        connect: Connect,
+    },
     /// Describe a savepoint or retained checkpoint: operators by uid, state names and kinds, key groups, sizes.
     Info {
         /// The savepoint or checkpoint directory (or its _metadata file).
@@ -218,6 +232,27 @@ enum Bench {
         /// Where checkpoints go (file:///…, s3://…; default: JobManager memory).
         #[arg(long, value_name = "URL")]
         checkpoint_dir: Option<String>,
+        /// While the job runs, query its `count` state from another process with this many
+        /// queries in flight (reports latency percentiles and queries per second).
+        #[arg(long, value_name = "CONCURRENCY")]
+        query_load: Option<usize>,
+        /// How long the query process queries, in seconds (the job should run longer).
+        #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+        query_seconds: f64,
+    },
+    /// The query process of `keyed-count --query-load` (prints its JSON report).
+    #[command(hide = true)]
+    QueryLoad {
+        #[arg(long)]
+        proxy: std::net::SocketAddr,
+        #[arg(long)]
+        job: floe::core::JobId,
+        #[arg(long)]
+        keys: u64,
+        #[arg(long)]
+        concurrency: usize,
+        #[arg(long)]
+        seconds: f64,
     },
 }
 
@@ -292,6 +327,7 @@ fn main() -> ExitCode {
             | Command::Cancel { .. }
             | Command::Stop { .. }
             | Command::Checkpoints { .. }
+            | Command::Query { .. }
             | Command::Info { .. }
     ) {
         die_quietly_on_broken_pipe();
@@ -316,6 +352,8 @@ fn main() -> ExitCode {
             dynamic,
             checkpoint_interval,
             checkpoint_dir,
+            query_load,
+            query_seconds,
         }) => (|| {
             let backend: StateBackendKind = backend
                 .parse()
@@ -336,6 +374,29 @@ fn main() -> ExitCode {
                 parallelism,
                 backend,
                 config,
+                query_load: query_load.map(|concurrency| floe_cli::bench::QueryLoadOptions {
+                    concurrency: concurrency.max(1),
+                    seconds: query_seconds,
+                }),
+            }
+            .run()?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(ExitCode::SUCCESS)
+        })(),
+        Command::Bench(Bench::QueryLoad {
+            proxy,
+            job,
+            keys,
+            concurrency,
+            seconds,
+        }) => (|| {
+            let report = floe_cli::query_bench::QueryLoad {
+                proxy,
+                job,
+                name: "count".into(),
+                keys,
+                concurrency: concurrency.max(1),
+                seconds,
             }
             .run()?;
             println!("{}", serde_json::to_string(&report)?);
@@ -385,6 +446,17 @@ fn main() -> ExitCode {
         )),
         Command::Checkpoints { job_id, connect } => ok(client::commands::checkpoints(
             &job_id,
+            connect.jobmanager.as_deref(),
+        )),
+        Command::Query {
+            job_id,
+            name,
+            key,
+            connect,
+        } => ok(client::commands::query(
+            &job_id,
+            &name,
+            &key,
             connect.jobmanager.as_deref(),
         )),
         Command::Info { path } => ok(floe_cli::snapshot_tools::info(&path)),

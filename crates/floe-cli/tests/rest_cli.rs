@@ -418,3 +418,75 @@ fn stop_with_savepoint_finishes_the_job() {
         );
     }
 }
+
+/// `floe query` and `GET /jobs/{id}/state/{name}` on a running keyed-count
+/// with queryable state: counts only grow and never pass N / K; a key
+/// without state is "not found"; unknown names, wrong key types and a job
+/// without queryable state are clear errors.
+#[test]
+fn query_reads_live_counts_through_the_cli_and_rest() {
+    let sb = Sandbox::new();
+    let job = start_job(
+        &sb,
+        "query",
+        &[
+            "-D",
+            "queryable-state.enable=true",
+            "-D",
+            "queryable-state.proxy.ports=0",
+            "-D",
+            "queryable-state.server.ports=0",
+        ],
+    );
+    let max: u64 = RECORDS.parse::<u64>().unwrap() / 13;
+    let mut last = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while last < 100 {
+        let out = floe(&sb, &job.registry, &["query", &job.id, "count", "3"]).ok();
+        let text = out.stdout.trim();
+        let count: u64 = if text.starts_with("not found") {
+            0
+        } else {
+            text.parse()
+                .unwrap_or_else(|_| panic!("not a count: {text:?}"))
+        };
+        assert!(count >= last && count <= max, "{count} after {last}");
+        last = count;
+        assert!(
+            Instant::now() < deadline,
+            "the count of key 3 stays at {last}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rest = job.get(&format!("/jobs/{}/state/count?key=3", job.id));
+    assert_eq!(rest["found"], true, "{rest}");
+    assert!(rest["value"].as_u64().unwrap() >= last, "{rest}");
+    let out = floe(&sb, &job.registry, &["query", &job.id, "count", "999"]).ok();
+    assert_eq!(
+        out.stdout.trim(),
+        "not found: key 999 has no state in 'count'"
+    );
+    floe(&sb, &job.registry, &["query", &job.id, "counts", "3"])
+        .fails_with(&["no queryable state 'counts'", "queryable states: count"]);
+    floe(&sb, &job.registry, &["query", &job.id, "count", "three"]).fails_with(&[
+        "wrong key type for queryable state 'count'",
+        "u64",
+        "\"three\"",
+    ]);
+    floe(
+        &sb,
+        &job.registry,
+        &["query", &job.id, "count", "3", "-m", &job.rest],
+    )
+    .ok();
+    floe(&sb, &job.registry, &["cancel", &job.id]).ok();
+    job.process.finish();
+
+    let plain = start_job(&sb, "noquery", &[]);
+    floe(&sb, &plain.registry, &["query", &plain.id, "count", "3"]).fails_with(&[
+        "queryable state is disabled",
+        "queryable-state.enable: true",
+    ]);
+    floe(&sb, &plain.registry, &["cancel", &plain.id]).ok();
+    plain.process.finish();
+}

@@ -179,6 +179,20 @@ pub mod options {
         parse: parse_bool,
     };
 
+    /// Ports the queryable-state proxy (where clients connect) may bind.
+    pub const QUERYABLE_STATE_PROXY_PORTS: ConfigOption<PortRanges> = ConfigOption {
+        key: "queryable-state.proxy.ports",
+        description: "Ports the queryable-state proxy may bind, the first free one is taken: a port, a range (9069-9075) or a comma-separated list of both; 0 picks any free port (default 9069, as in Flink).",
+        parse: PortRanges::parse,
+    };
+
+    /// Ports the queryable-state server of this TaskManager may bind.
+    pub const QUERYABLE_STATE_SERVER_PORTS: ConfigOption<PortRanges> = ConfigOption {
+        key: "queryable-state.server.ports",
+        description: "Ports the queryable-state server may bind, like queryable-state.proxy.ports (default 9067, as in Flink).",
+        parse: PortRanges::parse,
+    };
+
     /// How long a task waits for buffered output before flushing it anyway.
     pub const BUFFER_TIMEOUT: ConfigOption<Duration> = ConfigOption {
         key: "execution.buffer-timeout.interval",
@@ -217,6 +231,14 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     (
         options::QUERYABLE_STATE_ENABLE.key,
         options::QUERYABLE_STATE_ENABLE.description,
+    ),
+    (
+        options::QUERYABLE_STATE_PROXY_PORTS.key,
+        options::QUERYABLE_STATE_PROXY_PORTS.description,
+    ),
+    (
+        options::QUERYABLE_STATE_SERVER_PORTS.key,
+        options::QUERYABLE_STATE_SERVER_PORTS.description,
     ),
     // Checkpointing: the options are defined in floe-checkpoint's config.rs
     // (`floe_checkpoint::config::options`); a test there keeps these in step.
@@ -506,5 +528,77 @@ mod tests {
         std::fs::write(&p, "- a\n- b\n").unwrap();
         let err = Configuration::from_yaml_file(&p).unwrap_err().to_string();
         assert!(err.contains("mapping"), "{err}");
+    }
+}
+
+/// Ports a server may bind, tried in order (Flink's port-range syntax:
+/// `9069`, `9069-9075`, `9069,9080-9085`; `0` is any free port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRanges(pub Vec<(u16, u16)>);
+
+impl PortRanges {
+    /// Parses the port-range syntax.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut ranges = Vec::new();
+        for part in s.split(',').map(str::trim) {
+            let port = |p: &str| {
+                p.trim()
+                    .parse::<u16>()
+                    .map_err(|e| format!("'{p}' is not a port number 0..=65535 ({e})"))
+            };
+            let range = match part.split_once('-') {
+                Some((a, b)) => (port(a)?, port(b)?),
+                None => {
+                    let p = port(part)?;
+                    (p, p)
+                }
+            };
+            if range.0 > range.1 {
+                return Err(format!("range {part} is empty (start after end)"));
+            }
+            ranges.push(range);
+        }
+        Ok(PortRanges(ranges))
+    }
+
+    /// Every port, in order.
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.0.iter().flat_map(|&(a, b)| a..=b)
+    }
+}
+
+impl std::fmt::Display for PortRanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (a, b)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if a == b {
+                write!(f, "{a}")?;
+            } else {
+                write!(f, "{a}-{b}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod port_range_tests {
+    use super::PortRanges;
+
+    #[test]
+    fn parses_flink_port_ranges() {
+        let r = PortRanges::parse("9069, 9080-9082").unwrap();
+        assert_eq!(r.ports().collect::<Vec<_>>(), vec![9069, 9080, 9081, 9082]);
+        assert_eq!(r.to_string(), "9069,9080-9082");
+        assert_eq!(PortRanges::parse("0").unwrap().0, vec![(0, 0)]);
+        assert!(
+            PortRanges::parse("9070-9069")
+                .unwrap_err()
+                .contains("empty")
+        );
+        assert!(PortRanges::parse("70000").unwrap_err().contains("'70000'"));
+        assert!(PortRanges::parse("a-b").is_err());
     }
 }

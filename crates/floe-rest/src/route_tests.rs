@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use floe_core::JobId;
 use floe_runtime::coordinator::{CheckpointStats, CheckpointStatus};
+use floe_runtime::queryable::QueryReply;
 use floe_runtime::{
-    ControlError, JobStatus, SavepointMode, SavepointStatus, TriggerId, VertexInfo,
+    ControlError, JobStatus, QueryError, SavepointMode, SavepointStatus, TriggerId, VertexInfo,
 };
+use floe_state::QueryValue;
 use serde_json::{Value, json};
 
 use crate::routes::{HISTORY_SIZE, JobHandle, router};
@@ -123,6 +125,34 @@ impl JobHandle for FakeJob {
         let mut s = self.state();
         s.cancels += 1;
         s.status = JobStatus::Cancelling;
+    }
+    /// State `count` holds `key * 10` for keys 0..10, answered from another
+    /// thread as a task would; key 7's task is "restarting".
+    fn query_state(&self, name: &str, key: &Value, reply: QueryReply) -> Result<(), QueryError> {
+        if name != "count" {
+            return Err(QueryError::UnknownState {
+                job_id: JOB_STR.into(),
+                name: name.into(),
+                available: "count".into(),
+            });
+        }
+        let key = key.as_u64().ok_or_else(|| QueryError::WrongKeyType {
+            name: name.into(),
+            expected: "u64".into(),
+            reason: format!("the key {key} does not convert"),
+        })?;
+        if key == 7 {
+            return Err(QueryError::Unavailable {
+                name: name.into(),
+                operator: "Count".into(),
+                subtask: 1,
+                reason: "the job is restarting or not running".into(),
+            });
+        }
+        std::thread::spawn(move || {
+            reply(Ok((key < 10).then(|| QueryValue::Json(json!(key * 10)))))
+        });
+        Ok(())
     }
 }
 
@@ -655,5 +685,52 @@ fn lingering_is_bounded_when_nobody_fetches_the_result() {
     assert!(
         took >= crate::server::LINGER && took < crate::server::LINGER + Duration::from_secs(2),
         "took {took:?}"
+    );
+}
+
+#[test]
+fn state_queries_answer_found_not_found_and_clear_errors() {
+    let f = serve();
+    let base = format!("/jobs/{JOB_STR}/state");
+    assert_eq!(
+        f.get(&format!("{base}/count?key=3")),
+        (
+            200,
+            json!({"name": "count", "key": 3, "found": true, "value": 30})
+        )
+    );
+    assert_eq!(
+        f.get(&format!("/v1{base}/count?key=42")),
+        (200, json!({"name": "count", "key": 42, "found": false}))
+    );
+    assert_error(
+        f.get(&format!("{base}/nope?key=1")),
+        404,
+        &["no queryable state 'nope'", "count"],
+    );
+    assert_error(
+        f.get(&format!("{base}/count?key=%22a%22")),
+        400,
+        &["wrong key type", "u64"],
+    );
+    assert_error(
+        f.get(&format!("{base}/count?key=not-json")),
+        400,
+        &["'key' is not JSON"],
+    );
+    assert_error(
+        f.get(&format!("{base}/count")),
+        400,
+        &["missing query parameter 'key'"],
+    );
+    assert_error(
+        f.get(&format!("{base}/count?key=7")),
+        503,
+        &["not available", "restarting"],
+    );
+    assert_error(
+        f.get("/jobs/00000000000000000000000000000000/state/count?key=1"),
+        404,
+        &["not found"],
     );
 }

@@ -20,9 +20,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use floe_core::JobId;
 use floe_runtime::coordinator::{CheckpointStats, CheckpointStatus};
+use floe_runtime::queryable::QueryReply;
 use floe_runtime::{
-    ControlError, JobControl, JobStatus, SavepointMode, SavepointStatus, TriggerId, VertexInfo,
+    ControlError, JobControl, JobStatus, QueryError, SavepointMode, SavepointStatus, TriggerId,
+    VertexInfo,
 };
+use floe_state::{QueryFormat, QueryValue};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -49,6 +52,9 @@ pub(crate) trait JobHandle: Clone + Send + Sync + 'static {
     ) -> Result<TriggerId, ControlError>;
     fn savepoint_status(&self, trigger: &TriggerId) -> Option<SavepointStatus>;
     fn cancel(&self);
+    /// Sends a query for the state of the JSON `key` in the state queryable
+    /// as `name`; the JSON answer goes to `reply`.
+    fn query_state(&self, name: &str, key: &Value, reply: QueryReply) -> Result<(), QueryError>;
 }
 
 impl JobHandle for JobControl {
@@ -88,6 +94,11 @@ impl JobHandle for JobControl {
     }
     fn cancel(&self) {
         JobControl::cancel(self)
+    }
+    fn query_state(&self, name: &str, key: &Value, reply: QueryReply) -> Result<(), QueryError> {
+        let registry = self.queryable_state();
+        let key = registry.encode_json_key(name, key)?;
+        registry.submit(name, key, QueryFormat::Json, None, reply)
     }
 }
 
@@ -150,6 +161,7 @@ pub(crate) fn router<J: JobHandle>(job: J) -> (Router, Unreported) {
             get(savepoint_status::<J>),
         )
         .route("/jobs/{jobid}/stop", axum::routing::post(stop::<J>))
+        .route("/jobs/{jobid}/state/{name}", get(query_state::<J>))
         .method_not_allowed_fallback(method_not_allowed);
     let app = Router::new()
         .merge(api.clone())
@@ -700,4 +712,86 @@ async fn terminate<J: JobHandle>(
     tracing::info!(job = %job.job_id(), "cancel requested over REST");
     job.cancel();
     Ok((StatusCode::ACCEPTED, Json(json!({}))).into_response())
+}
+
+/// How long a state query may wait for the task that owns its key (it
+/// answers between two batches; a task blocked by backpressure answers
+/// once it moves again).
+const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        let status = match e {
+            QueryError::UnknownJob { .. } | QueryError::UnknownState { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            QueryError::WrongKeyType { .. } | QueryError::Disabled { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            QueryError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            QueryError::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// `GET /jobs/{id}/state/{name}?key=<json>`: the live state of one key in
+/// a queryable state: `{"name", "key", "found": true, "value"}`, or
+/// `"found": false` (and no value) when the key has no state.
+async fn query_state<J: JobHandle>(
+    State(AppState { job, .. }): State<AppState<J>>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> ApiResult {
+    let (id, name) = path(p)?;
+    check_job(&job, &id)?;
+    let Query(params) = q.map_err(|e| ApiError::bad_request(format!("bad query: {e}")))?;
+    let raw = params.get("key").ok_or_else(|| {
+        ApiError::bad_request(
+            "missing query parameter 'key' (the key as JSON, e.g. key=42 or key=%22word%22)",
+        )
+    })?;
+    let key: Value = serde_json::from_str(raw).map_err(|e| {
+        ApiError::bad_request(format!(
+            "query parameter 'key' is not JSON ({e}): pass the key as JSON, e.g. key=42 or key=%22word%22"
+        ))
+    })?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    job.query_state(
+        &name,
+        &key,
+        Box::new(move |result| {
+            let _ = tx.send(result);
+        }),
+    )?;
+    let answer = tokio::time::timeout(QUERY_TIMEOUT, rx)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "query of state '{name}' got no answer within {}s",
+                    QUERY_TIMEOUT.as_secs()
+                ),
+            )
+        })?
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("query of state '{name}' was dropped: its task ended"),
+            )
+        })??;
+    let body = match answer {
+        None => json!({ "name": name, "key": key, "found": false }),
+        Some(QueryValue::Json(value)) => {
+            json!({ "name": name, "key": key, "found": true, "value": value })
+        }
+        Some(QueryValue::Postcard(_)) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the task answered in binary instead of JSON",
+            ));
+        }
+    };
+    Ok(Json(body).into_response())
 }

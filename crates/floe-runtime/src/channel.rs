@@ -284,12 +284,25 @@ impl<T: Send + Clone> InputGate<T> {
         Ok(GateEvent::Idle)
     }
 
-    /// Blocks until some open channel has a message or `timeout` passes.
-    pub fn wait(&mut self, timeout: Duration) {
+    /// Blocks until some open channel has a message, `also` (the task's
+    /// query inbox) has one, or `timeout` passes.
+    pub fn wait<Q>(&mut self, timeout: Duration, also: Option<&Receiver<Q>>) {
         let open: Vec<usize> = (0..self.receivers.len())
             .filter(|i| !self.gone[*i] && !self.blocked[*i])
             .collect();
         if open.iter().any(|i| !self.overtaken[*i].is_empty()) {
+            return;
+        }
+        if let Some(also) = also {
+            if !also.is_empty() {
+                return;
+            }
+            let mut sel = crossbeam_channel::Select::new();
+            for i in &open {
+                sel.recv(&self.receivers[*i]);
+            }
+            sel.recv(also);
+            let _ = sel.ready_timeout(timeout);
             return;
         }
         match open.as_slice() {

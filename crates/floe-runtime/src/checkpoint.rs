@@ -103,6 +103,9 @@ pub struct TaskInit {
     /// (a two-phase-commit sink commits on notification, not at the end of
     /// its input).
     pub checkpointing: bool,
+    /// Where keyed operators announce their queryable states (only when
+    /// `queryable-state.enable` is on); per task.
+    pub queryable: Option<crate::queryable::QueryableTaskHandle>,
 }
 
 impl TaskInit {
@@ -329,6 +332,8 @@ pub struct TaskEnvironment {
     pub snapshots: Option<crossbeam_channel::Sender<(usize, TaskSnapshot)>>,
     /// Barrier handling for tasks with several input channels.
     pub alignment: AlignmentMode,
+    /// This task's queryable-state inbox, drained between batches.
+    pub queries: Option<crossbeam_channel::Receiver<crate::queryable::StateQuery>>,
     /// Where a task reports that its input ended; it then stays until the
     /// coordinator ends the job.
     pub coordinator: Option<crossbeam_channel::Sender<crate::coordinator::CoordinatorEvent>>,
@@ -345,6 +350,7 @@ impl TaskEnvironment {
             snapshots: None,
             alignment: AlignmentMode::Aligned,
             coordinator: None,
+            queries: None,
         }
     }
 

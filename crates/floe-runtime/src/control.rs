@@ -186,6 +186,8 @@ pub(crate) struct ControlShared {
     pub(crate) stopping: Mutex<Option<TriggerId>>,
     /// A stop with savepoint completed: the job ends as FINISHED.
     pub(crate) stopped: std::sync::atomic::AtomicBool,
+    /// The job's queryable states.
+    pub(crate) queryable: Arc<crate::queryable::QueryableStateRegistry>,
 }
 
 /// A handle to a running job: status, checkpoints, savepoints, stop, cancel.
@@ -229,6 +231,11 @@ impl JobControl {
     /// The job's current status.
     pub fn status(&self) -> JobStatus {
         *lock(&self.shared.status)
+    }
+
+    /// The job's queryable states and where queries for them go.
+    pub fn queryable_state(&self) -> &Arc<crate::queryable::QueryableStateRegistry> {
+        &self.shared.queryable
     }
 
     /// The job's operators, in graph order.

@@ -58,6 +58,9 @@ pub struct ExecutionSettings {
     /// `-n`: snapshot state that maps to no operator is skipped instead of
     /// refused.
     pub allow_non_restored_state: bool,
+    /// `queryable-state.enable`: keyed operators announce their queryable
+    /// states and tasks answer queries.
+    pub queryable_state: bool,
 }
 
 impl std::fmt::Debug for dyn CheckpointStore {
@@ -79,6 +82,7 @@ impl Default for ExecutionSettings {
             savepoint_dir: None,
             restore_path: None,
             allow_non_restored_state: false,
+            queryable_state: false,
         }
     }
 }
@@ -144,6 +148,9 @@ pub struct JobClient {
     orphans: Vec<(Vec<u64>, Arc<crate::coordinator::SnapshotTargets>)>,
     /// The handle the REST API uses.
     control: JobControl,
+    /// Services that live as long as the job (its queryable-state
+    /// endpoint registration), dropped when the client is.
+    attached: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 fn derived_uid(index: usize, input_uids: &[&str]) -> String {
@@ -351,6 +358,10 @@ impl JobManager {
                 }),
                 stopping: Mutex::new(None),
                 stopped: Default::default(),
+                queryable: Arc::new(crate::queryable::QueryableStateRegistry::new(
+                    job_id,
+                    self.settings.queryable_state,
+                )),
             }),
         };
         let mut client = JobClient {
@@ -367,6 +378,7 @@ impl JobManager {
             checkpoint_history,
             orphans: Vec::new(),
             control,
+            attached: Vec::new(),
         };
         client.deploy(self.settings.restore.clone())?;
         Ok(client)
@@ -522,6 +534,7 @@ impl JobClient {
         let init = TaskInit {
             restore: restore.clone(),
             checkpointing: periodic,
+            queryable: None,
         };
         let (tx, rx) = crossbeam_channel::unbounded();
         let tm = TaskManager::new(tx);
@@ -529,6 +542,15 @@ impl JobClient {
             .map(|i| {
                 let mut env = TaskEnvironment::new(cancel.clone(), i);
                 env.init = init.clone();
+                let registry = self.control.queryable_state();
+                if registry.is_enabled() {
+                    let (inbox, queries) = crossbeam_channel::unbounded();
+                    env.queries = Some(queries);
+                    env.init.queryable = Some(crate::queryable::QueryableTaskHandle {
+                        registry: registry.clone(),
+                        inbox,
+                    });
+                }
                 env
             })
             .collect();
@@ -679,7 +701,14 @@ impl JobClient {
         self.job_id
     }
 
-    /// A handle for controlling the job from other threads (REST API).
+    /// Keeps `resource` alive as long as this client: a service serving
+    /// the job from outside (queryable state) goes when the job does.
+    pub fn attach(&mut self, resource: Box<dyn std::any::Any + Send>) {
+        self.attached.push(resource);
+    }
+
+    /// A handle to control the job from other threads (status,
+    /// savepoints, stop, cancel).
     pub fn control(&self) -> JobControl {
         self.control.clone()
     }
@@ -757,6 +786,7 @@ impl JobClient {
             for t in std::mem::take(&mut run.threads) {
                 let _ = t.join();
             }
+            self.control.queryable_state().end_run();
             // Snapshots the tasks handed over are written and acknowledged
             // before the coordinator stops (it may still complete one).
             for u in std::mem::take(&mut run.uploaders) {

@@ -15,6 +15,8 @@
 //! - [`channel`], [`writer`]: bounded channels between tasks (backpressure) and
 //!   the record writers that partition batches onto them.
 //! - [`context`]: what user functions see: task info and state access.
+//! - [`queryable`]: where queryable states live and how queries reach the
+//!   subtask owning their key.
 
 pub mod channel;
 pub mod checkpoint;
@@ -26,6 +28,7 @@ pub mod graph;
 pub mod job_manager;
 pub mod managed_state;
 pub mod operator;
+pub mod queryable;
 pub mod restart;
 pub mod sink;
 pub mod snapshot;
@@ -46,6 +49,7 @@ pub use graph::{JobGraph, Partitioning, VertexId};
 pub use job_manager::{JobExecutionResult, JobManager};
 pub use managed_state::ManagedOperatorState;
 pub use operator::{Operator, OperatorMeta};
+pub use queryable::{QueryError, QueryableStateRegistry, StateQuery};
 pub use sink::SinkWriter;
 pub use source::{Source, SourceReader, SourceStatus};
 pub use two_phase::{TwoPhaseCommitSink, TwoPhaseCommitSinkWriter};

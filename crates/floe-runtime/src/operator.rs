@@ -12,6 +12,7 @@ use floe_core::{Batch, CheckpointBarrier, Watermark};
 use crate::checkpoint::{CheckpointNotification, TaskInit, TaskSnapshot};
 pub use crate::context::TaskInfo as OperatorMeta;
 use crate::error::TaskError;
+use crate::queryable::StateQuery;
 
 /// One link of a chain, consuming elements of type `IN`.
 pub trait Operator<IN>: Send {
@@ -47,6 +48,13 @@ pub trait Operator<IN>: Send {
 
     /// The input ended: emit what is left, then finish downstream.
     fn finish(&mut self) -> Result<(), TaskError>;
+
+    /// A queryable-state query reached this task: a keyed operator holding
+    /// the state answers it (returning `None`); any other operator passes
+    /// it down the chain. What comes back unanswered has no holder here.
+    fn query_state(&mut self, query: StateQuery) -> Option<StateQuery> {
+        Some(query)
+    }
 }
 
 /// Terminal operator for vertices without consumers: drops everything.
@@ -147,5 +155,11 @@ impl<T: Clone + Send> Operator<T> for FanOut<T> {
 
     fn finish(&mut self) -> Result<(), TaskError> {
         self.outputs.iter_mut().try_for_each(|o| o.finish())
+    }
+
+    fn query_state(&mut self, query: StateQuery) -> Option<StateQuery> {
+        self.outputs
+            .iter_mut()
+            .try_fold(query, |q, o| o.query_state(q))
     }
 }

@@ -302,6 +302,24 @@ fn deliver_notifications<T>(
     Ok(false)
 }
 
+/// Answers the queryable-state queries waiting in the task's inbox (the
+/// chain's keyed operators read their live state); called between batches.
+#[inline]
+fn serve_queries<T>(head: &mut dyn Operator<T>, env: &TaskEnvironment) {
+    let Some(queries) = &env.queries else {
+        return;
+    };
+    while let Ok(query) = queries.try_recv() {
+        if let Some(unanswered) = head.query_state(query) {
+            let name = unanswered.name.to_string();
+            unanswered.answer(Err(crate::queryable::QueryError::Failed {
+                name,
+                reason: "no operator of the task it was routed to holds it".into(),
+            }));
+        }
+    }
+}
+
 /// Waits, delivering checkpoint notifications, until the coordinator tells
 /// the task to exit (`Ok`) or the job is cancelled.
 fn await_termination<T>(
@@ -344,6 +362,7 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T>
                     // flush then, as in Flink's stop without drain).
                     return Ok(());
                 }
+                serve_queries(self.head.as_mut(), env);
                 let deadline = self.check_alignment_timeout(&mut aligner, env)?;
                 let event = match self.gate.poll() {
                     // An upstream task exited without an end of input: the
@@ -387,7 +406,7 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T>
                     GateEvent::Idle => {
                         self.head.flush()?;
                         let wait = deadline.map_or(CANCEL_POLL, |d| d.min(CANCEL_POLL));
-                        self.gate.wait(wait);
+                        self.gate.wait(wait, env.queries.as_ref());
                     }
                     GateEvent::Ended => {
                         self.finish_unaligned(env)?;

@@ -28,6 +28,7 @@ use crate::codec;
 use crate::descriptor::StateKind;
 use crate::error::StateError;
 use crate::key_group::KeyGroupRange;
+use crate::query::{QueryFormat, QueryValue, QueryableStateInfo};
 use crate::snapshot::RestoredState;
 
 /// Which state backend holds keyed state (`state.backend.type`).
@@ -82,6 +83,8 @@ struct Registration {
     /// `TypeId` of the concrete table (`HeapTable<K, S>`), checked on every
     /// access before the table is used as that type.
     table_type: TypeId,
+    /// The name queries use, when the state is queryable.
+    queryable: Option<String>,
 }
 
 /// Per-state storage of the heap backend: one hash map per key group of the
@@ -154,6 +157,15 @@ pub(crate) trait ErasedHeapTable: Send {
     /// The synchronous part of a snapshot: shares every key group's map
     /// with the snapshot (copy-on-write from now on).
     fn freeze(&mut self) -> Box<dyn FrozenTable>;
+    /// The encoded per-key state of `key` (a `&K`) in group `offset`, for
+    /// a query; `None` when the key has none.
+    fn lookup(
+        &self,
+        offset: usize,
+        key: &dyn std::any::Any,
+        format: QueryFormat,
+        what: &str,
+    ) -> Result<Option<QueryValue>, StateError>;
     /// Adds the entries of one key group from a snapshot.
     fn restore_key_group(
         &mut self,
@@ -205,6 +217,22 @@ impl<K: Key, S: StateStorage> ErasedHeapTable for HeapTable<K, S> {
         Box::new(FrozenHeapTable {
             groups: self.groups.clone(),
         })
+    }
+
+    fn lookup(
+        &self,
+        offset: usize,
+        key: &dyn std::any::Any,
+        format: QueryFormat,
+        what: &str,
+    ) -> Result<Option<QueryValue>, StateError> {
+        let key = key
+            .downcast_ref::<K>()
+            .expect("a key of this backend's key type");
+        self.groups[offset]
+            .get(key)
+            .map(|value| QueryValue::encode(value, format, what))
+            .transpose()
     }
 
     fn restore_key_group(
@@ -353,9 +381,23 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         name: &str,
         kind: StateKind,
+        queryable: Option<&str>,
     ) -> Result<u32, StateError> {
         let type_id = TypeId::of::<T>();
         let type_name = std::any::type_name::<T>();
+        if let Some(q) = queryable
+            && let Some(other) = self
+                .registrations
+                .iter()
+                .find(|r| r.name != name && r.queryable.as_deref() == Some(q))
+        {
+            return Err(StateError::DuplicateQueryableName {
+                queryable: q.to_string(),
+                first: other.name.clone(),
+                second: name.to_string(),
+                operator: self.operator.clone(),
+            });
+        }
         if let Some((idx, r)) = self
             .registrations
             .iter()
@@ -412,6 +454,7 @@ impl<K: Key> KeyedStateBackend<K> {
             type_id,
             type_name,
             table_type: TypeId::of::<HeapTable<K, S>>(),
+            queryable: queryable.map(str::to_string),
         });
         Ok((self.registrations.len() - 1) as u32)
     }
@@ -486,6 +529,56 @@ impl<K: Key> KeyedStateBackend<K> {
             Store::Heap(tables) => tables.iter_mut().map(|t| t.freeze()).collect(),
         };
         (metas, frozen)
+    }
+
+    /// How many states are registered.
+    #[inline]
+    pub fn num_registered(&self) -> usize {
+        self.registrations.len()
+    }
+
+    /// The registered states that are queryable.
+    pub fn queryable_states(&self) -> impl Iterator<Item = QueryableStateInfo<'_>> {
+        self.registrations.iter().filter_map(|r| {
+            Some(QueryableStateInfo {
+                queryable_name: r.queryable.as_deref()?,
+                state_name: &r.name,
+                kind: r.kind,
+                declared_type: r.type_name,
+            })
+        })
+    }
+
+    /// Reads the live state of `key` (in `key_group`) in the state
+    /// queryable as `queryable_name`, encoded as `format`: a query served
+    /// between two batches on the task thread, so it sees every record
+    /// processed so far and no torn update. `Ok(None)`: the key has no
+    /// state (or the name is not queryable here).
+    pub fn query(
+        &self,
+        queryable_name: &str,
+        key: &K,
+        key_group: KeyGroup,
+        format: QueryFormat,
+    ) -> Result<Option<QueryValue>, StateError> {
+        let Some(idx) = self
+            .registrations
+            .iter()
+            .position(|r| r.queryable.as_deref() == Some(queryable_name))
+        else {
+            return Ok(None);
+        };
+        let offset = key_group.wrapping_sub(self.range.start) as usize;
+        if offset >= self.range.len() {
+            return Err(StateError::KeyGroupOutOfRange {
+                key_group,
+                range: self.range,
+            });
+        }
+        let what = format!("queryable state '{queryable_name}'");
+        match &self.store {
+            Store::Heap(tables) => tables[idx].lookup(offset, key, format, &what),
+        }
     }
 
     /// Names and kinds of the registered states, in registration order.

@@ -41,6 +41,7 @@ impl fmt::Display for StateKind {
 #[derive(Debug, Clone)]
 pub struct ValueStateDescriptor<T> {
     pub(crate) name: String,
+    pub(crate) queryable: Option<String>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -49,6 +50,7 @@ impl<T: StateValue> ValueStateDescriptor<T> {
     pub fn new(name: impl Into<String>) -> Self {
         ValueStateDescriptor {
             name: name.into(),
+            queryable: None,
             _t: PhantomData,
         }
     }
@@ -63,6 +65,7 @@ impl<T: StateValue> ValueStateDescriptor<T> {
 #[derive(Debug, Clone)]
 pub struct ListStateDescriptor<T> {
     pub(crate) name: String,
+    pub(crate) queryable: Option<String>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -71,6 +74,7 @@ impl<T: StateValue> ListStateDescriptor<T> {
     pub fn new(name: impl Into<String>) -> Self {
         ListStateDescriptor {
             name: name.into(),
+            queryable: None,
             _t: PhantomData,
         }
     }
@@ -85,6 +89,7 @@ impl<T: StateValue> ListStateDescriptor<T> {
 #[derive(Debug, Clone)]
 pub struct MapStateDescriptor<UK, UV> {
     pub(crate) name: String,
+    pub(crate) queryable: Option<String>,
     _t: PhantomData<fn() -> (UK, UV)>,
 }
 
@@ -93,6 +98,7 @@ impl<UK, UV> MapStateDescriptor<UK, UV> {
     pub fn new(name: impl Into<String>) -> Self {
         MapStateDescriptor {
             name: name.into(),
+            queryable: None,
             _t: PhantomData,
         }
     }
@@ -111,6 +117,7 @@ pub type ReduceFn<T> = Arc<dyn Fn(T, T) -> T + Send + Sync>;
 #[derive(Clone)]
 pub struct ReducingStateDescriptor<T> {
     pub(crate) name: String,
+    pub(crate) queryable: Option<String>,
     pub(crate) reduce: ReduceFn<T>,
 }
 
@@ -122,6 +129,7 @@ impl<T: StateValue> ReducingStateDescriptor<T> {
     ) -> Self {
         ReducingStateDescriptor {
             name: name.into(),
+            queryable: None,
             reduce: Arc::new(reduce),
         }
     }
@@ -136,6 +144,7 @@ impl<T> fmt::Debug for ReducingStateDescriptor<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReducingStateDescriptor")
             .field("name", &self.name)
+            .field("queryable", &self.queryable)
             .finish()
     }
 }
@@ -163,6 +172,7 @@ pub trait AggregateFunction: Send + Sync + 'static {
 /// Declares a [`crate::AggregatingState`].
 pub struct AggregatingStateDescriptor<F> {
     pub(crate) name: String,
+    pub(crate) queryable: Option<String>,
     pub(crate) function: Arc<F>,
 }
 
@@ -171,6 +181,7 @@ impl<F: AggregateFunction> AggregatingStateDescriptor<F> {
     pub fn new(name: impl Into<String>, function: F) -> Self {
         AggregatingStateDescriptor {
             name: name.into(),
+            queryable: None,
             function: Arc::new(function),
         }
     }
@@ -185,7 +196,38 @@ impl<F> Clone for AggregatingStateDescriptor<F> {
     fn clone(&self) -> Self {
         AggregatingStateDescriptor {
             name: self.name.clone(),
+            queryable: self.queryable.clone(),
             function: self.function.clone(),
         }
     }
 }
+
+/// `set_queryable` and `queryable_name` for every descriptor.
+macro_rules! queryable_descriptor {
+    ($($ty:ident<$($g:ident),+>),+) => {$(
+        impl<$($g),+> $ty<$($g),+> {
+            /// Makes the state readable from outside the job under
+            /// `queryable_name` (Flink's `setQueryable`), when the job runs
+            /// with `queryable-state.enable: true`. The name is the job's
+            /// identity for the state in queries, independent of the state
+            /// name, and must be unique within the job.
+            pub fn set_queryable(mut self, queryable_name: impl Into<String>) -> Self {
+                self.queryable = Some(queryable_name.into());
+                self
+            }
+
+            /// The name queries use, if the state is queryable.
+            pub fn queryable_name(&self) -> Option<&str> {
+                self.queryable.as_deref()
+            }
+        }
+    )+};
+}
+
+queryable_descriptor!(
+    ValueStateDescriptor<T>,
+    ListStateDescriptor<T>,
+    MapStateDescriptor<UK, UV>,
+    ReducingStateDescriptor<T>,
+    AggregatingStateDescriptor<F>
+);

@@ -97,6 +97,20 @@ pub enum StateError {
         /// Why they do not fit.
         reason: String,
     },
+    /// Two states of one operator made queryable under the same name.
+    #[error(
+        "queryable state name '{queryable}' is used by states '{first}' and '{second}' of operator '{operator}'; queryable names must be unique within a job"
+    )]
+    DuplicateQueryableName {
+        /// The queryable name.
+        queryable: String,
+        /// The state registered first under it.
+        first: String,
+        /// The state registered now.
+        second: String,
+        /// The operator.
+        operator: String,
+    },
     /// A state handle used with another operator's store.
     #[error(
         "{what} handle used with the state of operator '{operator}', which did not register it"

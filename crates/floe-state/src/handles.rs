@@ -30,7 +30,7 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ValueStateDescriptor<T>,
     ) -> Result<ValueState<T>, StateError> {
-        let id = self.register::<T, T>(&desc.name, StateKind::Value)?;
+        let id = self.register::<T, T>(&desc.name, StateKind::Value, desc.queryable.as_deref())?;
         Ok(ValueState {
             id,
             _t: PhantomData,
@@ -42,7 +42,8 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ListStateDescriptor<T>,
     ) -> Result<ListState<T>, StateError> {
-        let id = self.register::<T, Vec<T>>(&desc.name, StateKind::List)?;
+        let id =
+            self.register::<T, Vec<T>>(&desc.name, StateKind::List, desc.queryable.as_deref())?;
         Ok(ListState {
             id,
             _t: PhantomData,
@@ -54,7 +55,11 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &MapStateDescriptor<UK, UV>,
     ) -> Result<MapState<UK, UV>, StateError> {
-        let id = self.register::<(UK, UV), FxHashMap<UK, UV>>(&desc.name, StateKind::Map)?;
+        let id = self.register::<(UK, UV), FxHashMap<UK, UV>>(
+            &desc.name,
+            StateKind::Map,
+            desc.queryable.as_deref(),
+        )?;
         Ok(MapState {
             id,
             _t: PhantomData,
@@ -66,7 +71,8 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ReducingStateDescriptor<T>,
     ) -> Result<ReducingState<T>, StateError> {
-        let id = self.register::<T, T>(&desc.name, StateKind::Reducing)?;
+        let id =
+            self.register::<T, T>(&desc.name, StateKind::Reducing, desc.queryable.as_deref())?;
         Ok(ReducingState {
             id,
             reduce: desc.reduce.clone(),
@@ -78,7 +84,11 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &AggregatingStateDescriptor<F>,
     ) -> Result<AggregatingState<F>, StateError> {
-        let id = self.register::<F::Acc, F::Acc>(&desc.name, StateKind::Aggregating)?;
+        let id = self.register::<F::Acc, F::Acc>(
+            &desc.name,
+            StateKind::Aggregating,
+            desc.queryable.as_deref(),
+        )?;
         Ok(AggregatingState {
             id,
             function: desc.function.clone(),

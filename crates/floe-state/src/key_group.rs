@@ -113,6 +113,13 @@ pub fn key_group_for_hash(hash: u32, max_parallelism: u32) -> KeyGroup {
     (hash % max_parallelism) as KeyGroup
 }
 
+/// The key group of a key given as its postcard bytes (a query carries
+/// the key encoded; the result equals [`key_group_for_key`] of the key).
+#[inline]
+pub fn key_group_for_key_bytes(bytes: &[u8], max_parallelism: u32) -> KeyGroup {
+    key_group_for_hash(mur3::murmurhash3_x86_32(bytes, 0), max_parallelism)
+}
+
 /// The key group of a key (Flink's `assignToKeyGroup`).
 #[inline]
 pub fn key_group_for_key<K: Serialize + ?Sized>(key: &K, max_parallelism: u32) -> KeyGroup {

@@ -14,6 +14,7 @@
 //!   implementation behind it.
 //! - [`handles`]: `ValueState`, `ListState`, `MapState`, `ReducingState`,
 //!   `AggregatingState`.
+//! - [`query`]: answers to queryable-state lookups.
 //! - [`operator`]: operator state (list, union list, broadcast) and raw
 //!   state, redistributed by mode when the parallelism changes.
 
@@ -24,6 +25,7 @@ pub mod error;
 pub mod handles;
 pub mod key_group;
 pub mod operator;
+pub mod query;
 pub mod snapshot;
 
 pub use backend::{KeyedStateAccess, KeyedStateBackend, StateBackendKind};
@@ -38,6 +40,7 @@ pub use operator::{
     BroadcastState, OperatorListState, OperatorStateAccess, OperatorStateMode, OperatorStateRead,
     OperatorStateStore,
 };
+pub use query::{QueryFormat, QueryValue, QueryableStateInfo};
 pub use snapshot::{KeyedStateFile, KeyedStateSnapshot, StateMeta};
 
 use serde::Serialize;

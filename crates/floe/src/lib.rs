@@ -4,7 +4,8 @@
 //! This crate is what a job depends on. It re-exports the layers:
 //! [`core`] (ids, messages, configuration), [`state`] (key groups, state
 //! descriptors and handles), [`runtime`] (job graph and execution),
-//! [`api`] (the DataStream API) and [`connectors`] (sources and sinks).
+//! [`api`] (the DataStream API), [`connectors`] (sources and sinks) and
+//! [`queryable`] (the queryable-state client).
 //! `use floe::prelude::*;` brings in what a typical job needs.
 //!
 //! ```no_run
@@ -33,6 +34,7 @@ pub use floe_api as api;
 pub use floe_checkpoint as checkpoint;
 pub use floe_connectors as connectors;
 pub use floe_core as core;
+pub use floe_queryable as queryable;
 pub use floe_runtime as runtime;
 pub use floe_state as state;
 

@@ -383,3 +383,25 @@ pub fn checkpoints(job: &str, jobmanager: Option<&str>) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `floe query <jobId> <name> <key>`: the live state of one key of a
+/// queryable state, as JSON on stdout. The key is JSON (`42`, `"word"`,
+/// `[1,2]`); anything that is not JSON is taken as a string, so `floe query
+/// <job> counts hello` works for string keys. A key without state prints
+/// `not found` and is no failure.
+pub fn query(job: &str, name: &str, key: &str, jobmanager: Option<&str>) -> anyhow::Result<()> {
+    let key_json: Value =
+        serde_json::from_str(key).unwrap_or_else(|_| Value::String(key.to_string()));
+    let target = resolve(job, jobmanager)?;
+    let id = &target.job_id;
+    let answer = target.client.get_with_query(
+        &format!("/jobs/{id}/state/{name}"),
+        &[("key", &key_json.to_string())],
+    )?;
+    if answer["found"].as_bool() == Some(true) {
+        println!("{}", answer["value"]);
+    } else {
+        println!("not found: key {key_json} has no state in '{name}'");
+    }
+    Ok(())
+}

@@ -94,6 +94,16 @@ impl RestClient {
         self.answer("GET", path, resp)
     }
 
+    /// `GET path?name=value…` (values percent-encoded), the JSON answer.
+    pub fn get_with_query(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, ClientError> {
+        let resp = self
+            .agent
+            .get(&self.url(path))
+            .query_pairs(query.iter().copied())
+            .call();
+        self.answer("GET", path, resp)
+    }
+
     /// `POST path` with a JSON body, the JSON answer.
     pub fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
         let resp = self.agent.post(&self.url(path)).send_json(body);

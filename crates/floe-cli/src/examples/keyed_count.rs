@@ -2,6 +2,8 @@
 //!
 //! Generates N records with key `i mod K` (u64), counts per key in a
 //! `ValueState<u64>` named `count`, and writes `<key> <count>` per update.
+//! The state is queryable as `count` when the job runs with
+//! `queryable-state.enable: true` (`floe query <jobId> count <key>`).
 
 use clap::Parser;
 use floe::JobArgs;
@@ -38,7 +40,8 @@ pub struct CountPerKey {
 
 impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for CountPerKey {
     fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
-        self.count = Some(ctx.get_state(&ValueStateDescriptor::new("count"))?);
+        self.count =
+            Some(ctx.get_state(&ValueStateDescriptor::new("count").set_queryable("count"))?);
         Ok(())
     }
 

@@ -1,0 +1,457 @@
+//! Queryable state inside a job: which subtask holds which queryable state,
+//! and how a query gets there and back.
+//!
+//! When a keyed operator opens, every state it declared with
+//! `set_queryable(name)` is announced to the job's
+//! [`QueryableStateRegistry`] together with the subtask's query inbox. A
+//! query (from the network proxy or the REST API) names the state and
+//! carries the key as postcard bytes; the registry hashes those bytes to the
+//! key group exactly as `key_by` does, picks the subtask that owns it, and
+//! puts a [`StateQuery`] in that subtask's inbox. The task drains its inbox
+//! between batches and answers from the live backend, so a query never
+//! stops processing, takes no lock on the hot path, and sees every record
+//! processed before it.
+//!
+//! Each run of the job (every restart) announces its subtasks anew; between
+//! runs the states stay known but unavailable.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use crossbeam_channel::Sender;
+use floe_core::{JobId, KeyGroup};
+use floe_state::key_group::{key_group_for_key_bytes, operator_index_for_key_group};
+use floe_state::{QueryFormat, QueryValue, StateKind};
+use serde::{Deserialize, Serialize};
+
+/// Why a query got no answer. Serializable: the network protocol carries it
+/// to the client unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum QueryError {
+    /// No job with this id runs here.
+    #[error("unknown job {job_id}")]
+    UnknownJob {
+        /// The id asked for.
+        job_id: String,
+    },
+    /// The job runs without `queryable-state.enable: true`.
+    #[error(
+        "queryable state is disabled for job {job_id}: start it with queryable-state.enable: true"
+    )]
+    Disabled {
+        /// The job.
+        job_id: String,
+    },
+    /// The job has no state queryable under this name.
+    #[error("job {job_id} has no queryable state '{name}' (queryable states: {available})")]
+    UnknownState {
+        /// The job.
+        job_id: String,
+        /// The name asked for.
+        name: String,
+        /// The names it has, comma-separated (`none` when it has none).
+        available: String,
+    },
+    /// The key is not of the state's key type.
+    #[error("wrong key type for queryable state '{name}': its keys are {expected}; {reason}")]
+    WrongKeyType {
+        /// The state.
+        name: String,
+        /// The state's key type.
+        expected: String,
+        /// What did not fit.
+        reason: String,
+    },
+    /// The subtask holding the key is not running (the job is restarting,
+    /// finishing, or has not opened the operator yet).
+    #[error(
+        "queryable state '{name}' is not available: subtask {subtask} of '{operator}' is not running ({reason})"
+    )]
+    Unavailable {
+        /// The state.
+        name: String,
+        /// The operator holding it.
+        operator: String,
+        /// The subtask owning the key.
+        subtask: u32,
+        /// Why.
+        reason: String,
+    },
+    /// Reading or encoding the state failed.
+    #[error("query of state '{name}' failed: {reason}")]
+    Failed {
+        /// The state.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a query gets: the key's state, `None` when the key has none.
+pub type QueryResult = Result<Option<QueryValue>, QueryError>;
+
+/// Where a query's answer goes (a channel or a future's sender, called once
+/// on whichever thread answers).
+pub type QueryReply = Box<dyn FnOnce(QueryResult) + Send>;
+
+/// One query on its way to the subtask that owns its key.
+pub struct StateQuery {
+    /// The queryable name.
+    pub name: Arc<str>,
+    /// The key, postcard-encoded (as `key_by` hashes it).
+    pub key: Vec<u8>,
+    /// The key's group, computed when routing.
+    pub key_group: KeyGroup,
+    /// How the answer is to be encoded.
+    pub format: QueryFormat,
+    reply: QueryReply,
+}
+
+impl StateQuery {
+    /// Sends the answer.
+    pub fn answer(self, result: QueryResult) {
+        (self.reply)(result)
+    }
+}
+
+impl std::fmt::Debug for StateQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateQuery")
+            .field("name", &self.name)
+            .field("key_group", &self.key_group)
+            .finish()
+    }
+}
+
+/// Converts a JSON key to the postcard bytes of the state's key type;
+/// monomorphized where the key type is known (the keyed operator).
+pub type JsonKeyEncoder = fn(&serde_json::Value) -> Result<Vec<u8>, String>;
+
+/// One subtask's announcement of a queryable state.
+#[derive(Debug, Clone)]
+pub struct QueryableRegistration {
+    /// The queryable name.
+    pub name: String,
+    /// The state's own name.
+    pub state_name: String,
+    /// Its kind.
+    pub kind: StateKind,
+    /// The operator's uid.
+    pub operator_uid: String,
+    /// The operator's display name.
+    pub operator_name: String,
+    /// The key type's name.
+    pub key_type: &'static str,
+    /// The declared value type's name.
+    pub declared_type: &'static str,
+    /// The operator's number of key groups.
+    pub max_parallelism: u32,
+    /// The operator's number of subtasks.
+    pub parallelism: u32,
+    /// The announcing subtask.
+    pub subtask: u32,
+    /// JSON key → postcard key.
+    pub json_key: JsonKeyEncoder,
+}
+
+/// A queryable state of the job, as the REST API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryableStateDescription {
+    /// The queryable name.
+    pub name: String,
+    /// The state's own name.
+    pub state_name: String,
+    /// Its kind (`ValueState`, …).
+    pub kind: StateKind,
+    /// The operator's uid.
+    pub operator_uid: String,
+    /// The key type.
+    pub key_type: String,
+    /// The declared value type.
+    pub declared_type: String,
+}
+
+struct Entry {
+    info: QueryableRegistration,
+    /// Per subtask, its inbox in the current run.
+    inboxes: Vec<Option<Sender<StateQuery>>>,
+}
+
+/// The queryable states of one job and where their subtasks listen.
+pub struct QueryableStateRegistry {
+    job_id: JobId,
+    enabled: bool,
+    states: RwLock<BTreeMap<String, Entry>>,
+}
+
+impl QueryableStateRegistry {
+    /// The registry of job `job_id`; `enabled` is `queryable-state.enable`.
+    pub fn new(job_id: JobId, enabled: bool) -> Self {
+        QueryableStateRegistry {
+            job_id,
+            enabled,
+            states: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// Whether queries are served (`queryable-state.enable`).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The job.
+    pub fn job_id(&self) -> JobId {
+        self.job_id
+    }
+
+    /// Announces that a subtask of the current run serves state
+    /// `registration.name` through `inbox`. Two operators using one name is
+    /// an error naming both.
+    pub fn register(
+        &self,
+        registration: QueryableRegistration,
+        inbox: Sender<StateQuery>,
+    ) -> Result<(), String> {
+        let mut states = self.states.write().unwrap_or_else(|p| p.into_inner());
+        let entry = states
+            .entry(registration.name.clone())
+            .or_insert_with(|| Entry {
+                info: registration.clone(),
+                inboxes: Vec::new(),
+            });
+        if entry.info.operator_uid != registration.operator_uid {
+            return Err(format!(
+                "queryable state name '{}' is used by operators '{}' and '{}'; queryable names must be unique within a job",
+                registration.name, entry.info.operator_name, registration.operator_name
+            ));
+        }
+        // A restart may bring another parallelism (never another key type:
+        // the job graph is the same).
+        if entry.info.parallelism != registration.parallelism
+            || entry.info.max_parallelism != registration.max_parallelism
+        {
+            entry.inboxes.clear();
+        }
+        entry
+            .inboxes
+            .resize(registration.parallelism as usize, None);
+        entry.inboxes[registration.subtask as usize] = Some(inbox);
+        entry.info = registration;
+        Ok(())
+    }
+
+    /// Forgets the inboxes of the run that ended (states stay known).
+    pub fn end_run(&self) {
+        let mut states = self.states.write().unwrap_or_else(|p| p.into_inner());
+        for e in states.values_mut() {
+            e.inboxes.iter_mut().for_each(|i| *i = None);
+        }
+    }
+
+    /// The job's queryable states.
+    pub fn states(&self) -> Vec<QueryableStateDescription> {
+        let states = self.states.read().unwrap_or_else(|p| p.into_inner());
+        states
+            .values()
+            .map(|e| QueryableStateDescription {
+                name: e.info.name.clone(),
+                state_name: e.info.state_name.clone(),
+                kind: e.info.kind,
+                operator_uid: e.info.operator_uid.clone(),
+                key_type: e.info.key_type.to_string(),
+                declared_type: e.info.declared_type.to_string(),
+            })
+            .collect()
+    }
+
+    /// Routes a query for the key whose postcard bytes are `key` to the
+    /// subtask that owns it; the answer goes to `reply` (on the task's
+    /// thread). `subtask`, when given, is the subtask the asker expects
+    /// (a server addressed directly): a key it does not own is refused.
+    pub fn submit(
+        &self,
+        name: &str,
+        key: Vec<u8>,
+        format: QueryFormat,
+        subtask: Option<u32>,
+        reply: QueryReply,
+    ) -> Result<(), QueryError> {
+        self.check_enabled()?;
+        let states = self.states.read().unwrap_or_else(|p| p.into_inner());
+        let entry = self.entry(&states, name)?;
+        let info = &entry.info;
+        let key_group = key_group_for_key_bytes(&key, info.max_parallelism);
+        let owner = operator_index_for_key_group(info.max_parallelism, info.parallelism, key_group);
+        if let Some(s) = subtask
+            && s != owner
+        {
+            return Err(QueryError::Unavailable {
+                name: name.to_string(),
+                operator: info.operator_name.clone(),
+                subtask: s,
+                reason: format!("the key is in key group {key_group}, owned by subtask {owner}"),
+            });
+        }
+        let unavailable = |reason: &str| QueryError::Unavailable {
+            name: name.to_string(),
+            operator: info.operator_name.clone(),
+            subtask: owner,
+            reason: reason.to_string(),
+        };
+        let inbox = entry
+            .inboxes
+            .get(owner as usize)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| unavailable("the job is restarting or not running"))?;
+        inbox
+            .send(StateQuery {
+                name: Arc::from(name),
+                key,
+                key_group,
+                format,
+                reply,
+            })
+            .map_err(|_| unavailable("the task has exited"))
+    }
+
+    /// Converts a JSON key to the postcard bytes of state `name`'s key type.
+    pub fn encode_json_key(
+        &self,
+        name: &str,
+        key: &serde_json::Value,
+    ) -> Result<Vec<u8>, QueryError> {
+        self.check_enabled()?;
+        let states = self.states.read().unwrap_or_else(|p| p.into_inner());
+        let entry = self.entry(&states, name)?;
+        (entry.info.json_key)(key).map_err(|reason| QueryError::WrongKeyType {
+            name: name.to_string(),
+            expected: entry.info.key_type.to_string(),
+            reason: format!("the key {key} does not convert: {reason}"),
+        })
+    }
+
+    fn check_enabled(&self) -> Result<(), QueryError> {
+        if self.enabled {
+            Ok(())
+        } else {
+            Err(QueryError::Disabled {
+                job_id: self.job_id.to_string(),
+            })
+        }
+    }
+
+    fn entry<'a>(
+        &self,
+        states: &'a BTreeMap<String, Entry>,
+        name: &str,
+    ) -> Result<&'a Entry, QueryError> {
+        states.get(name).ok_or_else(|| {
+            let names: Vec<&str> = states.keys().map(String::as_str).collect();
+            QueryError::UnknownState {
+                job_id: self.job_id.to_string(),
+                name: name.to_string(),
+                available: if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                },
+            }
+        })
+    }
+}
+
+/// What a task's operators need to announce their queryable states: the
+/// job's registry and this task's inbox.
+#[derive(Clone)]
+pub struct QueryableTaskHandle {
+    /// The job's registry.
+    pub registry: Arc<QueryableStateRegistry>,
+    /// This task's inbox (its receiver is drained by the task loop).
+    pub inbox: Sender<StateQuery>,
+}
+
+impl std::fmt::Debug for QueryableTaskHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryableTaskHandle")
+            .finish_non_exhaustive()
+    }
+}
+
+/// The JSON-key encoder for key type `K`.
+pub fn json_key_encoder<K: serde::de::DeserializeOwned + Serialize>(
+    key: &serde_json::Value,
+) -> Result<Vec<u8>, String> {
+    let key: K = K::deserialize(key).map_err(|e| e.to_string())?;
+    postcard::to_allocvec(&key).map_err(|e| e.to_string())
+}
+
+impl QueryableTaskHandle {
+    /// Announces the queryable states `backend` holds for subtask `info`
+    /// (called once the function registered its states, and again when it
+    /// registers more later).
+    pub fn announce<K: floe_state::Key>(
+        &self,
+        backend: &floe_state::KeyedStateBackend<K>,
+        info: &crate::context::TaskInfo,
+    ) -> Result<(), crate::error::TaskError> {
+        for state in backend.queryable_states() {
+            let registration = QueryableRegistration {
+                name: state.queryable_name.to_string(),
+                state_name: state.state_name.to_string(),
+                kind: state.kind,
+                operator_uid: info.uid.to_string(),
+                operator_name: info.operator_name.to_string(),
+                key_type: std::any::type_name::<K>(),
+                declared_type: state.declared_type,
+                max_parallelism: info.max_parallelism,
+                parallelism: info.parallelism,
+                subtask: info.subtask_index,
+                json_key: json_key_encoder::<K>,
+            };
+            self.registry
+                .register(registration, self.inbox.clone())
+                .map_err(|reason| {
+                    info.failure(crate::error::FailureCause::Error(anyhow::anyhow!(reason)))
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// Answers `query` from `backend` when it holds the queried state (the key
+/// must decode as `K`, with no byte left over); hands it back otherwise.
+pub fn answer_query<K: floe_state::Key>(
+    backend: &floe_state::KeyedStateBackend<K>,
+    query: StateQuery,
+) -> Option<StateQuery> {
+    if !backend
+        .queryable_states()
+        .any(|s| s.queryable_name == &*query.name)
+    {
+        return Some(query);
+    }
+    let name = &*query.name;
+    let result = match postcard::take_from_bytes::<K>(&query.key) {
+        Ok((key, [])) => backend
+            .query(name, &key, query.key_group, query.format)
+            .map_err(|e| QueryError::Failed {
+                name: name.to_string(),
+                reason: e.to_string(),
+            }),
+        Ok((_, rest)) => Err(QueryError::WrongKeyType {
+            name: name.to_string(),
+            expected: std::any::type_name::<K>().to_string(),
+            reason: format!(
+                "the query's key has {} byte(s) more than one of that type",
+                rest.len()
+            ),
+        }),
+        Err(e) => Err(QueryError::WrongKeyType {
+            name: name.to_string(),
+            expected: std::any::type_name::<K>().to_string(),
+            reason: format!("the query's key does not decode as one: {e}"),
+        }),
+    };
+    query.answer(result);
+    None
+}

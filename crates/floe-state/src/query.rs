@@ -1,0 +1,65 @@
+//! Reading keyed state from outside the job (queryable state).
+//!
+//! A query reaches the subtask that owns its key and is answered from the
+//! live backend on the task thread. The answer is the key's whole per-key
+//! state — a value, a list, a map, an accumulator — in the format the asker
+//! reads: postcard bytes for the Rust client (decoded as the type it names),
+//! JSON for the REST API and the CLI.
+
+use serde::Serialize;
+
+use crate::codec;
+use crate::descriptor::StateKind;
+use crate::error::StateError;
+
+/// How a query wants the answer encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryFormat {
+    /// Postcard, the stable binary encoding (what snapshots use).
+    Postcard,
+    /// A JSON value (REST and CLI).
+    Json,
+}
+
+/// A key's state, encoded for the asker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryValue {
+    /// Postcard bytes of the per-key state.
+    Postcard(Vec<u8>),
+    /// The per-key state as JSON.
+    Json(serde_json::Value),
+}
+
+impl QueryValue {
+    /// Encodes one key's state as `format`.
+    pub fn encode<S: Serialize + ?Sized>(
+        value: &S,
+        format: QueryFormat,
+        what: &str,
+    ) -> Result<Self, StateError> {
+        match format {
+            QueryFormat::Postcard => Ok(QueryValue::Postcard(codec::encode(value, what)?)),
+            QueryFormat::Json => serde_json::to_value(value)
+                .map(QueryValue::Json)
+                .map_err(|e| StateError::Codec {
+                    action: "encode",
+                    what: format!("{what} as JSON"),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+}
+
+/// One queryable state of a backend, as announced to the job's registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryableStateInfo<'a> {
+    /// The name queries use.
+    pub queryable_name: &'a str,
+    /// The state's own name.
+    pub state_name: &'a str,
+    /// Its kind: what a query returns per key (a value, a list, a map…).
+    pub kind: StateKind,
+    /// The type it was declared with (the value, list element, map entry
+    /// or accumulator type), for error messages.
+    pub declared_type: &'static str,
+}
