@@ -529,7 +529,8 @@ where
         let declarations = self.broadcast.declarations.clone();
         let ks = self.first.key_selector().clone();
         let make: MakeKind = Box::new(move |s: &BuildSettings| {
-            let (proto, declarations, backend) = (proto.clone(), declarations.clone(), s.backend);
+            let (proto, declarations, backend) =
+                (proto.clone(), declarations.clone(), s.backend.clone());
             let ks = ks.clone();
             VertexKind::Operator(Arc::new(move |info, down| {
                 let next = unbox::<Box<dyn Operator<U>>>(down, "broadcast operator output");
@@ -538,15 +539,13 @@ where
                     info.parallelism,
                     info.subtask_index,
                 );
+                let (keyed_backend, backend_error) =
+                    crate::operators::keyed_backend::<K>(&backend, info, range);
                 let op: Box<dyn Operator<TwoInput<A, B>>> = Box::new(CoBroadcastOp {
                     side: Keyed {
                         function: proto.instance(),
-                        backend: KeyedStateBackend::<K>::new(
-                            backend,
-                            &*info.operator_name,
-                            range,
-                            info.max_parallelism,
-                        ),
+                        backend: keyed_backend,
+                        backend_error,
                         key_selector: ks.clone(),
                     },
                     operator_state: ManagedOperatorState::new(info, Some(range)),
@@ -607,6 +606,8 @@ struct NonKeyed<F>(F);
 struct Keyed<K: Key, F, KS> {
     function: F,
     backend: KeyedStateBackend<K>,
+    /// Why the configured backend could not be created (reported at open).
+    backend_error: Option<floe_state::StateError>,
     key_selector: KS,
 }
 
@@ -693,6 +694,9 @@ where
     KS: Fn(&A) -> K + Send,
 {
     fn open(&mut self, init: &TaskInit, info: &TaskInfo) -> Result<(), TaskError> {
+        if let Some(e) = self.backend_error.take() {
+            return Err(info.failure(floe_runtime::FailureCause::Error(e.into())));
+        }
         let (function, backend) = (&mut self.function, &mut self.backend);
         if let Some(restore) = init.operator(&info.uid) {
             info.guard(|| {

@@ -17,7 +17,7 @@ use floe_runtime::graph::{JobEdge, JobVertex, StreamTypeOps, VertexKind, WriterF
 use floe_runtime::job_manager::{ExecutionSettings, JobClient};
 use floe_runtime::restart::RestartStrategy;
 use floe_runtime::{JobError, JobExecutionResult, JobGraph, JobManager, Partitioning, VertexId};
-use floe_state::StateBackendKind;
+use floe_state::{RocksDbConfig, StateBackendKind, StateBackendSettings};
 
 use crate::job_args::JobArgs;
 
@@ -25,7 +25,7 @@ use crate::job_args::JobArgs;
 #[derive(Debug, Clone)]
 pub(crate) struct BuildSettings {
     pub(crate) batch_size: usize,
-    pub(crate) backend: StateBackendKind,
+    pub(crate) backend: StateBackendSettings,
 }
 
 /// Makes a vertex's factory once the job's settings are known.
@@ -332,9 +332,19 @@ impl StreamEnvironment {
                 None => StateBackendKind::default(),
             },
         };
+        let mut rocksdb = RocksDbConfig::default();
+        if let Some(dir) = config.get(&options::ROCKSDB_LOCAL_DIR)? {
+            rocksdb.local_dir = dir.into();
+        }
+        if let Some(size) = config.get(&options::MANAGED_MEMORY_SIZE)? {
+            rocksdb.managed_memory = size;
+        }
         let build = BuildSettings {
             batch_size: settings.batch_size,
-            backend,
+            backend: StateBackendSettings {
+                kind: backend,
+                rocksdb,
+            },
         };
         let mut graph = JobGraph::new();
         for v in &inner.vertices {

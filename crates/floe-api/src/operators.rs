@@ -17,7 +17,9 @@ use floe_runtime::{
     KeyedContext, ManagedOperatorState, Operator, RuntimeContext, SourceReader, SourceStatus,
     StateQuery, TaskError, TaskInfo,
 };
-use floe_state::{Key, KeyGroupRange, KeyedStateBackend, StateBackendKind};
+use floe_state::{
+    Key, KeyGroupRange, KeyedStateBackend, StateBackendKind, StateBackendSettings, StateError,
+};
 
 use crate::functions::{
     Collector, KeyedProcessFunction, ProcessContext, ProcessFunction, SinkWriter, Source,
@@ -31,7 +33,7 @@ macro_rules! forward_control {
         forward_control!(@common);
 
         fn query_state(&mut self, q: StateQuery) -> Option<StateQuery> {
-            let q = answer_query(&self.backend, q)?;
+            let q = answer_query(&mut self.backend, q)?;
             self.next.query_state(q)
         }
     };
@@ -227,12 +229,35 @@ impl<IN: Send, OUT: Send, P: ProcessFunction<IN, OUT>> Operator<IN> for ProcessO
     }
 }
 
+/// The keyed state backend of subtask `info`. A backend that cannot be
+/// created (RocksDB cannot open its directory) is replaced by an empty heap
+/// backend and its error returned, to fail the subtask when it opens (the
+/// operator factories that call this cannot fail).
+pub(crate) fn keyed_backend<K: Key>(
+    settings: &StateBackendSettings,
+    info: &TaskInfo,
+    range: KeyGroupRange,
+) -> (KeyedStateBackend<K>, Option<StateError>) {
+    let create = |s: StateBackendSettings| {
+        KeyedStateBackend::new(s, &*info.operator_name, range, info.max_parallelism)
+    };
+    match create(settings.clone()) {
+        Ok(b) => (b, None),
+        Err(e) => match create(StateBackendKind::HashMap.into()) {
+            Ok(heap) => (heap, Some(e)),
+            Err(_) => unreachable!("the heap backend has nothing that can fail"),
+        },
+    }
+}
+
 /// Any keyed function: sets the current key of each record, then calls the
 /// user's `process_element`.
 pub(crate) struct KeyedProcessOp<K: Key, IN, OUT, P, KS> {
     function: P,
     key_selector: KS,
     backend: KeyedStateBackend<K>,
+    /// Why the configured backend could not be created (reported at open).
+    backend_error: Option<StateError>,
     operator_state: ManagedOperatorState,
     out: Batch<OUT>,
     next: Box<dyn Operator<OUT>>,
@@ -247,7 +272,7 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
     pub(crate) fn new(
         function: P,
         key_selector: KS,
-        backend_kind: StateBackendKind,
+        backend: &StateBackendSettings,
         next: Box<dyn Operator<OUT>>,
         info: TaskInfo,
     ) -> Self {
@@ -256,16 +281,12 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
             info.parallelism,
             info.subtask_index,
         );
-        let backend = KeyedStateBackend::new(
-            backend_kind,
-            &*info.operator_name,
-            range,
-            info.max_parallelism,
-        );
+        let (backend, backend_error) = keyed_backend(backend, &info, range);
         KeyedProcessOp {
             function,
             key_selector,
             backend,
+            backend_error,
             operator_state: ManagedOperatorState::new(&info, Some(range)),
             out: Batch::from_records(Vec::new()),
             next,
@@ -341,6 +362,11 @@ where
 {
     fn open(&mut self, init: &TaskInit) -> Result<(), TaskError> {
         self.next.open(init)?;
+        if let Some(e) = self.backend_error.take() {
+            return Err(self
+                .info
+                .failure(floe_runtime::FailureCause::Error(e.into())));
+        }
         let (function, backend, info) = (&mut self.function, &mut self.backend, &self.info);
         if let Some(restore) = init.operator(&info.uid) {
             info.guard(|| {

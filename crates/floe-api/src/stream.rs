@@ -399,13 +399,13 @@ where
         let proto = Prototype::new(function);
         let ks = self.key_selector.clone();
         let make: MakeKind = Box::new(move |s: &BuildSettings| {
-            let (proto, ks, backend) = (proto.clone(), ks.clone(), s.backend);
+            let (proto, ks, backend) = (proto.clone(), ks.clone(), s.backend.clone());
             VertexKind::Operator(Arc::new(move |info, down| {
                 let next = unbox::<Box<dyn Operator<U>>>(down, "keyed operator output");
                 let op: Box<dyn Operator<T>> = Box::new(KeyedProcessOp::new(
                     proto.instance(),
                     ks.clone(),
-                    backend,
+                    &backend,
                     next,
                     info.clone(),
                 ));

@@ -302,3 +302,58 @@ fn bad_checkpoint_paths_are_clear_errors() {
         "no output written by a job that could not start"
     );
 }
+
+/// The same crash on the RocksDB backend: killed mid-run, restarted from
+/// its retained checkpoint (restored into fresh RocksDB instances), every
+/// count committed exactly once; the killed process's working directories
+/// are cleaned up by the next start.
+#[test]
+fn sigkill_on_rocksdb_then_restart_from_retained_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = tmp.path().join("checkpoints");
+    let out = tmp.path().join("out");
+    let local = tmp.path().join("rocksdb");
+    let local_flag = format!("state.backend.rocksdb.localdir={}", local.display());
+    let rocks = ["-D", "state.backend.type=rocksdb", "-D", &local_flag];
+    let mut first: Vec<&str> = vec!["--rate", "100000"];
+    first.extend(rocks);
+    let mut child = keyed_count(&first, &ckpt, &out).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while completed_checkpoints(&ckpt).is_empty() {
+        assert!(Instant::now() < deadline, "no checkpoint completed in 30 s");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "job ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().unwrap(); // SIGKILL
+    assert!(!child.wait().unwrap().success());
+    assert!(
+        std::fs::read_dir(&local).unwrap().count() > 0,
+        "the killed job had RocksDB working directories"
+    );
+
+    let job_dir = std::fs::read_dir(&ckpt)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut second: Vec<&str> = vec!["--fromCheckpoint", job_dir.to_str().unwrap()];
+    second.extend(rocks);
+    let output = keyed_count(&second, &ckpt, &out).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_exactly_once(&common::read_committed(&out), "SIGKILL on RocksDB");
+    let left: Vec<_> = std::fs::read_dir(&local)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "RocksDB directories left behind: {left:?}");
+}

@@ -69,6 +69,32 @@ pub fn parse_duration_value(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
 
+/// Parses a memory size as Flink writes them: a number with an optional
+/// unit (`b`, `k`/`kb`, `m`/`mb`, `g`/`gb`, `t`/`tb`, powers of 1024; case
+/// and spaces ignored). A bare number is bytes.
+pub fn parse_memory_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a memory size (e.g. 64mb, 1 gb, 268435456)"))?;
+    let shift = match unit.trim() {
+        "" | "b" | "bytes" => 0,
+        "k" | "kb" | "kibibytes" => 10,
+        "m" | "mb" | "mebibytes" => 20,
+        "g" | "gb" | "gibibytes" => 30,
+        "t" | "tb" | "tebibytes" => 40,
+        other => {
+            return Err(format!(
+                "unknown memory unit '{other}' in '{s}' (use b, kb, mb, gb or tb)"
+            ));
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
 /// Parses `true`/`false`.
 pub fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
@@ -133,6 +159,26 @@ pub mod options {
         key: "state.backend.incremental",
         description: "Upload only new state files in each checkpoint (RocksDB backend; default false).",
         parse: parse_bool,
+    };
+
+    /// Where RocksDB keeps its working files.
+    pub const ROCKSDB_LOCAL_DIR: ConfigOption<String> = ConfigOption {
+        key: "state.backend.rocksdb.localdir",
+        description: "Directory for the RocksDB backend's working files (one database per keyed subtask; removed when the job ends). Default: floe-rocksdb under the system temp dir.",
+        parse: |s| {
+            if s.trim().is_empty() {
+                Err("must not be empty".into())
+            } else {
+                Ok(s.trim().to_string())
+            }
+        },
+    };
+
+    /// The memory budget RocksDB shares across the whole process.
+    pub const MANAGED_MEMORY_SIZE: ConfigOption<u64> = ConfigOption {
+        key: "taskmanager.memory.managed.size",
+        description: "Memory the RocksDB backend may use in this process, shared by every state and subtask (block cache, write buffers, index and filter blocks): 64mb, 1 gb, 268435456 (default 256mb).",
+        parse: parse_memory_size,
     };
 
     /// Where savepoints go when a request names no directory.
@@ -222,6 +268,14 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         options::STATE_BACKEND.description,
     ),
     (options::INCREMENTAL.key, options::INCREMENTAL.description),
+    (
+        options::ROCKSDB_LOCAL_DIR.key,
+        options::ROCKSDB_LOCAL_DIR.description,
+    ),
+    (
+        options::MANAGED_MEMORY_SIZE.key,
+        options::MANAGED_MEMORY_SIZE.description,
+    ),
     (
         options::SAVEPOINT_DIR.key,
         options::SAVEPOINT_DIR.description,
@@ -600,5 +654,33 @@ mod port_range_tests {
         );
         assert!(PortRanges::parse("70000").unwrap_err().contains("'70000'"));
         assert!(PortRanges::parse("a-b").is_err());
+    }
+}
+
+#[cfg(test)]
+mod memory_size_tests {
+    use super::parse_memory_size;
+
+    #[test]
+    fn parses_flink_memory_sizes() {
+        assert_eq!(parse_memory_size("64mb"), Ok(64 << 20));
+        assert_eq!(parse_memory_size("1 GB"), Ok(1 << 30));
+        assert_eq!(parse_memory_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_memory_size("268435456"), Ok(268_435_456));
+        assert!(
+            parse_memory_size("64 parsecs")
+                .unwrap_err()
+                .contains("parsecs")
+        );
+        assert!(
+            parse_memory_size("mb")
+                .unwrap_err()
+                .contains("not a memory size")
+        );
+        assert!(
+            parse_memory_size("99999999999tb")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

@@ -421,7 +421,7 @@ impl QueryableTaskHandle {
 /// Answers `query` from `backend` when it holds the queried state (the key
 /// must decode as `K`, with no byte left over); hands it back otherwise.
 pub fn answer_query<K: floe_state::Key>(
-    backend: &floe_state::KeyedStateBackend<K>,
+    backend: &mut floe_state::KeyedStateBackend<K>,
     query: StateQuery,
 ) -> Option<StateQuery> {
     if !backend

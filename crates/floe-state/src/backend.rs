@@ -37,12 +37,17 @@ pub enum StateBackendKind {
     /// Typed values on the heap (Flink's `HashMapStateBackend`).
     #[default]
     HashMap,
+    /// An embedded RocksDB per subtask on local disk, for state larger
+    /// than memory (Flink's `EmbeddedRocksDBStateBackend`; feature
+    /// `rocksdb`).
+    RocksDb,
 }
 
 impl fmt::Display for StateBackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             StateBackendKind::HashMap => "hashmap",
+            StateBackendKind::RocksDb => "rocksdb",
         })
     }
 }
@@ -53,11 +58,125 @@ impl FromStr for StateBackendKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "hashmap" | "heap" => Ok(StateBackendKind::HashMap),
+            "rocksdb" => Ok(StateBackendKind::RocksDb),
             other => Err(format!(
-                "unknown state backend {other:?} (supported: hashmap)"
+                "unknown state backend {other:?} (supported: hashmap, rocksdb)"
             )),
         }
     }
+}
+
+/// Where and with how much memory the RocksDB backend works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RocksDbConfig {
+    /// Working directories go under this one
+    /// (`state.backend.rocksdb.localdir`); each subtask's is removed when
+    /// its backend is dropped.
+    pub local_dir: std::path::PathBuf,
+    /// The process's memory budget for RocksDB, shared by every state and
+    /// subtask (`taskmanager.memory.managed.size`).
+    pub managed_memory: u64,
+}
+
+impl Default for RocksDbConfig {
+    fn default() -> Self {
+        RocksDbConfig {
+            local_dir: std::env::temp_dir().join("floe-rocksdb"),
+            managed_memory: 256 << 20,
+        }
+    }
+}
+
+/// A backend kind with its settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StateBackendSettings {
+    /// Heap or RocksDB.
+    pub kind: StateBackendKind,
+    /// Used when `kind` is RocksDB.
+    pub rocksdb: RocksDbConfig,
+}
+
+impl From<StateBackendKind> for StateBackendSettings {
+    fn from(kind: StateBackendKind) -> Self {
+        StateBackendSettings {
+            kind,
+            rocksdb: RocksDbConfig::default(),
+        }
+    }
+}
+
+/// How a state's per-key value is laid out, and the typed functions a
+/// byte-oriented backend needs for it (monomorphized where the state's
+/// types are known: the handle constructors).
+pub(crate) struct StateCodec<K> {
+    /// Value, list or map layout.
+    #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
+    pub(crate) layout: Layout,
+    /// The per-key canonical bytes as JSON (queries on RocksDB).
+    pub(crate) json: fn(&[u8], &str) -> Result<serde_json::Value, StateError>,
+    /// Writes restored canonical key groups into RocksDB.
+    #[cfg(feature = "rocksdb")]
+    pub(crate) restore: crate::rocks::RestoreFn,
+    pub(crate) _k: std::marker::PhantomData<fn(K)>,
+}
+
+impl<K: Key> StateCodec<K> {
+    /// A value, reducing or aggregating state storing `T` per key.
+    pub(crate) fn value<T: crate::StateValue>() -> Self {
+        StateCodec {
+            layout: Layout::ValueLike,
+            json: json_of::<T>,
+            #[cfg(feature = "rocksdb")]
+            restore: crate::rocks::restore_values::<K, T>,
+            _k: std::marker::PhantomData,
+        }
+    }
+
+    /// A list state of `T`.
+    pub(crate) fn list<T: crate::StateValue>() -> Self {
+        StateCodec {
+            layout: Layout::List,
+            json: json_of::<Vec<T>>,
+            #[cfg(feature = "rocksdb")]
+            restore: crate::rocks::restore_lists::<K, T>,
+            _k: std::marker::PhantomData,
+        }
+    }
+
+    /// A map state of `UK` to `UV`.
+    pub(crate) fn map<UK: crate::handles::MapKey, UV: crate::StateValue>() -> Self {
+        StateCodec {
+            layout: Layout::Map,
+            json: json_of::<FxHashMap<UK, UV>>,
+            #[cfg(feature = "rocksdb")]
+            restore: crate::rocks::restore_maps::<K, UK, UV>,
+            _k: std::marker::PhantomData,
+        }
+    }
+}
+
+/// Decodes canonical per-key bytes as `S` and renders them as JSON.
+fn json_of<S: Serialize + DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<serde_json::Value, StateError> {
+    let value: S = codec::decode(bytes, what)?;
+    serde_json::to_value(&value).map_err(|e| StateError::Codec {
+        action: "encode",
+        what: format!("{what} as JSON"),
+        reason: e.to_string(),
+    })
+}
+
+/// The three per-key layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// One value per key (value, reducing, aggregating).
+    ValueLike,
+    /// A list per key.
+    List,
+    /// A map per key.
+    Map,
 }
 
 /// Gives state handles access to the keyed backend of the current operator.
@@ -85,6 +204,9 @@ struct Registration {
     table_type: TypeId,
     /// The name queries use, when the state is queryable.
     queryable: Option<String>,
+    /// The per-key canonical bytes as JSON.
+    #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
+    json: fn(&[u8], &str) -> Result<serde_json::Value, StateError>,
 }
 
 /// Per-state storage of the heap backend: one hash map per key group of the
@@ -280,6 +402,9 @@ impl<K: Key, S: StateStorage> FrozenTable for FrozenHeapTable<K, S> {
 enum Store {
     /// One `HeapTable<K, S>` per registered state, in registration order.
     Heap(Vec<Box<dyn ErasedHeapTable>>),
+    /// One column family per registered state.
+    #[cfg(feature = "rocksdb")]
+    Rocks(Box<crate::rocks::RocksStore>),
 }
 
 /// The keyed state of one subtask of one operator.
@@ -301,26 +426,43 @@ pub struct KeyedStateBackend<K: Key> {
 }
 
 impl<K: Key> KeyedStateBackend<K> {
-    /// An empty backend for the subtask owning `range`.
+    /// An empty backend for the subtask owning `range`: on the heap, or in
+    /// a new RocksDB database under the configured local directory.
     pub fn new(
-        kind: StateBackendKind,
+        settings: impl Into<StateBackendSettings>,
         operator: impl Into<String>,
         range: KeyGroupRange,
         max_parallelism: u32,
-    ) -> Self {
-        KeyedStateBackend {
-            operator: operator.into(),
+    ) -> Result<Self, StateError> {
+        let settings = settings.into();
+        let operator = operator.into();
+        let store = match settings.kind {
+            StateBackendKind::HashMap => Store::Heap(Vec::new()),
+            #[cfg(feature = "rocksdb")]
+            StateBackendKind::RocksDb => Store::Rocks(Box::new(crate::rocks::RocksStore::open(
+                &settings.rocksdb,
+                &operator,
+                range,
+            )?)),
+            #[cfg(not(feature = "rocksdb"))]
+            StateBackendKind::RocksDb => {
+                return Err(StateError::Backend {
+                    operator,
+                    reason: "this build of Floe has no RocksDB backend (it was built without the `rocksdb` feature)".into(),
+                });
+            }
+        };
+        Ok(KeyedStateBackend {
+            operator,
             range,
             max_parallelism,
-            kind,
+            kind: settings.kind,
             current: None,
             registrations: Vec::new(),
             restored: Vec::new(),
             snapshot_size_hint: Default::default(),
-            store: match kind {
-                StateBackendKind::HashMap => Store::Heap(Vec::new()),
-            },
-        }
+            store,
+        })
     }
 
     /// Which backend this is.
@@ -354,6 +496,10 @@ impl<K: Key> KeyedStateBackend<K> {
                 range: self.range,
             });
         }
+        #[cfg(feature = "rocksdb")]
+        if let Store::Rocks(r) = &mut self.store {
+            r.set_key(key_group, &key)?;
+        }
         self.current = Some((key, offset));
         Ok(())
     }
@@ -382,6 +528,7 @@ impl<K: Key> KeyedStateBackend<K> {
         name: &str,
         kind: StateKind,
         queryable: Option<&str>,
+        codec: StateCodec<K>,
     ) -> Result<u32, StateError> {
         let type_id = TypeId::of::<T>();
         let type_name = std::any::type_name::<T>();
@@ -415,6 +562,10 @@ impl<K: Key> KeyedStateBackend<K> {
             }
             return Ok(idx as u32);
         }
+        #[cfg(feature = "rocksdb")]
+        if let Store::Rocks(r) = &mut self.store {
+            r.create_state(name, codec.layout.into())?;
+        }
         let mut table = HeapTable::<K, S>::new(self.range.len());
         if let Some(pos) = self.restored.iter().position(|r| r.name == name) {
             let restored = self.restored.remove(pos);
@@ -429,10 +580,17 @@ impl<K: Key> KeyedStateBackend<K> {
                 self.restored.push(restored);
                 return Err(err);
             }
-            let loaded = restored.key_groups.iter().try_for_each(|(kg, bytes)| {
-                let what = format!("state '{name}' in key group {kg}");
-                table.restore_key_group((*kg - self.range.start) as usize, bytes, &what)
-            });
+            let loaded = match &mut self.store {
+                Store::Heap(_) => restored.key_groups.iter().try_for_each(|(kg, bytes)| {
+                    let what = format!("state '{name}' in key group {kg}");
+                    table.restore_key_group((*kg - self.range.start) as usize, bytes, &what)
+                }),
+                #[cfg(feature = "rocksdb")]
+                Store::Rocks(r) => {
+                    let idx = self.registrations.len() as u32;
+                    (codec.restore)(r, idx, &restored.key_groups, name)
+                }
+            };
             if let Err(e) = loaded {
                 let err = StateError::IncompatibleRestore {
                     name: name.to_string(),
@@ -447,6 +605,8 @@ impl<K: Key> KeyedStateBackend<K> {
         }
         match &mut self.store {
             Store::Heap(tables) => tables.push(Box::new(table)),
+            #[cfg(feature = "rocksdb")]
+            Store::Rocks(_) => drop(table),
         }
         self.registrations.push(Registration {
             name: name.to_string(),
@@ -455,6 +615,7 @@ impl<K: Key> KeyedStateBackend<K> {
             type_name,
             table_type: TypeId::of::<HeapTable<K, S>>(),
             queryable: queryable.map(str::to_string),
+            json: codec.json,
         });
         Ok((self.registrations.len() - 1) as u32)
     }
@@ -472,6 +633,8 @@ impl<K: Key> KeyedStateBackend<K> {
             });
         };
         match &mut self.store {
+            #[cfg(feature = "rocksdb")]
+            Store::Rocks(_) => unreachable!("heap access on the RocksDB backend"),
             Store::Heap(tables) => {
                 // A cheap check of a constant against a stored id, instead of
                 // two virtual calls through `Any` on every state access.
@@ -485,6 +648,27 @@ impl<K: Key> KeyedStateBackend<K> {
                 // compared), so the data pointer has exactly that type.
                 let table = unsafe { &mut *(erased as *mut HeapTable<K, S>) };
                 Ok((table, key, *offset))
+            }
+        }
+    }
+
+    /// The RocksDB store, when this is the RocksDB backend and a current
+    /// key is set (state `id` is accessed); `None` on the heap backend.
+    #[cfg(feature = "rocksdb")]
+    #[inline]
+    pub(crate) fn rocks(
+        &mut self,
+        id: u32,
+    ) -> Result<Option<&mut crate::rocks::RocksStore>, StateError> {
+        match &mut self.store {
+            Store::Heap(_) => Ok(None),
+            Store::Rocks(r) => {
+                if self.current.is_none() {
+                    return Err(StateError::NoCurrentKey {
+                        name: self.registrations[id as usize].name.clone(),
+                    });
+                }
+                Ok(Some(r))
             }
         }
     }
@@ -527,6 +711,21 @@ impl<K: Key> KeyedStateBackend<K> {
             .collect();
         let frozen = match &mut self.store {
             Store::Heap(tables) => tables.iter_mut().map(|t| t.freeze()).collect(),
+            #[cfg(feature = "rocksdb")]
+            Store::Rocks(r) => match r.freeze(self.range) {
+                Ok(frozen) => frozen,
+                Err(e) => {
+                    let e = std::sync::Arc::new(e.to_string());
+                    (0..self.registrations.len())
+                        .map(|_| {
+                            Box::new(crate::rocks::FailedFrozenTable(StateError::Backend {
+                                operator: self.operator.clone(),
+                                reason: e.to_string(),
+                            })) as Box<dyn FrozenTable>
+                        })
+                        .collect()
+                }
+            },
         };
         (metas, frozen)
     }
@@ -555,7 +754,7 @@ impl<K: Key> KeyedStateBackend<K> {
     /// processed so far and no torn update. `Ok(None)`: the key has no
     /// state (or the name is not queryable here).
     pub fn query(
-        &self,
+        &mut self,
         queryable_name: &str,
         key: &K,
         key_group: KeyGroup,
@@ -576,8 +775,20 @@ impl<K: Key> KeyedStateBackend<K> {
             });
         }
         let what = format!("queryable state '{queryable_name}'");
-        match &self.store {
+        match &mut self.store {
             Store::Heap(tables) => tables[idx].lookup(offset, key, format, &what),
+            #[cfg(feature = "rocksdb")]
+            Store::Rocks(r) => {
+                let Some(bytes) = r.per_key_bytes(idx as u32, key_group, key)? else {
+                    return Ok(None);
+                };
+                Ok(Some(match format {
+                    QueryFormat::Postcard => QueryValue::Postcard(bytes),
+                    QueryFormat::Json => {
+                        QueryValue::Json((self.registrations[idx].json)(&bytes, &what)?)
+                    }
+                }))
+            }
         }
     }
 
@@ -593,6 +804,16 @@ impl<K: Key> KeyedStateBackend<K> {
         let idx = self.registrations.iter().position(|r| r.name == name)?;
         let keys = match &self.store {
             Store::Heap(tables) => tables[idx].keys_any(),
+            #[cfg(feature = "rocksdb")]
+            Store::Rocks(r) => {
+                return match r.keys::<K>(idx as u32, self.range) {
+                    Ok(keys) => Some(keys),
+                    Err(e) => {
+                        tracing::warn!("cannot list the keys of state '{name}': {e}");
+                        Some(Vec::new())
+                    }
+                };
+            }
         };
         let keys = keys
             .downcast::<Vec<(K, usize)>>()
@@ -611,6 +832,11 @@ impl<K: Key> KeyedStateBackend<K> {
         let idx = self.registrations.iter().position(|r| r.name == name)?;
         match &self.store {
             Store::Heap(tables) => Some(tables[idx].sizes()),
+            #[cfg(feature = "rocksdb")]
+            Store::Rocks(r) => Some(r.key_counts(idx as u32).unwrap_or_else(|e| {
+                tracing::warn!("cannot count the keys of state '{name}': {e}");
+                vec![0; self.range.len()]
+            })),
         }
     }
 }

@@ -111,6 +111,15 @@ pub enum StateError {
         /// The operator.
         operator: String,
     },
+    /// The state backend's storage failed (RocksDB: open, read, write,
+    /// snapshot).
+    #[error("state backend of operator '{operator}': {reason}")]
+    Backend {
+        /// The operator.
+        operator: String,
+        /// What failed and why.
+        reason: String,
+    },
     /// A state handle used with another operator's store.
     #[error(
         "{what} handle used with the state of operator '{operator}', which did not register it"

@@ -12,13 +12,24 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use crate::backend::{KeyedStateAccess, KeyedStateBackend};
+use crate::backend::{KeyedStateAccess, KeyedStateBackend, StateCodec};
 use crate::descriptor::{
     AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor,
     ReduceFn, ReducingStateDescriptor, StateKind, ValueStateDescriptor,
 };
 use crate::error::StateError;
 use crate::{Key, StateValue};
+
+/// On the RocksDB backend, answers from the store (`$r`) and returns; on the
+/// heap backend, falls through to the typed in-memory path.
+macro_rules! on_rocks {
+    ($backend:expr, $id:expr, |$r:ident| $body:expr) => {
+        #[cfg(feature = "rocksdb")]
+        if let Some($r) = $backend.rocks($id)? {
+            return $body;
+        }
+    };
+}
 
 /// What a map state's user key must be.
 pub trait MapKey: Hash + Eq + StateValue {}
@@ -30,7 +41,12 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ValueStateDescriptor<T>,
     ) -> Result<ValueState<T>, StateError> {
-        let id = self.register::<T, T>(&desc.name, StateKind::Value, desc.queryable.as_deref())?;
+        let id = self.register::<T, T>(
+            &desc.name,
+            StateKind::Value,
+            desc.queryable.as_deref(),
+            StateCodec::value::<T>(),
+        )?;
         Ok(ValueState {
             id,
             _t: PhantomData,
@@ -42,8 +58,12 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ListStateDescriptor<T>,
     ) -> Result<ListState<T>, StateError> {
-        let id =
-            self.register::<T, Vec<T>>(&desc.name, StateKind::List, desc.queryable.as_deref())?;
+        let id = self.register::<T, Vec<T>>(
+            &desc.name,
+            StateKind::List,
+            desc.queryable.as_deref(),
+            StateCodec::list::<T>(),
+        )?;
         Ok(ListState {
             id,
             _t: PhantomData,
@@ -59,6 +79,7 @@ impl<K: Key> KeyedStateBackend<K> {
             &desc.name,
             StateKind::Map,
             desc.queryable.as_deref(),
+            StateCodec::map::<UK, UV>(),
         )?;
         Ok(MapState {
             id,
@@ -71,8 +92,12 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ReducingStateDescriptor<T>,
     ) -> Result<ReducingState<T>, StateError> {
-        let id =
-            self.register::<T, T>(&desc.name, StateKind::Reducing, desc.queryable.as_deref())?;
+        let id = self.register::<T, T>(
+            &desc.name,
+            StateKind::Reducing,
+            desc.queryable.as_deref(),
+            StateCodec::value::<T>(),
+        )?;
         Ok(ReducingState {
             id,
             reduce: desc.reduce.clone(),
@@ -88,6 +113,7 @@ impl<K: Key> KeyedStateBackend<K> {
             &desc.name,
             StateKind::Aggregating,
             desc.queryable.as_deref(),
+            StateCodec::value::<F::Acc>(),
         )?;
         Ok(AggregatingState {
             id,
@@ -118,7 +144,9 @@ impl<T: StateValue> ValueState<T> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Option<T>, StateError> {
-        let (map, key) = ctx.keyed_state_backend().heap_slot_ref::<T>(self.id)?;
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| r.value_get(self.id));
+        let (map, key) = b.heap_slot_ref::<T>(self.id)?;
         Ok(map.get(key).cloned())
     }
 
@@ -129,7 +157,9 @@ impl<T: StateValue> ValueState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         value: T,
     ) -> Result<(), StateError> {
-        let (map, key) = ctx.keyed_state_backend().heap_slot::<T>(self.id)?;
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| r.value_put(self.id, &value));
+        let (map, key) = b.heap_slot::<T>(self.id)?;
         match map.get_mut(key) {
             Some(slot) => *slot = value,
             None => {
@@ -141,7 +171,9 @@ impl<T: StateValue> ValueState<T> {
 
     /// Removes the current key's value.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let (map, key) = ctx.keyed_state_backend().heap_slot::<T>(self.id)?;
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| r.delete(self.id));
+        let (map, key) = b.heap_slot::<T>(self.id)?;
         map.remove(key);
         Ok(())
     }
@@ -165,7 +197,9 @@ impl<T> Clone for ListState<T> {
 impl<T: StateValue> ListState<T> {
     /// The current key's elements in insertion order (empty if none).
     pub fn get<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Vec<T>, StateError> {
-        let (map, key) = ctx.keyed_state_backend().heap_slot_ref::<Vec<T>>(self.id)?;
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| r.list_get(self.id));
+        let (map, key) = b.heap_slot_ref::<Vec<T>>(self.id)?;
         Ok(map.get(key).cloned().unwrap_or_default())
     }
 
@@ -175,7 +209,9 @@ impl<T: StateValue> ListState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         value: T,
     ) -> Result<(), StateError> {
-        let (map, key) = ctx.keyed_state_backend().heap_slot::<Vec<T>>(self.id)?;
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| r.list_add(self.id, std::iter::once(&value)));
+        let (map, key) = b.heap_slot::<Vec<T>>(self.id)?;
         match map.get_mut(key) {
             Some(list) => list.push(value),
             None => {
@@ -191,7 +227,12 @@ impl<T: StateValue> ListState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         values: impl IntoIterator<Item = T>,
     ) -> Result<(), StateError> {
-        let (map, key) = ctx.keyed_state_backend().heap_slot::<Vec<T>>(self.id)?;
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| {
+            let values: Vec<T> = values.into_iter().collect();
+            r.list_add(self.id, &values)
+        });
+        let (map, key) = b.heap_slot::<Vec<T>>(self.id)?;
         let mut values = values.into_iter().peekable();
         if values.peek().is_none() {
             return Ok(());
@@ -211,7 +252,9 @@ impl<T: StateValue> ListState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         values: Vec<T>,
     ) -> Result<(), StateError> {
-        let (map, key) = ctx.keyed_state_backend().heap_slot::<Vec<T>>(self.id)?;
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| r.list_put(self.id, &values));
+        let (map, key) = b.heap_slot::<Vec<T>>(self.id)?;
         if values.is_empty() {
             map.remove(key);
         } else {
@@ -222,7 +265,9 @@ impl<T: StateValue> ListState<T> {
 
     /// Removes the current key's list.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let (map, key) = ctx.keyed_state_backend().heap_slot::<Vec<T>>(self.id)?;
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| r.delete(self.id));
+        let (map, key) = b.heap_slot::<Vec<T>>(self.id)?;
         map.remove(key);
         Ok(())
     }
@@ -246,12 +291,10 @@ impl<UK, UV> Clone for MapState<UK, UV> {
 impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
     fn with_map<K: Key, R>(
         &self,
-        ctx: &mut impl KeyedStateAccess<K>,
+        backend: &mut KeyedStateBackend<K>,
         f: impl FnOnce(Option<&FxHashMap<UK, UV>>) -> R,
     ) -> Result<R, StateError> {
-        let (map, key) = ctx
-            .keyed_state_backend()
-            .heap_slot_ref::<FxHashMap<UK, UV>>(self.id)?;
+        let (map, key) = backend.heap_slot_ref::<FxHashMap<UK, UV>>(self.id)?;
         Ok(f(map.get(key)))
     }
 
@@ -261,7 +304,9 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError> {
-        self.with_map(ctx, |m| m.and_then(|m| m.get(user_key).cloned()))
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| r.map_get(self.id, user_key));
+        self.with_map(b, |m| m.and_then(|m| m.get(user_key).cloned()))
     }
 
     /// True when `user_key` has a value.
@@ -270,7 +315,11 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         user_key: &UK,
     ) -> Result<bool, StateError> {
-        self.with_map(ctx, |m| m.is_some_and(|m| m.contains_key(user_key)))
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| r
+            .map_get::<UK, UV>(self.id, user_key)
+            .map(|v| v.is_some()));
+        self.with_map(b, |m| m.is_some_and(|m| m.contains_key(user_key)))
     }
 
     /// Sets `user_key` to `value`.
@@ -289,9 +338,11 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         entries: impl IntoIterator<Item = (UK, UV)>,
     ) -> Result<(), StateError> {
-        let (map, key) = ctx
-            .keyed_state_backend()
-            .heap_slot::<FxHashMap<UK, UV>>(self.id)?;
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| entries
+            .into_iter()
+            .try_for_each(|(k, v)| r.map_put(self.id, &k, &v)));
+        let (map, key) = b.heap_slot::<FxHashMap<UK, UV>>(self.id)?;
         let mut entries = entries.into_iter().peekable();
         if entries.peek().is_none() {
             return Ok(());
@@ -311,9 +362,15 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError> {
-        let (map, key) = ctx
-            .keyed_state_backend()
-            .heap_slot::<FxHashMap<UK, UV>>(self.id)?;
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| {
+            let old = r.map_get::<UK, UV>(self.id, user_key)?;
+            if old.is_some() {
+                r.map_remove(self.id, user_key)?;
+            }
+            Ok(old)
+        });
+        let (map, key) = b.heap_slot::<FxHashMap<UK, UV>>(self.id)?;
         let Some(m) = map.get_mut(key) else {
             return Ok(None);
         };
@@ -329,7 +386,9 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Vec<(UK, UV)>, StateError> {
-        self.with_map(ctx, |m| {
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| r.map_entries(self.id));
+        self.with_map(b, |m| {
             m.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default()
         })
@@ -337,7 +396,11 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
 
     /// Every user key.
     pub fn keys<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Vec<UK>, StateError> {
-        self.with_map(ctx, |m| {
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| r
+            .map_entries::<UK, UV>(self.id)
+            .map(|e| e.into_iter().map(|(k, _)| k).collect()));
+        self.with_map(b, |m| {
             m.map(|m| m.keys().cloned().collect()).unwrap_or_default()
         })
     }
@@ -347,21 +410,27 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Vec<UV>, StateError> {
-        self.with_map(ctx, |m| {
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| r
+            .map_entries::<UK, UV>(self.id)
+            .map(|e| e.into_iter().map(|(_, v)| v).collect()));
+        self.with_map(b, |m| {
             m.map(|m| m.values().cloned().collect()).unwrap_or_default()
         })
     }
 
     /// True when the current key's map has no entry.
     pub fn is_empty<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<bool, StateError> {
-        self.with_map(ctx, |m| m.is_none_or(|m| m.is_empty()))
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| r.map_is_empty(self.id));
+        self.with_map(b, |m| m.is_none_or(|m| m.is_empty()))
     }
 
     /// Removes every entry of the current key.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let (map, key) = ctx
-            .keyed_state_backend()
-            .heap_slot::<FxHashMap<UK, UV>>(self.id)?;
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| r.map_clear(self.id));
+        let (map, key) = b.heap_slot::<FxHashMap<UK, UV>>(self.id)?;
         map.remove(key);
         Ok(())
     }
@@ -385,7 +454,9 @@ impl<T> Clone for ReducingState<T> {
 impl<T: StateValue> ReducingState<T> {
     /// The reduced value, `None` before the first `add`.
     pub fn get<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Option<T>, StateError> {
-        let (map, key) = ctx.keyed_state_backend().heap_slot_ref::<T>(self.id)?;
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| r.value_get(self.id));
+        let (map, key) = b.heap_slot_ref::<T>(self.id)?;
         Ok(map.get(key).cloned())
     }
 
@@ -396,7 +467,16 @@ impl<T: StateValue> ReducingState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         value: T,
     ) -> Result<T, StateError> {
-        let (map, key) = ctx.keyed_state_backend().heap_slot::<T>(self.id)?;
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| {
+            let next = match r.value_get::<T>(self.id)? {
+                Some(old) => (self.reduce)(old, value),
+                None => value,
+            };
+            r.value_put(self.id, &next)?;
+            Ok(next)
+        });
+        let (map, key) = b.heap_slot::<T>(self.id)?;
         match map.get_mut(key) {
             Some(slot) => {
                 // Move the old value out without cloning: replace it with the
@@ -415,7 +495,9 @@ impl<T: StateValue> ReducingState<T> {
 
     /// Removes the current key's value.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let (map, key) = ctx.keyed_state_backend().heap_slot::<T>(self.id)?;
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| r.delete(self.id));
+        let (map, key) = b.heap_slot::<T>(self.id)?;
         map.remove(key);
         Ok(())
     }
@@ -442,7 +524,11 @@ impl<F: AggregateFunction> AggregatingState<F> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Option<F::Out>, StateError> {
-        let (map, key) = ctx.keyed_state_backend().heap_slot_ref::<F::Acc>(self.id)?;
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| r
+            .value_get::<F::Acc>(self.id)
+            .map(|acc| acc.map(|acc| self.function.get_result(&acc))));
+        let (map, key) = b.heap_slot_ref::<F::Acc>(self.id)?;
         Ok(map.get(key).map(|acc| self.function.get_result(acc)))
     }
 
@@ -452,7 +538,16 @@ impl<F: AggregateFunction> AggregatingState<F> {
         ctx: &mut impl KeyedStateAccess<K>,
         value: F::In,
     ) -> Result<(), StateError> {
-        let (map, key) = ctx.keyed_state_backend().heap_slot::<F::Acc>(self.id)?;
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| {
+            let mut acc = match r.value_get(self.id)? {
+                Some(acc) => acc,
+                None => self.function.create_accumulator(),
+            };
+            self.function.add(value, &mut acc);
+            r.value_put(self.id, &acc)
+        });
+        let (map, key) = b.heap_slot::<F::Acc>(self.id)?;
         match map.get_mut(key) {
             Some(acc) => self.function.add(value, acc),
             None => {
@@ -466,7 +561,9 @@ impl<F: AggregateFunction> AggregatingState<F> {
 
     /// Removes the current key's accumulator.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let (map, key) = ctx.keyed_state_backend().heap_slot::<F::Acc>(self.id)?;
+        let b = ctx.keyed_state_backend();
+        on_rocks!(b, self.id, |r| r.delete(self.id));
+        let (map, key) = b.heap_slot::<F::Acc>(self.id)?;
         map.remove(key);
         Ok(())
     }

@@ -26,9 +26,13 @@ pub mod handles;
 pub mod key_group;
 pub mod operator;
 pub mod query;
+#[cfg(feature = "rocksdb")]
+mod rocks;
 pub mod snapshot;
 
-pub use backend::{KeyedStateAccess, KeyedStateBackend, StateBackendKind};
+pub use backend::{
+    KeyedStateAccess, KeyedStateBackend, RocksDbConfig, StateBackendKind, StateBackendSettings,
+};
 pub use descriptor::{
     AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor,
     ReducingStateDescriptor, StateKind, ValueStateDescriptor,

@@ -102,6 +102,8 @@ struct Setup<'a> {
     /// Sources this many times faster than the counter drains them at first:
     /// channels fill up (backpressure), so barriers queue behind records.
     slow_consumer: bool,
+    /// `state.backend.type`.
+    backend: &'static str,
 }
 
 impl Default for Setup<'_> {
@@ -116,6 +118,7 @@ impl Default for Setup<'_> {
             store: None,
             timeout: None,
             slow_consumer: false,
+            backend: "hashmap",
         }
     }
 }
@@ -131,8 +134,10 @@ fn run_with(setup: Setup<'_>) -> Outcome {
         store,
         timeout,
         slow_consumer,
+        backend,
     } = setup;
     let env = StreamEnvironment::new();
+    env.set_config("state.backend.type", backend);
     if let Some(dir) = dir {
         env.set_config(
             "state.checkpoints.dir",
@@ -305,6 +310,40 @@ fn failure_free_run_matches_expectation() {
     }
     // Without failures every update is emitted exactly once.
     assert_eq!(o.updates.len() as u64, 2 * records);
+}
+
+/// The same failure and recovery with keyed state in RocksDB (its
+/// checkpoints are canonical snapshots read back from RocksDB checkpoints).
+#[test]
+fn exactly_once_on_rocksdb_recovers_exact_state() {
+    let (records, keys) = (20_000, 37);
+    for seed in 0..seeds() {
+        for mode in [
+            AlignmentMode::Aligned,
+            AlignmentMode::Unaligned {
+                aligned_timeout: Duration::ZERO,
+            },
+        ] {
+            let o = run_with(Setup {
+                seed,
+                records,
+                keys,
+                mode,
+                fail: true,
+                backend: "rocksdb",
+                ..Setup::default()
+            });
+            assert_eq!(o.restarts, 1, "seed {seed} {mode:?}: one injected failure");
+            assert_exact(
+                &o,
+                records,
+                keys,
+                false,
+                &format!("rocksdb {mode:?} seed {seed}"),
+            );
+            assert!(o.completed_checkpoints > 0, "seed {seed}: none completed");
+        }
+    }
 }
 
 #[test]

@@ -85,8 +85,13 @@ impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for Count {
 /// Starts the counting job (queryable state on unless `enabled` is false)
 /// and the latest-value / reduced `as_queryable_state` streams beside it.
 fn start(enabled: bool, rate: f64) -> JobClient {
+    start_on("hashmap", enabled, rate)
+}
+
+fn start_on(backend: &str, enabled: bool, rate: f64) -> JobClient {
     let env = StreamEnvironment::new();
     env.set_parallelism(2);
+    env.set_config("state.backend.type", backend);
     env.set_config(
         "queryable-state.enable",
         if enabled { "true" } else { "false" },
@@ -121,12 +126,19 @@ fn proxy() -> QueryableStateClient {
     QueryableStateClient::new(&addr.ip().to_string(), addr.port())
 }
 
-/// Waits until the job's `count` state has been announced.
+/// Waits until every subtask announced the job's `count` state (each key
+/// answers, found or not).
 async fn await_queryable(qs: &QueryableStateClient, job: floe::core::JobId) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while qs.get_kv_state::<u64, u64>(job, "count", &0).await.is_err() {
-        assert!(Instant::now() < deadline, "state never became queryable");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    for key in 0..KEYS {
+        while qs
+            .get_kv_state::<u64, u64>(job, "count", &key)
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "state never became queryable");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
@@ -139,8 +151,18 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn queried_counts_only_grow_and_end_exactly_at_the_final_counts() {
-    with_timeout(120, || {
-        let client = start(true, 15_000.0);
+    counts_grow_and_end_exact("hashmap");
+}
+
+/// The same queries answered from live RocksDB state.
+#[test]
+fn queries_read_live_rocksdb_state() {
+    counts_grow_and_end_exact("rocksdb");
+}
+
+fn counts_grow_and_end_exact(backend: &'static str) {
+    with_timeout(120, move || {
+        let client = start_on(backend, true, 15_000.0);
         let job = client.control().job_id();
         let qs = proxy();
         runtime().block_on(async {

@@ -59,6 +59,7 @@ struct Run<'a> {
     count_uid: &'a str,
     max_parallelism: Option<u32>,
     checkpointing: bool,
+    backend: &'a str,
 }
 
 impl Default for Run<'_> {
@@ -71,6 +72,7 @@ impl Default for Run<'_> {
             count_uid: "count",
             max_parallelism: None,
             checkpointing: true,
+            backend: "hashmap",
         }
     }
 }
@@ -78,6 +80,11 @@ impl Default for Run<'_> {
 fn start(run: Run<'_>, dir: &Path) -> (Result<JobClient, JobError>, CollectedRecords<(u64, u64)>) {
     let env = StreamEnvironment::new();
     env.set_parallelism(run.parallelism);
+    env.set_config("state.backend.type", run.backend);
+    env.set_config(
+        "state.backend.rocksdb.localdir",
+        &dir.join("rocksdb").display().to_string(),
+    );
     if let Some(m) = run.max_parallelism {
         env.set_max_parallelism(m);
     }
@@ -162,10 +169,34 @@ fn local(location: &str) -> PathBuf {
 
 #[test]
 fn rescaling_through_savepoints_keeps_every_count_exactly_once() {
-    with_timeout(120, || {
+    rescale_2_4_1(["hashmap", "hashmap", "hashmap"]);
+}
+
+/// The same on RocksDB: its savepoints are canonical, so they rescale.
+#[test]
+fn rescaling_through_savepoints_on_rocksdb() {
+    rescale_2_4_1(["rocksdb", "rocksdb", "rocksdb"]);
+}
+
+/// Savepoints are backend-independent: heap → RocksDB → heap.
+#[test]
+fn savepoints_switch_between_heap_and_rocksdb() {
+    rescale_2_4_1(["hashmap", "rocksdb", "hashmap"]);
+    rescale_2_4_1(["rocksdb", "hashmap", "rocksdb"]);
+}
+
+/// p = 2 → savepoint → p = 4 → savepoint → p = 1 to the end, each run on
+/// its own backend; every count ends exactly at N / K.
+fn rescale_2_4_1(backends: [&'static str; 3]) {
+    with_timeout(120, move || {
         let dir = tempfile::tempdir().unwrap();
-        // p = 2 → savepoint → p = 4 → savepoint → p = 1 to the end.
-        let (client, out) = start(Run::default(), dir.path());
+        let (client, out) = start(
+            Run {
+                backend: backends[0],
+                ..Run::default()
+            },
+            dir.path(),
+        );
         run_until(&out, 3000);
         let sp1 = savepoint_and_cancel(client.unwrap());
         let name = local(&sp1)
@@ -183,6 +214,7 @@ fn rescaling_through_savepoints_keeps_every_count_exactly_once() {
             Run {
                 parallelism: 4,
                 restore: Some(&sp1),
+                backend: backends[1],
                 ..Run::default()
             },
             dir.path(),
@@ -195,6 +227,7 @@ fn rescaling_through_savepoints_keeps_every_count_exactly_once() {
                 parallelism: 1,
                 rate: None,
                 restore: Some(&sp2),
+                backend: backends[2],
                 ..Run::default()
             },
             dir.path(),
@@ -215,6 +248,11 @@ fn rescaling_through_savepoints_keeps_every_count_exactly_once() {
         // Savepoints are the user's: the jobs kept them.
         assert!(local(&sp1).join("_metadata").is_file());
         assert!(local(&sp2).join("_metadata").is_file());
+        // The RocksDB working directories went with the jobs.
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("rocksdb"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "RocksDB directories left: {left:?}");
     });
 }
 

@@ -1,8 +1,10 @@
-//! Semantics of keyed state through `floe-state`'s public API only.
-//!
-//! Every read is checked against an independent expectation: a literal value,
-//! or a plain `std::collections::HashMap` model updated in parallel with the
-//! backend.
+// Semantics of keyed state through `floe-state`'s public API only, for the
+// backend `BACKEND` of the test file that includes this suite (one suite,
+// every backend: `keyed_state_heap.rs`, `keyed_state_rocksdb.rs`).
+//
+// Every read is checked against an independent expectation: a literal value,
+// or a plain `std::collections::HashMap` model updated in parallel with the
+// backend.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -47,7 +49,7 @@ fn everything() -> KeyGroupRange {
 }
 
 fn backend_for<K: floe_state::Key>(range: KeyGroupRange) -> KeyedStateBackend<K> {
-    KeyedStateBackend::new(StateBackendKind::HashMap, "op-name", range, MAX_P)
+    KeyedStateBackend::new(BACKEND, "op-name", range, MAX_P).expect("the backend opens")
 }
 
 /// A backend for subtask 0 of 2 (key groups [0, 63]).
@@ -172,7 +174,7 @@ fn assert_no_current_key<T: std::fmt::Debug>(r: Result<T, StateError>, state: &s
 #[test]
 fn backend_reports_its_configuration() {
     let b = backend_for::<u64>(upper_half());
-    assert_eq!(b.kind(), StateBackendKind::HashMap);
+    assert_eq!(b.kind(), BACKEND);
     assert_eq!(b.key_group_range(), KeyGroupRange::new(64, 127));
     assert_eq!(b.max_parallelism(), 128);
     assert_eq!(b.operator(), "op-name");
@@ -207,7 +209,17 @@ fn backend_kind_parses_and_displays() {
         " HEAP ".parse::<StateBackendKind>(),
         Ok(StateBackendKind::HashMap)
     );
-    assert!("rocksdb".parse::<StateBackendKind>().is_err());
+    assert_eq!(
+        "RocksDB".parse::<StateBackendKind>(),
+        Ok(StateBackendKind::RocksDb)
+    );
+    assert!(
+        "memory"
+            .parse::<StateBackendKind>()
+            .unwrap_err()
+            .contains("hashmap, rocksdb")
+    );
+    assert_eq!(StateBackendKind::RocksDb.to_string(), "rocksdb");
     assert_eq!(StateBackendKind::HashMap.to_string(), "hashmap");
     assert_eq!(StateBackendKind::default(), StateBackendKind::HashMap);
 }

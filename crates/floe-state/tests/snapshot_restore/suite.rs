@@ -1,23 +1,26 @@
-//! Keyed state snapshots: round trips, frozen copies, rescaling by key-group
-//! range, carried state, and clear errors on incompatible or corrupt input.
+// Keyed state snapshots: round trips, frozen copies, rescaling by key-group
+// range, carried state, and clear errors on incompatible or corrupt input —
+// for the backend `BACKEND` of the including file (`snapshot_restore_heap.rs`,
+// `snapshot_restore_rocksdb.rs`).
 
 use std::collections::HashMap;
 
 use floe_state::{
     AggregateFunction, AggregatingStateDescriptor, KeyGroupRange, KeyedStateBackend,
     KeyedStateFile, ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor,
-    StateBackendKind, StateError, ValueStateDescriptor, key_group_for_key,
+    StateError, ValueStateDescriptor, key_group_for_key,
 };
 
 const MAX_P: u32 = 128;
 
 fn backend(p: u32, i: u32) -> KeyedStateBackend<u64> {
     KeyedStateBackend::new(
-        StateBackendKind::HashMap,
+        BACKEND,
         "op",
         KeyGroupRange::for_operator_index(MAX_P, p, i),
         MAX_P,
     )
+    .expect("the backend opens")
 }
 
 fn owner(key: u64, p: u32) -> u32 {
@@ -368,11 +371,12 @@ fn incompatible_or_corrupt_snapshots_are_clear_errors() {
 
     // Another number of key groups.
     let mut other = KeyedStateBackend::<u64>::new(
-        StateBackendKind::HashMap,
+        BACKEND,
         "op",
         KeyGroupRange::for_operator_index(256, 1, 0),
         256,
-    );
+    )
+    .expect("the backend opens");
     let err = other.restore([bytes.as_slice()]).unwrap_err();
     assert!(
         matches!(
