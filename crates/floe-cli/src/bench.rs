@@ -205,10 +205,12 @@ impl KeyedCountBench {
                     .args(["--keys", &self.keys.to_string()])
                     .args(["--concurrency", &load.concurrency.to_string()])
                     .args(["--seconds", &load.seconds.to_string()])
+                    .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::inherit())
-                    .output();
-                let result = client.wait()?;
-                let out = child?;
+                    .spawn()?;
+                let result = client.wait();
+                let out = child.wait_with_output()?;
+                let result = result?;
                 anyhow::ensure!(
                     out.status.success(),
                     "the query process failed ({})",

@@ -43,6 +43,28 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// CPU seconds used so far by the calling thread (Linux: utime + stime
+/// from `/proc/thread-self/stat`, in clock ticks of 1/100 s), or NaN
+/// elsewhere. Wall-clock throughput on a shared machine swings with other
+/// load; the task thread's own CPU time per record is steadier.
+fn thread_cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the parenthesised command name; utime and stime are
+    // fields 14 and 15 of the whole line.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return f64::NAN;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sizes: Vec<u64> = {
         let args: Vec<u64> = std::env::args()
@@ -85,6 +107,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ k);
         let mut missing = 0u64;
         let t = Instant::now();
+        let cpu0 = thread_cpu_secs();
         for _ in 0..ops {
             let key = rng.next() % k;
             let kb = postcard::to_slice(&key, &mut key_buf)?;
@@ -100,16 +123,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             db.put(state, &prefix, out)?;
         }
         let rmw_secs = t.elapsed().as_secs_f64();
+        let rmw_cpu_secs = thread_cpu_secs() - cpu0;
         assert_eq!(missing, 0, "every key was loaded");
 
         let sst_bytes = db
             .state_property_int(state, "rocksdb.total-sst-files-size")?
             .unwrap_or(0);
+        let records_per_sec = ops as f64 / rmw_secs;
+        let records_per_task_cpu_sec = ops as f64 / rmw_cpu_secs;
+        let load_records_per_sec = k as f64 / load_secs;
+        let cache_usage_bytes = resources.cache_usage();
         println!(
-            "{{\"bench\":\"rmw_u64_counter\",\"keys\":{k},\"ops\":{ops},\"records_per_sec\":{:.0},\"load_records_per_sec\":{:.0},\"rmw_secs\":{rmw_secs:.2},\"budget_mb\":{budget_mb},\"sst_bytes\":{sst_bytes},\"cache_usage_bytes\":{}}}",
-            ops as f64 / rmw_secs,
-            k as f64 / load_secs,
-            resources.cache_usage(),
+            "{{\"bench\":\"rmw_u64_counter\",\"keys\":{k},\"ops\":{ops},\
+             \"records_per_sec\":{records_per_sec:.0},\
+             \"records_per_task_cpu_sec\":{records_per_task_cpu_sec:.0},\
+             \"rmw_secs\":{rmw_secs:.2},\"task_thread_cpu_secs\":{rmw_cpu_secs:.2},\
+             \"load_records_per_sec\":{load_records_per_sec:.0},\
+             \"budget_mb\":{budget_mb},\"sst_bytes\":{sst_bytes},\
+             \"cache_usage_bytes\":{cache_usage_bytes}}}"
         );
         drop(db);
     }

@@ -1269,9 +1269,20 @@ impl CheckpointCoordinator {
                 }
                 continue;
             }
-            let wait = due
-                .saturating_duration_since(now)
-                .min(Duration::from_millis(50));
+            // Sleep until the next trigger only when one may happen; with
+            // checkpointing off, while the job ends, or while the allowed
+            // number of checkpoints is in flight, wait for events (bounded,
+            // for the timeout check) instead of spinning on a past due time.
+            const IDLE_POLL: Duration = Duration::from_millis(50);
+            let may_trigger = self.periodic
+                && !self.stopping
+                && !self.ending
+                && self.pending.len() < self.max_concurrent();
+            let wait = if may_trigger {
+                due.saturating_duration_since(now).min(IDLE_POLL)
+            } else {
+                IDLE_POLL
+            };
             select! {
                 recv(events) -> e => match e {
                     Ok(e) => if !self.on_event(e)? { return Ok(()) },

@@ -104,13 +104,30 @@ pub struct StateQuery {
     pub key_group: KeyGroup,
     /// How the answer is to be encoded.
     pub format: QueryFormat,
-    reply: QueryReply,
+    /// Taken by `answer`; a query dropped unanswered (its task ended
+    /// first) answers "unavailable" from `Drop`, so no asker waits forever.
+    reply: Option<QueryReply>,
 }
 
 impl StateQuery {
     /// Sends the answer.
-    pub fn answer(self, result: QueryResult) {
-        (self.reply)(result)
+    pub fn answer(mut self, result: QueryResult) {
+        if let Some(reply) = self.reply.take() {
+            reply(result)
+        }
+    }
+}
+
+impl Drop for StateQuery {
+    fn drop(&mut self) {
+        if let Some(reply) = self.reply.take() {
+            reply(Err(QueryError::Unavailable {
+                name: self.name.to_string(),
+                operator: String::new(),
+                subtask: 0,
+                reason: "its task ended before answering".into(),
+            }));
+        }
     }
 }
 
@@ -309,9 +326,15 @@ impl QueryableStateRegistry {
                 key,
                 key_group,
                 format,
-                reply,
+                reply: Some(reply),
             })
-            .map_err(|_| unavailable("the task has exited"))
+            .map_err(|e| {
+                // Not delivered: answer here (not from Drop), with the
+                // owning subtask named.
+                let mut q = e.into_inner();
+                q.reply = None;
+                unavailable("the task has exited")
+            })
     }
 
     /// Converts a JSON key to the postcard bytes of state `name`'s key type.
@@ -454,4 +477,75 @@ pub fn answer_query<K: floe_state::Key>(
     };
     query.answer(result);
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registration(subtask: u32) -> QueryableRegistration {
+        QueryableRegistration {
+            name: "count".into(),
+            state_name: "count".into(),
+            kind: StateKind::Value,
+            operator_uid: "op".into(),
+            operator_name: "Count".into(),
+            key_type: "u64",
+            declared_type: "u64",
+            max_parallelism: 128,
+            parallelism: 1,
+            subtask,
+            json_key: json_key_encoder::<u64>,
+        }
+    }
+
+    /// A query never leaves its asker waiting: one dropped unanswered (its
+    /// task ended with it in the inbox) answers "unavailable", and one sent
+    /// to a task that has exited is refused at once.
+    #[test]
+    fn unanswered_queries_are_answered_unavailable() {
+        let registry = QueryableStateRegistry::new(JobId::from_u128(1), true);
+        let (inbox, queries) = crossbeam_channel::unbounded();
+        registry.register(registration(0), inbox).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let key = postcard::to_allocvec(&7u64).unwrap();
+        registry
+            .submit(
+                "count",
+                key.clone(),
+                QueryFormat::Postcard,
+                None,
+                Box::new(move |r| tx.send(r).unwrap()),
+            )
+            .unwrap();
+        drop(queries.recv().unwrap());
+        let answer = rx.recv().unwrap().unwrap_err();
+        assert!(
+            answer.to_string().contains("ended before answering"),
+            "{answer}"
+        );
+        drop(queries);
+        let err = registry
+            .submit("count", key, QueryFormat::Postcard, None, Box::new(|_| {}))
+            .unwrap_err();
+        assert!(err.to_string().contains("the task has exited"), "{err}");
+        assert!(matches!(
+            registry.encode_json_key("count", &serde_json::json!("x")),
+            Err(QueryError::WrongKeyType { .. })
+        ));
+        registry.end_run();
+        let err = registry
+            .submit(
+                "count",
+                vec![7],
+                QueryFormat::Postcard,
+                None,
+                Box::new(|_| {}),
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("restarting or not running"),
+            "{err}"
+        );
+    }
 }
