@@ -332,18 +332,20 @@ fn dispatch(request: KvRequest, role: Role, jobs: &Jobs, tx: &mpsc::UnboundedSen
         },
     };
     let reply_tx = tx.clone();
+    let name = request.name.clone();
     let submitted = registry.submit(
         &request.name,
         request.key,
         QueryFormat::Postcard,
         subtask,
         Box::new(move |result| {
-            let result = result.map(|value| {
-                value.map(|v| match v {
-                    QueryValue::Postcard(bytes) => bytes,
-                    // Asked for postcard; a JSON answer would be a bug.
-                    QueryValue::Json(j) => j.to_string().into_bytes(),
-                })
+            let result = result.and_then(|value| match value {
+                None => Ok(None),
+                Some(QueryValue::Postcard(bytes)) => Ok(Some(bytes)),
+                Some(QueryValue::Json(_)) => Err(QueryError::Failed {
+                    name,
+                    reason: "the task answered in JSON instead of postcard".into(),
+                }),
             });
             let _ = reply_tx.send(KvResponse { id, result });
         }),

@@ -562,51 +562,51 @@ impl<K: Key> KeyedStateBackend<K> {
             }
             return Ok(idx as u32);
         }
-        #[cfg(feature = "rocksdb")]
-        if let Store::Rocks(r) = &mut self.store {
-            r.create_state(name, codec.layout.into())?;
-        }
-        let mut table = HeapTable::<K, S>::new(self.range.len());
-        if let Some(pos) = self.restored.iter().position(|r| r.name == name) {
-            let restored = self.restored.remove(pos);
-            if restored.kind != kind {
-                let err = StateError::IncompatibleRestore {
-                    name: name.to_string(),
-                    restored_kind: restored.kind,
-                    requested_kind: kind,
-                    requested_type: type_name,
-                    reason: "the kinds differ".into(),
-                };
-                self.restored.push(restored);
-                return Err(err);
-            }
-            let loaded = match &mut self.store {
-                Store::Heap(_) => restored.key_groups.iter().try_for_each(|(kg, bytes)| {
-                    let what = format!("state '{name}' in key group {kg}");
-                    table.restore_key_group((*kg - self.range.start) as usize, bytes, &what)
-                }),
-                #[cfg(feature = "rocksdb")]
-                Store::Rocks(r) => {
-                    let idx = self.registrations.len() as u32;
-                    (codec.restore)(r, idx, &restored.key_groups, name)
-                }
+        let restored = match self.restored.iter().position(|r| r.name == name) {
+            Some(pos) => Some(self.restored.remove(pos)),
+            None => None,
+        };
+        let incompatible =
+            |restored: &RestoredState, reason: String| StateError::IncompatibleRestore {
+                name: name.to_string(),
+                restored_kind: restored.kind,
+                requested_kind: kind,
+                requested_type: type_name,
+                reason,
             };
-            if let Err(e) = loaded {
-                let err = StateError::IncompatibleRestore {
-                    name: name.to_string(),
-                    restored_kind: restored.kind,
-                    requested_kind: kind,
-                    requested_type: type_name,
-                    reason: e.to_string(),
-                };
-                self.restored.push(restored);
-                return Err(err);
-            }
+        if let Some(r) = restored.as_ref().filter(|r| r.kind != kind) {
+            let err = incompatible(r, "the kinds differ".into());
+            self.restored.extend(restored);
+            return Err(err);
         }
-        match &mut self.store {
-            Store::Heap(tables) => tables.push(Box::new(table)),
+        // The new state's storage, with its restored entries. On failure
+        // nothing is added: the state's index stays that of the next
+        // registration in every store.
+        let groups = restored.as_ref().map_or(&[][..], |r| &r.key_groups[..]);
+        let start = self.range.start;
+        let loaded = match &mut self.store {
+            Store::Heap(tables) => {
+                let mut table = HeapTable::<K, S>::new(self.range.len());
+                groups
+                    .iter()
+                    .try_for_each(|(kg, bytes)| {
+                        let what = format!("state '{name}' in key group {kg}");
+                        table.restore_key_group((*kg - start) as usize, bytes, &what)
+                    })
+                    .map(|()| tables.push(Box::new(table)))
+            }
             #[cfg(feature = "rocksdb")]
-            Store::Rocks(_) => drop(table),
+            Store::Rocks(r) => {
+                r.create_state(name, codec.layout.into())?;
+                let idx = self.registrations.len() as u32;
+                (codec.restore)(r, idx, groups, name).inspect_err(|_| r.abandon_last_state())
+            }
+        };
+        if let Err(e) = loaded {
+            let restored = restored.expect("only restored entries can fail to load");
+            let err = incompatible(&restored, e.to_string());
+            self.restored.push(restored);
+            return Err(err);
         }
         self.registrations.push(Registration {
             name: name.to_string(),
@@ -715,13 +715,18 @@ impl<K: Key> KeyedStateBackend<K> {
             Store::Rocks(r) => match r.freeze(self.range) {
                 Ok(frozen) => frozen,
                 Err(e) => {
-                    let e = std::sync::Arc::new(e.to_string());
+                    // `e` already names the operator; each state's view
+                    // reports it when encoded.
+                    let reason = Arc::new(match e {
+                        StateError::Backend { reason, .. } => reason,
+                        other => other.to_string(),
+                    });
                     (0..self.registrations.len())
                         .map(|_| {
-                            Box::new(crate::rocks::FailedFrozenTable(StateError::Backend {
-                                operator: self.operator.clone(),
-                                reason: e.to_string(),
-                            })) as Box<dyn FrozenTable>
+                            Box::new(crate::rocks::FailedFrozenTable(
+                                reason.clone(),
+                                self.operator.clone(),
+                            )) as Box<dyn FrozenTable>
                         })
                         .collect()
                 }

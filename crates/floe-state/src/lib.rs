@@ -15,6 +15,7 @@
 //! - [`handles`]: `ValueState`, `ListState`, `MapState`, `ReducingState`,
 //!   `AggregatingState`.
 //! - [`query`]: answers to queryable-state lookups.
+//! - `rocks` (feature `rocksdb`): the RocksDB store behind the backend.
 //! - [`operator`]: operator state (list, union list, broadcast) and raw
 //!   state, redistributed by mode when the parallelism changes.
 

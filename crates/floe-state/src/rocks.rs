@@ -85,20 +85,11 @@ fn unique_name(operator: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .take(40)
         .collect();
-    format!("{clean}-{}-{:016x}", std::process::id(), rand_u64())
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    // std's RandomState is seeded randomly per process and per instance.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-    );
-    h.finish()
+    format!(
+        "{clean}-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    )
 }
 
 /// One registered state in the database.
@@ -185,6 +176,14 @@ impl RocksStore {
             name: name.to_string(),
         });
         Ok(())
+    }
+
+    /// Forgets the state added last (its registration failed), so state
+    /// indices stay aligned with the backend's registrations. Entries it
+    /// restored before failing stay in its column family, which a later
+    /// registration under the same name finds again.
+    pub(crate) fn abandon_last_state(&mut self) {
+        self.states.pop();
     }
 
     /// Makes `key` (in `kg`) the key that state access goes to.
@@ -510,9 +509,11 @@ impl RocksStore {
         Ok(self
             .states
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(index, s)| {
                 Box::new(RocksFrozenTable {
                     snapshot: snapshot.clone(),
+                    index,
                     state: s.name.clone(),
                     layout: s.layout,
                     range,
@@ -528,17 +529,17 @@ struct RocksSnapshot {
     resources: RocksDbResources,
     operator: String,
     reader: Mutex<Option<CheckpointReader>>,
-    /// Canonical bytes already produced, by (state, key group), until the
-    /// encoder takes them.
-    encoded: Mutex<HashMap<(String, KeyGroup), Vec<u8>>>,
+    /// Canonical bytes already produced, by (state index, key group),
+    /// until the encoder takes them.
+    encoded: Mutex<HashMap<(usize, KeyGroup), Vec<u8>>>,
 }
 
 impl RocksSnapshot {
     /// Encodes key group `kg` of `state` (once) and keeps the bytes for
     /// `take`; true when it has entries.
-    fn prepare(&self, state: &str, layout: StateLayout, kg: KeyGroup) -> Result<bool, StateError> {
+    fn prepare(&self, table: &RocksFrozenTable, kg: KeyGroup) -> Result<bool, StateError> {
         let mut encoded = self.encoded.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = encoded.get(&(state.to_string(), kg)) {
+        if let Some(b) = encoded.get(&(table.index, kg)) {
             return Ok(!b.is_empty());
         }
         let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
@@ -552,18 +553,18 @@ impl RocksSnapshot {
         reader
             .as_mut()
             .expect("opened above")
-            .encode_key_group(state, layout, kg, &mut out)
+            .encode_key_group(&table.state, table.layout, kg, &mut out)
             .map_err(|e| backend_error(&self.operator, "read snapshot", e))?;
         let has = !out.is_empty();
-        encoded.insert((state.to_string(), kg), out);
+        encoded.insert((table.index, kg), out);
         Ok(has)
     }
 
-    fn take(&self, state: &str, kg: KeyGroup) -> Option<Vec<u8>> {
+    fn take(&self, table: &RocksFrozenTable, kg: KeyGroup) -> Option<Vec<u8>> {
         self.encoded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&(state.to_string(), kg))
+            .remove(&(table.index, kg))
     }
 }
 
@@ -588,6 +589,8 @@ impl Drop for RocksSnapshot {
 /// One state's view of a RocksDB snapshot.
 struct RocksFrozenTable {
     snapshot: Arc<RocksSnapshot>,
+    /// The state's registration index (the cache key).
+    index: usize,
     state: String,
     layout: StateLayout,
     range: KeyGroupRange,
@@ -595,16 +598,16 @@ struct RocksFrozenTable {
 
 /// A snapshot whose synchronous part failed: the error surfaces when it is
 /// encoded, so the checkpoint is declined instead of the task failing.
-pub(crate) struct FailedFrozenTable(pub(crate) StateError);
+pub(crate) struct FailedFrozenTable(pub(crate) Arc<String>, pub(crate) String);
 
 impl FrozenTable for FailedFrozenTable {
     fn has_entries(&self, _offset: usize) -> bool {
         true
     }
 
-    fn encode_key_group(&self, _: usize, _: &mut Vec<u8>, what: &str) -> Result<bool, StateError> {
+    fn encode_key_group(&self, _: usize, _: &mut Vec<u8>, _: &str) -> Result<bool, StateError> {
         Err(StateError::Backend {
-            operator: what.to_string(),
+            operator: self.1.clone(),
             reason: format!("the snapshot could not be taken: {}", self.0),
         })
     }
@@ -615,9 +618,7 @@ impl FrozenTable for RocksFrozenTable {
         let kg = self.range.start + offset as KeyGroup;
         // An error surfaces again (and is reported) when the group is
         // encoded; here it only means "look at it".
-        self.snapshot
-            .prepare(&self.state, self.layout, kg)
-            .unwrap_or(true)
+        self.snapshot.prepare(self, kg).unwrap_or(true)
     }
 
     fn encode_key_group(
@@ -627,11 +628,11 @@ impl FrozenTable for RocksFrozenTable {
         _what: &str,
     ) -> Result<bool, StateError> {
         let kg = self.range.start + offset as KeyGroup;
-        let bytes = match self.snapshot.take(&self.state, kg) {
+        let bytes = match self.snapshot.take(self, kg) {
             Some(b) => b,
             None => {
-                self.snapshot.prepare(&self.state, self.layout, kg)?;
-                self.snapshot.take(&self.state, kg).unwrap_or_default()
+                self.snapshot.prepare(self, kg)?;
+                self.snapshot.take(self, kg).unwrap_or_default()
             }
         };
         if bytes.is_empty() {
