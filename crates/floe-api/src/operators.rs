@@ -335,7 +335,12 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
         snapshot.operators.push(OperatorSnapshot {
             uid: self.info.uid.clone(),
             subtask: self.info.subtask_index,
-            state: OperatorState::Keyed(self.backend.snapshot()),
+            state: OperatorState::Keyed(if barrier.kind.is_savepoint() {
+                self.backend.snapshot()
+            } else {
+                self.backend
+                    .snapshot_for_checkpoint(barrier.id, barrier.last_completed)
+            }),
         });
         Ok(())
     }
@@ -371,6 +376,23 @@ where
         if let Some(restore) = init.operator(&info.uid) {
             info.guard(|| {
                 backend.restore(restore.keyed.iter().map(|f| f.as_slice()))?;
+                if !restore.keyed_native.is_empty() {
+                    let snapshot = init
+                        .restore
+                        .as_ref()
+                        .expect("an operator restore has a snapshot");
+                    let fetcher = snapshot.shared.clone().ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "native keyed state without a way to fetch its shared files"
+                        )
+                    })?;
+                    backend.restore_native(
+                        restore.keyed_native.iter().map(|f| f.as_slice()),
+                        snapshot.checkpoint_id,
+                        snapshot.same_job,
+                        &|f: &floe_state::native::SharedFileRef| fetcher.fetch(&f.path, f.size),
+                    )?;
+                }
                 Ok(())
             })?;
         }

@@ -57,15 +57,24 @@ pub enum FileKind {
     OperatorState = 3,
     /// In-flight records stored by an unaligned checkpoint.
     ChannelState = 4,
+    /// Keyed state of one subtask in a backend's native format (RocksDB's
+    /// files): the small private files inline, the SST files as references
+    /// to shared state.
+    KeyedStateNative = 5,
+    /// A file of incremental state under `shared/` (an SST file), referenced
+    /// by every checkpoint that still contains it.
+    SharedState = 6,
 }
 
 impl FileKind {
     /// Every kind, for tests and tools that enumerate them.
-    pub const ALL: [FileKind; 4] = [
+    pub const ALL: [FileKind; 6] = [
         FileKind::Metadata,
         FileKind::KeyedState,
         FileKind::OperatorState,
         FileKind::ChannelState,
+        FileKind::KeyedStateNative,
+        FileKind::SharedState,
     ];
 
     /// The stable byte written into the frame.
@@ -80,6 +89,8 @@ impl FileKind {
             2 => Some(FileKind::KeyedState),
             3 => Some(FileKind::OperatorState),
             4 => Some(FileKind::ChannelState),
+            5 => Some(FileKind::KeyedStateNative),
+            6 => Some(FileKind::SharedState),
             _ => None,
         }
     }
@@ -91,6 +102,8 @@ impl FileKind {
             FileKind::KeyedState => "keyed state",
             FileKind::OperatorState => "operator state",
             FileKind::ChannelState => "channel state",
+            FileKind::KeyedStateNative => "native keyed state",
+            FileKind::SharedState => "shared incremental state",
         }
     }
 }
@@ -355,12 +368,12 @@ mod tests {
     #[test]
     fn kind_values_are_stable() {
         let values: Vec<u8> = FileKind::ALL.iter().map(|k| k.as_u8()).collect();
-        assert_eq!(values, [1, 2, 3, 4]);
+        assert_eq!(values, [1, 2, 3, 4, 5, 6]);
         for kind in FileKind::ALL {
             assert_eq!(FileKind::from_u8(kind.as_u8()), Some(kind));
         }
         assert_eq!(FileKind::from_u8(0), None);
-        assert_eq!(FileKind::from_u8(5), None);
+        assert_eq!(FileKind::from_u8(7), None);
     }
 
     #[test]

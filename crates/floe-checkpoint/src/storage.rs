@@ -1069,6 +1069,86 @@ impl JobCheckpointStorage {
             .write_framed(&path, kind, payload_hint, produce)
     }
 
+    /// Writes a file of incremental state into the job's `shared/`
+    /// directory, framed as [`FileKind::SharedState`]. Shared files are
+    /// immutable and their names unique per writer (database identity and
+    /// file name), so a file that already exists — uploaded by an earlier
+    /// attempt whose checkpoint then failed — holds the same bytes and is
+    /// replaced rather than refused.
+    pub fn write_shared_file(
+        &self,
+        file_name: &str,
+        payload: &[u8],
+    ) -> Result<StateHandle, StorageError> {
+        validate_file_name(file_name)?;
+        let path = self.shared_path().join(file_name);
+        let framed = format::encode(FileKind::SharedState, payload);
+        if let Some(limit) = self.storage.inner.max_state_size
+            && payload.len() > limit
+        {
+            return Err(StorageError::StateTooLarge {
+                location: self.storage.display(&path),
+                size: payload.len(),
+                limit,
+            });
+        }
+        let size = framed.len() as u64;
+        let store = &self.storage.inner.store;
+        self.storage
+            .block_on(store.put(&path, framed.into()))?
+            .map_err(|source| StorageError::Io {
+                operation: "write",
+                location: self.storage.display(&path),
+                source,
+            })?;
+        Ok(StateHandle {
+            path: self.storage.relative(&path),
+            size,
+        })
+    }
+
+    /// The relative path prefix of this job's shared files
+    /// (`<job id>/shared/`): only handles under it are this job's to delete.
+    pub fn shared_prefix(&self) -> String {
+        format!("{}/", self.storage.relative(&self.shared_path()))
+    }
+
+    /// Deletes one of this job's shared files once no retained checkpoint
+    /// refers to it. A handle outside this job's `shared/` directory (state
+    /// of the job this one was restored from) is refused: it belongs to
+    /// that job's checkpoints. A file already gone is not an error.
+    pub fn delete_shared_file(&self, handle: &StateHandle) -> Result<(), StorageError> {
+        let path = self.storage.resolve_handle(handle)?;
+        if !handle.path.starts_with(&self.shared_prefix()) {
+            return Err(StorageError::InvalidHandle {
+                path: handle.path.clone(),
+                reason: format!(
+                    "not in this job's shared directory {}",
+                    self.shared_location()
+                ),
+            });
+        }
+        let store = &self.storage.inner.store;
+        match self.storage.block_on(store.delete(&path))? {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(StorageError::Io {
+                operation: "delete",
+                location: self.storage.display(&path),
+                source,
+            }),
+        }
+    }
+
+    /// Removes the job's `shared/` directory with everything in it (when
+    /// the job's last checkpoint is discarded).
+    pub fn discard_shared(&self) -> Result<(), StorageError> {
+        self.storage.delete_tree(&self.shared_path())
+    }
+
+    fn shared_path(&self) -> Path {
+        self.job_root.clone().join(SHARED_STATE_DIR)
+    }
+
     /// Reads the state file of a handle and returns its payload, after
     /// checking its frame (magic, version, length, checksum, kind) and its
     /// size against the handle. Handles are relative to the storage root, so

@@ -67,8 +67,11 @@ pub struct BenchReport {
     pub checkpoints_completed: usize,
     /// Mean trigger-to-completion time of completed checkpoints, in ms.
     pub checkpoint_duration_ms_mean: f64,
-    /// Mean bytes written per completed checkpoint.
+    /// Mean bytes written per completed checkpoint (incremental: uploaded).
     pub checkpoint_bytes_mean: f64,
+    /// Mean full size of completed checkpoints (shared files referenced
+    /// included; equals the above unless checkpoints are incremental).
+    pub checkpoint_full_bytes_mean: f64,
     /// What the query process measured, with `--query-load`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queries: Option<QueryLoadReport>,
@@ -253,6 +256,7 @@ impl KeyedCountBench {
             checkpoints_completed: done.len(),
             checkpoint_duration_ms_mean: mean(done.iter().map(|c| c.duration.as_secs_f64() * 1e3)),
             checkpoint_bytes_mean: mean(done.iter().map(|c| c.state_size as f64)),
+            checkpoint_full_bytes_mean: mean(done.iter().map(|c| c.full_state_size as f64)),
             queries,
         })
     }

@@ -232,6 +232,9 @@ enum Bench {
         /// Where checkpoints go (file:///…, s3://…; default: JobManager memory).
         #[arg(long, value_name = "URL")]
         checkpoint_dir: Option<String>,
+        /// Incremental checkpoints (RocksDB backend; needs --checkpoint-dir).
+        #[arg(long)]
+        incremental: bool,
         /// While the job runs, query its `count` state from another process with this many
         /// queries in flight (reports latency percentiles and queries per second).
         #[arg(long, value_name = "CONCURRENCY")]
@@ -352,6 +355,7 @@ fn main() -> ExitCode {
             dynamic,
             checkpoint_interval,
             checkpoint_dir,
+            incremental,
             query_load,
             query_seconds,
         }) => (|| {
@@ -367,6 +371,12 @@ fn main() -> ExitCode {
             }
             if let Some(dir) = checkpoint_dir {
                 config.set("state.checkpoints.dir", dir);
+            }
+            if incremental {
+                if backend != StateBackendKind::RocksDb {
+                    anyhow::bail!("--incremental needs --backend rocksdb");
+                }
+                config.set("state.backend.incremental", "true");
             }
             let report = KeyedCountBench {
                 records,

@@ -309,12 +309,32 @@ fn bad_checkpoint_paths_are_clear_errors() {
 /// are cleaned up by the next start.
 #[test]
 fn sigkill_on_rocksdb_then_restart_from_retained_checkpoint() {
+    sigkill_on_rocksdb(false);
+}
+
+/// The same with incremental checkpoints: the retained checkpoint is
+/// RocksDB's own files under the killed job's `shared/`, which the new job
+/// downloads and never deletes (they belong to the old job's checkpoint).
+#[test]
+fn sigkill_on_rocksdb_incremental_then_restart_from_retained_checkpoint() {
+    sigkill_on_rocksdb(true);
+}
+
+fn sigkill_on_rocksdb(incremental: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let ckpt = tmp.path().join("checkpoints");
     let out = tmp.path().join("out");
     let local = tmp.path().join("rocksdb");
     let local_flag = format!("state.backend.rocksdb.localdir={}", local.display());
-    let rocks = ["-D", "state.backend.type=rocksdb", "-D", &local_flag];
+    let incremental_flag = format!("state.backend.incremental={incremental}");
+    let rocks = [
+        "-D",
+        "state.backend.type=rocksdb",
+        "-D",
+        &local_flag,
+        "-D",
+        &incremental_flag,
+    ];
     let mut first: Vec<&str> = vec!["--rate", "100000"];
     first.extend(rocks);
     let mut child = keyed_count(&first, &ckpt, &out).spawn().unwrap();
@@ -341,15 +361,32 @@ fn sigkill_on_rocksdb_then_restart_from_retained_checkpoint() {
         .unwrap()
         .unwrap()
         .path();
+    let shared_files = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir.join("shared"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let old_shared = shared_files(&job_dir);
+    assert_eq!(
+        !old_shared.is_empty(),
+        incremental,
+        "shared files only in incremental mode: {old_shared:?}"
+    );
     let mut second: Vec<&str> = vec!["--fromCheckpoint", job_dir.to_str().unwrap()];
     second.extend(rocks);
     let output = keyed_count(&second, &ckpt, &out).output().unwrap();
+    for f in &old_shared {
+        assert!(f.exists(), "the restored job deleted {}", f.display());
+    }
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_exactly_once(&common::read_committed(&out), "SIGKILL on RocksDB");
+    assert_exactly_once(
+        &common::read_committed(&out),
+        &format!("SIGKILL on RocksDB (incremental {incremental})"),
+    );
     let left: Vec<_> = std::fs::read_dir(&local)
         .unwrap()
         .flatten()

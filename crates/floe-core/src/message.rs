@@ -92,6 +92,10 @@ pub struct CheckpointBarrier {
     pub timestamp_ms: u64,
     /// Checkpoint or savepoint.
     pub kind: CheckpointKind,
+    /// The latest completed checkpoint when this one was triggered: an
+    /// incremental snapshot may reference the shared files that checkpoint
+    /// uploaded (the coordinator keeps them until this one is done).
+    pub last_completed: Option<u64>,
 }
 
 /// One element of a channel between tasks.

@@ -163,6 +163,7 @@ fn stats(id: u64, status: CheckpointStatus, savepoint: bool) -> CheckpointStats 
         trigger_timestamp_ms: 1_700_000_000_000 + id * 1000,
         duration: Duration::from_millis(40 + id),
         state_size: 1000 * id,
+        full_state_size: 1000 * id,
         channel_state_size: 0,
         sync_duration: Duration::from_millis(1),
         async_duration: Duration::from_millis(2),

@@ -81,6 +81,39 @@ pub struct OperatorRestore {
     /// In-flight records of an unaligned checkpoint by subtask index, to
     /// replay before new input.
     pub channel: HashMap<u32, Arc<Vec<u8>>>,
+    /// Native keyed state manifests of every old subtask (an incremental
+    /// RocksDB checkpoint); their shared files come through
+    /// [`RestoredState::shared`].
+    pub keyed_native: Vec<Arc<Vec<u8>>>,
+}
+
+/// Reads shared (incremental) state files from the storage a snapshot was
+/// loaded from, when a backend restores native keyed state.
+#[derive(Clone)]
+pub struct SharedStateFetcher(Arc<dyn crate::coordinator::CheckpointStore>);
+
+impl SharedStateFetcher {
+    /// Fetches from `store`.
+    pub fn new(store: Arc<dyn crate::coordinator::CheckpointStore>) -> Self {
+        SharedStateFetcher(store)
+    }
+
+    /// The payload of the shared file at `path` (relative to the storage
+    /// root) of stored size `size`, verified.
+    pub fn fetch(&self, path: &str, size: u64) -> Result<Vec<u8>, String> {
+        let file = crate::coordinator::StateFile {
+            path: path.to_string(),
+            size,
+        };
+        self.0
+            .read_state(&file, crate::coordinator::StateFileKind::Shared)
+    }
+}
+
+impl std::fmt::Debug for SharedStateFetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedStateFetcher")
+    }
 }
 
 /// State to restore, by operator uid.
@@ -92,6 +125,12 @@ pub struct RestoredState {
     pub checkpoint_id: u64,
     /// Per uid.
     pub operators: HashMap<String, OperatorRestore>,
+    /// A checkpoint of the job restoring it (a failover), not a user's
+    /// savepoint or another job's checkpoint: its shared files may be
+    /// referenced by the job's next checkpoints.
+    pub same_job: bool,
+    /// Fetches shared files of native keyed state.
+    pub shared: Option<SharedStateFetcher>,
 }
 
 /// What operators receive when they open.
@@ -249,6 +288,7 @@ mod tests {
             id,
             timestamp_ms: 0,
             kind: CheckpointKind::Checkpoint,
+            last_completed: None,
         }
     }
 

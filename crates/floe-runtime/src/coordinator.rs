@@ -10,7 +10,7 @@
 //! discards checkpoints beyond the number to retain, oldest first, only
 //! after the newer one completed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use crate::checkpoint::{
     TaskCommand, TaskSnapshot,
 };
 use crate::control::{JobControl, SavepointMode, SavepointRequest, SavepointStatus};
+use crate::shared_state::SharedStateRegistry;
 
 /// What a state file holds (its frame records it, so a file restored as the
 /// wrong kind is refused).
@@ -34,6 +35,11 @@ pub enum StateFileKind {
     Channel,
     /// Operator state (list, union list, broadcast, raw) of one subtask.
     Operator,
+    /// Keyed state of one subtask in RocksDB's own files (incremental
+    /// checkpoints): the manifest.
+    KeyedNative,
+    /// A file under the job's `shared/` directory (an SST file).
+    Shared,
 }
 
 /// Where checkpoint files go; implemented over object stores by
@@ -65,7 +71,37 @@ pub trait CheckpointStore: Send + Sync {
     fn location(&self, _checkpoint_id: u64) -> Option<String> {
         None
     }
+    /// Writes a file of incremental state for checkpoint `checkpoint_id`
+    /// into the job's `shared/` directory under `name`.
+    fn write_shared(
+        &self,
+        checkpoint_id: u64,
+        _name: &str,
+        _payload: &[u8],
+    ) -> Result<StateFile, String> {
+        Err(format!(
+            "snapshot {checkpoint_id} cannot hold incremental state: its storage has no shared directory"
+        ))
+    }
+    /// The relative path prefix of the job's shared files (`<job>/shared/`),
+    /// when the storage has a shared directory.
+    fn shared_prefix(&self) -> Option<String> {
+        None
+    }
+    /// Deletes a shared file no retained checkpoint references any more.
+    fn delete_shared(&self, _file: &StateFile) -> Result<(), String> {
+        Ok(())
+    }
+    /// Deletes the job's whole shared directory (its last checkpoint went).
+    fn discard_shared(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
+
+/// Bytes a frame adds to a payload (header and checksum): the stored size
+/// of a shared file is its local size plus this.
+pub const FRAME_OVERHEAD: u64 =
+    (floe_checkpoint::format::HEADER_LEN + floe_checkpoint::format::TRAILER_LEN) as u64;
 
 /// A written state file: its path relative to the storage root (the
 /// checkpoint storage's, or the savepoint directory) and its size.
@@ -85,6 +121,33 @@ pub struct SubtaskStateMeta {
     /// In-flight records of an unaligned checkpoint, replayed into this
     /// operator subtask before new input.
     pub channel: Option<StateFile>,
+    /// Its keyed state in RocksDB's own files (an incremental checkpoint):
+    /// the manifest, instead of `keyed`.
+    pub keyed_native: Option<StateFile>,
+    /// The shared files its native keyed state references (each once):
+    /// what the shared-state registry counts.
+    pub shared: Vec<StateFile>,
+}
+
+/// [`SubtaskStateMeta`] as format version 2 wrote it (no native state).
+#[derive(Deserialize)]
+struct SubtaskStateMetaV2 {
+    subtask: u32,
+    keyed: Option<StateFile>,
+    raw: Option<Vec<u8>>,
+    operator: Option<StateFile>,
+    channel: Option<StateFile>,
+}
+
+/// [`CheckpointMetadata`] as format version 2 wrote it.
+#[derive(Deserialize)]
+struct CheckpointMetadataV2 {
+    format_version: u32,
+    checkpoint_id: u64,
+    timestamp_ms: u64,
+    is_savepoint: bool,
+    operator_info: BTreeMap<String, OperatorSnapshotInfo>,
+    operators: BTreeMap<String, Vec<SubtaskStateMetaV2>>,
 }
 
 /// How uids derived from the graph (operators without `uid(..)`) begin.
@@ -92,7 +155,7 @@ pub const DERIVED_UID_PREFIX: &str = "auto-";
 
 /// The version of the `_metadata` payload layout; a snapshot of another
 /// version is refused with a clear error instead of misread.
-pub const METADATA_FORMAT_VERSION: u32 = 2;
+pub const METADATA_FORMAT_VERSION: u32 = 3;
 
 /// What a snapshot records about an operator besides its state: what a
 /// restore checks (max parallelism) and what `floe info` shows.
@@ -137,32 +200,88 @@ impl CheckpointMetadata {
         let version: u32 = postcard::take_from_bytes::<u32>(bytes)
             .map(|(v, _)| v)
             .map_err(|e| format!("invalid checkpoint metadata: {e}"))?;
+        if version == 2 {
+            let v2: CheckpointMetadataV2 = postcard::from_bytes(bytes)
+                .map_err(|e| format!("invalid checkpoint metadata: {e}"))?;
+            return Ok(CheckpointMetadata {
+                format_version: v2.format_version,
+                checkpoint_id: v2.checkpoint_id,
+                timestamp_ms: v2.timestamp_ms,
+                is_savepoint: v2.is_savepoint,
+                operator_info: v2.operator_info,
+                operators: v2
+                    .operators
+                    .into_iter()
+                    .map(|(uid, subtasks)| {
+                        let subtasks = subtasks
+                            .into_iter()
+                            .map(|s| SubtaskStateMeta {
+                                subtask: s.subtask,
+                                keyed: s.keyed,
+                                raw: s.raw,
+                                operator: s.operator,
+                                channel: s.channel,
+                                keyed_native: None,
+                                shared: Vec::new(),
+                            })
+                            .collect();
+                        (uid, subtasks)
+                    })
+                    .collect(),
+            });
+        }
         if version != METADATA_FORMAT_VERSION {
             return Err(format!(
-                "checkpoint metadata of format version {version} cannot be read by this Floe (it reads version {METADATA_FORMAT_VERSION})"
+                "checkpoint metadata of format version {version} cannot be read by this Floe (it reads versions 2 and {METADATA_FORMAT_VERSION})"
             ));
         }
         postcard::from_bytes(bytes).map_err(|e| format!("invalid checkpoint metadata: {e}"))
     }
 
-    /// Loads every state file into what operators restore from.
-    pub fn load(&self, store: &dyn CheckpointStore) -> Result<RestoredState, String> {
+    /// Every shared file the snapshot references, each once.
+    pub fn shared_files(&self) -> Vec<StateFile> {
+        let mut seen = HashSet::new();
+        self.operators
+            .values()
+            .flatten()
+            .flat_map(|s| s.shared.iter())
+            .filter(|f| seen.insert(f.path.clone()))
+            .cloned()
+            .collect()
+    }
+
+    /// Loads every state file into what operators restore from; shared
+    /// files of native keyed state are fetched later, by the backend that
+    /// restores them, through `store`. `same_job`: the snapshot is a
+    /// checkpoint of the job restoring it (a failover), whose shared files
+    /// the job's next checkpoints may reference.
+    pub fn load(
+        &self,
+        store: Arc<dyn CheckpointStore>,
+        same_job: bool,
+    ) -> Result<RestoredState, String> {
         let mut restored = RestoredState {
             checkpoint_id: self.checkpoint_id,
             operator_info: self.operator_info.clone(),
+            same_job,
             ..Default::default()
         };
+        let store_: &dyn CheckpointStore = store.as_ref();
         for (uid, subtasks) in &self.operators {
             let mut op = OperatorRestore::default();
             for s in subtasks {
                 if let Some(f) = &s.keyed {
                     op.keyed
-                        .push(Arc::new(store.read_state(f, StateFileKind::Keyed)?));
+                        .push(Arc::new(store_.read_state(f, StateFileKind::Keyed)?));
+                }
+                if let Some(f) = &s.keyed_native {
+                    op.keyed_native
+                        .push(Arc::new(store_.read_state(f, StateFileKind::KeyedNative)?));
                 }
                 if let Some(f) = &s.channel {
                     op.channel.insert(
                         s.subtask,
-                        Arc::new(store.read_state(f, StateFileKind::Channel)?),
+                        Arc::new(store_.read_state(f, StateFileKind::Channel)?),
                     );
                 }
                 if let Some(raw) = &s.raw {
@@ -170,10 +289,18 @@ impl CheckpointMetadata {
                 }
                 if let Some(f) = &s.operator {
                     op.operator
-                        .push(Arc::new(store.read_state(f, StateFileKind::Operator)?));
+                        .push(Arc::new(store_.read_state(f, StateFileKind::Operator)?));
                 }
             }
             restored.operators.insert(uid.clone(), op);
+        }
+        if self
+            .operators
+            .values()
+            .flatten()
+            .any(|s| s.keyed_native.is_some())
+        {
+            restored.shared = Some(crate::checkpoint::SharedStateFetcher::new(store));
         }
         Ok(restored)
     }
@@ -263,8 +390,13 @@ pub struct CheckpointStats {
     pub trigger_timestamp_ms: u64,
     /// Trigger to completion (or failure): end-to-end duration.
     pub duration: Duration,
-    /// Bytes persisted: state files, inline state and channel state.
+    /// Bytes persisted by this checkpoint: state files, inline state and
+    /// channel state (for an incremental checkpoint only what it uploaded;
+    /// Flink's "checkpointed data size").
     pub state_size: u64,
+    /// Bytes the checkpoint consists of, shared files it references
+    /// included (Flink's "full checkpoint data size").
+    pub full_state_size: u64,
     /// Bytes of in-flight records persisted (unaligned checkpoints).
     pub channel_state_size: u64,
     /// Longest synchronous part of any task (processing paused meanwhile).
@@ -293,6 +425,7 @@ impl CheckpointStats {
             trigger_timestamp_ms: p.barrier.timestamp_ms,
             duration: p.started.elapsed(),
             state_size: p.bytes,
+            full_state_size: p.bytes + p.referenced_bytes,
             channel_state_size: p.channel_bytes,
             sync_duration: p.sync,
             async_duration: p.async_,
@@ -321,6 +454,8 @@ pub struct AckStats {
     pub alignment: Duration,
     /// The task snapshotted unaligned.
     pub unaligned: bool,
+    /// Bytes of shared files referenced, not written (incremental).
+    pub referenced_bytes: u64,
 }
 
 /// The checkpoint history of a job, shared between its coordinator (which
@@ -440,6 +575,8 @@ impl SnapshotUploader {
                             raw: None,
                             operator: None,
                             channel: None,
+                            keyed_native: None,
+                            shared: Vec::new(),
                         },
                     ));
                     states.len() - 1
@@ -455,6 +592,12 @@ impl SnapshotUploader {
         };
         for op in snapshot.operators {
             let size = match op.state {
+                OperatorState::Keyed(k) if k.native().is_some() => {
+                    let meta = entry(&mut states, &op.uid, op.subtask);
+                    let (size, referenced) = Self::write_native(id, &op.uid, &k, store, meta)?;
+                    stats.referenced_bytes += referenced;
+                    size
+                }
                 OperatorState::Keyed(k) => {
                     let name = format!("{}-{}-keyed", op.uid, op.subtask);
                     let file = store.write_state(
@@ -497,12 +640,81 @@ impl SnapshotUploader {
     }
 }
 
+impl SnapshotUploader {
+    /// Writes a native keyed snapshot: uploads its new SST files to the
+    /// job's `shared/` directory, references the others, and writes the
+    /// manifest. Returns the bytes written and the bytes referenced.
+    fn write_native(
+        id: u64,
+        uid: &str,
+        k: &floe_state::KeyedStateSnapshot,
+        store: &dyn CheckpointStore,
+        meta: &mut SubtaskStateMeta,
+    ) -> Result<(u64, u64), String> {
+        use floe_state::native::{NativeSharedFile, SharedFileRef, SstSource};
+        let native = k.native().expect("checked by the caller");
+        let prefix = store.shared_prefix().ok_or_else(|| {
+            format!("checkpoint {id}: incremental state needs checkpoint storage with a shared directory")
+        })?;
+        let (mut written, mut referenced) = (0, 0);
+        let mut shared = Vec::with_capacity(native.sst().len());
+        for f in native.sst() {
+            let file = match &f.source {
+                SstSource::At(r) => StateFile {
+                    path: r.path.clone(),
+                    size: r.size,
+                },
+                SstSource::OwnShared => StateFile {
+                    path: format!("{prefix}{}", f.shared_name),
+                    size: f.size + FRAME_OVERHEAD,
+                },
+                SstSource::Upload => {
+                    let path = native.dir().join(&f.name);
+                    let bytes = std::fs::read(&path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    let file = store.write_shared(id, &f.shared_name, &bytes)?;
+                    written += file.size;
+                    file
+                }
+            };
+            if !matches!(f.source, SstSource::Upload) {
+                referenced += file.size;
+            }
+            shared.push(NativeSharedFile {
+                name: f.name.clone(),
+                shared_name: f.shared_name.clone(),
+                file: SharedFileRef {
+                    path: file.path.clone(),
+                    size: file.size,
+                },
+            });
+            if !meta.shared.iter().any(|s| s.path == file.path) {
+                meta.shared.push(file);
+            }
+        }
+        let manifest = store.write_state(
+            id,
+            &format!("{uid}-{}-keyed-native", meta.subtask),
+            StateFileKind::KeyedNative,
+            4096,
+            &mut |out| {
+                k.encode_native_into(shared.clone(), out)
+                    .map_err(|e| e.to_string())
+            },
+        )?;
+        written += manifest.size;
+        meta.keyed_native = Some(manifest);
+        Ok((written, referenced))
+    }
+}
+
 struct Pending {
     barrier: CheckpointBarrier,
     started: Instant,
     acked: HashSet<usize>,
     metadata: CheckpointMetadata,
     bytes: u64,
+    referenced_bytes: u64,
     channel_bytes: u64,
     sync: Duration,
     async_: Duration,
@@ -632,6 +844,39 @@ impl CheckpointStore for SnapshotTargets {
             None => self.checkpoints.as_ref()?.location(checkpoint_id),
         }
     }
+
+    fn write_shared(
+        &self,
+        checkpoint_id: u64,
+        name: &str,
+        payload: &[u8],
+    ) -> Result<StateFile, String> {
+        if self.savepoint(checkpoint_id).is_some() {
+            return Err(format!(
+                "savepoint {checkpoint_id} cannot hold incremental state: savepoints are self-contained"
+            ));
+        }
+        self.checkpoints(checkpoint_id)?
+            .write_shared(checkpoint_id, name, payload)
+    }
+
+    fn shared_prefix(&self) -> Option<String> {
+        self.checkpoints.as_ref()?.shared_prefix()
+    }
+
+    fn delete_shared(&self, file: &StateFile) -> Result<(), String> {
+        match &self.checkpoints {
+            Some(c) => c.delete_shared(file),
+            None => Ok(()),
+        }
+    }
+
+    fn discard_shared(&self) -> Result<(), String> {
+        match &self.checkpoints {
+            Some(c) => c.discard_shared(),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Why the coordinator asks the job to fail over.
@@ -667,6 +912,10 @@ pub struct CheckpointCoordinator {
     last_completion: Option<Instant>,
     /// Completed ids still retained, ascending.
     retained: Vec<u64>,
+    /// Shared files each retained checkpoint references.
+    retained_shared: HashMap<u64, Vec<StateFile>>,
+    /// Which shared files are still needed.
+    shared_registry: SharedStateRegistry,
     /// Every checkpoint's statistics, in the order they ended.
     history: CheckpointHistory,
     /// Aborted checkpoints some task had not acknowledged: its upload may
@@ -700,10 +949,32 @@ impl CheckpointCoordinator {
         retained: Vec<u64>,
         history: CheckpointHistory,
     ) -> Self {
+        // Rebuild the shared-state registry from the retained checkpoints
+        // (a restarted run keeps their shared files and builds on them).
+        let mut shared_registry = SharedStateRegistry::new(store.shared_prefix());
+        let mut retained_shared = HashMap::new();
+        for &id in &retained {
+            let files = store
+                .read_metadata(id)
+                .and_then(|m| CheckpointMetadata::decode(&m))
+                .map(|m| m.shared_files());
+            match files {
+                Ok(files) => {
+                    shared_registry.register(files.iter());
+                    retained_shared.insert(id, files);
+                }
+                Err(e) => tracing::warn!(
+                    checkpoint = id,
+                    "cannot read a retained checkpoint's shared files: {e}"
+                ),
+            }
+        }
         CheckpointCoordinator {
             settings,
             periodic,
             store,
+            retained_shared,
+            shared_registry,
             control,
             drain: None,
             stopping: false,
@@ -727,6 +998,22 @@ impl CheckpointCoordinator {
     /// the job removes them once the run's uploaders have stopped.
     pub fn take_orphans(&mut self) -> (Vec<u64>, Arc<SnapshotTargets>) {
         (std::mem::take(&mut self.orphans), self.store.clone())
+    }
+
+    /// The newest checkpoint in flight.
+    fn max_pending(&self) -> Option<u64> {
+        self.pending.keys().next_back().copied()
+    }
+
+    /// Deletes the shared files that no retained or pending checkpoint can
+    /// reference any more.
+    fn delete_unreferenced_shared(&mut self) {
+        let min_pending = self.pending.keys().next().copied();
+        for f in self.shared_registry.take_deletable(min_pending) {
+            if let Err(e) = self.store.delete_shared(&f) {
+                tracing::warn!("cannot delete unreferenced shared state {}: {e}", f.path);
+            }
+        }
     }
 
     /// The highest id triggered so far (or the id it started after).
@@ -806,6 +1093,7 @@ impl CheckpointCoordinator {
             id: self.next_id,
             timestamp_ms: now_ms(),
             kind,
+            last_completed: self.retained.last().copied(),
         };
         self.next_id += 1;
         if let Some((_, storage)) = &savepoint {
@@ -834,6 +1122,7 @@ impl CheckpointCoordinator {
                     operators: BTreeMap::new(),
                 },
                 bytes: 0,
+                referenced_bytes: 0,
                 channel_bytes: 0,
                 sync: Duration::ZERO,
                 async_: Duration::ZERO,
@@ -943,6 +1232,10 @@ impl CheckpointCoordinator {
                 "cannot remove the files of an aborted checkpoint: {e}"
             );
         }
+        let shared = p.metadata.shared_files();
+        self.shared_registry
+            .release(shared.iter(), self.max_pending().max(Some(id)));
+        self.delete_unreferenced_shared();
         if p.acked.len() < self.tasks.len() {
             self.orphans.push(id);
         }
@@ -1001,6 +1294,9 @@ impl CheckpointCoordinator {
         }
         self.consecutive_failures = 0;
         self.last_completion = Some(Instant::now());
+        let shared = p.metadata.shared_files();
+        self.shared_registry.register(shared.iter());
+        self.retained_shared.insert(id, shared);
         let mut stats = CheckpointStats::of(&p, CheckpointStatus::Completed, self.tasks.len());
         stats.external_path = self.store.location(id);
         tracing::info!(
@@ -1031,7 +1327,12 @@ impl CheckpointCoordinator {
             if let Err(e) = self.store.discard(old) {
                 tracing::warn!(checkpoint = old, "cannot discard subsumed checkpoint: {e}");
             }
+            if let Some(files) = self.retained_shared.remove(&old) {
+                let max_pending = self.max_pending();
+                self.shared_registry.unregister(files.iter(), max_pending);
+            }
         }
+        self.delete_unreferenced_shared();
         floe_core::failpoint::hit("checkpoint.after-metadata");
         self.notify(CheckpointNotification::Complete(id));
         if self.final_checkpoint.is_some_and(|f| f <= id) && p.savepoint.is_none() {
@@ -1126,11 +1427,17 @@ impl CheckpointCoordinator {
                     // must not outlive the abort.
                     if !self.retained.contains(&checkpoint_id) {
                         let _ = self.store.discard(checkpoint_id);
+                        let shared: Vec<StateFile> =
+                            states.iter().flat_map(|(_, m)| m.shared.clone()).collect();
+                        self.shared_registry
+                            .release(shared.iter(), self.max_pending());
+                        self.delete_unreferenced_shared();
                     }
                     return Ok(true);
                 };
                 p.acked.insert(task);
                 p.bytes += bytes;
+                p.referenced_bytes += stats.referenced_bytes;
                 p.channel_bytes += stats.channel_bytes;
                 p.sync = p.sync.max(stats.sync);
                 p.async_ = p.async_.max(stats.async_);
@@ -1316,6 +1623,8 @@ fn file_kind(kind: StateFileKind) -> floe_checkpoint::FileKind {
         StateFileKind::Keyed => floe_checkpoint::FileKind::KeyedState,
         StateFileKind::Operator => floe_checkpoint::FileKind::OperatorState,
         StateFileKind::Channel => floe_checkpoint::FileKind::ChannelState,
+        StateFileKind::KeyedNative => floe_checkpoint::FileKind::KeyedStateNative,
+        StateFileKind::Shared => floe_checkpoint::FileKind::SharedState,
     }
 }
 
@@ -1403,5 +1712,27 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
     fn location(&self, checkpoint_id: u64) -> Option<String> {
         (self.storage().kind() != floe_checkpoint::StorageKind::JobManager)
             .then(|| self.checkpoint_location(checkpoint_id))
+    }
+
+    fn write_shared(
+        &self,
+        _checkpoint_id: u64,
+        name: &str,
+        payload: &[u8],
+    ) -> Result<StateFile, String> {
+        self.write_shared_file(name, payload)
+            .map_err(|e| e.to_string())
+    }
+
+    fn shared_prefix(&self) -> Option<String> {
+        Some(floe_checkpoint::JobCheckpointStorage::shared_prefix(self))
+    }
+
+    fn delete_shared(&self, file: &StateFile) -> Result<(), String> {
+        self.delete_shared_file(file).map_err(|e| e.to_string())
+    }
+
+    fn discard_shared(&self) -> Result<(), String> {
+        floe_checkpoint::JobCheckpointStorage::discard_shared(self).map_err(|e| e.to_string())
     }
 }

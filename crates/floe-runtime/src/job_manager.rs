@@ -665,7 +665,7 @@ impl JobClient {
             return Ok(self.manager.settings.restore.clone());
         };
         let meta = CheckpointMetadata::decode(&store.read_metadata(id)?)?;
-        Ok(Some(Arc::new(meta.load(store.as_ref())?)))
+        Ok(Some(Arc::new(meta.load(store.clone(), true)?)))
     }
 
     /// Discards every completed checkpoint of the job (Flink discards
@@ -678,10 +678,16 @@ impl JobClient {
         if cancelled && settings.retain_on_cancellation {
             return;
         }
+        let mut all_gone = true;
         for id in store.completed().unwrap_or_default() {
             if let Err(e) = store.discard(id) {
+                all_gone = false;
                 tracing::warn!(checkpoint = id, "cannot discard checkpoint: {e}");
             }
+        }
+        // Incremental state goes with the last checkpoint referencing it.
+        if all_gone && let Err(e) = store.discard_shared() {
+            tracing::warn!("cannot discard the job's shared state: {e}");
         }
     }
 

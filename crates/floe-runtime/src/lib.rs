@@ -30,6 +30,7 @@ pub mod managed_state;
 pub mod operator;
 pub mod queryable;
 pub mod restart;
+pub mod shared_state;
 pub mod sink;
 pub mod snapshot;
 pub mod source;

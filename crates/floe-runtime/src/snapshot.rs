@@ -13,7 +13,7 @@ pub struct OpenedSnapshot {
     pub location: SnapshotLocation,
     /// Its `_metadata`.
     pub metadata: CheckpointMetadata,
-    store: Box<dyn CheckpointStore>,
+    store: std::sync::Arc<dyn CheckpointStore>,
 }
 
 impl OpenedSnapshot {
@@ -22,9 +22,11 @@ impl OpenedSnapshot {
     /// its latest checkpoint) and reads its metadata.
     pub fn open(path: &str) -> Result<Self, String> {
         let location = SnapshotLocation::resolve(path).map_err(|e| e.to_string())?;
-        let (store, id): (Box<dyn CheckpointStore>, u64) = match &location {
-            SnapshotLocation::Savepoint(sp) => (Box::new(sp.clone()), 0),
-            SnapshotLocation::Checkpoint(c) => (Box::new(c.job.clone()), c.checkpoint_id),
+        let (store, id): (std::sync::Arc<dyn CheckpointStore>, u64) = match &location {
+            SnapshotLocation::Savepoint(sp) => (std::sync::Arc::new(sp.clone()), 0),
+            SnapshotLocation::Checkpoint(c) => {
+                (std::sync::Arc::new(c.job.clone()), c.checkpoint_id)
+            }
         };
         let metadata = CheckpointMetadata::decode(&store.read_metadata(id)?)?;
         Ok(OpenedSnapshot {
@@ -41,7 +43,9 @@ impl OpenedSnapshot {
 
     /// Reads every state file into what operators restore from.
     pub fn load(&self) -> Result<RestoredState, String> {
-        self.metadata.load(self.store.as_ref())
+        // A user-named snapshot: the job restoring it is another job, so
+        // its shared files stay that job's (never referenced, never deleted).
+        self.metadata.load(self.store.clone(), false)
     }
 
     /// The snapshot's location as a URL.

@@ -76,6 +76,9 @@ pub struct RocksDbConfig {
     /// The process's memory budget for RocksDB, shared by every state and
     /// subtask (`taskmanager.memory.managed.size`).
     pub managed_memory: u64,
+    /// Checkpoints upload RocksDB's own files, only the new ones
+    /// (`state.backend.incremental`); savepoints stay canonical.
+    pub incremental: bool,
 }
 
 impl Default for RocksDbConfig {
@@ -83,6 +86,7 @@ impl Default for RocksDbConfig {
         RocksDbConfig {
             local_dir: std::env::temp_dir().join("floe-rocksdb"),
             managed_memory: 256 << 20,
+            incremental: false,
         }
     }
 }
@@ -399,7 +403,7 @@ impl<K: Key, S: StateStorage> FrozenTable for FrozenHeapTable<K, S> {
     }
 }
 
-enum Store {
+pub(crate) enum Store {
     /// One `HeapTable<K, S>` per registered state, in registration order.
     Heap(Vec<Box<dyn ErasedHeapTable>>),
     /// One column family per registered state.
@@ -416,7 +420,7 @@ pub struct KeyedStateBackend<K: Key> {
     /// The current key and its key group's offset in `range`.
     current: Option<(K, usize)>,
     registrations: Vec<Registration>,
-    store: Store,
+    pub(crate) store: Store,
     /// Restored state not yet registered by the function, by name. It is
     /// loaded when registered and carried into every snapshot until then, so
     /// state a function stops using is not lost silently.
@@ -597,6 +601,15 @@ impl<K: Key> KeyedStateBackend<K> {
             }
             #[cfg(feature = "rocksdb")]
             Store::Rocks(r) => {
+                if let Some(restored_kind) = r.native_kind(name).filter(|k| *k != kind) {
+                    return Err(StateError::IncompatibleRestore {
+                        name: name.to_string(),
+                        restored_kind,
+                        requested_kind: kind,
+                        requested_type: type_name,
+                        reason: "the kinds differ".into(),
+                    });
+                }
                 r.create_state(name, codec.layout.into())?;
                 let idx = self.registrations.len() as u32;
                 (codec.restore)(r, idx, groups, name).inspect_err(|_| r.abandon_last_state())
@@ -700,15 +713,7 @@ impl<K: Key> KeyedStateBackend<K> {
     pub(crate) fn freeze_tables(
         &mut self,
     ) -> (Vec<crate::snapshot::StateMeta>, Vec<Box<dyn FrozenTable>>) {
-        let metas = self
-            .registrations
-            .iter()
-            .map(|r| crate::snapshot::StateMeta {
-                name: r.name.clone(),
-                kind: r.kind.code(),
-                value_type: r.type_name.to_string(),
-            })
-            .collect();
+        let metas = self.state_metas();
         let frozen = match &mut self.store {
             Store::Heap(tables) => tables.iter_mut().map(|t| t.freeze()).collect(),
             #[cfg(feature = "rocksdb")]
@@ -721,7 +726,7 @@ impl<K: Key> KeyedStateBackend<K> {
                         StateError::Backend { reason, .. } => reason,
                         other => other.to_string(),
                     });
-                    (0..self.registrations.len())
+                    (0..metas.len())
                         .map(|_| {
                             Box::new(crate::rocks::FailedFrozenTable(
                                 reason.clone(),
@@ -733,6 +738,27 @@ impl<K: Key> KeyedStateBackend<K> {
             },
         };
         (metas, frozen)
+    }
+
+    /// What snapshots record about every state in the backend: the
+    /// registered ones, then (RocksDB) those restored natively and not
+    /// registered again yet.
+    pub(crate) fn state_metas(&self) -> Vec<crate::snapshot::StateMeta> {
+        #[cfg_attr(not(feature = "rocksdb"), allow(unused_mut))]
+        let mut metas: Vec<_> = self
+            .registrations
+            .iter()
+            .map(|r| crate::snapshot::StateMeta {
+                name: r.name.clone(),
+                kind: r.kind.code(),
+                value_type: r.type_name.to_string(),
+            })
+            .collect();
+        #[cfg(feature = "rocksdb")]
+        if let Store::Rocks(r) = &self.store {
+            metas.extend(r.unregistered_native_states().cloned());
+        }
+        metas
     }
 
     /// How many states are registered.
@@ -805,9 +831,9 @@ impl<K: Key> KeyedStateBackend<K> {
     /// Every key that holds a value in state `name`, with its key group
     /// (Flink's `applyToKeyedState` visits these). `None` for an unknown
     /// name.
-    pub fn keys(&self, name: &str) -> Option<Vec<(K, KeyGroup)>> {
+    pub fn keys(&mut self, name: &str) -> Option<Vec<(K, KeyGroup)>> {
         let idx = self.registrations.iter().position(|r| r.name == name)?;
-        let keys = match &self.store {
+        let keys = match &mut self.store {
             Store::Heap(tables) => tables[idx].keys_any(),
             #[cfg(feature = "rocksdb")]
             Store::Rocks(r) => {
@@ -833,9 +859,9 @@ impl<K: Key> KeyedStateBackend<K> {
 
     /// Number of keys that hold a value in state `name`, per key group of this
     /// subtask's range (in range order). `None` for an unknown name.
-    pub fn keys_per_key_group(&self, name: &str) -> Option<Vec<usize>> {
+    pub fn keys_per_key_group(&mut self, name: &str) -> Option<Vec<usize>> {
         let idx = self.registrations.iter().position(|r| r.name == name)?;
-        match &self.store {
+        match &mut self.store {
             Store::Heap(tables) => Some(tables[idx].sizes()),
             #[cfg(feature = "rocksdb")]
             Store::Rocks(r) => Some(r.key_counts(idx as u32).unwrap_or_else(|e| {

@@ -25,10 +25,13 @@ pub mod descriptor;
 pub mod error;
 pub mod handles;
 pub mod key_group;
+pub mod native;
 pub mod operator;
 pub mod query;
 #[cfg(feature = "rocksdb")]
 mod rocks;
+#[cfg(feature = "rocksdb")]
+mod rocks_cache;
 pub mod snapshot;
 
 pub use backend::{

@@ -10,10 +10,11 @@
 //! bytes the heap backend writes, so checkpoints and savepoints restore on
 //! either backend.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::rocks_cache::{Cached, ValueCache};
 use floe_core::KeyGroup;
 use floe_rocksdb::{CheckpointReader, KeyPrefix, KeyedDb, RocksDbResources, StateId, StateLayout};
 use serde::Serialize;
@@ -21,8 +22,11 @@ use serde::de::DeserializeOwned;
 
 use crate::backend::{FrozenTable, RocksDbConfig};
 use crate::codec;
+use crate::descriptor::StateKind;
 use crate::error::StateError;
 use crate::key_group::KeyGroupRange;
+use crate::native::{NativeFetch, NativeKeyedStateFile, NativeSnapshot, NativeSstFile, SstSource};
+use crate::snapshot::StateMeta;
 
 fn backend_error(operator: &str, action: &str, e: impl std::fmt::Display) -> StateError {
     StateError::Backend {
@@ -107,11 +111,24 @@ pub(crate) struct RocksStore {
     states: Vec<RocksState>,
     /// The current key's prefix (key group | length | key).
     prefix: KeyPrefix,
+    /// Value-like states' recent keys, written back in batches.
+    cache: ValueCache,
     /// Scratch buffers, reused across records.
     key_buf: Vec<u8>,
     buf: Vec<u8>,
     /// Where snapshot checkpoints go (beside the working directory).
     snapshot_root: PathBuf,
+    /// Checkpoints are native and incremental (`state.backend.incremental`).
+    incremental: bool,
+    /// This database instance's identity in shared file names.
+    db_id: String,
+    /// Per native snapshot (by checkpoint id): each SST file's name, shared
+    /// name and where it is once that checkpoint completed — what a later
+    /// snapshot built on it references instead of uploading.
+    native_history: BTreeMap<u64, Vec<(String, String, SstSource)>>,
+    /// States restored natively that the function has not registered
+    /// (again): they live in the database and go into every snapshot.
+    native_states: Vec<StateMeta>,
     /// Removes the subtask's directory; declared last, so it runs after
     /// the database (an earlier field) closed.
     _root: RootDir,
@@ -139,7 +156,9 @@ impl RocksStore {
         operator: &str,
         range: KeyGroupRange,
     ) -> Result<Self, StateError> {
-        let resources = shared_resources(config.managed_memory, operator)?;
+        // Three quarters of the budget for RocksDB, a quarter for the
+        // write-back caches (see `rocks_cache`).
+        let resources = shared_resources(config.managed_memory / 4 * 3, operator)?;
         remove_dead_processes_dirs(&config.local_dir);
         let name = unique_name(operator);
         let root = config.local_dir.join(&name);
@@ -152,10 +171,15 @@ impl RocksStore {
             resources,
             operator: operator.to_string(),
             states: Vec::new(),
+            cache: ValueCache::new((config.managed_memory / 4) as usize),
             prefix: KeyPrefix::new(),
             key_buf: Vec::with_capacity(64),
             buf: Vec::with_capacity(256),
             snapshot_root: root.join("snapshots"),
+            incremental: config.incremental,
+            db_id: format!("{:016x}", rand::random::<u64>()),
+            native_history: BTreeMap::new(),
+            native_states: Vec::new(),
             _root: RootDir(root),
         })
     }
@@ -175,6 +199,8 @@ impl RocksStore {
             layout,
             name: name.to_string(),
         });
+        self.cache.push_state(layout == StateLayout::ValueLike);
+        self.native_states.retain(|m| m.name != name);
         Ok(())
     }
 
@@ -184,6 +210,7 @@ impl RocksStore {
     /// registration under the same name finds again.
     pub(crate) fn abandon_last_state(&mut self) {
         self.states.pop();
+        self.cache.pop_state();
     }
 
     /// Makes `key` (in `kg`) the key that state access goes to.
@@ -209,44 +236,89 @@ impl RocksStore {
 
     // --- value-like states (value, reducing, aggregating) ---
 
-    /// The current key's value.
+    /// The current key's value: from the write-back cache, else from
+    /// RocksDB (and then cached).
     #[inline]
     pub(crate) fn value_get<T: DeserializeOwned>(
         &mut self,
         idx: u32,
     ) -> Result<Option<T>, StateError> {
+        let name = &self.states[idx as usize].name;
+        if let Cached::Hit(bytes) = self.cache.get(idx, self.prefix.as_bytes()) {
+            return bytes.map(|b| codec::decode(b, name)).transpose();
+        }
         let id = self.id(idx);
-        let Some(bytes) = self
+        let bytes = self
             .db
             .get(id, &self.prefix)
-            .map_err(|e| self.err("get", e))?
-        else {
-            return Ok(None);
-        };
-        codec::decode(&bytes, &self.states[idx as usize].name).map(Some)
+            .map_err(|e| backend_error(&self.operator, "get", e))?
+            .map(|b| b.to_vec());
+        let value = bytes
+            .as_deref()
+            .map(|b| codec::decode(b, &self.states[idx as usize].name))
+            .transpose()?;
+        if self.cache.caches(idx) {
+            self.cache.insert_clean(idx, self.prefix.as_bytes(), bytes);
+            self.evict_if_over_budget()?;
+        }
+        Ok(value)
     }
 
-    /// Replaces the current key's value.
+    /// Replaces the current key's value (in the cache; RocksDB sees it at
+    /// the next flush).
     #[inline]
     pub(crate) fn value_put<T: Serialize>(
         &mut self,
         idx: u32,
         value: &T,
     ) -> Result<(), StateError> {
-        let id = self.id(idx);
-        self.buf.clear();
-        codec::encode_into(value, &mut self.buf, &self.states[idx as usize].name)?;
-        self.db
-            .put(id, &self.prefix, &self.buf)
-            .map_err(|e| backend_error(&self.operator, "put", e))
+        let name = &self.states[idx as usize].name;
+        self.cache.put(
+            idx,
+            self.prefix.as_bytes(),
+            Some(|buf: &mut Vec<u8>| codec::encode_into(value, buf, name)),
+        )?;
+        self.evict_if_over_budget()
     }
 
     /// Removes the current key's value (or list).
     pub(crate) fn delete(&mut self, idx: u32) -> Result<(), StateError> {
+        if self.cache.caches(idx) {
+            self.cache.put(
+                idx,
+                self.prefix.as_bytes(),
+                None::<fn(&mut Vec<u8>) -> Result<(), StateError>>,
+            )?;
+            return self.evict_if_over_budget();
+        }
         let id = self.id(idx);
         self.db
             .delete(id, &self.prefix)
             .map_err(|e| backend_error(&self.operator, "delete", e))
+    }
+
+    /// Writes the cache's dirty entries to RocksDB in one batch per state:
+    /// before a checkpoint and before iterating the database.
+    pub(crate) fn flush_cache(&mut self) -> Result<(), StateError> {
+        if !self.cache.is_dirty() {
+            return Ok(());
+        }
+        let (db, states, operator) = (&mut self.db, &self.states, &self.operator);
+        self.cache.flush(|idx, entries| {
+            db.write_values(states[idx as usize].id, entries)
+                .map_err(|e| backend_error(operator, "write back cached values", e))
+        })
+    }
+
+    /// When the process's caches are over budget, writes this one back and
+    /// empties it.
+    #[inline]
+    fn evict_if_over_budget(&mut self) -> Result<(), StateError> {
+        if self.cache.over_budget() {
+            self.flush_cache()?;
+            self.cache.clear();
+        }
+        Ok(())
     }
 
     // --- list states ---
@@ -423,6 +495,9 @@ impl RocksStore {
         let mut key_bytes = Vec::new();
         codec::encode_into(key, &mut key_bytes, "key")?;
         prefix.set(kg, &key_bytes);
+        if let Cached::Hit(bytes) = self.cache.get(idx, prefix.as_bytes()) {
+            return Ok(bytes.map(<[u8]>::to_vec));
+        }
         let state = &self.states[idx as usize];
         let err = |e| backend_error(&self.operator, "query", e);
         match state.layout {
@@ -460,7 +535,8 @@ impl RocksStore {
     }
 
     /// Entries per key group of state `idx`, in range order.
-    pub(crate) fn key_counts(&self, idx: u32) -> Result<Vec<usize>, StateError> {
+    pub(crate) fn key_counts(&mut self, idx: u32) -> Result<Vec<usize>, StateError> {
+        self.flush_cache()?;
         self.db
             .key_counts(self.id(idx))
             .map_err(|e| self.err("count keys", e))
@@ -468,10 +544,11 @@ impl RocksStore {
 
     /// Every key of state `idx` with its key group.
     pub(crate) fn keys<K: DeserializeOwned>(
-        &self,
+        &mut self,
         idx: u32,
         range: KeyGroupRange,
     ) -> Result<Vec<(K, KeyGroup)>, StateError> {
+        self.flush_cache()?;
         let id = self.id(idx);
         let mut out = Vec::new();
         for kg in range.iter() {
@@ -493,6 +570,7 @@ impl RocksStore {
         &mut self,
         range: KeyGroupRange,
     ) -> Result<Vec<Box<dyn FrozenTable>>, StateError> {
+        self.flush_cache()?;
         std::fs::create_dir_all(&self.snapshot_root)
             .map_err(|e| self.err(&format!("create {}", self.snapshot_root.display()), e))?;
         let dir = self.snapshot_root.join(unique_name("snapshot"));
@@ -506,21 +584,237 @@ impl RocksStore {
             reader: Mutex::new(None),
             encoded: Mutex::new(HashMap::new()),
         });
+        let carried = self
+            .native_states
+            .iter()
+            .map(|m| (m.name.clone(), layout_of_kind(m.kind)));
         Ok(self
             .states
             .iter()
+            .map(|s| (s.name.clone(), s.layout))
+            .chain(carried)
             .enumerate()
-            .map(|(index, s)| {
+            .map(|(index, (state, layout))| {
                 Box::new(RocksFrozenTable {
                     snapshot: snapshot.clone(),
                     index,
-                    state: s.name.clone(),
-                    layout: s.layout,
+                    state,
+                    layout,
                     range,
                 }) as Box<dyn FrozenTable>
             })
             .collect())
     }
+}
+
+impl RocksStore {
+    /// Whether checkpoints are native and incremental.
+    pub(crate) fn incremental(&self) -> bool {
+        self.incremental
+    }
+
+    /// The kind of a state restored natively and not registered yet.
+    pub(crate) fn native_kind(&self, name: &str) -> Option<StateKind> {
+        let m = self.native_states.iter().find(|m| m.name == name)?;
+        StateKind::from_code(m.kind)
+    }
+
+    /// States restored natively and not registered (again).
+    pub(crate) fn unregistered_native_states(&self) -> impl Iterator<Item = &StateMeta> {
+        self.native_states.iter()
+    }
+
+    /// The synchronous part of a native (incremental) snapshot for
+    /// checkpoint `checkpoint_id`: flushes the cache, takes a RocksDB
+    /// checkpoint, and marks each SST file to upload or to reference. Files
+    /// of `base` (the latest completed checkpoint when this one was
+    /// triggered, which the coordinator keeps until this one is done) are
+    /// referenced; every other file is uploaded.
+    pub(crate) fn snapshot_native(
+        &mut self,
+        checkpoint_id: u64,
+        base: Option<u64>,
+    ) -> Result<NativeSnapshot, StateError> {
+        self.flush_cache()?;
+        std::fs::create_dir_all(&self.snapshot_root)
+            .map_err(|e| self.err(&format!("create {}", self.snapshot_root.display()), e))?;
+        let dir = self.snapshot_root.join(unique_name("native"));
+        let files = self
+            .db
+            .checkpoint(&dir)
+            .map_err(|e| self.err("checkpoint", e))?;
+        let mut snapshot = NativeSnapshot {
+            dir,
+            sst: Vec::new(),
+            private: Vec::new(),
+        };
+        let previous: HashMap<&str, (&str, &SstSource)> = base
+            .and_then(|b| self.native_history.get(&b))
+            .map(|files| {
+                files
+                    .iter()
+                    .map(|(n, sn, src)| (n.as_str(), (sn.as_str(), src)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for f in files.files {
+            if f.kind != floe_rocksdb::CheckpointFileKind::Sst {
+                snapshot.private.push(f.name);
+                continue;
+            }
+            let (shared_name, source) = match previous.get(f.name.as_str()) {
+                Some((shared_name, src)) => (shared_name.to_string(), (*src).clone()),
+                None => (format!("{}-{}", self.db_id, f.name), SstSource::Upload),
+            };
+            snapshot.sst.push(NativeSstFile {
+                name: f.name,
+                shared_name,
+                size: f.size,
+                source,
+            });
+        }
+        // Once this checkpoint completes, what it uploaded is in the job's
+        // shared directory; what it referenced stays where it was.
+        let stored = snapshot
+            .sst
+            .iter()
+            .map(|f| {
+                let at = match &f.source {
+                    SstSource::At(r) => SstSource::At(r.clone()),
+                    SstSource::Upload | SstSource::OwnShared => SstSource::OwnShared,
+                };
+                (f.name.clone(), f.shared_name.clone(), at)
+            })
+            .collect();
+        self.native_history.insert(checkpoint_id, stored);
+        // Snapshots older than the base can no longer be one; keep a few
+        // when nothing completes, in case an older one does.
+        if let Some(b) = base {
+            self.native_history.retain(|id, _| *id >= b);
+        }
+        while self.native_history.len() > 16 {
+            self.native_history.pop_first();
+        }
+        Ok(snapshot)
+    }
+
+    /// Rebuilds the database from native snapshots of checkpoint
+    /// `checkpoint_id` (any parallelism): downloads the files of every
+    /// snapshot overlapping `range`, then restores through
+    /// [`KeyedDb::restore`] (opened in place, or clipped and ingested when
+    /// rescaling). When `reusable` (a checkpoint of this job) and the
+    /// database is the one snapshot's at the same range, the next
+    /// checkpoint references its files instead of uploading them again.
+    pub(crate) fn restore_native(
+        &mut self,
+        manifests: &[NativeKeyedStateFile],
+        range: KeyGroupRange,
+        checkpoint_id: u64,
+        reusable: bool,
+        fetch: &NativeFetch<'_>,
+    ) -> Result<(), StateError> {
+        if !self.states.is_empty() {
+            return Err(self.err(
+                "restore",
+                "restore must happen before any state is registered",
+            ));
+        }
+        let root = self._root.0.clone();
+        let rocks_range = |r: KeyGroupRange| {
+            floe_rocksdb::KeyGroupRange::new(r.start, r.end)
+                .map_err(|e| backend_error(&self.operator, "key-group range", e))
+        };
+        let mut sources = Vec::new();
+        let mut overlapping = Vec::new();
+        for (i, m) in manifests.iter().enumerate() {
+            let from = m.key_group_range();
+            if from.end < range.start || from.start > range.end {
+                continue;
+            }
+            let dir = root.join(format!("restore-{i}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| self.err(&format!("create {}", dir.display()), e))?;
+            m.materialize(&dir, fetch, &self.operator)?;
+            sources.push((dir, rocks_range(from)?));
+            overlapping.push(m);
+        }
+        let dirs: Vec<PathBuf> = sources.iter().map(|(d, _)| d.clone()).collect();
+        let restored = KeyedDb::restore(
+            root.join(unique_name("db")),
+            &self.resources,
+            rocks_range(range)?,
+            sources,
+        );
+        for d in dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        // The empty database opened at start is dropped (and removed) here.
+        self.db = restored.map_err(|e| self.err("restore", e))?;
+        for m in &overlapping {
+            for meta in &m.states {
+                if !self.native_states.iter().any(|n| n.name == meta.name) {
+                    self.native_states.push(meta.clone());
+                }
+            }
+        }
+        if let [m] = overlapping[..]
+            && reusable
+            && m.key_group_range() == range
+        {
+            let files = m
+                .shared
+                .iter()
+                .map(|f| {
+                    (
+                        f.name.clone(),
+                        f.shared_name.clone(),
+                        SstSource::At(f.file.clone()),
+                    )
+                })
+                .collect();
+            self.native_history.insert(checkpoint_id, files);
+        }
+        Ok(())
+    }
+}
+
+/// How a state kind is laid out in RocksDB.
+pub(crate) fn layout_of_kind(code: u8) -> StateLayout {
+    match StateKind::from_code(code) {
+        Some(StateKind::List) => StateLayout::List,
+        Some(StateKind::Map) => StateLayout::Map,
+        _ => StateLayout::ValueLike,
+    }
+}
+
+/// Reads the canonical bytes of every state in the key groups of `range`
+/// from a native snapshot's files in `dir` (a heap backend restoring a
+/// RocksDB checkpoint): `(state, key group, bytes)`.
+pub(crate) fn canonical_from_native(
+    dir: &std::path::Path,
+    manifest: &NativeKeyedStateFile,
+    range: KeyGroupRange,
+    operator: &str,
+) -> Result<Vec<(usize, KeyGroup, Vec<u8>)>, StateError> {
+    let resources = shared_resources(RocksDbConfig::default().managed_memory, operator)?;
+    let mut reader = CheckpointReader::open(dir, &resources)
+        .map_err(|e| backend_error(operator, "open native snapshot", e))?;
+    let from = manifest.key_group_range();
+    let mut out = Vec::new();
+    for (i, meta) in manifest.states.iter().enumerate() {
+        let layout = layout_of_kind(meta.kind);
+        for kg in range.iter().filter(|kg| from.contains(*kg)) {
+            let mut bytes = Vec::new();
+            reader
+                .encode_key_group(&meta.name, layout, kg, &mut bytes)
+                .map_err(|e| backend_error(operator, "read native snapshot", e))?;
+            if !bytes.is_empty() {
+                out.push((i, kg, bytes));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A RocksDB checkpoint taken for one snapshot, read back lazily.

@@ -121,6 +121,8 @@ pub struct KeyedStateSnapshot {
     /// The encoded size of the backend's previous snapshot, shared with the
     /// backend: the output is allocated once at about the right size.
     size_hint: Arc<AtomicUsize>,
+    /// A native (incremental) snapshot instead of frozen tables.
+    native: Option<crate::native::NativeSnapshot>,
 }
 
 impl KeyedStateSnapshot {
@@ -190,6 +192,49 @@ impl KeyedStateSnapshot {
         Ok(())
     }
 
+    /// The native files, when this is an incremental RocksDB snapshot: the
+    /// runtime uploads the new ones and writes a manifest with
+    /// [`encode_native_into`](Self::encode_native_into) instead of
+    /// [`encode_into`](Self::encode_into).
+    pub fn native(&self) -> Option<&crate::native::NativeSnapshot> {
+        self.native.as_ref()
+    }
+
+    /// Appends the manifest of a native snapshot (a postcard
+    /// [`NativeKeyedStateFile`](crate::native::NativeKeyedStateFile)) whose
+    /// SST files are stored as `shared`; the small private files are read
+    /// from the checkpoint directory and inlined.
+    pub fn encode_native_into(
+        &self,
+        shared: Vec<crate::native::NativeSharedFile>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StateError> {
+        let native = self.native.as_ref().ok_or_else(|| StateError::Codec {
+            action: "encode",
+            what: "native keyed state snapshot".into(),
+            reason: "the snapshot is canonical, not native".into(),
+        })?;
+        let mut private = Vec::with_capacity(native.private.len());
+        for name in &native.private {
+            let path = native.dir.join(name);
+            let bytes = std::fs::read(&path).map_err(|e| StateError::Codec {
+                action: "encode",
+                what: "native keyed state snapshot".into(),
+                reason: format!("cannot read {}: {e}", path.display()),
+            })?;
+            private.push((name.clone(), bytes));
+        }
+        let file = crate::native::NativeKeyedStateFile {
+            max_parallelism: self.max_parallelism,
+            key_group_start: self.range.start,
+            key_group_end: self.range.end,
+            states: self.states.clone(),
+            shared,
+            private,
+        };
+        codec::encode_into(&file, out, "native keyed state snapshot")
+    }
+
     /// The expected encoded size: that of the backend's previous snapshot.
     pub fn size_hint(&self) -> usize {
         self.size_hint.load(Ordering::Relaxed)
@@ -220,7 +265,45 @@ impl<K: Key> KeyedStateBackend<K> {
             frozen,
             carried: self.restored.clone(),
             size_hint: self.snapshot_size_hint.clone(),
+            native: None,
         }
+    }
+
+    /// The snapshot for checkpoint `checkpoint_id`: native and incremental
+    /// on RocksDB with `state.backend.incremental` (building on checkpoint
+    /// `base`, the latest completed one when this was triggered), else the
+    /// canonical [`snapshot`](Self::snapshot). Savepoints always use the
+    /// canonical one.
+    pub fn snapshot_for_checkpoint(
+        &mut self,
+        checkpoint_id: u64,
+        base: Option<u64>,
+    ) -> KeyedStateSnapshot {
+        #[cfg(feature = "rocksdb")]
+        if self.restored.is_empty()
+            && let crate::backend::Store::Rocks(r) = &mut self.store
+            && r.incremental()
+        {
+            match r.snapshot_native(checkpoint_id, base) {
+                Ok(native) => {
+                    return KeyedStateSnapshot {
+                        range: self.key_group_range(),
+                        max_parallelism: self.max_parallelism(),
+                        states: self.state_metas(),
+                        frozen: Vec::new(),
+                        carried: Vec::new(),
+                        size_hint: self.snapshot_size_hint.clone(),
+                        native: Some(native),
+                    };
+                }
+                Err(e) => tracing::warn!(
+                    checkpoint = checkpoint_id,
+                    "native snapshot failed, taking a canonical one: {e}"
+                ),
+            }
+        }
+        let _ = (checkpoint_id, base);
+        self.snapshot()
     }
 
     /// Loads snapshot payloads written by any number of subtasks at any

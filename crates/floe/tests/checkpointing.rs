@@ -104,6 +104,11 @@ struct Setup<'a> {
     slow_consumer: bool,
     /// `state.backend.type`.
     backend: &'static str,
+    /// `state.backend.incremental`.
+    incremental: bool,
+    /// No restart strategy: the injected failure fails the job, which
+    /// keeps its checkpoints.
+    no_restart: bool,
 }
 
 impl Default for Setup<'_> {
@@ -119,6 +124,8 @@ impl Default for Setup<'_> {
             timeout: None,
             slow_consumer: false,
             backend: "hashmap",
+            incremental: false,
+            no_restart: false,
         }
     }
 }
@@ -135,9 +142,12 @@ fn run_with(setup: Setup<'_>) -> Outcome {
         timeout,
         slow_consumer,
         backend,
+        incremental,
+        no_restart,
     } = setup;
     let env = StreamEnvironment::new();
     env.set_config("state.backend.type", backend);
+    env.set_config("state.backend.incremental", &incremental.to_string());
     if let Some(dir) = dir {
         env.set_config(
             "state.checkpoints.dir",
@@ -158,9 +168,13 @@ fn run_with(setup: Setup<'_>) -> Outcome {
             c.timeout = t;
         }
     });
-    env.set_restart_strategy(RestartStrategy::FixedDelay {
-        attempts: 3,
-        delay: Duration::from_millis(10),
+    env.set_restart_strategy(if no_restart {
+        RestartStrategy::None
+    } else {
+        RestartStrategy::FixedDelay {
+            attempts: 3,
+            delay: Duration::from_millis(10),
+        }
     });
     let rate = records as f64 / 0.6; // each source takes about 0.6 s
     let a = env
@@ -194,9 +208,20 @@ fn run_with(setup: Setup<'_>) -> Outcome {
         })
         .uid("count")
         .sink_to(sink, "collect");
-    let result = env
-        .execute("flaky-count")
-        .expect("the job recovers and finishes");
+    let result = match env.execute("flaky-count") {
+        Ok(r) => r,
+        Err(e) if no_restart => {
+            return Outcome {
+                job_id: format!("failed: {e}"),
+                fail_at,
+                updates: out.snapshot(),
+                restarts: 0,
+                completed_checkpoints: 0,
+                checkpoints: Vec::new(),
+            };
+        }
+        Err(e) => panic!("the job recovers and finishes: {e}"),
+    };
     Outcome {
         job_id: result.job_id.to_string(),
         fail_at,
@@ -344,6 +369,124 @@ fn exactly_once_on_rocksdb_recovers_exact_state() {
             assert!(o.completed_checkpoints > 0, "seed {seed}: none completed");
         }
     }
+}
+
+/// The same with incremental checkpoints on local disk: tasks upload only
+/// new RocksDB files and reference the rest; recovery downloads them.
+#[test]
+fn exactly_once_on_rocksdb_incremental_recovers_exact_state() {
+    let (records, keys) = (20_000, 37);
+    for seed in 0..seeds() {
+        for mode in [
+            AlignmentMode::Aligned,
+            AlignmentMode::Unaligned {
+                aligned_timeout: Duration::ZERO,
+            },
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let o = run_with(Setup {
+                dir: Some(dir.path()),
+                seed,
+                records,
+                keys,
+                mode,
+                fail: true,
+                backend: "rocksdb",
+                incremental: true,
+                ..Setup::default()
+            });
+            let what = format!("rocksdb incremental {mode:?} seed {seed}");
+            assert_eq!(o.restarts, 1, "{what}: one injected failure");
+            assert_exact(&o, records, keys, false, &what);
+            let completed: Vec<_> = o
+                .checkpoints
+                .iter()
+                .filter(|c| c.status == CheckpointStatus::Completed && !c.is_savepoint)
+                .collect();
+            assert!(completed.len() > 1, "{what}: {completed:?}");
+            assert!(
+                completed.iter().any(|c| c.full_state_size > c.state_size),
+                "{what}: no checkpoint referenced an earlier one's files"
+            );
+            // The job finished: its checkpoints and shared state are gone.
+            let job_dir = dir.path().join(&o.job_id);
+            assert!(
+                !job_dir.join("shared").exists()
+                    || std::fs::read_dir(job_dir.join("shared"))
+                        .unwrap()
+                        .next()
+                        .is_none(),
+                "{what}: shared state left behind"
+            );
+        }
+    }
+}
+
+/// After many incremental checkpoints with num-retained = 2, `shared/`
+/// holds exactly the files the two retained checkpoints reference: every
+/// other uploaded file was deleted once no checkpoint needed it.
+#[test]
+fn shared_directory_holds_only_what_retained_checkpoints_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = 40_000;
+    let o = run_with(Setup {
+        dir: Some(dir.path()),
+        seed: 4,
+        records,
+        keys: 500,
+        fail: true,
+        no_restart: true,
+        backend: "rocksdb",
+        incremental: true,
+        ..Setup::default()
+    });
+    assert!(
+        o.job_id.starts_with("failed"),
+        "the job fails: {}",
+        o.job_id
+    );
+    let jobs: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let job_dir = &jobs[0];
+    let storage =
+        floe::checkpoint::CheckpointStorage::from_url(&format!("file://{}", dir.path().display()))
+            .unwrap();
+    let job: floe::core::JobId = job_dir
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let job = storage.job(job);
+    let retained = job.completed_checkpoints().unwrap();
+    assert_eq!(retained.len(), 2, "num-retained: {retained:?}");
+    assert!(
+        retained[0] >= 4,
+        "too few checkpoints before the failure: {retained:?}"
+    );
+    let mut referenced = std::collections::BTreeSet::new();
+    for id in &retained {
+        let meta = floe::runtime::coordinator::CheckpointMetadata::decode(
+            &job.read_metadata(*id).unwrap(),
+        )
+        .unwrap();
+        for f in meta.shared_files() {
+            referenced.insert(f.path.rsplit('/').next().unwrap().to_string());
+        }
+    }
+    let stored: std::collections::BTreeSet<String> = std::fs::read_dir(job_dir.join("shared"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!stored.is_empty());
+    assert_eq!(
+        stored, referenced,
+        "shared/ against the retained checkpoints"
+    );
 }
 
 #[test]

@@ -1,0 +1,177 @@
+//! The shared-state registry: which incremental-state files under a job's
+//! `shared/` directory are still needed, and when one may be deleted.
+//!
+//! An SST file uploaded by checkpoint n is referenced by every later
+//! checkpoint that still contains it, so it cannot be deleted with n. The
+//! registry counts, per file, the retained checkpoints that reference it. A
+//! file whose count drops to zero is not deleted at once: a checkpoint
+//! already in flight may reference it (tasks build on the latest completed
+//! checkpoint at trigger time), so it waits until every checkpoint that was
+//! pending at that moment has completed or been aborted. A completing
+//! checkpoint that references a waiting file takes it back.
+//!
+//! Only files under the job's own `shared/` directory are ever deleted:
+//! files of the job this one was restored from belong to that job's
+//! retained checkpoints.
+
+use std::collections::HashMap;
+
+use crate::coordinator::StateFile;
+
+/// Reference counts of a job's shared files (see the module docs).
+#[derive(Debug, Default)]
+pub struct SharedStateRegistry {
+    /// This job's `shared/` prefix; other files are never deleted.
+    own_prefix: Option<String>,
+    /// Retained checkpoints referencing each file, by path.
+    refs: HashMap<String, (StateFile, usize)>,
+    /// Unreferenced files, each with the highest checkpoint id pending
+    /// when it became unreferenced (`None`: nothing was pending).
+    waiting: HashMap<String, (StateFile, Option<u64>)>,
+}
+
+impl SharedStateRegistry {
+    /// A registry that may delete files under `own_prefix` (`<job>/shared/`);
+    /// `None` deletes nothing (storage without a shared directory).
+    pub fn new(own_prefix: Option<String>) -> Self {
+        SharedStateRegistry {
+            own_prefix,
+            ..Default::default()
+        }
+    }
+
+    fn owned(&self, file: &StateFile) -> bool {
+        self.own_prefix
+            .as_deref()
+            .is_some_and(|p| file.path.starts_with(p))
+    }
+
+    /// A checkpoint referencing `files` (each once) completed or was found
+    /// retained on restart.
+    pub fn register<'a>(&mut self, files: impl IntoIterator<Item = &'a StateFile>) {
+        for f in files {
+            self.waiting.remove(&f.path);
+            self.refs
+                .entry(f.path.clone())
+                .or_insert_with(|| (f.clone(), 0))
+                .1 += 1;
+        }
+    }
+
+    /// A retained checkpoint referencing `files` was discarded while
+    /// `max_pending` was the highest checkpoint in flight.
+    pub fn unregister<'a>(
+        &mut self,
+        files: impl IntoIterator<Item = &'a StateFile>,
+        max_pending: Option<u64>,
+    ) {
+        for f in files {
+            let Some(entry) = self.refs.get_mut(&f.path) else {
+                continue;
+            };
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                let (file, _) = self.refs.remove(&f.path).expect("present");
+                if self.owned(&file) {
+                    self.waiting.insert(file.path.clone(), (file, max_pending));
+                }
+            }
+        }
+    }
+
+    /// An aborted checkpoint had written or referenced `files`: those no
+    /// retained checkpoint references become deletable (same rule).
+    pub fn release<'a>(
+        &mut self,
+        files: impl IntoIterator<Item = &'a StateFile>,
+        max_pending: Option<u64>,
+    ) {
+        for f in files {
+            if !self.refs.contains_key(&f.path) && self.owned(f) {
+                let tag = self
+                    .waiting
+                    .get(&f.path)
+                    .map_or(max_pending, |(_, t)| (*t).max(max_pending));
+                self.waiting.insert(f.path.clone(), (f.clone(), tag));
+            }
+        }
+    }
+
+    /// The waiting files that no pending checkpoint can reference any more
+    /// (every checkpoint pending when they became unreferenced is over;
+    /// `min_pending` is the oldest in flight now), removed from the
+    /// registry: the caller deletes them.
+    pub fn take_deletable(&mut self, min_pending: Option<u64>) -> Vec<StateFile> {
+        let ready: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|(_, (_, tag))| match (tag, min_pending) {
+                (None, _) | (_, None) => true,
+                (Some(t), Some(m)) => m > *t,
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        ready
+            .into_iter()
+            .filter_map(|p| self.waiting.remove(&p).map(|(f, _)| f))
+            .collect()
+    }
+
+    /// Files referenced by retained checkpoints.
+    pub fn referenced(&self) -> usize {
+        self.refs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(name: &str) -> StateFile {
+        StateFile {
+            path: format!("job/shared/{name}"),
+            size: 10,
+        }
+    }
+
+    #[test]
+    fn a_file_goes_when_its_last_checkpoint_goes_and_nothing_in_flight_needs_it() {
+        let mut r = SharedStateRegistry::new(Some("job/shared/".into()));
+        r.register([&f("a"), &f("b")]); // chk 1
+        r.register([&f("b"), &f("c")]); // chk 2
+        r.unregister([&f("a"), &f("b")], None); // chk 1 discarded
+        assert_eq!(r.take_deletable(None), vec![f("a")]);
+        assert_eq!(r.referenced(), 2);
+        // Discarded while chk 3 is in flight: kept until 3 is over.
+        r.unregister([&f("b"), &f("c")], Some(3));
+        assert!(r.take_deletable(Some(3)).is_empty());
+        // Chk 3 completes referencing c: c is taken back, b goes.
+        r.register([&f("c")]);
+        let mut gone = r.take_deletable(None);
+        gone.sort_by(|x, y| x.path.cmp(&y.path));
+        assert_eq!(gone, vec![f("b")]);
+        assert!(r.take_deletable(None).is_empty());
+    }
+
+    #[test]
+    fn files_of_aborted_checkpoints_go_unless_referenced() {
+        let mut r = SharedStateRegistry::new(Some("job/shared/".into()));
+        r.register([&f("old")]);
+        r.release([&f("old"), &f("new")], Some(7));
+        assert!(r.take_deletable(Some(5)).is_empty(), "5 was pending at 7");
+        assert_eq!(r.take_deletable(Some(8)), vec![f("new")]);
+    }
+
+    #[test]
+    fn files_of_another_job_are_never_deleted() {
+        let mut r = SharedStateRegistry::new(Some("job/shared/".into()));
+        let other = StateFile {
+            path: "other-job/shared/x".into(),
+            size: 1,
+        };
+        r.register([&other]);
+        r.unregister([&other], None);
+        r.release([&other], None);
+        assert!(r.take_deletable(None).is_empty());
+    }
+}

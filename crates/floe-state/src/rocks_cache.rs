@@ -1,0 +1,306 @@
+//! A write-back cache of value-like states (value, reducing, aggregating)
+//! in front of RocksDB.
+//!
+//! A running count reads and writes the same key once per record; through
+//! RocksDB that is a point lookup plus a memtable insert, about a microsecond.
+//! The cache keeps each recently used key's current bytes on the heap: a hit
+//! costs a hash lookup, and dirty entries reach RocksDB in one write batch
+//! when the cache is flushed — at every snapshot (before the RocksDB
+//! checkpoint, so the checkpoint holds every write), before anything that
+//! iterates the database, and when the process's cache budget is full.
+//! Lists and maps bypass it: lists append through the merge operator and
+//! maps are entries of their own.
+//!
+//! All caches of a process share one byte budget (a quarter of the managed
+//! memory), so the RocksDB budget plus the caches stay within
+//! `taskmanager.memory.managed.size` however many subtasks run.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rustc_hash::FxHashMap;
+
+/// Bytes charged per cached entry besides its key and value (the table
+/// slot, the boxed key and vector headers).
+const ENTRY_OVERHEAD: usize = 64;
+
+/// Bytes held by every cache of the process.
+static IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+/// One cached key: its current bytes (`None`: known to have no value) and
+/// whether RocksDB has yet to see them.
+struct Slot {
+    value: Option<Vec<u8>>,
+    dirty: bool,
+}
+
+/// The cache of one subtask's database; one table per state index (`None`
+/// for lists and maps).
+pub(crate) struct ValueCache {
+    tables: Vec<Option<FxHashMap<Box<[u8]>, Slot>>>,
+    /// Bytes this cache has charged to [`IN_USE`].
+    bytes: usize,
+    /// The process-wide budget.
+    limit: usize,
+    /// Some entry may be dirty.
+    dirty: bool,
+}
+
+/// What a lookup found.
+pub(crate) enum Cached<'a> {
+    /// The key is cached: its bytes, or `None` for no value.
+    Hit(Option<&'a [u8]>),
+    /// Not cached (or the state is not cached at all).
+    Miss,
+}
+
+impl ValueCache {
+    /// An empty cache whose process shares `limit` bytes.
+    pub(crate) fn new(limit: usize) -> Self {
+        ValueCache {
+            tables: Vec::new(),
+            bytes: 0,
+            limit,
+            dirty: false,
+        }
+    }
+
+    /// Adds a state's table (cached when value-like).
+    pub(crate) fn push_state(&mut self, cached: bool) {
+        self.tables.push(cached.then(FxHashMap::default));
+    }
+
+    /// Forgets the state added last.
+    pub(crate) fn pop_state(&mut self) {
+        if let Some(Some(t)) = self.tables.pop() {
+            let freed: usize = t.iter().map(|(k, s)| charge(k, s)).sum();
+            self.release(freed);
+        }
+    }
+
+    /// Whether state `idx` goes through the cache.
+    #[inline]
+    pub(crate) fn caches(&self, idx: u32) -> bool {
+        matches!(self.tables.get(idx as usize), Some(Some(_)))
+    }
+
+    /// The cached bytes of `key` in state `idx`.
+    #[inline]
+    pub(crate) fn get(&self, idx: u32, key: &[u8]) -> Cached<'_> {
+        match self.tables.get(idx as usize) {
+            Some(Some(t)) => match t.get(key) {
+                Some(slot) => Cached::Hit(slot.value.as_deref()),
+                None => Cached::Miss,
+            },
+            _ => Cached::Miss,
+        }
+    }
+
+    /// Remembers what RocksDB holds for `key` (after a miss).
+    pub(crate) fn insert_clean(&mut self, idx: u32, key: &[u8], value: Option<Vec<u8>>) {
+        let slot = Slot {
+            value,
+            dirty: false,
+        };
+        let add = charge(key, &slot);
+        if let Some(Some(t)) = self.tables.get_mut(idx as usize) {
+            if let Some(old) = t.insert(key.into(), slot) {
+                self.release(charge(key, &old));
+            }
+            self.bytes += add;
+            IN_USE.fetch_add(add, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets `key`'s bytes to what `write` leaves in the buffer it is given
+    /// (the slot's own, reused), or deletes it (`write` = `None`); RocksDB
+    /// sees it at the next flush.
+    #[inline]
+    pub(crate) fn put<E>(
+        &mut self,
+        idx: u32,
+        key: &[u8],
+        write: Option<impl FnOnce(&mut Vec<u8>) -> Result<(), E>>,
+    ) -> Result<(), E> {
+        let Some(Some(t)) = self.tables.get_mut(idx as usize) else {
+            unreachable!("put on a state the cache does not hold")
+        };
+        self.dirty = true;
+        if let Some(slot) = t.get_mut(key) {
+            let before = slot.value.as_ref().map_or(0, Vec::capacity);
+            match write {
+                Some(write) => {
+                    let buf = slot.value.get_or_insert_with(Vec::new);
+                    buf.clear();
+                    write(buf)?;
+                }
+                None => slot.value = None,
+            }
+            slot.dirty = true;
+            let after = slot.value.as_ref().map_or(0, Vec::capacity);
+            if after != before {
+                self.bytes = self.bytes + after - before;
+                if after > before {
+                    IN_USE.fetch_add(after - before, Ordering::Relaxed);
+                } else {
+                    IN_USE.fetch_sub(before - after, Ordering::Relaxed);
+                }
+            }
+            return Ok(());
+        }
+        let value = match write {
+            Some(write) => {
+                let mut buf = Vec::new();
+                write(&mut buf)?;
+                Some(buf)
+            }
+            None => None,
+        };
+        let slot = Slot { value, dirty: true };
+        let add = charge(key, &slot);
+        t.insert(key.into(), slot);
+        self.bytes += add;
+        IN_USE.fetch_add(add, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The process's caches hold more than their budget: the caller should
+    /// [`flush`](Self::flush) and [`clear`](Self::clear) this one.
+    #[inline]
+    pub(crate) fn over_budget(&self) -> bool {
+        self.bytes > 0 && IN_USE.load(Ordering::Relaxed) > self.limit
+    }
+
+    /// Whether anything awaits a flush.
+    #[inline]
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Hands each state's dirty entries to `write` (state index, then
+    /// `(key, Some(value) | None)`), and marks them clean once it succeeds.
+    pub(crate) fn flush<E>(
+        &mut self,
+        mut write: impl for<'a> FnMut(
+            u32,
+            &mut dyn Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+        ) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if !self.dirty {
+            return Ok(());
+        }
+        for (idx, table) in self.tables.iter_mut().enumerate() {
+            let Some(t) = table else { continue };
+            let mut dirty = t
+                .iter()
+                .filter(|(_, s)| s.dirty)
+                .map(|(k, s)| (&k[..], s.value.as_deref()));
+            write(idx as u32, &mut dirty)?;
+            for slot in t.values_mut() {
+                slot.dirty = false;
+            }
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Drops every (clean) entry, returning its bytes to the budget.
+    pub(crate) fn clear(&mut self) {
+        debug_assert!(!self.dirty, "clearing a cache with unflushed writes");
+        for t in self.tables.iter_mut().flatten() {
+            t.clear();
+        }
+        self.release(self.bytes);
+    }
+
+    fn release(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.bytes);
+        self.bytes -= bytes;
+        IN_USE.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Drop for ValueCache {
+    fn drop(&mut self) {
+        IN_USE.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+fn charge(key: &[u8], slot: &Slot) -> usize {
+    key.len() + slot.value.as_ref().map_or(0, Vec::capacity) + ENTRY_OVERHEAD
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(c: &mut ValueCache, key: &[u8], v: Option<&[u8]>) {
+        let w = v.map(|v| {
+            move |buf: &mut Vec<u8>| {
+                buf.extend_from_slice(v);
+                Ok::<_, ()>(())
+            }
+        });
+        c.put(0, key, w).unwrap();
+    }
+
+    fn flushed(c: &mut ValueCache) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let mut out = Vec::new();
+        c.flush(|_, it| {
+            out.extend(it.map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))));
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn writes_are_held_until_flushed_then_flushed_once() {
+        let mut c = ValueCache::new(usize::MAX);
+        c.push_state(true);
+        c.push_state(false);
+        assert!(c.caches(0) && !c.caches(1));
+        c.insert_clean(0, b"a", Some(b"1".to_vec()));
+        assert!(!c.is_dirty());
+        put(&mut c, b"a", Some(b"2"));
+        put(&mut c, b"b", None);
+        put(&mut c, b"c", Some(b"3"));
+        assert!(matches!(c.get(0, b"a"), Cached::Hit(Some(b"2"))));
+        assert!(matches!(c.get(0, b"b"), Cached::Hit(None)));
+        assert!(matches!(c.get(0, b"z"), Cached::Miss));
+        assert_eq!(
+            flushed(&mut c),
+            vec![
+                (b"a".to_vec(), Some(b"2".to_vec())),
+                (b"b".to_vec(), None),
+                (b"c".to_vec(), Some(b"3".to_vec())),
+            ]
+        );
+        assert!(flushed(&mut c).is_empty(), "a second flush writes nothing");
+        // Still cached (clean) after the flush.
+        assert!(matches!(c.get(0, b"c"), Cached::Hit(Some(b"3"))));
+    }
+
+    #[test]
+    fn a_failed_flush_keeps_entries_dirty() {
+        let mut c = ValueCache::new(usize::MAX);
+        c.push_state(true);
+        put(&mut c, b"k", Some(b"v"));
+        assert!(c.flush(|_, _| Err("disk full")).is_err());
+        assert_eq!(flushed(&mut c), vec![(b"k".to_vec(), Some(b"v".to_vec()))]);
+    }
+
+    #[test]
+    fn bytes_are_charged_and_released() {
+        let mut c = ValueCache::new(200);
+        c.push_state(true);
+        put(&mut c, b"k1", Some(&[0; 50]));
+        assert!(c.bytes >= 50 + ENTRY_OVERHEAD);
+        put(&mut c, b"k2", Some(&[0; 50]));
+        assert!(c.over_budget());
+        flushed(&mut c);
+        c.clear();
+        assert_eq!(c.bytes, 0);
+        assert!(matches!(c.get(0, b"k1"), Cached::Miss));
+    }
+}
