@@ -354,6 +354,9 @@ impl StreamEnvironment {
         if let Some(incremental) = config.get(&options::INCREMENTAL)? {
             rocksdb.incremental = incremental;
         }
+        if let Some(size) = config.get(&options::ROCKSDB_WRITE_CACHE_SIZE)? {
+            rocksdb.write_cache = Some(size);
+        }
         let build = BuildSettings {
             batch_size: settings.batch_size,
             backend: StateBackendSettings {

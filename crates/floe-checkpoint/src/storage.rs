@@ -1075,27 +1075,34 @@ impl JobCheckpointStorage {
     /// file name), so a file that already exists — uploaded by an earlier
     /// attempt whose checkpoint then failed — holds the same bytes and is
     /// replaced rather than refused.
-    pub fn write_shared_file(
+    pub fn write_shared_file<E>(
         &self,
         file_name: &str,
-        payload: &[u8],
-    ) -> Result<StateHandle, StorageError> {
+        payload_hint: usize,
+        produce: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<StateHandle, WriteError<E>> {
         validate_file_name(file_name)?;
         let path = self.shared_path().join(file_name);
-        let framed = format::encode(FileKind::SharedState, payload);
+        // The payload is produced in place after the header (an SST file
+        // read straight into the upload buffer), never copied into a frame.
+        let mut buf = format::begin(payload_hint);
+        produce(&mut buf).map_err(WriteError::Produce)?;
+        let payload_len = buf.len() - format::HEADER_LEN;
         if let Some(limit) = self.storage.inner.max_state_size
-            && payload.len() > limit
+            && payload_len > limit
         {
             return Err(StorageError::StateTooLarge {
                 location: self.storage.display(&path),
-                size: payload.len(),
+                size: payload_len,
                 limit,
-            });
+            }
+            .into());
         }
-        let size = framed.len() as u64;
+        format::seal(FileKind::SharedState, &mut buf);
+        let size = buf.len() as u64;
         let store = &self.storage.inner.store;
         self.storage
-            .block_on(store.put(&path, framed.into()))?
+            .block_on(store.put(&path, buf.into()))?
             .map_err(|source| StorageError::Io {
                 operation: "write",
                 location: self.storage.display(&path),

@@ -177,7 +177,22 @@ pub mod options {
     /// The memory budget RocksDB shares across the whole process.
     pub const MANAGED_MEMORY_SIZE: ConfigOption<u64> = ConfigOption {
         key: "taskmanager.memory.managed.size",
-        description: "Memory the RocksDB backend may use in this process, shared by every state and subtask (block cache, write buffers, index and filter blocks): 64mb, 1 gb, 268435456 (default 256mb).",
+        description: "Memory the RocksDB backend may use in this process, shared by every state and subtask (block cache, write buffers, index and filter blocks, and the write-back cache): 64mb, 1 gb, 268435456 (default 256mb, at least 16mb).",
+        parse: |s| {
+            let size = parse_memory_size(s)?;
+            if size < 16 << 20 {
+                return Err(format!(
+                    "{size} bytes is below the minimum of 16mb (RocksDB needs 8 MiB besides its write-back cache)"
+                ));
+            }
+            Ok(size)
+        },
+    };
+
+    /// The RocksDB backend's write-back cache.
+    pub const ROCKSDB_WRITE_CACHE_SIZE: ConfigOption<u64> = ConfigOption {
+        key: "state.backend.rocksdb.write-cache.size",
+        description: "Part of taskmanager.memory.managed.size kept by the RocksDB backend's write-back cache of value, reducing and aggregating states (recently used keys on the heap, written to RocksDB in batches); 0 turns it off (default: a quarter of the managed memory).",
         parse: parse_memory_size,
     };
 
@@ -275,6 +290,10 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     (
         options::MANAGED_MEMORY_SIZE.key,
         options::MANAGED_MEMORY_SIZE.description,
+    ),
+    (
+        options::ROCKSDB_WRITE_CACHE_SIZE.key,
+        options::ROCKSDB_WRITE_CACHE_SIZE.description,
     ),
     (
         options::SAVEPOINT_DIR.key,

@@ -182,7 +182,16 @@ impl RocksDbResources {
         block.set_cache_index_and_filter_blocks(true);
         block.set_cache_index_and_filter_blocks_with_high_priority(true);
         block.set_pin_l0_filter_and_index_blocks_in_cache(true);
-        block.set_index_type(BlockBasedIndexType::BinarySearch);
+        // Partitioned index and filters: with state larger than the budget,
+        // a full filter of a large SST file (10 bits per key, megabytes)
+        // would be evicted and read back — and checksummed — whole on a
+        // lookup; partitions are read 4 KB at a time, and only the small
+        // top-level index stays pinned (Flink's
+        // `state.backend.rocksdb.memory.partitioned-index-filters`).
+        block.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+        block.set_partition_filters(true);
+        block.set_metadata_block_size(4 << 10);
+        block.set_pin_top_level_index_and_filter(true);
         block.set_block_size(4 << 10);
         // Binary search + hash index inside data blocks for point lookups.
         block.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);

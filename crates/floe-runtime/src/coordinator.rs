@@ -72,12 +72,14 @@ pub trait CheckpointStore: Send + Sync {
         None
     }
     /// Writes a file of incremental state for checkpoint `checkpoint_id`
-    /// into the job's `shared/` directory under `name`.
+    /// into the job's `shared/` directory under `name`; `produce` appends
+    /// its payload (about `size_hint` bytes) in place.
     fn write_shared(
         &self,
         checkpoint_id: u64,
         _name: &str,
-        _payload: &[u8],
+        _size_hint: usize,
+        _produce: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
     ) -> Result<StateFile, String> {
         Err(format!(
             "snapshot {checkpoint_id} cannot hold incremental state: its storage has no shared directory"
@@ -670,9 +672,14 @@ impl SnapshotUploader {
                 },
                 SstSource::Upload => {
                     let path = native.dir().join(&f.name);
-                    let bytes = std::fs::read(&path)
-                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                    let file = store.write_shared(id, &f.shared_name, &bytes)?;
+                    let file =
+                        store.write_shared(id, &f.shared_name, f.size as usize, &mut |out| {
+                            use std::io::Read;
+                            std::fs::File::open(&path)
+                                .and_then(|mut file| file.read_to_end(out))
+                                .map(|_| ())
+                                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                        })?;
                     written += file.size;
                     file
                 }
@@ -849,7 +856,8 @@ impl CheckpointStore for SnapshotTargets {
         &self,
         checkpoint_id: u64,
         name: &str,
-        payload: &[u8],
+        size_hint: usize,
+        produce: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
     ) -> Result<StateFile, String> {
         if self.savepoint(checkpoint_id).is_some() {
             return Err(format!(
@@ -857,7 +865,7 @@ impl CheckpointStore for SnapshotTargets {
             ));
         }
         self.checkpoints(checkpoint_id)?
-            .write_shared(checkpoint_id, name, payload)
+            .write_shared(checkpoint_id, name, size_hint, produce)
     }
 
     fn shared_prefix(&self) -> Option<String> {
@@ -1718,10 +1726,14 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
         &self,
         _checkpoint_id: u64,
         name: &str,
-        payload: &[u8],
+        size_hint: usize,
+        produce: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
     ) -> Result<StateFile, String> {
-        self.write_shared_file(name, payload)
-            .map_err(|e| e.to_string())
+        self.write_shared_file(name, size_hint, produce)
+            .map_err(|e| match e {
+                floe_checkpoint::WriteError::Storage(e) => e.to_string(),
+                floe_checkpoint::WriteError::Produce(e) => e,
+            })
     }
 
     fn shared_prefix(&self) -> Option<String> {

@@ -79,6 +79,28 @@ pub struct RocksDbConfig {
     /// Checkpoints upload RocksDB's own files, only the new ones
     /// (`state.backend.incremental`); savepoints stay canonical.
     pub incremental: bool,
+    /// The write-back cache's share of `managed_memory`
+    /// (`state.backend.rocksdb.write-cache.size`; `None`: a quarter).
+    pub write_cache: Option<u64>,
+}
+
+impl RocksDbConfig {
+    /// The smallest managed memory the backend accepts.
+    pub const MIN_MANAGED_MEMORY: u64 = 16 << 20;
+
+    /// How the managed memory splits: (RocksDB's budget, the write-back
+    /// cache's), or why it cannot.
+    pub fn memory_split(&self) -> Result<(u64, u64), String> {
+        let cache = self.write_cache.unwrap_or(self.managed_memory / 4);
+        let rocks = self.managed_memory.saturating_sub(cache);
+        if rocks < 8 << 20 {
+            return Err(format!(
+                "taskmanager.memory.managed.size of {} bytes leaves RocksDB {rocks} bytes besides the write-back cache's {cache}; it needs at least 8 MiB (use at least 16mb, or a smaller state.backend.rocksdb.write-cache.size)",
+                self.managed_memory
+            ));
+        }
+        Ok((rocks, cache))
+    }
 }
 
 impl Default for RocksDbConfig {
@@ -87,6 +109,7 @@ impl Default for RocksDbConfig {
             local_dir: std::env::temp_dir().join("floe-rocksdb"),
             managed_memory: 256 << 20,
             incremental: false,
+            write_cache: None,
         }
     }
 }

@@ -156,9 +156,16 @@ impl RocksStore {
         operator: &str,
         range: KeyGroupRange,
     ) -> Result<Self, StateError> {
-        // Three quarters of the budget for RocksDB, a quarter for the
-        // write-back caches (see `rocks_cache`).
-        let resources = shared_resources(config.managed_memory / 4 * 3, operator)?;
+        // The budget splits between RocksDB and the write-back caches
+        // (a quarter by default; see `rocks_cache`).
+        let (rocks_budget, cache_budget) =
+            config
+                .memory_split()
+                .map_err(|reason| StateError::Backend {
+                    operator: operator.to_string(),
+                    reason,
+                })?;
+        let resources = shared_resources(rocks_budget, operator)?;
         remove_dead_processes_dirs(&config.local_dir);
         let name = unique_name(operator);
         let root = config.local_dir.join(&name);
@@ -171,7 +178,7 @@ impl RocksStore {
             resources,
             operator: operator.to_string(),
             states: Vec::new(),
-            cache: ValueCache::new((config.managed_memory / 4) as usize),
+            cache: ValueCache::new(cache_budget as usize),
             prefix: KeyPrefix::new(),
             key_buf: Vec::with_capacity(64),
             buf: Vec::with_capacity(256),
@@ -797,7 +804,10 @@ pub(crate) fn canonical_from_native(
     range: KeyGroupRange,
     operator: &str,
 ) -> Result<Vec<(usize, KeyGroup, Vec<u8>)>, StateError> {
-    let resources = shared_resources(RocksDbConfig::default().managed_memory, operator)?;
+    let default_budget = RocksDbConfig::default()
+        .memory_split()
+        .map_or(64 << 20, |(rocks, _)| rocks);
+    let resources = shared_resources(default_budget, operator)?;
     let mut reader = CheckpointReader::open(dir, &resources)
         .map_err(|e| backend_error(operator, "open native snapshot", e))?;
     let from = manifest.key_group_range();

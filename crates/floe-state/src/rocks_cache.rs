@@ -11,8 +11,9 @@
 //! Lists and maps bypass it: lists append through the merge operator and
 //! maps are entries of their own.
 //!
-//! All caches of a process share one byte budget (a quarter of the managed
-//! memory), so the RocksDB budget plus the caches stay within
+//! All caches of a process share one byte budget
+//! (`state.backend.rocksdb.write-cache.size`, a quarter of the managed memory
+//! by default), so the RocksDB budget plus the caches stay within
 //! `taskmanager.memory.managed.size` however many subtasks run.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,9 +65,11 @@ impl ValueCache {
         }
     }
 
-    /// Adds a state's table (cached when value-like).
+    /// Adds a state's table (cached when value-like and the cache has a
+    /// budget at all).
     pub(crate) fn push_state(&mut self, cached: bool) {
-        self.tables.push(cached.then(FxHashMap::default));
+        self.tables
+            .push((cached && self.limit > 0).then(FxHashMap::default));
     }
 
     /// Forgets the state added last.

@@ -15,11 +15,14 @@ use proptest::prelude::*;
 
 const MAX_P: u32 = 128;
 
-fn rocksdb(managed_memory: u64) -> StateBackendSettings {
+/// RocksDB with the minimum managed memory and a write-back cache of
+/// `cache` bytes.
+fn rocksdb(cache: u64) -> StateBackendSettings {
     StateBackendSettings {
         kind: StateBackendKind::RocksDb,
         rocksdb: RocksDbConfig {
-            managed_memory,
+            managed_memory: RocksDbConfig::MIN_MANAGED_MEMORY,
+            write_cache: Some(cache),
             ..RocksDbConfig::default()
         },
     }
@@ -64,15 +67,35 @@ fn restored_heap(bytes: &[u8], keys: u64) -> HashMap<u64, u64> {
     out
 }
 
+/// A budget too small to split is refused with the keys to change.
+#[test]
+fn too_little_managed_memory_is_a_clear_error() {
+    let range = KeyGroupRange::new(0, (MAX_P - 1) as u16);
+    let settings = StateBackendSettings {
+        kind: StateBackendKind::RocksDb,
+        rocksdb: RocksDbConfig {
+            managed_memory: 8 << 20,
+            ..RocksDbConfig::default()
+        },
+    };
+    let err = KeyedStateBackend::<u64>::new(settings, "op", range, MAX_P)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("taskmanager.memory.managed.size") && err.contains("at least 16mb"),
+        "{err}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 
-    /// 64 KB of managed memory leaves the cache 16 KB: about 200 entries
-    /// for up to 3,000 keys, so most operations evict.
+    /// A 16 KB cache holds about 200 entries for up to 3,000 keys, so most
+    /// operations evict.
     #[test]
     fn evicting_cache_matches_a_model(ops in proptest::collection::vec(op(3_000), 1..4_000)) {
         let range = KeyGroupRange::new(0, (MAX_P - 1) as u16);
-        let mut b = KeyedStateBackend::<u64>::new(rocksdb(64 << 10), "op", range, MAX_P).unwrap();
+        let mut b = KeyedStateBackend::<u64>::new(rocksdb(16 << 10), "op", range, MAX_P).unwrap();
         let sum = b
             .get_reducing_state(&ReducingStateDescriptor::<u64>::new("sum", |a, b| a + b))
             .unwrap();
@@ -110,7 +133,7 @@ proptest! {
 #[test]
 fn cached_writes_reach_iteration_and_snapshots() {
     let range = KeyGroupRange::new(0, (MAX_P - 1) as u16);
-    let mut b = KeyedStateBackend::<u64>::new(rocksdb(256 << 20), "op", range, MAX_P).unwrap();
+    let mut b = KeyedStateBackend::<u64>::new(rocksdb(4 << 20), "op", range, MAX_P).unwrap();
     let v = b
         .get_state(&ValueStateDescriptor::<String>::new("label"))
         .unwrap();
