@@ -240,9 +240,12 @@ struct Registration {
 /// subtask's range, holding the per-key state `S` (a value, a `Vec`, a map…).
 ///
 /// Key groups are copy-on-write: a snapshot shares every group's map (an
-/// `Arc` clone each, no entry copied), and a group is copied only when it is
-/// written while a snapshot still holds it. Groups the encoder has already
-/// released, or that are not written until then, are never copied.
+/// `Arc` clone each, no entry copied). The first write to a group the
+/// snapshot still holds encodes that group into the snapshot's bytes right
+/// there and lets the snapshot drop its reference, so the write goes in
+/// place: encoding is work the snapshot needs anyway, whereas copying the
+/// map (memory, page faults, freeing it again) is pure overhead. Only a
+/// group the encoder is encoding at that very moment is copied.
 pub(crate) struct HeapTable<K, S> {
     groups: Vec<Arc<FxHashMap<K, S>>>,
     /// `shared[o]`: a snapshot was taken since group `o` was last written, so
@@ -250,7 +253,20 @@ pub(crate) struct HeapTable<K, S> {
     /// `Arc::make_mut`. While false, this table is the only owner and writes
     /// skip the atomic reference-count check entirely.
     shared: Vec<bool>,
+    /// The latest snapshot's per-group cells, for encode-on-write.
+    frozen: Option<Arc<FrozenGroups<K, S>>>,
 }
+
+/// A snapshot's key group: still shared with the live table, already
+/// encoded (by the task on its first write, or by the encoder), or taken
+/// by the encoder.
+enum FrozenGroup<K, S> {
+    Shared(Arc<FxHashMap<K, S>>),
+    Encoded(Vec<u8>),
+    Taken { has_entries: bool },
+}
+
+type FrozenGroups<K, S> = [std::sync::Mutex<FrozenGroup<K, S>>];
 
 impl<K, S> HeapTable<K, S> {
     fn new(groups: usize) -> Self {
@@ -259,6 +275,7 @@ impl<K, S> HeapTable<K, S> {
                 .map(|_| Arc::new(FxHashMap::default()))
                 .collect(),
             shared: vec![false; groups],
+            frozen: None,
         }
     }
 
@@ -273,11 +290,12 @@ impl<K, S> HeapTable<K, S> {
     #[inline]
     fn group_mut(&mut self, offset: usize) -> &mut FxHashMap<K, S>
     where
-        K: Clone,
-        S: Clone,
+        K: Clone + Serialize,
+        S: Clone + Serialize,
     {
         if self.shared[offset] {
             self.shared[offset] = false;
+            self.encode_frozen(offset);
             return Arc::make_mut(&mut self.groups[offset]);
         }
         let ptr = Arc::as_ptr(&self.groups[offset]) as *mut FxHashMap<K, S>;
@@ -290,10 +308,32 @@ impl<K, S> HeapTable<K, S> {
     }
 }
 
+impl<K: Serialize, S: Serialize> HeapTable<K, S> {
+    /// Before the first write to group `offset` since a snapshot: if the
+    /// snapshot still shares the group, encode it for the snapshot now and
+    /// release the snapshot's reference (then `make_mut` copies nothing).
+    /// Should encoding fail, the snapshot keeps its reference (and reports
+    /// the error when it encodes the group itself); the write then copies.
+    #[cold]
+    fn encode_frozen(&mut self, offset: usize) {
+        let Some(frozen) = &self.frozen else { return };
+        let mut cell = frozen[offset].lock().unwrap_or_else(|p| p.into_inner());
+        if let FrozenGroup::Shared(group) = &*cell {
+            let mut out = Vec::new();
+            if group.is_empty()
+                || codec::encode_into(&Entries(group), &mut out, "keyed state").is_ok()
+            {
+                *cell = FrozenGroup::Encoded(out);
+            }
+        }
+    }
+}
+
 /// A snapshot's view of one state's table: the key-group maps as they were
-/// at the barrier, shared with the live table until it writes them.
+/// at the barrier, shared with the live table until it writes them (see
+/// [`HeapTable`]).
 struct FrozenHeapTable<K, S> {
-    groups: Vec<Arc<FxHashMap<K, S>>>,
+    groups: Arc<FrozenGroups<K, S>>,
 }
 
 /// Type-erased view of a `HeapTable<K, S>`, so the backend can hold tables of
@@ -363,9 +403,13 @@ impl<K: Key, S: StateStorage> ErasedHeapTable for HeapTable<K, S> {
 
     fn freeze(&mut self) -> Box<dyn FrozenTable> {
         self.shared.iter_mut().for_each(|s| *s = true);
-        Box::new(FrozenHeapTable {
-            groups: self.groups.clone(),
-        })
+        let groups: Arc<FrozenGroups<K, S>> = self
+            .groups
+            .iter()
+            .map(|g| std::sync::Mutex::new(FrozenGroup::Shared(g.clone())))
+            .collect();
+        self.frozen = Some(groups.clone());
+        Box::new(FrozenHeapTable { groups })
     }
 
     fn lookup(
@@ -408,7 +452,14 @@ impl<K: Serialize, S: Serialize> Serialize for Entries<'_, K, S> {
 
 impl<K: Key, S: StateStorage> FrozenTable for FrozenHeapTable<K, S> {
     fn has_entries(&self, offset: usize) -> bool {
-        !self.groups[offset].is_empty()
+        match &*self.groups[offset]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            FrozenGroup::Shared(g) => !g.is_empty(),
+            FrozenGroup::Encoded(bytes) => !bytes.is_empty(),
+            FrozenGroup::Taken { has_entries } => *has_entries,
+        }
     }
 
     fn encode_key_group(
@@ -417,12 +468,37 @@ impl<K: Key, S: StateStorage> FrozenTable for FrozenHeapTable<K, S> {
         out: &mut Vec<u8>,
         what: &str,
     ) -> Result<bool, StateError> {
-        let group = &*self.groups[offset];
-        if group.is_empty() {
-            return Ok(false);
+        let taken = {
+            let mut cell = self.groups[offset]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let has_entries = match &*cell {
+                FrozenGroup::Shared(g) => !g.is_empty(),
+                FrozenGroup::Encoded(bytes) => !bytes.is_empty(),
+                FrozenGroup::Taken { has_entries } => *has_entries,
+            };
+            std::mem::replace(&mut *cell, FrozenGroup::Taken { has_entries })
+        };
+        // Encoded outside the lock: a write to this group meanwhile copies
+        // it instead of waiting.
+        match taken {
+            FrozenGroup::Shared(group) => {
+                if group.is_empty() {
+                    return Ok(false);
+                }
+                codec::encode_into(&Entries(&group), out, what)?;
+                Ok(true)
+            }
+            FrozenGroup::Encoded(bytes) => {
+                out.extend_from_slice(&bytes);
+                Ok(!bytes.is_empty())
+            }
+            FrozenGroup::Taken { .. } => Err(StateError::Codec {
+                action: "encode",
+                what: what.to_string(),
+                reason: "the key group was encoded twice".into(),
+            }),
         }
-        codec::encode_into(&Entries(group), out, what)?;
-        Ok(true)
     }
 }
 
