@@ -1332,12 +1332,17 @@ impl CheckpointCoordinator {
         self.retained.push(id);
         while self.retained.len() > self.settings.num_retained.max(1) {
             let old = self.retained.remove(0);
-            if let Err(e) = self.store.discard(old) {
-                tracing::warn!(checkpoint = old, "cannot discard subsumed checkpoint: {e}");
-            }
-            if let Some(files) = self.retained_shared.remove(&old) {
-                let max_pending = self.max_pending();
-                self.shared_registry.unregister(files.iter(), max_pending);
+            match self.store.discard(old) {
+                Err(e) => {
+                    // Its metadata may still be there: keep its shared files.
+                    tracing::warn!(checkpoint = old, "cannot discard subsumed checkpoint: {e}");
+                }
+                Ok(()) => {
+                    if let Some(files) = self.retained_shared.remove(&old) {
+                        let max_pending = self.max_pending();
+                        self.shared_registry.unregister(files.iter(), max_pending);
+                    }
+                }
             }
         }
         self.delete_unreferenced_shared();

@@ -253,8 +253,9 @@ pub(crate) struct HeapTable<K, S> {
     /// `Arc::make_mut`. While false, this table is the only owner and writes
     /// skip the atomic reference-count check entirely.
     shared: Vec<bool>,
-    /// The latest snapshot's per-group cells, for encode-on-write.
-    frozen: Option<Arc<FrozenGroups<K, S>>>,
+    /// The latest snapshot's per-group cells, for encode-on-write (weak:
+    /// a snapshot dropped unencoded, e.g. aborted, is not encoded for).
+    frozen: Option<std::sync::Weak<FrozenGroups<K, S>>>,
 }
 
 /// A snapshot's key group: still shared with the live table, already
@@ -316,7 +317,9 @@ impl<K: Serialize, S: Serialize> HeapTable<K, S> {
     /// the error when it encodes the group itself); the write then copies.
     #[cold]
     fn encode_frozen(&mut self, offset: usize) {
-        let Some(frozen) = &self.frozen else { return };
+        let Some(frozen) = self.frozen.as_ref().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
         let mut cell = frozen[offset].lock().unwrap_or_else(|p| p.into_inner());
         if let FrozenGroup::Shared(group) = &*cell {
             let mut out = Vec::new();
@@ -408,7 +411,7 @@ impl<K: Key, S: StateStorage> ErasedHeapTable for HeapTable<K, S> {
             .iter()
             .map(|g| std::sync::Mutex::new(FrozenGroup::Shared(g.clone())))
             .collect();
-        self.frozen = Some(groups.clone());
+        self.frozen = Some(Arc::downgrade(&groups));
         Box::new(FrozenHeapTable { groups })
     }
 

@@ -129,6 +129,9 @@ pub(crate) struct RocksStore {
     /// States restored natively that the function has not registered
     /// (again): they live in the database and go into every snapshot.
     native_states: Vec<StateMeta>,
+    /// The native state the latest registration took from `native_states`,
+    /// put back if that registration fails.
+    abandoned_native: Option<StateMeta>,
     /// Removes the subtask's directory; declared last, so it runs after
     /// the database (an earlier field) closed.
     _root: RootDir,
@@ -187,6 +190,7 @@ impl RocksStore {
             db_id: format!("{:016x}", rand::random::<u64>()),
             native_history: BTreeMap::new(),
             native_states: Vec::new(),
+            abandoned_native: None,
             _root: RootDir(root),
         })
     }
@@ -207,7 +211,11 @@ impl RocksStore {
             name: name.to_string(),
         });
         self.cache.push_state(layout == StateLayout::ValueLike);
-        self.native_states.retain(|m| m.name != name);
+        self.abandoned_native = self
+            .native_states
+            .iter()
+            .position(|m| m.name == name)
+            .map(|i| self.native_states.remove(i));
         Ok(())
     }
 
@@ -218,6 +226,10 @@ impl RocksStore {
     pub(crate) fn abandon_last_state(&mut self) {
         self.states.pop();
         self.cache.pop_state();
+        // Its natively restored data is still in the database: carried on.
+        if let Some(meta) = self.abandoned_native.take() {
+            self.native_states.push(meta);
+        }
     }
 
     /// Makes `key` (in `kg`) the key that state access goes to.
@@ -578,6 +590,8 @@ impl RocksStore {
         range: KeyGroupRange,
     ) -> Result<Vec<Box<dyn FrozenTable>>, StateError> {
         self.flush_cache()?;
+        // An idle subtask's cache gives its share back at checkpoints.
+        self.evict_if_over_budget()?;
         std::fs::create_dir_all(&self.snapshot_root)
             .map_err(|e| self.err(&format!("create {}", self.snapshot_root.display()), e))?;
         let dir = self.snapshot_root.join(unique_name("snapshot"));
@@ -643,6 +657,7 @@ impl RocksStore {
         base: Option<u64>,
     ) -> Result<NativeSnapshot, StateError> {
         self.flush_cache()?;
+        self.evict_if_over_budget()?;
         std::fs::create_dir_all(&self.snapshot_root)
             .map_err(|e| self.err(&format!("create {}", self.snapshot_root.display()), e))?;
         let dir = self.snapshot_root.join(unique_name("native"));
@@ -671,7 +686,14 @@ impl RocksStore {
             }
             let (shared_name, source) = match previous.get(f.name.as_str()) {
                 Some((shared_name, src)) => (shared_name.to_string(), (*src).clone()),
-                None => (format!("{}-{}", self.db_id, f.name), SstSource::Upload),
+                // The checkpoint id makes every upload's name unique: a
+                // later checkpoint on the same base uploads the file again
+                // under its own name, never over a file the registry may
+                // be about to delete.
+                None => (
+                    format!("{}-{checkpoint_id}-{}", self.db_id, f.name),
+                    SstSource::Upload,
+                ),
             };
             snapshot.sst.push(NativeSstFile {
                 name: f.name,

@@ -44,6 +44,8 @@ pub(crate) struct ValueCache {
     limit: usize,
     /// Some entry may be dirty.
     dirty: bool,
+    /// Where `put` encodes before swapping the bytes into a slot.
+    scratch: Vec<u8>,
 }
 
 /// What a lookup found.
@@ -62,6 +64,7 @@ impl ValueCache {
             bytes: 0,
             limit,
             dirty: false,
+            scratch: Vec::new(),
         }
     }
 
@@ -114,9 +117,11 @@ impl ValueCache {
         }
     }
 
-    /// Sets `key`'s bytes to what `write` leaves in the buffer it is given
-    /// (the slot's own, reused), or deletes it (`write` = `None`); RocksDB
-    /// sees it at the next flush.
+    /// Sets `key`'s bytes to what `write` leaves in the buffer it is given,
+    /// or deletes it (`write` = `None`); RocksDB sees it at the next flush.
+    /// The bytes are encoded into a scratch buffer first, so a failed
+    /// encoding changes nothing; the slot's old buffer becomes the next
+    /// scratch, so an update allocates nothing.
     #[inline]
     pub(crate) fn put<E>(
         &mut self,
@@ -124,40 +129,37 @@ impl ValueCache {
         key: &[u8],
         write: Option<impl FnOnce(&mut Vec<u8>) -> Result<(), E>>,
     ) -> Result<(), E> {
+        let encoded = match write {
+            Some(write) => {
+                self.scratch.clear();
+                write(&mut self.scratch)?;
+                true
+            }
+            None => false,
+        };
         let Some(Some(t)) = self.tables.get_mut(idx as usize) else {
             unreachable!("put on a state the cache does not hold")
         };
         self.dirty = true;
         if let Some(slot) = t.get_mut(key) {
             let before = slot.value.as_ref().map_or(0, Vec::capacity);
-            match write {
-                Some(write) => {
-                    let buf = slot.value.get_or_insert_with(Vec::new);
-                    buf.clear();
-                    write(buf)?;
-                }
-                None => slot.value = None,
-            }
+            slot.value = if encoded {
+                let old = slot.value.take().unwrap_or_default();
+                Some(std::mem::replace(&mut self.scratch, old))
+            } else {
+                None
+            };
             slot.dirty = true;
             let after = slot.value.as_ref().map_or(0, Vec::capacity);
-            if after != before {
-                self.bytes = self.bytes + after - before;
-                if after > before {
-                    IN_USE.fetch_add(after - before, Ordering::Relaxed);
-                } else {
-                    IN_USE.fetch_sub(before - after, Ordering::Relaxed);
-                }
+            if after > before {
+                self.bytes += after - before;
+                IN_USE.fetch_add(after - before, Ordering::Relaxed);
+            } else if before > after {
+                self.release(before - after);
             }
             return Ok(());
         }
-        let value = match write {
-            Some(write) => {
-                let mut buf = Vec::new();
-                write(&mut buf)?;
-                Some(buf)
-            }
-            None => None,
-        };
+        let value = encoded.then(|| std::mem::take(&mut self.scratch));
         let slot = Slot { value, dirty: true };
         let add = charge(key, &slot);
         t.insert(key.into(), slot);
@@ -282,6 +284,24 @@ mod tests {
         assert!(flushed(&mut c).is_empty(), "a second flush writes nothing");
         // Still cached (clean) after the flush.
         assert!(matches!(c.get(0, b"c"), Cached::Hit(Some(b"3"))));
+    }
+
+    #[test]
+    fn a_failed_encoding_leaves_the_entry_as_it_was() {
+        let mut c = ValueCache::new(usize::MAX);
+        c.push_state(true);
+        put(&mut c, b"k", Some(b"v1"));
+        flushed(&mut c);
+        let failing = Some(|buf: &mut Vec<u8>| {
+            buf.extend_from_slice(b"partial");
+            Err("cannot encode")
+        });
+        assert!(c.put(0, b"k", failing).is_err());
+        assert!(matches!(c.get(0, b"k"), Cached::Hit(Some(b"v1"))));
+        assert!(flushed(&mut c).is_empty(), "still clean: nothing to write");
+        let bytes = c.bytes;
+        put(&mut c, b"k", None);
+        assert!(c.bytes <= bytes);
     }
 
     #[test]

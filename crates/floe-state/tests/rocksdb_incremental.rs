@@ -258,3 +258,34 @@ fn a_missing_shared_file_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// Two checkpoints built on the same base (the first one never
+/// completed) upload a new file under distinct names: the registry may
+/// delete the first one's upload while the second is in flight, so they
+/// must never share a path.
+#[test]
+fn checkpoints_on_the_same_base_never_share_an_upload_path() {
+    let mut shared = Shared::default();
+    let (mut b, _) = checkpointed(500, &mut shared);
+    let v = b.get_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+    for k in 0..50 {
+        set_key(&mut b, k);
+        v.update(&mut b, 7).unwrap();
+    }
+    let uploads = |s: &KeyedStateSnapshot| -> Vec<String> {
+        s.native()
+            .unwrap()
+            .sst()
+            .iter()
+            .filter(|f| f.source == SstSource::Upload)
+            .map(|f| f.shared_name.clone())
+            .collect()
+    };
+    let second = b.snapshot_for_checkpoint(2, Some(1));
+    let third = b.snapshot_for_checkpoint(3, Some(1));
+    let (a, c) = (uploads(&second), uploads(&third));
+    assert!(!a.is_empty() && !c.is_empty());
+    for name in &a {
+        assert!(!c.contains(name), "{name} uploaded by checkpoints 2 and 3");
+    }
+}
