@@ -269,6 +269,16 @@ enum FrozenGroup<K, S> {
 
 type FrozenGroups<K, S> = [std::sync::Mutex<FrozenGroup<K, S>>];
 
+impl<K, S> FrozenGroup<K, S> {
+    fn has_entries(&self) -> bool {
+        match self {
+            FrozenGroup::Shared(g) => !g.is_empty(),
+            FrozenGroup::Encoded(bytes) => !bytes.is_empty(),
+            FrozenGroup::Taken { has_entries } => *has_entries,
+        }
+    }
+}
+
 impl<K, S> HeapTable<K, S> {
     fn new(groups: usize) -> Self {
         HeapTable {
@@ -455,14 +465,10 @@ impl<K: Serialize, S: Serialize> Serialize for Entries<'_, K, S> {
 
 impl<K: Key, S: StateStorage> FrozenTable for FrozenHeapTable<K, S> {
     fn has_entries(&self, offset: usize) -> bool {
-        match &*self.groups[offset]
+        self.groups[offset]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-        {
-            FrozenGroup::Shared(g) => !g.is_empty(),
-            FrozenGroup::Encoded(bytes) => !bytes.is_empty(),
-            FrozenGroup::Taken { has_entries } => *has_entries,
-        }
+            .has_entries()
     }
 
     fn encode_key_group(
@@ -475,11 +481,7 @@ impl<K: Key, S: StateStorage> FrozenTable for FrozenHeapTable<K, S> {
             let mut cell = self.groups[offset]
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let has_entries = match &*cell {
-                FrozenGroup::Shared(g) => !g.is_empty(),
-                FrozenGroup::Encoded(bytes) => !bytes.is_empty(),
-                FrozenGroup::Taken { has_entries } => *has_entries,
-            };
+            let has_entries = cell.has_entries();
             std::mem::replace(&mut *cell, FrozenGroup::Taken { has_entries })
         };
         // Encoded outside the lock: a write to this group meanwhile copies

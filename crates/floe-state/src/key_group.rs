@@ -47,6 +47,12 @@ impl KeyGroupRange {
         false
     }
 
+    /// Whether the two ranges share a key group (a snapshot written by a
+    /// subtask of `other`'s range holds state this one restores).
+    pub fn overlaps(&self, other: &KeyGroupRange) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+
     /// True when `kg` is in the range.
     pub fn contains(&self, kg: KeyGroup) -> bool {
         self.start <= kg && kg <= self.end

@@ -304,7 +304,7 @@ impl<K: crate::Key> crate::KeyedStateBackend<K> {
         // Heap: convert through a temporary directory per snapshot.
         for m in &manifests {
             let from = m.key_group_range();
-            if from.end < range.start || from.start > range.end {
+            if !from.overlaps(&range) {
                 continue;
             }
             let dir = std::env::temp_dir().join(format!(
@@ -321,27 +321,7 @@ impl<K: crate::Key> crate::KeyedStateBackend<K> {
                 .and_then(|()| crate::rocks::canonical_from_native(&dir, m, range, &operator));
             let _ = std::fs::remove_dir_all(&dir);
             for (i, kg, bytes) in result? {
-                let meta = &m.states[i];
-                let kind = crate::descriptor::StateKind::from_code(meta.kind).ok_or_else(|| {
-                    StateError::Codec {
-                        action: "decode",
-                        what: format!("state '{}'", meta.name),
-                        reason: format!("unknown state kind code {}", meta.kind),
-                    }
-                })?;
-                let pos = match self.restored.iter().position(|r| r.name == meta.name) {
-                    Some(p) => p,
-                    None => {
-                        self.restored.push(crate::snapshot::RestoredState {
-                            name: meta.name.clone(),
-                            kind,
-                            value_type: meta.value_type.clone(),
-                            key_groups: Vec::new(),
-                        });
-                        self.restored.len() - 1
-                    }
-                };
-                self.restored[pos].key_groups.push((kg, bytes));
+                self.stage_restored(&m.states[i], kg, bytes)?;
             }
         }
         Ok(())

@@ -582,6 +582,26 @@ impl RocksStore {
         Ok(out)
     }
 
+    /// Writes the cache back and takes a RocksDB checkpoint (flush and hard
+    /// links) into a new directory named after `what` under the snapshot
+    /// root: the synchronous part of every snapshot, canonical or native.
+    fn take_checkpoint(
+        &mut self,
+        what: &str,
+    ) -> Result<(PathBuf, floe_rocksdb::CheckpointFiles), StateError> {
+        self.flush_cache()?;
+        // An idle subtask's cache gives its share back at checkpoints.
+        self.evict_if_over_budget()?;
+        std::fs::create_dir_all(&self.snapshot_root)
+            .map_err(|e| self.err(&format!("create {}", self.snapshot_root.display()), e))?;
+        let dir = self.snapshot_root.join(unique_name(what));
+        let files = self
+            .db
+            .checkpoint(&dir)
+            .map_err(|e| self.err("checkpoint", e))?;
+        Ok((dir, files))
+    }
+
     /// The synchronous part of a snapshot: a RocksDB checkpoint (flush and
     /// hard links); one frozen view per state reads it back off the task
     /// thread. The checkpoint directory goes when the last view does.
@@ -589,15 +609,7 @@ impl RocksStore {
         &mut self,
         range: KeyGroupRange,
     ) -> Result<Vec<Box<dyn FrozenTable>>, StateError> {
-        self.flush_cache()?;
-        // An idle subtask's cache gives its share back at checkpoints.
-        self.evict_if_over_budget()?;
-        std::fs::create_dir_all(&self.snapshot_root)
-            .map_err(|e| self.err(&format!("create {}", self.snapshot_root.display()), e))?;
-        let dir = self.snapshot_root.join(unique_name("snapshot"));
-        self.db
-            .checkpoint(&dir)
-            .map_err(|e| self.err("checkpoint", e))?;
+        let (dir, _) = self.take_checkpoint("snapshot")?;
         let snapshot = Arc::new(RocksSnapshot {
             dir,
             resources: self.resources.clone(),
@@ -656,15 +668,7 @@ impl RocksStore {
         checkpoint_id: u64,
         base: Option<u64>,
     ) -> Result<NativeSnapshot, StateError> {
-        self.flush_cache()?;
-        self.evict_if_over_budget()?;
-        std::fs::create_dir_all(&self.snapshot_root)
-            .map_err(|e| self.err(&format!("create {}", self.snapshot_root.display()), e))?;
-        let dir = self.snapshot_root.join(unique_name("native"));
-        let files = self
-            .db
-            .checkpoint(&dir)
-            .map_err(|e| self.err("checkpoint", e))?;
+        let (dir, files) = self.take_checkpoint("native")?;
         let mut snapshot = NativeSnapshot {
             dir,
             sst: Vec::new(),
@@ -757,7 +761,7 @@ impl RocksStore {
         let mut overlapping = Vec::new();
         for (i, m) in manifests.iter().enumerate() {
             let from = m.key_group_range();
-            if from.end < range.start || from.start > range.end {
+            if !from.overlaps(&range) {
                 continue;
             }
             let dir = root.join(format!("restore-{i}"));

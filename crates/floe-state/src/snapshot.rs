@@ -344,49 +344,55 @@ impl<K: Key> KeyedStateBackend<K> {
                             what: "keyed state snapshot".into(),
                             reason: format!("state index {idx} out of range"),
                         })?;
-                    let kind =
-                        StateKind::from_code(meta.kind).ok_or_else(|| StateError::Codec {
-                            action: "decode",
-                            what: format!("state '{}'", meta.name),
-                            reason: format!("unknown state kind code {}", meta.kind),
-                        })?;
-                    let pos = match self.restored.iter().position(|r| r.name == meta.name) {
-                        Some(p) => p,
-                        None => {
-                            self.restored.push(RestoredState {
-                                name: meta.name.clone(),
-                                kind,
-                                value_type: meta.value_type.clone(),
-                                key_groups: Vec::new(),
-                            });
-                            self.restored.len() - 1
-                        }
-                    };
-                    let r = &mut self.restored[pos];
-                    if r.kind != kind {
-                        return Err(StateError::Codec {
-                            action: "restore",
-                            what: format!("state '{}'", meta.name),
-                            reason: format!(
-                                "snapshots disagree on its kind ({} and {kind})",
-                                r.kind
-                            ),
-                        });
-                    }
-                    if r.key_groups.iter().any(|(g, _)| *g == group.key_group) {
-                        return Err(StateError::Codec {
-                            action: "restore",
-                            what: format!("state '{}'", meta.name),
-                            reason: format!(
-                                "key group {} appears in more than one snapshot",
-                                group.key_group
-                            ),
-                        });
-                    }
-                    r.key_groups.push((group.key_group, entries));
+                    self.stage_restored(meta, group.key_group, entries)?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Stages one key group's canonical entries of a restored state until
+    /// the function registers it (shared by canonical and native restores):
+    /// snapshots must agree on a state's kind and hold each key group once.
+    pub(crate) fn stage_restored(
+        &mut self,
+        meta: &StateMeta,
+        key_group: KeyGroup,
+        entries: Vec<u8>,
+    ) -> Result<(), StateError> {
+        let kind = StateKind::from_code(meta.kind).ok_or_else(|| StateError::Codec {
+            action: "decode",
+            what: format!("state '{}'", meta.name),
+            reason: format!("unknown state kind code {}", meta.kind),
+        })?;
+        let pos = match self.restored.iter().position(|r| r.name == meta.name) {
+            Some(p) => p,
+            None => {
+                self.restored.push(RestoredState {
+                    name: meta.name.clone(),
+                    kind,
+                    value_type: meta.value_type.clone(),
+                    key_groups: Vec::new(),
+                });
+                self.restored.len() - 1
+            }
+        };
+        let r = &mut self.restored[pos];
+        if r.kind != kind {
+            return Err(StateError::Codec {
+                action: "restore",
+                what: format!("state '{}'", meta.name),
+                reason: format!("snapshots disagree on its kind ({} and {kind})", r.kind),
+            });
+        }
+        if r.key_groups.iter().any(|(g, _)| *g == key_group) {
+            return Err(StateError::Codec {
+                action: "restore",
+                what: format!("state '{}'", meta.name),
+                reason: format!("key group {key_group} appears in more than one snapshot"),
+            });
+        }
+        r.key_groups.push((key_group, entries));
         Ok(())
     }
 }
