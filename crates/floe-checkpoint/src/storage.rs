@@ -1146,6 +1146,30 @@ impl JobCheckpointStorage {
         }
     }
 
+    /// Every file in this job's `shared/` directory, as handles (path
+    /// relative to the storage root, stored size): what a sweep compares
+    /// with the files its retained checkpoints reference.
+    pub fn list_shared_files(&self) -> Result<Vec<StateHandle>, StorageError> {
+        let dir = self.shared_path();
+        let store = &self.storage.inner.store;
+        let listed: Vec<_> = self
+            .storage
+            .block_on(store.list(Some(&dir)).try_collect::<Vec<_>>())?
+            .map_err(|source| StorageError::Io {
+                operation: "list",
+                location: self.storage.display(&dir),
+                source,
+            })?;
+        Ok(listed
+            .into_iter()
+            .filter(|meta| meta.location.prefix_matches(&dir) && meta.location != dir)
+            .map(|meta| StateHandle {
+                path: self.storage.relative(&meta.location),
+                size: meta.size,
+            })
+            .collect())
+    }
+
     /// Removes the job's `shared/` directory with everything in it (when
     /// the job's last checkpoint is discarded).
     pub fn discard_shared(&self) -> Result<(), StorageError> {

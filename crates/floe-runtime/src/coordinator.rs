@@ -98,6 +98,10 @@ pub trait CheckpointStore: Send + Sync {
     fn discard_shared(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Every file in the job's shared directory (none without one).
+    fn list_shared(&self) -> Result<Vec<StateFile>, String> {
+        Ok(Vec::new())
+    }
 }
 
 /// Bytes a frame adds to a payload (header and checksum): the stored size
@@ -883,6 +887,13 @@ impl CheckpointStore for SnapshotTargets {
         match &self.checkpoints {
             Some(c) => c.discard_shared(),
             None => Ok(()),
+        }
+    }
+
+    fn list_shared(&self) -> Result<Vec<StateFile>, String> {
+        match &self.checkpoints {
+            Some(c) => c.list_shared(),
+            None => Ok(Vec::new()),
         }
     }
 }
@@ -1751,5 +1762,9 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
 
     fn discard_shared(&self) -> Result<(), String> {
         floe_checkpoint::JobCheckpointStorage::discard_shared(self).map_err(|e| e.to_string())
+    }
+
+    fn list_shared(&self) -> Result<Vec<StateFile>, String> {
+        self.list_shared_files().map_err(|e| e.to_string())
     }
 }

@@ -654,6 +654,26 @@ impl JobClient {
         }
     }
 
+    /// Deletes shared (incremental) state files no completed checkpoint
+    /// references; between runs, when no upload is in flight.
+    fn sweep_shared_state(&self) {
+        let Some((_, store)) = &self.manager.settings.checkpointing else {
+            return;
+        };
+        match crate::shared_state::sweep_unreferenced(store.as_ref()) {
+            Ok(stray) if !stray.is_empty() => tracing::info!(
+                job = %self.job_id,
+                files = stray.len(),
+                "deleted shared state files no retained checkpoint references"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                job = %self.job_id,
+                "cannot sweep the shared state directory (nothing deleted): {e}"
+            ),
+        }
+    }
+
     /// The latest completed checkpoint, loaded for a restart.
     fn latest_checkpoint(&self) -> Result<Option<Arc<RestoredState>>, String> {
         let Some((_, store)) = &self.manager.settings.checkpointing else {
@@ -805,6 +825,7 @@ impl JobClient {
                 failure = Some(f.into_failure());
             }
             self.remove_orphans();
+            self.sweep_shared_state();
             if self.control.was_stopped() {
                 // Stopped with a savepoint: tasks that ended by the stop's
                 // terminate (or were cut off by it) are a finished job.

@@ -14,9 +14,9 @@
 //! files of the job this one was restored from belong to that job's
 //! retained checkpoints.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use crate::coordinator::StateFile;
+use crate::coordinator::{CheckpointMetadata, CheckpointStore, StateFile};
 
 /// Reference counts of a job's shared files (see the module docs).
 #[derive(Debug, Default)]
@@ -121,6 +121,42 @@ impl SharedStateRegistry {
     pub fn referenced(&self) -> usize {
         self.refs.len()
     }
+}
+
+/// Deletes every file in the job's `shared/` directory that no completed
+/// checkpoint references, and returns them.
+///
+/// The registry deletes what it knows about, but three kinds of file
+/// escape it: uploads of a checkpoint its task then declined, uploads that
+/// finished after their run's coordinator stopped, and files waiting for
+/// deletion when a failover replaced the registry. Call this only while no
+/// upload can be in flight (between two runs, after the uploaders
+/// stopped). Nothing is deleted unless every completed checkpoint's
+/// metadata could be read: a file a checkpoint might reference is kept.
+pub fn sweep_unreferenced(store: &dyn CheckpointStore) -> Result<Vec<StateFile>, String> {
+    let Some(prefix) = store.shared_prefix() else {
+        return Ok(Vec::new());
+    };
+    let listed = store.list_shared()?;
+    if listed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut referenced = HashSet::new();
+    for id in store.completed()? {
+        let meta = store
+            .read_metadata(id)
+            .and_then(|m| CheckpointMetadata::decode(&m))
+            .map_err(|e| format!("checkpoint {id}: {e}"))?;
+        referenced.extend(meta.shared_files().into_iter().map(|f| f.path));
+    }
+    let stray: Vec<StateFile> = listed
+        .into_iter()
+        .filter(|f| f.path.starts_with(&prefix) && !referenced.contains(&f.path))
+        .collect();
+    for f in &stray {
+        store.delete_shared(f)?;
+    }
+    Ok(stray)
 }
 
 #[cfg(test)]

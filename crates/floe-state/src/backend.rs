@@ -236,6 +236,13 @@ struct Registration {
     json: fn(&[u8], &str) -> Result<serde_json::Value, StateError>,
 }
 
+/// One key group's entries of one state: a hash table in huge-page backed
+/// memory once it is large (see `table_alloc`), hashed with FxHash (keys
+/// arrive already spread over key groups by murmur3, and FxHash is the
+/// cheapest hash that keeps probing short).
+pub(crate) type GroupMap<K, S> =
+    hashbrown::HashMap<K, S, rustc_hash::FxBuildHasher, crate::table_alloc::StateTableAlloc>;
+
 /// Per-state storage of the heap backend: one hash map per key group of the
 /// subtask's range, holding the per-key state `S` (a value, a `Vec`, a map…).
 ///
@@ -247,7 +254,7 @@ struct Registration {
 /// map (memory, page faults, freeing it again) is pure overhead. Only a
 /// group the encoder is encoding at that very moment is copied.
 pub(crate) struct HeapTable<K, S> {
-    groups: Vec<Arc<FxHashMap<K, S>>>,
+    groups: Vec<Arc<GroupMap<K, S>>>,
     /// `shared[o]`: a snapshot was taken since group `o` was last written, so
     /// its `Arc` may have other owners and the next write goes through
     /// `Arc::make_mut`. While false, this table is the only owner and writes
@@ -262,7 +269,7 @@ pub(crate) struct HeapTable<K, S> {
 /// encoded (by the task on its first write, or by the encoder), or taken
 /// by the encoder.
 enum FrozenGroup<K, S> {
-    Shared(Arc<FxHashMap<K, S>>),
+    Shared(Arc<GroupMap<K, S>>),
     Encoded(Vec<u8>),
     Taken { has_entries: bool },
 }
@@ -282,9 +289,7 @@ impl<K, S> FrozenGroup<K, S> {
 impl<K, S> HeapTable<K, S> {
     fn new(groups: usize) -> Self {
         HeapTable {
-            groups: (0..groups)
-                .map(|_| Arc::new(FxHashMap::default()))
-                .collect(),
+            groups: (0..groups).map(|_| Arc::new(GroupMap::default())).collect(),
             shared: vec![false; groups],
             frozen: None,
         }
@@ -292,24 +297,24 @@ impl<K, S> HeapTable<K, S> {
 
     /// The map of group `offset`, for reading.
     #[inline]
-    fn group(&self, offset: usize) -> &FxHashMap<K, S> {
+    fn group(&self, offset: usize) -> &GroupMap<K, S> {
         &self.groups[offset]
     }
 
     /// The map of group `offset`, for writing: copied first if a snapshot
     /// still holds it.
     #[inline]
-    fn group_mut(&mut self, offset: usize) -> &mut FxHashMap<K, S>
+    fn group_mut(&mut self, offset: usize) -> &mut GroupMap<K, S>
     where
-        K: Clone + Serialize,
-        S: Clone + Serialize,
+        K: Key,
+        S: StateStorage,
     {
         if self.shared[offset] {
             self.shared[offset] = false;
             self.encode_frozen(offset);
             return Arc::make_mut(&mut self.groups[offset]);
         }
-        let ptr = Arc::as_ptr(&self.groups[offset]) as *mut FxHashMap<K, S>;
+        let ptr = Arc::as_ptr(&self.groups[offset]) as *mut GroupMap<K, S>;
         // SAFETY: `shared[offset]` is false, so since the last `make_mut` (or
         // creation) no snapshot cloned this `Arc`: this table is its only
         // owner, no weak reference exists, and `&mut self` excludes any other
@@ -319,7 +324,7 @@ impl<K, S> HeapTable<K, S> {
     }
 }
 
-impl<K: Serialize, S: Serialize> HeapTable<K, S> {
+impl<K: Key, S: StateStorage> HeapTable<K, S> {
     /// Before the first write to group `offset` since a snapshot: if the
     /// snapshot still shares the group, encode it for the snapshot now and
     /// release the snapshot's reference (then `make_mut` copies nothing).
@@ -333,9 +338,7 @@ impl<K: Serialize, S: Serialize> HeapTable<K, S> {
         let mut cell = frozen[offset].lock().unwrap_or_else(|p| p.into_inner());
         if let FrozenGroup::Shared(group) = &*cell {
             let mut out = Vec::new();
-            if group.is_empty()
-                || codec::encode_into(&Entries(group), &mut out, "keyed state").is_ok()
-            {
+            if group.is_empty() || encode_group(group, &mut out, "keyed state").is_ok() {
                 *cell = FrozenGroup::Encoded(out);
             }
         }
@@ -453,9 +456,22 @@ impl<K: Key, S: StateStorage> ErasedHeapTable for HeapTable<K, S> {
     }
 }
 
+/// Appends a key group's entries in the canonical encoding (the postcard
+/// sequence of `(key, value)` pairs, in the map's order).
+fn encode_group<K: Key, S: StateStorage>(
+    group: &GroupMap<K, S>,
+    out: &mut Vec<u8>,
+    what: &str,
+) -> Result<(), StateError> {
+    if codec::encode_int_pairs(group.len(), group.iter(), out) {
+        return Ok(());
+    }
+    codec::encode_into(&Entries(group), out, what)
+}
+
 /// Serializes a map as the sequence of its `(key, value)` pairs, in the
 /// map's order, without collecting them first.
-struct Entries<'a, K, S>(&'a FxHashMap<K, S>);
+struct Entries<'a, K, S>(&'a GroupMap<K, S>);
 
 impl<K: Serialize, S: Serialize> Serialize for Entries<'_, K, S> {
     fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
@@ -491,7 +507,7 @@ impl<K: Key, S: StateStorage> FrozenTable for FrozenHeapTable<K, S> {
                 if group.is_empty() {
                     return Ok(false);
                 }
-                codec::encode_into(&Entries(&group), out, what)?;
+                encode_group(&group, out, what)?;
                 Ok(true)
             }
             FrozenGroup::Encoded(bytes) => {
@@ -796,7 +812,7 @@ impl<K: Key> KeyedStateBackend<K> {
     pub(crate) fn heap_slot<S: StateStorage>(
         &mut self,
         id: u32,
-    ) -> Result<(&mut FxHashMap<K, S>, &K), StateError> {
+    ) -> Result<(&mut GroupMap<K, S>, &K), StateError> {
         let (table, key, offset) = self.heap_table::<S>(id)?;
         Ok((table.group_mut(offset), key))
     }
@@ -807,7 +823,7 @@ impl<K: Key> KeyedStateBackend<K> {
     pub(crate) fn heap_slot_ref<S: StateStorage>(
         &mut self,
         id: u32,
-    ) -> Result<(&FxHashMap<K, S>, &K), StateError> {
+    ) -> Result<(&GroupMap<K, S>, &K), StateError> {
         let (table, key, offset) = self.heap_table::<S>(id)?;
         Ok((table.group(offset), key))
     }

@@ -33,6 +33,7 @@ mod rocks;
 #[cfg(feature = "rocksdb")]
 mod rocks_cache;
 pub mod snapshot;
+mod table_alloc;
 
 pub use backend::{
     KeyedStateAccess, KeyedStateBackend, RocksDbConfig, StateBackendKind, StateBackendSettings,

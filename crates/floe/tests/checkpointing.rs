@@ -24,6 +24,10 @@ struct FlakyCount {
     fail_at: u64,
     /// Sleep now and then, so input backs up.
     slow: bool,
+    /// A checkpoint directory holding one job: just before failing, write
+    /// a file into its `shared/` that no checkpoint references (what an
+    /// upload finishing after its checkpoint was declined leaves).
+    plant_stray: Option<std::path::PathBuf>,
 }
 
 impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for FlakyCount {
@@ -41,6 +45,11 @@ impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for FlakyCount {
         if self.seen.fetch_add(1, Ordering::Relaxed) == self.fail_at
             && !self.failed.swap(true, Ordering::Relaxed)
         {
+            if let Some(dir) = &self.plant_stray {
+                let job = std::fs::read_dir(dir).unwrap().next().unwrap().unwrap();
+                std::fs::create_dir_all(job.path().join("shared")).unwrap();
+                std::fs::write(job.path().join("shared/stray-late-upload"), b"orphan").unwrap();
+            }
             panic!("injected failure after {} records", self.fail_at);
         }
         if self.slow && k == slow_key() {
@@ -109,6 +118,8 @@ struct Setup<'a> {
     /// No restart strategy: the injected failure fails the job, which
     /// keeps its checkpoints.
     no_restart: bool,
+    /// Plant an unreferenced file in `shared/` before the failure.
+    plant_stray: bool,
 }
 
 impl Default for Setup<'_> {
@@ -126,6 +137,7 @@ impl Default for Setup<'_> {
             backend: "hashmap",
             incremental: false,
             no_restart: false,
+            plant_stray: false,
         }
     }
 }
@@ -144,6 +156,7 @@ fn run_with(setup: Setup<'_>) -> Outcome {
         backend,
         incremental,
         no_restart,
+        plant_stray,
     } = setup;
     let env = StreamEnvironment::new();
     env.set_config("state.backend.type", backend);
@@ -205,6 +218,7 @@ fn run_with(setup: Setup<'_>) -> Outcome {
             failed: Arc::new(AtomicBool::new(false)),
             fail_at,
             slow: slow_consumer,
+            plant_stray: plant_stray.then(|| dir.expect("a checkpoint dir").to_path_buf()),
         })
         .uid("count")
         .sink_to(sink, "collect");
@@ -438,6 +452,7 @@ fn shared_directory_holds_only_what_retained_checkpoints_reference() {
         no_restart: true,
         backend: "rocksdb",
         incremental: true,
+        plant_stray: true,
         ..Setup::default()
     });
     assert!(
@@ -483,6 +498,7 @@ fn shared_directory_holds_only_what_retained_checkpoints_reference() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(!stored.is_empty());
+    // The stray file planted before the failure is swept when the run ends.
     assert_eq!(
         stored, referenced,
         "shared/ against the retained checkpoints"
@@ -564,6 +580,7 @@ fn failed_job_keeps_its_latest_checkpoints() {
         failed: Arc::new(AtomicBool::new(false)),
         fail_at: records * 3 / 4,
         slow: false,
+        plant_stray: None,
     })
     .sink_to(sink, "collect");
     let err = env.execute("fails-for-good").unwrap_err().to_string();
