@@ -263,6 +263,39 @@ pub(crate) struct HeapTable<K, S> {
     /// The latest snapshot's per-group cells, for encode-on-write (weak:
     /// a snapshot dropped unencoded, e.g. aborted, is not encoded for).
     frozen: Option<std::sync::Weak<FrozenGroups<K, S>>>,
+    /// Buffers groups were encoded into on write, handed back by the
+    /// encoder once copied, for the next snapshot's encode-on-write.
+    buffers: Arc<EncodeBuffers>,
+}
+
+/// Encode buffers kept from one snapshot to the next. Every checkpoint
+/// encodes about the whole state again; fresh buffers would cost a page
+/// fault (and a zeroed page) per 4 KiB each time, reused ones cost nothing.
+/// Holds at most one buffer per key group: about one canonical snapshot of
+/// the table, which the snapshot needed at its peak anyway.
+#[derive(Default)]
+struct EncodeBuffers {
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl EncodeBuffers {
+    /// An empty buffer, with the capacity of one given back if any.
+    fn take(&self) -> Vec<u8> {
+        self.free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Keeps `buffer` for a later `take`, unless `limit` are kept already.
+    fn give(&self, mut buffer: Vec<u8>, limit: usize) {
+        buffer.clear();
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < limit && buffer.capacity() > 0 {
+            free.push(buffer);
+        }
+    }
 }
 
 /// A snapshot's key group: still shared with the live table, already
@@ -292,6 +325,7 @@ impl<K, S> HeapTable<K, S> {
             groups: (0..groups).map(|_| Arc::new(GroupMap::default())).collect(),
             shared: vec![false; groups],
             frozen: None,
+            buffers: Arc::default(),
         }
     }
 
@@ -337,9 +371,15 @@ impl<K: Key, S: StateStorage> HeapTable<K, S> {
         };
         let mut cell = frozen[offset].lock().unwrap_or_else(|p| p.into_inner());
         if let FrozenGroup::Shared(group) = &*cell {
-            let mut out = Vec::new();
-            if group.is_empty() || encode_group(group, &mut out, "keyed state").is_ok() {
+            if group.is_empty() {
+                *cell = FrozenGroup::Encoded(Vec::new());
+                return;
+            }
+            let mut out = self.buffers.take();
+            if encode_group(group, &mut out, "keyed state").is_ok() {
                 *cell = FrozenGroup::Encoded(out);
+            } else {
+                self.buffers.give(out, self.groups.len());
             }
         }
     }
@@ -350,6 +390,8 @@ impl<K: Key, S: StateStorage> HeapTable<K, S> {
 /// [`HeapTable`]).
 struct FrozenHeapTable<K, S> {
     groups: Arc<FrozenGroups<K, S>>,
+    /// The live table's buffer pool: encoded groups go back to it.
+    buffers: Arc<EncodeBuffers>,
 }
 
 /// Type-erased view of a `HeapTable<K, S>`, so the backend can hold tables of
@@ -425,7 +467,10 @@ impl<K: Key, S: StateStorage> ErasedHeapTable for HeapTable<K, S> {
             .map(|g| std::sync::Mutex::new(FrozenGroup::Shared(g.clone())))
             .collect();
         self.frozen = Some(Arc::downgrade(&groups));
-        Box::new(FrozenHeapTable { groups })
+        Box::new(FrozenHeapTable {
+            groups,
+            buffers: self.buffers.clone(),
+        })
     }
 
     fn lookup(
@@ -512,7 +557,9 @@ impl<K: Key, S: StateStorage> FrozenTable for FrozenHeapTable<K, S> {
             }
             FrozenGroup::Encoded(bytes) => {
                 out.extend_from_slice(&bytes);
-                Ok(!bytes.is_empty())
+                let has_entries = !bytes.is_empty();
+                self.buffers.give(bytes, self.groups.len());
+                Ok(has_entries)
             }
             FrozenGroup::Taken { .. } => Err(StateError::Codec {
                 action: "encode",
