@@ -222,6 +222,15 @@ pub fn begin(payload_capacity: usize) -> Vec<u8> {
     out
 }
 
+/// Like [`begin`], in a buffer kept from an earlier file (its capacity is
+/// reused, its contents discarded).
+pub fn begin_in(mut buf: Vec<u8>, payload_capacity: usize) -> Vec<u8> {
+    buf.clear();
+    buf.reserve(framed_len(payload_capacity));
+    buf.resize(HEADER_LEN, 0);
+    buf
+}
+
 /// Completes a file started with [`begin`]: everything after the header is
 /// the payload; writes the header and appends the checksum.
 ///

@@ -314,7 +314,17 @@ struct Inner {
     max_state_size: Option<usize>,
     /// `Some` until dropped; see `Drop`.
     runtime: Option<tokio::runtime::Runtime>,
+    /// Write buffers of large state files, taken back after their upload.
+    spare_buffers: std::sync::Mutex<Vec<Vec<u8>>>,
 }
+
+/// Write buffers at least this large are kept for the next state file:
+/// every checkpoint writes about the same files again, and a fresh buffer
+/// costs a page fault per 4 KiB of it.
+const SPARE_BUFFER_MIN: usize = 1 << 20;
+/// At most this many are kept (about one per concurrently uploading
+/// subtask of a job).
+const SPARE_BUFFERS: usize = 4;
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -604,6 +614,7 @@ impl CheckpointStorage {
                 local_root: o.local_root,
                 max_state_size: o.max_state_size,
                 runtime: Some(runtime),
+                spare_buffers: std::sync::Mutex::default(),
             }),
         })
     }
@@ -760,7 +771,10 @@ impl CheckpointStorage {
             ..PutOptions::default()
         };
         let store = &self.inner.store;
-        match self.block_on(store.put_opts(path, framed.into(), options))? {
+        let framed = bytes::Bytes::from(framed);
+        let put = self.block_on(store.put_opts(path, framed.clone().into(), options))?;
+        self.reclaim(framed);
+        match put {
             Ok(_) => Ok(StateHandle {
                 path: self.relative(path),
                 size,
@@ -803,7 +817,13 @@ impl CheckpointStorage {
         payload_hint: usize,
         produce: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<StateHandle, WriteError<E>> {
-        let mut buf = format::begin(payload_hint);
+        let spare = self
+            .inner
+            .spare_buffers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let mut buf = format::begin_in(spare.unwrap_or_default(), payload_hint);
         produce(&mut buf).map_err(WriteError::Produce)?;
         let payload_len = buf.len() - format::HEADER_LEN;
         if let Some(limit) = self.inner.max_state_size
@@ -822,6 +842,26 @@ impl CheckpointStorage {
                 location,
             })?,
         )
+    }
+
+    /// Keeps the buffer of an uploaded file for the next one, if it is
+    /// large and nothing else holds it (an in-memory store keeps what it
+    /// stores; a retrying client may still hold a copy).
+    fn reclaim(&self, written: bytes::Bytes) {
+        if written.len() < SPARE_BUFFER_MIN {
+            return;
+        }
+        if let Ok(unique) = written.try_into_mut() {
+            let buffer = Vec::<u8>::from(unique);
+            let mut spare = self
+                .inner
+                .spare_buffers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if spare.len() < SPARE_BUFFERS {
+                spare.push(buffer);
+            }
+        }
     }
 
     /// Reads the file of a handle and returns its payload, after checking

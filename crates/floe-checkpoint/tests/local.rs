@@ -22,6 +22,7 @@ fn local_storage_meets_the_contract() {
     let storage = CheckpointStorage::from_url(&file_url(dir.path())).unwrap();
     assert_eq!(storage.kind(), StorageKind::LocalFileSystem);
     let job_id = common::exercise_storage(&storage);
+    common::large_files_read_back_exactly(&storage);
 
     // On disk exactly as Flink lays it out, with no staging leftovers.
     let canonical = dir.path().canonicalize().unwrap();

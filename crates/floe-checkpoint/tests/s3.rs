@@ -155,6 +155,7 @@ fn s3_storage_against_a_real_server() {
 
     let used_job = common::exercise_storage(&storage);
     assert_ne!(used_job, job_id);
+    common::large_files_read_back_exactly(&storage);
 
     // The same contract on the job whose shared/ directory exists.
     let job = storage.job(job_id);

@@ -426,9 +426,10 @@ pub(crate) trait ErasedHeapTable: Send {
 pub(crate) trait FrozenTable: Send {
     /// True when key group `offset` has at least one entry.
     fn has_entries(&self, offset: usize) -> bool;
-    /// Appends the canonical bytes of one key group's entries (the postcard
-    /// sequence of `(key, value)` pairs) to `out`; returns false, appending
-    /// nothing, when the group has no entry.
+    /// Sets `out` to the canonical bytes of one key group's entries (the
+    /// postcard sequence of `(key, value)` pairs), discarding what it held
+    /// (an implementation may swap in a buffer it already encoded into);
+    /// returns false, leaving `out` empty, when the group has no entry.
     fn encode_key_group(
         &self,
         offset: usize,
@@ -549,17 +550,19 @@ impl<K: Key, S: StateStorage> FrozenTable for FrozenHeapTable<K, S> {
         // it instead of waiting.
         match taken {
             FrozenGroup::Shared(group) => {
+                out.clear();
                 if group.is_empty() {
                     return Ok(false);
                 }
                 encode_group(&group, out, what)?;
                 Ok(true)
             }
-            FrozenGroup::Encoded(bytes) => {
-                out.extend_from_slice(&bytes);
-                let has_entries = !bytes.is_empty();
+            FrozenGroup::Encoded(mut bytes) => {
+                // Hand over the encoded buffer instead of copying it; the
+                // caller's old one goes to the pool in its place.
+                std::mem::swap(out, &mut bytes);
                 self.buffers.give(bytes, self.groups.len());
-                Ok(has_entries)
+                Ok(!out.is_empty())
             }
             FrozenGroup::Taken { .. } => Err(StateError::Codec {
                 action: "encode",

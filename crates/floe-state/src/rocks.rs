@@ -965,11 +965,9 @@ impl FrozenTable for RocksFrozenTable {
                 self.snapshot.take(self, kg).unwrap_or_default()
             }
         };
-        if bytes.is_empty() {
-            return Ok(false);
-        }
-        out.extend_from_slice(&bytes);
-        Ok(true)
+        // Already encoded in a buffer of its own: hand it over.
+        *out = bytes;
+        Ok(!out.is_empty())
     }
 }
 

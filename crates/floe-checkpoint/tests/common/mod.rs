@@ -220,3 +220,27 @@ pub fn exercise_storage(storage: &CheckpointStorage) -> JobId {
 
     job_id
 }
+
+/// Large state files one after another, shrinking and growing (the storage
+/// reuses the buffer of an uploaded file for the next): each reads back
+/// exactly as written.
+pub fn large_files_read_back_exactly(storage: &CheckpointStorage) {
+    let job = storage.job(fresh_job_id());
+    let sizes = [3 << 20, (3 << 19) + 7, 2 << 20, 5 << 20];
+    let mut written = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        let payload: Vec<u8> = (0..size).map(|j| (j * 31 + i * 7) as u8).collect();
+        let handle = job
+            .write_state_file_with(1, &format!("big-{i}"), FileKind::KeyedState, 0, |out| {
+                out.extend_from_slice(&payload);
+                Ok::<_, String>(())
+            })
+            .unwrap();
+        assert_eq!(handle.size as usize, size + 19, "frame of file {i}");
+        written.push((handle, payload));
+    }
+    for (i, (handle, payload)) in written.iter().enumerate() {
+        let read = job.read_state_file(handle, FileKind::KeyedState).unwrap();
+        assert!(read == *payload, "file {i} differs from what was written");
+    }
+}
