@@ -344,6 +344,9 @@ impl StreamEnvironment {
                 None => StateBackendKind::default(),
             },
         };
+        if let Some(huge_pages) = config.get(&options::HEAP_HUGE_PAGES)? {
+            floe_state::set_heap_huge_pages(huge_pages);
+        }
         let mut rocksdb = RocksDbConfig::default();
         if let Some(dir) = config.get(&options::ROCKSDB_LOCAL_DIR)? {
             rocksdb.local_dir = dir.into();

@@ -817,12 +817,17 @@ impl CheckpointStorage {
         payload_hint: usize,
         produce: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<StateHandle, WriteError<E>> {
-        let spare = self
-            .inner
-            .spare_buffers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
+        // Small files (metadata, operator state, a first snapshot without a
+        // size hint) leave the kept buffers to the large ones.
+        let spare = if payload_hint >= SPARE_BUFFER_MIN {
+            self.inner
+                .spare_buffers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop()
+        } else {
+            None
+        };
         let mut buf = format::begin_in(spare.unwrap_or_default(), payload_hint);
         produce(&mut buf).map_err(WriteError::Produce)?;
         let payload_len = buf.len() - format::HEADER_LEN;

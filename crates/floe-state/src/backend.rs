@@ -271,29 +271,58 @@ pub(crate) struct HeapTable<K, S> {
 /// Encode buffers kept from one snapshot to the next. Every checkpoint
 /// encodes about the whole state again; fresh buffers would cost a page
 /// fault (and a zeroed page) per 4 KiB each time, reused ones cost nothing.
-/// Holds at most one buffer per key group: about one canonical snapshot of
-/// the table, which the snapshot needed at its peak anyway.
+///
+/// Bounded twice: at most one buffer per key group, and at most twice the
+/// bytes the table's latest snapshot encoded (buffers move between tables
+/// and groups of very different sizes, so a count alone would let the
+/// capacity drift up to the largest group times the number of groups).
 #[derive(Default)]
 struct EncodeBuffers {
-    free: std::sync::Mutex<Vec<Vec<u8>>>,
+    pool: std::sync::Mutex<BufferPool>,
+}
+
+#[derive(Default)]
+struct BufferPool {
+    free: Vec<Vec<u8>>,
+    /// Total capacity of `free`.
+    bytes: usize,
+    /// Most capacity `free` may hold: twice the latest snapshot's bytes
+    /// (nothing before the first snapshot was encoded).
+    budget: usize,
 }
 
 impl EncodeBuffers {
-    /// An empty buffer, with the capacity of one given back if any.
-    fn take(&self) -> Vec<u8> {
-        self.free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or_default()
+    fn pool(&self) -> std::sync::MutexGuard<'_, BufferPool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps `buffer` for a later `take`, unless `limit` are kept already.
+    /// An empty buffer, with the capacity of one given back if any.
+    fn take(&self) -> Vec<u8> {
+        let mut pool = self.pool();
+        let buffer = pool.free.pop().unwrap_or_default();
+        pool.bytes -= buffer.capacity();
+        buffer
+    }
+
+    /// Keeps `buffer` for a later `take`, unless `limit` buffers are kept
+    /// already or it does not fit the byte budget (then it is freed).
     fn give(&self, mut buffer: Vec<u8>, limit: usize) {
         buffer.clear();
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if free.len() < limit && buffer.capacity() > 0 {
-            free.push(buffer);
+        let mut pool = self.pool();
+        let capacity = buffer.capacity();
+        if capacity > 0 && pool.free.len() < limit && pool.bytes + capacity <= pool.budget {
+            pool.bytes += capacity;
+            pool.free.push(buffer);
+        }
+    }
+
+    /// A snapshot of the table encoded `bytes` in all.
+    fn snapshot_encoded(&self, bytes: usize) {
+        let mut pool = self.pool();
+        pool.budget = bytes.saturating_mul(2);
+        while pool.bytes > pool.budget {
+            let dropped = pool.free.pop().map_or(0, |b| b.capacity());
+            pool.bytes -= dropped;
         }
     }
 }
@@ -392,6 +421,18 @@ struct FrozenHeapTable<K, S> {
     groups: Arc<FrozenGroups<K, S>>,
     /// The live table's buffer pool: encoded groups go back to it.
     buffers: Arc<EncodeBuffers>,
+    /// Bytes encoded so far, the pool's budget once the snapshot is done.
+    encoded: std::sync::atomic::AtomicUsize,
+}
+
+impl<K, S> Drop for FrozenHeapTable<K, S> {
+    fn drop(&mut self) {
+        let encoded = *self.encoded.get_mut();
+        // An aborted snapshot (nothing encoded) leaves the budget alone.
+        if encoded > 0 {
+            self.buffers.snapshot_encoded(encoded);
+        }
+    }
 }
 
 /// Type-erased view of a `HeapTable<K, S>`, so the backend can hold tables of
@@ -471,6 +512,7 @@ impl<K: Key, S: StateStorage> ErasedHeapTable for HeapTable<K, S> {
         Box::new(FrozenHeapTable {
             groups,
             buffers: self.buffers.clone(),
+            encoded: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -555,6 +597,8 @@ impl<K: Key, S: StateStorage> FrozenTable for FrozenHeapTable<K, S> {
                     return Ok(false);
                 }
                 encode_group(&group, out, what)?;
+                self.encoded
+                    .fetch_add(out.len(), std::sync::atomic::Ordering::Relaxed);
                 Ok(true)
             }
             FrozenGroup::Encoded(mut bytes) => {
@@ -562,6 +606,8 @@ impl<K: Key, S: StateStorage> FrozenTable for FrozenHeapTable<K, S> {
                 // caller's old one goes to the pool in its place.
                 std::mem::swap(out, &mut bytes);
                 self.buffers.give(bytes, self.groups.len());
+                self.encoded
+                    .fetch_add(out.len(), std::sync::atomic::Ordering::Relaxed);
                 Ok(!out.is_empty())
             }
             FrozenGroup::Taken { .. } => Err(StateError::Codec {
@@ -1050,5 +1096,61 @@ impl<K: Key> fmt::Debug for KeyedStateBackend<K> {
             .field("range", &self.range)
             .field("states", &self.registrations.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One hot key group and many small ones, checkpoint after checkpoint:
+    /// the encode buffers kept between snapshots stay within twice the
+    /// latest snapshot's bytes instead of drifting towards the number of
+    /// groups times the largest one.
+    #[test]
+    fn kept_encode_buffers_stay_within_twice_the_snapshot() {
+        let groups = 32;
+        let mut table: HeapTable<u64, u64> = HeapTable::new(groups);
+        let fill = |table: &mut HeapTable<u64, u64>, round: u64| {
+            for g in 0..groups {
+                let keys = if g == 0 { 300_000 } else { 50 };
+                let map = table.group_mut(g);
+                for k in 0..keys {
+                    map.insert(k * groups as u64 + g as u64, round);
+                }
+            }
+        };
+        fill(&mut table, 1);
+        for round in 2..30u64 {
+            let frozen = table.freeze();
+            // Writes after the barrier encode the groups for the snapshot
+            // (encode-on-write), in a rotating order so buffers change
+            // hands between the hot group and the small ones.
+            for i in 0..groups {
+                let g = (i + round as usize) % groups;
+                table.group_mut(g).insert(g as u64, round);
+            }
+            let mut scratch = Vec::new();
+            let mut snapshot_bytes = 0;
+            for g in 0..groups {
+                scratch.clear();
+                frozen.encode_key_group(g, &mut scratch, "t").unwrap();
+                snapshot_bytes += scratch.len();
+            }
+            drop(frozen);
+            let pool = table.buffers.pool();
+            assert!(
+                pool.bytes <= 2 * snapshot_bytes,
+                "round {round}: {} bytes kept for a {snapshot_bytes}-byte snapshot",
+                pool.bytes
+            );
+            assert!(pool.free.len() <= groups);
+            drop(pool);
+            fill(&mut table, round);
+        }
+        // And they are reused: a pool that is never drawn from would not
+        // hold anything after the first rounds either, so check it holds
+        // something.
+        assert!(!table.buffers.pool().free.is_empty());
     }
 }

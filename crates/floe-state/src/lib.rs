@@ -51,6 +51,7 @@ pub use operator::{
 };
 pub use query::{QueryFormat, QueryValue, QueryableStateInfo};
 pub use snapshot::{KeyedStateFile, KeyedStateSnapshot, StateMeta};
+pub use table_alloc::set_heap_huge_pages;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -11,12 +11,25 @@
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use allocator_api2::alloc::{AllocError, Allocator, Global};
 
 /// The size of a transparent huge page on x86-64 and arm64 (4 KiB base
 /// pages); tables at least this large are huge-page backed.
 pub(crate) const HUGE_PAGE: usize = 2 << 20;
+
+/// Whether large tables are advised for huge pages (`state.backend.heap.huge-pages`).
+static HUGE_PAGES: AtomicBool = AtomicBool::new(true);
+
+/// Turns huge pages for the heap backend's large tables on or off in this
+/// process (`state.backend.heap.huge-pages`; on by default). Off is for
+/// machines where the kernel's on-fault compaction of huge pages stalls
+/// more than the saved TLB misses gain. Tables allocated afterwards follow
+/// it; existing ones keep how they were allocated.
+pub fn set_heap_huge_pages(enabled: bool) {
+    HUGE_PAGES.store(enabled, Ordering::Relaxed);
+}
 
 /// The allocator of the heap backend's key-group tables (see the module
 /// documentation). Stateless, so it costs nothing per table.
@@ -48,7 +61,7 @@ unsafe impl Allocator for StateTableAlloc {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         let backing = Self::backing(layout);
         let block = Global.allocate(backing)?;
-        if backing.size() >= HUGE_PAGE {
+        if backing.size() >= HUGE_PAGE && HUGE_PAGES.load(Ordering::Relaxed) {
             advise_huge_pages(block.cast::<u8>(), backing.size());
         }
         Ok(block)
@@ -103,38 +116,52 @@ mod tests {
         }
     }
 
+    /// Whether the mapping holding `addr` is advised for huge pages: the
+    /// `hg` flag in its `VmFlags` line of /proc/self/smaps.
+    #[cfg(target_os = "linux")]
+    fn advised(addr: usize) -> bool {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut in_block = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ')
+                && let Some((lo, hi)) = range.split_once('-')
+                && let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                in_block = lo <= addr && addr < hi;
+                continue;
+            }
+            if in_block && line.starts_with("VmFlags:") {
+                return line.split_whitespace().any(|f| f == "hg");
+            }
+        }
+        panic!("no mapping holds {addr:#x}")
+    }
+
+    /// Large tables are advised, and `state.backend.heap.huge-pages: false`
+    /// stops that (one test: the switch is process-wide).
     #[cfg(target_os = "linux")]
     #[test]
-    fn large_tables_are_advised_for_huge_pages() {
-        // /proc/self/smaps marks a VMA advised with MADV_HUGEPAGE by the
-        // `hg` flag in its VmFlags line. (A kernel built without
-        // transparent huge pages has nothing to advise.)
+    fn large_tables_are_advised_for_huge_pages_unless_switched_off() {
+        // A kernel built without transparent huge pages has nothing to
+        // advise.
         if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
             return;
         }
         let large = Layout::from_size_align(HUGE_PAGE * 4, 8).unwrap();
-        let block = StateTableAlloc.allocate(large).unwrap();
-        let start = block.cast::<u8>().as_ptr() as usize;
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let mut in_block = false;
-        let mut flags = None;
-        for line in smaps.lines() {
-            if let Some((range, _)) = line.split_once(' ') {
-                if let Some((lo, hi)) = range.split_once('-') {
-                    if let (Ok(lo), Ok(hi)) =
-                        (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
-                    {
-                        in_block = lo <= start && start < hi;
-                        continue;
-                    }
-                }
-            }
-            if in_block && line.starts_with("VmFlags:") {
-                flags = Some(line.to_string());
-            }
+        let on = StateTableAlloc.allocate(large).unwrap().cast::<u8>();
+        set_heap_huge_pages(false);
+        let off = StateTableAlloc.allocate(large).unwrap().cast::<u8>();
+        set_heap_huge_pages(true);
+        let (on_advised, off_advised) = (
+            advised(on.as_ptr() as usize),
+            advised(off.as_ptr() as usize),
+        );
+        unsafe {
+            StateTableAlloc.deallocate(on, large);
+            StateTableAlloc.deallocate(off, large);
         }
-        unsafe { StateTableAlloc.deallocate(block.cast(), large) };
-        let flags = flags.expect("the table's mapping is in /proc/self/smaps");
-        assert!(flags.split_whitespace().any(|f| f == "hg"), "{flags}");
+        assert!(on_advised, "a large table is advised for huge pages");
+        assert!(!off_advised, "switched off, it is not");
     }
 }

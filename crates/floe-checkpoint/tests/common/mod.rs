@@ -231,10 +231,17 @@ pub fn large_files_read_back_exactly(storage: &CheckpointStorage) {
     for (i, &size) in sizes.iter().enumerate() {
         let payload: Vec<u8> = (0..size).map(|j| (j * 31 + i * 7) as u8).collect();
         let handle = job
-            .write_state_file_with(1, &format!("big-{i}"), FileKind::KeyedState, 0, |out| {
-                out.extend_from_slice(&payload);
-                Ok::<_, String>(())
-            })
+            // The hint is the previous file's size, as for snapshots.
+            .write_state_file_with(
+                1,
+                &format!("big-{i}"),
+                FileKind::KeyedState,
+                sizes[i.saturating_sub(1)],
+                |out| {
+                    out.extend_from_slice(&payload);
+                    Ok::<_, String>(())
+                },
+            )
             .unwrap();
         assert_eq!(handle.size as usize, size + 19, "frame of file {i}");
         written.push((handle, payload));
