@@ -242,6 +242,11 @@ enum Bench {
         /// How long the query process queries, in seconds (the job should run longer).
         #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
         query_seconds: f64,
+        /// Measure what checkpoints cost: run N interleaved pairs, each run in a fresh
+        /// process, once without and once with the checkpoint flags, and report every
+        /// run with the mean overhead of the pairs (needs --checkpoint-interval).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        pairs: Option<u32>,
     },
     /// The query process of `keyed-count --query-load` (prints its JSON report).
     #[command(hide = true)]
@@ -358,7 +363,37 @@ fn main() -> ExitCode {
             incremental,
             query_load,
             query_seconds,
+            pairs,
         }) => (|| {
+            if let Some(pairs) = pairs {
+                let Some(ms) = checkpoint_interval else {
+                    anyhow::bail!(
+                        "--pairs compares runs with and without checkpoints: give --checkpoint-interval"
+                    );
+                };
+                if query_load.is_some() {
+                    anyhow::bail!("--pairs and --query-load cannot be combined");
+                }
+                let mut off: Vec<String> = ["bench", "keyed-count"].map(String::from).to_vec();
+                off.extend(["--records".into(), records.to_string()]);
+                off.extend(["--keys".into(), keys.to_string()]);
+                off.extend(["-p".into(), parallelism.to_string()]);
+                off.extend(["--backend".into(), backend.clone()]);
+                for d in &dynamic {
+                    off.extend(["-D".into(), d.clone()]);
+                }
+                let mut on = off.clone();
+                on.extend(["--checkpoint-interval".into(), ms.to_string()]);
+                if let Some(dir) = &checkpoint_dir {
+                    on.extend(["--checkpoint-dir".into(), dir.clone()]);
+                }
+                if incremental {
+                    on.push("--incremental".into());
+                }
+                let report = floe_cli::overhead_bench::run(pairs as usize, &off, &on)?;
+                println!("{}", serde_json::to_string(&report)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             let backend: StateBackendKind = backend
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("--backend: {e}"))?;

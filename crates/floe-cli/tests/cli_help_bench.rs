@@ -198,3 +198,66 @@ fn bench_keyed_count_prints_a_json_report() {
     assert_eq!(report["records"].as_u64(), Some(5000));
     assert_eq!(report["parallelism"].as_u64(), Some(3));
 }
+
+#[test]
+fn bench_pairs_runs_interleaved_pairs_and_reports_the_overhead() {
+    let sb = Sandbox::new();
+    let dir = format!("file://{}", sb.path("ck").display());
+    let out = run(&mut sb.floe([
+        "bench",
+        "keyed-count",
+        "--records",
+        "50000",
+        "--keys",
+        "100",
+        "-p",
+        "2",
+        "--pairs",
+        "2",
+        "--checkpoint-interval",
+        "20",
+        "--checkpoint-dir",
+        &dir,
+    ]))
+    .ok();
+    let last = out.stdout.lines().last().expect("a stdout line");
+    let report: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {last:?}"));
+    assert_eq!(report["benchmark"], "checkpoint-overhead", "{last}");
+    assert_eq!(report["pairs"].as_u64(), Some(2), "{last}");
+    for (side, with_checkpoints) in [("off", false), ("on", true)] {
+        let runs = report[side].as_array().expect("runs");
+        assert_eq!(runs.len(), 2, "{side}: {last}");
+        for r in runs {
+            assert!(
+                r["records_per_sec"].as_f64().is_some_and(|v| v > 0.0),
+                "{last}"
+            );
+            // A bounded job with checkpointing takes a final checkpoint.
+            let completed = r["checkpoints_completed"].as_u64().unwrap();
+            assert_eq!(completed > 0, with_checkpoints, "{side}: {last}");
+        }
+    }
+    // The overheads are what the runs say.
+    let rate = |side: &str, i: usize| report[side][i]["records_per_sec"].as_f64().unwrap();
+    let want = (0..2)
+        .map(|i| (rate("off", i) - rate("on", i)) / rate("off", i) * 100.0)
+        .sum::<f64>()
+        / 2.0;
+    let mean = report["overhead_pct_mean"].as_f64().unwrap();
+    assert!((mean - want).abs() < 1e-6, "{mean} != {want}: {last}");
+    assert!(report["overhead_pct_of_medians"].is_number(), "{last}");
+
+    // Pairs need something to compare.
+    run(&mut sb.floe([
+        "bench",
+        "keyed-count",
+        "--records",
+        "10",
+        "--keys",
+        "1",
+        "--pairs",
+        "1",
+    ]))
+    .fails_with(&["--pairs", "--checkpoint-interval"]);
+}
