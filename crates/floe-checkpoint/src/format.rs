@@ -217,9 +217,7 @@ pub fn encode(kind: FileKind, payload: &[u8]) -> Vec<u8> {
 /// large payload into a frame afterwards): room for the header, and capacity
 /// for `payload_capacity` bytes of payload plus the trailer.
 pub fn begin(payload_capacity: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(framed_len(payload_capacity));
-    out.resize(HEADER_LEN, 0);
-    out
+    begin_in(Vec::new(), payload_capacity)
 }
 
 /// Like [`begin`], in a buffer kept from an earlier file (its capacity is

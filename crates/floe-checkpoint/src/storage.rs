@@ -765,9 +765,22 @@ impl CheckpointStorage {
         framed: Vec<u8>,
         on_exists: impl FnOnce(String) -> StorageError,
     ) -> Result<StateHandle, StorageError> {
+        self.put(path, framed, PutMode::Create, on_exists)
+    }
+
+    /// Writes a framed file with `mode`, then keeps its buffer for the next
+    /// large file; an existing file under `PutMode::Create` is reported by
+    /// `on_exists`.
+    fn put(
+        &self,
+        path: &Path,
+        framed: Vec<u8>,
+        mode: PutMode,
+        on_exists: impl FnOnce(String) -> StorageError,
+    ) -> Result<StateHandle, StorageError> {
         let size = framed.len() as u64;
         let options = PutOptions {
-            mode: PutMode::Create,
+            mode,
             ..PutOptions::default()
         };
         let store = &self.inner.store;
@@ -817,6 +830,24 @@ impl CheckpointStorage {
         payload_hint: usize,
         produce: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<StateHandle, WriteError<E>> {
+        let buf = self.frame(path, kind, payload_hint, produce)?;
+        Ok(
+            self.put_new(path, buf, |location| StorageError::AlreadyExists {
+                location,
+            })?,
+        )
+    }
+
+    /// A framed file for `path`: the payload produced in place after the
+    /// header (no copy of a large payload into a frame), checked against
+    /// the storage's size limit, sealed.
+    fn frame<E>(
+        &self,
+        path: &Path,
+        kind: FileKind,
+        payload_hint: usize,
+        produce: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<Vec<u8>, WriteError<E>> {
         // Small files (metadata, operator state, a first snapshot without a
         // size hint) leave the kept buffers to the large ones.
         let spare = if payload_hint >= SPARE_BUFFER_MIN {
@@ -842,11 +873,7 @@ impl CheckpointStorage {
             .into());
         }
         format::seal(kind, &mut buf);
-        Ok(
-            self.put_new(path, buf, |location| StorageError::AlreadyExists {
-                location,
-            })?,
-        )
+        Ok(buf)
     }
 
     /// Keeps the buffer of an uploaded file for the next one, if it is
@@ -1128,35 +1155,15 @@ impl JobCheckpointStorage {
     ) -> Result<StateHandle, WriteError<E>> {
         validate_file_name(file_name)?;
         let path = self.shared_path().join(file_name);
-        // The payload is produced in place after the header (an SST file
-        // read straight into the upload buffer), never copied into a frame.
-        let mut buf = format::begin(payload_hint);
-        produce(&mut buf).map_err(WriteError::Produce)?;
-        let payload_len = buf.len() - format::HEADER_LEN;
-        if let Some(limit) = self.storage.inner.max_state_size
-            && payload_len > limit
-        {
-            return Err(StorageError::StateTooLarge {
-                location: self.storage.display(&path),
-                size: payload_len,
-                limit,
-            }
-            .into());
-        }
-        format::seal(FileKind::SharedState, &mut buf);
-        let size = buf.len() as u64;
-        let store = &self.storage.inner.store;
-        self.storage
-            .block_on(store.put(&path, buf.into()))?
-            .map_err(|source| StorageError::Io {
-                operation: "write",
-                location: self.storage.display(&path),
-                source,
-            })?;
-        Ok(StateHandle {
-            path: self.storage.relative(&path),
-            size,
-        })
+        // An SST file is read straight into the upload buffer.
+        let buf = self
+            .storage
+            .frame(&path, FileKind::SharedState, payload_hint, produce)?;
+        Ok(self
+            .storage
+            .put(&path, buf, PutMode::Overwrite, |location| {
+                StorageError::AlreadyExists { location }
+            })?)
     }
 
     /// The relative path prefix of this job's shared files
