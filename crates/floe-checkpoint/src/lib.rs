@@ -18,6 +18,8 @@
 #![warn(missing_docs)]
 
 pub mod config;
+#[cfg(target_os = "linux")]
+mod direct_io;
 pub mod format;
 pub mod savepoint;
 pub mod storage;

@@ -218,6 +218,14 @@ pub enum StorageError {
         /// The store's reason.
         source: object_store::Error,
     },
+    /// A large state file could not be written to local disk directly.
+    #[error("cannot write {path}: {source}")]
+    LocalWrite {
+        /// The file (or the staging file or directory being made for it).
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
     /// A local directory could not be removed while discarding.
     #[error("cannot delete {path}: {source}")]
     LocalDelete {
@@ -316,6 +324,13 @@ struct Inner {
     runtime: Option<tokio::runtime::Runtime>,
     /// Write buffers of large state files, taken back after their upload.
     spare_buffers: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// Large files on local disk go around the page cache (see
+    /// [`crate::direct_io`]) until the file system refuses direct I/O.
+    #[cfg(target_os = "linux")]
+    direct_io: std::sync::atomic::AtomicBool,
+    /// Aligned buffers of direct writes, one per concurrent writer.
+    #[cfg(target_os = "linux")]
+    direct_buffers: std::sync::Mutex<Vec<crate::direct_io::AlignedBuf>>,
 }
 
 /// Write buffers at least this large are kept for the next state file:
@@ -611,10 +626,14 @@ impl CheckpointStorage {
                 store: o.store,
                 root: o.root,
                 display_prefix: o.display_prefix,
-                local_root: o.local_root,
                 max_state_size: o.max_state_size,
+                #[cfg(target_os = "linux")]
+                direct_io: std::sync::atomic::AtomicBool::new(o.local_root.is_some()),
                 runtime: Some(runtime),
                 spare_buffers: std::sync::Mutex::default(),
+                #[cfg(target_os = "linux")]
+                direct_buffers: std::sync::Mutex::default(),
+                local_root: o.local_root,
             }),
         })
     }
@@ -779,6 +798,19 @@ impl CheckpointStorage {
         on_exists: impl FnOnce(String) -> StorageError,
     ) -> Result<StateHandle, StorageError> {
         let size = framed.len() as u64;
+        #[cfg(target_os = "linux")]
+        if framed.len() >= SPARE_BUFFER_MIN
+            && let Some(written) = self.put_direct(path, &framed, &mode)
+        {
+            self.keep_spare(framed);
+            return match written? {
+                true => Ok(StateHandle {
+                    path: self.relative(path),
+                    size,
+                }),
+                false => Err(on_exists(self.display(path))),
+            };
+        }
         let options = PutOptions {
             mode,
             ..PutOptions::default()
@@ -799,6 +831,65 @@ impl CheckpointStorage {
                 source,
             }),
         }
+    }
+
+    /// Writes a large file on local disk with direct I/O: `Some(Ok(true))`
+    /// written, `Some(Ok(false))` refused as existing under
+    /// `PutMode::Create`, `None` when direct I/O does not apply (not local
+    /// disk, or a file system without it: then never again for this storage).
+    #[cfg(target_os = "linux")]
+    fn put_direct(
+        &self,
+        path: &Path,
+        framed: &[u8],
+        mode: &PutMode,
+    ) -> Option<Result<bool, StorageError>> {
+        use crate::direct_io::{self, AlignedBuf, Outcome, Publish};
+        use std::sync::atomic::Ordering;
+
+        let publish = match mode {
+            PutMode::Create => Publish::Create,
+            PutMode::Overwrite => Publish::Overwrite,
+            PutMode::Update(_) => return None,
+        };
+        if !self.inner.direct_io.load(Ordering::Relaxed) {
+            return None;
+        }
+        let dest = self.local_path(path)?;
+        let buffers = || {
+            self.inner
+                .direct_buffers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        };
+        let mut buf = buffers().pop().unwrap_or_else(AlignedBuf::new);
+        let outcome = direct_io::write_file(&dest, framed, publish, &mut buf);
+        buffers().push(buf);
+        match outcome {
+            Ok(Outcome::Written) => Some(Ok(true)),
+            Ok(Outcome::Exists) => Some(Ok(false)),
+            Ok(Outcome::Unsupported) => {
+                tracing::info!(
+                    storage = %self.inner.url,
+                    "the checkpoint directory's file system does not do direct I/O; large state files go through the page cache"
+                );
+                self.inner.direct_io.store(false, Ordering::Relaxed);
+                None
+            }
+            Err(e) => Some(Err(StorageError::LocalWrite {
+                path: e.path,
+                source: e.source,
+            })),
+        }
+    }
+
+    /// The local file of a store path (local disk only).
+    fn local_path(&self, path: &Path) -> Option<PathBuf> {
+        let root = self.inner.local_root.as_ref()?;
+        Some(
+            path.parts()
+                .fold(root.clone(), |p, part| p.join(part.as_ref())),
+        )
     }
 
     /// Reads a whole file; `None` if it does not exist.
@@ -884,15 +975,20 @@ impl CheckpointStorage {
             return;
         }
         if let Ok(unique) = written.try_into_mut() {
-            let buffer = Vec::<u8>::from(unique);
-            let mut spare = self
-                .inner
-                .spare_buffers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if spare.len() < SPARE_BUFFERS {
-                spare.push(buffer);
-            }
+            self.keep_spare(Vec::from(unique));
+        }
+    }
+
+    /// Keeps a large written buffer for the next large file, up to
+    /// `SPARE_BUFFERS` of them.
+    fn keep_spare(&self, buffer: Vec<u8>) {
+        let mut spare = self
+            .inner
+            .spare_buffers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(buffer);
         }
     }
 
@@ -940,10 +1036,7 @@ impl CheckpointStorage {
                 });
             }
         }
-        if let Some(local_root) = &self.inner.local_root {
-            let local_dir = dir
-                .parts()
-                .fold(local_root.clone(), |p, part| p.join(part.as_ref()));
+        if let Some(local_dir) = self.local_path(dir) {
             return remove_local_dir(&local_dir);
         }
         self.delete_tree(dir)

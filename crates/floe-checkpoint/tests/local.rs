@@ -43,6 +43,104 @@ fn local_storage_meets_the_contract() {
     assert_eq!(&raw[..4], b"FLOE");
 }
 
+/// How many of a file's pages are in the page cache (`mincore`).
+fn cached_pages(path: &Path) -> usize {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    let mut flags = vec![0u8; len.div_ceil(4096)];
+    // SAFETY: a read-only mapping of an open file, only probed and unmapped.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(addr, libc::MAP_FAILED);
+        assert_eq!(libc::mincore(addr, len, flags.as_mut_ptr()), 0);
+        libc::munmap(addr, len);
+    }
+    flags.iter().filter(|&&f| f & 1 == 1).count()
+}
+
+/// Large state and shared files skip the page cache on a file system that
+/// does direct I/O (checkpoints are written every interval and read only
+/// on restore), read back exactly, and keep put-if-absent and overwrite.
+#[test]
+fn large_local_files_bypass_the_page_cache() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let direct = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dir.path().join("probe"))
+        .is_ok();
+    std::fs::remove_file(dir.path().join("probe")).unwrap();
+    let storage = CheckpointStorage::from_url(&file_url(dir.path())).unwrap();
+    let job_id = common::fresh_job_id();
+    let job = storage.job(job_id);
+    let payload: Vec<u8> = (0..(6 << 20) + 5).map(|i| (i % 251) as u8).collect();
+    let handle = job
+        .write_state_file(3, "keyed-0", FileKind::KeyedState, &payload)
+        .unwrap();
+    let file = dir
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join(format!("{job_id}/chk-3/keyed-0"));
+    if direct {
+        assert!(
+            cached_pages(&file) <= 1,
+            "{} pages cached",
+            cached_pages(&file)
+        );
+    } else {
+        eprintln!(
+            "no direct I/O in {}: only the contents are checked",
+            dir.path().display()
+        );
+    }
+    assert_eq!(
+        job.read_state_file(&handle, FileKind::KeyedState).unwrap(),
+        payload
+    );
+
+    // Written once: a second write of the name is refused, the first kept.
+    let other = vec![7u8; 2 << 20];
+    let err = job
+        .write_state_file(3, "keyed-0", FileKind::KeyedState, &other)
+        .unwrap_err();
+    assert!(matches!(err, StorageError::AlreadyExists { .. }), "{err}");
+    assert_eq!(
+        job.read_state_file(&handle, FileKind::KeyedState).unwrap(),
+        payload
+    );
+
+    // Shared files are overwritten in place (a re-upload of the same SST).
+    for fill in [1u8, 2] {
+        let shared = vec![fill; 3 << 20];
+        let handle = job
+            .write_shared_file("sst-000001", shared.len(), |out| {
+                out.extend_from_slice(&shared);
+                Ok::<_, String>(())
+            })
+            .unwrap();
+        assert_eq!(
+            job.read_state_file(&handle, FileKind::SharedState).unwrap(),
+            shared
+        );
+    }
+    let names: Vec<String> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["keyed-0"], "staging files left behind");
+}
+
 #[test]
 fn jobmanager_storage_meets_the_contract() {
     let storage = CheckpointStorage::from_url("jobmanager").unwrap();
