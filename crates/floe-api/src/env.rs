@@ -256,6 +256,11 @@ impl StreamEnvironment {
             restore_path: None,
             allow_non_restored_state: self.inner.borrow().allow_non_restored_state,
             queryable_state: Self::get_or(&config, &options::QUERYABLE_STATE_ENABLE, false)?,
+            queryable_state_max_staleness: Self::get_or(
+                &config,
+                &options::QUERYABLE_STATE_MAX_STALENESS,
+                floe_runtime::queryable::DEFAULT_MAX_STALENESS,
+            )?,
         };
         let mut settings = settings;
         let job_id = JobId::random();

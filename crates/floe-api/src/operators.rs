@@ -304,15 +304,17 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
     }
 
     /// Announces queryable states registered since the last announcement
-    /// (one comparison per batch when nothing changed).
+    /// (one comparison per batch when nothing changed), and publishes
+    /// their query views when readers want them (one load otherwise).
     #[inline]
     fn announce_queryable(&mut self) -> Result<(), TaskError> {
         if let Some((handle, announced)) = &mut self.queryable {
             let registered = self.backend.num_registered();
             if registered != *announced {
-                handle.announce(&self.backend, &self.info)?;
+                handle.announce(&mut self.backend, &self.info)?;
                 *announced = registered;
             }
+            self.backend.publish_query_views();
         }
         Ok(())
     }

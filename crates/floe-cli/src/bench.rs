@@ -40,6 +40,8 @@ pub struct QueryLoadOptions {
     pub concurrency: usize,
     /// How long to query (the job should run longer).
     pub seconds: f64,
+    /// Queries per second to pace to (`None`: as fast as answers come).
+    pub rate: Option<f64>,
 }
 
 /// The JSON line the benchmark prints.
@@ -208,6 +210,7 @@ impl KeyedCountBench {
                     .args(["--keys", &self.keys.to_string()])
                     .args(["--concurrency", &load.concurrency.to_string()])
                     .args(["--seconds", &load.seconds.to_string()])
+                    .args(load.rate.map(|r| format!("--rate={r}")))
                     .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::inherit())
                     .spawn()?;

@@ -242,6 +242,10 @@ enum Bench {
         /// How long the query process queries, in seconds (the job should run longer).
         #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
         query_seconds: f64,
+        /// Pace the query process to about this many queries per second in all (default:
+        /// as fast as the answers come), to measure what a given query rate costs the job.
+        #[arg(long, value_name = "QUERIES_PER_SEC", value_parser = parse_positive_rate)]
+        query_rate: Option<f64>,
         /// Measure what checkpoints cost: run N interleaved pairs, each run in a fresh
         /// process, once without and once with the checkpoint flags, and report every
         /// run with the mean overhead of the pairs (needs --checkpoint-interval).
@@ -261,7 +265,18 @@ enum Bench {
         concurrency: usize,
         #[arg(long)]
         seconds: f64,
+        #[arg(long, value_parser = parse_positive_rate)]
+        rate: Option<f64>,
     },
+}
+
+/// A rate: a finite number greater than zero.
+fn parse_positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        Ok(_) => Err("must be a number greater than 0".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn run_job(flags: RunFlags, job: &str, args: Vec<String>) -> anyhow::Result<ExitCode> {
@@ -363,6 +378,7 @@ fn main() -> ExitCode {
             incremental,
             query_load,
             query_seconds,
+            query_rate,
             pairs,
         }) => (|| {
             if let Some(pairs) = pairs {
@@ -422,6 +438,7 @@ fn main() -> ExitCode {
                 query_load: query_load.map(|concurrency| floe_cli::bench::QueryLoadOptions {
                     concurrency: concurrency.max(1),
                     seconds: query_seconds,
+                    rate: query_rate,
                 }),
             }
             .run()?;
@@ -434,6 +451,7 @@ fn main() -> ExitCode {
             keys,
             concurrency,
             seconds,
+            rate,
         }) => (|| {
             let report = floe_cli::query_bench::QueryLoad {
                 proxy,
@@ -442,6 +460,7 @@ fn main() -> ExitCode {
                 keys,
                 concurrency: concurrency.max(1),
                 seconds,
+                rate,
             }
             .run()?;
             println!("{}", serde_json::to_string(&report)?);

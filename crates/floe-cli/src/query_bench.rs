@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 pub struct QueryLoadReport {
     /// Concurrent queries in flight.
     pub concurrency: usize,
+    /// The pace asked for, in queries per second (`None`: unpaced).
+    #[serde(default)]
+    pub rate: Option<f64>,
     /// Queries answered (found or not found).
     pub queries: u64,
     /// Queries that failed (other than the job ending).
@@ -50,6 +53,9 @@ pub struct QueryLoad {
     pub concurrency: usize,
     /// How long to query (less if the job ends first).
     pub seconds: f64,
+    /// Queries per second in all, spread over the workers (`None`: each
+    /// worker sends its next query as soon as the last is answered).
+    pub rate: Option<f64>,
 }
 
 impl QueryLoad {
@@ -85,6 +91,10 @@ impl QueryLoad {
         let end = start + Duration::from_secs_f64(self.seconds);
         let local = tokio::task::LocalSet::new();
         let mut workers = Vec::new();
+        // Per worker, the time between two queries when paced.
+        let gap = self
+            .rate
+            .map(|r| Duration::from_secs_f64(self.concurrency as f64 / r));
         for w in 0..self.concurrency {
             let (client, job, name, keys) =
                 (client.clone(), self.job, self.name.clone(), self.keys);
@@ -93,7 +103,17 @@ impl QueryLoad {
                 let mut errors = 0u64;
                 // xorshift: a different key sequence per worker, no locking.
                 let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (w as u64 + 1).wrapping_mul(0x2545_f491);
+                let mut sent = 0u32;
                 while Instant::now() < end {
+                    // Paced: ahead of schedule by a timer tick or more, wait
+                    // (a worker that falls behind catches up in a burst).
+                    if let Some(gap) = gap {
+                        let due = start + gap * sent;
+                        if due > Instant::now() + Duration::from_millis(1) {
+                            tokio::time::sleep_until(due.into()).await;
+                        }
+                        sent += 1;
+                    }
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
@@ -139,6 +159,7 @@ impl QueryLoad {
         let seconds = last.duration_since(start).as_secs_f64();
         Ok(QueryLoadReport {
             concurrency: self.concurrency,
+            rate: self.rate,
             queries: latencies.len() as u64,
             errors,
             seconds,

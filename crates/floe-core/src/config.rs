@@ -247,6 +247,13 @@ pub mod options {
         parse: parse_bool,
     };
 
+    /// How old the state a query is answered from off the task thread may be.
+    pub const QUERYABLE_STATE_MAX_STALENESS: ConfigOption<Duration> = ConfigOption {
+        key: "queryable-state.max-staleness",
+        description: "How old the heap state a query is answered from may be: tasks publish their queryable tables this often while queries come, and the proxy answers from them without waiting for the task; 0 sends every query to the task that owns the key (default 10 ms; RocksDB state is always read by its task).",
+        parse: parse_duration_value,
+    };
+
     /// Ports the queryable-state proxy (where clients connect) may bind.
     pub const QUERYABLE_STATE_PROXY_PORTS: ConfigOption<PortRanges> = ConfigOption {
         key: "queryable-state.proxy.ports",
@@ -315,6 +322,10 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     (
         options::QUERYABLE_STATE_ENABLE.key,
         options::QUERYABLE_STATE_ENABLE.description,
+    ),
+    (
+        options::QUERYABLE_STATE_MAX_STALENESS.key,
+        options::QUERYABLE_STATE_MAX_STALENESS.description,
     ),
     (
         options::QUERYABLE_STATE_PROXY_PORTS.key,

@@ -61,6 +61,9 @@ pub struct ExecutionSettings {
     /// `queryable-state.enable`: keyed operators announce their queryable
     /// states and tasks answer queries.
     pub queryable_state: bool,
+    /// `queryable-state.max-staleness`: how old the published state a
+    /// query is answered from may be (zero: always ask the task).
+    pub queryable_state_max_staleness: std::time::Duration,
 }
 
 impl std::fmt::Debug for dyn CheckpointStore {
@@ -83,6 +86,7 @@ impl Default for ExecutionSettings {
             restore_path: None,
             allow_non_restored_state: false,
             queryable_state: false,
+            queryable_state_max_staleness: crate::queryable::DEFAULT_MAX_STALENESS,
         }
     }
 }
@@ -358,10 +362,13 @@ impl JobManager {
                 }),
                 stopping: Mutex::new(None),
                 stopped: Default::default(),
-                queryable: Arc::new(crate::queryable::QueryableStateRegistry::new(
-                    job_id,
-                    self.settings.queryable_state,
-                )),
+                queryable: Arc::new(
+                    crate::queryable::QueryableStateRegistry::new(
+                        job_id,
+                        self.settings.queryable_state,
+                    )
+                    .with_max_staleness(self.settings.queryable_state_max_staleness),
+                ),
             }),
         };
         let mut client = JobClient {

@@ -7,21 +7,26 @@
 //! query (from the network proxy or the REST API) names the state and
 //! carries the key as postcard bytes; the registry hashes those bytes to the
 //! key group exactly as `key_by` does, picks the subtask that owns it, and
-//! puts a [`StateQuery`] in that subtask's inbox. The task drains its inbox
-//! between batches and answers from the live backend, so a query never
-//! stops processing, takes no lock on the hot path, and sees every record
-//! processed before it.
+//! answers it from the [`QueryView`] that subtask publishes (heap backend:
+//! its key-group maps, shared copy-on-write, at most
+//! `queryable-state.max-staleness` old) on the asker's thread. Without a
+//! fresh enough view (RocksDB, a view not yet published or too old, a
+//! staleness of zero) it puts a [`StateQuery`] in the subtask's inbox; the
+//! task drains its inbox between batches and answers from the live backend,
+//! seeing every record processed before it. Either way a query never stops
+//! processing and takes no lock on the hot path.
 //!
 //! Each run of the job (every restart) announces its subtasks anew; between
 //! runs the states stay known but unavailable.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use floe_core::{JobId, KeyGroup};
 use floe_state::key_group::{key_group_for_key_bytes, operator_index_for_key_group};
-use floe_state::{QueryFormat, QueryValue, StateKind};
+use floe_state::{QueryFormat, QueryValue, QueryView, StateKind, ViewLookup};
 use serde::{Deserialize, Serialize};
 
 /// Why a query got no answer. Serializable: the network protocol carries it
@@ -192,12 +197,20 @@ struct Entry {
     info: QueryableRegistration,
     /// Per subtask, its inbox in the current run.
     inboxes: Vec<Option<Sender<StateQuery>>>,
+    /// Per subtask, the view its task publishes (heap backend), read
+    /// before the inbox is bothered.
+    views: Vec<Option<QueryView>>,
 }
+
+/// How old a published view may be when it answers a query, unless
+/// `queryable-state.max-staleness` says otherwise.
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_millis(10);
 
 /// The queryable states of one job and where their subtasks listen.
 pub struct QueryableStateRegistry {
     job_id: JobId,
     enabled: bool,
+    max_staleness: Duration,
     states: RwLock<BTreeMap<String, Entry>>,
 }
 
@@ -207,8 +220,22 @@ impl QueryableStateRegistry {
         QueryableStateRegistry {
             job_id,
             enabled,
+            max_staleness: DEFAULT_MAX_STALENESS,
             states: RwLock::new(BTreeMap::new()),
         }
+    }
+
+    /// Sets `queryable-state.max-staleness`: how old the state a query is
+    /// answered from off the task thread may be; zero sends every query to
+    /// the owning task.
+    pub fn with_max_staleness(mut self, max_staleness: Duration) -> Self {
+        self.max_staleness = max_staleness;
+        self
+    }
+
+    /// `queryable-state.max-staleness`.
+    pub fn max_staleness(&self) -> Duration {
+        self.max_staleness
     }
 
     /// Whether queries are served (`queryable-state.enable`).
@@ -222,12 +249,14 @@ impl QueryableStateRegistry {
     }
 
     /// Announces that a subtask of the current run serves state
-    /// `registration.name` through `inbox`. Two operators using one name is
-    /// an error naming both.
+    /// `registration.name` through `inbox`, and through `view` when its
+    /// backend publishes one. Two operators using one name is an error
+    /// naming both.
     pub fn register(
         &self,
         registration: QueryableRegistration,
         inbox: Sender<StateQuery>,
+        view: Option<QueryView>,
     ) -> Result<(), String> {
         let mut states = self.states.write().unwrap_or_else(|p| p.into_inner());
         let entry = states
@@ -235,6 +264,7 @@ impl QueryableStateRegistry {
             .or_insert_with(|| Entry {
                 info: registration.clone(),
                 inboxes: Vec::new(),
+                views: Vec::new(),
             });
         if entry.info.operator_uid != registration.operator_uid {
             return Err(format!(
@@ -248,11 +278,13 @@ impl QueryableStateRegistry {
             || entry.info.max_parallelism != registration.max_parallelism
         {
             entry.inboxes.clear();
+            entry.views.clear();
         }
-        entry
-            .inboxes
-            .resize(registration.parallelism as usize, None);
+        let subtasks = registration.parallelism as usize;
+        entry.inboxes.resize(subtasks, None);
+        entry.views.resize(subtasks, None);
         entry.inboxes[registration.subtask as usize] = Some(inbox);
+        entry.views[registration.subtask as usize] = view;
         entry.info = registration;
         Ok(())
     }
@@ -262,6 +294,7 @@ impl QueryableStateRegistry {
         let mut states = self.states.write().unwrap_or_else(|p| p.into_inner());
         for e in states.values_mut() {
             e.inboxes.iter_mut().for_each(|i| *i = None);
+            e.views.iter_mut().for_each(|v| *v = None);
         }
     }
 
@@ -315,6 +348,26 @@ impl QueryableStateRegistry {
             subtask: owner,
             reason: reason.to_string(),
         };
+        if let Some(Some(view)) = entry.views.get(owner as usize) {
+            match view.lookup(key_group, &key, format, name) {
+                ViewLookup::Answered(result) => {
+                    reply(result.map_err(|e| QueryError::Failed {
+                        name: name.to_string(),
+                        reason: e.to_string(),
+                    }));
+                    return Ok(());
+                }
+                ViewLookup::WrongKey(reason) => {
+                    reply(Err(QueryError::WrongKeyType {
+                        name: name.to_string(),
+                        expected: info.key_type.to_string(),
+                        reason,
+                    }));
+                    return Ok(());
+                }
+                ViewLookup::AskTask => {}
+            }
+        }
         let inbox = entry
             .inboxes
             .get(owner as usize)
@@ -414,25 +467,42 @@ impl QueryableTaskHandle {
     /// registers more later).
     pub fn announce<K: floe_state::Key>(
         &self,
-        backend: &floe_state::KeyedStateBackend<K>,
+        backend: &mut floe_state::KeyedStateBackend<K>,
         info: &crate::context::TaskInfo,
     ) -> Result<(), crate::error::TaskError> {
-        for state in backend.queryable_states() {
+        let states: Vec<_> = backend
+            .queryable_states()
+            .map(|s| {
+                (
+                    s.queryable_name.to_string(),
+                    s.state_name.to_string(),
+                    s.kind,
+                    s.declared_type,
+                )
+            })
+            .collect();
+        let max_staleness = self.registry.max_staleness();
+        for (queryable_name, state_name, kind, declared_type) in states {
+            let view = if max_staleness.is_zero() {
+                None
+            } else {
+                backend.query_view(&queryable_name, max_staleness)
+            };
             let registration = QueryableRegistration {
-                name: state.queryable_name.to_string(),
-                state_name: state.state_name.to_string(),
-                kind: state.kind,
+                name: queryable_name,
+                state_name,
+                kind,
                 operator_uid: info.uid.to_string(),
                 operator_name: info.operator_name.to_string(),
                 key_type: std::any::type_name::<K>(),
-                declared_type: state.declared_type,
+                declared_type,
                 max_parallelism: info.max_parallelism,
                 parallelism: info.parallelism,
                 subtask: info.subtask_index,
                 json_key: json_key_encoder::<K>,
             };
             self.registry
-                .register(registration, self.inbox.clone())
+                .register(registration, self.inbox.clone(), view)
                 .map_err(|reason| {
                     info.failure(crate::error::FailureCause::Error(anyhow::anyhow!(reason)))
                 })?;
@@ -506,7 +576,7 @@ mod tests {
     fn unanswered_queries_are_answered_unavailable() {
         let registry = QueryableStateRegistry::new(JobId::from_u128(1), true);
         let (inbox, queries) = crossbeam_channel::unbounded();
-        registry.register(registration(0), inbox).unwrap();
+        registry.register(registration(0), inbox, None).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let key = postcard::to_allocvec(&7u64).unwrap();
         registry

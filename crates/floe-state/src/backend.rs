@@ -29,6 +29,7 @@ use crate::descriptor::StateKind;
 use crate::error::StateError;
 use crate::key_group::KeyGroupRange;
 use crate::query::{QueryFormat, QueryValue, QueryableStateInfo};
+use crate::query_view::{QueryView, ViewPublisher};
 use crate::snapshot::RestoredState;
 
 /// Which state backend holds keyed state (`state.backend.type`).
@@ -266,6 +267,8 @@ pub(crate) struct HeapTable<K, S> {
     /// Buffers groups were encoded into on write, handed back by the
     /// encoder once copied, for the next snapshot's encode-on-write.
     buffers: Arc<EncodeBuffers>,
+    /// The published view of a queryable state (see `query_view`).
+    view: Option<Box<ViewPublisher<K, S>>>,
 }
 
 /// Encode buffers kept from one snapshot to the next. Every checkpoint
@@ -355,6 +358,7 @@ impl<K, S> HeapTable<K, S> {
             shared: vec![false; groups],
             frozen: None,
             buffers: Arc::default(),
+            view: None,
         }
     }
 
@@ -375,6 +379,12 @@ impl<K, S> HeapTable<K, S> {
         if self.shared[offset] {
             self.shared[offset] = false;
             self.encode_frozen(offset);
+            if let Some(view) = &mut self.view {
+                let start = std::time::Instant::now();
+                let group = Arc::make_mut(&mut self.groups[offset]);
+                view.copied(start.elapsed());
+                return group;
+            }
             return Arc::make_mut(&mut self.groups[offset]);
         }
         let ptr = Arc::as_ptr(&self.groups[offset]) as *mut GroupMap<K, S>;
@@ -454,6 +464,20 @@ pub(crate) trait ErasedHeapTable: Send {
         format: QueryFormat,
         what: &str,
     ) -> Result<Option<QueryValue>, StateError>;
+    /// Starts publishing a view of this table for queries off the task
+    /// thread (at most `max_staleness` old); `wanted` is the backend's
+    /// shared "queries are coming" flag.
+    fn start_view(
+        &mut self,
+        first_key_group: KeyGroup,
+        max_staleness: std::time::Duration,
+        wanted: Arc<std::sync::atomic::AtomicBool>,
+    ) -> QueryView;
+    /// Publishes the view if it has one and a publish is due at `now`.
+    fn publish_view(&mut self, now: std::time::Instant);
+    /// Withdraws the published view, if any and if it is behind the
+    /// table, until the next publish.
+    fn withdraw_view(&self);
     /// Adds the entries of one key group from a snapshot.
     fn restore_key_group(
         &mut self,
@@ -530,6 +554,40 @@ impl<K: Key, S: StateStorage> ErasedHeapTable for HeapTable<K, S> {
             .get(key)
             .map(|value| QueryValue::encode(value, format, what))
             .transpose()
+    }
+
+    fn start_view(
+        &mut self,
+        first_key_group: KeyGroup,
+        max_staleness: std::time::Duration,
+        wanted: Arc<std::sync::atomic::AtomicBool>,
+    ) -> QueryView {
+        let groups = self.groups.len();
+        self.view
+            .get_or_insert_with(|| {
+                Box::new(ViewPublisher::new(
+                    first_key_group,
+                    groups,
+                    max_staleness,
+                    wanted,
+                ))
+            })
+            .view()
+    }
+
+    fn publish_view(&mut self, now: std::time::Instant) {
+        if let Some(view) = &mut self.view
+            && view.due(now)
+        {
+            view.publish(&self.groups, now);
+            self.shared.iter_mut().for_each(|s| *s = true);
+        }
+    }
+
+    fn withdraw_view(&self) {
+        if let Some(view) = &self.view {
+            view.withdraw_if_behind();
+        }
     }
 
     fn restore_key_group(
@@ -643,6 +701,8 @@ pub struct KeyedStateBackend<K: Key> {
     pub(crate) restored: Vec<RestoredState>,
     /// Encoded size of the latest snapshot (see `KeyedStateSnapshot`).
     pub(crate) snapshot_size_hint: Arc<std::sync::atomic::AtomicUsize>,
+    /// Set by readers of this backend's query views: publish them again.
+    views_wanted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<K: Key> KeyedStateBackend<K> {
@@ -681,6 +741,7 @@ impl<K: Key> KeyedStateBackend<K> {
             registrations: Vec::new(),
             restored: Vec::new(),
             snapshot_size_hint: Default::default(),
+            views_wanted: Default::default(),
             store,
         })
     }
@@ -998,8 +1059,9 @@ impl<K: Key> KeyedStateBackend<K> {
     /// Reads the live state of `key` (in `key_group`) in the state
     /// queryable as `queryable_name`, encoded as `format`: a query served
     /// between two batches on the task thread, so it sees every record
-    /// processed so far and no torn update. `Ok(None)`: the key has no
-    /// state (or the name is not queryable here).
+    /// processed so far and no torn update. The state's published query
+    /// view, if older than this answer, is withdrawn until the next publish.
+    /// `Ok(None)`: the key has no state (or the name is not queryable here).
     pub fn query(
         &mut self,
         queryable_name: &str,
@@ -1023,7 +1085,13 @@ impl<K: Key> KeyedStateBackend<K> {
         }
         let what = format!("queryable state '{queryable_name}'");
         match &mut self.store {
-            Store::Heap(tables) => tables[idx].lookup(offset, key, format, &what),
+            Store::Heap(tables) => {
+                // If this answer is newer than the state's published view,
+                // withdraw the view: the asker's next query must not read
+                // older state.
+                tables[idx].withdraw_view();
+                tables[idx].lookup(offset, key, format, &what)
+            }
             #[cfg(feature = "rocksdb")]
             Store::Rocks(r) => {
                 let Some(bytes) = r.per_key_bytes(idx as u32, key_group, key)? else {
@@ -1036,6 +1104,48 @@ impl<K: Key> KeyedStateBackend<K> {
                     }
                 }))
             }
+        }
+    }
+
+    /// A view of the state queryable as `queryable_name` that queries can
+    /// read on their own thread, at most `max_staleness` old (see
+    /// [`crate::query_view`]); the same view on every call. `None` on the
+    /// RocksDB backend (its reads go through the task) or for a name that
+    /// is not queryable here.
+    pub fn query_view(
+        &mut self,
+        queryable_name: &str,
+        max_staleness: std::time::Duration,
+    ) -> Option<QueryView> {
+        let idx = self
+            .registrations
+            .iter()
+            .position(|r| r.queryable.as_deref() == Some(queryable_name))?;
+        match &mut self.store {
+            Store::Heap(tables) => Some(tables[idx].start_view(
+                self.range.start,
+                max_staleness,
+                self.views_wanted.clone(),
+            )),
+            #[cfg(feature = "rocksdb")]
+            Store::Rocks(_) => None,
+        }
+    }
+
+    /// Publishes the query views that are due, if their readers asked
+    /// since the last publish: between two batches, on the task thread.
+    /// Without readers this is one relaxed load.
+    #[inline]
+    pub fn publish_query_views(&mut self) {
+        use std::sync::atomic::Ordering;
+        if !self.views_wanted.load(Ordering::Relaxed) {
+            return;
+        }
+        self.views_wanted.store(false, Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        #[allow(irrefutable_let_patterns)] // without the `rocksdb` feature
+        if let Store::Heap(tables) = &mut self.store {
+            tables.iter_mut().for_each(|t| t.publish_view(now));
         }
     }
 

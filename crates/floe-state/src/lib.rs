@@ -28,6 +28,7 @@ pub mod key_group;
 pub mod native;
 pub mod operator;
 pub mod query;
+pub mod query_view;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 #[cfg(feature = "rocksdb")]
@@ -50,6 +51,7 @@ pub use operator::{
     OperatorStateStore,
 };
 pub use query::{QueryFormat, QueryValue, QueryableStateInfo};
+pub use query_view::{QueryView, ViewLookup};
 pub use snapshot::{KeyedStateFile, KeyedStateSnapshot, StateMeta};
 pub use table_alloc::set_heap_huge_pages;
 

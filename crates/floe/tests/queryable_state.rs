@@ -305,3 +305,114 @@ fn query_errors_name_the_job_the_state_and_the_types() {
         }
     });
 }
+
+/// Counts per key, taking `SLOW` per record: a task that is never between
+/// two batches for long.
+#[derive(Clone, Default)]
+struct SlowCount {
+    count: Option<ValueState<u64>>,
+}
+
+const SLOW: Duration = Duration::from_millis(300);
+
+impl KeyedProcessFunction<u64, (u64, u64), u64> for SlowCount {
+    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
+        self.count =
+            Some(ctx.get_state(&ValueStateDescriptor::new("count").set_queryable("count"))?);
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        _: (u64, u64),
+        ctx: &mut KeyedContext<'_, u64>,
+        _: &mut Collector<'_, u64>,
+    ) -> anyhow::Result<()> {
+        std::thread::sleep(SLOW);
+        let c = self.count.as_ref().expect("opened");
+        let n = c.value(ctx)?.unwrap_or(0) + 1;
+        c.update(ctx, n)?;
+        Ok(())
+    }
+}
+
+/// Latencies of `n` queries of key 0's count, one after the other, and
+/// the counts they returned.
+async fn timed_queries(
+    qs: &QueryableStateClient,
+    job: floe::core::JobId,
+    n: usize,
+) -> (Vec<Duration>, Vec<u64>) {
+    let (mut took, mut counts) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let start = Instant::now();
+        let count: Option<u64> = qs.get_kv_state(job, "count", &0).await.unwrap();
+        took.push(start.elapsed());
+        counts.push(count.unwrap_or(0));
+    }
+    took.sort();
+    (took, counts)
+}
+
+/// With a published view, a query does not wait for the task that owns
+/// the key (here: busy 300 ms per record); with
+/// `queryable-state.max-staleness: 0` every query waits for it.
+#[test]
+fn a_published_view_answers_while_the_owning_task_is_busy() {
+    with_timeout(120, || {
+        let start = |staleness: &str| {
+            let env = StreamEnvironment::new();
+            env.set_parallelism(1);
+            env.set_config("queryable-state.enable", "true");
+            env.set_config("queryable-state.max-staleness", staleness);
+            env.set_config("queryable-state.proxy.ports", "0");
+            env.set_config("queryable-state.server.ports", "0");
+            env.from_source(
+                // A little faster than the task: always busy, yet in
+                // batches of a few records (between two every second or so).
+                GeneratorSource::new(1_000, |i| (i % 2, 1u64)).with_rate(4.0),
+                "Generator",
+            )
+            .uid("generator")
+            .key_by(|(k, _): &(u64, u64)| *k)
+            .process(SlowCount::default())
+            .uid("count");
+            env.execute_async("slow").unwrap()
+        };
+        let viewed = start("1 min");
+        let exact = start("0 ms");
+        let qs = proxy();
+        runtime().block_on(async {
+            for job in [&viewed, &exact] {
+                await_queryable_key(&qs, job.control().job_id()).await;
+            }
+            let (fast, counts) = timed_queries(&qs, viewed.control().job_id(), 20).await;
+            assert!(
+                fast[fast.len() - 1] < SLOW / 2,
+                "a view answer waited for the task: {fast:?}"
+            );
+            assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+            let (slow, _) = timed_queries(&qs, exact.control().job_id(), 6).await;
+            assert!(
+                slow[slow.len() / 2] > SLOW / 2,
+                "with staleness 0 queries should wait for the busy task: {slow:?}"
+            );
+        });
+        for client in [viewed, exact] {
+            client.cancel();
+            let _ = client.wait();
+        }
+    });
+}
+
+/// Waits until key 0 of `job`'s `count` state has a value.
+async fn await_queryable_key(qs: &QueryableStateClient, job: floe::core::JobId) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(_)) = qs.get_kv_state::<u64, u64>(job, "count", &0).await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "state never became queryable");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
