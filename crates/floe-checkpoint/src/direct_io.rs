@@ -135,7 +135,11 @@ fn open_staging(dest: &Path) -> Result<Option<(File, PathBuf)>, DirectWriteError
                 created_parents = true;
                 create_parents(dest)?;
             }
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                // Linux creates the file before it refuses the flag.
+                let _ = std::fs::remove_file(&staging);
+                return Ok(None);
+            }
             Err(source) => {
                 return Err(DirectWriteError {
                     path: staging,
@@ -231,7 +235,9 @@ fn write_and_publish(
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(Outcome::Exists),
                 Err(source) => return Err(at(dest)(source)),
             }
-            std::fs::remove_file(staging).map_err(at(staging))?;
+            // Published already: a staging name left behind is harmless
+            // (listings skip it), failing the write now would not be.
+            let _ = std::fs::remove_file(staging);
         }
     }
     if let Some(parent) = dest.parent() {

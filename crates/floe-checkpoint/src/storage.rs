@@ -855,6 +855,12 @@ impl CheckpointStorage {
         if !self.inner.direct_io.load(Ordering::Relaxed) {
             return None;
         }
+        // Blocking here would stall an async runtime, as `block_on` refuses.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Some(Err(StorageError::InsideAsyncRuntime {
+                url: self.inner.url.clone(),
+            }));
+        }
         let dest = self.local_path(path)?;
         let buffers = || {
             self.inner

@@ -342,13 +342,11 @@ impl QueryableStateRegistry {
                 reason: format!("the key is in key group {key_group}, owned by subtask {owner}"),
             });
         }
-        let unavailable = |reason: &str| QueryError::Unavailable {
-            name: name.to_string(),
-            operator: info.operator_name.clone(),
-            subtask: owner,
-            reason: reason.to_string(),
-        };
         if let Some(Some(view)) = entry.views.get(owner as usize) {
+            // Looked up and answered without the registry's lock: a large
+            // value must not hold up other queries or a registration.
+            let (view, key_type) = (view.clone(), info.key_type);
+            drop(states);
             match view.lookup(key_group, &key, format, name) {
                 ViewLookup::Answered(result) => {
                     reply(result.map_err(|e| QueryError::Failed {
@@ -360,14 +358,40 @@ impl QueryableStateRegistry {
                 ViewLookup::WrongKey(reason) => {
                     reply(Err(QueryError::WrongKeyType {
                         name: name.to_string(),
-                        expected: info.key_type.to_string(),
+                        expected: key_type.to_string(),
                         reason,
                     }));
                     return Ok(());
                 }
+                // The view is not fresh: the task answers (routing again
+                // under the lock, as if there were no view).
                 ViewLookup::AskTask => {}
             }
+            return self.submit_to_task(name, key, format, reply);
         }
+        drop(states);
+        self.submit_to_task(name, key, format, reply)
+    }
+
+    /// Puts a query into the inbox of the subtask that owns its key.
+    fn submit_to_task(
+        &self,
+        name: &str,
+        key: Vec<u8>,
+        format: QueryFormat,
+        reply: QueryReply,
+    ) -> Result<(), QueryError> {
+        let states = self.states.read().unwrap_or_else(|p| p.into_inner());
+        let entry = self.entry(&states, name)?;
+        let info = &entry.info;
+        let key_group = key_group_for_key_bytes(&key, info.max_parallelism);
+        let owner = operator_index_for_key_group(info.max_parallelism, info.parallelism, key_group);
+        let unavailable = |reason: &str| QueryError::Unavailable {
+            name: name.to_string(),
+            operator: info.operator_name.clone(),
+            subtask: owner,
+            reason: reason.to_string(),
+        };
         let inbox = entry
             .inboxes
             .get(owner as usize)

@@ -473,8 +473,11 @@ pub(crate) trait ErasedHeapTable: Send {
         max_staleness: std::time::Duration,
         wanted: Arc<std::sync::atomic::AtomicBool>,
     ) -> QueryView;
-    /// Publishes the view if it has one and a publish is due at `now`.
-    fn publish_view(&mut self, now: std::time::Instant);
+    /// Publishes the view if it has one and a publish is due at `now`;
+    /// false if a view is left unpublished (not due yet).
+    fn publish_view(&mut self, now: std::time::Instant) -> bool;
+    /// Drops the view's maps if no reader may use them any more.
+    fn retire_view(&mut self, now: std::time::Instant);
     /// Withdraws the published view, if any and if it is behind the
     /// table, until the next publish.
     fn withdraw_view(&self);
@@ -575,12 +578,21 @@ impl<K: Key, S: StateStorage> ErasedHeapTable for HeapTable<K, S> {
             .view()
     }
 
-    fn publish_view(&mut self, now: std::time::Instant) {
-        if let Some(view) = &mut self.view
-            && view.due(now)
-        {
-            view.publish(&self.groups, now);
-            self.shared.iter_mut().for_each(|s| *s = true);
+    fn publish_view(&mut self, now: std::time::Instant) -> bool {
+        let Some(view) = &mut self.view else {
+            return true;
+        };
+        if !view.due(now) {
+            return false;
+        }
+        view.publish(&self.groups, now);
+        self.shared.iter_mut().for_each(|s| *s = true);
+        true
+    }
+
+    fn retire_view(&mut self, now: std::time::Instant) {
+        if let Some(view) = &mut self.view {
+            view.retire_if_unused(now);
         }
     }
 
@@ -703,6 +715,11 @@ pub struct KeyedStateBackend<K: Key> {
     pub(crate) snapshot_size_hint: Arc<std::sync::atomic::AtomicUsize>,
     /// Set by readers of this backend's query views: publish them again.
     views_wanted: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether any query view was started, and how many calls of
+    /// `publish_query_views` found no reader since it last looked for
+    /// views to retire.
+    views: bool,
+    views_idle: u32,
 }
 
 impl<K: Key> KeyedStateBackend<K> {
@@ -742,6 +759,8 @@ impl<K: Key> KeyedStateBackend<K> {
             restored: Vec::new(),
             snapshot_size_hint: Default::default(),
             views_wanted: Default::default(),
+            views: false,
+            views_idle: 0,
             store,
         })
     }
@@ -1122,11 +1141,14 @@ impl<K: Key> KeyedStateBackend<K> {
             .iter()
             .position(|r| r.queryable.as_deref() == Some(queryable_name))?;
         match &mut self.store {
-            Store::Heap(tables) => Some(tables[idx].start_view(
-                self.range.start,
-                max_staleness,
-                self.views_wanted.clone(),
-            )),
+            Store::Heap(tables) => {
+                self.views = true;
+                Some(tables[idx].start_view(
+                    self.range.start,
+                    max_staleness,
+                    self.views_wanted.clone(),
+                ))
+            }
             #[cfg(feature = "rocksdb")]
             Store::Rocks(_) => None,
         }
@@ -1134,18 +1156,44 @@ impl<K: Key> KeyedStateBackend<K> {
 
     /// Publishes the query views that are due, if their readers asked
     /// since the last publish: between two batches, on the task thread.
-    /// Without readers this is one relaxed load.
+    /// Without readers this is one relaxed load, and now and then a look
+    /// for views nobody reads any more, whose maps are then freed.
     #[inline]
     pub fn publish_query_views(&mut self) {
         use std::sync::atomic::Ordering;
+        /// Calls without readers between two looks for unused views.
+        const RETIRE_EVERY: u32 = 1024;
         if !self.views_wanted.load(Ordering::Relaxed) {
+            if self.views {
+                self.views_idle += 1;
+                if self.views_idle >= RETIRE_EVERY {
+                    self.views_idle = 0;
+                    self.retire_query_views();
+                }
+            }
             return;
         }
         self.views_wanted.store(false, Ordering::Relaxed);
         let now = std::time::Instant::now();
         #[allow(irrefutable_let_patterns)] // without the `rocksdb` feature
         if let Store::Heap(tables) = &mut self.store {
-            tables.iter_mut().for_each(|t| t.publish_view(now));
+            let mut all = true;
+            for table in tables.iter_mut() {
+                all &= table.publish_view(now);
+            }
+            if !all {
+                // Not due yet: look again after the next batch.
+                self.views_wanted.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    #[cold]
+    fn retire_query_views(&mut self) {
+        let now = std::time::Instant::now();
+        #[allow(irrefutable_let_patterns)] // without the `rocksdb` feature
+        if let Store::Heap(tables) = &mut self.store {
+            tables.iter_mut().for_each(|t| t.retire_view(now));
         }
     }
 

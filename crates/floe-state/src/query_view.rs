@@ -74,6 +74,9 @@ trait ReadView: Send + Sync {
         format: QueryFormat,
         what: &str,
     ) -> ViewLookup;
+    /// How many key groups hold a published map.
+    #[cfg(test)]
+    fn published_groups(&self) -> usize;
 }
 
 /// One published key group: the map as it was at the publish (`None`
@@ -108,6 +111,14 @@ impl<K, S> HeapView<K, S> {
 }
 
 impl<K: Key, S: StateStorage> ReadView for HeapView<K, S> {
+    #[cfg(test)]
+    fn published_groups(&self) -> usize {
+        self.groups
+            .iter()
+            .filter(|c| c.lock().unwrap().is_some())
+            .count()
+    }
+
     fn lookup(
         &self,
         key_group: KeyGroup,
@@ -215,6 +226,25 @@ impl<K: Key, S: StateStorage> ViewPublisher<K, S> {
         (withdrawn || since >= self.view.max_staleness / 2) && since >= self.copying * COPY_BUDGET
     }
 
+    /// Drops the published maps of a view no reader may use any more
+    /// (withdrawn, or older than `max_staleness`): after queries stop, the
+    /// groups written since the last publish would otherwise stay in
+    /// memory twice.
+    pub(crate) fn retire_if_unused(&mut self, now: Instant) {
+        let unused = self
+            .view
+            .age(now)
+            .is_none_or(|age| age > self.view.max_staleness);
+        if unused && self.last_publish.is_some() {
+            for cell in self.view.groups.iter() {
+                let old = cell.lock().unwrap_or_else(|p| p.into_inner()).take();
+                drop(old);
+            }
+            self.view.published_at.store(0, Ordering::Release);
+            self.last_publish = None;
+        }
+    }
+
     /// The task is answering a query from its live state: if the view is
     /// behind it, withdraw the view, so that no later query sees older
     /// state than that answer (the next publish brings the view back).
@@ -227,7 +257,12 @@ impl<K: Key, S: StateStorage> ViewPublisher<K, S> {
     /// Publishes `groups` (the table's current maps) as the view.
     pub(crate) fn publish(&mut self, groups: &[Arc<GroupMap<K, S>>], now: Instant) {
         for (cell, group) in self.view.groups.iter().zip(groups) {
-            *cell.lock().unwrap_or_else(|p| p.into_inner()) = Some(group.clone());
+            let old = cell
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .replace(group.clone());
+            // Freed (if no reader holds it) outside the readers' lock.
+            drop(old);
         }
         let nanos = now.saturating_duration_since(self.view.origin).as_nanos();
         self.view
@@ -390,6 +425,43 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         b.publish_query_views();
         assert_eq!(answered(count(&view, key)), Some(2));
+    }
+
+    /// Once queries stop and the view is too old to answer, the task frees
+    /// its maps (after enough batches without readers).
+    #[test]
+    fn an_unread_view_releases_its_maps() {
+        let mut b = backend();
+        let state = b
+            .get_state(&ValueStateDescriptor::<u64>::new("count").set_queryable("count"))
+            .unwrap();
+        let key = keys(1)[0];
+        let kg = key_group_for_key(&key, MAX_P);
+        b.set_current_key(key, kg).unwrap();
+        state.update(&mut b, 1).unwrap();
+        let staleness = Duration::from_millis(10);
+        let view = b.query_view("count", staleness).unwrap();
+        assert!(matches!(count(&view, key), ViewLookup::AskTask));
+        b.publish_query_views();
+        assert_eq!(answered(count(&view, key)), Some(1));
+        let groups = KeyGroupRange::for_operator_index(MAX_P, 3, 2).len();
+        assert_eq!(view.0.published_groups(), groups);
+        // The last read asked for one more publish.
+        std::thread::sleep(staleness);
+        b.publish_query_views();
+        // No reader since: once the view is too old and enough batches
+        // passed, its maps go.
+        std::thread::sleep(staleness * 2);
+        for _ in 0..1023 {
+            b.publish_query_views();
+        }
+        assert_eq!(view.0.published_groups(), groups, "retired too early");
+        b.publish_query_views();
+        assert_eq!(view.0.published_groups(), 0);
+        assert!(matches!(count(&view, key), ViewLookup::AskTask));
+        // And a reader brings the view back at the next batch.
+        b.publish_query_views();
+        assert_eq!(answered(count(&view, key)), Some(1));
     }
 
     #[test]
