@@ -542,6 +542,37 @@ fn exactly_once_with_file_checkpoints() {
     );
 }
 
+/// State files of more than 1 MiB per subtask (written with direct I/O on a
+/// file system that has it) through a failure and a restore from local
+/// disk: still exactly once.
+#[test]
+fn exactly_once_with_large_file_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    // 600,000 keys: about 300,000 per subtask, 1.3-1.5 MB per state file.
+    let (records, keys) = (600_000, 600_000);
+    let o = run_with(Setup {
+        dir: Some(dir.path()),
+        seed: 3,
+        records,
+        keys,
+        fail: true,
+        ..Setup::default()
+    });
+    assert_eq!(o.restarts, 1);
+    assert_exact(&o, records, keys, false, "large files");
+    let largest = o
+        .checkpoints
+        .iter()
+        .filter(|c| c.status == CheckpointStatus::Completed)
+        .map(|c| c.full_state_size)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        largest > 2 << 20,
+        "no checkpoint with state files over 1 MiB (largest {largest} bytes)"
+    );
+}
+
 fn completed_in(job_dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(job_dir)
         .map(|d| {
