@@ -259,6 +259,17 @@ fn sync_dir(dir: &Path) -> Result<(), DirectWriteError> {
 mod tests {
     use super::*;
 
+    /// A temporary directory on a file system with direct I/O, or `None`
+    /// (the test is then skipped, saying so).
+    fn direct_dir() -> Option<tempfile::TempDir> {
+        let dir = tempfile::tempdir().unwrap();
+        if direct_io_works(dir.path()) {
+            return Some(dir);
+        }
+        eprintln!("skipped: no direct I/O on {}", dir.path().display());
+        None
+    }
+
     /// Whether `dir`'s file system does direct I/O at all.
     fn direct_io_works(dir: &Path) -> bool {
         let probe = dir.join("probe");
@@ -272,43 +283,15 @@ mod tests {
         ok
     }
 
-    /// How many of the file's pages are in the page cache.
-    fn resident_pages(path: &Path) -> usize {
-        use std::os::fd::AsRawFd;
-        let file = File::open(path).unwrap();
-        let len = file.metadata().unwrap().len() as usize;
-        let page = 4096;
-        let pages = len.div_ceil(page);
-        // SAFETY: a read-only shared mapping of an open file, unmapped below;
-        // mincore only reports on it.
-        unsafe {
-            let addr = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            );
-            assert_ne!(addr, libc::MAP_FAILED);
-            let mut vec = vec![0u8; pages];
-            assert_eq!(libc::mincore(addr, len, vec.as_mut_ptr()), 0);
-            libc::munmap(addr, len);
-            vec.iter().filter(|&&b| b & 1 == 1).count()
-        }
-    }
-
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 31 + i / 4096) as u8).collect()
     }
 
     #[test]
     fn writes_exactly_the_bytes_at_every_length_around_the_alignment() {
-        let dir = tempfile::tempdir().unwrap();
-        if !direct_io_works(dir.path()) {
-            eprintln!("skipped: no direct I/O on {}", dir.path().display());
+        let Some(dir) = direct_dir() else {
             return;
-        }
+        };
         let mut buf = AlignedBuf::new();
         for len in [
             1,
@@ -337,39 +320,10 @@ mod tests {
     }
 
     #[test]
-    fn bypasses_the_page_cache() {
-        let dir = tempfile::tempdir().unwrap();
-        if !direct_io_works(dir.path()) {
-            eprintln!("skipped: no direct I/O on {}", dir.path().display());
-            return;
-        }
-        let dest = dir.path().join("big");
-        let data = pattern(8 * CHUNK);
-        let mut buf = AlignedBuf::new();
-        assert_eq!(
-            write_file(&dest, &data, Publish::Create, &mut buf).unwrap(),
-            Outcome::Written
-        );
-        let resident = resident_pages(&dest);
-        assert!(
-            resident <= 1,
-            "{resident} of {} pages cached after a direct write",
-            data.len() / 4096
-        );
-        // The same bytes written through the page cache stay cached: the
-        // probe can tell the difference.
-        let cached = dir.path().join("cached");
-        std::fs::write(&cached, &data).unwrap();
-        assert!(resident_pages(&cached) > data.len() / 4096 / 2);
-    }
-
-    #[test]
     fn create_keeps_an_existing_file_and_overwrite_replaces_it() {
-        let dir = tempfile::tempdir().unwrap();
-        if !direct_io_works(dir.path()) {
-            eprintln!("skipped: no direct I/O on {}", dir.path().display());
+        let Some(dir) = direct_dir() else {
             return;
-        }
+        };
         let dest = dir.path().join("a/b/file");
         let mut buf = AlignedBuf::new();
         let first = pattern(2 * CHUNK + 7);

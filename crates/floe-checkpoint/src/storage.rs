@@ -742,11 +742,7 @@ impl CheckpointStorage {
 
     /// Runs a future on the storage's I/O threads and waits for it.
     pub(crate) fn block_on<F: Future>(&self, future: F) -> Result<F::Output, StorageError> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(StorageError::InsideAsyncRuntime {
-                url: self.inner.url.clone(),
-            });
-        }
+        self.refuse_inside_async_runtime()?;
         match &self.inner.runtime {
             Some(runtime) => Ok(runtime.block_on(future)),
             // Only `Drop` takes the runtime, and it runs when no handle is left.
@@ -755,6 +751,17 @@ impl CheckpointStorage {
                 source: std::io::Error::other("the I/O runtime has shut down"),
             }),
         }
+    }
+
+    /// This API blocks: called on an async runtime's thread it would stall
+    /// the runtime, so that is an error.
+    fn refuse_inside_async_runtime(&self) -> Result<(), StorageError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(StorageError::InsideAsyncRuntime {
+                url: self.inner.url.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// A store path shown as a URL.
@@ -855,11 +862,8 @@ impl CheckpointStorage {
         if !self.inner.direct_io.load(Ordering::Relaxed) {
             return None;
         }
-        // Blocking here would stall an async runtime, as `block_on` refuses.
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Some(Err(StorageError::InsideAsyncRuntime {
-                url: self.inner.url.clone(),
-            }));
+        if let Err(e) = self.refuse_inside_async_runtime() {
+            return Some(Err(e));
         }
         let dest = self.local_path(path)?;
         let buffers = || {
@@ -1053,17 +1057,10 @@ impl CheckpointStorage {
     /// already gone is fine.
     pub(crate) fn delete_tree(&self, dir: &Path) -> Result<(), StorageError> {
         let store = &self.inner.store;
-        let listed: Vec<_> = self
-            .block_on(store.list(Some(dir)).try_collect::<Vec<_>>())?
-            .map_err(|source| StorageError::Io {
-                operation: "list",
-                location: self.display(dir),
-                source,
-            })?;
-        let paths: Vec<Path> = listed
+        let paths: Vec<Path> = self
+            .list_under(dir)?
             .into_iter()
             .map(|meta| meta.location)
-            .filter(|p| p.prefix_matches(dir) && p != dir)
             .collect();
         let results: Vec<_> = self.block_on(
             store
@@ -1083,6 +1080,22 @@ impl CheckpointStorage {
             }
         }
         Ok(())
+    }
+
+    /// Every object under `dir` (whole path segments: `chk-1` does not
+    /// list `chk-10`), not `dir` itself.
+    fn list_under(&self, dir: &Path) -> Result<Vec<object_store::ObjectMeta>, StorageError> {
+        let listed: Vec<_> = self
+            .block_on(self.inner.store.list(Some(dir)).try_collect::<Vec<_>>())?
+            .map_err(|source| StorageError::Io {
+                operation: "list",
+                location: self.display(dir),
+                source,
+            })?;
+        Ok(listed
+            .into_iter()
+            .filter(|meta| meta.location.prefix_matches(dir) && meta.location != *dir)
+            .collect())
     }
 
     /// The storage root as a store path.
@@ -1301,19 +1314,10 @@ impl JobCheckpointStorage {
     /// relative to the storage root, stored size): what a sweep compares
     /// with the files its retained checkpoints reference.
     pub fn list_shared_files(&self) -> Result<Vec<StateHandle>, StorageError> {
-        let dir = self.shared_path();
-        let store = &self.storage.inner.store;
-        let listed: Vec<_> = self
+        Ok(self
             .storage
-            .block_on(store.list(Some(&dir)).try_collect::<Vec<_>>())?
-            .map_err(|source| StorageError::Io {
-                operation: "list",
-                location: self.storage.display(&dir),
-                source,
-            })?;
-        Ok(listed
+            .list_under(&self.shared_path())?
             .into_iter()
-            .filter(|meta| meta.location.prefix_matches(&dir) && meta.location != dir)
             .map(|meta| StateHandle {
                 path: self.storage.relative(&meta.location),
                 size: meta.size,

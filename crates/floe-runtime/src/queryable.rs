@@ -342,11 +342,12 @@ impl QueryableStateRegistry {
                 reason: format!("the key is in key group {key_group}, owned by subtask {owner}"),
             });
         }
-        if let Some(Some(view)) = entry.views.get(owner as usize) {
-            // Looked up and answered without the registry's lock: a large
-            // value must not hold up other queries or a registration.
-            let (view, key_type) = (view.clone(), info.key_type);
-            drop(states);
+        // Looked up and answered without the registry's lock: a large value
+        // must not hold up other queries or a registration.
+        let view = entry.views.get(owner as usize).cloned().flatten();
+        let key_type = info.key_type;
+        drop(states);
+        if let Some(view) = view {
             match view.lookup(key_group, &key, format, name) {
                 ViewLookup::Answered(result) => {
                     reply(result.map_err(|e| QueryError::Failed {
@@ -363,13 +364,10 @@ impl QueryableStateRegistry {
                     }));
                     return Ok(());
                 }
-                // The view is not fresh: the task answers (routing again
-                // under the lock, as if there were no view).
+                // Not fresh enough: the owning task answers.
                 ViewLookup::AskTask => {}
             }
-            return self.submit_to_task(name, key, format, reply);
         }
-        drop(states);
         self.submit_to_task(name, key, format, reply)
     }
 
@@ -548,25 +546,17 @@ pub fn answer_query<K: floe_state::Key>(
         return Some(query);
     }
     let name = &*query.name;
-    let result = match postcard::take_from_bytes::<K>(&query.key) {
-        Ok((key, [])) => backend
+    let result = match floe_state::decode_query_key::<K>(&query.key) {
+        Ok(key) => backend
             .query(name, &key, query.key_group, query.format)
             .map_err(|e| QueryError::Failed {
                 name: name.to_string(),
                 reason: e.to_string(),
             }),
-        Ok((_, rest)) => Err(QueryError::WrongKeyType {
+        Err(reason) => Err(QueryError::WrongKeyType {
             name: name.to_string(),
             expected: std::any::type_name::<K>().to_string(),
-            reason: format!(
-                "the query's key has {} byte(s) more than one of that type",
-                rest.len()
-            ),
-        }),
-        Err(e) => Err(QueryError::WrongKeyType {
-            name: name.to_string(),
-            expected: std::any::type_name::<K>().to_string(),
-            reason: format!("the query's key does not decode as one: {e}"),
+            reason,
         }),
     };
     query.answer(result);

@@ -379,13 +379,13 @@ impl<K, S> HeapTable<K, S> {
         if self.shared[offset] {
             self.shared[offset] = false;
             self.encode_frozen(offset);
-            if let Some(view) = &mut self.view {
-                let start = std::time::Instant::now();
-                let group = Arc::make_mut(&mut self.groups[offset]);
+            // With a query view, what the copy costs is its budget.
+            let start = self.view.is_some().then(std::time::Instant::now);
+            let group = Arc::make_mut(&mut self.groups[offset]);
+            if let (Some(view), Some(start)) = (&mut self.view, start) {
                 view.copied(start.elapsed());
-                return group;
             }
-            return Arc::make_mut(&mut self.groups[offset]);
+            return group;
         }
         let ptr = Arc::as_ptr(&self.groups[offset]) as *mut GroupMap<K, S>;
         // SAFETY: `shared[offset]` is false, so since the last `make_mut` (or
@@ -1088,11 +1088,7 @@ impl<K: Key> KeyedStateBackend<K> {
         key_group: KeyGroup,
         format: QueryFormat,
     ) -> Result<Option<QueryValue>, StateError> {
-        let Some(idx) = self
-            .registrations
-            .iter()
-            .position(|r| r.queryable.as_deref() == Some(queryable_name))
-        else {
+        let Some(idx) = self.queryable_index(queryable_name) else {
             return Ok(None);
         };
         let offset = key_group.wrapping_sub(self.range.start) as usize;
@@ -1126,6 +1122,22 @@ impl<K: Key> KeyedStateBackend<K> {
         }
     }
 
+    /// The registration index of the state queryable as `queryable_name`.
+    fn queryable_index(&self, queryable_name: &str) -> Option<usize> {
+        self.registrations
+            .iter()
+            .position(|r| r.queryable.as_deref() == Some(queryable_name))
+    }
+
+    /// The heap backend's tables (none on RocksDB).
+    fn heap_tables(&mut self) -> &mut [Box<dyn ErasedHeapTable>] {
+        match &mut self.store {
+            Store::Heap(tables) => tables,
+            #[cfg(feature = "rocksdb")]
+            Store::Rocks(_) => &mut [],
+        }
+    }
+
     /// A view of the state queryable as `queryable_name` that queries can
     /// read on their own thread, at most `max_staleness` old (see
     /// [`crate::query_view`]); the same view on every call. `None` on the
@@ -1136,10 +1148,7 @@ impl<K: Key> KeyedStateBackend<K> {
         queryable_name: &str,
         max_staleness: std::time::Duration,
     ) -> Option<QueryView> {
-        let idx = self
-            .registrations
-            .iter()
-            .position(|r| r.queryable.as_deref() == Some(queryable_name))?;
+        let idx = self.queryable_index(queryable_name)?;
         match &mut self.store {
             Store::Heap(tables) => {
                 self.views = true;
@@ -1175,26 +1184,22 @@ impl<K: Key> KeyedStateBackend<K> {
         }
         self.views_wanted.store(false, Ordering::Relaxed);
         let now = std::time::Instant::now();
-        #[allow(irrefutable_let_patterns)] // without the `rocksdb` feature
-        if let Store::Heap(tables) = &mut self.store {
-            let mut all = true;
-            for table in tables.iter_mut() {
-                all &= table.publish_view(now);
-            }
-            if !all {
-                // Not due yet: look again after the next batch.
-                self.views_wanted.store(true, Ordering::Relaxed);
-            }
+        let mut all = true;
+        for table in self.heap_tables() {
+            all &= table.publish_view(now);
+        }
+        if !all {
+            // Not due yet: look again after the next batch.
+            self.views_wanted.store(true, Ordering::Relaxed);
         }
     }
 
     #[cold]
     fn retire_query_views(&mut self) {
         let now = std::time::Instant::now();
-        #[allow(irrefutable_let_patterns)] // without the `rocksdb` feature
-        if let Store::Heap(tables) = &mut self.store {
-            tables.iter_mut().for_each(|t| t.retire_view(now));
-        }
+        self.heap_tables()
+            .iter_mut()
+            .for_each(|t| t.retire_view(now));
     }
 
     /// Names and kinds of the registered states, in registration order.

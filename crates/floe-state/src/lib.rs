@@ -50,7 +50,7 @@ pub use operator::{
     BroadcastState, OperatorListState, OperatorStateAccess, OperatorStateMode, OperatorStateRead,
     OperatorStateStore,
 };
-pub use query::{QueryFormat, QueryValue, QueryableStateInfo};
+pub use query::{QueryFormat, QueryValue, QueryableStateInfo, decode_query_key};
 pub use query_view::{QueryView, ViewLookup};
 pub use snapshot::{KeyedStateFile, KeyedStateSnapshot, StateMeta};
 pub use table_alloc::set_heap_huge_pages;

@@ -50,6 +50,19 @@ impl QueryValue {
     }
 }
 
+/// Decodes a query's key: the postcard bytes of exactly one `K` (nothing
+/// may be left over). The error says why not, for a "wrong key type" answer.
+pub fn decode_query_key<K: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<K, String> {
+    match postcard::take_from_bytes::<K>(bytes) {
+        Ok((key, [])) => Ok(key),
+        Ok((_, rest)) => Err(format!(
+            "the query's key has {} byte(s) more than one of that type",
+            rest.len()
+        )),
+        Err(e) => Err(format!("the query's key does not decode as one: {e}")),
+    }
+}
+
 /// One queryable state of a backend, as announced to the job's registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueryableStateInfo<'a> {

@@ -24,7 +24,7 @@ use floe_core::KeyGroup;
 use crate::Key;
 use crate::backend::{GroupMap, StateStorage};
 use crate::error::StateError;
-use crate::query::{QueryFormat, QueryValue};
+use crate::query::{QueryFormat, QueryValue, decode_query_key};
 
 /// Publishing may cost the task at most 1/`COPY_BUDGET` of its time in
 /// copies of published groups.
@@ -129,19 +129,9 @@ impl<K: Key, S: StateStorage> ReadView for HeapView<K, S> {
         if !self.wanted.load(Ordering::Relaxed) {
             self.wanted.store(true, Ordering::Relaxed);
         }
-        let key = match postcard::take_from_bytes::<K>(key) {
-            Ok((key, [])) => key,
-            Ok((_, rest)) => {
-                return ViewLookup::WrongKey(format!(
-                    "the query's key has {} byte(s) more than one of that type",
-                    rest.len()
-                ));
-            }
-            Err(e) => {
-                return ViewLookup::WrongKey(format!(
-                    "the query's key does not decode as one: {e}"
-                ));
-            }
+        let key = match decode_query_key::<K>(key) {
+            Ok(key) => key,
+            Err(reason) => return ViewLookup::WrongKey(reason),
         };
         let fresh = self
             .age(Instant::now())
@@ -300,6 +290,29 @@ mod tests {
             .collect()
     }
 
+    /// A backend whose queryable `count` of its first key is 1, the view
+    /// of that state (nothing published yet), the key and its group.
+    fn counted(
+        staleness: Duration,
+    ) -> (
+        KeyedStateBackend<u64>,
+        crate::ValueState<u64>,
+        crate::QueryView,
+        u64,
+        u16,
+    ) {
+        let mut b = backend();
+        let state = b
+            .get_state(&ValueStateDescriptor::<u64>::new("count").set_queryable("count"))
+            .unwrap();
+        let key = keys(1)[0];
+        let kg = key_group_for_key(&key, MAX_P);
+        b.set_current_key(key, kg).unwrap();
+        state.update(&mut b, 1).unwrap();
+        let view = b.query_view("count", staleness).unwrap();
+        (b, state, view, key, kg)
+    }
+
     fn count(view: &crate::QueryView, key: u64) -> ViewLookup {
         let kg = key_group_for_key(&key, MAX_P);
         view.lookup(
@@ -399,15 +412,7 @@ mod tests {
     /// the asker's next query cannot go back in time.
     #[test]
     fn an_answer_from_the_task_withdraws_the_older_view() {
-        let mut b = backend();
-        let state = b
-            .get_state(&ValueStateDescriptor::<u64>::new("count").set_queryable("count"))
-            .unwrap();
-        let key = keys(1)[0];
-        let kg = key_group_for_key(&key, MAX_P);
-        b.set_current_key(key, kg).unwrap();
-        state.update(&mut b, 1).unwrap();
-        let view = b.query_view("count", Duration::from_secs(3600)).unwrap();
+        let (mut b, state, view, key, kg) = counted(Duration::from_secs(3600));
         assert!(matches!(count(&view, key), ViewLookup::AskTask));
         b.publish_query_views();
         assert_eq!(answered(count(&view, key)), Some(1));
@@ -431,16 +436,8 @@ mod tests {
     /// its maps (after enough batches without readers).
     #[test]
     fn an_unread_view_releases_its_maps() {
-        let mut b = backend();
-        let state = b
-            .get_state(&ValueStateDescriptor::<u64>::new("count").set_queryable("count"))
-            .unwrap();
-        let key = keys(1)[0];
-        let kg = key_group_for_key(&key, MAX_P);
-        b.set_current_key(key, kg).unwrap();
-        state.update(&mut b, 1).unwrap();
         let staleness = Duration::from_millis(10);
-        let view = b.query_view("count", staleness).unwrap();
+        let (mut b, _, view, key, _) = counted(staleness);
         assert!(matches!(count(&view, key), ViewLookup::AskTask));
         b.publish_query_views();
         assert_eq!(answered(count(&view, key)), Some(1));
@@ -466,12 +463,8 @@ mod tests {
 
     #[test]
     fn a_key_of_another_type_is_refused_by_the_view() {
-        let mut b = backend();
-        b.get_state(&ValueStateDescriptor::<u64>::new("count").set_queryable("count"))
-            .unwrap();
-        let view = b.query_view("count", Duration::from_secs(3600)).unwrap();
+        let (mut b, _, view, _, kg) = counted(Duration::from_secs(3600));
         b.publish_query_views();
-        let kg = 100;
         let trailing = view.lookup(kg, &[1, 2], QueryFormat::Postcard, "t");
         assert!(
             matches!(&trailing, ViewLookup::WrongKey(r) if r.contains("1 byte(s) more")),
