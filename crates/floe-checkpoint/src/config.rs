@@ -397,12 +397,8 @@ impl CheckpointConfig {
             );
         }
         if let Some(dir) = &self.checkpoint_dir {
-            if dir.trim().is_empty() {
-                return invalid(
-                    options::CHECKPOINTS_DIR.key,
-                    format!("{dir:?}"),
-                    "must not be empty".into(),
-                );
+            if let Err(reason) = crate::location::check_url_syntax(dir) {
+                return invalid(options::CHECKPOINTS_DIR.key, format!("{dir:?}"), reason.into());
             }
         }
         Ok(())
@@ -683,6 +679,12 @@ mod tests {
             ),
             ("state.checkpoints.num-retained", "0", "at least 1"),
             ("state.checkpoints.dir", "  ", "empty"),
+            ("state.checkpoints.dir", "file:relative", "absolute path"),
+            ("state.checkpoints.dir", "file:./ckpts", "absolute path"),
+            ("state.checkpoints.dir", "ckpts/here", "relative path"),
+            ("state.checkpoints.dir", "/abs/no/scheme", "file:// scheme"),
+            ("state.checkpoints.dir", "file:///", "file-system root"),
+            ("state.checkpoints.dir", "s3:bucket/prefix", "'://'"),
         ];
         for (key, value, reason) in cases {
             let err = CheckpointConfig::from_configuration(&config(&[(key, value)]))

@@ -21,6 +21,7 @@ pub mod config;
 #[cfg(target_os = "linux")]
 mod direct_io;
 pub mod format;
+mod location;
 pub mod savepoint;
 pub mod storage;
 

@@ -56,9 +56,7 @@ pub const SHARED_STATE_DIR: &str = "shared";
 /// The directory of state that tasks own (not discarded with a checkpoint).
 pub const TASK_OWNED_STATE_DIR: &str = "taskowned";
 
-/// The `state.checkpoints.dir` value that keeps checkpoints in the
-/// JobManager's memory (Flink's `jobmanager` checkpoint storage).
-pub const JOBMANAGER_STORAGE: &str = "jobmanager";
+pub use crate::location::JOBMANAGER_STORAGE;
 
 /// Largest state file JobManager-memory storage accepts: Flink's default
 /// `MemoryStateBackend` limit of 5 MiB. Memory storage is for tests and
@@ -405,8 +403,9 @@ impl CheckpointStorage {
 
     /// Opens checkpoint storage at a URL:
     ///
-    /// - `file:///absolute/path` — a local or mounted directory, created if
-    ///   missing. Writes are fsynced, since a checkpoint that vanishes in a
+    /// - `file:///absolute/path` (or `file:/absolute/path`) — a local or
+    ///   mounted directory, created if missing; `file:relative` is refused
+    ///   rather than read as `/relative`. Writes are fsynced, since a checkpoint that vanishes in a
     ///   power cut is no checkpoint.
     /// - `s3://bucket/prefix` — S3 or an S3-compatible store, configured from
     ///   the standard AWS variables (`AWS_ACCESS_KEY_ID`,
@@ -461,6 +460,7 @@ impl CheckpointStorage {
                 max_state_size: Some(JOBMANAGER_MAX_STATE_SIZE),
             });
         }
+        crate::location::check_url_syntax(given).map_err(|reason| unsupported(reason.to_string()))?;
         let parsed = Url::parse(given).map_err(|e| unsupported(e.to_string()))?;
         if parsed.query().is_some() || parsed.fragment().is_some() {
             return Err(unsupported("a query or fragment is not allowed".into()));

@@ -370,6 +370,12 @@ fn unusable_urls_are_errors_naming_the_url() {
         "s3://",
         "file:///tmp/x?versioned=true",
         "",
+        // Parsed leniently these would be /relative, /./ckpts and the root.
+        "file:relative",
+        "file:./ckpts",
+        "file:///",
+        "FILE:relative",
+        "s3:bucket/prefix",
     ];
     for url in cases {
         let err = CheckpointStorage::from_url(url).unwrap_err();
@@ -382,6 +388,15 @@ fn unusable_urls_are_errors_naming_the_url() {
             "{url}: {err}"
         );
     }
+    assert!(
+        !std::path::Path::new("/relative").exists(),
+        "file:relative created /relative"
+    );
+    // file:/absolute is the short form of file:///absolute (Flink's too).
+    let dir = tempfile::tempdir().unwrap();
+    let short = format!("file:{}", dir.path().join("short").display());
+    CheckpointStorage::from_url(&short).unwrap();
+    assert!(dir.path().join("short").is_dir());
     // A file URL whose directory cannot be created names the directory.
     let dir = tempfile::tempdir().unwrap();
     let blocker = dir.path().join("a-file");

@@ -425,3 +425,29 @@ fn refused_socket_keeps_existing_output() {
         "files added"
     );
 }
+
+/// `file:relative` parses as `file:///relative`: before it was refused, a
+/// job with this setting wrote its checkpoints under `/relative/<job id>` at
+/// the file-system root without a word.
+#[test]
+fn relative_checkpoint_directory_is_refused_by_key() {
+    let sb = Sandbox::new();
+    let input = words(&sb);
+    let out_file = precious(&sb);
+    let name = format!("floe-relative-{}", std::process::id());
+    for dir in [format!("file:{name}"), name.clone()] {
+        run(sb
+            .floe(["run", "wordcount", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&out_file)
+            .args(["-D", "execution.checkpointing.interval=1s", "-D"])
+            .arg(format!("state.checkpoints.dir={dir}")))
+        .fails_with(&["state.checkpoints.dir", &dir]);
+        assert_untouched(&out_file);
+        assert!(
+            !Path::new("/").join(&name).exists(),
+            "{dir} created a directory at the file-system root"
+        );
+    }
+}
