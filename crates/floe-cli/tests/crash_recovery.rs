@@ -307,6 +307,7 @@ fn bad_checkpoint_paths_are_clear_errors() {
 /// its retained checkpoint (restored into fresh RocksDB instances), every
 /// count committed exactly once; the killed process's working directories
 /// are cleaned up by the next start.
+#[cfg(feature = "rocksdb")]
 #[test]
 fn sigkill_on_rocksdb_then_restart_from_retained_checkpoint() {
     sigkill_on_rocksdb(false);
@@ -315,11 +316,13 @@ fn sigkill_on_rocksdb_then_restart_from_retained_checkpoint() {
 /// The same with incremental checkpoints: the retained checkpoint is
 /// RocksDB's own files under the killed job's `shared/`, which the new job
 /// downloads and never deletes (they belong to the old job's checkpoint).
+#[cfg(feature = "rocksdb")]
 #[test]
 fn sigkill_on_rocksdb_incremental_then_restart_from_retained_checkpoint() {
     sigkill_on_rocksdb(true);
 }
 
+#[cfg(feature = "rocksdb")]
 fn sigkill_on_rocksdb(incremental: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let ckpt = tmp.path().join("checkpoints");

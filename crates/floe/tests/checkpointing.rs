@@ -353,6 +353,7 @@ fn failure_free_run_matches_expectation() {
 
 /// The same failure and recovery with keyed state in RocksDB (its
 /// checkpoints are canonical snapshots read back from RocksDB checkpoints).
+#[cfg(feature = "rocksdb")]
 #[test]
 fn exactly_once_on_rocksdb_recovers_exact_state() {
     let (records, keys) = (20_000, 37);
@@ -387,6 +388,7 @@ fn exactly_once_on_rocksdb_recovers_exact_state() {
 
 /// The same with incremental checkpoints on local disk: tasks upload only
 /// new RocksDB files and reference the rest; recovery downloads them.
+#[cfg(feature = "rocksdb")]
 #[test]
 fn exactly_once_on_rocksdb_incremental_recovers_exact_state() {
     let (records, keys) = (20_000, 37);
@@ -439,6 +441,7 @@ fn exactly_once_on_rocksdb_incremental_recovers_exact_state() {
 /// After many incremental checkpoints with num-retained = 2, `shared/`
 /// holds exactly the files the two retained checkpoints reference: every
 /// other uploaded file was deleted once no checkpoint needed it.
+#[cfg(feature = "rocksdb")]
 #[test]
 fn shared_directory_holds_only_what_retained_checkpoints_reference() {
     let dir = tempfile::tempdir().unwrap();

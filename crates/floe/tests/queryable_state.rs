@@ -155,6 +155,7 @@ fn queried_counts_only_grow_and_end_exactly_at_the_final_counts() {
 }
 
 /// The same queries answered from live RocksDB state.
+#[cfg(feature = "rocksdb")]
 #[test]
 fn queries_read_live_rocksdb_state() {
     counts_grow_and_end_exact("rocksdb");

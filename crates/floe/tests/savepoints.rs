@@ -173,12 +173,14 @@ fn rescaling_through_savepoints_keeps_every_count_exactly_once() {
 }
 
 /// The same on RocksDB: its savepoints are canonical, so they rescale.
+#[cfg(feature = "rocksdb")]
 #[test]
 fn rescaling_through_savepoints_on_rocksdb() {
     rescale_2_4_1(["rocksdb", "rocksdb", "rocksdb"]);
 }
 
 /// Savepoints are backend-independent: heap → RocksDB → heap.
+#[cfg(feature = "rocksdb")]
 #[test]
 fn savepoints_switch_between_heap_and_rocksdb() {
     rescale_2_4_1(["hashmap", "rocksdb", "hashmap"]);
