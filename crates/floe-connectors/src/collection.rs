@@ -45,14 +45,21 @@ impl<T: Clone + Send + Sync> SourceReader<T> for CollectionReader<T> {
     }
 
     fn restore_state(&mut self, state: &[u8]) -> anyhow::Result<()> {
+        // A position that does not fit never will: no restart helps.
+        use floe_runtime::NonRecoverable;
         let next = u64::from_le_bytes(state.try_into().map_err(|_| {
-            anyhow::anyhow!("collection position must be 8 bytes, got {}", state.len())
+            NonRecoverable::new(format!(
+                "collection position must be 8 bytes, got {}",
+                state.len()
+            ))
         })?) as usize;
-        anyhow::ensure!(
-            next <= self.items.len(),
-            "collection position {next} beyond its {} elements",
-            self.items.len()
-        );
+        if next > self.items.len() {
+            return Err(NonRecoverable::new(format!(
+                "collection position {next} beyond its {} elements",
+                self.items.len()
+            ))
+            .into());
+        }
         self.next = next;
         Ok(())
     }

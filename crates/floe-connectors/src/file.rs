@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use floe_runtime::{SinkWriter, Source, SourceReader, SourceStatus, TaskInfo};
+use floe_runtime::{NonRecoverable, SinkWriter, Source, SourceReader, SourceStatus, TaskInfo};
 
 use crate::format::LineFormat;
 
@@ -90,36 +90,24 @@ impl TextFileReader {
         if resume_at > 0 {
             use std::io::{Seek, SeekFrom};
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            anyhow::ensure!(
-                resume_at <= len,
-                "cannot resume input file {} at byte {resume_at}: it has only {len} bytes (was it changed?)",
-                path.display()
-            );
+            if resume_at > len {
+                // The input changed since the snapshot: no restart helps.
+                return Err(NonRecoverable::new(format!(
+                    "cannot resume input file {} at byte {resume_at}: it has only {len} bytes (was it changed?)",
+                    path.display()
+                ))
+                .into());
+            }
             f.seek(SeekFrom::Start(resume_at))
                 .with_context(|| format!("cannot seek in input file {}", path.display()))?;
         }
         self.reader = Some(BufReader::with_capacity(256 * 1024, f));
         Ok(())
     }
-}
 
-impl SourceReader<String> for TextFileReader {
-    /// Position: the remaining splits, each (file index among all input
-    /// files, byte offset of the next line) as two little-endian u64s.
-    fn snapshot_state(&mut self) -> anyhow::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(self.splits.len() * 16);
-        for (index, offset) in &self.splits {
-            out.extend_from_slice(&(*index as u64).to_le_bytes());
-            out.extend_from_slice(&offset.to_le_bytes());
-        }
-        Ok(out)
-    }
-
-    fn restore_state(&mut self, state: &[u8]) -> anyhow::Result<()> {
-        self.restore_splits(vec![state.to_vec()])
-    }
-
-    fn restore_splits(&mut self, states: Vec<Vec<u8>>) -> anyhow::Result<()> {
+    /// Positions are indexes into this source's own input files (see
+    /// `snapshot_state`): a snapshot cannot name any other file.
+    fn decode_splits(&mut self, states: Vec<Vec<u8>>) -> anyhow::Result<()> {
         let mut splits = Vec::new();
         for state in &states {
             anyhow::ensure!(
@@ -142,6 +130,28 @@ impl SourceReader<String> for TextFileReader {
         self.splits = splits;
         self.reader = None;
         Ok(())
+    }
+}
+
+impl SourceReader<String> for TextFileReader {
+    /// Position: the remaining splits, each (file index among all input
+    /// files, byte offset of the next line) as two little-endian u64s.
+    fn snapshot_state(&mut self) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.splits.len() * 16);
+        for (index, offset) in &self.splits {
+            out.extend_from_slice(&(*index as u64).to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+        }
+        Ok(out)
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> anyhow::Result<()> {
+        self.restore_splits(vec![state.to_vec()])
+    }
+
+    fn restore_splits(&mut self, states: Vec<Vec<u8>>) -> anyhow::Result<()> {
+        // A position that does not fit the input never will.
+        self.decode_splits(states).map_err(NonRecoverable::wrap)
     }
 
     fn open(&mut self, _info: &TaskInfo) -> anyhow::Result<()> {

@@ -112,7 +112,8 @@ impl<T: Send> SourceReader<T> for GeneratorReader<T> {
     fn restore_splits(&mut self, states: Vec<Vec<u8>>) -> anyhow::Result<()> {
         let mut splits = Vec::new();
         for state in &states {
-            splits.extend(decode_splits(state)?);
+            // A position that does not decode never will: no restart helps.
+            splits.extend(decode_splits(state).map_err(floe_runtime::NonRecoverable::wrap)?);
         }
         splits.retain(|r| !r.is_empty());
         self.splits = splits;

@@ -803,7 +803,13 @@ impl JobClient {
                     Err(TaskError::Operator(f)) => {
                         tracing::info!(task = %report.name, "task failed: {f}");
                         run.cancel.cancel();
-                        failure.get_or_insert(f);
+                        // A failure no restart can cure explains the job's
+                        // end better than one that came before it.
+                        match &failure {
+                            Some(first)
+                                if first.is_non_recoverable() || !f.is_non_recoverable() => {}
+                            _ => failure = Some(f),
+                        }
                     }
                     Err(TaskError::Cancelled) => {
                         cancelled = true;
@@ -864,6 +870,18 @@ impl JobClient {
                     checkpoints,
                 });
             };
+            if failure.is_non_recoverable() {
+                // Retrying would fail the same way forever.
+                tracing::error!(
+                    job = %self.job_name,
+                    "not restarting: a restart cannot cure this failure: {failure}"
+                );
+                return Err(JobError::Failed {
+                    job_name: self.job_name,
+                    job_id: self.job_id,
+                    failure,
+                });
+            }
             let Some(delay) = self.restarts.on_failure(Instant::now()) else {
                 return Err(JobError::Failed {
                     job_name: self.job_name,

@@ -45,7 +45,7 @@ pub use context::{
 pub use control::{
     ControlError, JobControl, JobStatus, SavepointMode, SavepointStatus, TriggerId, VertexInfo,
 };
-pub use error::{FailureCause, JobError, OperatorFailure, TaskError};
+pub use error::{FailureCause, JobError, NonRecoverable, OperatorFailure, TaskError};
 pub use graph::{JobGraph, Partitioning, VertexId};
 pub use job_manager::{JobExecutionResult, JobManager};
 pub use managed_state::ManagedOperatorState;

@@ -14,7 +14,7 @@ use crate::checkpoint::{
     OperatorState, TaskCommand, TaskEnvironment, TaskSnapshot,
 };
 use crate::context::TaskInfo;
-use crate::error::{FailureCause, TaskError};
+use crate::error::{FailureCause, NonRecoverable, TaskError};
 use crate::operator::Operator;
 use crate::source::{SourceReader, SourceStatus};
 
@@ -255,20 +255,26 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> InputTask<T> {
             .keys()
             .find(|s| **s >= self.info.parallelism)
         {
-            return Err(self.info.failure(FailureCause::Error(anyhow::anyhow!(
-                "cannot restore at parallelism {}: the checkpoint holds in-flight records of subtask {old} (an unaligned checkpoint restores only at the parallelism it was taken with)",
-                self.info.parallelism
-            ))));
+            return Err(self.info.failure(FailureCause::Error(
+                NonRecoverable::new(format!(
+                    "cannot restore at parallelism {}: the checkpoint holds in-flight records of subtask {old} (an unaligned checkpoint restores only at the parallelism it was taken with; take a savepoint or an aligned checkpoint to rescale)",
+                    self.info.parallelism
+                ))
+                .into(),
+            )));
         }
         let Some(bytes) = restore.channel.get(&self.info.subtask_index) else {
             return Ok(());
         };
         type Batches<T> = Vec<(u32, Vec<T>, Vec<floe_core::KeyGroup>)>;
         let batches: Batches<T> = postcard::from_bytes(bytes).map_err(|e| {
-            self.info.failure(FailureCause::Error(anyhow::anyhow!(
-                "cannot decode the in-flight records of checkpoint {}: {e}",
-                env.init.restore.as_ref().map_or(0, |r| r.checkpoint_id)
-            )))
+            self.info.failure(FailureCause::Error(
+                NonRecoverable::new(format!(
+                    "cannot decode the in-flight records of checkpoint {}: {e}",
+                    env.init.restore.as_ref().map_or(0, |r| r.checkpoint_id)
+                ))
+                .into(),
+            ))
         })?;
         for (_, records, key_groups) in batches {
             let mut batch = Batch {

@@ -131,3 +131,12 @@ pub enum StateError {
         operator: String,
     },
 }
+
+impl StateError {
+    /// Whether the error recurs however often the job restarts: state that
+    /// does not fit or decode, or a misuse of the state API. Only the
+    /// backend's storage may fail transiently.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, StateError::Backend { .. })
+    }
+}

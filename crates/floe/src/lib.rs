@@ -55,8 +55,8 @@ pub mod prelude {
     };
     pub use floe_runtime::{
         FunctionInitializationContext, FunctionSnapshotContext, JobControl, JobStatus,
-        KeyedContext, RuntimeContext, SavepointMode, SavepointStatus, TaskInfo, TwoPhaseCommitSink,
-        TwoPhaseCommitSinkWriter,
+        KeyedContext, NonRecoverable, RuntimeContext, SavepointMode, SavepointStatus, TaskInfo,
+        TwoPhaseCommitSink, TwoPhaseCommitSinkWriter,
     };
     pub use floe_state::{
         AggregateFunction, AggregatingState, AggregatingStateDescriptor, BroadcastState, ListState,

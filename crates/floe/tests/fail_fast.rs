@@ -1,0 +1,243 @@
+//! Failures a restart cannot cure end the job at once instead of being
+//! retried forever by the default restart strategy (fixed delay, unlimited,
+//! with checkpointing on): state restored as another kind, and errors
+//! user code marks as non-recoverable. Every test is bounded by the job ending (a hang fails
+//! it through `with_timeout`), never by sleeping.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::with_timeout;
+use floe::prelude::*;
+use floe::runtime::JobError;
+use floe::runtime::restart::RestartStrategy;
+
+const RECORDS: u64 = 1_000_000;
+const KEYS: u64 = 12;
+
+/// A keyed running count kept in value state "count".
+#[derive(Clone, Default)]
+struct Count {
+    count: Option<ValueState<u64>>,
+}
+
+impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for Count {
+    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
+        self.count = Some(ctx.get_state(&ValueStateDescriptor::new("count"))?);
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        (key, v): (u64, u64),
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, (u64, u64)>,
+    ) -> anyhow::Result<()> {
+        let state = self.count.as_ref().expect("opened");
+        let c = state.value(ctx)?.unwrap_or(0) + v;
+        state.update(ctx, c)?;
+        out.collect((key, c));
+        Ok(())
+    }
+}
+
+/// The same operator (uid "count") registering "count" as a list: state
+/// of another kind than the snapshot holds.
+#[derive(Clone, Default)]
+struct CountAsList;
+
+impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for CountAsList {
+    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
+        ctx.get_list_state::<u64>(&ListStateDescriptor::new("count"))?;
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        _: (u64, u64),
+        _: &mut KeyedContext<'_, u64>,
+        _: &mut Collector<'_, (u64, u64)>,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// An environment with checkpointing on (so the default restart strategy
+/// restarts without limit) and storage under `dir`.
+fn env_with_checkpoints(dir: &Path, parallelism: u32) -> StreamEnvironment {
+    let env = StreamEnvironment::new();
+    env.set_parallelism(parallelism);
+    env.enable_checkpointing(Duration::from_millis(100));
+    env.set_config(
+        "state.checkpoints.dir",
+        &format!("file://{}", dir.join("chk").display()),
+    );
+    env.set_config(
+        "state.savepoints.dir",
+        &format!("file://{}", dir.join("savepoints").display()),
+    );
+    env
+}
+
+/// Takes a savepoint of a running job with cancel-job once `ready` says
+/// so; returns its path.
+fn savepoint_and_cancel(
+    client: floe::runtime::job_manager::JobClient,
+    ready: impl Fn() -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(Instant::now() < deadline, "the job made no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let control = client.control();
+    let trigger = control
+        .trigger_savepoint(None, SavepointMode::Savepoint { cancel_job: true })
+        .expect("trigger");
+    let location = loop {
+        match control.savepoint_status(&trigger).expect("known trigger") {
+            SavepointStatus::Completed { location } => break location,
+            SavepointStatus::Failed { reason } => panic!("savepoint failed: {reason}"),
+            SavepointStatus::InProgress => {}
+        }
+        assert!(Instant::now() < deadline, "savepoint did not complete");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(matches!(client.wait(), Err(JobError::Cancelled { .. })));
+    location
+        .strip_prefix("file://")
+        .expect("a local savepoint")
+        .to_string()
+}
+
+/// A savepoint of the keyed count (generator uid "generator", counter uid
+/// "count") at parallelism 2.
+fn counting_savepoint(dir: &Path) -> String {
+    let env = env_with_checkpoints(dir, 2);
+    let (sink, out) = CollectSink::new();
+    env.from_source(
+        GeneratorSource::new(RECORDS, |i| (i % KEYS, 1u64)).with_rate(5000.0),
+        "Generator",
+    )
+    .uid("generator")
+    .key_by(|(k, _): &(u64, u64)| *k)
+    .process(Count::default())
+    .uid("count")
+    .sink_to(sink, "Collect");
+    let client = env.execute_async("count").unwrap();
+    savepoint_and_cancel(client, || out.len() >= 500)
+}
+
+/// State restored as another kind than it was written fails the same way
+/// on every attempt: the job fails at the first one.
+#[test]
+fn incompatible_restored_state_fails_the_job_without_restarting() {
+    let err = with_timeout(120, || {
+        let dir = tempfile::tempdir().unwrap();
+        let savepoint = counting_savepoint(dir.path());
+        let env = env_with_checkpoints(dir.path(), 2);
+        env.set_restore_from_savepoint(&savepoint, false);
+        let (sink, _) = CollectSink::new();
+        env.from_source(
+            GeneratorSource::new(RECORDS, |i| (i % KEYS, 1u64)),
+            "Generator",
+        )
+        .uid("generator")
+        .key_by(|(k, _): &(u64, u64)| *k)
+        .process(CountAsList)
+        .uid("count")
+        .sink_to(sink, "Collect");
+        env.execute("incompatible").map(|_| ())
+    })
+    .expect_err("an incompatible state must fail the job");
+    assert!(matches!(err, JobError::Failed { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("'count'"), "{msg}");
+}
+
+/// A source whose readers fail to open with a given error, counting the
+/// attempts.
+struct FailingSource {
+    opens: Arc<AtomicU32>,
+    non_recoverable: bool,
+}
+
+struct FailingReader {
+    opens: Arc<AtomicU32>,
+    non_recoverable: bool,
+}
+
+impl Source<u64> for FailingSource {
+    fn create_reader(&self, _: &TaskInfo) -> anyhow::Result<Box<dyn SourceReader<u64>>> {
+        Ok(Box::new(FailingReader {
+            opens: self.opens.clone(),
+            non_recoverable: self.non_recoverable,
+        }))
+    }
+}
+
+impl SourceReader<u64> for FailingReader {
+    fn open(&mut self, _: &TaskInfo) -> anyhow::Result<()> {
+        let attempt = self.opens.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.non_recoverable {
+            Err(NonRecoverable::new("the configured topic does not exist").into())
+        } else {
+            anyhow::bail!("connection refused (attempt {attempt})")
+        }
+    }
+
+    fn poll_next(&mut self, _: &mut Vec<u64>, _: usize) -> anyhow::Result<SourceStatus> {
+        Ok(SourceStatus::Finished)
+    }
+}
+
+fn run_failing(non_recoverable: bool, restart: RestartStrategy) -> (JobError, u32) {
+    let opens = Arc::new(AtomicU32::new(0));
+    let counted = opens.clone();
+    let err = with_timeout(60, move || {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with_checkpoints(dir.path(), 1);
+        env.set_restart_strategy(restart);
+        let (sink, _) = CollectSink::new();
+        env.from_source(
+            FailingSource {
+                opens: counted,
+                non_recoverable,
+            },
+            "Failing",
+        )
+        .sink_to(sink, "Collect");
+        env.execute("failing").map(|_| ())
+    })
+    .expect_err("the job must fail");
+    (err, opens.load(Ordering::SeqCst))
+}
+
+/// User code (here a source) marks an error a restart cannot cure: the job
+/// fails at the first attempt even with unlimited restarts; an ordinary
+/// error is retried as the strategy says.
+#[test]
+fn a_non_recoverable_error_of_user_code_is_not_retried() {
+    let (err, opens) = run_failing(true, RestartStrategy::default_with_checkpointing());
+    assert!(matches!(err, JobError::Failed { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("the configured topic does not exist"),
+        "{err}"
+    );
+    assert_eq!(opens, 1, "a non-recoverable failure was retried");
+
+    let (err, opens) = run_failing(
+        false,
+        RestartStrategy::FixedDelay {
+            attempts: 2,
+            delay: Duration::ZERO,
+        },
+    );
+    assert!(err.to_string().contains("attempt 3"), "{err}");
+    assert_eq!(opens, 3, "an ordinary failure is restarted twice");
+}
