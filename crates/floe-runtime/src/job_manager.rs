@@ -214,6 +214,24 @@ impl JobManager {
                 (None, Some(s)) => s.max_parallelism,
                 (None, None) => default_max_parallelism(v.parallelism),
             };
+            if let Some(restore) = &self.settings.restore
+                && let Some(op) = restore.operators.get(&uid)
+                && !op.channel.is_empty()
+            {
+                // In-flight records were partitioned for the old subtasks:
+                // replayed at another parallelism they reach subtasks that
+                // do not own their keys, on every attempt.
+                let old_p = snapshot.map_or_else(
+                    || op.channel.keys().max().map_or(0, |m| m + 1),
+                    |s| s.parallelism,
+                );
+                if old_p != v.parallelism || op.channel.keys().any(|s| *s >= v.parallelism) {
+                    return Err(JobError::Restore(format!(
+                        "cannot restore operator '{}' (uid {uid}) at parallelism {}: checkpoint {} is unaligned and holds in-flight records of it taken at parallelism {old_p}, which cannot be redistributed; restore it at parallelism {old_p}, or take a savepoint or an aligned checkpoint to rescale",
+                        v.name, v.parallelism, restore.checkpoint_id
+                    )));
+                }
+            }
             if !(1..=32768).contains(&max_p) {
                 return Err(JobError::InvalidGraph(format!(
                     "operator '{}' has max parallelism {max_p}, outside 1..=32768",

@@ -1,7 +1,9 @@
 //! Failures a restart cannot cure end the job at once instead of being
 //! retried forever by the default restart strategy (fixed delay, unlimited,
-//! with checkpointing on): state restored as another kind, and errors
-//! user code marks as non-recoverable. Every test is bounded by the job ending (a hang fails
+//! with checkpointing on): a restore at another parallelism from an
+//! unaligned checkpoint holding in-flight records (refused before the job
+//! starts), state restored as another kind, and errors user code marks as
+//! non-recoverable. Every test is bounded by the job ending (a hang fails
 //! it through `with_timeout`), never by sleeping.
 
 mod common;
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use common::with_timeout;
 use floe::prelude::*;
 use floe::runtime::JobError;
+use floe::runtime::job_manager::JobManager;
 use floe::runtime::restart::RestartStrategy;
 
 const RECORDS: u64 = 1_000_000;
@@ -130,6 +133,68 @@ fn counting_savepoint(dir: &Path) -> String {
     .sink_to(sink, "Collect");
     let client = env.execute_async("count").unwrap();
     savepoint_and_cancel(client, || out.len() >= 500)
+}
+
+/// The keyed count restored from `savepoint` at `parallelism`.
+fn counting_job(dir: &Path, savepoint: &str, parallelism: u32) -> StreamEnvironment {
+    let env = env_with_checkpoints(dir, parallelism);
+    env.set_restore_from_savepoint(savepoint, false);
+    let (sink, _) = CollectSink::new();
+    env.from_source(
+        GeneratorSource::new(RECORDS, |i| (i % KEYS, 1u64)),
+        "Generator",
+    )
+    .uid("generator")
+    .key_by(|(k, _): &(u64, u64)| *k)
+    .process(Count::default())
+    .uid("count")
+    .sink_to(sink, "Collect");
+    env
+}
+
+/// In-flight records of an unaligned checkpoint were partitioned for the
+/// old subtasks: at another parallelism the restore is refused while
+/// planning, before any task runs, with the reason and the fix. (Before,
+/// the tasks failed on a key group outside their range and restarted
+/// forever.) At the old parallelism the same state plans.
+#[test]
+fn unaligned_in_flight_records_refuse_another_parallelism_before_start() {
+    with_timeout(120, || {
+        let dir = tempfile::tempdir().unwrap();
+        let savepoint = counting_savepoint(dir.path());
+        for (parallelism, refused) in [(3, true), (1, true), (2, false)] {
+            let env = counting_job(dir.path(), &savepoint, parallelism);
+            let (graph, mut settings) = env.job_graph().unwrap();
+            settings.restart = RestartStrategy::default_with_checkpointing();
+            // The snapshot as an unaligned checkpoint carries it: records
+            // in flight into both old subtasks of the counter.
+            let mut restore = (*settings.restore.take().expect("a restore")).clone();
+            let op = restore.operators.get_mut("count").expect("count's state");
+            for subtask in 0..2 {
+                op.channel.insert(subtask, Arc::new(vec![0]));
+            }
+            let checkpoint = restore.checkpoint_id;
+            settings.restore = Some(Arc::new(restore));
+            let planned = JobManager::new(settings).plan(&graph);
+            if !refused {
+                assert!(planned.is_ok(), "{:?}", planned.err());
+                continue;
+            }
+            let err = planned.expect_err("another parallelism must be refused");
+            assert!(matches!(err, JobError::Restore(_)), "{err:?}");
+            let msg = err.to_string();
+            for needle in [
+                "uid count".to_string(),
+                format!("at parallelism {parallelism}"),
+                format!("checkpoint {checkpoint} is unaligned"),
+                "in-flight records".into(),
+                "taken at parallelism 2".into(),
+                "take a savepoint or an aligned checkpoint to rescale".into(),
+            ] {
+                assert!(msg.contains(&needle), "missing {needle:?}: {msg}");
+            }
+        }
+    });
 }
 
 /// State restored as another kind than it was written fails the same way
