@@ -19,13 +19,20 @@
 //! in-progress files, and the pending files of checkpoints after `c`, of
 //! every old subtask `s` with `s mod p = i`: no checkpoint refers to them,
 //! and their records are written again. One job per output directory.
+//!
+//! Names restored from a snapshot are untrusted: before any rename or
+//! delete each must be a single file name of the shape above (no `/`, no
+//! `..`, not absolute), so a crafted savepoint cannot move or remove a
+//! file outside the output directory, nor one the sink did not write.
+//! A restored transaction that is not in the directory (the savepoint was
+//! taken with another output directory) fails the job without restarts.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context;
-use floe_runtime::{TaskInfo, TwoPhaseCommitSink, TwoPhaseCommitSinkWriter};
+use floe_runtime::{NonRecoverable, TaskInfo, TwoPhaseCommitSink, TwoPhaseCommitSinkWriter};
 use serde::{Deserialize, Serialize};
 
 use crate::format::LineFormat;
@@ -97,6 +104,58 @@ impl<T> FileSink<T> {
         self.dir.join(name)
     }
 
+    /// Refuses a transaction whose names are not this sink's part-file
+    /// names inside its directory (see the module docs): they may come
+    /// from a crafted snapshot, and are about to be renamed or deleted.
+    fn check_transaction(&self, txn: &FileTransaction) -> anyhow::Result<()> {
+        let refuse = |role: &str, name: &str, why: &str| -> anyhow::Result<()> {
+            Err(NonRecoverable::new(format!(
+                "refusing to touch {role} part file {name:?} of a transaction in operator state '{}': {why} (was the snapshot written by this sink, or altered?); nothing in {} was renamed or deleted",
+                floe_runtime::two_phase::STATE_NAME,
+                self.dir.display()
+            ))
+            .into())
+        };
+        let mut names = vec![(
+            "in-progress",
+            txn.in_progress.as_str(),
+            ".part-",
+            ".inprogress",
+        )];
+        if let Some(p) = &txn.pending {
+            names.push(("pending", p, ".part-", ".pending"));
+        }
+        if let Some(c) = &txn.committed {
+            names.push(("committed", c, "part-", ""));
+        }
+        for (role, name, prefix, suffix) in names {
+            if !is_plain_file_name(name) {
+                return refuse(
+                    role,
+                    name,
+                    "it is not a single file name inside the output directory",
+                );
+            }
+            if !(name.starts_with(prefix) && name.ends_with(suffix)) {
+                return refuse(
+                    role,
+                    name,
+                    &format!("a file sink's {role} file is named {prefix}…{suffix}"),
+                );
+            }
+        }
+        if let (Some(p), Some(c)) = (&txn.pending, &txn.committed)
+            && *p != format!(".{c}.pending")
+        {
+            return refuse(
+                "pending",
+                p,
+                &format!("it does not belong to the committed name {c:?}"),
+            );
+        }
+        Ok(())
+    }
+
     /// Renames `from` to `to` inside the output directory and makes the
     /// rename durable.
     fn rename(&self, from: &str, to: &str) -> anyhow::Result<()> {
@@ -162,6 +221,17 @@ impl Leftover {
             checkpoint: Some(checkpoint),
         })
     }
+}
+
+/// One normal path component: not empty, no separator, not `.` or `..`,
+/// not absolute, no NUL.
+fn is_plain_file_name(name: &str) -> bool {
+    let mut components = Path::new(name).components();
+    !name.contains(['/', '\0'])
+        && matches!(
+            (components.next(), components.next()),
+            (Some(Component::Normal(c)), None) if c == name
+        )
 }
 
 fn remove_if_exists(path: &Path) -> anyhow::Result<()> {
@@ -248,12 +318,19 @@ impl<T: Send + 'static> TwoPhaseCommitSink<T> for FileSink<T> {
         Ok(())
     }
 
+    fn location(&self) -> Option<String> {
+        let dir = std::path::absolute(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        Some(dir.display().to_string())
+    }
+
     fn commit(&mut self, txn: FileTransaction) -> anyhow::Result<()> {
+        self.check_transaction(&txn)?;
         let (Some(pending), Some(committed)) = (&txn.pending, &txn.committed) else {
-            anyhow::bail!(
+            return Err(NonRecoverable::new(format!(
                 "cannot commit part file {}: it was never pre-committed",
                 txn.in_progress
-            );
+            ))
+            .into());
         };
         if self.path(pending).exists() {
             return self.rename(pending, committed);
@@ -262,15 +339,18 @@ impl<T: Send + 'static> TwoPhaseCommitSink<T> for FileSink<T> {
             // Committed before the failure.
             return Ok(());
         }
-        anyhow::bail!(
+        // Gone, or never in this directory: a restart finds it missing too.
+        Err(NonRecoverable::new(format!(
             "cannot commit part file {}: neither it nor its committed name {} exists in {}",
             pending,
             committed,
             self.dir.display()
-        )
+        ))
+        .into())
     }
 
     fn abort(&mut self, txn: FileTransaction) -> anyhow::Result<()> {
+        self.check_transaction(&txn)?;
         self.writer = None;
         remove_if_exists(&self.path(&txn.in_progress))?;
         if let Some(p) = &txn.pending {
@@ -292,5 +372,116 @@ mod tests {
         assert_eq!((l.subtask, l.checkpoint), (1, None));
         assert!(Leftover::parse("part-1-0000000012-ab12cd34").is_none());
         assert!(Leftover::parse(".hidden").is_none());
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+    use floe_runtime::NonRecoverable;
+
+    fn txn(pending: &str, committed: &str) -> FileTransaction {
+        FileTransaction {
+            in_progress: ".part-0-ab12cd34-1.inprogress".into(),
+            pending: Some(pending.into()),
+            committed: Some(committed.into()),
+        }
+    }
+
+    /// Every entry under `dir`, recursively, with its contents.
+    fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.push((p.clone(), Vec::new()));
+                out.extend(tree(&p));
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Transaction names as a crafted savepoint would carry them: absolute,
+    /// `../`, and names that are not this sink's. Committing or aborting
+    /// them renames or deletes nothing, anywhere.
+    #[test]
+    fn crafted_names_are_refused_and_no_file_moves() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let victim = tmp.path().join("victim.txt");
+        std::fs::write(&victim, "not the sink's").unwrap();
+        let pending = ".part-0-0000000001-ab12cd34.pending";
+        std::fs::write(out.join(pending), "1\n").unwrap();
+        std::fs::write(out.join("unrelated.db"), "x").unwrap();
+        let before = tree(tmp.path());
+        let abs = victim.to_str().unwrap();
+        let outside = tmp.path().join("stolen");
+        let cases = [
+            txn(abs, "part-0-0000000001-ab12cd34"),
+            txn(pending, "../stolen"),
+            txn(pending, outside.to_str().unwrap()),
+            txn("../victim.txt", "part-0-0000000001-ab12cd34"),
+            txn(
+                ".part-0-0000000001-ab12cd34/../../victim.txt.pending",
+                "part-x",
+            ),
+            txn("", "part-0-0000000001-ab12cd34"),
+            txn(pending, "part-0-0000000001-ab12cd34\0"),
+            // Inside the directory, but not a file this sink wrote.
+            txn("unrelated.db", "part-0-0000000001-ab12cd34"),
+            txn(pending, "unrelated.db"),
+            txn(pending, "part-0-0000000001-other"),
+            FileTransaction {
+                in_progress: "/tmp/anything".into(),
+                pending: None,
+                committed: None,
+            },
+        ];
+        let mut sink = FileSink::<String>::new(&out);
+        for t in cases {
+            for (what, result) in [
+                ("commit", sink.recover_and_commit(t.clone())),
+                ("abort", sink.recover_and_abort(t.clone())),
+            ] {
+                let err = result.expect_err(&format!("{what} of {t:?} must be refused"));
+                let msg = format!("{err:#}");
+                assert!(NonRecoverable::is_in(&err), "{what} {t:?}: {msg}");
+                assert!(msg.contains("refusing to touch"), "{msg}");
+                assert!(msg.contains("two-phase-commit-transactions"), "{msg}");
+                assert_eq!(tree(tmp.path()), before, "{what} of {t:?} changed files");
+            }
+        }
+        assert!(!outside.exists());
+        // The sink's own names still commit.
+        sink.recover_and_commit(txn(pending, "part-0-0000000001-ab12cd34"))
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join("part-0-0000000001-ab12cd34")).unwrap(),
+            "1\n"
+        );
+    }
+
+    /// A transaction that is in neither of its names in the directory
+    /// (restored with another output directory) cannot be cured by a
+    /// restart.
+    #[test]
+    fn a_missing_transaction_is_non_recoverable_and_names_the_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut sink = FileSink::<String>::new(tmp.path());
+        let err = sink
+            .recover_and_commit(txn(
+                ".part-0-0000000003-ab12cd34.pending",
+                "part-0-0000000003-ab12cd34",
+            ))
+            .unwrap_err();
+        assert!(NonRecoverable::is_in(&err), "{err:#}");
+        assert!(
+            err.to_string().contains(&tmp.path().display().to_string()),
+            "{err:#}"
+        );
     }
 }

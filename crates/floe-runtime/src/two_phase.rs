@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::context::{FunctionInitializationContext, FunctionSnapshotContext, TaskInfo};
+use crate::error::NonRecoverable;
 use crate::sink::SinkWriter;
 use floe_core::failpoint;
 use floe_state::{ListStateDescriptor, OperatorListState};
@@ -54,6 +55,13 @@ pub trait TwoPhaseCommitSink<T>: Send + 'static {
     /// Drops a transaction that will never be committed.
     fn abort(&mut self, txn: Self::Transaction) -> anyhow::Result<()>;
 
+    /// Where this sink's transactions live (the file sink's output
+    /// directory), recorded beside them in checkpoints so that a restore
+    /// whose transactions cannot be found can say where they were written.
+    fn location(&self) -> Option<String> {
+        None
+    }
+
     /// Commits a pre-committed transaction found in restored state.
     fn recover_and_commit(&mut self, txn: Self::Transaction) -> anyhow::Result<()> {
         self.commit(txn)
@@ -80,6 +88,7 @@ pub struct TwoPhaseCommitSinkWriter<T, S: TwoPhaseCommitSink<T>> {
     current: Option<S::Transaction>,
     pending: Vec<(u64, S::Transaction)>,
     state: Option<OperatorListState<TwoPhaseState<S::Transaction>>>,
+    location_state: Option<OperatorListState<String>>,
     restored_checkpoint: Option<u64>,
     checkpointing: bool,
     _t: std::marker::PhantomData<fn(T)>,
@@ -94,6 +103,12 @@ impl<T, S: TwoPhaseCommitSink<T> + Clone> Clone for TwoPhaseCommitSinkWriter<T, 
 /// The operator state name under which pre-committed transactions are kept.
 pub const STATE_NAME: &str = "two-phase-commit-transactions";
 
+/// The operator state name under which each subtask keeps its sink's
+/// [`TwoPhaseCommitSink::location`] (union: every subtask sees all of them
+/// on restore). Snapshots older than it lack it, which only shortens an
+/// error message.
+pub const LOCATION_STATE_NAME: &str = "two-phase-commit-location";
+
 impl<T, S: TwoPhaseCommitSink<T>> TwoPhaseCommitSinkWriter<T, S> {
     /// Wraps `sink`.
     pub fn new(sink: S) -> Self {
@@ -102,6 +117,7 @@ impl<T, S: TwoPhaseCommitSink<T>> TwoPhaseCommitSinkWriter<T, S> {
             current: None,
             pending: Vec::new(),
             state: None,
+            location_state: None,
             restored_checkpoint: None,
             checkpointing: false,
             _t: std::marker::PhantomData,
@@ -128,6 +144,9 @@ impl<T: Send + 'static, S: TwoPhaseCommitSink<T>> SinkWriter<T> for TwoPhaseComm
         let state = ctx
             .operator_state_store()
             .get_list_state(&ListStateDescriptor::new(STATE_NAME))?;
+        let location_state = ctx
+            .operator_state_store()
+            .get_union_list_state(&ListStateDescriptor::new(LOCATION_STATE_NAME))?;
         self.restored_checkpoint = ctx.restored_checkpoint_id();
         self.checkpointing = ctx.is_checkpointing_enabled();
         if ctx.is_restored() {
@@ -137,16 +156,37 @@ impl<T: Send + 'static, S: TwoPhaseCommitSink<T>> SinkWriter<T> for TwoPhaseComm
             let mut all: Vec<(u64, S::Transaction)> =
                 restored.into_iter().flat_map(|s| s.pending).collect();
             all.sort_by_key(|(id, _)| *id);
+            let here = self.sink.location();
+            let mut elsewhere: Vec<String> = location_state
+                .get(ctx)?
+                .iter()
+                .filter(|l| Some(*l) != here.as_ref())
+                .cloned()
+                .collect();
+            elsewhere.sort_unstable();
+            elsewhere.dedup();
             for (id, txn) in all {
                 self.sink.recover_and_commit(txn).map_err(|e| {
+                    let e = match &here {
+                        // Restoring elsewhere can never find them: no
+                        // restart will help.
+                        Some(here) if !elsewhere.is_empty() => {
+                            NonRecoverable::wrap(e.context(format!(
+                                "the snapshot's transactions were written to {}, but this sink writes to {here}; restore it with the location it was taken with, or start the job without the snapshot",
+                                elsewhere.join(", ")
+                            )))
+                        }
+                        _ => e,
+                    };
                     e.context(format!(
-                        "cannot commit the restored transaction of checkpoint {id}"
+                        "cannot commit the restored transaction of checkpoint {id} (operator state '{STATE_NAME}')"
                     ))
                 })?;
             }
             state.clear(ctx)?;
         }
         self.state = Some(state);
+        self.location_state = Some(location_state);
         Ok(())
     }
 
@@ -186,6 +226,8 @@ impl<T: Send + 'static, S: TwoPhaseCommitSink<T>> SinkWriter<T> for TwoPhaseComm
                 pending: self.pending.clone(),
             }],
         )?;
+        let location = self.location_state.as_ref().expect("initialized");
+        location.update(ctx, self.sink.location().into_iter().collect())?;
         Ok(())
     }
 

@@ -2,13 +2,14 @@
 //! retried forever by the default restart strategy (fixed delay, unlimited,
 //! with checkpointing on): a restore at another parallelism from an
 //! unaligned checkpoint holding in-flight records (refused before the job
-//! starts), state restored as another kind, and errors user code marks as
+//! starts), state restored as another kind, an exactly-once file sink
+//! restored with another output directory, and errors user code marks as
 //! non-recoverable. Every test is bounded by the job ending (a hang fails
 //! it through `with_timeout`), never by sleeping.
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -305,4 +306,82 @@ fn a_non_recoverable_error_of_user_code_is_not_retried() {
     );
     assert!(err.to_string().contains("attempt 3"), "{err}");
     assert_eq!(opens, 3, "an ordinary failure is restarted twice");
+}
+
+/// Committed part files (names not starting with `.`) of a file sink's
+/// output directory.
+fn committed_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Every file under `dir` with its contents.
+fn contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| (e.path(), std::fs::read(e.path()).unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn file_sink_job(dir: &Path, out: &Path, restore: Option<&str>) -> StreamEnvironment {
+    let env = env_with_checkpoints(dir, 1);
+    if let Some(sp) = restore {
+        env.set_restore_from_savepoint(sp, false);
+    }
+    env.from_source(
+        GeneratorSource::new(RECORDS, |i| i).with_rate(5000.0),
+        "Generator",
+    )
+    .uid("generator")
+    .sink_to(FileSink::new(out).build(), "File Sink")
+    .uid("file-sink");
+    env
+}
+
+/// A savepoint of an exactly-once file sink holds transactions in its
+/// output directory; restored with another directory they can never be
+/// committed: the job fails at the first attempt naming both directories,
+/// and neither directory changes.
+#[test]
+fn a_file_sink_restored_with_another_directory_fails_at_once() {
+    let err = with_timeout(120, || {
+        let dir = tempfile::tempdir().unwrap();
+        let (out1, out2) = (dir.path().join("out1"), dir.path().join("out2"));
+        let client = file_sink_job(dir.path(), &out1, None)
+            .execute_async("file-sink")
+            .unwrap();
+        let savepoint = savepoint_and_cancel(client, || !committed_files(&out1).is_empty());
+        let before = contents(&out1);
+        let err = file_sink_job(dir.path(), &out2, Some(&savepoint))
+            .execute("file-sink-elsewhere")
+            .map(|_| ())
+            .expect_err("the restored transactions are not in out2");
+        assert_eq!(contents(&out1), before, "the first output changed");
+        assert!(
+            committed_files(&out2).is_empty(),
+            "out2 got committed files"
+        );
+        let msg = err.to_string();
+        for d in [&out1, &out2] {
+            assert!(msg.contains(&d.display().to_string()), "{msg}");
+        }
+        err
+    });
+    assert!(matches!(err, JobError::Failed { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("cannot commit the restored transaction"),
+        "{err}"
+    );
 }
