@@ -736,7 +736,9 @@ impl StreamEnvironment {
         )
     }
 
-    /// The lines of text files or directories (Flink's `readTextFile`).
+    /// The lines of text files or directories (Flink's `readTextFile`); in a
+    /// directory, names starting with `.` or `_` (a file sink's uncommitted
+    /// part files) are skipped, as Flink does.
     pub fn read_text_file(&self, path: impl AsRef<std::path::Path>) -> DataStream<String> {
         self.from_source(floe_connectors::TextFileSource::new([path]), "Text File")
     }

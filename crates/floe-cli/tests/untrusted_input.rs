@@ -1,4 +1,6 @@
-//! Inputs a user hands `floe run` that used to be retried forever: a
+//! Inputs a user hands `floe run` that used to be read too eagerly or
+//! retried forever: a directory holding a file sink's uncommitted files and
+//! other hidden names (only the committed files are counted), and a
 //! savepoint restored with another `--output` directory (the run fails at
 //! once with a one-line error naming both directories).
 
@@ -8,6 +10,56 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
+
+/// Word count over a file sink's output directory as a killed job leaves
+/// it: committed part files, an in-progress and a pending part file, a
+/// `_`-prefixed marker and a dot-file, a subdirectory and a broken link.
+/// Only the committed files count, as the shell reference over exactly
+/// those files says; the skipped subdirectory and link are warned about.
+#[test]
+fn wordcount_reads_only_the_committed_files_of_a_directory() {
+    let sb = Sandbox::new();
+    let mut committed = Vec::new();
+    for (i, seed) in [21u64, 22].into_iter().enumerate() {
+        let t = generate_text(seed, 300 + 50 * i);
+        committed.push(sb.write(&format!("out/part-{i}-0000000003-5eed0001"), &t.text));
+    }
+    // Uncommitted and hidden files: counting any of them would change the
+    // counts.
+    let extra = generate_text(23, 200).text;
+    for hidden in [
+        "out/.part-0-5eed0001-4.inprogress",
+        "out/.part-1-0000000004-5eed0001.pending",
+        "out/.hidden",
+        "out/_SUCCESS",
+        "out/nested/part-9",
+    ] {
+        sb.write(hidden, &extra);
+    }
+    std::os::unix::fs::symlink(sb.path("nowhere"), sb.path("out/part-broken")).unwrap();
+    let refs: Vec<&Path> = committed.iter().map(|p| p.as_path()).collect();
+    let reference = shell_word_counts(&refs);
+    for p in ["1", "3"] {
+        let out = run(sb
+            .floe(["run", "wordcount", "-p", p, "--input"])
+            .arg(sb.path("out")))
+        .ok();
+        assert_running_counts(
+            &out.stdout,
+            &reference,
+            &format!("committed only at -p {p}"),
+        );
+        for warned in ["nested", "part-broken"] {
+            assert!(
+                out.stderr
+                    .lines()
+                    .any(|l| l.contains("WARN") && l.contains(warned)),
+                "no warning about {warned}:\n{}",
+                out.stderr
+            );
+        }
+    }
+}
 
 /// Committed `(key, count)` lines of a file sink's output directory.
 fn committed_lines(out: &Path) -> usize {

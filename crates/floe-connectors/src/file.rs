@@ -13,6 +13,16 @@ use crate::format::LineFormat;
 /// subtasks round robin; a directory stands for the files in it, in name
 /// order. Each reader knows its position (file and byte offset), which a
 /// checkpoint records so recovery can resume exactly there.
+///
+/// In a directory, as in Flink's file sources, names starting with `.` or
+/// `_` are hidden and skipped: a file sink's in-progress and pending part
+/// files, `_SUCCESS` markers, editors' temporary files. Like
+/// `readTextFile` (and unlike Flink's newer `FileSource`) subdirectories are
+/// not read; they are skipped with a warning, and so are links that lead
+/// nowhere. A path named explicitly is read whatever its name. Positions
+/// index this listing, so a snapshot taken before hidden names were
+/// skipped, of a directory that held some, resumes in the wrong files:
+/// restore such a snapshot only after removing the hidden files it read.
 #[derive(Debug, Clone)]
 pub struct TextFileSource {
     paths: Vec<PathBuf>,
@@ -37,19 +47,59 @@ impl TextFileSource {
             let meta = std::fs::metadata(p)
                 .with_context(|| format!("cannot read input path {}", p.display()))?;
             if meta.is_dir() {
-                let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
-                    .with_context(|| format!("cannot list input directory {}", p.display()))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.is_file())
-                    .collect();
-                entries.sort();
-                files.extend(entries);
+                files.extend(list_input_dir(p)?);
             } else {
                 files.push(p.clone());
             }
         }
         Ok(files)
     }
+}
+
+/// Whether a directory entry is hidden from the source (Flink's default
+/// file filter: a leading `.` or `_`).
+fn is_hidden(name: &std::ffi::OsStr) -> bool {
+    matches!(name.as_encoded_bytes().first(), Some(b'.' | b'_'))
+}
+
+/// The input files of directory `dir`, in name order: visible regular
+/// files, and links to them. Subdirectories and broken links are skipped
+/// with a warning, hidden names silently.
+fn list_input_dir(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let listing = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list input directory {}", dir.display()))?;
+    for entry in listing {
+        let entry =
+            entry.with_context(|| format!("cannot list input directory {}", dir.display()))?;
+        let path = entry.path();
+        if is_hidden(&entry.file_name()) {
+            tracing::debug!(file = %path.display(), "skipping a hidden input file");
+            continue;
+        }
+        // Follows links: a link to a file is read, one to nowhere is not.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => files.push(path),
+            Ok(m) if m.is_dir() => tracing::warn!(
+                directory = %path.display(),
+                "skipping a subdirectory of the input directory (subdirectories are not read)"
+            ),
+            Ok(_) => tracing::warn!(
+                file = %path.display(),
+                "skipping an input entry that is not a regular file"
+            ),
+            Err(e) if entry.file_type().is_ok_and(|t| t.is_symlink()) => tracing::warn!(
+                link = %path.display(),
+                "skipping a broken link in the input directory: {e}"
+            ),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot read input file {}", path.display()));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 impl Source<String> for TextFileSource {

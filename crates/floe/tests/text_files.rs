@@ -252,3 +252,40 @@ fn a_job_failing_at_start_leaves_an_existing_output_untouched() {
     assert!(err.to_string().contains("missing-input"), "{err}");
     assert_eq!(fs::read_to_string(&output).unwrap(), "previous result\n");
 }
+
+/// In a directory, names starting with `.` or `_` are hidden (a file
+/// sink's in-progress and pending files, `_SUCCESS` markers), as in
+/// Flink's file sources; a broken link is skipped; a hidden file named
+/// explicitly is read.
+#[test]
+fn hidden_files_and_broken_links_in_a_directory_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("part-0-0000000001-ab12cd34"), "a\nb\n").unwrap();
+    fs::write(dir.path().join("part-1-0000000001-ab12cd34"), "c\n").unwrap();
+    fs::write(dir.path().join(".part-0-ab12cd34-2.inprogress"), "x\n").unwrap();
+    fs::write(
+        dir.path().join(".part-1-0000000002-ab12cd34.pending"),
+        "y\n",
+    )
+    .unwrap();
+    fs::write(dir.path().join("_SUCCESS"), "z\n").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("link")).unwrap();
+    for p in [1, 2] {
+        let env = StreamEnvironment::new();
+        env.set_parallelism(p);
+        let (sink, out) = CollectSink::new();
+        env.read_text_file(dir.path()).sink_to(sink, "collect");
+        env.execute("read-visible").unwrap();
+        assert_eq!(
+            sorted(out.snapshot()),
+            vec!["a", "b", "c"],
+            "parallelism {p}"
+        );
+    }
+    let env = StreamEnvironment::new();
+    let (sink, out) = CollectSink::new();
+    env.read_text_file(dir.path().join(".part-0-ab12cd34-2.inprogress"))
+        .sink_to(sink, "collect");
+    env.execute("read-named").unwrap();
+    assert_eq!(out.snapshot(), vec!["x"]);
+}
