@@ -387,3 +387,61 @@ impl<T> TextFileSink<T> {
         Ok(self.writer.as_mut().expect("created above"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> TaskInfo {
+        TaskInfo {
+            job_id: floe_core::JobId::from_u128(1),
+            job_name: "test".into(),
+            operator_name: "Text File".into(),
+            uid: "text".into(),
+            subtask_index: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+        }
+    }
+
+    fn position(index: u64, offset: u64) -> Vec<u8> {
+        [index.to_le_bytes(), offset.to_le_bytes()].concat()
+    }
+
+    /// A restored position names a file only by its index among the
+    /// source's own input files, so a crafted one can reach no other file:
+    /// an index beyond them, a torn position or an offset beyond the file
+    /// is refused as non-recoverable; a valid one resumes in the file.
+    #[test]
+    fn crafted_positions_reach_no_other_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        std::fs::create_dir(&input).unwrap();
+        std::fs::write(input.join("a.txt"), "one\ntwo\n").unwrap();
+        std::fs::write(dir.path().join("secret.txt"), "secret\n").unwrap();
+        let source = TextFileSource::new([&input]);
+        for (state, needle) in [
+            (position(1, 0), "names input file 1, but there are only 1"),
+            (position(u64::MAX, 0), "but there are only 1"),
+            (vec![0; 15], "multiple of 16 bytes"),
+        ] {
+            let mut reader = source.create_reader(&info()).unwrap();
+            let err = reader.restore_splits(vec![state]).unwrap_err();
+            assert!(NonRecoverable::is_in(&err), "{err:#}");
+            assert!(err.to_string().contains(needle), "{err:#}");
+        }
+        let mut reader = source.create_reader(&info()).unwrap();
+        reader.restore_splits(vec![position(0, 100)]).unwrap();
+        reader.open(&info()).unwrap();
+        let err = reader.poll_next(&mut Vec::new(), 10).unwrap_err();
+        assert!(NonRecoverable::is_in(&err), "{err:#}");
+        assert!(err.to_string().contains("a.txt"), "{err:#}");
+
+        let mut reader = source.create_reader(&info()).unwrap();
+        reader.restore_splits(vec![position(0, 4)]).unwrap();
+        reader.open(&info()).unwrap();
+        let mut out = Vec::new();
+        while reader.poll_next(&mut out, 10).unwrap() != SourceStatus::Finished {}
+        assert_eq!(out, vec!["two"]);
+    }
+}
