@@ -20,9 +20,9 @@ use crate::format::LineFormat;
 /// `readTextFile` (and unlike Flink's newer `FileSource`) subdirectories are
 /// not read; they are skipped with a warning, and so are links that lead
 /// nowhere. A path named explicitly is read whatever its name. Positions
-/// index this listing, so a snapshot taken before hidden names were
-/// skipped, of a directory that held some, resumes in the wrong files:
-/// restore such a snapshot only after removing the hidden files it read.
+/// name their file, so a restore resumes in the very file it was reading
+/// or fails naming it; positions written before hidden names were skipped
+/// (which counted them) are read by the listing they were taken against.
 #[derive(Debug, Clone)]
 pub struct TextFileSource {
     paths: Vec<PathBuf>,
@@ -42,12 +42,18 @@ impl TextFileSource {
     /// Every input file, directories expanded; a missing or unreadable path is
     /// an error naming it.
     pub fn files(&self) -> anyhow::Result<Vec<PathBuf>> {
+        self.listing(false)
+    }
+
+    /// The input files; `with_hidden` lists hidden names too, as Floe did
+    /// before it skipped them: what positions of that format index.
+    fn listing(&self, with_hidden: bool) -> anyhow::Result<Vec<PathBuf>> {
         let mut files = Vec::new();
         for p in &self.paths {
             let meta = std::fs::metadata(p)
                 .with_context(|| format!("cannot read input path {}", p.display()))?;
             if meta.is_dir() {
-                files.extend(list_input_dir(p)?);
+                files.extend(list_input_dir(p, with_hidden)?);
             } else {
                 files.push(p.clone());
             }
@@ -64,8 +70,8 @@ fn is_hidden(name: &std::ffi::OsStr) -> bool {
 
 /// The input files of directory `dir`, in name order: visible regular
 /// files, and links to them. Subdirectories and broken links are skipped
-/// with a warning, hidden names silently.
-fn list_input_dir(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// with a warning, hidden names silently (unless `with_hidden`).
+fn list_input_dir(dir: &Path, with_hidden: bool) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let listing = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list input directory {}", dir.display()))?;
@@ -73,7 +79,7 @@ fn list_input_dir(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let entry =
             entry.with_context(|| format!("cannot list input directory {}", dir.display()))?;
         let path = entry.path();
-        if is_hidden(&entry.file_name()) {
+        if !with_hidden && is_hidden(&entry.file_name()) {
             tracing::debug!(file = %path.display(), "skipping a hidden input file");
             continue;
         }
@@ -110,6 +116,7 @@ impl Source<String> for TextFileSource {
             .map(|i| (i, 0))
             .collect();
         Ok(Box::new(TextFileReader {
+            source: self.clone(),
             files,
             splits,
             reader: None,
@@ -121,6 +128,8 @@ impl Source<String> for TextFileSource {
 /// One subtask's reader over its splits: the files dealt to it, or after a
 /// rescaling restore the remaining files of the old subtasks it took over.
 struct TextFileReader {
+    /// The source, for the listing that old positions index.
+    source: TextFileSource,
     /// Every input file; splits refer to them by index.
     files: Vec<PathBuf>,
     /// Remaining splits in reading order: (file index, byte offset of the
@@ -155,24 +164,58 @@ impl TextFileReader {
         Ok(())
     }
 
-    /// Positions are indexes into this source's own input files (see
-    /// `snapshot_state`): a snapshot cannot name any other file.
+    /// Positions name files by path (see `snapshot_state`), resolved
+    /// against this source's own input files: a snapshot cannot name any
+    /// other file, and one whose file is gone or renamed is refused by name
+    /// rather than resumed in a neighbour.
     fn decode_splits(&mut self, states: Vec<Vec<u8>>) -> anyhow::Result<()> {
         let mut splits = Vec::new();
+        let mut legacy_files = None;
         for state in &states {
+            if let Some(mut rest) = state.strip_prefix(POSITION_MAGIC.as_slice()) {
+                while !rest.is_empty() {
+                    let (offset, path, tail) = decode_named_split(rest)?;
+                    rest = tail;
+                    let index = self
+                        .files
+                        .iter()
+                        .position(|f| f.as_os_str().as_encoded_bytes() == path)
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "text file position names input file {}, which is not among this source's input files (did the input change?)",
+                                String::from_utf8_lossy(path)
+                            )
+                        })?;
+                    splits.push((index, offset));
+                }
+                continue;
+            }
+            // Before positions named their file: (index, offset) pairs into
+            // the listing that still counted hidden names.
             anyhow::ensure!(
                 state.len() % 16 == 0,
                 "text file position must be a multiple of 16 bytes, got {}",
                 state.len()
             );
+            let legacy = match &mut legacy_files {
+                Some(files) => files,
+                None => legacy_files.insert(self.source.listing(true)?),
+            };
             for c in state.chunks_exact(16) {
                 let index = u64::from_le_bytes(c[..8].try_into().expect("8 bytes")) as usize;
                 let offset = u64::from_le_bytes(c[8..].try_into().expect("8 bytes"));
-                anyhow::ensure!(
-                    index < self.files.len(),
-                    "text file position names input file {index}, but there are only {} input files (did the input change?)",
-                    self.files.len()
-                );
+                let path = legacy.get(index).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "text file position names input file {index}, but there are only {} input files (did the input change?)",
+                        legacy.len()
+                    )
+                })?;
+                let index = self.files.iter().position(|f| f == path).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "text file position was reading {}, a hidden file this source no longer reads; remove it from the input, or restore from a newer snapshot",
+                        path.display()
+                    )
+                })?;
                 splits.push((index, offset));
             }
         }
@@ -183,14 +226,33 @@ impl TextFileReader {
     }
 }
 
+/// What a position in the named format starts with (older positions are
+/// bare 16-byte pairs, whose first bytes are a small file index).
+const POSITION_MAGIC: [u8; 4] = *b"FTP2";
+
+/// One named split: offset (u64 LE), path length (u32 LE), path bytes;
+/// returns them and the rest.
+fn decode_named_split(bytes: &[u8]) -> anyhow::Result<(u64, &[u8], &[u8])> {
+    let torn = || anyhow::anyhow!("text file position is torn ({} bytes left)", bytes.len());
+    let offset = u64::from_le_bytes(bytes.get(..8).ok_or_else(torn)?.try_into().expect("8"));
+    let len = u32::from_le_bytes(bytes.get(8..12).ok_or_else(torn)?.try_into().expect("4"));
+    let end = 12usize.checked_add(len as usize).ok_or_else(torn)?;
+    let path = bytes.get(12..end).ok_or_else(torn)?;
+    Ok((offset, path, &bytes[end..]))
+}
+
 impl SourceReader<String> for TextFileReader {
-    /// Position: the remaining splits, each (file index among all input
-    /// files, byte offset of the next line) as two little-endian u64s.
+    /// Position: [`POSITION_MAGIC`], then the remaining splits, each the
+    /// byte offset of the next line (u64 LE) and its file's path (u32 LE
+    /// length, bytes): the path, not an index, so that a changed listing
+    /// cannot make a restore resume in another file.
     fn snapshot_state(&mut self) -> anyhow::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(self.splits.len() * 16);
+        let mut out = POSITION_MAGIC.to_vec();
         for (index, offset) in &self.splits {
-            out.extend_from_slice(&(*index as u64).to_le_bytes());
+            let path = self.files[*index].as_os_str().as_encoded_bytes();
             out.extend_from_slice(&offset.to_le_bytes());
+            out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+            out.extend_from_slice(path);
         }
         Ok(out)
     }
@@ -420,10 +482,20 @@ mod tests {
         std::fs::write(input.join("a.txt"), "one\ntwo\n").unwrap();
         std::fs::write(dir.path().join("secret.txt"), "secret\n").unwrap();
         let source = TextFileSource::new([&input]);
+        let mut named_outside = POSITION_MAGIC.to_vec();
+        let secret = dir.path().join("secret.txt");
+        let secret = secret.as_os_str().as_encoded_bytes();
+        named_outside.extend_from_slice(&0u64.to_le_bytes());
+        named_outside.extend_from_slice(&(secret.len() as u32).to_le_bytes());
+        named_outside.extend_from_slice(secret);
+        let mut torn = named_outside.clone();
+        torn.truncate(torn.len() - 1);
         for (state, needle) in [
             (position(1, 0), "names input file 1, but there are only 1"),
             (position(u64::MAX, 0), "but there are only 1"),
             (vec![0; 15], "multiple of 16 bytes"),
+            (named_outside, "secret.txt, which is not among"),
+            (torn, "torn"),
         ] {
             let mut reader = source.create_reader(&info()).unwrap();
             let err = reader.restore_splits(vec![state]).unwrap_err();
@@ -443,5 +515,60 @@ mod tests {
         let mut out = Vec::new();
         while reader.poll_next(&mut out, 10).unwrap() != SourceStatus::Finished {}
         assert_eq!(out, vec!["two"]);
+    }
+
+    /// Reads `reader` to its end.
+    fn read_all(mut reader: Box<dyn SourceReader<String>>) -> Vec<String> {
+        reader.open(&info()).unwrap();
+        let mut out = Vec::new();
+        while reader.poll_next(&mut out, 10).unwrap() != SourceStatus::Finished {}
+        out
+    }
+
+    /// A position names its file, so a restore after the listing changed
+    /// (a file added in front) resumes in the very file it was reading,
+    /// where an index would have moved it to a neighbour.
+    #[test]
+    fn positions_follow_their_file_when_the_listing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.txt"), "b1\nb2\n").unwrap();
+        std::fs::write(dir.path().join("c.txt"), "c1\n").unwrap();
+        let source = TextFileSource::new([dir.path()]);
+        let mut reader = source.create_reader(&info()).unwrap();
+        reader.open(&info()).unwrap();
+        let mut out = Vec::new();
+        reader.poll_next(&mut out, 1).unwrap();
+        assert_eq!(out, ["b1"]);
+        let position = reader.snapshot_state().unwrap();
+        assert!(position.starts_with(&POSITION_MAGIC));
+
+        std::fs::write(dir.path().join("a.txt"), "a1\n").unwrap();
+        let mut restored = source.create_reader(&info()).unwrap();
+        restored.restore_splits(vec![position]).unwrap();
+        assert_eq!(read_all(restored), ["b2", "c1"]);
+    }
+
+    /// Positions written before hidden names were skipped index the
+    /// listing that counted them: they resume in the same file, and one
+    /// that was reading a hidden file is refused naming it.
+    #[test]
+    fn positions_of_the_index_format_resume_in_the_file_they_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".hidden"), "h1\n").unwrap();
+        std::fs::write(dir.path().join("a.txt"), "a1\na2\n").unwrap();
+        std::fs::write(dir.path().join("b.txt"), "b1\n").unwrap();
+        let source = TextFileSource::new([dir.path()]);
+        // Old listing: .hidden, a.txt, b.txt. Position: a.txt after "a1\n",
+        // then all of b.txt.
+        let mut reader = source.create_reader(&info()).unwrap();
+        reader
+            .restore_splits(vec![[position(1, 3), position(2, 0)].concat()])
+            .unwrap();
+        assert_eq!(read_all(reader), ["a2", "b1"]);
+
+        let mut reader = source.create_reader(&info()).unwrap();
+        let err = reader.restore_splits(vec![position(0, 0)]).unwrap_err();
+        assert!(NonRecoverable::is_in(&err), "{err:#}");
+        assert!(err.to_string().contains(".hidden"), "{err:#}");
     }
 }
