@@ -398,7 +398,11 @@ impl CheckpointConfig {
         }
         if let Some(dir) = &self.checkpoint_dir {
             if let Err(reason) = crate::location::check_url_syntax(dir) {
-                return invalid(options::CHECKPOINTS_DIR.key, format!("{dir:?}"), reason.into());
+                return invalid(
+                    options::CHECKPOINTS_DIR.key,
+                    format!("{dir:?}"),
+                    reason.into(),
+                );
             }
         }
         Ok(())

@@ -460,7 +460,8 @@ impl CheckpointStorage {
                 max_state_size: Some(JOBMANAGER_MAX_STATE_SIZE),
             });
         }
-        crate::location::check_url_syntax(given).map_err(|reason| unsupported(reason.to_string()))?;
+        crate::location::check_url_syntax(given)
+            .map_err(|reason| unsupported(reason.to_string()))?;
         let parsed = Url::parse(given).map_err(|e| unsupported(e.to_string()))?;
         if parsed.query().is_some() || parsed.fragment().is_some() {
             return Err(unsupported("a query or fragment is not allowed".into()));
