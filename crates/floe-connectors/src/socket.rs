@@ -1,6 +1,12 @@
 //! A socket text source (Flink's `socketTextStream`): connects to a server,
 //! reads newline-delimited text, and ends when the server closes the
 //! connection. It cannot rewind, so it is at-most-once across failures.
+//!
+//! A line longer than the source's maximum line length (1 MiB unless
+//! [`SocketTextSource::with_max_line_length`] says otherwise) fails the
+//! source with an error naming the limit, rather than being split (which
+//! would change the records) or buffered without bound (a peer that never
+//! sends a newline would otherwise grow the job's memory until it dies).
 
 use std::io::{ErrorKind, Read};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -9,10 +15,15 @@ use std::time::Duration;
 use anyhow::Context;
 use floe_runtime::{Source, SourceReader, SourceStatus, TaskInfo};
 
+/// The default longest line: far beyond any text line a socket sends, small
+/// enough that a stream without newlines cannot hurt the job.
+pub const DEFAULT_MAX_LINE_LENGTH: usize = 1 << 20;
+
 /// Reads lines from `host:port`. Runs with parallelism 1.
 #[derive(Debug, Clone)]
 pub struct SocketTextSource {
     address: String,
+    max_line_length: usize,
 }
 
 impl SocketTextSource {
@@ -20,7 +31,15 @@ impl SocketTextSource {
     pub fn new(address: impl Into<String>) -> Self {
         SocketTextSource {
             address: address.into(),
+            max_line_length: DEFAULT_MAX_LINE_LENGTH,
         }
+    }
+
+    /// Lines longer than `bytes` (without the newline) fail the source
+    /// (default [`DEFAULT_MAX_LINE_LENGTH`]); at least 1.
+    pub fn with_max_line_length(mut self, bytes: usize) -> Self {
+        self.max_line_length = bytes.max(1);
+        self
     }
 }
 
@@ -32,6 +51,7 @@ impl Source<String> for SocketTextSource {
     fn create_reader(&self, _info: &TaskInfo) -> anyhow::Result<Box<dyn SourceReader<String>>> {
         Ok(Box::new(SocketReader {
             address: self.address.clone(),
+            max_line_length: self.max_line_length,
             stream: None,
             pending: Vec::new(),
             ended: false,
@@ -41,6 +61,7 @@ impl Source<String> for SocketTextSource {
 
 struct SocketReader {
     address: String,
+    max_line_length: usize,
     stream: Option<TcpStream>,
     /// Bytes after the last complete line.
     pending: Vec<u8>,
@@ -48,6 +69,26 @@ struct SocketReader {
 }
 
 impl SocketReader {
+    fn too_long(&self, at_least: usize) -> anyhow::Error {
+        anyhow::anyhow!(
+            "socket source {} sent a line of more than {} bytes (at least {at_least}); the limit keeps a peer that never sends a newline from exhausting memory (SocketTextSource::with_max_line_length raises it)",
+            self.address,
+            self.max_line_length
+        )
+    }
+
+    /// Fails when the bytes after the last newline already exceed the
+    /// limit (they can only become a longer line).
+    fn check_pending(&self) -> anyhow::Result<()> {
+        if self.pending.len() > self.max_line_length {
+            let complete = self.pending.iter().position(|b| *b == b'\n');
+            if complete.is_none_or(|pos| pos > self.max_line_length) {
+                return Err(self.too_long(complete.unwrap_or(self.pending.len())));
+            }
+        }
+        Ok(())
+    }
+
     fn take_lines(&mut self, out: &mut Vec<String>, max: usize) -> anyhow::Result<usize> {
         let mut n = 0;
         let mut start = 0;
@@ -57,6 +98,9 @@ impl SocketReader {
             };
             let mut line = &self.pending[start..start + pos];
             line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > self.max_line_length {
+                return Err(self.too_long(line.len()));
+            }
             out.push(
                 String::from_utf8(line.to_vec()).with_context(|| {
                     format!("socket source {} sent invalid UTF-8", self.address)
@@ -108,6 +152,7 @@ impl SourceReader<String> for SocketReader {
         if self.ended {
             if !self.pending.is_empty() {
                 // The last line had no newline.
+                self.check_pending()?;
                 let rest = std::mem::take(&mut self.pending);
                 out.push(String::from_utf8(rest).with_context(|| {
                     format!("socket source {} sent invalid UTF-8", self.address)
@@ -126,6 +171,7 @@ impl SourceReader<String> for SocketReader {
                 self.pending.extend_from_slice(&buf[..n]);
                 let before = out.len();
                 self.take_lines(out, max - before.min(max))?;
+                self.check_pending()?;
                 Ok(SourceStatus::MoreAvailable)
             }
             Err(e)
@@ -140,5 +186,95 @@ impl SourceReader<String> for SocketReader {
                 Err(e).with_context(|| format!("cannot read from socket source {}", self.address))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::net::TcpListener;
+
+    use super::*;
+
+    fn info() -> TaskInfo {
+        TaskInfo {
+            job_id: floe_core::JobId::from_u128(1),
+            job_name: "test".into(),
+            operator_name: "socket".into(),
+            uid: "socket".into(),
+            subtask_index: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+        }
+    }
+
+    /// Reads from a server sending `payload` (then closing when `close`)
+    /// until the source finishes or fails; the lines read and the outcome.
+    fn read_all(
+        payload: Vec<u8>,
+        close: bool,
+        max_line: usize,
+    ) -> (Vec<String>, anyhow::Result<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            // The peer may stop reading (the source failed): ignore errors.
+            let _ = s.write_all(&payload);
+            if !close {
+                // Hold the connection open without a newline.
+                std::thread::sleep(Duration::from_secs(60));
+            }
+        });
+        let source = SocketTextSource::new(addr.to_string()).with_max_line_length(max_line);
+        let mut reader = source.create_reader(&info()).unwrap();
+        reader.open(&info()).unwrap();
+        let mut lines = Vec::new();
+        let outcome = loop {
+            match reader.poll_next(&mut lines, 1000) {
+                Ok(SourceStatus::Finished) => break Ok(()),
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if close {
+            server.join().unwrap();
+        }
+        (lines, outcome)
+    }
+
+    #[test]
+    fn lines_up_to_the_limit_pass_and_the_last_line_needs_no_newline() {
+        let mut payload = b"a\r\n".to_vec();
+        payload.extend(vec![b'x'; 1000]);
+        payload.extend(b"\nlast");
+        let (lines, outcome) = read_all(payload, true, 1000);
+        outcome.unwrap();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0], "a");
+        assert_eq!(lines[1].len(), 1000);
+        assert_eq!(lines[2], "last");
+    }
+
+    /// A peer that sends 8 MiB and never a newline (and never closes)
+    /// fails the source once the limit is passed, instead of being
+    /// buffered without end.
+    #[test]
+    fn a_stream_without_newlines_fails_with_the_limit_named() {
+        let (lines, outcome) = read_all(vec![b'y'; 8 << 20], false, 64 << 10);
+        assert!(lines.is_empty());
+        let err = format!("{:#}", outcome.unwrap_err());
+        assert!(err.contains("more than 65536 bytes"), "{err}");
+        assert!(err.contains("127.0.0.1"), "{err}");
+    }
+
+    #[test]
+    fn an_over_long_complete_line_and_an_over_long_last_line_fail() {
+        let mut payload = vec![b'z'; 2000];
+        payload.push(b'\n');
+        let (_, outcome) = read_all(payload, true, 1000);
+        assert!(format!("{:#}", outcome.unwrap_err()).contains("more than 1000 bytes"));
+        let (_, outcome) = read_all(vec![b'z'; 1500], true, 1000);
+        assert!(format!("{:#}", outcome.unwrap_err()).contains("more than 1000 bytes"));
     }
 }
