@@ -10,7 +10,7 @@ use floe_checkpoint::{
 use floe_core::JobId;
 use floe_core::config::options;
 use floe_core::{ConfigOption, Configuration, PortRanges};
-use floe_queryable::QueryableStateService;
+use floe_queryable::{QueryableServiceError, QueryableStateService, ServiceLimits};
 use floe_runtime::checkpoint::AlignmentMode;
 use floe_runtime::coordinator::{CheckpointSettings, CheckpointStore};
 use floe_runtime::graph::{JobEdge, JobVertex, StreamTypeOps, VertexKind, WriterFactory};
@@ -456,14 +456,36 @@ impl StreamEnvironment {
         };
         let proxy_ports = ports(&options::QUERYABLE_STATE_PROXY_PORTS, 9069)?;
         let server_ports = ports(&options::QUERYABLE_STATE_SERVER_PORTS, 9067)?;
-        let service = QueryableStateService::shared(&address, &proxy_ports, &server_ports)
-            .map_err(|e| {
-                JobError::Config(floe_core::ConfigError::InvalidValue {
-                    key: options::QUERYABLE_STATE_PROXY_PORTS.key.into(),
-                    value: proxy_ports.to_string(),
-                    reason: e.to_string(),
-                })
-            })?;
+        let defaults = ServiceLimits::default();
+        let limits = ServiceLimits {
+            max_connections: config
+                .get(&options::QUERYABLE_STATE_MAX_CONNECTIONS)?
+                .map_or(defaults.max_connections, |n| n as usize),
+            max_request_size: config
+                .get(&options::QUERYABLE_STATE_MAX_REQUEST_SIZE)?
+                .map_or(defaults.max_request_size, |n| n as usize),
+            idle_timeout: config
+                .get(&options::QUERYABLE_STATE_IDLE_TIMEOUT)?
+                .unwrap_or(defaults.idle_timeout),
+        };
+        let service =
+            QueryableStateService::shared(&address, &proxy_ports, &server_ports, limits).map_err(
+                |e| {
+                    // Blame the key that is at fault: the ports when they
+                    // are taken or reserved, else the address.
+                    let (key, value) = match &e {
+                        QueryableServiceError::Bind {
+                            key, ports, kind, ..
+                        } if port_at_fault(*kind) => (key.to_string(), ports.clone()),
+                        _ => (options::REST_ADDRESS.key.to_string(), address.clone()),
+                    };
+                    JobError::Config(floe_core::ConfigError::InvalidValue {
+                        key,
+                        value,
+                        reason: e.to_string(),
+                    })
+                },
+            )?;
         eprintln!(
             "Queryable state proxy: {} (server {})",
             service.proxy_address(),
@@ -513,6 +535,15 @@ impl StreamEnvironment {
         drop(server);
         result
     }
+}
+
+/// Whether a failed bind is the port's fault (taken, or reserved for
+/// privileged users) rather than the address's.
+fn port_at_fault(kind: std::io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied
+    )
 }
 
 /// Reads a savepoint's or a retained checkpoint's metadata and state files.

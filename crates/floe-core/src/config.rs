@@ -268,6 +268,34 @@ pub mod options {
         parse: PortRanges::parse,
     };
 
+    /// Connections each queryable-state port serves at once.
+    pub const QUERYABLE_STATE_MAX_CONNECTIONS: ConfigOption<u32> = ConfigOption {
+        key: "queryable-state.max-connections",
+        description: "Connections the queryable-state proxy and the server each serve at once; further connections are closed on arrival (default 256).",
+        parse: parse_positive_u32,
+    };
+
+    /// The largest query the queryable-state ports accept.
+    pub const QUERYABLE_STATE_MAX_REQUEST_SIZE: ConfigOption<u64> = ConfigOption {
+        key: "queryable-state.max-request-size",
+        description: "Largest query frame (job id, state name and key) the queryable-state ports accept, at most 64 mb; a client announcing a larger one is disconnected before it is read (default 64 kb).",
+        parse: |s| match parse_memory_size(s)? {
+            n if n < 64 => Err("must be at least 64 bytes".into()),
+            n if n > 64 << 20 => Err("must be at most 64 mb (the protocol's frame limit)".into()),
+            n => Ok(n),
+        },
+    };
+
+    /// How long a queryable-state connection may stay without a complete frame.
+    pub const QUERYABLE_STATE_IDLE_TIMEOUT: ConfigOption<Duration> = ConfigOption {
+        key: "queryable-state.idle-timeout",
+        description: "How long a queryable-state connection may go without sending a complete query (or its hello) before it is closed; clients reconnect on their next query (default 5 min).",
+        parse: |s| match parse_duration_value(s)? {
+            d if d.is_zero() => Err("must be greater than 0".into()),
+            d => Ok(d),
+        },
+    };
+
     /// How long a task waits for buffered output before flushing it anyway.
     pub const BUFFER_TIMEOUT: ConfigOption<Duration> = ConfigOption {
         key: "execution.buffer-timeout.interval",
@@ -334,6 +362,18 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     (
         options::QUERYABLE_STATE_SERVER_PORTS.key,
         options::QUERYABLE_STATE_SERVER_PORTS.description,
+    ),
+    (
+        options::QUERYABLE_STATE_MAX_CONNECTIONS.key,
+        options::QUERYABLE_STATE_MAX_CONNECTIONS.description,
+    ),
+    (
+        options::QUERYABLE_STATE_MAX_REQUEST_SIZE.key,
+        options::QUERYABLE_STATE_MAX_REQUEST_SIZE.description,
+    ),
+    (
+        options::QUERYABLE_STATE_IDLE_TIMEOUT.key,
+        options::QUERYABLE_STATE_IDLE_TIMEOUT.description,
     ),
     // Checkpointing: the options are defined in floe-checkpoint's config.rs
     // (`floe_checkpoint::config::options`); a test there keeps these in step.

@@ -206,12 +206,24 @@ impl QueryableStateClient {
         let _ = stream.set_nodelay(true);
         let (read, mut write) = stream.into_split();
         let mut read = tokio::io::BufReader::new(read);
+        // A proxy at its connection limit closes new connections at once.
+        let closed_early = |e: ProtocolError| match e {
+            ProtocolError::Io(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                fail("the proxy closed the connection before answering the hello (it may be serving its limit of connections, queryable-state.max-connections)".into())
+            }
+            e => fail(e.to_string()),
+        };
         protocol::write_frames(&mut write, &protocol::hello())
             .await
-            .map_err(|e| fail(e.to_string()))?;
-        protocol::read_hello(&mut read)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(closed_early)?;
+        protocol::read_hello(&mut read).await.map_err(closed_early)?;
         let pending: Pending = Arc::default();
         let broken: Arc<Mutex<Option<String>>> = Arc::default();
         let (requests, mut outgoing) = mpsc::unbounded_channel::<KvRequest>();
@@ -248,7 +260,8 @@ impl QueryableStateClient {
         tokio::spawn(async move {
             let mut buf = Vec::new();
             loop {
-                match protocol::read_frame::<_, KvResponse>(&mut read, &mut buf).await {
+                match protocol::read_frame::<_, KvResponse>(&mut read, &mut buf, protocol::MAX_FRAME)
+                    .await {
                     Ok(Some(response)) => {
                         let waiter = reader_pending
                             .lock()

@@ -18,4 +18,4 @@ pub mod protocol;
 pub mod service;
 
 pub use client::{QueryClientError, QueryableStateClient};
-pub use service::{JobRegistration, QueryableServiceError, QueryableStateService};
+pub use service::{JobRegistration, QueryableServiceError, QueryableStateService, ServiceLimits};
