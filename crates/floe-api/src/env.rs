@@ -507,20 +507,42 @@ impl StreamEnvironment {
             .get(&options::REST_ADDRESS)?
             .unwrap_or_else(|| "127.0.0.1".to_string());
         let port = config.get(&options::REST_PORT)?.unwrap_or(0);
+        let auth = floe_rest::RestAuth {
+            token: config.get(&options::REST_AUTH_TOKEN)?,
+            protect_reads: config
+                .get(&options::REST_AUTH_PROTECT_READS)?
+                .unwrap_or(false),
+        };
+        if auth.protect_reads && auth.token.is_none() {
+            return Err(JobError::Config(floe_core::ConfigError::InvalidValue {
+                key: options::REST_AUTH_PROTECT_READS.key.into(),
+                value: "true".into(),
+                reason: format!("needs {} to be set", options::REST_AUTH_TOKEN.key),
+            }));
+        }
         let mut client = JobManager::new(settings).submit(job_name, &graph)?;
         if let Err(e) = self.serve_queryable_state(&mut client) {
             client.cancel();
             let _ = client.wait();
             return Err(e);
         }
-        let rest = match floe_rest::serve_job(client.control(), &address, port) {
+        let rest = match floe_rest::serve_job(client.control(), &address, port, auth) {
             Ok(r) => r,
             Err(e) => {
                 client.cancel();
                 let _ = client.wait();
+                // A taken or reserved port is rest.port's fault; an address
+                // of no local interface (or no address at all) is
+                // rest.address's. The message names address:port and the OS reason.
+                let (key, value) = match &e {
+                    floe_rest::RestError::Bind { source, .. } if port_at_fault(source.kind()) => {
+                        (options::REST_PORT.key, port.to_string())
+                    }
+                    _ => (options::REST_ADDRESS.key, address.clone()),
+                };
                 return Err(JobError::Config(floe_core::ConfigError::InvalidValue {
-                    key: options::REST_PORT.key.into(),
-                    value: format!("{address}:{port}"),
+                    key: key.into(),
+                    value,
                     reason: format!("cannot serve the REST API: {e}"),
                 }));
             }

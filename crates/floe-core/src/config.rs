@@ -240,6 +240,29 @@ pub mod options {
         },
     };
 
+    /// A bearer token the REST API's mutating routes require.
+    pub const REST_AUTH_TOKEN: ConfigOption<String> = ConfigOption {
+        key: "rest.auth.token",
+        description: "Bearer token that POST, PATCH and DELETE requests to the job's REST API must carry (Authorization: Bearer <token>); the floe CLI sends $FLOE_REST_TOKEN or --token (default: unset, no token required; see docs/security.md).",
+        parse: |s| {
+            let t = s.trim();
+            if t.is_empty() {
+                Err("must not be empty (leave the key out to require no token)".into())
+            } else if !t.bytes().all(|b| b.is_ascii_graphic()) {
+                Err("must be printable ASCII without spaces (it is sent in an HTTP header)".into())
+            } else {
+                Ok(t.to_string())
+            }
+        },
+    };
+
+    /// Whether the REST API's read routes need the token too.
+    pub const REST_AUTH_PROTECT_READS: ConfigOption<bool> = ConfigOption {
+        key: "rest.auth.protect-reads",
+        description: "With rest.auth.token set, require the token on every route, status and state queries included (default false: reads stay open).",
+        parse: parse_bool,
+    };
+
     /// Queryable state (read keyed state of a running job from outside).
     pub const QUERYABLE_STATE_ENABLE: ConfigOption<bool> = ConfigOption {
         key: "queryable-state.enable",
@@ -347,6 +370,14 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ),
     (options::REST_PORT.key, options::REST_PORT.description),
     (options::REST_ADDRESS.key, options::REST_ADDRESS.description),
+    (
+        options::REST_AUTH_TOKEN.key,
+        options::REST_AUTH_TOKEN.description,
+    ),
+    (
+        options::REST_AUTH_PROTECT_READS.key,
+        options::REST_AUTH_PROTECT_READS.description,
+    ),
     (
         options::QUERYABLE_STATE_ENABLE.key,
         options::QUERYABLE_STATE_ENABLE.description,

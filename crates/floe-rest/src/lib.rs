@@ -20,9 +20,11 @@
 //! | `PATCH /jobs/{id}?mode=cancel` | cancel → 202 `{}` |
 //!
 //! Every route is also served under Flink's version prefix `/v1`. Errors are
-//! `{"errors": ["…"]}` with 400 (bad body or parameter, naming it), 404
-//! (unknown job, trigger id or route), 405 or 409 (the job's state forbids
-//! the request).
+//! `{"errors": ["…"]}` with 400 (bad body or parameter, naming it), 401
+//! (a token is required, see [`RestAuth`]), 404 (unknown job, trigger id or
+//! route), 405, 409 (the job's state forbids the request) or 413 (a body
+//! over 64 KiB). The endpoint serves at most 64 connections at once and
+//! closes a connection idle for a minute (docs/security.md).
 
 #![warn(missing_docs)]
 
@@ -37,6 +39,29 @@ pub use error::RestError;
 pub use registry::{Registration, RegistryEntry};
 pub use server::RestServer;
 
+/// Who may use the endpoint: with a token, requests that change the job
+/// (POST, PATCH, DELETE) must carry `Authorization: Bearer <token>`, and
+/// with `protect_reads` every request must. Without a token the endpoint
+/// trusts whoever can reach it (bind it to loopback: `rest.address`).
+#[derive(Clone, Default)]
+pub struct RestAuth {
+    /// `rest.auth.token`.
+    pub token: Option<String>,
+    /// `rest.auth.protect-reads`.
+    pub protect_reads: bool,
+}
+
+impl std::fmt::Debug for RestAuth {
+    // Never print the token itself (logs are read by more people than the
+    // configuration file).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestAuth")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("protect_reads", &self.protect_reads)
+            .finish()
+    }
+}
+
 /// Starts the job's REST endpoint on `address:port` and registers it in the
 /// job registry, logging and printing (to stderr, one line)
 /// `REST endpoint: http://<addr>` so a user sees where it listens.
@@ -48,10 +73,11 @@ pub fn serve_job(
     control: JobControl,
     address: &str,
     port: u16,
+    auth: RestAuth,
 ) -> Result<(RestServer, Registration), RestError> {
     let job_id = control.job_id();
     let name = control.job_name().to_string();
-    let server = RestServer::start(control, address, port)?;
+    let server = RestServer::start(control, address, port, auth)?;
     let addr = server.local_addr();
     let registration = registry::register(job_id, &name, addr)?;
     tracing::info!(job = %job_id, "REST endpoint: http://{addr}");

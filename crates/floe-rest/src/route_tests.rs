@@ -16,8 +16,9 @@ use floe_runtime::{
 use floe_state::QueryValue;
 use serde_json::{Value, json};
 
-use crate::routes::{HISTORY_SIZE, JobHandle, router};
-use crate::server::RestServer;
+use crate::RestAuth;
+use crate::routes::{HISTORY_SIZE, JobHandle, MAX_BODY, router};
+use crate::server::{ConnectionLimits, RestServer};
 
 const JOB: JobId = JobId::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
 const JOB_STR: &str = "0123456789abcdef0123456789abcdef";
@@ -183,8 +184,12 @@ struct Fixture {
 }
 
 fn serve() -> Fixture {
+    serve_with(RestAuth::default())
+}
+
+fn serve_with(auth: RestAuth) -> Fixture {
     let job = FakeJob::new();
-    let (app, unreported) = router(job.clone());
+    let (app, unreported) = router(job.clone(), auth);
     let server = RestServer::start_router(app, unreported, "127.0.0.1", 0).unwrap();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -227,6 +232,45 @@ impl Fixture {
 
     fn patch(&self, path: &str) -> (u16, Value) {
         Self::read(self.agent.patch(&self.url(path)).send_empty().unwrap())
+    }
+
+    /// A request with an optional `Authorization` header value; the status,
+    /// the JSON body and the `WWW-Authenticate` header.
+    fn with_auth(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> (u16, Value, Option<String>) {
+        let url = self.url(path);
+        let resp = match method {
+            "GET" => {
+                let mut r = self.agent.get(&url);
+                if let Some(a) = authorization {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            "POST" | "PATCH" => {
+                let mut r = if method == "POST" {
+                    self.agent.post(&url)
+                } else {
+                    self.agent.patch(&url)
+                };
+                if let Some(a) = authorization {
+                    r = r.header("Authorization", a);
+                }
+                r.send_empty()
+            }
+            other => panic!("{other}"),
+        }
+        .unwrap();
+        let www = resp
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_string());
+        let (status, body) = Self::read(resp);
+        (status, body, www)
     }
 }
 
@@ -734,4 +778,351 @@ fn state_queries_answer_found_not_found_and_clear_errors() {
         404,
         &["not found"],
     );
+}
+
+/// Satisfies [`assert_error`] from a [`Fixture::with_auth`] answer.
+fn no_header(reply: (u16, Value, Option<String>)) -> (u16, Value) {
+    (reply.0, reply.1)
+}
+
+#[test]
+fn duplicate_keys_in_bodies_and_parameters_are_refused_naming_the_key() {
+    let f = serve();
+    let savepoints = format!("/jobs/{JOB_STR}/savepoints");
+    assert_error(
+        f.post(
+            &savepoints,
+            r#"{"target-directory": "/a", "target-directory": "/b"}"#,
+        ),
+        400,
+        &["\"target-directory\"", "twice"],
+    );
+    assert_error(
+        f.post(
+            &savepoints,
+            r#"{"cancel-job": false, "target-directory": "/a", "cancel-job": true}"#,
+        ),
+        400,
+        &["\"cancel-job\"", "twice"],
+    );
+    assert_error(
+        f.post(
+            &format!("/jobs/{JOB_STR}/stop"),
+            r#"{"drain": false, "drain": true}"#,
+        ),
+        400,
+        &["\"drain\"", "twice"],
+    );
+    // Nested objects too (the key of a state query is JSON).
+    assert_error(
+        f.get(&format!(
+            "/jobs/{JOB_STR}/state/count?key=%7B%22a%22%3A1%2C%22a%22%3A2%7D"
+        )),
+        400,
+        &["\"a\"", "twice", "'key'"],
+    );
+    assert_error(
+        f.get(&format!("/jobs/{JOB_STR}/state/count?key=1&key=2")),
+        400,
+        &["\"key\"", "twice"],
+    );
+    assert_error(
+        f.patch(&format!("/jobs/{JOB_STR}?mode=cancel&mode=cancel")),
+        400,
+        &["\"mode\"", "twice"],
+    );
+    // A state name carrying its own query string is not a second key.
+    assert_error(
+        f.get(&format!("/jobs/{JOB_STR}/state/count?key=9&other=1")),
+        400,
+        &["\"other\""],
+    );
+    assert!(f.job.state().requests.is_empty());
+    assert_eq!(f.job.state().cancels, 0);
+}
+
+#[test]
+fn bodies_over_the_limit_are_refused_with_413_before_they_are_read() {
+    let f = serve();
+    let big = format!(
+        r#"{{"target-directory": "{}"}}"#,
+        "d".repeat(MAX_BODY + 1)
+    );
+    assert_error(
+        f.post(&format!("/jobs/{JOB_STR}/savepoints"), &big),
+        413,
+        &["limit", &MAX_BODY.to_string()],
+    );
+    // Just under the limit is parsed (and then judged on its content).
+    let fits = format!(r#"{{"target-directory": "{}"}}"#, "d".repeat(MAX_BODY - 64));
+    let (status, body) = f.post(&format!("/jobs/{JOB_STR}/savepoints"), &fits);
+    assert_eq!(status, 202, "{body}");
+    assert!(f.job.state().requests.len() == 1);
+}
+
+#[test]
+fn a_token_guards_the_mutating_routes_and_reads_stay_open() {
+    let f = serve_with(RestAuth {
+        token: Some("s3cret-Token".into()),
+        protect_reads: false,
+    });
+    let savepoints = format!("/jobs/{JOB_STR}/savepoints");
+    let cancel = format!("/jobs/{JOB_STR}?mode=cancel");
+    let stop = format!("/jobs/{JOB_STR}/stop");
+    for (method, path) in [("POST", &savepoints), ("POST", &stop), ("PATCH", &cancel)] {
+        let reply = f.with_auth(method, path, None);
+        assert_eq!(reply.2.as_deref(), Some("Bearer"), "{method} {path}");
+        assert_error(no_header(reply), 401, &["rest.auth.token", "Bearer"]);
+        for wrong in [
+            "Bearer s3cret-Toke",
+            "Bearer s3cret-Token2",
+            "Bearer S3CRET-TOKEN",
+            "Basic s3cret-Token",
+            "s3cret-Token",
+            "Bearer",
+        ] {
+            let reply = f.with_auth(method, path, Some(wrong));
+            assert_eq!(reply.0, 401, "{method} {path} with {wrong:?}: {}", reply.1);
+        }
+    }
+    // Unknown routes do not reveal whether they exist.
+    assert_eq!(f.with_auth("POST", "/nothing", None).0, 401);
+    assert!(f.job.state().requests.is_empty());
+    assert_eq!(f.job.state().cancels, 0);
+    // Reads need no token.
+    assert_eq!(f.with_auth("GET", &format!("/jobs/{JOB_STR}"), None).0, 200);
+    assert_eq!(
+        f.with_auth("GET", &format!("/jobs/{JOB_STR}/state/count?key=3"), None)
+            .0,
+        200
+    );
+    // The right token, with the scheme in any case.
+    let (status, body, _) = f.with_auth("POST", &savepoints, Some("Bearer s3cret-Token"));
+    assert_eq!(status, 400, "no directory configured: {body}");
+    f.job.state().default_dir = Some("/sp".into());
+    let (status, body, _) = f.with_auth("POST", &savepoints, Some("bearer s3cret-Token"));
+    assert_eq!(status, 202, "{body}");
+    let (status, body, _) = f.with_auth("PATCH", &cancel, Some("Bearer s3cret-Token"));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(f.job.state().cancels, 1);
+}
+
+#[test]
+fn protect_reads_guards_every_route() {
+    let f = serve_with(RestAuth {
+        token: Some("t0ken".into()),
+        protect_reads: true,
+    });
+    for path in [
+        "/jobs".to_string(),
+        "/v1/jobs/overview".to_string(),
+        format!("/jobs/{JOB_STR}/checkpoints"),
+        format!("/jobs/{JOB_STR}/state/count?key=3"),
+    ] {
+        assert_error(no_header(f.with_auth("GET", &path, None)), 401, &["GET"]);
+        assert_eq!(f.with_auth("GET", &path, Some("Bearer t0ken")).0, 200, "{path}");
+    }
+}
+
+/// A raw connection that sends nothing: it holds a slot until closed.
+fn idle_connection(addr: SocketAddr) -> std::net::TcpStream {
+    std::net::TcpStream::connect(addr).unwrap()
+}
+
+#[test]
+fn connections_over_the_limit_get_503_and_idle_ones_are_closed() {
+    use std::io::{Read, Write};
+    let job = FakeJob::new();
+    let (app, unreported) = router(job, RestAuth::default());
+    let server = RestServer::start_limited(
+        app,
+        unreported,
+        "127.0.0.1",
+        0,
+        ConnectionLimits {
+            max_connections: 4,
+            idle_timeout: Duration::from_millis(300),
+        },
+    )
+    .unwrap();
+    let addr = server.local_addr();
+    let mut held: Vec<_> = (0..4).map(|_| idle_connection(addr)).collect();
+    // The fifth is answered 503 and closed, without waiting for a request.
+    let mut fifth = idle_connection(addr);
+    fifth
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    fifth.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("limit of 4 connections"), "{answer}");
+    // The idle ones are closed by the server (read sees the end) ...
+    for c in &mut held {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 64];
+        assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)));
+    }
+    held.clear();
+    // ... which frees their slots: a request is served again.
+    let mut ok = None;
+    for _ in 0..100 {
+        let mut s = idle_connection(addr);
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET /jobs HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        if out.starts_with("HTTP/1.1 200") {
+            ok = Some(out);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ok.is_some(), "no request was served after the idle connections closed");
+}
+
+
+mod fuzz {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    use super::*;
+
+    fn runner(cases: u32) -> TestRunner {
+        TestRunner::new(Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        })
+    }
+
+    /// The answer is JSON; an error is a 4xx with Flink's error body.
+    fn well_formed(reply: &(u16, Value), allowed: &[u16]) -> Result<(), TestCaseError> {
+        prop_assert!(allowed.contains(&reply.0), "status {}: {}", reply.0, reply.1);
+        if reply.0 >= 400 {
+            prop_assert!(reply.1["errors"][0].is_string(), "{}", reply.1);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn arbitrary_bodies_are_accepted_or_refused_with_4xx() {
+        let f = serve();
+        f.job.state().default_dir = Some("/sp".into());
+        let bodies = prop_oneof![
+            vec(any::<u8>(), 0..600),
+            ".{0,200}".prop_map(String::into_bytes),
+        ];
+        runner(300)
+            .run(&bodies, |body| {
+                for route in ["savepoints", "stop"] {
+                    let resp = f
+                        .agent
+                        .post(&f.url(&format!("/jobs/{JOB_STR}/{route}")))
+                        .header("Content-Type", "application/json")
+                        .send(&body[..])
+                        .unwrap();
+                    well_formed(&Fixture::read(resp), &[202, 400])?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// A field value of each JSON type.
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[a-z/]{0,12}".prop_map(Value::String),
+            Just(json!([1, {"a": 2}])),
+        ]
+    }
+
+    /// Objects of known and unknown fields, duplicates included, written
+    /// by hand (a map could not hold a duplicate), judged by an oracle
+    /// written from the documented rules rather than from the parser.
+    #[test]
+    fn trigger_bodies_are_judged_by_the_documented_rules() {
+        let f = serve();
+        f.job.state().default_dir = Some("/sp".into());
+        let fields = vec(
+            (
+                prop_oneof![
+                    Just("target-directory"),
+                    Just("cancel-job"),
+                    Just("formatType"),
+                    Just("other"),
+                ],
+                value(),
+            ),
+            0..4,
+        );
+        runner(300)
+            .run(&fields, |fields| {
+                let body = format!(
+                    "{{{}}}",
+                    fields
+                        .iter()
+                        .map(|(k, v)| format!("{k:?}: {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let mut seen = std::collections::HashSet::new();
+                let duplicate = fields.iter().find(|(k, _)| !seen.insert(*k));
+                let bad_value = fields.iter().any(|(k, v)| match *k {
+                    "target-directory" => match v {
+                        Value::Null => false,
+                        Value::String(s) => s.trim().is_empty(),
+                        _ => true,
+                    },
+                    "cancel-job" => !matches!(v, Value::Null | Value::Bool(_)),
+                    "formatType" => v.as_str() != Some("CANONICAL"),
+                    _ => true,
+                });
+                let reply = f.post(&format!("/jobs/{JOB_STR}/savepoints"), &body);
+                if let Some((k, _)) = duplicate {
+                    prop_assert_eq!(reply.0, 400, "{} -> {}", body, reply.1);
+                    let msg = reply.1["errors"][0].as_str().unwrap_or("");
+                    prop_assert!(msg.contains(&format!("{k:?}")) && msg.contains("twice"), "{}", msg);
+                } else if bad_value {
+                    prop_assert_eq!(reply.0, 400, "{} -> {}", body, reply.1);
+                } else {
+                    prop_assert_eq!(reply.0, 202, "{} -> {}", body, reply.1);
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn arbitrary_state_names_keys_and_modes_are_answered_or_refused_with_4xx() {
+        let f = serve();
+        let inputs = (".{0,40}", ".{0,80}", ".{0,20}");
+        runner(300)
+            .run(&inputs, |(name, key, mode)| {
+                let mut url = url_of(&f, &["jobs", JOB_STR, "state", &name]);
+                url.query_pairs_mut().append_pair("key", &key);
+                let reply = Fixture::read(f.agent.get(url.as_str()).call().unwrap());
+                // 503: the fake's key 7 is "restarting".
+                well_formed(&reply, &[200, 400, 404, 503])?;
+                let mut url = url_of(&f, &["jobs", JOB_STR]);
+                url.query_pairs_mut().append_pair("mode", &mode);
+                let reply = Fixture::read(f.agent.patch(url.as_str()).send_empty().unwrap());
+                well_formed(&reply, &[202, 400, 409])?;
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    fn url_of(f: &Fixture, segments: &[&str]) -> url::Url {
+        let mut url = url::Url::parse(&f.url("/")).unwrap();
+        url.path_segments_mut().unwrap().pop_if_empty().extend(segments);
+        url
+    }
 }

@@ -13,9 +13,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{OriginalUri, Path, Query, State};
-use axum::http::{Method, StatusCode};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use floe_core::JobId;
@@ -27,7 +28,15 @@ use floe_runtime::{
 };
 use floe_state::{QueryFormat, QueryValue};
 use serde::Serialize;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
+
+use crate::RestAuth;
+
+/// The largest request body accepted. Bodies are a few small JSON fields
+/// (a directory and a flag), so 64 KiB is generous; a larger body is
+/// refused with 413 before it is buffered.
+pub(crate) const MAX_BODY: usize = 64 << 10;
 
 /// How many checkpoints `GET /jobs/{id}/checkpoints` lists in `history`,
 /// newest first: Flink's default `web.checkpoints.history`. The counts and
@@ -141,7 +150,7 @@ struct AppState<J> {
 
 /// The routes, also under Flink's version prefix `/v1`; anything else is a
 /// 404 (405 for a known path with another method) with Flink's error body.
-pub(crate) fn router<J: JobHandle>(job: J) -> (Router, Unreported) {
+pub(crate) fn router<J: JobHandle>(job: J, auth: RestAuth) -> (Router, Unreported) {
     let unreported = Unreported::default();
     let state = AppState {
         job,
@@ -163,12 +172,78 @@ pub(crate) fn router<J: JobHandle>(job: J) -> (Router, Unreported) {
         .route("/jobs/{jobid}/stop", axum::routing::post(stop::<J>))
         .route("/jobs/{jobid}/state/{name}", get(query_state::<J>))
         .method_not_allowed_fallback(method_not_allowed);
+    let auth = Arc::new(auth);
     let app = Router::new()
         .merge(api.clone())
         .nest("/v1", api)
         .fallback(not_found)
-        .with_state(state);
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| check_token(auth.clone(), request, next),
+        ));
     (app, unreported)
+}
+
+/// Methods that change nothing: open without a token unless
+/// `rest.auth.protect-reads` is set.
+fn is_read(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Lets a request through when no token is configured, when it reads and
+/// reads are open, or when it carries `Authorization: Bearer <token>`;
+/// otherwise answers 401 with Flink's error body.
+async fn check_token(auth: Arc<RestAuth>, request: Request, next: Next) -> Response {
+    let Some(token) = auth.token.as_deref() else {
+        return next.run(request).await;
+    };
+    if is_read(request.method()) && !auth.protect_reads {
+        return next.run(request).await;
+    }
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes())
+        .and_then(|v| {
+            // The scheme is case-insensitive (RFC 9110); the token is not.
+            let (scheme, rest) = v.split_at_checked(7)?;
+            scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
+        });
+    let message = match given {
+        Some(given) if constant_time_eq(given, token.as_bytes()) => None,
+        Some(_) => Some(format!(
+            "{} {} refused: the bearer token does not match the job's rest.auth.token",
+            request.method(),
+            request.uri().path()
+        )),
+        None => Some(format!(
+            "{} {} requires the job's REST token (rest.auth.token): send the header Authorization: Bearer <token> (the floe CLI sends $FLOE_REST_TOKEN or --token)",
+            request.method(),
+            request.uri().path()
+        )),
+    };
+    let Some(message) = message else {
+        return next.run(request).await;
+    };
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// Compares without an early exit, so the time taken does not tell how
+/// much of a guessed token was right (only whether the length was).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
+    diff == 0
 }
 
 /// A failed request: an HTTP status and Flink's `{"errors": [...]}` body.
@@ -506,20 +581,128 @@ fn is_savepoint_path(path: &str) -> bool {
         .is_some_and(|seg| seg.starts_with("savepoint-"))
 }
 
-/// A request body: a JSON object (an empty body counts as `{}`).
-fn body_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+/// JSON that refuses an object naming a key twice: serde_json keeps the
+/// last value silently, so `{"drain": true, "drain": false}` would do
+/// something its sender may not have meant.
+struct StrictJson(Value);
+
+impl<'de> Deserialize<'de> for StrictJson {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictJson)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(StrictJson(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "key {key:?} appears twice in one object"
+                )));
+            }
+            let StrictJson(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Parses JSON text, refusing duplicate keys (see [`StrictJson`]).
+fn strict_json(text: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice::<StrictJson>(text).map(|StrictJson(v)| v)
+}
+
+/// A request body: a JSON object (an empty body counts as `{}`), at most
+/// [`MAX_BODY`] bytes.
+fn body_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, ApiError> {
+    let body = body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            format!("the request body cannot be read: {e} (the limit is {MAX_BODY} bytes)"),
+        )
+    })?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    match serde_json::from_slice::<Value>(body) {
+    match strict_json(&body) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => Err(ApiError::bad_request(format!(
-            "the request body must be a JSON object, got {other}"
+            "the request body must be a JSON object, got {}",
+            ellipsis(&other.to_string())
         ))),
         Err(e) => Err(ApiError::bad_request(format!(
             "the request body is not valid JSON: {e}"
         ))),
     }
+}
+
+/// At most 200 characters of `s`, so an error never echoes a whole body.
+fn ellipsis(s: &str) -> String {
+    match s.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// Query parameters, refusing one given twice (`?mode=cancel&mode=x`
+/// would otherwise mean whichever came last).
+fn query_params(
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<HashMap<String, String>, ApiError> {
+    let Query(pairs) = q.map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
+    let mut out = HashMap::new();
+    for (k, v) in pairs {
+        if out.contains_key(&k) {
+            return Err(ApiError::bad_request(format!(
+                "query parameter {:?} is given twice",
+                ellipsis(&k)
+            )));
+        }
+        out.insert(k, v);
+    }
+    Ok(out)
 }
 
 /// The fields of a trigger request, checked one by one so that every error
@@ -530,7 +713,7 @@ struct TriggerBody {
 }
 
 fn parse_trigger_body(
-    body: &Bytes,
+    body: Result<Bytes, BytesRejection>,
     directory_field: &str,
     flag_field: &str,
 ) -> Result<TriggerBody, ApiError> {
@@ -548,7 +731,8 @@ fn parse_trigger_body(
                 Value::String(s) => target_directory = Some(s),
                 other => {
                     return Err(ApiError::bad_request(format!(
-                        "field {directory_field:?} must be a string, got {other}"
+                        "field {directory_field:?} must be a string, got {}",
+                        ellipsis(&other.to_string())
                     )));
                 }
             },
@@ -557,7 +741,8 @@ fn parse_trigger_body(
                 Value::Bool(b) => flag = b,
                 other => {
                     return Err(ApiError::bad_request(format!(
-                        "field {flag_field:?} must be true or false, got {other}"
+                        "field {flag_field:?} must be true or false, got {}",
+                        ellipsis(&other.to_string())
                     )));
                 }
             },
@@ -565,7 +750,8 @@ fn parse_trigger_body(
                 Some(f) if f.eq_ignore_ascii_case("CANONICAL") => {}
                 _ => {
                     return Err(ApiError::bad_request(format!(
-                        "field \"formatType\" must be \"CANONICAL\" (Floe writes savepoints in the canonical format only), got {value}"
+                        "field \"formatType\" must be \"CANONICAL\" (Floe writes savepoints in the canonical format only), got {}",
+                        ellipsis(&value.to_string())
                     )));
                 }
             },
@@ -576,7 +762,8 @@ fn parse_trigger_body(
             }
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "unknown field {other:?} in the request body; expected {directory_field:?}, {flag_field:?}"
+                    "unknown field {:?} in the request body; expected {directory_field:?}, {flag_field:?}",
+                    ellipsis(other)
                 )));
             }
         }
@@ -600,10 +787,10 @@ fn accepted(trigger: TriggerId) -> Response {
 async fn trigger_savepoint<J: JobHandle>(
     State(AppState { job, unreported }): State<AppState<J>>,
     id: Result<Path<String>, PathRejection>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     check_job(&job, &path(id)?)?;
-    let body = parse_trigger_body(&body, "target-directory", "cancel-job")?;
+    let body = parse_trigger_body(body, "target-directory", "cancel-job")?;
     let trigger = job.trigger_savepoint(
         body.target_directory.as_deref(),
         SavepointMode::Savepoint {
@@ -620,10 +807,10 @@ async fn trigger_savepoint<J: JobHandle>(
 async fn stop<J: JobHandle>(
     State(AppState { job, unreported }): State<AppState<J>>,
     id: Result<Path<String>, PathRejection>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     check_job(&job, &path(id)?)?;
-    let body = parse_trigger_body(&body, "targetDirectory", "drain")?;
+    let body = parse_trigger_body(body, "targetDirectory", "drain")?;
     let trigger = job.trigger_savepoint(
         body.target_directory.as_deref(),
         SavepointMode::Stop { drain: body.flag },
@@ -675,16 +862,16 @@ async fn savepoint_status<J: JobHandle>(
 async fn terminate<J: JobHandle>(
     State(AppState { job, .. }): State<AppState<J>>,
     id: Result<Path<String>, PathRejection>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     let id = path(id)?;
     check_job(&job, &id)?;
-    let Query(query) =
-        query.map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
+    let query = query_params(query)?;
     for key in query.keys() {
         if key != "mode" {
             return Err(ApiError::bad_request(format!(
-                "unknown query parameter {key:?}; expected \"mode\""
+                "unknown query parameter {:?}; expected \"mode\"",
+                ellipsis(key)
             )));
         }
     }
@@ -698,7 +885,8 @@ async fn terminate<J: JobHandle>(
         }
         Some(m) => {
             return Err(ApiError::bad_request(format!(
-                "query parameter \"mode\" must be \"cancel\", got {m:?}"
+                "query parameter \"mode\" must be \"cancel\", got {:?}",
+                ellipsis(m)
             )));
         }
     }
@@ -741,17 +929,23 @@ impl From<QueryError> for ApiError {
 async fn query_state<J: JobHandle>(
     State(AppState { job, .. }): State<AppState<J>>,
     p: Result<Path<(String, String)>, PathRejection>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     let (id, name) = path(p)?;
     check_job(&job, &id)?;
-    let Query(params) = q.map_err(|e| ApiError::bad_request(format!("bad query: {e}")))?;
+    let params = query_params(q)?;
+    if let Some(other) = params.keys().find(|k| *k != "key") {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter {:?}; expected \"key\"",
+            ellipsis(other)
+        )));
+    }
     let raw = params.get("key").ok_or_else(|| {
         ApiError::bad_request(
             "missing query parameter 'key' (the key as JSON, e.g. key=42 or key=%22word%22)",
         )
     })?;
-    let key: Value = serde_json::from_str(raw).map_err(|e| {
+    let key: Value = strict_json(raw.as_bytes()).map_err(|e| {
         ApiError::bad_request(format!(
             "query parameter 'key' is not JSON ({e}): pass the key as JSON, e.g. key=42 or key=%22word%22"
         ))

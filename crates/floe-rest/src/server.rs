@@ -4,17 +4,54 @@
 //! not async, and a control plane needs no more than one thread), and shut
 //! down gracefully when the [`RestServer`] is dropped.
 
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use floe_runtime::JobControl;
-use tokio::sync::oneshot;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::RestError;
 use crate::routes::Unreported;
+
+/// Connections served at once. The API is a control plane for one job
+/// (the CLI opens one connection per command), so a few dozen is plenty;
+/// further connections get a 503 and are closed, so a flood of idle
+/// connections cannot exhaust the process's file descriptors.
+pub(crate) const MAX_CONNECTIONS: usize = 64;
+
+/// A connection that neither sends nor receives a byte for this long is
+/// closed: a client that opens a connection and then stalls (or sends a
+/// request one byte a minute) cannot keep its slot forever. Longer than
+/// any request takes to answer (a state query waits at most 10 s).
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How many connections are served at once and how long one may idle.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionLimits {
+    pub(crate) max_connections: usize,
+    pub(crate) idle_timeout: Duration,
+}
+
+/// The answer to a connection over the limit, written without waiting (it
+/// fits any socket buffer) before the connection is closed.
+fn busy_response(limit: usize) -> Vec<u8> {
+    let body = format!(
+        "{{\"errors\":[\"the REST endpoint serves its limit of {limit} connections at once; try again later\"]}}"
+    );
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
 
 /// How long requests still in flight may take to finish after shutdown was
 /// asked for; then their connections are dropped, so dropping a server never
@@ -40,8 +77,13 @@ impl RestServer {
     /// Serves `control`'s job on `address:port` (port 0: any free port, see
     /// [`RestServer::local_addr`]). Fails at once, naming the address and
     /// the operating system's reason, when the socket cannot be bound.
-    pub fn start(control: JobControl, address: &str, port: u16) -> Result<RestServer, RestError> {
-        let (app, unreported) = crate::routes::router(control);
+    pub fn start(
+        control: JobControl,
+        address: &str,
+        port: u16,
+        auth: crate::RestAuth,
+    ) -> Result<RestServer, RestError> {
+        let (app, unreported) = crate::routes::router(control, auth);
         Self::start_router(app, unreported, address, port)
     }
 
@@ -51,6 +93,26 @@ impl RestServer {
         unreported: Unreported,
         address: &str,
         port: u16,
+    ) -> Result<RestServer, RestError> {
+        Self::start_limited(
+            app,
+            unreported,
+            address,
+            port,
+            ConnectionLimits {
+                max_connections: MAX_CONNECTIONS,
+                idle_timeout: IDLE_TIMEOUT,
+            },
+        )
+    }
+
+    /// [`RestServer::start_router`] with other connection limits (tests).
+    pub(crate) fn start_limited(
+        app: Router,
+        unreported: Unreported,
+        address: &str,
+        port: u16,
+        limits: ConnectionLimits,
     ) -> Result<RestServer, RestError> {
         let display = display_address(address, port);
         let bind_err = |source| RestError::Bind {
@@ -68,7 +130,11 @@ impl RestServer {
             .map_err(RestError::Runtime)?;
         let listener = {
             let _guard = runtime.enter();
-            tokio::net::TcpListener::from_std(listener).map_err(bind_err)?
+            LimitedListener {
+                inner: TcpListener::from_std(listener).map_err(bind_err)?,
+                permits: Arc::new(Semaphore::new(limits.max_connections)),
+                limits,
+            }
         };
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -135,6 +201,125 @@ impl Drop for RestServer {
         {
             tracing::warn!(addr = %self.local_addr, "the REST server thread panicked");
         }
+    }
+}
+
+/// The server's listener: at most [`MAX_CONNECTIONS`] connections, each
+/// closed after [`IDLE_TIMEOUT`] without traffic.
+struct LimitedListener {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+    limits: ConnectionLimits,
+}
+
+impl axum::serve::Listener for LimitedListener {
+    type Io = LimitedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, peer) = match self.inner.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, typically: let connections
+                    // close instead of spinning.
+                    tracing::debug!(error = %e, "REST accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    return (
+                        LimitedStream {
+                            stream,
+                            _permit: permit,
+                            idle: Box::pin(tokio::time::sleep(self.limits.idle_timeout)),
+                            idle_timeout: self.limits.idle_timeout,
+                        },
+                        peer,
+                    );
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "REST endpoint busy: connection refused");
+                    let _ = stream.try_write(&busy_response(self.limits.max_connections));
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A served connection: holds its slot, and fails once idle too long.
+struct LimitedStream {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    idle_timeout: Duration,
+}
+
+impl LimitedStream {
+    fn progressed(&mut self) {
+        let deadline = tokio::time::Instant::now() + self.idle_timeout;
+        self.idle.as_mut().reset(deadline);
+    }
+
+    fn check_idle(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        let timeout = self.idle_timeout;
+        self.idle.as_mut().poll(cx).map(|()| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no traffic for {timeout:?}"),
+            )
+        })
+    }
+}
+
+impl AsyncRead for LimitedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.progressed();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.check_idle(cx).map(Err),
+        }
+    }
+}
+
+impl AsyncWrite for LimitedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.stream).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                if matches!(r, Ok(n) if n > 0) {
+                    self.progressed();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.check_idle(cx).map(Err),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
