@@ -207,7 +207,8 @@ impl QueryableStateClient {
         let (read, mut write) = stream.into_split();
         let mut read = tokio::io::BufReader::new(read);
         // A proxy at its connection limit closes new connections at once.
-        let closed_early = |e: ProtocolError| match e {
+        let closed_early = |e: ProtocolError| {
+            match e {
             ProtocolError::Io(e)
                 if matches!(
                     e.kind(),
@@ -219,11 +220,14 @@ impl QueryableStateClient {
                 fail("the proxy closed the connection before answering the hello (it may be serving its limit of connections, queryable-state.max-connections)".into())
             }
             e => fail(e.to_string()),
+        }
         };
         protocol::write_frames(&mut write, &protocol::hello())
             .await
             .map_err(closed_early)?;
-        protocol::read_hello(&mut read).await.map_err(closed_early)?;
+        protocol::read_hello(&mut read)
+            .await
+            .map_err(closed_early)?;
         let pending: Pending = Arc::default();
         let broken: Arc<Mutex<Option<String>>> = Arc::default();
         let (requests, mut outgoing) = mpsc::unbounded_channel::<KvRequest>();
@@ -260,8 +264,13 @@ impl QueryableStateClient {
         tokio::spawn(async move {
             let mut buf = Vec::new();
             loop {
-                match protocol::read_frame::<_, KvResponse>(&mut read, &mut buf, protocol::MAX_FRAME)
-                    .await {
+                match protocol::read_frame::<_, KvResponse>(
+                    &mut read,
+                    &mut buf,
+                    protocol::MAX_FRAME,
+                )
+                .await
+                {
                     Ok(Some(response)) => {
                         let waiter = reader_pending
                             .lock()

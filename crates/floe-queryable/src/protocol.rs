@@ -253,13 +253,9 @@ mod tests {
         encode_frame(&response, &mut out).unwrap();
         let mut reader = &out[..];
         let mut buf = Vec::new();
-        let got: Option<KvResponse> = read_frame(&mut reader, &mut buf, MAX_FRAME)
-            .await
-            .unwrap();
+        let got: Option<KvResponse> = read_frame(&mut reader, &mut buf, MAX_FRAME).await.unwrap();
         assert_eq!(got, Some(response));
-        let end: Option<KvResponse> = read_frame(&mut reader, &mut buf, MAX_FRAME)
-            .await
-            .unwrap();
+        let end: Option<KvResponse> = read_frame(&mut reader, &mut buf, MAX_FRAME).await.unwrap();
         assert_eq!(end, None);
         let mut bad = &[b'H', b'T', b'T', b'P', 1, 0][..];
         assert!(matches!(
@@ -386,7 +382,9 @@ mod tests {
                     let len = if len % 4 == 0 {
                         len
                     } else {
-                        (body.len() as u32).saturating_add(len % 3).saturating_sub(1)
+                        (body.len() as u32)
+                            .saturating_add(len % 3)
+                            .saturating_sub(1)
                     };
                     let mut f = len.to_le_bytes().to_vec();
                     f.extend(body);

@@ -259,7 +259,10 @@ fn bind(
     key: &'static str,
     ports: &PortRanges,
 ) -> Result<StdListener, QueryableServiceError> {
-    let mut last = (String::from("no port given"), std::io::ErrorKind::InvalidInput);
+    let mut last = (
+        String::from("no port given"),
+        std::io::ErrorKind::InvalidInput,
+    );
     for port in ports.ports() {
         match StdListener::bind((address, port)) {
             Ok(l) => return Ok(l),
@@ -576,7 +579,8 @@ mod tests {
         let mut partial = greeted(addr);
         partial.write_all(&[40, 0, 0, 0, 1, 2]).unwrap();
         let mut mute = StdStream::connect(addr).unwrap();
-        mute.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        mute.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         for s in [&mut silent, &mut partial, &mut mute] {
             let mut rest = Vec::new();
             match s.read_to_end(&mut rest) {

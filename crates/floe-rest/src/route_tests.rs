@@ -844,10 +844,7 @@ fn duplicate_keys_in_bodies_and_parameters_are_refused_naming_the_key() {
 #[test]
 fn bodies_over_the_limit_are_refused_with_413_before_they_are_read() {
     let f = serve();
-    let big = format!(
-        r#"{{"target-directory": "{}"}}"#,
-        "d".repeat(MAX_BODY + 1)
-    );
+    let big = format!(r#"{{"target-directory": "{}"}}"#, "d".repeat(MAX_BODY + 1));
     assert_error(
         f.post(&format!("/jobs/{JOB_STR}/savepoints"), &big),
         413,
@@ -920,7 +917,11 @@ fn protect_reads_guards_every_route() {
         format!("/jobs/{JOB_STR}/state/count?key=3"),
     ] {
         assert_error(no_header(f.with_auth("GET", &path, None)), 401, &["GET"]);
-        assert_eq!(f.with_auth("GET", &path, Some("Bearer t0ken")).0, 200, "{path}");
+        assert_eq!(
+            f.with_auth("GET", &path, Some("Bearer t0ken")).0,
+            200,
+            "{path}"
+        );
     }
 }
 
@@ -981,9 +982,11 @@ fn connections_over_the_limit_get_503_and_idle_ones_are_closed() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(ok.is_some(), "no request was served after the idle connections closed");
+    assert!(
+        ok.is_some(),
+        "no request was served after the idle connections closed"
+    );
 }
-
 
 mod fuzz {
     use proptest::collection::vec;
@@ -1002,7 +1005,12 @@ mod fuzz {
 
     /// The answer is JSON; an error is a 4xx with Flink's error body.
     fn well_formed(reply: &(u16, Value), allowed: &[u16]) -> Result<(), TestCaseError> {
-        prop_assert!(allowed.contains(&reply.0), "status {}: {}", reply.0, reply.1);
+        prop_assert!(
+            allowed.contains(&reply.0),
+            "status {}: {}",
+            reply.0,
+            reply.1
+        );
         if reply.0 >= 400 {
             prop_assert!(reply.1["errors"][0].is_string(), "{}", reply.1);
         }
@@ -1089,7 +1097,11 @@ mod fuzz {
                 if let Some((k, _)) = duplicate {
                     prop_assert_eq!(reply.0, 400, "{} -> {}", body, reply.1);
                     let msg = reply.1["errors"][0].as_str().unwrap_or("");
-                    prop_assert!(msg.contains(&format!("{k:?}")) && msg.contains("twice"), "{}", msg);
+                    prop_assert!(
+                        msg.contains(&format!("{k:?}")) && msg.contains("twice"),
+                        "{}",
+                        msg
+                    );
                 } else if bad_value {
                     prop_assert_eq!(reply.0, 400, "{} -> {}", body, reply.1);
                 } else {
@@ -1122,7 +1134,10 @@ mod fuzz {
 
     fn url_of(f: &Fixture, segments: &[&str]) -> url::Url {
         let mut url = url::Url::parse(&f.url("/")).unwrap();
-        url.path_segments_mut().unwrap().pop_if_empty().extend(segments);
+        url.path_segments_mut()
+            .unwrap()
+            .pop_if_empty()
+            .extend(segments);
         url
     }
 }

@@ -73,7 +73,10 @@ fn peers_announcing_huge_frames_cost_little_memory_and_queries_still_work() {
     env.set_config("queryable-state.proxy.ports", "0");
     env.set_config("queryable-state.server.ports", "0");
     let input = env
-        .from_source(GeneratorSource::new(RECORDS, |i| (i % KEYS, 1u64)), "Generator")
+        .from_source(
+            GeneratorSource::new(RECORDS, |i| (i % KEYS, 1u64)),
+            "Generator",
+        )
         .uid("generator")
         .union(&[env.from_source(Forever, "Forever").uid("forever")]);
     input
@@ -93,9 +96,8 @@ fn peers_announcing_huge_frames_cost_little_memory_and_queries_still_work() {
         .build()
         .unwrap();
     let client = QueryableStateClient::new(&proxy.ip().to_string(), proxy.port());
-    let query = |key: u64| {
-        runtime.block_on(client.get_kv_state::<u64, (u64, u64)>(job_id, "sum", &key))
-    };
+    let query =
+        |key: u64| runtime.block_on(client.get_kv_state::<u64, (u64, u64)>(job_id, "sum", &key));
     // Every key reaches its final sum (the counted input is done).
     let deadline = Instant::now() + Duration::from_secs(60);
     while query(3).ok().flatten() != Some((3, RECORDS / KEYS)) {
