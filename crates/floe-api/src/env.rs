@@ -310,8 +310,11 @@ impl StreamEnvironment {
                     )));
                 }
                 (Some(path), None) | (None, Some(path)) => {
-                    settings.restore = Some(Arc::new(load_snapshot(path)?));
-                    settings.restore_path = Some(path.clone());
+                    // Relative to where the job was started, as a shell
+                    // user means it.
+                    let path = crate::job_args::absolute_location(path);
+                    settings.restore = Some(Arc::new(load_snapshot(&path)?));
+                    settings.restore_path = Some(path);
                 }
                 (None, None) => {}
             }
@@ -468,24 +471,22 @@ impl StreamEnvironment {
                 .get(&options::QUERYABLE_STATE_IDLE_TIMEOUT)?
                 .unwrap_or(defaults.idle_timeout),
         };
-        let service =
-            QueryableStateService::shared(&address, &proxy_ports, &server_ports, limits).map_err(
-                |e| {
-                    // Blame the key that is at fault: the ports when they
-                    // are taken or reserved, else the address.
-                    let (key, value) = match &e {
-                        QueryableServiceError::Bind {
-                            key, ports, kind, ..
-                        } if port_at_fault(*kind) => (key.to_string(), ports.clone()),
-                        _ => (options::REST_ADDRESS.key.to_string(), address.clone()),
-                    };
-                    JobError::Config(floe_core::ConfigError::InvalidValue {
-                        key,
-                        value,
-                        reason: e.to_string(),
-                    })
-                },
-            )?;
+        let service = QueryableStateService::shared(&address, &proxy_ports, &server_ports, limits)
+            .map_err(|e| {
+                // Blame the key that is at fault: the ports when they
+                // are taken or reserved, else the address.
+                let (key, value) = match &e {
+                    QueryableServiceError::Bind {
+                        key, ports, kind, ..
+                    } if port_at_fault(*kind) => (key.to_string(), ports.clone()),
+                    _ => (options::REST_ADDRESS.key.to_string(), address.clone()),
+                };
+                JobError::Config(floe_core::ConfigError::InvalidValue {
+                    key,
+                    value,
+                    reason: e.to_string(),
+                })
+            })?;
         eprintln!(
             "Queryable state proxy: {} (server {})",
             service.proxy_address(),

@@ -47,6 +47,41 @@ pub struct JobArgs {
     allow_non_restored_state: bool,
 }
 
+/// A snapshot or directory location as the storage layer takes it: a URL
+/// (`scheme:…`) or an absolute path unchanged, a relative path made
+/// absolute against the current directory (lexically: `.` segments
+/// dropped, `..` applied), which is what a user typing `floe info
+/// savepoint-1a2b3c-…` in a shell means. Falls back to `path` unchanged
+/// when the current directory is unknown (the storage layer then names the
+/// problem).
+pub fn absolute_location(path: &str) -> String {
+    let trimmed = path.trim();
+    let is_url = trimmed.split_once(':').is_some_and(|(scheme, _)| {
+        scheme.len() > 1
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    });
+    if trimmed.is_empty() || is_url || trimmed.starts_with('/') {
+        return path.to_string();
+    }
+    let Ok(cwd) = std::env::current_dir() else {
+        return path.to_string();
+    };
+    let mut out = PathBuf::new();
+    for c in cwd.join(trimmed).components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out.to_string_lossy().into_owned()
+}
+
 /// The configuration file name looked up in configuration directories.
 pub const CONFIG_FILE_NAME: &str = "floe-conf.yaml";
 
@@ -236,5 +271,21 @@ mod tests {
             Some(256)
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn relative_locations_are_made_absolute_and_urls_kept() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            absolute_location("sp/savepoint-1"),
+            cwd.join("sp/savepoint-1").to_string_lossy()
+        );
+        assert_eq!(
+            absolute_location("./a/../b/./c"),
+            cwd.join("b/c").to_string_lossy()
+        );
+        for kept in ["/abs/sp", "file:///x", "s3://b/p", "file:rel", ""] {
+            assert_eq!(absolute_location(kept), kept);
+        }
     }
 }

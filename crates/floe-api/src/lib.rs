@@ -27,5 +27,5 @@ pub use functions::{
     Collector, KeyedProcessFunction, ProcessContext, ProcessFunction, RichFlatMapFunction,
     RichMapFunction, SinkWriter, Source,
 };
-pub use job_args::{JobArgs, JobArgsError};
+pub use job_args::{JobArgs, JobArgsError, absolute_location};
 pub use stream::{DataStream, KeyedStream, QueryableStateDescriptor};

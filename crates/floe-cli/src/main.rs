@@ -205,6 +205,56 @@ struct Connect {
     /// this host's job registry ($FLOE_REGISTRY_DIR, else <temp dir>/floe-jobs-<uid>).
     #[arg(short = 'm', long = "jobmanager", value_name = "HOST:PORT")]
     jobmanager: Option<String>,
+    /// The job's REST token (rest.auth.token), sent as a bearer token; default: $FLOE_REST_TOKEN
+    /// (prefer the variable: other users can read command lines).
+    #[arg(long = "token", value_name = "TOKEN")]
+    token: Option<String>,
+}
+
+impl Connect {
+    /// The options the client takes: the token from the flag, else from
+    /// the environment.
+    fn options(self) -> client::ConnectOptions {
+        client::ConnectOptions {
+            jobmanager: self.jobmanager,
+            token: self
+                .token
+                .or_else(|| std::env::var(client::TOKEN_ENV).ok())
+                .filter(|t| !t.is_empty()),
+        }
+    }
+}
+
+/// A directory or snapshot path given on the command line, relative paths
+/// taken from the current directory (the job's process may run elsewhere).
+/// `jobmanager` stays as it is: it names a storage, not a path.
+fn local_path(path: &str) -> String {
+    if path.trim().eq_ignore_ascii_case("jobmanager") {
+        return path.to_string();
+    }
+    floe::api::absolute_location(path)
+}
+
+/// Prints a panic as one `error:` line (no backtrace) for the commands that
+/// only talk to jobs or read files: every failure of theirs is meant to be
+/// an error message, so a panic is a bug, reported as such.
+fn one_line_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "error: internal error (a bug in floe, please report it): {}{at}",
+            message.replace('\n', " ")
+        );
+    }));
 }
 
 #[derive(Debug, Subcommand)]
@@ -354,6 +404,7 @@ fn main() -> ExitCode {
             | Command::Info { .. }
     ) {
         die_quietly_on_broken_pipe();
+        one_line_panics();
     }
     let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
@@ -466,13 +517,11 @@ fn main() -> ExitCode {
             println!("{}", serde_json::to_string(&report)?);
             Ok(ExitCode::SUCCESS)
         })(),
-        Command::List { all, connect } => {
-            ok(client::commands::list(all, connect.jobmanager.as_deref()))
-        }
+        Command::List { all, connect } => ok(client::commands::list(all, &connect.options())),
         Command::Savepoint {
             dispose: Some(path),
             ..
-        } => ok(floe_cli::snapshot_tools::dispose(&path)),
+        } => ok(floe_cli::snapshot_tools::dispose(&local_path(&path))),
         Command::Savepoint {
             job_id,
             target_directory,
@@ -482,8 +531,8 @@ fn main() -> ExitCode {
             job_id
                 .as_deref()
                 .expect("clap requires a job id without -d"),
-            target_directory.as_deref(),
-            connect.jobmanager.as_deref(),
+            target_directory.map(|d| local_path(&d)).as_deref(),
+            &connect.options(),
         )),
         Command::Cancel {
             with_savepoint,
@@ -491,10 +540,11 @@ fn main() -> ExitCode {
             connect,
         } => {
             let (job, with_savepoint) = cancel_operands(with_savepoint, job_id);
+            let with_savepoint = with_savepoint.map(|d| d.map(|d| local_path(&d)));
             ok(client::commands::cancel(
                 &job,
                 with_savepoint.as_ref().map(|d| d.as_deref()),
-                connect.jobmanager.as_deref(),
+                &connect.options(),
             ))
         }
         Command::Stop {
@@ -504,14 +554,13 @@ fn main() -> ExitCode {
             connect,
         } => ok(client::commands::stop(
             &job_id,
-            savepoint_path.as_deref(),
+            savepoint_path.map(|d| local_path(&d)).as_deref(),
             drain,
-            connect.jobmanager.as_deref(),
+            &connect.options(),
         )),
-        Command::Checkpoints { job_id, connect } => ok(client::commands::checkpoints(
-            &job_id,
-            connect.jobmanager.as_deref(),
-        )),
+        Command::Checkpoints { job_id, connect } => {
+            ok(client::commands::checkpoints(&job_id, &connect.options()))
+        }
         Command::Query {
             job_id,
             name,
@@ -521,9 +570,9 @@ fn main() -> ExitCode {
             &job_id,
             &name,
             &key,
-            connect.jobmanager.as_deref(),
+            &connect.options(),
         )),
-        Command::Info { path } => ok(floe_cli::snapshot_tools::info(&path)),
+        Command::Info { path } => ok(floe_cli::snapshot_tools::info(&local_path(&path))),
     };
     match result {
         Ok(code) => code,

@@ -490,3 +490,131 @@ fn query_reads_live_counts_through_the_cli_and_rest() {
     floe(&sb, &plain.registry, &["cancel", &plain.id]).ok();
     plain.process.finish();
 }
+
+/// Issue 23: a job with `rest.auth.token` refuses changes without it (and
+/// keeps running), the CLI sends the token from `$FLOE_REST_TOKEN` or
+/// `--token`; odd query input is a one-line error, not a panic, and a state
+/// name is one path segment; relative paths are the current directory's.
+#[test]
+fn token_odd_queries_and_relative_paths() {
+    let sb = Sandbox::new();
+    let job = start_job(
+        &sb,
+        "token",
+        &[
+            "-D",
+            "rest.auth.token=s3cret",
+            "-D",
+            "queryable-state.enable=true",
+            "-D",
+            "queryable-state.proxy.ports=0",
+            "-D",
+            "queryable-state.server.ports=0",
+        ],
+    );
+    // Without the token (or with a wrong one) nothing changes.
+    floe(&sb, &job.registry, &["cancel", &job.id]).fails_with(&[
+        "rest.auth.token",
+        "HTTP 401",
+        "FLOE_REST_TOKEN",
+    ]);
+    floe(
+        &sb,
+        &job.registry,
+        &["savepoint", &job.id, "sp", "--token", "wrong"],
+    )
+    .fails_with(&["does not match", "HTTP 401"]);
+    assert_eq!(job.get(&format!("/jobs/{}", job.id))["state"], "RUNNING");
+    // Reads stay open.
+    floe(&sb, &job.registry, &["checkpoints", &job.id]).ok();
+
+    // A key far beyond what a URL can carry: one error line.
+    let long = "7".repeat(65_500);
+    let out = floe(&sb, &job.registry, &["query", &job.id, "count", &long])
+        .fails_with(&["too long", "key"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.starts_with("error: "), "{}", out.stderr);
+    // A name with a query string of its own names an unknown state instead
+    // of asking `count` for key 99999999 (or 7).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while floe(&sb, &job.registry, &["query", &job.id, "count", "7"])
+        .stdout
+        .trim()
+        .parse::<u64>()
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "key 7 never got a count");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    floe(
+        &sb,
+        &job.registry,
+        &["query", &job.id, "count?key=99999999", "7"],
+    )
+    .fails_with(&["no queryable state 'count?key=99999999'"]);
+    for name in ["a/../count", "..", "%63ount"] {
+        floe(&sb, &job.registry, &["query", &job.id, name, "7"])
+            .fails_with(&[&format!("no queryable state '{name}'")]);
+    }
+
+    // A relative target directory is the CLI's current directory's (the
+    // sandbox), and so is a relative path to `floe info`.
+    let out = run(sb
+        .floe(["savepoint", &job.id, "relative-sp"])
+        .env("FLOE_REGISTRY_DIR", &job.registry)
+        .env("FLOE_REST_TOKEN", "s3cret"))
+    .ok();
+    let location = savepoint_path(&out);
+    let dir = assert_savepoint_dir(&location, &sb.path("relative-sp"), &job.id);
+    let name = dir.file_name().unwrap().to_str().unwrap().to_string();
+    let info = floe(
+        &sb,
+        &job.registry,
+        &["info", &format!("relative-sp/./{name}")],
+    )
+    .ok();
+    assert!(
+        info.stdout.starts_with("Savepoint file://"),
+        "{}",
+        info.stdout
+    );
+    assert!(info.stdout.contains(&name), "{}", info.stdout);
+    floe(
+        &sb,
+        &job.registry,
+        &["cancel", "--token", "s3cret", &job.id],
+    )
+    .ok();
+    job.process.finish();
+}
+
+/// Issue 23: an address of no local interface is blamed on `rest.address`
+/// with the operating system's reason, not on `rest.port`.
+#[test]
+fn an_unbindable_rest_address_is_named() {
+    let sb = Sandbox::new();
+    for extra in [
+        vec!["-D", "rest.address=192.0.2.1"],
+        vec![
+            "-D",
+            "rest.address=192.0.2.1",
+            "-D",
+            "queryable-state.enable=true",
+        ],
+    ] {
+        let mut args = vec!["run", "keyed-count", "--records", "10", "--keys", "2"];
+        args.extend(extra);
+        let out = run(&mut sb.floe(&args)).fails_with(&[
+            "'rest.address'",
+            "192.0.2.1",
+            "assign requested address",
+        ]);
+        assert!(!out.stderr.contains("rest.port"), "{}", out.stderr);
+        assert!(
+            !out.stderr.contains("key 'queryable-state"),
+            "{}",
+            out.stderr
+        );
+    }
+}

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use super::format::{local_time, millis, size};
-use super::{ClientError, JobTarget, RestClient, resolve};
+use super::{ClientError, ConnectOptions, JobTarget, RestClient, api_path, resolve};
 
 /// How often a long operation's status is asked for.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -51,13 +51,14 @@ fn overview_jobs(client: &RestClient) -> Result<Vec<Listed>, ClientError> {
 }
 
 /// `floe list [-a]`: the jobs running on this host (or at `-m`).
-pub fn list(all: bool, jobmanager: Option<&str>) -> anyhow::Result<()> {
-    let jobs: Vec<Listed> = match jobmanager {
-        Some(address) => overview_jobs(&RestClient::new(address)?)?,
+pub fn list(all: bool, connect: &ConnectOptions) -> anyhow::Result<()> {
+    let token = connect.token.as_deref();
+    let jobs: Vec<Listed> = match connect.jobmanager.as_deref() {
+        Some(address) => overview_jobs(&RestClient::new(address, token)?)?,
         None => floe_rest::registry::list()
             .into_iter()
             .map(|entry| {
-                let answer = RestClient::new(&entry.rest_address)
+                let answer = RestClient::new(&entry.rest_address, token)
                     .map_err(|e| e.to_string())
                     .and_then(|c| overview_jobs(&c).map_err(|e| e.to_string()));
                 match answer {
@@ -128,7 +129,7 @@ fn request_id(answer: &Value, what: &str) -> anyhow::Result<String> {
 /// Polls `savepoints/{trigger}` until it completes; the savepoint's
 /// location, or an error carrying the failure cause.
 fn wait_for_savepoint(target: &JobTarget, trigger: &str) -> anyhow::Result<String> {
-    let path = format!("/jobs/{}/savepoints/{trigger}", target.job_id);
+    let path = api_path(&["jobs", &target.job_id, "savepoints", trigger]);
     eprint!("Waiting for response...");
     let started = Instant::now();
     let mut last_dot = started;
@@ -189,7 +190,7 @@ fn print_completed(location: &str) {
 /// Polls the job until it reached a terminal state or its endpoint is gone
 /// (the job's process ended); its last known state.
 fn wait_for_end(target: &JobTarget, limit: Duration) -> anyhow::Result<String> {
-    let path = format!("/jobs/{}", target.job_id);
+    let path = api_path(&["jobs", &target.job_id]);
     let started = Instant::now();
     let mut state = String::from("UNKNOWN");
     while started.elapsed() < limit {
@@ -217,12 +218,12 @@ fn wait_for_end(target: &JobTarget, limit: Duration) -> anyhow::Result<String> {
 pub fn savepoint(
     job: &str,
     target_directory: Option<&str>,
-    jobmanager: Option<&str>,
+    connect: &ConnectOptions,
 ) -> anyhow::Result<()> {
-    let target = resolve(job, jobmanager)?;
+    let target = resolve(job, connect)?;
     eprintln!("Triggering savepoint for job {}.", target.job_id);
     let answer = target.client.post(
-        &format!("/jobs/{}/savepoints", target.job_id),
+        &api_path(&["jobs", &target.job_id, "savepoints"]),
         &json!({ "target-directory": target_directory, "cancel-job": false }),
     )?;
     let trigger = request_id(&answer, "savepoint")?;
@@ -236,14 +237,16 @@ pub fn savepoint(
 pub fn cancel(
     job: &str,
     with_savepoint: Option<Option<&str>>,
-    jobmanager: Option<&str>,
+    connect: &ConnectOptions,
 ) -> anyhow::Result<()> {
-    let target = resolve(job, jobmanager)?;
+    let target = resolve(job, connect)?;
     let id = target.job_id.clone();
     match with_savepoint {
         None => {
             eprintln!("Cancelling job {id}.");
-            target.client.patch(&format!("/jobs/{id}?mode=cancel"))?;
+            target
+                .client
+                .patch(&format!("{}?mode=cancel", api_path(&["jobs", &id])))?;
         }
         Some(dir) => {
             eprintln!(
@@ -251,7 +254,7 @@ pub fn cancel(
                 dir.unwrap_or("the default savepoint directory (state.savepoints.dir)")
             );
             let answer = target.client.post(
-                &format!("/jobs/{id}/savepoints"),
+                &api_path(&["jobs", &id, "savepoints"]),
                 &json!({ "target-directory": dir, "cancel-job": true }),
             )?;
             let trigger = request_id(&answer, "savepoint")?;
@@ -273,9 +276,9 @@ pub fn stop(
     job: &str,
     savepoint_path: Option<&str>,
     drain: bool,
-    jobmanager: Option<&str>,
+    connect: &ConnectOptions,
 ) -> anyhow::Result<()> {
-    let target = resolve(job, jobmanager)?;
+    let target = resolve(job, connect)?;
     let id = &target.job_id;
     eprintln!(
         "Suspending job {id}{}.",
@@ -286,7 +289,7 @@ pub fn stop(
         }
     );
     let answer = target.client.post(
-        &format!("/jobs/{id}/stop"),
+        &api_path(&["jobs", id, "stop"]),
         &json!({ "targetDirectory": savepoint_path, "drain": drain }),
     )?;
     let trigger = request_id(&answer, "stop")?;
@@ -297,11 +300,11 @@ pub fn stop(
 
 /// `floe checkpoints <jobId>`: counts and the most recent checkpoints and
 /// savepoints as a table.
-pub fn checkpoints(job: &str, jobmanager: Option<&str>) -> anyhow::Result<()> {
-    let target = resolve(job, jobmanager)?;
+pub fn checkpoints(job: &str, connect: &ConnectOptions) -> anyhow::Result<()> {
+    let target = resolve(job, connect)?;
     let id = &target.job_id;
-    let details = target.client.get(&format!("/jobs/{id}"))?;
-    let stats = target.client.get(&format!("/jobs/{id}/checkpoints"))?;
+    let details = target.client.get(&api_path(&["jobs", id]))?;
+    let stats = target.client.get(&api_path(&["jobs", id, "checkpoints"]))?;
     let counts = &stats["counts"];
     let n = |k: &str| counts[k].as_u64().unwrap_or(0);
     println!(
@@ -389,13 +392,13 @@ pub fn checkpoints(job: &str, jobmanager: Option<&str>) -> anyhow::Result<()> {
 /// `[1,2]`); anything that is not JSON is taken as a string, so `floe query
 /// <job> counts hello` works for string keys. A key without state prints
 /// `not found` and is no failure.
-pub fn query(job: &str, name: &str, key: &str, jobmanager: Option<&str>) -> anyhow::Result<()> {
+pub fn query(job: &str, name: &str, key: &str, connect: &ConnectOptions) -> anyhow::Result<()> {
     let key_json: Value =
         serde_json::from_str(key).unwrap_or_else(|_| Value::String(key.to_string()));
-    let target = resolve(job, jobmanager)?;
+    let target = resolve(job, connect)?;
     let id = &target.job_id;
     let answer = target.client.get_with_query(
-        &format!("/jobs/{id}/state/{name}"),
+        &api_path(&["jobs", id, "state", name]),
         &[("key", &key_json.to_string())],
     )?;
     if answer["found"].as_bool() == Some(true) {

@@ -17,6 +17,45 @@ use serde_json::Value;
 /// answer means something is wrong, not that the job is busy.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest request target (path and query) sent: the HTTP client
+/// cannot represent a longer URI (65,534 bytes), and the endpoint's HTTP
+/// parser refuses far shorter ones, so a longer request is refused here
+/// with a message instead of failing inside the client.
+pub const MAX_TARGET: usize = 16 << 10;
+
+/// The environment variable holding the REST token (`rest.auth.token`) the
+/// commands send; `--token` overrides it.
+pub const TOKEN_ENV: &str = "FLOE_REST_TOKEN";
+
+/// How the job-control commands reach a job.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// `-m host:port`, else the job registry.
+    pub jobmanager: Option<String>,
+    /// The bearer token to send, if any.
+    pub token: Option<String>,
+}
+
+/// `/segment/segment…` with every segment percent-encoded (all but
+/// unreserved characters), so a name holding `/`, `?`, `#` or `%` stays one
+/// segment and `.` or `..` is a name, not a step up the path.
+pub fn api_path(segments: &[&str]) -> String {
+    let mut out = String::new();
+    for segment in segments {
+        out.push('/');
+        let dots_only = !segment.is_empty() && segment.bytes().all(|b| b == b'.');
+        for b in segment.bytes() {
+            let unreserved = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~');
+            if unreserved || (b == b'.' && !dots_only) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
 /// Why a request to a job's REST endpoint failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -56,27 +95,52 @@ pub enum ClientError {
         /// What was wrong with it.
         reason: String,
     },
+    /// The request cannot be sent: its path and query are too long.
+    #[error(
+        "the request is too long to send ({len} bytes of path and query, the limit is {MAX_TARGET}): {what}"
+    )]
+    TooLong {
+        /// What made it long.
+        what: String,
+        /// Its length.
+        len: usize,
+    },
 }
 
 /// A client for one REST endpoint.
 pub struct RestClient {
     agent: ureq::Agent,
     address: String,
+    /// `Authorization` header value, when a token was given.
+    authorization: Option<String>,
 }
 
 impl RestClient {
     /// A client for the endpoint at `address` (`host:port`; a leading
     /// `http://` and a trailing `/` are accepted, as users copy the URL the
     /// job prints).
-    pub fn new(address: &str) -> anyhow::Result<Self> {
+    pub fn new(address: &str, token: Option<&str>) -> anyhow::Result<Self> {
         let address = normalize_address(address)?;
+        let authorization = match token.map(str::trim) {
+            None => None,
+            Some(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()) => {
+                Some(format!("Bearer {t}"))
+            }
+            Some(_) => anyhow::bail!(
+                "the REST token (--token or ${TOKEN_ENV}) must be printable ASCII without spaces"
+            ),
+        };
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(REQUEST_TIMEOUT))
             .timeout_connect(Some(Duration::from_secs(5)))
             .build()
             .into();
-        Ok(RestClient { agent, address })
+        Ok(RestClient {
+            agent,
+            address,
+            authorization,
+        })
     }
 
     /// The endpoint's `host:port`.
@@ -84,35 +148,55 @@ impl RestClient {
         &self.address
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+    /// The full URL of `target` (path and query), refused when too long.
+    fn url(&self, target: &str, what: &str) -> Result<String, ClientError> {
+        if target.len() > MAX_TARGET {
+            return Err(ClientError::TooLong {
+                what: what.to_string(),
+                len: target.len(),
+            });
+        }
+        Ok(format!("http://{}{target}", self.address))
+    }
+
+    fn with_auth<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.authorization {
+            Some(a) => r.header("Authorization", a),
+            None => r,
+        }
     }
 
     /// `GET path`, the JSON answer.
     pub fn get(&self, path: &str) -> Result<Value, ClientError> {
-        let resp = self.agent.get(&self.url(path)).call();
+        let url = self.url(path, "the path")?;
+        let resp = self.with_auth(self.agent.get(&url)).call();
         self.answer("GET", path, resp)
     }
 
     /// `GET path?name=value…` (values percent-encoded), the JSON answer.
     pub fn get_with_query(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, ClientError> {
-        let resp = self
-            .agent
-            .get(&self.url(path))
-            .query_pairs(query.iter().copied())
-            .call();
+        let mut encoded = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in query {
+            encoded.append_pair(k, v);
+        }
+        let target = format!("{path}?{}", encoded.finish());
+        let names: Vec<&str> = query.iter().map(|(k, _)| *k).collect();
+        let url = self.url(&target, &format!("the value of {}", names.join(", ")))?;
+        let resp = self.with_auth(self.agent.get(&url)).call();
         self.answer("GET", path, resp)
     }
 
     /// `POST path` with a JSON body, the JSON answer.
     pub fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        let resp = self.agent.post(&self.url(path)).send_json(body);
+        let url = self.url(path, "the path")?;
+        let resp = self.with_auth(self.agent.post(&url)).send_json(body);
         self.answer("POST", path, resp)
     }
 
     /// `PATCH path` without a body, the JSON answer.
     pub fn patch(&self, path: &str) -> Result<Value, ClientError> {
-        let resp = self.agent.patch(&self.url(path)).send_empty();
+        let url = self.url(path, "the path")?;
+        let resp = self.with_auth(self.agent.patch(&url)).send_empty();
         self.answer("PATCH", path, resp)
     }
 
@@ -215,15 +299,16 @@ pub struct JobTarget {
 
 /// Finds `job` (a full id or a unique prefix): at `jobmanager` when given,
 /// else in the host's job registry.
-pub fn resolve(job: &str, jobmanager: Option<&str>) -> anyhow::Result<JobTarget> {
-    let Some(address) = jobmanager else {
+pub fn resolve(job: &str, connect: &ConnectOptions) -> anyhow::Result<JobTarget> {
+    let token = connect.token.as_deref();
+    let Some(address) = connect.jobmanager.as_deref() else {
         let entry = floe_rest::registry::lookup(job)?;
         return Ok(JobTarget {
             job_id: entry.job_id,
-            client: RestClient::new(&entry.rest_address)?,
+            client: RestClient::new(&entry.rest_address, token)?,
         });
     };
-    let client = RestClient::new(address)?;
+    let client = RestClient::new(address, token)?;
     let jobs = client.get("/jobs")?;
     let ids: Vec<String> = jobs["jobs"]
         .as_array()
@@ -290,5 +375,22 @@ mod tests {
             let err = normalize_address(bad).unwrap_err().to_string();
             assert!(err.contains(bad), "{err}");
         }
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(
+            api_path(&["jobs", "ab", "state", "count"]),
+            "/jobs/ab/state/count"
+        );
+        assert_eq!(
+            api_path(&["jobs", "ab", "state", "count?key=9"]),
+            "/jobs/ab/state/count%3Fkey%3D9"
+        );
+        assert_eq!(
+            api_path(&["a/b", "#c", "d e", "%", "é"]),
+            "/a%2Fb/%23c/d%20e/%25/%C3%A9"
+        );
+        assert_eq!(api_path(&["..", ".", "a.b"]), "/%2E%2E/%2E/a.b");
     }
 }
