@@ -7,6 +7,9 @@
 //! - [`format`](mod@format): the frame around every checkpoint file (magic, version,
 //!   kind, length, CRC-32), so a truncated, corrupted or mixed-up file is an
 //!   error naming the file.
+//! - [`metadata`]: [`CheckpointMetadata`], the `_metadata` payload: the
+//!   files of a snapshot with their sizes and checksums, what a restore
+//!   reads and a dispose deletes.
 //! - [`storage`]: [`CheckpointStorage`] on local disk, S3, GCS, Azure or
 //!   JobManager memory with Flink's directory layout
 //!   (`<dir>/<job id>/chk-<n>/_metadata`), a blocking API over
@@ -22,6 +25,7 @@ pub mod config;
 mod direct_io;
 pub mod format;
 mod location;
+pub mod metadata;
 pub mod savepoint;
 pub mod storage;
 
@@ -29,8 +33,12 @@ pub use config::{
     CheckpointConfig, CheckpointConfigError, CheckpointingMode, ExternalizedCheckpointRetention,
 };
 pub use format::{FileKind, FormatError};
+pub use metadata::{
+    CheckpointMetadata, METADATA_FORMAT_VERSION, MetadataError, OperatorSnapshotInfo,
+    SubtaskStateMeta,
+};
 pub use savepoint::{SAVEPOINT_DIR_PREFIX, SavepointStorage, SnapshotLocation};
 pub use storage::{
-    CheckpointStorage, JobCheckpointStorage, ResolvedCheckpoint, StateHandle, StorageError,
-    StorageKind, WriteError,
+    CheckpointStorage, JobCheckpointStorage, Removal, ResolvedCheckpoint, StateHandle,
+    StorageError, StorageKind, WriteError,
 };

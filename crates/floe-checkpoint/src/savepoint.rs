@@ -11,6 +11,14 @@
 //! directory itself: the directory can be moved, renamed or copied to
 //! another store and still restores. Like a checkpoint, it exists exactly
 //! when its `_metadata` exists.
+//!
+//! Floe deletes a savepoint only when asked to dispose of it, and then only
+//! what its verified `_metadata` vouches for: the directory must hold a
+//! Floe `_metadata` of a savepoint, the files it lists (each checked), and
+//! nothing else. A directory that is anything else is refused untouched.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use object_store::path::Path;
 use url::Url;
@@ -19,8 +27,8 @@ use floe_core::JobId;
 
 use crate::format::{self, FileKind};
 use crate::storage::{
-    CheckpointStorage, METADATA_FILE_NAME, Settings, StateHandle, StorageError, WriteError,
-    validate_file_name,
+    CheckpointStorage, METADATA_FILE_NAME, Removal, Settings, StateHandle, StorageError,
+    WriteError, validate_file_name,
 };
 
 /// The prefix of a savepoint directory's name (Flink's).
@@ -32,6 +40,9 @@ pub const SAVEPOINT_DIR_PREFIX: &str = "savepoint-";
 pub struct SavepointStorage {
     /// Rooted at the savepoint directory, so handles are relative to it.
     storage: CheckpointStorage,
+    /// The files this handle (and its clones) started writing: all that
+    /// discarding an incomplete savepoint may delete.
+    written: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// A user-typed path or URL as a URL: an absolute path without a scheme is
@@ -77,7 +88,10 @@ impl SavepointStorage {
             .pop_if_empty()
             .push(&name);
         let storage = CheckpointStorage::open(url.as_str(), Settings::ProcessEnv, true)?;
-        Ok(SavepointStorage { storage })
+        Ok(SavepointStorage {
+            storage,
+            written: Arc::default(),
+        })
     }
 
     /// Opens an existing, completed savepoint: its directory, or its
@@ -108,7 +122,10 @@ impl SavepointStorage {
             }
             Err(e) => return Err(e),
         };
-        let sp = SavepointStorage { storage };
+        let sp = SavepointStorage {
+            storage,
+            written: Arc::default(),
+        };
         if !sp.storage.exists(&sp.metadata_path())? {
             return Err(not_a_savepoint(format!(
                 "it has no {METADATA_FILE_NAME} (an incomplete savepoint, or not a savepoint directory)"
@@ -136,17 +153,29 @@ impl SavepointStorage {
         produce: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<StateHandle, WriteError<E>> {
         validate_file_name(file_name)?;
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(file_name.to_string());
         let path = self.storage.root().clone().join(file_name);
         self.storage
             .write_framed(&path, kind, payload_hint, produce)
     }
 
-    /// Reads and verifies a state file of this savepoint.
+    /// Reads and verifies a state file of this savepoint. Its handle must
+    /// be a plain file name: a savepoint is self-contained, so `_metadata`
+    /// naming a file anywhere else is refused.
     pub fn read_state_file(
         &self,
         handle: &StateHandle,
         kind: FileKind,
     ) -> Result<Vec<u8>, StorageError> {
+        if validate_file_name(&handle.path).is_err() {
+            return Err(StorageError::InvalidHandle {
+                path: handle.path.clone(),
+                reason: "a savepoint's state files are plain file names in its directory".into(),
+            });
+        }
         self.storage.read_framed(handle, kind)
     }
 
@@ -177,16 +206,107 @@ impl SavepointStorage {
         Ok(format::decode(&bytes, FileKind::Metadata, &location)?.to_vec())
     }
 
-    /// Deletes the savepoint directory and everything in it: `_metadata`
-    /// first, so an interrupted dispose leaves no restorable half.
+    /// Deletes the savepoint, refusing (and deleting nothing) unless the
+    /// directory is provably one: its `_metadata` must be a Floe file
+    /// (magic, version, CRC, kind) whose payload decodes and says
+    /// "savepoint"; each file it lists must be a plain name in the
+    /// directory with the recorded size and a Floe frame; and the
+    /// directory must hold nothing else (other files, subdirectories) but
+    /// staging sidecars of those. Then `_metadata` goes first (so an
+    /// interrupted dispose leaves no restorable half), then the listed
+    /// files, then the directory.
     pub fn dispose(self) -> Result<(), StorageError> {
-        self.storage
-            .delete_snapshot_dir(self.storage.root(), &self.metadata_path())
+        let dir = self.storage.root().clone();
+        let refuse = |reason: String| StorageError::DeleteRefused {
+            location: self.location().to_string(),
+            reason,
+        };
+        let metadata_path = self.metadata_path();
+        let meta = match self.storage.read_verified_metadata(&metadata_path) {
+            Ok(Some(meta)) => meta,
+            Ok(None) => return Err(refuse(format!("it has no {METADATA_FILE_NAME}"))),
+            Err(e) => {
+                return Err(refuse(format!(
+                    "its {METADATA_FILE_NAME} is not a Floe snapshot's: {e}"
+                )));
+            }
+        };
+        if !meta.is_savepoint {
+            return Err(refuse(format!(
+                "its {METADATA_FILE_NAME} is checkpoint {}'s, not a savepoint's (a copied chk-<n> directory?); checkpoints are removed by their job",
+                meta.checkpoint_id
+            )));
+        }
+        if !meta.shared_files().is_empty() {
+            return Err(refuse(format!(
+                "its {METADATA_FILE_NAME} references shared incremental state, which no savepoint does"
+            )));
+        }
+        let mut names = BTreeSet::from([METADATA_FILE_NAME.to_string()]);
+        let files = meta.own_files();
+        for handle in &files {
+            if validate_file_name(&handle.path).is_err() {
+                return Err(refuse(format!(
+                    "its {METADATA_FILE_NAME} lists {:?}, which is not a file name in the savepoint directory",
+                    handle.path
+                )));
+            }
+            names.insert(handle.path.clone());
+        }
+        let sidecar = |entry: &str| {
+            entry.rsplit_once('#').is_some_and(|(base, n)| {
+                names.contains(base) && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+            })
+        };
+        let foreign: Vec<String> = self
+            .storage
+            .dir_entries(&dir)?
+            .into_iter()
+            .filter(|e| e.ends_with('/') || !(names.contains(e) || sidecar(e)))
+            .collect();
+        if !foreign.is_empty() {
+            return Err(refuse(format!(
+                "it also holds {} that the savepoint's {METADATA_FILE_NAME} does not list: {} (move or delete {} first)",
+                if foreign.len() == 1 {
+                    "an entry"
+                } else {
+                    "entries"
+                },
+                foreign.join(", "),
+                if foreign.len() == 1 { "it" } else { "them" },
+            )));
+        }
+        for handle in &files {
+            self.storage
+                .verify_owned(&dir.clone().join(handle.path.as_str()), handle)
+                .map_err(|e| refuse(format!("{e}")))?;
+        }
+        self.storage.delete_file(&metadata_path)?;
+        let removal = self.storage.delete_owned(&dir, &names)?;
+        if removal.left.is_empty() {
+            Ok(())
+        } else {
+            Err(StorageError::NotRemoved {
+                location: self.location().to_string(),
+                left: removal.left,
+            })
+        }
     }
 
-    /// Removes what an aborted savepoint wrote (it has no `_metadata`).
-    pub fn discard_incomplete(&self) -> Result<(), StorageError> {
-        self.clone().dispose()
+    /// Removes what this handle wrote for a savepoint that did not
+    /// complete (it has no `_metadata`): exactly those files and their
+    /// staging sidecars, then the directory if that empties it. A completed
+    /// savepoint is refused: it belongs to the user.
+    pub fn discard_incomplete(&self) -> Result<Removal, StorageError> {
+        if self.storage.exists(&self.metadata_path())? {
+            return Err(StorageError::DeleteRefused {
+                location: self.location().to_string(),
+                reason: "it is a completed savepoint; only `floe savepoint -d` disposes of it"
+                    .into(),
+            });
+        }
+        let names = std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()));
+        self.storage.delete_owned(self.storage.root(), &names)
     }
 }
 

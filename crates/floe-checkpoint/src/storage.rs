@@ -26,6 +26,7 @@
 //! may call it at once. It must not be called from inside an async runtime
 //! (that is reported as an error, not a panic).
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ use url::Url;
 
 use crate::config::CheckpointConfig;
 use crate::format::{self, FileKind, FormatError};
+use crate::metadata::CheckpointMetadata;
 
 /// The name of the file that completes a checkpoint (Flink's name).
 pub const METADATA_FILE_NAME: &str = "_metadata";
@@ -202,10 +204,56 @@ pub enum StorageError {
         /// The size read.
         actual: u64,
     },
+    /// A state file whose bytes differ from the ones the checkpoint
+    /// recorded: it is not the file the checkpoint wrote (another
+    /// checkpoint's or subtask's file copied over it).
+    #[error(
+        "state file {location} is not the file the snapshot wrote: its checksum is {actual:#018x}, but the snapshot's _metadata recorded {expected:#018x}"
+    )]
+    ChecksumMismatch {
+        /// The file.
+        location: String,
+        /// The checksum recorded in `_metadata`.
+        expected: u64,
+        /// The checksum of the bytes read.
+        actual: u64,
+    },
     /// The file's frame is wrong (truncated, corrupted, not a Floe file…);
     /// the inner error names the file.
     #[error(transparent)]
     Format(#[from] FormatError),
+    /// A `_metadata` file whose frame is sound but whose payload does not
+    /// decode.
+    #[error("cannot read {location}: {source}")]
+    InvalidMetadata {
+        /// The `_metadata` file.
+        location: String,
+        /// Why it does not decode.
+        source: crate::metadata::MetadataError,
+    },
+    /// A dispose or discard that would have to delete something the
+    /// snapshot's verified `_metadata` does not vouch for; nothing was
+    /// deleted.
+    #[error("refusing to delete {location}: {reason}; nothing was deleted")]
+    DeleteRefused {
+        /// The savepoint or checkpoint directory.
+        location: String,
+        /// Why.
+        reason: String,
+    },
+    /// A dispose deleted the snapshot's files, but its directory still
+    /// holds entries that are not part of it, so it was kept.
+    #[error(
+        "deleted the files of {location}, but kept the directory: it also holds {} that the snapshot does not own, left untouched: {}",
+        if left.len() == 1 { "an entry" } else { "entries" },
+        left.join(", ")
+    )]
+    NotRemoved {
+        /// The directory.
+        location: String,
+        /// What is left in it.
+        left: Vec<String>,
+    },
     /// The store refused or failed an operation.
     #[error("cannot {operation} {location}: {source}")]
     Io {
@@ -294,6 +342,11 @@ pub struct StateHandle {
     pub path: String,
     /// The file's size in bytes as stored (frame included), checked on read.
     pub size: u64,
+    /// [`format::file_checksum`] of the stored bytes, checked on read: a
+    /// file replaced by another of the same size (another checkpoint's,
+    /// another subtask's) is refused. `None` only for files listed by
+    /// `_metadata` older than format version 4, which recorded none.
+    pub checksum: Option<u64>,
 }
 
 /// Where checkpoints of every job go: one checkpoint directory URL and the
@@ -657,6 +710,7 @@ impl CheckpointStorage {
             storage: self.clone(),
             job_id,
             job_root,
+            written: Arc::default(),
         }
     }
 
@@ -806,6 +860,9 @@ impl CheckpointStorage {
         on_exists: impl FnOnce(String) -> StorageError,
     ) -> Result<StateHandle, StorageError> {
         let size = framed.len() as u64;
+        // One pass over bytes just written (still in cache); `_metadata`
+        // records it and every read checks it.
+        let checksum = Some(format::file_checksum(&framed));
         #[cfg(target_os = "linux")]
         if framed.len() >= SPARE_BUFFER_MIN
             && let Some(written) = self.put_direct(path, &framed, &mode)
@@ -815,6 +872,7 @@ impl CheckpointStorage {
                 true => Ok(StateHandle {
                     path: self.relative(path),
                     size,
+                    checksum,
                 }),
                 false => Err(on_exists(self.display(path))),
             };
@@ -831,6 +889,7 @@ impl CheckpointStorage {
             Ok(_) => Ok(StateHandle {
                 path: self.relative(path),
                 size,
+                checksum,
             }),
             Err(object_store::Error::AlreadyExists { .. }) => Err(on_exists(self.display(path))),
             Err(source) => Err(StorageError::Io {
@@ -1004,8 +1063,8 @@ impl CheckpointStorage {
     }
 
     /// Reads the file of a handle and returns its payload, after checking
-    /// its frame (magic, version, length, checksum, kind) and its size
-    /// against the handle.
+    /// its frame (magic, version, length, CRC, kind), then its size and
+    /// checksum against the handle.
     pub(crate) fn read_framed(
         &self,
         handle: &StateHandle,
@@ -1024,63 +1083,218 @@ impl CheckpointStorage {
                 actual: bytes.len() as u64,
             });
         }
-        Ok(payload.to_vec())
-    }
-
-    /// Deletes a checkpoint's or savepoint's directory: its `_metadata`
-    /// first (so from then on it no longer counts as completed, even if the
-    /// rest fails), then everything under it. On disk the tree is removed
-    /// directly: `remove_dir_all` never follows symbolic links, whereas the
-    /// object store's listing would, and the empty directories go too.
-    pub(crate) fn delete_snapshot_dir(
-        &self,
-        dir: &Path,
-        metadata: &Path,
-    ) -> Result<(), StorageError> {
-        match self.block_on(self.inner.store.delete(metadata))? {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(source) => {
-                return Err(StorageError::Io {
-                    operation: "delete",
-                    location: self.display(metadata),
-                    source,
+        if let Some(expected) = handle.checksum {
+            let actual = format::file_checksum(&bytes);
+            if actual != expected {
+                return Err(StorageError::ChecksumMismatch {
+                    location,
+                    expected,
+                    actual,
                 });
             }
         }
-        if let Some(local_dir) = self.local_path(dir) {
-            return remove_local_dir(&local_dir);
-        }
-        self.delete_tree(dir)
+        Ok(payload.to_vec())
     }
 
-    /// Deletes every object under `dir` in an object store (`list`
-    /// matches whole path segments: `chk-1` does not list `chk-10`); a file
-    /// already gone is fine.
-    pub(crate) fn delete_tree(&self, dir: &Path) -> Result<(), StorageError> {
-        let store = &self.inner.store;
-        let paths: Vec<Path> = self
-            .list_under(dir)?
-            .into_iter()
-            .map(|meta| meta.location)
-            .collect();
-        let results: Vec<_> = self.block_on(
-            store
-                .delete_stream(stream::iter(paths.into_iter().map(Ok)).boxed())
-                .collect::<Vec<_>>(),
-        )?;
-        for result in results {
-            match result {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+    /// Reads and verifies a `_metadata` file (frame: magic, version, CRC,
+    /// kind; then the payload) before anything it lists is trusted;
+    /// `None` if it does not exist. Errors are reasons for a refusal.
+    pub(crate) fn read_verified_metadata(
+        &self,
+        path: &Path,
+    ) -> Result<Option<CheckpointMetadata>, StorageError> {
+        let location = self.display(path);
+        let Some(bytes) = self.get(path)? else {
+            return Ok(None);
+        };
+        let payload = format::decode(&bytes, FileKind::Metadata, &location)?;
+        CheckpointMetadata::decode(payload)
+            .map(Some)
+            .map_err(|source| StorageError::InvalidMetadata { location, source })
+    }
+
+    /// The entries directly in `dir`: files, and (with a trailing `/`)
+    /// subdirectories. On local disk the directory is read as it is
+    /// (symbolic links are entries, not followed; staging files that the
+    /// store's own listings hide are included); a missing directory has
+    /// none.
+    pub(crate) fn dir_entries(&self, dir: &Path) -> Result<Vec<String>, StorageError> {
+        if let Some(local) = self.local_path(dir) {
+            let read = match std::fs::read_dir(&local) {
+                Ok(read) => read,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
                 Err(source) => {
-                    return Err(StorageError::Io {
-                        operation: "delete",
-                        location: self.display(dir),
+                    return Err(StorageError::LocalDelete {
+                        path: local,
+                        source,
+                    });
+                }
+            };
+            let mut names = Vec::new();
+            for entry in read {
+                let entry = entry.map_err(|source| StorageError::LocalDelete {
+                    path: local.clone(),
+                    source,
+                })?;
+                let mut name = entry.file_name().to_string_lossy().into_owned();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    name.push('/');
+                }
+                names.push(name);
+            }
+            names.sort();
+            return Ok(names);
+        }
+        let listing = self
+            .block_on(self.inner.store.list_with_delimiter(Some(dir)))?
+            .map_err(|source| StorageError::Io {
+                operation: "list",
+                location: self.display(dir),
+                source,
+            })?;
+        let mut names: Vec<String> = listing
+            .objects
+            .iter()
+            .filter_map(|o| o.location.filename().map(str::to_string))
+            .chain(
+                listing
+                    .common_prefixes
+                    .iter()
+                    .filter_map(|p| p.filename().map(|n| format!("{n}/"))),
+            )
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Checks, before deleting it, that the file at `path` is the one a
+    /// handle of `_metadata` describes: its stored size, and a Floe frame
+    /// header of a state-file kind. `Ok` also when it is already gone.
+    pub(crate) fn verify_owned(
+        &self,
+        path: &Path,
+        handle: &StateHandle,
+    ) -> Result<(), StorageError> {
+        let location = self.display(path);
+        let store = &self.inner.store;
+        let head = match self.block_on(store.head(path))? {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(source) => {
+                return Err(StorageError::Io {
+                    operation: "check",
+                    location,
+                    source,
+                });
+            }
+        };
+        if head.size != handle.size {
+            return Err(StorageError::SizeMismatch {
+                location,
+                expected: handle.size,
+                actual: head.size,
+            });
+        }
+        if (head.size as usize) < format::HEADER_LEN {
+            return Err(FormatError::TooShort {
+                file: location,
+                len: head.size as usize,
+                min: format::framed_len(0),
+            }
+            .into());
+        }
+        let header = self
+            .block_on(store.get_range(path, 0..format::HEADER_LEN as u64))?
+            .map_err(|source| StorageError::Io {
+                operation: "read",
+                location: location.clone(),
+                source,
+            })?;
+        if header[..4] != format::MAGIC {
+            return Err(FormatError::BadMagic {
+                file: location,
+                found: header[..4].to_vec(),
+            }
+            .into());
+        }
+        match FileKind::from_u8(header[6]) {
+            Some(FileKind::Metadata) | None => Err(FormatError::UnknownKind {
+                file: location,
+                found: header[6],
+            }
+            .into()),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Deletes the entries of `dir` named in `names` and their staging
+    /// sidecars (`<name>#<n>`, left by an interrupted local write), never
+    /// anything else; then removes `dir` if nothing is left in it. Returns
+    /// what it deleted and what it left.
+    pub(crate) fn delete_owned(
+        &self,
+        dir: &Path,
+        names: &std::collections::BTreeSet<String>,
+    ) -> Result<Removal, StorageError> {
+        let owned = |entry: &str| {
+            names.contains(entry)
+                || entry.rsplit_once('#').is_some_and(|(base, n)| {
+                    names.contains(base) && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                })
+        };
+        let shown = |entry: &str| format!("{}/{entry}", self.display(dir));
+        let mut removal = Removal::default();
+        for entry in self.dir_entries(dir)? {
+            if entry.ends_with('/') || !owned(&entry) {
+                continue;
+            }
+            match self.local_path(dir) {
+                // Names as they are on disk (a staging name's `#` is not
+                // a store path character).
+                Some(local) => remove_local_file(&local.join(&entry))?,
+                None => self.delete_file(&dir.clone().join(entry.as_str()))?,
+            }
+            removal.deleted.push(shown(&entry));
+        }
+        removal.left = self
+            .dir_entries(dir)?
+            .iter()
+            .map(|entry| shown(entry))
+            .collect();
+        if removal.left.is_empty()
+            && let Some(local) = self.local_path(dir)
+        {
+            match std::fs::remove_dir(&local) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Something appeared meanwhile: it stays, and so does
+                // the directory.
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {}
+                Err(source) => {
+                    return Err(StorageError::LocalDelete {
+                        path: local,
                         source,
                     });
                 }
             }
         }
-        Ok(())
+        Ok(removal)
+    }
+
+    /// Deletes one file (on local disk a symbolic link is removed, never
+    /// followed); a file already gone is fine.
+    pub(crate) fn delete_file(&self, path: &Path) -> Result<(), StorageError> {
+        if let Some(local) = self.local_path(path) {
+            return remove_local_file(&local);
+        }
+        match self.block_on(self.inner.store.delete(path))? {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(StorageError::Io {
+                operation: "delete",
+                location: self.display(path),
+                source,
+            }),
+        }
     }
 
     /// Every object under `dir` (whole path segments: `chk-1` does not
@@ -1115,6 +1329,7 @@ impl CheckpointStorage {
     /// The store path of a [`StateHandle`], refusing anything that is not a
     /// plain relative path.
     pub(crate) fn resolve_handle(&self, handle: &StateHandle) -> Result<Path, StorageError> {
+        validate_handle_path(&handle.path)?;
         let rel = Path::parse(&handle.path).map_err(|e| StorageError::InvalidHandle {
             path: handle.path.clone(),
             reason: e.to_string(),
@@ -1157,6 +1372,10 @@ pub struct JobCheckpointStorage {
     storage: CheckpointStorage,
     job_id: JobId,
     job_root: Path,
+    /// The state files this handle (and its clones) started writing, per
+    /// checkpoint not yet completed: all a discard of an incomplete
+    /// checkpoint may delete, since it has no `_metadata` to list them.
+    written: Arc<std::sync::Mutex<std::collections::HashMap<u64, BTreeSet<String>>>>,
 }
 
 impl JobCheckpointStorage {
@@ -1249,6 +1468,12 @@ impl JobCheckpointStorage {
         produce: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<StateHandle, WriteError<E>> {
         validate_file_name(file_name)?;
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(checkpoint_id)
+            .or_default()
+            .insert(file_name.to_string());
         let path = self.checkpoint_path(checkpoint_id).join(file_name);
         self.storage
             .write_framed(&path, kind, payload_hint, produce)
@@ -1291,45 +1516,60 @@ impl JobCheckpointStorage {
     /// that job's checkpoints. A file already gone is not an error.
     pub fn delete_shared_file(&self, handle: &StateHandle) -> Result<(), StorageError> {
         let path = self.storage.resolve_handle(handle)?;
-        if !handle.path.starts_with(&self.shared_prefix()) {
+        let own_name = handle
+            .path
+            .strip_prefix(&self.shared_prefix())
+            .is_some_and(is_shared_file_name);
+        if !own_name {
             return Err(StorageError::InvalidHandle {
                 path: handle.path.clone(),
                 reason: format!(
-                    "not in this job's shared directory {}",
+                    "not a file of Floe's naming in this job's shared directory {}",
                     self.shared_location()
                 ),
             });
         }
-        let store = &self.storage.inner.store;
-        match self.storage.block_on(store.delete(&path))? {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(source) => Err(StorageError::Io {
-                operation: "delete",
-                location: self.storage.display(&path),
-                source,
-            }),
-        }
+        self.storage.delete_file(&path)
     }
 
-    /// Every file in this job's `shared/` directory, as handles (path
-    /// relative to the storage root, stored size): what a sweep compares
-    /// with the files its retained checkpoints reference.
+    /// Every file of Floe's naming ([`is_shared_file_name`]) directly in
+    /// this job's `shared/` directory, as handles (path relative to the
+    /// storage root, stored size, no checksum): what a sweep compares with
+    /// the files its retained checkpoints reference. Other files there are
+    /// not Floe's and never listed, so never swept.
     pub fn list_shared_files(&self) -> Result<Vec<StateHandle>, StorageError> {
+        let dir = self.shared_path();
         Ok(self
             .storage
-            .list_under(&self.shared_path())?
+            .list_under(&dir)?
             .into_iter()
+            .filter(|meta| {
+                meta.location.prefix_match(&dir).is_some_and(|mut rest| {
+                    rest.next()
+                        .is_some_and(|name| is_shared_file_name(name.as_ref()))
+                        && rest.next().is_none()
+                })
+            })
             .map(|meta| StateHandle {
                 path: self.storage.relative(&meta.location),
                 size: meta.size,
+                checksum: None,
             })
             .collect())
     }
 
-    /// Removes the job's `shared/` directory with everything in it (when
-    /// the job's last checkpoint is discarded).
-    pub fn discard_shared(&self) -> Result<(), StorageError> {
-        self.storage.delete_tree(&self.shared_path())
+    /// Deletes the Floe-named files of the job's `shared/` directory (when
+    /// the job's last checkpoint is discarded), and the directory if that
+    /// empties it; anything else there is left, and reported.
+    pub fn discard_shared(&self) -> Result<Removal, StorageError> {
+        let dir = self.shared_path();
+        let names = self
+            .storage
+            .dir_entries(&dir)?
+            .into_iter()
+            .filter(|n| is_shared_file_name(n))
+            .collect();
+        self.storage.delete_owned(&dir, &names)
     }
 
     fn shared_path(&self) -> Path {
@@ -1361,14 +1601,20 @@ impl JobCheckpointStorage {
         metadata_payload: &[u8],
     ) -> Result<StateHandle, StorageError> {
         let path = self.metadata_path(checkpoint_id);
-        self.storage.put_new(
+        let handle = self.storage.put_new(
             &path,
             format::encode(FileKind::Metadata, metadata_payload),
             |location| StorageError::AlreadyCompleted {
                 checkpoint_id,
                 location,
             },
-        )
+        )?;
+        // From now on `_metadata` lists the files.
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&checkpoint_id);
+        Ok(handle)
     }
 
     /// Reads the `_metadata` payload of a completed checkpoint.
@@ -1385,18 +1631,95 @@ impl JobCheckpointStorage {
         Ok(format::decode(&bytes, FileKind::Metadata, &location)?.to_vec())
     }
 
-    /// Deletes checkpoint `checkpoint_id`: its `_metadata` first (so from
-    /// then on it no longer counts as completed, even if the rest of the
-    /// discard fails), then every file under its `chk-<n>/` directory, and
-    /// nothing outside it (`shared/` and `taskowned/` are untouched; on
-    /// local disk symbolic links are removed, never followed). Discarding a
-    /// checkpoint that does not exist, or was partly discarded, succeeds, so
-    /// a failed discard can simply be retried.
-    pub fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<(), StorageError> {
-        self.storage.delete_snapshot_dir(
-            &self.checkpoint_path(checkpoint_id),
-            &self.metadata_path(checkpoint_id),
-        )
+    /// Deletes completed checkpoint `checkpoint_id`, owning nothing it
+    /// cannot prove: its `_metadata` is read and verified first (frame,
+    /// payload, a checkpoint's and not a savepoint's, this id), every file
+    /// it lists in the `chk-<n>/` directory is checked (size, frame
+    /// header), then `_metadata` is deleted (from then on it no longer
+    /// counts as completed, even if the rest fails), then exactly those
+    /// files (and their staging sidecars), then the directory if that
+    /// empties it. Anything else in `chk-<n>/` is left and reported in the
+    /// [`Removal`]; nothing outside it is touched (`shared/` belongs to the
+    /// registry). A checkpoint without `_metadata` (never completed, or
+    /// discarded already) deletes nothing and succeeds, so a discard can be
+    /// retried; a `_metadata` that does not verify is refused, deleting
+    /// nothing.
+    pub fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<Removal, StorageError> {
+        let dir = self.checkpoint_path(checkpoint_id);
+        let metadata_path = self.metadata_path(checkpoint_id);
+        let refuse = |reason: String| StorageError::DeleteRefused {
+            location: self.checkpoint_location(checkpoint_id),
+            reason,
+        };
+        let meta = match self.storage.read_verified_metadata(&metadata_path) {
+            Ok(Some(meta)) => meta,
+            Ok(None) => {
+                return Ok(Removal {
+                    deleted: Vec::new(),
+                    left: self
+                        .storage
+                        .dir_entries(&dir)?
+                        .iter()
+                        .map(|e| format!("{}/{e}", self.storage.display(&dir)))
+                        .collect(),
+                });
+            }
+            Err(e) => return Err(refuse(format!("its _metadata cannot be verified: {e}"))),
+        };
+        if meta.is_savepoint {
+            return Err(refuse(
+                "its _metadata is a savepoint's (dispose of savepoints with `floe savepoint -d`)"
+                    .into(),
+            ));
+        }
+        if meta.checkpoint_id != checkpoint_id {
+            return Err(refuse(format!(
+                "its _metadata is checkpoint {}'s, not checkpoint {checkpoint_id}'s",
+                meta.checkpoint_id
+            )));
+        }
+        let prefix = format!("{}/", self.storage.relative(&dir));
+        let mut names = BTreeSet::new();
+        for handle in meta.own_files() {
+            // Files listed elsewhere are not this directory's to delete.
+            let Some(name) = handle.path.strip_prefix(&prefix) else {
+                continue;
+            };
+            if validate_file_name(name).is_err() {
+                continue;
+            }
+            self.storage
+                .verify_owned(&dir.clone().join(name), &handle)
+                .map_err(|e| refuse(format!("{e}")))?;
+            names.insert(name.to_string());
+        }
+        self.storage.delete_file(&metadata_path)?;
+        names.insert(METADATA_FILE_NAME.to_string());
+        self.storage.delete_owned(&dir, &names)
+    }
+
+    /// Deletes what this storage handle started writing for checkpoint
+    /// `checkpoint_id`, which never completed (aborted, declined, expired,
+    /// or the run ended): exactly those files and their staging sidecars,
+    /// then the `chk-<n>/` directory if that empties it. A completed
+    /// checkpoint is refused: it is discarded with its `_metadata`
+    /// ([`JobCheckpointStorage::discard_checkpoint`]).
+    pub fn discard_incomplete(&self, checkpoint_id: u64) -> Result<Removal, StorageError> {
+        if self.storage.exists(&self.metadata_path(checkpoint_id))? {
+            return Err(StorageError::DeleteRefused {
+                location: self.checkpoint_location(checkpoint_id),
+                reason: "it is a completed checkpoint (its _metadata exists), not an aborted one"
+                    .into(),
+            });
+        }
+        let names = self
+            .written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&checkpoint_id)
+            .unwrap_or_default();
+        self.storage
+            .delete_owned(&self.checkpoint_path(checkpoint_id), &names)
     }
 
     /// The ids of the job's completed checkpoints, ascending: every
@@ -1496,23 +1819,75 @@ pub(crate) fn validate_file_name(name: &str) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Removes a local checkpoint directory and everything in it, without
-/// following symbolic links (a link is removed, not its target). A missing
-/// directory is fine.
-pub(crate) fn remove_local_dir(dir: &std::path::Path) -> Result<(), StorageError> {
-    let result = match std::fs::symlink_metadata(dir) {
-        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(dir),
-        Ok(_) => std::fs::remove_file(dir),
-        Err(e) => Err(e),
-    };
-    match result {
+/// Removes one local file (a symbolic link itself, never its target); a
+/// file already gone is fine.
+fn remove_local_file(path: &std::path::Path) -> Result<(), StorageError> {
+    match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(StorageError::LocalDelete {
-            path: dir.to_path_buf(),
+            path: path.to_path_buf(),
             source,
         }),
     }
+}
+
+/// Refuses a handle path read from `_metadata` that is not a plain
+/// relative path inside its root: absolute, empty, with an empty, `.` or
+/// `..` segment, a backslash or a control character. A crafted `_metadata`
+/// thus cannot make a restore read, or a discard delete, anything outside
+/// the checkpoint storage or savepoint directory.
+pub fn validate_handle_path(path: &str) -> Result<(), StorageError> {
+    let invalid = |reason: &str| {
+        Err(StorageError::InvalidHandle {
+            path: path.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if path.is_empty() {
+        return invalid("empty path");
+    }
+    if path.starts_with('/') {
+        return invalid("an absolute path; handles are relative to their snapshot's root");
+    }
+    if path.chars().any(|c| c == '\\' || c.is_control()) {
+        return invalid("contains a backslash or a control character");
+    }
+    for segment in path.split('/') {
+        match segment {
+            "" => return invalid("empty path segment"),
+            "." | ".." => return invalid("'.' and '..' segments are not allowed"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is a file name of Floe's incremental state under
+/// `shared/`: `<16 hex digits: the database>-<checkpoint id>-<SST file>`,
+/// as the RocksDB backend names its uploads. The sweeps of `shared/` delete
+/// only files named so: anything else there is not Floe's.
+pub fn is_shared_file_name(name: &str) -> bool {
+    let mut parts = name.splitn(3, '-');
+    let (Some(db), Some(id), Some(file)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    db.len() == 16
+        && db.bytes().all(|b| b.is_ascii_hexdigit())
+        && digits(id)
+        && file.strip_suffix(".sst").is_some_and(digits)
+}
+
+/// What a discard deleted, and what it left because the snapshot does
+/// not own it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// The files deleted, as URLs.
+    pub deleted: Vec<String>,
+    /// The entries left in the directory, as URLs (a trailing `/` marks a
+    /// subdirectory); the directory itself was kept when this is not empty.
+    pub left: Vec<String>,
 }
 
 #[cfg(test)]

@@ -178,7 +178,8 @@ fn damaged_files_are_errors_naming_the_file_and_nothing_is_deleted() {
     let handle = job
         .write_state_file(5, "state", FileKind::KeyedState, b"0123456789abcdef")
         .unwrap();
-    job.complete_checkpoint(5, b"the metadata").unwrap();
+    job.complete_checkpoint(5, &common::metadata_listing(5, false, &[&handle]))
+        .unwrap();
     let chk = dir
         .path()
         .canonicalize()
@@ -271,17 +272,26 @@ fn discard_touches_nothing_outside_the_checkpoint_directory() {
     // A directory outside the storage, linked from inside the checkpoint.
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("precious"), b"keep me").unwrap();
-    job.write_state_file(1, "keyed-0", FileKind::KeyedState, b"state")
+    let one = job
+        .write_state_file(1, "keyed-0", FileKind::KeyedState, b"state")
         .unwrap();
-    job.complete_checkpoint(1, b"metadata").unwrap();
+    job.complete_checkpoint(1, &common::metadata_listing(1, false, &[&one]))
+        .unwrap();
     std::os::unix::fs::symlink(outside.path(), job_dir.join("chk-1/link")).unwrap();
-    job.write_state_file(11, "keyed-0", FileKind::KeyedState, b"state")
+    let eleven = job
+        .write_state_file(11, "keyed-0", FileKind::KeyedState, b"state")
         .unwrap();
-    job.complete_checkpoint(11, b"metadata").unwrap();
+    job.complete_checkpoint(11, &common::metadata_listing(11, false, &[&eleven]))
+        .unwrap();
 
-    job.discard_checkpoint(1).unwrap();
+    let removal = job.discard_checkpoint(1).unwrap();
 
-    assert!(!job_dir.join("chk-1").exists());
+    // The link is not the checkpoint's: it stays, and so does chk-1.
+    assert_eq!(removal.left.len(), 1, "{removal:?}");
+    assert!(removal.left[0].ends_with("/chk-1/link"), "{removal:?}");
+    assert!(!job_dir.join("chk-1/keyed-0").exists());
+    assert!(!job_dir.join("chk-1/_metadata").exists());
+    std::fs::remove_file(job_dir.join("chk-1/link")).unwrap();
     assert_eq!(job.completed_checkpoints().unwrap(), vec![11]);
     for keep in ["shared/sst-1", "taskowned/log-1", "chk-1-notes.txt"] {
         assert_eq!(
@@ -468,9 +478,10 @@ fn restore_paths_resolve_to_a_completed_checkpoint() {
     let storage = CheckpointStorage::from_url(&root).unwrap();
     let job = storage.job(common::fresh_job_id());
     for id in [3, 7] {
-        job.write_state_file(id, "keyed-0", FileKind::KeyedState, b"s")
+        let h = job
+            .write_state_file(id, "keyed-0", FileKind::KeyedState, b"s")
             .unwrap();
-        job.complete_checkpoint(id, format!("metadata {id}").as_bytes())
+        job.complete_checkpoint(id, &common::metadata_listing(id, false, &[&h]))
             .unwrap();
     }
     job.write_state_file(8, "keyed-0", FileKind::KeyedState, b"s")
@@ -492,8 +503,12 @@ fn restore_paths_resolve_to_a_completed_checkpoint() {
         assert_eq!(resolved.checkpoint_id, expected, "{given}");
         assert_eq!(resolved.job.job_id(), job.job_id(), "{given}");
         assert_eq!(
-            resolved.job.read_metadata(expected).unwrap(),
-            format!("metadata {expected}").as_bytes()
+            floe_checkpoint::CheckpointMetadata::decode(
+                &resolved.job.read_metadata(expected).unwrap()
+            )
+            .unwrap()
+            .checkpoint_id,
+            expected
         );
     }
 

@@ -159,9 +159,11 @@ fn s3_storage_against_a_real_server() {
 
     // The same contract on the job whose shared/ directory exists.
     let job = storage.job(job_id);
-    job.write_state_file(1, "keyed-0", FileKind::KeyedState, b"state")
+    let keyed = job
+        .write_state_file(1, "keyed-0", FileKind::KeyedState, b"state")
         .unwrap();
-    job.complete_checkpoint(1, b"metadata").unwrap();
+    let meta = common::metadata_listing(1, false, &[&keyed]);
+    job.complete_checkpoint(1, &meta).unwrap();
     assert_eq!(job.completed_checkpoints().unwrap(), vec![1]);
     // The objects are where Flink's layout puts them.
     let chk = server
@@ -177,7 +179,7 @@ fn s3_storage_against_a_real_server() {
     )
     .unwrap();
     assert_eq!(resolved.checkpoint_id, 1);
-    assert_eq!(resolved.job.read_metadata(1).unwrap(), b"metadata");
+    assert_eq!(resolved.job.read_metadata(1).unwrap(), meta);
     let latest =
         CheckpointStorage::resolve_checkpoint_with_vars(&format!("{url}/{job_id}"), &vars).unwrap();
     assert_eq!(latest.checkpoint_id, 1);

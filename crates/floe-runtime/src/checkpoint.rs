@@ -88,25 +88,45 @@ pub struct OperatorRestore {
 }
 
 /// Reads shared (incremental) state files from the storage a snapshot was
-/// loaded from, when a backend restores native keyed state.
+/// loaded from, when a backend restores native keyed state: only the files
+/// the snapshot's `_metadata` lists, each verified against the size and
+/// checksum recorded there.
 #[derive(Clone)]
-pub struct SharedStateFetcher(Arc<dyn crate::coordinator::CheckpointStore>);
+pub struct SharedStateFetcher {
+    store: Arc<dyn crate::coordinator::CheckpointStore>,
+    listed: Arc<HashMap<String, crate::coordinator::StateFile>>,
+}
 
 impl SharedStateFetcher {
-    /// Fetches from `store`.
-    pub fn new(store: Arc<dyn crate::coordinator::CheckpointStore>) -> Self {
-        SharedStateFetcher(store)
+    /// Fetches from `store` the shared files in `listed` (the snapshot
+    /// metadata's).
+    pub fn new(
+        store: Arc<dyn crate::coordinator::CheckpointStore>,
+        listed: Vec<crate::coordinator::StateFile>,
+    ) -> Self {
+        let listed = listed.into_iter().map(|f| (f.path.clone(), f)).collect();
+        SharedStateFetcher {
+            store,
+            listed: Arc::new(listed),
+        }
     }
 
     /// The payload of the shared file at `path` (relative to the storage
-    /// root) of stored size `size`, verified.
+    /// root) of stored size `size`, verified. A file the snapshot's
+    /// `_metadata` does not list, or lists with another size, is refused:
+    /// a native manifest cannot make a restore read anything else.
     pub fn fetch(&self, path: &str, size: u64) -> Result<Vec<u8>, String> {
-        let file = crate::coordinator::StateFile {
-            path: path.to_string(),
-            size,
-        };
-        self.0
-            .read_state(&file, crate::coordinator::StateFileKind::Shared)
+        let file = self.listed.get(path).ok_or_else(|| {
+            format!("shared state file {path} is not listed in the snapshot's _metadata")
+        })?;
+        if file.size != size {
+            return Err(format!(
+                "shared state file {path}: the native manifest says {size} bytes, the snapshot's _metadata {}",
+                file.size
+            ));
+        }
+        self.store
+            .read_state(file, crate::coordinator::StateFileKind::Shared)
     }
 }
 

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
 use floe_core::{CheckpointBarrier, CheckpointKind};
-use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{
     AlignmentMode, CheckpointNotification, OperatorRestore, OperatorState, RestoredState,
@@ -62,8 +61,15 @@ pub trait CheckpointStore: Send + Sync {
     fn complete(&self, checkpoint_id: u64, metadata: &[u8]) -> Result<(), String>;
     /// Reads a completed checkpoint's metadata.
     fn read_metadata(&self, checkpoint_id: u64) -> Result<Vec<u8>, String>;
-    /// Deletes everything of checkpoint `checkpoint_id`.
+    /// Deletes completed checkpoint `checkpoint_id`: what its `_metadata`
+    /// lists, nothing else.
     fn discard(&self, checkpoint_id: u64) -> Result<(), String>;
+    /// Deletes what was written for checkpoint `checkpoint_id`, which did
+    /// not complete (no `_metadata` lists its files): only the files this
+    /// store wrote for it.
+    fn discard_incomplete(&self, checkpoint_id: u64) -> Result<(), String> {
+        self.discard(checkpoint_id)
+    }
     /// Ids of completed checkpoints, ascending.
     fn completed(&self) -> Result<Vec<u64>, String>;
     /// Where checkpoint `checkpoint_id` is, as a URL, when it has a place
@@ -113,155 +119,33 @@ pub const FRAME_OVERHEAD: u64 =
 /// checkpoint storage's, or the savepoint directory) and its size.
 pub type StateFile = floe_checkpoint::StateHandle;
 
-/// One operator subtask's entry in a checkpoint's metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubtaskStateMeta {
-    /// The subtask index.
-    pub subtask: u32,
-    /// Its keyed state file.
-    pub keyed: Option<StateFile>,
-    /// Small raw state (a source position), inlined.
-    pub raw: Option<Vec<u8>>,
-    /// Its operator state file.
-    pub operator: Option<StateFile>,
-    /// In-flight records of an unaligned checkpoint, replayed into this
-    /// operator subtask before new input.
-    pub channel: Option<StateFile>,
-    /// Its keyed state in RocksDB's own files (an incremental checkpoint):
-    /// the manifest, instead of `keyed`.
-    pub keyed_native: Option<StateFile>,
-    /// The shared files its native keyed state references (each once):
-    /// what the shared-state registry counts.
-    pub shared: Vec<StateFile>,
-}
-
-/// [`SubtaskStateMeta`] as format version 2 wrote it (no native state).
-#[derive(Deserialize)]
-struct SubtaskStateMetaV2 {
-    subtask: u32,
-    keyed: Option<StateFile>,
-    raw: Option<Vec<u8>>,
-    operator: Option<StateFile>,
-    channel: Option<StateFile>,
-}
-
-/// [`CheckpointMetadata`] as format version 2 wrote it.
-#[derive(Deserialize)]
-struct CheckpointMetadataV2 {
-    format_version: u32,
-    checkpoint_id: u64,
-    timestamp_ms: u64,
-    is_savepoint: bool,
-    operator_info: BTreeMap<String, OperatorSnapshotInfo>,
-    operators: BTreeMap<String, Vec<SubtaskStateMetaV2>>,
-}
+pub use floe_checkpoint::metadata::{
+    CheckpointMetadata, METADATA_FORMAT_VERSION, MetadataError, OperatorSnapshotInfo,
+    SubtaskStateMeta,
+};
 
 /// How uids derived from the graph (operators without `uid(..)`) begin.
 pub const DERIVED_UID_PREFIX: &str = "auto-";
 
-/// The version of the `_metadata` payload layout; a snapshot of another
-/// version is refused with a clear error instead of misread.
-pub const METADATA_FORMAT_VERSION: u32 = 3;
-
-/// What a snapshot records about an operator besides its state: what a
-/// restore checks (max parallelism) and what `floe info` shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OperatorSnapshotInfo {
-    /// The operator's display name when the snapshot was taken.
-    pub name: String,
-    /// Its parallelism then.
-    pub parallelism: u32,
-    /// Its number of key groups, which a restore must keep.
-    pub max_parallelism: u32,
-    /// Whether the max parallelism was set explicitly (else derived from
-    /// the parallelism, and adopted by a restore at another parallelism).
-    pub max_parallelism_explicit: bool,
-}
-
-/// The `_metadata` of a completed checkpoint or savepoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckpointMetadata {
-    /// [`METADATA_FORMAT_VERSION`] of the writer.
-    pub format_version: u32,
-    /// The checkpoint id.
-    pub checkpoint_id: u64,
-    /// When it was triggered (ms since the epoch).
-    pub timestamp_ms: u64,
-    /// A savepoint rather than a checkpoint.
-    pub is_savepoint: bool,
-    /// Per operator uid: name, parallelism, max parallelism.
-    pub operator_info: BTreeMap<String, OperatorSnapshotInfo>,
-    /// Per operator uid, per subtask.
-    pub operators: BTreeMap<String, Vec<SubtaskStateMeta>>,
-}
-
-impl CheckpointMetadata {
-    /// Encodes for storage.
-    pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("metadata is serializable")
-    }
-
-    /// Decodes stored bytes.
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let version: u32 = postcard::take_from_bytes::<u32>(bytes)
-            .map(|(v, _)| v)
-            .map_err(|e| format!("invalid checkpoint metadata: {e}"))?;
-        if version == 2 {
-            let v2: CheckpointMetadataV2 = postcard::from_bytes(bytes)
-                .map_err(|e| format!("invalid checkpoint metadata: {e}"))?;
-            return Ok(CheckpointMetadata {
-                format_version: v2.format_version,
-                checkpoint_id: v2.checkpoint_id,
-                timestamp_ms: v2.timestamp_ms,
-                is_savepoint: v2.is_savepoint,
-                operator_info: v2.operator_info,
-                operators: v2
-                    .operators
-                    .into_iter()
-                    .map(|(uid, subtasks)| {
-                        let subtasks = subtasks
-                            .into_iter()
-                            .map(|s| SubtaskStateMeta {
-                                subtask: s.subtask,
-                                keyed: s.keyed,
-                                raw: s.raw,
-                                operator: s.operator,
-                                channel: s.channel,
-                                keyed_native: None,
-                                shared: Vec::new(),
-                            })
-                            .collect();
-                        (uid, subtasks)
-                    })
-                    .collect(),
-            });
-        }
-        if version != METADATA_FORMAT_VERSION {
-            return Err(format!(
-                "checkpoint metadata of format version {version} cannot be read by this Floe (it reads versions 2 and {METADATA_FORMAT_VERSION})"
-            ));
-        }
-        postcard::from_bytes(bytes).map_err(|e| format!("invalid checkpoint metadata: {e}"))
-    }
-
-    /// Every shared file the snapshot references, each once.
-    pub fn shared_files(&self) -> Vec<StateFile> {
-        let mut seen = HashSet::new();
-        self.operators
-            .values()
-            .flatten()
-            .flat_map(|s| s.shared.iter())
-            .filter(|f| seen.insert(f.path.clone()))
-            .cloned()
-            .collect()
-    }
-
+/// Loading the state a snapshot's metadata lists (the metadata format
+/// lives in `floe-checkpoint`; what operators restore from is the
+/// runtime's).
+pub trait LoadSnapshot {
     /// Loads every state file into what operators restore from; shared
     /// files of native keyed state are fetched later, by the backend that
-    /// restores them, through `store`. `same_job`: the snapshot is a
-    /// checkpoint of the job restoring it (a failover), whose shared files
-    /// the job's next checkpoints may reference.
-    pub fn load(
+    /// restores them, through `store`, and only those the metadata lists
+    /// (verified against their recorded size and checksum). `same_job`:
+    /// the snapshot is a checkpoint of the job restoring it (a failover),
+    /// whose shared files the job's next checkpoints may reference.
+    fn load(
+        &self,
+        store: Arc<dyn CheckpointStore>,
+        same_job: bool,
+    ) -> Result<RestoredState, String>;
+}
+
+impl LoadSnapshot for CheckpointMetadata {
+    fn load(
         &self,
         store: Arc<dyn CheckpointStore>,
         same_job: bool,
@@ -306,7 +190,10 @@ impl CheckpointMetadata {
             .flatten()
             .any(|s| s.keyed_native.is_some())
         {
-            restored.shared = Some(crate::checkpoint::SharedStateFetcher::new(store));
+            restored.shared = Some(crate::checkpoint::SharedStateFetcher::new(
+                store,
+                self.shared_files(),
+            ));
         }
         Ok(restored)
     }
@@ -666,13 +553,17 @@ impl SnapshotUploader {
         let mut shared = Vec::with_capacity(native.sst().len());
         for f in native.sst() {
             let file = match &f.source {
+                // Referenced: the coordinator fills in the checksum the
+                // registry carries from the checkpoint that uploaded it.
                 SstSource::At(r) => StateFile {
                     path: r.path.clone(),
                     size: r.size,
+                    checksum: None,
                 },
                 SstSource::OwnShared => StateFile {
                     path: format!("{prefix}{}", f.shared_name),
                     size: f.size + FRAME_OVERHEAD,
+                    checksum: None,
                 },
                 SstSource::Upload => {
                     let path = native.dir().join(&f.name);
@@ -834,9 +725,20 @@ impl CheckpointStore for SnapshotTargets {
         match self.savepoint(checkpoint_id) {
             // A completed savepoint belongs to the user: never deleted here.
             Some((_, true)) => Ok(()),
-            Some((sp, false)) => sp.discard_incomplete().map_err(|e| e.to_string()),
+            Some((sp, false)) => CheckpointStore::discard_incomplete(sp.as_ref(), checkpoint_id),
             None => match &self.checkpoints {
                 Some(c) => c.discard(checkpoint_id),
+                None => Ok(()),
+            },
+        }
+    }
+
+    fn discard_incomplete(&self, checkpoint_id: u64) -> Result<(), String> {
+        match self.savepoint(checkpoint_id) {
+            Some((_, true)) => Ok(()),
+            Some((sp, false)) => CheckpointStore::discard_incomplete(sp.as_ref(), checkpoint_id),
+            None => match &self.checkpoints {
+                Some(c) => c.discard_incomplete(checkpoint_id),
                 None => Ok(()),
             },
         }
@@ -975,7 +877,7 @@ impl CheckpointCoordinator {
         for &id in &retained {
             let files = store
                 .read_metadata(id)
-                .and_then(|m| CheckpointMetadata::decode(&m))
+                .and_then(|m| CheckpointMetadata::decode(&m).map_err(|e| e.to_string()))
                 .map(|m| m.shared_files());
             match files {
                 Ok(files) => {
@@ -1245,7 +1147,7 @@ impl CheckpointCoordinator {
         } else {
             tracing::debug!(checkpoint = id, "checkpoint aborted: {reason}");
         }
-        if let Err(e) = self.store.discard(id) {
+        if let Err(e) = self.store.discard_incomplete(id) {
             tracing::warn!(
                 checkpoint = id,
                 "cannot remove the files of an aborted checkpoint: {e}"
@@ -1300,10 +1202,22 @@ impl CheckpointCoordinator {
     }
 
     fn complete(&mut self, id: u64) -> Result<(), CheckpointFailure> {
-        let p = self
+        let mut p = self
             .pending
             .remove(&id)
             .expect("completing a pending checkpoint");
+        // Shared files this checkpoint references rather than uploads
+        // carry the checksum of the checkpoint that uploaded them.
+        for f in p
+            .metadata
+            .operators
+            .values_mut()
+            .flatten()
+            .flat_map(|s| s.shared.iter_mut())
+            .filter(|f| f.checksum.is_none())
+        {
+            f.checksum = self.shared_registry.checksum_of(&f.path);
+        }
         if let Err(e) = self.store.complete(id, &p.metadata.encode()) {
             self.pending.insert(id, p);
             return self.abort(id, format!("cannot write metadata: {e}"), true);
@@ -1450,7 +1364,7 @@ impl CheckpointCoordinator {
                     // meanwhile (expired, declined): what it just wrote
                     // must not outlive the abort.
                     if !self.retained.contains(&checkpoint_id) {
-                        let _ = self.store.discard(checkpoint_id);
+                        let _ = self.store.discard_incomplete(checkpoint_id);
                         let shared: Vec<StateFile> =
                             states.iter().flat_map(|(_, m)| m.shared.clone()).collect();
                         self.shared_registry
@@ -1532,7 +1446,7 @@ impl CheckpointCoordinator {
                     },
                 );
             }
-            if let Err(e) = self.store.discard(id) {
+            if let Err(e) = self.store.discard_incomplete(id) {
                 tracing::warn!(checkpoint = id, "cannot remove an aborted savepoint: {e}");
             }
             self.orphans.push(id);
@@ -1681,7 +1595,12 @@ impl CheckpointStore for floe_checkpoint::SavepointStorage {
     }
 
     fn discard(&self, _checkpoint_id: u64) -> Result<(), String> {
-        self.discard_incomplete().map_err(|e| e.to_string())
+        // A completed savepoint is the user's: only `floe savepoint -d`
+        // disposes of it; this removes an aborted one.
+        warn_left(
+            "an aborted savepoint",
+            floe_checkpoint::SavepointStorage::discard_incomplete(self),
+        )
     }
 
     fn completed(&self) -> Result<Vec<u64>, String> {
@@ -1725,8 +1644,17 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
     }
 
     fn discard(&self, checkpoint_id: u64) -> Result<(), String> {
-        self.discard_checkpoint(checkpoint_id)
-            .map_err(|e| e.to_string())
+        warn_left(
+            "a discarded checkpoint",
+            self.discard_checkpoint(checkpoint_id),
+        )
+    }
+
+    fn discard_incomplete(&self, checkpoint_id: u64) -> Result<(), String> {
+        warn_left(
+            "an aborted checkpoint",
+            floe_checkpoint::JobCheckpointStorage::discard_incomplete(self, checkpoint_id),
+        )
     }
 
     fn completed(&self) -> Result<Vec<u64>, String> {
@@ -1761,10 +1689,28 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
     }
 
     fn discard_shared(&self) -> Result<(), String> {
-        floe_checkpoint::JobCheckpointStorage::discard_shared(self).map_err(|e| e.to_string())
+        warn_left(
+            "the shared state directory",
+            floe_checkpoint::JobCheckpointStorage::discard_shared(self),
+        )
     }
 
     fn list_shared(&self) -> Result<Vec<StateFile>, String> {
         self.list_shared_files().map_err(|e| e.to_string())
     }
+}
+
+/// Reports what a discard left because the snapshot did not own it.
+fn warn_left(
+    what: &str,
+    result: Result<floe_checkpoint::Removal, floe_checkpoint::StorageError>,
+) -> Result<(), String> {
+    let removal = result.map_err(|e| e.to_string())?;
+    if !removal.left.is_empty() {
+        tracing::warn!(
+            "kept the directory of {what}: it holds entries the snapshot does not own, left untouched: {}",
+            removal.left.join(", ")
+        );
+    }
+    Ok(())
 }

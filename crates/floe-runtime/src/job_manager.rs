@@ -22,8 +22,8 @@ use crate::context::TaskInfo;
 use crate::control::{ControlShared, JobControl, JobStatus, VertexInfo};
 use crate::coordinator::{
     CheckpointCoordinator, CheckpointFailure, CheckpointHistory, CheckpointMetadata,
-    CheckpointSettings, CheckpointStats, CheckpointStore, CoordinatorEvent, SnapshotTargets,
-    SnapshotUploader,
+    CheckpointSettings, CheckpointStats, CheckpointStore, CoordinatorEvent, LoadSnapshot,
+    SnapshotTargets, SnapshotUploader,
 };
 use crate::error::FailureCause;
 use crate::error::{JobError, OperatorFailure, TaskError};
@@ -672,7 +672,7 @@ impl JobClient {
             for id in ids {
                 // The run's targets: an aborted savepoint's directory is
                 // its own, not under the checkpoint storage.
-                if let Err(e) = targets.discard(id) {
+                if let Err(e) = targets.discard_incomplete(id) {
                     tracing::warn!(checkpoint = id, "cannot remove an aborted snapshot: {e}");
                 }
             }
@@ -709,7 +709,8 @@ impl JobClient {
         let Some(id) = store.completed()?.last().copied() else {
             return Ok(self.manager.settings.restore.clone());
         };
-        let meta = CheckpointMetadata::decode(&store.read_metadata(id)?)?;
+        let meta =
+            CheckpointMetadata::decode(&store.read_metadata(id)?).map_err(|e| e.to_string())?;
         Ok(Some(Arc::new(meta.load(store.clone(), true)?)))
     }
 

@@ -50,11 +50,16 @@ impl SharedStateRegistry {
     /// retained on restart.
     pub fn register<'a>(&mut self, files: impl IntoIterator<Item = &'a StateFile>) {
         for f in files {
-            self.waiting.remove(&f.path);
-            self.refs
+            let waiting = self.waiting.remove(&f.path).map(|(w, _)| w);
+            let entry = self
+                .refs
                 .entry(f.path.clone())
-                .or_insert_with(|| (f.clone(), 0))
-                .1 += 1;
+                .or_insert_with(|| (waiting.unwrap_or_else(|| f.clone()), 0));
+            // Keep a checksum once one checkpoint recorded it.
+            if entry.0.checksum.is_none() {
+                entry.0.checksum = f.checksum;
+            }
+            entry.1 += 1;
         }
     }
 
@@ -117,6 +122,17 @@ impl SharedStateRegistry {
             .collect()
     }
 
+    /// The checksum recorded for a shared file the registry knows
+    /// (referenced or waiting): a checkpoint that references a file rather
+    /// than uploading it records the uploader's checksum.
+    pub fn checksum_of(&self, path: &str) -> Option<u64> {
+        self.refs
+            .get(path)
+            .map(|(f, _)| f)
+            .or_else(|| self.waiting.get(path).map(|(f, _)| f))
+            .and_then(|f| f.checksum)
+    }
+
     /// Files referenced by retained checkpoints.
     pub fn referenced(&self) -> usize {
         self.refs.len()
@@ -145,7 +161,7 @@ pub fn sweep_unreferenced(store: &dyn CheckpointStore) -> Result<Vec<StateFile>,
     for id in store.completed()? {
         let meta = store
             .read_metadata(id)
-            .and_then(|m| CheckpointMetadata::decode(&m))
+            .and_then(|m| CheckpointMetadata::decode(&m).map_err(|e| e.to_string()))
             .map_err(|e| format!("checkpoint {id}: {e}"))?;
         referenced.extend(meta.shared_files().into_iter().map(|f| f.path));
     }
@@ -167,6 +183,7 @@ mod tests {
         StateFile {
             path: format!("job/shared/{name}"),
             size: 10,
+            checksum: None,
         }
     }
 
@@ -204,6 +221,7 @@ mod tests {
         let other = StateFile {
             path: "other-job/shared/x".into(),
             size: 1,
+            checksum: None,
         };
         r.register([&other]);
         r.unregister([&other], None);

@@ -5,7 +5,7 @@
 use floe_checkpoint::SnapshotLocation;
 
 use crate::checkpoint::RestoredState;
-use crate::coordinator::{CheckpointMetadata, CheckpointStore};
+use crate::coordinator::{CheckpointMetadata, CheckpointStore, LoadSnapshot};
 
 /// A completed snapshot: its metadata and the store its files are in.
 pub struct OpenedSnapshot {
@@ -28,7 +28,8 @@ impl OpenedSnapshot {
                 (std::sync::Arc::new(c.job.clone()), c.checkpoint_id)
             }
         };
-        let metadata = CheckpointMetadata::decode(&store.read_metadata(id)?)?;
+        let metadata =
+            CheckpointMetadata::decode(&store.read_metadata(id)?).map_err(|e| e.to_string())?;
         Ok(OpenedSnapshot {
             location,
             metadata,

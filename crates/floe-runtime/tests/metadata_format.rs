@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use floe_runtime::coordinator::{
-    CheckpointMetadata, METADATA_FORMAT_VERSION, OperatorSnapshotInfo, StateFile, SubtaskStateMeta,
+    CheckpointMetadata, METADATA_FORMAT_VERSION, MetadataError, OperatorSnapshotInfo, StateFile,
+    SubtaskStateMeta,
 };
 
 fn sample() -> CheckpointMetadata {
@@ -27,6 +28,7 @@ fn sample() -> CheckpointMetadata {
             keyed: Some(StateFile {
                 path: "k".into(),
                 size: 300,
+                checksum: Some(0x0123_4567_89ab_cdef),
             }),
             raw: Some(vec![7, 8]),
             operator: None,
@@ -35,6 +37,7 @@ fn sample() -> CheckpointMetadata {
             shared: vec![StateFile {
                 path: "s".into(),
                 size: 9,
+                checksum: Some(7),
             }],
         }],
     );
@@ -51,15 +54,38 @@ fn sample() -> CheckpointMetadata {
 #[test]
 fn metadata_encoding_is_pinned() {
     let bytes = sample().encode();
-    assert_eq!(
-        bytes,
-        [
-            3, 5, 232, 7, 1, 1, 5, 99, 111, 117, 110, 116, 5, 67, 111, 117, 110, 116, 2, 128, 1, 0,
-            1, 5, 99, 111, 117, 110, 116, 1, 1, 1, 1, 107, 172, 2, 1, 2, 7, 8, 0, 0, 0, 1, 1, 115,
-            9
-        ]
-    );
+    assert_eq!(bytes, PINNED_V4);
     assert_eq!(CheckpointMetadata::decode(&bytes).unwrap(), sample());
+}
+
+/// Format version 4: an optional checksum after each file's size
+/// (`1, 239, …, 1`: `Some(0x0123456789abcdef)`; `1, 7`: `Some(7)`).
+#[rustfmt::skip]
+const PINNED_V4: &[u8] = &[
+    4, 5, 232, 7, 1, 1, 5, 99, 111, 117, 110, 116, 5, 67, 111, 117, 110, 116, 2, 128, 1, 0,
+    1, 5, 99, 111, 117, 110, 116, 1, 1, 1, 1, 107, 172, 2,
+    1, 239, 155, 175, 205, 248, 172, 209, 145, 1,
+    1, 2, 7, 8, 0, 0, 0, 1, 1, 115, 9,
+    1, 7,
+];
+
+/// Version 3 (before checksums) still reads: the bytes the pinned test
+/// held until version 4, as Floe wrote them at commit 38883bb; its files
+/// have no checksum to verify.
+#[test]
+fn version_3_metadata_still_reads() {
+    let v3 = [
+        3, 5, 232, 7, 1, 1, 5, 99, 111, 117, 110, 116, 5, 67, 111, 117, 110, 116, 2, 128, 1, 0, 1,
+        5, 99, 111, 117, 110, 116, 1, 1, 1, 1, 107, 172, 2, 1, 2, 7, 8, 0, 0, 0, 1, 1, 115, 9,
+    ];
+    let mut want = sample();
+    want.format_version = 3;
+    for s in want.operators.values_mut().flatten() {
+        for f in s.keyed.iter_mut().chain(s.shared.iter_mut()) {
+            f.checksum = None;
+        }
+    }
+    assert_eq!(CheckpointMetadata::decode(&v3).unwrap(), want);
 }
 
 /// Version 2 (before incremental checkpoints) still reads: the bytes the
@@ -74,6 +100,9 @@ fn version_2_metadata_still_reads() {
     want.format_version = 2;
     for s in want.operators.values_mut().flatten() {
         s.shared.clear();
+        for f in s.keyed.iter_mut() {
+            f.checksum = None;
+        }
     }
     assert_eq!(CheckpointMetadata::decode(&v2).unwrap(), want);
 }
@@ -83,6 +112,24 @@ fn another_format_version_is_refused_by_name() {
     let mut m = sample();
     m.format_version = 1;
     let err = CheckpointMetadata::decode(&m.encode()).unwrap_err();
-    assert!(err.contains("format version 1"), "{err}");
-    assert!(CheckpointMetadata::decode(&[2, 0xff]).is_err());
+    assert_eq!(err, MetadataError::UnsupportedVersion { found: 1 });
+    assert!(err.to_string().contains("format version 1"), "{err}");
+    m.format_version = 5;
+    let err = CheckpointMetadata::decode(&m.encode()).unwrap_err();
+    assert_eq!(err, MetadataError::UnsupportedVersion { found: 5 });
+    assert!(matches!(
+        CheckpointMetadata::decode(&[2, 0xff]),
+        Err(MetadataError::Invalid { version: 2, .. })
+    ));
+    assert!(matches!(
+        CheckpointMetadata::decode(&[]),
+        Err(MetadataError::NoVersion { .. })
+    ));
+    // Bytes after a valid payload are not ignored.
+    let mut longer = sample().encode();
+    longer.push(0);
+    assert!(matches!(
+        CheckpointMetadata::decode(&longer),
+        Err(MetadataError::Invalid { version: 4, .. })
+    ));
 }

@@ -48,7 +48,12 @@ impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for FlakyCount {
             if let Some(dir) = &self.plant_stray {
                 let job = std::fs::read_dir(dir).unwrap().next().unwrap().unwrap();
                 std::fs::create_dir_all(job.path().join("shared")).unwrap();
-                std::fs::write(job.path().join("shared/stray-late-upload"), b"orphan").unwrap();
+                // Named as Floe names its uploads: sweeps delete only those.
+                std::fs::write(
+                    job.path().join("shared/00000000deadbeef-999-000001.sst"),
+                    b"orphan",
+                )
+                .unwrap();
             }
             panic!("injected failure after {} records", self.fail_at);
         }
@@ -748,6 +753,9 @@ impl CheckpointStore for FaultyStore {
     }
     fn discard(&self, checkpoint_id: u64) -> Result<(), String> {
         self.inner.discard(checkpoint_id)
+    }
+    fn discard_incomplete(&self, checkpoint_id: u64) -> Result<(), String> {
+        CheckpointStore::discard_incomplete(&self.inner, checkpoint_id)
     }
     fn completed(&self) -> Result<Vec<u64>, String> {
         self.inner.completed()

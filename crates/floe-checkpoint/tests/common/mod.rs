@@ -3,8 +3,40 @@
 
 #![allow(dead_code)]
 
-use floe_checkpoint::{CheckpointStorage, FileKind, FormatError, StateHandle, StorageError};
+use std::collections::BTreeMap;
+
+use floe_checkpoint::{
+    CheckpointMetadata, CheckpointStorage, FileKind, FormatError, METADATA_FORMAT_VERSION,
+    StateHandle, StorageError, SubtaskStateMeta,
+};
 use floe_core::JobId;
+
+/// A real `_metadata` payload listing `files` (each as the keyed state of
+/// one subtask): what a discard or dispose reads to know a snapshot's files.
+pub fn metadata_listing(id: u64, is_savepoint: bool, files: &[&StateHandle]) -> Vec<u8> {
+    let subtasks = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| SubtaskStateMeta {
+            subtask: i as u32,
+            keyed: Some((*f).clone()),
+            raw: None,
+            operator: None,
+            channel: None,
+            keyed_native: None,
+            shared: Vec::new(),
+        })
+        .collect();
+    CheckpointMetadata {
+        format_version: METADATA_FORMAT_VERSION,
+        checkpoint_id: id,
+        timestamp_ms: 0,
+        is_savepoint,
+        operator_info: BTreeMap::new(),
+        operators: BTreeMap::from([("op".to_string(), subtasks)]),
+    }
+    .encode()
+}
 
 /// A job id different for every call, so tests sharing a storage never meet.
 pub fn fresh_job_id() -> JobId {
@@ -69,10 +101,11 @@ pub fn exercise_storage(storage: &CheckpointStorage) -> JobId {
     );
 
     // `_metadata` last completes it.
-    let metadata = job.complete_checkpoint(1, b"metadata of 1").unwrap();
+    let meta1 = metadata_listing(1, false, &[&keyed, &operator]);
+    let metadata = job.complete_checkpoint(1, &meta1).unwrap();
     assert_eq!(metadata.path, format!("{job_id}/chk-1/_metadata"));
     assert_eq!(job.completed_checkpoints().unwrap(), vec![1]);
-    assert_eq!(job.read_metadata(1).unwrap(), b"metadata of 1");
+    assert_eq!(job.read_metadata(1).unwrap(), meta1);
     assert_eq!(
         job.read_state_file(&keyed, FileKind::KeyedState).unwrap(),
         b"keyed state of subtask 0"
@@ -102,7 +135,7 @@ pub fn exercise_storage(storage: &CheckpointStorage) -> JobId {
             .contains(&format!("{job_dir}/chk-1/_metadata")),
         "{err}"
     );
-    assert_eq!(job.read_metadata(1).unwrap(), b"metadata of 1");
+    assert_eq!(job.read_metadata(1).unwrap(), meta1);
     let err = job
         .write_state_file(1, "keyed-0", FileKind::KeyedState, b"other")
         .unwrap_err();
@@ -135,10 +168,19 @@ pub fn exercise_storage(storage: &CheckpointStorage) -> JobId {
         .unwrap_err();
     assert!(matches!(err, StorageError::SizeMismatch { .. }), "{err}");
     // Handles cannot point outside the storage.
-    for path in ["../etc/passwd", "", "a//b"] {
+    for path in [
+        "../etc/passwd",
+        "",
+        "a//b",
+        "/etc/passwd",
+        "a/./b",
+        "a/",
+        "a\\b",
+    ] {
         let bad = StateHandle {
             path: path.into(),
             size: 0,
+            checksum: None,
         };
         let err = job.read_state_file(&bad, FileKind::KeyedState).unwrap_err();
         assert!(
@@ -151,10 +193,13 @@ pub fn exercise_storage(storage: &CheckpointStorage) -> JobId {
     let tenth = job
         .write_state_file(10, "keyed-0", FileKind::KeyedState, b"ten")
         .unwrap();
-    job.complete_checkpoint(10, b"metadata of 10").unwrap();
-    job.write_state_file(2, "keyed-0", FileKind::KeyedState, b"two")
+    let meta10 = metadata_listing(10, false, &[&tenth]);
+    job.complete_checkpoint(10, &meta10).unwrap();
+    let two = job
+        .write_state_file(2, "keyed-0", FileKind::KeyedState, b"two")
         .unwrap();
-    job.complete_checkpoint(2, b"metadata of 2").unwrap();
+    job.complete_checkpoint(2, &metadata_listing(2, false, &[&two]))
+        .unwrap();
     let incomplete = job
         .write_state_file(3, "keyed-0", FileKind::KeyedState, b"three")
         .unwrap();
@@ -166,7 +211,9 @@ pub fn exercise_storage(storage: &CheckpointStorage) -> JobId {
     let other_handle = other
         .write_state_file(1, "keyed-0", FileKind::KeyedState, b"other job")
         .unwrap();
-    other.complete_checkpoint(1, b"other metadata").unwrap();
+    other
+        .complete_checkpoint(1, &metadata_listing(1, false, &[&other_handle]))
+        .unwrap();
     // Handles are relative to the storage root: one job can read another's.
     assert_eq!(
         job.read_state_file(&other_handle, FileKind::KeyedState)
@@ -194,7 +241,7 @@ pub fn exercise_storage(storage: &CheckpointStorage) -> JobId {
         job.read_state_file(&tenth, FileKind::KeyedState).unwrap(),
         b"ten"
     );
-    assert_eq!(job.read_metadata(10).unwrap(), b"metadata of 10");
+    assert_eq!(job.read_metadata(10).unwrap(), meta10);
     assert_eq!(
         job.read_state_file(&incomplete, FileKind::KeyedState)
             .unwrap(),
@@ -210,8 +257,17 @@ pub fn exercise_storage(storage: &CheckpointStorage) -> JobId {
     // Idempotent, and a discarded checkpoint's id can be written afresh.
     job.discard_checkpoint(1).unwrap();
     job.discard_checkpoint(99).unwrap();
-    // An incomplete checkpoint is discarded the same way.
-    job.discard_checkpoint(3).unwrap();
+    // An incomplete checkpoint has no `_metadata`: a discard of it as a
+    // completed one deletes nothing, a discard of what this handle wrote
+    // for it deletes that.
+    let kept = job.discard_checkpoint(3).unwrap();
+    assert!(kept.deleted.is_empty(), "{kept:?}");
+    assert_eq!(
+        job.read_state_file(&incomplete, FileKind::KeyedState)
+            .unwrap(),
+        b"three"
+    );
+    job.discard_incomplete(3).unwrap();
     let err = job
         .read_state_file(&incomplete, FileKind::KeyedState)
         .unwrap_err();
