@@ -354,7 +354,9 @@ impl RocksStore {
         };
         let what = &self.states[idx as usize].name;
         let mut rest = list.elements();
-        let mut out = Vec::with_capacity(list.count() as usize);
+        // The count comes from stored bytes (restorable from a snapshot):
+        // never reserve more elements than bytes remain to decode them.
+        let mut out = Vec::with_capacity((list.count() as usize).min(rest.len()));
         for _ in 0..list.count() {
             let (v, r) = postcard::take_from_bytes::<T>(rest).map_err(|e| StateError::Codec {
                 action: "decode",
