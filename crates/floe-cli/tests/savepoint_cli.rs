@@ -308,3 +308,27 @@ fn state_matching_no_operator_needs_allow_non_restored_state() {
     let counted = run(sb.floe(args(true)).env("FLOE_REGISTRY_DIR", registry(&sb))).ok();
     assert!(counted.lines().contains(&"a 3"), "{}", counted.stdout);
 }
+
+/// `floe savepoint -d` on a directory that merely holds a file named
+/// `_metadata` (here empty, beside a user's files) exits non-zero with a
+/// one-line reason and deletes nothing.
+#[test]
+fn dispose_refuses_a_directory_that_is_not_a_savepoint() {
+    let sb = Sandbox::new();
+    let dir = sb.path("my-notes");
+    std::fs::create_dir_all(dir.join("drafts")).unwrap();
+    std::fs::write(dir.join("_metadata"), b"").unwrap();
+    std::fs::write(dir.join("thesis.tex"), b"keep me").unwrap();
+    std::fs::write(dir.join("drafts/v1.tex"), b"keep me").unwrap();
+    floe(&sb, &["savepoint", "-d", dir.to_str().unwrap()]).fails_with(&[
+        "refusing to delete",
+        "nothing was deleted",
+        "_metadata",
+    ]);
+    assert_eq!(std::fs::read(dir.join("_metadata")).unwrap(), b"");
+    assert_eq!(std::fs::read(dir.join("thesis.tex")).unwrap(), b"keep me");
+    assert_eq!(
+        std::fs::read(dir.join("drafts/v1.tex")).unwrap(),
+        b"keep me"
+    );
+}

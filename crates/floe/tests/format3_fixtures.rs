@@ -248,3 +248,22 @@ fn generate_format3_fixtures() {
         }
     }
 }
+
+/// A savepoint written before checksums is still disposed of completely
+/// (its files are checked by size and frame), and only it.
+#[test]
+fn a_format3_savepoint_is_disposed_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("savepoint-format3");
+    copy_tree(&fixtures().join("heap-savepoint"), &copy);
+    std::fs::write(dir.path().join("beside"), b"keep me").unwrap();
+    floe::checkpoint::SavepointStorage::open(copy.to_str().unwrap())
+        .unwrap()
+        .dispose()
+        .unwrap();
+    assert!(!copy.exists());
+    assert_eq!(
+        std::fs::read(dir.path().join("beside")).unwrap(),
+        b"keep me"
+    );
+}
