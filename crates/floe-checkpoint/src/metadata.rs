@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::storage::StateHandle;
+use crate::handle::StateHandle;
 
 /// The version of the `_metadata` payload layout written by this build; a
 /// snapshot of a version this build does not know is refused with a clear
