@@ -22,6 +22,12 @@ struct FlakyCount {
     seen: Arc<AtomicU64>,
     failed: Arc<AtomicBool>,
     fail_at: u64,
+    /// Fail only once this checkpoint completed (0: at `fail_at` whatever
+    /// completed), so a test that needs checkpoints before the failure
+    /// waits for them instead of for time.
+    fail_after_checkpoint: u64,
+    /// The highest checkpoint id this function heard completed.
+    completed: Arc<AtomicU64>,
     /// Sleep now and then, so input backs up.
     slow: bool,
     /// A checkpoint directory holding one job: just before failing, write
@@ -42,7 +48,8 @@ impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for FlakyCount {
         ctx: &mut KeyedContext<'_, u64>,
         out: &mut Collector<'_, (u64, u64)>,
     ) -> anyhow::Result<()> {
-        if self.seen.fetch_add(1, Ordering::Relaxed) == self.fail_at
+        if self.seen.fetch_add(1, Ordering::Relaxed) >= self.fail_at
+            && self.completed.load(Ordering::Relaxed) >= self.fail_after_checkpoint
             && !self.failed.swap(true, Ordering::Relaxed)
         {
             if let Some(dir) = &self.plant_stray {
@@ -64,6 +71,11 @@ impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for FlakyCount {
         let n = state.value(ctx)?.unwrap_or(0) + v;
         state.update(ctx, n)?;
         out.collect((k, n));
+        Ok(())
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> anyhow::Result<()> {
+        self.completed.fetch_max(checkpoint_id, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -125,6 +137,10 @@ struct Setup<'a> {
     no_restart: bool,
     /// Plant an unreferenced file in `shared/` before the failure.
     plant_stray: bool,
+    /// See [`FlakyCount::fail_after_checkpoint`].
+    fail_after_checkpoint: u64,
+    /// How long each source takes to emit its records.
+    source_seconds: f64,
 }
 
 impl Default for Setup<'_> {
@@ -143,6 +159,8 @@ impl Default for Setup<'_> {
             incremental: false,
             no_restart: false,
             plant_stray: false,
+            fail_after_checkpoint: 0,
+            source_seconds: 0.6,
         }
     }
 }
@@ -162,6 +180,8 @@ fn run_with(setup: Setup<'_>) -> Outcome {
         incremental,
         no_restart,
         plant_stray,
+        fail_after_checkpoint,
+        source_seconds,
     } = setup;
     let env = StreamEnvironment::new();
     env.set_config("state.backend.type", backend);
@@ -194,7 +214,7 @@ fn run_with(setup: Setup<'_>) -> Outcome {
             delay: Duration::from_millis(10),
         }
     });
-    let rate = records as f64 / 0.6; // each source takes about 0.6 s
+    let rate = records as f64 / source_seconds;
     let a = env
         .from_source(
             GeneratorSource::new(records, move |i| (i % keys, 1)).with_rate(rate),
@@ -222,6 +242,8 @@ fn run_with(setup: Setup<'_>) -> Outcome {
             seen: Arc::new(AtomicU64::new(0)),
             failed: Arc::new(AtomicBool::new(false)),
             fail_at,
+            fail_after_checkpoint,
+            completed: Arc::new(AtomicU64::new(0)),
             slow: slow_consumer,
             plant_stray: plant_stray.then(|| dir.expect("a checkpoint dir").to_path_buf()),
         })
@@ -461,6 +483,11 @@ fn shared_directory_holds_only_what_retained_checkpoints_reference() {
         backend: "rocksdb",
         incremental: true,
         plant_stray: true,
+        // Two retained checkpoints after several: the failure waits for
+        // the fifth, and the sources run long enough for it on a loaded
+        // machine (a fixed record count failed when checkpoints lagged).
+        fail_after_checkpoint: 5,
+        source_seconds: 6.0,
         ..Setup::default()
     });
     assert!(
@@ -618,6 +645,8 @@ fn failed_job_keeps_its_latest_checkpoints() {
         seen: Arc::new(AtomicU64::new(0)),
         failed: Arc::new(AtomicBool::new(false)),
         fail_at: records * 3 / 4,
+        fail_after_checkpoint: 0,
+        completed: Arc::new(AtomicU64::new(0)),
         slow: false,
         plant_stray: None,
     })
