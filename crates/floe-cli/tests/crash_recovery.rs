@@ -114,10 +114,15 @@ fn sigkill_then_restart_from_retained_checkpoint() {
                 name.trim_start_matches("chk-").parse::<u64>().unwrap()
             })
             .unwrap();
+        // A state file: not `_metadata`, nor a staging file (`<name>#<n>`)
+        // that the SIGKILL may have left mid-publish, which no restore reads.
         let victim = std::fs::read_dir(&chk)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .find(|p| p.file_name().unwrap() != "_metadata")
+            .find(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name != "_metadata" && !name.contains('#')
+            })
             .expect("a state file");
         let mut bytes = std::fs::read(&victim).unwrap();
         if damage == "corrupt" {
