@@ -10,10 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use floe_checkpoint::format::{self, FileKind};
-use floe_checkpoint::{
-    CheckpointMetadata, CheckpointStorage, METADATA_FORMAT_VERSION, SavepointStorage, StateHandle,
-    StorageError, SubtaskStateMeta,
-};
+use floe_checkpoint::{CheckpointStorage, SavepointStorage, StateHandle, StorageError};
 use floe_core::JobId;
 
 /// Every file under `dir` with its bytes (symbolic links as their target).
@@ -44,28 +41,7 @@ fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 fn metadata(id: u64, is_savepoint: bool, files: &[StateHandle]) -> Vec<u8> {
-    let subtasks = files
-        .iter()
-        .enumerate()
-        .map(|(i, f)| SubtaskStateMeta {
-            subtask: i as u32,
-            keyed: Some(f.clone()),
-            raw: None,
-            operator: None,
-            channel: None,
-            keyed_native: None,
-            shared: Vec::new(),
-        })
-        .collect();
-    CheckpointMetadata {
-        format_version: METADATA_FORMAT_VERSION,
-        checkpoint_id: id,
-        timestamp_ms: 0,
-        is_savepoint,
-        operator_info: BTreeMap::new(),
-        operators: BTreeMap::from([("count".to_string(), subtasks)]),
-    }
-    .encode()
+    common::metadata_listing(id, is_savepoint, &files.iter().collect::<Vec<_>>())
 }
 
 /// A completed savepoint with two state files under `target`.
