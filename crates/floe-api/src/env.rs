@@ -11,8 +11,7 @@ use floe_core::JobId;
 use floe_core::config::options;
 use floe_core::{ConfigOption, Configuration, PortRanges};
 use floe_queryable::{QueryableServiceError, QueryableStateService, ServiceLimits};
-use floe_runtime::checkpoint::AlignmentMode;
-use floe_runtime::coordinator::{CheckpointSettings, CheckpointStore};
+use floe_runtime::checkpoint::{AlignmentMode, CheckpointSettings, CheckpointStore};
 use floe_runtime::graph::{JobEdge, JobVertex, StreamTypeOps, VertexKind, WriterFactory};
 use floe_runtime::job_manager::{ExecutionSettings, JobClient};
 use floe_runtime::restart::RestartStrategy;
@@ -572,7 +571,7 @@ fn port_at_fault(kind: std::io::ErrorKind) -> bool {
 /// Reads a savepoint's or a retained checkpoint's metadata and state files.
 fn load_snapshot(path: &str) -> Result<floe_runtime::checkpoint::RestoredState, JobError> {
     let err = |reason: String| JobError::Restore(format!("cannot restore from {path}: {reason}"));
-    let snapshot = floe_runtime::snapshot::OpenedSnapshot::open(path).map_err(err)?;
+    let snapshot = floe_runtime::checkpoint::OpenedSnapshot::open(path).map_err(err)?;
     let restored = snapshot.load().map_err(err)?;
     tracing::info!(
         checkpoint = snapshot.metadata.checkpoint_id,

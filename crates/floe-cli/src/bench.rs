@@ -235,7 +235,7 @@ impl KeyedCountBench {
         let done: Vec<_> = result
             .checkpoints
             .iter()
-            .filter(|c| c.status == floe::runtime::coordinator::CheckpointStatus::Completed)
+            .filter(|c| c.status == floe::runtime::checkpoint::CheckpointStatus::Completed)
             .collect();
         let (start, end) = *span.0.lock().unwrap_or_else(|p| p.into_inner());
         let seconds = match (start, end) {

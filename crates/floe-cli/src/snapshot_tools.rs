@@ -6,8 +6,7 @@ use std::fmt::Write as _;
 
 use anyhow::{Context, bail};
 use floe::checkpoint::SnapshotLocation;
-use floe::runtime::coordinator::StateFileKind;
-use floe::runtime::snapshot::OpenedSnapshot;
+use floe::runtime::checkpoint::{OpenedSnapshot, StateFileKind};
 use floe::state::KeyedStateFile;
 use floe::state::descriptor::StateKind;
 use floe::state::operator::OperatorStateFile;

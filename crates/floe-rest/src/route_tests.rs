@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use floe_core::JobId;
-use floe_runtime::coordinator::{CheckpointStats, CheckpointStatus};
+use floe_runtime::checkpoint::{CheckpointStats, CheckpointStatus};
 use floe_runtime::queryable::QueryReply;
 use floe_runtime::{
     ControlError, JobStatus, QueryError, SavepointMode, SavepointStatus, TriggerId, VertexInfo,

@@ -20,7 +20,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use floe_core::JobId;
-use floe_runtime::coordinator::{CheckpointStats, CheckpointStatus};
+use floe_runtime::checkpoint::{CheckpointStats, CheckpointStatus};
 use floe_runtime::queryable::QueryReply;
 use floe_runtime::{
     ControlError, JobControl, JobStatus, QueryError, SavepointMode, SavepointStatus, TriggerId,

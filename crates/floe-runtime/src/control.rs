@@ -15,7 +15,7 @@ use crossbeam_channel::Sender;
 use floe_core::JobId;
 
 use crate::channel::CancelFlag;
-use crate::coordinator::{CheckpointHistory, CheckpointStats, CoordinatorEvent};
+use crate::checkpoint::{CheckpointHistory, CheckpointStats, CoordinatorEvent};
 
 /// Where a job is in its life (Flink's `JobStatus` names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -17,14 +17,13 @@ use floe_core::JobId;
 use floe_state::key_group::default_max_parallelism;
 
 use crate::channel::CancelFlag;
-use crate::checkpoint::{RestoredState, TaskEnvironment, TaskInit};
+use crate::checkpoint::{
+    CheckpointCoordinator, CheckpointFailure, CheckpointHistory, CheckpointSettings,
+    CheckpointStats, CheckpointStore, CoordinatorEvent, DERIVED_UID_PREFIX, LoadSnapshot,
+    RestoredState, SnapshotTargets, SnapshotUploader, TaskEnvironment, TaskInit,
+};
 use crate::context::TaskInfo;
 use crate::control::{ControlShared, JobControl, JobStatus, VertexInfo};
-use crate::coordinator::{
-    CheckpointCoordinator, CheckpointFailure, CheckpointHistory, CheckpointMetadata,
-    CheckpointSettings, CheckpointStats, CheckpointStore, CoordinatorEvent, LoadSnapshot,
-    SnapshotTargets, SnapshotUploader,
-};
 use crate::error::FailureCause;
 use crate::error::{JobError, OperatorFailure, TaskError};
 use crate::graph::{AnyBox, JobGraph, Partitioning, VertexId, VertexKind, WriterArgs};
@@ -64,12 +63,6 @@ pub struct ExecutionSettings {
     /// `queryable-state.max-staleness`: how old the published state a
     /// query is answered from may be (zero: always ask the task).
     pub queryable_state_max_staleness: std::time::Duration,
-}
-
-impl std::fmt::Debug for dyn CheckpointStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CheckpointStore")
-    }
 }
 
 impl Default for ExecutionSettings {
@@ -149,7 +142,7 @@ pub struct JobClient {
     checkpoint_history: CheckpointHistory,
     /// Aborted snapshots to remove once the run's uploads are over, with
     /// the run's targets.
-    orphans: Vec<(Vec<u64>, Arc<crate::coordinator::SnapshotTargets>)>,
+    orphans: Vec<(Vec<u64>, Arc<SnapshotTargets>)>,
     /// The handle the REST API uses.
     control: JobControl,
     /// Services that live as long as the job (its queryable-state
@@ -160,7 +153,7 @@ pub struct JobClient {
 fn derived_uid(index: usize, input_uids: &[&str]) -> String {
     // Stable for an unchanged graph: position plus the uids of the inputs.
     let h = floe_state::key_hash(&(index as u64, input_uids));
-    format!("{}{index}-{h:08x}", crate::coordinator::DERIVED_UID_PREFIX)
+    format!("{}{index}-{h:08x}", DERIVED_UID_PREFIX)
 }
 
 impl JobManager {
@@ -685,7 +678,7 @@ impl JobClient {
         let Some((_, store)) = &self.manager.settings.checkpointing else {
             return;
         };
-        match crate::shared_state::sweep_unreferenced(store.as_ref()) {
+        match crate::checkpoint::sweep_unreferenced(store.as_ref()) {
             Ok(stray) if !stray.is_empty() => tracing::info!(
                 job = %self.job_id,
                 files = stray.len(),
@@ -709,8 +702,8 @@ impl JobClient {
         let Some(id) = store.completed()?.last().copied() else {
             return Ok(self.manager.settings.restore.clone());
         };
-        let meta =
-            CheckpointMetadata::decode(&store.read_metadata(id)?).map_err(|e| e.to_string())?;
+        let meta = floe_checkpoint::CheckpointMetadata::decode(&store.read_metadata(id)?)
+            .map_err(|e| e.to_string())?;
         Ok(Some(Arc::new(meta.load(store.clone(), true)?)))
     }
 

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use floe_runtime::coordinator::{
-    CheckpointMetadata, METADATA_FORMAT_VERSION, MetadataError, OperatorSnapshotInfo, StateFile,
+use floe_checkpoint::{
+    CheckpointMetadata, METADATA_FORMAT_VERSION, MetadataError, OperatorSnapshotInfo, StateHandle,
     SubtaskStateMeta,
 };
 
@@ -25,7 +25,7 @@ fn sample() -> CheckpointMetadata {
         "count".to_string(),
         vec![SubtaskStateMeta {
             subtask: 1,
-            keyed: Some(StateFile {
+            keyed: Some(StateHandle {
                 path: "k".into(),
                 size: 300,
                 checksum: Some(0x0123_4567_89ab_cdef),
@@ -34,7 +34,7 @@ fn sample() -> CheckpointMetadata {
             operator: None,
             channel: None,
             keyed_native: None,
-            shared: vec![StateFile {
+            shared: vec![StateHandle {
                 path: "s".into(),
                 size: 9,
                 checksum: Some(7),

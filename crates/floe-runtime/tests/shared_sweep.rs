@@ -4,12 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use floe_checkpoint::{CheckpointMetadata, METADATA_FORMAT_VERSION, SubtaskStateMeta};
 use floe_checkpoint::{CheckpointStorage, JobCheckpointStorage};
 use floe_core::JobId;
-use floe_runtime::coordinator::{
-    CheckpointMetadata, METADATA_FORMAT_VERSION, StateFile, SubtaskStateMeta,
-};
-use floe_runtime::shared_state::sweep_unreferenced;
+use floe_runtime::checkpoint::{StateFile, sweep_unreferenced};
 
 fn shared(job: &JobCheckpointStorage, name: &str) -> StateFile {
     job.write_shared_file(name, 3, |out: &mut Vec<u8>| {

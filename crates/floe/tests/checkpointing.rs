@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use floe::prelude::*;
-use floe::runtime::checkpoint::AlignmentMode;
-use floe::runtime::coordinator::{CheckpointStatus, CheckpointStore, StateFile, StateFileKind};
+use floe::runtime::checkpoint::{
+    AlignmentMode, CheckpointStatus, CheckpointStore, StateFile, StateFileKind,
+};
 use floe::runtime::restart::RestartStrategy;
 
 /// Counts per key and fails once, after `fail_at` records in total.
@@ -86,7 +87,7 @@ struct Outcome {
     updates: Vec<(u64, u64)>,
     restarts: u32,
     completed_checkpoints: usize,
-    checkpoints: Vec<floe::runtime::coordinator::CheckpointStats>,
+    checkpoints: Vec<floe::runtime::checkpoint::CheckpointStats>,
 }
 
 /// Two rate-limited generators (keys i mod K), unioned, keyed, counted.
@@ -520,10 +521,8 @@ fn shared_directory_holds_only_what_retained_checkpoints_reference() {
     );
     let mut referenced = std::collections::BTreeSet::new();
     for id in &retained {
-        let meta = floe::runtime::coordinator::CheckpointMetadata::decode(
-            &job.read_metadata(*id).unwrap(),
-        )
-        .unwrap();
+        let meta =
+            floe::checkpoint::CheckpointMetadata::decode(&job.read_metadata(*id).unwrap()).unwrap();
         for f in meta.shared_files() {
             referenced.insert(f.path.rsplit('/').next().unwrap().to_string());
         }

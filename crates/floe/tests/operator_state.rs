@@ -284,7 +284,7 @@ fn list_union_and_broadcast_state_come_back_unchanged_after_failover() {
         .filter(|c| {
             matches!(
                 c.status,
-                floe::runtime::coordinator::CheckpointStatus::Completed
+                floe::runtime::checkpoint::CheckpointStatus::Completed
             )
         })
         .map(|c| c.id)

@@ -16,7 +16,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::coordinator::{CheckpointMetadata, CheckpointStore, StateFile};
+use floe_checkpoint::CheckpointMetadata;
+
+use super::store::{CheckpointStore, StateFile};
 
 /// Reference counts of a job's shared files (see the module docs).
 #[derive(Debug, Default)]

@@ -1,0 +1,184 @@
+//! Barrier alignment: when a task with several input channels takes its
+//! snapshot, and which channels it holds meanwhile.
+
+use std::time::Duration;
+
+use floe_core::CheckpointBarrier;
+
+/// How a task with several input channels treats barriers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AlignmentMode {
+    /// Hold each channel after its barrier until every channel delivered it
+    /// (exactly-once).
+    #[default]
+    Aligned,
+    /// Hold nothing; snapshot when the last barrier arrives (at-least-once:
+    /// records after the barrier on early channels may be in the snapshot's
+    /// state and be replayed again after a failure).
+    AtLeastOnce,
+    /// Exactly-once without waiting: snapshot at the first barrier and
+    /// persist the records that were still in flight on the other channels
+    /// (channel state), replayed before new input on restore. With a
+    /// non-zero `aligned_timeout` a task starts aligned and switches to
+    /// unaligned when its alignment has lasted that long.
+    Unaligned {
+        /// How long to align before switching (zero: never align).
+        aligned_timeout: Duration,
+    },
+}
+
+/// What the aligner asks of its task.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AlignmentAction {
+    /// Nothing yet.
+    Wait,
+    /// Stop reading this channel until the checkpoint is taken.
+    Block(usize),
+    /// Every channel delivered the barrier: snapshot, forward, unblock all.
+    Complete(CheckpointBarrier),
+    /// A newer checkpoint's barrier arrived while an older one was aligning
+    /// (the older one was aborted upstream): unblock every channel, then
+    /// block `block` for the newer one.
+    Superseded {
+        /// The channel to hold for the newer checkpoint (aligned mode).
+        block: Option<usize>,
+    },
+}
+
+/// Tracks which channels have delivered the barrier of the checkpoint in
+/// progress. Channels that have ended count as delivered.
+#[derive(Debug)]
+pub struct BarrierAligner {
+    mode: AlignmentMode,
+    ended: Vec<bool>,
+    current: Option<(CheckpointBarrier, Vec<bool>)>,
+}
+
+impl BarrierAligner {
+    /// An aligner for `channels` input channels.
+    pub fn new(channels: usize, mode: AlignmentMode) -> Self {
+        BarrierAligner {
+            mode,
+            ended: vec![false; channels],
+            current: None,
+        }
+    }
+
+    /// True while a checkpoint is being aligned.
+    pub fn in_progress(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// The barrier being aligned, if any.
+    pub fn current_barrier(&self) -> Option<CheckpointBarrier> {
+        self.current.as_ref().map(|(b, _)| *b)
+    }
+
+    fn complete_if_done(&mut self) -> Option<AlignmentAction> {
+        let (_, seen) = self.current.as_ref()?;
+        if seen.iter().zip(&self.ended).all(|(s, e)| *s || *e) {
+            let (b, _) = self.current.take().expect("checked above");
+            return Some(AlignmentAction::Complete(b));
+        }
+        None
+    }
+
+    /// Channel `ch` delivered `barrier`.
+    pub fn on_barrier(&mut self, ch: usize, barrier: CheckpointBarrier) -> AlignmentAction {
+        let mut superseded = false;
+        match &mut self.current {
+            Some((b, seen)) if b.id == barrier.id => seen[ch] = true,
+            // A late barrier of a checkpoint already given up here.
+            Some((b, _)) if barrier.id < b.id => return AlignmentAction::Wait,
+            current => {
+                superseded = current.is_some();
+                let mut seen = vec![false; self.ended.len()];
+                seen[ch] = true;
+                *current = Some((barrier, seen));
+            }
+        }
+        if let Some(done) = self.complete_if_done() {
+            return done;
+        }
+        let block = matches!(
+            self.mode,
+            AlignmentMode::Aligned | AlignmentMode::Unaligned { .. }
+        )
+        .then_some(ch);
+        match (superseded, block) {
+            (true, block) => AlignmentAction::Superseded { block },
+            (false, Some(ch)) => AlignmentAction::Block(ch),
+            (false, None) => AlignmentAction::Wait,
+        }
+    }
+
+    /// Gives up aligning the checkpoint in progress (it switches to
+    /// unaligned): its barrier and the channels that have not delivered it.
+    pub fn abandon(&mut self) -> Option<(CheckpointBarrier, Vec<usize>)> {
+        let (barrier, seen) = self.current.take()?;
+        let pending = (0..seen.len())
+            .filter(|i| !seen[*i] && !self.ended[*i])
+            .collect();
+        Some((barrier, pending))
+    }
+
+    /// Channel `ch` ended; it may complete the alignment in progress.
+    pub fn on_end(&mut self, ch: usize) -> AlignmentAction {
+        self.ended[ch] = true;
+        self.complete_if_done().unwrap_or(AlignmentAction::Wait)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floe_core::CheckpointKind;
+
+    fn b(id: u64) -> CheckpointBarrier {
+        CheckpointBarrier {
+            id,
+            timestamp_ms: 0,
+            kind: CheckpointKind::Checkpoint,
+            last_completed: None,
+        }
+    }
+
+    #[test]
+    fn aligned_blocks_until_every_channel_delivered() {
+        let mut a = BarrierAligner::new(3, AlignmentMode::Aligned);
+        assert_eq!(a.on_barrier(1, b(1)), AlignmentAction::Block(1));
+        assert_eq!(a.on_barrier(0, b(1)), AlignmentAction::Block(0));
+        assert!(a.in_progress());
+        assert_eq!(a.on_barrier(2, b(1)), AlignmentAction::Complete(b(1)));
+        assert!(!a.in_progress());
+    }
+
+    #[test]
+    fn ended_channels_count_as_delivered() {
+        let mut a = BarrierAligner::new(2, AlignmentMode::Aligned);
+        assert_eq!(a.on_barrier(0, b(4)), AlignmentAction::Block(0));
+        assert_eq!(a.on_end(1), AlignmentAction::Complete(b(4)));
+        let mut a = BarrierAligner::new(2, AlignmentMode::Aligned);
+        assert_eq!(a.on_end(1), AlignmentAction::Wait);
+        assert_eq!(a.on_barrier(0, b(5)), AlignmentAction::Complete(b(5)));
+    }
+
+    #[test]
+    fn unaligned_mode_never_blocks() {
+        let mut a = BarrierAligner::new(2, AlignmentMode::AtLeastOnce);
+        assert_eq!(a.on_barrier(0, b(1)), AlignmentAction::Wait);
+        assert_eq!(a.on_barrier(1, b(1)), AlignmentAction::Complete(b(1)));
+    }
+
+    #[test]
+    fn newer_barrier_supersedes_and_older_is_ignored() {
+        let mut a = BarrierAligner::new(2, AlignmentMode::Aligned);
+        assert_eq!(a.on_barrier(0, b(1)), AlignmentAction::Block(0));
+        assert_eq!(
+            a.on_barrier(1, b(2)),
+            AlignmentAction::Superseded { block: Some(1) }
+        );
+        assert_eq!(a.on_barrier(0, b(1)), AlignmentAction::Wait);
+        assert_eq!(a.on_barrier(0, b(2)), AlignmentAction::Complete(b(2)));
+    }
+}

@@ -1,0 +1,806 @@
+//! The checkpoint coordinator (JobManager role): triggers checkpoints and
+//! savepoints, collects acknowledgements, completes or aborts, counts
+//! failures, and keeps the retained checkpoints and their shared files.
+//!
+//! The coordinator triggers checkpoint `n` at every source task; sources
+//! inject barrier `n`; each task hands the synchronous part of its
+//! operators' snapshots to the [`SnapshotUploader`](super::SnapshotUploader),
+//! which encodes and writes them off the task thread and acknowledges to
+//! the coordinator. When every task has acknowledged, the coordinator
+//! writes the checkpoint's metadata last — a checkpoint without metadata
+//! does not exist — and discards checkpoints beyond the number to retain,
+//! oldest first, only after the newer one completed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, select};
+use floe_core::{CheckpointBarrier, CheckpointKind};
+
+use super::config::CheckpointSettings;
+use super::messages::{CheckpointNotification, CoordinatorEvent, TaskCommand};
+use super::shared_registry::SharedStateRegistry;
+use super::stats::{CheckpointHistory, CheckpointStats, CheckpointStatus};
+use super::store::{CheckpointStore, StateFile};
+use super::targets::SnapshotTargets;
+use crate::control::{JobControl, SavepointMode, SavepointRequest, SavepointStatus};
+use floe_checkpoint::{CheckpointMetadata, METADATA_FORMAT_VERSION, OperatorSnapshotInfo};
+
+/// How uids derived from the graph (operators without `uid(..)`) begin.
+pub const DERIVED_UID_PREFIX: &str = "auto-";
+
+struct Pending {
+    barrier: CheckpointBarrier,
+    started: Instant,
+    acked: HashSet<usize>,
+    metadata: CheckpointMetadata,
+    bytes: u64,
+    referenced_bytes: u64,
+    channel_bytes: u64,
+    sync: Duration,
+    async_: Duration,
+    alignment: Duration,
+    unaligned: bool,
+    operator_bytes: BTreeMap<String, u64>,
+    /// For a savepoint: the request and where it is written.
+    savepoint: Option<(SavepointRequest, Arc<floe_checkpoint::SavepointStorage>)>,
+}
+
+impl Pending {
+    /// The statistics of this checkpoint as it ends with `status`.
+    fn stats(&self, status: CheckpointStatus, tasks: usize) -> CheckpointStats {
+        CheckpointStats {
+            id: self.barrier.id,
+            status,
+            trigger_timestamp_ms: self.barrier.timestamp_ms,
+            duration: self.started.elapsed(),
+            state_size: self.bytes,
+            full_state_size: self.bytes + self.referenced_bytes,
+            channel_state_size: self.channel_bytes,
+            sync_duration: self.sync,
+            async_duration: self.async_,
+            alignment_duration: self.alignment,
+            acknowledged: (self.acked.len(), tasks),
+            unaligned: self.unaligned,
+            operators: self.operator_bytes.clone(),
+            is_savepoint: self.savepoint.is_some(),
+            external_path: None,
+        }
+    }
+}
+
+/// Why the coordinator asks the job to fail over.
+#[derive(Debug, Clone)]
+pub struct CheckpointFailure(pub String);
+
+/// Triggers, collects and completes checkpoints for one job run.
+pub struct CheckpointCoordinator {
+    settings: CheckpointSettings,
+    /// Periodic checkpoints are on (otherwise only savepoints are taken).
+    periodic: bool,
+    store: Arc<SnapshotTargets>,
+    /// The job's control handle: savepoint results and cancel-after.
+    control: Option<JobControl>,
+    /// A stop with drain under way: its savepoint is the final checkpoint.
+    drain: Option<SavepointRequest>,
+    /// A stop with savepoint is under way: no periodic trigger meanwhile.
+    stopping: bool,
+    /// Every task's command channel, and whether it is a source (sources
+    /// are triggered; every task is notified).
+    tasks: Vec<(Sender<TaskCommand>, bool)>,
+    next_id: u64,
+    pending: BTreeMap<u64, Pending>,
+    finished_tasks: HashSet<usize>,
+    /// Once every task finished: the checkpoint taken after that, whose
+    /// completion ends the job (two-phase-commit sinks commit their last
+    /// transaction on its notification).
+    final_checkpoint: Option<u64>,
+    /// Tasks were told to exit: the job is ending, no savepoint can start.
+    ending: bool,
+    consecutive_failures: u32,
+    last_trigger: Option<Instant>,
+    last_completion: Option<Instant>,
+    /// Completed ids still retained, ascending.
+    retained: Vec<u64>,
+    /// Shared files each retained checkpoint references.
+    retained_shared: HashMap<u64, Vec<StateFile>>,
+    /// Which shared files are still needed.
+    shared_registry: SharedStateRegistry,
+    /// Every checkpoint's statistics, in the order they ended.
+    history: CheckpointHistory,
+    /// Aborted checkpoints some task had not acknowledged: its upload may
+    /// still write files after the abort, so they are removed again once
+    /// the run's uploads are over.
+    orphans: Vec<u64>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl CheckpointCoordinator {
+    /// A coordinator for a job run whose tasks listen on `tasks` (with a
+    /// flag for sources). Checkpoint ids continue after `last_id`: ids are
+    /// never reused within a job, so files of a checkpoint abandoned by a
+    /// failed run cannot collide with a new one.
+    /// `periodic` is false when checkpointing is off: the coordinator then
+    /// only takes savepoints.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: CheckpointSettings,
+        periodic: bool,
+        store: Arc<SnapshotTargets>,
+        control: Option<JobControl>,
+        tasks: Vec<(Sender<TaskCommand>, bool)>,
+        last_id: u64,
+        retained: Vec<u64>,
+        history: CheckpointHistory,
+    ) -> Self {
+        // Rebuild the shared-state registry from the retained checkpoints
+        // (a restarted run keeps their shared files and builds on them).
+        let mut shared_registry = SharedStateRegistry::new(store.shared_prefix());
+        let mut retained_shared = HashMap::new();
+        for &id in &retained {
+            let files = store
+                .read_metadata(id)
+                .and_then(|m| CheckpointMetadata::decode(&m).map_err(|e| e.to_string()))
+                .map(|m| m.shared_files());
+            match files {
+                Ok(files) => {
+                    shared_registry.register(files.iter());
+                    retained_shared.insert(id, files);
+                }
+                Err(e) => tracing::warn!(
+                    checkpoint = id,
+                    "cannot read a retained checkpoint's shared files: {e}"
+                ),
+            }
+        }
+        CheckpointCoordinator {
+            settings,
+            periodic,
+            store,
+            retained_shared,
+            shared_registry,
+            control,
+            drain: None,
+            stopping: false,
+            tasks,
+            next_id: last_id + 1,
+            pending: BTreeMap::new(),
+            finished_tasks: HashSet::new(),
+            final_checkpoint: None,
+            ending: false,
+            consecutive_failures: 0,
+            last_trigger: None,
+            last_completion: None,
+            retained,
+            history,
+            orphans: Vec::new(),
+        }
+    }
+
+    /// Aborted checkpoints and savepoints whose files a late upload may
+    /// have written, with the targets that know where each one's files are;
+    /// the job removes them once the run's uploaders have stopped.
+    pub fn take_orphans(&mut self) -> (Vec<u64>, Arc<SnapshotTargets>) {
+        (std::mem::take(&mut self.orphans), self.store.clone())
+    }
+
+    /// The newest checkpoint in flight.
+    fn max_pending(&self) -> Option<u64> {
+        self.pending.keys().next_back().copied()
+    }
+
+    /// Deletes the shared files that no retained or pending checkpoint can
+    /// reference any more.
+    fn delete_unreferenced_shared(&mut self) {
+        let min_pending = self.pending.keys().next().copied();
+        for f in self.shared_registry.take_deletable(min_pending) {
+            if let Err(e) = self.store.delete_shared(&f) {
+                tracing::warn!("cannot delete unreferenced shared state {}: {e}", f.path);
+            }
+        }
+    }
+
+    /// The highest id triggered so far (or the id it started after).
+    pub fn last_triggered(&self) -> u64 {
+        self.next_id - 1
+    }
+
+    /// Checkpoints allowed in flight: one while a minimum pause applies
+    /// (Flink's rule), else the configured maximum.
+    fn max_concurrent(&self) -> usize {
+        if self.settings.min_pause > Duration::ZERO {
+            1
+        } else {
+            self.settings.max_concurrent.max(1)
+        }
+    }
+
+    /// When the next trigger is due.
+    fn next_trigger(&self, started: Instant) -> Instant {
+        let mut at = self
+            .last_trigger
+            .map_or(started + self.settings.interval, |t| {
+                t + self.settings.interval
+            });
+        if let Some(c) = self.last_completion {
+            at = at.max(c + self.settings.min_pause);
+        }
+        at
+    }
+
+    fn record(&self, stats: CheckpointStats) {
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(stats);
+    }
+
+    fn notify(&self, n: CheckpointNotification) {
+        for (tx, _) in &self.tasks {
+            let _ = tx.send(TaskCommand::Notify(n));
+        }
+    }
+
+    fn trigger(&mut self) {
+        self.trigger_kind(CheckpointKind::Checkpoint, None);
+    }
+
+    /// What the metadata records about each operator.
+    fn operator_info(&self) -> BTreeMap<String, OperatorSnapshotInfo> {
+        self.control
+            .as_ref()
+            .map(|c| {
+                c.vertices()
+                    .iter()
+                    .map(|v| {
+                        (
+                            v.uid.clone(),
+                            OperatorSnapshotInfo {
+                                name: v.name.clone(),
+                                parallelism: v.parallelism,
+                                max_parallelism: v.max_parallelism,
+                                max_parallelism_explicit: v.max_parallelism_explicit,
+                            },
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn trigger_kind(
+        &mut self,
+        kind: CheckpointKind,
+        savepoint: Option<(SavepointRequest, Arc<floe_checkpoint::SavepointStorage>)>,
+    ) {
+        let barrier = CheckpointBarrier {
+            id: self.next_id,
+            timestamp_ms: now_ms(),
+            kind,
+            last_completed: self.retained.last().copied(),
+        };
+        self.next_id += 1;
+        if let Some((_, storage)) = &savepoint {
+            self.store.register_savepoint(barrier.id, storage.clone());
+        } else {
+            self.last_trigger = Some(Instant::now());
+        }
+        for (tx, is_source) in &self.tasks {
+            if *is_source {
+                let _ = tx.send(TaskCommand::TriggerCheckpoint(barrier));
+            }
+        }
+        tracing::debug!(checkpoint = barrier.id, "checkpoint triggered");
+        self.pending.insert(
+            barrier.id,
+            Pending {
+                barrier,
+                started: Instant::now(),
+                acked: HashSet::new(),
+                metadata: CheckpointMetadata {
+                    format_version: METADATA_FORMAT_VERSION,
+                    checkpoint_id: barrier.id,
+                    timestamp_ms: barrier.timestamp_ms,
+                    is_savepoint: savepoint.is_some(),
+                    operator_info: self.operator_info(),
+                    operators: BTreeMap::new(),
+                },
+                bytes: 0,
+                referenced_bytes: 0,
+                channel_bytes: 0,
+                sync: Duration::ZERO,
+                async_: Duration::ZERO,
+                alignment: Duration::ZERO,
+                unaligned: false,
+                operator_bytes: BTreeMap::new(),
+                savepoint,
+            },
+        );
+    }
+
+    /// Starts a savepoint request: a stop with drain first ends the input
+    /// (the savepoint is taken once every task finished); any other is
+    /// triggered at once, regardless of the checkpoints in flight.
+    fn start_savepoint(&mut self, request: SavepointRequest) {
+        let Some(control) = self.control.clone() else {
+            return;
+        };
+        if self.ending {
+            control.set_savepoint_status(
+                &request.trigger,
+                SavepointStatus::Failed {
+                    reason: "the job is finishing: every task has ended".into(),
+                },
+            );
+            return;
+        }
+        if let SavepointMode::Stop { drain: true } = request.mode {
+            self.stopping = true;
+            self.drain = Some(request);
+            tracing::info!("stop with drain: ending the input of every source");
+            for (tx, _) in &self.tasks {
+                let _ = tx.send(TaskCommand::EndInput);
+            }
+            return;
+        }
+        let Some(storage) = Self::create_savepoint_dir(&control, &request) else {
+            return;
+        };
+        let kind = match request.mode {
+            SavepointMode::Stop { .. } => {
+                self.stopping = true;
+                CheckpointKind::StopSavepoint
+            }
+            SavepointMode::Savepoint { .. } => CheckpointKind::Savepoint,
+        };
+        tracing::info!(
+            checkpoint = self.next_id,
+            "triggering savepoint into {}",
+            storage.location()
+        );
+        self.trigger_kind(kind, Some((request, storage)));
+    }
+
+    /// Makes the savepoint's directory; a failure fails the request.
+    fn create_savepoint_dir(
+        control: &JobControl,
+        request: &SavepointRequest,
+    ) -> Option<Arc<floe_checkpoint::SavepointStorage>> {
+        match floe_checkpoint::SavepointStorage::create(&request.target_directory, control.job_id())
+        {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                control.set_savepoint_status(
+                    &request.trigger,
+                    SavepointStatus::Failed {
+                        reason: e.to_string(),
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    /// Starts the savepoint of a stop with drain, now that every task
+    /// finished: it is the job's final checkpoint.
+    fn start_drain_savepoint(&mut self, request: SavepointRequest) -> bool {
+        let Some(control) = self.control.clone() else {
+            return false;
+        };
+        let Some(storage) = Self::create_savepoint_dir(&control, &request) else {
+            return false;
+        };
+        self.trigger_kind(CheckpointKind::Savepoint, Some((request, storage)));
+        true
+    }
+
+    /// Aborts pending checkpoint `id`: its files are removed and tasks are
+    /// told. `counts` says whether it counts against the tolerable failures
+    /// (a subsumed checkpoint or one cut short by the end of input does not).
+    fn abort(&mut self, id: u64, reason: String, counts: bool) -> Result<(), CheckpointFailure> {
+        let Some(p) = self.pending.remove(&id) else {
+            return Ok(());
+        };
+        if self.final_checkpoint == Some(id) {
+            // Taken again right away.
+            self.final_checkpoint = None;
+        }
+        if counts {
+            tracing::warn!(checkpoint = id, "checkpoint failed: {reason}");
+        } else {
+            tracing::debug!(checkpoint = id, "checkpoint aborted: {reason}");
+        }
+        if let Err(e) = self.store.discard_incomplete(id) {
+            tracing::warn!(
+                checkpoint = id,
+                "cannot remove the files of an aborted checkpoint: {e}"
+            );
+        }
+        let shared = p.metadata.shared_files();
+        self.shared_registry
+            .release(shared.iter(), self.max_pending().max(Some(id)));
+        self.delete_unreferenced_shared();
+        if p.acked.len() < self.tasks.len() {
+            self.orphans.push(id);
+        }
+        self.record(p.stats(CheckpointStatus::Failed(reason.clone()), self.tasks.len()));
+        // Sources paused by a failed stop resume on this notification.
+        self.notify(CheckpointNotification::Aborted(id));
+        if let Some((request, _)) = &p.savepoint {
+            if let Some(control) = &self.control {
+                control.set_savepoint_status(
+                    &request.trigger,
+                    SavepointStatus::Failed {
+                        reason: format!("savepoint {id} failed: {reason}"),
+                    },
+                );
+            }
+            if let SavepointMode::Stop { drain } = request.mode {
+                self.stopping = false;
+                if drain {
+                    // The input has ended already: the job cannot go on.
+                    return Err(CheckpointFailure(format!(
+                        "the savepoint of stop with drain failed ({reason}); the job fails over"
+                    )));
+                }
+            }
+            // A failed savepoint never fails the job.
+            return Ok(());
+        }
+        if !counts {
+            return Ok(());
+        }
+        self.consecutive_failures += 1;
+        if self.consecutive_failures > self.settings.tolerable_failures {
+            return Err(CheckpointFailure(format!(
+                "checkpoint {id} failed ({reason}) and {} consecutive failed checkpoints exceed the tolerable {}",
+                self.consecutive_failures, self.settings.tolerable_failures
+            )));
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, id: u64) -> Result<(), CheckpointFailure> {
+        let mut p = self
+            .pending
+            .remove(&id)
+            .expect("completing a pending checkpoint");
+        // Shared files this checkpoint references rather than uploads
+        // carry the checksum of the checkpoint that uploaded them.
+        for f in p
+            .metadata
+            .operators
+            .values_mut()
+            .flatten()
+            .flat_map(|s| s.shared.iter_mut())
+            .filter(|f| f.checksum.is_none())
+        {
+            f.checksum = self.shared_registry.checksum_of(&f.path);
+        }
+        if let Err(e) = self.store.complete(id, &p.metadata.encode()) {
+            self.pending.insert(id, p);
+            return self.abort(id, format!("cannot write metadata: {e}"), true);
+        }
+        if let Some((request, storage)) = &p.savepoint {
+            return self.complete_savepoint(id, &p, request.clone(), storage.location());
+        }
+        self.consecutive_failures = 0;
+        self.last_completion = Some(Instant::now());
+        let shared = p.metadata.shared_files();
+        self.shared_registry.register(shared.iter());
+        self.retained_shared.insert(id, shared);
+        let mut stats = p.stats(CheckpointStatus::Completed, self.tasks.len());
+        stats.external_path = self.store.location(id);
+        tracing::info!(
+            checkpoint = id,
+            bytes = stats.state_size,
+            channel_bytes = stats.channel_state_size,
+            duration_ms = stats.duration.as_millis() as u64,
+            sync_ms = stats.sync_duration.as_millis() as u64,
+            async_ms = stats.async_duration.as_millis() as u64,
+            alignment_ms = stats.alignment_duration.as_millis() as u64,
+            "checkpoint completed"
+        );
+        self.record(stats);
+        // Older pending checkpoints are subsumed: not failures.
+        // Savepoints in flight are the user's requests: never subsumed.
+        let older: Vec<u64> = self
+            .pending
+            .range(..id)
+            .filter(|(_, p)| p.savepoint.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        for o in older {
+            self.abort(o, format!("subsumed by checkpoint {id}"), false)?;
+        }
+        self.retained.push(id);
+        while self.retained.len() > self.settings.num_retained.max(1) {
+            let old = self.retained.remove(0);
+            match self.store.discard(old) {
+                Err(e) => {
+                    // Its metadata may still be there: keep its shared files.
+                    tracing::warn!(checkpoint = old, "cannot discard subsumed checkpoint: {e}");
+                }
+                Ok(()) => {
+                    if let Some(files) = self.retained_shared.remove(&old) {
+                        let max_pending = self.max_pending();
+                        self.shared_registry.unregister(files.iter(), max_pending);
+                    }
+                }
+            }
+        }
+        self.delete_unreferenced_shared();
+        floe_core::failpoint::hit("checkpoint.after-metadata");
+        self.notify(CheckpointNotification::Complete(id));
+        if self.final_checkpoint.is_some_and(|f| f <= id) && p.savepoint.is_none() {
+            tracing::debug!(
+                checkpoint = id,
+                "final checkpoint completed; ending the job"
+            );
+            self.terminate_tasks();
+        }
+        Ok(())
+    }
+
+    /// Tells every task to exit: the job ends.
+    fn terminate_tasks(&mut self) {
+        self.ending = true;
+        for (tx, _) in &self.tasks {
+            let _ = tx.send(TaskCommand::Terminate);
+        }
+    }
+
+    /// A savepoint's `_metadata` is written. An intermediate savepoint has
+    /// no side effects (tasks are not notified, as in Flink since 1.15); a
+    /// stop's savepoint commits them and ends the job.
+    fn complete_savepoint(
+        &mut self,
+        id: u64,
+        p: &Pending,
+        request: SavepointRequest,
+        location: &str,
+    ) -> Result<(), CheckpointFailure> {
+        let mut stats = p.stats(CheckpointStatus::Completed, self.tasks.len());
+        stats.external_path = Some(location.to_string());
+        tracing::info!(
+            checkpoint = id,
+            bytes = stats.state_size,
+            duration_ms = stats.duration.as_millis() as u64,
+            "savepoint completed: {location}"
+        );
+        self.record(stats);
+        let derived: Vec<&str> = p
+            .metadata
+            .operators
+            .keys()
+            .filter(|u| u.starts_with(DERIVED_UID_PREFIX))
+            .map(String::as_str)
+            .collect();
+        if !derived.is_empty() {
+            tracing::warn!(
+                "savepoint {id} holds state of operators without an explicit uid ({}): their uids are derived from the job graph and change when it changes, so set uid(..) on them to restore this state after an upgrade",
+                derived.join(", ")
+            );
+        }
+        let Some(control) = self.control.clone() else {
+            return Ok(());
+        };
+        control.set_savepoint_status(
+            &request.trigger,
+            SavepointStatus::Completed {
+                location: location.to_string(),
+            },
+        );
+        match request.mode {
+            SavepointMode::Savepoint { cancel_job } => {
+                if cancel_job {
+                    tracing::info!("cancelling the job after savepoint {id}");
+                    control.cancel();
+                }
+            }
+            SavepointMode::Stop { .. } => {
+                control.mark_stopped();
+                floe_core::failpoint::hit("checkpoint.after-metadata");
+                self.notify(CheckpointNotification::Complete(id));
+                tracing::info!("stop with savepoint {id} completed; ending the job");
+                self.terminate_tasks();
+            }
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: CoordinatorEvent) -> Result<bool, CheckpointFailure> {
+        match event {
+            CoordinatorEvent::Ack {
+                checkpoint_id,
+                task,
+                states,
+                bytes,
+                stats,
+            } => {
+                let Some(p) = self.pending.get_mut(&checkpoint_id) else {
+                    // A late acknowledgement of a checkpoint aborted
+                    // meanwhile (expired, declined): what it just wrote
+                    // must not outlive the abort.
+                    if !self.retained.contains(&checkpoint_id) {
+                        let _ = self.store.discard_incomplete(checkpoint_id);
+                        let shared: Vec<StateFile> =
+                            states.iter().flat_map(|(_, m)| m.shared.clone()).collect();
+                        self.shared_registry
+                            .release(shared.iter(), self.max_pending());
+                        self.delete_unreferenced_shared();
+                    }
+                    return Ok(true);
+                };
+                p.acked.insert(task);
+                p.bytes += bytes;
+                p.referenced_bytes += stats.referenced_bytes;
+                p.channel_bytes += stats.channel_bytes;
+                p.sync = p.sync.max(stats.sync);
+                p.async_ = p.async_.max(stats.async_);
+                p.alignment = p.alignment.max(stats.alignment);
+                p.unaligned |= stats.unaligned;
+                for (uid, b) in stats.operator_bytes {
+                    *p.operator_bytes.entry(uid).or_default() += b;
+                }
+                for (uid, meta) in states {
+                    p.metadata.operators.entry(uid).or_default().push(meta);
+                }
+                if p.acked.len() == self.tasks.len() {
+                    self.complete(checkpoint_id)?;
+                }
+            }
+            CoordinatorEvent::Decline {
+                checkpoint_id,
+                reason,
+            } => self.abort(checkpoint_id, reason, true)?,
+            CoordinatorEvent::TaskFinished(task) => {
+                self.finished_tasks.insert(task);
+            }
+            CoordinatorEvent::TriggerSavepoint(request) => self.start_savepoint(request),
+            CoordinatorEvent::Shutdown => {
+                let pending: Vec<u64> = self.pending.keys().copied().collect();
+                for id in pending {
+                    self.abort(id, "the job run ended first".into(), false)?;
+                }
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Runs until shutdown; returns an error when checkpoint failures exceed
+    /// the tolerable number (the job must fail over).
+    pub fn run(&mut self, events: &Receiver<CoordinatorEvent>) -> Result<(), CheckpointFailure> {
+        let result = self.run_loop(events);
+        self.fail_outstanding_savepoints(match &result {
+            Ok(()) => "the job run ended first".to_string(),
+            Err(f) => format!("the job run failed: {}", f.0),
+        });
+        result
+    }
+
+    /// Fails every savepoint request still open when the run ends (pending
+    /// ones and a drain waiting for its tasks), so no request stays in
+    /// progress and the job can be stopped again after a restart.
+    fn fail_outstanding_savepoints(&mut self, reason: String) {
+        let Some(control) = self.control.clone() else {
+            return;
+        };
+        let open: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.savepoint.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in open {
+            let Some(p) = self.pending.remove(&id) else {
+                continue;
+            };
+            if let Some((request, _)) = &p.savepoint {
+                control.set_savepoint_status(
+                    &request.trigger,
+                    SavepointStatus::Failed {
+                        reason: reason.clone(),
+                    },
+                );
+            }
+            if let Err(e) = self.store.discard_incomplete(id) {
+                tracing::warn!(checkpoint = id, "cannot remove an aborted savepoint: {e}");
+            }
+            self.orphans.push(id);
+        }
+        if let Some(request) = self.drain.take() {
+            control.set_savepoint_status(&request.trigger, SavepointStatus::Failed { reason });
+        }
+    }
+
+    fn run_loop(&mut self, events: &Receiver<CoordinatorEvent>) -> Result<(), CheckpointFailure> {
+        let started = Instant::now();
+        loop {
+            let now = Instant::now();
+            // Timeouts.
+            let expired: Vec<u64> = self
+                .pending
+                .iter()
+                .filter(|(_, p)| now.duration_since(p.started) >= self.settings.timeout)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in expired {
+                self.abort(
+                    id,
+                    format!("expired after {:?}", self.settings.timeout),
+                    true,
+                )?;
+            }
+            let due = self.next_trigger(started);
+            // Every task finished: the final checkpoint is due at once (its
+            // state is the end state of the job, and its completion lets
+            // side effects held for checkpoints go out). After a stop with
+            // drain, it is the stop's savepoint.
+            let all_finished = self.finished_tasks.len() == self.tasks.len();
+            if all_finished && self.final_checkpoint.is_none() {
+                if let Some(request) = self.drain.take() {
+                    if self.start_drain_savepoint(request) {
+                        self.final_checkpoint = Some(self.last_triggered());
+                    } else {
+                        return Err(CheckpointFailure(
+                            "the savepoint of stop with drain could not be started".into(),
+                        ));
+                    }
+                    continue;
+                }
+            }
+            // Without checkpointing nothing waits for a final checkpoint:
+            // once every task finished and no savepoint is in flight, the
+            // job ends.
+            if !self.periodic
+                && all_finished
+                && !self.ending
+                && self.pending.is_empty()
+                && self.final_checkpoint.is_none()
+            {
+                tracing::debug!("every task finished; ending the job");
+                self.terminate_tasks();
+                continue;
+            }
+            let final_due = self.periodic && all_finished && self.final_checkpoint.is_none();
+            let periodic_due = self.periodic && !self.stopping && now >= due;
+            if (periodic_due || final_due) && self.pending.len() < self.max_concurrent() {
+                self.trigger();
+                if final_due {
+                    self.final_checkpoint = Some(self.last_triggered());
+                }
+                continue;
+            }
+            // Sleep until the next trigger only when one may happen; with
+            // checkpointing off, while the job ends, or while the allowed
+            // number of checkpoints is in flight, wait for events (bounded,
+            // for the timeout check) instead of spinning on a past due time.
+            const IDLE_POLL: Duration = Duration::from_millis(50);
+            let may_trigger = self.periodic
+                && !self.stopping
+                && !self.ending
+                && self.pending.len() < self.max_concurrent();
+            let wait = if may_trigger {
+                due.saturating_duration_since(now).min(IDLE_POLL)
+            } else {
+                IDLE_POLL
+            };
+            select! {
+                recv(events) -> e => match e {
+                    Ok(e) => if !self.on_event(e)? { return Ok(()) },
+                    Err(_) => return Ok(()),
+                },
+                default(wait) => {}
+            }
+        }
+    }
+}

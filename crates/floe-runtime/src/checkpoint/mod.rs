@@ -1,0 +1,46 @@
+//! Checkpoints and savepoints, task side and JobManager side.
+//!
+//! One concern per file:
+//!
+//! - [`task_snapshot`](self::TaskSnapshot), [`aligner`](self::BarrierAligner),
+//!   [`task_env`](self::TaskEnvironment): the task side — what operators
+//!   hand over at a barrier, when a task with several inputs takes its
+//!   snapshot, and what a task is given to take part.
+//! - `messages`: commands to tasks, events to the coordinator.
+//! - `store`: the [`CheckpointStore`] trait everything writes and reads
+//!   through; `storage`: its implementations over `floe-checkpoint`'s
+//!   storages; `targets`: routing each snapshot id to a checkpoint or a
+//!   savepoint directory.
+//! - `uploader`: the asynchronous part of a snapshot (TaskManager role).
+//! - `coordinator`: trigger, acknowledge, complete, abort (JobManager role),
+//!   with `stats` and the `shared_registry` of incremental files.
+//! - `restore`: loading a completed snapshot for a restore.
+
+mod aligner;
+mod config;
+mod coordinator;
+mod messages;
+mod restore;
+mod shared_registry;
+mod stats;
+mod storage;
+mod store;
+mod targets;
+mod task_env;
+mod task_snapshot;
+mod uploader;
+
+pub use aligner::{AlignmentAction, AlignmentMode, BarrierAligner};
+pub use config::CheckpointSettings;
+pub use coordinator::{CheckpointCoordinator, CheckpointFailure, DERIVED_UID_PREFIX};
+pub use messages::{CheckpointNotification, CoordinatorEvent, TaskCommand};
+pub use restore::{
+    LoadSnapshot, OpenedSnapshot, OperatorRestore, RestoredState, SharedStateFetcher,
+};
+pub use shared_registry::{SharedStateRegistry, sweep_unreferenced};
+pub use stats::{AckStats, CheckpointHistory, CheckpointStats, CheckpointStatus};
+pub use store::{CheckpointStore, FRAME_OVERHEAD, StateFile, StateFileKind};
+pub use targets::SnapshotTargets;
+pub use task_env::{TaskEnvironment, TaskInit};
+pub use task_snapshot::{OperatorSnapshot, OperatorState, TaskSnapshot};
+pub use uploader::SnapshotUploader;

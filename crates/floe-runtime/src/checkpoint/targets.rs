@@ -1,0 +1,184 @@
+//! Routing a snapshot's files by id: checkpoints to the job's checkpoint
+//! storage, each savepoint to its own directory.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use super::store::{CheckpointStore, StateFile, StateFileKind};
+
+/// Where each snapshot's files go: checkpoints to the job's checkpoint
+/// storage, each savepoint to its own directory. Shared by the coordinator
+/// and the uploaders, which only know checkpoint ids.
+pub struct SnapshotTargets {
+    checkpoints: Option<Arc<dyn CheckpointStore>>,
+    savepoints: Mutex<BTreeMap<u64, (Arc<floe_checkpoint::SavepointStorage>, bool)>>,
+}
+
+impl SnapshotTargets {
+    /// Targets writing checkpoints to `checkpoints` (none: checkpointing
+    /// is off, only savepoints are written).
+    pub fn new(checkpoints: Option<Arc<dyn CheckpointStore>>) -> Self {
+        SnapshotTargets {
+            checkpoints,
+            savepoints: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn savepoint(&self, id: u64) -> Option<(Arc<floe_checkpoint::SavepointStorage>, bool)> {
+        self.savepoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    pub(super) fn register_savepoint(
+        &self,
+        id: u64,
+        storage: Arc<floe_checkpoint::SavepointStorage>,
+    ) {
+        self.savepoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, (storage, false));
+    }
+
+    fn mark_savepoint_completed(&self, id: u64) {
+        if let Some(e) = self
+            .savepoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&id)
+        {
+            e.1 = true;
+        }
+    }
+
+    fn checkpoints(&self, id: u64) -> Result<&Arc<dyn CheckpointStore>, String> {
+        self.checkpoints
+            .as_ref()
+            .ok_or_else(|| format!("checkpoint {id} has no storage: checkpointing is off"))
+    }
+}
+
+impl CheckpointStore for SnapshotTargets {
+    fn write_state(
+        &self,
+        checkpoint_id: u64,
+        name: &str,
+        kind: StateFileKind,
+        size_hint: usize,
+        encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
+    ) -> Result<StateFile, String> {
+        match self.savepoint(checkpoint_id) {
+            Some((sp, _)) => sp.write_state(checkpoint_id, name, kind, size_hint, encode),
+            None => self.checkpoints(checkpoint_id)?.write_state(
+                checkpoint_id,
+                name,
+                kind,
+                size_hint,
+                encode,
+            ),
+        }
+    }
+
+    fn read_state(&self, file: &StateFile, kind: StateFileKind) -> Result<Vec<u8>, String> {
+        self.checkpoints(0)?.read_state(file, kind)
+    }
+
+    fn complete(&self, checkpoint_id: u64, metadata: &[u8]) -> Result<(), String> {
+        match self.savepoint(checkpoint_id) {
+            Some((sp, _)) => {
+                CheckpointStore::complete(sp.as_ref(), checkpoint_id, metadata)?;
+                self.mark_savepoint_completed(checkpoint_id);
+                Ok(())
+            }
+            None => self
+                .checkpoints(checkpoint_id)?
+                .complete(checkpoint_id, metadata),
+        }
+    }
+
+    fn read_metadata(&self, checkpoint_id: u64) -> Result<Vec<u8>, String> {
+        self.checkpoints(checkpoint_id)?
+            .read_metadata(checkpoint_id)
+    }
+
+    fn discard(&self, checkpoint_id: u64) -> Result<(), String> {
+        match self.savepoint(checkpoint_id) {
+            // A completed savepoint belongs to the user: never deleted here.
+            Some((_, true)) => Ok(()),
+            Some((sp, false)) => CheckpointStore::discard_incomplete(sp.as_ref(), checkpoint_id),
+            None => match &self.checkpoints {
+                Some(c) => c.discard(checkpoint_id),
+                None => Ok(()),
+            },
+        }
+    }
+
+    fn discard_incomplete(&self, checkpoint_id: u64) -> Result<(), String> {
+        match self.savepoint(checkpoint_id) {
+            Some((_, true)) => Ok(()),
+            Some((sp, false)) => CheckpointStore::discard_incomplete(sp.as_ref(), checkpoint_id),
+            None => match &self.checkpoints {
+                Some(c) => c.discard_incomplete(checkpoint_id),
+                None => Ok(()),
+            },
+        }
+    }
+
+    fn completed(&self) -> Result<Vec<u64>, String> {
+        match &self.checkpoints {
+            Some(c) => c.completed(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn location(&self, checkpoint_id: u64) -> Option<String> {
+        match self.savepoint(checkpoint_id) {
+            Some((sp, _)) => Some(sp.location().to_string()),
+            None => self.checkpoints.as_ref()?.location(checkpoint_id),
+        }
+    }
+
+    fn write_shared(
+        &self,
+        checkpoint_id: u64,
+        name: &str,
+        size_hint: usize,
+        produce: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
+    ) -> Result<StateFile, String> {
+        if self.savepoint(checkpoint_id).is_some() {
+            return Err(format!(
+                "savepoint {checkpoint_id} cannot hold incremental state: savepoints are self-contained"
+            ));
+        }
+        self.checkpoints(checkpoint_id)?
+            .write_shared(checkpoint_id, name, size_hint, produce)
+    }
+
+    fn shared_prefix(&self) -> Option<String> {
+        self.checkpoints.as_ref()?.shared_prefix()
+    }
+
+    fn delete_shared(&self, file: &StateFile) -> Result<(), String> {
+        match &self.checkpoints {
+            Some(c) => c.delete_shared(file),
+            None => Ok(()),
+        }
+    }
+
+    fn discard_shared(&self) -> Result<(), String> {
+        match &self.checkpoints {
+            Some(c) => c.discard_shared(),
+            None => Ok(()),
+        }
+    }
+
+    fn list_shared(&self) -> Result<Vec<StateFile>, String> {
+        match &self.checkpoints {
+            Some(c) => c.list_shared(),
+            None => Ok(Vec::new()),
+        }
+    }
+}
