@@ -15,7 +15,8 @@ use crossbeam_channel::Sender;
 use floe_core::JobId;
 
 use crate::channel::CancelFlag;
-use crate::checkpoint::{CheckpointHistory, CheckpointStats, CoordinatorEvent};
+use crate::checkpoint::{CheckpointHistory, CheckpointStats, CoordinatorEvent, JobHandle};
+pub use crate::checkpoint::{SavepointMode, SavepointRequest, SavepointStatus, TriggerId};
 
 /// Where a job is in its life (Flink's `JobStatus` names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,60 +79,6 @@ pub struct VertexInfo {
     pub max_parallelism_explicit: bool,
 }
 
-/// Identifies one asynchronous savepoint or stop request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TriggerId(pub String);
-
-impl TriggerId {
-    fn random() -> Self {
-        TriggerId(format!("{:032x}", rand::random::<u128>()))
-    }
-}
-
-impl std::fmt::Display for TriggerId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// What happens around a savepoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SavepointMode {
-    /// An intermediate savepoint: the job goes on (and, as in Flink since
-    /// 1.15, the savepoint neither commits side effects nor is used for
-    /// failure recovery). With `cancel_job`, the job is cancelled once the
-    /// savepoint completed (`floe cancel -s`).
-    Savepoint {
-        /// Cancel the job after the savepoint completed.
-        cancel_job: bool,
-    },
-    /// Stop with savepoint: sources stop right after the barrier, the
-    /// savepoint commits side effects, and the job finishes. With `drain`,
-    /// sources end their input first so everything in flight (windows,
-    /// timers, buffers) is flushed before the savepoint is taken.
-    Stop {
-        /// End the input and flush before the savepoint.
-        drain: bool,
-    },
-}
-
-/// How a savepoint request went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SavepointStatus {
-    /// Not finished yet.
-    InProgress,
-    /// Written: its location (the `savepoint-…` directory as a URL or path).
-    Completed {
-        /// The savepoint directory.
-        location: String,
-    },
-    /// Not written, and why.
-    Failed {
-        /// What went wrong.
-        reason: String,
-    },
-}
-
 /// Why a control request was refused at once.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
@@ -153,17 +100,6 @@ pub enum ControlError {
     /// A stop is already under way.
     #[error("job {0} is already being stopped")]
     AlreadyStopping(JobId),
-}
-
-/// A savepoint request on its way to the checkpoint coordinator.
-#[derive(Debug, Clone)]
-pub struct SavepointRequest {
-    /// Its id, for status updates.
-    pub trigger: TriggerId,
-    /// The directory under which `savepoint-<job>-<random>/` is created.
-    pub target_directory: String,
-    /// Intermediate, cancel-after or stop.
-    pub mode: SavepointMode,
 }
 
 /// State shared between a job's control handles and its JobManager.
@@ -371,5 +307,25 @@ impl JobControl {
                 }
             }
         }
+    }
+}
+
+/// The coordinator reports savepoint outcomes and ends the job through the
+/// job's control handle, which the REST API reads.
+impl JobHandle for JobControl {
+    fn job_id(&self) -> JobId {
+        JobControl::job_id(self)
+    }
+
+    fn set_savepoint_status(&self, trigger: &TriggerId, status: SavepointStatus) {
+        JobControl::set_savepoint_status(self, trigger, status);
+    }
+
+    fn cancel(&self) {
+        JobControl::cancel(self);
+    }
+
+    fn mark_stopped(&self) {
+        JobControl::mark_stopped(self);
     }
 }

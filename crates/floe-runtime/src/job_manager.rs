@@ -8,11 +8,12 @@
 //! builds each subtask's chain from its tail to its head, and deploys the
 //! tasks to the TaskManager. The first failure cancels every other task.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use floe_checkpoint::OperatorSnapshotInfo;
 use floe_core::JobId;
 use floe_state::key_group::default_max_parallelism;
 
@@ -521,6 +522,24 @@ impl CheckpointFailure {
     }
 }
 
+/// What each snapshot's metadata records about the job's operators.
+fn operator_info(vertices: &[VertexInfo]) -> BTreeMap<String, OperatorSnapshotInfo> {
+    vertices
+        .iter()
+        .map(|v| {
+            (
+                v.uid.clone(),
+                OperatorSnapshotInfo {
+                    name: v.name.clone(),
+                    parallelism: v.parallelism,
+                    max_parallelism: v.max_parallelism,
+                    max_parallelism_explicit: v.max_parallelism_explicit,
+                },
+            )
+        })
+        .collect()
+}
+
 /// The coordinator thread of a run and the channel to its events.
 type CoordinatorThread = (
     crossbeam_channel::Sender<CoordinatorEvent>,
@@ -600,7 +619,8 @@ impl JobClient {
                 settings,
                 periodic,
                 store,
-                Some(self.control.clone()),
+                Some(Arc::new(self.control.clone())),
+                operator_info(self.control.vertices()),
                 tasks,
                 last_id,
                 retained,

@@ -20,15 +20,14 @@ use floe_core::{CheckpointBarrier, CheckpointKind};
 
 use super::config::CheckpointSettings;
 use super::messages::{CheckpointNotification, CoordinatorEvent, TaskCommand};
+use super::savepoint::{
+    DERIVED_UID_PREFIX, JobHandle, SavepointMode, SavepointRequest, SavepointStatus,
+};
 use super::shared_registry::SharedStateRegistry;
 use super::stats::{CheckpointHistory, CheckpointStats, CheckpointStatus};
 use super::store::{CheckpointStore, StateFile};
 use super::targets::SnapshotTargets;
-use crate::control::{JobControl, SavepointMode, SavepointRequest, SavepointStatus};
 use floe_checkpoint::{CheckpointMetadata, METADATA_FORMAT_VERSION, OperatorSnapshotInfo};
-
-/// How uids derived from the graph (operators without `uid(..)`) begin.
-pub const DERIVED_UID_PREFIX: &str = "auto-";
 
 struct Pending {
     barrier: CheckpointBarrier,
@@ -80,8 +79,11 @@ pub struct CheckpointCoordinator {
     /// Periodic checkpoints are on (otherwise only savepoints are taken).
     periodic: bool,
     store: Arc<SnapshotTargets>,
-    /// The job's control handle: savepoint results and cancel-after.
-    control: Option<JobControl>,
+    /// The job: savepoint outcomes, cancel or stop after a savepoint
+    /// (none in tests of checkpoints alone).
+    job: Option<Arc<dyn JobHandle>>,
+    /// What the metadata records about each operator, by uid.
+    operator_info: BTreeMap<String, OperatorSnapshotInfo>,
     /// A stop with drain under way: its savepoint is the final checkpoint.
     drain: Option<SavepointRequest>,
     /// A stop with savepoint is under way: no periodic trigger meanwhile.
@@ -128,13 +130,15 @@ impl CheckpointCoordinator {
     /// never reused within a job, so files of a checkpoint abandoned by a
     /// failed run cannot collide with a new one.
     /// `periodic` is false when checkpointing is off: the coordinator then
-    /// only takes savepoints.
+    /// only takes savepoints. `operator_info` is what each snapshot's
+    /// metadata records about the operators, by uid.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: CheckpointSettings,
         periodic: bool,
         store: Arc<SnapshotTargets>,
-        control: Option<JobControl>,
+        job: Option<Arc<dyn JobHandle>>,
+        operator_info: BTreeMap<String, OperatorSnapshotInfo>,
         tasks: Vec<(Sender<TaskCommand>, bool)>,
         last_id: u64,
         retained: Vec<u64>,
@@ -166,7 +170,8 @@ impl CheckpointCoordinator {
             store,
             retained_shared,
             shared_registry,
-            control,
+            job,
+            operator_info,
             drain: None,
             stopping: false,
             tasks,
@@ -252,29 +257,6 @@ impl CheckpointCoordinator {
         self.trigger_kind(CheckpointKind::Checkpoint, None);
     }
 
-    /// What the metadata records about each operator.
-    fn operator_info(&self) -> BTreeMap<String, OperatorSnapshotInfo> {
-        self.control
-            .as_ref()
-            .map(|c| {
-                c.vertices()
-                    .iter()
-                    .map(|v| {
-                        (
-                            v.uid.clone(),
-                            OperatorSnapshotInfo {
-                                name: v.name.clone(),
-                                parallelism: v.parallelism,
-                                max_parallelism: v.max_parallelism,
-                                max_parallelism_explicit: v.max_parallelism_explicit,
-                            },
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     fn trigger_kind(
         &mut self,
         kind: CheckpointKind,
@@ -309,7 +291,7 @@ impl CheckpointCoordinator {
                     checkpoint_id: barrier.id,
                     timestamp_ms: barrier.timestamp_ms,
                     is_savepoint: savepoint.is_some(),
-                    operator_info: self.operator_info(),
+                    operator_info: self.operator_info.clone(),
                     operators: BTreeMap::new(),
                 },
                 bytes: 0,
@@ -329,11 +311,11 @@ impl CheckpointCoordinator {
     /// (the savepoint is taken once every task finished); any other is
     /// triggered at once, regardless of the checkpoints in flight.
     fn start_savepoint(&mut self, request: SavepointRequest) {
-        let Some(control) = self.control.clone() else {
+        let Some(job) = self.job.clone() else {
             return;
         };
         if self.ending {
-            control.set_savepoint_status(
+            job.set_savepoint_status(
                 &request.trigger,
                 SavepointStatus::Failed {
                     reason: "the job is finishing: every task has ended".into(),
@@ -350,7 +332,7 @@ impl CheckpointCoordinator {
             }
             return;
         }
-        let Some(storage) = Self::create_savepoint_dir(&control, &request) else {
+        let Some(storage) = Self::create_savepoint_dir(job.as_ref(), &request) else {
             return;
         };
         let kind = match request.mode {
@@ -370,14 +352,13 @@ impl CheckpointCoordinator {
 
     /// Makes the savepoint's directory; a failure fails the request.
     fn create_savepoint_dir(
-        control: &JobControl,
+        job: &dyn JobHandle,
         request: &SavepointRequest,
     ) -> Option<Arc<floe_checkpoint::SavepointStorage>> {
-        match floe_checkpoint::SavepointStorage::create(&request.target_directory, control.job_id())
-        {
+        match floe_checkpoint::SavepointStorage::create(&request.target_directory, job.job_id()) {
             Ok(s) => Some(Arc::new(s)),
             Err(e) => {
-                control.set_savepoint_status(
+                job.set_savepoint_status(
                     &request.trigger,
                     SavepointStatus::Failed {
                         reason: e.to_string(),
@@ -391,10 +372,10 @@ impl CheckpointCoordinator {
     /// Starts the savepoint of a stop with drain, now that every task
     /// finished: it is the job's final checkpoint.
     fn start_drain_savepoint(&mut self, request: SavepointRequest) -> bool {
-        let Some(control) = self.control.clone() else {
+        let Some(job) = self.job.clone() else {
             return false;
         };
-        let Some(storage) = Self::create_savepoint_dir(&control, &request) else {
+        let Some(storage) = Self::create_savepoint_dir(job.as_ref(), &request) else {
             return false;
         };
         self.trigger_kind(CheckpointKind::Savepoint, Some((request, storage)));
@@ -434,8 +415,8 @@ impl CheckpointCoordinator {
         // Sources paused by a failed stop resume on this notification.
         self.notify(CheckpointNotification::Aborted(id));
         if let Some((request, _)) = &p.savepoint {
-            if let Some(control) = &self.control {
-                control.set_savepoint_status(
+            if let Some(job) = &self.job {
+                job.set_savepoint_status(
                     &request.trigger,
                     SavepointStatus::Failed {
                         reason: format!("savepoint {id} failed: {reason}"),
@@ -589,10 +570,10 @@ impl CheckpointCoordinator {
                 derived.join(", ")
             );
         }
-        let Some(control) = self.control.clone() else {
+        let Some(job) = self.job.clone() else {
             return Ok(());
         };
-        control.set_savepoint_status(
+        job.set_savepoint_status(
             &request.trigger,
             SavepointStatus::Completed {
                 location: location.to_string(),
@@ -602,11 +583,11 @@ impl CheckpointCoordinator {
             SavepointMode::Savepoint { cancel_job } => {
                 if cancel_job {
                     tracing::info!("cancelling the job after savepoint {id}");
-                    control.cancel();
+                    job.cancel();
                 }
             }
             SavepointMode::Stop { .. } => {
-                control.mark_stopped();
+                job.mark_stopped();
                 floe_core::failpoint::hit("checkpoint.after-metadata");
                 self.notify(CheckpointNotification::Complete(id));
                 tracing::info!("stop with savepoint {id} completed; ending the job");
@@ -691,7 +672,7 @@ impl CheckpointCoordinator {
     /// ones and a drain waiting for its tasks), so no request stays in
     /// progress and the job can be stopped again after a restart.
     fn fail_outstanding_savepoints(&mut self, reason: String) {
-        let Some(control) = self.control.clone() else {
+        let Some(job) = self.job.clone() else {
             return;
         };
         let open: Vec<u64> = self
@@ -705,7 +686,7 @@ impl CheckpointCoordinator {
                 continue;
             };
             if let Some((request, _)) = &p.savepoint {
-                control.set_savepoint_status(
+                job.set_savepoint_status(
                     &request.trigger,
                     SavepointStatus::Failed {
                         reason: reason.clone(),
@@ -718,7 +699,7 @@ impl CheckpointCoordinator {
             self.orphans.push(id);
         }
         if let Some(request) = self.drain.take() {
-            control.set_savepoint_status(&request.trigger, SavepointStatus::Failed { reason });
+            job.set_savepoint_status(&request.trigger, SavepointStatus::Failed { reason });
         }
     }
 

@@ -5,8 +5,8 @@
 use floe_checkpoint::SubtaskStateMeta;
 use floe_core::CheckpointBarrier;
 
+use super::savepoint::SavepointRequest;
 use super::stats::AckStats;
-use crate::control::SavepointRequest;
 
 /// A command from the JobManager (its checkpoint coordinator) to a task.
 #[derive(Debug, Clone)]

@@ -14,6 +14,8 @@
 //! - `uploader`: the asynchronous part of a snapshot (TaskManager role).
 //! - `coordinator`: trigger, acknowledge, complete, abort (JobManager role),
 //!   with `stats` and the `shared_registry` of incremental files.
+//! - `savepoint`: savepoint requests, and what the coordinator asks of the
+//!   job around one ([`JobHandle`]).
 //! - `restore`: loading a completed snapshot for a restore.
 
 mod aligner;
@@ -21,6 +23,7 @@ mod config;
 mod coordinator;
 mod messages;
 mod restore;
+mod savepoint;
 mod shared_registry;
 mod stats;
 mod storage;
@@ -32,10 +35,13 @@ mod uploader;
 
 pub use aligner::{AlignmentAction, AlignmentMode, BarrierAligner};
 pub use config::CheckpointSettings;
-pub use coordinator::{CheckpointCoordinator, CheckpointFailure, DERIVED_UID_PREFIX};
+pub use coordinator::{CheckpointCoordinator, CheckpointFailure};
 pub use messages::{CheckpointNotification, CoordinatorEvent, TaskCommand};
 pub use restore::{
     LoadSnapshot, OpenedSnapshot, OperatorRestore, RestoredState, SharedStateFetcher,
+};
+pub use savepoint::{
+    DERIVED_UID_PREFIX, JobHandle, SavepointMode, SavepointRequest, SavepointStatus, TriggerId,
 };
 pub use shared_registry::{SharedStateRegistry, sweep_unreferenced};
 pub use stats::{AckStats, CheckpointHistory, CheckpointStats, CheckpointStatus};
