@@ -4,12 +4,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use floe_checkpoint::{CheckpointMetadata, METADATA_FORMAT_VERSION, SubtaskStateMeta};
-use floe_checkpoint::{CheckpointStorage, JobCheckpointStorage};
+use floe_checkpoint::{
+    CheckpointMetadata, CheckpointStorage, JobCheckpointStorage, METADATA_FORMAT_VERSION,
+    StateHandle, SubtaskStateMeta,
+};
 use floe_core::JobId;
-use floe_runtime::checkpoint::{StateFile, sweep_unreferenced};
+use floe_runtime::checkpoint::sweep_unreferenced;
 
-fn shared(job: &JobCheckpointStorage, name: &str) -> StateFile {
+fn shared(job: &JobCheckpointStorage, name: &str) -> StateHandle {
     job.write_shared_file(name, 3, |out: &mut Vec<u8>| {
         out.extend_from_slice(b"sst");
         Ok::<_, String>(())
@@ -17,7 +19,7 @@ fn shared(job: &JobCheckpointStorage, name: &str) -> StateFile {
     .unwrap()
 }
 
-fn complete(job: &JobCheckpointStorage, id: u64, files: &[&StateFile]) {
+fn complete(job: &JobCheckpointStorage, id: u64, files: &[&StateHandle]) {
     let subtask = SubtaskStateMeta {
         subtask: 0,
         keyed: None,
@@ -38,7 +40,7 @@ fn complete(job: &JobCheckpointStorage, id: u64, files: &[&StateFile]) {
     job.complete_checkpoint(id, &meta.encode()).unwrap();
 }
 
-fn names(files: impl IntoIterator<Item = StateFile>) -> BTreeSet<String> {
+fn names(files: impl IntoIterator<Item = StateHandle>) -> BTreeSet<String> {
     files
         .into_iter()
         .map(|f| f.path.rsplit('/').next().unwrap().to_string())

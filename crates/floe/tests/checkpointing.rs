@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use floe::checkpoint::StateHandle;
 use floe::prelude::*;
-use floe::runtime::checkpoint::{
-    AlignmentMode, CheckpointStatus, CheckpointStore, StateFile, StateFileKind,
-};
+use floe::runtime::checkpoint::{AlignmentMode, CheckpointStatus, CheckpointStore, StateFileKind};
 use floe::runtime::restart::RestartStrategy;
 
 /// Counts per key and fails once, after `fail_at` records in total.
@@ -758,7 +757,7 @@ impl CheckpointStore for FaultyStore {
         kind: StateFileKind,
         size_hint: usize,
         encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
-    ) -> Result<StateFile, String> {
+    ) -> Result<StateHandle, String> {
         if self.fail_writes_of == Some(checkpoint_id) {
             return Err(format!("injected write failure of {name}"));
         }
@@ -770,7 +769,7 @@ impl CheckpointStore for FaultyStore {
         self.inner
             .write_state(checkpoint_id, name, kind, size_hint, encode)
     }
-    fn read_state(&self, file: &StateFile, kind: StateFileKind) -> Result<Vec<u8>, String> {
+    fn read_state(&self, file: &StateHandle, kind: StateFileKind) -> Result<Vec<u8>, String> {
         self.inner.read_state(file, kind)
     }
     fn complete(&self, checkpoint_id: u64, metadata: &[u8]) -> Result<(), String> {

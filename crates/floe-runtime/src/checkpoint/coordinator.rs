@@ -16,6 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
+use floe_checkpoint::{
+    CheckpointMetadata, METADATA_FORMAT_VERSION, OperatorSnapshotInfo, StateHandle,
+};
 use floe_core::{CheckpointBarrier, CheckpointKind};
 
 use super::config::CheckpointSettings;
@@ -25,9 +28,8 @@ use super::savepoint::{
 };
 use super::shared_registry::SharedStateRegistry;
 use super::stats::{CheckpointHistory, CheckpointStats, CheckpointStatus};
-use super::store::{CheckpointStore, StateFile};
+use super::store::CheckpointStore;
 use super::targets::SnapshotTargets;
-use floe_checkpoint::{CheckpointMetadata, METADATA_FORMAT_VERSION, OperatorSnapshotInfo};
 
 struct Pending {
     barrier: CheckpointBarrier,
@@ -106,7 +108,7 @@ pub struct CheckpointCoordinator {
     /// Completed ids still retained, ascending.
     retained: Vec<u64>,
     /// Shared files each retained checkpoint references.
-    retained_shared: HashMap<u64, Vec<StateFile>>,
+    retained_shared: HashMap<u64, Vec<StateHandle>>,
     /// Which shared files are still needed.
     shared_registry: SharedStateRegistry,
     /// Every checkpoint's statistics, in the order they ended.
@@ -612,7 +614,7 @@ impl CheckpointCoordinator {
                     // must not outlive the abort.
                     if !self.retained.contains(&checkpoint_id) {
                         let _ = self.store.discard_incomplete(checkpoint_id);
-                        let shared: Vec<StateFile> =
+                        let shared: Vec<StateHandle> =
                             states.iter().flat_map(|(_, m)| m.shared.clone()).collect();
                         self.shared_registry
                             .release(shared.iter(), self.max_pending());

@@ -45,7 +45,7 @@ pub use savepoint::{
 };
 pub use shared_registry::{SharedStateRegistry, sweep_unreferenced};
 pub use stats::{AckStats, CheckpointHistory, CheckpointStats, CheckpointStatus};
-pub use store::{CheckpointStore, FRAME_OVERHEAD, StateFile, StateFileKind};
+pub use store::{CheckpointStore, FRAME_OVERHEAD, StateFileKind};
 pub use targets::SnapshotTargets;
 pub use task_env::{TaskEnvironment, TaskInit};
 pub use task_snapshot::{OperatorSnapshot, OperatorState, TaskSnapshot};

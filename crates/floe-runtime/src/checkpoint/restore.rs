@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use floe_checkpoint::SnapshotLocation;
 
-use floe_checkpoint::{CheckpointMetadata, OperatorSnapshotInfo};
+use floe_checkpoint::{CheckpointMetadata, OperatorSnapshotInfo, StateHandle};
 
-use super::store::{CheckpointStore, StateFile, StateFileKind};
+use super::store::{CheckpointStore, StateFileKind};
 
 /// State restored for one operator (all subtasks), from a completed checkpoint.
 #[derive(Debug, Default, Clone)]
@@ -40,13 +40,13 @@ pub struct OperatorRestore {
 #[derive(Clone)]
 pub struct SharedStateFetcher {
     store: Arc<dyn CheckpointStore>,
-    listed: Arc<HashMap<String, StateFile>>,
+    listed: Arc<HashMap<String, StateHandle>>,
 }
 
 impl SharedStateFetcher {
     /// Fetches from `store` the shared files in `listed` (the snapshot
     /// metadata's).
-    pub fn new(store: Arc<dyn CheckpointStore>, listed: Vec<StateFile>) -> Self {
+    pub fn new(store: Arc<dyn CheckpointStore>, listed: Vec<StateHandle>) -> Self {
         let listed = listed.into_iter().map(|f| (f.path.clone(), f)).collect();
         SharedStateFetcher {
             store,

@@ -16,9 +16,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use floe_checkpoint::CheckpointMetadata;
+use floe_checkpoint::{CheckpointMetadata, StateHandle};
 
-use super::store::{CheckpointStore, StateFile};
+use super::store::CheckpointStore;
 
 /// Reference counts of a job's shared files (see the module docs).
 #[derive(Debug, Default)]
@@ -26,10 +26,10 @@ pub struct SharedStateRegistry {
     /// This job's `shared/` prefix; other files are never deleted.
     own_prefix: Option<String>,
     /// Retained checkpoints referencing each file, by path.
-    refs: HashMap<String, (StateFile, usize)>,
+    refs: HashMap<String, (StateHandle, usize)>,
     /// Unreferenced files, each with the highest checkpoint id pending
     /// when it became unreferenced (`None`: nothing was pending).
-    waiting: HashMap<String, (StateFile, Option<u64>)>,
+    waiting: HashMap<String, (StateHandle, Option<u64>)>,
 }
 
 impl SharedStateRegistry {
@@ -42,7 +42,7 @@ impl SharedStateRegistry {
         }
     }
 
-    fn owned(&self, file: &StateFile) -> bool {
+    fn owned(&self, file: &StateHandle) -> bool {
         self.own_prefix
             .as_deref()
             .is_some_and(|p| file.path.starts_with(p))
@@ -50,7 +50,7 @@ impl SharedStateRegistry {
 
     /// A checkpoint referencing `files` (each once) completed or was found
     /// retained on restart.
-    pub fn register<'a>(&mut self, files: impl IntoIterator<Item = &'a StateFile>) {
+    pub fn register<'a>(&mut self, files: impl IntoIterator<Item = &'a StateHandle>) {
         for f in files {
             let waiting = self.waiting.remove(&f.path).map(|(w, _)| w);
             let entry = self
@@ -69,7 +69,7 @@ impl SharedStateRegistry {
     /// `max_pending` was the highest checkpoint in flight.
     pub fn unregister<'a>(
         &mut self,
-        files: impl IntoIterator<Item = &'a StateFile>,
+        files: impl IntoIterator<Item = &'a StateHandle>,
         max_pending: Option<u64>,
     ) {
         for f in files {
@@ -90,7 +90,7 @@ impl SharedStateRegistry {
     /// retained checkpoint references become deletable (same rule).
     pub fn release<'a>(
         &mut self,
-        files: impl IntoIterator<Item = &'a StateFile>,
+        files: impl IntoIterator<Item = &'a StateHandle>,
         max_pending: Option<u64>,
     ) {
         for f in files {
@@ -108,7 +108,7 @@ impl SharedStateRegistry {
     /// (every checkpoint pending when they became unreferenced is over;
     /// `min_pending` is the oldest in flight now), removed from the
     /// registry: the caller deletes them.
-    pub fn take_deletable(&mut self, min_pending: Option<u64>) -> Vec<StateFile> {
+    pub fn take_deletable(&mut self, min_pending: Option<u64>) -> Vec<StateHandle> {
         let ready: Vec<String> = self
             .waiting
             .iter()
@@ -151,7 +151,7 @@ impl SharedStateRegistry {
 /// upload can be in flight (between two runs, after the uploaders
 /// stopped). Nothing is deleted unless every completed checkpoint's
 /// metadata could be read: a file a checkpoint might reference is kept.
-pub fn sweep_unreferenced(store: &dyn CheckpointStore) -> Result<Vec<StateFile>, String> {
+pub fn sweep_unreferenced(store: &dyn CheckpointStore) -> Result<Vec<StateHandle>, String> {
     let Some(prefix) = store.shared_prefix() else {
         return Ok(Vec::new());
     };
@@ -167,7 +167,7 @@ pub fn sweep_unreferenced(store: &dyn CheckpointStore) -> Result<Vec<StateFile>,
             .map_err(|e| format!("checkpoint {id}: {e}"))?;
         referenced.extend(meta.shared_files().into_iter().map(|f| f.path));
     }
-    let stray: Vec<StateFile> = listed
+    let stray: Vec<StateHandle> = listed
         .into_iter()
         .filter(|f| f.path.starts_with(&prefix) && !referenced.contains(&f.path))
         .collect();
@@ -181,8 +181,8 @@ pub fn sweep_unreferenced(store: &dyn CheckpointStore) -> Result<Vec<StateFile>,
 mod tests {
     use super::*;
 
-    fn f(name: &str) -> StateFile {
-        StateFile {
+    fn f(name: &str) -> StateHandle {
+        StateHandle {
             path: format!("job/shared/{name}"),
             size: 10,
             checksum: None,
@@ -220,7 +220,7 @@ mod tests {
     #[test]
     fn files_of_another_job_are_never_deleted() {
         let mut r = SharedStateRegistry::new(Some("job/shared/".into()));
-        let other = StateFile {
+        let other = StateHandle {
             path: "other-job/shared/x".into(),
             size: 1,
             checksum: None,

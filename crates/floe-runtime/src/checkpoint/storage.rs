@@ -1,7 +1,9 @@
 //! [`CheckpointStore`] over `floe-checkpoint`'s storages: a job's checkpoint
 //! storage and a savepoint directory.
 
-use super::store::{CheckpointStore, StateFile, StateFileKind};
+use floe_checkpoint::StateHandle;
+
+use super::store::{CheckpointStore, StateFileKind};
 
 /// A state file name the storage accepts: the uid's safe characters, a hash
 /// of the uid (so distinct uids never collide) and the subtask.
@@ -38,12 +40,12 @@ impl CheckpointStore for floe_checkpoint::SavepointStorage {
         kind: StateFileKind,
         size_hint: usize,
         encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
-    ) -> Result<StateFile, String> {
+    ) -> Result<StateHandle, String> {
         self.write_state_file_with(&state_file_name(name), file_kind(kind), size_hint, encode)
             .map_err(|e| e.to_string())
     }
 
-    fn read_state(&self, file: &StateFile, kind: StateFileKind) -> Result<Vec<u8>, String> {
+    fn read_state(&self, file: &StateHandle, kind: StateFileKind) -> Result<Vec<u8>, String> {
         self.read_state_file(file, file_kind(kind))
             .map_err(|e| e.to_string())
     }
@@ -80,7 +82,7 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
         kind: StateFileKind,
         size_hint: usize,
         encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
-    ) -> Result<StateFile, String> {
+    ) -> Result<StateHandle, String> {
         self.write_state_file_with(
             checkpoint_id,
             &state_file_name(name),
@@ -91,7 +93,7 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
         .map_err(|e| e.to_string())
     }
 
-    fn read_state(&self, file: &StateFile, kind: StateFileKind) -> Result<Vec<u8>, String> {
+    fn read_state(&self, file: &StateHandle, kind: StateFileKind) -> Result<Vec<u8>, String> {
         self.read_state_file(file, file_kind(kind))
             .map_err(|e| e.to_string())
     }
@@ -136,7 +138,7 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
         name: &str,
         size_hint: usize,
         produce: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
-    ) -> Result<StateFile, String> {
+    ) -> Result<StateHandle, String> {
         self.write_shared_file(name, size_hint, produce)
             .map_err(|e| match e {
                 floe_checkpoint::WriteError::Storage(e) => e.to_string(),
@@ -148,7 +150,7 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
         Some(floe_checkpoint::JobCheckpointStorage::shared_prefix(self))
     }
 
-    fn delete_shared(&self, file: &StateFile) -> Result<(), String> {
+    fn delete_shared(&self, file: &StateHandle) -> Result<(), String> {
         self.delete_shared_file(file).map_err(|e| e.to_string())
     }
 
@@ -159,7 +161,7 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
         )
     }
 
-    fn list_shared(&self) -> Result<Vec<StateFile>, String> {
+    fn list_shared(&self) -> Result<Vec<StateHandle>, String> {
         self.list_shared_files().map_err(|e| e.to_string())
     }
 }

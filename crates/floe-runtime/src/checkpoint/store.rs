@@ -2,6 +2,8 @@
 //! [`CheckpointStore`] trait the uploaders, the coordinator and a restore
 //! write and read through, and what a state file holds.
 
+use floe_checkpoint::StateHandle;
+
 /// What a state file holds (its frame records it, so a file restored as the
 /// wrong kind is refused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,9 +34,9 @@ pub trait CheckpointStore: Send + Sync {
         kind: StateFileKind,
         size_hint: usize,
         encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
-    ) -> Result<StateFile, String>;
+    ) -> Result<StateHandle, String>;
     /// Reads a state file back (verifying it).
-    fn read_state(&self, file: &StateFile, kind: StateFileKind) -> Result<Vec<u8>, String>;
+    fn read_state(&self, file: &StateHandle, kind: StateFileKind) -> Result<Vec<u8>, String>;
     /// Writes the metadata last and atomically: the checkpoint now exists.
     fn complete(&self, checkpoint_id: u64, metadata: &[u8]) -> Result<(), String>;
     /// Reads a completed checkpoint's metadata.
@@ -64,7 +66,7 @@ pub trait CheckpointStore: Send + Sync {
         _name: &str,
         _size_hint: usize,
         _produce: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
-    ) -> Result<StateFile, String> {
+    ) -> Result<StateHandle, String> {
         Err(format!(
             "snapshot {checkpoint_id} cannot hold incremental state: its storage has no shared directory"
         ))
@@ -75,7 +77,7 @@ pub trait CheckpointStore: Send + Sync {
         None
     }
     /// Deletes a shared file no retained checkpoint references any more.
-    fn delete_shared(&self, _file: &StateFile) -> Result<(), String> {
+    fn delete_shared(&self, _file: &StateHandle) -> Result<(), String> {
         Ok(())
     }
     /// Deletes the job's whole shared directory (its last checkpoint went).
@@ -83,7 +85,7 @@ pub trait CheckpointStore: Send + Sync {
         Ok(())
     }
     /// Every file in the job's shared directory (none without one).
-    fn list_shared(&self) -> Result<Vec<StateFile>, String> {
+    fn list_shared(&self) -> Result<Vec<StateHandle>, String> {
         Ok(Vec::new())
     }
 }
@@ -92,10 +94,6 @@ pub trait CheckpointStore: Send + Sync {
 /// of a shared file is its local size plus this.
 pub const FRAME_OVERHEAD: u64 =
     (floe_checkpoint::format::HEADER_LEN + floe_checkpoint::format::TRAILER_LEN) as u64;
-
-/// A written state file: its path relative to the storage root (the
-/// checkpoint storage's, or the savepoint directory) and its size.
-pub type StateFile = floe_checkpoint::StateHandle;
 
 impl std::fmt::Debug for dyn CheckpointStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::store::{CheckpointStore, StateFile, StateFileKind};
+use floe_checkpoint::StateHandle;
+
+use super::store::{CheckpointStore, StateFileKind};
 
 /// Where each snapshot's files go: checkpoints to the job's checkpoint
 /// storage, each savepoint to its own directory. Shared by the coordinator
@@ -69,7 +71,7 @@ impl CheckpointStore for SnapshotTargets {
         kind: StateFileKind,
         size_hint: usize,
         encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
-    ) -> Result<StateFile, String> {
+    ) -> Result<StateHandle, String> {
         match self.savepoint(checkpoint_id) {
             Some((sp, _)) => sp.write_state(checkpoint_id, name, kind, size_hint, encode),
             None => self.checkpoints(checkpoint_id)?.write_state(
@@ -82,7 +84,7 @@ impl CheckpointStore for SnapshotTargets {
         }
     }
 
-    fn read_state(&self, file: &StateFile, kind: StateFileKind) -> Result<Vec<u8>, String> {
+    fn read_state(&self, file: &StateHandle, kind: StateFileKind) -> Result<Vec<u8>, String> {
         self.checkpoints(0)?.read_state(file, kind)
     }
 
@@ -147,7 +149,7 @@ impl CheckpointStore for SnapshotTargets {
         name: &str,
         size_hint: usize,
         produce: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
-    ) -> Result<StateFile, String> {
+    ) -> Result<StateHandle, String> {
         if self.savepoint(checkpoint_id).is_some() {
             return Err(format!(
                 "savepoint {checkpoint_id} cannot hold incremental state: savepoints are self-contained"
@@ -161,7 +163,7 @@ impl CheckpointStore for SnapshotTargets {
         self.checkpoints.as_ref()?.shared_prefix()
     }
 
-    fn delete_shared(&self, file: &StateFile) -> Result<(), String> {
+    fn delete_shared(&self, file: &StateHandle) -> Result<(), String> {
         match &self.checkpoints {
             Some(c) => c.delete_shared(file),
             None => Ok(()),
@@ -175,7 +177,7 @@ impl CheckpointStore for SnapshotTargets {
         }
     }
 
-    fn list_shared(&self) -> Result<Vec<StateFile>, String> {
+    fn list_shared(&self) -> Result<Vec<StateHandle>, String> {
         match &self.checkpoints {
             Some(c) => c.list_shared(),
             None => Ok(Vec::new()),

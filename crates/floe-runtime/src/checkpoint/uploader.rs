@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
-use floe_checkpoint::SubtaskStateMeta;
+use floe_checkpoint::{StateHandle, SubtaskStateMeta};
 
 use super::messages::CoordinatorEvent;
 use super::stats::AckStats;
-use super::store::{CheckpointStore, FRAME_OVERHEAD, StateFile, StateFileKind};
+use super::store::{CheckpointStore, FRAME_OVERHEAD, StateFileKind};
 use super::task_snapshot::{OperatorState, TaskSnapshot};
 
 /// Encodes and writes task snapshots off the task threads, then acknowledges.
@@ -182,12 +182,12 @@ impl SnapshotUploader {
             let file = match &f.source {
                 // Referenced: the coordinator fills in the checksum the
                 // registry carries from the checkpoint that uploaded it.
-                SstSource::At(r) => StateFile {
+                SstSource::At(r) => StateHandle {
                     path: r.path.clone(),
                     size: r.size,
                     checksum: None,
                 },
-                SstSource::OwnShared => StateFile {
+                SstSource::OwnShared => StateHandle {
                     path: format!("{prefix}{}", f.shared_name),
                     size: f.size + FRAME_OVERHEAD,
                     checksum: None,
