@@ -570,7 +570,10 @@ fn port_at_fault(kind: std::io::ErrorKind) -> bool {
 
 /// Reads a savepoint's or a retained checkpoint's metadata and state files.
 fn load_snapshot(path: &str) -> Result<floe_runtime::checkpoint::RestoredState, JobError> {
-    let err = |reason: String| JobError::Restore(format!("cannot restore from {path}: {reason}"));
+    let err = |source| JobError::Snapshot {
+        context: format!("cannot restore from {path}"),
+        source: Box::new(source),
+    };
     let snapshot = floe_runtime::checkpoint::OpenedSnapshot::open(path).map_err(err)?;
     let restored = snapshot.load().map_err(err)?;
     tracing::info!(

@@ -392,7 +392,10 @@ where
                         restore.keyed_native.iter().map(|f| f.as_slice()),
                         snapshot.checkpoint_id,
                         snapshot.same_job,
-                        &|f: &floe_state::native::SharedFileRef| fetcher.fetch(&f.path, f.size),
+                        &|f: &floe_state::native::SharedFileRef| {
+                            // floe-state's fetch hook takes a message.
+                            fetcher.fetch(&f.path, f.size).map_err(|e| e.to_string())
+                        },
                     )?;
                 }
                 Ok(())

@@ -18,7 +18,7 @@ type KeyedSummary = BTreeMap<String, (String, usize, usize)>;
 /// name, parallelism, max parallelism, key-group ranges, state names and
 /// kinds, and sizes. Returns the text that is printed.
 pub fn describe(path: &str) -> anyhow::Result<String> {
-    let snapshot = OpenedSnapshot::open(path).map_err(anyhow::Error::msg)?;
+    let snapshot = OpenedSnapshot::open(path)?;
     let meta = &snapshot.metadata;
     let mut out = String::new();
     let kind = if meta.is_savepoint {
@@ -60,10 +60,7 @@ pub fn describe(path: &str) -> anyhow::Result<String> {
             let mut line = format!("  subtask {}:", s.subtask);
             if let Some(f) = &s.keyed {
                 total += f.size;
-                let bytes = snapshot
-                    .store()
-                    .read_state(f, StateFileKind::Keyed)
-                    .map_err(anyhow::Error::msg)?;
+                let bytes = snapshot.store().read_state(f, StateFileKind::Keyed)?;
                 let file = KeyedStateFile::decode(&bytes)
                     .with_context(|| format!("keyed state file {}", f.path))?;
                 write!(
@@ -90,10 +87,7 @@ pub fn describe(path: &str) -> anyhow::Result<String> {
             }
             if let Some(f) = &s.operator {
                 total += f.size;
-                let bytes = snapshot
-                    .store()
-                    .read_state(f, StateFileKind::Operator)
-                    .map_err(anyhow::Error::msg)?;
+                let bytes = snapshot.store().read_state(f, StateFileKind::Operator)?;
                 let file = OperatorStateFile::decode(&bytes)
                     .with_context(|| format!("operator state file {}", f.path))?;
                 write!(line, " operator state {} bytes", f.size)?;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use floe_core::JobId;
-use floe_runtime::checkpoint::{CheckpointStats, CheckpointStatus};
+use floe_runtime::checkpoint::{CheckpointFailureReason, CheckpointStats, CheckpointStatus};
 use floe_runtime::queryable::QueryReply;
 use floe_runtime::{
     ControlError, JobStatus, QueryError, SavepointMode, SavepointStatus, TriggerId, VertexInfo,
@@ -390,7 +390,7 @@ fn checkpoint_statistics_counts_latest_and_history_newest_first() {
         }
         s.stats.push(stats(
             13,
-            CheckpointStatus::Failed("declined by count".into()),
+            CheckpointStatus::Failed(CheckpointFailureReason::Expired(Duration::from_secs(3))),
             false,
         ));
         let mut sp = stats(14, CheckpointStatus::Completed, true);
@@ -420,7 +420,7 @@ fn checkpoint_statistics_counts_latest_and_history_newest_first() {
     );
     assert_eq!(latest["failed"]["id"], 13);
     assert_eq!(latest["failed"]["status"], "FAILED");
-    assert_eq!(latest["failed"]["failure_message"], "declined by count");
+    assert_eq!(latest["failed"]["failure_message"], "expired after 3s");
     assert_eq!(
         latest["restored"],
         json!({

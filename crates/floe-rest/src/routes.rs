@@ -485,7 +485,7 @@ fn checkpoint_json(s: &CheckpointStats) -> Value {
                 "failure_timestamp".into(),
                 json!(s.trigger_timestamp_ms + duration_ms),
             );
-            obj.insert("failure_message".into(), json!(reason));
+            obj.insert("failure_message".into(), json!(reason.to_string()));
         }
     }
     v

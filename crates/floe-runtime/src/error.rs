@@ -137,6 +137,15 @@ pub enum JobError {
     /// The job could not be restored or restarted from a checkpoint.
     #[error("{0}")]
     Restore(String),
+    /// A snapshot to start or restart from could not be opened or read.
+    #[error("{context}: {source}")]
+    Snapshot {
+        /// What was being restored.
+        context: String,
+        /// Why it could not be (boxed: a rare error that would make every
+        /// `JobError` large).
+        source: Box<crate::checkpoint::RestoreError>,
+    },
     /// The job asks for something this version of Floe cannot do.
     #[error("{0}")]
     Unsupported(String),

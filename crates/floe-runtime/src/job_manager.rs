@@ -20,8 +20,9 @@ use floe_state::key_group::default_max_parallelism;
 use crate::channel::CancelFlag;
 use crate::checkpoint::{
     CheckpointCoordinator, CheckpointFailure, CheckpointHistory, CheckpointSettings,
-    CheckpointStats, CheckpointStore, CoordinatorEvent, DERIVED_UID_PREFIX, LoadSnapshot,
-    RestoredState, SnapshotTargets, SnapshotUploader, TaskEnvironment, TaskInit,
+    CheckpointStats, CheckpointStore, CoordinatorEvent, DERIVED_UID_PREFIX, RestoredState,
+    SnapshotTargets, SnapshotUploader, StoreError, TaskEnvironment, TaskInit,
+    read_checkpoint_metadata,
 };
 use crate::context::TaskInfo;
 use crate::control::{ControlShared, JobControl, JobStatus, VertexInfo};
@@ -517,7 +518,7 @@ impl CheckpointFailure {
             uid: String::new(),
             subtask: 0,
             parallelism: 1,
-            cause: FailureCause::Error(anyhow::anyhow!(self.0)),
+            cause: FailureCause::Error(anyhow::Error::new(self)),
         })
     }
 }
@@ -713,7 +714,7 @@ impl JobClient {
     }
 
     /// The latest completed checkpoint, loaded for a restart.
-    fn latest_checkpoint(&self) -> Result<Option<Arc<RestoredState>>, String> {
+    fn latest_checkpoint(&self) -> Result<Option<Arc<RestoredState>>, StoreError> {
         let Some((_, store)) = &self.manager.settings.checkpointing else {
             // Without checkpointing a restart goes back to where the job
             // started: the checkpoint it was started from, if any.
@@ -722,9 +723,12 @@ impl JobClient {
         let Some(id) = store.completed()?.last().copied() else {
             return Ok(self.manager.settings.restore.clone());
         };
-        let meta = floe_checkpoint::CheckpointMetadata::decode(&store.read_metadata(id)?)
-            .map_err(|e| e.to_string())?;
-        Ok(Some(Arc::new(meta.load(store.clone(), true)?)))
+        let meta = read_checkpoint_metadata(store.as_ref(), id)?;
+        Ok(Some(Arc::new(RestoredState::load(
+            &meta,
+            store.clone(),
+            true,
+        )?)))
     }
 
     /// Discards every completed checkpoint of the job (Flink discards
@@ -921,10 +925,15 @@ impl JobClient {
                     failure,
                 });
             };
-            let restore = self.latest_checkpoint().map_err(|e| JobError::Restore(format!(
-                "cannot restart job '{}' after `{failure}`: cannot load the latest checkpoint: {e}",
-                self.job_name
-            )))?;
+            let restore = self
+                .latest_checkpoint()
+                .map_err(|source| JobError::Snapshot {
+                    context: format!(
+                        "cannot restart job '{}' after `{failure}`: cannot load the latest checkpoint",
+                        self.job_name
+                    ),
+                    source: Box::new(source.into()),
+                })?;
             self.control.set_status(JobStatus::Restarting);
             tracing::warn!(
                 job = %self.job_name,

@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use floe::checkpoint::StateHandle;
 use floe::prelude::*;
-use floe::runtime::checkpoint::{AlignmentMode, CheckpointStatus, CheckpointStore, StateFileKind};
+use floe::runtime::checkpoint::{
+    AlignmentMode, CheckpointFailureReason, CheckpointStatus, CheckpointStore, PayloadError,
+    StateFileKind, StoreError,
+};
 use floe::runtime::restart::RestartStrategy;
 
 /// Counts per key and fails once, after `fail_at` records in total.
@@ -756,10 +759,12 @@ impl CheckpointStore for FaultyStore {
         name: &str,
         kind: StateFileKind,
         size_hint: usize,
-        encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
-    ) -> Result<StateHandle, String> {
+        encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), PayloadError>,
+    ) -> Result<StateHandle, StoreError> {
         if self.fail_writes_of == Some(checkpoint_id) {
-            return Err(format!("injected write failure of {name}"));
+            return Err(StoreError::Other(
+                format!("injected write failure of {name}").into(),
+            ));
         }
         if let Some((id, d)) = self.stall
             && id == checkpoint_id
@@ -769,22 +774,22 @@ impl CheckpointStore for FaultyStore {
         self.inner
             .write_state(checkpoint_id, name, kind, size_hint, encode)
     }
-    fn read_state(&self, file: &StateHandle, kind: StateFileKind) -> Result<Vec<u8>, String> {
+    fn read_state(&self, file: &StateHandle, kind: StateFileKind) -> Result<Vec<u8>, StoreError> {
         self.inner.read_state(file, kind)
     }
-    fn complete(&self, checkpoint_id: u64, metadata: &[u8]) -> Result<(), String> {
+    fn complete(&self, checkpoint_id: u64, metadata: &[u8]) -> Result<(), StoreError> {
         self.inner.complete(checkpoint_id, metadata)
     }
-    fn read_metadata(&self, checkpoint_id: u64) -> Result<Vec<u8>, String> {
+    fn read_metadata(&self, checkpoint_id: u64) -> Result<Vec<u8>, StoreError> {
         CheckpointStore::read_metadata(&self.inner, checkpoint_id)
     }
-    fn discard(&self, checkpoint_id: u64) -> Result<(), String> {
+    fn discard(&self, checkpoint_id: u64) -> Result<(), StoreError> {
         self.inner.discard(checkpoint_id)
     }
-    fn discard_incomplete(&self, checkpoint_id: u64) -> Result<(), String> {
+    fn discard_incomplete(&self, checkpoint_id: u64) -> Result<(), StoreError> {
         CheckpointStore::discard_incomplete(&self.inner, checkpoint_id)
     }
-    fn completed(&self) -> Result<Vec<u64>, String> {
+    fn completed(&self) -> Result<Vec<u64>, StoreError> {
         self.inner.completed()
     }
 }
@@ -835,7 +840,8 @@ fn failed_storage_write_fails_over_and_stays_exact() {
             .find(|c| c.id == 4)
             .expect("stats of 4");
         assert!(
-            matches!(&failed.status, CheckpointStatus::Failed(r) if r.contains("injected write failure")),
+            matches!(&failed.status, CheckpointStatus::Failed(r @ CheckpointFailureReason::Declined { .. })
+                if r.to_string().contains("injected write failure")),
             "{failed:?}"
         );
         assert!(
@@ -867,7 +873,10 @@ fn expired_checkpoint_is_aborted_and_removed() {
         .find(|c| c.id == 3)
         .expect("stats of 3");
     assert!(
-        matches!(&expired.status, CheckpointStatus::Failed(r) if r.contains("expired")),
+        matches!(
+            &expired.status,
+            CheckpointStatus::Failed(CheckpointFailureReason::Expired(_))
+        ),
         "{expired:?}"
     );
     let left: Vec<_> = std::fs::read_dir(job_dir.join("chk-3"))

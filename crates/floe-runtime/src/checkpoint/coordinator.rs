@@ -22,13 +22,14 @@ use floe_checkpoint::{
 use floe_core::{CheckpointBarrier, CheckpointKind};
 
 use super::config::CheckpointSettings;
+use super::error::{CheckpointFailure, CheckpointFailureReason};
 use super::messages::{CheckpointNotification, CoordinatorEvent, TaskCommand};
 use super::savepoint::{
     DERIVED_UID_PREFIX, JobHandle, SavepointMode, SavepointRequest, SavepointStatus,
 };
 use super::shared_registry::SharedStateRegistry;
 use super::stats::{CheckpointHistory, CheckpointStats, CheckpointStatus};
-use super::store::CheckpointStore;
+use super::store::{CheckpointStore, read_checkpoint_metadata};
 use super::targets::SnapshotTargets;
 
 struct Pending {
@@ -70,10 +71,6 @@ impl Pending {
         }
     }
 }
-
-/// Why the coordinator asks the job to fail over.
-#[derive(Debug, Clone)]
-pub struct CheckpointFailure(pub String);
 
 /// Triggers, collects and completes checkpoints for one job run.
 pub struct CheckpointCoordinator {
@@ -151,10 +148,7 @@ impl CheckpointCoordinator {
         let mut shared_registry = SharedStateRegistry::new(store.shared_prefix());
         let mut retained_shared = HashMap::new();
         for &id in &retained {
-            let files = store
-                .read_metadata(id)
-                .and_then(|m| CheckpointMetadata::decode(&m).map_err(|e| e.to_string()))
-                .map(|m| m.shared_files());
+            let files = read_checkpoint_metadata(store.as_ref(), id).map(|m| m.shared_files());
             match files {
                 Ok(files) => {
                     shared_registry.register(files.iter());
@@ -385,9 +379,10 @@ impl CheckpointCoordinator {
     }
 
     /// Aborts pending checkpoint `id`: its files are removed and tasks are
-    /// told. `counts` says whether it counts against the tolerable failures
-    /// (a subsumed checkpoint or one cut short by the end of input does not).
-    fn abort(&mut self, id: u64, reason: String, counts: bool) -> Result<(), CheckpointFailure> {
+    /// told. Whether it counts against the tolerable failures depends on
+    /// `reason` ([`CheckpointFailureReason::counts_as_failure`]).
+    fn abort(&mut self, id: u64, reason: CheckpointFailureReason) -> Result<(), CheckpointFailure> {
+        let counts = reason.counts_as_failure();
         let Some(p) = self.pending.remove(&id) else {
             return Ok(());
         };
@@ -429,9 +424,7 @@ impl CheckpointCoordinator {
                 self.stopping = false;
                 if drain {
                     // The input has ended already: the job cannot go on.
-                    return Err(CheckpointFailure(format!(
-                        "the savepoint of stop with drain failed ({reason}); the job fails over"
-                    )));
+                    return Err(CheckpointFailure::DrainSavepointFailed(reason));
                 }
             }
             // A failed savepoint never fails the job.
@@ -442,10 +435,12 @@ impl CheckpointCoordinator {
         }
         self.consecutive_failures += 1;
         if self.consecutive_failures > self.settings.tolerable_failures {
-            return Err(CheckpointFailure(format!(
-                "checkpoint {id} failed ({reason}) and {} consecutive failed checkpoints exceed the tolerable {}",
-                self.consecutive_failures, self.settings.tolerable_failures
-            )));
+            return Err(CheckpointFailure::TooManyFailures {
+                checkpoint_id: id,
+                reason,
+                failures: self.consecutive_failures,
+                tolerable: self.settings.tolerable_failures,
+            });
         }
         Ok(())
     }
@@ -469,7 +464,7 @@ impl CheckpointCoordinator {
         }
         if let Err(e) = self.store.complete(id, &p.metadata.encode()) {
             self.pending.insert(id, p);
-            return self.abort(id, format!("cannot write metadata: {e}"), true);
+            return self.abort(id, CheckpointFailureReason::Finalize(Arc::new(e)));
         }
         if let Some((request, storage)) = &p.savepoint {
             return self.complete_savepoint(id, &p, request.clone(), storage.location());
@@ -501,7 +496,7 @@ impl CheckpointCoordinator {
             .map(|(k, _)| *k)
             .collect();
         for o in older {
-            self.abort(o, format!("subsumed by checkpoint {id}"), false)?;
+            self.abort(o, CheckpointFailureReason::Subsumed(id))?;
         }
         self.retained.push(id);
         while self.retained.len() > self.settings.num_retained.max(1) {
@@ -642,8 +637,15 @@ impl CheckpointCoordinator {
             }
             CoordinatorEvent::Decline {
                 checkpoint_id,
+                task,
                 reason,
-            } => self.abort(checkpoint_id, reason, true)?,
+            } => self.abort(
+                checkpoint_id,
+                CheckpointFailureReason::Declined {
+                    task,
+                    source: Arc::new(reason),
+                },
+            )?,
             CoordinatorEvent::TaskFinished(task) => {
                 self.finished_tasks.insert(task);
             }
@@ -651,7 +653,7 @@ impl CheckpointCoordinator {
             CoordinatorEvent::Shutdown => {
                 let pending: Vec<u64> = self.pending.keys().copied().collect();
                 for id in pending {
-                    self.abort(id, "the job run ended first".into(), false)?;
+                    self.abort(id, CheckpointFailureReason::RunEnded)?;
                 }
                 return Ok(false);
             }
@@ -665,7 +667,7 @@ impl CheckpointCoordinator {
         let result = self.run_loop(events);
         self.fail_outstanding_savepoints(match &result {
             Ok(()) => "the job run ended first".to_string(),
-            Err(f) => format!("the job run failed: {}", f.0),
+            Err(f) => format!("the job run failed: {f}"),
         });
         result
     }
@@ -717,11 +719,7 @@ impl CheckpointCoordinator {
                 .map(|(id, _)| *id)
                 .collect();
             for id in expired {
-                self.abort(
-                    id,
-                    format!("expired after {:?}", self.settings.timeout),
-                    true,
-                )?;
+                self.abort(id, CheckpointFailureReason::Expired(self.settings.timeout))?;
             }
             let due = self.next_trigger(started);
             // Every task finished: the final checkpoint is due at once (its
@@ -734,9 +732,7 @@ impl CheckpointCoordinator {
                     if self.start_drain_savepoint(request) {
                         self.final_checkpoint = Some(self.last_triggered());
                     } else {
-                        return Err(CheckpointFailure(
-                            "the savepoint of stop with drain could not be started".into(),
-                        ));
+                        return Err(CheckpointFailure::DrainSavepointNotStarted);
                     }
                     continue;
                 }

@@ -5,6 +5,7 @@
 use floe_checkpoint::SubtaskStateMeta;
 use floe_core::CheckpointBarrier;
 
+use super::error::StoreError;
 use super::savepoint::SavepointRequest;
 use super::stats::AckStats;
 
@@ -52,8 +53,10 @@ pub enum CoordinatorEvent {
     Decline {
         /// The checkpoint.
         checkpoint_id: u64,
+        /// The task.
+        task: usize,
         /// Why.
-        reason: String,
+        reason: StoreError,
     },
     /// A task's input ended and its chain finished; it stays to take part
     /// in checkpoints until the job's final checkpoint completes.

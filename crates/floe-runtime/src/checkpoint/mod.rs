@@ -21,6 +21,7 @@
 mod aligner;
 mod config;
 mod coordinator;
+mod error;
 mod messages;
 mod restore;
 mod savepoint;
@@ -35,17 +36,18 @@ mod uploader;
 
 pub use aligner::{AlignmentAction, AlignmentMode, BarrierAligner};
 pub use config::CheckpointSettings;
-pub use coordinator::{CheckpointCoordinator, CheckpointFailure};
+pub use coordinator::CheckpointCoordinator;
+pub use error::{CheckpointFailure, CheckpointFailureReason, PayloadError, StoreError};
 pub use messages::{CheckpointNotification, CoordinatorEvent, TaskCommand};
 pub use restore::{
-    LoadSnapshot, OpenedSnapshot, OperatorRestore, RestoredState, SharedStateFetcher,
+    OpenedSnapshot, OperatorRestore, RestoreError, RestoredState, SharedStateFetcher,
 };
 pub use savepoint::{
     DERIVED_UID_PREFIX, JobHandle, SavepointMode, SavepointRequest, SavepointStatus, TriggerId,
 };
 pub use shared_registry::{SharedStateRegistry, sweep_unreferenced};
 pub use stats::{AckStats, CheckpointHistory, CheckpointStats, CheckpointStatus};
-pub use store::{CheckpointStore, FRAME_OVERHEAD, StateFileKind};
+pub use store::{CheckpointStore, FRAME_OVERHEAD, StateFileKind, read_checkpoint_metadata};
 pub use targets::SnapshotTargets;
 pub use task_env::{TaskEnvironment, TaskInit};
 pub use task_snapshot::{OperatorSnapshot, OperatorState, TaskSnapshot};

@@ -9,9 +9,46 @@ use std::sync::Arc;
 
 use floe_checkpoint::SnapshotLocation;
 
-use floe_checkpoint::{CheckpointMetadata, OperatorSnapshotInfo, StateHandle};
+use floe_checkpoint::{CheckpointMetadata, MetadataError, OperatorSnapshotInfo, StateHandle};
 
+use super::error::StoreError;
 use super::store::{CheckpointStore, StateFileKind};
+
+/// Why a snapshot could not be opened or its state read for a restore.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The snapshot's files could not be read (or verified).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The snapshot's `_metadata` does not decode.
+    #[error("{location}: {source}")]
+    Metadata {
+        /// The snapshot as named.
+        location: String,
+        /// Why it does not decode.
+        source: MetadataError,
+    },
+    /// A native manifest names a shared file the snapshot's `_metadata`
+    /// does not list: a restore reads nothing else.
+    #[error("shared state file {path} is not listed in the snapshot's _metadata")]
+    NotListed {
+        /// The file, relative to the storage root.
+        path: String,
+    },
+    /// A native manifest gives a shared file another size than
+    /// `_metadata` does.
+    #[error(
+        "shared state file {path}: the native manifest says {manifest} bytes, the snapshot's _metadata {listed}"
+    )]
+    SizeMismatch {
+        /// The file, relative to the storage root.
+        path: String,
+        /// The size the manifest gives.
+        manifest: u64,
+        /// The size `_metadata` lists.
+        listed: u64,
+    },
+}
 
 /// State restored for one operator (all subtasks), from a completed checkpoint.
 #[derive(Debug, Default, Clone)]
@@ -58,17 +95,21 @@ impl SharedStateFetcher {
     /// root) of stored size `size`, verified. A file the snapshot's
     /// `_metadata` does not list, or lists with another size, is refused:
     /// a native manifest cannot make a restore read anything else.
-    pub fn fetch(&self, path: &str, size: u64) -> Result<Vec<u8>, String> {
-        let file = self.listed.get(path).ok_or_else(|| {
-            format!("shared state file {path} is not listed in the snapshot's _metadata")
-        })?;
+    pub fn fetch(&self, path: &str, size: u64) -> Result<Vec<u8>, RestoreError> {
+        let file = self
+            .listed
+            .get(path)
+            .ok_or_else(|| RestoreError::NotListed {
+                path: path.to_string(),
+            })?;
         if file.size != size {
-            return Err(format!(
-                "shared state file {path}: the native manifest says {size} bytes, the snapshot's _metadata {}",
-                file.size
-            ));
+            return Err(RestoreError::SizeMismatch {
+                path: path.to_string(),
+                manifest: size,
+                listed: file.size,
+            });
         }
-        self.store.read_state(file, StateFileKind::Shared)
+        Ok(self.store.read_state(file, StateFileKind::Shared)?)
     }
 }
 
@@ -95,37 +136,27 @@ pub struct RestoredState {
     pub shared: Option<SharedStateFetcher>,
 }
 
-/// Loading the state a snapshot's metadata lists (the metadata format
-/// lives in `floe-checkpoint`; what operators restore from is the
-/// runtime's).
-pub trait LoadSnapshot {
-    /// Loads every state file into what operators restore from; shared
-    /// files of native keyed state are fetched later, by the backend that
-    /// restores them, through `store`, and only those the metadata lists
-    /// (verified against their recorded size and checksum). `same_job`:
-    /// the snapshot is a checkpoint of the job restoring it (a failover),
-    /// whose shared files the job's next checkpoints may reference.
-    fn load(
-        &self,
+impl RestoredState {
+    /// Loads every state file `metadata` lists from `store` into what
+    /// operators restore from; shared files of native keyed state are
+    /// fetched later, by the backend that restores them, through `store`,
+    /// and only those the metadata lists (verified against their recorded
+    /// size and checksum). `same_job`: the snapshot is a checkpoint of the
+    /// job restoring it (a failover), whose shared files the job's next
+    /// checkpoints may reference.
+    pub fn load(
+        metadata: &CheckpointMetadata,
         store: Arc<dyn CheckpointStore>,
         same_job: bool,
-    ) -> Result<RestoredState, String>;
-}
-
-impl LoadSnapshot for CheckpointMetadata {
-    fn load(
-        &self,
-        store: Arc<dyn CheckpointStore>,
-        same_job: bool,
-    ) -> Result<RestoredState, String> {
+    ) -> Result<RestoredState, StoreError> {
         let mut restored = RestoredState {
-            checkpoint_id: self.checkpoint_id,
-            operator_info: self.operator_info.clone(),
+            checkpoint_id: metadata.checkpoint_id,
+            operator_info: metadata.operator_info.clone(),
             same_job,
             ..Default::default()
         };
         let store_: &dyn CheckpointStore = store.as_ref();
-        for (uid, subtasks) in &self.operators {
+        for (uid, subtasks) in &metadata.operators {
             let mut op = OperatorRestore::default();
             for s in subtasks {
                 if let Some(f) = &s.keyed {
@@ -152,13 +183,13 @@ impl LoadSnapshot for CheckpointMetadata {
             }
             restored.operators.insert(uid.clone(), op);
         }
-        if self
+        if metadata
             .operators
             .values()
             .flatten()
             .any(|s| s.keyed_native.is_some())
         {
-            restored.shared = Some(SharedStateFetcher::new(store, self.shared_files()));
+            restored.shared = Some(SharedStateFetcher::new(store, metadata.shared_files()));
         }
         Ok(restored)
     }
@@ -177,16 +208,20 @@ impl OpenedSnapshot {
     /// Opens the snapshot at `path` (a savepoint directory, a `chk-<n>`
     /// directory, either's `_metadata`, or a job's checkpoint directory for
     /// its latest checkpoint) and reads its metadata.
-    pub fn open(path: &str) -> Result<Self, String> {
-        let location = SnapshotLocation::resolve(path).map_err(|e| e.to_string())?;
+    pub fn open(path: &str) -> Result<Self, RestoreError> {
+        let location = SnapshotLocation::resolve(path).map_err(StoreError::from)?;
         let (store, id): (std::sync::Arc<dyn CheckpointStore>, u64) = match &location {
             SnapshotLocation::Savepoint(sp) => (std::sync::Arc::new(sp.clone()), 0),
             SnapshotLocation::Checkpoint(c) => {
                 (std::sync::Arc::new(c.job.clone()), c.checkpoint_id)
             }
         };
-        let metadata =
-            CheckpointMetadata::decode(&store.read_metadata(id)?).map_err(|e| e.to_string())?;
+        let metadata = CheckpointMetadata::decode(&store.read_metadata(id)?).map_err(|source| {
+            RestoreError::Metadata {
+                location: path.to_string(),
+                source,
+            }
+        })?;
         Ok(OpenedSnapshot {
             location,
             metadata,
@@ -200,10 +235,14 @@ impl OpenedSnapshot {
     }
 
     /// Reads every state file into what operators restore from.
-    pub fn load(&self) -> Result<RestoredState, String> {
+    pub fn load(&self) -> Result<RestoredState, RestoreError> {
         // A user-named snapshot: the job restoring it is another job, so
         // its shared files stay that job's (never referenced, never deleted).
-        self.metadata.load(self.store.clone(), false)
+        Ok(RestoredState::load(
+            &self.metadata,
+            self.store.clone(),
+            false,
+        )?)
     }
 
     /// The snapshot's location as a URL.

@@ -16,9 +16,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use floe_checkpoint::{CheckpointMetadata, StateHandle};
+use floe_checkpoint::StateHandle;
 
-use super::store::CheckpointStore;
+use super::error::StoreError;
+use super::store::{CheckpointStore, read_checkpoint_metadata};
 
 /// Reference counts of a job's shared files (see the module docs).
 #[derive(Debug, Default)]
@@ -151,7 +152,7 @@ impl SharedStateRegistry {
 /// upload can be in flight (between two runs, after the uploaders
 /// stopped). Nothing is deleted unless every completed checkpoint's
 /// metadata could be read: a file a checkpoint might reference is kept.
-pub fn sweep_unreferenced(store: &dyn CheckpointStore) -> Result<Vec<StateHandle>, String> {
+pub fn sweep_unreferenced(store: &dyn CheckpointStore) -> Result<Vec<StateHandle>, StoreError> {
     let Some(prefix) = store.shared_prefix() else {
         return Ok(Vec::new());
     };
@@ -161,10 +162,7 @@ pub fn sweep_unreferenced(store: &dyn CheckpointStore) -> Result<Vec<StateHandle
     }
     let mut referenced = HashSet::new();
     for id in store.completed()? {
-        let meta = store
-            .read_metadata(id)
-            .and_then(|m| CheckpointMetadata::decode(&m).map_err(|e| e.to_string()))
-            .map_err(|e| format!("checkpoint {id}: {e}"))?;
+        let meta = read_checkpoint_metadata(store, id)?;
         referenced.extend(meta.shared_files().into_iter().map(|f| f.path));
     }
     let stray: Vec<StateHandle> = listed

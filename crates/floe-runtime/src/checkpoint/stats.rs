@@ -5,13 +5,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::error::CheckpointFailureReason;
+
 /// What happened to a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckpointStatus {
     /// Metadata written.
     Completed,
-    /// Given up (timeout, a task declined, a task finished, storage error).
-    Failed(String),
+    /// Given up, and why.
+    Failed(CheckpointFailureReason),
 }
 
 /// Statistics of one checkpoint (Flink's checkpoint history entry).

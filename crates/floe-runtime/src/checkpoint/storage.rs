@@ -3,6 +3,9 @@
 
 use floe_checkpoint::StateHandle;
 
+use floe_checkpoint::WriteError;
+
+use super::error::{PayloadError, StoreError};
 use super::store::{CheckpointStore, StateFileKind};
 
 /// A state file name the storage accepts: the uid's safe characters, a hash
@@ -39,28 +42,28 @@ impl CheckpointStore for floe_checkpoint::SavepointStorage {
         name: &str,
         kind: StateFileKind,
         size_hint: usize,
-        encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
-    ) -> Result<StateHandle, String> {
+        encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), PayloadError>,
+    ) -> Result<StateHandle, StoreError> {
         self.write_state_file_with(&state_file_name(name), file_kind(kind), size_hint, encode)
-            .map_err(|e| e.to_string())
+            .map_err(from_write)
     }
 
-    fn read_state(&self, file: &StateHandle, kind: StateFileKind) -> Result<Vec<u8>, String> {
+    fn read_state(&self, file: &StateHandle, kind: StateFileKind) -> Result<Vec<u8>, StoreError> {
         self.read_state_file(file, file_kind(kind))
-            .map_err(|e| e.to_string())
+            .map_err(StoreError::from)
     }
 
-    fn complete(&self, _checkpoint_id: u64, metadata: &[u8]) -> Result<(), String> {
+    fn complete(&self, _checkpoint_id: u64, metadata: &[u8]) -> Result<(), StoreError> {
         floe_checkpoint::SavepointStorage::complete(self, metadata)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(StoreError::from)
     }
 
-    fn read_metadata(&self, _checkpoint_id: u64) -> Result<Vec<u8>, String> {
-        floe_checkpoint::SavepointStorage::read_metadata(self).map_err(|e| e.to_string())
+    fn read_metadata(&self, _checkpoint_id: u64) -> Result<Vec<u8>, StoreError> {
+        floe_checkpoint::SavepointStorage::read_metadata(self).map_err(StoreError::from)
     }
 
-    fn discard(&self, _checkpoint_id: u64) -> Result<(), String> {
+    fn discard(&self, _checkpoint_id: u64) -> Result<(), StoreError> {
         // A completed savepoint is the user's: only `floe savepoint -d`
         // disposes of it; this removes an aborted one.
         warn_left(
@@ -69,7 +72,7 @@ impl CheckpointStore for floe_checkpoint::SavepointStorage {
         )
     }
 
-    fn completed(&self) -> Result<Vec<u64>, String> {
+    fn completed(&self) -> Result<Vec<u64>, StoreError> {
         Ok(Vec::new())
     }
 }
@@ -81,8 +84,8 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
         name: &str,
         kind: StateFileKind,
         size_hint: usize,
-        encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
-    ) -> Result<StateHandle, String> {
+        encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), PayloadError>,
+    ) -> Result<StateHandle, StoreError> {
         self.write_state_file_with(
             checkpoint_id,
             &state_file_name(name),
@@ -90,41 +93,41 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
             size_hint,
             encode,
         )
-        .map_err(|e| e.to_string())
+        .map_err(from_write)
     }
 
-    fn read_state(&self, file: &StateHandle, kind: StateFileKind) -> Result<Vec<u8>, String> {
+    fn read_state(&self, file: &StateHandle, kind: StateFileKind) -> Result<Vec<u8>, StoreError> {
         self.read_state_file(file, file_kind(kind))
-            .map_err(|e| e.to_string())
+            .map_err(StoreError::from)
     }
 
-    fn complete(&self, checkpoint_id: u64, metadata: &[u8]) -> Result<(), String> {
+    fn complete(&self, checkpoint_id: u64, metadata: &[u8]) -> Result<(), StoreError> {
         self.complete_checkpoint(checkpoint_id, metadata)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(StoreError::from)
     }
 
-    fn read_metadata(&self, checkpoint_id: u64) -> Result<Vec<u8>, String> {
+    fn read_metadata(&self, checkpoint_id: u64) -> Result<Vec<u8>, StoreError> {
         floe_checkpoint::JobCheckpointStorage::read_metadata(self, checkpoint_id)
-            .map_err(|e| e.to_string())
+            .map_err(StoreError::from)
     }
 
-    fn discard(&self, checkpoint_id: u64) -> Result<(), String> {
+    fn discard(&self, checkpoint_id: u64) -> Result<(), StoreError> {
         warn_left(
             "a discarded checkpoint",
             self.discard_checkpoint(checkpoint_id),
         )
     }
 
-    fn discard_incomplete(&self, checkpoint_id: u64) -> Result<(), String> {
+    fn discard_incomplete(&self, checkpoint_id: u64) -> Result<(), StoreError> {
         warn_left(
             "an aborted checkpoint",
             floe_checkpoint::JobCheckpointStorage::discard_incomplete(self, checkpoint_id),
         )
     }
 
-    fn completed(&self) -> Result<Vec<u64>, String> {
-        self.completed_checkpoints().map_err(|e| e.to_string())
+    fn completed(&self) -> Result<Vec<u64>, StoreError> {
+        self.completed_checkpoints().map_err(StoreError::from)
     }
 
     fn location(&self, checkpoint_id: u64) -> Option<String> {
@@ -137,32 +140,29 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
         _checkpoint_id: u64,
         name: &str,
         size_hint: usize,
-        produce: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
-    ) -> Result<StateHandle, String> {
+        produce: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), PayloadError>,
+    ) -> Result<StateHandle, StoreError> {
         self.write_shared_file(name, size_hint, produce)
-            .map_err(|e| match e {
-                floe_checkpoint::WriteError::Storage(e) => e.to_string(),
-                floe_checkpoint::WriteError::Produce(e) => e,
-            })
+            .map_err(from_write)
     }
 
     fn shared_prefix(&self) -> Option<String> {
         Some(floe_checkpoint::JobCheckpointStorage::shared_prefix(self))
     }
 
-    fn delete_shared(&self, file: &StateHandle) -> Result<(), String> {
-        self.delete_shared_file(file).map_err(|e| e.to_string())
+    fn delete_shared(&self, file: &StateHandle) -> Result<(), StoreError> {
+        self.delete_shared_file(file).map_err(StoreError::from)
     }
 
-    fn discard_shared(&self) -> Result<(), String> {
+    fn discard_shared(&self) -> Result<(), StoreError> {
         warn_left(
             "the shared state directory",
             floe_checkpoint::JobCheckpointStorage::discard_shared(self),
         )
     }
 
-    fn list_shared(&self) -> Result<Vec<StateHandle>, String> {
-        self.list_shared_files().map_err(|e| e.to_string())
+    fn list_shared(&self) -> Result<Vec<StateHandle>, StoreError> {
+        self.list_shared_files().map_err(StoreError::from)
     }
 }
 
@@ -170,8 +170,8 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
 fn warn_left(
     what: &str,
     result: Result<floe_checkpoint::Removal, floe_checkpoint::StorageError>,
-) -> Result<(), String> {
-    let removal = result.map_err(|e| e.to_string())?;
+) -> Result<(), StoreError> {
+    let removal = result.map_err(StoreError::from)?;
     if !removal.left.is_empty() {
         tracing::warn!(
             "kept the directory of {what}: it holds entries the snapshot does not own, left untouched: {}",
@@ -179,4 +179,13 @@ fn warn_left(
         );
     }
     Ok(())
+}
+
+/// A failed write of a file whose payload a producer appends: the storage's
+/// fault, or the producer's.
+fn from_write(e: WriteError<PayloadError>) -> StoreError {
+    match e {
+        WriteError::Storage(e) => StoreError::Storage(e),
+        WriteError::Produce(e) => StoreError::Payload(e),
+    }
 }

@@ -2,7 +2,9 @@
 //! [`CheckpointStore`] trait the uploaders, the coordinator and a restore
 //! write and read through, and what a state file holds.
 
-use floe_checkpoint::StateHandle;
+use floe_checkpoint::{CheckpointMetadata, StateHandle};
+
+use super::error::{PayloadError, StoreError};
 
 /// What a state file holds (its frame records it, so a file restored as the
 /// wrong kind is refused).
@@ -33,25 +35,25 @@ pub trait CheckpointStore: Send + Sync {
         name: &str,
         kind: StateFileKind,
         size_hint: usize,
-        encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
-    ) -> Result<StateHandle, String>;
+        encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), PayloadError>,
+    ) -> Result<StateHandle, StoreError>;
     /// Reads a state file back (verifying it).
-    fn read_state(&self, file: &StateHandle, kind: StateFileKind) -> Result<Vec<u8>, String>;
+    fn read_state(&self, file: &StateHandle, kind: StateFileKind) -> Result<Vec<u8>, StoreError>;
     /// Writes the metadata last and atomically: the checkpoint now exists.
-    fn complete(&self, checkpoint_id: u64, metadata: &[u8]) -> Result<(), String>;
+    fn complete(&self, checkpoint_id: u64, metadata: &[u8]) -> Result<(), StoreError>;
     /// Reads a completed checkpoint's metadata.
-    fn read_metadata(&self, checkpoint_id: u64) -> Result<Vec<u8>, String>;
+    fn read_metadata(&self, checkpoint_id: u64) -> Result<Vec<u8>, StoreError>;
     /// Deletes completed checkpoint `checkpoint_id`: what its `_metadata`
     /// lists, nothing else.
-    fn discard(&self, checkpoint_id: u64) -> Result<(), String>;
+    fn discard(&self, checkpoint_id: u64) -> Result<(), StoreError>;
     /// Deletes what was written for checkpoint `checkpoint_id`, which did
     /// not complete (no `_metadata` lists its files): only the files this
     /// store wrote for it.
-    fn discard_incomplete(&self, checkpoint_id: u64) -> Result<(), String> {
+    fn discard_incomplete(&self, checkpoint_id: u64) -> Result<(), StoreError> {
         self.discard(checkpoint_id)
     }
     /// Ids of completed checkpoints, ascending.
-    fn completed(&self) -> Result<Vec<u64>, String>;
+    fn completed(&self) -> Result<Vec<u64>, StoreError>;
     /// Where checkpoint `checkpoint_id` is, as a URL, when it has a place
     /// a user can name (not for memory storage).
     fn location(&self, _checkpoint_id: u64) -> Option<String> {
@@ -65,11 +67,12 @@ pub trait CheckpointStore: Send + Sync {
         checkpoint_id: u64,
         _name: &str,
         _size_hint: usize,
-        _produce: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
-    ) -> Result<StateHandle, String> {
-        Err(format!(
-            "snapshot {checkpoint_id} cannot hold incremental state: its storage has no shared directory"
-        ))
+        _produce: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), PayloadError>,
+    ) -> Result<StateHandle, StoreError> {
+        Err(StoreError::NoSharedDirectory {
+            checkpoint_id,
+            reason: "its storage has no shared directory",
+        })
     }
     /// The relative path prefix of the job's shared files (`<job>/shared/`),
     /// when the storage has a shared directory.
@@ -77,15 +80,15 @@ pub trait CheckpointStore: Send + Sync {
         None
     }
     /// Deletes a shared file no retained checkpoint references any more.
-    fn delete_shared(&self, _file: &StateHandle) -> Result<(), String> {
+    fn delete_shared(&self, _file: &StateHandle) -> Result<(), StoreError> {
         Ok(())
     }
     /// Deletes the job's whole shared directory (its last checkpoint went).
-    fn discard_shared(&self) -> Result<(), String> {
+    fn discard_shared(&self) -> Result<(), StoreError> {
         Ok(())
     }
     /// Every file in the job's shared directory (none without one).
-    fn list_shared(&self) -> Result<Vec<StateHandle>, String> {
+    fn list_shared(&self) -> Result<Vec<StateHandle>, StoreError> {
         Ok(Vec::new())
     }
 }
@@ -99,4 +102,17 @@ impl std::fmt::Debug for dyn CheckpointStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("CheckpointStore")
     }
+}
+
+/// Reads and decodes the `_metadata` of completed checkpoint
+/// `checkpoint_id`.
+pub fn read_checkpoint_metadata(
+    store: &dyn CheckpointStore,
+    checkpoint_id: u64,
+) -> Result<CheckpointMetadata, StoreError> {
+    let bytes = store.read_metadata(checkpoint_id)?;
+    CheckpointMetadata::decode(&bytes).map_err(|source| StoreError::Metadata {
+        checkpoint_id,
+        source,
+    })
 }

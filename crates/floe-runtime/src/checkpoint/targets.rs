@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use floe_checkpoint::StateHandle;
 
+use super::error::{PayloadError, StoreError};
 use super::store::{CheckpointStore, StateFileKind};
 
 /// Where each snapshot's files go: checkpoints to the job's checkpoint
@@ -56,10 +57,10 @@ impl SnapshotTargets {
         }
     }
 
-    fn checkpoints(&self, id: u64) -> Result<&Arc<dyn CheckpointStore>, String> {
+    fn checkpoints(&self, id: u64) -> Result<&Arc<dyn CheckpointStore>, StoreError> {
         self.checkpoints
             .as_ref()
-            .ok_or_else(|| format!("checkpoint {id} has no storage: checkpointing is off"))
+            .ok_or(StoreError::CheckpointingOff { checkpoint_id: id })
     }
 }
 
@@ -70,8 +71,8 @@ impl CheckpointStore for SnapshotTargets {
         name: &str,
         kind: StateFileKind,
         size_hint: usize,
-        encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
-    ) -> Result<StateHandle, String> {
+        encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), PayloadError>,
+    ) -> Result<StateHandle, StoreError> {
         match self.savepoint(checkpoint_id) {
             Some((sp, _)) => sp.write_state(checkpoint_id, name, kind, size_hint, encode),
             None => self.checkpoints(checkpoint_id)?.write_state(
@@ -84,11 +85,11 @@ impl CheckpointStore for SnapshotTargets {
         }
     }
 
-    fn read_state(&self, file: &StateHandle, kind: StateFileKind) -> Result<Vec<u8>, String> {
+    fn read_state(&self, file: &StateHandle, kind: StateFileKind) -> Result<Vec<u8>, StoreError> {
         self.checkpoints(0)?.read_state(file, kind)
     }
 
-    fn complete(&self, checkpoint_id: u64, metadata: &[u8]) -> Result<(), String> {
+    fn complete(&self, checkpoint_id: u64, metadata: &[u8]) -> Result<(), StoreError> {
         match self.savepoint(checkpoint_id) {
             Some((sp, _)) => {
                 CheckpointStore::complete(sp.as_ref(), checkpoint_id, metadata)?;
@@ -101,12 +102,12 @@ impl CheckpointStore for SnapshotTargets {
         }
     }
 
-    fn read_metadata(&self, checkpoint_id: u64) -> Result<Vec<u8>, String> {
+    fn read_metadata(&self, checkpoint_id: u64) -> Result<Vec<u8>, StoreError> {
         self.checkpoints(checkpoint_id)?
             .read_metadata(checkpoint_id)
     }
 
-    fn discard(&self, checkpoint_id: u64) -> Result<(), String> {
+    fn discard(&self, checkpoint_id: u64) -> Result<(), StoreError> {
         match self.savepoint(checkpoint_id) {
             // A completed savepoint belongs to the user: never deleted here.
             Some((_, true)) => Ok(()),
@@ -118,7 +119,7 @@ impl CheckpointStore for SnapshotTargets {
         }
     }
 
-    fn discard_incomplete(&self, checkpoint_id: u64) -> Result<(), String> {
+    fn discard_incomplete(&self, checkpoint_id: u64) -> Result<(), StoreError> {
         match self.savepoint(checkpoint_id) {
             Some((_, true)) => Ok(()),
             Some((sp, false)) => CheckpointStore::discard_incomplete(sp.as_ref(), checkpoint_id),
@@ -129,7 +130,7 @@ impl CheckpointStore for SnapshotTargets {
         }
     }
 
-    fn completed(&self) -> Result<Vec<u64>, String> {
+    fn completed(&self) -> Result<Vec<u64>, StoreError> {
         match &self.checkpoints {
             Some(c) => c.completed(),
             None => Ok(Vec::new()),
@@ -148,12 +149,13 @@ impl CheckpointStore for SnapshotTargets {
         checkpoint_id: u64,
         name: &str,
         size_hint: usize,
-        produce: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>,
-    ) -> Result<StateHandle, String> {
+        produce: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), PayloadError>,
+    ) -> Result<StateHandle, StoreError> {
         if self.savepoint(checkpoint_id).is_some() {
-            return Err(format!(
-                "savepoint {checkpoint_id} cannot hold incremental state: savepoints are self-contained"
-            ));
+            return Err(StoreError::NoSharedDirectory {
+                checkpoint_id,
+                reason: "savepoints are self-contained",
+            });
         }
         self.checkpoints(checkpoint_id)?
             .write_shared(checkpoint_id, name, size_hint, produce)
@@ -163,21 +165,21 @@ impl CheckpointStore for SnapshotTargets {
         self.checkpoints.as_ref()?.shared_prefix()
     }
 
-    fn delete_shared(&self, file: &StateHandle) -> Result<(), String> {
+    fn delete_shared(&self, file: &StateHandle) -> Result<(), StoreError> {
         match &self.checkpoints {
             Some(c) => c.delete_shared(file),
             None => Ok(()),
         }
     }
 
-    fn discard_shared(&self) -> Result<(), String> {
+    fn discard_shared(&self) -> Result<(), StoreError> {
         match &self.checkpoints {
             Some(c) => c.discard_shared(),
             None => Ok(()),
         }
     }
 
-    fn list_shared(&self) -> Result<Vec<StateHandle>, String> {
+    fn list_shared(&self) -> Result<Vec<StateHandle>, StoreError> {
         match &self.checkpoints {
             Some(c) => c.list_shared(),
             None => Ok(Vec::new()),

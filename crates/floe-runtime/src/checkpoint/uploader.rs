@@ -8,6 +8,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use floe_checkpoint::{StateHandle, SubtaskStateMeta};
 
+use super::error::{PayloadError, StoreError};
 use super::messages::CoordinatorEvent;
 use super::stats::AckStats;
 use super::store::{CheckpointStore, FRAME_OVERHEAD, StateFileKind};
@@ -51,6 +52,7 @@ impl SnapshotUploader {
                                 }
                                 Err(reason) => CoordinatorEvent::Decline {
                                     checkpoint_id: id,
+                                    task,
                                     reason,
                                 },
                             };
@@ -68,7 +70,7 @@ impl SnapshotUploader {
     fn write(
         snapshot: TaskSnapshot,
         store: &dyn CheckpointStore,
-    ) -> Result<(Vec<(String, SubtaskStateMeta)>, u64, AckStats), String> {
+    ) -> Result<(Vec<(String, SubtaskStateMeta)>, u64, AckStats), StoreError> {
         let id = snapshot.barrier.id;
         let mut states: Vec<(String, SubtaskStateMeta)> =
             Vec::with_capacity(snapshot.operators.len() + 1);
@@ -125,7 +127,7 @@ impl SnapshotUploader {
                         &name,
                         StateFileKind::Keyed,
                         k.size_hint(),
-                        &mut |out| k.encode_into(out).map_err(|e| e.to_string()),
+                        &mut |out| Ok(k.encode_into(out)?),
                     )?;
                     let size = file.size;
                     entry(&mut states, &op.uid, op.subtask).keyed = Some(file);
@@ -170,11 +172,12 @@ impl SnapshotUploader {
         k: &floe_state::KeyedStateSnapshot,
         store: &dyn CheckpointStore,
         meta: &mut SubtaskStateMeta,
-    ) -> Result<(u64, u64), String> {
+    ) -> Result<(u64, u64), StoreError> {
         use floe_state::native::{NativeSharedFile, SharedFileRef, SstSource};
         let native = k.native().expect("checked by the caller");
-        let prefix = store.shared_prefix().ok_or_else(|| {
-            format!("checkpoint {id}: incremental state needs checkpoint storage with a shared directory")
+        let prefix = store.shared_prefix().ok_or(StoreError::NoSharedDirectory {
+            checkpoint_id: id,
+            reason: "incremental state needs checkpoint storage with a shared directory",
         })?;
         let (mut written, mut referenced) = (0, 0);
         let mut shared = Vec::with_capacity(native.sst().len());
@@ -200,7 +203,10 @@ impl SnapshotUploader {
                             std::fs::File::open(&path)
                                 .and_then(|mut file| file.read_to_end(out))
                                 .map(|_| ())
-                                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                                .map_err(|source| PayloadError::Read {
+                                    path: path.clone(),
+                                    source,
+                                })
                         })?;
                     written += file.size;
                     file
@@ -226,10 +232,7 @@ impl SnapshotUploader {
             &format!("{uid}-{}-keyed-native", meta.subtask),
             StateFileKind::KeyedNative,
             4096,
-            &mut |out| {
-                k.encode_native_into(shared.clone(), out)
-                    .map_err(|e| e.to_string())
-            },
+            &mut |out| Ok(k.encode_native_into(shared.clone(), out)?),
         )?;
         written += manifest.size;
         meta.keyed_native = Some(manifest);
