@@ -749,7 +749,10 @@ impl JobClient {
             }
         }
         // Incremental state goes with the last checkpoint referencing it.
-        if all_gone && let Err(e) = store.discard_shared() {
+        if all_gone
+            && let Some(shared) = store.shared_state()
+            && let Err(e) = shared.discard_shared()
+        {
             tracing::warn!("cannot discard the job's shared state: {e}");
         }
     }

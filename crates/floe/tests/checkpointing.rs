@@ -14,7 +14,7 @@ use floe::checkpoint::StateHandle;
 use floe::prelude::*;
 use floe::runtime::checkpoint::{
     AlignmentMode, CheckpointFailureReason, CheckpointStatus, CheckpointStore, PayloadError,
-    StateFileKind, StoreError,
+    SharedStateStore, StateFileKind, StoreError,
 };
 use floe::runtime::restart::RestartStrategy;
 
@@ -791,6 +791,12 @@ impl CheckpointStore for FaultyStore {
     }
     fn completed(&self) -> Result<Vec<u64>, StoreError> {
         self.inner.completed()
+    }
+    fn location(&self, checkpoint_id: u64) -> Option<String> {
+        self.inner.location(checkpoint_id)
+    }
+    fn shared_state(&self) -> Option<Arc<dyn SharedStateStore>> {
+        self.inner.shared_state()
     }
 }
 

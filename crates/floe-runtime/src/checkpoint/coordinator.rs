@@ -145,7 +145,8 @@ impl CheckpointCoordinator {
     ) -> Self {
         // Rebuild the shared-state registry from the retained checkpoints
         // (a restarted run keeps their shared files and builds on them).
-        let mut shared_registry = SharedStateRegistry::new(store.shared_prefix());
+        let mut shared_registry =
+            SharedStateRegistry::new(store.shared_state().map(|s| s.prefix()));
         let mut retained_shared = HashMap::new();
         for &id in &retained {
             let files = read_checkpoint_metadata(store.as_ref(), id).map(|m| m.shared_files());
@@ -201,8 +202,14 @@ impl CheckpointCoordinator {
     /// reference any more.
     fn delete_unreferenced_shared(&mut self) {
         let min_pending = self.pending.keys().next().copied();
-        for f in self.shared_registry.take_deletable(min_pending) {
-            if let Err(e) = self.store.delete_shared(&f) {
+        let deletable = self.shared_registry.take_deletable(min_pending);
+        let Some(shared) = self.store.shared_state() else {
+            // Nothing is deletable without a shared directory: the
+            // registry owns no prefix then.
+            return;
+        };
+        for f in deletable {
+            if let Err(e) = shared.delete_shared(&f) {
                 tracing::warn!("cannot delete unreferenced shared state {}: {e}", f.path);
             }
         }

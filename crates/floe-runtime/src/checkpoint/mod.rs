@@ -32,6 +32,8 @@ mod store;
 mod targets;
 mod task_env;
 mod task_snapshot;
+#[cfg(test)]
+mod testing;
 mod uploader;
 
 pub use aligner::{AlignmentAction, AlignmentMode, BarrierAligner};
@@ -47,7 +49,9 @@ pub use savepoint::{
 };
 pub use shared_registry::{SharedStateRegistry, sweep_unreferenced};
 pub use stats::{AckStats, CheckpointHistory, CheckpointStats, CheckpointStatus};
-pub use store::{CheckpointStore, FRAME_OVERHEAD, StateFileKind, read_checkpoint_metadata};
+pub use store::{
+    CheckpointStore, FRAME_OVERHEAD, SharedStateStore, StateFileKind, read_checkpoint_metadata,
+};
 pub use targets::SnapshotTargets;
 pub use task_env::{TaskEnvironment, TaskInit};
 pub use task_snapshot::{OperatorSnapshot, OperatorState, TaskSnapshot};

@@ -153,10 +153,12 @@ impl SharedStateRegistry {
 /// stopped). Nothing is deleted unless every completed checkpoint's
 /// metadata could be read: a file a checkpoint might reference is kept.
 pub fn sweep_unreferenced(store: &dyn CheckpointStore) -> Result<Vec<StateHandle>, StoreError> {
-    let Some(prefix) = store.shared_prefix() else {
+    let Some(shared) = store.shared_state() else {
+        // No shared directory: nothing can be stray in it.
         return Ok(Vec::new());
     };
-    let listed = store.list_shared()?;
+    let prefix = shared.prefix();
+    let listed = shared.list_shared()?;
     if listed.is_empty() {
         return Ok(Vec::new());
     }
@@ -170,7 +172,7 @@ pub fn sweep_unreferenced(store: &dyn CheckpointStore) -> Result<Vec<StateHandle
         .filter(|f| f.path.starts_with(&prefix) && !referenced.contains(&f.path))
         .collect();
     for f in &stray {
-        store.delete_shared(f)?;
+        shared.delete_shared(f)?;
     }
     Ok(stray)
 }

@@ -3,10 +3,12 @@
 
 use floe_checkpoint::StateHandle;
 
+use std::sync::Arc;
+
 use floe_checkpoint::WriteError;
 
 use super::error::{PayloadError, StoreError};
-use super::store::{CheckpointStore, StateFileKind};
+use super::store::{CheckpointStore, SharedStateStore, StateFileKind};
 
 /// A state file name the storage accepts: the uid's safe characters, a hash
 /// of the uid (so distinct uids never collide) and the subtask.
@@ -72,8 +74,22 @@ impl CheckpointStore for floe_checkpoint::SavepointStorage {
         )
     }
 
+    fn discard_incomplete(&self, checkpoint_id: u64) -> Result<(), StoreError> {
+        CheckpointStore::discard(self, checkpoint_id)
+    }
+
     fn completed(&self) -> Result<Vec<u64>, StoreError> {
         Ok(Vec::new())
+    }
+
+    fn location(&self, _checkpoint_id: u64) -> Option<String> {
+        Some(floe_checkpoint::SavepointStorage::location(self).to_string())
+    }
+
+    /// None: a savepoint is self-contained, so it never holds incremental
+    /// state.
+    fn shared_state(&self) -> Option<Arc<dyn SharedStateStore>> {
+        None
     }
 }
 
@@ -135,6 +151,17 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
             .then(|| self.checkpoint_location(checkpoint_id))
     }
 
+    /// Every kind of checkpoint storage has one: `<job id>/shared/`.
+    fn shared_state(&self) -> Option<Arc<dyn SharedStateStore>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+impl SharedStateStore for floe_checkpoint::JobCheckpointStorage {
+    fn prefix(&self) -> String {
+        self.shared_prefix()
+    }
+
     fn write_shared(
         &self,
         _checkpoint_id: u64,
@@ -144,10 +171,6 @@ impl CheckpointStore for floe_checkpoint::JobCheckpointStorage {
     ) -> Result<StateHandle, StoreError> {
         self.write_shared_file(name, size_hint, produce)
             .map_err(from_write)
-    }
-
-    fn shared_prefix(&self) -> Option<String> {
-        Some(floe_checkpoint::JobCheckpointStorage::shared_prefix(self))
     }
 
     fn delete_shared(&self, file: &StateHandle) -> Result<(), StoreError> {
@@ -187,5 +210,84 @@ fn from_write(e: WriteError<PayloadError>) -> StoreError {
     match e {
         WriteError::Storage(e) => StoreError::Storage(e),
         WriteError::Produce(e) => StoreError::Payload(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use floe_checkpoint::{CheckpointConfig, CheckpointStorage, JobCheckpointStorage};
+    use floe_core::JobId;
+
+    use super::*;
+
+    /// The wrapper of `CheckpointStore`'s `compile_fail` example, with
+    /// `shared_state` forwarded: it compiles, so the example fails for the
+    /// one method it leaves out.
+    struct Counting(JobCheckpointStorage);
+
+    impl CheckpointStore for Counting {
+        fn write_state(
+            &self,
+            checkpoint_id: u64,
+            name: &str,
+            kind: StateFileKind,
+            size_hint: usize,
+            encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), PayloadError>,
+        ) -> Result<StateHandle, StoreError> {
+            self.0
+                .write_state(checkpoint_id, name, kind, size_hint, encode)
+        }
+        fn read_state(
+            &self,
+            file: &StateHandle,
+            kind: StateFileKind,
+        ) -> Result<Vec<u8>, StoreError> {
+            self.0.read_state(file, kind)
+        }
+        fn complete(&self, checkpoint_id: u64, metadata: &[u8]) -> Result<(), StoreError> {
+            CheckpointStore::complete(&self.0, checkpoint_id, metadata)
+        }
+        fn read_metadata(&self, checkpoint_id: u64) -> Result<Vec<u8>, StoreError> {
+            CheckpointStore::read_metadata(&self.0, checkpoint_id)
+        }
+        fn discard(&self, checkpoint_id: u64) -> Result<(), StoreError> {
+            self.0.discard(checkpoint_id)
+        }
+        fn discard_incomplete(&self, checkpoint_id: u64) -> Result<(), StoreError> {
+            CheckpointStore::discard_incomplete(&self.0, checkpoint_id)
+        }
+        fn completed(&self) -> Result<Vec<u64>, StoreError> {
+            self.0.completed()
+        }
+        fn location(&self, checkpoint_id: u64) -> Option<String> {
+            self.0.location(checkpoint_id)
+        }
+        fn shared_state(&self) -> Option<Arc<dyn SharedStateStore>> {
+            self.0.shared_state()
+        }
+    }
+
+    #[test]
+    fn a_forwarding_wrapper_keeps_the_shared_directory() {
+        let storage = CheckpointStorage::for_config(&CheckpointConfig::default()).unwrap();
+        let job = JobId::random();
+        let wrapper = Counting(storage.job(job));
+        let shared = wrapper.shared_state().expect("forwarded");
+        assert_eq!(shared.prefix(), format!("{job}/shared/"));
+        let file = shared
+            .write_shared(1, "000000000000000a-1-000001.sst", 3, &mut |out| {
+                out.extend_from_slice(b"sst");
+                Ok(())
+            })
+            .unwrap();
+        let listed: Vec<String> = shared
+            .list_shared()
+            .unwrap()
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        assert_eq!(listed, vec![file.path.clone()]);
+        shared.delete_shared(&file).unwrap();
+        assert!(shared.list_shared().unwrap().is_empty());
     }
 }

@@ -7,15 +7,19 @@ use std::sync::{Arc, Mutex};
 use floe_checkpoint::StateHandle;
 
 use super::error::{PayloadError, StoreError};
-use super::store::{CheckpointStore, StateFileKind};
+use super::store::{CheckpointStore, SharedStateStore, StateFileKind};
 
 /// Where each snapshot's files go: checkpoints to the job's checkpoint
 /// storage, each savepoint to its own directory. Shared by the coordinator
 /// and the uploaders, which only know checkpoint ids.
 pub struct SnapshotTargets {
     checkpoints: Option<Arc<dyn CheckpointStore>>,
-    savepoints: Mutex<BTreeMap<u64, (Arc<floe_checkpoint::SavepointStorage>, bool)>>,
+    savepoints: Arc<Savepoints>,
 }
+
+/// The savepoints in flight or completed in this run, by id, with whether
+/// each one completed.
+type Savepoints = Mutex<BTreeMap<u64, (Arc<floe_checkpoint::SavepointStorage>, bool)>>;
 
 impl SnapshotTargets {
     /// Targets writing checkpoints to `checkpoints` (none: checkpointing
@@ -23,7 +27,7 @@ impl SnapshotTargets {
     pub fn new(checkpoints: Option<Arc<dyn CheckpointStore>>) -> Self {
         SnapshotTargets {
             checkpoints,
-            savepoints: Mutex::new(BTreeMap::new()),
+            savepoints: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
 
@@ -144,6 +148,29 @@ impl CheckpointStore for SnapshotTargets {
         }
     }
 
+    /// The checkpoint storage's shared directory, refusing savepoint ids.
+    fn shared_state(&self) -> Option<Arc<dyn SharedStateStore>> {
+        let inner = self.checkpoints.as_ref()?.shared_state()?;
+        Some(Arc::new(RoutedShared {
+            inner,
+            savepoints: self.savepoints.clone(),
+        }))
+    }
+}
+
+/// The checkpoint storage's shared directory as the uploaders see it: a
+/// savepoint is self-contained, so incremental state for a savepoint id is
+/// refused.
+struct RoutedShared {
+    inner: Arc<dyn SharedStateStore>,
+    savepoints: Arc<Savepoints>,
+}
+
+impl SharedStateStore for RoutedShared {
+    fn prefix(&self) -> String {
+        self.inner.prefix()
+    }
+
     fn write_shared(
         &self,
         checkpoint_id: u64,
@@ -151,38 +178,30 @@ impl CheckpointStore for SnapshotTargets {
         size_hint: usize,
         produce: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), PayloadError>,
     ) -> Result<StateHandle, StoreError> {
-        if self.savepoint(checkpoint_id).is_some() {
+        let is_savepoint = self
+            .savepoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&checkpoint_id);
+        if is_savepoint {
             return Err(StoreError::NoSharedDirectory {
                 checkpoint_id,
                 reason: "savepoints are self-contained",
             });
         }
-        self.checkpoints(checkpoint_id)?
+        self.inner
             .write_shared(checkpoint_id, name, size_hint, produce)
     }
 
-    fn shared_prefix(&self) -> Option<String> {
-        self.checkpoints.as_ref()?.shared_prefix()
-    }
-
     fn delete_shared(&self, file: &StateHandle) -> Result<(), StoreError> {
-        match &self.checkpoints {
-            Some(c) => c.delete_shared(file),
-            None => Ok(()),
-        }
+        self.inner.delete_shared(file)
     }
 
     fn discard_shared(&self) -> Result<(), StoreError> {
-        match &self.checkpoints {
-            Some(c) => c.discard_shared(),
-            None => Ok(()),
-        }
+        self.inner.discard_shared()
     }
 
     fn list_shared(&self) -> Result<Vec<StateHandle>, StoreError> {
-        match &self.checkpoints {
-            Some(c) => c.list_shared(),
-            None => Ok(Vec::new()),
-        }
+        self.inner.list_shared()
     }
 }

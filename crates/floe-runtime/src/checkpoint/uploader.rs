@@ -11,7 +11,7 @@ use floe_checkpoint::{StateHandle, SubtaskStateMeta};
 use super::error::{PayloadError, StoreError};
 use super::messages::CoordinatorEvent;
 use super::stats::AckStats;
-use super::store::{CheckpointStore, FRAME_OVERHEAD, StateFileKind};
+use super::store::{CheckpointStore, FRAME_OVERHEAD, SharedStateStore, StateFileKind};
 use super::task_snapshot::{OperatorState, TaskSnapshot};
 
 /// Encodes and writes task snapshots off the task threads, then acknowledges.
@@ -175,10 +175,8 @@ impl SnapshotUploader {
     ) -> Result<(u64, u64), StoreError> {
         use floe_state::native::{NativeSharedFile, SharedFileRef, SstSource};
         let native = k.native().expect("checked by the caller");
-        let prefix = store.shared_prefix().ok_or(StoreError::NoSharedDirectory {
-            checkpoint_id: id,
-            reason: "incremental state needs checkpoint storage with a shared directory",
-        })?;
+        let shared_dir = shared_dir(store, id)?;
+        let prefix = shared_dir.prefix();
         let (mut written, mut referenced) = (0, 0);
         let mut shared = Vec::with_capacity(native.sst().len());
         for f in native.sst() {
@@ -197,8 +195,11 @@ impl SnapshotUploader {
                 },
                 SstSource::Upload => {
                     let path = native.dir().join(&f.name);
-                    let file =
-                        store.write_shared(id, &f.shared_name, f.size as usize, &mut |out| {
+                    let file = shared_dir.write_shared(
+                        id,
+                        &f.shared_name,
+                        f.size as usize,
+                        &mut |out| {
                             use std::io::Read;
                             std::fs::File::open(&path)
                                 .and_then(|mut file| file.read_to_end(out))
@@ -207,7 +208,8 @@ impl SnapshotUploader {
                                     path: path.clone(),
                                     source,
                                 })
-                        })?;
+                        },
+                    )?;
                     written += file.size;
                     file
                 }
@@ -237,5 +239,81 @@ impl SnapshotUploader {
         written += manifest.size;
         meta.keyed_native = Some(manifest);
         Ok((written, referenced))
+    }
+}
+
+/// The shared directory incremental state of snapshot `id` goes to: a store
+/// without one refuses the snapshot loudly (the task declines it) rather
+/// than writing it somewhere it would never be cleaned up.
+fn shared_dir(
+    store: &dyn CheckpointStore,
+    id: u64,
+) -> Result<Arc<dyn SharedStateStore>, StoreError> {
+    store.shared_state().ok_or(StoreError::NoSharedDirectory {
+        checkpoint_id: id,
+        reason: "incremental state needs checkpoint storage with a shared directory",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::targets::SnapshotTargets;
+    use super::super::testing::MemoryStore;
+    use super::*;
+
+    #[test]
+    fn a_store_without_a_shared_directory_refuses_incremental_state() {
+        let err = shared_dir(&MemoryStore::default(), 7)
+            .err()
+            .expect("no shared directory");
+        assert!(
+            matches!(
+                err,
+                StoreError::NoSharedDirectory {
+                    checkpoint_id: 7,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "snapshot 7 cannot hold incremental state: incremental state needs checkpoint storage with a shared directory"
+        );
+        assert!(shared_dir(&MemoryStore::with_shared_dir(), 7).is_ok());
+        // Routing keeps the answer of the store it routes to.
+        let targets = SnapshotTargets::new(Some(Arc::new(MemoryStore::default())));
+        assert!(shared_dir(&targets, 7).is_err());
+        assert!(shared_dir(&SnapshotTargets::new(None), 7).is_err());
+    }
+
+    #[test]
+    fn a_savepoint_refuses_incremental_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let savepoint = floe_checkpoint::SavepointStorage::create(
+            &format!("file://{}", dir.path().display()),
+            floe_core::JobId::random(),
+        )
+        .unwrap();
+        let targets = SnapshotTargets::new(Some(Arc::new(MemoryStore::with_shared_dir())));
+        targets.register_savepoint(3, Arc::new(savepoint));
+        let shared = shared_dir(&targets, 3).expect("the checkpoints' directory");
+        let err = shared
+            .write_shared(3, "x.sst", 1, &mut |out| {
+                out.push(1);
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("savepoints are self-contained"),
+            "{err}"
+        );
+        // A checkpoint id goes through.
+        shared
+            .write_shared(4, "y.sst", 1, &mut |out| {
+                out.push(1);
+                Ok(())
+            })
+            .unwrap();
     }
 }
