@@ -4,14 +4,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use floe_checkpoint::{
-    CheckpointConfig, CheckpointStorage, CheckpointingMode, ExternalizedCheckpointRetention,
-};
+use floe_checkpoint::{CheckpointConfig, CheckpointStorage};
 use floe_core::JobId;
 use floe_core::config::options;
 use floe_core::{ConfigOption, Configuration, PortRanges};
 use floe_queryable::{QueryableServiceError, QueryableStateService, ServiceLimits};
-use floe_runtime::checkpoint::{AlignmentMode, CheckpointSettings, CheckpointStore};
+use floe_runtime::checkpoint::CheckpointStore;
 use floe_runtime::graph::{JobEdge, JobVertex, StreamTypeOps, VertexKind, WriterFactory};
 use floe_runtime::job_manager::{ExecutionSettings, JobClient};
 use floe_runtime::restart::RestartStrategy;
@@ -66,7 +64,7 @@ pub(crate) struct EnvInner {
     allow_non_restored_state: bool,
     /// `--fromCheckpoint`: a retained checkpoint to start from.
     restore_checkpoint: Option<String>,
-    /// Adjustments of the checkpoint settings made in code.
+    /// Adjustments of the checkpoint configuration made in code.
     checkpoint_overrides: Vec<CheckpointOverride>,
     /// Where checkpoints go (default: the JobManager's memory).
     checkpoint_store: Option<Arc<dyn CheckpointStore>>,
@@ -74,8 +72,8 @@ pub(crate) struct EnvInner {
     restart: Option<RestartStrategy>,
 }
 
-/// A code-side adjustment of the checkpoint settings.
-type CheckpointOverride = Box<dyn Fn(&mut CheckpointSettings)>;
+/// A code-side adjustment of the checkpoint configuration.
+type CheckpointOverride = Box<dyn Fn(CheckpointConfig) -> CheckpointConfig>;
 
 /// The context in which a job is built and executed (Flink's
 /// `StreamExecutionEnvironment`). Cheap to clone: streams keep a handle to it.
@@ -168,8 +166,16 @@ impl StreamEnvironment {
         )
     }
 
-    /// Adjusts the checkpoint settings in code (wins over configuration).
-    pub fn configure_checkpointing(&self, f: impl Fn(&mut CheckpointSettings) + 'static) -> &Self {
+    /// Adjusts the checkpoint configuration in code (Flink's
+    /// `getCheckpointConfig()`): `f` gets the configuration read from the
+    /// job's configuration keys and returns it changed with
+    /// [`CheckpointConfig`]'s `with_*` methods. Code wins over
+    /// configuration; the result is validated once, with the same ranges
+    /// and messages as the configuration keys.
+    pub fn configure_checkpointing(
+        &self,
+        f: impl Fn(CheckpointConfig) -> CheckpointConfig + 'static,
+    ) -> &Self {
         self.inner
             .borrow_mut()
             .checkpoint_overrides
@@ -264,43 +270,20 @@ impl StreamEnvironment {
         let mut settings = settings;
         let job_id = JobId::random();
         settings.job_id = Some(job_id);
-        let cp = CheckpointConfig::from_configuration(&config)
-            .map_err(|e| JobError::Checkpointing(e.to_string()))?;
         {
             let inner = self.inner.borrow();
-            if let Some(interval) = cp.interval() {
-                let mut s = CheckpointSettings {
-                    interval,
-                    alignment: match cp.mode() {
-                        CheckpointingMode::ExactlyOnce if cp.is_unaligned_effective() => {
-                            AlignmentMode::Unaligned {
-                                aligned_timeout: cp.aligned_checkpoint_timeout(),
-                            }
-                        }
-                        CheckpointingMode::ExactlyOnce => AlignmentMode::Aligned,
-                        CheckpointingMode::AtLeastOnce => AlignmentMode::AtLeastOnce,
-                    },
-                    timeout: cp.timeout(),
-                    min_pause: cp.min_pause(),
-                    max_concurrent: cp.max_concurrent_checkpoints() as usize,
-                    tolerable_failures: cp.tolerable_failed_checkpoints(),
-                    num_retained: cp.num_retained() as usize,
-                    retain_on_cancellation: cp.externalized_checkpoint_retention()
-                        == ExternalizedCheckpointRetention::RetainOnCancellation,
-                };
-                for o in &inner.checkpoint_overrides {
-                    o(&mut s);
-                }
-                s.validate().map_err(JobError::Checkpointing)?;
+            // Keys, then code, then one validation of the result.
+            let cp = inner
+                .checkpoint_overrides
+                .iter()
+                .fold(CheckpointConfig::read(&config)?, |cp, o| o(cp));
+            cp.validate()?;
+            if cp.is_checkpointing_enabled() {
                 let store: Arc<dyn CheckpointStore> = match &inner.checkpoint_store {
                     Some(s) => s.clone(),
-                    None => Arc::new(
-                        CheckpointStorage::for_config(&cp)
-                            .map_err(|e| JobError::Checkpointing(e.to_string()))?
-                            .job(job_id),
-                    ),
+                    None => Arc::new(CheckpointStorage::for_config(&cp)?.job(job_id)),
                 };
-                settings.checkpointing = Some((s, store));
+                settings.checkpointing = Some((cp.clone(), store));
             }
             match (&inner.restore_from, &inner.restore_checkpoint) {
                 (Some(s), Some(c)) => {

@@ -325,6 +325,16 @@ impl CheckpointConfig {
     /// and validates the result. A value that does not parse, or is out of
     /// range, is an error naming the key and the value.
     pub fn from_configuration(config: &Configuration) -> Result<Self, CheckpointConfigError> {
+        let c = Self::read(config)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads every checkpoint key present in `config` over Flink's
+    /// defaults, checking each value as it parses but not the result as a
+    /// whole: for a caller that adjusts it in code next and then calls
+    /// [`Self::validate`] once.
+    pub fn read(config: &Configuration) -> Result<Self, CheckpointConfigError> {
         let mut c = CheckpointConfig::default();
         if let Some(v) = config.get(&options::INTERVAL)? {
             c.interval = Some(v);
@@ -359,7 +369,6 @@ impl CheckpointConfig {
         if let Some(v) = config.get(&options::CHECKPOINTS_DIR)? {
             c.checkpoint_dir = Some(v);
         }
-        c.validate()?;
         Ok(c)
     }
 

@@ -128,9 +128,13 @@ pub enum JobError {
     /// of different parallelism).
     #[error("invalid job graph: {0}")]
     InvalidGraph(String),
-    /// Checkpointing is misconfigured or its storage unusable.
+    /// The checkpoint configuration is invalid (a key's value, or a value
+    /// set in code).
     #[error("checkpointing: {0}")]
-    Checkpointing(String),
+    CheckpointConfig(#[from] floe_checkpoint::CheckpointConfigError),
+    /// The checkpoint storage cannot be used.
+    #[error("checkpointing: {0}")]
+    CheckpointStorage(#[from] floe_checkpoint::StorageError),
     /// The restart strategy in the configuration is invalid.
     #[error("restart strategy: {0}")]
     RestartStrategy(String),

@@ -13,16 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use floe_checkpoint::OperatorSnapshotInfo;
+use floe_checkpoint::{CheckpointConfig, ExternalizedCheckpointRetention, OperatorSnapshotInfo};
 use floe_core::JobId;
 use floe_state::key_group::default_max_parallelism;
 
 use crate::channel::CancelFlag;
 use crate::checkpoint::{
-    CheckpointCoordinator, CheckpointFailure, CheckpointHistory, CheckpointSettings,
-    CheckpointStats, CheckpointStore, CoordinatorEvent, DERIVED_UID_PREFIX, RestoredState,
-    SnapshotTargets, SnapshotUploader, StoreError, TaskEnvironment, TaskInit,
-    read_checkpoint_metadata,
+    AlignmentMode, CheckpointCoordinator, CheckpointFailure, CheckpointHistory, CheckpointStats,
+    CheckpointStore, CoordinatorEvent, DERIVED_UID_PREFIX, RestoredState, SnapshotTargets,
+    SnapshotUploader, StoreError, TaskEnvironment, TaskInit, read_checkpoint_metadata,
 };
 use crate::context::TaskInfo;
 use crate::control::{ControlShared, JobControl, JobStatus, VertexInfo};
@@ -42,8 +41,9 @@ pub struct ExecutionSettings {
     pub channel_capacity: usize,
     /// Job-wide max parallelism, when configured.
     pub max_parallelism: Option<u32>,
-    /// Checkpointing, when enabled: settings and where checkpoints go.
-    pub checkpointing: Option<(CheckpointSettings, Arc<dyn CheckpointStore>)>,
+    /// Checkpointing, when enabled: its configuration (validated, with an
+    /// interval) and where checkpoints go.
+    pub checkpointing: Option<(CheckpointConfig, Arc<dyn CheckpointStore>)>,
     /// What to do when a task fails.
     pub restart: RestartStrategy,
     /// Start from this checkpoint's state instead of empty state.
@@ -597,7 +597,7 @@ impl JobClient {
         let (coordinator, uploaders) = {
             let (settings, checkpoint_store) = match &self.manager.settings.checkpointing {
                 Some((settings, store)) => (settings.clone(), Some(store.clone())),
-                None => (CheckpointSettings::default(), None),
+                None => (CheckpointConfig::default(), None),
             };
             let store = Arc::new(SnapshotTargets::new(checkpoint_store.clone()));
             let (snap_tx, snap_rx) = crossbeam_channel::unbounded();
@@ -606,7 +606,7 @@ impl JobClient {
             for (env, (_, is_source, _)) in envs.iter_mut().zip(&drivers) {
                 env.snapshots = Some(snap_tx.clone());
                 env.coordinator = Some(event_tx.clone());
-                env.alignment = settings.alignment;
+                env.alignment = AlignmentMode::of(&settings);
                 let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
                 env.commands = Some(cmd_rx);
                 tasks.push((cmd_tx, *is_source));
@@ -618,7 +618,6 @@ impl JobClient {
             let retained = store.completed().unwrap_or_default();
             let mut c = CheckpointCoordinator::new(
                 settings,
-                periodic,
                 store,
                 Some(Arc::new(self.control.clone())),
                 operator_info(self.control.vertices()),
@@ -738,7 +737,10 @@ impl JobClient {
         let Some((settings, store)) = &self.manager.settings.checkpointing else {
             return;
         };
-        if cancelled && settings.retain_on_cancellation {
+        if cancelled
+            && settings.externalized_checkpoint_retention()
+                == ExternalizedCheckpointRetention::RetainOnCancellation
+        {
             return;
         }
         let mut all_gone = true;

@@ -204,9 +204,10 @@ fn run_with(setup: Setup<'_>) -> Outcome {
     env.set_config("floe.runtime.batch-size", "64");
     env.enable_checkpointing(Duration::from_millis(30));
     env.configure_checkpointing(move |c| {
-        c.alignment = mode;
-        if let Some(t) = timeout {
-            c.timeout = t;
+        let c = mode.apply_to(c);
+        match timeout {
+            Some(t) => c.with_timeout(t),
+            None => c,
         }
     });
     env.set_restart_strategy(if no_restart {

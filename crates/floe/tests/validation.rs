@@ -279,3 +279,24 @@ fn restart_strategy_from_configuration() {
         "{err}"
     );
 }
+
+/// Checkpoint settings changed in code are validated once, together with
+/// the configuration keys, and refused with the key's name, as a bad key
+/// value would be.
+#[test]
+fn checkpoint_settings_set_in_code_are_checked_like_configuration_keys() {
+    let generated = Arc::new(AtomicU64::new(0));
+    let env = StreamEnvironment::new();
+    env.enable_checkpointing(std::time::Duration::from_secs(1));
+    env.configure_checkpointing(|c| c.with_timeout(std::time::Duration::from_millis(5)));
+    let (sink, _) = CollectSink::new();
+    env.from_source(counting_source(&generated), "numbers")
+        .sink_to(sink, "collect");
+    let err = env.execute("bad checkpoint timeout").unwrap_err();
+    assert!(matches!(err, JobError::CheckpointConfig(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "checkpointing: invalid value 5ms for checkpoint setting 'execution.checkpointing.timeout': must be at least 10 ms"
+    );
+    assert_eq!(generated.load(Ordering::SeqCst), 0);
+}

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use floe_checkpoint::{CheckpointConfig, CheckpointingMode};
 use floe_core::CheckpointBarrier;
 
 /// How a task with several input channels treats barriers.
@@ -25,6 +26,41 @@ pub enum AlignmentMode {
         /// How long to align before switching (zero: never align).
         aligned_timeout: Duration,
     },
+}
+
+impl AlignmentMode {
+    /// The mode a checkpoint configuration asks for: its mode, and with
+    /// unaligned checkpoints enabled in exactly-once mode, unaligned after
+    /// its aligned-checkpoint timeout.
+    pub fn of(config: &CheckpointConfig) -> Self {
+        match config.mode() {
+            CheckpointingMode::ExactlyOnce if config.is_unaligned_effective() => {
+                AlignmentMode::Unaligned {
+                    aligned_timeout: config.aligned_checkpoint_timeout(),
+                }
+            }
+            CheckpointingMode::ExactlyOnce => AlignmentMode::Aligned,
+            CheckpointingMode::AtLeastOnce => AlignmentMode::AtLeastOnce,
+        }
+    }
+
+    /// `config` set to take checkpoints in this mode: the inverse of
+    /// [`AlignmentMode::of`], for code that thinks in modes
+    /// (`configure_checkpointing(|c| AlignmentMode::AtLeastOnce.apply_to(c))`).
+    pub fn apply_to(self, config: CheckpointConfig) -> CheckpointConfig {
+        match self {
+            AlignmentMode::Aligned => config
+                .with_mode(CheckpointingMode::ExactlyOnce)
+                .with_unaligned_enabled(false),
+            AlignmentMode::AtLeastOnce => config
+                .with_mode(CheckpointingMode::AtLeastOnce)
+                .with_unaligned_enabled(false),
+            AlignmentMode::Unaligned { aligned_timeout } => config
+                .with_mode(CheckpointingMode::ExactlyOnce)
+                .with_unaligned_enabled(true)
+                .with_aligned_checkpoint_timeout(aligned_timeout),
+        }
+    }
 }
 
 /// What the aligner asks of its task.
@@ -141,6 +177,28 @@ mod tests {
             kind: CheckpointKind::Checkpoint,
             last_completed: None,
         }
+    }
+
+    #[test]
+    fn a_mode_round_trips_through_the_configuration() {
+        for mode in [
+            AlignmentMode::Aligned,
+            AlignmentMode::AtLeastOnce,
+            AlignmentMode::Unaligned {
+                aligned_timeout: Duration::ZERO,
+            },
+            AlignmentMode::Unaligned {
+                aligned_timeout: Duration::from_secs(3),
+            },
+        ] {
+            let config = mode.apply_to(CheckpointConfig::default());
+            assert_eq!(AlignmentMode::of(&config), mode);
+        }
+        // Unaligned only applies in exactly-once mode, as in Flink.
+        let config = CheckpointConfig::default()
+            .with_mode(CheckpointingMode::AtLeastOnce)
+            .with_unaligned_enabled(true);
+        assert_eq!(AlignmentMode::of(&config), AlignmentMode::AtLeastOnce);
     }
 
     #[test]

@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
 use floe_checkpoint::{
-    CheckpointMetadata, METADATA_FORMAT_VERSION, OperatorSnapshotInfo, StateHandle,
+    CheckpointConfig, CheckpointMetadata, METADATA_FORMAT_VERSION, OperatorSnapshotInfo,
+    StateHandle,
 };
 use floe_core::{CheckpointBarrier, CheckpointKind};
 
-use super::config::CheckpointSettings;
 use super::error::{CheckpointFailure, CheckpointFailureReason};
 use super::messages::{CheckpointNotification, CoordinatorEvent, TaskCommand};
 use super::savepoint::{
@@ -74,7 +74,7 @@ impl Pending {
 
 /// Triggers, collects and completes checkpoints for one job run.
 pub struct CheckpointCoordinator {
-    settings: CheckpointSettings,
+    settings: CheckpointConfig,
     /// Periodic checkpoints are on (otherwise only savepoints are taken).
     periodic: bool,
     store: Arc<SnapshotTargets>,
@@ -128,13 +128,12 @@ impl CheckpointCoordinator {
     /// flag for sources). Checkpoint ids continue after `last_id`: ids are
     /// never reused within a job, so files of a checkpoint abandoned by a
     /// failed run cannot collide with a new one.
-    /// `periodic` is false when checkpointing is off: the coordinator then
-    /// only takes savepoints. `operator_info` is what each snapshot's
+    /// Without an interval in `settings` (checkpointing off) the
+    /// coordinator only takes savepoints. `operator_info` is what each snapshot's
     /// metadata records about the operators, by uid.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        settings: CheckpointSettings,
-        periodic: bool,
+        settings: CheckpointConfig,
         store: Arc<SnapshotTargets>,
         job: Option<Arc<dyn JobHandle>>,
         operator_info: BTreeMap<String, OperatorSnapshotInfo>,
@@ -162,8 +161,8 @@ impl CheckpointCoordinator {
             }
         }
         CheckpointCoordinator {
+            periodic: settings.is_checkpointing_enabled(),
             settings,
-            periodic,
             store,
             retained_shared,
             shared_registry,
@@ -223,24 +222,24 @@ impl CheckpointCoordinator {
     /// Checkpoints allowed in flight: one while a minimum pause applies
     /// (Flink's rule), else the configured maximum.
     fn max_concurrent(&self) -> usize {
-        if self.settings.min_pause > Duration::ZERO {
+        if self.settings.min_pause() > Duration::ZERO {
             1
         } else {
-            self.settings.max_concurrent.max(1)
+            (self.settings.max_concurrent_checkpoints() as usize).max(1)
         }
     }
 
-    /// When the next trigger is due.
-    fn next_trigger(&self, started: Instant) -> Instant {
+    /// When the next periodic trigger is due (`None`: checkpointing is
+    /// off).
+    fn next_trigger(&self, started: Instant) -> Option<Instant> {
+        let interval = self.settings.interval()?;
         let mut at = self
             .last_trigger
-            .map_or(started + self.settings.interval, |t| {
-                t + self.settings.interval
-            });
+            .map_or(started + interval, |t| t + interval);
         if let Some(c) = self.last_completion {
-            at = at.max(c + self.settings.min_pause);
+            at = at.max(c + self.settings.min_pause());
         }
-        at
+        Some(at)
     }
 
     fn record(&self, stats: CheckpointStats) {
@@ -441,12 +440,12 @@ impl CheckpointCoordinator {
             return Ok(());
         }
         self.consecutive_failures += 1;
-        if self.consecutive_failures > self.settings.tolerable_failures {
+        if self.consecutive_failures > self.settings.tolerable_failed_checkpoints() {
             return Err(CheckpointFailure::TooManyFailures {
                 checkpoint_id: id,
                 reason,
                 failures: self.consecutive_failures,
-                tolerable: self.settings.tolerable_failures,
+                tolerable: self.settings.tolerable_failed_checkpoints(),
             });
         }
         Ok(())
@@ -506,7 +505,7 @@ impl CheckpointCoordinator {
             self.abort(o, CheckpointFailureReason::Subsumed(id))?;
         }
         self.retained.push(id);
-        while self.retained.len() > self.settings.num_retained.max(1) {
+        while self.retained.len() > (self.settings.num_retained() as usize).max(1) {
             let old = self.retained.remove(0);
             match self.store.discard(old) {
                 Err(e) => {
@@ -722,11 +721,14 @@ impl CheckpointCoordinator {
             let expired: Vec<u64> = self
                 .pending
                 .iter()
-                .filter(|(_, p)| now.duration_since(p.started) >= self.settings.timeout)
+                .filter(|(_, p)| now.duration_since(p.started) >= self.settings.timeout())
                 .map(|(id, _)| *id)
                 .collect();
             for id in expired {
-                self.abort(id, CheckpointFailureReason::Expired(self.settings.timeout))?;
+                self.abort(
+                    id,
+                    CheckpointFailureReason::Expired(self.settings.timeout()),
+                )?;
             }
             let due = self.next_trigger(started);
             // Every task finished: the final checkpoint is due at once (its
@@ -758,7 +760,7 @@ impl CheckpointCoordinator {
                 continue;
             }
             let final_due = self.periodic && all_finished && self.final_checkpoint.is_none();
-            let periodic_due = self.periodic && !self.stopping && now >= due;
+            let periodic_due = !self.stopping && due.is_some_and(|due| now >= due);
             if (periodic_due || final_due) && self.pending.len() < self.max_concurrent() {
                 self.trigger();
                 if final_due {
@@ -775,10 +777,9 @@ impl CheckpointCoordinator {
                 && !self.stopping
                 && !self.ending
                 && self.pending.len() < self.max_concurrent();
-            let wait = if may_trigger {
-                due.saturating_duration_since(now).min(IDLE_POLL)
-            } else {
-                IDLE_POLL
+            let wait = match due {
+                Some(due) if may_trigger => due.saturating_duration_since(now).min(IDLE_POLL),
+                _ => IDLE_POLL,
             };
             select! {
                 recv(events) -> e => match e {

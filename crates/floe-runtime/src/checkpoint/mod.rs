@@ -19,7 +19,6 @@
 //! - `restore`: loading a completed snapshot for a restore.
 
 mod aligner;
-mod config;
 mod coordinator;
 mod error;
 mod messages;
@@ -37,7 +36,6 @@ mod testing;
 mod uploader;
 
 pub use aligner::{AlignmentAction, AlignmentMode, BarrierAligner};
-pub use config::CheckpointSettings;
 pub use coordinator::CheckpointCoordinator;
 pub use error::{CheckpointFailure, CheckpointFailureReason, PayloadError, StoreError};
 pub use messages::{CheckpointNotification, CoordinatorEvent, TaskCommand};
