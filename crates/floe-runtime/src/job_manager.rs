@@ -21,7 +21,7 @@ use crate::channel::CancelFlag;
 use crate::checkpoint::{
     AlignmentMode, CheckpointCoordinator, CheckpointFailure, CheckpointHistory, CheckpointStats,
     CheckpointStore, CoordinatorEvent, DERIVED_UID_PREFIX, RestoredState, SnapshotTargets,
-    SnapshotUploader, StoreError, TaskEnvironment, TaskInit, read_checkpoint_metadata,
+    SnapshotUploader, StoreError, SystemClock, TaskEnvironment, TaskInit, read_checkpoint_metadata,
 };
 use crate::context::TaskInfo;
 use crate::control::{ControlShared, JobControl, JobStatus, VertexInfo};
@@ -625,6 +625,7 @@ impl JobClient {
                 last_id,
                 retained,
                 self.checkpoint_history.clone(),
+                SystemClock,
             );
             let handle = std::thread::Builder::new()
                 .name("checkpoint-coordinator".into())

@@ -22,6 +22,7 @@ use floe_checkpoint::{
 };
 use floe_core::{CheckpointBarrier, CheckpointKind};
 
+use super::clock::{Clock, SystemClock};
 use super::error::{CheckpointFailure, CheckpointFailureReason};
 use super::messages::{CheckpointNotification, CoordinatorEvent, TaskCommand};
 use super::savepoint::{
@@ -51,12 +52,12 @@ struct Pending {
 
 impl Pending {
     /// The statistics of this checkpoint as it ends with `status`.
-    fn stats(&self, status: CheckpointStatus, tasks: usize) -> CheckpointStats {
+    fn stats(&self, status: CheckpointStatus, tasks: usize, now: Instant) -> CheckpointStats {
         CheckpointStats {
             id: self.barrier.id,
             status,
             trigger_timestamp_ms: self.barrier.timestamp_ms,
-            duration: self.started.elapsed(),
+            duration: now.saturating_duration_since(self.started),
             state_size: self.bytes,
             full_state_size: self.bytes + self.referenced_bytes,
             channel_state_size: self.channel_bytes,
@@ -73,7 +74,11 @@ impl Pending {
 }
 
 /// Triggers, collects and completes checkpoints for one job run.
-pub struct CheckpointCoordinator {
+pub struct CheckpointCoordinator<C: Clock = SystemClock> {
+    /// Where the time comes from.
+    clock: C,
+    /// When the coordinator started: the first trigger is an interval later.
+    started: Instant,
     settings: CheckpointConfig,
     /// Periodic checkpoints are on (otherwise only savepoints are taken).
     periodic: bool,
@@ -116,21 +121,15 @@ pub struct CheckpointCoordinator {
     orphans: Vec<u64>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-impl CheckpointCoordinator {
+impl<C: Clock> CheckpointCoordinator<C> {
     /// A coordinator for a job run whose tasks listen on `tasks` (with a
     /// flag for sources). Checkpoint ids continue after `last_id`: ids are
     /// never reused within a job, so files of a checkpoint abandoned by a
     /// failed run cannot collide with a new one.
     /// Without an interval in `settings` (checkpointing off) the
-    /// coordinator only takes savepoints. `operator_info` is what each snapshot's
-    /// metadata records about the operators, by uid.
+    /// coordinator only takes savepoints. `operator_info` is what each
+    /// snapshot's metadata records about the operators, by uid. `clock`:
+    /// [`SystemClock`] in a job.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: CheckpointConfig,
@@ -141,6 +140,7 @@ impl CheckpointCoordinator {
         last_id: u64,
         retained: Vec<u64>,
         history: CheckpointHistory,
+        clock: C,
     ) -> Self {
         // Rebuild the shared-state registry from the retained checkpoints
         // (a restarted run keeps their shared files and builds on them).
@@ -161,6 +161,8 @@ impl CheckpointCoordinator {
             }
         }
         CheckpointCoordinator {
+            started: clock.now(),
+            clock,
             periodic: settings.is_checkpointing_enabled(),
             settings,
             store,
@@ -266,7 +268,7 @@ impl CheckpointCoordinator {
     ) {
         let barrier = CheckpointBarrier {
             id: self.next_id,
-            timestamp_ms: now_ms(),
+            timestamp_ms: self.clock.epoch_ms(),
             kind,
             last_completed: self.retained.last().copied(),
         };
@@ -274,7 +276,7 @@ impl CheckpointCoordinator {
         if let Some((_, storage)) = &savepoint {
             self.store.register_savepoint(barrier.id, storage.clone());
         } else {
-            self.last_trigger = Some(Instant::now());
+            self.last_trigger = Some(self.clock.now());
         }
         for (tx, is_source) in &self.tasks {
             if *is_source {
@@ -286,7 +288,7 @@ impl CheckpointCoordinator {
             barrier.id,
             Pending {
                 barrier,
-                started: Instant::now(),
+                started: self.clock.now(),
                 acked: HashSet::new(),
                 metadata: CheckpointMetadata {
                     format_version: METADATA_FORMAT_VERSION,
@@ -414,7 +416,11 @@ impl CheckpointCoordinator {
         if p.acked.len() < self.tasks.len() {
             self.orphans.push(id);
         }
-        self.record(p.stats(CheckpointStatus::Failed(reason.clone()), self.tasks.len()));
+        self.record(p.stats(
+            CheckpointStatus::Failed(reason.clone()),
+            self.tasks.len(),
+            self.clock.now(),
+        ));
         // Sources paused by a failed stop resume on this notification.
         self.notify(CheckpointNotification::Aborted(id));
         if let Some((request, _)) = &p.savepoint {
@@ -476,11 +482,15 @@ impl CheckpointCoordinator {
             return self.complete_savepoint(id, &p, request.clone(), storage.location());
         }
         self.consecutive_failures = 0;
-        self.last_completion = Some(Instant::now());
+        self.last_completion = Some(self.clock.now());
         let shared = p.metadata.shared_files();
         self.shared_registry.register(shared.iter());
         self.retained_shared.insert(id, shared);
-        let mut stats = p.stats(CheckpointStatus::Completed, self.tasks.len());
+        let mut stats = p.stats(
+            CheckpointStatus::Completed,
+            self.tasks.len(),
+            self.clock.now(),
+        );
         stats.external_path = self.store.location(id);
         tracing::info!(
             checkpoint = id,
@@ -551,7 +561,11 @@ impl CheckpointCoordinator {
         request: SavepointRequest,
         location: &str,
     ) -> Result<(), CheckpointFailure> {
-        let mut stats = p.stats(CheckpointStatus::Completed, self.tasks.len());
+        let mut stats = p.stats(
+            CheckpointStatus::Completed,
+            self.tasks.len(),
+            self.clock.now(),
+        );
         stats.external_path = Some(location.to_string());
         tracing::info!(
             checkpoint = id,
@@ -714,9 +728,27 @@ impl CheckpointCoordinator {
     }
 
     fn run_loop(&mut self, events: &Receiver<CoordinatorEvent>) -> Result<(), CheckpointFailure> {
-        let started = Instant::now();
         loop {
-            let now = Instant::now();
+            let wait = self.poll()?;
+            select! {
+                recv(events) -> e => match e {
+                    Ok(e) => if !self.on_event(e)? { return Ok(()) },
+                    Err(_) => return Ok(()),
+                },
+                default(wait) => {}
+            }
+        }
+    }
+
+    /// Takes every decision that is due now (expire, trigger, end the job)
+    /// and returns how long to wait for events before the next one may be.
+    /// The run loop alternates it with [`Self::on_event`]; tests call both
+    /// directly, with a clock they move.
+    fn poll(&mut self) -> Result<Duration, CheckpointFailure> {
+        // Bounded, for the timeout check, when no trigger is due sooner.
+        const IDLE_POLL: Duration = Duration::from_millis(50);
+        loop {
+            let now = self.clock.now();
             // Timeouts.
             let expired: Vec<u64> = self
                 .pending
@@ -730,7 +762,7 @@ impl CheckpointCoordinator {
                     CheckpointFailureReason::Expired(self.settings.timeout()),
                 )?;
             }
-            let due = self.next_trigger(started);
+            let due = self.next_trigger(self.started);
             // Every task finished: the final checkpoint is due at once (its
             // state is the end state of the job, and its completion lets
             // side effects held for checkpoints go out). After a stop with
@@ -770,24 +802,452 @@ impl CheckpointCoordinator {
             }
             // Sleep until the next trigger only when one may happen; with
             // checkpointing off, while the job ends, or while the allowed
-            // number of checkpoints is in flight, wait for events (bounded,
-            // for the timeout check) instead of spinning on a past due time.
-            const IDLE_POLL: Duration = Duration::from_millis(50);
+            // number of checkpoints is in flight, wait for events instead
+            // of spinning on a past due time.
             let may_trigger = self.periodic
                 && !self.stopping
                 && !self.ending
                 && self.pending.len() < self.max_concurrent();
-            let wait = match due {
+            return Ok(match due {
                 Some(due) if may_trigger => due.saturating_duration_since(now).min(IDLE_POLL),
                 _ => IDLE_POLL,
-            };
-            select! {
-                recv(events) -> e => match e {
-                    Ok(e) => if !self.on_event(e)? { return Ok(()) },
-                    Err(_) => return Ok(()),
-                },
-                default(wait) => {}
-            }
+            });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The coordinator's decisions, driven directly: a clock the test
+    //! moves, an in-memory store, and a fake task side (the tasks' command
+    //! channels, and acknowledgements sent as the uploader would).
+
+    use std::sync::Mutex;
+
+    use crossbeam_channel::Receiver;
+    use floe_checkpoint::SubtaskStateMeta;
+
+    use super::super::error::StoreError;
+    use super::super::messages::CoordinatorEvent;
+    use super::super::stats::AckStats;
+    use super::super::store::StateFileKind;
+    use super::super::testing::MemoryStore;
+    use super::*;
+
+    /// A clock that moves only when the test says.
+    #[derive(Clone)]
+    struct ManualClock {
+        base: Instant,
+        offset: Arc<Mutex<Duration>>,
+    }
+
+    impl ManualClock {
+        fn advance(&self, by: Duration) {
+            *self.offset.lock().unwrap() += by;
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn now(&self) -> Instant {
+            self.base + *self.offset.lock().unwrap()
+        }
+
+        fn epoch_ms(&self) -> u64 {
+            self.offset.lock().unwrap().as_millis() as u64
+        }
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A coordinator over two tasks: task 0 a source, task 1 not.
+    struct Harness {
+        c: CheckpointCoordinator<ManualClock>,
+        clock: ManualClock,
+        store: Arc<MemoryStore>,
+        tasks: Vec<Receiver<TaskCommand>>,
+        history: CheckpointHistory,
+    }
+
+    fn harness(config: CheckpointConfig) -> Harness {
+        harness_over(config, Arc::new(MemoryStore::default()))
+    }
+
+    fn harness_over(config: CheckpointConfig, store: Arc<MemoryStore>) -> Harness {
+        let clock = ManualClock {
+            base: Instant::now(),
+            offset: Arc::default(),
+        };
+        let (senders, tasks): (Vec<_>, Vec<_>) = [true, false]
+            .into_iter()
+            .map(|is_source| {
+                let (tx, rx) = crossbeam_channel::unbounded();
+                ((tx, is_source), rx)
+            })
+            .unzip();
+        let history = CheckpointHistory::default();
+        let retained = store.completed().unwrap();
+        let last_id = retained.last().copied().unwrap_or(0);
+        let c = CheckpointCoordinator::new(
+            config,
+            Arc::new(SnapshotTargets::new(Some(store.clone()))),
+            None,
+            BTreeMap::new(),
+            senders,
+            last_id,
+            retained,
+            history.clone(),
+            clock.clone(),
+        );
+        Harness {
+            c,
+            clock,
+            store,
+            tasks,
+            history,
+        }
+    }
+
+    fn every(interval_ms: u32) -> CheckpointConfig {
+        CheckpointConfig::default().with_interval(Some(MS * interval_ms))
+    }
+
+    impl Harness {
+        /// Moves the clock and lets the coordinator decide.
+        fn at(&mut self, by: Duration) -> Result<Duration, CheckpointFailure> {
+            self.clock.advance(by);
+            self.c.poll()
+        }
+
+        /// The checkpoints the source was told to take since last asked.
+        fn triggered(&self) -> Vec<u64> {
+            self.tasks[0]
+                .try_iter()
+                .filter_map(|c| match c {
+                    TaskCommand::TriggerCheckpoint(b) => Some(b.id),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        /// What task `task` was told about outcomes since last asked.
+        fn notified(&self, task: usize) -> Vec<CheckpointNotification> {
+            self.tasks[task]
+                .try_iter()
+                .filter_map(|c| match c {
+                    TaskCommand::Notify(n) => Some(n),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        /// Task `task` writes its state for checkpoint `id` and
+        /// acknowledges, as the uploader would.
+        fn ack(&mut self, id: u64, task: usize) -> Result<bool, CheckpointFailure> {
+            let file = self
+                .store
+                .write_state(
+                    id,
+                    &format!("op-{task}"),
+                    StateFileKind::Keyed,
+                    4,
+                    &mut |out| {
+                        out.extend_from_slice(b"keys");
+                        Ok(())
+                    },
+                )
+                .unwrap();
+            self.c.on_event(CoordinatorEvent::Ack {
+                checkpoint_id: id,
+                task,
+                bytes: file.size,
+                states: vec![(
+                    "op".into(),
+                    SubtaskStateMeta {
+                        subtask: task as u32,
+                        keyed: Some(file),
+                        raw: None,
+                        operator: None,
+                        channel: None,
+                        keyed_native: None,
+                        shared: Vec::new(),
+                    },
+                )],
+                stats: AckStats::default(),
+            })
+        }
+
+        /// Every task acknowledges checkpoint `id`.
+        fn complete(&mut self, id: u64) -> Result<(), CheckpointFailure> {
+            self.ack(id, 0)?;
+            self.ack(id, 1)?;
+            Ok(())
+        }
+
+        fn decline(&mut self, id: u64) -> Result<bool, CheckpointFailure> {
+            self.c.on_event(CoordinatorEvent::Decline {
+                checkpoint_id: id,
+                task: 1,
+                reason: StoreError::Other("disk full".into()),
+            })
+        }
+
+        fn status(&self, id: u64) -> Option<CheckpointStatus> {
+            self.history
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|s| s.id == id)
+                .map(|s| s.status.clone())
+        }
+
+        fn completed(&self) -> Vec<u64> {
+            self.store.completed().unwrap()
+        }
+    }
+
+    #[test]
+    fn triggers_every_interval_and_completes_when_every_task_acknowledged() {
+        let mut h = harness(every(100));
+        assert_eq!(h.at(Duration::ZERO).unwrap(), 50 * MS, "bounded wait");
+        assert!(h.triggered().is_empty());
+        assert_eq!(h.at(99 * MS).unwrap(), MS, "wakes when the trigger is due");
+        h.at(MS).unwrap();
+        assert_eq!(h.triggered(), vec![1]);
+        assert!(h.tasks[1].try_recv().is_err(), "only sources are triggered");
+        h.ack(1, 0).unwrap();
+        assert!(h.completed().is_empty(), "one task acknowledged of two");
+        h.ack(1, 1).unwrap();
+        assert_eq!(h.completed(), vec![1]);
+        assert_eq!(h.status(1), Some(CheckpointStatus::Completed));
+        for task in 0..2 {
+            assert_eq!(h.notified(task), vec![CheckpointNotification::Complete(1)]);
+        }
+        h.at(100 * MS).unwrap();
+        assert_eq!(h.triggered(), vec![2], "ids are never reused");
+    }
+
+    #[test]
+    fn max_concurrent_bounds_the_checkpoints_in_flight() {
+        let mut h = harness(every(100).with_max_concurrent_checkpoints(2));
+        h.at(100 * MS).unwrap();
+        h.at(100 * MS).unwrap();
+        h.at(100 * MS).unwrap();
+        assert_eq!(h.triggered(), vec![1, 2], "a third waits");
+        h.complete(1).unwrap();
+        h.at(Duration::ZERO).unwrap();
+        assert_eq!(h.triggered(), vec![3], "due since, and now allowed");
+    }
+
+    #[test]
+    fn min_pause_separates_a_completion_from_the_next_trigger() {
+        // A pause also means one checkpoint at a time, whatever the
+        // maximum (Flink's rule).
+        let mut h = harness(
+            every(100)
+                .with_min_pause(300 * MS)
+                .with_max_concurrent_checkpoints(3),
+        );
+        h.at(100 * MS).unwrap();
+        assert_eq!(h.triggered(), vec![1]);
+        h.at(100 * MS).unwrap();
+        assert!(h.triggered().is_empty(), "one in flight under a pause");
+        h.clock.advance(50 * MS);
+        h.complete(1).unwrap(); // at 250 ms
+        assert_eq!(h.at(Duration::ZERO).unwrap(), 50 * MS);
+        h.at(299 * MS).unwrap();
+        assert!(h.triggered().is_empty(), "the pause runs until 550 ms");
+        h.at(MS).unwrap();
+        assert_eq!(h.triggered(), vec![2]);
+    }
+
+    #[test]
+    fn a_completion_subsumes_older_pending_checkpoints_without_counting_them() {
+        // No failure tolerated: a subsumed checkpoint must not count.
+        let mut h = harness(every(100).with_max_concurrent_checkpoints(2));
+        h.at(100 * MS).unwrap();
+        h.at(100 * MS).unwrap();
+        assert_eq!(h.triggered(), vec![1, 2]);
+        h.ack(1, 0).unwrap();
+        h.complete(2).unwrap();
+        assert_eq!(h.completed(), vec![2]);
+        assert_eq!(
+            h.status(1),
+            Some(CheckpointStatus::Failed(CheckpointFailureReason::Subsumed(
+                2
+            )))
+        );
+        assert!(h.store.files_of(1).is_empty(), "its files are removed");
+        assert_eq!(
+            h.notified(1),
+            vec![
+                CheckpointNotification::Aborted(1),
+                CheckpointNotification::Complete(2)
+            ]
+        );
+        // A late acknowledgement of the subsumed one changes nothing.
+        assert!(h.ack(1, 1).unwrap());
+        assert_eq!(h.completed(), vec![2]);
+        assert!(h.store.files_of(1).is_empty());
+    }
+
+    #[test]
+    fn the_oldest_retained_checkpoint_goes_only_after_a_newer_one_completed() {
+        let mut h = harness(every(100).with_num_retained(2));
+        for id in 1..=2 {
+            h.at(100 * MS).unwrap();
+            h.complete(id).unwrap();
+        }
+        assert_eq!(h.completed(), vec![1, 2]);
+        h.at(100 * MS).unwrap();
+        h.ack(3, 0).unwrap();
+        assert_eq!(h.completed(), vec![1, 2], "3 is not complete yet");
+        h.ack(3, 1).unwrap();
+        assert_eq!(h.completed(), vec![2, 3]);
+        assert!(h.store.files_of(1).is_empty());
+        assert_eq!(h.store.files_of(2).len(), 2);
+    }
+
+    #[test]
+    fn retained_checkpoints_of_a_previous_run_count_towards_the_number_kept() {
+        let store = Arc::new(MemoryStore::default());
+        let mut first = harness_over(every(100), store.clone());
+        first.at(100 * MS).unwrap();
+        first.complete(1).unwrap();
+        // The next run continues the ids and discards 1 once 2 completed.
+        let mut h = harness_over(every(100), store);
+        h.at(100 * MS).unwrap();
+        assert_eq!(h.triggered(), vec![2]);
+        h.complete(2).unwrap();
+        assert_eq!(h.completed(), vec![2]);
+    }
+
+    #[test]
+    fn tolerable_failed_checkpoints_counts_consecutive_failures_like_flink() {
+        let mut h = harness(every(100).with_tolerable_failed_checkpoints(2));
+        for id in 1..=2 {
+            h.at(100 * MS).unwrap();
+            h.decline(id).unwrap();
+        }
+        // A completion resets the count.
+        h.at(100 * MS).unwrap();
+        h.complete(3).unwrap();
+        for id in 4..=5 {
+            h.at(100 * MS).unwrap();
+            h.decline(id).unwrap();
+        }
+        h.at(100 * MS).unwrap();
+        let err = h.decline(6).unwrap_err();
+        match &err {
+            CheckpointFailure::TooManyFailures {
+                checkpoint_id: 6,
+                failures: 3,
+                tolerable: 2,
+                reason: CheckpointFailureReason::Declined { task: 1, source },
+            } => assert!(matches!(**source, StoreError::Other(_))),
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("disk full"), "{err}");
+    }
+
+    #[test]
+    fn a_checkpoint_past_its_timeout_expires_and_counts_as_a_failure() {
+        let mut h = harness(
+            every(100)
+                .with_timeout(Duration::from_secs(1))
+                .with_tolerable_failed_checkpoints(1),
+        );
+        h.at(100 * MS).unwrap();
+        h.ack(1, 0).unwrap();
+        h.at(999 * MS).unwrap();
+        assert_eq!(h.status(1), None, "not yet");
+        h.at(MS).unwrap();
+        assert_eq!(
+            h.status(1),
+            Some(CheckpointStatus::Failed(CheckpointFailureReason::Expired(
+                Duration::from_secs(1)
+            )))
+        );
+        assert!(h.store.files_of(1).is_empty(), "its files are removed");
+        assert_eq!(h.notified(1), vec![CheckpointNotification::Aborted(1)]);
+        // Task 1 had not acknowledged: its upload may still write files,
+        // so the id is an orphan the job removes after the run.
+        assert_eq!(h.c.take_orphans().0, vec![1]);
+        // The second expiry in a row exceeds the one tolerated.
+        let mut tries = 0;
+        let err = loop {
+            tries += 1;
+            assert!(tries < 100, "never failed");
+            if let Err(e) = h.at(100 * MS) {
+                break e;
+            }
+        };
+        assert!(
+            matches!(err, CheckpointFailure::TooManyFailures { failures: 2, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_late_acknowledgement_of_an_expired_checkpoint_is_ignored_and_its_files_removed() {
+        let mut h = harness(
+            every(100)
+                .with_timeout(Duration::from_millis(500))
+                .with_tolerable_failed_checkpoints(5),
+        );
+        h.at(100 * MS).unwrap();
+        h.ack(1, 0).unwrap();
+        h.at(500 * MS).unwrap();
+        assert!(matches!(h.status(1), Some(CheckpointStatus::Failed(_))));
+        // Task 1's upload finishes after the abort: what it wrote goes.
+        assert!(h.ack(1, 1).unwrap());
+        assert!(h.completed().is_empty(), "never completed");
+        assert!(h.store.files_of(1).is_empty(), "{:?}", h.store.files_of(1));
+    }
+
+    #[test]
+    fn a_metadata_write_failure_fails_the_checkpoint_and_leaves_no_orphan() {
+        let store = Arc::new(MemoryStore::default());
+        store.fail_complete.lock().unwrap().insert(1);
+        let mut h = harness_over(every(100).with_tolerable_failed_checkpoints(1), store);
+        h.at(100 * MS).unwrap();
+        h.complete(1).unwrap();
+        assert!(matches!(
+            h.status(1),
+            Some(CheckpointStatus::Failed(CheckpointFailureReason::Finalize(
+                _
+            )))
+        ));
+        assert!(h.store.files_of(1).is_empty());
+        assert!(
+            h.c.take_orphans().0.is_empty(),
+            "every task acknowledged: no upload can still write"
+        );
+    }
+
+    #[test]
+    fn the_end_of_a_run_aborts_pending_checkpoints_without_counting_them() {
+        let mut h = harness(every(100));
+        h.at(100 * MS).unwrap();
+        assert!(!h.c.on_event(CoordinatorEvent::Shutdown).unwrap());
+        assert_eq!(
+            h.status(1),
+            Some(CheckpointStatus::Failed(CheckpointFailureReason::RunEnded))
+        );
+        assert_eq!(h.c.take_orphans().0, vec![1]);
+    }
+
+    #[test]
+    fn without_an_interval_nothing_is_triggered_and_finished_tasks_end_the_job() {
+        let mut h = harness(CheckpointConfig::default());
+        h.at(Duration::from_secs(3600)).unwrap();
+        assert!(h.triggered().is_empty());
+        h.c.on_event(CoordinatorEvent::TaskFinished(0)).unwrap();
+        h.c.on_event(CoordinatorEvent::TaskFinished(1)).unwrap();
+        h.at(Duration::ZERO).unwrap();
+        assert!(
+            h.tasks[1]
+                .try_iter()
+                .any(|c| matches!(c, TaskCommand::Terminate))
+        );
     }
 }

@@ -19,6 +19,7 @@
 //! - `restore`: loading a completed snapshot for a restore.
 
 mod aligner;
+mod clock;
 mod coordinator;
 mod error;
 mod messages;
@@ -36,6 +37,7 @@ mod testing;
 mod uploader;
 
 pub use aligner::{AlignmentAction, AlignmentMode, BarrierAligner};
+pub use clock::{Clock, SystemClock};
 pub use coordinator::CheckpointCoordinator;
 pub use error::{CheckpointFailure, CheckpointFailureReason, PayloadError, StoreError};
 pub use messages::{CheckpointNotification, CoordinatorEvent, TaskCommand};

@@ -45,6 +45,16 @@ impl MemoryStore {
         }
     }
 
+    /// Paths of the state files of checkpoint `id`.
+    pub(crate) fn files_of(&self, id: u64) -> Vec<String> {
+        let prefix = format!("chk-{id}/");
+        lock(&self.files)
+            .keys()
+            .filter(|p| p.starts_with(&prefix))
+            .cloned()
+            .collect()
+    }
+
     fn remove_checkpoint(&self, id: u64) {
         let prefix = format!("chk-{id}/");
         lock(&self.files).retain(|p, _| !p.starts_with(&prefix));
