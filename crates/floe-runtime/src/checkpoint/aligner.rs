@@ -168,7 +168,8 @@ impl BarrierAligner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use floe_core::CheckpointKind;
+    use crate::channel::{GateEvent, InputGate};
+    use floe_core::{Batch, CheckpointKind, StreamMessage};
 
     fn b(id: u64) -> CheckpointBarrier {
         CheckpointBarrier {
@@ -222,7 +223,7 @@ mod tests {
     }
 
     #[test]
-    fn unaligned_mode_never_blocks() {
+    fn at_least_once_never_blocks() {
         let mut a = BarrierAligner::new(2, AlignmentMode::AtLeastOnce);
         assert_eq!(a.on_barrier(0, b(1)), AlignmentAction::Wait);
         assert_eq!(a.on_barrier(1, b(1)), AlignmentAction::Complete(b(1)));
@@ -238,5 +239,112 @@ mod tests {
         );
         assert_eq!(a.on_barrier(0, b(1)), AlignmentAction::Wait);
         assert_eq!(a.on_barrier(0, b(2)), AlignmentAction::Complete(b(2)));
+    }
+
+    fn records(r: &[u32]) -> StreamMessage<u32> {
+        StreamMessage::Records(Batch::from_records(r.to_vec()))
+    }
+
+    /// What the gate delivers until it is idle, as `(channel, records or
+    /// a barrier id)`.
+    fn drain(gate: &mut InputGate<u32>) -> Vec<(usize, Result<Vec<u32>, u64>)> {
+        let mut out = Vec::new();
+        while let GateEvent::Message(ch, msg) = gate.poll().unwrap() {
+            out.push((
+                ch,
+                match msg {
+                    StreamMessage::Records(b) => Ok(b.records),
+                    StreamMessage::Barrier(b) => Err(b.id),
+                    _ => continue,
+                },
+            ));
+        }
+        out
+    }
+
+    /// Unaligned after an aligned timeout: the barrier overtakes the
+    /// records buffered ahead of it on the other channel, which become the
+    /// checkpoint's channel state and are still processed, in order.
+    #[test]
+    fn unaligned_barrier_overtakes_buffered_records_and_captures_them() {
+        let (tx0, rx0) = crossbeam_channel::unbounded();
+        let (tx1, rx1) = crossbeam_channel::unbounded();
+        tx0.send(StreamMessage::Barrier(b(1))).unwrap();
+        tx0.send(records(&[10])).unwrap();
+        // Channel 1 is backlogged: two batches ahead of its barrier.
+        tx1.send(records(&[1, 2])).unwrap();
+        tx1.send(records(&[3])).unwrap();
+        tx1.send(StreamMessage::Barrier(b(1))).unwrap();
+        tx1.send(records(&[4])).unwrap();
+        let mut gate = InputGate::new(vec![rx0, rx1]);
+        let mut a = BarrierAligner::new(
+            2,
+            AlignmentMode::Unaligned {
+                aligned_timeout: Duration::from_secs(1),
+            },
+        );
+        // The first barrier: aligned at first, channel 0 is held.
+        let GateEvent::Message(0, StreamMessage::Barrier(first)) = gate.poll().unwrap() else {
+            panic!("channel 0's barrier first");
+        };
+        assert_eq!(a.on_barrier(0, first), AlignmentAction::Block(0));
+        gate.block(0);
+        // The aligned timeout passes: the task gives up aligning and
+        // snapshots now; the barrier overtakes channel 1's backlog.
+        let (barrier, pending) = a.abandon().expect("alignment in progress");
+        assert_eq!((barrier.id, pending.as_slice()), (1, &[1][..]));
+        assert!(!a.in_progress());
+        gate.unblock_all();
+        gate.start_recording(barrier.id, &[0]);
+        let recording = gate
+            .take_complete_recording()
+            .expect("channel 1's barrier was already in the channel");
+        let captured: Vec<(u32, Vec<u32>)> = recording
+            .batches
+            .into_iter()
+            .map(|(ch, r, _)| (ch, r))
+            .collect();
+        assert_eq!(captured, vec![(1, vec![1, 2]), (1, vec![3])]);
+        // Everything is still processed, each channel in its order, and
+        // nothing after the barrier was captured.
+        let delivered = drain(&mut gate);
+        let of = |c: usize| -> Vec<_> {
+            delivered
+                .iter()
+                .filter(|(ch, _)| *ch == c)
+                .map(|(_, m)| m.clone())
+                .collect()
+        };
+        assert_eq!(of(0), vec![Ok(vec![10])]);
+        assert_eq!(
+            of(1),
+            vec![Ok(vec![1, 2]), Ok(vec![3]), Err(1), Ok(vec![4])]
+        );
+    }
+
+    /// Unaligned from the start: records that reach the gate after the
+    /// snapshot but before their channel's barrier are captured too, and
+    /// the channel state is complete only once that barrier arrived.
+    #[test]
+    fn unaligned_channel_state_is_complete_when_every_barrier_arrived() {
+        let (tx0, rx0) = crossbeam_channel::unbounded();
+        let (tx1, rx1) = crossbeam_channel::unbounded();
+        tx1.send(records(&[1])).unwrap();
+        let mut gate = InputGate::new(vec![rx0, rx1]);
+        // Channel 0's barrier was taken at once; channel 1's is not there.
+        gate.start_recording(1, &[0]);
+        assert!(gate.take_complete_recording().is_none());
+        tx1.send(records(&[2])).unwrap();
+        tx1.send(StreamMessage::Barrier(b(1))).unwrap();
+        tx1.send(records(&[3])).unwrap();
+        tx0.send(records(&[10])).unwrap();
+        assert_eq!(drain(&mut gate).len(), 5);
+        let recording = gate.take_complete_recording().expect("complete");
+        let captured: Vec<Vec<u32>> = recording.batches.into_iter().map(|(_, r, _)| r).collect();
+        assert_eq!(
+            captured,
+            vec![vec![1], vec![2]],
+            "only channel 1, up to its barrier"
+        );
     }
 }
