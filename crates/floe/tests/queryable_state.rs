@@ -9,6 +9,8 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::with_timeout;
@@ -307,16 +309,54 @@ fn query_errors_name_the_job_the_state_and_the_types() {
     });
 }
 
-/// Counts per key, taking `SLOW` per record: a task that is never between
-/// two batches for long.
-#[derive(Clone, Default)]
-struct SlowCount {
-    count: Option<ValueState<u64>>,
+/// Holds the counting task inside `process_element` while the test says
+/// so: a task provably busy, without timing it.
+#[derive(Default)]
+struct Gate {
+    held: Mutex<bool>,
+    changed: Condvar,
+    /// The task is waiting at the gate.
+    waiting: AtomicBool,
+    /// Records the task started processing.
+    entered: AtomicU64,
 }
 
-const SLOW: Duration = Duration::from_millis(300);
+impl Gate {
+    /// Called by the task for each record: waits while the gate is held.
+    fn pass(&self) {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        let mut held = self.held.lock().unwrap();
+        while *held {
+            self.waiting.store(true, Ordering::SeqCst);
+            held = self.changed.wait(held).unwrap();
+        }
+        self.waiting.store(false, Ordering::SeqCst);
+    }
 
-impl KeyedProcessFunction<u64, (u64, u64), u64> for SlowCount {
+    /// Holds the task at its next record and waits until it is there.
+    fn hold(&self) {
+        *self.held.lock().unwrap() = true;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.waiting.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the task never reached the gate");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn release(&self) {
+        *self.held.lock().unwrap() = false;
+        self.changed.notify_all();
+    }
+}
+
+/// Counts per key, passing the gate before each record.
+#[derive(Clone)]
+struct GatedCount {
+    count: Option<ValueState<u64>>,
+    gate: Arc<Gate>,
+}
+
+impl KeyedProcessFunction<u64, (u64, u64), u64> for GatedCount {
     fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
         self.count =
             Some(ctx.get_state(&ValueStateDescriptor::new("count").set_queryable("count"))?);
@@ -329,7 +369,7 @@ impl KeyedProcessFunction<u64, (u64, u64), u64> for SlowCount {
         ctx: &mut KeyedContext<'_, u64>,
         _: &mut Collector<'_, u64>,
     ) -> anyhow::Result<()> {
-        std::thread::sleep(SLOW);
+        self.gate.pass();
         let c = self.count.as_ref().expect("opened");
         let n = c.value(ctx)?.unwrap_or(0) + 1;
         c.update(ctx, n)?;
@@ -337,31 +377,14 @@ impl KeyedProcessFunction<u64, (u64, u64), u64> for SlowCount {
     }
 }
 
-/// Latencies of `n` queries of key 0's count, one after the other, and
-/// the counts they returned.
-async fn timed_queries(
-    qs: &QueryableStateClient,
-    job: floe::core::JobId,
-    n: usize,
-) -> (Vec<Duration>, Vec<u64>) {
-    let (mut took, mut counts) = (Vec::new(), Vec::new());
-    for _ in 0..n {
-        let start = Instant::now();
-        let count: Option<u64> = qs.get_kv_state(job, "count", &0).await.unwrap();
-        took.push(start.elapsed());
-        counts.push(count.unwrap_or(0));
-    }
-    took.sort();
-    (took, counts)
-}
-
 /// With a published view, a query does not wait for the task that owns
-/// the key (here: busy 300 ms per record); with
-/// `queryable-state.max-staleness: 0` every query waits for it.
+/// the key (here: held inside `process_element` until the test lets it
+/// go); with `queryable-state.max-staleness: 0` every query waits for it.
+/// Asserted on the order of events, not on latencies.
 #[test]
 fn a_published_view_answers_while_the_owning_task_is_busy() {
     with_timeout(120, || {
-        let start = |staleness: &str| {
+        let start = |staleness: &str, gate: &Arc<Gate>| {
             let env = StreamEnvironment::new();
             env.set_parallelism(1);
             env.set_config("queryable-state.enable", "true");
@@ -369,34 +392,69 @@ fn a_published_view_answers_while_the_owning_task_is_busy() {
             env.set_config("queryable-state.proxy.ports", "0");
             env.set_config("queryable-state.server.ports", "0");
             env.from_source(
-                // A little faster than the task: always busy, yet in
-                // batches of a few records (between two every second or so).
-                GeneratorSource::new(1_000, |i| (i % 2, 1u64)).with_rate(4.0),
+                // Slow enough that every record is a batch of its own.
+                GeneratorSource::new(1_000_000, |i| (i % 2, 1u64)).with_rate(4.0),
                 "Generator",
             )
             .uid("generator")
             .key_by(|(k, _): &(u64, u64)| *k)
-            .process(SlowCount::default())
+            .process(GatedCount {
+                count: None,
+                gate: gate.clone(),
+            })
             .uid("count");
-            env.execute_async("slow").unwrap()
+            env.execute_async("gated").unwrap()
         };
-        let viewed = start("1 min");
-        let exact = start("0 ms");
+        let (viewed_gate, exact_gate) = (Arc::new(Gate::default()), Arc::new(Gate::default()));
+        let viewed = start("1 min", &viewed_gate);
+        let exact = start("0 ms", &exact_gate);
         let qs = proxy();
         runtime().block_on(async {
             for job in [&viewed, &exact] {
                 await_queryable_key(&qs, job.control().job_id()).await;
             }
-            let (fast, counts) = timed_queries(&qs, viewed.control().job_id(), 20).await;
+            // The query above asked for a view; the task publishes one
+            // after the batch it is in, which has ended once it started
+            // two more records (one record per batch at this rate).
+            let asked = viewed_gate.entered.load(Ordering::SeqCst);
+            while viewed_gate.entered.load(Ordering::SeqCst) < asked + 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            viewed_gate.hold();
+            let mut counts = Vec::new();
+            for _ in 0..20 {
+                let count: Option<u64> = qs
+                    .get_kv_state(viewed.control().job_id(), "count", &0)
+                    .await
+                    .unwrap();
+                counts.push(count.unwrap_or(0));
+            }
             assert!(
-                fast[fast.len() - 1] < SLOW / 2,
-                "a view answer waited for the task: {fast:?}"
+                viewed_gate.waiting.load(Ordering::SeqCst),
+                "every answer came while the task was held: from the view"
             );
             assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
-            let (slow, _) = timed_queries(&qs, exact.control().job_id(), 6).await;
+            viewed_gate.release();
+
+            exact_gate.hold();
+            let released = Arc::new(AtomicBool::new(false));
+            let query = {
+                let (qs, released, job) = (proxy(), released.clone(), exact.control().job_id());
+                tokio::spawn(async move {
+                    let count: Option<u64> = qs.get_kv_state(job, "count", &0).await.unwrap();
+                    (count, released.load(Ordering::SeqCst))
+                })
+            };
+            // However long the task stays held, the query cannot be
+            // answered before it is released.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            released.store(true, Ordering::SeqCst);
+            exact_gate.release();
+            let (count, after_release) = query.await.unwrap();
+            assert!(count.is_some());
             assert!(
-                slow[slow.len() / 2] > SLOW / 2,
-                "with staleness 0 queries should wait for the busy task: {slow:?}"
+                after_release,
+                "with staleness 0 a query was answered while the task was held"
             );
         });
         for client in [viewed, exact] {

@@ -14,6 +14,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::with_timeout;
@@ -118,15 +120,78 @@ fn start(run: Run<'_>, dir: &Path) -> (Result<JobClient, JobError>, CollectedRec
 
 /// Waits for a savepoint request to end and returns its location.
 fn await_savepoint(control: &JobControl, trigger: &floe::runtime::TriggerId) -> String {
+    match await_end(control, trigger) {
+        SavepointStatus::Completed { location } => location,
+        other => panic!("savepoint did not complete: {other:?}"),
+    }
+}
+
+/// Waits for a savepoint request to end, either way.
+fn await_end(control: &JobControl, trigger: &floe::runtime::TriggerId) -> SavepointStatus {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match control.savepoint_status(trigger).expect("known trigger") {
-            SavepointStatus::Completed { location } => return location,
-            SavepointStatus::Failed { reason } => panic!("savepoint failed: {reason}"),
             SavepointStatus::InProgress => {}
+            ended => return ended,
         }
-        assert!(Instant::now() < deadline, "savepoint did not complete");
+        assert!(Instant::now() < deadline, "savepoint request never ended");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A collection source that says when its reader reported the end of its
+/// input, so a test can wait for that instead of for time.
+#[derive(Clone)]
+struct SignalsEnd {
+    inner: CollectionSource<(u64, u64)>,
+    ended: Arc<AtomicBool>,
+}
+
+struct SignalsEndReader {
+    inner: Box<dyn SourceReader<(u64, u64)>>,
+    ended: Arc<AtomicBool>,
+}
+
+impl Source<(u64, u64)> for SignalsEnd {
+    fn is_parallel(&self) -> bool {
+        self.inner.is_parallel()
+    }
+
+    fn create_reader(&self, info: &TaskInfo) -> anyhow::Result<Box<dyn SourceReader<(u64, u64)>>> {
+        Ok(Box::new(SignalsEndReader {
+            inner: self.inner.create_reader(info)?,
+            ended: self.ended.clone(),
+        }))
+    }
+}
+
+impl SourceReader<(u64, u64)> for SignalsEndReader {
+    fn open(&mut self, info: &TaskInfo) -> anyhow::Result<()> {
+        self.inner.open(info)
+    }
+
+    fn poll_next(&mut self, out: &mut Vec<(u64, u64)>, max: usize) -> anyhow::Result<SourceStatus> {
+        let status = self.inner.poll_next(out, max)?;
+        if status == SourceStatus::Finished {
+            self.ended.store(true, Ordering::SeqCst);
+        }
+        Ok(status)
+    }
+
+    fn snapshot_state(&mut self) -> anyhow::Result<Vec<u8>> {
+        self.inner.snapshot_state()
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> anyhow::Result<()> {
+        self.inner.restore_state(state)
+    }
+
+    fn restore_splits(&mut self, states: Vec<Vec<u8>>) -> anyhow::Result<()> {
+        self.inner.restore_splits(states)
+    }
+
+    fn close(&mut self) -> anyhow::Result<()> {
+        self.inner.close()
     }
 }
 
@@ -461,13 +526,8 @@ fn savepoint_requests_fail_clearly() {
                 SavepointMode::Savepoint { cancel_job: false },
             )
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let reason = loop {
-            if let Some(SavepointStatus::Failed { reason }) = control.savepoint_status(&t) {
-                break reason;
-            }
-            assert!(Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(10));
+        let SavepointStatus::Failed { reason } = await_end(&control, &t) else {
+            panic!("a savepoint under a file cannot be written");
         };
         assert!(reason.contains("a-file"), "{reason}");
         assert_eq!(control.status(), JobStatus::Running);
@@ -478,10 +538,9 @@ fn savepoint_requests_fail_clearly() {
                 SavepointMode::Savepoint { cancel_job: false },
             )
             .unwrap();
-        std::thread::sleep(Duration::from_millis(200));
         assert!(matches!(
-            control.savepoint_status(&t),
-            Some(SavepointStatus::Failed { .. })
+            await_end(&control, &t),
+            SavepointStatus::Failed { .. }
         ));
         client.cancel();
         assert!(client.wait().is_err());
@@ -574,6 +633,7 @@ fn a_retained_checkpoint_restores_through_the_savepoint_flag() {
 fn savepoints_and_drain_work_after_some_tasks_finished() {
     with_timeout(120, || {
         let dir = tempfile::tempdir().unwrap();
+        let bounded_ended = Arc::new(AtomicBool::new(false));
         let build = |restore: Option<&str>, rate: Option<f64>| {
             let env = StreamEnvironment::new();
             env.set_parallelism(2);
@@ -589,7 +649,15 @@ fn savepoints_and_drain_work_after_some_tasks_finished() {
                 source = source.with_rate(r);
             }
             let bounded = env
-                .from_collection((0..10u64).map(|i| (1000 + i, 1u64)).collect())
+                .from_source(
+                    SignalsEnd {
+                        inner: CollectionSource::new(
+                            (0..10u64).map(|i| (1000 + i, 1u64)).collect(),
+                        ),
+                        ended: bounded_ended.clone(),
+                    },
+                    "Collection Source",
+                )
                 .uid("bounded");
             let (sink, out) = CollectSink::new();
             env.from_source(source, "Generator")
@@ -604,13 +672,15 @@ fn savepoints_and_drain_work_after_some_tasks_finished() {
         let (client, out) = build(None, Some(6000.0));
         let control = client.control();
         run_until(&out, 2000);
+        // The bounded source has ended (its task then finishes and stays
+        // for the savepoint) and its records were counted.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !out.snapshot().iter().any(|(k, _)| *k == 1009) {
-            assert!(Instant::now() < deadline, "the bounded input never arrived");
+        while !bounded_ended.load(Ordering::SeqCst)
+            || !out.snapshot().iter().any(|(k, _)| *k == 1009)
+        {
+            assert!(Instant::now() < deadline, "the bounded input never ended");
             std::thread::sleep(Duration::from_millis(10));
         }
-        // Let the bounded source's task finish and report it.
-        std::thread::sleep(Duration::from_millis(300));
         let trigger = control
             .trigger_savepoint(None, SavepointMode::Savepoint { cancel_job: false })
             .unwrap();
