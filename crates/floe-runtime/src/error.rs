@@ -1,4 +1,5 @@
-//! Failures of tasks and jobs, naming whose fault they are.
+//! Failures of operators and tasks, naming whose fault they are (a
+//! job's own errors, which wrap these, are `job_manager::JobError`).
 
 use std::fmt;
 
@@ -119,69 +120,6 @@ pub enum TaskError {
     /// The job was cancelled (or a neighbouring task failed) and this task stopped.
     #[error("task was cancelled")]
     Cancelled,
-}
-
-/// Why a job could not run or did not finish.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    /// The job graph is not executable (e.g. a forward edge between operators
-    /// of different parallelism).
-    #[error("invalid job graph: {0}")]
-    InvalidGraph(String),
-    /// The checkpoint configuration is invalid (a key's value, or a value
-    /// set in code).
-    #[error("checkpointing: {0}")]
-    CheckpointConfig(#[from] floe_checkpoint::CheckpointConfigError),
-    /// The checkpoint storage cannot be used.
-    #[error("checkpointing: {0}")]
-    CheckpointStorage(#[from] floe_checkpoint::StorageError),
-    /// The restart strategy in the configuration is invalid.
-    #[error("restart strategy: {0}")]
-    RestartStrategy(String),
-    /// The job could not be restored or restarted from a checkpoint.
-    #[error("{0}")]
-    Restore(String),
-    /// A snapshot to start or restart from could not be opened or read.
-    #[error("{context}: {source}")]
-    Snapshot {
-        /// What was being restored.
-        context: String,
-        /// Why it could not be (boxed: a rare error that would make every
-        /// `JobError` large).
-        source: Box<crate::checkpoint::RestoreError>,
-    },
-    /// The job asks for something this version of Floe cannot do.
-    #[error("{0}")]
-    Unsupported(String),
-    /// The job's configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] floe_core::ConfigError),
-    /// A task failed and the job was cancelled.
-    #[error("job '{job_name}' ({job_id}) failed: {failure}")]
-    Failed {
-        /// The job's name.
-        job_name: String,
-        /// The job's id.
-        job_id: floe_core::JobId,
-        /// The first failure.
-        failure: Box<OperatorFailure>,
-    },
-    /// The job was cancelled before it finished.
-    #[error("job '{job_name}' ({job_id}) was cancelled")]
-    Cancelled {
-        /// The job's name.
-        job_name: String,
-        /// The job's id.
-        job_id: floe_core::JobId,
-    },
-    /// The runtime could not start a task thread.
-    #[error("cannot start task '{task}': {reason}")]
-    Spawn {
-        /// The task.
-        task: String,
-        /// The OS error.
-        reason: std::io::Error,
-    },
 }
 
 #[cfg(test)]

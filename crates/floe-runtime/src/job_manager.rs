@@ -20,17 +20,80 @@ use floe_state::key_group::default_max_parallelism;
 use crate::channel::CancelFlag;
 use crate::checkpoint::{
     AlignmentMode, CheckpointCoordinator, CheckpointFailure, CheckpointHistory, CheckpointStats,
-    CheckpointStore, CoordinatorEvent, DERIVED_UID_PREFIX, RestoredState, SnapshotTargets,
-    SnapshotUploader, StoreError, SystemClock, TaskEnvironment, TaskInit, read_checkpoint_metadata,
+    CheckpointStore, CoordinatorEvent, DERIVED_UID_PREFIX, RestoreError, RestoredState,
+    SnapshotTargets, SnapshotUploader, StoreError, SystemClock, TaskEnvironment, TaskInit,
+    read_checkpoint_metadata,
 };
 use crate::context::TaskInfo;
 use crate::control::{ControlShared, JobControl, JobStatus, VertexInfo};
-use crate::error::FailureCause;
-use crate::error::{JobError, OperatorFailure, TaskError};
+use crate::error::{FailureCause, OperatorFailure, TaskError};
 use crate::graph::{AnyBox, JobGraph, Partitioning, VertexId, VertexKind, WriterArgs};
 use crate::restart::{RestartStrategy, RestartTracker};
 use crate::task::TaskDriver;
 use crate::task_manager::{TaskManager, TaskReport};
+
+/// Why a job could not run or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The job graph is not executable (e.g. a forward edge between operators
+    /// of different parallelism).
+    #[error("invalid job graph: {0}")]
+    InvalidGraph(String),
+    /// The checkpoint configuration is invalid (a key's value, or a value
+    /// set in code).
+    #[error("checkpointing: {0}")]
+    CheckpointConfig(#[from] floe_checkpoint::CheckpointConfigError),
+    /// The checkpoint storage cannot be used.
+    #[error("checkpointing: {0}")]
+    CheckpointStorage(#[from] floe_checkpoint::StorageError),
+    /// The restart strategy in the configuration is invalid.
+    #[error("restart strategy: {0}")]
+    RestartStrategy(String),
+    /// The job could not be restored or restarted from a checkpoint.
+    #[error("{0}")]
+    Restore(String),
+    /// A snapshot to start or restart from could not be opened or read.
+    #[error("{context}: {source}")]
+    Snapshot {
+        /// What was being restored.
+        context: String,
+        /// Why it could not be (boxed: a rare error that would make every
+        /// `JobError` large).
+        source: Box<RestoreError>,
+    },
+    /// The job asks for something this version of Floe cannot do.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The job's configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] floe_core::ConfigError),
+    /// A task failed and the job was cancelled.
+    #[error("job '{job_name}' ({job_id}) failed: {failure}")]
+    Failed {
+        /// The job's name.
+        job_name: String,
+        /// The job's id.
+        job_id: floe_core::JobId,
+        /// The first failure.
+        failure: Box<OperatorFailure>,
+    },
+    /// The job was cancelled before it finished.
+    #[error("job '{job_name}' ({job_id}) was cancelled")]
+    Cancelled {
+        /// The job's name.
+        job_name: String,
+        /// The job's id.
+        job_id: floe_core::JobId,
+    },
+    /// The runtime could not start a task thread.
+    #[error("cannot start task '{task}': {reason}")]
+    Spawn {
+        /// The task.
+        task: String,
+        /// The OS error.
+        reason: std::io::Error,
+    },
+}
 
 /// Runtime settings that shape execution (from configuration).
 #[derive(Debug, Clone)]
