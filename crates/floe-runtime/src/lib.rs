@@ -1,11 +1,13 @@
-//! Floe's runtime: how a job graph becomes running tasks.
+//! Floe's runtime: how a job graph becomes running tasks, and how they
+//! checkpoint, recover and are controlled.
 //!
 //! - [`graph`]: the logical [`graph::JobGraph`] the API builds (vertices with
 //!   type-erased operator factories, edges with a partitioning).
 //! - [`job_manager`]: the JobManager role. It turns the graph into tasks
-//!   (chaining forward edges of equal parallelism), deploys them, watches them
-//!   and cancels the job on the first failure. The checkpoint coordinator will
-//!   live beside it.
+//!   (chaining forward edges of equal parallelism), deploys them with a
+//!   checkpoint coordinator per run, watches them, and on a failure
+//!   cancels the run and restarts it from the latest checkpoint as the
+//!   [`restart`] strategy allows.
 //! - [`task_manager`]: the TaskManager role. It runs each deployed task on its
 //!   own thread and reports the task's final state.
 //! - [`task`]: the per-task loops: a source loop and an input loop.
@@ -14,9 +16,20 @@
 //!   that turns a user error or panic into a failure naming the operator.
 //! - [`channel`], [`writer`]: bounded channels between tasks (backpressure) and
 //!   the record writers that partition batches onto them.
-//! - [`context`]: what user functions see: task info and state access.
+//! - [`checkpoint`]: checkpoints and savepoints, task side (snapshots,
+//!   barrier alignment, the uploader) and JobManager side (the
+//!   coordinator, the storage trait, restore).
+//! - [`control`]: [`JobControl`], the handle the REST API drives (status,
+//!   checkpoint history, savepoint, stop, cancel).
+//! - [`context`], [`managed_state`]: what user functions see (task info,
+//!   keyed and operator state) and how an operator hosts a function's
+//!   operator state.
+//! - [`source`], [`sink`], [`two_phase`]: the connector contracts, and
+//!   exactly-once sinks by two-phase commit.
 //! - [`queryable`]: where queryable states live and how queries reach the
 //!   subtask owning their key.
+//! - [`error`]: failures of operators and tasks, naming whose fault they
+//!   are.
 
 pub mod channel;
 pub mod checkpoint;
@@ -42,9 +55,9 @@ pub use context::{
 pub use control::{
     ControlError, JobControl, JobStatus, SavepointMode, SavepointStatus, TriggerId, VertexInfo,
 };
-pub use error::{FailureCause, JobError, NonRecoverable, OperatorFailure, TaskError};
+pub use error::{FailureCause, NonRecoverable, OperatorFailure, TaskError};
 pub use graph::{JobGraph, Partitioning, VertexId};
-pub use job_manager::{JobExecutionResult, JobManager};
+pub use job_manager::{JobError, JobExecutionResult, JobManager};
 pub use managed_state::ManagedOperatorState;
 pub use operator::{Operator, OperatorMeta};
 pub use queryable::{QueryError, QueryableStateRegistry, StateQuery};
