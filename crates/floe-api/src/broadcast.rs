@@ -22,7 +22,7 @@ use floe_runtime::checkpoint::{
 use floe_runtime::graph::{AnyBox, StreamType, VertexKind, WriterArgs, WriterFactory, unbox};
 use floe_runtime::writer::{BroadcastWriter, KeyGroupWriter, RebalanceWriter};
 use floe_runtime::{
-    FunctionInitializationContext, FunctionSnapshotContext, KeyedContext, ManagedOperatorState,
+    CheckpointListener, CheckpointedFunction, FunctionHooks, KeyedContext, ManagedOperatorState,
     Operator, Partitioning, RuntimeContext, TaskError, TaskInfo,
 };
 use floe_state::handles::MapKey;
@@ -291,27 +291,16 @@ pub trait BroadcastProcessFunction<IN1, IN2, OUT>: Send + 'static {
         out: &mut Collector<'_, OUT>,
     ) -> anyhow::Result<()>;
 
-    /// Operator state and checkpoint hooks, as on every function.
-    fn initialize_state(
-        &mut self,
-        _ctx: &mut FunctionInitializationContext<'_>,
-    ) -> anyhow::Result<()> {
-        Ok(())
+    /// The function's operator state hooks, if it has any: return
+    /// `Some(self)` from an implementation of [`CheckpointedFunction`].
+    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction> {
+        None
     }
 
-    /// See [`crate::functions::KeyedProcessFunction::snapshot_state`].
-    fn snapshot_state(&mut self, _ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    /// Checkpoint `checkpoint_id` and every lower one completed.
-    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    /// Checkpoint `checkpoint_id` will not complete.
-    fn notify_checkpoint_aborted(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
-        Ok(())
+    /// The function's checkpoint notification hooks, if it has any: return
+    /// `Some(self)` from an implementation of [`CheckpointListener`].
+    fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener> {
+        None
     }
 }
 
@@ -344,27 +333,16 @@ pub trait KeyedBroadcastProcessFunction<K: Key, IN1, IN2, OUT>: Send + 'static {
         out: &mut Collector<'_, OUT>,
     ) -> anyhow::Result<()>;
 
-    /// Operator state and checkpoint hooks, as on every function.
-    fn initialize_state(
-        &mut self,
-        _ctx: &mut FunctionInitializationContext<'_>,
-    ) -> anyhow::Result<()> {
-        Ok(())
+    /// The function's operator state hooks, if it has any: return
+    /// `Some(self)` from an implementation of [`CheckpointedFunction`].
+    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction> {
+        None
     }
 
-    /// See [`crate::functions::KeyedProcessFunction::snapshot_state`].
-    fn snapshot_state(&mut self, _ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    /// Checkpoint `checkpoint_id` and every lower one completed.
-    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    /// Checkpoint `checkpoint_id` will not complete.
-    fn notify_checkpoint_aborted(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
-        Ok(())
+    /// The function's checkpoint notification hooks, if it has any: return
+    /// `Some(self)` from an implementation of [`CheckpointListener`].
+    fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener> {
+        None
     }
 }
 
@@ -623,15 +601,10 @@ trait BroadcastSide<A, B, OUT>: Send {
         info: &TaskInfo,
         out: &mut Vec<OUT>,
     ) -> anyhow::Result<()>;
-    /// The function's `initialize_state`.
-    fn initialize_state(
-        &mut self,
-        ctx: &mut FunctionInitializationContext<'_>,
-    ) -> anyhow::Result<()>;
-    /// The function's `snapshot_state`.
-    fn snapshot_state(&mut self, ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()>;
-    /// The function's checkpoint notifications.
-    fn notify(&mut self, n: CheckpointNotification) -> anyhow::Result<()>;
+    /// The function's operator state hooks.
+    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction>;
+    /// The function's checkpoint notification hooks.
+    fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener>;
     /// Keyed state's part of a snapshot.
     fn snapshot_keyed(&mut self, info: &TaskInfo, snapshot: &mut TaskSnapshot);
 }
@@ -666,22 +639,12 @@ impl<A, B, OUT, F: BroadcastProcessFunction<A, B, OUT>> BroadcastSide<A, B, OUT>
         Ok(())
     }
 
-    fn initialize_state(
-        &mut self,
-        ctx: &mut FunctionInitializationContext<'_>,
-    ) -> anyhow::Result<()> {
-        self.0.initialize_state(ctx)
+    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction> {
+        self.0.checkpointed_function()
     }
 
-    fn snapshot_state(&mut self, ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
-        self.0.snapshot_state(ctx)
-    }
-
-    fn notify(&mut self, n: CheckpointNotification) -> anyhow::Result<()> {
-        match n {
-            CheckpointNotification::Complete(id) => self.0.notify_checkpoint_complete(id),
-            CheckpointNotification::Aborted(id) => self.0.notify_checkpoint_aborted(id),
-        }
+    fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener> {
+        self.0.checkpoint_listener()
     }
 
     fn snapshot_keyed(&mut self, _: &TaskInfo, _: &mut TaskSnapshot) {}
@@ -748,22 +711,12 @@ where
         Ok(())
     }
 
-    fn initialize_state(
-        &mut self,
-        ctx: &mut FunctionInitializationContext<'_>,
-    ) -> anyhow::Result<()> {
-        self.function.initialize_state(ctx)
+    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction> {
+        self.function.checkpointed_function()
     }
 
-    fn snapshot_state(&mut self, ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
-        self.function.snapshot_state(ctx)
-    }
-
-    fn notify(&mut self, n: CheckpointNotification) -> anyhow::Result<()> {
-        match n {
-            CheckpointNotification::Complete(id) => self.function.notify_checkpoint_complete(id),
-            CheckpointNotification::Aborted(id) => self.function.notify_checkpoint_aborted(id),
-        }
+    fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener> {
+        self.function.checkpoint_listener()
     }
 
     fn snapshot_keyed(&mut self, info: &TaskInfo, snapshot: &mut TaskSnapshot) {
@@ -794,7 +747,7 @@ impl<A: Send, B: Send, OUT: Send, S: BroadcastSide<A, B, OUT>> Operator<TwoInput
             for declare in declarations {
                 declare(ctx.operator_state_store())?;
             }
-            side.initialize_state(ctx)
+            FunctionHooks::initialize(side.checkpointed_function(), ctx)
         })?;
         side.open(init, info)
     }
@@ -819,14 +772,16 @@ impl<A: Send, B: Send, OUT: Send, S: BroadcastSide<A, B, OUT>> Operator<TwoInput
         self.emit()?;
         let side = &mut self.side;
         self.operator_state
-            .snapshot(b, &self.info, snapshot, |ctx| side.snapshot_state(ctx))?;
+            .snapshot(b, &self.info, snapshot, |ctx| {
+                FunctionHooks::snapshot(side.checkpointed_function(), ctx)
+            })?;
         self.side.snapshot_keyed(&self.info, snapshot);
         self.next.process_barrier(b, snapshot)
     }
 
     fn notify_checkpoint(&mut self, n: CheckpointNotification) -> Result<(), TaskError> {
         let (side, info) = (&mut self.side, &self.info);
-        info.guard(|| side.notify(n))?;
+        info.guard(|| FunctionHooks::notify(side.checkpoint_listener(), n))?;
         self.next.notify_checkpoint(n)
     }
 

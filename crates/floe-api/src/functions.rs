@@ -3,14 +3,15 @@
 //! Keyed state is registered in `open()` through the [`RuntimeContext`] and
 //! used in the per-record method through the [`KeyedContext`], which knows
 //! the current key. Every function may also keep operator state and listen
-//! to checkpoints — Flink's `CheckpointedFunction` and `CheckpointListener`
-//! — by overriding the defaulted `initialize_state`, `snapshot_state`,
-//! `notify_checkpoint_complete` and `notify_checkpoint_aborted`. Every method returns `anyhow::Result`: an error (or a panic)
-//! fails the job with the operator's name, uid and subtask.
+//! to checkpoints by implementing [`CheckpointedFunction`] and
+//! [`CheckpointListener`] (Flink's interfaces of the same names) and
+//! returning itself from the defaulted `checkpointed_function` and
+//! `checkpoint_listener` accessors. Every method returns `anyhow::Result`:
+//! an error (or a panic) fails the job with the operator's name, uid and
+//! subtask.
 
-use floe_runtime::{
-    FunctionInitializationContext, FunctionSnapshotContext, KeyedContext, RuntimeContext, TaskInfo,
-};
+pub use floe_runtime::{CheckpointListener, CheckpointedFunction};
+use floe_runtime::{KeyedContext, RuntimeContext, TaskInfo};
 pub use floe_runtime::{SinkWriter, Source, SourceReader, SourceStatus};
 use floe_state::Key;
 use floe_state::{OperatorStateAccess, OperatorStateRead, OperatorStateStore};
@@ -87,30 +88,16 @@ pub trait ProcessFunction<IN, OUT>: Send + 'static {
         Ok(())
     }
 
-    /// Registers and restores operator state (Flink's
-    /// `CheckpointedFunction.initializeState`); runs before `open`.
-    fn initialize_state(
-        &mut self,
-        _ctx: &mut FunctionInitializationContext<'_>,
-    ) -> anyhow::Result<()> {
-        Ok(())
+    /// The function's operator state hooks, if it has any: return
+    /// `Some(self)` from an implementation of [`CheckpointedFunction`].
+    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction> {
+        None
     }
 
-    /// Brings operator state up to date for a checkpoint (Flink's
-    /// `CheckpointedFunction.snapshotState`).
-    fn snapshot_state(&mut self, _ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    /// Checkpoint `checkpoint_id` and every lower one completed (Flink's
-    /// `CheckpointListener`; may be lost, see [`SinkWriter`]).
-    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    /// Checkpoint `checkpoint_id` will not complete.
-    fn notify_checkpoint_aborted(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
-        Ok(())
+    /// The function's checkpoint notification hooks, if it has any: return
+    /// `Some(self)` from an implementation of [`CheckpointListener`].
+    fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener> {
+        None
     }
 }
 
@@ -137,30 +124,16 @@ pub trait KeyedProcessFunction<K: Key, IN, OUT>: Send + 'static {
         Ok(())
     }
 
-    /// Registers and restores operator state (Flink's
-    /// `CheckpointedFunction.initializeState`); runs before `open`.
-    fn initialize_state(
-        &mut self,
-        _ctx: &mut FunctionInitializationContext<'_>,
-    ) -> anyhow::Result<()> {
-        Ok(())
+    /// The function's operator state hooks, if it has any: return
+    /// `Some(self)` from an implementation of [`CheckpointedFunction`].
+    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction> {
+        None
     }
 
-    /// Brings operator state up to date for a checkpoint (Flink's
-    /// `CheckpointedFunction.snapshotState`).
-    fn snapshot_state(&mut self, _ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    /// Checkpoint `checkpoint_id` and every lower one completed (Flink's
-    /// `CheckpointListener`; may be lost, see [`SinkWriter`]).
-    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    /// Checkpoint `checkpoint_id` will not complete.
-    fn notify_checkpoint_aborted(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
-        Ok(())
+    /// The function's checkpoint notification hooks, if it has any: return
+    /// `Some(self)` from an implementation of [`CheckpointListener`].
+    fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener> {
+        None
     }
 }
 
@@ -180,30 +153,16 @@ pub trait RichMapFunction<K: Key, IN, OUT>: Send + 'static {
         Ok(())
     }
 
-    /// Registers and restores operator state (Flink's
-    /// `CheckpointedFunction.initializeState`); runs before `open`.
-    fn initialize_state(
-        &mut self,
-        _ctx: &mut FunctionInitializationContext<'_>,
-    ) -> anyhow::Result<()> {
-        Ok(())
+    /// The function's operator state hooks, if it has any: return
+    /// `Some(self)` from an implementation of [`CheckpointedFunction`].
+    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction> {
+        None
     }
 
-    /// Brings operator state up to date for a checkpoint (Flink's
-    /// `CheckpointedFunction.snapshotState`).
-    fn snapshot_state(&mut self, _ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    /// Checkpoint `checkpoint_id` and every lower one completed (Flink's
-    /// `CheckpointListener`; may be lost, see [`SinkWriter`]).
-    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    /// Checkpoint `checkpoint_id` will not complete.
-    fn notify_checkpoint_aborted(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
-        Ok(())
+    /// The function's checkpoint notification hooks, if it has any: return
+    /// `Some(self)` from an implementation of [`CheckpointListener`].
+    fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener> {
+        None
     }
 }
 
@@ -228,29 +187,15 @@ pub trait RichFlatMapFunction<K: Key, IN, OUT>: Send + 'static {
         Ok(())
     }
 
-    /// Registers and restores operator state (Flink's
-    /// `CheckpointedFunction.initializeState`); runs before `open`.
-    fn initialize_state(
-        &mut self,
-        _ctx: &mut FunctionInitializationContext<'_>,
-    ) -> anyhow::Result<()> {
-        Ok(())
+    /// The function's operator state hooks, if it has any: return
+    /// `Some(self)` from an implementation of [`CheckpointedFunction`].
+    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction> {
+        None
     }
 
-    /// Brings operator state up to date for a checkpoint (Flink's
-    /// `CheckpointedFunction.snapshotState`).
-    fn snapshot_state(&mut self, _ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    /// Checkpoint `checkpoint_id` and every lower one completed (Flink's
-    /// `CheckpointListener`; may be lost, see [`SinkWriter`]).
-    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    /// Checkpoint `checkpoint_id` will not complete.
-    fn notify_checkpoint_aborted(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
-        Ok(())
+    /// The function's checkpoint notification hooks, if it has any: return
+    /// `Some(self)` from an implementation of [`CheckpointListener`].
+    fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener> {
+        None
     }
 }

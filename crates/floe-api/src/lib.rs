@@ -24,8 +24,8 @@ pub use broadcast::{
 };
 pub use env::StreamEnvironment;
 pub use functions::{
-    Collector, KeyedProcessFunction, ProcessContext, ProcessFunction, RichFlatMapFunction,
-    RichMapFunction, SinkWriter, Source,
+    CheckpointListener, CheckpointedFunction, Collector, KeyedProcessFunction, ProcessContext,
+    ProcessFunction, RichFlatMapFunction, RichMapFunction, SinkWriter, Source,
 };
 pub use job_args::{JobArgs, JobArgsError, absolute_location};
 pub use stream::{DataStream, KeyedStream, QueryableStateDescriptor};

@@ -14,8 +14,8 @@ use floe_runtime::checkpoint::{
 };
 use floe_runtime::queryable::{QueryableTaskHandle, answer_query};
 use floe_runtime::{
-    KeyedContext, ManagedOperatorState, Operator, RuntimeContext, SourceReader, SourceStatus,
-    StateQuery, TaskError, TaskInfo,
+    FunctionHooks, KeyedContext, ManagedOperatorState, Operator, RuntimeContext, SourceReader,
+    SourceStatus, StateQuery, TaskError, TaskInfo,
 };
 use floe_state::{
     Key, KeyGroupRange, KeyedStateBackend, StateBackendKind, StateBackendSettings, StateError,
@@ -181,16 +181,13 @@ impl<IN, OUT: Send, P: ProcessFunction<IN, OUT>> ProcessOp<IN, OUT, P> {
         let function = &mut self.function;
         self.operator_state
             .snapshot(barrier, &self.info, snapshot, |ctx| {
-                function.snapshot_state(ctx)
+                FunctionHooks::snapshot(function.checkpointed_function(), ctx)
             })
     }
 
     fn notify_function(&mut self, n: CheckpointNotification) -> Result<(), TaskError> {
         let (function, info) = (&mut self.function, &self.info);
-        info.guard(|| match n {
-            CheckpointNotification::Complete(id) => function.notify_checkpoint_complete(id),
-            CheckpointNotification::Aborted(id) => function.notify_checkpoint_aborted(id),
-        })
+        info.guard(|| FunctionHooks::notify(function.checkpoint_listener(), n))
     }
 }
 
@@ -198,8 +195,9 @@ impl<IN: Send, OUT: Send, P: ProcessFunction<IN, OUT>> Operator<IN> for ProcessO
     fn open(&mut self, init: &TaskInit) -> Result<(), TaskError> {
         self.next.open(init)?;
         let (function, info) = (&mut self.function, &self.info);
-        self.operator_state
-            .initialize(init, info, |ctx| function.initialize_state(ctx))?;
+        self.operator_state.initialize(init, info, |ctx| {
+            FunctionHooks::initialize(function.checkpointed_function(), ctx)
+        })?;
         info.guard(|| function.open(info))
     }
 
@@ -332,7 +330,7 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
         let function = &mut self.function;
         self.operator_state
             .snapshot(barrier, &self.info, snapshot, |ctx| {
-                function.snapshot_state(ctx)
+                FunctionHooks::snapshot(function.checkpointed_function(), ctx)
             })?;
         snapshot.operators.push(OperatorSnapshot {
             uid: self.info.uid.clone(),
@@ -352,10 +350,7 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
         P: KeyedProcessFunction<K, IN, OUT>,
     {
         let (function, info) = (&mut self.function, &self.info);
-        info.guard(|| match n {
-            CheckpointNotification::Complete(id) => function.notify_checkpoint_complete(id),
-            CheckpointNotification::Aborted(id) => function.notify_checkpoint_aborted(id),
-        })
+        info.guard(|| FunctionHooks::notify(function.checkpoint_listener(), n))
     }
 }
 
@@ -401,8 +396,9 @@ where
                 Ok(())
             })?;
         }
-        self.operator_state
-            .initialize(init, info, |ctx| function.initialize_state(ctx))?;
+        self.operator_state.initialize(init, info, |ctx| {
+            FunctionHooks::initialize(function.checkpointed_function(), ctx)
+        })?;
         info.guard(|| function.open(&mut RuntimeContext::new(info, Some(backend))))?;
         if let Some(handle) = &init.queryable {
             self.queryable = Some((handle.clone(), 0));
@@ -475,8 +471,9 @@ impl<IN, S> SinkOp<IN, S> {
 impl<IN: Send, S: SinkWriter<IN>> Operator<IN> for SinkOp<IN, S> {
     fn open(&mut self, init: &TaskInit) -> Result<(), TaskError> {
         let (sink, info) = (&mut self.sink, &self.info);
-        self.operator_state
-            .initialize(init, info, |ctx| sink.initialize_state(ctx))?;
+        self.operator_state.initialize(init, info, |ctx| {
+            FunctionHooks::initialize(sink.checkpointed_function(), ctx)
+        })?;
         info.guard(|| sink.open(info))
     }
 
@@ -499,15 +496,14 @@ impl<IN: Send, S: SinkWriter<IN>> Operator<IN> for SinkOp<IN, S> {
         self.flush()?;
         let sink = &mut self.sink;
         self.operator_state
-            .snapshot(b, &self.info, snapshot, |ctx| sink.snapshot_state(ctx))
+            .snapshot(b, &self.info, snapshot, |ctx| {
+                FunctionHooks::snapshot(sink.checkpointed_function(), ctx)
+            })
     }
 
     fn notify_checkpoint(&mut self, n: CheckpointNotification) -> Result<(), TaskError> {
         let (sink, info) = (&mut self.sink, &self.info);
-        info.guard(|| match n {
-            CheckpointNotification::Complete(id) => sink.notify_checkpoint_complete(id),
-            CheckpointNotification::Aborted(id) => sink.notify_checkpoint_aborted(id),
-        })
+        info.guard(|| FunctionHooks::notify(sink.checkpoint_listener(), n))
     }
 
     fn flush(&mut self) -> Result<(), TaskError> {

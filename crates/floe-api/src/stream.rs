@@ -18,7 +18,7 @@ use crate::functions::{
     SinkWriter, Source,
 };
 use crate::operators::{DeferredReader, FlatMapOp, KeyedProcessOp, ProcessOp, SinkOp};
-use floe_runtime::{FunctionInitializationContext, FunctionSnapshotContext};
+use floe_runtime::{CheckpointListener, CheckpointedFunction};
 
 /// What a record must be: cloneable (fan-out, broadcast), sendable between
 /// task threads, and serializable (state, snapshots, network channels).
@@ -561,23 +561,12 @@ impl<K: Key, IN, OUT, F: RichMapFunction<K, IN, OUT>> KeyedProcessFunction<K, IN
         self.0.close()
     }
 
-    fn initialize_state(
-        &mut self,
-        ctx: &mut FunctionInitializationContext<'_>,
-    ) -> anyhow::Result<()> {
-        self.0.initialize_state(ctx)
+    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction> {
+        self.0.checkpointed_function()
     }
 
-    fn snapshot_state(&mut self, ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
-        self.0.snapshot_state(ctx)
-    }
-
-    fn notify_checkpoint_complete(&mut self, id: u64) -> anyhow::Result<()> {
-        self.0.notify_checkpoint_complete(id)
-    }
-
-    fn notify_checkpoint_aborted(&mut self, id: u64) -> anyhow::Result<()> {
-        self.0.notify_checkpoint_aborted(id)
+    fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener> {
+        self.0.checkpoint_listener()
     }
 }
 
@@ -605,23 +594,12 @@ impl<K: Key, IN, OUT, F: RichFlatMapFunction<K, IN, OUT>> KeyedProcessFunction<K
         self.0.close()
     }
 
-    fn initialize_state(
-        &mut self,
-        ctx: &mut FunctionInitializationContext<'_>,
-    ) -> anyhow::Result<()> {
-        self.0.initialize_state(ctx)
+    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction> {
+        self.0.checkpointed_function()
     }
 
-    fn snapshot_state(&mut self, ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
-        self.0.snapshot_state(ctx)
-    }
-
-    fn notify_checkpoint_complete(&mut self, id: u64) -> anyhow::Result<()> {
-        self.0.notify_checkpoint_complete(id)
-    }
-
-    fn notify_checkpoint_aborted(&mut self, id: u64) -> anyhow::Result<()> {
-        self.0.notify_checkpoint_aborted(id)
+    fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener> {
+        self.0.checkpoint_listener()
     }
 }
 

@@ -24,6 +24,8 @@
 //! - [`context`], [`managed_state`]: what user functions see (task info,
 //!   keyed and operator state) and how an operator hosts a function's
 //!   operator state.
+//! - [`function`]: the checkpoint hooks a function may add
+//!   ([`CheckpointedFunction`], [`CheckpointListener`]).
 //! - [`source`], [`sink`], [`two_phase`]: the connector contracts, and
 //!   exactly-once sinks by two-phase commit.
 //! - [`queryable`]: where queryable states live and how queries reach the
@@ -36,6 +38,7 @@ pub mod checkpoint;
 pub mod context;
 pub mod control;
 pub mod error;
+pub mod function;
 pub mod graph;
 pub mod job_manager;
 pub mod managed_state;
@@ -56,6 +59,7 @@ pub use control::{
     ControlError, JobControl, JobStatus, SavepointMode, SavepointStatus, TriggerId, VertexInfo,
 };
 pub use error::{FailureCause, NonRecoverable, OperatorFailure, TaskError};
+pub use function::{CheckpointListener, CheckpointedFunction, FunctionHooks};
 pub use graph::{JobGraph, Partitioning, VertexId};
 pub use job_manager::{JobError, JobExecutionResult, JobManager};
 pub use managed_state::ManagedOperatorState;

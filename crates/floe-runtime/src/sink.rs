@@ -1,27 +1,18 @@
 //! The sink contract: one writer per sink subtask.
 
-use crate::context::{FunctionInitializationContext, FunctionSnapshotContext, TaskInfo};
+use crate::context::TaskInfo;
+use crate::function::{CheckpointListener, CheckpointedFunction};
 
 /// A sink subtask's writer.
 ///
 /// Like every Floe function it may keep operator state and hear about
-/// checkpoints (Flink's `CheckpointedFunction` and `CheckpointListener`):
+/// checkpoints by implementing [`CheckpointedFunction`] and
+/// [`CheckpointListener`] and returning itself from the accessors below:
 /// `initialize_state` runs before `open`, `snapshot_state` at every
-/// checkpoint barrier (after `flush`), and the notifications when a
-/// checkpoint completed or was aborted. Ids only grow, completing `n`
-/// subsumes every lower id, and a notification may be lost (a restore must
-/// finish what it would have done): [`crate::two_phase`] builds exactly-once
-/// sinks on this.
+/// checkpoint barrier (after `flush`). The exactly-once
+/// [`TwoPhaseCommitSinkWriter`](crate::TwoPhaseCommitSinkWriter) is built
+/// on this.
 pub trait SinkWriter<T>: Send + 'static {
-    /// Registers and restores operator state; `ctx.is_restored()` says
-    /// whether the job started from a snapshot.
-    fn initialize_state(
-        &mut self,
-        _ctx: &mut FunctionInitializationContext<'_>,
-    ) -> anyhow::Result<()> {
-        Ok(())
-    }
-
     /// Opens resources (files, connections) on the task thread.
     fn open(&mut self, _info: &TaskInfo) -> anyhow::Result<()> {
         Ok(())
@@ -40,20 +31,16 @@ pub trait SinkWriter<T>: Send + 'static {
         Ok(())
     }
 
-    /// A checkpoint barrier passed: bring operator state up to date (every
-    /// record before the barrier has been written).
-    fn snapshot_state(&mut self, _ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
-        Ok(())
+    /// The writer's operator state hooks, if it has any (return
+    /// `Some(self)` from an implementation of [`CheckpointedFunction`]).
+    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction> {
+        None
     }
 
-    /// Checkpoint `checkpoint_id` (and every lower one) completed.
-    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    /// Checkpoint `checkpoint_id` will not complete.
-    fn notify_checkpoint_aborted(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
-        Ok(())
+    /// The writer's checkpoint notification hooks, if it has any (return
+    /// `Some(self)` from an implementation of [`CheckpointListener`]).
+    fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener> {
+        None
     }
 
     /// The input ended: flush and release resources.

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 
 use crate::context::{FunctionInitializationContext, FunctionSnapshotContext, TaskInfo};
 use crate::error::NonRecoverable;
+use crate::function::{CheckpointListener, CheckpointedFunction};
 use crate::sink::SinkWriter;
 use floe_core::failpoint;
 use floe_state::{ListStateDescriptor, OperatorListState};
@@ -137,6 +138,52 @@ impl<T, S: TwoPhaseCommitSink<T>> TwoPhaseCommitSinkWriter<T, S> {
 }
 
 impl<T: Send + 'static, S: TwoPhaseCommitSink<T>> SinkWriter<T> for TwoPhaseCommitSinkWriter<T, S> {
+    fn open(&mut self, info: &TaskInfo) -> anyhow::Result<()> {
+        self.sink.open(info, self.restored_checkpoint)
+    }
+
+    fn write(&mut self, value: T) -> anyhow::Result<()> {
+        self.write_batch(&mut vec![value])
+    }
+
+    fn write_batch(&mut self, batch: &mut Vec<T>) -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let txn = match &mut self.current {
+            Some(t) => t,
+            None => self.current.insert(self.sink.begin_transaction()?),
+        };
+        self.sink.write(txn, batch)?;
+        batch.clear();
+        Ok(())
+    }
+
+    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction> {
+        Some(self)
+    }
+
+    fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener> {
+        Some(self)
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        if self.checkpointing {
+            // The job's final checkpoint pre-commits and then commits it.
+            return Ok(());
+        }
+        if let Some(mut txn) = self.current.take() {
+            let next = self.pending.last().map_or(1, |(id, _)| id + 1);
+            self.sink.pre_commit(&mut txn, next)?;
+            self.pending.push((next, txn));
+        }
+        self.commit_up_to(u64::MAX)
+    }
+}
+
+/// Pre-committed transactions are operator state: restored (and committed)
+/// before `open`, recorded at every barrier.
+impl<T, S: TwoPhaseCommitSink<T>> CheckpointedFunction for TwoPhaseCommitSinkWriter<T, S> {
     fn initialize_state(
         &mut self,
         ctx: &mut FunctionInitializationContext<'_>,
@@ -190,27 +237,6 @@ impl<T: Send + 'static, S: TwoPhaseCommitSink<T>> SinkWriter<T> for TwoPhaseComm
         Ok(())
     }
 
-    fn open(&mut self, info: &TaskInfo) -> anyhow::Result<()> {
-        self.sink.open(info, self.restored_checkpoint)
-    }
-
-    fn write(&mut self, value: T) -> anyhow::Result<()> {
-        self.write_batch(&mut vec![value])
-    }
-
-    fn write_batch(&mut self, batch: &mut Vec<T>) -> anyhow::Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let txn = match &mut self.current {
-            Some(t) => t,
-            None => self.current.insert(self.sink.begin_transaction()?),
-        };
-        self.sink.write(txn, batch)?;
-        batch.clear();
-        Ok(())
-    }
-
     fn snapshot_state(&mut self, ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
         let id = ctx.checkpoint_id();
         failpoint::hit("sink.before-pre-commit");
@@ -230,7 +256,10 @@ impl<T: Send + 'static, S: TwoPhaseCommitSink<T>> SinkWriter<T> for TwoPhaseComm
         location.update(ctx, self.sink.location().into_iter().collect())?;
         Ok(())
     }
+}
 
+/// A completed checkpoint makes its transactions visible.
+impl<T, S: TwoPhaseCommitSink<T>> CheckpointListener for TwoPhaseCommitSinkWriter<T, S> {
     fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> anyhow::Result<()> {
         self.commit_up_to(checkpoint_id)
     }
@@ -239,18 +268,5 @@ impl<T: Send + 'static, S: TwoPhaseCommitSink<T>> SinkWriter<T> for TwoPhaseComm
         // Its pre-committed transaction stays pending: the next completed
         // checkpoint subsumes the aborted one and commits it too.
         Ok(())
-    }
-
-    fn finish(&mut self) -> anyhow::Result<()> {
-        if self.checkpointing {
-            // The job's final checkpoint pre-commits and then commits it.
-            return Ok(());
-        }
-        if let Some(mut txn) = self.current.take() {
-            let next = self.pending.last().map_or(1, |(id, _)| id + 1);
-            self.sink.pre_commit(&mut txn, next)?;
-            self.pending.push((next, txn));
-        }
-        self.commit_up_to(u64::MAX)
     }
 }

@@ -44,10 +44,11 @@ pub use floe_api::{DataStream, JobArgs, KeyedStream, StreamEnvironment};
 pub mod prelude {
     pub use floe_api::functions::{SinkWriter, Source, SourceReader, SourceStatus};
     pub use floe_api::{
-        BroadcastContext, BroadcastProcessFunction, BroadcastStream, Collector, DataStream,
-        JobArgs, KeyedBroadcastContext, KeyedBroadcastProcessFunction, KeyedProcessFunction,
-        KeyedReadOnlyContext, KeyedStream, ProcessContext, ProcessFunction, ReadOnlyContext,
-        RichFlatMapFunction, RichMapFunction, StreamEnvironment,
+        BroadcastContext, BroadcastProcessFunction, BroadcastStream, CheckpointListener,
+        CheckpointedFunction, Collector, DataStream, JobArgs, KeyedBroadcastContext,
+        KeyedBroadcastProcessFunction, KeyedProcessFunction, KeyedReadOnlyContext, KeyedStream,
+        ProcessContext, ProcessFunction, ReadOnlyContext, RichFlatMapFunction, RichMapFunction,
+        StreamEnvironment,
     };
     pub use floe_connectors::{
         CollectSink, CollectionSource, FileSink, GeneratorSource, LineFormat, SocketTextSource,

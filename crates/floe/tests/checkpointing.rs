@@ -77,6 +77,12 @@ impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for FlakyCount {
         Ok(())
     }
 
+    fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener> {
+        Some(self)
+    }
+}
+
+impl CheckpointListener for FlakyCount {
     fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> anyhow::Result<()> {
         self.completed.fetch_max(checkpoint_id, Ordering::Relaxed);
         Ok(())

@@ -125,6 +125,45 @@ struct Tracker {
 }
 
 impl BroadcastProcessFunction<u64, (String, u32), u64> for Tracker {
+    fn process_element(
+        &mut self,
+        v: u64,
+        ctx: &mut ReadOnlyContext<'_>,
+        out: &mut Collector<'_, u64>,
+    ) -> anyhow::Result<()> {
+        self.observed.maybe_fail();
+        let factor = self
+            .broadcast
+            .as_ref()
+            .unwrap()
+            .get(ctx, &"factor".to_string())?
+            .copied()
+            .unwrap_or(1);
+        self.seen += 1;
+        out.collect(v * u64::from(factor));
+        Ok(())
+    }
+
+    fn process_broadcast_element(
+        &mut self,
+        (k, v): (String, u32),
+        ctx: &mut BroadcastContext<'_>,
+        _: &mut Collector<'_, u64>,
+    ) -> anyhow::Result<()> {
+        self.broadcast.as_ref().unwrap().put(ctx, k, v)?;
+        Ok(())
+    }
+
+    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction> {
+        Some(self)
+    }
+
+    fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener> {
+        Some(self)
+    }
+}
+
+impl CheckpointedFunction for Tracker {
     fn initialize_state(
         &mut self,
         ctx: &mut FunctionInitializationContext<'_>,
@@ -160,35 +199,6 @@ impl BroadcastProcessFunction<u64, (String, u32), u64> for Tracker {
         Ok(())
     }
 
-    fn process_element(
-        &mut self,
-        v: u64,
-        ctx: &mut ReadOnlyContext<'_>,
-        out: &mut Collector<'_, u64>,
-    ) -> anyhow::Result<()> {
-        self.observed.maybe_fail();
-        let factor = self
-            .broadcast
-            .as_ref()
-            .unwrap()
-            .get(ctx, &"factor".to_string())?
-            .copied()
-            .unwrap_or(1);
-        self.seen += 1;
-        out.collect(v * u64::from(factor));
-        Ok(())
-    }
-
-    fn process_broadcast_element(
-        &mut self,
-        (k, v): (String, u32),
-        ctx: &mut BroadcastContext<'_>,
-        _: &mut Collector<'_, u64>,
-    ) -> anyhow::Result<()> {
-        self.broadcast.as_ref().unwrap().put(ctx, k, v)?;
-        Ok(())
-    }
-
     fn snapshot_state(&mut self, ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
         let entry = format!("{}", self.seen);
         self.list
@@ -217,7 +227,9 @@ impl BroadcastProcessFunction<u64, (String, u32), u64> for Tracker {
             .insert((self.subtask, ctx.checkpoint_id()), w);
         Ok(())
     }
+}
 
+impl CheckpointListener for Tracker {
     fn notify_checkpoint_complete(&mut self, id: u64) -> anyhow::Result<()> {
         self.observed.completed(self.subtask, id);
         Ok(())
@@ -324,6 +336,30 @@ fn describe_raw(per_group: &BTreeMap<u16, u64>, total: u64) -> Vec<String> {
 }
 
 impl KeyedProcessFunction<u64, u64, u64> for RawCounter {
+    fn process_element(
+        &mut self,
+        v: u64,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, u64>,
+    ) -> anyhow::Result<()> {
+        self.observed.maybe_fail();
+        let kg = key_group_for_key(ctx.current_key(), ctx.task_info().max_parallelism);
+        *self.per_group.entry(kg).or_default() += 1;
+        self.total += 1;
+        out.collect(v);
+        Ok(())
+    }
+
+    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction> {
+        Some(self)
+    }
+
+    fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener> {
+        Some(self)
+    }
+}
+
+impl CheckpointedFunction for RawCounter {
     fn initialize_state(
         &mut self,
         ctx: &mut FunctionInitializationContext<'_>,
@@ -347,20 +383,6 @@ impl KeyedProcessFunction<u64, u64, u64> for RawCounter {
         Ok(())
     }
 
-    fn process_element(
-        &mut self,
-        v: u64,
-        ctx: &mut KeyedContext<'_, u64>,
-        out: &mut Collector<'_, u64>,
-    ) -> anyhow::Result<()> {
-        self.observed.maybe_fail();
-        let kg = key_group_for_key(ctx.current_key(), ctx.task_info().max_parallelism);
-        *self.per_group.entry(kg).or_default() += 1;
-        self.total += 1;
-        out.collect(v);
-        Ok(())
-    }
-
     fn snapshot_state(&mut self, ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
         for (kg, n) in &self.per_group {
             ctx.raw_keyed_output(*kg)?
@@ -374,7 +396,9 @@ impl KeyedProcessFunction<u64, u64, u64> for RawCounter {
         );
         Ok(())
     }
+}
 
+impl CheckpointListener for RawCounter {
     fn notify_checkpoint_complete(&mut self, id: u64) -> anyhow::Result<()> {
         self.observed.completed(self.subtask, id);
         Ok(())

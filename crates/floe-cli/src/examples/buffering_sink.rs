@@ -81,6 +81,27 @@ impl<T: std::fmt::Display> BufferingSink<T> {
 }
 
 impl<T: floe::state::StateValue + std::fmt::Display> SinkWriter<T> for BufferingSink<T> {
+    fn write(&mut self, value: T) -> anyhow::Result<()> {
+        self.buffer.push(value);
+        if self.buffer.len() >= self.threshold {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        if !self.buffer.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction> {
+        Some(self)
+    }
+}
+
+impl<T: floe::state::StateValue + std::fmt::Display> CheckpointedFunction for BufferingSink<T> {
     fn initialize_state(
         &mut self,
         ctx: &mut FunctionInitializationContext<'_>,
@@ -96,24 +117,9 @@ impl<T: floe::state::StateValue + std::fmt::Display> SinkWriter<T> for Buffering
         Ok(())
     }
 
-    fn write(&mut self, value: T) -> anyhow::Result<()> {
-        self.buffer.push(value);
-        if self.buffer.len() >= self.threshold {
-            self.send()?;
-        }
-        Ok(())
-    }
-
     fn snapshot_state(&mut self, ctx: &mut FunctionSnapshotContext<'_>) -> anyhow::Result<()> {
         let state = self.state.as_ref().expect("initialized");
         state.update(ctx, self.buffer.clone())?;
-        Ok(())
-    }
-
-    fn finish(&mut self) -> anyhow::Result<()> {
-        if !self.buffer.is_empty() {
-            self.send()?;
-        }
         Ok(())
     }
 }

@@ -132,17 +132,6 @@ impl KeyedBroadcastProcessFunction<u64, Action, Vec<Pattern>, (u64, String)> for
         Ok(())
     }
 
-    fn initialize_state(
-        &mut self,
-        ctx: &mut FunctionInitializationContext<'_>,
-    ) -> anyhow::Result<()> {
-        self.patterns = Some(
-            ctx.operator_state_store()
-                .get_broadcast_state(&patterns_descriptor())?,
-        );
-        Ok(())
-    }
-
     fn process_element(
         &mut self,
         a: Action,
@@ -194,6 +183,23 @@ impl KeyedBroadcastProcessFunction<u64, Action, Vec<Pattern>, (u64, String)> for
             pending.clear(kctx)?;
             Ok(())
         })
+    }
+
+    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction> {
+        Some(self)
+    }
+}
+
+impl CheckpointedFunction for PatternEvaluator {
+    fn initialize_state(
+        &mut self,
+        ctx: &mut FunctionInitializationContext<'_>,
+    ) -> anyhow::Result<()> {
+        self.patterns = Some(
+            ctx.operator_state_store()
+                .get_broadcast_state(&patterns_descriptor())?,
+        );
+        Ok(())
     }
 }
 
