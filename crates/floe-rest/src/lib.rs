@@ -28,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+mod auth;
 mod error;
 pub mod registry;
 mod routes;
@@ -35,32 +36,10 @@ mod server;
 
 use floe_runtime::JobControl;
 
+pub use auth::RestAuth;
 pub use error::RestError;
 pub use registry::{Registration, RegistryEntry};
 pub use server::RestServer;
-
-/// Who may use the endpoint: with a token, requests that change the job
-/// (POST, PATCH, DELETE) must carry `Authorization: Bearer <token>`, and
-/// with `protect_reads` every request must. Without a token the endpoint
-/// trusts whoever can reach it (bind it to loopback: `rest.address`).
-#[derive(Clone, Default)]
-pub struct RestAuth {
-    /// `rest.auth.token`.
-    pub token: Option<String>,
-    /// `rest.auth.protect-reads`.
-    pub protect_reads: bool,
-}
-
-impl std::fmt::Debug for RestAuth {
-    // Never print the token itself (logs are read by more people than the
-    // configuration file).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RestAuth")
-            .field("token", &self.token.as_ref().map(|_| "<set>"))
-            .field("protect_reads", &self.protect_reads)
-            .finish()
-    }
-}
 
 /// Starts the job's REST endpoint on `address:port` and registers it in the
 /// job registry, logging and printing (to stderr, one line)

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use floe_core::JobId;
 use serde::{Deserialize, Serialize};
 
-use crate::RestError;
+use crate::error::RestError;
 
 /// The environment variable that overrides the registry directory.
 pub const REGISTRY_DIR_ENV: &str = "FLOE_REGISTRY_DIR";

@@ -16,7 +16,7 @@ use floe_runtime::{
 use floe_state::QueryValue;
 use serde_json::{Value, json};
 
-use crate::RestAuth;
+use crate::auth::RestAuth;
 use crate::routes::{HISTORY_SIZE, JobHandle, MAX_BODY, router};
 use crate::server::{ConnectionLimits, RestServer};
 

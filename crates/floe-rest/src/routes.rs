@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
 
-use crate::RestAuth;
+use crate::auth::RestAuth;
 
 /// The largest request body accepted. Bodies are a few small JSON fields
 /// (a directory and a flag), so 64 KiB is generous; a larger body is

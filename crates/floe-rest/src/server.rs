@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::RestError;
+use crate::error::RestError;
 use crate::routes::Unreported;
 
 /// Connections served at once. The API is a control plane for one job
@@ -81,7 +81,7 @@ impl RestServer {
         control: JobControl,
         address: &str,
         port: u16,
-        auth: crate::RestAuth,
+        auth: crate::auth::RestAuth,
     ) -> Result<RestServer, RestError> {
         let (app, unreported) = crate::routes::router(control, auth);
         Self::start_router(app, unreported, address, port)
