@@ -1,10 +1,16 @@
-//! Snapshots written by an earlier Floe still restore.
+//! Snapshots written by earlier Floe versions still restore.
 //!
-//! `tests/fixtures/format3/` holds savepoints and retained checkpoints
-//! written by Floe at commit 38883bb (`_metadata` format version 3, state
-//! files in frame version 1), on the heap backend and on RocksDB (one of
-//! them an incremental checkpoint with `shared/` SST files). They were
-//! produced by `generate_format3_fixtures` below (ignored; see the
+//! `tests/fixtures/<generation>/` holds savepoints and retained checkpoints
+//! written by an earlier Floe, on the heap backend and on RocksDB (one of
+//! them an incremental checkpoint with `shared/` SST files):
+//!
+//! - `format3/`: commit 38883bb, `_metadata` format version 3 (no
+//!   checksums), frame version 1;
+//! - `format4/`: commit 23a5e71, `_metadata` format version 4 (XXH3
+//!   checksums of every state file), the last commit before issue 17's
+//!   restructuring of the checkpoint and state modules.
+//!
+//! They were produced by `generate_fixtures` below (ignored; see each
 //! fixture directory's README). Each test restores one of them into the
 //! same keyed count job and checks the result against what the job's
 //! input implies, independently of the snapshot: key `k` sees exactly
@@ -100,8 +106,11 @@ fn start(
     (env.execute_async("format3-fixture"), out)
 }
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format3")
+/// The fixtures one Floe version wrote (`format3`, `format4`).
+fn fixtures(generation: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(generation)
 }
 
 /// Copies a directory tree (the fixtures are never restored in place).
@@ -130,15 +139,17 @@ fn only_entry(dir: &Path, pick: impl Fn(&str) -> bool) -> PathBuf {
     found.into_iter().next().unwrap()
 }
 
-/// Restores the fixture `name` (a savepoint directory, or a checkpoint
-/// directory `<job id>/chk-<n>` found under it) into the job on `backend`,
-/// runs it to the end and checks every key's counts (see the module docs).
-fn restore_and_check(name: &str, backend: &'static str, checkpoint: bool) {
-    let name = name.to_string();
+/// Restores the fixture `generation/name` (a savepoint directory, or a
+/// checkpoint directory `<job id>/chk-<n>` found under it) into the job on
+/// `backend`, runs it to the end and checks every key's counts (see the
+/// module docs).
+fn restore_and_check(generation: &str, name: &str, backend: &'static str, checkpoint: bool) {
+    let from = fixtures(generation).join(name);
+    let name = format!("{generation}/{name}");
     with_timeout(120, move || {
         let dir = tempfile::tempdir().unwrap();
         let copy = dir.path().join("fixture");
-        copy_tree(&fixtures().join(&name), &copy);
+        copy_tree(&from, &copy);
         let restore = if checkpoint {
             let job = only_entry(&copy, |n| n.len() == 32);
             only_entry(&job, |n| n.starts_with("chk-"))
@@ -174,33 +185,59 @@ fn restore_and_check(name: &str, backend: &'static str, checkpoint: bool) {
 
 #[test]
 fn a_format3_heap_savepoint_restores() {
-    restore_and_check("heap-savepoint", "hashmap", false);
+    restore_and_check("format3", "heap-savepoint", "hashmap", false);
 }
 
 #[test]
 fn a_format3_heap_checkpoint_restores() {
-    restore_and_check("heap-checkpoint", "hashmap", true);
+    restore_and_check("format3", "heap-checkpoint", "hashmap", true);
 }
 
 #[test]
 fn a_format3_rocksdb_savepoint_restores_on_both_backends() {
-    restore_and_check("rocksdb-savepoint", "hashmap", false);
+    restore_and_check("format3", "rocksdb-savepoint", "hashmap", false);
     #[cfg(feature = "rocksdb")]
-    restore_and_check("rocksdb-savepoint", "rocksdb", false);
+    restore_and_check("format3", "rocksdb-savepoint", "rocksdb", false);
 }
 
 #[cfg(feature = "rocksdb")]
 #[test]
 fn a_format3_rocksdb_incremental_checkpoint_restores() {
-    restore_and_check("rocksdb-incremental-checkpoint", "rocksdb", true);
+    restore_and_check("format3", "rocksdb-incremental-checkpoint", "rocksdb", true);
 }
 
-/// Writes the fixtures into `$FLOE_FIXTURE_OUT` (see the fixture README).
-/// Not part of the suite: the checked-in fixtures must come from the
-/// commit the README names, not from the build under test.
 #[test]
-#[ignore = "generates tests/fixtures/format3; run by hand, see its README"]
-fn generate_format3_fixtures() {
+fn a_format4_heap_savepoint_restores_on_both_backends() {
+    restore_and_check("format4", "heap-savepoint", "hashmap", false);
+    #[cfg(feature = "rocksdb")]
+    restore_and_check("format4", "heap-savepoint", "rocksdb", false);
+}
+
+#[test]
+fn a_format4_heap_checkpoint_restores() {
+    restore_and_check("format4", "heap-checkpoint", "hashmap", true);
+}
+
+#[test]
+fn a_format4_rocksdb_savepoint_restores_on_both_backends() {
+    restore_and_check("format4", "rocksdb-savepoint", "hashmap", false);
+    #[cfg(feature = "rocksdb")]
+    restore_and_check("format4", "rocksdb-savepoint", "rocksdb", false);
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn a_format4_rocksdb_incremental_checkpoint_restores() {
+    restore_and_check("format4", "rocksdb-incremental-checkpoint", "rocksdb", true);
+}
+
+/// Writes the fixtures into `$FLOE_FIXTURE_OUT` (see the fixture READMEs).
+/// Not part of the suite: checked-in fixtures must come from the commit
+/// their README names, not from the build under test; run it on a commit
+/// whose snapshots a later change must keep reading.
+#[test]
+#[ignore = "generates a tests/fixtures generation; run by hand, see its README"]
+fn generate_fixtures() {
     let out = PathBuf::from(std::env::var("FLOE_FIXTURE_OUT").expect("FLOE_FIXTURE_OUT"));
     for (name, backend, incremental) in [
         ("heap", "hashmap", false),
@@ -255,7 +292,7 @@ fn generate_format3_fixtures() {
 fn a_format3_savepoint_is_disposed_of() {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("savepoint-format3");
-    copy_tree(&fixtures().join("heap-savepoint"), &copy);
+    copy_tree(&fixtures("format3").join("heap-savepoint"), &copy);
     std::fs::write(dir.path().join("beside"), b"keep me").unwrap();
     floe::checkpoint::SavepointStorage::open(copy.to_str().unwrap())
         .unwrap()
