@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::with_timeout;
+use common::{RunningCount, with_timeout};
 use floe::prelude::*;
 use floe::runtime::JobError;
 use floe::runtime::job_manager::JobManager;
@@ -22,32 +22,6 @@ use floe::runtime::restart::RestartStrategy;
 
 const RECORDS: u64 = 1_000_000;
 const KEYS: u64 = 12;
-
-/// A keyed running count kept in value state "count".
-#[derive(Clone, Default)]
-struct Count {
-    count: Option<ValueState<u64>>,
-}
-
-impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for Count {
-    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
-        self.count = Some(ctx.get_state(&ValueStateDescriptor::new("count"))?);
-        Ok(())
-    }
-
-    fn process_element(
-        &mut self,
-        (key, v): (u64, u64),
-        ctx: &mut KeyedContext<'_, u64>,
-        out: &mut Collector<'_, (u64, u64)>,
-    ) -> anyhow::Result<()> {
-        let state = self.count.as_ref().expect("opened");
-        let c = state.value(ctx)?.unwrap_or(0) + v;
-        state.update(ctx, c)?;
-        out.collect((key, c));
-        Ok(())
-    }
-}
 
 /// The same operator (uid "count") registering "count" as a list: state
 /// of another kind than the snapshot holds.
@@ -129,7 +103,7 @@ fn counting_savepoint(dir: &Path) -> String {
     )
     .uid("generator")
     .key_by(|(k, _): &(u64, u64)| *k)
-    .process(Count::default())
+    .process(RunningCount::default())
     .uid("count")
     .sink_to(sink, "Collect");
     let client = env.execute_async("count").unwrap();
@@ -147,7 +121,7 @@ fn counting_job(dir: &Path, savepoint: &str, parallelism: u32) -> StreamEnvironm
     )
     .uid("generator")
     .key_by(|(k, _): &(u64, u64)| *k)
-    .process(Count::default())
+    .process(RunningCount::default())
     .uid("count")
     .sink_to(sink, "Collect");
     env

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::with_timeout;
+use common::{RunningCount, with_timeout};
 use floe::connectors::CollectedRecords;
 use floe::prelude::*;
 use floe::runtime::JobError;
@@ -26,31 +26,6 @@ use floe::runtime::job_manager::JobClient;
 
 const RECORDS: u64 = 24_000;
 const KEYS: u64 = 12;
-
-#[derive(Clone, Default)]
-struct Count {
-    count: Option<ValueState<u64>>,
-}
-
-impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for Count {
-    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
-        self.count = Some(ctx.get_state(&ValueStateDescriptor::new("count"))?);
-        Ok(())
-    }
-
-    fn process_element(
-        &mut self,
-        (key, v): (u64, u64),
-        ctx: &mut KeyedContext<'_, u64>,
-        out: &mut Collector<'_, (u64, u64)>,
-    ) -> anyhow::Result<()> {
-        let state = self.count.as_ref().expect("opened");
-        let c = state.value(ctx)?.unwrap_or(0) + v;
-        state.update(ctx, c)?;
-        out.collect((key, c));
-        Ok(())
-    }
-}
 
 /// How a run of the counting job is set up.
 struct Run<'a> {
@@ -112,7 +87,7 @@ fn start(run: Run<'_>, dir: &Path) -> (Result<JobClient, JobError>, CollectedRec
     env.from_source(source, "Generator")
         .uid("generator")
         .key_by(|(k, _): &(u64, u64)| *k)
-        .process(Count::default())
+        .process(RunningCount::default())
         .uid(run.count_uid)
         .sink_to(sink, "Collect");
     (env.execute_async("savepoint-test"), out)
@@ -581,7 +556,7 @@ fn a_retained_checkpoint_restores_through_the_savepoint_flag() {
             )
             .uid("generator")
             .key_by(|(k, _): &(u64, u64)| *k)
-            .process(Count::default())
+            .process(RunningCount::default())
             .uid("count")
             .sink_to(sink, "Collect");
             (env.execute_async("retained").unwrap(), out)
@@ -664,7 +639,7 @@ fn savepoints_and_drain_work_after_some_tasks_finished() {
                 .uid("generator")
                 .union(&[bounded])
                 .key_by(|(k, _): &(u64, u64)| *k)
-                .process(Count::default())
+                .process(RunningCount::default())
                 .uid("count")
                 .sink_to(sink, "Collect");
             (env.execute_async("finished-tasks").unwrap(), out)

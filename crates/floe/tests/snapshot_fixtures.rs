@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::with_timeout;
+use common::{RunningCount, with_timeout};
 use floe::connectors::CollectedRecords;
 use floe::prelude::*;
 use floe::runtime::JobError;
@@ -32,31 +32,6 @@ use floe::runtime::job_manager::JobClient;
 
 const RECORDS: u64 = 12_000;
 const KEYS: u64 = 12;
-
-#[derive(Clone, Default)]
-struct Count {
-    count: Option<ValueState<u64>>,
-}
-
-impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for Count {
-    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
-        self.count = Some(ctx.get_state(&ValueStateDescriptor::new("count"))?);
-        Ok(())
-    }
-
-    fn process_element(
-        &mut self,
-        (key, v): (u64, u64),
-        ctx: &mut KeyedContext<'_, u64>,
-        out: &mut Collector<'_, (u64, u64)>,
-    ) -> anyhow::Result<()> {
-        let state = self.count.as_ref().expect("opened");
-        let c = state.value(ctx)?.unwrap_or(0) + v;
-        state.update(ctx, c)?;
-        out.collect((key, c));
-        Ok(())
-    }
-}
 
 /// The fixtures' job: a keyed running count over `RECORDS` generated
 /// records (key `i mod KEYS`), parallelism 2, uids `generator` and `count`.
@@ -100,7 +75,7 @@ fn start(
     env.from_source(source, "Generator")
         .uid("generator")
         .key_by(|(k, _): &(u64, u64)| *k)
-        .process(Count::default())
+        .process(RunningCount::default())
         .uid("count")
         .sink_to(sink, "Collect");
     (env.execute_async("format3-fixture"), out)

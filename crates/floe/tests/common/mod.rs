@@ -166,3 +166,31 @@ pub fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v.sort();
     v
 }
+
+/// A keyed running count kept in value state "count": `(key, v)` in,
+/// `(key, sum of v so far)` out. The job most snapshot tests run, because
+/// its output says exactly which records a restored run saw.
+#[derive(Clone, Default)]
+pub struct RunningCount {
+    count: Option<ValueState<u64>>,
+}
+
+impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for RunningCount {
+    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
+        self.count = Some(ctx.get_state(&ValueStateDescriptor::new("count"))?);
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        (key, v): (u64, u64),
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, (u64, u64)>,
+    ) -> anyhow::Result<()> {
+        let state = self.count.as_ref().expect("opened");
+        let c = state.value(ctx)?.unwrap_or(0) + v;
+        state.update(ctx, c)?;
+        out.collect((key, c));
+        Ok(())
+    }
+}
