@@ -8,7 +8,9 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::StateValue;
+use serde::{Deserialize, Serialize};
+
+use crate::types::StateValue;
 
 /// The five kinds of keyed state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,6 +37,43 @@ impl fmt::Display for StateKind {
             StateKind::Aggregating => "AggregatingState",
         })
     }
+}
+
+impl StateKind {
+    /// The kind's code in snapshots; never renumber.
+    pub fn code(self) -> u8 {
+        match self {
+            StateKind::Value => 0,
+            StateKind::List => 1,
+            StateKind::Map => 2,
+            StateKind::Reducing => 3,
+            StateKind::Aggregating => 4,
+        }
+    }
+
+    /// The kind of a snapshot code.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => StateKind::Value,
+            1 => StateKind::List,
+            2 => StateKind::Map,
+            3 => StateKind::Reducing,
+            4 => StateKind::Aggregating,
+            _ => return None,
+        })
+    }
+}
+
+/// Name, kind and declared value type of one state in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateMeta {
+    /// The state's name (its identity).
+    pub name: String,
+    /// [`StateKind`] as its stable code.
+    pub kind: u8,
+    /// The Rust type the state was declared with (informational: a value
+    /// is compatible when its bytes decode as the new type).
+    pub value_type: String,
 }
 
 /// Declares a [`crate::ValueState`].

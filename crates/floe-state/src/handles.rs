@@ -4,36 +4,22 @@
 //! no data and no reference to the backend: each access passes the context of
 //! the record being processed, which knows the current key. That keeps user
 //! functions `Send` (they move to task threads) and keeps the hot path free of
-//! locks and reference counting.
+//! locks and reference counting. Each access is one call into the backend's
+//! store (`KeyedStore`) at the current key, with the handle's types: the
+//! heap store works on typed values in place, a byte store encodes.
 
-use std::hash::Hash;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
-use crate::backend::{KeyedStateAccess, KeyedStateBackend, StateCodec};
+use crate::backend::{KeyedStateAccess, KeyedStateBackend};
 use crate::descriptor::{
     AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor,
     ReduceFn, ReducingStateDescriptor, StateKind, ValueStateDescriptor,
 };
 use crate::error::StateError;
-use crate::{Key, StateValue};
-
-/// On the RocksDB backend, answers from the store (`$r`) and returns; on the
-/// heap backend, falls through to the typed in-memory path.
-macro_rules! on_rocks {
-    ($backend:expr, $id:expr, |$r:ident| $body:expr) => {
-        #[cfg(feature = "rocksdb")]
-        if let Some($r) = $backend.rocks($id)? {
-            return $body;
-        }
-    };
-}
-
-/// What a map state's user key must be.
-pub trait MapKey: Hash + Eq + StateValue {}
-impl<T: Hash + Eq + StateValue> MapKey for T {}
+use crate::store::{KeyedStore, ListShape, MapShape, StateId, ValueShape};
+pub use crate::types::MapKey;
+use crate::types::{Key, StateValue};
 
 impl<K: Key> KeyedStateBackend<K> {
     /// Registers a value state (Flink's `getState`).
@@ -41,11 +27,10 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ValueStateDescriptor<T>,
     ) -> Result<ValueState<T>, StateError> {
-        let id = self.register::<T, T>(
+        let id = self.register::<T, ValueShape<T>>(
             &desc.name,
             StateKind::Value,
             desc.queryable.as_deref(),
-            StateCodec::value::<T>(),
         )?;
         Ok(ValueState {
             id,
@@ -58,11 +43,10 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ListStateDescriptor<T>,
     ) -> Result<ListState<T>, StateError> {
-        let id = self.register::<T, Vec<T>>(
+        let id = self.register::<T, ListShape<T>>(
             &desc.name,
             StateKind::List,
             desc.queryable.as_deref(),
-            StateCodec::list::<T>(),
         )?;
         Ok(ListState {
             id,
@@ -75,11 +59,10 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &MapStateDescriptor<UK, UV>,
     ) -> Result<MapState<UK, UV>, StateError> {
-        let id = self.register::<(UK, UV), FxHashMap<UK, UV>>(
+        let id = self.register::<(UK, UV), MapShape<UK, UV>>(
             &desc.name,
             StateKind::Map,
             desc.queryable.as_deref(),
-            StateCodec::map::<UK, UV>(),
         )?;
         Ok(MapState {
             id,
@@ -92,11 +75,10 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ReducingStateDescriptor<T>,
     ) -> Result<ReducingState<T>, StateError> {
-        let id = self.register::<T, T>(
+        let id = self.register::<T, ValueShape<T>>(
             &desc.name,
             StateKind::Reducing,
             desc.queryable.as_deref(),
-            StateCodec::value::<T>(),
         )?;
         Ok(ReducingState {
             id,
@@ -109,11 +91,10 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &AggregatingStateDescriptor<F>,
     ) -> Result<AggregatingState<F>, StateError> {
-        let id = self.register::<F::Acc, F::Acc>(
+        let id = self.register::<F::Acc, ValueShape<F::Acc>>(
             &desc.name,
             StateKind::Aggregating,
             desc.queryable.as_deref(),
-            StateCodec::value::<F::Acc>(),
         )?;
         Ok(AggregatingState {
             id,
@@ -124,7 +105,7 @@ impl<K: Key> KeyedStateBackend<K> {
 
 /// One value per key (Flink's `ValueState`).
 pub struct ValueState<T> {
-    id: u32,
+    id: StateId,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -144,10 +125,8 @@ impl<T: StateValue> ValueState<T> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Option<T>, StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| r.value_get(self.id));
-        let (map, key) = b.heap_slot_ref::<T>(self.id)?;
-        Ok(map.get(key).cloned())
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.value_get(at, self.id)
     }
 
     /// Replaces the current key's value.
@@ -157,31 +136,20 @@ impl<T: StateValue> ValueState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         value: T,
     ) -> Result<(), StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| r.value_put(self.id, &value));
-        let (map, key) = b.heap_slot::<T>(self.id)?;
-        match map.get_mut(key) {
-            Some(slot) => *slot = value,
-            None => {
-                map.insert(key.clone(), value);
-            }
-        }
-        Ok(())
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.value_put(at, self.id, value)
     }
 
     /// Removes the current key's value.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| r.delete(self.id));
-        let (map, key) = b.heap_slot::<T>(self.id)?;
-        map.remove(key);
-        Ok(())
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.clear::<ValueShape<T>>(at, self.id)
     }
 }
 
 /// A list per key (Flink's `ListState`).
 pub struct ListState<T> {
-    id: u32,
+    id: StateId,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -197,10 +165,8 @@ impl<T> Clone for ListState<T> {
 impl<T: StateValue> ListState<T> {
     /// The current key's elements in insertion order (empty if none).
     pub fn get<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Vec<T>, StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| r.list_get(self.id));
-        let (map, key) = b.heap_slot_ref::<Vec<T>>(self.id)?;
-        Ok(map.get(key).cloned().unwrap_or_default())
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.list_get(at, self.id)
     }
 
     /// Appends one element.
@@ -209,16 +175,7 @@ impl<T: StateValue> ListState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         value: T,
     ) -> Result<(), StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| r.list_add(self.id, std::iter::once(&value)));
-        let (map, key) = b.heap_slot::<Vec<T>>(self.id)?;
-        match map.get_mut(key) {
-            Some(list) => list.push(value),
-            None => {
-                map.insert(key.clone(), vec![value]);
-            }
-        }
-        Ok(())
+        self.add_all(ctx, std::iter::once(value))
     }
 
     /// Appends every element of `values`.
@@ -227,23 +184,8 @@ impl<T: StateValue> ListState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         values: impl IntoIterator<Item = T>,
     ) -> Result<(), StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| {
-            let values: Vec<T> = values.into_iter().collect();
-            r.list_add(self.id, &values)
-        });
-        let (map, key) = b.heap_slot::<Vec<T>>(self.id)?;
-        let mut values = values.into_iter().peekable();
-        if values.peek().is_none() {
-            return Ok(());
-        }
-        match map.get_mut(key) {
-            Some(list) => list.extend(values),
-            None => {
-                map.insert(key.clone(), values.collect());
-            }
-        }
-        Ok(())
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.list_add(at, self.id, values)
     }
 
     /// Replaces the list; an empty `values` clears it.
@@ -252,30 +194,20 @@ impl<T: StateValue> ListState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         values: Vec<T>,
     ) -> Result<(), StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| r.list_put(self.id, &values));
-        let (map, key) = b.heap_slot::<Vec<T>>(self.id)?;
-        if values.is_empty() {
-            map.remove(key);
-        } else {
-            map.insert(key.clone(), values);
-        }
-        Ok(())
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.list_put(at, self.id, values)
     }
 
     /// Removes the current key's list.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| r.delete(self.id));
-        let (map, key) = b.heap_slot::<Vec<T>>(self.id)?;
-        map.remove(key);
-        Ok(())
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.clear::<ListShape<T>>(at, self.id)
     }
 }
 
 /// A map per key (Flink's `MapState`).
 pub struct MapState<UK, UV> {
-    id: u32,
+    id: StateId,
     _t: PhantomData<fn() -> (UK, UV)>,
 }
 
@@ -289,24 +221,14 @@ impl<UK, UV> Clone for MapState<UK, UV> {
 }
 
 impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
-    fn with_map<K: Key, R>(
-        &self,
-        backend: &mut KeyedStateBackend<K>,
-        f: impl FnOnce(Option<&FxHashMap<UK, UV>>) -> R,
-    ) -> Result<R, StateError> {
-        let (map, key) = backend.heap_slot_ref::<FxHashMap<UK, UV>>(self.id)?;
-        Ok(f(map.get(key)))
-    }
-
     /// The value under `user_key`.
     pub fn get<K: Key>(
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| r.map_get(self.id, user_key));
-        self.with_map(b, |m| m.and_then(|m| m.get(user_key).cloned()))
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.map_get(at, self.id, user_key)
     }
 
     /// True when `user_key` has a value.
@@ -315,11 +237,8 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         user_key: &UK,
     ) -> Result<bool, StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| r
-            .map_get::<UK, UV>(self.id, user_key)
-            .map(|v| v.is_some()));
-        self.with_map(b, |m| m.is_some_and(|m| m.contains_key(user_key)))
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.map_contains::<UK, UV>(at, self.id, user_key)
     }
 
     /// Sets `user_key` to `value`.
@@ -338,22 +257,8 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         entries: impl IntoIterator<Item = (UK, UV)>,
     ) -> Result<(), StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| entries
-            .into_iter()
-            .try_for_each(|(k, v)| r.map_put(self.id, &k, &v)));
-        let (map, key) = b.heap_slot::<FxHashMap<UK, UV>>(self.id)?;
-        let mut entries = entries.into_iter().peekable();
-        if entries.peek().is_none() {
-            return Ok(());
-        }
-        match map.get_mut(key) {
-            Some(m) => m.extend(entries),
-            None => {
-                map.insert(key.clone(), entries.collect());
-            }
-        }
-        Ok(())
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.map_put_all(at, self.id, entries)
     }
 
     /// Removes `user_key`; the key's map disappears with its last entry.
@@ -362,23 +267,8 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| {
-            let old = r.map_get::<UK, UV>(self.id, user_key)?;
-            if old.is_some() {
-                r.map_remove(self.id, user_key)?;
-            }
-            Ok(old)
-        });
-        let (map, key) = b.heap_slot::<FxHashMap<UK, UV>>(self.id)?;
-        let Some(m) = map.get_mut(key) else {
-            return Ok(None);
-        };
-        let removed = m.remove(user_key);
-        if m.is_empty() {
-            map.remove(key);
-        }
-        Ok(removed)
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.map_remove(at, self.id, user_key)
     }
 
     /// Every entry (in no particular order).
@@ -386,23 +276,16 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Vec<(UK, UV)>, StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| r.map_entries(self.id));
-        self.with_map(b, |m| {
-            m.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                .unwrap_or_default()
-        })
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.map_entries(at, self.id)
     }
 
     /// Every user key.
     pub fn keys<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Vec<UK>, StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| r
-            .map_entries::<UK, UV>(self.id)
-            .map(|e| e.into_iter().map(|(k, _)| k).collect()));
-        self.with_map(b, |m| {
-            m.map(|m| m.keys().cloned().collect()).unwrap_or_default()
-        })
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        let mut keys = Vec::new();
+        store.map_for_each::<UK, UV>(at, self.id, |k, _| keys.push(k.clone()))?;
+        Ok(keys)
     }
 
     /// Every value.
@@ -410,35 +293,28 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Vec<UV>, StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| r
-            .map_entries::<UK, UV>(self.id)
-            .map(|e| e.into_iter().map(|(_, v)| v).collect()));
-        self.with_map(b, |m| {
-            m.map(|m| m.values().cloned().collect()).unwrap_or_default()
-        })
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        let mut values = Vec::new();
+        store.map_for_each::<UK, UV>(at, self.id, |_, v| values.push(v.clone()))?;
+        Ok(values)
     }
 
     /// True when the current key's map has no entry.
     pub fn is_empty<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<bool, StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| r.map_is_empty(self.id));
-        self.with_map(b, |m| m.is_none_or(|m| m.is_empty()))
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.map_is_empty::<UK, UV>(at, self.id)
     }
 
     /// Removes every entry of the current key.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| r.map_clear(self.id));
-        let (map, key) = b.heap_slot::<FxHashMap<UK, UV>>(self.id)?;
-        map.remove(key);
-        Ok(())
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.clear::<MapShape<UK, UV>>(at, self.id)
     }
 }
 
 /// A value folded by a reduce function (Flink's `ReducingState`).
 pub struct ReducingState<T> {
-    id: u32,
+    id: StateId,
     reduce: ReduceFn<T>,
 }
 
@@ -454,10 +330,8 @@ impl<T> Clone for ReducingState<T> {
 impl<T: StateValue> ReducingState<T> {
     /// The reduced value, `None` before the first `add`.
     pub fn get<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Option<T>, StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| r.value_get(self.id));
-        let (map, key) = b.heap_slot_ref::<T>(self.id)?;
-        Ok(map.get(key).cloned())
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.value_get(at, self.id)
     }
 
     /// Folds `value` into the stored value and returns the new one.
@@ -467,45 +341,30 @@ impl<T: StateValue> ReducingState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         value: T,
     ) -> Result<T, StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| {
-            let next = match r.value_get::<T>(self.id)? {
-                Some(old) => (self.reduce)(old, value),
-                None => value,
-            };
-            r.value_put(self.id, &next)?;
-            Ok(next)
-        });
-        let (map, key) = b.heap_slot::<T>(self.id)?;
-        match map.get_mut(key) {
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.value_upsert(at, self.id, |slot: Option<&mut T>| match slot {
             Some(slot) => {
-                // Move the old value out without cloning: replace it with the
-                // new input, reduce, and store the result back.
+                // Move the old value out without cloning: replace it with
+                // the new input, reduce, and store the result back.
                 let old = std::mem::replace(slot, value.clone());
                 let reduced = (self.reduce)(old, value);
                 *slot = reduced.clone();
-                Ok(reduced)
+                (None, reduced)
             }
-            None => {
-                map.insert(key.clone(), value.clone());
-                Ok(value)
-            }
-        }
+            None => (Some(value.clone()), value),
+        })
     }
 
     /// Removes the current key's value.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| r.delete(self.id));
-        let (map, key) = b.heap_slot::<T>(self.id)?;
-        map.remove(key);
-        Ok(())
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.clear::<ValueShape<T>>(at, self.id)
     }
 }
 
 /// An accumulator folded by an [`AggregateFunction`] (Flink's `AggregatingState`).
 pub struct AggregatingState<F> {
-    id: u32,
+    id: StateId,
     function: Arc<F>,
 }
 
@@ -524,12 +383,10 @@ impl<F: AggregateFunction> AggregatingState<F> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Option<F::Out>, StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| r
-            .value_get::<F::Acc>(self.id)
-            .map(|acc| acc.map(|acc| self.function.get_result(&acc))));
-        let (map, key) = b.heap_slot_ref::<F::Acc>(self.id)?;
-        Ok(map.get(key).map(|acc| self.function.get_result(acc)))
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.value_read(at, self.id, |acc: Option<&F::Acc>| {
+            acc.map(|acc| self.function.get_result(acc))
+        })
     }
 
     /// Folds `value` into the current key's accumulator.
@@ -538,34 +395,24 @@ impl<F: AggregateFunction> AggregatingState<F> {
         ctx: &mut impl KeyedStateAccess<K>,
         value: F::In,
     ) -> Result<(), StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| {
-            let mut acc = match r.value_get(self.id)? {
-                Some(acc) => acc,
-                None => self.function.create_accumulator(),
-            };
-            self.function.add(value, &mut acc);
-            r.value_put(self.id, &acc)
-        });
-        let (map, key) = b.heap_slot::<F::Acc>(self.id)?;
-        match map.get_mut(key) {
-            Some(acc) => self.function.add(value, acc),
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.value_upsert(at, self.id, |acc: Option<&mut F::Acc>| match acc {
+            Some(acc) => {
+                self.function.add(value, acc);
+                (None, ())
+            }
             None => {
                 let mut acc = self.function.create_accumulator();
                 self.function.add(value, &mut acc);
-                map.insert(key.clone(), acc);
+                (Some(acc), ())
             }
-        }
-        Ok(())
+        })
     }
 
     /// Removes the current key's accumulator.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let b = ctx.keyed_state_backend();
-        on_rocks!(b, self.id, |r| r.delete(self.id));
-        let (map, key) = b.heap_slot::<F::Acc>(self.id)?;
-        map.remove(key);
-        Ok(())
+        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        store.clear::<ValueShape<F::Acc>>(at, self.id)
     }
 }
 

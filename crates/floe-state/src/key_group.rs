@@ -14,7 +14,7 @@ use std::fmt;
 use floe_core::KeyGroup;
 use serde::Serialize;
 
-use crate::codec::with_key_bytes;
+use crate::key_bytes::with_key_bytes;
 
 /// Smallest default max parallelism (Flink's `DEFAULT_LOWER_BOUND_MAX_PARALLELISM`).
 pub const DEFAULT_LOWER_BOUND_MAX_PARALLELISM: u32 = 128;

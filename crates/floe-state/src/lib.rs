@@ -6,35 +6,43 @@
 //! small `Send` handle; every access goes through the keyed context of the
 //! record being processed, which carries the current key and its key group.
 //!
-//! - [`key_group`]: key → key group → subtask, Flink's formulas.
-//! - [`codec`]: the stable binary encoding (postcard) used for key hashing and,
-//!   later, snapshots.
-//! - [`descriptor`]: what a function declares.
-//! - [`backend`]: [`KeyedStateBackend`], the per-subtask store, and the heap
-//!   implementation behind it.
+//! Modules, leaves first (each uses only modules above it; the
+//! `module_cycles` test keeps it so):
+//! - `types`, `key_bytes`, `config`, `table_alloc`: the bounds on keys and
+//!   values, the key-hashing buffer, backend settings, huge-page tables.
+//! - [`descriptor`] (what a function declares), [`key_group`] (key → key
+//!   group → subtask, Flink's formulas), [`error`], [`codec`] (the stable
+//!   postcard encoding of keys, values and snapshots), [`query`].
+//! - [`native`]: the RocksDB-native (incremental) snapshot format.
+//! - [`query_view`]: heap state published for queries off the task thread.
+//! - `store`: the keyed-store trait every backend's storage implements,
+//!   with the heap store, the RocksDB store (feature `rocksdb`) and the
+//!   enum that picks one.
+//! - [`snapshot`]: the canonical keyed snapshot, cut by key group, written
+//!   from any store's frozen views and restored into any store.
+//! - [`backend`]: [`KeyedStateBackend`], the per-subtask registrations,
+//!   current key, snapshots and restores over its store.
 //! - [`handles`]: `ValueState`, `ListState`, `MapState`, `ReducingState`,
-//!   `AggregatingState`.
-//! - [`query`]: answers to queryable-state lookups.
-//! - `rocks` (feature `rocksdb`): the RocksDB store behind the backend.
+//!   `AggregatingState`, each access one call into the store.
 //! - [`operator`]: operator state (list, union list, broadcast) and raw
 //!   state, redistributed by mode when the parallelism changes.
 
 pub mod backend;
 pub mod codec;
+mod config;
 pub mod descriptor;
 pub mod error;
 pub mod handles;
+mod key_bytes;
 pub mod key_group;
 pub mod native;
 pub mod operator;
 pub mod query;
 pub mod query_view;
-#[cfg(feature = "rocksdb")]
-mod rocks;
-#[cfg(feature = "rocksdb")]
-mod rocks_cache;
 pub mod snapshot;
+mod store;
 mod table_alloc;
+mod types;
 
 pub use backend::{
     KeyedStateAccess, KeyedStateBackend, RocksDbConfig, StateBackendKind, StateBackendSettings,
@@ -54,22 +62,4 @@ pub use query::{QueryFormat, QueryValue, QueryableStateInfo, decode_query_key};
 pub use query_view::{QueryView, ViewLookup};
 pub use snapshot::{KeyedStateFile, KeyedStateSnapshot, StateMeta};
 pub use table_alloc::set_heap_huge_pages;
-
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-/// What a key of a keyed stream must be: hashable for the heap backend,
-/// serializable for stable key-group assignment and snapshots.
-pub trait Key:
-    std::hash::Hash + Eq + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
-{
-}
-impl<T: std::hash::Hash + Eq + Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Key
-    for T
-{
-}
-
-/// What a state value must be: cloneable (the heap backend hands out copies)
-/// and serializable (snapshots and the RocksDB backend need bytes).
-pub trait StateValue: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {}
-impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> StateValue for T {}
+pub use types::{Key, StateValue};

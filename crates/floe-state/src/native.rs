@@ -21,9 +21,9 @@ use serde::{Deserialize, Serialize};
 use floe_core::KeyGroup;
 
 use crate::codec;
+use crate::descriptor::StateMeta;
 use crate::error::StateError;
 use crate::key_group::KeyGroupRange;
-use crate::snapshot::StateMeta;
 
 /// A file in checkpoint storage: its path relative to the storage root and
 /// its stored size (the same fields as the runtime's state handles).
@@ -232,98 +232,5 @@ fn check_file_name(name: &str, operator: &str) -> Result<(), StateError> {
             operator: operator.to_string(),
             reason: format!("native snapshot names an invalid file {name:?}"),
         })
-    }
-}
-
-impl<K: crate::Key> crate::KeyedStateBackend<K> {
-    /// Loads native snapshots (the manifests of checkpoint `checkpoint_id`,
-    /// written at any parallelism) before any state is registered. On
-    /// RocksDB the database is rebuilt from their files; `reusable` says the
-    /// checkpoint belongs to this job (a failover), so its shared files may
-    /// be referenced by the next checkpoints. On the heap the entries of
-    /// this subtask's key groups are read out of the files into the same
-    /// staging as a canonical restore (needs the `rocksdb` feature).
-    pub fn restore_native<'a>(
-        &mut self,
-        files: impl IntoIterator<Item = &'a [u8]>,
-        checkpoint_id: u64,
-        reusable: bool,
-        fetch: &NativeFetch<'_>,
-    ) -> Result<(), StateError> {
-        let mut manifests = Vec::new();
-        for bytes in files {
-            let m = NativeKeyedStateFile::decode(bytes)?;
-            if m.max_parallelism != self.max_parallelism() {
-                return Err(StateError::MaxParallelismMismatch {
-                    snapshot: m.max_parallelism,
-                    operator: self.max_parallelism(),
-                });
-            }
-            manifests.push(m);
-        }
-        if manifests.is_empty() {
-            return Ok(());
-        }
-        self.restore_native_manifests(manifests, checkpoint_id, reusable, fetch)
-    }
-
-    #[cfg(not(feature = "rocksdb"))]
-    fn restore_native_manifests(
-        &mut self,
-        _manifests: Vec<NativeKeyedStateFile>,
-        _checkpoint_id: u64,
-        _reusable: bool,
-        _fetch: &NativeFetch<'_>,
-    ) -> Result<(), StateError> {
-        Err(StateError::Backend {
-            operator: self.operator().to_string(),
-            reason: "the checkpoint holds RocksDB files (an incremental checkpoint), and this build of Floe has no RocksDB (built without the `rocksdb` feature); restore it with a build that has it, or from a savepoint".into(),
-        })
-    }
-
-    #[cfg(feature = "rocksdb")]
-    fn restore_native_manifests(
-        &mut self,
-        manifests: Vec<NativeKeyedStateFile>,
-        checkpoint_id: u64,
-        reusable: bool,
-        fetch: &NativeFetch<'_>,
-    ) -> Result<(), StateError> {
-        if self.registered_states().next().is_some() {
-            return Err(StateError::Codec {
-                action: "restore",
-                what: "keyed state".into(),
-                reason: "restore must happen before any state is registered".into(),
-            });
-        }
-        let range = self.key_group_range();
-        let operator = self.operator().to_string();
-        if let crate::backend::Store::Rocks(r) = &mut self.store {
-            return r.restore_native(&manifests, range, checkpoint_id, reusable, fetch);
-        }
-        // Heap: convert through a temporary directory per snapshot.
-        for m in &manifests {
-            let from = m.key_group_range();
-            if !from.overlaps(&range) {
-                continue;
-            }
-            let dir = std::env::temp_dir().join(format!(
-                "floe-native-restore-{}-{:016x}",
-                std::process::id(),
-                rand::random::<u64>()
-            ));
-            std::fs::create_dir_all(&dir).map_err(|e| StateError::Backend {
-                operator: operator.clone(),
-                reason: format!("cannot create {}: {e}", dir.display()),
-            })?;
-            let result = m
-                .materialize(&dir, fetch, &operator)
-                .and_then(|()| crate::rocks::canonical_from_native(&dir, m, range, &operator));
-            let _ = std::fs::remove_dir_all(&dir);
-            for (i, kg, bytes) in result? {
-                self.stage_restored(&m.states[i], kg, bytes)?;
-            }
-        }
-        Ok(())
     }
 }

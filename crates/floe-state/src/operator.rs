@@ -24,12 +24,11 @@ use std::marker::PhantomData;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::StateValue;
 use crate::codec;
 use crate::descriptor::{ListStateDescriptor, MapStateDescriptor};
 use crate::error::StateError;
-use crate::handles::MapKey;
 use crate::key_group::KeyGroupRange;
+use crate::types::{MapKey, StateValue};
 use floe_core::KeyGroup;
 
 /// How operator state is redistributed on restore.

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use floe_core::KeyGroup;
 
-use crate::Key;
-use crate::backend::{GroupMap, StateStorage};
 use crate::error::StateError;
 use crate::query::{QueryFormat, QueryValue, decode_query_key};
+use crate::table_alloc::GroupMap;
+use crate::types::{Key, StateStorage};
 
 /// Publishing may cost the task at most 1/`COPY_BUDGET` of its time in
 /// copies of published groups.

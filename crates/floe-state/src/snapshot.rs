@@ -1,10 +1,16 @@
 //! Snapshots of keyed state, in a canonical format cut by key group.
 //!
 //! A snapshot has two parts, as in Flink. The synchronous part,
-//! [`KeyedStateBackend::snapshot`], runs on the task thread between two
-//! records and only freezes a private copy of the tables. The asynchronous
-//! part, [`KeyedStateSnapshot::encode`], turns that copy into bytes on any
+//! [`KeyedStateBackend::snapshot`](crate::KeyedStateBackend::snapshot), runs
+//! on the task thread between two records and only has the store freeze a
+//! private view of every state ([`FrozenTable`]). The asynchronous part,
+//! [`KeyedStateSnapshot::encode`], turns those views into bytes on any
 //! thread while the task goes on processing.
+//!
+//! This module knows the store only through [`FrozenTable`] (writing) and
+//! hands restored bytes to the backend through [`RestoreStaging`]
+//! (reading): it reads and writes the same bytes whichever store made or
+//! takes them.
 //!
 //! The encoding is backend-independent: per key group, per state, the
 //! postcard sequence of `(key, value)` pairs, where the value is the state's
@@ -19,24 +25,13 @@ use serde::{Deserialize, Serialize};
 
 use floe_core::KeyGroup;
 
-use crate::Key;
-use crate::backend::{FrozenTable, KeyedStateBackend};
 use crate::codec;
 use crate::descriptor::StateKind;
+pub use crate::descriptor::StateMeta;
 use crate::error::StateError;
 use crate::key_group::KeyGroupRange;
-
-/// Name, kind and declared value type of one state in a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StateMeta {
-    /// The state's name (its identity).
-    pub name: String,
-    /// [`StateKind`] as its stable code.
-    pub kind: u8,
-    /// The Rust type the state was declared with (informational: a value
-    /// is compatible when its bytes decode as the new type).
-    pub value_type: String,
-}
+use crate::native::{NativeKeyedStateFile, NativeSharedFile, NativeSnapshot};
+use crate::store::FrozenTable;
 
 /// One key group's entries: `(state index, encoded entries)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,38 +70,130 @@ impl KeyedStateFile {
     }
 }
 
-impl StateKind {
-    /// The kind's code in snapshots; never renumber.
-    pub fn code(self) -> u8 {
-        match self {
-            StateKind::Value => 0,
-            StateKind::List => 1,
-            StateKind::Map => 2,
-            StateKind::Reducing => 3,
-            StateKind::Aggregating => 4,
-        }
-    }
-
-    /// The kind of a snapshot code.
-    pub fn from_code(code: u8) -> Option<Self> {
-        Some(match code {
-            0 => StateKind::Value,
-            1 => StateKind::List,
-            2 => StateKind::Map,
-            3 => StateKind::Reducing,
-            4 => StateKind::Aggregating,
-            _ => return None,
-        })
-    }
-}
-
 /// Restored bytes of a state that the function has not registered (yet).
 #[derive(Debug, Clone)]
-pub(crate) struct RestoredState {
+pub(crate) struct StagedState {
     pub(crate) name: String,
     pub(crate) kind: StateKind,
     pub(crate) value_type: String,
     pub(crate) key_groups: Vec<(KeyGroup, Vec<u8>)>,
+}
+
+impl StagedState {
+    fn meta(&self) -> StateMeta {
+        StateMeta {
+            name: self.name.clone(),
+            kind: self.kind.code(),
+            value_type: self.value_type.clone(),
+        }
+    }
+}
+
+/// Restored canonical key groups, per state, until the function registers
+/// the state (each is decoded then, with its types). A state the function
+/// never registers again is carried into every snapshot, so state a
+/// function stops using is not lost silently.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RestoreStaging {
+    states: Vec<StagedState>,
+}
+
+impl RestoreStaging {
+    /// Whether nothing is staged.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
+    /// Stages the key groups of `range` from one canonical snapshot payload
+    /// (written by any subtask at any parallelism).
+    pub(crate) fn add_file(
+        &mut self,
+        bytes: &[u8],
+        range: KeyGroupRange,
+        max_parallelism: u32,
+    ) -> Result<(), StateError> {
+        let file = KeyedStateFile::decode(bytes)?;
+        if file.max_parallelism != max_parallelism {
+            return Err(StateError::MaxParallelismMismatch {
+                snapshot: file.max_parallelism,
+                operator: max_parallelism,
+            });
+        }
+        for group in file
+            .key_groups
+            .into_iter()
+            .filter(|g| range.contains(g.key_group))
+        {
+            for (idx, entries) in group.states {
+                let meta = file
+                    .states
+                    .get(idx as usize)
+                    .ok_or_else(|| StateError::Codec {
+                        action: "decode",
+                        what: "keyed state snapshot".into(),
+                        reason: format!("state index {idx} out of range"),
+                    })?;
+                self.stage(meta, group.key_group, entries)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stages one key group's canonical entries of a restored state (shared
+    /// by canonical and native restores): snapshots must agree on a state's
+    /// kind and hold each key group once.
+    pub(crate) fn stage(
+        &mut self,
+        meta: &StateMeta,
+        key_group: KeyGroup,
+        entries: Vec<u8>,
+    ) -> Result<(), StateError> {
+        let kind = StateKind::from_code(meta.kind).ok_or_else(|| StateError::Codec {
+            action: "decode",
+            what: format!("state '{}'", meta.name),
+            reason: format!("unknown state kind code {}", meta.kind),
+        })?;
+        let pos = match self.states.iter().position(|r| r.name == meta.name) {
+            Some(p) => p,
+            None => {
+                self.states.push(StagedState {
+                    name: meta.name.clone(),
+                    kind,
+                    value_type: meta.value_type.clone(),
+                    key_groups: Vec::new(),
+                });
+                self.states.len() - 1
+            }
+        };
+        let r = &mut self.states[pos];
+        if r.kind != kind {
+            return Err(StateError::Codec {
+                action: "restore",
+                what: format!("state '{}'", meta.name),
+                reason: format!("snapshots disagree on its kind ({} and {kind})", r.kind),
+            });
+        }
+        if r.key_groups.iter().any(|(g, _)| *g == key_group) {
+            return Err(StateError::Codec {
+                action: "restore",
+                what: format!("state '{}'", meta.name),
+                reason: format!("key group {key_group} appears in more than one snapshot"),
+            });
+        }
+        r.key_groups.push((key_group, entries));
+        Ok(())
+    }
+
+    /// Takes the staged state `name` out (it is being registered).
+    pub(crate) fn take(&mut self, name: &str) -> Option<StagedState> {
+        let pos = self.states.iter().position(|r| r.name == name)?;
+        Some(self.states.remove(pos))
+    }
+
+    /// Stages `state` again (its registration failed).
+    pub(crate) fn put_back(&mut self, state: StagedState) {
+        self.states.push(state);
+    }
 }
 
 /// A frozen copy of one subtask's keyed state, independent of the backend
@@ -117,15 +204,57 @@ pub struct KeyedStateSnapshot {
     /// Registered states (with a frozen table) first, then carried ones.
     states: Vec<StateMeta>,
     frozen: Vec<Box<dyn FrozenTable>>,
-    carried: Vec<RestoredState>,
+    carried: Vec<StagedState>,
     /// The encoded size of the backend's previous snapshot, shared with the
     /// backend: the output is allocated once at about the right size.
     size_hint: Arc<AtomicUsize>,
     /// A native (incremental) snapshot instead of frozen tables.
-    native: Option<crate::native::NativeSnapshot>,
+    native: Option<NativeSnapshot>,
 }
 
 impl KeyedStateSnapshot {
+    /// A canonical snapshot of the states `states` (registered ones, then
+    /// those only the store holds) frozen as `frozen`, plus the states
+    /// `staged` still holds unregistered.
+    pub(crate) fn canonical(
+        range: KeyGroupRange,
+        max_parallelism: u32,
+        mut states: Vec<StateMeta>,
+        frozen: Vec<Box<dyn FrozenTable>>,
+        staged: &RestoreStaging,
+        size_hint: Arc<AtomicUsize>,
+    ) -> Self {
+        states.extend(staged.states.iter().map(StagedState::meta));
+        KeyedStateSnapshot {
+            range,
+            max_parallelism,
+            states,
+            frozen,
+            carried: staged.states.clone(),
+            size_hint,
+            native: None,
+        }
+    }
+
+    /// A native snapshot of the states `states`.
+    pub(crate) fn native_files(
+        range: KeyGroupRange,
+        max_parallelism: u32,
+        states: Vec<StateMeta>,
+        native: NativeSnapshot,
+        size_hint: Arc<AtomicUsize>,
+    ) -> Self {
+        KeyedStateSnapshot {
+            range,
+            max_parallelism,
+            states,
+            frozen: Vec::new(),
+            carried: Vec::new(),
+            size_hint,
+            native: Some(native),
+        }
+    }
+
     /// The asynchronous part: the snapshot's canonical bytes.
     pub fn encode(&self) -> Result<Vec<u8>, StateError> {
         let mut out = Vec::new();
@@ -196,7 +325,7 @@ impl KeyedStateSnapshot {
     /// runtime uploads the new ones and writes a manifest with
     /// [`encode_native_into`](Self::encode_native_into) instead of
     /// [`encode_into`](Self::encode_into).
-    pub fn native(&self) -> Option<&crate::native::NativeSnapshot> {
+    pub fn native(&self) -> Option<&NativeSnapshot> {
         self.native.as_ref()
     }
 
@@ -206,7 +335,7 @@ impl KeyedStateSnapshot {
     /// from the checkpoint directory and inlined.
     pub fn encode_native_into(
         &self,
-        shared: Vec<crate::native::NativeSharedFile>,
+        shared: Vec<NativeSharedFile>,
         out: &mut Vec<u8>,
     ) -> Result<(), StateError> {
         let native = self.native.as_ref().ok_or_else(|| StateError::Codec {
@@ -224,7 +353,7 @@ impl KeyedStateSnapshot {
             })?;
             private.push((name.clone(), bytes));
         }
-        let file = crate::native::NativeKeyedStateFile {
+        let file = NativeKeyedStateFile {
             max_parallelism: self.max_parallelism,
             key_group_start: self.range.start,
             key_group_end: self.range.end,
@@ -243,156 +372,5 @@ impl KeyedStateSnapshot {
     /// The states in the snapshot.
     pub fn states(&self) -> &[StateMeta] {
         &self.states
-    }
-}
-
-impl<K: Key> KeyedStateBackend<K> {
-    /// The synchronous part of a snapshot: freezes a copy-on-write view of
-    /// every table (no entry is copied here). Processing may continue as
-    /// soon as this returns.
-    pub fn snapshot(&mut self) -> KeyedStateSnapshot {
-        let (metas, frozen) = self.freeze_tables();
-        let mut states = metas;
-        states.extend(self.restored.iter().map(|r| StateMeta {
-            name: r.name.clone(),
-            kind: r.kind.code(),
-            value_type: r.value_type.clone(),
-        }));
-        KeyedStateSnapshot {
-            range: self.key_group_range(),
-            max_parallelism: self.max_parallelism(),
-            states,
-            frozen,
-            carried: self.restored.clone(),
-            size_hint: self.snapshot_size_hint.clone(),
-            native: None,
-        }
-    }
-
-    /// The snapshot for checkpoint `checkpoint_id`: native and incremental
-    /// on RocksDB with `state.backend.incremental` (building on checkpoint
-    /// `base`, the latest completed one when this was triggered), else the
-    /// canonical [`snapshot`](Self::snapshot). Savepoints always use the
-    /// canonical one.
-    pub fn snapshot_for_checkpoint(
-        &mut self,
-        checkpoint_id: u64,
-        base: Option<u64>,
-    ) -> KeyedStateSnapshot {
-        #[cfg(feature = "rocksdb")]
-        if self.restored.is_empty()
-            && let crate::backend::Store::Rocks(r) = &mut self.store
-            && r.incremental()
-        {
-            match r.snapshot_native(checkpoint_id, base) {
-                Ok(native) => {
-                    return KeyedStateSnapshot {
-                        range: self.key_group_range(),
-                        max_parallelism: self.max_parallelism(),
-                        states: self.state_metas(),
-                        frozen: Vec::new(),
-                        carried: Vec::new(),
-                        size_hint: self.snapshot_size_hint.clone(),
-                        native: Some(native),
-                    };
-                }
-                Err(e) => tracing::warn!(
-                    checkpoint = checkpoint_id,
-                    "native snapshot failed, taking a canonical one: {e}"
-                ),
-            }
-        }
-        let _ = (checkpoint_id, base);
-        self.snapshot()
-    }
-
-    /// Loads snapshot payloads written by any number of subtasks at any
-    /// parallelism, keeping the key groups this subtask owns. Must run before
-    /// the function registers its states; each state's entries are decoded
-    /// when it is registered (with its type).
-    pub fn restore<'a>(
-        &mut self,
-        files: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Result<(), StateError> {
-        if self.registered_states().next().is_some() {
-            return Err(StateError::Codec {
-                action: "restore",
-                what: "keyed state".into(),
-                reason: "restore must happen before any state is registered".into(),
-            });
-        }
-        let range = self.key_group_range();
-        for bytes in files {
-            let file = KeyedStateFile::decode(bytes)?;
-            if file.max_parallelism != self.max_parallelism() {
-                return Err(StateError::MaxParallelismMismatch {
-                    snapshot: file.max_parallelism,
-                    operator: self.max_parallelism(),
-                });
-            }
-            for group in file
-                .key_groups
-                .into_iter()
-                .filter(|g| range.contains(g.key_group))
-            {
-                for (idx, entries) in group.states {
-                    let meta = file
-                        .states
-                        .get(idx as usize)
-                        .ok_or_else(|| StateError::Codec {
-                            action: "decode",
-                            what: "keyed state snapshot".into(),
-                            reason: format!("state index {idx} out of range"),
-                        })?;
-                    self.stage_restored(meta, group.key_group, entries)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Stages one key group's canonical entries of a restored state until
-    /// the function registers it (shared by canonical and native restores):
-    /// snapshots must agree on a state's kind and hold each key group once.
-    pub(crate) fn stage_restored(
-        &mut self,
-        meta: &StateMeta,
-        key_group: KeyGroup,
-        entries: Vec<u8>,
-    ) -> Result<(), StateError> {
-        let kind = StateKind::from_code(meta.kind).ok_or_else(|| StateError::Codec {
-            action: "decode",
-            what: format!("state '{}'", meta.name),
-            reason: format!("unknown state kind code {}", meta.kind),
-        })?;
-        let pos = match self.restored.iter().position(|r| r.name == meta.name) {
-            Some(p) => p,
-            None => {
-                self.restored.push(RestoredState {
-                    name: meta.name.clone(),
-                    kind,
-                    value_type: meta.value_type.clone(),
-                    key_groups: Vec::new(),
-                });
-                self.restored.len() - 1
-            }
-        };
-        let r = &mut self.restored[pos];
-        if r.kind != kind {
-            return Err(StateError::Codec {
-                action: "restore",
-                what: format!("state '{}'", meta.name),
-                reason: format!("snapshots disagree on its kind ({} and {kind})", r.kind),
-            });
-        }
-        if r.key_groups.iter().any(|(g, _)| *g == key_group) {
-            return Err(StateError::Codec {
-                action: "restore",
-                what: format!("state '{}'", meta.name),
-                reason: format!("key group {key_group} appears in more than one snapshot"),
-            });
-        }
-        r.key_groups.push((key_group, entries));
-        Ok(())
     }
 }

@@ -93,6 +93,14 @@ fn advise_huge_pages(ptr: NonNull<u8>, len: usize) {
 #[cfg(not(target_os = "linux"))]
 fn advise_huge_pages(_ptr: NonNull<u8>, _len: usize) {}
 
+/// One key group's entries of one state on the heap: a hash table in
+/// huge-page backed memory once it is large, hashed with FxHash (keys
+/// arrive already spread over key groups by murmur3, and FxHash is the
+/// cheapest hash that keeps probing short). Shared by the heap store and
+/// the query views it publishes.
+pub(crate) type GroupMap<K, S> =
+    hashbrown::HashMap<K, S, rustc_hash::FxBuildHasher, StateTableAlloc>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

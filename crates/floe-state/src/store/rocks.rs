@@ -1,10 +1,11 @@
-//! The RocksDB store behind a [`KeyedStateBackend`](crate::KeyedStateBackend)
-//! (feature `rocksdb`): one `floe_rocksdb::KeyedDb` per subtask, one column
-//! family per state, keys laid out as key group | key | (user key).
+//! The RocksDB store (feature `rocksdb`, Flink's
+//! `EmbeddedRocksDBStateBackend`): one `floe_rocksdb::KeyedDb` per subtask,
+//! one column family per state, keys laid out as key group | key | (user
+//! key).
 //!
-//! The backend encodes the current key once per record
-//! ([`RocksStore::set_key`]) into a reused prefix; state handles then read
-//! and write postcard bytes through it. Snapshots are canonical: the
+//! The store encodes the current key once per record
+//! ([`RocksStore::set_key`]) into a reused prefix; the [`KeyedStore`]
+//! primitives then read and write postcard bytes through it. Snapshots are canonical: the
 //! synchronous part takes a RocksDB checkpoint (a flush plus hard links),
 //! and the asynchronous part reads it back per key group into exactly the
 //! bytes the heap backend writes, so checkpoints and savepoints restore on
@@ -14,19 +15,22 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::rocks_cache::{Cached, ValueCache};
 use floe_core::KeyGroup;
-use floe_rocksdb::{CheckpointReader, KeyPrefix, KeyedDb, RocksDbResources, StateId, StateLayout};
+use floe_rocksdb::{CheckpointReader, KeyPrefix, KeyedDb, RocksDbResources, StateLayout};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::backend::{FrozenTable, RocksDbConfig};
 use crate::codec;
-use crate::descriptor::StateKind;
+use crate::config::RocksDbConfig;
+use crate::descriptor::{StateKind, StateMeta};
 use crate::error::StateError;
 use crate::key_group::KeyGroupRange;
 use crate::native::{NativeFetch, NativeKeyedStateFile, NativeSnapshot, NativeSstFile, SstSource};
-use crate::snapshot::StateMeta;
+use crate::query::{QueryFormat, QueryValue};
+use crate::query_view::QueryView;
+use crate::store::rocks_cache::{Cached, ValueCache};
+use crate::store::{At, FrozenTable, KeyedStore, Layout, Shape, StateId, restore_through};
+use crate::types::{Key, MapKey, StateStorage, StateValue};
 
 fn backend_error(operator: &str, action: &str, e: impl std::fmt::Display) -> StateError {
     StateError::Backend {
@@ -98,10 +102,16 @@ fn unique_name(operator: &str) -> String {
 
 /// One registered state in the database.
 struct RocksState {
-    id: StateId,
+    id: floe_rocksdb::StateId,
     layout: StateLayout,
     name: String,
+    /// Renders the state's per-key canonical bytes as JSON (queries).
+    json: JsonFn,
 }
+
+/// Decodes a state's canonical per-key bytes with its types and renders
+/// them as JSON.
+type JsonFn = fn(&[u8], &str) -> Result<serde_json::Value, StateError>;
 
 /// The RocksDB storage of one subtask's keyed state.
 pub(crate) struct RocksStore {
@@ -196,10 +206,11 @@ impl RocksStore {
     }
 
     /// Adds a column family for a newly registered state.
-    pub(crate) fn create_state(
+    fn create_state(
         &mut self,
         name: &str,
         layout: StateLayout,
+        json: JsonFn,
     ) -> Result<(), StateError> {
         let id = self
             .db
@@ -209,6 +220,7 @@ impl RocksStore {
             id,
             layout,
             name: name.to_string(),
+            json,
         });
         self.cache.push_state(layout == StateLayout::ValueLike);
         self.abandoned_native = self
@@ -223,7 +235,7 @@ impl RocksStore {
     /// indices stay aligned with the backend's registrations. Entries it
     /// restored before failing stay in its column family, which a later
     /// registration under the same name finds again.
-    pub(crate) fn abandon_last_state(&mut self) {
+    fn abandon_last_state(&mut self) {
         self.states.pop();
         self.cache.pop_state();
         // Its natively restored data is still in the database: carried on.
@@ -234,11 +246,7 @@ impl RocksStore {
 
     /// Makes `key` (in `kg`) the key that state access goes to.
     #[inline]
-    pub(crate) fn set_key<K: Serialize>(
-        &mut self,
-        kg: KeyGroup,
-        key: &K,
-    ) -> Result<(), StateError> {
+    fn set_key<K: Serialize>(&mut self, kg: KeyGroup, key: &K) -> Result<(), StateError> {
         self.key_buf.clear();
         codec::encode_into(key, &mut self.key_buf, "key")?;
         self.prefix.set(kg, &self.key_buf);
@@ -249,7 +257,7 @@ impl RocksStore {
         backend_error(&self.operator, action, e)
     }
 
-    fn id(&self, idx: u32) -> StateId {
+    fn id(&self, idx: u32) -> floe_rocksdb::StateId {
         self.states[idx as usize].id
     }
 
@@ -258,10 +266,7 @@ impl RocksStore {
     /// The current key's value: from the write-back cache, else from
     /// RocksDB (and then cached).
     #[inline]
-    pub(crate) fn value_get<T: DeserializeOwned>(
-        &mut self,
-        idx: u32,
-    ) -> Result<Option<T>, StateError> {
+    fn get_value<T: DeserializeOwned>(&mut self, idx: u32) -> Result<Option<T>, StateError> {
         let name = &self.states[idx as usize].name;
         if let Cached::Hit(bytes) = self.cache.get(idx, self.prefix.as_bytes()) {
             return bytes.map(|b| codec::decode(b, name)).transpose();
@@ -286,11 +291,7 @@ impl RocksStore {
     /// Replaces the current key's value (in the cache; RocksDB sees it at
     /// the next flush).
     #[inline]
-    pub(crate) fn value_put<T: Serialize>(
-        &mut self,
-        idx: u32,
-        value: &T,
-    ) -> Result<(), StateError> {
+    fn put_value<T: Serialize>(&mut self, idx: u32, value: &T) -> Result<(), StateError> {
         let name = &self.states[idx as usize].name;
         self.cache.put(
             idx,
@@ -301,7 +302,7 @@ impl RocksStore {
     }
 
     /// Removes the current key's value (or list).
-    pub(crate) fn delete(&mut self, idx: u32) -> Result<(), StateError> {
+    fn delete_key(&mut self, idx: u32) -> Result<(), StateError> {
         if self.cache.caches(idx) {
             self.cache.put(
                 idx,
@@ -318,7 +319,7 @@ impl RocksStore {
 
     /// Writes the cache's dirty entries to RocksDB in one batch per state:
     /// before a checkpoint and before iterating the database.
-    pub(crate) fn flush_cache(&mut self) -> Result<(), StateError> {
+    fn flush_cache(&mut self) -> Result<(), StateError> {
         if !self.cache.is_dirty() {
             return Ok(());
         }
@@ -343,7 +344,7 @@ impl RocksStore {
     // --- list states ---
 
     /// The current key's list.
-    pub(crate) fn list_get<T: DeserializeOwned>(&mut self, idx: u32) -> Result<Vec<T>, StateError> {
+    fn get_list<T: DeserializeOwned>(&mut self, idx: u32) -> Result<Vec<T>, StateError> {
         let id = self.id(idx);
         let Some(list) = self
             .db
@@ -370,16 +371,16 @@ impl RocksStore {
     }
 
     /// Appends elements through the merge operator (no read).
-    pub(crate) fn list_add<'a, T: Serialize + 'a>(
+    fn append_list<T: Serialize>(
         &mut self,
         idx: u32,
-        values: impl IntoIterator<Item = &'a T>,
+        values: impl IntoIterator<Item = T>,
     ) -> Result<(), StateError> {
         let id = self.id(idx);
         self.buf.clear();
         let mut count = 0u32;
         for v in values {
-            codec::encode_into(v, &mut self.buf, &self.states[idx as usize].name)?;
+            codec::encode_into(&v, &mut self.buf, &self.states[idx as usize].name)?;
             count += 1;
         }
         if count == 0 {
@@ -391,13 +392,9 @@ impl RocksStore {
     }
 
     /// Replaces the current key's list (an empty one removes it).
-    pub(crate) fn list_put<T: Serialize>(
-        &mut self,
-        idx: u32,
-        values: &[T],
-    ) -> Result<(), StateError> {
+    fn put_list<T: Serialize>(&mut self, idx: u32, values: &[T]) -> Result<(), StateError> {
         if values.is_empty() {
-            return self.delete(idx);
+            return self.delete_key(idx);
         }
         let id = self.id(idx);
         self.buf.clear();
@@ -412,7 +409,7 @@ impl RocksStore {
     // --- map states ---
 
     /// The value under `user_key`.
-    pub(crate) fn map_get<UK: Serialize, UV: DeserializeOwned>(
+    fn get_entry<UK: Serialize, UV: DeserializeOwned>(
         &mut self,
         idx: u32,
         user_key: &UK,
@@ -431,7 +428,7 @@ impl RocksStore {
     }
 
     /// Sets `user_key` to `value`.
-    pub(crate) fn map_put<UK: Serialize, UV: Serialize>(
+    fn put_entry<UK: Serialize, UV: Serialize>(
         &mut self,
         idx: u32,
         user_key: &UK,
@@ -449,11 +446,7 @@ impl RocksStore {
     }
 
     /// Removes `user_key`.
-    pub(crate) fn map_remove<UK: Serialize>(
-        &mut self,
-        idx: u32,
-        user_key: &UK,
-    ) -> Result<(), StateError> {
+    fn remove_entry<UK: Serialize>(&mut self, idx: u32, user_key: &UK) -> Result<(), StateError> {
         let id = self.id(idx);
         self.buf.clear();
         codec::encode_into(user_key, &mut self.buf, "map key")?;
@@ -463,7 +456,7 @@ impl RocksStore {
     }
 
     /// Every entry of the current key's map.
-    pub(crate) fn map_entries<UK: DeserializeOwned, UV: DeserializeOwned>(
+    fn entries<UK: DeserializeOwned, UV: DeserializeOwned>(
         &mut self,
         idx: u32,
     ) -> Result<Vec<(UK, UV)>, StateError> {
@@ -487,7 +480,7 @@ impl RocksStore {
     }
 
     /// True when the current key's map has no entry.
-    pub(crate) fn map_is_empty(&mut self, idx: u32) -> Result<bool, StateError> {
+    fn is_map_empty(&mut self, idx: u32) -> Result<bool, StateError> {
         let id = self.id(idx);
         self.db
             .map_is_empty(id, &self.prefix)
@@ -495,7 +488,7 @@ impl RocksStore {
     }
 
     /// Removes every entry of the current key's map.
-    pub(crate) fn map_clear(&mut self, idx: u32) -> Result<(), StateError> {
+    fn clear_map(&mut self, idx: u32) -> Result<(), StateError> {
         let id = self.id(idx);
         self.db
             .map_clear(id, &self.prefix)
@@ -506,7 +499,7 @@ impl RocksStore {
 
     /// The canonical per-key bytes (postcard of the heap backend's per-key
     /// value) of `key` in state `idx`, for a query; `None` without state.
-    pub(crate) fn per_key_bytes<K: Serialize>(
+    fn per_key_bytes<K: Serialize>(
         &mut self,
         idx: u32,
         kg: KeyGroup,
@@ -556,7 +549,7 @@ impl RocksStore {
     }
 
     /// Entries per key group of state `idx`, in range order.
-    pub(crate) fn key_counts(&mut self, idx: u32) -> Result<Vec<usize>, StateError> {
+    fn count_keys(&mut self, idx: u32) -> Result<Vec<usize>, StateError> {
         self.flush_cache()?;
         self.db
             .key_counts(self.id(idx))
@@ -564,7 +557,7 @@ impl RocksStore {
     }
 
     /// Every key of state `idx` with its key group.
-    pub(crate) fn keys<K: DeserializeOwned>(
+    fn keys_in<K: DeserializeOwned>(
         &mut self,
         idx: u32,
         range: KeyGroupRange,
@@ -607,7 +600,7 @@ impl RocksStore {
     /// The synchronous part of a snapshot: a RocksDB checkpoint (flush and
     /// hard links); one frozen view per state reads it back off the task
     /// thread. The checkpoint directory goes when the last view does.
-    pub(crate) fn freeze(
+    fn take_frozen(
         &mut self,
         range: KeyGroupRange,
     ) -> Result<Vec<Box<dyn FrozenTable>>, StateError> {
@@ -643,20 +636,10 @@ impl RocksStore {
 }
 
 impl RocksStore {
-    /// Whether checkpoints are native and incremental.
-    pub(crate) fn incremental(&self) -> bool {
-        self.incremental
-    }
-
     /// The kind of a state restored natively and not registered yet.
-    pub(crate) fn native_kind(&self, name: &str) -> Option<StateKind> {
+    fn native_kind(&self, name: &str) -> Option<StateKind> {
         let m = self.native_states.iter().find(|m| m.name == name)?;
         StateKind::from_code(m.kind)
-    }
-
-    /// States restored natively and not registered (again).
-    pub(crate) fn unregistered_native_states(&self) -> impl Iterator<Item = &StateMeta> {
-        self.native_states.iter()
     }
 
     /// The synchronous part of a native (incremental) snapshot for
@@ -665,7 +648,7 @@ impl RocksStore {
     /// of `base` (the latest completed checkpoint when this one was
     /// triggered, which the coordinator keeps until this one is done) are
     /// referenced; every other file is uploaded.
-    pub(crate) fn snapshot_native(
+    fn take_native_snapshot(
         &mut self,
         checkpoint_id: u64,
         base: Option<u64>,
@@ -740,7 +723,7 @@ impl RocksStore {
     /// rescaling). When `reusable` (a checkpoint of this job) and the
     /// database is the one snapshot's at the same range, the next
     /// checkpoint references its files instead of uploading them again.
-    pub(crate) fn restore_native(
+    fn rebuild_from_native(
         &mut self,
         manifests: &[NativeKeyedStateFile],
         range: KeyGroupRange,
@@ -811,6 +794,291 @@ impl RocksStore {
             self.native_history.insert(checkpoint_id, files);
         }
         Ok(())
+    }
+}
+
+/// The RocksDB layout of a store layout.
+fn rocks_layout(layout: Layout) -> StateLayout {
+    match layout {
+        Layout::ValueLike => StateLayout::ValueLike,
+        Layout::List => StateLayout::List,
+        Layout::Map => StateLayout::Map,
+    }
+}
+
+/// Decodes canonical per-key bytes as `S` and renders them as JSON.
+fn json_of<S: StateStorage>(bytes: &[u8], what: &str) -> Result<serde_json::Value, StateError> {
+    let value: S = codec::decode(bytes, what)?;
+    serde_json::to_value(&value).map_err(|e| StateError::Codec {
+        action: "encode",
+        what: format!("{what} as JSON"),
+        reason: e.to_string(),
+    })
+}
+
+/// The primitives on bytes: the position `at` is unused, the prefix that
+/// [`set_current_key`](KeyedStore::set_current_key) encoded is the key.
+impl<K: Key> KeyedStore<K> for RocksStore {
+    fn register<Sh: Shape>(
+        &mut self,
+        id: StateId,
+        name: &str,
+        restored: &[(KeyGroup, Vec<u8>)],
+        range: KeyGroupRange,
+    ) -> Result<(), StateError> {
+        debug_assert_eq!(id as usize, self.states.len());
+        self.create_state(name, rocks_layout(Sh::LAYOUT), json_of::<Sh::PerKey>)?;
+        restore_through::<K, Self, Sh>(self, id, restored, range, name)
+            .inspect_err(|_| self.abandon_last_state())
+    }
+
+    fn restored_kind(&self, name: &str) -> Option<StateKind> {
+        self.native_kind(name)
+    }
+
+    #[inline]
+    fn set_current_key(&mut self, key: &K, key_group: KeyGroup) -> Result<(), StateError> {
+        self.set_key(key_group, key)
+    }
+
+    #[inline]
+    fn value_get<T: StateValue>(
+        &mut self,
+        _at: At<'_, K>,
+        id: StateId,
+    ) -> Result<Option<T>, StateError> {
+        self.get_value(id)
+    }
+
+    fn value_read<T: StateValue, R>(
+        &mut self,
+        _at: At<'_, K>,
+        id: StateId,
+        f: impl FnOnce(Option<&T>) -> R,
+    ) -> Result<R, StateError> {
+        let value = self.get_value::<T>(id)?;
+        Ok(f(value.as_ref()))
+    }
+
+    #[inline]
+    fn value_put<T: StateValue>(
+        &mut self,
+        _at: At<'_, K>,
+        id: StateId,
+        value: T,
+    ) -> Result<(), StateError> {
+        self.put_value(id, &value)
+    }
+
+    fn value_upsert<T: StateValue, R>(
+        &mut self,
+        _at: At<'_, K>,
+        id: StateId,
+        f: impl FnOnce(Option<&mut T>) -> (Option<T>, R),
+    ) -> Result<R, StateError> {
+        let mut current = self.get_value::<T>(id)?;
+        let (new, result) = f(current.as_mut());
+        if let Some(value) = current.or(new) {
+            self.put_value(id, &value)?;
+        }
+        Ok(result)
+    }
+
+    fn list_get<T: StateValue>(
+        &mut self,
+        _at: At<'_, K>,
+        id: StateId,
+    ) -> Result<Vec<T>, StateError> {
+        self.get_list(id)
+    }
+
+    fn list_add<T: StateValue>(
+        &mut self,
+        _at: At<'_, K>,
+        id: StateId,
+        values: impl IntoIterator<Item = T>,
+    ) -> Result<(), StateError> {
+        self.append_list(id, values)
+    }
+
+    fn list_put<T: StateValue>(
+        &mut self,
+        _at: At<'_, K>,
+        id: StateId,
+        values: Vec<T>,
+    ) -> Result<(), StateError> {
+        self.put_list(id, &values)
+    }
+
+    fn map_get<UK: MapKey, UV: StateValue>(
+        &mut self,
+        _at: At<'_, K>,
+        id: StateId,
+        user_key: &UK,
+    ) -> Result<Option<UV>, StateError> {
+        self.get_entry(id, user_key)
+    }
+
+    fn map_contains<UK: MapKey, UV: StateValue>(
+        &mut self,
+        _at: At<'_, K>,
+        id: StateId,
+        user_key: &UK,
+    ) -> Result<bool, StateError> {
+        Ok(self.get_entry::<UK, UV>(id, user_key)?.is_some())
+    }
+
+    fn map_put_all<UK: MapKey, UV: StateValue>(
+        &mut self,
+        _at: At<'_, K>,
+        id: StateId,
+        entries: impl IntoIterator<Item = (UK, UV)>,
+    ) -> Result<(), StateError> {
+        entries
+            .into_iter()
+            .try_for_each(|(k, v)| self.put_entry(id, &k, &v))
+    }
+
+    fn map_remove<UK: MapKey, UV: StateValue>(
+        &mut self,
+        _at: At<'_, K>,
+        id: StateId,
+        user_key: &UK,
+    ) -> Result<Option<UV>, StateError> {
+        let old = self.get_entry::<UK, UV>(id, user_key)?;
+        if old.is_some() {
+            self.remove_entry(id, user_key)?;
+        }
+        Ok(old)
+    }
+
+    fn map_entries<UK: MapKey, UV: StateValue>(
+        &mut self,
+        _at: At<'_, K>,
+        id: StateId,
+    ) -> Result<Vec<(UK, UV)>, StateError> {
+        self.entries(id)
+    }
+
+    fn map_for_each<UK: MapKey, UV: StateValue>(
+        &mut self,
+        _at: At<'_, K>,
+        id: StateId,
+        mut f: impl FnMut(&UK, &UV),
+    ) -> Result<(), StateError> {
+        for (k, v) in self.entries::<UK, UV>(id)? {
+            f(&k, &v);
+        }
+        Ok(())
+    }
+
+    fn map_is_empty<UK: MapKey, UV: StateValue>(
+        &mut self,
+        _at: At<'_, K>,
+        id: StateId,
+    ) -> Result<bool, StateError> {
+        self.is_map_empty(id)
+    }
+
+    fn clear<Sh: Shape>(&mut self, _at: At<'_, K>, id: StateId) -> Result<(), StateError> {
+        match Sh::LAYOUT {
+            Layout::Map => self.clear_map(id),
+            Layout::ValueLike | Layout::List => self.delete_key(id),
+        }
+    }
+
+    fn keys(
+        &mut self,
+        id: StateId,
+        range: KeyGroupRange,
+    ) -> Result<Vec<(K, KeyGroup)>, StateError> {
+        self.keys_in(id, range)
+    }
+
+    fn key_counts(&mut self, id: StateId, _range: KeyGroupRange) -> Result<Vec<usize>, StateError> {
+        self.count_keys(id)
+    }
+
+    fn query(
+        &mut self,
+        id: StateId,
+        key: &K,
+        key_group: KeyGroup,
+        _offset: usize,
+        format: QueryFormat,
+        what: &str,
+    ) -> Result<Option<QueryValue>, StateError> {
+        let Some(bytes) = self.per_key_bytes(id, key_group, key)? else {
+            return Ok(None);
+        };
+        Ok(Some(match format {
+            QueryFormat::Postcard => QueryValue::Postcard(bytes),
+            QueryFormat::Json => QueryValue::Json((self.states[id as usize].json)(&bytes, what)?),
+        }))
+    }
+
+    /// None: reads go through the task (a view would have to copy the
+    /// database).
+    fn start_query_view(
+        &mut self,
+        _id: StateId,
+        _first_key_group: KeyGroup,
+        _max_staleness: std::time::Duration,
+        _wanted: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Option<QueryView> {
+        None
+    }
+
+    fn publish_query_views(&mut self, _now: std::time::Instant) -> bool {
+        true
+    }
+
+    fn retire_query_views(&mut self, _now: std::time::Instant) {}
+
+    fn freeze(&mut self, range: KeyGroupRange) -> Vec<Box<dyn FrozenTable>> {
+        match self.take_frozen(range) {
+            Ok(frozen) => frozen,
+            Err(e) => {
+                // `e` already names the operator; each state's view
+                // reports it when encoded.
+                let reason = Arc::new(match e {
+                    StateError::Backend { reason, .. } => reason,
+                    other => other.to_string(),
+                });
+                (0..self.states.len() + self.native_states.len())
+                    .map(|_| {
+                        Box::new(FailedFrozenTable(reason.clone(), self.operator.clone()))
+                            as Box<dyn FrozenTable>
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn carried_states(&self) -> Vec<StateMeta> {
+        self.native_states.clone()
+    }
+
+    fn snapshot_native(
+        &mut self,
+        checkpoint_id: u64,
+        base: Option<u64>,
+    ) -> Option<Result<NativeSnapshot, StateError>> {
+        self.incremental
+            .then(|| self.take_native_snapshot(checkpoint_id, base))
+    }
+
+    fn restore_native(
+        &mut self,
+        manifests: &[NativeKeyedStateFile],
+        range: KeyGroupRange,
+        checkpoint_id: u64,
+        reusable: bool,
+        fetch: &NativeFetch<'_>,
+        _operator: &str,
+    ) -> Result<Vec<(StateMeta, KeyGroup, Vec<u8>)>, StateError> {
+        self.rebuild_from_native(manifests, range, checkpoint_id, reusable, fetch)?;
+        Ok(Vec::new())
     }
 }
 
@@ -930,7 +1198,7 @@ struct RocksFrozenTable {
 
 /// A snapshot whose synchronous part failed: the error surfaces when it is
 /// encoded, so the checkpoint is declined instead of the task failing.
-pub(crate) struct FailedFrozenTable(pub(crate) Arc<String>, pub(crate) String);
+struct FailedFrozenTable(Arc<String>, String);
 
 impl FrozenTable for FailedFrozenTable {
     fn has_entries(&self, _offset: usize) -> bool {
@@ -971,76 +1239,4 @@ impl FrozenTable for RocksFrozenTable {
         *out = bytes;
         Ok(!out.is_empty())
     }
-}
-
-/// Writes a state's restored canonical key groups into RocksDB, with the
-/// state's types (a function per layout, monomorphized by the handle
-/// constructors).
-pub(crate) type RestoreFn =
-    fn(&mut RocksStore, u32, &[(KeyGroup, Vec<u8>)], &str) -> Result<(), StateError>;
-
-impl From<crate::backend::Layout> for StateLayout {
-    fn from(l: crate::backend::Layout) -> Self {
-        match l {
-            crate::backend::Layout::ValueLike => StateLayout::ValueLike,
-            crate::backend::Layout::List => StateLayout::List,
-            crate::backend::Layout::Map => StateLayout::Map,
-        }
-    }
-}
-
-/// Restores a value-like state: `(key, value)` pairs per key group.
-pub(crate) fn restore_values<K: crate::Key, T: crate::StateValue>(
-    store: &mut RocksStore,
-    idx: u32,
-    groups: &[(KeyGroup, Vec<u8>)],
-    name: &str,
-) -> Result<(), StateError> {
-    for (kg, bytes) in groups {
-        let entries: Vec<(K, T)> =
-            codec::decode(bytes, &format!("state '{name}' in key group {kg}"))?;
-        for (key, value) in entries {
-            store.set_key(*kg, &key)?;
-            store.value_put(idx, &value)?;
-        }
-    }
-    Ok(())
-}
-
-/// Restores a list state: `(key, elements)` pairs per key group.
-pub(crate) fn restore_lists<K: crate::Key, T: crate::StateValue>(
-    store: &mut RocksStore,
-    idx: u32,
-    groups: &[(KeyGroup, Vec<u8>)],
-    name: &str,
-) -> Result<(), StateError> {
-    for (kg, bytes) in groups {
-        let entries: Vec<(K, Vec<T>)> =
-            codec::decode(bytes, &format!("state '{name}' in key group {kg}"))?;
-        for (key, values) in entries {
-            store.set_key(*kg, &key)?;
-            store.list_put(idx, &values)?;
-        }
-    }
-    Ok(())
-}
-
-/// Restores a map state: `(key, map)` pairs per key group.
-pub(crate) fn restore_maps<K: crate::Key, UK: crate::handles::MapKey, UV: crate::StateValue>(
-    store: &mut RocksStore,
-    idx: u32,
-    groups: &[(KeyGroup, Vec<u8>)],
-    name: &str,
-) -> Result<(), StateError> {
-    for (kg, bytes) in groups {
-        let entries: Vec<(K, rustc_hash::FxHashMap<UK, UV>)> =
-            codec::decode(bytes, &format!("state '{name}' in key group {kg}"))?;
-        for (key, map) in entries {
-            store.set_key(*kg, &key)?;
-            for (uk, uv) in &map {
-                store.map_put(idx, uk, uv)?;
-            }
-        }
-    }
-    Ok(())
 }

@@ -1,0 +1,107 @@
+//! Which keyed state backend a job uses and its settings (Flink's
+//! `state.backend.*` options). A leaf module: the stores read it, the
+//! backend chooses a store by it.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Which state backend holds keyed state (`state.backend.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StateBackendKind {
+    /// Typed values on the heap (Flink's `HashMapStateBackend`).
+    #[default]
+    HashMap,
+    /// An embedded RocksDB per subtask on local disk, for state larger
+    /// than memory (Flink's `EmbeddedRocksDBStateBackend`; feature
+    /// `rocksdb`).
+    RocksDb,
+}
+
+impl fmt::Display for StateBackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StateBackendKind::HashMap => "hashmap",
+            StateBackendKind::RocksDb => "rocksdb",
+        })
+    }
+}
+
+impl FromStr for StateBackendKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "hashmap" | "heap" => Ok(StateBackendKind::HashMap),
+            "rocksdb" => Ok(StateBackendKind::RocksDb),
+            other => Err(format!(
+                "unknown state backend {other:?} (supported: hashmap, rocksdb)"
+            )),
+        }
+    }
+}
+
+/// Where and with how much memory the RocksDB backend works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RocksDbConfig {
+    /// Working directories go under this one
+    /// (`state.backend.rocksdb.localdir`); each subtask's is removed when
+    /// its backend is dropped.
+    pub local_dir: std::path::PathBuf,
+    /// The process's memory budget for RocksDB, shared by every state and
+    /// subtask (`taskmanager.memory.managed.size`).
+    pub managed_memory: u64,
+    /// Checkpoints upload RocksDB's own files, only the new ones
+    /// (`state.backend.incremental`); savepoints stay canonical.
+    pub incremental: bool,
+    /// The write-back cache's share of `managed_memory`
+    /// (`state.backend.rocksdb.write-cache.size`; `None`: a quarter).
+    pub write_cache: Option<u64>,
+}
+
+impl RocksDbConfig {
+    /// The smallest managed memory the backend accepts.
+    pub const MIN_MANAGED_MEMORY: u64 = 16 << 20;
+
+    /// How the managed memory splits: (RocksDB's budget, the write-back
+    /// cache's), or why it cannot.
+    pub fn memory_split(&self) -> Result<(u64, u64), String> {
+        let cache = self.write_cache.unwrap_or(self.managed_memory / 4);
+        let rocks = self.managed_memory.saturating_sub(cache);
+        if rocks < 8 << 20 {
+            return Err(format!(
+                "taskmanager.memory.managed.size of {} bytes leaves RocksDB {rocks} bytes besides the write-back cache's {cache}; it needs at least 8 MiB (use at least 16mb, or a smaller state.backend.rocksdb.write-cache.size)",
+                self.managed_memory
+            ));
+        }
+        Ok((rocks, cache))
+    }
+}
+
+impl Default for RocksDbConfig {
+    fn default() -> Self {
+        RocksDbConfig {
+            local_dir: std::env::temp_dir().join("floe-rocksdb"),
+            managed_memory: 256 << 20,
+            incremental: false,
+            write_cache: None,
+        }
+    }
+}
+
+/// A backend kind with its settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StateBackendSettings {
+    /// Heap or RocksDB.
+    pub kind: StateBackendKind,
+    /// Used when `kind` is RocksDB.
+    pub rocksdb: RocksDbConfig,
+}
+
+impl From<StateBackendKind> for StateBackendSettings {
+    fn from(kind: StateBackendKind) -> Self {
+        StateBackendSettings {
+            kind,
+            rocksdb: RocksDbConfig::default(),
+        }
+    }
+}

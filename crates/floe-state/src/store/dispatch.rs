@@ -1,0 +1,324 @@
+//! The one place that chooses a store: [`AnyStore`] holds the backend's
+//! store and forwards every [`KeyedStore`] call to it. Each call is a
+//! branch on the variant, inlined into the handle; a third backend is one
+//! more variant here (and one more arm in `dispatch!`).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use floe_core::KeyGroup;
+
+use crate::config::StateBackendSettings;
+use crate::descriptor::{StateKind, StateMeta};
+use crate::error::StateError;
+use crate::key_group::KeyGroupRange;
+use crate::native::{NativeFetch, NativeKeyedStateFile, NativeSnapshot};
+use crate::query::{QueryFormat, QueryValue};
+use crate::query_view::QueryView;
+use crate::store::heap::HeapStore;
+use crate::store::{At, FrozenTable, KeyedStore, Shape, StateId};
+use crate::types::{Key, MapKey, StateValue};
+
+/// The store of one backend.
+pub(crate) enum AnyStore<K> {
+    /// Typed values on the heap.
+    Heap(HeapStore<K>),
+    /// Bytes in RocksDB (boxed: it is large, and the heap variant is the
+    /// one the record path should find in the backend's cache line).
+    #[cfg(feature = "rocksdb")]
+    Rocks(Box<crate::store::rocks::RocksStore>),
+}
+
+impl<K: Key> AnyStore<K> {
+    /// The store `settings` ask for, for `operator`'s subtask owning `range`.
+    pub(crate) fn open(
+        settings: &StateBackendSettings,
+        operator: &str,
+        range: KeyGroupRange,
+    ) -> Result<Self, StateError> {
+        use crate::config::StateBackendKind;
+        match settings.kind {
+            StateBackendKind::HashMap => Ok(AnyStore::Heap(HeapStore::new(range))),
+            #[cfg(feature = "rocksdb")]
+            StateBackendKind::RocksDb => Ok(AnyStore::Rocks(Box::new(
+                crate::store::rocks::RocksStore::open(&settings.rocksdb, operator, range)?,
+            ))),
+            #[cfg(not(feature = "rocksdb"))]
+            StateBackendKind::RocksDb => Err(StateError::Backend {
+                operator: operator.to_string(),
+                reason: "this build of Floe has no RocksDB backend (it was built without the `rocksdb` feature)".into(),
+            }),
+        }
+    }
+}
+
+/// `$call` on the variant's store, bound to `$s` (`&mut`, or `&` with
+/// `&self`).
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Heap($s) => $call,
+            #[cfg(feature = "rocksdb")]
+            AnyStore::Rocks(boxed) => {
+                let $s: &mut crate::store::rocks::RocksStore = boxed;
+                $call
+            }
+        }
+    };
+    (&$self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Heap($s) => $call,
+            #[cfg(feature = "rocksdb")]
+            AnyStore::Rocks(boxed) => {
+                let $s: &crate::store::rocks::RocksStore = boxed;
+                $call
+            }
+        }
+    };
+}
+
+impl<K: Key> KeyedStore<K> for AnyStore<K> {
+    #[inline]
+    fn register<Sh: Shape>(
+        &mut self,
+        id: StateId,
+        name: &str,
+        restored: &[(KeyGroup, Vec<u8>)],
+        range: KeyGroupRange,
+    ) -> Result<(), StateError> {
+        dispatch!(self, s => KeyedStore::<K>::register::<Sh>(s, id, name, restored, range))
+    }
+
+    #[inline]
+    fn restored_kind(&self, name: &str) -> Option<StateKind> {
+        dispatch!(&self, s => KeyedStore::<K>::restored_kind(s, name))
+    }
+
+    #[inline]
+    fn set_current_key(&mut self, key: &K, key_group: KeyGroup) -> Result<(), StateError> {
+        dispatch!(self, s => KeyedStore::<K>::set_current_key(s, key, key_group))
+    }
+
+    #[inline]
+    fn value_get<T: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+    ) -> Result<Option<T>, StateError> {
+        dispatch!(self, s => KeyedStore::<K>::value_get::<T>(s, at, id))
+    }
+
+    #[inline]
+    fn value_read<T: StateValue, R>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        f: impl FnOnce(Option<&T>) -> R,
+    ) -> Result<R, StateError> {
+        dispatch!(self, s => KeyedStore::<K>::value_read::<T, R>(s, at, id, f))
+    }
+
+    #[inline]
+    fn value_put<T: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        value: T,
+    ) -> Result<(), StateError> {
+        dispatch!(self, s => KeyedStore::<K>::value_put::<T>(s, at, id, value))
+    }
+
+    #[inline]
+    fn value_upsert<T: StateValue, R>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        f: impl FnOnce(Option<&mut T>) -> (Option<T>, R),
+    ) -> Result<R, StateError> {
+        dispatch!(self, s => KeyedStore::<K>::value_upsert::<T, R>(s, at, id, f))
+    }
+
+    #[inline]
+    fn list_get<T: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+    ) -> Result<Vec<T>, StateError> {
+        dispatch!(self, s => KeyedStore::<K>::list_get::<T>(s, at, id))
+    }
+
+    #[inline]
+    fn list_add<T: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        values: impl IntoIterator<Item = T>,
+    ) -> Result<(), StateError> {
+        dispatch!(self, s => KeyedStore::<K>::list_add::<T>(s, at, id, values))
+    }
+
+    #[inline]
+    fn list_put<T: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        values: Vec<T>,
+    ) -> Result<(), StateError> {
+        dispatch!(self, s => KeyedStore::<K>::list_put::<T>(s, at, id, values))
+    }
+
+    #[inline]
+    fn map_get<UK: MapKey, UV: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        user_key: &UK,
+    ) -> Result<Option<UV>, StateError> {
+        dispatch!(self, s => KeyedStore::<K>::map_get::<UK, UV>(s, at, id, user_key))
+    }
+
+    #[inline]
+    fn map_contains<UK: MapKey, UV: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        user_key: &UK,
+    ) -> Result<bool, StateError> {
+        dispatch!(self, s => KeyedStore::<K>::map_contains::<UK, UV>(s, at, id, user_key))
+    }
+
+    #[inline]
+    fn map_put_all<UK: MapKey, UV: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        entries: impl IntoIterator<Item = (UK, UV)>,
+    ) -> Result<(), StateError> {
+        dispatch!(self, s => KeyedStore::<K>::map_put_all::<UK, UV>(s, at, id, entries))
+    }
+
+    #[inline]
+    fn map_remove<UK: MapKey, UV: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        user_key: &UK,
+    ) -> Result<Option<UV>, StateError> {
+        dispatch!(self, s => KeyedStore::<K>::map_remove::<UK, UV>(s, at, id, user_key))
+    }
+
+    #[inline]
+    fn map_entries<UK: MapKey, UV: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+    ) -> Result<Vec<(UK, UV)>, StateError> {
+        dispatch!(self, s => KeyedStore::<K>::map_entries::<UK, UV>(s, at, id))
+    }
+
+    #[inline]
+    fn map_for_each<UK: MapKey, UV: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        f: impl FnMut(&UK, &UV),
+    ) -> Result<(), StateError> {
+        dispatch!(self, s => KeyedStore::<K>::map_for_each::<UK, UV>(s, at, id, f))
+    }
+
+    #[inline]
+    fn map_is_empty<UK: MapKey, UV: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+    ) -> Result<bool, StateError> {
+        dispatch!(self, s => KeyedStore::<K>::map_is_empty::<UK, UV>(s, at, id))
+    }
+
+    #[inline]
+    fn clear<Sh: Shape>(&mut self, at: At<'_, K>, id: StateId) -> Result<(), StateError> {
+        dispatch!(self, s => KeyedStore::<K>::clear::<Sh>(s, at, id))
+    }
+
+    #[inline]
+    fn keys(
+        &mut self,
+        id: StateId,
+        range: KeyGroupRange,
+    ) -> Result<Vec<(K, KeyGroup)>, StateError> {
+        dispatch!(self, s => KeyedStore::<K>::keys(s, id, range))
+    }
+
+    #[inline]
+    fn key_counts(&mut self, id: StateId, range: KeyGroupRange) -> Result<Vec<usize>, StateError> {
+        dispatch!(self, s => KeyedStore::<K>::key_counts(s, id, range))
+    }
+
+    #[inline]
+    fn query(
+        &mut self,
+        id: StateId,
+        key: &K,
+        key_group: KeyGroup,
+        offset: usize,
+        format: QueryFormat,
+        what: &str,
+    ) -> Result<Option<QueryValue>, StateError> {
+        dispatch!(self, s => KeyedStore::<K>::query(s, id, key, key_group, offset, format, what))
+    }
+
+    #[inline]
+    fn start_query_view(
+        &mut self,
+        id: StateId,
+        first_key_group: KeyGroup,
+        max_staleness: Duration,
+        wanted: Arc<AtomicBool>,
+    ) -> Option<QueryView> {
+        dispatch!(self, s => KeyedStore::<K>::start_query_view(s, id, first_key_group, max_staleness, wanted))
+    }
+
+    #[inline]
+    fn publish_query_views(&mut self, now: Instant) -> bool {
+        dispatch!(self, s => KeyedStore::<K>::publish_query_views(s, now))
+    }
+
+    #[inline]
+    fn retire_query_views(&mut self, now: Instant) {
+        dispatch!(self, s => KeyedStore::<K>::retire_query_views(s, now))
+    }
+
+    #[inline]
+    fn freeze(&mut self, range: KeyGroupRange) -> Vec<Box<dyn FrozenTable>> {
+        dispatch!(self, s => KeyedStore::<K>::freeze(s, range))
+    }
+
+    #[inline]
+    fn carried_states(&self) -> Vec<StateMeta> {
+        dispatch!(&self, s => KeyedStore::<K>::carried_states(s))
+    }
+
+    #[inline]
+    fn snapshot_native(
+        &mut self,
+        checkpoint_id: u64,
+        base: Option<u64>,
+    ) -> Option<Result<NativeSnapshot, StateError>> {
+        dispatch!(self, s => KeyedStore::<K>::snapshot_native(s, checkpoint_id, base))
+    }
+
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn restore_native(
+        &mut self,
+        manifests: &[NativeKeyedStateFile],
+        range: KeyGroupRange,
+        checkpoint_id: u64,
+        reusable: bool,
+        fetch: &NativeFetch<'_>,
+        operator: &str,
+    ) -> Result<Vec<(StateMeta, KeyGroup, Vec<u8>)>, StateError> {
+        dispatch!(self, s => KeyedStore::<K>::restore_native(s, manifests, range, checkpoint_id, reusable, fetch, operator))
+    }
+}

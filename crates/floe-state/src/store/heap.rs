@@ -1,0 +1,910 @@
+//! The heap store: typed values in one hash map per key group per state
+//! (Flink's `HashMapStateBackend`). Nothing is serialized on the record
+//! path; snapshots share the maps copy-on-write and encode them off the
+//! task thread; queryable states publish the same maps as read views.
+
+use std::any::TypeId;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use floe_core::KeyGroup;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+use crate::codec;
+use crate::descriptor::{StateKind, StateMeta};
+use crate::error::StateError;
+use crate::key_group::KeyGroupRange;
+use crate::native::{NativeFetch, NativeKeyedStateFile, NativeSnapshot};
+use crate::query::{QueryFormat, QueryValue};
+use crate::query_view::{QueryView, ViewPublisher};
+use crate::store::{At, FrozenTable, KeyedStore, Shape, StateId};
+use crate::table_alloc::GroupMap;
+use crate::types::{Key, MapKey, StateStorage, StateValue};
+
+/// The heap storage of one subtask's keyed state.
+pub(crate) struct HeapStore<K> {
+    /// One `HeapTable<K, S>` per registered state, in registration order,
+    /// with the `TypeId` of that concrete type: checked on every access
+    /// before the table is used as it (a compare against a constant, where
+    /// a downcast through `Any` would be two virtual calls).
+    tables: Vec<(TypeId, Box<dyn ErasedHeapTable<K>>)>,
+    /// Key groups in the subtask's range.
+    groups: usize,
+}
+
+impl<K: Key> HeapStore<K> {
+    /// An empty store for the key groups of `range`.
+    pub(crate) fn new(range: KeyGroupRange) -> Self {
+        HeapStore {
+            tables: Vec::new(),
+            groups: range.len(),
+        }
+    }
+
+    /// State `id`'s table, checked to be a `HeapTable<K, S>`.
+    #[inline]
+    fn table<S: StateStorage>(&mut self, id: StateId) -> &mut HeapTable<K, S> {
+        let (type_id, table) = &mut self.tables[id as usize];
+        assert!(
+            *type_id == TypeId::of::<HeapTable<K, S>>(),
+            "state handle used with a backend that did not register it"
+        );
+        let erased: *mut dyn ErasedHeapTable<K> = &mut **table;
+        // SAFETY: the table at `id` was created as `HeapTable<K, S>` (its
+        // `TypeId` was recorded at registration and just compared), so the
+        // data pointer has exactly that type.
+        unsafe { &mut *(erased as *mut HeapTable<K, S>) }
+    }
+
+    /// The map of `at`'s key group in state `id`, to write (copied first if
+    /// a snapshot or a query view still shares it).
+    #[inline]
+    fn slot<S: StateStorage>(&mut self, at: At<'_, K>, id: StateId) -> &mut GroupMap<K, S> {
+        self.table::<S>(id).group_mut(at.offset)
+    }
+
+    /// The map of `at`'s key group in state `id`, to read (never copies).
+    #[inline]
+    fn slot_ref<S: StateStorage>(&mut self, at: At<'_, K>, id: StateId) -> &GroupMap<K, S> {
+        self.table::<S>(id).group(at.offset)
+    }
+}
+
+impl<K: Key> KeyedStore<K> for HeapStore<K> {
+    fn register<Sh: Shape>(
+        &mut self,
+        id: StateId,
+        name: &str,
+        restored: &[(KeyGroup, Vec<u8>)],
+        range: KeyGroupRange,
+    ) -> Result<(), StateError> {
+        debug_assert_eq!(id as usize, self.tables.len());
+        let mut table = HeapTable::<K, Sh::PerKey>::new(self.groups);
+        for (kg, bytes) in restored {
+            let what = format!("state '{name}' in key group {kg}");
+            table.restore_key_group(kg.wrapping_sub(range.start) as usize, bytes, &what)?;
+        }
+        self.tables
+            .push((TypeId::of::<HeapTable<K, Sh::PerKey>>(), Box::new(table)));
+        Ok(())
+    }
+
+    fn restored_kind(&self, _name: &str) -> Option<StateKind> {
+        None
+    }
+
+    #[inline]
+    fn set_current_key(&mut self, _key: &K, _key_group: KeyGroup) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    #[inline]
+    fn value_get<T: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+    ) -> Result<Option<T>, StateError> {
+        Ok(self.slot_ref::<T>(at, id).get(at.key).cloned())
+    }
+
+    #[inline]
+    fn value_read<T: StateValue, R>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        f: impl FnOnce(Option<&T>) -> R,
+    ) -> Result<R, StateError> {
+        Ok(f(self.slot_ref::<T>(at, id).get(at.key)))
+    }
+
+    #[inline]
+    fn value_put<T: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        value: T,
+    ) -> Result<(), StateError> {
+        let map = self.slot::<T>(at, id);
+        match map.get_mut(at.key) {
+            Some(slot) => *slot = value,
+            None => {
+                map.insert(at.key.clone(), value);
+            }
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn value_upsert<T: StateValue, R>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        f: impl FnOnce(Option<&mut T>) -> (Option<T>, R),
+    ) -> Result<R, StateError> {
+        let map = self.slot::<T>(at, id);
+        match map.get_mut(at.key) {
+            Some(slot) => Ok(f(Some(slot)).1),
+            None => {
+                let (new, result) = f(None);
+                if let Some(value) = new {
+                    map.insert(at.key.clone(), value);
+                }
+                Ok(result)
+            }
+        }
+    }
+
+    fn list_get<T: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+    ) -> Result<Vec<T>, StateError> {
+        Ok(self
+            .slot_ref::<Vec<T>>(at, id)
+            .get(at.key)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn list_add<T: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        values: impl IntoIterator<Item = T>,
+    ) -> Result<(), StateError> {
+        let mut values = values.into_iter().peekable();
+        if values.peek().is_none() {
+            return Ok(());
+        }
+        let map = self.slot::<Vec<T>>(at, id);
+        match map.get_mut(at.key) {
+            Some(list) => list.extend(values),
+            None => {
+                map.insert(at.key.clone(), values.collect());
+            }
+        }
+        Ok(())
+    }
+
+    fn list_put<T: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        values: Vec<T>,
+    ) -> Result<(), StateError> {
+        let map = self.slot::<Vec<T>>(at, id);
+        if values.is_empty() {
+            map.remove(at.key);
+        } else {
+            map.insert(at.key.clone(), values);
+        }
+        Ok(())
+    }
+
+    fn map_get<UK: MapKey, UV: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        user_key: &UK,
+    ) -> Result<Option<UV>, StateError> {
+        Ok(self
+            .slot_ref::<FxHashMap<UK, UV>>(at, id)
+            .get(at.key)
+            .and_then(|m| m.get(user_key).cloned()))
+    }
+
+    fn map_contains<UK: MapKey, UV: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        user_key: &UK,
+    ) -> Result<bool, StateError> {
+        Ok(self
+            .slot_ref::<FxHashMap<UK, UV>>(at, id)
+            .get(at.key)
+            .is_some_and(|m| m.contains_key(user_key)))
+    }
+
+    fn map_put_all<UK: MapKey, UV: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        entries: impl IntoIterator<Item = (UK, UV)>,
+    ) -> Result<(), StateError> {
+        let mut entries = entries.into_iter().peekable();
+        if entries.peek().is_none() {
+            return Ok(());
+        }
+        let map = self.slot::<FxHashMap<UK, UV>>(at, id);
+        match map.get_mut(at.key) {
+            Some(m) => m.extend(entries),
+            None => {
+                map.insert(at.key.clone(), entries.collect());
+            }
+        }
+        Ok(())
+    }
+
+    fn map_remove<UK: MapKey, UV: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        user_key: &UK,
+    ) -> Result<Option<UV>, StateError> {
+        let map = self.slot::<FxHashMap<UK, UV>>(at, id);
+        let Some(m) = map.get_mut(at.key) else {
+            return Ok(None);
+        };
+        let removed = m.remove(user_key);
+        if m.is_empty() {
+            map.remove(at.key);
+        }
+        Ok(removed)
+    }
+
+    fn map_entries<UK: MapKey, UV: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+    ) -> Result<Vec<(UK, UV)>, StateError> {
+        Ok(self
+            .slot_ref::<FxHashMap<UK, UV>>(at, id)
+            .get(at.key)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    fn map_for_each<UK: MapKey, UV: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        mut f: impl FnMut(&UK, &UV),
+    ) -> Result<(), StateError> {
+        if let Some(m) = self.slot_ref::<FxHashMap<UK, UV>>(at, id).get(at.key) {
+            m.iter().for_each(|(k, v)| f(k, v));
+        }
+        Ok(())
+    }
+
+    fn map_is_empty<UK: MapKey, UV: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+    ) -> Result<bool, StateError> {
+        Ok(self
+            .slot_ref::<FxHashMap<UK, UV>>(at, id)
+            .get(at.key)
+            .is_none_or(|m| m.is_empty()))
+    }
+
+    fn clear<Sh: Shape>(&mut self, at: At<'_, K>, id: StateId) -> Result<(), StateError> {
+        self.slot::<Sh::PerKey>(at, id).remove(at.key);
+        Ok(())
+    }
+
+    fn keys(
+        &mut self,
+        id: StateId,
+        range: KeyGroupRange,
+    ) -> Result<Vec<(K, KeyGroup)>, StateError> {
+        Ok(self.tables[id as usize]
+            .1
+            .keys()
+            .into_iter()
+            .map(|(k, o)| (k, range.start + o as KeyGroup))
+            .collect())
+    }
+
+    fn key_counts(&mut self, id: StateId, _range: KeyGroupRange) -> Result<Vec<usize>, StateError> {
+        Ok(self.tables[id as usize].1.sizes())
+    }
+
+    fn query(
+        &mut self,
+        id: StateId,
+        key: &K,
+        _key_group: KeyGroup,
+        offset: usize,
+        format: QueryFormat,
+        what: &str,
+    ) -> Result<Option<QueryValue>, StateError> {
+        let table = &self.tables[id as usize].1;
+        // If this answer is newer than the state's published view, withdraw
+        // the view: the asker's next query must not read older state.
+        table.withdraw_view();
+        table.lookup(offset, key, format, what)
+    }
+
+    fn start_query_view(
+        &mut self,
+        id: StateId,
+        first_key_group: KeyGroup,
+        max_staleness: Duration,
+        wanted: Arc<AtomicBool>,
+    ) -> Option<QueryView> {
+        Some(
+            self.tables[id as usize]
+                .1
+                .start_view(first_key_group, max_staleness, wanted),
+        )
+    }
+
+    fn publish_query_views(&mut self, now: Instant) -> bool {
+        let mut all = true;
+        for (_, table) in &mut self.tables {
+            all &= table.publish_view(now);
+        }
+        all
+    }
+
+    fn retire_query_views(&mut self, now: Instant) {
+        for (_, table) in &mut self.tables {
+            table.retire_view(now);
+        }
+    }
+
+    fn freeze(&mut self, _range: KeyGroupRange) -> Vec<Box<dyn FrozenTable>> {
+        self.tables.iter_mut().map(|(_, t)| t.freeze()).collect()
+    }
+
+    fn carried_states(&self) -> Vec<StateMeta> {
+        Vec::new()
+    }
+
+    fn snapshot_native(
+        &mut self,
+        _checkpoint_id: u64,
+        _base: Option<u64>,
+    ) -> Option<Result<NativeSnapshot, StateError>> {
+        None
+    }
+
+    #[cfg(not(feature = "rocksdb"))]
+    fn restore_native(
+        &mut self,
+        _manifests: &[NativeKeyedStateFile],
+        _range: KeyGroupRange,
+        _checkpoint_id: u64,
+        _reusable: bool,
+        _fetch: &NativeFetch<'_>,
+        operator: &str,
+    ) -> Result<Vec<(StateMeta, KeyGroup, Vec<u8>)>, StateError> {
+        Err(StateError::Backend {
+            operator: operator.to_string(),
+            reason: "the checkpoint holds RocksDB files (an incremental checkpoint), and this build of Floe has no RocksDB (built without the `rocksdb` feature); restore it with a build that has it, or from a savepoint".into(),
+        })
+    }
+
+    /// Reads the entries of this subtask's key groups out of the RocksDB
+    /// files, through a temporary directory per snapshot.
+    #[cfg(feature = "rocksdb")]
+    fn restore_native(
+        &mut self,
+        manifests: &[NativeKeyedStateFile],
+        range: KeyGroupRange,
+        _checkpoint_id: u64,
+        _reusable: bool,
+        fetch: &NativeFetch<'_>,
+        operator: &str,
+    ) -> Result<Vec<(StateMeta, KeyGroup, Vec<u8>)>, StateError> {
+        let mut out = Vec::new();
+        for m in manifests {
+            if !m.key_group_range().overlaps(&range) {
+                continue;
+            }
+            let dir = std::env::temp_dir().join(format!(
+                "floe-native-restore-{}-{:016x}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+            std::fs::create_dir_all(&dir).map_err(|e| StateError::Backend {
+                operator: operator.to_string(),
+                reason: format!("cannot create {}: {e}", dir.display()),
+            })?;
+            let result = m.materialize(&dir, fetch, operator).and_then(|()| {
+                crate::store::rocks::canonical_from_native(&dir, m, range, operator)
+            });
+            let _ = std::fs::remove_dir_all(&dir);
+            out.extend(
+                result?
+                    .into_iter()
+                    .map(|(i, kg, bytes)| (m.states[i].clone(), kg, bytes)),
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Per-state storage of the heap backend: one hash map per key group of the
+/// subtask's range, holding the per-key state `S` (a value, a `Vec`, a map…).
+///
+/// Key groups are copy-on-write: a snapshot shares every group's map (an
+/// `Arc` clone each, no entry copied). The first write to a group the
+/// snapshot still holds encodes that group into the snapshot's bytes right
+/// there and lets the snapshot drop its reference, so the write goes in
+/// place: encoding is work the snapshot needs anyway, whereas copying the
+/// map (memory, page faults, freeing it again) is pure overhead. Only a
+/// group the encoder is encoding at that very moment is copied.
+struct HeapTable<K, S> {
+    groups: Vec<Arc<GroupMap<K, S>>>,
+    /// `shared[o]`: a snapshot was taken since group `o` was last written, so
+    /// its `Arc` may have other owners and the next write goes through
+    /// `Arc::make_mut`. While false, this table is the only owner and writes
+    /// skip the atomic reference-count check entirely.
+    shared: Vec<bool>,
+    /// The latest snapshot's per-group cells, for encode-on-write (weak:
+    /// a snapshot dropped unencoded, e.g. aborted, is not encoded for).
+    frozen: Option<std::sync::Weak<FrozenGroups<K, S>>>,
+    /// Buffers groups were encoded into on write, handed back by the
+    /// encoder once copied, for the next snapshot's encode-on-write.
+    buffers: Arc<EncodeBuffers>,
+    /// The published view of a queryable state (see `query_view`).
+    view: Option<Box<ViewPublisher<K, S>>>,
+}
+
+/// Encode buffers kept from one snapshot to the next. Every checkpoint
+/// encodes about the whole state again; fresh buffers would cost a page
+/// fault (and a zeroed page) per 4 KiB each time, reused ones cost nothing.
+///
+/// Bounded twice: at most one buffer per key group, and at most twice the
+/// bytes the table's latest snapshot encoded (buffers move between tables
+/// and groups of very different sizes, so a count alone would let the
+/// capacity drift up to the largest group times the number of groups).
+#[derive(Default)]
+struct EncodeBuffers {
+    pool: std::sync::Mutex<BufferPool>,
+}
+
+#[derive(Default)]
+struct BufferPool {
+    free: Vec<Vec<u8>>,
+    /// Total capacity of `free`.
+    bytes: usize,
+    /// Most capacity `free` may hold: twice the latest snapshot's bytes
+    /// (nothing before the first snapshot was encoded).
+    budget: usize,
+}
+
+impl EncodeBuffers {
+    fn pool(&self) -> std::sync::MutexGuard<'_, BufferPool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An empty buffer, with the capacity of one given back if any.
+    fn take(&self) -> Vec<u8> {
+        let mut pool = self.pool();
+        let buffer = pool.free.pop().unwrap_or_default();
+        pool.bytes -= buffer.capacity();
+        buffer
+    }
+
+    /// Keeps `buffer` for a later `take`, unless `limit` buffers are kept
+    /// already or it does not fit the byte budget (then it is freed).
+    fn give(&self, mut buffer: Vec<u8>, limit: usize) {
+        buffer.clear();
+        let mut pool = self.pool();
+        let capacity = buffer.capacity();
+        if capacity > 0 && pool.free.len() < limit && pool.bytes + capacity <= pool.budget {
+            pool.bytes += capacity;
+            pool.free.push(buffer);
+        }
+    }
+
+    /// A snapshot of the table encoded `bytes` in all.
+    fn snapshot_encoded(&self, bytes: usize) {
+        let mut pool = self.pool();
+        pool.budget = bytes.saturating_mul(2);
+        while pool.bytes > pool.budget {
+            let dropped = pool.free.pop().map_or(0, |b| b.capacity());
+            pool.bytes -= dropped;
+        }
+    }
+}
+
+/// A snapshot's key group: still shared with the live table, already
+/// encoded (by the task on its first write, or by the encoder), or taken
+/// by the encoder.
+enum FrozenGroup<K, S> {
+    Shared(Arc<GroupMap<K, S>>),
+    Encoded(Vec<u8>),
+    Taken { has_entries: bool },
+}
+
+type FrozenGroups<K, S> = [std::sync::Mutex<FrozenGroup<K, S>>];
+
+impl<K, S> FrozenGroup<K, S> {
+    fn has_entries(&self) -> bool {
+        match self {
+            FrozenGroup::Shared(g) => !g.is_empty(),
+            FrozenGroup::Encoded(bytes) => !bytes.is_empty(),
+            FrozenGroup::Taken { has_entries } => *has_entries,
+        }
+    }
+}
+
+impl<K, S> HeapTable<K, S> {
+    fn new(groups: usize) -> Self {
+        HeapTable {
+            groups: (0..groups).map(|_| Arc::new(GroupMap::default())).collect(),
+            shared: vec![false; groups],
+            frozen: None,
+            buffers: Arc::default(),
+            view: None,
+        }
+    }
+
+    /// The map of group `offset`, for reading.
+    #[inline]
+    fn group(&self, offset: usize) -> &GroupMap<K, S> {
+        &self.groups[offset]
+    }
+
+    /// The map of group `offset`, for writing: copied first if a snapshot
+    /// still holds it.
+    #[inline]
+    fn group_mut(&mut self, offset: usize) -> &mut GroupMap<K, S>
+    where
+        K: Key,
+        S: StateStorage,
+    {
+        if self.shared[offset] {
+            self.shared[offset] = false;
+            self.encode_frozen(offset);
+            // With a query view, what the copy costs is its budget.
+            let start = self.view.is_some().then(std::time::Instant::now);
+            let group = Arc::make_mut(&mut self.groups[offset]);
+            if let (Some(view), Some(start)) = (&mut self.view, start) {
+                view.copied(start.elapsed());
+            }
+            return group;
+        }
+        let ptr = Arc::as_ptr(&self.groups[offset]) as *mut GroupMap<K, S>;
+        // SAFETY: `shared[offset]` is false, so since the last `make_mut` (or
+        // creation) no snapshot cloned this `Arc`: this table is its only
+        // owner, no weak reference exists, and `&mut self` excludes any other
+        // borrow of it. That is exactly the condition under which
+        // `Arc::get_mut` would succeed; we skip its atomic check.
+        unsafe { &mut *ptr }
+    }
+}
+
+impl<K: Key, S: StateStorage> HeapTable<K, S> {
+    /// Before the first write to group `offset` since a snapshot: if the
+    /// snapshot still shares the group, encode it for the snapshot now and
+    /// release the snapshot's reference (then `make_mut` copies nothing).
+    /// Should encoding fail, the snapshot keeps its reference (and reports
+    /// the error when it encodes the group itself); the write then copies.
+    #[cold]
+    fn encode_frozen(&mut self, offset: usize) {
+        let Some(frozen) = self.frozen.as_ref().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        let mut cell = frozen[offset].lock().unwrap_or_else(|p| p.into_inner());
+        if let FrozenGroup::Shared(group) = &*cell {
+            if group.is_empty() {
+                *cell = FrozenGroup::Encoded(Vec::new());
+                return;
+            }
+            let mut out = self.buffers.take();
+            if encode_group(group, &mut out, "keyed state").is_ok() {
+                *cell = FrozenGroup::Encoded(out);
+            } else {
+                self.buffers.give(out, self.groups.len());
+            }
+        }
+    }
+}
+
+/// A snapshot's view of one state's table: the key-group maps as they were
+/// at the barrier, shared with the live table until it writes them (see
+/// [`HeapTable`]).
+struct FrozenHeapTable<K, S> {
+    groups: Arc<FrozenGroups<K, S>>,
+    /// The live table's buffer pool: encoded groups go back to it.
+    buffers: Arc<EncodeBuffers>,
+    /// Bytes encoded so far, the pool's budget once the snapshot is done.
+    encoded: std::sync::atomic::AtomicUsize,
+}
+
+impl<K, S> Drop for FrozenHeapTable<K, S> {
+    fn drop(&mut self) {
+        let encoded = *self.encoded.get_mut();
+        // An aborted snapshot (nothing encoded) leaves the budget alone.
+        if encoded > 0 {
+            self.buffers.snapshot_encoded(encoded);
+        }
+    }
+}
+
+/// Type-erased view of a `HeapTable<K, S>`, so the backend can hold tables of
+/// different per-key types side by side.
+trait ErasedHeapTable<K>: Send {
+    fn sizes(&self) -> Vec<usize>;
+    /// Every key with an entry and its key group's offset.
+    fn keys(&self) -> Vec<(K, usize)>;
+    /// The synchronous part of a snapshot: shares every key group's map
+    /// with the snapshot (copy-on-write from now on).
+    fn freeze(&mut self) -> Box<dyn FrozenTable>;
+    /// The encoded per-key state of `key` in group `offset`, for a query;
+    /// `None` when the key has none.
+    fn lookup(
+        &self,
+        offset: usize,
+        key: &K,
+        format: QueryFormat,
+        what: &str,
+    ) -> Result<Option<QueryValue>, StateError>;
+    /// Starts publishing a view of this table for queries off the task
+    /// thread (at most `max_staleness` old); `wanted` is the backend's
+    /// shared "queries are coming" flag.
+    fn start_view(
+        &mut self,
+        first_key_group: KeyGroup,
+        max_staleness: std::time::Duration,
+        wanted: Arc<std::sync::atomic::AtomicBool>,
+    ) -> QueryView;
+    /// Publishes the view if it has one and a publish is due at `now`;
+    /// false if a view is left unpublished (not due yet).
+    fn publish_view(&mut self, now: std::time::Instant) -> bool;
+    /// Drops the view's maps if no reader may use them any more.
+    fn retire_view(&mut self, now: std::time::Instant);
+    /// Withdraws the published view, if any and if it is behind the
+    /// table, until the next publish.
+    fn withdraw_view(&self);
+    /// Adds the entries of one key group from a snapshot.
+    fn restore_key_group(
+        &mut self,
+        offset: usize,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<(), StateError>;
+}
+
+impl<K: Key, S: StateStorage> ErasedHeapTable<K> for HeapTable<K, S> {
+    fn sizes(&self) -> Vec<usize> {
+        self.groups.iter().map(|g| g.len()).collect()
+    }
+
+    fn keys(&self) -> Vec<(K, usize)> {
+        self.groups
+            .iter()
+            .enumerate()
+            .flat_map(|(o, g)| g.keys().map(move |k| (k.clone(), o)))
+            .collect()
+    }
+
+    fn freeze(&mut self) -> Box<dyn FrozenTable> {
+        self.shared.iter_mut().for_each(|s| *s = true);
+        let groups: Arc<FrozenGroups<K, S>> = self
+            .groups
+            .iter()
+            .map(|g| std::sync::Mutex::new(FrozenGroup::Shared(g.clone())))
+            .collect();
+        self.frozen = Some(Arc::downgrade(&groups));
+        Box::new(FrozenHeapTable {
+            groups,
+            buffers: self.buffers.clone(),
+            encoded: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    fn lookup(
+        &self,
+        offset: usize,
+        key: &K,
+        format: QueryFormat,
+        what: &str,
+    ) -> Result<Option<QueryValue>, StateError> {
+        self.groups[offset]
+            .get(key)
+            .map(|value| QueryValue::encode(value, format, what))
+            .transpose()
+    }
+
+    fn start_view(
+        &mut self,
+        first_key_group: KeyGroup,
+        max_staleness: std::time::Duration,
+        wanted: Arc<std::sync::atomic::AtomicBool>,
+    ) -> QueryView {
+        let groups = self.groups.len();
+        self.view
+            .get_or_insert_with(|| {
+                Box::new(ViewPublisher::new(
+                    first_key_group,
+                    groups,
+                    max_staleness,
+                    wanted,
+                ))
+            })
+            .view()
+    }
+
+    fn publish_view(&mut self, now: std::time::Instant) -> bool {
+        let Some(view) = &mut self.view else {
+            return true;
+        };
+        if !view.due(now) {
+            return false;
+        }
+        view.publish(&self.groups, now);
+        self.shared.iter_mut().for_each(|s| *s = true);
+        true
+    }
+
+    fn retire_view(&mut self, now: std::time::Instant) {
+        if let Some(view) = &mut self.view {
+            view.retire_if_unused(now);
+        }
+    }
+
+    fn withdraw_view(&self) {
+        if let Some(view) = &self.view {
+            view.withdraw_if_behind();
+        }
+    }
+
+    fn restore_key_group(
+        &mut self,
+        offset: usize,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<(), StateError> {
+        let entries: Vec<(K, S)> = codec::decode(bytes, what)?;
+        self.group_mut(offset).extend(entries);
+        Ok(())
+    }
+}
+
+/// Appends a key group's entries in the canonical encoding (the postcard
+/// sequence of `(key, value)` pairs, in the map's order).
+fn encode_group<K: Key, S: StateStorage>(
+    group: &GroupMap<K, S>,
+    out: &mut Vec<u8>,
+    what: &str,
+) -> Result<(), StateError> {
+    if codec::encode_int_pairs(group.len(), group.iter(), out) {
+        return Ok(());
+    }
+    codec::encode_into(&Entries(group), out, what)
+}
+
+/// Serializes a map as the sequence of its `(key, value)` pairs, in the
+/// map's order, without collecting them first.
+struct Entries<'a, K, S>(&'a GroupMap<K, S>);
+
+impl<K: Serialize, S: Serialize> Serialize for Entries<'_, K, S> {
+    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        serializer.collect_seq(self.0.iter())
+    }
+}
+
+impl<K: Key, S: StateStorage> FrozenTable for FrozenHeapTable<K, S> {
+    fn has_entries(&self, offset: usize) -> bool {
+        self.groups[offset]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .has_entries()
+    }
+
+    fn encode_key_group(
+        &self,
+        offset: usize,
+        out: &mut Vec<u8>,
+        what: &str,
+    ) -> Result<bool, StateError> {
+        let taken = {
+            let mut cell = self.groups[offset]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let has_entries = cell.has_entries();
+            std::mem::replace(&mut *cell, FrozenGroup::Taken { has_entries })
+        };
+        // Encoded outside the lock: a write to this group meanwhile copies
+        // it instead of waiting.
+        match taken {
+            FrozenGroup::Shared(group) => {
+                out.clear();
+                if group.is_empty() {
+                    return Ok(false);
+                }
+                encode_group(&group, out, what)?;
+                self.encoded
+                    .fetch_add(out.len(), std::sync::atomic::Ordering::Relaxed);
+                Ok(true)
+            }
+            FrozenGroup::Encoded(mut bytes) => {
+                // Hand over the encoded buffer instead of copying it; the
+                // caller's old one goes to the pool in its place.
+                std::mem::swap(out, &mut bytes);
+                self.buffers.give(bytes, self.groups.len());
+                self.encoded
+                    .fetch_add(out.len(), std::sync::atomic::Ordering::Relaxed);
+                Ok(!out.is_empty())
+            }
+            FrozenGroup::Taken { .. } => Err(StateError::Codec {
+                action: "encode",
+                what: what.to_string(),
+                reason: "the key group was encoded twice".into(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One hot key group and many small ones, checkpoint after checkpoint:
+    /// the encode buffers kept between snapshots stay within twice the
+    /// latest snapshot's bytes instead of drifting towards the number of
+    /// groups times the largest one.
+    #[test]
+    fn kept_encode_buffers_stay_within_twice_the_snapshot() {
+        let groups = 32;
+        let mut table: HeapTable<u64, u64> = HeapTable::new(groups);
+        let fill = |table: &mut HeapTable<u64, u64>, round: u64| {
+            for g in 0..groups {
+                let keys = if g == 0 { 300_000 } else { 50 };
+                let map = table.group_mut(g);
+                for k in 0..keys {
+                    map.insert(k * groups as u64 + g as u64, round);
+                }
+            }
+        };
+        fill(&mut table, 1);
+        for round in 2..30u64 {
+            let frozen = table.freeze();
+            // Writes after the barrier encode the groups for the snapshot
+            // (encode-on-write), in a rotating order so buffers change
+            // hands between the hot group and the small ones.
+            for i in 0..groups {
+                let g = (i + round as usize) % groups;
+                table.group_mut(g).insert(g as u64, round);
+            }
+            let mut scratch = Vec::new();
+            let mut snapshot_bytes = 0;
+            for g in 0..groups {
+                scratch.clear();
+                frozen.encode_key_group(g, &mut scratch, "t").unwrap();
+                snapshot_bytes += scratch.len();
+            }
+            drop(frozen);
+            let pool = table.buffers.pool();
+            assert!(
+                pool.bytes <= 2 * snapshot_bytes,
+                "round {round}: {} bytes kept for a {snapshot_bytes}-byte snapshot",
+                pool.bytes
+            );
+            assert!(pool.free.len() <= groups);
+            drop(pool);
+            fill(&mut table, round);
+        }
+        // And they are reused: a pool that is never drawn from would not
+        // hold anything after the first rounds either, so check it holds
+        // something.
+        assert!(!table.buffers.pool().free.is_empty());
+    }
+}
