@@ -29,7 +29,7 @@ use crate::query::{QueryFormat, QueryValue, QueryableStateInfo};
 use crate::query_view::QueryView;
 use crate::snapshot::{KeyedStateSnapshot, RestoreStaging};
 use crate::store::dispatch::AnyStore;
-use crate::store::{At, KeyedStore, Shape, StateId};
+use crate::store::{At, KeyedStore, Shape, StateId, StateRef};
 use crate::types::Key;
 
 /// Gives state handles access to the keyed backend of the current operator.
@@ -188,13 +188,14 @@ impl<K: Key> KeyedStateBackend<K> {
     }
 
     /// Registers (or finds again) state `name` of `kind` and shape `Sh`;
-    /// `T` is the declared value type, checked for compatibility.
+    /// `T` is the declared value type, checked for compatibility. Returns
+    /// the reference its handle keeps, bound by the store.
     pub(crate) fn register<T: 'static, Sh: Shape>(
         &mut self,
         name: &str,
         kind: StateKind,
         queryable: Option<&str>,
-    ) -> Result<StateId, StateError> {
+    ) -> Result<StateRef<Sh>, StateError> {
         let type_id = TypeId::of::<T>();
         let type_name = std::any::type_name::<T>();
         if let Some(q) = queryable
@@ -225,7 +226,7 @@ impl<K: Key> KeyedStateBackend<K> {
                     requested_type: type_name,
                 });
             }
-            return Ok(idx as StateId);
+            return Ok(self.store.bind(idx as StateId));
         }
         let incompatible =
             |restored_kind: StateKind, reason: String| StateError::IncompatibleRestore {
@@ -276,7 +277,7 @@ impl<K: Key> KeyedStateBackend<K> {
             type_name,
             queryable: queryable.map(str::to_string),
         });
-        Ok(id)
+        Ok(self.store.bind(id))
     }
 
     /// What snapshots record about every state in the store: the

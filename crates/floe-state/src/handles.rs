@@ -17,7 +17,7 @@ use crate::descriptor::{
     ReduceFn, ReducingStateDescriptor, StateKind, ValueStateDescriptor,
 };
 use crate::error::StateError;
-use crate::store::{KeyedStore, ListShape, MapShape, StateId, ValueShape};
+use crate::store::{KeyedStore, ListShape, MapShape, StateRef, ValueShape};
 pub use crate::types::MapKey;
 use crate::types::{Key, StateValue};
 
@@ -27,13 +27,13 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ValueStateDescriptor<T>,
     ) -> Result<ValueState<T>, StateError> {
-        let id = self.register::<T, ValueShape<T>>(
+        let state = self.register::<T, ValueShape<T>>(
             &desc.name,
             StateKind::Value,
             desc.queryable.as_deref(),
         )?;
         Ok(ValueState {
-            id,
+            state,
             _t: PhantomData,
         })
     }
@@ -43,13 +43,13 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ListStateDescriptor<T>,
     ) -> Result<ListState<T>, StateError> {
-        let id = self.register::<T, ListShape<T>>(
+        let state = self.register::<T, ListShape<T>>(
             &desc.name,
             StateKind::List,
             desc.queryable.as_deref(),
         )?;
         Ok(ListState {
-            id,
+            state,
             _t: PhantomData,
         })
     }
@@ -59,13 +59,13 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &MapStateDescriptor<UK, UV>,
     ) -> Result<MapState<UK, UV>, StateError> {
-        let id = self.register::<(UK, UV), MapShape<UK, UV>>(
+        let state = self.register::<(UK, UV), MapShape<UK, UV>>(
             &desc.name,
             StateKind::Map,
             desc.queryable.as_deref(),
         )?;
         Ok(MapState {
-            id,
+            state,
             _t: PhantomData,
         })
     }
@@ -75,13 +75,13 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ReducingStateDescriptor<T>,
     ) -> Result<ReducingState<T>, StateError> {
-        let id = self.register::<T, ValueShape<T>>(
+        let state = self.register::<T, ValueShape<T>>(
             &desc.name,
             StateKind::Reducing,
             desc.queryable.as_deref(),
         )?;
         Ok(ReducingState {
-            id,
+            state,
             reduce: desc.reduce.clone(),
         })
     }
@@ -91,13 +91,13 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &AggregatingStateDescriptor<F>,
     ) -> Result<AggregatingState<F>, StateError> {
-        let id = self.register::<F::Acc, ValueShape<F::Acc>>(
+        let state = self.register::<F::Acc, ValueShape<F::Acc>>(
             &desc.name,
             StateKind::Aggregating,
             desc.queryable.as_deref(),
         )?;
         Ok(AggregatingState {
-            id,
+            state,
             function: desc.function.clone(),
         })
     }
@@ -105,14 +105,14 @@ impl<K: Key> KeyedStateBackend<K> {
 
 /// One value per key (Flink's `ValueState`).
 pub struct ValueState<T> {
-    id: StateId,
+    state: StateRef<ValueShape<T>>,
     _t: PhantomData<fn() -> T>,
 }
 
 impl<T> Clone for ValueState<T> {
     fn clone(&self) -> Self {
         ValueState {
-            id: self.id,
+            state: self.state,
             _t: PhantomData,
         }
     }
@@ -125,8 +125,8 @@ impl<T: StateValue> ValueState<T> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Option<T>, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.value_get(at, self.id)
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.value_get(at, self.state)
     }
 
     /// Replaces the current key's value.
@@ -136,27 +136,27 @@ impl<T: StateValue> ValueState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         value: T,
     ) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.value_put(at, self.id, value)
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.value_put(at, self.state, value)
     }
 
     /// Removes the current key's value.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.clear::<ValueShape<T>>(at, self.id)
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.clear::<ValueShape<T>>(at, self.state)
     }
 }
 
 /// A list per key (Flink's `ListState`).
 pub struct ListState<T> {
-    id: StateId,
+    state: StateRef<ListShape<T>>,
     _t: PhantomData<fn() -> T>,
 }
 
 impl<T> Clone for ListState<T> {
     fn clone(&self) -> Self {
         ListState {
-            id: self.id,
+            state: self.state,
             _t: PhantomData,
         }
     }
@@ -165,8 +165,8 @@ impl<T> Clone for ListState<T> {
 impl<T: StateValue> ListState<T> {
     /// The current key's elements in insertion order (empty if none).
     pub fn get<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Vec<T>, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.list_get(at, self.id)
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.list_get(at, self.state)
     }
 
     /// Appends one element.
@@ -184,8 +184,8 @@ impl<T: StateValue> ListState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         values: impl IntoIterator<Item = T>,
     ) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.list_add(at, self.id, values)
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.list_add(at, self.state, values)
     }
 
     /// Replaces the list; an empty `values` clears it.
@@ -194,27 +194,27 @@ impl<T: StateValue> ListState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         values: Vec<T>,
     ) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.list_put(at, self.id, values)
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.list_put(at, self.state, values)
     }
 
     /// Removes the current key's list.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.clear::<ListShape<T>>(at, self.id)
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.clear::<ListShape<T>>(at, self.state)
     }
 }
 
 /// A map per key (Flink's `MapState`).
 pub struct MapState<UK, UV> {
-    id: StateId,
+    state: StateRef<MapShape<UK, UV>>,
     _t: PhantomData<fn() -> (UK, UV)>,
 }
 
 impl<UK, UV> Clone for MapState<UK, UV> {
     fn clone(&self) -> Self {
         MapState {
-            id: self.id,
+            state: self.state,
             _t: PhantomData,
         }
     }
@@ -227,8 +227,8 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.map_get(at, self.id, user_key)
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.map_get(at, self.state, user_key)
     }
 
     /// True when `user_key` has a value.
@@ -237,8 +237,8 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         user_key: &UK,
     ) -> Result<bool, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.map_contains::<UK, UV>(at, self.id, user_key)
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.map_contains::<UK, UV>(at, self.state, user_key)
     }
 
     /// Sets `user_key` to `value`.
@@ -257,8 +257,8 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         entries: impl IntoIterator<Item = (UK, UV)>,
     ) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.map_put_all(at, self.id, entries)
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.map_put_all(at, self.state, entries)
     }
 
     /// Removes `user_key`; the key's map disappears with its last entry.
@@ -267,8 +267,8 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.map_remove(at, self.id, user_key)
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.map_remove(at, self.state, user_key)
     }
 
     /// Every entry (in no particular order).
@@ -276,15 +276,15 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Vec<(UK, UV)>, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.map_entries(at, self.id)
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.map_entries(at, self.state)
     }
 
     /// Every user key.
     pub fn keys<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Vec<UK>, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
         let mut keys = Vec::new();
-        store.map_for_each::<UK, UV>(at, self.id, |k, _| keys.push(k.clone()))?;
+        store.map_for_each::<UK, UV>(at, self.state, |k, _| keys.push(k.clone()))?;
         Ok(keys)
     }
 
@@ -293,35 +293,35 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Vec<UV>, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
         let mut values = Vec::new();
-        store.map_for_each::<UK, UV>(at, self.id, |_, v| values.push(v.clone()))?;
+        store.map_for_each::<UK, UV>(at, self.state, |_, v| values.push(v.clone()))?;
         Ok(values)
     }
 
     /// True when the current key's map has no entry.
     pub fn is_empty<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<bool, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.map_is_empty::<UK, UV>(at, self.id)
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.map_is_empty::<UK, UV>(at, self.state)
     }
 
     /// Removes every entry of the current key.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.clear::<MapShape<UK, UV>>(at, self.id)
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.clear::<MapShape<UK, UV>>(at, self.state)
     }
 }
 
 /// A value folded by a reduce function (Flink's `ReducingState`).
 pub struct ReducingState<T> {
-    id: StateId,
+    state: StateRef<ValueShape<T>>,
     reduce: ReduceFn<T>,
 }
 
 impl<T> Clone for ReducingState<T> {
     fn clone(&self) -> Self {
         ReducingState {
-            id: self.id,
+            state: self.state,
             reduce: self.reduce.clone(),
         }
     }
@@ -330,8 +330,8 @@ impl<T> Clone for ReducingState<T> {
 impl<T: StateValue> ReducingState<T> {
     /// The reduced value, `None` before the first `add`.
     pub fn get<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Option<T>, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.value_get(at, self.id)
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.value_get(at, self.state)
     }
 
     /// Folds `value` into the stored value and returns the new one.
@@ -341,8 +341,8 @@ impl<T: StateValue> ReducingState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         value: T,
     ) -> Result<T, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.value_upsert(at, self.id, |slot: Option<&mut T>| match slot {
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.value_upsert(at, self.state, |slot: Option<&mut T>| match slot {
             Some(slot) => {
                 // Move the old value out without cloning: replace it with
                 // the new input, reduce, and store the result back.
@@ -357,21 +357,21 @@ impl<T: StateValue> ReducingState<T> {
 
     /// Removes the current key's value.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.clear::<ValueShape<T>>(at, self.id)
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.clear::<ValueShape<T>>(at, self.state)
     }
 }
 
 /// An accumulator folded by an [`AggregateFunction`] (Flink's `AggregatingState`).
-pub struct AggregatingState<F> {
-    id: StateId,
+pub struct AggregatingState<F: AggregateFunction> {
+    state: StateRef<ValueShape<F::Acc>>,
     function: Arc<F>,
 }
 
-impl<F> Clone for AggregatingState<F> {
+impl<F: AggregateFunction> Clone for AggregatingState<F> {
     fn clone(&self) -> Self {
         AggregatingState {
-            id: self.id,
+            state: self.state,
             function: self.function.clone(),
         }
     }
@@ -383,8 +383,8 @@ impl<F: AggregateFunction> AggregatingState<F> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Option<F::Out>, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.value_read(at, self.id, |acc: Option<&F::Acc>| {
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.value_read(at, self.state, |acc: Option<&F::Acc>| {
             acc.map(|acc| self.function.get_result(acc))
         })
     }
@@ -395,8 +395,8 @@ impl<F: AggregateFunction> AggregatingState<F> {
         ctx: &mut impl KeyedStateAccess<K>,
         value: F::In,
     ) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.value_upsert(at, self.id, |acc: Option<&mut F::Acc>| match acc {
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.value_upsert(at, self.state, |acc: Option<&mut F::Acc>| match acc {
             Some(acc) => {
                 self.function.add(value, acc);
                 (None, ())
@@ -411,16 +411,16 @@ impl<F: AggregateFunction> AggregatingState<F> {
 
     /// Removes the current key's accumulator.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.id)?;
-        store.clear::<ValueShape<F::Acc>>(at, self.id)
+        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
+        store.clear::<ValueShape<F::Acc>>(at, self.state)
     }
 }
 
 macro_rules! debug_handle {
-    ($($name:ident<$($g:ident),+>),+) => {
-        $(impl<$($g),+> std::fmt::Debug for $name<$($g),+> {
+    ($($name:ident<$($g:ident $(: $b:path)?),+>),+) => {
+        $(impl<$($g $(: $b)?),+> std::fmt::Debug for $name<$($g),+> {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.debug_struct(stringify!($name)).field("id", &self.id).finish()
+                f.debug_struct(stringify!($name)).field("id", &self.state.id()).finish()
             }
         })+
     };
@@ -431,5 +431,5 @@ debug_handle!(
     ListState<T>,
     MapState<UK, UV>,
     ReducingState<T>,
-    AggregatingState<F>
+    AggregatingState<F: AggregateFunction>
 );

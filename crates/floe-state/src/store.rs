@@ -17,7 +17,10 @@
 //! A state is addressed by its [`StateId`] (registration order, the same in
 //! every store) and the current position [`At`] (key and key-group offset,
 //! which the backend keeps; a byte store also has the key it encoded in
-//! [`KeyedStore::set_current_key`]).
+//! [`KeyedStore::set_current_key`]). A handle keeps a [`StateRef`]: the
+//! index with the shape it was registered with, which the store checks
+//! once when the handle is made ([`KeyedStore::bind`]), so that the heap
+//! store's record path needs no type check per access.
 //!
 //! Growing it (the next layers, each a change to this module and the two
 //! stores, none to existing handles):
@@ -64,6 +67,74 @@ use crate::types::{Key, MapKey, StateStorage, StateValue};
 /// and its store.
 pub(crate) type StateId = u32;
 
+/// A registered state as its handle keeps it: the index, the shape it was
+/// registered with (so every access through it uses those types), and the
+/// stamp of the store that checked, when the handle was made, that the
+/// state has that shape. That store then trusts the reference without
+/// checking again on each access (the heap store's tables are typed, see
+/// [`heap`]); any other store checks it on each access, as it does a
+/// reference no store stamped.
+pub(crate) struct StateRef<Sh> {
+    id: StateId,
+    /// The checking store's [`StoreStamp`]; 0 when none checked.
+    stamp: u64,
+    _shape: PhantomData<fn() -> Sh>,
+}
+
+impl<Sh> StateRef<Sh> {
+    /// State `id`, checked by no store.
+    pub(crate) fn unstamped(id: StateId) -> Self {
+        StateRef {
+            id,
+            stamp: 0,
+            _shape: PhantomData,
+        }
+    }
+
+    /// The state's index.
+    #[inline]
+    pub(crate) fn id(&self) -> StateId {
+        self.id
+    }
+}
+
+impl<Sh> Clone for StateRef<Sh> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<Sh> Copy for StateRef<Sh> {}
+
+/// Identifies one store instance for the lifetime of the process (never 0,
+/// never reused), so that a [`StateRef`] it stamped is recognised by it and
+/// by no other store. A store keeps its stamp private: only it can stamp
+/// with it, which is what makes a stamp proof of its check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StoreStamp(u64);
+
+impl StoreStamp {
+    /// A stamp no other store has had.
+    pub(crate) fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        StoreStamp(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// `state` stamped by this store.
+    pub(crate) fn stamp<Sh>(self, state: StateRef<Sh>) -> StateRef<Sh> {
+        StateRef {
+            stamp: self.0,
+            ..state
+        }
+    }
+
+    /// Whether this store stamped `state`.
+    #[inline(always)]
+    pub(crate) fn stamped<Sh>(self, state: StateRef<Sh>) -> bool {
+        state.stamp == self.0
+    }
+}
+
 /// Where a primitive acts: the current key and its key group's offset in
 /// the subtask's range.
 #[derive(Debug)]
@@ -98,7 +169,7 @@ pub(crate) enum Layout {
 /// it: what one key holds, and how restored content goes back into a store
 /// through its primitives.
 #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
-pub(crate) trait Shape: 'static {
+pub(crate) trait Shape: Sized + 'static {
     /// What one key holds: `T`, `Vec<T>` or a map (the heap's typed
     /// storage and the canonical snapshot's per-key value).
     type PerKey: StateStorage;
@@ -109,7 +180,7 @@ pub(crate) trait Shape: 'static {
     fn put<K: Key, St: KeyedStore<K>>(
         store: &mut St,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<Self>,
         content: Self::PerKey,
     ) -> Result<(), StateError>;
 }
@@ -124,10 +195,10 @@ impl<T: StateValue> Shape for ValueShape<T> {
     fn put<K: Key, St: KeyedStore<K>>(
         store: &mut St,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<Self>,
         content: T,
     ) -> Result<(), StateError> {
-        store.value_put(at, id, content)
+        store.value_put(at, state, content)
     }
 }
 
@@ -141,10 +212,10 @@ impl<T: StateValue> Shape for ListShape<T> {
     fn put<K: Key, St: KeyedStore<K>>(
         store: &mut St,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<Self>,
         content: Vec<T>,
     ) -> Result<(), StateError> {
-        store.list_put(at, id, content)
+        store.list_put(at, state, content)
     }
 }
 
@@ -158,10 +229,10 @@ impl<UK: MapKey, UV: StateValue> Shape for MapShape<UK, UV> {
     fn put<K: Key, St: KeyedStore<K>>(
         store: &mut St,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<Self>,
         content: FxHashMap<UK, UV>,
     ) -> Result<(), StateError> {
-        store.map_put_all(at, id, content)
+        store.map_put_all(at, state, content)
     }
 }
 
@@ -191,20 +262,25 @@ pub(crate) trait KeyedStore<K: Key>: Send {
     /// encodes it once here).
     fn set_current_key(&mut self, key: &K, key_group: KeyGroup) -> Result<(), StateError>;
 
+    /// The reference a handle keeps to state `id`, registered with shape
+    /// `Sh`: stamped by a store that checked the shape and trusts its stamp
+    /// on every access.
+    fn bind<Sh: Shape>(&self, id: StateId) -> StateRef<Sh>;
+
     // --- one value per key ---
 
     /// The value, copied out.
     fn value_get<T: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ValueShape<T>>,
     ) -> Result<Option<T>, StateError>;
 
     /// `f` of the value, read in place where the store can.
     fn value_read<T: StateValue, R>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ValueShape<T>>,
         f: impl FnOnce(Option<&T>) -> R,
     ) -> Result<R, StateError>;
 
@@ -212,7 +288,7 @@ pub(crate) trait KeyedStore<K: Key>: Send {
     fn value_put<T: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ValueShape<T>>,
         value: T,
     ) -> Result<(), StateError>;
 
@@ -221,21 +297,24 @@ pub(crate) trait KeyedStore<K: Key>: Send {
     fn value_upsert<T: StateValue, R>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ValueShape<T>>,
         f: impl FnOnce(Option<&mut T>) -> (Option<T>, R),
     ) -> Result<R, StateError>;
 
     // --- a list per key ---
 
     /// The elements in insertion order (empty if none).
-    fn list_get<T: StateValue>(&mut self, at: At<'_, K>, id: StateId)
-    -> Result<Vec<T>, StateError>;
+    fn list_get<T: StateValue>(
+        &mut self,
+        at: At<'_, K>,
+        state: StateRef<ListShape<T>>,
+    ) -> Result<Vec<T>, StateError>;
 
     /// Appends `values`.
     fn list_add<T: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ListShape<T>>,
         values: impl IntoIterator<Item = T>,
     ) -> Result<(), StateError>;
 
@@ -243,7 +322,7 @@ pub(crate) trait KeyedStore<K: Key>: Send {
     fn list_put<T: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ListShape<T>>,
         values: Vec<T>,
     ) -> Result<(), StateError>;
 
@@ -253,7 +332,7 @@ pub(crate) trait KeyedStore<K: Key>: Send {
     fn map_get<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError>;
 
@@ -261,7 +340,7 @@ pub(crate) trait KeyedStore<K: Key>: Send {
     fn map_contains<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         user_key: &UK,
     ) -> Result<bool, StateError>;
 
@@ -269,7 +348,7 @@ pub(crate) trait KeyedStore<K: Key>: Send {
     fn map_put_all<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         entries: impl IntoIterator<Item = (UK, UV)>,
     ) -> Result<(), StateError>;
 
@@ -278,7 +357,7 @@ pub(crate) trait KeyedStore<K: Key>: Send {
     fn map_remove<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError>;
 
@@ -286,14 +365,14 @@ pub(crate) trait KeyedStore<K: Key>: Send {
     fn map_entries<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
     ) -> Result<Vec<(UK, UV)>, StateError>;
 
     /// Calls `f` on every entry (in no particular order).
     fn map_for_each<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         f: impl FnMut(&UK, &UV),
     ) -> Result<(), StateError>;
 
@@ -301,13 +380,13 @@ pub(crate) trait KeyedStore<K: Key>: Send {
     fn map_is_empty<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
     ) -> Result<bool, StateError>;
 
     // --- any shape ---
 
     /// Removes everything the key holds in state `id` (of shape `Sh`).
-    fn clear<Sh: Shape>(&mut self, at: At<'_, K>, id: StateId) -> Result<(), StateError>;
+    fn clear<Sh: Shape>(&mut self, at: At<'_, K>, state: StateRef<Sh>) -> Result<(), StateError>;
 
     // --- whole states, by key group ---
 
@@ -418,7 +497,12 @@ pub(crate) fn restore_through<K: Key, St: KeyedStore<K>, Sh: Shape>(
         let offset = kg.wrapping_sub(range.start) as usize;
         for (key, content) in entries {
             store.set_current_key(&key, *kg)?;
-            Sh::put(store, At { key: &key, offset }, id, content)?;
+            Sh::put(
+                store,
+                At { key: &key, offset },
+                StateRef::unstamped(id),
+                content,
+            )?;
         }
     }
     Ok(())

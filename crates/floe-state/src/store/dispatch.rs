@@ -17,7 +17,9 @@ use crate::native::{NativeFetch, NativeKeyedStateFile, NativeSnapshot};
 use crate::query::{QueryFormat, QueryValue};
 use crate::query_view::QueryView;
 use crate::store::heap::HeapStore;
-use crate::store::{At, FrozenTable, KeyedStore, Shape, StateId};
+use crate::store::{
+    At, FrozenTable, KeyedStore, ListShape, MapShape, Shape, StateId, StateRef, ValueShape,
+};
 use crate::types::{Key, MapKey, StateValue};
 
 /// The store of one backend.
@@ -101,144 +103,149 @@ impl<K: Key> KeyedStore<K> for AnyStore<K> {
     }
 
     #[inline]
+    fn bind<Sh: Shape>(&self, id: StateId) -> StateRef<Sh> {
+        dispatch!(&self, s => KeyedStore::<K>::bind::<Sh>(s, id))
+    }
+
+    #[inline]
     fn value_get<T: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ValueShape<T>>,
     ) -> Result<Option<T>, StateError> {
-        dispatch!(self, s => KeyedStore::<K>::value_get::<T>(s, at, id))
+        dispatch!(self, s => KeyedStore::<K>::value_get::<T>(s, at, state))
     }
 
     #[inline]
     fn value_read<T: StateValue, R>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ValueShape<T>>,
         f: impl FnOnce(Option<&T>) -> R,
     ) -> Result<R, StateError> {
-        dispatch!(self, s => KeyedStore::<K>::value_read::<T, R>(s, at, id, f))
+        dispatch!(self, s => KeyedStore::<K>::value_read::<T, R>(s, at, state, f))
     }
 
     #[inline]
     fn value_put<T: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ValueShape<T>>,
         value: T,
     ) -> Result<(), StateError> {
-        dispatch!(self, s => KeyedStore::<K>::value_put::<T>(s, at, id, value))
+        dispatch!(self, s => KeyedStore::<K>::value_put::<T>(s, at, state, value))
     }
 
     #[inline]
     fn value_upsert<T: StateValue, R>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ValueShape<T>>,
         f: impl FnOnce(Option<&mut T>) -> (Option<T>, R),
     ) -> Result<R, StateError> {
-        dispatch!(self, s => KeyedStore::<K>::value_upsert::<T, R>(s, at, id, f))
+        dispatch!(self, s => KeyedStore::<K>::value_upsert::<T, R>(s, at, state, f))
     }
 
     #[inline]
     fn list_get<T: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ListShape<T>>,
     ) -> Result<Vec<T>, StateError> {
-        dispatch!(self, s => KeyedStore::<K>::list_get::<T>(s, at, id))
+        dispatch!(self, s => KeyedStore::<K>::list_get::<T>(s, at, state))
     }
 
     #[inline]
     fn list_add<T: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ListShape<T>>,
         values: impl IntoIterator<Item = T>,
     ) -> Result<(), StateError> {
-        dispatch!(self, s => KeyedStore::<K>::list_add::<T>(s, at, id, values))
+        dispatch!(self, s => KeyedStore::<K>::list_add::<T>(s, at, state, values))
     }
 
     #[inline]
     fn list_put<T: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ListShape<T>>,
         values: Vec<T>,
     ) -> Result<(), StateError> {
-        dispatch!(self, s => KeyedStore::<K>::list_put::<T>(s, at, id, values))
+        dispatch!(self, s => KeyedStore::<K>::list_put::<T>(s, at, state, values))
     }
 
     #[inline]
     fn map_get<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError> {
-        dispatch!(self, s => KeyedStore::<K>::map_get::<UK, UV>(s, at, id, user_key))
+        dispatch!(self, s => KeyedStore::<K>::map_get::<UK, UV>(s, at, state, user_key))
     }
 
     #[inline]
     fn map_contains<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         user_key: &UK,
     ) -> Result<bool, StateError> {
-        dispatch!(self, s => KeyedStore::<K>::map_contains::<UK, UV>(s, at, id, user_key))
+        dispatch!(self, s => KeyedStore::<K>::map_contains::<UK, UV>(s, at, state, user_key))
     }
 
     #[inline]
     fn map_put_all<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         entries: impl IntoIterator<Item = (UK, UV)>,
     ) -> Result<(), StateError> {
-        dispatch!(self, s => KeyedStore::<K>::map_put_all::<UK, UV>(s, at, id, entries))
+        dispatch!(self, s => KeyedStore::<K>::map_put_all::<UK, UV>(s, at, state, entries))
     }
 
     #[inline]
     fn map_remove<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError> {
-        dispatch!(self, s => KeyedStore::<K>::map_remove::<UK, UV>(s, at, id, user_key))
+        dispatch!(self, s => KeyedStore::<K>::map_remove::<UK, UV>(s, at, state, user_key))
     }
 
     #[inline]
     fn map_entries<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
     ) -> Result<Vec<(UK, UV)>, StateError> {
-        dispatch!(self, s => KeyedStore::<K>::map_entries::<UK, UV>(s, at, id))
+        dispatch!(self, s => KeyedStore::<K>::map_entries::<UK, UV>(s, at, state))
     }
 
     #[inline]
     fn map_for_each<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         f: impl FnMut(&UK, &UV),
     ) -> Result<(), StateError> {
-        dispatch!(self, s => KeyedStore::<K>::map_for_each::<UK, UV>(s, at, id, f))
+        dispatch!(self, s => KeyedStore::<K>::map_for_each::<UK, UV>(s, at, state, f))
     }
 
     #[inline]
     fn map_is_empty<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
     ) -> Result<bool, StateError> {
-        dispatch!(self, s => KeyedStore::<K>::map_is_empty::<UK, UV>(s, at, id))
+        dispatch!(self, s => KeyedStore::<K>::map_is_empty::<UK, UV>(s, at, state))
     }
 
     #[inline]
-    fn clear<Sh: Shape>(&mut self, at: At<'_, K>, id: StateId) -> Result<(), StateError> {
-        dispatch!(self, s => KeyedStore::<K>::clear::<Sh>(s, at, id))
+    fn clear<Sh: Shape>(&mut self, at: At<'_, K>, state: StateRef<Sh>) -> Result<(), StateError> {
+        dispatch!(self, s => KeyedStore::<K>::clear::<Sh>(s, at, state))
     }
 
     #[inline]

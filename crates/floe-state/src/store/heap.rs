@@ -9,7 +9,6 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use floe_core::KeyGroup;
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::codec;
@@ -19,19 +18,24 @@ use crate::key_group::KeyGroupRange;
 use crate::native::{NativeFetch, NativeKeyedStateFile, NativeSnapshot};
 use crate::query::{QueryFormat, QueryValue};
 use crate::query_view::{QueryView, ViewPublisher};
-use crate::store::{At, FrozenTable, KeyedStore, Shape, StateId};
+use crate::store::{
+    At, FrozenTable, KeyedStore, ListShape, MapShape, Shape, StateId, StateRef, StoreStamp,
+    ValueShape,
+};
 use crate::table_alloc::GroupMap;
 use crate::types::{Key, MapKey, StateStorage, StateValue};
 
 /// The heap storage of one subtask's keyed state.
 pub(crate) struct HeapStore<K> {
     /// One `HeapTable<K, S>` per registered state, in registration order,
-    /// with the `TypeId` of that concrete type: checked on every access
-    /// before the table is used as it (a compare against a constant, where
-    /// a downcast through `Any` would be two virtual calls).
+    /// with the `TypeId` of that concrete type. Tables are only ever
+    /// added, never removed or replaced.
     tables: Vec<(TypeId, Box<dyn ErasedHeapTable<K>>)>,
     /// Key groups in the subtask's range.
     groups: usize,
+    /// What this store stamps on the references it checked in
+    /// [`bind`](KeyedStore::bind).
+    stamp: StoreStamp,
 }
 
 impl<K: Key> HeapStore<K> {
@@ -40,12 +44,35 @@ impl<K: Key> HeapStore<K> {
         HeapStore {
             tables: Vec::new(),
             groups: range.len(),
+            stamp: StoreStamp::new(),
         }
     }
 
-    /// State `id`'s table, checked to be a `HeapTable<K, S>`.
-    #[inline]
-    fn table<S: StateStorage>(&mut self, id: StateId) -> &mut HeapTable<K, S> {
+    /// The table of `state`. A reference this store stamped was checked
+    /// when its handle was made, so the record path pays one compare here
+    /// instead of a bounds check and a `TypeId` compare per access.
+    #[inline(always)]
+    fn table<Sh: Shape>(&mut self, state: StateRef<Sh>) -> &mut HeapTable<K, Sh::PerKey> {
+        if !self.stamp.stamped(state) {
+            return self.checked_table::<Sh::PerKey>(state.id());
+        }
+        // SAFETY: this store stamped `state` in `bind`, and only after
+        // checking that table `state.id()` exists and is a
+        // `HeapTable<K, Sh::PerKey>` (stamps are unique per store, so no
+        // other store's reference matches). Tables are never removed or
+        // replaced, so it still exists and has that type.
+        let (_, table) = unsafe { self.tables.get_unchecked_mut(state.id() as usize) };
+        let erased: *mut dyn ErasedHeapTable<K> = &mut **table;
+        // SAFETY: as above, the data pointer has exactly this type.
+        unsafe { &mut *(erased as *mut HeapTable<K, Sh::PerKey>) }
+    }
+
+    /// State `id`'s table, checked to be a `HeapTable<K, S>`: for a
+    /// reference this store did not stamp (a handle made by another
+    /// backend).
+    #[cold]
+    #[inline(never)]
+    fn checked_table<S: StateStorage>(&mut self, id: StateId) -> &mut HeapTable<K, S> {
         let (type_id, table) = &mut self.tables[id as usize];
         assert!(
             *type_id == TypeId::of::<HeapTable<K, S>>(),
@@ -58,17 +85,25 @@ impl<K: Key> HeapStore<K> {
         unsafe { &mut *(erased as *mut HeapTable<K, S>) }
     }
 
-    /// The map of `at`'s key group in state `id`, to write (copied first if
+    /// The map of `at`'s key group in `state`, to write (copied first if
     /// a snapshot or a query view still shares it).
-    #[inline]
-    fn slot<S: StateStorage>(&mut self, at: At<'_, K>, id: StateId) -> &mut GroupMap<K, S> {
-        self.table::<S>(id).group_mut(at.offset)
+    #[inline(always)]
+    fn slot<Sh: Shape>(
+        &mut self,
+        at: At<'_, K>,
+        state: StateRef<Sh>,
+    ) -> &mut GroupMap<K, Sh::PerKey> {
+        self.table(state).group_mut(at.offset)
     }
 
-    /// The map of `at`'s key group in state `id`, to read (never copies).
-    #[inline]
-    fn slot_ref<S: StateStorage>(&mut self, at: At<'_, K>, id: StateId) -> &GroupMap<K, S> {
-        self.table::<S>(id).group(at.offset)
+    /// The map of `at`'s key group in `state`, to read (never copies).
+    #[inline(always)]
+    fn slot_ref<Sh: Shape>(
+        &mut self,
+        at: At<'_, K>,
+        state: StateRef<Sh>,
+    ) -> &GroupMap<K, Sh::PerKey> {
+        self.table(state).group(at.offset)
     }
 }
 
@@ -100,33 +135,47 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
         Ok(())
     }
 
+    /// Stamped when table `id` is a `HeapTable<K, Sh::PerKey>` (the
+    /// registration that made the handle checked the declared types, so it
+    /// always is); unstamped otherwise, so that each access is checked and
+    /// the misuse reported there.
+    fn bind<Sh: Shape>(&self, id: StateId) -> StateRef<Sh> {
+        let state = StateRef::unstamped(id);
+        match self.tables.get(id as usize) {
+            Some((type_id, _)) if *type_id == TypeId::of::<HeapTable<K, Sh::PerKey>>() => {
+                self.stamp.stamp(state)
+            }
+            _ => state,
+        }
+    }
+
     #[inline]
     fn value_get<T: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ValueShape<T>>,
     ) -> Result<Option<T>, StateError> {
-        Ok(self.slot_ref::<T>(at, id).get(at.key).cloned())
+        Ok(self.slot_ref(at, state).get(at.key).cloned())
     }
 
     #[inline]
     fn value_read<T: StateValue, R>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ValueShape<T>>,
         f: impl FnOnce(Option<&T>) -> R,
     ) -> Result<R, StateError> {
-        Ok(f(self.slot_ref::<T>(at, id).get(at.key)))
+        Ok(f(self.slot_ref(at, state).get(at.key)))
     }
 
     #[inline]
     fn value_put<T: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ValueShape<T>>,
         value: T,
     ) -> Result<(), StateError> {
-        let map = self.slot::<T>(at, id);
+        let map = self.slot(at, state);
         match map.get_mut(at.key) {
             Some(slot) => *slot = value,
             None => {
@@ -140,10 +189,10 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
     fn value_upsert<T: StateValue, R>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ValueShape<T>>,
         f: impl FnOnce(Option<&mut T>) -> (Option<T>, R),
     ) -> Result<R, StateError> {
-        let map = self.slot::<T>(at, id);
+        let map = self.slot(at, state);
         match map.get_mut(at.key) {
             Some(slot) => Ok(f(Some(slot)).1),
             None => {
@@ -159,10 +208,10 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
     fn list_get<T: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ListShape<T>>,
     ) -> Result<Vec<T>, StateError> {
         Ok(self
-            .slot_ref::<Vec<T>>(at, id)
+            .slot_ref(at, state)
             .get(at.key)
             .cloned()
             .unwrap_or_default())
@@ -171,14 +220,14 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
     fn list_add<T: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ListShape<T>>,
         values: impl IntoIterator<Item = T>,
     ) -> Result<(), StateError> {
         let mut values = values.into_iter().peekable();
         if values.peek().is_none() {
             return Ok(());
         }
-        let map = self.slot::<Vec<T>>(at, id);
+        let map = self.slot(at, state);
         match map.get_mut(at.key) {
             Some(list) => list.extend(values),
             None => {
@@ -191,10 +240,10 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
     fn list_put<T: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ListShape<T>>,
         values: Vec<T>,
     ) -> Result<(), StateError> {
-        let map = self.slot::<Vec<T>>(at, id);
+        let map = self.slot(at, state);
         if values.is_empty() {
             map.remove(at.key);
         } else {
@@ -206,11 +255,11 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
     fn map_get<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError> {
         Ok(self
-            .slot_ref::<FxHashMap<UK, UV>>(at, id)
+            .slot_ref(at, state)
             .get(at.key)
             .and_then(|m| m.get(user_key).cloned()))
     }
@@ -218,11 +267,11 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
     fn map_contains<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         user_key: &UK,
     ) -> Result<bool, StateError> {
         Ok(self
-            .slot_ref::<FxHashMap<UK, UV>>(at, id)
+            .slot_ref(at, state)
             .get(at.key)
             .is_some_and(|m| m.contains_key(user_key)))
     }
@@ -230,14 +279,14 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
     fn map_put_all<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         entries: impl IntoIterator<Item = (UK, UV)>,
     ) -> Result<(), StateError> {
         let mut entries = entries.into_iter().peekable();
         if entries.peek().is_none() {
             return Ok(());
         }
-        let map = self.slot::<FxHashMap<UK, UV>>(at, id);
+        let map = self.slot(at, state);
         match map.get_mut(at.key) {
             Some(m) => m.extend(entries),
             None => {
@@ -250,10 +299,10 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
     fn map_remove<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError> {
-        let map = self.slot::<FxHashMap<UK, UV>>(at, id);
+        let map = self.slot(at, state);
         let Some(m) = map.get_mut(at.key) else {
             return Ok(None);
         };
@@ -267,10 +316,10 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
     fn map_entries<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
     ) -> Result<Vec<(UK, UV)>, StateError> {
         Ok(self
-            .slot_ref::<FxHashMap<UK, UV>>(at, id)
+            .slot_ref(at, state)
             .get(at.key)
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default())
@@ -279,10 +328,10 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
     fn map_for_each<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         mut f: impl FnMut(&UK, &UV),
     ) -> Result<(), StateError> {
-        if let Some(m) = self.slot_ref::<FxHashMap<UK, UV>>(at, id).get(at.key) {
+        if let Some(m) = self.slot_ref(at, state).get(at.key) {
             m.iter().for_each(|(k, v)| f(k, v));
         }
         Ok(())
@@ -291,16 +340,16 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
     fn map_is_empty<UK: MapKey, UV: StateValue>(
         &mut self,
         at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
     ) -> Result<bool, StateError> {
         Ok(self
-            .slot_ref::<FxHashMap<UK, UV>>(at, id)
+            .slot_ref(at, state)
             .get(at.key)
             .is_none_or(|m| m.is_empty()))
     }
 
-    fn clear<Sh: Shape>(&mut self, at: At<'_, K>, id: StateId) -> Result<(), StateError> {
-        self.slot::<Sh::PerKey>(at, id).remove(at.key);
+    fn clear<Sh: Shape>(&mut self, at: At<'_, K>, state: StateRef<Sh>) -> Result<(), StateError> {
+        self.slot(at, state).remove(at.key);
         Ok(())
     }
 
@@ -562,23 +611,16 @@ impl<K, S> HeapTable<K, S> {
     }
 
     /// The map of group `offset`, for writing: copied first if a snapshot
-    /// still holds it.
-    #[inline]
+    /// still holds it. Always inlined: this is every state write's path,
+    /// and the copy is out of line so that it stays a flag test.
+    #[inline(always)]
     fn group_mut(&mut self, offset: usize) -> &mut GroupMap<K, S>
     where
         K: Key,
         S: StateStorage,
     {
         if self.shared[offset] {
-            self.shared[offset] = false;
-            self.encode_frozen(offset);
-            // With a query view, what the copy costs is its budget.
-            let start = self.view.is_some().then(std::time::Instant::now);
-            let group = Arc::make_mut(&mut self.groups[offset]);
-            if let (Some(view), Some(start)) = (&mut self.view, start) {
-                view.copied(start.elapsed());
-            }
-            return group;
+            return self.unshare(offset);
         }
         let ptr = Arc::as_ptr(&self.groups[offset]) as *mut GroupMap<K, S>;
         // SAFETY: `shared[offset]` is false, so since the last `make_mut` (or
@@ -591,6 +633,24 @@ impl<K, S> HeapTable<K, S> {
 }
 
 impl<K: Key, S: StateStorage> HeapTable<K, S> {
+    /// The first write to group `offset` since a snapshot or a query view
+    /// shared it: hands the group to the snapshot (see
+    /// [`encode_frozen`](Self::encode_frozen)) and takes it back, copying it
+    /// only if someone still holds it.
+    #[cold]
+    #[inline(never)]
+    fn unshare(&mut self, offset: usize) -> &mut GroupMap<K, S> {
+        self.shared[offset] = false;
+        self.encode_frozen(offset);
+        // With a query view, what the copy costs is its budget.
+        let start = self.view.is_some().then(std::time::Instant::now);
+        let group = Arc::make_mut(&mut self.groups[offset]);
+        if let (Some(view), Some(start)) = (&mut self.view, start) {
+            view.copied(start.elapsed());
+        }
+        group
+    }
+
     /// Before the first write to group `offset` since a snapshot: if the
     /// snapshot still shares the group, encode it for the snapshot now and
     /// release the snapshot's reference (then `make_mut` copies nothing).

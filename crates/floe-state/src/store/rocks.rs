@@ -29,7 +29,10 @@ use crate::native::{NativeFetch, NativeKeyedStateFile, NativeSnapshot, NativeSst
 use crate::query::{QueryFormat, QueryValue};
 use crate::query_view::QueryView;
 use crate::store::rocks_cache::{Cached, ValueCache};
-use crate::store::{At, FrozenTable, KeyedStore, Layout, Shape, StateId, restore_through};
+use crate::store::{
+    At, FrozenTable, KeyedStore, Layout, ListShape, MapShape, Shape, StateId, StateRef, ValueShape,
+    restore_through,
+};
 use crate::types::{Key, MapKey, StateStorage, StateValue};
 
 fn backend_error(operator: &str, action: &str, e: impl std::fmt::Display) -> StateError {
@@ -841,22 +844,28 @@ impl<K: Key> KeyedStore<K> for RocksStore {
         self.set_key(key_group, key)
     }
 
+    /// Unstamped: every access reads bytes and decodes them as the
+    /// handle's types, which is its check.
+    fn bind<Sh: Shape>(&self, id: StateId) -> StateRef<Sh> {
+        StateRef::unstamped(id)
+    }
+
     #[inline]
     fn value_get<T: StateValue>(
         &mut self,
         _at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ValueShape<T>>,
     ) -> Result<Option<T>, StateError> {
-        self.get_value(id)
+        self.get_value(state.id())
     }
 
     fn value_read<T: StateValue, R>(
         &mut self,
         _at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ValueShape<T>>,
         f: impl FnOnce(Option<&T>) -> R,
     ) -> Result<R, StateError> {
-        let value = self.get_value::<T>(id)?;
+        let value = self.get_value::<T>(state.id())?;
         Ok(f(value.as_ref()))
     }
 
@@ -864,22 +873,22 @@ impl<K: Key> KeyedStore<K> for RocksStore {
     fn value_put<T: StateValue>(
         &mut self,
         _at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ValueShape<T>>,
         value: T,
     ) -> Result<(), StateError> {
-        self.put_value(id, &value)
+        self.put_value(state.id(), &value)
     }
 
     fn value_upsert<T: StateValue, R>(
         &mut self,
         _at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ValueShape<T>>,
         f: impl FnOnce(Option<&mut T>) -> (Option<T>, R),
     ) -> Result<R, StateError> {
-        let mut current = self.get_value::<T>(id)?;
+        let mut current = self.get_value::<T>(state.id())?;
         let (new, result) = f(current.as_mut());
         if let Some(value) = current.or(new) {
-            self.put_value(id, &value)?;
+            self.put_value(state.id(), &value)?;
         }
         Ok(result)
     }
@@ -887,67 +896,67 @@ impl<K: Key> KeyedStore<K> for RocksStore {
     fn list_get<T: StateValue>(
         &mut self,
         _at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ListShape<T>>,
     ) -> Result<Vec<T>, StateError> {
-        self.get_list(id)
+        self.get_list(state.id())
     }
 
     fn list_add<T: StateValue>(
         &mut self,
         _at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ListShape<T>>,
         values: impl IntoIterator<Item = T>,
     ) -> Result<(), StateError> {
-        self.append_list(id, values)
+        self.append_list(state.id(), values)
     }
 
     fn list_put<T: StateValue>(
         &mut self,
         _at: At<'_, K>,
-        id: StateId,
+        state: StateRef<ListShape<T>>,
         values: Vec<T>,
     ) -> Result<(), StateError> {
-        self.put_list(id, &values)
+        self.put_list(state.id(), &values)
     }
 
     fn map_get<UK: MapKey, UV: StateValue>(
         &mut self,
         _at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError> {
-        self.get_entry(id, user_key)
+        self.get_entry(state.id(), user_key)
     }
 
     fn map_contains<UK: MapKey, UV: StateValue>(
         &mut self,
         _at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         user_key: &UK,
     ) -> Result<bool, StateError> {
-        Ok(self.get_entry::<UK, UV>(id, user_key)?.is_some())
+        Ok(self.get_entry::<UK, UV>(state.id(), user_key)?.is_some())
     }
 
     fn map_put_all<UK: MapKey, UV: StateValue>(
         &mut self,
         _at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         entries: impl IntoIterator<Item = (UK, UV)>,
     ) -> Result<(), StateError> {
         entries
             .into_iter()
-            .try_for_each(|(k, v)| self.put_entry(id, &k, &v))
+            .try_for_each(|(k, v)| self.put_entry(state.id(), &k, &v))
     }
 
     fn map_remove<UK: MapKey, UV: StateValue>(
         &mut self,
         _at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError> {
-        let old = self.get_entry::<UK, UV>(id, user_key)?;
+        let old = self.get_entry::<UK, UV>(state.id(), user_key)?;
         if old.is_some() {
-            self.remove_entry(id, user_key)?;
+            self.remove_entry(state.id(), user_key)?;
         }
         Ok(old)
     }
@@ -955,18 +964,18 @@ impl<K: Key> KeyedStore<K> for RocksStore {
     fn map_entries<UK: MapKey, UV: StateValue>(
         &mut self,
         _at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
     ) -> Result<Vec<(UK, UV)>, StateError> {
-        self.entries(id)
+        self.entries(state.id())
     }
 
     fn map_for_each<UK: MapKey, UV: StateValue>(
         &mut self,
         _at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
         mut f: impl FnMut(&UK, &UV),
     ) -> Result<(), StateError> {
-        for (k, v) in self.entries::<UK, UV>(id)? {
+        for (k, v) in self.entries::<UK, UV>(state.id())? {
             f(&k, &v);
         }
         Ok(())
@@ -975,15 +984,15 @@ impl<K: Key> KeyedStore<K> for RocksStore {
     fn map_is_empty<UK: MapKey, UV: StateValue>(
         &mut self,
         _at: At<'_, K>,
-        id: StateId,
+        state: StateRef<MapShape<UK, UV>>,
     ) -> Result<bool, StateError> {
-        self.is_map_empty(id)
+        self.is_map_empty(state.id())
     }
 
-    fn clear<Sh: Shape>(&mut self, _at: At<'_, K>, id: StateId) -> Result<(), StateError> {
+    fn clear<Sh: Shape>(&mut self, _at: At<'_, K>, state: StateRef<Sh>) -> Result<(), StateError> {
         match Sh::LAYOUT {
-            Layout::Map => self.clear_map(id),
-            Layout::ValueLike | Layout::List => self.delete_key(id),
+            Layout::Map => self.clear_map(state.id()),
+            Layout::ValueLike | Layout::List => self.delete_key(state.id()),
         }
     }
 
