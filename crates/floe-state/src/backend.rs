@@ -488,10 +488,8 @@ impl<K: Key> KeyedStateBackend<K> {
         if self.registrations.is_empty() {
             return Ok(());
         }
-        Err(StateError::Codec {
-            action: "restore",
-            what: "keyed state".into(),
-            reason: "restore must happen before any state is registered".into(),
+        Err(StateError::RestoreAfterRegistration {
+            operator: self.operator.clone(),
         })
     }
 

@@ -120,6 +120,54 @@ pub enum StateError {
         /// What failed and why.
         reason: String,
     },
+    /// A restore was asked for after the function registered state: a
+    /// restore must come first, so that each state is decoded with its
+    /// types when it is registered.
+    #[error(
+        "keyed state of operator '{operator}' can only be restored before any state is registered"
+    )]
+    RestoreAfterRegistration {
+        /// The operator.
+        operator: String,
+    },
+    /// Snapshot files restored together contradict each other (a state's
+    /// kind or mode, a key group held twice, the old parallelism): they
+    /// are not the files of one snapshot.
+    #[error("the restored snapshots of {what} disagree: {reason}")]
+    InconsistentSnapshots {
+        /// The state or operator they disagree about.
+        what: String,
+        /// How they disagree.
+        reason: String,
+    },
+    /// A snapshot names a state kind this version does not know (written
+    /// by a newer Floe, or damaged).
+    #[error("state '{name}' in the snapshot has unknown kind code {code}")]
+    UnknownStateKind {
+        /// The state name.
+        name: String,
+        /// The kind code read.
+        code: u8,
+    },
+    /// A native manifest was asked of a canonical snapshot, which has no
+    /// native files.
+    #[error("the keyed state snapshot is canonical: it has no native files to write a manifest of")]
+    NoNativeFiles,
+    /// A snapshot was encoded a second time: its frozen key groups are
+    /// handed over as they are encoded, so each snapshot is encoded once.
+    #[error("{what} was already encoded: a snapshot is encoded once")]
+    SnapshotEncodedTwice {
+        /// What was being encoded.
+        what: String,
+    },
+    /// A local file of a snapshot could not be read.
+    #[error("cannot read {path}: {source}")]
+    ReadFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A state handle used with another operator's store.
     #[error(
         "{what} handle used with the state of operator '{operator}', which did not register it"
@@ -135,8 +183,11 @@ pub enum StateError {
 impl StateError {
     /// Whether the error recurs however often the job restarts: state that
     /// does not fit or decode, or a misuse of the state API. Only the
-    /// backend's storage may fail transiently.
+    /// backend's storage and reading local files may fail transiently.
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, StateError::Backend { .. })
+        !matches!(
+            self,
+            StateError::Backend { .. } | StateError::ReadFile { .. }
+        )
     }
 }

@@ -223,7 +223,7 @@ impl OperatorStateStore {
             return Ok(());
         };
         if let Some(f) = decoded.iter().find(|f| f.parallelism != old_parallelism) {
-            return Err(self.corrupt(format!(
+            return Err(self.inconsistent(format!(
                 "subtask files disagree on the parallelism ({} and {})",
                 old_parallelism, f.parallelism
             )));
@@ -237,7 +237,7 @@ impl OperatorStateStore {
                     .entry(e.name.clone())
                     .or_insert_with(|| (e.mode, e.type_name.clone(), Vec::new()));
                 if slot.0 != e.mode {
-                    return Err(self.corrupt(format!(
+                    return Err(self.inconsistent(format!(
                         "state '{}' is {} in one subtask and {} in another",
                         e.name, slot.0, e.mode
                     )));
@@ -299,10 +299,10 @@ impl OperatorStateStore {
         Ok(())
     }
 
-    fn corrupt(&self, reason: String) -> StateError {
-        StateError::Codec {
-            action: "restore",
-            what: format!("operator state of '{}'", self.operator),
+    /// Old subtasks' files that contradict each other.
+    fn inconsistent(&self, reason: String) -> StateError {
+        StateError::InconsistentSnapshots {
+            what: format!("the operator state of '{}'", self.operator),
             reason,
         }
     }

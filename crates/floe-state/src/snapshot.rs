@@ -148,10 +148,9 @@ impl RestoreStaging {
         key_group: KeyGroup,
         entries: Vec<u8>,
     ) -> Result<(), StateError> {
-        let kind = StateKind::from_code(meta.kind).ok_or_else(|| StateError::Codec {
-            action: "decode",
-            what: format!("state '{}'", meta.name),
-            reason: format!("unknown state kind code {}", meta.kind),
+        let kind = StateKind::from_code(meta.kind).ok_or_else(|| StateError::UnknownStateKind {
+            name: meta.name.clone(),
+            code: meta.kind,
         })?;
         let pos = match self.states.iter().position(|r| r.name == meta.name) {
             Some(p) => p,
@@ -167,17 +166,15 @@ impl RestoreStaging {
         };
         let r = &mut self.states[pos];
         if r.kind != kind {
-            return Err(StateError::Codec {
-                action: "restore",
+            return Err(StateError::InconsistentSnapshots {
                 what: format!("state '{}'", meta.name),
-                reason: format!("snapshots disagree on its kind ({} and {kind})", r.kind),
+                reason: format!("its kind is {} in one and {kind} in another", r.kind),
             });
         }
         if r.key_groups.iter().any(|(g, _)| *g == key_group) {
-            return Err(StateError::Codec {
-                action: "restore",
+            return Err(StateError::InconsistentSnapshots {
                 what: format!("state '{}'", meta.name),
-                reason: format!("key group {key_group} appears in more than one snapshot"),
+                reason: format!("key group {key_group} appears in more than one"),
             });
         }
         r.key_groups.push((key_group, entries));
@@ -338,19 +335,12 @@ impl KeyedStateSnapshot {
         shared: Vec<NativeSharedFile>,
         out: &mut Vec<u8>,
     ) -> Result<(), StateError> {
-        let native = self.native.as_ref().ok_or_else(|| StateError::Codec {
-            action: "encode",
-            what: "native keyed state snapshot".into(),
-            reason: "the snapshot is canonical, not native".into(),
-        })?;
+        let native = self.native.as_ref().ok_or(StateError::NoNativeFiles)?;
         let mut private = Vec::with_capacity(native.private.len());
         for name in &native.private {
             let path = native.dir.join(name);
-            let bytes = std::fs::read(&path).map_err(|e| StateError::Codec {
-                action: "encode",
-                what: "native keyed state snapshot".into(),
-                reason: format!("cannot read {}: {e}", path.display()),
-            })?;
+            let bytes =
+                std::fs::read(&path).map_err(|source| StateError::ReadFile { path, source })?;
             private.push((name.clone(), bytes));
         }
         let file = NativeKeyedStateFile {

@@ -249,3 +249,20 @@ fn pinned_encoding() {
     );
     assert_eq!(OperatorStateFile::decode(&bytes).unwrap(), f);
 }
+
+/// Files of two different snapshots (other parallelisms) restored together
+/// are refused as inconsistent, not as undecodable.
+#[test]
+fn files_of_different_snapshots_are_inconsistent() {
+    let two = snapshots(2, 128);
+    let three = snapshots(3, 128);
+    let mut s = OperatorStateStore::new("op", None);
+    let err = s
+        .restore(&[two[0].as_slice(), three[1].as_slice()], 0, 2)
+        .unwrap_err();
+    assert!(
+        matches!(err, StateError::InconsistentSnapshots { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("parallelism"), "{err}");
+}

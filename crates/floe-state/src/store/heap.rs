@@ -904,10 +904,8 @@ impl<K: Key, S: StateStorage> FrozenTable for FrozenHeapTable<K, S> {
                     .fetch_add(out.len(), std::sync::atomic::Ordering::Relaxed);
                 Ok(!out.is_empty())
             }
-            FrozenGroup::Taken { .. } => Err(StateError::Codec {
-                action: "encode",
+            FrozenGroup::Taken { .. } => Err(StateError::SnapshotEncodedTwice {
                 what: what.to_string(),
-                reason: "the key group was encoded twice".into(),
             }),
         }
     }

@@ -735,10 +735,9 @@ impl RocksStore {
         fetch: &NativeFetch<'_>,
     ) -> Result<(), StateError> {
         if !self.states.is_empty() {
-            return Err(self.err(
-                "restore",
-                "restore must happen before any state is registered",
-            ));
+            return Err(StateError::RestoreAfterRegistration {
+                operator: self.operator.clone(),
+            });
         }
         let root = self._root.0.clone();
         let rocks_range = |r: KeyGroupRange| {

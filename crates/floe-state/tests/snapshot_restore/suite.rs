@@ -435,14 +435,52 @@ fn incompatible_or_corrupt_snapshots_are_clear_errors() {
 
     // Truncated bytes.
     let mut r = backend(1, 0);
-    assert!(r.restore([&bytes[..bytes.len() - 3]]).is_err());
+    let err = r.restore([&bytes[..bytes.len() - 3]]).unwrap_err();
+    assert!(matches!(err, StateError::Codec { .. }), "{err}");
     // Restoring after registration is refused.
     let mut r = backend(1, 0);
     r.get_state(&ValueStateDescriptor::<u64>::new("x")).unwrap();
-    assert!(r.restore([bytes.as_slice()]).is_err());
+    let err = r.restore([bytes.as_slice()]).unwrap_err();
+    assert!(
+        matches!(err, StateError::RestoreAfterRegistration { .. }),
+        "{err}"
+    );
+    assert!(err.is_permanent());
     // The same key group from two snapshots is refused.
     let mut r = backend(1, 0);
-    assert!(r.restore([bytes.as_slice(), bytes.as_slice()]).is_err());
+    let err = r
+        .restore([bytes.as_slice(), bytes.as_slice()])
+        .unwrap_err();
+    assert!(
+        matches!(err, StateError::InconsistentSnapshots { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("'count'"), "{err}");
+    // A state kind this version does not know.
+    let mut file = KeyedStateFile::decode(&bytes).unwrap();
+    file.states[0].kind = 200;
+    let unknown = postcard::to_allocvec(&file).unwrap();
+    let err = backend(1, 0).restore([unknown.as_slice()]).unwrap_err();
+    assert!(
+        matches!(err, StateError::UnknownStateKind { code: 200, .. }),
+        "{err}"
+    );
+    // A canonical snapshot has no native files to write a manifest of.
+    let snapshot = b.snapshot();
+    let err = snapshot
+        .encode_native_into(Vec::new(), &mut Vec::new())
+        .unwrap_err();
+    assert!(matches!(err, StateError::NoNativeFiles), "{err}");
+    // A heap snapshot hands its key groups over as it encodes them: it is
+    // encoded once.
+    snapshot.encode().unwrap();
+    if BACKEND == floe_state::StateBackendKind::HashMap {
+        let err = snapshot.encode().unwrap_err();
+        assert!(
+            matches!(err, StateError::SnapshotEncodedTwice { .. }),
+            "{err}"
+        );
+    }
 }
 
 /// Pinned: the canonical encoding of a tiny snapshot. Savepoints are written
