@@ -14,7 +14,7 @@ use floe_runtime::graph::{JobEdge, JobVertex, StreamTypeOps, VertexKind, WriterF
 use floe_runtime::job_manager::{ExecutionSettings, JobClient};
 use floe_runtime::restart::RestartStrategy;
 use floe_runtime::{JobError, JobExecutionResult, JobGraph, JobManager, Partitioning, VertexId};
-use floe_state::{RocksDbConfig, StateBackendKind, StateBackendSettings};
+use floe_state::{HeapConfig, RocksDbConfig, StateBackendKind, StateBackendSettings};
 
 use crate::job_args::JobArgs;
 
@@ -334,8 +334,9 @@ impl StreamEnvironment {
                 None => StateBackendKind::default(),
             },
         };
+        let mut heap = HeapConfig::default();
         if let Some(huge_pages) = config.get(&options::HEAP_HUGE_PAGES)? {
-            floe_state::set_heap_huge_pages(huge_pages);
+            heap.huge_pages = huge_pages;
         }
         let mut rocksdb = RocksDbConfig::default();
         if let Some(dir) = config.get(&options::ROCKSDB_LOCAL_DIR)? {
@@ -354,6 +355,7 @@ impl StreamEnvironment {
             batch_size: settings.batch_size,
             backend: StateBackendSettings {
                 kind: backend,
+                heap,
                 rocksdb,
             },
         };

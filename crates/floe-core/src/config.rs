@@ -164,7 +164,7 @@ pub mod options {
     /// Transparent huge pages for the heap backend's large tables.
     pub const HEAP_HUGE_PAGES: ConfigOption<bool> = ConfigOption {
         key: "state.backend.heap.huge-pages",
-        description: "Back the heap backend's key-group tables of 2 MiB or more with transparent huge pages (MADV_HUGEPAGE), fewer TLB misses with millions of keys; process-wide (default true; no effect where the kernel has none).",
+        description: "Back the heap backend's key-group tables of 2 MiB or more with transparent huge pages (MADV_HUGEPAGE), fewer TLB misses with millions of keys; applies to the job's own backends (default true; no effect where the kernel has none).",
         parse: parse_bool,
     };
 

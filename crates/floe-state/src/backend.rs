@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use floe_core::KeyGroup;
 
-pub use crate::config::{RocksDbConfig, StateBackendKind, StateBackendSettings};
+pub use crate::config::{HeapConfig, RocksDbConfig, StateBackendKind, StateBackendSettings};
 use crate::descriptor::{StateKind, StateMeta};
 use crate::error::StateError;
 use crate::key_group::KeyGroupRange;

@@ -88,11 +88,30 @@ impl Default for RocksDbConfig {
     }
 }
 
+/// How the heap backend allocates its tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeapConfig {
+    /// Key-group tables of 2 MiB or more are advised for transparent huge
+    /// pages (`state.backend.heap.huge-pages`): fewer TLB misses with
+    /// millions of keys. Off is for machines where the kernel's on-fault
+    /// compaction stalls more than that gains. Per backend, so one job's
+    /// setting leaves other jobs in the process alone.
+    pub huge_pages: bool,
+}
+
+impl Default for HeapConfig {
+    fn default() -> Self {
+        HeapConfig { huge_pages: true }
+    }
+}
+
 /// A backend kind with its settings.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StateBackendSettings {
     /// Heap or RocksDB.
     pub kind: StateBackendKind,
+    /// Used when `kind` is the heap.
+    pub heap: HeapConfig,
     /// Used when `kind` is RocksDB.
     pub rocksdb: RocksDbConfig,
 }
@@ -101,7 +120,7 @@ impl From<StateBackendKind> for StateBackendSettings {
     fn from(kind: StateBackendKind) -> Self {
         StateBackendSettings {
             kind,
-            rocksdb: RocksDbConfig::default(),
+            ..StateBackendSettings::default()
         }
     }
 }

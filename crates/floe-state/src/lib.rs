@@ -45,7 +45,8 @@ mod table_alloc;
 mod types;
 
 pub use backend::{
-    KeyedStateAccess, KeyedStateBackend, RocksDbConfig, StateBackendKind, StateBackendSettings,
+    HeapConfig, KeyedStateAccess, KeyedStateBackend, RocksDbConfig, StateBackendKind,
+    StateBackendSettings,
 };
 pub use descriptor::{
     AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor,
@@ -61,5 +62,4 @@ pub use operator::{
 pub use query::{QueryFormat, QueryValue, QueryableStateInfo, decode_query_key};
 pub use query_view::{QueryView, ViewLookup};
 pub use snapshot::{KeyedStateFile, KeyedStateSnapshot, StateMeta};
-pub use table_alloc::set_heap_huge_pages;
 pub use types::{Key, StateValue};

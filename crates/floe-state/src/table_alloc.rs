@@ -7,11 +7,11 @@
 //! therefore allocated 2 MiB-aligned and marked `MADV_HUGEPAGE`: with
 //! transparent huge pages in the kernel's default `madvise` mode, one TLB
 //! entry then covers 512 times as much state (measured in BENCHMARKS.md).
-//! Smaller tables, other kernels and other systems get plain allocations.
+//! Smaller tables, other kernels and other systems get plain allocations,
+//! and so do all tables of a backend configured without huge pages.
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use allocator_api2::alloc::{AllocError, Allocator, Global};
 
@@ -19,24 +19,27 @@ use allocator_api2::alloc::{AllocError, Allocator, Global};
 /// pages); tables at least this large are huge-page backed.
 pub(crate) const HUGE_PAGE: usize = 2 << 20;
 
-/// Whether large tables are advised for huge pages (`state.backend.heap.huge-pages`).
-static HUGE_PAGES: AtomicBool = AtomicBool::new(true);
-
-/// Turns huge pages for the heap backend's large tables on or off in this
-/// process (`state.backend.heap.huge-pages`; on by default). Off is for
-/// machines where the kernel's on-fault compaction of huge pages stalls
-/// more than the saved TLB misses gain. Tables allocated afterwards follow
-/// it; existing ones keep how they were allocated.
-pub fn set_heap_huge_pages(enabled: bool) {
-    HUGE_PAGES.store(enabled, Ordering::Relaxed);
-}
-
 /// The allocator of the heap backend's key-group tables (see the module
-/// documentation). Stateless, so it costs nothing per table.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct StateTableAlloc;
-
+/// documentation). Each table carries its backend's setting (one byte), so
+/// jobs in one process can differ (`state.backend.heap.huge-pages`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StateTableAlloc {
+    /// Whether large tables are advised for huge pages.
+    huge_pages: bool,
+}
 impl StateTableAlloc {
+    /// An allocator that advises large tables for huge pages if
+    /// `huge_pages`.
+    pub(crate) fn new(huge_pages: bool) -> Self {
+        StateTableAlloc { huge_pages }
+    }
+
+    /// Whether it advises large tables for huge pages.
+    #[cfg(test)]
+    pub(crate) fn huge_pages(&self) -> bool {
+        self.huge_pages
+    }
+
     /// The layout actually requested from the global allocator: huge-page
     /// aligned when large, so the whole table can be huge pages (an
     /// unaligned range loses up to one huge page at each end).
@@ -61,7 +64,7 @@ unsafe impl Allocator for StateTableAlloc {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         let backing = Self::backing(layout);
         let block = Global.allocate(backing)?;
-        if backing.size() >= HUGE_PAGE && HUGE_PAGES.load(Ordering::Relaxed) {
+        if backing.size() >= HUGE_PAGE && self.huge_pages {
             advise_huge_pages(block.cast::<u8>(), backing.size());
         }
         Ok(block)
@@ -101,6 +104,11 @@ fn advise_huge_pages(_ptr: NonNull<u8>, _len: usize) {}
 pub(crate) type GroupMap<K, S> =
     hashbrown::HashMap<K, S, rustc_hash::FxBuildHasher, StateTableAlloc>;
 
+/// An empty group map allocating with `alloc`.
+pub(crate) fn group_map<K, S>(alloc: StateTableAlloc) -> GroupMap<K, S> {
+    GroupMap::with_hasher_in(rustc_hash::FxBuildHasher, alloc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,14 +121,15 @@ mod tests {
         let backing = StateTableAlloc::backing(large);
         assert_eq!((backing.size(), backing.align()), (large.size(), HUGE_PAGE));
 
-        let block = StateTableAlloc.allocate(large).unwrap();
+        let alloc = StateTableAlloc::new(true);
+        let block = alloc.allocate(large).unwrap();
         let ptr = block.cast::<u8>();
         assert_eq!(ptr.as_ptr() as usize % HUGE_PAGE, 0);
         // The memory is ordinary, writable memory.
         unsafe {
             ptr.as_ptr().write_bytes(0xab, large.size());
             assert_eq!(*ptr.as_ptr().add(large.size() - 1), 0xab);
-            StateTableAlloc.deallocate(ptr, large);
+            alloc.deallocate(ptr, large);
         }
     }
 
@@ -147,7 +156,7 @@ mod tests {
     }
 
     /// Large tables are advised, and `state.backend.heap.huge-pages: false`
-    /// stops that (one test: the switch is process-wide).
+    /// stops that for its backend's tables only.
     #[cfg(target_os = "linux")]
     #[test]
     fn large_tables_are_advised_for_huge_pages_unless_switched_off() {
@@ -157,19 +166,26 @@ mod tests {
             return;
         }
         let large = Layout::from_size_align(HUGE_PAGE * 4, 8).unwrap();
-        let on = StateTableAlloc.allocate(large).unwrap().cast::<u8>();
-        set_heap_huge_pages(false);
-        let off = StateTableAlloc.allocate(large).unwrap().cast::<u8>();
-        set_heap_huge_pages(true);
-        let (on_advised, off_advised) = (
+        let (with, without) = (StateTableAlloc::new(true), StateTableAlloc::new(false));
+        let on = with.allocate(large).unwrap().cast::<u8>();
+        let off = without.allocate(large).unwrap().cast::<u8>();
+        // One allocated after the other, the first still advised.
+        let on_again = with.allocate(large).unwrap().cast::<u8>();
+        let (on_advised, off_advised, on_again_advised) = (
             advised(on.as_ptr() as usize),
             advised(off.as_ptr() as usize),
+            advised(on_again.as_ptr() as usize),
         );
         unsafe {
-            StateTableAlloc.deallocate(on, large);
-            StateTableAlloc.deallocate(off, large);
+            with.deallocate(on, large);
+            without.deallocate(off, large);
+            with.deallocate(on_again, large);
         }
         assert!(on_advised, "a large table is advised for huge pages");
         assert!(!off_advised, "switched off, it is not");
+        assert!(
+            on_again_advised,
+            "another allocator's setting changes nothing"
+        );
     }
 }

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use floe_state::native::{NativeSharedFile, SharedFileRef, SstSource};
 use floe_state::{
-    KeyGroupRange, KeyedStateBackend, KeyedStateSnapshot, ListStateDescriptor, RocksDbConfig,
-    StateBackendKind, StateBackendSettings, ValueStateDescriptor, key_group_for_key,
+    HeapConfig, KeyGroupRange, KeyedStateBackend, KeyedStateSnapshot, ListStateDescriptor,
+    RocksDbConfig, StateBackendKind, StateBackendSettings, ValueStateDescriptor, key_group_for_key,
 };
 
 const MAX_P: u32 = 128;
@@ -17,6 +17,7 @@ const MAX_P: u32 = 128;
 fn incremental() -> StateBackendSettings {
     StateBackendSettings {
         kind: StateBackendKind::RocksDb,
+        heap: HeapConfig::default(),
         rocksdb: RocksDbConfig {
             incremental: true,
             ..RocksDbConfig::default()

@@ -11,8 +11,8 @@
 #![cfg(feature = "rocksdb")]
 
 use floe_state::{
-    KeyGroupRange, KeyedStateBackend, RocksDbConfig, StateBackendKind, StateBackendSettings,
-    ValueStateDescriptor, key_group_for_key,
+    HeapConfig, KeyGroupRange, KeyedStateBackend, RocksDbConfig, StateBackendKind,
+    StateBackendSettings, ValueStateDescriptor, key_group_for_key,
 };
 
 const MAX_P: u32 = 128;
@@ -62,6 +62,7 @@ fn state_larger_than_the_budget_stays_within_bounded_memory() {
     let local = tempfile::tempdir().unwrap();
     let settings = StateBackendSettings {
         kind: StateBackendKind::RocksDb,
+        heap: HeapConfig::default(),
         rocksdb: RocksDbConfig {
             local_dir: local.path().to_path_buf(),
             managed_memory: BUDGET,

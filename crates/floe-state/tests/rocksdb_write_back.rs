@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 
 use floe_state::{
-    KeyGroupRange, KeyedStateBackend, ReducingStateDescriptor, RocksDbConfig, StateBackendKind,
-    StateBackendSettings, ValueStateDescriptor, key_group_for_key,
+    HeapConfig, KeyGroupRange, KeyedStateBackend, ReducingStateDescriptor, RocksDbConfig,
+    StateBackendKind, StateBackendSettings, ValueStateDescriptor, key_group_for_key,
 };
 use proptest::prelude::*;
 
@@ -20,6 +20,7 @@ const MAX_P: u32 = 128;
 fn rocksdb(cache: u64) -> StateBackendSettings {
     StateBackendSettings {
         kind: StateBackendKind::RocksDb,
+        heap: HeapConfig::default(),
         rocksdb: RocksDbConfig {
             managed_memory: RocksDbConfig::MIN_MANAGED_MEMORY,
             write_cache: Some(cache),
@@ -73,6 +74,7 @@ fn too_little_managed_memory_is_a_clear_error() {
     let range = KeyGroupRange::new(0, (MAX_P - 1) as u16);
     let settings = StateBackendSettings {
         kind: StateBackendKind::RocksDb,
+        heap: HeapConfig::default(),
         rocksdb: RocksDbConfig {
             managed_memory: 8 << 20,
             ..RocksDbConfig::default()

@@ -41,7 +41,7 @@ impl<K: Key> AnyStore<K> {
     ) -> Result<Self, StateError> {
         use crate::config::StateBackendKind;
         match settings.kind {
-            StateBackendKind::HashMap => Ok(AnyStore::Heap(HeapStore::new(range))),
+            StateBackendKind::HashMap => Ok(AnyStore::Heap(HeapStore::new(range, &settings.heap))),
             #[cfg(feature = "rocksdb")]
             StateBackendKind::RocksDb => Ok(AnyStore::Rocks(Box::new(
                 crate::store::rocks::RocksStore::open(&settings.rocksdb, operator, range)?,

@@ -12,6 +12,7 @@ use floe_core::KeyGroup;
 use serde::Serialize;
 
 use crate::codec;
+use crate::config::HeapConfig;
 use crate::descriptor::{StateKind, StateMeta};
 use crate::error::StateError;
 use crate::key_group::KeyGroupRange;
@@ -22,7 +23,7 @@ use crate::store::{
     At, FrozenTable, KeyedStore, ListShape, MapShape, Shape, StateId, StateRef, StoreStamp,
     ValueShape,
 };
-use crate::table_alloc::GroupMap;
+use crate::table_alloc::{GroupMap, StateTableAlloc, group_map};
 use crate::types::{Key, MapKey, StateStorage, StateValue};
 
 /// The heap storage of one subtask's keyed state.
@@ -36,15 +37,18 @@ pub(crate) struct HeapStore<K> {
     /// What this store stamps on the references it checked in
     /// [`bind`](KeyedStore::bind).
     stamp: StoreStamp,
+    /// The allocator of every table's key-group maps.
+    alloc: StateTableAlloc,
 }
 
 impl<K: Key> HeapStore<K> {
-    /// An empty store for the key groups of `range`.
-    pub(crate) fn new(range: KeyGroupRange) -> Self {
+    /// An empty store for the key groups of `range`, configured by `config`.
+    pub(crate) fn new(range: KeyGroupRange, config: &HeapConfig) -> Self {
         HeapStore {
             tables: Vec::new(),
             groups: range.len(),
             stamp: StoreStamp::new(),
+            alloc: StateTableAlloc::new(config.huge_pages),
         }
     }
 
@@ -116,7 +120,7 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
         range: KeyGroupRange,
     ) -> Result<(), StateError> {
         debug_assert_eq!(id as usize, self.tables.len());
-        let mut table = HeapTable::<K, Sh::PerKey>::new(self.groups);
+        let mut table = HeapTable::<K, Sh::PerKey>::new(self.groups, self.alloc);
         for (kg, bytes) in restored {
             let what = format!("state '{name}' in key group {kg}");
             table.restore_key_group(kg.wrapping_sub(range.start) as usize, bytes, &what)?;
@@ -594,9 +598,9 @@ impl<K, S> FrozenGroup<K, S> {
 }
 
 impl<K, S> HeapTable<K, S> {
-    fn new(groups: usize) -> Self {
+    fn new(groups: usize, alloc: StateTableAlloc) -> Self {
         HeapTable {
-            groups: (0..groups).map(|_| Arc::new(GroupMap::default())).collect(),
+            groups: (0..groups).map(|_| Arc::new(group_map(alloc))).collect(),
             shared: vec![false; groups],
             frozen: None,
             buffers: Arc::default(),
@@ -915,6 +919,29 @@ impl<K: Key, S: StateStorage> FrozenTable for FrozenHeapTable<K, S> {
 mod tests {
     use super::*;
 
+    /// Every key-group map of a store allocates as the store's
+    /// configuration says, also once a snapshot made a write copy it: the
+    /// setting belongs to the backend, not to the process.
+    #[test]
+    fn maps_allocate_as_their_store_is_configured() {
+        let range = KeyGroupRange::new(0, 3);
+        for huge_pages in [true, false] {
+            let mut store = HeapStore::<u64>::new(range, &HeapConfig { huge_pages });
+            KeyedStore::<u64>::register::<ValueShape<u64>>(&mut store, 0, "v", &[], range).unwrap();
+            let state = KeyedStore::<u64>::bind::<ValueShape<u64>>(&store, 0);
+            let table = store.table(state);
+            let frozen = table.freeze();
+            table.group_mut(1).insert(7, 1);
+            assert!(
+                table
+                    .groups
+                    .iter()
+                    .all(|g| g.allocator().huge_pages() == huge_pages)
+            );
+            drop(frozen);
+        }
+    }
+
     /// One hot key group and many small ones, checkpoint after checkpoint:
     /// the encode buffers kept between snapshots stay within twice the
     /// latest snapshot's bytes instead of drifting towards the number of
@@ -922,7 +949,7 @@ mod tests {
     #[test]
     fn kept_encode_buffers_stay_within_twice_the_snapshot() {
         let groups = 32;
-        let mut table: HeapTable<u64, u64> = HeapTable::new(groups);
+        let mut table: HeapTable<u64, u64> = HeapTable::new(groups, StateTableAlloc::new(true));
         let fill = |table: &mut HeapTable<u64, u64>, round: u64| {
             for g in 0..groups {
                 let keys = if g == 0 { 300_000 } else { 50 };
