@@ -1,15 +1,17 @@
 //! Managed state for Floe operators.
 //!
-//! Keyed state is partitioned into *key groups* exactly as in Flink, so that a
-//! snapshot can later be split and merged by key-group range when a job is
-//! rescaled. Users declare state with a descriptor (name + type) and get back a
-//! small `Send` handle; every access goes through the keyed context of the
-//! record being processed, which carries the current key and its key group.
+//! Keyed state is partitioned into *key groups* exactly as in Flink: a
+//! restore at another parallelism takes the key groups of its new range from
+//! every snapshot file. Users declare state with a descriptor (name + type)
+//! and get back a small `Send` handle; every access goes through the keyed
+//! context of the record being processed, which carries the current key and
+//! its key group.
 //!
 //! Modules, leaves first (each uses only modules above it; the
 //! `module_cycles` test keeps it so):
 //! - `types`, `key_bytes`, `config`, `table_alloc`: the bounds on keys and
-//!   values, the key-hashing buffer, backend settings, huge-page tables.
+//!   values, the key-hashing buffer, backend settings, the heap tables'
+//!   allocator (huge pages).
 //! - [`descriptor`] (what a function declares), [`key_group`] (key → key
 //!   group → subtask, Flink's formulas), [`error`], [`codec`] (the stable
 //!   postcard encoding of keys, values and snapshots), [`query`].
@@ -17,7 +19,7 @@
 //! - [`query_view`]: heap state published for queries off the task thread.
 //! - `store`: the keyed-store trait every backend's storage implements,
 //!   with the heap store, the RocksDB store (feature `rocksdb`) and the
-//!   enum that picks one.
+//!   enum that picks one (`store/dispatch.rs`).
 //! - [`snapshot`]: the canonical keyed snapshot, cut by key group, written
 //!   from any store's frozen views and restored into any store.
 //! - [`backend`]: [`KeyedStateBackend`], the per-subtask registrations,
