@@ -1,18 +1,20 @@
-//! No file-level import cycles inside floe-state: a module may use another
-//! only if that one does not, directly or through others, use it back.
+//! No file-level import cycles inside any crate of the workspace: a module
+//! may use another only if that one does not, directly or through others,
+//! use it back. This is the check CI runs (it is part of `cargo test`);
+//! ARCHITECTURE.md's module graphs are what it keeps true.
 //!
-//! The graph is read from the sources: every `crate::…`, `super::…` and
-//! `self::…` path outside comments and `#[cfg(test)]` modules is an edge
-//! from the file's module to the longest module path it names (`use
-//! crate::store::{At, KeyedStore}` → `store`; `crate::store::heap::X` →
-//! `store::heap`). Items the crate root defines or re-exports count as the
-//! root's, and the root's `pub use` lines as its edges, so a module that
-//! imports through the root (`crate::Key` instead of `crate::types::Key`)
-//! makes a cycle too: modules import from where things are defined. `mod`
-//! declarations are not edges.
+//! The graph is read from each crate's sources: every `crate::…`,
+//! `super::…` and `self::…` path outside comments and `#[cfg(test)]`
+//! modules is an edge from the file's module to the longest module path it
+//! names (`use crate::store::{At, KeyedStore}` → `store`;
+//! `crate::store::heap::X` → `store::heap`). Items the crate root defines
+//! or re-exports count as the root's, and the root's `pub use` lines as its
+//! edges, so a module that imports through the root (`crate::Key` instead
+//! of `crate::types::Key`) makes a cycle too: modules import from where
+//! things are defined. `mod` declarations are not edges.
 //!
-//! `cargo test -p floe-state --test module_cycles -- --nocapture` prints the
-//! graph.
+//! `cargo test -p floe --test module_cycles -- --nocapture` prints the
+//! graphs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -94,7 +96,10 @@ fn code_only(text: &str) -> String {
 
 /// Every path that follows `prefix::` in `code`, with `{…}` groups expanded
 /// (only the leading segments matter).
-fn paths_after(code: &str, prefix: &str) -> Vec<Vec<String>> {
+/// Each path is returned with how many inline `mod name { … }` blocks of
+/// the file enclose it (a `super::` there starts from the inline module).
+fn paths_after(code: &str, prefix: &str) -> Vec<(usize, Vec<String>)> {
+    let inline = inline_modules(code);
     let mut out = Vec::new();
     let needle = format!("{prefix}::");
     let bytes = code.as_bytes();
@@ -106,7 +111,49 @@ fn paths_after(code: &str, prefix: &str) -> Vec<Vec<String>> {
         if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
             continue;
         }
-        parse_tree(&code[from..], Vec::new(), &mut out);
+        let depth = inline.iter().filter(|r| r.contains(&start)).count();
+        let mut paths = Vec::new();
+        parse_tree(&code[from..], Vec::new(), &mut paths);
+        out.extend(paths.into_iter().map(|p| (depth, p)));
+    }
+    out
+}
+
+/// The byte ranges of the inline module blocks (`mod name {` to its
+/// closing brace) in `code`.
+fn inline_modules(code: &str) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let bytes = code.as_bytes();
+    let mut from = 0;
+    while let Some(i) = code[from..].find("mod ") {
+        let start = from + i;
+        from = start + 4;
+        if start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_') {
+            continue;
+        }
+        let rest = &code[from..];
+        let ident_len = rest
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let after = rest[ident_len..].trim_start();
+        if ident_len == 0 || !after.starts_with('{') {
+            continue;
+        }
+        let open = code.len() - after.len();
+        let mut depth = 0usize;
+        for (j, c) in code[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        out.push(start..open + j);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
     }
     out
 }
@@ -183,37 +230,34 @@ fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (module, text) in &modules {
         let code = code_only(text);
-        let parent: Vec<String> = {
-            let mut p: Vec<String> = module
-                .split("::")
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect();
-            p.pop();
-            p
-        };
         let own: Vec<String> = module
             .split("::")
             .filter(|s| !s.is_empty())
             .map(String::from)
             .collect();
         let mut targets = BTreeSet::new();
-        for path in paths_after(&code, "crate") {
+        for (_, path) in paths_after(&code, "crate") {
             targets.insert(resolve(&path, &known));
         }
-        for path in paths_after(&code, "super") {
-            let mut base = parent.clone();
+        for (inline_depth, path) in paths_after(&code, "super") {
+            // The first `super`s climb out of inline modules, still inside
+            // this file's module; the rest climb the file modules.
             let mut rest = path.as_slice();
+            let mut climbs = 1;
             while let Some((first, tail)) = rest.split_first()
                 && first == "super"
             {
-                base.pop();
+                climbs += 1;
                 rest = tail;
+            }
+            let mut base = own.clone();
+            for _ in inline_depth..climbs {
+                base.pop();
             }
             let full: Vec<String> = base.into_iter().chain(rest.iter().cloned()).collect();
             targets.insert(resolve(&full, &known));
         }
-        for path in paths_after(&code, "self") {
+        for (_, path) in paths_after(&code, "self") {
             let full: Vec<String> = own.iter().cloned().chain(path).collect();
             targets.insert(resolve(&full, &known));
         }
@@ -309,18 +353,43 @@ fn name(module: &str) -> &str {
     }
 }
 
+/// Every crate directory of the workspace (`crates/*` with a `src/`).
+fn workspace_crates() -> Vec<PathBuf> {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("crates/")
+        .to_path_buf();
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&crates)
+        .expect("read crates/")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.join("src").is_dir())
+        .collect();
+    out.sort();
+    out
+}
+
 #[test]
-fn floe_state_has_no_module_cycles() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let edges = graph(&src);
-    for (module, deps) in &edges {
-        let deps: Vec<&str> = deps.iter().map(|d| name(d)).collect();
-        println!("{} -> {}", name(module), deps.join(", "));
+fn no_crate_has_module_cycles() {
+    let crates = workspace_crates();
+    assert!(crates.len() >= 10, "found only {crates:?}");
+    let mut failures = Vec::new();
+    for krate in crates {
+        let crate_name = krate.file_name().unwrap().to_string_lossy().into_owned();
+        let edges = graph(&krate.join("src"));
+        println!("== {crate_name}");
+        for (module, deps) in &edges {
+            let deps: Vec<&str> = deps.iter().map(|d| name(d)).collect();
+            println!("{} -> {}", name(module), deps.join(", "));
+        }
+        let found = cycles(&edges);
+        if !found.is_empty() {
+            failures.push(format!("{crate_name}: {found:?}"));
+        }
     }
-    let found = cycles(&edges);
     assert!(
-        found.is_empty(),
-        "modules that import each other (directly or in a ring): {found:?}"
+        failures.is_empty(),
+        "modules that import each other (directly or in a ring):\n{}",
+        failures.join("\n")
     );
 }
 
@@ -369,4 +438,21 @@ fn the_checker_sees_rings() {
     // And none once the ring is broken.
     std::fs::write(src.join("store/heap.rs"), "pub struct H;\n").unwrap();
     assert!(cycles(&graph(src)).is_empty());
+    // A `super` inside an inline module names the file's own module; one
+    // more climbs to the parent.
+    std::fs::write(
+        src.join("store/heap.rs"),
+        "pub mod options {\n    use super::*;\n}\n",
+    )
+    .unwrap();
+    assert!(graph(src)["store::heap"].is_empty());
+    std::fs::write(
+        src.join("store/heap.rs"),
+        "pub mod options {\n    use super::super::Y;\n}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        graph(src)["store::heap"],
+        BTreeSet::from(["store".to_string()])
+    );
 }
