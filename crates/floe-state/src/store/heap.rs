@@ -52,6 +52,12 @@ impl<K: Key> HeapStore<K> {
         }
     }
 
+    /// Whether this store stamped `state` (see [`StateRef`]).
+    #[inline(always)]
+    pub(crate) fn stamped<Sh>(&self, state: StateRef<Sh>) -> bool {
+        self.stamp.stamped(state)
+    }
+
     /// The table of `state`. A reference this store stamped was checked
     /// when its handle was made, so the record path pays one compare here
     /// instead of a bounds check and a `TypeId` compare per access.
