@@ -20,6 +20,7 @@ use floe_state::key_group::default_max_parallelism;
 use crate::channel::CancelFlag;
 use crate::checkpoint::{
     AlignmentMode, CheckpointCoordinator, CheckpointFailure, CheckpointHistory, CheckpointStats,
+    CoordinatorSetup,
     CheckpointStore, CoordinatorEvent, DERIVED_UID_PREFIX, RestoreError, RestoredState,
     SnapshotTargets, SnapshotUploader, StoreError, SystemClock, TaskEnvironment, TaskInit,
     read_checkpoint_metadata,
@@ -410,7 +411,7 @@ impl JobManager {
             shared: Arc::new(ControlShared {
                 job_id,
                 job_name: job_name.to_string(),
-                start_time_ms: crate::control::now_ms(),
+                start_time_ms: SystemClock.epoch_ms(),
                 end_time_ms: Mutex::new(None),
                 status: Mutex::new(JobStatus::Running),
                 vertices: graph
@@ -680,14 +681,16 @@ impl JobClient {
                 .max(restore.as_ref().map_or(0, |r| r.checkpoint_id));
             let retained = store.completed().unwrap_or_default();
             let mut c = CheckpointCoordinator::new(
-                settings,
-                store,
-                Some(Arc::new(self.control.clone())),
-                operator_info(self.control.vertices()),
-                tasks,
-                last_id,
-                retained,
-                self.checkpoint_history.clone(),
+                CoordinatorSetup {
+                    settings,
+                    store,
+                    job: Some(Arc::new(self.control.clone())),
+                    operator_info: operator_info(self.control.vertices()),
+                    tasks,
+                    last_id,
+                    retained,
+                    history: self.checkpoint_history.clone(),
+                },
                 SystemClock,
             );
             let handle = std::thread::Builder::new()

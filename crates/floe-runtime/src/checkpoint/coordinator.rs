@@ -121,27 +121,50 @@ pub struct CheckpointCoordinator<C: Clock = SystemClock> {
     orphans: Vec<u64>,
 }
 
+/// Everything a coordinator starts from, apart from its clock.
+///
+/// One value instead of nine positional arguments, because the job manager
+/// and the tests build it in different ways and a swapped `last_id` and
+/// list of retained ids would still compile.
+pub struct CoordinatorSetup {
+    /// Interval, pause, timeout, concurrency, retention. Without an
+    /// interval (checkpointing off) the coordinator only takes savepoints.
+    pub settings: CheckpointConfig,
+    /// Where checkpoints and savepoints are written and read.
+    pub store: Arc<SnapshotTargets>,
+    /// The job, told about completed checkpoints and failures; `None` in
+    /// the coordinator's unit tests.
+    pub job: Option<Arc<dyn JobHandle>>,
+    /// What each snapshot's metadata records about the operators, by uid.
+    pub operator_info: BTreeMap<String, OperatorSnapshotInfo>,
+    /// Each task's command channel, with a flag for sources (which are the
+    /// ones a barrier is injected into).
+    pub tasks: Vec<(Sender<TaskCommand>, bool)>,
+    /// Ids continue after this one: ids are never reused within a job, so
+    /// files of a checkpoint abandoned by a failed run cannot collide with
+    /// a new one.
+    pub last_id: u64,
+    /// Completed checkpoints still retained from earlier runs, ascending;
+    /// their shared files stay registered.
+    pub retained: Vec<u64>,
+    /// Statistics of every checkpoint, shared with the REST API.
+    pub history: CheckpointHistory,
+}
+
 impl<C: Clock> CheckpointCoordinator<C> {
-    /// A coordinator for a job run whose tasks listen on `tasks` (with a
-    /// flag for sources). Checkpoint ids continue after `last_id`: ids are
-    /// never reused within a job, so files of a checkpoint abandoned by a
-    /// failed run cannot collide with a new one.
-    /// Without an interval in `settings` (checkpointing off) the
-    /// coordinator only takes savepoints. `operator_info` is what each
-    /// snapshot's metadata records about the operators, by uid. `clock`:
-    /// [`SystemClock`] in a job.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        settings: CheckpointConfig,
-        store: Arc<SnapshotTargets>,
-        job: Option<Arc<dyn JobHandle>>,
-        operator_info: BTreeMap<String, OperatorSnapshotInfo>,
-        tasks: Vec<(Sender<TaskCommand>, bool)>,
-        last_id: u64,
-        retained: Vec<u64>,
-        history: CheckpointHistory,
-        clock: C,
-    ) -> Self {
+    /// A coordinator for one job run, started from `setup`. `clock`:
+    /// [`SystemClock`] in a job, a hand-moved clock in tests.
+    pub fn new(setup: CoordinatorSetup, clock: C) -> Self {
+        let CoordinatorSetup {
+            settings,
+            store,
+            job,
+            operator_info,
+            tasks,
+            last_id,
+            retained,
+            history,
+        } = setup;
         // Rebuild the shared-state registry from the retained checkpoints
         // (a restarted run keeps their shared files and builds on them).
         let mut shared_registry =
@@ -888,14 +911,16 @@ mod tests {
         let retained = store.completed().unwrap();
         let last_id = retained.last().copied().unwrap_or(0);
         let c = CheckpointCoordinator::new(
-            config,
-            Arc::new(SnapshotTargets::new(Some(store.clone()))),
-            None,
-            BTreeMap::new(),
-            senders,
-            last_id,
-            retained,
-            history.clone(),
+            CoordinatorSetup {
+                settings: config,
+                store: Arc::new(SnapshotTargets::new(Some(store.clone()))),
+                job: None,
+                operator_info: BTreeMap::new(),
+                tasks: senders,
+                last_id,
+                retained,
+                history: history.clone(),
+            },
             clock.clone(),
         );
         Harness {

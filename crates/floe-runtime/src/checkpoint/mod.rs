@@ -38,7 +38,7 @@ mod uploader;
 
 pub use aligner::{AlignmentAction, AlignmentMode, BarrierAligner};
 pub use clock::{Clock, SystemClock};
-pub use coordinator::CheckpointCoordinator;
+pub use coordinator::{CheckpointCoordinator, CoordinatorSetup};
 pub use error::{CheckpointFailure, CheckpointFailureReason, PayloadError, StoreError};
 pub use messages::{CheckpointNotification, CoordinatorEvent, TaskCommand};
 pub use restore::{
