@@ -8,7 +8,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
@@ -20,7 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use floe_core::JobId;
-use floe_runtime::checkpoint::{CheckpointStats, CheckpointStatus};
+use floe_runtime::checkpoint::{CheckpointStats, CheckpointStatus, Clock, SystemClock};
 use floe_runtime::queryable::QueryReply;
 use floe_runtime::{
     ControlError, JobControl, JobStatus, QueryError, SavepointMode, SavepointStatus, TriggerId,
@@ -302,13 +301,6 @@ async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Ap
     )
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     p.map(|Path(t)| t)
         .map_err(|e| ApiError::bad_request(format!("bad path parameter: {e}")))
@@ -338,7 +330,7 @@ fn check_job<J: JobHandle>(job: &J, id: &str) -> Result<(), ApiError> {
 fn times<J: JobHandle>(job: &J) -> (u64, i64, u64) {
     let start = job.start_time_ms();
     let end = job.end_time_ms();
-    let now = now_ms();
+    let now = SystemClock.epoch_ms();
     let duration = end.unwrap_or(now).saturating_sub(start);
     (start, end.map_or(-1, |e| e as i64), duration)
 }
@@ -433,7 +425,7 @@ async fn job_details<J: JobHandle>(
         "end-time": end,
         "duration": duration,
         "maxParallelism": -1,
-        "now": now_ms(),
+        "now": SystemClock.epoch_ms(),
         "timestamps": timestamps,
         "vertices": vertices,
     }))

@@ -9,13 +9,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Sender;
 use floe_core::JobId;
 
 use crate::channel::CancelFlag;
-use crate::checkpoint::{CheckpointHistory, CheckpointStats, CoordinatorEvent, JobHandle};
+use crate::checkpoint::{
+    CheckpointHistory, CheckpointStats, Clock, CoordinatorEvent, JobHandle, SystemClock,
+};
 pub use crate::checkpoint::{SavepointMode, SavepointRequest, SavepointStatus, TriggerId};
 
 /// Where a job is in its life (Flink's `JobStatus` names).
@@ -130,13 +131,6 @@ pub(crate) struct ControlShared {
 #[derive(Clone)]
 pub struct JobControl {
     pub(crate) shared: Arc<ControlShared>,
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -297,7 +291,7 @@ impl JobControl {
         }
         *s = status;
         if status.is_terminal() {
-            *lock(&self.shared.end_time_ms) = Some(now_ms());
+            *lock(&self.shared.end_time_ms) = Some(SystemClock.epoch_ms());
             // Requests still waiting will not be served.
             for st in lock(&self.shared.savepoints).values_mut() {
                 if *st == SavepointStatus::InProgress {
