@@ -20,10 +20,9 @@ use floe_state::key_group::default_max_parallelism;
 use crate::channel::CancelFlag;
 use crate::checkpoint::{
     AlignmentMode, CheckpointCoordinator, CheckpointFailure, CheckpointHistory, CheckpointStats,
-    CoordinatorSetup,
-    CheckpointStore, CoordinatorEvent, DERIVED_UID_PREFIX, RestoreError, RestoredState,
-    SnapshotTargets, SnapshotUploader, StoreError, SystemClock, TaskEnvironment, TaskInit,
-    read_checkpoint_metadata,
+    CheckpointStore, Clock, CoordinatorEvent, CoordinatorSetup, DERIVED_UID_PREFIX, RestoreError,
+    RestoredState, SnapshotTargets, SnapshotUploader, StoreError, SystemClock, TaskEnvironment,
+    TaskInit, read_checkpoint_metadata,
 };
 use crate::context::TaskInfo;
 use crate::control::{ControlShared, JobControl, JobStatus, VertexInfo};
