@@ -15,7 +15,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use floe_core::{Batch, CheckpointBarrier, Watermark};
+use floe_core::{Batch, CheckpointBarrier, Watermark, WatermarkStatus};
 use floe_runtime::checkpoint::{
     CheckpointNotification, OperatorSnapshot, OperatorState, TaskInit, TaskSnapshot,
 };
@@ -363,12 +363,22 @@ impl<A: Send, X: Send> Operator<A> for IntoTwoInput<A, X> {
         let wrap = self.wrap;
         self.buf.records.extend(batch.records.drain(..).map(wrap));
         std::mem::swap(&mut self.buf.key_groups, &mut batch.key_groups);
+        std::mem::swap(&mut self.buf.timestamps, &mut batch.timestamps);
         batch.key_groups.clear();
+        batch.timestamps.clear();
         self.inner.process_batch(&mut self.buf)
     }
 
     fn process_watermark(&mut self, wm: Watermark) -> Result<(), TaskError> {
         self.inner.process_watermark(wm)
+    }
+
+    fn process_watermark_status(&mut self, status: WatermarkStatus) -> Result<(), TaskError> {
+        self.inner.process_watermark_status(status)
+    }
+
+    fn on_processing_time(&mut self, now_ms: i64) -> Result<(), TaskError> {
+        self.inner.on_processing_time(now_ms)
     }
 
     fn process_barrier(
@@ -599,7 +609,7 @@ trait BroadcastSide<A, B, OUT>: Send {
         batch: &mut Batch<TwoInput<A, B>>,
         store: &mut OperatorStateStore,
         info: &TaskInfo,
-        out: &mut Vec<OUT>,
+        out: &mut Batch<OUT>,
     ) -> anyhow::Result<()>;
     /// The function's operator state hooks.
     fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction>;
@@ -619,11 +629,18 @@ impl<A, B, OUT, F: BroadcastProcessFunction<A, B, OUT>> BroadcastSide<A, B, OUT>
         batch: &mut Batch<TwoInput<A, B>>,
         store: &mut OperatorStateStore,
         info: &TaskInfo,
-        out: &mut Vec<OUT>,
+        out: &mut Batch<OUT>,
     ) -> anyhow::Result<()> {
+        let Batch {
+            records: out,
+            timestamps: out_ts,
+            ..
+        } = out;
         let mut c = Collector::new(out);
         batch.key_groups.clear();
+        let mut timestamps = batch.timestamps.drain(..);
         for r in batch.records.drain(..) {
+            let ts = timestamps.next();
             match r {
                 TwoInput::First(a) => {
                     self.0
@@ -634,6 +651,9 @@ impl<A, B, OUT, F: BroadcastProcessFunction<A, B, OUT>> BroadcastSide<A, B, OUT>
                     &mut BroadcastContext { info, store },
                     &mut c,
                 )?,
+            }
+            if let Some(ts) = ts {
+                out_ts.resize(c.len(), ts);
             }
         }
         Ok(())
@@ -675,12 +695,19 @@ where
         batch: &mut Batch<TwoInput<A, B>>,
         store: &mut OperatorStateStore,
         info: &TaskInfo,
-        out: &mut Vec<OUT>,
+        out: &mut Batch<OUT>,
     ) -> anyhow::Result<()> {
         let (function, backend, ks) = (&mut self.function, &mut self.backend, &self.key_selector);
+        let Batch {
+            records: out,
+            timestamps: out_ts,
+            ..
+        } = out;
         let mut c = Collector::new(out);
         let mut key_groups = batch.key_groups.drain(..);
+        let mut timestamps = batch.timestamps.drain(..);
         for r in batch.records.drain(..) {
+            let ts = timestamps.next();
             match r {
                 TwoInput::First(a) => {
                     let kg = key_groups
@@ -706,6 +733,9 @@ where
                     },
                     &mut c,
                 )?,
+            }
+            if let Some(ts) = ts {
+                out_ts.resize(c.len(), ts);
             }
         }
         Ok(())
@@ -753,7 +783,7 @@ impl<A: Send, B: Send, OUT: Send, S: BroadcastSide<A, B, OUT>> Operator<TwoInput
     }
 
     fn process_batch(&mut self, batch: &mut Batch<TwoInput<A, B>>) -> Result<(), TaskError> {
-        let (side, info, out) = (&mut self.side, &self.info, &mut self.out.records);
+        let (side, info, out) = (&mut self.side, &self.info, &mut self.out);
         let store = self.operator_state.store();
         info.guard(|| side.process(batch, store, info, out))?;
         self.emit()
@@ -762,6 +792,15 @@ impl<A: Send, B: Send, OUT: Send, S: BroadcastSide<A, B, OUT>> Operator<TwoInput
     fn process_watermark(&mut self, wm: Watermark) -> Result<(), TaskError> {
         self.emit()?;
         self.next.process_watermark(wm)
+    }
+
+    fn process_watermark_status(&mut self, status: WatermarkStatus) -> Result<(), TaskError> {
+        self.emit()?;
+        self.next.process_watermark_status(status)
+    }
+
+    fn on_processing_time(&mut self, now_ms: i64) -> Result<(), TaskError> {
+        self.next.on_processing_time(now_ms)
     }
 
     fn process_barrier(

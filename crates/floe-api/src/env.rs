@@ -9,6 +9,7 @@ use floe_core::JobId;
 use floe_core::config::options;
 use floe_core::{ConfigOption, Configuration, PortRanges};
 use floe_queryable::{QueryableServiceError, QueryableStateService, ServiceLimits};
+use floe_runtime::ProcessingClock;
 use floe_runtime::checkpoint::CheckpointStore;
 use floe_runtime::graph::{JobEdge, JobVertex, StreamTypeOps, VertexKind, WriterFactory};
 use floe_runtime::job_manager::{ExecutionSettings, JobClient};
@@ -70,6 +71,8 @@ pub(crate) struct EnvInner {
     checkpoint_store: Option<Arc<dyn CheckpointStore>>,
     /// Set in code; otherwise Flink's default for the checkpointing mode.
     restart: Option<RestartStrategy>,
+    /// Where tasks read processing time (a manual clock in tests).
+    processing_clock: ProcessingClock,
 }
 
 /// A code-side adjustment of the checkpoint configuration.
@@ -202,6 +205,14 @@ impl StreamEnvironment {
         self
     }
 
+    /// Reads processing time from `clock` instead of the system clock:
+    /// tests of processing-time timers and idleness move a
+    /// [`ManualClock`](floe_runtime::ManualClock) by hand.
+    pub fn set_processing_clock(&self, clock: ProcessingClock) -> &Self {
+        self.inner.borrow_mut().processing_clock = clock;
+        self
+    }
+
     /// Sets any configuration key from code (highest precedence).
     pub fn set_config(&self, key: &str, value: &str) -> &Self {
         self.inner.borrow_mut().code.set(key, value);
@@ -265,6 +276,12 @@ impl StreamEnvironment {
                 &config,
                 &options::QUERYABLE_STATE_MAX_STALENESS,
                 floe_runtime::queryable::DEFAULT_MAX_STALENESS,
+            )?,
+            processing_clock: self.inner.borrow().processing_clock.clone(),
+            auto_watermark_interval: Self::get_or(
+                &config,
+                &options::AUTO_WATERMARK_INTERVAL,
+                std::time::Duration::from_millis(200),
             )?,
         };
         let mut settings = settings;

@@ -32,6 +32,13 @@ impl<'a, T> Collector<'a, T> {
     pub fn collect(&mut self, record: T) {
         self.buf.push(record);
     }
+
+    /// Records in the output so far (the operator stamps new ones with
+    /// their input's timestamp).
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len()
+    }
 }
 
 /// What a non-keyed [`ProcessFunction`] sees while it processes a record:
@@ -40,12 +47,28 @@ impl<'a, T> Collector<'a, T> {
 pub struct ProcessContext<'a> {
     info: &'a TaskInfo,
     store: &'a mut OperatorStateStore,
+    timestamp: i64,
 }
 
 impl<'a> ProcessContext<'a> {
     /// A context over the operator's state store.
     pub fn new(info: &'a TaskInfo, store: &'a mut OperatorStateStore) -> Self {
-        ProcessContext { info, store }
+        ProcessContext {
+            info,
+            store,
+            timestamp: floe_core::NO_TIMESTAMP,
+        }
+    }
+
+    /// The event timestamp of the record being processed, if it has one
+    /// (Flink's `Context.timestamp()`).
+    pub fn timestamp(&self) -> Option<i64> {
+        (self.timestamp != floe_core::NO_TIMESTAMP).then_some(self.timestamp)
+    }
+
+    /// Sets the timestamp of the record about to be processed.
+    pub(crate) fn set_timestamp(&mut self, timestamp: i64) {
+        self.timestamp = timestamp;
     }
 
     /// Who is running.

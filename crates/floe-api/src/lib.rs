@@ -12,6 +12,7 @@
 
 pub mod broadcast;
 pub mod env;
+mod event_time;
 pub mod functions;
 pub mod job_args;
 mod operators;
@@ -23,6 +24,10 @@ pub use broadcast::{
     KeyedReadOnlyContext, ReadOnlyContext, TwoInput,
 };
 pub use env::StreamEnvironment;
+pub use floe_core::{NO_TIMESTAMP, Watermark, WatermarkStatus};
+pub use floe_runtime::{
+    ManualClock, ProcessingClock, SplitId, WatermarkGenerator, WatermarkOutput, WatermarkStrategy,
+};
 pub use functions::{
     CheckpointListener, CheckpointedFunction, Collector, KeyedProcessFunction, ProcessContext,
     ProcessFunction, RichFlatMapFunction, RichMapFunction, SinkWriter, Source,

@@ -8,7 +8,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use floe_core::{Batch, CheckpointBarrier, Watermark};
+use floe_core::{Batch, CheckpointBarrier, Watermark, WatermarkStatus};
 use floe_runtime::checkpoint::{
     CheckpointNotification, OperatorSnapshot, OperatorState, TaskInit, TaskSnapshot,
 };
@@ -48,6 +48,15 @@ macro_rules! forward_control {
         fn process_watermark(&mut self, wm: Watermark) -> Result<(), TaskError> {
             self.emit()?;
             self.next.process_watermark(wm)
+        }
+
+        fn process_watermark_status(&mut self, status: WatermarkStatus) -> Result<(), TaskError> {
+            self.emit()?;
+            self.next.process_watermark_status(status)
+        }
+
+        fn on_processing_time(&mut self, now_ms: i64) -> Result<(), TaskError> {
+            self.next.on_processing_time(now_ms)
         }
 
         fn process_barrier(
@@ -124,9 +133,23 @@ impl<IN: Send, OUT: Send, F: FnMut(IN, &mut Collector<'_, OUT>) + Send> Operator
 
     #[inline]
     fn process_batch(&mut self, batch: &mut Batch<IN>) -> Result<(), TaskError> {
-        let (f, out) = (&mut self.f, &mut self.out.records);
+        let f = &mut self.f;
         self.info.guard(|| {
-            let mut c = Collector::new(out);
+            if batch.is_timed() {
+                // Every output record carries its input's timestamp
+                // (Flink's TimestampedCollector).
+                let Batch {
+                    records,
+                    timestamps,
+                    ..
+                } = &mut self.out;
+                for (r, ts) in batch.records.drain(..).zip(batch.timestamps.drain(..)) {
+                    f(r, &mut Collector::new(records));
+                    timestamps.resize(records.len(), ts);
+                }
+                return Ok(());
+            }
+            let mut c = Collector::new(&mut self.out.records);
             for r in batch.records.drain(..) {
                 f(r, &mut c);
             }
@@ -203,11 +226,24 @@ impl<IN: Send, OUT: Send, P: ProcessFunction<IN, OUT>> Operator<IN> for ProcessO
 
     #[inline]
     fn process_batch(&mut self, batch: &mut Batch<IN>) -> Result<(), TaskError> {
-        let (function, info, out) = (&mut self.function, &self.info, &mut self.out.records);
+        let (function, info, out) = (&mut self.function, &self.info, &mut self.out);
         let store = self.operator_state.store();
         info.guard(|| {
-            let mut c = Collector::new(out);
             let mut ctx = ProcessContext::new(info, store);
+            if batch.is_timed() {
+                let Batch {
+                    records,
+                    timestamps,
+                    ..
+                } = out;
+                for (r, ts) in batch.records.drain(..).zip(batch.timestamps.drain(..)) {
+                    ctx.set_timestamp(ts);
+                    function.process_element(r, &mut ctx, &mut Collector::new(records))?;
+                    timestamps.resize(records.len(), ts);
+                }
+                return Ok(());
+            }
+            let mut c = Collector::new(&mut out.records);
             for r in batch.records.drain(..) {
                 function.process_element(r, &mut ctx, &mut c)?;
             }
@@ -423,6 +459,28 @@ where
             )));
         }
         info.guard(|| {
+            if batch.is_timed() {
+                let Batch {
+                    records,
+                    timestamps,
+                    ..
+                } = out;
+                let input = batch
+                    .records
+                    .drain(..)
+                    .zip(batch.key_groups.drain(..))
+                    .zip(batch.timestamps.drain(..));
+                for ((r, kg), ts) in input {
+                    backend.set_current_key(key_selector(&r), kg)?;
+                    function.process_element(
+                        r,
+                        &mut KeyedContext::new(info, backend).with_timestamp(ts),
+                        &mut Collector::new(records),
+                    )?;
+                    timestamps.resize(records.len(), ts);
+                }
+                return Ok(());
+            }
             let mut collector = Collector::new(&mut out.records);
             for (r, kg) in batch.records.drain(..).zip(batch.key_groups.drain(..)) {
                 backend.set_current_key(key_selector(&r), kg)?;
@@ -485,6 +543,14 @@ impl<IN: Send, S: SinkWriter<IN>> Operator<IN> for SinkOp<IN, S> {
     }
 
     fn process_watermark(&mut self, _: Watermark) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn process_watermark_status(&mut self, _: WatermarkStatus) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn on_processing_time(&mut self, _: i64) -> Result<(), TaskError> {
         Ok(())
     }
 
@@ -553,6 +619,16 @@ impl<T: Send + 'static, S: Source<T>> SourceReader<T> for DeferredReader<T, S> {
             .as_mut()
             .expect("poll_next after a successful open")
             .poll_next(out, max)
+    }
+
+    fn current_split(&self) -> floe_runtime::SplitId {
+        self.reader.as_ref().map_or(0, |r| r.current_split())
+    }
+
+    fn finished_splits(&mut self, out: &mut Vec<floe_runtime::SplitId>) {
+        if let Some(r) = self.reader.as_mut() {
+            r.finished_splits(out);
+        }
     }
 
     fn snapshot_state(&mut self) -> anyhow::Result<Vec<u8>> {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use floe_runtime::graph::{StreamType, VertexKind, WriterArgs, WriterFactory, unbox};
 use floe_runtime::task::SourceTask;
 use floe_runtime::writer::KeyGroupWriter;
-use floe_runtime::{KeyedContext, Operator, Partitioning, RuntimeContext};
+use floe_runtime::{KeyedContext, Operator, Partitioning, RuntimeContext, WatermarkStrategy};
 use floe_state::{Key, ReducingState, ReducingStateDescriptor, ValueState, ValueStateDescriptor};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -59,21 +59,51 @@ impl<F: Clone> Prototype<F> {
 }
 
 impl StreamEnvironment {
-    /// Adds a source (Flink's `fromSource`).
+    /// Adds a source (Flink's `fromSource`) without event time: its
+    /// records carry no timestamps until a strategy assigns them.
     pub fn from_source<T: Record, S: Source<T>>(&self, source: S, name: &str) -> DataStream<T> {
+        self.add_source(source, None, name)
+    }
+
+    /// Adds a source whose records are stamped, and whose watermarks are
+    /// generated, by `strategy` for each of its splits (Flink's
+    /// `fromSource(source, watermarkStrategy, name)`): a split that lags
+    /// holds back the source's event time, a finished one no longer does,
+    /// and with [`WatermarkStrategy::with_idleness`] a quiet one stops
+    /// holding it back until it has records again.
+    pub fn from_source_with_watermarks<T: Record, S: Source<T>>(
+        &self,
+        source: S,
+        strategy: WatermarkStrategy<T>,
+        name: &str,
+    ) -> DataStream<T> {
+        self.add_source(source, Some(strategy), name)
+    }
+
+    fn add_source<T: Record, S: Source<T>>(
+        &self,
+        source: S,
+        strategy: Option<WatermarkStrategy<T>>,
+        name: &str,
+    ) -> DataStream<T> {
         let non_parallel = !source.is_parallel();
         let source = Arc::new(source);
         let make: MakeKind = Box::new(move |s: &BuildSettings| {
             let source = source.clone();
+            let strategy = strategy.clone();
             let batch_size = s.batch_size;
             VertexKind::Source(Arc::new(move |info, down| {
                 let next = unbox::<Box<dyn Operator<T>>>(down, "source output");
-                Box::new(SourceTask::new(
+                let task = SourceTask::new(
                     Box::new(DeferredReader::new(source.clone())),
                     next,
                     info.clone(),
                     batch_size,
-                ))
+                );
+                Box::new(match &strategy {
+                    Some(s) => task.with_watermarks(s.clone()),
+                    None => task,
+                })
             }))
         });
         let id = self.add_vertex(VertexSpec {
@@ -122,7 +152,7 @@ impl<T: Record> DataStream<T> {
     }
 
     /// Adds a consumer vertex fed by every input of this stream.
-    fn add_consumer<U: Record>(
+    pub(crate) fn add_consumer<U: Record>(
         &self,
         name: &str,
         make: MakeKind,

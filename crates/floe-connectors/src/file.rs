@@ -121,6 +121,8 @@ impl Source<String> for TextFileSource {
             splits,
             reader: None,
             line: Vec::new(),
+            polled: 0,
+            finished: Vec::new(),
         }))
     }
 }
@@ -138,6 +140,11 @@ struct TextFileReader {
     /// The first split's open file, positioned at its offset.
     reader: Option<BufReader<File>>,
     line: Vec<u8>,
+    /// The file (split) the last poll read from; a poll never crosses
+    /// from one file to the next, so that event time is tracked per file.
+    polled: usize,
+    /// Files read to their end since the last look.
+    finished: Vec<usize>,
 }
 
 impl TextFileReader {
@@ -261,6 +268,15 @@ impl SourceReader<String> for TextFileReader {
         self.restore_splits(vec![state.to_vec()])
     }
 
+    /// Each input file is a split (its index in the listing).
+    fn current_split(&self) -> floe_runtime::SplitId {
+        self.polled as floe_runtime::SplitId
+    }
+
+    fn finished_splits(&mut self, out: &mut Vec<floe_runtime::SplitId>) {
+        out.extend(self.finished.drain(..).map(|i| i as floe_runtime::SplitId));
+    }
+
     fn restore_splits(&mut self, states: Vec<Vec<u8>>) -> anyhow::Result<()> {
         // A position that does not fit the input never will.
         self.decode_splits(states).map_err(NonRecoverable::wrap)
@@ -295,8 +311,15 @@ impl SourceReader<String> for TextFileReader {
             if read == 0 {
                 self.reader = None;
                 self.splits.remove(0);
+                self.finished.push(index);
+                if n > 0 {
+                    // The next file is another split: its records go in
+                    // the next poll.
+                    return Ok(SourceStatus::MoreAvailable);
+                }
                 continue;
             }
+            self.polled = index;
             self.splits[0].1 += read as u64;
             let mut bytes = self.line.as_slice();
             if let Some(b) = bytes.strip_suffix(b"\n") {

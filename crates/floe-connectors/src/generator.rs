@@ -51,11 +51,13 @@ impl<T: Send + 'static> Source<T> for GeneratorSource<T> {
     fn create_reader(&self, info: &TaskInfo) -> anyhow::Result<Box<dyn SourceReader<T>>> {
         let range = share(self.count, info.subtask_index, info.parallelism);
         Ok(Box::new(GeneratorReader {
-            splits: vec![range],
+            splits: vec![range.clone()],
             emitted: 0,
             rate: self.rate.map(|r| r / info.parallelism as f64),
             started: None,
             generate: self.generate.clone(),
+            polled: range.end,
+            finished: Vec::new(),
         }))
     }
 }
@@ -70,6 +72,10 @@ struct GeneratorReader<T> {
     rate: Option<f64>,
     started: Option<Instant>,
     generate: Arc<dyn Fn(u64) -> T + Send + Sync>,
+    /// The range (split, named by its end) the last poll read from.
+    polled: u64,
+    /// Ranges read to their end since the last look, by their end.
+    finished: Vec<u64>,
 }
 
 /// A generator position: the remaining ranges as `(next, end)` pairs of
@@ -101,6 +107,16 @@ fn decode_splits(state: &[u8]) -> anyhow::Result<Vec<std::ops::Range<u64>>> {
 }
 
 impl<T: Send> SourceReader<T> for GeneratorReader<T> {
+    /// Each index range is a split, named by its end (which never moves
+    /// while the range is read).
+    fn current_split(&self) -> floe_runtime::SplitId {
+        self.polled
+    }
+
+    fn finished_splits(&mut self, out: &mut Vec<floe_runtime::SplitId>) {
+        out.append(&mut self.finished);
+    }
+
     fn snapshot_state(&mut self) -> anyhow::Result<Vec<u8>> {
         Ok(encode_splits(&self.splits))
     }
@@ -116,6 +132,9 @@ impl<T: Send> SourceReader<T> for GeneratorReader<T> {
             splits.extend(decode_splits(state).map_err(floe_runtime::NonRecoverable::wrap)?);
         }
         splits.retain(|r| !r.is_empty());
+        if let Some(first) = splits.first() {
+            self.polled = first.end;
+        }
         self.splits = splits;
         Ok(())
     }
@@ -140,7 +159,9 @@ impl<T: Send> SourceReader<T> for GeneratorReader<T> {
         out.extend((split.start..limit).map(|i| g(i)));
         self.emitted += limit - split.start;
         split.start = limit;
+        self.polled = split.end;
         if split.is_empty() {
+            self.finished.push(split.end);
             self.splits.remove(0);
         }
         Ok(if self.splits.is_empty() {

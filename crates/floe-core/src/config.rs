@@ -270,6 +270,20 @@ pub mod options {
         parse: parse_bool,
     };
 
+    /// How often periodic watermark generators emit.
+    pub const AUTO_WATERMARK_INTERVAL: ConfigOption<Duration> = ConfigOption {
+        key: "pipeline.auto-watermark-interval",
+        description: "How often periodic watermark generators (bounded out-of-orderness, monotonous timestamps, custom ones) are asked to emit, and how often idleness is checked (default 200 ms; at least 1 ms).",
+        parse: |s| {
+            let d = parse_duration_value(s)?;
+            if d < Duration::from_millis(1) {
+                Err("must be at least 1 ms (Flink's 0, which turns periodic watermarks off, is not supported)".into())
+            } else {
+                Ok(d)
+            }
+        },
+    };
+
     /// How old the state a query is answered from off the task thread may be.
     pub const QUERYABLE_STATE_MAX_STALENESS: ConfigOption<Duration> = ConfigOption {
         key: "queryable-state.max-staleness",
@@ -385,6 +399,10 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     (
         options::QUERYABLE_STATE_MAX_STALENESS.key,
         options::QUERYABLE_STATE_MAX_STALENESS.description,
+    ),
+    (
+        options::AUTO_WATERMARK_INTERVAL.key,
+        options::AUTO_WATERMARK_INTERVAL.description,
     ),
     (
         options::QUERYABLE_STATE_PROXY_PORTS.key,

@@ -14,4 +14,7 @@ pub mod message;
 pub use config::{ConfigError, ConfigOption, Configuration, PortRanges};
 pub use duration::{DurationParseError, parse_duration};
 pub use ids::{JobId, JobIdParseError};
-pub use message::{Batch, CheckpointBarrier, CheckpointKind, KeyGroup, StreamMessage, Watermark};
+pub use message::{
+    Batch, CheckpointBarrier, CheckpointKind, KeyGroup, NO_TIMESTAMP, StreamMessage, Watermark,
+    WatermarkStatus,
+};

@@ -109,6 +109,11 @@ pub struct ChannelRecording<T> {
     pending: Vec<bool>,
     /// `(channel, records, key groups)` batches in arrival order.
     pub batches: Vec<(u32, Vec<T>, Vec<floe_core::KeyGroup>)>,
+    /// Each batch's timestamps (parallel to `batches`; empty vectors on a
+    /// stream without event time). Kept apart from `batches` so the bytes
+    /// of a recording without timestamps are those of the format before
+    /// event time, and older checkpoints decode unchanged.
+    pub timestamps: Vec<Vec<i64>>,
 }
 
 impl<T: Clone> ChannelRecording<T> {
@@ -121,6 +126,7 @@ impl<T: Clone> ChannelRecording<T> {
             StreamMessage::Records(b) => {
                 self.batches
                     .push((ch as u32, b.records.clone(), b.key_groups.clone()));
+                self.timestamps.push(b.timestamps.clone());
             }
             StreamMessage::Barrier(b) if b.id >= self.checkpoint_id => self.pending[ch] = false,
             StreamMessage::EndOfInput => self.pending[ch] = false,
@@ -206,6 +212,7 @@ impl<T: Send + Clone> InputGate<T> {
             checkpoint_id,
             pending,
             batches: Vec::new(),
+            timestamps: Vec::new(),
         };
         for ch in 0..self.receivers.len() {
             while rec.pending[ch] {

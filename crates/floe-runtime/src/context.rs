@@ -159,12 +159,31 @@ impl<'a, K: Key> RuntimeContext<'a, K> {
 pub struct KeyedContext<'a, K: Key> {
     info: &'a TaskInfo,
     backend: &'a mut KeyedStateBackend<K>,
+    timestamp: i64,
 }
 
 impl<'a, K: Key> KeyedContext<'a, K> {
     /// A context over a backend whose current key is set.
     pub fn new(info: &'a TaskInfo, backend: &'a mut KeyedStateBackend<K>) -> Self {
-        KeyedContext { info, backend }
+        KeyedContext {
+            info,
+            backend,
+            timestamp: floe_core::NO_TIMESTAMP,
+        }
+    }
+
+    /// The same context for a record with event timestamp `timestamp`
+    /// ([`floe_core::NO_TIMESTAMP`] for none).
+    #[inline]
+    pub fn with_timestamp(mut self, timestamp: i64) -> Self {
+        self.timestamp = timestamp;
+        self
+    }
+
+    /// The event timestamp of the record being processed, if it has one
+    /// (Flink's `Context.timestamp()`).
+    pub fn timestamp(&self) -> Option<i64> {
+        (self.timestamp != floe_core::NO_TIMESTAMP).then_some(self.timestamp)
     }
 
     /// The key of the record being processed.

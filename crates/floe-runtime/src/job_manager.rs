@@ -28,6 +28,7 @@ use crate::context::TaskInfo;
 use crate::control::{ControlShared, JobControl, JobStatus, VertexInfo};
 use crate::error::{FailureCause, OperatorFailure, TaskError};
 use crate::graph::{AnyBox, JobGraph, Partitioning, VertexId, VertexKind, WriterArgs};
+use crate::processing_time::{ProcessingClock, ProcessingTimeService};
 use crate::restart::{RestartStrategy, RestartTracker};
 use crate::task::TaskDriver;
 use crate::task_manager::{TaskManager, TaskReport};
@@ -128,6 +129,10 @@ pub struct ExecutionSettings {
     /// `queryable-state.max-staleness`: how old the published state a
     /// query is answered from may be (zero: always ask the task).
     pub queryable_state_max_staleness: std::time::Duration,
+    /// Where tasks read processing time (a manual clock in tests).
+    pub processing_clock: ProcessingClock,
+    /// `pipeline.auto-watermark-interval`.
+    pub auto_watermark_interval: Duration,
 }
 
 impl Default for ExecutionSettings {
@@ -145,6 +150,8 @@ impl Default for ExecutionSettings {
             allow_non_restored_state: false,
             queryable_state: false,
             queryable_state_max_staleness: crate::queryable::DEFAULT_MAX_STALENESS,
+            processing_clock: ProcessingClock::System,
+            auto_watermark_interval: Duration::from_millis(200),
         }
     }
 }
@@ -636,6 +643,8 @@ impl JobClient {
             restore: restore.clone(),
             checkpointing: periodic,
             queryable: None,
+            time: ProcessingTimeService::new(self.manager.settings.processing_clock.clone()),
+            auto_watermark_interval: self.manager.settings.auto_watermark_interval,
         };
         let (tx, rx) = crossbeam_channel::unbounded();
         let tm = TaskManager::new(tx);
@@ -643,6 +652,8 @@ impl JobClient {
             .map(|i| {
                 let mut env = TaskEnvironment::new(cancel.clone(), i);
                 env.init = init.clone();
+                // Each task asks for its own wake-ups.
+                env.init.time = init.time.for_task();
                 let registry = self.control.queryable_state();
                 if registry.is_enabled() {
                     let (inbox, queries) = crossbeam_channel::unbounded();

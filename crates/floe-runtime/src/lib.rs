@@ -32,6 +32,9 @@
 //!   subtask owning their key.
 //! - [`error`]: failures of operators and tasks, naming whose fault they
 //!   are.
+//! - [`watermark`], [`processing_time`]: event time (watermark strategies,
+//!   per-split generation, the valve combining input channels) and the
+//!   task's processing-time clock and wake-ups.
 
 pub mod channel;
 pub mod checkpoint;
@@ -43,6 +46,7 @@ pub mod graph;
 pub mod job_manager;
 pub mod managed_state;
 pub mod operator;
+pub mod processing_time;
 pub mod queryable;
 pub mod restart;
 pub mod sink;
@@ -50,6 +54,7 @@ pub mod source;
 pub mod task;
 pub mod task_manager;
 pub mod two_phase;
+pub mod watermark;
 pub mod writer;
 
 pub use context::{
@@ -64,7 +69,9 @@ pub use graph::{JobGraph, Partitioning, VertexId};
 pub use job_manager::{JobError, JobExecutionResult, JobManager};
 pub use managed_state::ManagedOperatorState;
 pub use operator::{Operator, OperatorMeta};
+pub use processing_time::{ManualClock, ProcessingClock, ProcessingTimeService};
 pub use queryable::{QueryError, QueryableStateRegistry, StateQuery};
 pub use sink::SinkWriter;
 pub use source::{Source, SourceReader, SourceStatus};
 pub use two_phase::{TwoPhaseCommitSink, TwoPhaseCommitSinkWriter};
+pub use watermark::{SplitId, WatermarkGenerator, WatermarkOutput, WatermarkStrategy};

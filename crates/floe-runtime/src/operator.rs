@@ -7,7 +7,7 @@
 //! (watermarks, barriers, the end of input) travel the same path between
 //! batches, so their order relative to records is preserved.
 
-use floe_core::{Batch, CheckpointBarrier, Watermark};
+use floe_core::{Batch, CheckpointBarrier, Watermark, WatermarkStatus};
 
 use crate::checkpoint::{CheckpointNotification, TaskInit, TaskSnapshot};
 pub use crate::context::TaskInfo as OperatorMeta;
@@ -26,6 +26,18 @@ pub trait Operator<IN>: Send {
 
     /// Event time advanced; forward it (after emitting anything it triggers).
     fn process_watermark(&mut self, watermark: Watermark) -> Result<(), TaskError>;
+
+    /// The task's input became idle or active again; forward it, so tasks
+    /// downstream stop (or resume) waiting for this one's event time.
+    fn process_watermark_status(&mut self, status: WatermarkStatus) -> Result<(), TaskError>;
+
+    /// Processing time reached a wake-up some operator of the chain asked
+    /// for (through the task's
+    /// [`ProcessingTimeService`](crate::processing_time::ProcessingTimeService)):
+    /// act on what is due at `now_ms`, ask again for what is still to come,
+    /// and forward the call. Required, like the other control methods, so
+    /// that no operator forgets to pass it on.
+    fn on_processing_time(&mut self, now_ms: i64) -> Result<(), TaskError>;
 
     /// A checkpoint barrier: every earlier record has been processed.
     /// Operators add the synchronous part of their snapshot to `snapshot`,
@@ -71,6 +83,14 @@ impl<T: Send> Operator<T> for Discard {
     }
 
     fn process_watermark(&mut self, _: Watermark) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn process_watermark_status(&mut self, _: WatermarkStatus) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn on_processing_time(&mut self, _: i64) -> Result<(), TaskError> {
         Ok(())
     }
 
@@ -122,6 +142,7 @@ impl<T: Clone + Send> Operator<T> for FanOut<T> {
         for o in &mut self.outputs[..last] {
             self.scratch.records.clone_from(&batch.records);
             self.scratch.key_groups.clone_from(&batch.key_groups);
+            self.scratch.timestamps.clone_from(&batch.timestamps);
             o.process_batch(&mut self.scratch)?;
         }
         self.outputs[last].process_batch(batch)
@@ -131,6 +152,18 @@ impl<T: Clone + Send> Operator<T> for FanOut<T> {
         self.outputs
             .iter_mut()
             .try_for_each(|o| o.process_watermark(wm))
+    }
+
+    fn process_watermark_status(&mut self, status: WatermarkStatus) -> Result<(), TaskError> {
+        self.outputs
+            .iter_mut()
+            .try_for_each(|o| o.process_watermark_status(status))
+    }
+
+    fn on_processing_time(&mut self, now_ms: i64) -> Result<(), TaskError> {
+        self.outputs
+            .iter_mut()
+            .try_for_each(|o| o.on_processing_time(now_ms))
     }
 
     fn process_barrier(

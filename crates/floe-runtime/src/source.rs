@@ -30,6 +30,20 @@ pub trait SourceReader<T>: Send {
     /// 100 ms even when no data arrives, so the task stays responsive.
     fn poll_next(&mut self, out: &mut Vec<T>, max: usize) -> anyhow::Result<SourceStatus>;
 
+    /// The split the records of the last poll came from, when the reader
+    /// reads several (a directory's files, a generator's ranges after
+    /// rescaling, later Kafka partitions): with a watermark strategy each
+    /// split has its own generator, so a slow split holds back event time
+    /// and a finished one stops doing so. Every record of one poll must
+    /// come from this split. A reader of one split keeps the default.
+    fn current_split(&self) -> crate::watermark::SplitId {
+        0
+    }
+
+    /// Moves the ids of the splits that ended since the last call into
+    /// `out`, so they no longer hold back the watermark.
+    fn finished_splits(&mut self, _out: &mut Vec<crate::watermark::SplitId>) {}
+
     /// The reader's position for a checkpoint (a generator's next index, a
     /// file and byte offset), taken between two polls. Readers that cannot
     /// rewind return nothing and are at-most-once across failures.

@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use floe_core::{Batch, CheckpointBarrier, CheckpointKind, StreamMessage, Watermark};
+use floe_core::{
+    Batch, CheckpointBarrier, CheckpointKind, StreamMessage, Watermark, WatermarkStatus,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -17,51 +19,12 @@ use crate::context::TaskInfo;
 use crate::error::{FailureCause, NonRecoverable, TaskError};
 use crate::operator::Operator;
 use crate::source::{SourceReader, SourceStatus};
+use crate::watermark::{SplitWatermarks, ValveOutput, WatermarkValve};
 
 /// A deployable task: a chain plus the loop that feeds it.
 pub trait TaskDriver: Send {
     /// Runs the task to its end, its failure, or cancellation.
     fn run(self: Box<Self>, env: &TaskEnvironment) -> Result<(), TaskError>;
-}
-
-/// Combines the watermarks of several input channels: the task's watermark is
-/// the minimum over channels that have not ended, and only moves forward.
-#[derive(Debug)]
-pub struct WatermarkValve {
-    per_channel: Vec<Option<i64>>,
-    emitted: i64,
-}
-
-impl WatermarkValve {
-    /// A valve for `n` channels.
-    pub fn new(n: usize) -> Self {
-        WatermarkValve {
-            per_channel: vec![Some(i64::MIN); n],
-            emitted: i64::MIN,
-        }
-    }
-
-    fn advance(&mut self) -> Option<Watermark> {
-        let min = self.per_channel.iter().flatten().min().copied()?;
-        (min > self.emitted).then(|| {
-            self.emitted = min;
-            Watermark(min)
-        })
-    }
-
-    /// Channel `ch` reported `wm`; the combined watermark if it advanced.
-    pub fn update(&mut self, ch: usize, wm: Watermark) -> Option<Watermark> {
-        if let Some(cur) = &mut self.per_channel[ch] {
-            *cur = (*cur).max(wm.0);
-        }
-        self.advance()
-    }
-
-    /// Channel `ch` ended and no longer holds the watermark back.
-    pub fn end(&mut self, ch: usize) -> Option<Watermark> {
-        self.per_channel[ch] = None;
-        self.advance()
-    }
 }
 
 /// A task whose chain is fed by input channels.
@@ -169,7 +132,16 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> InputTask<T> {
         };
         let mut snapshot = self.unaligned.take().expect("checked above");
         if !recording.batches.is_empty() {
-            let bytes = postcard::to_allocvec(&recording.batches).map_err(|e| {
+            let encode = || {
+                let mut bytes = postcard::to_allocvec(&recording.batches)?;
+                // Timestamps follow the batches only when there are any,
+                // so a recording without event time keeps the older format.
+                if recording.timestamps.iter().any(|t| !t.is_empty()) {
+                    bytes = postcard::to_extend(&recording.timestamps, bytes)?;
+                }
+                Ok::<_, postcard::Error>(bytes)
+            };
+            let bytes = encode().map_err(|e| {
                 self.info.failure(FailureCause::Error(anyhow::anyhow!(
                     "cannot encode in-flight records for checkpoint {}: {e}",
                     snapshot.barrier.id
@@ -267,7 +239,16 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> InputTask<T> {
             return Ok(());
         };
         type Batches<T> = Vec<(u32, Vec<T>, Vec<floe_core::KeyGroup>)>;
-        let batches: Batches<T> = postcard::from_bytes(bytes).map_err(|e| {
+        let decode = || {
+            let (batches, rest) = postcard::take_from_bytes::<Batches<T>>(bytes)?;
+            let timestamps: Vec<Vec<i64>> = if rest.is_empty() {
+                Vec::new()
+            } else {
+                postcard::from_bytes(rest)?
+            };
+            Ok::<_, postcard::Error>((batches, timestamps))
+        };
+        let (batches, timestamps) = decode().map_err(|e| {
             self.info.failure(FailureCause::Error(
                 NonRecoverable::new(format!(
                     "cannot decode the in-flight records of checkpoint {}: {e}",
@@ -276,14 +257,25 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> InputTask<T> {
                 .into(),
             ))
         })?;
+        let mut timestamps = timestamps.into_iter();
         for (_, records, key_groups) in batches {
+            let timestamps = timestamps.next().unwrap_or_default();
             let mut batch = Batch {
                 records,
                 key_groups,
+                timestamps,
             };
             self.head.process_batch(&mut batch)?;
         }
         Ok(())
+    }
+}
+
+/// Passes what a watermark valve decided down the chain.
+fn forward_time<T>(head: &mut dyn Operator<T>, out: ValveOutput) -> Result<(), TaskError> {
+    match out {
+        ValveOutput::Watermark(wm) => head.process_watermark(wm),
+        ValveOutput::Status(status) => head.process_watermark_status(status),
     }
 }
 
@@ -369,6 +361,9 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T>
                     return Ok(());
                 }
                 serve_queries(self.head.as_mut(), env);
+                if let Some(now) = env.init.time.take_due() {
+                    self.head.on_processing_time(now)?;
+                }
                 let deadline = self.check_alignment_timeout(&mut aligner, env)?;
                 let event = match self.gate.poll() {
                     // An upstream task exited without an end of input: the
@@ -386,9 +381,14 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T>
                         self.head.process_batch(&mut batch)?
                     }
                     GateEvent::Message(ch, StreamMessage::Watermark(wm)) => {
-                        if let Some(wm) = self.valve.update(ch, wm) {
-                            self.head.process_watermark(wm)?;
-                        }
+                        let head = &mut self.head;
+                        self.valve
+                            .on_watermark(ch, wm, |o| forward_time(head.as_mut(), o))?;
+                    }
+                    GateEvent::Message(ch, StreamMessage::WatermarkStatus(status)) => {
+                        let head = &mut self.head;
+                        self.valve
+                            .on_status(ch, status, |o| forward_time(head.as_mut(), o))?;
                     }
                     GateEvent::Message(ch, StreamMessage::Barrier(b)) if self.gate.is_ended(ch) => {
                         // A checkpoint taken after this channel ended: it
@@ -403,15 +403,15 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T>
                         self.on_barrier(ch, b, &mut aligner, env)?;
                     }
                     GateEvent::Message(ch, StreamMessage::EndOfInput) => {
-                        if let Some(wm) = self.valve.end(ch) {
-                            self.head.process_watermark(wm)?;
-                        }
+                        let head = &mut self.head;
+                        self.valve.on_end(ch, |o| forward_time(head.as_mut(), o))?;
                         let action = aligner.on_end(ch);
                         self.align(action, env)?;
                     }
                     GateEvent::Idle => {
                         self.head.flush()?;
                         let wait = deadline.map_or(CANCEL_POLL, |d| d.min(CANCEL_POLL));
+                        let wait = env.init.time.wait_bound(wait);
                         self.gate.wait(wait, env.queries.as_ref());
                     }
                     GateEvent::Ended => {
@@ -449,9 +449,14 @@ pub struct SourceTask<T> {
     head: Box<dyn Operator<T>>,
     info: TaskInfo,
     batch_size: usize,
+    /// Event time per split, when the source has a watermark strategy.
+    event_time: Option<SplitWatermarks<T>>,
+    /// Processing time of the next periodic watermark emission.
+    next_emit_ms: i64,
+    finished_splits: Vec<crate::watermark::SplitId>,
 }
 
-impl<T: Send> SourceTask<T> {
+impl<T: Send + 'static> SourceTask<T> {
     /// A task polling `reader` in batches of `batch_size` into `head`.
     pub fn new(
         reader: Box<dyn SourceReader<T>>,
@@ -464,11 +469,78 @@ impl<T: Send> SourceTask<T> {
             head,
             info,
             batch_size,
+            event_time: None,
+            next_emit_ms: i64::MAX,
+            finished_splits: Vec::new(),
         }
+    }
+
+    /// Stamps records and generates watermarks per split with `strategy`
+    /// (Flink's `fromSource(source, strategy, name)`).
+    pub fn with_watermarks(mut self, strategy: crate::watermark::WatermarkStrategy<T>) -> Self {
+        self.event_time = Some(SplitWatermarks::new(strategy));
+        self
+    }
+
+    /// Stamps the batch just polled and lets its split's generator see it;
+    /// forwards what the splits' event time decided.
+    fn on_polled(&mut self, batch: &mut Batch<T>, env: &TaskEnvironment) -> Result<(), TaskError> {
+        let Some(et) = &mut self.event_time else {
+            return Ok(());
+        };
+        let now = env.init.time.now_ms();
+        if !batch.is_empty() {
+            et.on_records(
+                self.reader.current_split(),
+                &batch.records,
+                &mut batch.timestamps,
+                now,
+            );
+        }
+        self.reader.finished_splits(&mut self.finished_splits);
+        for id in self.finished_splits.drain(..) {
+            et.finish_split(id);
+        }
+        Ok(())
+    }
+
+    /// The periodic watermark emission, when it is due.
+    fn emit_periodic(&mut self, now_ms: i64, env: &TaskEnvironment) -> Result<(), TaskError> {
+        let Some(et) = &mut self.event_time else {
+            return Ok(());
+        };
+        if now_ms < self.next_emit_ms {
+            env.init.time.request_wakeup(self.next_emit_ms);
+            return Ok(());
+        }
+        let update = et.on_periodic_emit(now_ms);
+        self.next_emit_ms = now_ms.saturating_add(env.init.auto_watermark_interval_ms());
+        env.init.time.request_wakeup(self.next_emit_ms);
+        if let Some(WatermarkStatus::Active) = update.status {
+            self.head
+                .process_watermark_status(WatermarkStatus::Active)?;
+        }
+        if let Some(wm) = update.watermark {
+            self.head.process_watermark(wm)?;
+        }
+        if let Some(WatermarkStatus::Idle) = update.status {
+            self.head.process_watermark_status(WatermarkStatus::Idle)?;
+        }
+        Ok(())
+    }
+
+    /// Processing time reached a wake-up: the periodic emission, then the
+    /// chain's own timers.
+    fn on_processing_time(&mut self, env: &TaskEnvironment) -> Result<(), TaskError> {
+        if let Some(now) = env.init.time.take_due() {
+            self.emit_periodic(now, env)?;
+            self.head.on_processing_time(now)?;
+        }
+        Ok(())
     }
 }
 
-impl<T: Send> SourceTask<T> {
+impl<T: Send + 'static> SourceTask<T> {
     /// Injects a barrier: the reader's position is this operator's part of
     /// the snapshot, then the barrier runs down the chain. `end` is the
     /// position at the end of the input, once the reader finished.
@@ -592,8 +664,10 @@ impl<T: Send> SourceTask<T> {
             if let Some(end) = self.handle_commands(env)? {
                 return Ok(end);
             }
+            self.on_processing_time(env)?;
             let (reader, info, max) = (&mut self.reader, &self.info, self.batch_size);
             let status = info.guard(|| reader.poll_next(&mut batch.records, max))?;
+            self.on_polled(&mut batch, env)?;
             if !batch.is_empty() {
                 self.head.process_batch(&mut batch)?;
             }
@@ -606,7 +680,7 @@ impl<T: Send> SourceTask<T> {
     }
 }
 
-impl<T: Send> TaskDriver for SourceTask<T> {
+impl<T: Send + 'static> TaskDriver for SourceTask<T> {
     fn run(mut self: Box<Self>, env: &TaskEnvironment) -> Result<(), TaskError> {
         let info = self.info.clone();
         info.guard_task(|| {
@@ -624,6 +698,11 @@ impl<T: Send> TaskDriver for SourceTask<T> {
                 info.guard(|| self.reader.restore_splits(positions))?;
             }
             info.guard(|| self.reader.open(&info))?;
+            if self.event_time.is_some() {
+                // The first emission at once, then one per interval.
+                self.next_emit_ms = env.init.time.now_ms();
+                env.init.time.request_wakeup(self.next_emit_ms);
+            }
             let result = self.run_loop(env);
             let end = match &result {
                 Ok(LoopEnd::InputEnded) if env.awaits_final_checkpoint() => {
@@ -638,26 +717,15 @@ impl<T: Send> TaskDriver for SourceTask<T> {
                 // Stopped with a savepoint: no end-of-input flush.
                 return Ok(());
             }
+            // The end of the input is the end of event time: every
+            // event-time timer and window downstream fires (Flink's
+            // MAX_WATERMARK, also sent by a stop with drain).
+            self.head.process_watermark(Watermark::MAX)?;
             self.head.finish()?;
             match end {
                 Some(end) => self.await_final_checkpoint(end, env),
                 None => Ok(()),
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn valve_emits_minimum_and_only_forward() {
-        let mut v = WatermarkValve::new(2);
-        assert_eq!(v.update(0, Watermark(10)), None);
-        assert_eq!(v.update(1, Watermark(5)), Some(Watermark(5)));
-        assert_eq!(v.update(1, Watermark(20)), Some(Watermark(10)));
-        assert_eq!(v.update(1, Watermark(3)), None);
-        assert_eq!(v.end(0), Some(Watermark(20)));
     }
 }

@@ -5,7 +5,7 @@
 //! The partitioning decides the channel: forward (same index), rebalance
 //! (round robin), broadcast (all) or key group (hash of the key).
 
-use floe_core::{Batch, CheckpointBarrier, KeyGroup, StreamMessage, Watermark};
+use floe_core::{Batch, CheckpointBarrier, KeyGroup, StreamMessage, Watermark, WatermarkStatus};
 use floe_state::{Key, KeyGroupRouter};
 
 use crate::channel::{CancelFlag, OutputChannel};
@@ -21,6 +21,10 @@ pub struct ChannelSet<T> {
     buffers: Vec<Batch<T>>,
     batch_size: usize,
     keyed: bool,
+    /// The stream carries timestamps: new buffers get room for them (set
+    /// by the first timestamped batch, so a stream without event time
+    /// never allocates the column).
+    timed: bool,
     cancel: CancelFlag,
 }
 
@@ -40,6 +44,7 @@ impl<T: Send + Clone> ChannelSet<T> {
             buffers,
             batch_size,
             keyed,
+            timed: false,
             cancel,
         }
     }
@@ -62,7 +67,7 @@ impl<T: Send + Clone> ChannelSet<T> {
         }
         let batch = std::mem::replace(
             &mut self.buffers[i],
-            Batch::with_capacity(self.batch_size, self.keyed),
+            Batch::with_layout(self.batch_size, self.keyed, self.timed),
         );
         self.channels[i].send(StreamMessage::Records(batch), &self.cancel)
     }
@@ -88,6 +93,37 @@ impl<T: Send + Clone> ChannelSet<T> {
             self.send_buffer(i)?;
         }
         Ok(())
+    }
+
+    /// Adds a record with its timestamp (and key group, when `kg` is
+    /// given) for channel `i`.
+    #[inline]
+    pub fn push_timed(
+        &mut self,
+        i: usize,
+        record: T,
+        kg: Option<KeyGroup>,
+        timestamp: i64,
+    ) -> Result<(), TaskError> {
+        let b = &mut self.buffers[i];
+        b.records.push(record);
+        if let Some(kg) = kg {
+            b.key_groups.push(kg);
+        }
+        b.timestamps.push(timestamp);
+        if b.records.len() >= self.batch_size {
+            self.send_buffer(i)?;
+        }
+        Ok(())
+    }
+
+    /// Notes that the stream carries timestamps, so new buffers are made
+    /// with room for them.
+    #[inline]
+    fn mark_timed(&mut self, batch: &Batch<T>) {
+        if !self.timed && batch.is_timed() {
+            self.timed = true;
+        }
     }
 
     /// Sends every pending batch.
@@ -120,6 +156,15 @@ macro_rules! control_methods {
         fn process_watermark(&mut self, wm: Watermark) -> Result<(), TaskError> {
             self.channels
                 .broadcast_control(StreamMessage::Watermark(wm))
+        }
+
+        fn process_watermark_status(&mut self, status: WatermarkStatus) -> Result<(), TaskError> {
+            self.channels
+                .broadcast_control(StreamMessage::WatermarkStatus(status))
+        }
+
+        fn on_processing_time(&mut self, _: i64) -> Result<(), TaskError> {
+            Ok(())
         }
 
         fn process_barrier(
@@ -168,6 +213,19 @@ impl<T: Send + Clone> Operator<T> for ForwardWriter<T> {
             std::mem::swap(buf, batch);
             batch.clear();
         } else {
+            if buf.timestamps.len() == buf.records.len() && batch.is_timed() {
+                buf.timestamps.append(&mut batch.timestamps);
+            } else if buf.is_timed() || batch.is_timed() {
+                // A timestamped and an untimestamped batch meet (only at a
+                // union of streams with and without event time): the
+                // records without one get `NO_TIMESTAMP`.
+                buf.timestamps
+                    .resize(buf.records.len(), floe_core::NO_TIMESTAMP);
+                batch
+                    .timestamps
+                    .resize(batch.records.len(), floe_core::NO_TIMESTAMP);
+                buf.timestamps.append(&mut batch.timestamps);
+            }
             buf.records.append(&mut batch.records);
             buf.key_groups.clear();
         }
@@ -199,6 +257,17 @@ impl<T: Send + Clone> Operator<T> for RebalanceWriter<T> {
     fn process_batch(&mut self, batch: &mut Batch<T>) -> Result<(), TaskError> {
         let n = self.channels.len();
         batch.key_groups.clear();
+        self.channels.mark_timed(batch);
+        if batch.is_timed() {
+            for (r, ts) in batch.records.drain(..).zip(batch.timestamps.drain(..)) {
+                self.channels.push_timed(self.next, r, None, ts)?;
+                self.next += 1;
+                if self.next == n {
+                    self.next = 0;
+                }
+            }
+            return Ok(());
+        }
         for r in batch.records.drain(..) {
             self.channels.push(self.next, r)?;
             self.next += 1;
@@ -228,6 +297,16 @@ impl<T: Send + Clone> Operator<T> for BroadcastWriter<T> {
     fn process_batch(&mut self, batch: &mut Batch<T>) -> Result<(), TaskError> {
         let n = self.channels.len();
         batch.key_groups.clear();
+        self.channels.mark_timed(batch);
+        if batch.is_timed() {
+            for (r, ts) in batch.records.drain(..).zip(batch.timestamps.drain(..)) {
+                for i in 0..n - 1 {
+                    self.channels.push_timed(i, r.clone(), None, ts)?;
+                }
+                self.channels.push_timed(n - 1, r, None, ts)?;
+            }
+            return Ok(());
+        }
         for r in batch.records.drain(..) {
             for i in 0..n - 1 {
                 self.channels.push(i, r.clone())?;
@@ -286,7 +365,15 @@ impl<T: Send + Clone, K: Key, F: Fn(&T) -> K + Send> Operator<T> for KeyGroupWri
             target_name,
             ..
         } = self;
+        channels.mark_timed(batch);
         let routed = sender.guard_task(|| {
+            if batch.is_timed() {
+                for (r, ts) in batch.records.drain(..).zip(batch.timestamps.drain(..)) {
+                    let (kg, target) = router.route(&key_selector(&r));
+                    channels.push_timed(target, r, Some(kg), ts)?;
+                }
+                return Ok(());
+            }
             for r in batch.records.drain(..) {
                 let (kg, target) = router.route(&key_selector(&r));
                 channels.push_keyed(target, r, kg)?;

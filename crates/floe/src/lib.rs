@@ -50,6 +50,10 @@ pub mod prelude {
         ProcessContext, ProcessFunction, ReadOnlyContext, RichFlatMapFunction, RichMapFunction,
         StreamEnvironment,
     };
+    pub use floe_api::{
+        ManualClock, ProcessingClock, Watermark, WatermarkGenerator, WatermarkOutput,
+        WatermarkStrategy,
+    };
     pub use floe_connectors::{
         CollectSink, CollectionSource, FileSink, GeneratorSource, LineFormat, SocketTextSource,
         StdoutSink, TextFileSink, TextFileSource,

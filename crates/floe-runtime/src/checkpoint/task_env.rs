@@ -9,7 +9,7 @@ use super::restore::{OperatorRestore, RestoredState};
 use super::task_snapshot::TaskSnapshot;
 
 /// What operators receive when they open.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct TaskInit {
     /// State to restore, when the job (re)starts from a checkpoint.
     pub restore: Option<Arc<RestoredState>>,
@@ -20,9 +20,34 @@ pub struct TaskInit {
     /// Where keyed operators announce their queryable states (only when
     /// `queryable-state.enable` is on); per task.
     pub queryable: Option<crate::queryable::QueryableTaskHandle>,
+    /// The task's processing time: its clock, and the wake-ups its
+    /// operators ask for (timers, periodic watermarks).
+    pub time: crate::processing_time::ProcessingTimeService,
+    /// `pipeline.auto-watermark-interval`: how often periodic watermark
+    /// generators are asked to emit (Flink's default is 200 ms).
+    pub auto_watermark_interval: std::time::Duration,
+}
+
+impl Default for TaskInit {
+    fn default() -> Self {
+        TaskInit {
+            restore: None,
+            checkpointing: false,
+            queryable: None,
+            time: Default::default(),
+            auto_watermark_interval: std::time::Duration::from_millis(200),
+        }
+    }
 }
 
 impl TaskInit {
+    /// The periodic watermark interval in milliseconds (at least 1).
+    pub fn auto_watermark_interval_ms(&self) -> i64 {
+        i64::try_from(self.auto_watermark_interval.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1)
+    }
+
     /// The restored state of operator `uid`, if any.
     pub fn operator(&self, uid: &str) -> Option<&OperatorRestore> {
         self.restore.as_ref()?.operators.get(uid)
