@@ -20,6 +20,14 @@
 //!   RocksDB stores one entry per user key under the key's prefix, so the
 //!   entries of one key (contiguous) are counted and concatenated.
 //!
+//! * timer queues: per timer the tuple `(domain: u8, timestamp: i64, key,
+//!   namespace)`, i.e. `domain ++ zigzag varint(timestamp) ++ key ++
+//!   namespace` — RocksDB stores the same parts in the timer's key
+//!   ([`crate::key::encode_timer_key`]), so they are rearranged. Both
+//!   backends write timers in the order (domain, timestamp, key bytes,
+//!   namespace bytes), so a key group's timer bytes are the same whichever
+//!   backend wrote them.
+//!
 //! Nothing is decoded: keys, values and elements stay opaque bytes. Only
 //! the order of pairs differs from the heap's (RocksDB yields keys sorted by
 //! `(encoded length, bytes)` and map entries by user-key bytes, the heap
@@ -34,7 +42,7 @@ use rocksdb::ColumnFamily;
 use crate::checkpoint::{ReadOnlyCheckpoint, open_read_only};
 use crate::db::{Db, EntryIter, cf_name};
 use crate::error::RocksDbError;
-use crate::key::write_varint;
+use crate::key::{decode_timer_key, write_varint};
 use crate::list::split_list_value;
 use crate::resources::RocksDbResources;
 
@@ -49,6 +57,9 @@ pub enum StateLayout {
     List,
     /// One RocksDB entry per map user key.
     Map,
+    /// A timer queue: one RocksDB entry per timer, everything in its key
+    /// (see [`crate::key`]).
+    Timers,
 }
 
 /// A checkpoint directory opened read-only to produce canonical bytes, off
@@ -204,6 +215,21 @@ pub(crate) fn encode_key_group(
                 pairs.extend_from_slice(&current_prefix[key_start..]);
                 write_varint(pairs, m);
                 pairs.extend_from_slice(map_scratch);
+                n += 1;
+            }
+        }
+        StateLayout::Timers => {
+            while let Some(e) = it.next_entry()? {
+                let t = decode_timer_key(e.raw_key).ok_or_else(|| {
+                    corrupt(format!(
+                        "a key of {} bytes does not follow the timer layout",
+                        e.raw_key.len()
+                    ))
+                })?;
+                pairs.push(t.domain);
+                // Postcard's i64: the zigzag varint.
+                write_varint(pairs, ((t.timestamp << 1) ^ (t.timestamp >> 63)) as u64);
+                pairs.extend_from_slice(t.key_and_namespace);
                 n += 1;
             }
         }

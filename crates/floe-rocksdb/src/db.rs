@@ -527,6 +527,60 @@ impl KeyedDb {
             .map_err(|e| self.err("map_clear", id, e))
     }
 
+    // ----- raw keys (timer queues) -----
+
+    /// Writes `value` under the raw RocksDB key `key` of state `id`: for a
+    /// caller that lays out its own keys within the layout of
+    /// [`crate::key`], as timer queues do ([`crate::key::encode_timer_key`]).
+    #[inline]
+    pub fn put_raw(&mut self, id: StateId, key: &[u8], value: &[u8]) -> Result<(), RocksDbError> {
+        let cf = self.cf(id, "put_raw")?;
+        self.db
+            .put_cf_opt(cf, key, value, &self.write_opts)
+            .map_err(|e| self.err("put_raw", id, e))
+    }
+
+    /// Deletes the raw RocksDB key `key` of state `id` (no read is made to
+    /// find out whether it exists).
+    #[inline]
+    pub fn delete_raw(&mut self, id: StateId, key: &[u8]) -> Result<(), RocksDbError> {
+        let cf = self.cf(id, "delete_raw")?;
+        self.db
+            .delete_cf_opt(cf, key, &self.write_opts)
+            .map_err(|e| self.err("delete_raw", id, e))
+    }
+
+    /// Calls `f` on the raw keys of state `id` in `[from, until)`, in
+    /// order, at most `limit` of them; returns how many it saw. One seek
+    /// and a short forward scan: what refills a timer queue's in-memory
+    /// head from RocksDB. Unlike snapshot scans it fills the block cache,
+    /// since the next refill reads the blocks after these.
+    pub fn scan_raw(
+        &self,
+        id: StateId,
+        from: &[u8],
+        until: &[u8],
+        limit: usize,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<usize, RocksDbError> {
+        let cf = self.cf(id, "scan_raw")?;
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(until.to_vec());
+        let mut it = self.db.raw_iterator_cf_opt(cf, opts);
+        it.seek(from);
+        let mut n = 0;
+        while n < limit {
+            match it.key() {
+                Some(k) => f(k),
+                None => break,
+            }
+            n += 1;
+            it.next();
+        }
+        it.status().map_err(|e| self.err("scan_raw", id, e))?;
+        Ok(n)
+    }
+
     // ----- whole key groups -----
 
     /// A cursor over every entry of state `id` in key group `kg`, in key

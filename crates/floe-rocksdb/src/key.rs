@@ -19,6 +19,23 @@
 //! The key and user key arrive already encoded with postcard; this layer
 //! never interprets them. Within a key group, entries are therefore ordered
 //! by (encoded key length, key bytes, user key bytes).
+//!
+//! # Timers
+//!
+//! A timer queue (a column family of its own) stores one entry per timer,
+//! with an empty value, under
+//!
+//! ```text
+//! key group (u16 BE) | 0x09 | domain (u8) | timestamp ^ 2^63 (u64 BE) | key bytes | namespace bytes
+//! ```
+//!
+//! which is the layout above with the 9 bytes `domain | timestamp` as the
+//! "key" and `key | namespace` as the "user key", so key-group scans,
+//! rescaling (range deletes, ingestion) and checkpoints treat a timer
+//! queue like any state. The timestamp's sign bit is flipped so that the
+//! big-endian bytes sort like the signed number: within a key group and a
+//! time domain, timers are ordered by (timestamp, key bytes, namespace
+//! bytes), the order in which they fire ([`encode_timer_key`]).
 
 use std::fmt;
 
@@ -190,6 +207,86 @@ pub fn decode_key(raw: &[u8]) -> Option<DecodedKey<'_>> {
         key,
         user_key: &raw[key_end..],
         prefix_len: key_end,
+    })
+}
+
+/// The length byte of a timer's key: its `domain | timestamp` is the
+/// 9-byte "key" of the general layout.
+pub const TIMER_HEAD_BYTES: u8 = 9;
+
+/// Bytes before a timer's key bytes: key group, length, domain, timestamp.
+pub const TIMER_PREFIX_BYTES: usize = KEY_GROUP_BYTES + 1 + TIMER_HEAD_BYTES as usize;
+
+/// Appends the RocksDB key of a timer (see the module docs):
+/// `key_and_namespace` is the postcard bytes of the timer's key followed by
+/// those of its namespace.
+#[inline]
+pub fn encode_timer_key(
+    out: &mut Vec<u8>,
+    kg: KeyGroup,
+    domain: u8,
+    timestamp: i64,
+    key_and_namespace: &[u8],
+) {
+    out.extend_from_slice(&timer_domain_prefix(kg, domain));
+    out.extend_from_slice(&timer_timestamp_bytes(timestamp));
+    out.extend_from_slice(key_and_namespace);
+}
+
+/// The big-endian bytes of a timestamp with its sign bit flipped: they
+/// sort like the signed number.
+#[inline]
+pub fn timer_timestamp_bytes(timestamp: i64) -> [u8; 8] {
+    ((timestamp as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The first bytes every timer of time domain `domain` in key group `kg`
+/// starts with; [`timer_domain_bounds`] gives the whole range.
+#[inline]
+pub fn timer_domain_prefix(kg: KeyGroup, domain: u8) -> [u8; 4] {
+    let [a, b] = kg.to_be_bytes();
+    [a, b, TIMER_HEAD_BYTES, domain]
+}
+
+/// The `[start, end)` byte bounds of the timers of time domain `domain` in
+/// key group `kg` (`domain` below 255).
+#[inline]
+pub fn timer_domain_bounds(kg: KeyGroup, domain: u8) -> ([u8; 4], [u8; 4]) {
+    (
+        timer_domain_prefix(kg, domain),
+        timer_domain_prefix(kg, domain.saturating_add(1)),
+    )
+}
+
+/// A timer's RocksDB key split into its parts (borrowed from the raw key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodedTimer<'a> {
+    /// The key group.
+    pub key_group: KeyGroup,
+    /// The time domain's code.
+    pub domain: u8,
+    /// When it fires.
+    pub timestamp: i64,
+    /// The postcard bytes of the key, then of the namespace.
+    pub key_and_namespace: &'a [u8],
+}
+
+/// Splits a timer's raw RocksDB key; `None` when it does not follow the
+/// timer layout.
+#[inline]
+pub fn decode_timer_key(raw: &[u8]) -> Option<DecodedTimer<'_>> {
+    if raw.len() < TIMER_PREFIX_BYTES || raw[KEY_GROUP_BYTES] != TIMER_HEAD_BYTES {
+        return None;
+    }
+    let key_group = KeyGroup::from_be_bytes([raw[0], raw[1]]);
+    let ts: [u8; 8] = raw[KEY_GROUP_BYTES + 2..TIMER_PREFIX_BYTES]
+        .try_into()
+        .ok()?;
+    Some(DecodedTimer {
+        key_group,
+        domain: raw[KEY_GROUP_BYTES + 1],
+        timestamp: (u64::from_be_bytes(ts) ^ (1 << 63)) as i64,
+        key_and_namespace: &raw[TIMER_PREFIX_BYTES..],
     })
 }
 
@@ -407,6 +504,59 @@ mod tests {
         assert!(prefix_successor(a.as_bytes(), &mut succ));
         assert!(a_entry.as_slice() < succ.as_slice());
         assert!(!(a.as_bytes() <= ab.as_bytes() && ab.as_bytes() < succ.as_slice()));
+    }
+
+    #[test]
+    fn timer_keys_are_pinned_and_sort_as_timers_fire() {
+        let mut raw = Vec::new();
+        encode_timer_key(&mut raw, 0x0102, 1, -1, &[0x2a]);
+        assert_eq!(
+            raw,
+            [
+                0x01, 0x02, // key group
+                0x09, // length of domain | timestamp
+                0x01, // processing time
+                0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // -1, sign flipped
+                0x2a, // key ++ namespace
+            ]
+        );
+        // The general layout reads it: the 9 bytes are the "key".
+        let d = decode_key(&raw).unwrap();
+        assert_eq!(
+            (d.key_group, d.key.len(), d.user_key),
+            (0x0102, 9, &[0x2a][..])
+        );
+        let t = decode_timer_key(&raw).unwrap();
+        assert_eq!((t.key_group, t.domain, t.timestamp), (0x0102, 1, -1));
+        assert_eq!(t.key_and_namespace, &[0x2a]);
+        assert_eq!(decode_timer_key(&raw[..11]), None);
+        assert_eq!(decode_timer_key(&[0, 1, 3, b'a', b'b', b'c']), None);
+
+        // Byte order is (key group, domain, timestamp, key ++ namespace).
+        let times = [i64::MIN, -5, -1, 0, 1, 255, 256, i64::MAX];
+        let mut keys = Vec::new();
+        for kg in [0u16, 1, 300] {
+            for domain in [0u8, 1] {
+                for ts in times {
+                    for rest in [&[][..], &[0][..], &[0, 0][..], &[1][..]] {
+                        let mut k = Vec::new();
+                        encode_timer_key(&mut k, kg, domain, ts, rest);
+                        keys.push(((kg, domain, ts, rest.to_vec()), k));
+                    }
+                }
+            }
+        }
+        let mut by_bytes = keys.clone();
+        by_bytes.sort_by(|a, b| a.1.cmp(&b.1));
+        keys.sort();
+        assert_eq!(by_bytes, keys);
+        for (_, k) in &keys {
+            let t = decode_timer_key(k).unwrap();
+            let (lo, hi) = timer_domain_bounds(t.key_group, t.domain);
+            assert!(lo.as_slice() <= k.as_slice() && k.as_slice() < hi.as_slice());
+            let (glo, ghi) = key_group_range_bounds(t.key_group, t.key_group);
+            assert!(glo.as_slice() <= k.as_slice() && k.as_slice() < ghi.as_slice());
+        }
     }
 
     #[test]
