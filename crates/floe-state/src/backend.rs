@@ -30,6 +30,7 @@ use crate::query_view::QueryView;
 use crate::snapshot::{KeyedStateSnapshot, RestoreStaging};
 use crate::store::dispatch::AnyStore;
 use crate::store::{At, KeyedStore, Shape, StateId, StateRef};
+use crate::timer::{Namespace, TimeDomain, Timer, TimerQueue};
 use crate::types::Key;
 
 /// Gives state handles access to the keyed backend of the current operator.
@@ -78,6 +79,14 @@ pub struct KeyedStateBackend<K: Key> {
     /// views to retire.
     views: bool,
     views_idle: u32,
+    /// This backend's identity in the timer queues it hands out.
+    owner: u64,
+}
+
+/// A process-unique backend identity (never 0).
+fn next_owner() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl<K: Key> KeyedStateBackend<K> {
@@ -104,6 +113,7 @@ impl<K: Key> KeyedStateBackend<K> {
             views_wanted: Default::default(),
             views: false,
             views_idle: 0,
+            owner: next_owner(),
             store,
         })
     }
@@ -196,6 +206,28 @@ impl<K: Key> KeyedStateBackend<K> {
         kind: StateKind,
         queryable: Option<&str>,
     ) -> Result<StateRef<Sh>, StateError> {
+        let id = self.register_with::<T>(name, kind, queryable, |store, id, groups, range| {
+            store.register::<Sh>(id, name, groups, range)
+        })?;
+        Ok(self.store.bind(id))
+    }
+
+    /// Registers (or finds again) state or timer queue `name` of `kind`
+    /// with declared type `T`, loading it into the store with `load` (its
+    /// index, its restored key groups, the range) when it is new; returns
+    /// its index. Names are one space for states and timer queues.
+    fn register_with<T: 'static>(
+        &mut self,
+        name: &str,
+        kind: StateKind,
+        queryable: Option<&str>,
+        load: impl FnOnce(
+            &mut AnyStore<K>,
+            StateId,
+            &[(KeyGroup, Vec<u8>)],
+            KeyGroupRange,
+        ) -> Result<(), StateError>,
+    ) -> Result<StateId, StateError> {
         let type_id = TypeId::of::<T>();
         let type_name = std::any::type_name::<T>();
         if let Some(q) = queryable
@@ -226,7 +258,7 @@ impl<K: Key> KeyedStateBackend<K> {
                     requested_type: type_name,
                 });
             }
-            return Ok(self.store.bind(idx as StateId));
+            return Ok(idx as StateId);
         }
         let incompatible =
             |restored_kind: StateKind, reason: String| StateError::IncompatibleRestore {
@@ -250,7 +282,7 @@ impl<K: Key> KeyedStateBackend<K> {
         // registration.
         let id = self.registrations.len() as StateId;
         let groups = staged.as_ref().map_or(&[][..], |s| &s.key_groups[..]);
-        let loaded = self.store.register::<Sh>(id, name, groups, self.range);
+        let loaded = load(&mut self.store, id, groups, self.range);
         // Restoring moved a byte store's current key; put it back.
         if let Some((key, offset)) = &self.current {
             self.store
@@ -277,7 +309,107 @@ impl<K: Key> KeyedStateBackend<K> {
             type_name,
             queryable: queryable.map(str::to_string),
         });
-        Ok(self.store.bind(id))
+        Ok(id)
+    }
+
+    // --- timers ---
+
+    /// Registers (or finds again) the timer queue `name` with namespaces of
+    /// type `N` (`()` when a function has none): during the operator's
+    /// open, like a state, and before any timer is set. Its restored
+    /// timers, if a snapshot holds a queue of that name, are loaded now.
+    /// Queue and state names share one name space; registering a name
+    /// again with another namespace type, or that a state has, is an
+    /// [`StateError::IncompatibleRegistration`].
+    pub fn timer_queue<N: Namespace>(&mut self, name: &str) -> Result<TimerQueue<N>, StateError> {
+        let id =
+            self.register_with::<N>(name, StateKind::Timers, None, |store, id, groups, range| {
+                store.register_timers::<N>(id, name, groups, range)
+            })?;
+        Ok(TimerQueue::new(id, self.owner))
+    }
+
+    /// Refuses a queue another backend registered.
+    #[inline]
+    fn check_queue<N>(&self, queue: &TimerQueue<N>) -> Result<(), StateError> {
+        if queue.owner == self.owner {
+            return Ok(());
+        }
+        Err(self.foreign_queue())
+    }
+
+    #[cold]
+    fn foreign_queue(&self) -> StateError {
+        StateError::ForeignHandle {
+            what: "timer queue".into(),
+            operator: self.operator.clone(),
+        }
+    }
+
+    /// Registers a timer at the current key: `on_timer` is called for it
+    /// with `namespace` once `domain`'s time reaches `timestamp`. A timer
+    /// is unique per (key, namespace, timestamp) in its domain: setting it
+    /// again is a no-op, so a function may set one per record.
+    #[inline]
+    pub fn register_timer<N: Namespace>(
+        &mut self,
+        queue: &TimerQueue<N>,
+        domain: TimeDomain,
+        timestamp: i64,
+        namespace: N,
+    ) -> Result<(), StateError> {
+        self.check_queue(queue)?;
+        let (store, at) = self.store_at(queue.id)?;
+        store.timer_add(at, queue.id, domain, timestamp, namespace)
+    }
+
+    /// Deletes the current key's timer `(namespace, timestamp)` in
+    /// `domain`, so it does not fire; a no-op if there is none.
+    pub fn delete_timer<N: Namespace>(
+        &mut self,
+        queue: &TimerQueue<N>,
+        domain: TimeDomain,
+        timestamp: i64,
+        namespace: &N,
+    ) -> Result<(), StateError> {
+        self.check_queue(queue)?;
+        let (store, at) = self.store_at(queue.id)?;
+        store.timer_delete(at, queue.id, domain, timestamp, namespace)
+    }
+
+    /// The earliest timestamp among the timers of `domain` in every key
+    /// group of this subtask (`None`: none pending): what a watermark or a
+    /// processing-time tick compares with, from memory on both backends.
+    /// `None` also for a queue another backend registered.
+    #[inline]
+    pub fn next_timer<N: Namespace>(
+        &self,
+        queue: &TimerQueue<N>,
+        domain: TimeDomain,
+    ) -> Option<i64> {
+        if queue.owner != self.owner {
+            return None;
+        }
+        self.store.timer_next::<N>(queue.id, domain)
+    }
+
+    /// Removes and returns the first pending timer of `domain` in firing
+    /// order — by timestamp, key group, key bytes, namespace bytes, the same
+    /// on every backend — if its timestamp is at most `up_to`; `None` when
+    /// no timer is due. The runtime calls it once per timer it fires
+    /// (making the timer's key current before `on_timer`), so timers that
+    /// `on_timer` registers or deletes are seen by the next call, and it
+    /// may stop between two calls to serve a barrier. The current key is
+    /// left as it was.
+    pub fn poll_timer<N: Namespace>(
+        &mut self,
+        queue: &TimerQueue<N>,
+        domain: TimeDomain,
+        up_to: i64,
+    ) -> Result<Option<Timer<K, N>>, StateError> {
+        self.check_queue(queue)?;
+        self.store
+            .timer_poll::<N>(queue.id, domain, up_to, self.range.start)
     }
 
     /// What snapshots record about every state in the store: the
@@ -400,7 +532,16 @@ impl<K: Key> KeyedStateBackend<K> {
         self.store.retire_query_views(Instant::now());
     }
 
-    /// Names and kinds of the registered states, in registration order.
+    /// The registration index of state `name` (not a timer queue, whose
+    /// entries are timers, not keys).
+    fn state_index(&self, name: &str) -> Option<usize> {
+        self.registrations
+            .iter()
+            .position(|r| r.name == name && r.kind != StateKind::Timers)
+    }
+
+    /// Names and kinds of the registered states and timer queues, in
+    /// registration order.
     pub fn registered_states(&self) -> impl Iterator<Item = (&str, StateKind)> {
         self.registrations.iter().map(|r| (r.name.as_str(), r.kind))
     }
@@ -409,7 +550,7 @@ impl<K: Key> KeyedStateBackend<K> {
     /// (Flink's `applyToKeyedState` visits these). `None` for an unknown
     /// name.
     pub fn keys(&mut self, name: &str) -> Option<Vec<(K, KeyGroup)>> {
-        let idx = self.registrations.iter().position(|r| r.name == name)?;
+        let idx = self.state_index(name)?;
         Some(
             self.store
                 .keys(idx as StateId, self.range)
@@ -423,7 +564,7 @@ impl<K: Key> KeyedStateBackend<K> {
     /// Number of keys that hold a value in state `name`, per key group of this
     /// subtask's range (in range order). `None` for an unknown name.
     pub fn keys_per_key_group(&mut self, name: &str) -> Option<Vec<usize>> {
-        let idx = self.registrations.iter().position(|r| r.name == name)?;
+        let idx = self.state_index(name)?;
         Some(
             self.store
                 .key_counts(idx as StateId, self.range)

@@ -195,10 +195,10 @@ fn varint_word(v: u64) -> (u64, usize) {
     (x | CONTINUATION[n], n)
 }
 
-/// Appends `v` as a LEB128 varint. Values below 2^56 (at most 8 bytes)
-/// take one unaligned store.
+/// Appends `v` as a LEB128 varint (postcard's unsigned integers and
+/// lengths). Values below 2^56 (at most 8 bytes) take one unaligned store.
 #[inline(always)]
-fn push_varint(out: &mut Vec<u8>, v: u64) {
+pub(crate) fn push_varint(out: &mut Vec<u8>, v: u64) {
     if v >= 1 << 56 {
         return push_varint_slow(out, v);
     }

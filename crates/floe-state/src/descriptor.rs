@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::StateValue;
 
-/// The five kinds of keyed state.
+/// The kinds of keyed state: the five a function declares with a
+/// descriptor, and timer queues, which share their name space and their
+/// place in snapshots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StateKind {
     /// One value per key.
@@ -25,6 +27,9 @@ pub enum StateKind {
     Reducing,
     /// An accumulator folded by an aggregate function.
     Aggregating,
+    /// A timer queue (see [`crate::timer`]): per key group, the pending
+    /// timers of both time domains.
+    Timers,
 }
 
 impl fmt::Display for StateKind {
@@ -35,6 +40,7 @@ impl fmt::Display for StateKind {
             StateKind::Map => "MapState",
             StateKind::Reducing => "ReducingState",
             StateKind::Aggregating => "AggregatingState",
+            StateKind::Timers => "TimerQueue",
         })
     }
 }
@@ -48,6 +54,7 @@ impl StateKind {
             StateKind::Map => 2,
             StateKind::Reducing => 3,
             StateKind::Aggregating => 4,
+            StateKind::Timers => 5,
         }
     }
 
@@ -59,6 +66,7 @@ impl StateKind {
             2 => StateKind::Map,
             3 => StateKind::Reducing,
             4 => StateKind::Aggregating,
+            5 => StateKind::Timers,
             _ => return None,
         })
     }

@@ -14,7 +14,8 @@
 //!   allocator (huge pages).
 //! - [`descriptor`] (what a function declares), [`key_group`] (key → key
 //!   group → subtask, Flink's formulas), [`error`], [`codec`] (the stable
-//!   postcard encoding of keys, values and snapshots), [`query`].
+//!   postcard encoding of keys, values and snapshots), [`query`],
+//!   [`timer`] (time domains, timer queues, timers: the public types).
 //! - [`native`]: the RocksDB-native (incremental) snapshot format.
 //! - [`query_view`]: heap state published for queries off the task thread.
 //! - `store`: the keyed-store trait every backend's storage implements,
@@ -44,6 +45,7 @@ pub mod query_view;
 pub mod snapshot;
 mod store;
 mod table_alloc;
+pub mod timer;
 mod types;
 
 pub use backend::{
@@ -64,4 +66,5 @@ pub use operator::{
 pub use query::{QueryFormat, QueryValue, QueryableStateInfo, decode_query_key};
 pub use query_view::{QueryView, ViewLookup};
 pub use snapshot::{KeyedStateFile, KeyedStateSnapshot, StateMeta};
+pub use timer::{Namespace, TimeDomain, Timer, TimerQueue};
 pub use types::{Key, StateValue};

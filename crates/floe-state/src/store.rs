@@ -41,10 +41,14 @@
 
 pub(crate) mod dispatch;
 pub(crate) mod heap;
+mod heap_timers;
 #[cfg(feature = "rocksdb")]
 pub(crate) mod rocks;
 #[cfg(feature = "rocksdb")]
 mod rocks_cache;
+#[cfg(feature = "rocksdb")]
+mod rocks_timers;
+mod timer_heads;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -61,6 +65,7 @@ use crate::key_group::KeyGroupRange;
 use crate::native::{NativeFetch, NativeKeyedStateFile, NativeSnapshot};
 use crate::query::{QueryFormat, QueryValue};
 use crate::query_view::QueryView;
+use crate::timer::{Namespace, TimeDomain, Timer};
 use crate::types::{Key, MapKey, StateStorage, StateValue};
 
 /// A registered state's index: registration order, the same in the backend
@@ -387,6 +392,56 @@ pub(crate) trait KeyedStore<K: Key>: Send {
 
     /// Removes everything the key holds in state `id` (of shape `Sh`).
     fn clear<Sh: Shape>(&mut self, at: At<'_, K>, state: StateRef<Sh>) -> Result<(), StateError>;
+
+    // --- timers ---
+
+    /// Adds timer queue `id` (the next index, shared with states) with
+    /// namespaces of type `N`, with the restored canonical timers of its
+    /// key groups in `range`. On error nothing is added, as with
+    /// [`register`](Self::register).
+    fn register_timers<N: Namespace>(
+        &mut self,
+        id: StateId,
+        name: &str,
+        restored: &[(KeyGroup, Vec<u8>)],
+        range: KeyGroupRange,
+    ) -> Result<(), StateError>;
+
+    /// Registers the timer `(timestamp, at's key, namespace)` in `domain`
+    /// of queue `id`; a no-op if it exists.
+    fn timer_add<N: Namespace>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        domain: TimeDomain,
+        timestamp: i64,
+        namespace: N,
+    ) -> Result<(), StateError>;
+
+    /// Deletes that timer; a no-op if it does not exist.
+    fn timer_delete<N: Namespace>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        domain: TimeDomain,
+        timestamp: i64,
+        namespace: &N,
+    ) -> Result<(), StateError>;
+
+    /// The earliest timestamp in `domain` of queue `id`, over all key
+    /// groups (from memory on both stores).
+    fn timer_next<N: Namespace>(&self, id: StateId, domain: TimeDomain) -> Option<i64>;
+
+    /// Removes and returns the first timer in `domain` of queue `id` in
+    /// firing order if its timestamp is at most `up_to`; `first` is the
+    /// range's first key group.
+    fn timer_poll<N: Namespace>(
+        &mut self,
+        id: StateId,
+        domain: TimeDomain,
+        up_to: i64,
+        first: KeyGroup,
+    ) -> Result<Option<Timer<K, N>>, StateError>;
 
     // --- whole states, by key group ---
 

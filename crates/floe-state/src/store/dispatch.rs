@@ -21,6 +21,7 @@ use crate::store::heap::HeapStore;
 use crate::store::{
     At, FrozenTable, KeyedStore, ListShape, MapShape, Shape, StateId, StateRef, ValueShape,
 };
+use crate::timer::{Namespace, TimeDomain, Timer};
 use crate::types::{Key, MapKey, StateValue};
 
 /// The store of one backend.
@@ -309,6 +310,57 @@ impl<K: Key> KeyedStore<K> for AnyStore<K> {
     #[inline]
     fn clear<Sh: Shape>(&mut self, at: At<'_, K>, state: StateRef<Sh>) -> Result<(), StateError> {
         primitive!(self, state, s => KeyedStore::<K>::clear::<Sh>(s, at, state))
+    }
+
+    #[inline]
+    fn register_timers<N: Namespace>(
+        &mut self,
+        id: StateId,
+        name: &str,
+        restored: &[(KeyGroup, Vec<u8>)],
+        range: KeyGroupRange,
+    ) -> Result<(), StateError> {
+        dispatch!(self, s => KeyedStore::<K>::register_timers::<N>(s, id, name, restored, range))
+    }
+
+    #[inline]
+    fn timer_add<N: Namespace>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        domain: TimeDomain,
+        timestamp: i64,
+        namespace: N,
+    ) -> Result<(), StateError> {
+        dispatch!(self, s => KeyedStore::<K>::timer_add::<N>(s, at, id, domain, timestamp, namespace))
+    }
+
+    #[inline]
+    fn timer_delete<N: Namespace>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        domain: TimeDomain,
+        timestamp: i64,
+        namespace: &N,
+    ) -> Result<(), StateError> {
+        dispatch!(self, s => KeyedStore::<K>::timer_delete::<N>(s, at, id, domain, timestamp, namespace))
+    }
+
+    #[inline]
+    fn timer_next<N: Namespace>(&self, id: StateId, domain: TimeDomain) -> Option<i64> {
+        dispatch!(&self, s => KeyedStore::<K>::timer_next::<N>(s, id, domain))
+    }
+
+    #[inline]
+    fn timer_poll<N: Namespace>(
+        &mut self,
+        id: StateId,
+        domain: TimeDomain,
+        up_to: i64,
+        first: KeyGroup,
+    ) -> Result<Option<Timer<K, N>>, StateError> {
+        dispatch!(self, s => KeyedStore::<K>::timer_poll::<N>(s, id, domain, up_to, first))
     }
 
     #[inline]

@@ -19,11 +19,13 @@ use crate::key_group::KeyGroupRange;
 use crate::native::{NativeFetch, NativeKeyedStateFile, NativeSnapshot};
 use crate::query::{QueryFormat, QueryValue};
 use crate::query_view::{QueryView, ViewPublisher};
+use crate::store::heap_timers::TimerTable;
 use crate::store::{
     At, FrozenTable, KeyedStore, ListShape, MapShape, Shape, StateId, StateRef, StoreStamp,
     ValueShape,
 };
 use crate::table_alloc::{GroupMap, StateTableAlloc, group_map};
+use crate::timer::{Namespace, TimeDomain, Timer};
 use crate::types::{Key, MapKey, StateStorage, StateValue};
 
 /// The heap storage of one subtask's keyed state.
@@ -93,6 +95,35 @@ impl<K: Key> HeapStore<K> {
         // `TypeId` was recorded at registration and just compared), so the
         // data pointer has exactly that type.
         unsafe { &mut *(erased as *mut HeapTable<K, S>) }
+    }
+
+    /// Timer queue `id`, registered with namespaces `N`: a cast after one
+    /// `TypeId` compare (the backend hands out a queue only for the
+    /// registration it made, so the compare never fails).
+    #[inline]
+    fn timers<N: Namespace>(&mut self, id: StateId) -> &mut TimerTable<K, N> {
+        let (type_id, table) = &mut self.tables[id as usize];
+        assert!(
+            *type_id == TypeId::of::<TimerTable<K, N>>(),
+            "timer queue used with a backend that did not register it"
+        );
+        let erased: *mut dyn ErasedHeapTable<K> = &mut **table;
+        // SAFETY: the table at `id` was created as `TimerTable<K, N>` (its
+        // `TypeId`, recorded at registration, was just compared).
+        unsafe { &mut *(erased as *mut TimerTable<K, N>) }
+    }
+
+    /// Timer queue `id`, to read (see [`timers`](Self::timers)).
+    #[inline]
+    fn timers_ref<N: Namespace>(&self, id: StateId) -> &TimerTable<K, N> {
+        let (type_id, table) = &self.tables[id as usize];
+        assert!(
+            *type_id == TypeId::of::<TimerTable<K, N>>(),
+            "timer queue used with a backend that did not register it"
+        );
+        let erased: *const dyn ErasedHeapTable<K> = &**table;
+        // SAFETY: as in `timers`.
+        unsafe { &*(erased as *const TimerTable<K, N>) }
     }
 
     /// The map of `at`'s key group in `state`, to write (copied first if
@@ -363,6 +394,64 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
         Ok(())
     }
 
+    fn register_timers<N: Namespace>(
+        &mut self,
+        id: StateId,
+        name: &str,
+        restored: &[(KeyGroup, Vec<u8>)],
+        range: KeyGroupRange,
+    ) -> Result<(), StateError> {
+        debug_assert_eq!(id as usize, self.tables.len());
+        let mut table = TimerTable::<K, N>::new(self.groups);
+        for (kg, bytes) in restored {
+            let what = format!("timer queue '{name}' in key group {kg}");
+            table.restore_key_group(kg.wrapping_sub(range.start) as usize, bytes, &what)?;
+        }
+        self.tables
+            .push((TypeId::of::<TimerTable<K, N>>(), Box::new(table)));
+        Ok(())
+    }
+
+    #[inline]
+    fn timer_add<N: Namespace>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        domain: TimeDomain,
+        timestamp: i64,
+        namespace: N,
+    ) -> Result<(), StateError> {
+        self.timers::<N>(id)
+            .add(at.key, at.offset, domain, timestamp, namespace)
+    }
+
+    fn timer_delete<N: Namespace>(
+        &mut self,
+        at: At<'_, K>,
+        id: StateId,
+        domain: TimeDomain,
+        timestamp: i64,
+        namespace: &N,
+    ) -> Result<(), StateError> {
+        self.timers::<N>(id)
+            .delete(at.key, at.offset, domain, timestamp, namespace)
+    }
+
+    #[inline]
+    fn timer_next<N: Namespace>(&self, id: StateId, domain: TimeDomain) -> Option<i64> {
+        self.timers_ref::<N>(id).next(domain)
+    }
+
+    fn timer_poll<N: Namespace>(
+        &mut self,
+        id: StateId,
+        domain: TimeDomain,
+        up_to: i64,
+        first: KeyGroup,
+    ) -> Result<Option<Timer<K, N>>, StateError> {
+        self.timers::<N>(id).poll(domain, up_to, first)
+    }
+
     fn keys(
         &mut self,
         id: StateId,
@@ -403,11 +492,9 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
         max_staleness: Duration,
         wanted: Arc<AtomicBool>,
     ) -> Option<QueryView> {
-        Some(
-            self.tables[id as usize]
-                .1
-                .start_view(first_key_group, max_staleness, wanted),
-        )
+        self.tables[id as usize]
+            .1
+            .start_view(first_key_group, max_staleness, wanted)
     }
 
     fn publish_query_views(&mut self, now: Instant) -> bool {
@@ -728,13 +815,14 @@ trait ErasedHeapTable<K>: Send {
     ) -> Result<Option<QueryValue>, StateError>;
     /// Starts publishing a view of this table for queries off the task
     /// thread (at most `max_staleness` old); `wanted` is the backend's
-    /// shared "queries are coming" flag.
+    /// shared "queries are coming" flag. `None` for a table queries do not
+    /// read (timers).
     fn start_view(
         &mut self,
         first_key_group: KeyGroup,
         max_staleness: std::time::Duration,
         wanted: Arc<std::sync::atomic::AtomicBool>,
-    ) -> QueryView;
+    ) -> Option<QueryView>;
     /// Publishes the view if it has one and a publish is due at `now`;
     /// false if a view is left unpublished (not due yet).
     fn publish_view(&mut self, now: std::time::Instant) -> bool;
@@ -798,18 +886,20 @@ impl<K: Key, S: StateStorage> ErasedHeapTable<K> for HeapTable<K, S> {
         first_key_group: KeyGroup,
         max_staleness: std::time::Duration,
         wanted: Arc<std::sync::atomic::AtomicBool>,
-    ) -> QueryView {
+    ) -> Option<QueryView> {
         let groups = self.groups.len();
-        self.view
-            .get_or_insert_with(|| {
-                Box::new(ViewPublisher::new(
-                    first_key_group,
-                    groups,
-                    max_staleness,
-                    wanted,
-                ))
-            })
-            .view()
+        Some(
+            self.view
+                .get_or_insert_with(|| {
+                    Box::new(ViewPublisher::new(
+                        first_key_group,
+                        groups,
+                        max_staleness,
+                        wanted,
+                    ))
+                })
+                .view(),
+        )
     }
 
     fn publish_view(&mut self, now: std::time::Instant) -> bool {
@@ -845,6 +935,59 @@ impl<K: Key, S: StateStorage> ErasedHeapTable<K> for HeapTable<K, S> {
         let entries: Vec<(K, S)> = codec::decode(bytes, what)?;
         self.group_mut(offset).extend(entries);
         Ok(())
+    }
+}
+
+/// A timer queue among the state tables (it shares their index space, so
+/// snapshots carry it in registration order): only freezing and restoring
+/// apply to it; it has no keys to list and nothing to query.
+impl<K: Key, N: Namespace> ErasedHeapTable<K> for TimerTable<K, N> {
+    fn sizes(&self) -> Vec<usize> {
+        Vec::new()
+    }
+
+    fn keys(&self) -> Vec<(K, usize)> {
+        Vec::new()
+    }
+
+    fn freeze(&mut self) -> Box<dyn FrozenTable> {
+        TimerTable::freeze(self)
+    }
+
+    fn lookup(
+        &self,
+        _offset: usize,
+        _key: &K,
+        _format: QueryFormat,
+        _what: &str,
+    ) -> Result<Option<QueryValue>, StateError> {
+        Ok(None)
+    }
+
+    fn start_view(
+        &mut self,
+        _first_key_group: KeyGroup,
+        _max_staleness: std::time::Duration,
+        _wanted: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Option<QueryView> {
+        None
+    }
+
+    fn publish_view(&mut self, _now: std::time::Instant) -> bool {
+        true
+    }
+
+    fn retire_view(&mut self, _now: std::time::Instant) {}
+
+    fn withdraw_view(&self) {}
+
+    fn restore_key_group(
+        &mut self,
+        offset: usize,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<(), StateError> {
+        TimerTable::restore_key_group(self, offset, bytes, what)
     }
 }
 

@@ -29,10 +29,12 @@ use crate::native::{NativeFetch, NativeKeyedStateFile, NativeSnapshot, NativeSst
 use crate::query::{QueryFormat, QueryValue};
 use crate::query_view::QueryView;
 use crate::store::rocks_cache::{Cached, ValueCache};
+use crate::store::rocks_timers::{self, RocksTimers};
 use crate::store::{
     At, FrozenTable, KeyedStore, Layout, ListShape, MapShape, Shape, StateId, StateRef, ValueShape,
     restore_through,
 };
+use crate::timer::{Namespace, TimeDomain, Timer};
 use crate::types::{Key, MapKey, StateStorage, StateValue};
 
 fn backend_error(operator: &str, action: &str, e: impl std::fmt::Display) -> StateError {
@@ -110,6 +112,8 @@ struct RocksState {
     name: String,
     /// Renders the state's per-key canonical bytes as JSON (queries).
     json: JsonFn,
+    /// A timer queue's cached heads (`None` for every other state).
+    timers: Option<Box<RocksTimers>>,
 }
 
 /// Decodes a state's canonical per-key bytes with its types and renders
@@ -224,6 +228,7 @@ impl RocksStore {
             layout,
             name: name.to_string(),
             json,
+            timers: None,
         });
         self.cache.push_state(layout == StateLayout::ValueLike);
         self.abandoned_native = self
@@ -258,6 +263,54 @@ impl RocksStore {
 
     fn err(&self, action: &str, e: impl std::fmt::Display) -> StateError {
         backend_error(&self.operator, action, e)
+    }
+
+    /// Writes the restored timers of queue `idx` (just created) into its
+    /// column family, then reads the heads of its key groups.
+    fn load_timers<K: Key, N: Namespace>(
+        &mut self,
+        idx: u32,
+        restored: &[(KeyGroup, Vec<u8>)],
+        range: KeyGroupRange,
+    ) -> Result<(), StateError> {
+        let state = &self.states[idx as usize];
+        let cf = state.id;
+        let name = state.name.clone();
+        for (kg, bytes) in restored {
+            let what = format!("timer queue '{name}' in key group {kg}");
+            rocks_timers::restore_key_group::<K, N>(
+                &mut self.db,
+                cf,
+                *kg,
+                bytes,
+                &what,
+                &self.operator,
+            )?;
+        }
+        let timers = RocksTimers::open(&self.db, cf, range.start, range.len(), &self.operator)?;
+        self.states[idx as usize].timers = Some(Box::new(timers));
+        Ok(())
+    }
+
+    /// The database, timer queue `idx`, the current key's bytes and the
+    /// operator: what a timer primitive works with, borrowed apart.
+    #[inline]
+    fn timers_mut(
+        &mut self,
+        idx: u32,
+    ) -> Result<(&mut KeyedDb, &mut RocksTimers, &[u8], &str), StateError> {
+        match self
+            .states
+            .get_mut(idx as usize)
+            .and_then(|s| s.timers.as_deref_mut())
+        {
+            Some(t) => Ok((&mut self.db, t, &self.key_buf, &self.operator)),
+            None => Err(backend_error(
+                &self.operator,
+                "timers",
+                format!("state {idx} is not a timer queue"),
+            )),
+        }
     }
 
     fn id(&self, idx: u32) -> floe_rocksdb::StateId {
@@ -548,6 +601,8 @@ impl RocksStore {
                 out.extend_from_slice(&body);
                 Ok(Some(out))
             }
+            // Not per key, and never queryable.
+            StateLayout::Timers => Ok(None),
         }
     }
 
@@ -808,6 +863,16 @@ fn rocks_layout(layout: Layout) -> StateLayout {
     }
 }
 
+/// The JSON of a timer queue's per-key bytes: there are none, timer
+/// queues are not queryable.
+fn no_json(_bytes: &[u8], what: &str) -> Result<serde_json::Value, StateError> {
+    Err(StateError::Codec {
+        action: "encode",
+        what: format!("{what} as JSON"),
+        reason: "timer queues cannot be queried".into(),
+    })
+}
+
 /// Decodes canonical per-key bytes as `S` and renders them as JSON.
 fn json_of<S: StateStorage>(bytes: &[u8], what: &str) -> Result<serde_json::Value, StateError> {
     let value: S = codec::decode(bytes, what)?;
@@ -995,6 +1060,65 @@ impl<K: Key> KeyedStore<K> for RocksStore {
         }
     }
 
+    fn register_timers<N: Namespace>(
+        &mut self,
+        id: StateId,
+        name: &str,
+        restored: &[(KeyGroup, Vec<u8>)],
+        range: KeyGroupRange,
+    ) -> Result<(), StateError> {
+        debug_assert_eq!(id as usize, self.states.len());
+        self.create_state(name, StateLayout::Timers, no_json)?;
+        self.load_timers::<K, N>(id, restored, range)
+            .inspect_err(|_| self.abandon_last_state())
+    }
+
+    #[inline]
+    fn timer_add<N: Namespace>(
+        &mut self,
+        _at: At<'_, K>,
+        id: StateId,
+        domain: TimeDomain,
+        timestamp: i64,
+        namespace: N,
+    ) -> Result<(), StateError> {
+        let kg = self.prefix.key_group();
+        let (db, timers, key, operator) = self.timers_mut(id)?;
+        timers.add(db, kg, key, domain, timestamp, &namespace, operator)
+    }
+
+    fn timer_delete<N: Namespace>(
+        &mut self,
+        _at: At<'_, K>,
+        id: StateId,
+        domain: TimeDomain,
+        timestamp: i64,
+        namespace: &N,
+    ) -> Result<(), StateError> {
+        let kg = self.prefix.key_group();
+        let (db, timers, key, operator) = self.timers_mut(id)?;
+        timers.delete(db, kg, key, domain, timestamp, namespace, operator)
+    }
+
+    #[inline]
+    fn timer_next<N: Namespace>(&self, id: StateId, domain: TimeDomain) -> Option<i64> {
+        self.states
+            .get(id as usize)
+            .and_then(|s| s.timers.as_ref())
+            .and_then(|t| t.next(domain))
+    }
+
+    fn timer_poll<N: Namespace>(
+        &mut self,
+        id: StateId,
+        domain: TimeDomain,
+        up_to: i64,
+        _first: KeyGroup,
+    ) -> Result<Option<Timer<K, N>>, StateError> {
+        let (db, timers, _, operator) = self.timers_mut(id)?;
+        timers.poll::<K, N>(db, domain, up_to, operator)
+    }
+
     fn keys(
         &mut self,
         id: StateId,
@@ -1095,6 +1219,7 @@ pub(crate) fn layout_of_kind(code: u8) -> StateLayout {
     match StateKind::from_code(code) {
         Some(StateKind::List) => StateLayout::List,
         Some(StateKind::Map) => StateLayout::Map,
+        Some(StateKind::Timers) => StateLayout::Timers,
         _ => StateLayout::ValueLike,
     }
 }
