@@ -12,6 +12,9 @@ use floe_state::{
     RocksDbConfig, StateBackendKind, StateBackendSettings, ValueStateDescriptor, key_group_for_key,
 };
 
+#[path = "timers/model.rs"]
+mod model;
+
 const MAX_P: u32 = 128;
 
 fn incremental() -> StateBackendSettings {
@@ -289,4 +292,79 @@ fn checkpoints_on_the_same_base_never_share_an_upload_path() {
     for name in &a {
         assert!(!c.contains(name), "{name} uploaded by checkpoints 2 and 3");
     }
+}
+
+/// Timers live in the queue's column family, so native checkpoints carry
+/// them: a second, incremental checkpoint after timers fired and others
+/// were set restores in place, rescaled, and on the heap, each with exactly
+/// the pending timers of its key groups; a restore that does not register
+/// the queue carries it into a canonical snapshot.
+#[test]
+fn native_checkpoints_carry_timers() {
+    use floe_state::TimeDomain;
+    let mut shared = Shared::default();
+    let mut b = KeyedStateBackend::<u64>::new(incremental(), "op", all(), MAX_P).unwrap();
+    let v = b.get_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+    let q = b.timer_queue::<u32>("timers").unwrap();
+    let mut m = model::fill(&mut b, &q, 5_000, 700);
+    for k in 0..100 {
+        set_key(&mut b, k);
+        v.update(&mut b, k).unwrap();
+    }
+    let at_first = m.clone();
+    let first = shared.upload(&b.snapshot_for_checkpoint(1, None));
+    for domain in TimeDomain::ALL {
+        for _ in 0..700 {
+            let want = m.poll(domain, 900);
+            assert_eq!(model::poll(&mut b, &q, domain, 900), want);
+        }
+    }
+    for k in 0..300 {
+        model::register(
+            &mut b,
+            &q,
+            &mut m,
+            TimeDomain::EventTime,
+            k,
+            3,
+            5_000 + k as i64,
+        );
+    }
+    let second = shared.upload(&b.snapshot_for_checkpoint(2, Some(1)));
+    assert!(
+        second.uploaded < second.full,
+        "the second checkpoint is incremental"
+    );
+
+    let halves = [
+        KeyGroupRange::for_operator_index(MAX_P, 2, 0),
+        KeyGroupRange::for_operator_index(MAX_P, 2, 1),
+    ];
+    for range in [all(), halves[0], halves[1]] {
+        let mut r = KeyedStateBackend::<u64>::new(incremental(), "op", range, MAX_P).unwrap();
+        r.restore_native([second.manifest.as_slice()], 2, true, &|f| shared.fetch(f))
+            .unwrap();
+        let rq = r.timer_queue::<u32>("timers").unwrap();
+        model::assert_drains_as(&mut r, &rq, &m.restrict(range));
+    }
+    let mut h =
+        KeyedStateBackend::<u64>::new(StateBackendKind::HashMap, "op", all(), MAX_P).unwrap();
+    h.restore_native([second.manifest.as_slice()], 2, false, &|f| shared.fetch(f))
+        .unwrap();
+    let hq = h.timer_queue::<u32>("timers").unwrap();
+    model::assert_drains_as(&mut h, &hq, &m);
+
+    // The first checkpoint still holds the timers as they were then; a
+    // restore that registers only the value state carries the queue into
+    // a canonical snapshot, which the heap restores.
+    let mut r = KeyedStateBackend::<u64>::new(incremental(), "op", all(), MAX_P).unwrap();
+    r.restore_native([first.manifest.as_slice()], 1, false, &|f| shared.fetch(f))
+        .unwrap();
+    r.get_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+    let canonical = r.snapshot().encode().unwrap();
+    let mut h =
+        KeyedStateBackend::<u64>::new(StateBackendKind::HashMap, "op", all(), MAX_P).unwrap();
+    h.restore([canonical.as_slice()]).unwrap();
+    let hq = h.timer_queue::<u32>("timers").unwrap();
+    model::assert_drains_as(&mut h, &hq, &at_first);
 }
