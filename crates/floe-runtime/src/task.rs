@@ -19,7 +19,7 @@ use crate::context::TaskInfo;
 use crate::error::{FailureCause, NonRecoverable, TaskError};
 use crate::operator::Operator;
 use crate::source::{SourceReader, SourceStatus};
-use crate::watermark::{SplitWatermarks, ValveOutput, WatermarkValve};
+use crate::watermark::{SourceTimeUpdate, SplitWatermarks, ValveOutput, WatermarkValve};
 
 /// A deployable task: a chain plus the loop that feeds it.
 pub trait TaskDriver: Send {
@@ -482,24 +482,40 @@ impl<T: Send + 'static> SourceTask<T> {
         self
     }
 
-    /// Stamps the batch just polled and lets its split's generator see it;
-    /// forwards what the splits' event time decided.
-    fn on_polled(&mut self, batch: &mut Batch<T>, env: &TaskEnvironment) -> Result<(), TaskError> {
+    /// Stamps the batch just polled, lets its split's generator see it,
+    /// and hands it down the chain with what its split's event time
+    /// decided: an idle source becomes active before the records, a
+    /// watermark a generator emitted on them follows them.
+    fn emit_polled(
+        &mut self,
+        batch: &mut Batch<T>,
+        env: &TaskEnvironment,
+    ) -> Result<(), TaskError> {
         let Some(et) = &mut self.event_time else {
+            if !batch.is_empty() {
+                self.head.process_batch(batch)?;
+            }
             return Ok(());
         };
-        let now = env.init.time.now_ms();
+        let mut update = SourceTimeUpdate::default();
         if !batch.is_empty() {
-            et.on_records(
-                self.reader.current_split(),
-                &batch.records,
-                &mut batch.timestamps,
-                now,
-            );
+            let now = env.init.time.now_ms();
+            let split = self.reader.current_split();
+            update = et.on_records(split, &batch.records, &mut batch.timestamps, now);
         }
         self.reader.finished_splits(&mut self.finished_splits);
         for id in self.finished_splits.drain(..) {
             et.finish_split(id);
+        }
+        if let Some(WatermarkStatus::Active) = update.status {
+            self.head
+                .process_watermark_status(WatermarkStatus::Active)?;
+        }
+        if !batch.is_empty() {
+            self.head.process_batch(batch)?;
+        }
+        if let Some(wm) = update.watermark {
+            self.head.process_watermark(wm)?;
         }
         Ok(())
     }
@@ -667,10 +683,7 @@ impl<T: Send + 'static> SourceTask<T> {
             self.on_processing_time(env)?;
             let (reader, info, max) = (&mut self.reader, &self.info, self.batch_size);
             let status = info.guard(|| reader.poll_next(&mut batch.records, max))?;
-            self.on_polled(&mut batch, env)?;
-            if !batch.is_empty() {
-                self.head.process_batch(&mut batch)?;
-            }
+            self.emit_polled(&mut batch, env)?;
             match status {
                 SourceStatus::MoreAvailable => {}
                 SourceStatus::NothingAvailable => self.head.flush()?,

@@ -311,8 +311,16 @@ impl<T: 'static> SplitWatermarks<T> {
 
     /// Stamps the records of one poll, all from split `id`: assigns their
     /// timestamps (into `timestamps`, parallel to `records`) and shows
-    /// them to the split's generator.
-    pub fn on_records(&mut self, id: SplitId, records: &[T], timestamps: &mut Vec<i64>, now_ms: i64)
+    /// them to the split's generator. Returns what the subtask emits: the
+    /// records make it active, and a generator that emits on events
+    /// (punctuated watermarks) may have moved its watermark.
+    pub fn on_records(
+        &mut self,
+        id: SplitId,
+        records: &[T],
+        timestamps: &mut Vec<i64>,
+        now_ms: i64,
+    ) -> SourceTimeUpdate
     where
         T: 'static,
     {
@@ -331,6 +339,7 @@ impl<T: 'static> SplitWatermarks<T> {
             timestamps.push(ts);
             split.generator.on_event(r, ts, &mut split.output);
         }
+        self.combine(false)
     }
 
     /// Split `id` will produce nothing more: it no longer holds back the
