@@ -11,7 +11,7 @@
 //! subtask.
 
 pub use floe_runtime::{CheckpointListener, CheckpointedFunction};
-use floe_runtime::{KeyedContext, RuntimeContext, TaskInfo};
+use floe_runtime::{KeyedContext, OnTimerContext, RuntimeContext, TaskInfo};
 pub use floe_runtime::{SinkWriter, Source, SourceReader, SourceStatus};
 use floe_state::Key;
 use floe_state::{OperatorStateAccess, OperatorStateRead, OperatorStateStore};
@@ -125,9 +125,9 @@ pub trait ProcessFunction<IN, OUT>: Send + 'static {
 }
 
 /// A function applied to every record of a keyed stream, with keyed state
-/// (Flink's `KeyedProcessFunction`). Event-time and processing-time timers
-/// will arrive as a defaulted `on_timer` method and a timer service on the
-/// context, so implementations written today keep compiling.
+/// and timers (Flink's `KeyedProcessFunction`): `ctx.timer_service()` sets
+/// event-time and processing-time timers for the current key, and
+/// `on_timer` is called when one fires.
 pub trait KeyedProcessFunction<K: Key, IN, OUT>: Send + 'static {
     /// Registers state; called once per subtask before the first record.
     fn open(&mut self, _ctx: &mut RuntimeContext<'_, K>) -> anyhow::Result<()> {
@@ -141,6 +141,20 @@ pub trait KeyedProcessFunction<K: Key, IN, OUT>: Send + 'static {
         ctx: &mut KeyedContext<'_, K>,
         out: &mut Collector<'_, OUT>,
     ) -> anyhow::Result<()>;
+
+    /// A timer set through `ctx.timer_service()` fired: `ctx` has the
+    /// timer's key as the current key, with its state, and tells the time
+    /// domain. Event-time timers fire when the watermark reaches them,
+    /// before the watermark goes on; output then carries the timer's
+    /// timestamp (processing-time timers' output carries none).
+    fn on_timer(
+        &mut self,
+        _timestamp: i64,
+        _ctx: &mut OnTimerContext<'_, K>,
+        _out: &mut Collector<'_, OUT>,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
 
     /// Called once after the last record of a bounded input.
     fn close(&mut self) -> anyhow::Result<()> {

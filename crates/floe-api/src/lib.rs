@@ -26,8 +26,10 @@ pub use broadcast::{
 pub use env::StreamEnvironment;
 pub use floe_core::{NO_TIMESTAMP, Watermark, WatermarkStatus};
 pub use floe_runtime::{
-    ManualClock, ProcessingClock, SplitId, WatermarkGenerator, WatermarkOutput, WatermarkStrategy,
+    ManualClock, OnTimerContext, ProcessingClock, SplitId, TimerError, TimerService,
+    WatermarkGenerator, WatermarkOutput, WatermarkStrategy,
 };
+pub use floe_state::TimeDomain;
 pub use functions::{
     CheckpointListener, CheckpointedFunction, Collector, KeyedProcessFunction, ProcessContext,
     ProcessFunction, RichFlatMapFunction, RichMapFunction, SinkWriter, Source,

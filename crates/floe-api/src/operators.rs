@@ -13,12 +13,14 @@ use floe_runtime::checkpoint::{
     CheckpointNotification, OperatorSnapshot, OperatorState, TaskInit, TaskSnapshot,
 };
 use floe_runtime::queryable::{QueryableTaskHandle, answer_query};
+use floe_runtime::timer_service::{Fired, KeyedTimers};
 use floe_runtime::{
-    FunctionHooks, KeyedContext, ManagedOperatorState, Operator, RuntimeContext, SourceReader,
-    SourceStatus, StateQuery, TaskError, TaskInfo,
+    FunctionHooks, KeyedContext, ManagedOperatorState, OnTimerContext, Operator, RuntimeContext,
+    SourceReader, SourceStatus, StateQuery, TaskError, TaskInfo,
 };
 use floe_state::{
     Key, KeyGroupRange, KeyedStateBackend, StateBackendKind, StateBackendSettings, StateError,
+    TimeDomain,
 };
 
 use crate::functions::{
@@ -299,6 +301,9 @@ pub(crate) struct KeyedProcessOp<K: Key, IN, OUT, P, KS> {
     /// Where queryable states are announced (`queryable-state.enable`),
     /// and how many states were registered when they last were.
     queryable: Option<(QueryableTaskHandle, usize)>,
+    /// Whether the function has a timer service, and once open, its timers.
+    with_timers: bool,
+    timers: Option<KeyedTimers>,
     _in: PhantomData<fn(IN)>,
 }
 
@@ -309,6 +314,7 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
         backend: &StateBackendSettings,
         next: Box<dyn Operator<OUT>>,
         info: TaskInfo,
+        with_timers: bool,
     ) -> Self {
         let range = KeyGroupRange::for_operator_index(
             info.max_parallelism,
@@ -326,6 +332,8 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
             next,
             info,
             queryable: None,
+            with_timers,
+            timers: None,
             _in: PhantomData,
         }
     }
@@ -388,6 +396,79 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
         let (function, info) = (&mut self.function, &self.info);
         info.guard(|| FunctionHooks::notify(function.checkpoint_listener(), n))
     }
+
+    /// Fires due timers of `domain` through `on_timer` (one slice when
+    /// `sliced`); their output carries the timer's timestamp in event time
+    /// and none in processing time, as in Flink.
+    fn fire_timers(
+        &mut self,
+        domain: TimeDomain,
+        now_ms: i64,
+        sliced: bool,
+    ) -> Result<Fired, TaskError>
+    where
+        P: KeyedProcessFunction<K, IN, OUT>,
+    {
+        let Self {
+            function,
+            backend,
+            out,
+            info,
+            timers,
+            ..
+        } = self;
+        let Some(timers) = timers.as_mut() else {
+            return Ok(Fired::AllDue);
+        };
+        let fired = info.guard(|| {
+            timers.fire(backend, domain, now_ms, sliced, |backend, access, timer| {
+                let from = out.records.len();
+                let ctx = KeyedContext::new(info, backend)
+                    .with_timestamp(timer.timestamp)
+                    .with_timers(Some(access));
+                function.on_timer(
+                    timer.timestamp,
+                    &mut OnTimerContext::new(ctx, domain, timer.timestamp),
+                    &mut Collector::new(&mut out.records),
+                )?;
+                let ts = match domain {
+                    TimeDomain::EventTime => timer.timestamp,
+                    TimeDomain::ProcessingTime => floe_core::NO_TIMESTAMP,
+                };
+                stamp(out, from, ts);
+                Ok::<_, anyhow::Error>(())
+            })
+        })?;
+        self.emit()?;
+        Ok(fired)
+    }
+
+    /// Fires the pending watermark's timers, all of them or one slice;
+    /// forwards the watermark once they have all fired.
+    fn fire_event_time(&mut self, sliced: bool) -> Result<(), TaskError>
+    where
+        P: KeyedProcessFunction<K, IN, OUT>,
+    {
+        if !self.timers.as_ref().is_some_and(|t| t.has_pending()) {
+            return Ok(());
+        }
+        if self.fire_timers(TimeDomain::EventTime, 0, sliced)? == Fired::AllDue
+            && let Some(wm) = self.timers.as_mut().and_then(|t| t.take_pending())
+        {
+            self.next.process_watermark(wm)?;
+        }
+        Ok(())
+    }
+}
+
+/// Gives the output records from index `from` on the timestamp `ts`,
+/// keeping the batch's timestamp column whole.
+fn stamp<OUT>(out: &mut Batch<OUT>, from: usize, ts: i64) {
+    if ts == floe_core::NO_TIMESTAMP && out.timestamps.is_empty() {
+        return;
+    }
+    out.timestamps.resize(from, floe_core::NO_TIMESTAMP);
+    out.timestamps.resize(out.records.len(), ts);
 }
 
 impl<K, IN, OUT, P, KS> Operator<IN> for KeyedProcessOp<K, IN, OUT, P, KS>
@@ -435,6 +516,10 @@ where
         self.operator_state.initialize(init, info, |ctx| {
             FunctionHooks::initialize(function.checkpointed_function(), ctx)
         })?;
+        if self.with_timers {
+            let timers = info.guard(|| Ok(KeyedTimers::open(backend, init.time.clone())?))?;
+            self.timers = Some(timers);
+        }
         info.guard(|| function.open(&mut RuntimeContext::new(info, Some(backend))))?;
         if let Some(handle) = &init.queryable {
             self.queryable = Some((handle.clone(), 0));
@@ -445,14 +530,18 @@ where
 
     #[inline]
     fn process_batch(&mut self, batch: &mut Batch<IN>) -> Result<(), TaskError> {
+        // Records after a watermark come after its timers.
+        self.fire_event_time(false)?;
         let Self {
             function,
             key_selector,
             backend,
             out,
             info,
+            timers,
             ..
         } = self;
+        let timers = timers.as_ref().map(|t| t.access());
         if batch.key_groups.len() != batch.records.len() {
             return Err(info.failure(floe_runtime::FailureCause::Panic(
                 "keyed operator received records without key groups (not through key_by)".into(),
@@ -472,11 +561,10 @@ where
                     .zip(batch.timestamps.drain(..));
                 for ((r, kg), ts) in input {
                     backend.set_current_key(key_selector(&r), kg)?;
-                    function.process_element(
-                        r,
-                        &mut KeyedContext::new(info, backend).with_timestamp(ts),
-                        &mut Collector::new(records),
-                    )?;
+                    let mut ctx = KeyedContext::new(info, backend)
+                        .with_timestamp(ts)
+                        .with_timers(timers);
+                    function.process_element(r, &mut ctx, &mut Collector::new(records))?;
                     timestamps.resize(records.len(), ts);
                 }
                 return Ok(());
@@ -484,11 +572,8 @@ where
             let mut collector = Collector::new(&mut out.records);
             for (r, kg) in batch.records.drain(..).zip(batch.key_groups.drain(..)) {
                 backend.set_current_key(key_selector(&r), kg)?;
-                function.process_element(
-                    r,
-                    &mut KeyedContext::new(info, backend),
-                    &mut collector,
-                )?;
+                let mut ctx = KeyedContext::new(info, backend).with_timers(timers);
+                function.process_element(r, &mut ctx, &mut collector)?;
             }
             Ok(())
         })?;
@@ -496,9 +581,61 @@ where
         self.emit()
     }
 
-    forward_control!(keyed);
+    fn process_watermark(&mut self, wm: Watermark) -> Result<(), TaskError> {
+        self.emit()?;
+        match self.timers.as_mut() {
+            Some(timers) => {
+                // A newer watermark while an older one's timers still
+                // fire: the older one is subsumed.
+                timers.advance_watermark(wm);
+                self.fire_event_time(true)
+            }
+            None => self.next.process_watermark(wm),
+        }
+    }
+
+    fn process_watermark_status(&mut self, status: WatermarkStatus) -> Result<(), TaskError> {
+        self.emit()?;
+        self.next.process_watermark_status(status)
+    }
+
+    fn on_processing_time(&mut self, now_ms: i64) -> Result<(), TaskError> {
+        if self.timers.is_some() {
+            self.fire_event_time(true)?;
+            self.fire_timers(TimeDomain::ProcessingTime, now_ms, true)?;
+        }
+        self.next.on_processing_time(now_ms)
+    }
+
+    fn process_barrier(
+        &mut self,
+        b: CheckpointBarrier,
+        snapshot: &mut TaskSnapshot,
+    ) -> Result<(), TaskError> {
+        // Timers still to fire are in the keyed state the snapshot takes.
+        self.emit()?;
+        self.snapshot_state(b, snapshot)?;
+        self.next.process_barrier(b, snapshot)
+    }
+
+    fn notify_checkpoint(&mut self, n: CheckpointNotification) -> Result<(), TaskError> {
+        self.notify_function(n)?;
+        self.next.notify_checkpoint(n)
+    }
+
+    fn flush(&mut self) -> Result<(), TaskError> {
+        self.emit()?;
+        self.next.flush()
+    }
+
+    fn query_state(&mut self, q: StateQuery) -> Option<StateQuery> {
+        let q = answer_query(&mut self.backend, q)?;
+        self.next.query_state(q)
+    }
 
     fn finish(&mut self) -> Result<(), TaskError> {
+        // Whatever the last watermark made due fires before the end.
+        self.fire_event_time(false)?;
         self.emit()?;
         self.backend.clear_current_key();
         let (function, info) = (&mut self.function, &self.info);

@@ -419,10 +419,19 @@ where
     where
         P: KeyedProcessFunction<K, T, U> + Clone,
     {
-        self.keyed_op("Keyed Process", function)
+        self.keyed_op_with("Keyed Process", function, true)
     }
 
     fn keyed_op<U: Record, P>(&self, name: &str, function: P) -> DataStream<U>
+    where
+        P: KeyedProcessFunction<K, T, U> + Clone,
+    {
+        self.keyed_op_with(name, function, false)
+    }
+
+    /// A keyed operator; `timers`: it has a timer service (process
+    /// functions, as in Flink), whose queue is part of its keyed state.
+    fn keyed_op_with<U: Record, P>(&self, name: &str, function: P, timers: bool) -> DataStream<U>
     where
         P: KeyedProcessFunction<K, T, U> + Clone,
     {
@@ -438,6 +447,7 @@ where
                     &backend,
                     next,
                     info.clone(),
+                    timers,
                 ));
                 Box::new(op)
             }))

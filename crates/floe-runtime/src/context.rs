@@ -160,6 +160,18 @@ pub struct KeyedContext<'a, K: Key> {
     info: &'a TaskInfo,
     backend: &'a mut KeyedStateBackend<K>,
     timestamp: i64,
+    /// The operator's timers, for functions that have them.
+    pub(crate) timers: Option<TimerAccess<'a>>,
+}
+
+/// What a keyed context needs to reach its operator's timers (see
+/// [`crate::timer_service`], which also gives the context its
+/// `timer_service()`).
+#[derive(Clone, Copy)]
+pub struct TimerAccess<'a> {
+    pub(crate) queue: &'a floe_state::TimerQueue<()>,
+    pub(crate) watermark: i64,
+    pub(crate) time: &'a crate::processing_time::ProcessingTimeService,
 }
 
 impl<'a, K: Key> KeyedContext<'a, K> {
@@ -169,7 +181,16 @@ impl<'a, K: Key> KeyedContext<'a, K> {
             info,
             backend,
             timestamp: floe_core::NO_TIMESTAMP,
+            timers: None,
         }
+    }
+
+    /// The same context with the operator's timers (`None`: a function
+    /// without a timer service).
+    #[inline]
+    pub fn with_timers(mut self, timers: Option<TimerAccess<'a>>) -> Self {
+        self.timers = timers;
+        self
     }
 
     /// The same context for a record with event timestamp `timestamp`

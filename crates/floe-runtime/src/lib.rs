@@ -32,6 +32,8 @@
 //!   subtask owning their key.
 //! - [`error`]: failures of operators and tasks, naming whose fault they
 //!   are.
+//! - [`timer_service`]: keyed functions' timers (the service they set
+//!   them through, `on_timer`'s context, firing in slices).
 //! - [`watermark`], [`processing_time`]: event time (watermark strategies,
 //!   per-split generation, the valve combining input channels) and the
 //!   task's processing-time clock and wake-ups.
@@ -53,6 +55,7 @@ pub mod sink;
 pub mod source;
 pub mod task;
 pub mod task_manager;
+pub mod timer_service;
 pub mod two_phase;
 pub mod watermark;
 pub mod writer;
@@ -73,5 +76,6 @@ pub use processing_time::{ManualClock, ProcessingClock, ProcessingTimeService};
 pub use queryable::{QueryError, QueryableStateRegistry, StateQuery};
 pub use sink::SinkWriter;
 pub use source::{Source, SourceReader, SourceStatus};
+pub use timer_service::{OnTimerContext, TimerError, TimerService};
 pub use two_phase::{TwoPhaseCommitSink, TwoPhaseCommitSinkWriter};
 pub use watermark::{SplitId, WatermarkGenerator, WatermarkOutput, WatermarkStrategy};
