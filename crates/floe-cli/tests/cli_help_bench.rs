@@ -68,7 +68,7 @@ fn floe_bench_keyed_count_help() {
 #[test]
 fn job_help_shows_the_jobs_own_flags() {
     let sb = Sandbox::new();
-    let jobs: [(&str, &str, &[&str]); 3] = [
+    let jobs: [(&str, &str, &[&str]); 5] = [
         ("wordcount", WORDCOUNT, &["--input", "--socket", "--output"]),
         (
             "keyed-count",
@@ -79,6 +79,23 @@ fn job_help_shows_the_jobs_own_flags() {
             "count-window-average",
             COUNT_WINDOW_AVERAGE,
             &["--input", "--output"],
+        ),
+        (
+            "fraud-detection",
+            FRAUD_DETECTION,
+            &["--transactions", "--accounts", "--rate", "--output"],
+        ),
+        (
+            "sessionize",
+            SESSIONIZE,
+            &[
+                "--input",
+                "--socket",
+                "--gap",
+                "--out-of-orderness",
+                "--rate",
+                "--output",
+            ],
         ),
     ];
     for (name, binary, flags) in jobs {
@@ -126,6 +143,8 @@ fn floe_examples_lists_the_examples() {
             "keyed-count",
             "dynamic-rules",
             "buffering-sink",
+            "fraud-detection",
+            "sessionize",
             "count-window-average"
         ]
     );

@@ -3,7 +3,9 @@
 pub mod buffering_sink;
 pub mod count_window_average;
 pub mod dynamic_rules;
+pub mod fraud_detection;
 pub mod keyed_count;
+pub mod sessionize;
 pub mod wordcount;
 
 use std::path::Path;
@@ -37,6 +39,16 @@ pub const EXAMPLES: &[(&str, &str, JobMain)] = &[
         "buffering-sink",
         "Buffers records in a sink, kept in operator ListState across failures",
         buffering_sink::run,
+    ),
+    (
+        "fraud-detection",
+        "Alerts on a small then a large transaction within a minute (event-time timers)",
+        fraud_detection::run,
+    ),
+    (
+        "sessionize",
+        "Sessions per user in event time, closed by event-time timers",
+        sessionize::run,
     ),
     (
         "count-window-average",
