@@ -1,0 +1,201 @@
+//! The event-time examples as a user runs them — `floe run fraud-detection`
+//! and `floe run sessionize` in a real process — checked against results
+//! computed here without Floe, failure-free and after a SIGKILL and a
+//! restart from the retained checkpoint (exactly-once file sink): no timer
+//! lost, none fired twice.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use floe_cli::examples::fraud_detection::expected_alerts;
+
+const FLOE: &str = env!("CARGO_BIN_EXE_floe");
+
+fn floe(args: &[&str], ckpt: &Path) -> Command {
+    let mut c = Command::new(FLOE);
+    c.arg("run")
+        .args(args)
+        .args(["-D", "execution.checkpointing.interval=50ms"])
+        .arg("-D")
+        .arg(format!("state.checkpoints.dir=file://{}", ckpt.display()))
+        .env_remove("FLOE_CONF_DIR")
+        .env_remove("FLOE_KILL_AT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn job_dir(ckpt: &Path) -> PathBuf {
+    std::fs::read_dir(ckpt)
+        .unwrap()
+        .next()
+        .expect("a job checkpoint directory")
+        .unwrap()
+        .path()
+}
+
+fn assert_ok(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn assert_killed(o: &Output, point: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.signal(), Some(9), "not killed at {point}: {err}");
+}
+
+fn sorted_lines(s: &str) -> Vec<String> {
+    let mut v: Vec<String> = s
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Runs `args` killed at `point`, then again from its retained
+/// checkpoint; returns the committed output lines, sorted.
+fn killed_and_restored(args: &[&str], throttle: &[&str], point: &str, tmp: &Path) -> Vec<String> {
+    let (ckpt, out) = (tmp.join("ckpt"), tmp.join("out"));
+    let mut args = args.to_vec();
+    let out_s = out.to_str().unwrap().to_string();
+    args.extend(["--output", &out_s]);
+    let mut first = args.clone();
+    first.extend(throttle);
+    let o = floe(&first, &ckpt)
+        .env("FLOE_KILL_AT", point)
+        .output()
+        .unwrap();
+    assert_killed(&o, point);
+    let dir = job_dir(&ckpt);
+    let dir_s = dir.to_str().unwrap().to_string();
+    args.extend(["--fromCheckpoint", &dir_s]);
+    assert_ok(&floe(&args, &ckpt).output().unwrap());
+    sorted_lines(&common::read_committed(&out))
+}
+
+#[test]
+fn fraud_detection_alerts_exactly_once_after_sigkill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (n, accounts) = (20_000u64, 7u64);
+    let mut expected: Vec<String> = expected_alerts(n, accounts)
+        .into_iter()
+        .map(|(a, rest)| format!("{a} {rest}"))
+        .collect();
+    expected.sort();
+    assert!(
+        expected.len() > 20,
+        "the input raises alerts: {}",
+        expected.len()
+    );
+    let (n_s, a_s) = (n.to_string(), accounts.to_string());
+    let base = [
+        "-p",
+        "2",
+        "fraud-detection",
+        "--transactions",
+        &n_s,
+        "--accounts",
+        &a_s,
+    ];
+
+    let o = floe(&base, &tmp.path().join("c0")).output().unwrap();
+    assert_eq!(sorted_lines(&assert_ok(&o)), expected, "failure-free run");
+
+    let got = killed_and_restored(
+        &base,
+        &["--rate", "20000"],
+        "sink.after-pre-commit@3",
+        tmp.path(),
+    );
+    assert_eq!(got, expected, "committed alerts after SIGKILL and restore");
+}
+
+/// `(user, ms)` events over `files` files: per file, times increase with a
+/// jitter of up to `disorder` ms; users interleave.
+fn session_input(dir: &Path, files: usize, per_file: usize, disorder: i64) -> Vec<(String, i64)> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = common::Rng::new(7);
+    let mut all = Vec::new();
+    for f in 0..files {
+        let mut text = String::new();
+        let mut t = 1_000_000i64;
+        for _ in 0..per_file {
+            t += rng.below(400) as i64;
+            let user = format!("u{}", rng.below(9));
+            // Out of order by at most `disorder`.
+            let ts = t - rng.below(disorder as u64 + 1) as i64;
+            text.push_str(&format!("{user} {ts}\n"));
+            all.push((user, ts));
+        }
+        std::fs::write(dir.join(format!("part-{f}.txt")), text).unwrap();
+    }
+    all
+}
+
+/// Sessions computed without Floe: each user's events sorted by time,
+/// split where two neighbours are `gap` or more apart.
+fn expected_sessions(events: &[(String, i64)], gap: i64) -> Vec<String> {
+    let mut by_user: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for (u, t) in events {
+        by_user.entry(u).or_default().push(*t);
+    }
+    let mut out = Vec::new();
+    for (u, mut ts) in by_user {
+        ts.sort_unstable();
+        let (mut first, mut last, mut n) = (ts[0], ts[0], 0u64);
+        for t in ts {
+            if t - last >= gap {
+                out.push(format!("{u} {first} {last} {n}"));
+                first = t;
+                n = 0;
+            }
+            last = t;
+            n += 1;
+        }
+        out.push(format!("{u} {first} {last} {n}"));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn sessionize_closes_every_session_exactly_once_after_sigkill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    // Disorder below the allowed out-of-orderness: no event is late.
+    let events = session_input(&input, 2, 6_000, 250);
+    let expected = expected_sessions(&events, 2_000);
+    assert!(expected.len() > 100, "{} sessions", expected.len());
+    let input_s = input.to_str().unwrap();
+    let base = [
+        "-p",
+        "2",
+        "sessionize",
+        "--input",
+        input_s,
+        "--gap",
+        "2 s",
+        "--out-of-orderness",
+        "300 ms",
+    ];
+
+    let o = floe(&base, &tmp.path().join("c0")).output().unwrap();
+    assert_eq!(sorted_lines(&assert_ok(&o)), expected, "failure-free run");
+
+    let got = killed_and_restored(
+        &base,
+        &["--rate", "4000"],
+        "sink.after-pre-commit@3",
+        tmp.path(),
+    );
+    assert_eq!(
+        got, expected,
+        "committed sessions after SIGKILL and restore"
+    );
+}

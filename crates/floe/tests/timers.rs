@@ -1,0 +1,358 @@
+//! Timers of keyed process functions through real jobs, against an
+//! independent model.
+//!
+//! A scripted source emits timer registrations and deletions per key and
+//! punctuated watermarks; the function fires timers (registering follow-up
+//! timers from `on_timer`, some already due) and reports each firing with
+//! the watermark it saw. The exact sequence of firings must equal a model
+//! that knows only Flink's rules: a timer is unique per key and timestamp,
+//! fires once the watermark reaches it, in order of timestamp, key group,
+//! key; follow-ups due at the current watermark fire in the same round; the
+//! end of the input fires the rest. Random scripts (proptest), on the heap
+//! backend and, with the `rocksdb` feature, on RocksDB.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{TaggingSink, with_timeout};
+use floe::prelude::*;
+use floe::state::key_group_for_key;
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+
+const MAX_PARALLELISM: u32 = 128;
+
+/// One scripted step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum Step {
+    Register { key: u64, ts: i64 },
+    Delete { key: u64, ts: i64 },
+    Watermark(i64),
+}
+
+/// Plays a script, one poll per step up to and including each watermark
+/// (so a watermark is emitted right after the steps before it).
+#[derive(Clone)]
+struct Script(Vec<Step>);
+
+struct ScriptReader {
+    steps: std::vec::IntoIter<Step>,
+}
+
+impl Source<Step> for Script {
+    fn is_parallel(&self) -> bool {
+        false
+    }
+
+    fn create_reader(&self, _: &TaskInfo) -> anyhow::Result<Box<dyn SourceReader<Step>>> {
+        Ok(Box::new(ScriptReader {
+            steps: self.0.clone().into_iter(),
+        }))
+    }
+}
+
+impl SourceReader<Step> for ScriptReader {
+    fn poll_next(&mut self, out: &mut Vec<Step>, _: usize) -> anyhow::Result<SourceStatus> {
+        for step in self.steps.by_ref() {
+            out.push(step);
+            if let Step::Watermark(_) = step {
+                return Ok(SourceStatus::MoreAvailable);
+            }
+        }
+        Ok(SourceStatus::Finished)
+    }
+}
+
+/// Emits a script's watermark steps as watermarks.
+struct ScriptWatermarks;
+
+impl WatermarkGenerator<Step> for ScriptWatermarks {
+    fn on_event(&mut self, event: &Step, _: i64, output: &mut WatermarkOutput) {
+        if let Step::Watermark(w) = event {
+            output.emit_watermark(Watermark(*w));
+        }
+    }
+
+    fn on_periodic_emit(&mut self, _: &mut WatermarkOutput) {}
+}
+
+/// A firing: key, timer, the watermark the function saw.
+type Firing = (u64, i64, i64);
+
+/// Sets and deletes timers as scripted; on a timer at `ts` with
+/// `ts % 3 == 0`, sets a follow-up at `ts + ts % 7` (at `ts` itself when
+/// `ts % 7 == 0`: that one is a duplicate of the firing timer, already
+/// gone, so it fires again at once — Flink's rule for a timer set at or
+/// below the current watermark).
+#[derive(Clone)]
+struct TimerScript;
+
+impl KeyedProcessFunction<u64, Step, Firing> for TimerScript {
+    fn process_element(
+        &mut self,
+        step: Step,
+        ctx: &mut KeyedContext<'_, u64>,
+        _: &mut Collector<'_, Firing>,
+    ) -> anyhow::Result<()> {
+        match step {
+            Step::Register { ts, .. } => ctx.timer_service().register_event_time_timer(ts)?,
+            Step::Delete { ts, .. } => ctx.timer_service().delete_event_time_timer(ts)?,
+            Step::Watermark(_) => unreachable!("filtered out"),
+        }
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        ts: i64,
+        ctx: &mut OnTimerContext<'_, u64>,
+        out: &mut Collector<'_, Firing>,
+    ) -> anyhow::Result<()> {
+        assert_eq!(ctx.time_domain(), TimeDomain::EventTime);
+        let wm = ctx.timer_service().current_watermark();
+        out.collect((*ctx.current_key(), ts, wm));
+        if ts % 3 == 0 && ts % 7 != 0 {
+            ctx.timer_service().register_event_time_timer(ts + ts % 7)?;
+        }
+        Ok(())
+    }
+}
+
+/// The model: Flink's rules, nothing of Floe's.
+fn model(script: &[Step]) -> Vec<Firing> {
+    let order = |key: u64, ts: i64| (ts, key_group_for_key(&key, MAX_PARALLELISM), key);
+    let mut timers: BTreeSet<(i64, u16, u64)> = BTreeSet::new();
+    let mut fired = Vec::new();
+    let mut watermark = i64::MIN;
+    let advance = |timers: &mut BTreeSet<(i64, u16, u64)>, w: i64, fired: &mut Vec<Firing>| {
+        while let Some(&(ts, kg, key)) = timers.first() {
+            if ts > w {
+                break;
+            }
+            timers.remove(&(ts, kg, key));
+            fired.push((key, ts, w));
+            if ts % 3 == 0 && ts % 7 != 0 {
+                timers.insert(order(key, ts + ts % 7));
+            }
+        }
+    };
+    for step in script {
+        match *step {
+            Step::Register { key, ts } => {
+                timers.insert(order(key, ts));
+            }
+            Step::Delete { key, ts } => {
+                timers.remove(&order(key, ts));
+            }
+            // Only a watermark that advances reaches the operator.
+            Step::Watermark(w) if w > watermark => {
+                watermark = w;
+                advance(&mut timers, w, &mut fired);
+            }
+            Step::Watermark(_) => {}
+        }
+    }
+    advance(&mut timers, i64::MAX, &mut fired);
+    fired
+}
+
+fn run(script: Vec<Step>, backend: StateBackendKind) -> Vec<Firing> {
+    with_timeout(120, move || {
+        let env = StreamEnvironment::new();
+        env.set_parallelism(1);
+        env.set_max_parallelism(MAX_PARALLELISM);
+        env.set_state_backend(backend);
+        let (sink, handle) = TaggingSink::new();
+        env.from_source_with_watermarks(
+            Script(script),
+            WatermarkStrategy::for_generator(|| ScriptWatermarks),
+            "script",
+        )
+        .filter(|s: &Step| !matches!(s, Step::Watermark(_)))
+        .key_by(|s: &Step| match s {
+            Step::Register { key, .. } | Step::Delete { key, .. } => *key,
+            Step::Watermark(_) => 0,
+        })
+        .process(TimerScript)
+        .sink_to(sink, "firings");
+        env.execute("timers").unwrap();
+        handle.values()
+    })
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    let step = prop_oneof![
+        6 => (0u64..12, 0i64..200).prop_map(|(key, ts)| Step::Register { key, ts }),
+        2 => (0u64..12, 0i64..200).prop_map(|(key, ts)| Step::Delete { key, ts }),
+        2 => (0i64..220).prop_map(Step::Watermark),
+    ];
+    proptest::collection::vec(step, 0..120)
+}
+
+fn backends() -> Vec<StateBackendKind> {
+    let mut b = vec![StateBackendKind::HashMap];
+    if cfg!(feature = "rocksdb") {
+        b.push(StateBackendKind::RocksDb);
+    }
+    b
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn firings_follow_the_model(script in steps()) {
+        let expected = model(&script);
+        for backend in backends() {
+            prop_assert_eq!(&run(script.clone(), backend), &expected, "backend {:?}", backend);
+        }
+    }
+}
+
+#[test]
+fn a_pinned_script_fires_as_the_model_says() {
+    // Two keys, a duplicate registration, a deletion, a watermark that does
+    // not advance, follow-ups in the same round, the end of input.
+    let script = vec![
+        Step::Register { key: 1, ts: 10 },
+        Step::Register { key: 2, ts: 10 },
+        Step::Register { key: 1, ts: 10 },
+        Step::Register { key: 2, ts: 30 },
+        Step::Register { key: 1, ts: 12 },
+        Step::Delete { key: 2, ts: 30 },
+        Step::Watermark(11),
+        Step::Watermark(5),
+        Step::Register { key: 3, ts: 9 },
+        Step::Watermark(12),
+        Step::Register { key: 2, ts: 100 },
+    ];
+    let expected = model(&script);
+    // Pinned: key 2 is in a lower key group than key 1 (Flink's murmur
+    // hash of the key's bytes), so it fires first at the same timestamp.
+    let max = i64::MAX;
+    assert_eq!(
+        expected,
+        vec![
+            (2, 10, 11),
+            (1, 10, 11),
+            (3, 9, 12),
+            (3, 11, 12),
+            (1, 12, 12),
+            (1, 17, max),
+            (2, 100, max)
+        ]
+    );
+    for backend in backends() {
+        assert_eq!(run(script.clone(), backend), expected, "{backend:?}");
+    }
+}
+
+/// Processing-time timers follow the job's clock: a manual one here.
+/// Reports each registration (`false`) and each firing (`true`).
+#[derive(Clone)]
+struct Remind;
+
+type Reminder = (u64, i64, bool);
+
+impl KeyedProcessFunction<u64, u64, Reminder> for Remind {
+    fn process_element(
+        &mut self,
+        key: u64,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, Reminder>,
+    ) -> anyhow::Result<()> {
+        let at = ctx.timer_service().current_processing_time() + 1_000;
+        ctx.timer_service().register_processing_time_timer(at)?;
+        out.collect((key, at, false));
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        ts: i64,
+        ctx: &mut OnTimerContext<'_, u64>,
+        out: &mut Collector<'_, Reminder>,
+    ) -> anyhow::Result<()> {
+        assert_eq!(ctx.time_domain(), TimeDomain::ProcessingTime);
+        out.collect((*ctx.current_key(), ts, true));
+        Ok(())
+    }
+}
+
+/// Emits `0..n` once, then stays open until told to finish.
+#[derive(Clone)]
+struct HoldOpen(u64, std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+struct HoldOpenReader(u64, bool, std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Source<u64> for HoldOpen {
+    fn is_parallel(&self) -> bool {
+        false
+    }
+
+    fn create_reader(&self, _: &TaskInfo) -> anyhow::Result<Box<dyn SourceReader<u64>>> {
+        Ok(Box::new(HoldOpenReader(self.0, false, self.1.clone())))
+    }
+}
+
+impl SourceReader<u64> for HoldOpenReader {
+    fn poll_next(&mut self, out: &mut Vec<u64>, _: usize) -> anyhow::Result<SourceStatus> {
+        if !self.1 {
+            out.extend(0..self.0);
+            self.1 = true;
+            return Ok(SourceStatus::MoreAvailable);
+        }
+        if self.2.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(SourceStatus::Finished);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        Ok(SourceStatus::NothingAvailable)
+    }
+}
+
+#[test]
+fn processing_time_timers_fire_when_the_clock_reaches_them() {
+    with_timeout(60, || {
+        let clock = ManualClock::new(1_000_000);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let env = StreamEnvironment::new();
+        env.set_parallelism(2);
+        env.set_processing_clock(ProcessingClock::Manual(clock.clone()));
+        let (sink, handle) = TaggingSink::new();
+        env.from_source(HoldOpen(10, done.clone()), "keys")
+            .key_by(|k: &u64| *k)
+            .process(Remind)
+            .sink_to(sink, "fired");
+        let client = env.execute_async("processing time").unwrap();
+        let await_count = |n: usize| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while handle.values().len() < n && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            handle.values().len()
+        };
+        // All ten registered at 1_000_000, for 1_001_000.
+        assert_eq!(await_count(10), 10);
+        clock.set_ms(1_000_999);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            handle.values().len(),
+            10,
+            "fired early: {:?}",
+            handle.values()
+        );
+        clock.set_ms(1_001_000);
+        assert_eq!(await_count(20), 20);
+        done.store(true, std::sync::atomic::Ordering::Release);
+        client.wait().unwrap();
+        let mut got = handle.values();
+        got.sort();
+        let mut expected: Vec<Reminder> = (0..10)
+            .flat_map(|k| [(k, 1_001_000, false), (k, 1_001_000, true)])
+            .collect();
+        expected.sort();
+        assert_eq!(got, expected);
+    });
+}
