@@ -739,12 +739,20 @@ mod tests {
                 status: Some(Idle)
             }
         );
-        s.on_records(1, &[700], &mut ts, 2100);
+        // A record makes the subtask active at once ...
+        assert_eq!(
+            s.on_records(1, &[700], &mut ts, 2100),
+            SourceTimeUpdate {
+                watermark: None,
+                status: Some(Active)
+            }
+        );
+        // ... and its generator's next emission moves time on.
         assert_eq!(
             s.on_periodic_emit(2100),
             SourceTimeUpdate {
                 watermark: Some(Watermark(699)),
-                status: Some(Active)
+                status: None
             }
         );
     }
