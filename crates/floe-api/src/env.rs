@@ -14,7 +14,10 @@ use floe_runtime::checkpoint::CheckpointStore;
 use floe_runtime::graph::{JobEdge, JobVertex, StreamTypeOps, VertexKind, WriterFactory};
 use floe_runtime::job_manager::{ExecutionSettings, JobClient};
 use floe_runtime::restart::RestartStrategy;
-use floe_runtime::{JobError, JobExecutionResult, JobGraph, JobManager, Partitioning, VertexId};
+use floe_runtime::{
+    GraphError, JobError, JobExecutionResult, JobGraph, JobManager, Partitioning, RestoreConflict,
+    VertexId,
+};
 use floe_state::{HeapConfig, RocksDbConfig, StateBackendKind, StateBackendSettings};
 
 use crate::job_args::JobArgs;
@@ -304,9 +307,11 @@ impl StreamEnvironment {
             }
             match (&inner.restore_from, &inner.restore_checkpoint) {
                 (Some(s), Some(c)) => {
-                    return Err(JobError::Restore(format!(
-                        "both -s {s} and --fromCheckpoint {c} were given: restore from one snapshot"
-                    )));
+                    return Err(RestoreConflict::TwoSnapshots {
+                        savepoint: s.clone(),
+                        checkpoint: c.clone(),
+                    }
+                    .into());
                 }
                 (Some(path), None) | (None, Some(path)) => {
                     // Relative to where the job was started, as a shell
@@ -319,8 +324,7 @@ impl StreamEnvironment {
             }
             // Code wins over configuration; without either, Flink's
             // default for whether checkpointing is on.
-            let configured = RestartStrategy::from_configuration(&config)
-                .map_err(|e| JobError::RestartStrategy(e.to_string()))?;
+            let configured = RestartStrategy::from_configuration(&config)?;
             settings.restart =
                 inner
                     .restart
@@ -334,9 +338,7 @@ impl StreamEnvironment {
         }
         let inner = self.inner.borrow();
         if inner.vertices.is_empty() {
-            return Err(JobError::InvalidGraph(
-                "no operators defined in the job: add a source and a sink before execute()".into(),
-            ));
+            return Err(JobError::InvalidGraph(GraphError::NoOperators));
         }
         let backend = match inner.backend {
             Some(b) => b,

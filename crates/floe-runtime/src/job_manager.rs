@@ -8,7 +8,7 @@
 //! builds each subtask's chain from its tail to its head, and deploys the
 //! tasks to the TaskManager. The first failure cancels every other task.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,9 +37,11 @@ use crate::task_manager::{TaskManager, TaskReport};
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     /// The job graph is not executable (e.g. a forward edge between operators
-    /// of different parallelism).
+    /// of different parallelism); the [`GraphError`] says which operator
+    /// and why. (Not the error's `source`: the message already includes
+    /// it, so an error chain printed with `{:#}` does not repeat it.)
     #[error("invalid job graph: {0}")]
-    InvalidGraph(String),
+    InvalidGraph(GraphError),
     /// The checkpoint configuration is invalid (a key's value, or a value
     /// set in code).
     #[error("checkpointing: {0}")]
@@ -47,12 +49,14 @@ pub enum JobError {
     /// The checkpoint storage cannot be used.
     #[error("checkpointing: {0}")]
     CheckpointStorage(#[from] floe_checkpoint::StorageError),
-    /// The restart strategy in the configuration is invalid.
-    #[error("restart strategy: {0}")]
-    RestartStrategy(String),
-    /// The job could not be restored or restarted from a checkpoint.
-    #[error("{0}")]
-    Restore(String),
+    /// The restart strategy in the configuration is invalid. Its message
+    /// names the key and the value, as a [`JobError::Config`] does.
+    #[error(transparent)]
+    RestartStrategy(#[from] crate::restart::RestartConfigError),
+    /// The snapshot to start from does not fit the job (or two were
+    /// given); the [`RestoreConflict`] says how to resolve it.
+    #[error(transparent)]
+    Restore(#[from] RestoreConflict),
     /// A snapshot to start or restart from could not be opened or read.
     #[error("{context}: {source}")]
     Snapshot {
@@ -62,9 +66,6 @@ pub enum JobError {
         /// `JobError` large).
         source: Box<RestoreError>,
     },
-    /// The job asks for something this version of Floe cannot do.
-    #[error("{0}")]
-    Unsupported(String),
     /// The job's configuration is invalid.
     #[error(transparent)]
     Config(#[from] floe_core::ConfigError),
@@ -93,6 +94,155 @@ pub enum JobError {
         task: String,
         /// The OS error.
         reason: std::io::Error,
+    },
+}
+
+/// Why a job graph cannot be executed, found while planning it, before any
+/// task runs: one variant per rule, carrying the operators and numbers
+/// involved, so a caller (a test, a tool building graphs) can tell which
+/// rule was broken without reading the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GraphError {
+    /// The job has no operators at all (Flink refuses to execute an empty
+    /// environment too).
+    #[error("no operators defined in the job: add a source and a sink before execute()")]
+    NoOperators,
+    /// An operator with no subtasks.
+    #[error("operator '{operator}' has parallelism 0")]
+    ZeroParallelism {
+        /// The operator's name.
+        operator: String,
+    },
+    /// A source that cannot run in parallel (a collection, a socket) was
+    /// given more than one subtask.
+    #[error("source '{operator}' is not parallel and must have parallelism 1, not {parallelism}")]
+    NonParallelSource {
+        /// The source's name.
+        operator: String,
+        /// The parallelism it was given.
+        parallelism: u32,
+    },
+    /// A max parallelism (number of key groups) outside Flink's bounds.
+    #[error("operator '{operator}' has max parallelism {max_parallelism}, outside 1..=32768")]
+    MaxParallelismOutOfRange {
+        /// The operator's name.
+        operator: String,
+        /// Its max parallelism (set, or adopted from a snapshot).
+        max_parallelism: u32,
+    },
+    /// More subtasks than key groups: some subtask would own none.
+    #[error(
+        "operator '{operator}' has parallelism {parallelism} above its max parallelism {max_parallelism}"
+    )]
+    ParallelismAboveMax {
+        /// The operator's name.
+        operator: String,
+        /// Its parallelism.
+        parallelism: u32,
+        /// Its max parallelism.
+        max_parallelism: u32,
+    },
+    /// Two operators with one uid: their state in a snapshot could not be
+    /// told apart.
+    #[error(
+        "uid '{uid}' is used by more than one operator ('{first}' and '{second}'); uids must be unique"
+    )]
+    DuplicateUid {
+        /// The uid.
+        uid: String,
+        /// The operator that has it first.
+        first: String,
+        /// Another operator that has it.
+        second: String,
+    },
+    /// A forward edge connects each sending subtask to one receiving
+    /// subtask, so both sides need the same parallelism.
+    #[error(
+        "forward partitioning from '{upstream}' (parallelism {upstream_parallelism}) to '{downstream}' (parallelism {downstream_parallelism}) does not allow a change of parallelism; use rebalance()"
+    )]
+    ForwardChangesParallelism {
+        /// The sending operator's name.
+        upstream: String,
+        /// Its parallelism.
+        upstream_parallelism: u32,
+        /// The receiving operator's name.
+        downstream: String,
+        /// Its parallelism.
+        downstream_parallelism: u32,
+    },
+    /// An edge into a source.
+    #[error("source '{operator}' cannot have inputs")]
+    SourceWithInputs {
+        /// The source's name.
+        operator: String,
+    },
+    /// An operator (not a source) that nothing feeds.
+    #[error("operator '{operator}' has no input")]
+    NoInput {
+        /// The operator's name.
+        operator: String,
+    },
+}
+
+/// Why the snapshot a job starts (or restarts) from cannot be restored into
+/// it as the job stands. Found while planning, before any task runs; each
+/// message says what to change. Typed so a caller can tell a setting to
+/// change (max parallelism, parallelism) from state to map or skip.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreConflict {
+    /// The operator's max parallelism is set to another value than the
+    /// snapshot's: its key groups would not match.
+    #[error(
+        "operator '{operator}' (uid {uid}) has max parallelism {max_parallelism}, but the snapshot was taken with max parallelism {snapshot_max_parallelism}: the number of key groups cannot change across a restore; set it back to {snapshot_max_parallelism} or remove the setting to adopt it"
+    )]
+    MaxParallelismChanged {
+        /// The operator's name.
+        operator: String,
+        /// Its uid.
+        uid: String,
+        /// The max parallelism set now.
+        max_parallelism: u32,
+        /// The snapshot's.
+        snapshot_max_parallelism: u32,
+    },
+    /// An unaligned checkpoint's in-flight records of the operator were
+    /// partitioned for its old subtasks; replayed at another parallelism
+    /// they would reach subtasks that do not own their keys.
+    #[error(
+        "cannot restore operator '{operator}' (uid {uid}) at parallelism {parallelism}: checkpoint {checkpoint_id} is unaligned and holds in-flight records of it taken at parallelism {snapshot_parallelism}, which cannot be redistributed; restore it at parallelism {snapshot_parallelism}, or take a savepoint or an aligned checkpoint to rescale"
+    )]
+    UnalignedRescale {
+        /// The operator's name.
+        operator: String,
+        /// Its uid.
+        uid: String,
+        /// Its parallelism now.
+        parallelism: u32,
+        /// The checkpoint.
+        checkpoint_id: u64,
+        /// The parallelism the records were taken at.
+        snapshot_parallelism: u32,
+    },
+    /// The snapshot holds state of operators the job does not have (and
+    /// `-n`/`--allowNonRestoredState` was not given).
+    #[error(
+        "the snapshot holds state of operators that are not in this job: {} (uids). Give the operators these uids with uid(..), or pass -n/--allowNonRestoredState to skip that state",
+        uids.join(", ")
+    )]
+    UnmatchedState {
+        /// Their uids, sorted.
+        uids: Vec<String>,
+    },
+    /// Both a savepoint (`-s`) and a checkpoint (`--fromCheckpoint`) to
+    /// start from.
+    #[error(
+        "both -s {savepoint} and --fromCheckpoint {checkpoint} were given: restore from one snapshot"
+    )]
+    TwoSnapshots {
+        /// The `-s` path.
+        savepoint: String,
+        /// The `--fromCheckpoint` path.
+        checkpoint: String,
     },
 }
 
@@ -237,20 +387,20 @@ impl JobManager {
     /// Validates the graph and decides chains, uids and max parallelism.
     pub fn plan(&self, graph: &JobGraph) -> Result<ExecutionPlan, JobError> {
         let mut vertices: Vec<PlannedVertex> = Vec::with_capacity(graph.vertices.len());
-        let mut seen_uids = HashSet::new();
+        // Uid → the name of the operator that has it.
+        let mut seen_uids: HashMap<String, &String> = HashMap::new();
         for (i, v) in graph.vertices.iter().enumerate() {
             let id = VertexId(i);
             if v.parallelism == 0 {
-                return Err(JobError::InvalidGraph(format!(
-                    "operator '{}' has parallelism 0",
-                    v.name
-                )));
+                return Err(JobError::InvalidGraph(GraphError::ZeroParallelism {
+                    operator: v.name.clone(),
+                }));
             }
             if v.non_parallel && v.parallelism != 1 {
-                return Err(JobError::InvalidGraph(format!(
-                    "source '{}' is not parallel and must have parallelism 1, not {}",
-                    v.name, v.parallelism
-                )));
+                return Err(JobError::InvalidGraph(GraphError::NonParallelSource {
+                    operator: v.name.clone(),
+                    parallelism: v.parallelism,
+                }));
             }
             let input_uids: Vec<&str> = graph
                 .inputs(id)
@@ -268,10 +418,13 @@ impl JobManager {
                 .and_then(|r| r.operator_info.get(&uid));
             let max_p = match (explicit, snapshot) {
                 (Some(m), Some(s)) if m != s.max_parallelism => {
-                    return Err(JobError::Restore(format!(
-                        "operator '{}' (uid {uid}) has max parallelism {m}, but the snapshot was taken with max parallelism {}: the number of key groups cannot change across a restore; set it back to {} or remove the setting to adopt it",
-                        v.name, s.max_parallelism, s.max_parallelism
-                    )));
+                    return Err(RestoreConflict::MaxParallelismChanged {
+                        operator: v.name.clone(),
+                        uid,
+                        max_parallelism: m,
+                        snapshot_max_parallelism: s.max_parallelism,
+                    }
+                    .into());
                 }
                 (Some(m), _) => m,
                 // A derived max parallelism adopts the snapshot's, as in
@@ -291,28 +444,37 @@ impl JobManager {
                     |s| s.parallelism,
                 );
                 if old_p != v.parallelism || op.channel.keys().any(|s| *s >= v.parallelism) {
-                    return Err(JobError::Restore(format!(
-                        "cannot restore operator '{}' (uid {uid}) at parallelism {}: checkpoint {} is unaligned and holds in-flight records of it taken at parallelism {old_p}, which cannot be redistributed; restore it at parallelism {old_p}, or take a savepoint or an aligned checkpoint to rescale",
-                        v.name, v.parallelism, restore.checkpoint_id
-                    )));
+                    return Err(RestoreConflict::UnalignedRescale {
+                        operator: v.name.clone(),
+                        uid,
+                        parallelism: v.parallelism,
+                        checkpoint_id: restore.checkpoint_id,
+                        snapshot_parallelism: old_p,
+                    }
+                    .into());
                 }
             }
             if !(1..=32768).contains(&max_p) {
-                return Err(JobError::InvalidGraph(format!(
-                    "operator '{}' has max parallelism {max_p}, outside 1..=32768",
-                    v.name
-                )));
+                return Err(JobError::InvalidGraph(
+                    GraphError::MaxParallelismOutOfRange {
+                        operator: v.name.clone(),
+                        max_parallelism: max_p,
+                    },
+                ));
             }
             if v.parallelism > max_p {
-                return Err(JobError::InvalidGraph(format!(
-                    "operator '{}' has parallelism {} above its max parallelism {max_p}",
-                    v.name, v.parallelism
-                )));
+                return Err(JobError::InvalidGraph(GraphError::ParallelismAboveMax {
+                    operator: v.name.clone(),
+                    parallelism: v.parallelism,
+                    max_parallelism: max_p,
+                }));
             }
-            if !seen_uids.insert(uid.clone()) {
-                return Err(JobError::InvalidGraph(format!(
-                    "uid '{uid}' is used by more than one operator; uids must be unique"
-                )));
+            if let Some(first) = seen_uids.insert(uid.clone(), &v.name) {
+                return Err(JobError::InvalidGraph(GraphError::DuplicateUid {
+                    uid,
+                    first: first.clone(),
+                    second: v.name.clone(),
+                }));
             }
             vertices.push(PlannedVertex {
                 uid: uid.into(),
@@ -325,15 +487,15 @@ impl JobManager {
                 .operators
                 .keys()
                 .map(String::as_str)
-                .filter(|u| !seen_uids.contains(*u))
+                .filter(|u| !seen_uids.contains_key(*u))
                 .collect();
             unmatched.sort_unstable();
             if !unmatched.is_empty() {
                 if !self.settings.allow_non_restored_state {
-                    return Err(JobError::Restore(format!(
-                        "the snapshot holds state of operators that are not in this job: {} (uids). Give the operators these uids with uid(..), or pass -n/--allowNonRestoredState to skip that state",
-                        unmatched.join(", ")
-                    )));
+                    return Err(RestoreConflict::UnmatchedState {
+                        uids: unmatched.iter().map(|u| u.to_string()).collect(),
+                    }
+                    .into());
                 }
                 tracing::warn!(
                     "skipping the snapshot's state of operators not in this job (allowNonRestoredState): {}",
@@ -344,16 +506,19 @@ impl JobManager {
         for e in &graph.edges {
             let (s, t) = (&graph.vertices[e.source.0], &graph.vertices[e.target.0]);
             if e.partitioning == Partitioning::Forward && s.parallelism != t.parallelism {
-                return Err(JobError::InvalidGraph(format!(
-                    "forward partitioning from '{}' (parallelism {}) to '{}' (parallelism {}) does not allow a change of parallelism; use rebalance()",
-                    s.name, s.parallelism, t.name, t.parallelism
-                )));
+                return Err(JobError::InvalidGraph(
+                    GraphError::ForwardChangesParallelism {
+                        upstream: s.name.clone(),
+                        upstream_parallelism: s.parallelism,
+                        downstream: t.name.clone(),
+                        downstream_parallelism: t.parallelism,
+                    },
+                ));
             }
             if matches!(t.kind, VertexKind::Source(_)) {
-                return Err(JobError::InvalidGraph(format!(
-                    "source '{}' cannot have inputs",
-                    t.name
-                )));
+                return Err(JobError::InvalidGraph(GraphError::SourceWithInputs {
+                    operator: t.name.clone(),
+                }));
             }
         }
         let mut chained_edges = HashSet::new();
@@ -373,10 +538,9 @@ impl JobManager {
                 _ => None,
             };
             if matches!(v.kind, VertexKind::Operator(_)) && inputs.is_empty() {
-                return Err(JobError::InvalidGraph(format!(
-                    "operator '{}' has no input",
-                    v.name
-                )));
+                return Err(JobError::InvalidGraph(GraphError::NoInput {
+                    operator: v.name.clone(),
+                }));
             }
             match chain_into {
                 Some((ei, c)) => {

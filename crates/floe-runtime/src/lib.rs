@@ -69,7 +69,7 @@ pub use control::{
 pub use error::{FailureCause, NonRecoverable, OperatorFailure, TaskError};
 pub use function::{CheckpointListener, CheckpointedFunction, FunctionHooks};
 pub use graph::{JobGraph, Partitioning, VertexId};
-pub use job_manager::{JobError, JobExecutionResult, JobManager};
+pub use job_manager::{GraphError, JobError, JobExecutionResult, JobManager, RestoreConflict};
 pub use managed_state::ManagedOperatorState;
 pub use operator::{Operator, OperatorMeta};
 pub use processing_time::{ManualClock, ProcessingClock, ProcessingTimeService};

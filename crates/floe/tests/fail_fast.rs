@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use common::{RunningCount, with_timeout};
 use floe::prelude::*;
-use floe::runtime::JobError;
 use floe::runtime::job_manager::JobManager;
 use floe::runtime::restart::RestartStrategy;
+use floe::runtime::{JobError, RestoreConflict};
 
 const RECORDS: u64 = 1_000_000;
 const KEYS: u64 = 12;
@@ -156,7 +156,19 @@ fn unaligned_in_flight_records_refuse_another_parallelism_before_start() {
                 continue;
             }
             let err = planned.expect_err("another parallelism must be refused");
-            assert!(matches!(err, JobError::Restore(_)), "{err:?}");
+            assert!(
+                matches!(
+                    &err,
+                    JobError::Restore(RestoreConflict::UnalignedRescale {
+                        uid,
+                        parallelism: p,
+                        checkpoint_id,
+                        snapshot_parallelism: 2,
+                        ..
+                    }) if uid == "count" && *p == parallelism && *checkpoint_id == checkpoint
+                ),
+                "{err:?}"
+            );
             let msg = err.to_string();
             for needle in [
                 "uid count".to_string(),

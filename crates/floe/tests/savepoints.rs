@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use common::{RunningCount, with_timeout};
 use floe::connectors::CollectedRecords;
 use floe::prelude::*;
-use floe::runtime::JobError;
 use floe::runtime::job_manager::JobClient;
+use floe::runtime::{JobError, RestoreConflict};
 
 const RECORDS: u64 = 24_000;
 const KEYS: u64 = 12;
@@ -329,6 +329,13 @@ fn a_moved_savepoint_restores_and_unmatched_state_needs_allow_non_restored() {
         .0
         .err()
         .expect("unmatched state is refused");
+        assert!(
+            matches!(
+                &err,
+                JobError::Restore(RestoreConflict::UnmatchedState { uids }) if uids == &["count"]
+            ),
+            "{err:?}"
+        );
         let msg = err.to_string();
         assert!(
             msg.contains("count") && msg.contains("allowNonRestoredState"),
@@ -399,6 +406,17 @@ fn changing_an_explicit_max_parallelism_is_refused() {
         .0
         .err()
         .expect("a changed max parallelism is refused");
+        assert!(
+            matches!(
+                &err,
+                JobError::Restore(RestoreConflict::MaxParallelismChanged {
+                    max_parallelism: 32,
+                    snapshot_max_parallelism: 64,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
         let msg = err.to_string();
         assert!(
             msg.contains("max parallelism 32") && msg.contains("64"),

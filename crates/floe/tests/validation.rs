@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use floe::prelude::*;
-use floe::runtime::JobError;
+use floe::runtime::{GraphError, JobError, RestoreConflict};
 
 /// A parallel source that counts the records it generates: it must stay at
 /// zero for a job rejected before running.
@@ -17,16 +17,22 @@ fn counting_source(generated: &Arc<AtomicU64>) -> GeneratorSource<u64> {
     })
 }
 
-/// Executes and expects an invalid-graph error mentioning every part.
-fn expect_invalid_graph(env: &StreamEnvironment, generated: &Arc<AtomicU64>, parts: &[&str]) {
+/// Executes and expects the invalid-graph error `expected`, with a message
+/// mentioning every part.
+fn expect_invalid_graph(
+    env: &StreamEnvironment,
+    generated: &Arc<AtomicU64>,
+    expected: GraphError,
+    parts: &[&str],
+) {
     let err = env
         .execute("invalid")
         .expect_err("the job must be rejected");
     let text = err.to_string();
-    assert!(
-        matches!(err, JobError::InvalidGraph(_)),
-        "expected InvalidGraph, got {err:?}"
-    );
+    match err {
+        JobError::InvalidGraph(e) => assert_eq!(e, expected),
+        other => panic!("expected InvalidGraph, got {other:?}"),
+    }
     for p in parts {
         assert!(text.contains(p), "{text:?} should contain {p:?}");
     }
@@ -48,6 +54,12 @@ fn forward_between_different_parallelism_is_rejected() {
     expect_invalid_graph(
         &env,
         &generated,
+        GraphError::ForwardChangesParallelism {
+            upstream: "Source: numbers".into(),
+            upstream_parallelism: 2,
+            downstream: "wider map".into(),
+            downstream_parallelism: 3,
+        },
         &[
             "forward",
             "'Source: numbers' (parallelism 2)",
@@ -67,6 +79,10 @@ fn non_parallel_source_with_parallelism_two_is_rejected() {
     expect_invalid_graph(
         &env,
         &generated,
+        GraphError::NonParallelSource {
+            operator: "Source: Collection Source".into(),
+            parallelism: 2,
+        },
         &[
             "Collection Source",
             "not parallel",
@@ -102,6 +118,11 @@ fn parallelism_above_max_parallelism_is_rejected() {
     expect_invalid_graph(
         &env,
         &generated,
+        GraphError::ParallelismAboveMax {
+            operator: "Source: numbers".into(),
+            parallelism: 8,
+            max_parallelism: 4,
+        },
         &["parallelism 8", "above its max parallelism 4"],
     );
 
@@ -119,6 +140,11 @@ fn parallelism_above_max_parallelism_is_rejected() {
     expect_invalid_graph(
         &env,
         &generated,
+        GraphError::ParallelismAboveMax {
+            operator: "summer".into(),
+            parallelism: 6,
+            max_parallelism: 5,
+        },
         &["'summer'", "parallelism 6", "max parallelism 5"],
     );
 
@@ -130,7 +156,15 @@ fn parallelism_above_max_parallelism_is_rejected() {
         .name("huge")
         .set_max_parallelism(40_000)
         .sink_to(sink, "collect");
-    expect_invalid_graph(&env, &generated, &["'huge'", "40000", "32768"]);
+    expect_invalid_graph(
+        &env,
+        &generated,
+        GraphError::MaxParallelismOutOfRange {
+            operator: "huge".into(),
+            max_parallelism: 40_000,
+        },
+        &["'huge'", "40000", "32768"],
+    );
 
     // Parallelism zero.
     let env = StreamEnvironment::new();
@@ -140,7 +174,14 @@ fn parallelism_above_max_parallelism_is_rejected() {
         .name("nothing")
         .set_parallelism(0)
         .sink_to(sink, "collect");
-    expect_invalid_graph(&env, &generated, &["'nothing'", "parallelism 0"]);
+    expect_invalid_graph(
+        &env,
+        &generated,
+        GraphError::ZeroParallelism {
+            operator: "nothing".into(),
+        },
+        &["'nothing'", "parallelism 0"],
+    );
 }
 
 #[test]
@@ -154,7 +195,16 @@ fn duplicate_uids_are_rejected() {
         .uid("numbers");
     s.map(|x: u64| x + 1).uid("twin").sink_to(a, "a");
     s.map(|x: u64| x + 2).uid("twin").sink_to(b, "b");
-    expect_invalid_graph(&env, &generated, &["'twin'", "unique"]);
+    expect_invalid_graph(
+        &env,
+        &generated,
+        GraphError::DuplicateUid {
+            uid: "twin".into(),
+            first: "Map".into(),
+            second: "Map".into(),
+        },
+        &["'twin'", "unique"],
+    );
 
     // Distinct uids on the same graph are fine.
     let env = StreamEnvironment::new();
@@ -233,8 +283,41 @@ fn configuration_values_set_in_code_take_effect() {
 #[test]
 fn empty_environment_is_refused() {
     let env = floe::StreamEnvironment::new();
-    let err = env.execute("empty").unwrap_err().to_string();
+    let err = env.execute("empty").unwrap_err();
+    assert!(
+        matches!(err, JobError::InvalidGraph(GraphError::NoOperators)),
+        "{err:?}"
+    );
+    let err = err.to_string();
     assert!(err.contains("no operators defined"), "{err}");
+}
+
+/// A savepoint and a retained checkpoint to start from are refused before
+/// either is read: the job restores from one snapshot.
+#[test]
+fn two_snapshots_to_start_from_are_refused() {
+    let env = StreamEnvironment::new();
+    env.set_restore_from_savepoint("/nonexistent/savepoint", false);
+    env.set_restore_from_checkpoint("/nonexistent/checkpoint");
+    let (sink, _) = CollectSink::new();
+    env.from_sequence(1, 10).sink_to(sink, "collect");
+    let err = env.execute("two-snapshots").unwrap_err();
+    match &err {
+        JobError::Restore(RestoreConflict::TwoSnapshots {
+            savepoint,
+            checkpoint,
+        }) => {
+            assert_eq!(
+                (savepoint.as_str(), checkpoint.as_str()),
+                ("/nonexistent/savepoint", "/nonexistent/checkpoint")
+            );
+        }
+        other => panic!("expected two snapshots to be refused, got {other:?}"),
+    }
+    assert!(
+        err.to_string().contains("restore from one snapshot"),
+        "{err}"
+    );
 }
 
 /// The restart strategy comes from the configuration when code sets none,
@@ -273,7 +356,9 @@ fn restart_strategy_from_configuration() {
     let err = env.execute("no-restart").unwrap_err().to_string();
     assert!(err.contains("bad record 2"), "{err}");
     let (env, _) = build(&[("restart-strategy.type", "sometimes")]);
-    let err = env.execute("bad-restart").unwrap_err().to_string();
+    let err = env.execute("bad-restart").unwrap_err();
+    assert!(matches!(err, JobError::RestartStrategy(_)), "{err:?}");
+    let err = err.to_string();
     assert!(
         err.contains("restart-strategy.type") && err.contains("sometimes"),
         "{err}"
