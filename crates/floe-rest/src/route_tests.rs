@@ -11,7 +11,8 @@ use floe_core::JobId;
 use floe_runtime::checkpoint::{CheckpointFailureReason, CheckpointStats, CheckpointStatus};
 use floe_runtime::queryable::QueryReply;
 use floe_runtime::{
-    ControlError, JobStatus, QueryError, SavepointMode, SavepointStatus, TriggerId, VertexInfo,
+    ControlError, JobStatus, QueryError, SavepointFailure, SavepointMode, SavepointStatus,
+    TriggerId, VertexInfo,
 };
 use floe_state::QueryValue;
 use serde_json::{Value, json};
@@ -488,15 +489,19 @@ fn savepoint_trigger_and_status_through_completion_and_failure() {
     f.job.state().savepoints.insert(
         TriggerId(trigger.clone()),
         SavepointStatus::Failed {
-            reason: "a task declined".into(),
+            reason: SavepointFailure::CheckpointFailed {
+                checkpoint_id: 7,
+                reason: CheckpointFailureReason::Expired(std::time::Duration::from_secs(600)),
+            },
         },
     );
     let (status, body) = f.get(&status_path);
     assert_eq!(status, 200);
     assert_eq!(body["status"]["id"], "COMPLETED");
+    // The failure's message, as Flink's stack trace string.
     assert_eq!(
         body["operation"]["failure-cause"]["stack-trace"],
-        "a task declined"
+        "savepoint 7 failed: expired after 600s"
     );
     assert!(body["operation"]["failure-cause"]["class"].is_string());
     assert_error(

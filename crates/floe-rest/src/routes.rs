@@ -841,7 +841,7 @@ async fn savepoint_status<J: JobHandle>(
             "operation": {
                 "failure-cause": {
                     "class": "floe.SavepointFailure",
-                    "stack-trace": reason,
+                    "stack-trace": reason.to_string(),
                 }
             },
         }),

@@ -17,52 +17,10 @@ use crate::channel::CancelFlag;
 use crate::checkpoint::{
     CheckpointHistory, CheckpointStats, Clock, CoordinatorEvent, JobHandle, SystemClock,
 };
-pub use crate::checkpoint::{SavepointMode, SavepointRequest, SavepointStatus, TriggerId};
-
-/// Where a job is in its life (Flink's `JobStatus` names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum JobStatus {
-    /// Tasks are deployed and running.
-    Running,
-    /// A task failed; the job waits to restart.
-    Restarting,
-    /// Cancelled by the user; tasks are stopping.
-    Cancelling,
-    /// Cancelled by the user.
-    Canceled,
-    /// Ran to its end, or was stopped with a savepoint.
-    Finished,
-    /// Failed for good (restart strategy exhausted).
-    Failed,
-}
-
-impl JobStatus {
-    /// The name Flink's REST API uses (`RUNNING`, `CANCELED`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Running => "RUNNING",
-            JobStatus::Restarting => "RESTARTING",
-            JobStatus::Cancelling => "CANCELLING",
-            JobStatus::Canceled => "CANCELED",
-            JobStatus::Finished => "FINISHED",
-            JobStatus::Failed => "FAILED",
-        }
-    }
-
-    /// True once the job will not change any more.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Canceled | JobStatus::Finished | JobStatus::Failed
-        )
-    }
-}
-
-impl std::fmt::Display for JobStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::checkpoint::{
+    SavepointFailure, SavepointMode, SavepointRequest, SavepointStatus, TriggerId,
+};
+pub use crate::job_status::JobStatus;
 
 /// One operator of the job, as the REST API lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,7 +191,7 @@ impl JobControl {
             self.set_savepoint_status(
                 &trigger,
                 SavepointStatus::Failed {
-                    reason: "the job ended before the savepoint could be triggered".into(),
+                    reason: SavepointFailure::NotTriggered,
                 },
             );
         }
@@ -296,7 +254,7 @@ impl JobControl {
             for st in lock(&self.shared.savepoints).values_mut() {
                 if *st == SavepointStatus::InProgress {
                     *st = SavepointStatus::Failed {
-                        reason: format!("the job ended ({status}) before the savepoint completed"),
+                        reason: SavepointFailure::JobEnded { status },
                     };
                 }
             }

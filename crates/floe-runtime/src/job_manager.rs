@@ -25,9 +25,10 @@ use crate::checkpoint::{
     TaskInit, read_checkpoint_metadata,
 };
 use crate::context::TaskInfo;
-use crate::control::{ControlShared, JobControl, JobStatus, VertexInfo};
+use crate::control::{ControlShared, JobControl, VertexInfo};
 use crate::error::{FailureCause, OperatorFailure, TaskError};
 use crate::graph::{AnyBox, JobGraph, Partitioning, VertexId, VertexKind, WriterArgs};
+use crate::job_status::JobStatus;
 use crate::processing_time::{ProcessingClock, ProcessingTimeService};
 use crate::restart::{RestartStrategy, RestartTracker};
 use crate::task::TaskDriver;

@@ -21,6 +21,7 @@
 //!   coordinator, the storage trait, restore).
 //! - [`control`]: [`JobControl`], the handle the REST API drives (status,
 //!   checkpoint history, savepoint, stop, cancel).
+//! - [`job_status`]: [`JobStatus`], where a job is in its life.
 //! - [`context`], [`managed_state`]: what user functions see (task info,
 //!   keyed and operator state) and how an operator hosts a function's
 //!   operator state.
@@ -46,6 +47,7 @@ pub mod error;
 pub mod function;
 pub mod graph;
 pub mod job_manager;
+pub mod job_status;
 pub mod managed_state;
 pub mod operator;
 pub mod processing_time;
@@ -64,12 +66,14 @@ pub use context::{
     FunctionInitializationContext, FunctionSnapshotContext, KeyedContext, RuntimeContext, TaskInfo,
 };
 pub use control::{
-    ControlError, JobControl, JobStatus, SavepointMode, SavepointStatus, TriggerId, VertexInfo,
+    ControlError, JobControl, SavepointFailure, SavepointMode, SavepointStatus, TriggerId,
+    VertexInfo,
 };
 pub use error::{FailureCause, NonRecoverable, OperatorFailure, TaskError};
 pub use function::{CheckpointListener, CheckpointedFunction, FunctionHooks};
 pub use graph::{JobGraph, Partitioning, VertexId};
 pub use job_manager::{GraphError, JobError, JobExecutionResult, JobManager, RestoreConflict};
+pub use job_status::JobStatus;
 pub use managed_state::ManagedOperatorState;
 pub use operator::{Operator, OperatorMeta};
 pub use processing_time::{ManualClock, ProcessingClock, ProcessingTimeService};

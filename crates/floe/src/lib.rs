@@ -60,8 +60,8 @@ pub mod prelude {
     };
     pub use floe_runtime::{
         FunctionInitializationContext, FunctionSnapshotContext, JobControl, JobStatus,
-        KeyedContext, NonRecoverable, RuntimeContext, SavepointMode, SavepointStatus, TaskInfo,
-        TwoPhaseCommitSink, TwoPhaseCommitSinkWriter,
+        KeyedContext, NonRecoverable, RuntimeContext, SavepointFailure, SavepointMode,
+        SavepointStatus, TaskInfo, TwoPhaseCommitSink, TwoPhaseCommitSinkWriter,
     };
     pub use floe_state::{
         AggregateFunction, AggregatingState, AggregatingStateDescriptor, BroadcastState, ListState,

@@ -26,7 +26,8 @@ use super::clock::{Clock, SystemClock};
 use super::error::{CheckpointFailure, CheckpointFailureReason};
 use super::messages::{CheckpointNotification, CoordinatorEvent, TaskCommand};
 use super::savepoint::{
-    DERIVED_UID_PREFIX, JobHandle, SavepointMode, SavepointRequest, SavepointStatus,
+    DERIVED_UID_PREFIX, JobHandle, SavepointFailure, SavepointMode, SavepointRequest,
+    SavepointStatus,
 };
 use super::shared_registry::SharedStateRegistry;
 use super::stats::{CheckpointHistory, CheckpointStats, CheckpointStatus};
@@ -345,7 +346,7 @@ impl<C: Clock> CheckpointCoordinator<C> {
             job.set_savepoint_status(
                 &request.trigger,
                 SavepointStatus::Failed {
-                    reason: "the job is finishing: every task has ended".into(),
+                    reason: SavepointFailure::JobFinishing,
                 },
             );
             return;
@@ -388,7 +389,7 @@ impl<C: Clock> CheckpointCoordinator<C> {
                 job.set_savepoint_status(
                     &request.trigger,
                     SavepointStatus::Failed {
-                        reason: e.to_string(),
+                        reason: SavepointFailure::DirectoryNotCreated(Arc::new(e)),
                     },
                 );
                 None
@@ -451,7 +452,10 @@ impl<C: Clock> CheckpointCoordinator<C> {
                 job.set_savepoint_status(
                     &request.trigger,
                     SavepointStatus::Failed {
-                        reason: format!("savepoint {id} failed: {reason}"),
+                        reason: SavepointFailure::CheckpointFailed {
+                            checkpoint_id: id,
+                            reason: reason.clone(),
+                        },
                     },
                 );
             }
@@ -709,8 +713,8 @@ impl<C: Clock> CheckpointCoordinator<C> {
     pub fn run(&mut self, events: &Receiver<CoordinatorEvent>) -> Result<(), CheckpointFailure> {
         let result = self.run_loop(events);
         self.fail_outstanding_savepoints(match &result {
-            Ok(()) => "the job run ended first".to_string(),
-            Err(f) => format!("the job run failed: {f}"),
+            Ok(()) => SavepointFailure::RunEnded,
+            Err(f) => SavepointFailure::RunFailed(f.clone()),
         });
         result
     }
@@ -718,7 +722,7 @@ impl<C: Clock> CheckpointCoordinator<C> {
     /// Fails every savepoint request still open when the run ends (pending
     /// ones and a drain waiting for its tasks), so no request stays in
     /// progress and the job can be stopped again after a restart.
-    fn fail_outstanding_savepoints(&mut self, reason: String) {
+    fn fail_outstanding_savepoints(&mut self, reason: SavepointFailure) {
         let Some(job) = self.job.clone() else {
             return;
         };

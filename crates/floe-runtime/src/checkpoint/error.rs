@@ -134,7 +134,10 @@ impl PartialEq for CheckpointFailureReason {
 impl Eq for CheckpointFailureReason {}
 
 /// Why the coordinator asks the job to fail over.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Clone + Eq` so that a savepoint the failure cut short can carry it
+/// ([`SavepointFailure::RunFailed`](super::SavepointFailure::RunFailed)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckpointFailure {
     /// More consecutive checkpoints failed than
     /// `execution.checkpointing.tolerable-failed-checkpoints` allows.

@@ -45,7 +45,8 @@ pub use restore::{
     OpenedSnapshot, OperatorRestore, RestoreError, RestoredState, SharedStateFetcher,
 };
 pub use savepoint::{
-    DERIVED_UID_PREFIX, JobHandle, SavepointMode, SavepointRequest, SavepointStatus, TriggerId,
+    DERIVED_UID_PREFIX, JobHandle, SavepointFailure, SavepointMode, SavepointRequest,
+    SavepointStatus, TriggerId,
 };
 pub use shared_registry::{SharedStateRegistry, sweep_unreferenced};
 pub use stats::{AckStats, CheckpointHistory, CheckpointStats, CheckpointStatus};
