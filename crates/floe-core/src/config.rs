@@ -27,8 +27,9 @@ pub enum ConfigError {
     Syntax {
         /// The file.
         path: PathBuf,
-        /// What the parser said.
-        reason: String,
+        /// What is wrong with its text. (Not the error's `source`: the
+        /// message already includes it.)
+        reason: YamlError,
     },
     /// A `-D` flag without `=`.
     #[error("invalid dynamic property {0:?}: expected key=value")]
@@ -45,13 +46,53 @@ pub enum ConfigError {
     },
 }
 
+/// Why YAML text is not a configuration (see
+/// [`Configuration::from_yaml_str`]): typed so a caller can tell text that
+/// is not YAML from YAML that has no flat `key: value` reading.
+#[derive(Debug, thiserror::Error)]
+pub enum YamlError {
+    /// The text is not YAML; the parser's error says where.
+    #[error(transparent)]
+    Parse(#[from] serde_yaml_ng::Error),
+    /// The top level is a list or a scalar.
+    #[error("the top level must be a mapping of keys to values")]
+    NotAMapping,
+    /// A mapping key that is not a string, number or boolean.
+    #[error("unsupported key {key:?}")]
+    UnsupportedKey {
+        /// The key (boxed: a rare error that would make every
+        /// `ConfigError` large).
+        key: Box<serde_yaml_ng::Value>,
+    },
+    /// A list element that is not a string, number or boolean (lists
+    /// become `;`-separated values).
+    #[error("unsupported list item {item:?} under '{key}'")]
+    UnsupportedListItem {
+        /// The dotted key of the list.
+        key: String,
+        /// The element (boxed, as an unsupported key is).
+        item: Box<serde_yaml_ng::Value>,
+    },
+    /// A value with a YAML tag (`!tag value`).
+    #[error("tagged values are not supported under '{key}'")]
+    Tagged {
+        /// The dotted key.
+        key: String,
+    },
+}
+
 /// A typed, documented configuration key.
 pub struct ConfigOption<T: 'static> {
     /// The key, with Flink's name where Flink has one.
     pub key: &'static str,
     /// One line for `--help` and the docs.
     pub description: &'static str,
-    /// Parses and validates a raw value.
+    /// Parses and validates a raw value. The error is only the reason
+    /// (`"must be at least 1"`), as serde's `de::Error::custom` is: every
+    /// parser is called by [`Configuration::get`], which wraps it into a
+    /// [`ConfigError::InvalidValue`] with the key and the value, and that
+    /// typed error is what callers match on. A typed reason would add a
+    /// type per parser and nothing a caller could act on beyond the key.
     pub parse: fn(&str) -> Result<T, String>,
 }
 
@@ -603,15 +644,15 @@ impl Configuration {
         })
     }
 
-    /// Reads YAML text; see [`Configuration::from_yaml_file`].
-    pub fn from_yaml_str(text: &str) -> Result<Self, String> {
-        let value: serde_yaml_ng::Value =
-            serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    /// Reads YAML text; see [`Configuration::from_yaml_file`], which
+    /// names the file in the error.
+    pub fn from_yaml_str(text: &str) -> Result<Self, YamlError> {
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)?;
         let mut config = Configuration::new();
         match value {
             serde_yaml_ng::Value::Null => {}
             serde_yaml_ng::Value::Mapping(map) => flatten("", &map, &mut config)?,
-            _ => return Err("the top level must be a mapping of keys to values".into()),
+            _ => return Err(YamlError::NotAMapping),
         }
         Ok(config)
     }
@@ -621,14 +662,18 @@ fn flatten(
     prefix: &str,
     map: &serde_yaml_ng::Mapping,
     out: &mut Configuration,
-) -> Result<(), String> {
+) -> Result<(), YamlError> {
     use serde_yaml_ng::Value;
     for (k, v) in map {
         let key = match k {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
-            other => return Err(format!("unsupported key {other:?}")),
+            other => {
+                return Err(YamlError::UnsupportedKey {
+                    key: Box::new(other.clone()),
+                });
+            }
         };
         let full = if prefix.is_empty() {
             key
@@ -648,19 +693,22 @@ fn flatten(
             }
             Value::Null => {}
             Value::Sequence(items) => {
-                let parts: Result<Vec<String>, String> = items
+                let parts: Result<Vec<String>, YamlError> = items
                     .iter()
                     .map(|i| match i {
                         Value::String(s) => Ok(s.clone()),
                         Value::Number(n) => Ok(n.to_string()),
                         Value::Bool(b) => Ok(b.to_string()),
-                        other => Err(format!("unsupported list item {other:?} under '{full}'")),
+                        other => Err(YamlError::UnsupportedListItem {
+                            key: full.clone(),
+                            item: Box::new(other.clone()),
+                        }),
                     })
                     .collect();
                 out.set(full, parts?.join(";"));
             }
             Value::Tagged(_) => {
-                return Err(format!("tagged values are not supported under '{full}'"));
+                return Err(YamlError::Tagged { key: full });
             }
         }
     }
@@ -710,8 +758,43 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.yaml");
         std::fs::write(&p, "- a\n- b\n").unwrap();
-        let err = Configuration::from_yaml_file(&p).unwrap_err().to_string();
-        assert!(err.contains("mapping"), "{err}");
+        let err = Configuration::from_yaml_file(&p).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Syntax {
+                    reason: YamlError::NotAMapping,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("mapping"), "{err}");
+    }
+
+    #[test]
+    fn yaml_that_has_no_flat_reading_is_a_typed_error() {
+        assert!(matches!(
+            Configuration::from_yaml_str("a: [b"),
+            Err(YamlError::Parse(_))
+        ));
+        let err = Configuration::from_yaml_str("a:\n  b: [1, [2]]\n").unwrap_err();
+        assert!(
+            matches!(&err, YamlError::UnsupportedListItem { key, .. } if key == "a.b"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "unsupported list item Sequence [Number(2)] under 'a.b'"
+        );
+        assert!(matches!(
+            Configuration::from_yaml_str("? [1]\n: x\n"),
+            Err(YamlError::UnsupportedKey { .. })
+        ));
+        assert!(matches!(
+            Configuration::from_yaml_str("a: !t 1\n"),
+            Err(YamlError::Tagged { key }) if key == "a"
+        ));
     }
 }
 
@@ -721,7 +804,8 @@ mod tests {
 pub struct PortRanges(pub Vec<(u16, u16)>);
 
 impl PortRanges {
-    /// Parses the port-range syntax.
+    /// Parses the port-range syntax. It is the parser of the port-range
+    /// options, so its error is only the reason: see [`ConfigOption::parse`].
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut ranges = Vec::new();
         for part in s.split(',').map(str::trim) {

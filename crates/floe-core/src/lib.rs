@@ -11,7 +11,7 @@ pub mod failpoint;
 pub mod ids;
 pub mod message;
 
-pub use config::{ConfigError, ConfigOption, Configuration, PortRanges};
+pub use config::{ConfigError, ConfigOption, Configuration, PortRanges, YamlError};
 pub use duration::{DurationParseError, parse_duration};
 pub use ids::{JobId, JobIdParseError};
 pub use message::{

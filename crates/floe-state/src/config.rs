@@ -63,7 +63,10 @@ impl RocksDbConfig {
     pub const MIN_MANAGED_MEMORY: u64 = 16 << 20;
 
     /// How the managed memory splits: (RocksDB's budget, the write-back
-    /// cache's), or why it cannot.
+    /// cache's), or why it cannot. The error is only the reason, like a
+    /// configuration value parser's (`ConfigOption::parse`): its one
+    /// caller, opening the RocksDB store, wraps it with the operator into a
+    /// typed `StateError::Backend`.
     pub fn memory_split(&self) -> Result<(u64, u64), String> {
         let cache = self.write_cache.unwrap_or(self.managed_memory / 4);
         let rocks = self.managed_memory.saturating_sub(cache);
