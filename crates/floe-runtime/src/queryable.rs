@@ -360,7 +360,7 @@ impl QueryableStateRegistry {
                     reply(Err(QueryError::WrongKeyType {
                         name: name.to_string(),
                         expected: key_type.to_string(),
-                        reason,
+                        reason: reason.to_string(),
                     }));
                     return Ok(());
                 }
@@ -556,7 +556,7 @@ pub fn answer_query<K: floe_state::Key>(
         Err(reason) => Err(QueryError::WrongKeyType {
             name: name.to_string(),
             expected: std::any::type_name::<K>().to_string(),
-            reason,
+            reason: reason.to_string(),
         }),
     };
     query.answer(result);

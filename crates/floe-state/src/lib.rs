@@ -63,7 +63,7 @@ pub use operator::{
     BroadcastState, OperatorListState, OperatorStateAccess, OperatorStateMode, OperatorStateRead,
     OperatorStateStore,
 };
-pub use query::{QueryFormat, QueryValue, QueryableStateInfo, decode_query_key};
+pub use query::{QueryFormat, QueryKeyError, QueryValue, QueryableStateInfo, decode_query_key};
 pub use query_view::{QueryView, ViewLookup};
 pub use snapshot::{KeyedStateFile, KeyedStateSnapshot, StateMeta};
 pub use timer::{Namespace, TimeDomain, Timer, TimerQueue};

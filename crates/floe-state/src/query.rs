@@ -50,16 +50,32 @@ impl QueryValue {
     }
 }
 
+/// Why a query's key bytes are not one key of the state's key type: the
+/// reason of a "wrong key type" answer. Typed so a caller can tell bytes
+/// that do not decode from a key with bytes left over; the answer sent to
+/// a client (the runtime's `QueryError::WrongKeyType`, which crosses the
+/// network) carries its message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryKeyError {
+    /// The bytes do not decode as the key type (postcard's reason; not
+    /// the error's `source`, as the message includes it).
+    #[error("the query's key does not decode as one: {0}")]
+    Decode(postcard::Error),
+    /// One key decoded, with bytes left over: a key of another type.
+    #[error("the query's key has {extra} byte(s) more than one of that type")]
+    TrailingBytes {
+        /// How many bytes were left over.
+        extra: usize,
+    },
+}
+
 /// Decodes a query's key: the postcard bytes of exactly one `K` (nothing
 /// may be left over). The error says why not, for a "wrong key type" answer.
-pub fn decode_query_key<K: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<K, String> {
+pub fn decode_query_key<K: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<K, QueryKeyError> {
     match postcard::take_from_bytes::<K>(bytes) {
         Ok((key, [])) => Ok(key),
-        Ok((_, rest)) => Err(format!(
-            "the query's key has {} byte(s) more than one of that type",
-            rest.len()
-        )),
-        Err(e) => Err(format!("the query's key does not decode as one: {e}")),
+        Ok((_, rest)) => Err(QueryKeyError::TrailingBytes { extra: rest.len() }),
+        Err(e) => Err(QueryKeyError::Decode(e)),
     }
 }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use floe_core::KeyGroup;
 
 use crate::error::StateError;
-use crate::query::{QueryFormat, QueryValue, decode_query_key};
+use crate::query::{QueryFormat, QueryKeyError, QueryValue, decode_query_key};
 use crate::table_alloc::GroupMap;
 use crate::types::{Key, StateStorage};
 
@@ -37,7 +37,7 @@ pub enum ViewLookup {
     /// or `None` when it has none.
     Answered(Result<Option<QueryValue>, StateError>),
     /// The key's bytes are not one key of the state's key type (why).
-    WrongKey(String),
+    WrongKey(QueryKeyError),
     /// No view fresh enough: ask the owning task.
     AskTask,
 }
@@ -269,8 +269,8 @@ mod tests {
     use std::time::Duration;
 
     use crate::{
-        KeyGroupRange, KeyedStateBackend, ListStateDescriptor, QueryFormat, QueryValue,
-        StateBackendKind, ValueStateDescriptor, ViewLookup, key_group_for_key,
+        KeyGroupRange, KeyedStateBackend, ListStateDescriptor, QueryFormat, QueryKeyError,
+        QueryValue, StateBackendKind, ValueStateDescriptor, ViewLookup, key_group_for_key,
     };
 
     const MAX_P: u32 = 128;
@@ -467,11 +467,17 @@ mod tests {
         b.publish_query_views();
         let trailing = view.lookup(kg, &[1, 2], QueryFormat::Postcard, "t");
         assert!(
-            matches!(&trailing, ViewLookup::WrongKey(r) if r.contains("1 byte(s) more")),
+            matches!(
+                &trailing,
+                ViewLookup::WrongKey(QueryKeyError::TrailingBytes { extra: 1 })
+            ),
             "{trailing:?}"
         );
         let bad = view.lookup(kg, &[0xff], QueryFormat::Postcard, "t");
-        assert!(matches!(bad, ViewLookup::WrongKey(_)), "{bad:?}");
+        assert!(
+            matches!(bad, ViewLookup::WrongKey(QueryKeyError::Decode(_))),
+            "{bad:?}"
+        );
     }
 
     #[test]
