@@ -505,8 +505,9 @@ where
                         snapshot.checkpoint_id,
                         snapshot.same_job,
                         &|f: &floe_state::native::SharedFileRef| {
-                            // floe-state's fetch hook takes a message.
-                            fetcher.fetch(&f.path, f.size).map_err(|e| e.to_string())
+                            // The RestoreError, whole: the state error
+                            // wrapping it names the operator and the file.
+                            fetcher.fetch(&f.path, f.size).map_err(Into::into)
                         },
                     )?;
                 }

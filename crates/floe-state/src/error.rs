@@ -120,6 +120,24 @@ pub enum StateError {
         /// What failed and why.
         reason: String,
     },
+    /// A shared file of a native (incremental RocksDB) snapshot could not
+    /// be fetched from checkpoint storage during a restore. The fetch
+    /// hook's error (the runtime's `RestoreError`: the storage failed, or
+    /// `_metadata` does not list the file or gives it another size) is
+    /// kept whole, so a caller can downcast it. (Not the error's `source`:
+    /// the message already includes it, and a `{:#}` chain would print it
+    /// twice.)
+    #[error(
+        "state backend of operator '{operator}': cannot download shared state file {path}: {reason}"
+    )]
+    FetchSharedFile {
+        /// The operator restoring.
+        operator: String,
+        /// The file, relative to the checkpoint storage root.
+        path: String,
+        /// The fetch hook's error.
+        reason: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A restore was asked for after the function registered state: a
     /// restore must come first, so that each state is decoded with its
     /// types when it is registered.
@@ -183,11 +201,14 @@ pub enum StateError {
 impl StateError {
     /// Whether the error recurs however often the job restarts: state that
     /// does not fit or decode, or a misuse of the state API. Only the
-    /// backend's storage and reading local files may fail transiently.
+    /// backend's storage, reading local files and fetching shared files
+    /// from checkpoint storage may fail transiently.
     pub fn is_permanent(&self) -> bool {
         !matches!(
             self,
-            StateError::Backend { .. } | StateError::ReadFile { .. }
+            StateError::Backend { .. }
+                | StateError::ReadFile { .. }
+                | StateError::FetchSharedFile { .. }
         )
     }
 }

@@ -184,13 +184,12 @@ impl NativeKeyedStateFile {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(f) = self.shared.get(i) else { break };
                         let result = check_file_name(&f.name, operator).and_then(|()| {
-                            let bytes = fetch(&f.file).map_err(|reason| StateError::Backend {
-                                operator: operator.to_string(),
-                                reason: format!(
-                                    "cannot download shared state file {}: {reason}",
-                                    f.file.path
-                                ),
-                            })?;
+                            let bytes =
+                                fetch(&f.file).map_err(|reason| StateError::FetchSharedFile {
+                                    operator: operator.to_string(),
+                                    path: f.file.path.clone(),
+                                    reason,
+                                })?;
                             let path = dir.join(&f.name);
                             std::fs::write(&path, bytes).map_err(|e| io("write", &path, e))
                         });
@@ -212,8 +211,11 @@ impl NativeKeyedStateFile {
     }
 }
 
-/// Reads a shared file's payload from checkpoint storage.
-pub type NativeFetch<'a> = dyn Fn(&SharedFileRef) -> Result<Vec<u8>, String> + Sync + 'a;
+/// Reads a shared file's payload from checkpoint storage. The storage is
+/// the runtime's, so its error type is too (floe-runtime's `RestoreError`):
+/// it comes back boxed, whole, inside [`StateError::FetchSharedFile`].
+pub type NativeFetch<'a> =
+    dyn Fn(&SharedFileRef) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> + Sync + 'a;
 
 /// A restored file name must be a plain name: a manifest cannot write
 /// outside the directory it is restored into.

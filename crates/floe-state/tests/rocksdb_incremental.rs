@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use floe_state::native::{NativeSharedFile, SharedFileRef, SstSource};
 use floe_state::{
     HeapConfig, KeyGroupRange, KeyedStateBackend, KeyedStateSnapshot, ListStateDescriptor,
-    RocksDbConfig, StateBackendKind, StateBackendSettings, ValueStateDescriptor, key_group_for_key,
+    RocksDbConfig, StateBackendKind, StateBackendSettings, StateError, ValueStateDescriptor,
+    key_group_for_key,
 };
 
 #[path = "timers/model.rs"]
@@ -92,11 +93,14 @@ impl Shared {
         }
     }
 
-    fn fetch(&self, f: &SharedFileRef) -> Result<Vec<u8>, String> {
+    fn fetch(
+        &self,
+        f: &SharedFileRef,
+    ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
         self.files
             .get(&f.path)
             .cloned()
-            .ok_or_else(|| format!("{} not found", f.path))
+            .ok_or_else(|| format!("{} not found", f.path).into())
     }
 }
 
@@ -255,8 +259,15 @@ fn a_missing_shared_file_is_a_clear_error() {
     let mut r = KeyedStateBackend::<u64>::new(incremental(), "op", all(), MAX_P).unwrap();
     let err = r
         .restore_native([w.manifest.as_slice()], 1, true, &|f| shared.fetch(f))
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+    assert!(
+        matches!(&err, StateError::FetchSharedFile { path, reason, .. }
+            if path.starts_with("job/shared/") && reason.to_string().ends_with("not found")),
+        "{err:?}"
+    );
+    // A storage fault: a restart may cure it.
+    assert!(!err.is_permanent());
+    let err = err.to_string();
     assert!(
         err.contains("cannot download shared state file job/shared/"),
         "{err}"
