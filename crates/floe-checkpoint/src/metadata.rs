@@ -32,8 +32,9 @@ pub enum MetadataError {
     /// The payload does not even start with a format version.
     #[error("invalid checkpoint metadata: no format version ({reason})")]
     NoVersion {
-        /// The decoder's reason.
-        reason: String,
+        /// The decoder's reason (not the error's `source`: the message
+        /// includes it).
+        reason: postcard::Error,
     },
     /// Written by a Floe whose layout this build does not know.
     #[error(
@@ -43,13 +44,25 @@ pub enum MetadataError {
         /// The version in the payload.
         found: u32,
     },
-    /// A known version whose body does not decode (or has bytes after it).
+    /// A known version whose body does not decode.
     #[error("invalid checkpoint metadata of format version {version}: {reason}")]
     Invalid {
         /// The version in the payload.
         version: u32,
-        /// What is wrong.
-        reason: String,
+        /// The decoder's reason (not the error's `source`: the message
+        /// includes it).
+        reason: postcard::Error,
+    },
+    /// A known version whose body decodes with bytes left after it: not
+    /// what this version writes.
+    #[error(
+        "invalid checkpoint metadata of format version {version}: {extra} unexpected bytes after the end"
+    )]
+    TrailingBytes {
+        /// The version in the payload.
+        version: u32,
+        /// How many bytes follow the body.
+        extra: usize,
     },
 }
 
@@ -177,13 +190,13 @@ impl<S> CheckpointMetadataOld<S> {
 
 /// Decodes the whole of `bytes` as one `T`: trailing bytes are an error.
 fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8], version: u32) -> Result<T, MetadataError> {
-    let invalid = |reason: String| MetadataError::Invalid { version, reason };
-    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| invalid(e.to_string()))?;
+    let (value, rest) = postcard::take_from_bytes(bytes)
+        .map_err(|reason| MetadataError::Invalid { version, reason })?;
     if !rest.is_empty() {
-        return Err(invalid(format!(
-            "{} unexpected bytes after the end",
-            rest.len()
-        )));
+        return Err(MetadataError::TrailingBytes {
+            version,
+            extra: rest.len(),
+        });
     }
     Ok(value)
 }
@@ -198,9 +211,7 @@ impl CheckpointMetadata {
     pub fn decode(bytes: &[u8]) -> Result<Self, MetadataError> {
         let version: u32 = postcard::take_from_bytes::<u32>(bytes)
             .map(|(v, _)| v)
-            .map_err(|e| MetadataError::NoVersion {
-                reason: e.to_string(),
-            })?;
+            .map_err(|reason| MetadataError::NoVersion { reason })?;
         match version {
             2 => Ok(
                 decode_exact::<CheckpointMetadataOld<SubtaskStateMetaV2>>(bytes, version)?.upgrade(

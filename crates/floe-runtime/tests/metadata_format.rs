@@ -128,8 +128,17 @@ fn another_format_version_is_refused_by_name() {
     // Bytes after a valid payload are not ignored.
     let mut longer = sample().encode();
     longer.push(0);
-    assert!(matches!(
-        CheckpointMetadata::decode(&longer),
-        Err(MetadataError::Invalid { version: 4, .. })
-    ));
+    let err = CheckpointMetadata::decode(&longer).unwrap_err();
+    assert_eq!(
+        err,
+        MetadataError::TrailingBytes {
+            version: 4,
+            extra: 1
+        }
+    );
+    assert!(
+        err.to_string()
+            .ends_with("1 unexpected bytes after the end"),
+        "{err}"
+    );
 }
