@@ -22,8 +22,22 @@
 //! once when the handle is made ([`KeyedStore::bind`]), so that the heap
 //! store's record path needs no type check per access.
 //!
-//! Growing it (the next layers, each a change to this module and the two
-//! stores, none to existing handles):
+//! *Timers* ([`crate::timer`]) are one more primitive family on the trait
+//! (`register_timers`, `timer_add`, `timer_delete`, `timer_next`,
+//! `timer_poll`). A timer queue takes a [`StateId`] like a state, so its
+//! frozen view is one more [`FrozenTable`] in `freeze`'s list and
+//! snapshots carry it per key group like any state (a rescale splits it
+//! the same way). Per key group and time domain the heap store keeps a
+//! hash set of typed timers plus a `BTreeSet` in firing order
+//! (`heap_timers`), the RocksDB store a column family whose keys are the
+//! timers, in firing order, with the first ones of each group cached
+//! (`rocks_timers`); both find the earliest group with a tournament tree
+//! (`timer_heads`). The firing order, (timestamp, key group, key bytes,
+//! namespace bytes), is the one RocksDB's byte order gives, and the heap
+//! store keeps the same.
+//!
+//! Growing it (the next layer, a change to this module and the two stores,
+//! none to existing handles):
 //! - *Namespaces* (window state, Flink's `InternalKvState<K, N, V>`): `At`
 //!   gains the current namespace (`ns: &N`, set by the backend like the
 //!   key); the heap tables key their maps by `(K, N)` for namespaced states
@@ -31,13 +45,6 @@
 //!   namespace's bytes to the key prefix, and the canonical snapshot encodes
 //!   `((key, namespace), value)` pairs under a new state kind code, so old
 //!   snapshots read unchanged.
-//! - *Timers* (a priority queue per key group of `(timestamp, key,
-//!   namespace)`): one more primitive family on the trait (`queue_add`,
-//!   `queue_remove`, `queue_peek`, `queue_poll(key_group)`), kept per key
-//!   group like the maps (a binary heap plus a set on the heap store, a
-//!   column family with big-endian timestamp keys on RocksDB); its frozen
-//!   view is one more [`FrozenTable`], so snapshots carry it per key group
-//!   like any state and a rescale splits it the same way.
 
 pub(crate) mod dispatch;
 pub(crate) mod heap;
