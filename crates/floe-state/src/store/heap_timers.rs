@@ -38,8 +38,22 @@ pub(crate) const INLINE_BYTES: usize = 22;
 /// followed by those of its namespace, compared as bytes (postcard
 /// encodings are self-delimiting, so this compares key bytes first, then
 /// namespace bytes).
+///
+/// Timers of one key group mostly share their timestamp (a timer per key
+/// at the end of a second or window), so the bytes decide most
+/// comparisons: their first eight, big-endian in a `u64`, are compared as
+/// one integer, and the rest only when those are equal.
 #[derive(Clone)]
-pub(crate) enum SortBytes {
+pub(crate) struct SortBytes {
+    /// The first 8 bytes, big-endian, zero-padded: when two differ, they
+    /// order the whole byte strings the same way.
+    head: u64,
+    stored: Stored,
+}
+
+/// The bytes of a [`SortBytes`].
+#[derive(Clone)]
+enum Stored {
     /// Short enough to stay in the node.
     Inline { len: u8, bytes: [u8; INLINE_BYTES] },
     /// Longer: on the heap.
@@ -50,9 +64,9 @@ impl SortBytes {
     /// The bytes.
     #[inline]
     pub(crate) fn as_slice(&self) -> &[u8] {
-        match self {
-            SortBytes::Inline { len, bytes } => &bytes[..*len as usize],
-            SortBytes::Spilled(b) => b,
+        match &self.stored {
+            Stored::Inline { len, bytes } => &bytes[..*len as usize],
+            Stored::Spilled(b) => b,
         }
     }
 
@@ -74,19 +88,30 @@ impl SortBytes {
                 reason: e.to_string(),
             }
         })?;
-        Ok(match w.spilled {
-            None => SortBytes::Inline {
+        let stored = match w.spilled {
+            None => Stored::Inline {
                 len: w.len as u8,
                 bytes: w.bytes,
             },
-            Some(v) => SortBytes::Spilled(v.into_boxed_slice()),
+            Some(v) => Stored::Spilled(v.into_boxed_slice()),
+        };
+        let mut head = [0u8; 8];
+        let slice = match &stored {
+            Stored::Inline { len, bytes } => &bytes[..*len as usize],
+            Stored::Spilled(b) => &b[..],
+        };
+        let n = slice.len().min(8);
+        head[..n].copy_from_slice(&slice[..n]);
+        Ok(SortBytes {
+            head: u64::from_be_bytes(head),
+            stored,
         })
     }
 }
 
 impl PartialEq for SortBytes {
     fn eq(&self, other: &Self) -> bool {
-        self.as_slice() == other.as_slice()
+        self.head == other.head && self.as_slice() == other.as_slice()
     }
 }
 
@@ -101,7 +126,9 @@ impl PartialOrd for SortBytes {
 impl Ord for SortBytes {
     #[inline]
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_slice().cmp(other.as_slice())
+        self.head
+            .cmp(&other.head)
+            .then_with(|| self.as_slice().cmp(other.as_slice()))
     }
 }
 
@@ -545,22 +572,22 @@ mod tests {
     #[test]
     fn sort_bytes_are_postcard_inline_or_spilled() {
         let short = SortBytes::encode(&42u64, &()).unwrap();
-        assert!(matches!(short, SortBytes::Inline { .. }));
+        assert!(matches!(short.stored, Stored::Inline { .. }));
         assert_eq!(short.as_slice(), &[42]);
         let s = "x".repeat(40);
         let long = SortBytes::encode(&s, &7u32).unwrap();
-        assert!(matches!(long, SortBytes::Spilled(_)));
+        assert!(matches!(long.stored, Stored::Spilled(_)));
         assert_eq!(long.as_slice(), postcard::to_allocvec(&(&s, 7u32)).unwrap());
         // Exactly full, then one byte over.
         let at = "y".repeat(INLINE_BYTES - 1);
         assert!(matches!(
-            SortBytes::encode(&at, &()).unwrap(),
-            SortBytes::Inline { .. }
+            SortBytes::encode(&at, &()).unwrap().stored,
+            Stored::Inline { .. }
         ));
         let over = "y".repeat(INLINE_BYTES);
         assert!(matches!(
-            SortBytes::encode(&over, &()).unwrap(),
-            SortBytes::Spilled(_)
+            SortBytes::encode(&over, &()).unwrap().stored,
+            Stored::Spilled(_)
         ));
         assert_eq!(
             decode_sort_bytes::<String, u32>(long.as_slice()).unwrap(),
