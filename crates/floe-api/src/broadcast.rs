@@ -32,7 +32,7 @@ use floe_state::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::env::{BuildSettings, EdgeSpec, MakeKind, VertexSpec};
+use crate::env::{BuildSettings, MakeKind, VertexSpec};
 use crate::functions::Collector;
 use crate::stream::{DataStream, KeyedStream, Prototype, Record};
 
@@ -442,21 +442,15 @@ fn add_two_input<A: Record, B: Record, U: Record>(
         input_type: Some(StreamType::<TwoInput<A, B>>::ops()),
         output_type: StreamType::<U>::ops(),
     });
-    for (source, _) in first.inputs() {
-        env.add_edge(EdgeSpec {
-            source,
-            target,
-            partitioning: first_partitioning,
-            writer: Some(first_writer.clone()),
-        });
+    for input in first.inputs() {
+        env.add_edge(input.edge_to(target, first_partitioning, Some(first_writer.clone())));
     }
-    for (source, _) in broadcast.stream.inputs() {
-        env.add_edge(EdgeSpec {
-            source,
+    for input in broadcast.stream.inputs() {
+        env.add_edge(input.edge_to(
             target,
-            partitioning: Some(Partitioning::Broadcast),
-            writer: Some(broadcast_writer::<A, B>()),
-        });
+            Some(Partitioning::Broadcast),
+            Some(broadcast_writer::<A, B>()),
+        ));
     }
     DataStream::from_vertex(env, target)
 }
@@ -471,7 +465,7 @@ impl<A: Record, B: Record> BroadcastConnectedStream<A, B> {
         let declarations = self.broadcast.declarations.clone();
         let make: MakeKind = Box::new(move |_: &BuildSettings| {
             let (proto, declarations) = (proto.clone(), declarations.clone());
-            VertexKind::Operator(Arc::new(move |info, down| {
+            VertexKind::Operator(Arc::new(move |info, down, _side| {
                 let next = unbox::<Box<dyn Operator<U>>>(down, "broadcast operator output");
                 let op: Box<dyn Operator<TwoInput<A, B>>> = Box::new(CoBroadcastOp {
                     side: NonKeyed(proto.instance()),
@@ -520,7 +514,7 @@ where
             let (proto, declarations, backend) =
                 (proto.clone(), declarations.clone(), s.backend.clone());
             let ks = ks.clone();
-            VertexKind::Operator(Arc::new(move |info, down| {
+            VertexKind::Operator(Arc::new(move |info, down, _side| {
                 let next = unbox::<Box<dyn Operator<U>>>(down, "broadcast operator output");
                 let range = KeyGroupRange::for_operator_index(
                     info.max_parallelism,

@@ -11,7 +11,9 @@ use floe_core::{ConfigOption, Configuration, PortRanges};
 use floe_queryable::{QueryableServiceError, QueryableStateService, ServiceLimits};
 use floe_runtime::ProcessingClock;
 use floe_runtime::checkpoint::CheckpointStore;
-use floe_runtime::graph::{JobEdge, JobVertex, StreamTypeOps, VertexKind, WriterFactory};
+use floe_runtime::graph::{
+    JobEdge, JobVertex, SideOutputEdge, StreamTypeOps, VertexKind, WriterFactory,
+};
 use floe_runtime::job_manager::{ExecutionSettings, JobClient};
 use floe_runtime::restart::RestartStrategy;
 use floe_runtime::{
@@ -50,6 +52,8 @@ pub(crate) struct EdgeSpec {
     pub(crate) partitioning: Option<Partitioning>,
     /// Set for key-group edges, which need the key selector.
     pub(crate) writer: Option<WriterFactory>,
+    /// Set when the edge carries a side output of its source.
+    pub(crate) side: Option<SideOutputEdge>,
 }
 
 #[derive(Default)]
@@ -76,6 +80,8 @@ pub(crate) struct EnvInner {
     restart: Option<RestartStrategy>,
     /// Where tasks read processing time (a manual clock in tests).
     processing_clock: ProcessingClock,
+    /// Side outputs asked for, by (vertex, tag), with their record type.
+    side_outputs: std::collections::HashMap<(usize, String), &'static str>,
 }
 
 /// A code-side adjustment of the checkpoint configuration.
@@ -206,6 +212,21 @@ impl StreamEnvironment {
     pub fn set_restart_strategy(&self, strategy: RestartStrategy) -> &Self {
         self.inner.borrow_mut().restart = Some(strategy);
         self
+    }
+
+    /// Records that vertex `vertex`'s side output `tag` carries `type_name`;
+    /// panics when it was claimed with another type (a graph that could
+    /// not be wired).
+    pub(crate) fn claim_side_output(&self, vertex: usize, tag: &str, type_name: &'static str) {
+        let mut inner = self.inner.borrow_mut();
+        let known = inner
+            .side_outputs
+            .entry((vertex, tag.to_string()))
+            .or_insert(type_name);
+        assert_eq!(
+            *known, type_name,
+            "side output '{tag}' is already used with type {known}, not {type_name}"
+        );
     }
 
     /// Reads processing time from `clock` instead of the system clock:
@@ -404,9 +425,11 @@ impl StreamEnvironment {
             } else {
                 Partitioning::Rebalance
             });
-            let writer = match &e.writer {
-                Some(w) => w.clone(),
-                None => graph.vertices[e.source]
+            let writer = match (&e.writer, &e.side) {
+                (Some(w), _) => w.clone(),
+                // A side output's records are of its tag's type.
+                (None, Some(side)) => side.output_type.writer_factory(partitioning),
+                (None, None) => graph.vertices[e.source]
                     .output_type
                     .writer_factory(partitioning),
             };
@@ -415,6 +438,7 @@ impl StreamEnvironment {
                 target: VertexId(e.target),
                 partitioning,
                 writer,
+                side_output: e.side.clone(),
             });
         }
         Ok((graph, settings))

@@ -185,7 +185,7 @@ impl<T: Record> DataStream<T> {
     ) -> DataStream<T> {
         let make: MakeKind = Box::new(move |_| {
             let strategy = strategy.clone();
-            VertexKind::Operator(std::sync::Arc::new(move |_info: &TaskInfo, down| {
+            VertexKind::Operator(std::sync::Arc::new(move |_info: &TaskInfo, down, _side| {
                 let next = unbox::<Box<dyn Operator<T>>>(down, "operator output");
                 let op: Box<dyn Operator<T>> =
                     Box::new(TimestampsAndWatermarksOp::new(strategy.clone(), next));

@@ -48,6 +48,7 @@ pub struct ProcessContext<'a> {
     info: &'a TaskInfo,
     store: &'a mut OperatorStateStore,
     timestamp: i64,
+    side: Option<&'a mut floe_runtime::side_output::SideOutputBuffers>,
 }
 
 impl<'a> ProcessContext<'a> {
@@ -57,6 +58,30 @@ impl<'a> ProcessContext<'a> {
             info,
             store,
             timestamp: floe_core::NO_TIMESTAMP,
+            side: None,
+        }
+    }
+
+    /// The same context with the operator's side outputs.
+    pub(crate) fn with_side_outputs(
+        mut self,
+        side: &'a mut floe_runtime::side_output::SideOutputBuffers,
+    ) -> Self {
+        self.side = Some(side);
+        self
+    }
+
+    /// Emits `value` to the side output `tag` (Flink's `ctx.output`), with
+    /// the current record's timestamp; dropped when the job does not
+    /// consume that side output.
+    pub fn output<X: Send + 'static>(
+        &mut self,
+        tag: &floe_runtime::OutputTag<X>,
+        value: X,
+    ) -> Result<(), floe_runtime::side_output::SideOutputTypeError> {
+        match self.side.as_deref_mut() {
+            Some(side) => side.push(tag, value, self.timestamp),
+            None => Ok(()),
         }
     }
 

@@ -26,7 +26,7 @@ pub use broadcast::{
 pub use env::StreamEnvironment;
 pub use floe_core::{NO_TIMESTAMP, Watermark, WatermarkStatus};
 pub use floe_runtime::{
-    ManualClock, OnTimerContext, ProcessingClock, SplitId, TimerError, TimerService,
+    ManualClock, OnTimerContext, OutputTag, ProcessingClock, SplitId, TimerError, TimerService,
     WatermarkGenerator, WatermarkOutput, WatermarkStrategy,
 };
 pub use floe_state::TimeDomain;

@@ -13,6 +13,7 @@ use floe_runtime::checkpoint::{
     CheckpointNotification, OperatorSnapshot, OperatorState, TaskInit, TaskSnapshot,
 };
 use floe_runtime::queryable::{QueryableTaskHandle, answer_query};
+use floe_runtime::side_output::{SideOutputBuffers, SideOutputs};
 use floe_runtime::timer_service::{Fired, KeyedTimers};
 use floe_runtime::{
     FunctionHooks, KeyedContext, ManagedOperatorState, OnTimerContext, Operator, RuntimeContext,
@@ -36,29 +37,34 @@ macro_rules! forward_control {
 
         fn query_state(&mut self, q: StateQuery) -> Option<StateQuery> {
             let q = answer_query(&mut self.backend, q)?;
-            self.next.query_state(q)
+            let q = self.next.query_state(q)?;
+            self.side.query_state(q)
         }
     };
     () => {
         forward_control!(@common);
 
         fn query_state(&mut self, q: StateQuery) -> Option<StateQuery> {
-            self.next.query_state(q)
+            let q = self.next.query_state(q)?;
+            self.side.query_state(q)
         }
     };
     (@common) => {
         fn process_watermark(&mut self, wm: Watermark) -> Result<(), TaskError> {
             self.emit()?;
-            self.next.process_watermark(wm)
+            self.next.process_watermark(wm)?;
+            self.side.process_watermark(wm)
         }
 
         fn process_watermark_status(&mut self, status: WatermarkStatus) -> Result<(), TaskError> {
             self.emit()?;
-            self.next.process_watermark_status(status)
+            self.next.process_watermark_status(status)?;
+            self.side.process_watermark_status(status)
         }
 
         fn on_processing_time(&mut self, now_ms: i64) -> Result<(), TaskError> {
-            self.next.on_processing_time(now_ms)
+            self.next.on_processing_time(now_ms)?;
+            self.side.on_processing_time(now_ms)
         }
 
         fn process_barrier(
@@ -68,17 +74,20 @@ macro_rules! forward_control {
         ) -> Result<(), TaskError> {
             self.emit()?;
             self.snapshot_state(b, snapshot)?;
-            self.next.process_barrier(b, snapshot)
+            self.next.process_barrier(b, snapshot)?;
+            self.side.process_barrier(b, snapshot)
         }
 
         fn notify_checkpoint(&mut self, n: CheckpointNotification) -> Result<(), TaskError> {
             self.notify_function(n)?;
-            self.next.notify_checkpoint(n)
+            self.next.notify_checkpoint(n)?;
+            self.side.notify_checkpoint(n)
         }
 
         fn flush(&mut self) -> Result<(), TaskError> {
             self.emit()?;
-            self.next.flush()
+            self.next.flush()?;
+            self.side.flush()
         }
     };
 }
@@ -89,6 +98,8 @@ pub(crate) struct FlatMapOp<IN, OUT, F> {
     f: F,
     out: Batch<OUT>,
     next: Box<dyn Operator<OUT>>,
+    /// Always empty: a closure has no context to emit side outputs with.
+    side: SideOutputBuffers,
     info: TaskInfo,
     _in: PhantomData<fn(IN)>,
 }
@@ -99,6 +110,7 @@ impl<IN, OUT: Send, F> FlatMapOp<IN, OUT, F> {
             f,
             out: Batch::from_records(Vec::new()),
             next,
+            side: SideOutputBuffers::default(),
             info,
             _in: PhantomData,
         }
@@ -175,23 +187,31 @@ pub(crate) struct ProcessOp<IN, OUT, P> {
     operator_state: ManagedOperatorState,
     out: Batch<OUT>,
     next: Box<dyn Operator<OUT>>,
+    side: SideOutputBuffers,
     info: TaskInfo,
     _in: PhantomData<fn(IN)>,
 }
 
 impl<IN, OUT: Send, P: ProcessFunction<IN, OUT>> ProcessOp<IN, OUT, P> {
-    pub(crate) fn new(function: P, next: Box<dyn Operator<OUT>>, info: TaskInfo) -> Self {
+    pub(crate) fn new(
+        function: P,
+        next: Box<dyn Operator<OUT>>,
+        side: SideOutputs,
+        info: TaskInfo,
+    ) -> Self {
         ProcessOp {
             function,
             operator_state: ManagedOperatorState::new(&info, None),
             out: Batch::from_records(Vec::new()),
             next,
+            side: SideOutputBuffers::new(side),
             info,
             _in: PhantomData,
         }
     }
 
     fn emit(&mut self) -> Result<(), TaskError> {
+        self.side.emit()?;
         if self.out.is_empty() {
             return Ok(());
         }
@@ -219,6 +239,7 @@ impl<IN, OUT: Send, P: ProcessFunction<IN, OUT>> ProcessOp<IN, OUT, P> {
 impl<IN: Send, OUT: Send, P: ProcessFunction<IN, OUT>> Operator<IN> for ProcessOp<IN, OUT, P> {
     fn open(&mut self, init: &TaskInit) -> Result<(), TaskError> {
         self.next.open(init)?;
+        self.side.open(init)?;
         let (function, info) = (&mut self.function, &self.info);
         self.operator_state.initialize(init, info, |ctx| {
             FunctionHooks::initialize(function.checkpointed_function(), ctx)
@@ -230,8 +251,9 @@ impl<IN: Send, OUT: Send, P: ProcessFunction<IN, OUT>> Operator<IN> for ProcessO
     fn process_batch(&mut self, batch: &mut Batch<IN>) -> Result<(), TaskError> {
         let (function, info, out) = (&mut self.function, &self.info, &mut self.out);
         let store = self.operator_state.store();
+        let side = &mut self.side;
         info.guard(|| {
-            let mut ctx = ProcessContext::new(info, store);
+            let mut ctx = ProcessContext::new(info, store).with_side_outputs(side);
             if batch.is_timed() {
                 let Batch {
                     records,
@@ -261,7 +283,8 @@ impl<IN: Send, OUT: Send, P: ProcessFunction<IN, OUT>> Operator<IN> for ProcessO
         let (function, info, out) = (&mut self.function, &self.info, &mut self.out.records);
         info.guard(|| function.close(&mut Collector::new(out)))?;
         self.emit()?;
-        self.next.finish()
+        self.next.finish()?;
+        self.side.finish()
     }
 }
 
@@ -304,6 +327,7 @@ pub(crate) struct KeyedProcessOp<K: Key, IN, OUT, P, KS> {
     /// Whether the function has a timer service, and once open, its timers.
     with_timers: bool,
     timers: Option<KeyedTimers>,
+    side: SideOutputBuffers,
     _in: PhantomData<fn(IN)>,
 }
 
@@ -313,6 +337,7 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
         key_selector: KS,
         backend: &StateBackendSettings,
         next: Box<dyn Operator<OUT>>,
+        side: SideOutputs,
         info: TaskInfo,
         with_timers: bool,
     ) -> Self {
@@ -334,11 +359,13 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
             queryable: None,
             with_timers,
             timers: None,
+            side: SideOutputBuffers::new(side),
             _in: PhantomData,
         }
     }
 
     fn emit(&mut self) -> Result<(), TaskError> {
+        self.side.emit()?;
         if self.out.is_empty() {
             return Ok(());
         }
@@ -415,6 +442,7 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
             out,
             info,
             timers,
+            side,
             ..
         } = self;
         let Some(timers) = timers.as_mut() else {
@@ -423,18 +451,19 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
         let fired = info.guard(|| {
             timers.fire(backend, domain, now_ms, sliced, |backend, access, timer| {
                 let from = out.records.len();
+                let ts = match domain {
+                    TimeDomain::EventTime => timer.timestamp,
+                    TimeDomain::ProcessingTime => floe_core::NO_TIMESTAMP,
+                };
                 let ctx = KeyedContext::new(info, backend)
-                    .with_timestamp(timer.timestamp)
-                    .with_timers(Some(access));
+                    .with_timestamp(ts)
+                    .with_timers(Some(access))
+                    .with_side_outputs(Some(&mut *side));
                 function.on_timer(
                     timer.timestamp,
                     &mut OnTimerContext::new(ctx, domain, timer.timestamp),
                     &mut Collector::new(&mut out.records),
                 )?;
-                let ts = match domain {
-                    TimeDomain::EventTime => timer.timestamp,
-                    TimeDomain::ProcessingTime => floe_core::NO_TIMESTAMP,
-                };
                 stamp(out, from, ts);
                 Ok::<_, anyhow::Error>(())
             })
@@ -456,6 +485,7 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
             && let Some(wm) = self.timers.as_mut().and_then(|t| t.take_pending())
         {
             self.next.process_watermark(wm)?;
+            self.side.process_watermark(wm)?;
         }
         Ok(())
     }
@@ -481,6 +511,7 @@ where
 {
     fn open(&mut self, init: &TaskInit) -> Result<(), TaskError> {
         self.next.open(init)?;
+        self.side.open(init)?;
         if let Some(e) = self.backend_error.take() {
             return Err(self
                 .info
@@ -540,6 +571,7 @@ where
             out,
             info,
             timers,
+            side,
             ..
         } = self;
         let timers = timers.as_ref().map(|t| t.access());
@@ -564,7 +596,8 @@ where
                     backend.set_current_key(key_selector(&r), kg)?;
                     let mut ctx = KeyedContext::new(info, backend)
                         .with_timestamp(ts)
-                        .with_timers(timers);
+                        .with_timers(timers)
+                        .with_side_outputs(Some(&mut *side));
                     function.process_element(r, &mut ctx, &mut Collector::new(records))?;
                     timestamps.resize(records.len(), ts);
                 }
@@ -573,7 +606,9 @@ where
             let mut collector = Collector::new(&mut out.records);
             for (r, kg) in batch.records.drain(..).zip(batch.key_groups.drain(..)) {
                 backend.set_current_key(key_selector(&r), kg)?;
-                let mut ctx = KeyedContext::new(info, backend).with_timers(timers);
+                let mut ctx = KeyedContext::new(info, backend)
+                    .with_timers(timers)
+                    .with_side_outputs(Some(&mut *side));
                 function.process_element(r, &mut ctx, &mut collector)?;
             }
             Ok(())
@@ -591,13 +626,17 @@ where
                 timers.advance_watermark(wm);
                 self.fire_event_time(true)
             }
-            None => self.next.process_watermark(wm),
+            None => {
+                self.next.process_watermark(wm)?;
+                self.side.process_watermark(wm)
+            }
         }
     }
 
     fn process_watermark_status(&mut self, status: WatermarkStatus) -> Result<(), TaskError> {
         self.emit()?;
-        self.next.process_watermark_status(status)
+        self.next.process_watermark_status(status)?;
+        self.side.process_watermark_status(status)
     }
 
     fn on_processing_time(&mut self, now_ms: i64) -> Result<(), TaskError> {
@@ -605,7 +644,8 @@ where
             self.fire_event_time(true)?;
             self.fire_timers(TimeDomain::ProcessingTime, now_ms, true)?;
         }
-        self.next.on_processing_time(now_ms)
+        self.next.on_processing_time(now_ms)?;
+        self.side.on_processing_time(now_ms)
     }
 
     fn process_barrier(
@@ -616,22 +656,26 @@ where
         // Timers still to fire are in the keyed state the snapshot takes.
         self.emit()?;
         self.snapshot_state(b, snapshot)?;
-        self.next.process_barrier(b, snapshot)
+        self.next.process_barrier(b, snapshot)?;
+        self.side.process_barrier(b, snapshot)
     }
 
     fn notify_checkpoint(&mut self, n: CheckpointNotification) -> Result<(), TaskError> {
         self.notify_function(n)?;
-        self.next.notify_checkpoint(n)
+        self.next.notify_checkpoint(n)?;
+        self.side.notify_checkpoint(n)
     }
 
     fn flush(&mut self) -> Result<(), TaskError> {
         self.emit()?;
-        self.next.flush()
+        self.next.flush()?;
+        self.side.flush()
     }
 
     fn query_state(&mut self, q: StateQuery) -> Option<StateQuery> {
         let q = answer_query(&mut self.backend, q)?;
-        self.next.query_state(q)
+        let q = self.next.query_state(q)?;
+        self.side.query_state(q)
     }
 
     fn finish(&mut self) -> Result<(), TaskError> {
@@ -641,7 +685,8 @@ where
         self.backend.clear_current_key();
         let (function, info) = (&mut self.function, &self.info);
         info.guard(|| function.close())?;
-        self.next.finish()
+        self.next.finish()?;
+        self.side.finish()
     }
 }
 

@@ -4,7 +4,10 @@ use std::marker::PhantomData;
 use std::ops::AddAssign;
 use std::sync::{Arc, Mutex};
 
-use floe_runtime::graph::{StreamType, VertexKind, WriterArgs, WriterFactory, unbox};
+use floe_runtime::graph::{
+    SideOutputEdge, StreamType, VertexKind, WriterArgs, WriterFactory, unbox,
+};
+use floe_runtime::side_output::{OutputTag, bind_side_output};
 use floe_runtime::task::SourceTask;
 use floe_runtime::writer::KeyGroupWriter;
 use floe_runtime::{KeyedContext, Operator, Partitioning, RuntimeContext, WatermarkStrategy};
@@ -30,8 +33,43 @@ pub struct DataStream<T> {
     env: StreamEnvironment,
     /// Producing vertices with the partitioning requested towards the next
     /// consumer (several after `union`).
-    inputs: Vec<(usize, Option<Partitioning>)>,
+    inputs: Vec<StreamInput>,
     _t: PhantomData<fn() -> T>,
+}
+
+/// One producer of a stream: a vertex's main output or one of its side
+/// outputs, and the partitioning asked for towards the next consumer.
+#[derive(Clone)]
+pub(crate) struct StreamInput {
+    pub(crate) vertex: usize,
+    pub(crate) partitioning: Option<Partitioning>,
+    pub(crate) side: Option<SideOutputEdge>,
+}
+
+impl StreamInput {
+    fn main(vertex: usize) -> Self {
+        StreamInput {
+            vertex,
+            partitioning: None,
+            side: None,
+        }
+    }
+
+    /// The edge from this producer into `target`.
+    pub(crate) fn edge_to(
+        &self,
+        target: usize,
+        partitioning: Option<Partitioning>,
+        writer: Option<WriterFactory>,
+    ) -> EdgeSpec {
+        EdgeSpec {
+            source: self.vertex,
+            target,
+            partitioning,
+            writer,
+            side: self.side.clone(),
+        }
+    }
 }
 
 impl<T> Clone for DataStream<T> {
@@ -118,7 +156,7 @@ impl StreamEnvironment {
         });
         DataStream {
             env: self.clone(),
-            inputs: vec![(id, None)],
+            inputs: vec![StreamInput::main(id)],
             _t: PhantomData,
         }
     }
@@ -131,7 +169,7 @@ impl<T: Record> DataStream<T> {
     }
 
     /// The producing vertices (several after `union`).
-    pub(crate) fn inputs(&self) -> Vec<(usize, Option<Partitioning>)> {
+    pub(crate) fn inputs(&self) -> Vec<StreamInput> {
         self.inputs.clone()
     }
 
@@ -139,14 +177,15 @@ impl<T: Record> DataStream<T> {
     pub(crate) fn from_vertex(env: StreamEnvironment, id: usize) -> Self {
         DataStream {
             env,
-            inputs: vec![(id, None)],
+            inputs: vec![StreamInput::main(id)],
             _t: PhantomData,
         }
     }
 
     fn single_vertex(&self, what: &str) -> usize {
         match self.inputs.as_slice() {
-            [(id, _)] => *id,
+            [input] if input.side.is_none() => input.vertex,
+            [_] => panic!("{what} applies to an operator, but this stream is a side output of one"),
             _ => panic!("{what} applies to one operator, but this stream is a union of several"),
         }
     }
@@ -169,21 +208,18 @@ impl<T: Record> DataStream<T> {
             input_type: Some(StreamType::<T>::ops()),
             output_type: StreamType::<U>::ops(),
         });
-        for (source, partitioning) in &self.inputs {
-            self.env.add_edge(EdgeSpec {
-                source: *source,
-                target,
-                partitioning: if keyed {
-                    Some(Partitioning::KeyGroup)
-                } else {
-                    *partitioning
-                },
-                writer: writer.clone(),
-            });
+        for input in &self.inputs {
+            let partitioning = if keyed {
+                Some(Partitioning::KeyGroup)
+            } else {
+                input.partitioning
+            };
+            self.env
+                .add_edge(input.edge_to(target, partitioning, writer.clone()));
         }
         DataStream {
             env: self.env.clone(),
-            inputs: vec![(target, None)],
+            inputs: vec![StreamInput::main(target)],
             _t: PhantomData,
         }
     }
@@ -203,7 +239,7 @@ impl<T: Record> DataStream<T> {
         let proto = Prototype::new(f);
         let make: MakeKind = Box::new(move |_| {
             let proto = proto.clone();
-            VertexKind::Operator(Arc::new(move |info, down| {
+            VertexKind::Operator(Arc::new(move |info, down, _side| {
                 let next = unbox::<Box<dyn Operator<U>>>(down, "operator output");
                 let op: Box<dyn Operator<T>> =
                     Box::new(FlatMapOp::new(proto.instance(), next, info.clone()));
@@ -244,10 +280,10 @@ impl<T: Record> DataStream<T> {
         let proto = Prototype::new(function);
         let make: MakeKind = Box::new(move |_| {
             let proto = proto.clone();
-            VertexKind::Operator(Arc::new(move |info, down| {
+            VertexKind::Operator(Arc::new(move |info, down, side| {
                 let next = unbox::<Box<dyn Operator<U>>>(down, "operator output");
                 let op: Box<dyn Operator<T>> =
-                    Box::new(ProcessOp::new(proto.instance(), next, info.clone()));
+                    Box::new(ProcessOp::new(proto.instance(), next, side, info.clone()));
                 Box::new(op)
             }))
         });
@@ -271,7 +307,14 @@ impl<T: Record> DataStream<T> {
     fn partitioned(&self, p: Partitioning) -> DataStream<T> {
         DataStream {
             env: self.env.clone(),
-            inputs: self.inputs.iter().map(|(id, _)| (*id, Some(p))).collect(),
+            inputs: self
+                .inputs
+                .iter()
+                .map(|i| StreamInput {
+                    partitioning: Some(p),
+                    ..i.clone()
+                })
+                .collect(),
             _t: PhantomData,
         }
     }
@@ -292,11 +335,40 @@ impl<T: Record> DataStream<T> {
         self.partitioned(Partitioning::Forward)
     }
 
+    /// The side output `tag` of the operator producing this stream (Flink's
+    /// `getSideOutput`): what its process function emits with
+    /// `ctx.output(&tag, value)`, as a stream of its own, with the
+    /// timestamps of the records it was emitted for. Operators that cannot
+    /// emit side outputs give an empty stream.
+    ///
+    /// # Panics
+    /// When this stream is a union or itself a side output, or when the tag
+    /// was asked for with another type on the same operator (Flink refuses
+    /// both when the graph is built).
+    pub fn side_output<X: Record>(&self, tag: &OutputTag<X>) -> DataStream<X> {
+        let vertex = self.single_vertex("side_output");
+        self.env
+            .claim_side_output(vertex, tag.id(), std::any::type_name::<X>());
+        DataStream {
+            env: self.env.clone(),
+            inputs: vec![StreamInput {
+                vertex,
+                partitioning: None,
+                side: Some(SideOutputEdge {
+                    tag: tag.id().into(),
+                    output_type: StreamType::<X>::ops(),
+                    bind: bind_side_output::<X>,
+                }),
+            }],
+            _t: PhantomData,
+        }
+    }
+
     /// Merges streams of the same type (Flink's `union`).
     pub fn union(&self, others: &[DataStream<T>]) -> DataStream<T> {
         let mut inputs = self.inputs.clone();
         for o in others {
-            inputs.extend(o.inputs.iter().copied());
+            inputs.extend(o.inputs.iter().cloned());
         }
         DataStream {
             env: self.env.clone(),
@@ -310,7 +382,7 @@ impl<T: Record> DataStream<T> {
         let proto = Prototype::new(sink);
         let make: MakeKind = Box::new(move |_| {
             let proto = proto.clone();
-            VertexKind::Operator(Arc::new(move |info, _down| {
+            VertexKind::Operator(Arc::new(move |info, _down, _side| {
                 let op: Box<dyn Operator<T>> =
                     Box::new(SinkOp::new(proto.instance(), info.clone()));
                 Box::new(op)
@@ -439,13 +511,14 @@ where
         let ks = self.key_selector.clone();
         let make: MakeKind = Box::new(move |s: &BuildSettings| {
             let (proto, ks, backend) = (proto.clone(), ks.clone(), s.backend.clone());
-            VertexKind::Operator(Arc::new(move |info, down| {
+            VertexKind::Operator(Arc::new(move |info, down, side| {
                 let next = unbox::<Box<dyn Operator<U>>>(down, "keyed operator output");
                 let op: Box<dyn Operator<T>> = Box::new(KeyedProcessOp::new(
                     proto.instance(),
                     ks.clone(),
                     &backend,
                     next,
+                    side,
                     info.clone(),
                     timers,
                 ));

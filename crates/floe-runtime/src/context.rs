@@ -162,6 +162,10 @@ pub struct KeyedContext<'a, K: Key> {
     timestamp: i64,
     /// The operator's timers, for functions that have them.
     pub(crate) timers: Option<TimerAccess<'a>>,
+    /// The operator's side outputs (a `SideOutputBuffers`, named here
+    /// only as `Any` so that this module does not depend on the operator
+    /// machinery; `crate::side_output` gives the context its `output`).
+    pub(crate) side: Option<&'a mut (dyn std::any::Any + Send)>,
 }
 
 /// What a keyed context needs to reach its operator's timers (see
@@ -182,6 +186,7 @@ impl<'a, K: Key> KeyedContext<'a, K> {
             backend,
             timestamp: floe_core::NO_TIMESTAMP,
             timers: None,
+            side: None,
         }
     }
 

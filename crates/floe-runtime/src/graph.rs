@@ -58,8 +58,10 @@ impl fmt::Display for Partitioning {
 pub type SourceFactory = Arc<dyn Fn(&TaskInfo, AnyBox) -> Box<dyn TaskDriver> + Send + Sync>;
 
 /// Builds an operator subtask (`Box<dyn Operator<IN>>`) around its downstream
-/// chain (`Box<dyn Operator<OUT>>`).
-pub type OperatorFactory = Arc<dyn Fn(&TaskInfo, AnyBox) -> AnyBox + Send + Sync>;
+/// chain (`Box<dyn Operator<OUT>>`) and the downstream of its side outputs
+/// (empty unless the job consumes side outputs of this operator).
+pub type OperatorFactory =
+    Arc<dyn Fn(&TaskInfo, AnyBox, crate::side_output::SideOutputs) -> AnyBox + Send + Sync>;
 
 /// What a vertex is.
 #[derive(Clone)]
@@ -223,6 +225,22 @@ pub struct JobEdge {
     pub partitioning: Partitioning,
     /// Builds a producer subtask's writer.
     pub writer: WriterFactory,
+    /// Set when the edge carries a side output of its producer rather than
+    /// its main output.
+    pub side_output: Option<SideOutputEdge>,
+}
+
+/// What the runtime needs to wire a side output: which tag, and the
+/// tag's record type (to fan out to several consumers and to bind the
+/// result for the producing operator).
+#[derive(Clone)]
+pub struct SideOutputEdge {
+    /// The tag's id.
+    pub tag: Arc<str>,
+    /// The side output's record type.
+    pub output_type: Arc<dyn StreamTypeOps>,
+    /// Binds the built downstream to that type.
+    pub bind: crate::side_output::SideOutputBinder,
 }
 
 /// The whole logical job.

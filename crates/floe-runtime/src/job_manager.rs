@@ -27,10 +27,13 @@ use crate::checkpoint::{
 use crate::context::TaskInfo;
 use crate::control::{ControlShared, JobControl, VertexInfo};
 use crate::error::{FailureCause, OperatorFailure, TaskError};
-use crate::graph::{AnyBox, JobGraph, Partitioning, VertexId, VertexKind, WriterArgs};
+use crate::graph::{
+    AnyBox, JobGraph, Partitioning, SideOutputEdge, VertexId, VertexKind, WriterArgs,
+};
 use crate::job_status::JobStatus;
 use crate::processing_time::{ProcessingClock, ProcessingTimeService};
 use crate::restart::{RestartStrategy, RestartTracker};
+use crate::side_output::SideOutputs;
 use crate::task::TaskDriver;
 use crate::task_manager::{TaskManager, TaskReport};
 
@@ -531,6 +534,7 @@ impl JobManager {
             let chain_into = match inputs.as_slice() {
                 [(ei, e)]
                     if e.partitioning == Partitioning::Forward
+                        && e.side_output.is_none()
                         && graph.vertices[e.source.0].parallelism == v.parallelism
                         && graph.outputs(e.source).count() == 1 =>
                 {
@@ -700,24 +704,43 @@ impl JobManager {
                     parallelism: p,
                     max_parallelism: plan.vertices[v.0].max_parallelism,
                 };
-                let outputs: Vec<AnyBox> = graph
-                    .outputs(tail)
-                    .map(|(ei, e)| {
-                        (e.writer)(WriterArgs {
-                            channels: std::mem::take(&mut senders[ei][i as usize]),
-                            sender_index: i as usize,
-                            target_max_parallelism: plan.vertices[e.target.0].max_parallelism,
-                            batch_size: self.settings.batch_size,
-                            cancel: cancel.clone(),
-                            sender: info_of(tail),
-                            target_name: graph.vertices[e.target.0].name.as_str().into(),
-                        })
-                    })
-                    .collect();
+                let mut outputs: Vec<AnyBox> = Vec::new();
+                // Side outputs by tag, each with its edges' writers. Only a
+                // chain's tail has them: side edges are never chained, and
+                // a vertex with more than one output ends its chain.
+                let mut side: Vec<(&SideOutputEdge, Vec<AnyBox>)> = Vec::new();
+                for (ei, e) in graph.outputs(tail) {
+                    let writer = (e.writer)(WriterArgs {
+                        channels: std::mem::take(&mut senders[ei][i as usize]),
+                        sender_index: i as usize,
+                        target_max_parallelism: plan.vertices[e.target.0].max_parallelism,
+                        batch_size: self.settings.batch_size,
+                        cancel: cancel.clone(),
+                        sender: info_of(tail),
+                        target_name: graph.vertices[e.target.0].name.as_str().into(),
+                    });
+                    match &e.side_output {
+                        None => outputs.push(writer),
+                        Some(s) => match side.iter_mut().find(|(t, _)| t.tag == s.tag) {
+                            Some((_, w)) => w.push(writer),
+                            None => side.push((s, vec![writer])),
+                        },
+                    }
+                }
+                let mut side_outputs = Some(SideOutputs::new(
+                    side.into_iter()
+                        .map(|(s, writers)| (s.bind)(&s.tag, s.output_type.fan_out(writers)))
+                        .collect(),
+                ));
                 let mut downstream = graph.vertices[tail.0].output_type.fan_out(outputs);
                 for &v in chain[1..].iter().rev() {
+                    let side = if v == tail {
+                        side_outputs.take().unwrap_or_default()
+                    } else {
+                        SideOutputs::default()
+                    };
                     match &graph.vertices[v.0].kind {
-                        VertexKind::Operator(f) => downstream = f(&info_of(v), downstream),
+                        VertexKind::Operator(f) => downstream = f(&info_of(v), downstream, side),
                         VertexKind::Source(_) => unreachable!("sources only head chains"),
                     }
                 }
@@ -725,7 +748,8 @@ impl JobManager {
                 let driver = match &head_v.kind {
                     VertexKind::Source(f) => f(&info_of(head), downstream),
                     VertexKind::Operator(f) => {
-                        let head_op = f(&info_of(head), downstream);
+                        let side = side_outputs.take().unwrap_or_default();
+                        let head_op = f(&info_of(head), downstream, side);
                         head_v
                             .input_type
                             .as_ref()

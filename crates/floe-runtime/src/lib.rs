@@ -33,6 +33,8 @@
 //!   subtask owning their key.
 //! - [`error`]: failures of operators and tasks, naming whose fault they
 //!   are.
+//! - [`side_output`]: `OutputTag` and the side outputs a process function
+//!   emits to.
 //! - [`timer_service`]: keyed functions' timers (the service they set
 //!   them through, `on_timer`'s context, firing in slices).
 //! - [`watermark`], [`processing_time`]: event time (watermark strategies,
@@ -53,6 +55,7 @@ pub mod operator;
 pub mod processing_time;
 pub mod queryable;
 pub mod restart;
+pub mod side_output;
 pub mod sink;
 pub mod source;
 pub mod task;
@@ -78,6 +81,7 @@ pub use managed_state::ManagedOperatorState;
 pub use operator::{Operator, OperatorMeta};
 pub use processing_time::{ManualClock, ProcessingClock, ProcessingTimeService};
 pub use queryable::{QueryError, QueryableStateRegistry, StateQuery};
+pub use side_output::OutputTag;
 pub use sink::SinkWriter;
 pub use source::{Source, SourceReader, SourceStatus};
 pub use timer_service::{OnTimerContext, TimerError, TimerService};

@@ -182,6 +182,16 @@ impl<'a, K: Key> OnTimerContext<'a, K> {
     pub fn timer_service(&mut self) -> TimerService<'_, 'a, K> {
         self.ctx.timer_service()
     }
+
+    /// Emits `value` to the side output `tag`, with the timer's timestamp
+    /// in event time.
+    pub fn output<X: Send + 'static>(
+        &mut self,
+        tag: &crate::side_output::OutputTag<X>,
+        value: X,
+    ) -> Result<(), crate::side_output::SideOutputTypeError> {
+        self.ctx.output(tag, value)
+    }
 }
 
 impl<K: Key> KeyedStateAccess<K> for OnTimerContext<'_, K> {

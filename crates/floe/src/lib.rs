@@ -51,8 +51,8 @@ pub mod prelude {
         StreamEnvironment,
     };
     pub use floe_api::{
-        ManualClock, OnTimerContext, ProcessingClock, TimeDomain, TimerService, Watermark,
-        WatermarkGenerator, WatermarkOutput, WatermarkStrategy,
+        ManualClock, OnTimerContext, OutputTag, ProcessingClock, TimeDomain, TimerService,
+        Watermark, WatermarkGenerator, WatermarkOutput, WatermarkStrategy,
     };
     pub use floe_connectors::{
         CollectSink, CollectionSource, FileSink, GeneratorSource, LineFormat, SocketTextSource,
