@@ -79,19 +79,34 @@ pub struct BenchReport {
     pub queries: Option<QueryLoadReport>,
 }
 
-/// Earliest and latest instants reported by the subtasks.
+/// Earliest and latest instants reported by the subtasks: the
+/// benchmarks' measured span, from the first record emitted to the last
+/// one applied.
 #[derive(Clone, Default)]
-struct Span(Arc<Mutex<(Option<Instant>, Option<Instant>)>>);
+pub struct BenchSpan(Arc<Mutex<(Option<Instant>, Option<Instant>)>>);
 
-impl Span {
-    fn start(&self, t: Instant) {
+/// The keyed-count benchmark's name for it.
+type Span = BenchSpan;
+
+impl BenchSpan {
+    /// A subtask started at `t`.
+    pub fn start(&self, t: Instant) {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         g.0 = Some(g.0.map_or(t, |s| s.min(t)));
     }
 
-    fn end(&self, t: Instant) {
+    /// A subtask ended at `t`.
+    pub fn end(&self, t: Instant) {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         g.1 = Some(g.1.map_or(t, |e| e.max(t)));
+    }
+
+    /// From the first start to the last end, once both were reported.
+    pub fn seconds(&self) -> Option<f64> {
+        match *self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            (Some(s), Some(e)) => Some(e.saturating_duration_since(s).as_secs_f64()),
+            _ => None,
+        }
     }
 }
 
@@ -265,7 +280,8 @@ impl KeyedCountBench {
     }
 }
 
-fn mean(values: impl Iterator<Item = f64>) -> f64 {
+/// The mean, 0 for none.
+pub(crate) fn mean(values: impl Iterator<Item = f64>) -> f64 {
     let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
     if n == 0 { 0.0 } else { sum / n as f64 }
 }

@@ -9,6 +9,7 @@ pub mod examples;
 pub mod overhead_bench;
 pub mod query_bench;
 pub mod snapshot_tools;
+pub mod timers_bench;
 
 /// Peak resident set size of this process in bytes (Linux `VmHWM`).
 pub fn peak_rss_bytes() -> Option<u64> {

@@ -302,6 +302,35 @@ enum Bench {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         pairs: Option<u32>,
     },
+    /// N records (key = i mod K, event time +1 ms per 1,000 records per source subtask);
+    /// per record a ValueState<u64> count and an event-time timer at the end of its
+    /// second, which clears the count.
+    Timers {
+        /// Records to generate (a multiple of the parallelism).
+        #[arg(long)]
+        records: u64,
+        /// Distinct keys.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        keys: u64,
+        /// Parallelism of every operator.
+        #[arg(long, short = 'p', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        parallelism: u32,
+        /// State backend (hashmap, also accepted as heap, or rocksdb).
+        #[arg(long, default_value = "heap")]
+        backend: String,
+        /// A configuration value, key=value (repeatable).
+        #[arg(short = 'D', value_name = "KEY=VALUE")]
+        dynamic: Vec<String>,
+        /// Take a checkpoint every this many milliseconds.
+        #[arg(long, value_name = "MS")]
+        checkpoint_interval: Option<u64>,
+        /// Where checkpoints go (file:///…, s3://…; default: JobManager memory).
+        #[arg(long, value_name = "URL")]
+        checkpoint_dir: Option<String>,
+        /// Incremental checkpoints (RocksDB backend; needs --checkpoint-dir).
+        #[arg(long)]
+        incremental: bool,
+    },
     /// The query process of `keyed-count --query-load` (prints its JSON report).
     #[command(hide = true)]
     QueryLoad {
@@ -491,6 +520,47 @@ fn main() -> ExitCode {
                     seconds: query_seconds,
                     rate: query_rate,
                 }),
+            }
+            .run()?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(ExitCode::SUCCESS)
+        })(),
+        Command::Bench(Bench::Timers {
+            records,
+            keys,
+            parallelism,
+            backend,
+            dynamic,
+            checkpoint_interval,
+            checkpoint_dir,
+            incremental,
+        }) => (|| {
+            let backend: StateBackendKind = backend
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--backend: {e}"))?;
+            let mut config = floe::core::Configuration::new();
+            for d in &dynamic {
+                config.set_dynamic_property(d)?;
+            }
+            if let Some(ms) = checkpoint_interval {
+                config.set("execution.checkpointing.interval", format!("{ms}ms"));
+            }
+            if let Some(dir) = checkpoint_dir {
+                config.set("state.checkpoints.dir", dir);
+            }
+            if incremental {
+                if backend != StateBackendKind::RocksDb {
+                    anyhow::bail!("--incremental needs --backend rocksdb");
+                }
+                config.set("state.backend.incremental", "true");
+            }
+            let report = floe_cli::timers_bench::TimersBench {
+                records,
+                keys,
+                parallelism,
+                backend,
+                config,
+                records_per_ms: floe_cli::timers_bench::RECORDS_PER_MS,
             }
             .run()?;
             println!("{}", serde_json::to_string(&report)?);
