@@ -219,9 +219,7 @@ impl TimersBench {
             .iter()
             .filter(|c| c.status == floe::runtime::checkpoint::CheckpointStatus::Completed)
             .collect();
-        let seconds = span
-            .seconds()
-            .unwrap_or_else(|| result.net_runtime.as_secs_f64());
+        let seconds = span.seconds().unwrap_or(result.net_runtime.as_secs_f64());
         Ok(TimersReport {
             benchmark: "timers",
             records: self.records,
