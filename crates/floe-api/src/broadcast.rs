@@ -20,15 +20,16 @@ use floe_runtime::checkpoint::{
     CheckpointNotification, OperatorSnapshot, OperatorState, TaskInit, TaskSnapshot,
 };
 use floe_runtime::graph::{AnyBox, StreamType, VertexKind, WriterArgs, WriterFactory, unbox};
+use floe_runtime::timer_service::{Fired, KeyedTimers};
 use floe_runtime::writer::{BroadcastWriter, KeyGroupWriter, RebalanceWriter};
 use floe_runtime::{
     CheckpointListener, CheckpointedFunction, FunctionHooks, KeyedContext, ManagedOperatorState,
-    Operator, Partitioning, RuntimeContext, TaskError, TaskInfo,
+    Operator, Partitioning, RuntimeContext, TaskError, TaskInfo, TimerService,
 };
 use floe_state::handles::MapKey;
 use floe_state::{
     Key, KeyGroupRange, KeyedStateAccess, KeyedStateBackend, MapStateDescriptor,
-    OperatorStateAccess, OperatorStateRead, OperatorStateStore, StateError, StateValue,
+    OperatorStateAccess, OperatorStateRead, OperatorStateStore, StateError, StateValue, TimeDomain,
 };
 use serde::{Deserialize, Serialize};
 
@@ -185,28 +186,84 @@ impl OperatorStateAccess for BroadcastContext<'_> {
 /// A keyed element is processed: its key's keyed state, read-only
 /// broadcast state.
 pub struct KeyedReadOnlyContext<'a, K: Key> {
-    info: &'a TaskInfo,
-    backend: &'a mut KeyedStateBackend<K>,
+    ctx: KeyedContext<'a, K>,
     store: &'a OperatorStateStore,
 }
 
-impl<K: Key> KeyedReadOnlyContext<'_, K> {
+impl<'a, K: Key> KeyedReadOnlyContext<'a, K> {
     /// The key of the element being processed.
     pub fn current_key(&self) -> &K {
-        self.backend
-            .current_key()
-            .expect("a keyed element always has a current key")
+        self.ctx.current_key()
     }
 
     /// Who is running.
     pub fn task_info(&self) -> &TaskInfo {
-        self.info
+        self.ctx.task_info()
+    }
+
+    /// The event timestamp of the element, if it has one.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.ctx.timestamp()
+    }
+
+    /// Time and timers for the current key, as in a `KeyedProcessFunction`
+    /// (Flink's `ReadOnlyContext.timerService()`).
+    pub fn timer_service(&mut self) -> TimerService<'_, 'a, K> {
+        self.ctx.timer_service()
     }
 }
 
 impl<K: Key> KeyedStateAccess<K> for KeyedReadOnlyContext<'_, K> {
     fn keyed_state_backend(&mut self) -> &mut KeyedStateBackend<K> {
-        self.backend
+        self.ctx.keyed_state_backend()
+    }
+}
+
+/// What a keyed broadcast function's `on_timer` sees (Flink's
+/// `KeyedBroadcastProcessFunction.OnTimerContext`): the timer's key as the
+/// current key with its state, read-only broadcast state, the time domain.
+pub struct KeyedBroadcastOnTimerContext<'a, K: Key> {
+    ro: KeyedReadOnlyContext<'a, K>,
+    domain: TimeDomain,
+    timestamp: i64,
+}
+
+impl<'a, K: Key> KeyedBroadcastOnTimerContext<'a, K> {
+    /// Which clock the firing timer follows.
+    pub fn time_domain(&self) -> TimeDomain {
+        self.domain
+    }
+
+    /// The firing timer's timestamp.
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+
+    /// The key the timer was set for.
+    pub fn current_key(&self) -> &K {
+        self.ro.current_key()
+    }
+
+    /// Who is running.
+    pub fn task_info(&self) -> &TaskInfo {
+        self.ro.task_info()
+    }
+
+    /// Time and timers, to set further timers.
+    pub fn timer_service(&mut self) -> TimerService<'_, 'a, K> {
+        self.ro.timer_service()
+    }
+}
+
+impl<K: Key> KeyedStateAccess<K> for KeyedBroadcastOnTimerContext<'_, K> {
+    fn keyed_state_backend(&mut self) -> &mut KeyedStateBackend<K> {
+        self.ro.keyed_state_backend()
+    }
+}
+
+impl<K: Key> OperatorStateRead for KeyedBroadcastOnTimerContext<'_, K> {
+    fn operator_state_store_ref(&self) -> &OperatorStateStore {
+        self.ro.store
     }
 }
 
@@ -332,6 +389,19 @@ pub trait KeyedBroadcastProcessFunction<K: Key, IN1, IN2, OUT>: Send + 'static {
         ctx: &mut KeyedBroadcastContext<'_, K>,
         out: &mut Collector<'_, OUT>,
     ) -> anyhow::Result<()>;
+
+    /// A timer set in `process_element` fired, with its key current
+    /// (Flink's `onTimer`): event-time timers when the watermark (the
+    /// minimum of both inputs) reaches them, processing-time timers on the
+    /// clock.
+    fn on_timer(
+        &mut self,
+        _timestamp: i64,
+        _ctx: &mut KeyedBroadcastOnTimerContext<'_, K>,
+        _out: &mut Collector<'_, OUT>,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
 
     /// The function's operator state hooks, if it has any: return
     /// `Some(self)` from an implementation of [`CheckpointedFunction`].
@@ -529,6 +599,7 @@ where
                         backend: keyed_backend,
                         backend_error,
                         key_selector: ks.clone(),
+                        timers: None,
                     },
                     operator_state: ManagedOperatorState::new(info, Some(range)),
                     declarations: declarations.clone(),
@@ -591,6 +662,8 @@ struct Keyed<K: Key, F, KS> {
     /// Why the configured backend could not be created (reported at open).
     backend_error: Option<floe_state::StateError>,
     key_selector: KS,
+    /// The function's timers, once open.
+    timers: Option<KeyedTimers>,
 }
 
 /// What differs between the keyed and the non-keyed broadcast operator.
@@ -611,6 +684,26 @@ trait BroadcastSide<A, B, OUT>: Send {
     fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener>;
     /// Keyed state's part of a snapshot.
     fn snapshot_keyed(&mut self, info: &TaskInfo, snapshot: &mut TaskSnapshot);
+    /// A watermark arrived: fires the timers it made due (one slice) and
+    /// returns it once all have fired, to be forwarded.
+    fn on_watermark(
+        &mut self,
+        wm: Watermark,
+        store: &OperatorStateStore,
+        info: &TaskInfo,
+        out: &mut Batch<OUT>,
+    ) -> anyhow::Result<Option<Watermark>>;
+    /// Goes on firing: the pending watermark's timers (one slice when
+    /// `sliced`, else all), then processing-time timers due at `now_ms`;
+    /// returns the pending watermark once its timers have all fired.
+    fn fire_due(
+        &mut self,
+        now_ms: Option<i64>,
+        sliced: bool,
+        store: &OperatorStateStore,
+        info: &TaskInfo,
+        out: &mut Batch<OUT>,
+    ) -> anyhow::Result<Option<Watermark>>;
 }
 
 impl<A, B, OUT, F: BroadcastProcessFunction<A, B, OUT>> BroadcastSide<A, B, OUT> for NonKeyed<F> {
@@ -662,6 +755,27 @@ impl<A, B, OUT, F: BroadcastProcessFunction<A, B, OUT>> BroadcastSide<A, B, OUT>
     }
 
     fn snapshot_keyed(&mut self, _: &TaskInfo, _: &mut TaskSnapshot) {}
+
+    fn on_watermark(
+        &mut self,
+        wm: Watermark,
+        _: &OperatorStateStore,
+        _: &TaskInfo,
+        _: &mut Batch<OUT>,
+    ) -> anyhow::Result<Option<Watermark>> {
+        Ok(Some(wm))
+    }
+
+    fn fire_due(
+        &mut self,
+        _: Option<i64>,
+        _: bool,
+        _: &OperatorStateStore,
+        _: &TaskInfo,
+        _: &mut Batch<OUT>,
+    ) -> anyhow::Result<Option<Watermark>> {
+        Ok(None)
+    }
 }
 
 impl<K, A, B, OUT, F, KS> BroadcastSide<A, B, OUT> for Keyed<K, F, KS>
@@ -681,6 +795,8 @@ where
                 Ok(())
             })?;
         }
+        let timers = info.guard(|| Ok(KeyedTimers::open(backend, init.time.clone())?))?;
+        self.timers = Some(timers);
         info.guard(|| function.open(&mut RuntimeContext::new(info, Some(backend))))
     }
 
@@ -692,6 +808,7 @@ where
         out: &mut Batch<OUT>,
     ) -> anyhow::Result<()> {
         let (function, backend, ks) = (&mut self.function, &mut self.backend, &self.key_selector);
+        let timers = self.timers.as_ref().map(|t| t.access());
         let Batch {
             records: out,
             timestamps: out_ts,
@@ -708,13 +825,12 @@ where
                         .next()
                         .ok_or_else(|| anyhow::anyhow!("keyed element without a key group"))?;
                     backend.set_current_key(ks(&a), kg)?;
+                    let ctx = KeyedContext::new(info, backend)
+                        .with_timestamp(ts.unwrap_or(floe_core::NO_TIMESTAMP))
+                        .with_timers(timers);
                     function.process_element(
                         a,
-                        &mut KeyedReadOnlyContext {
-                            info,
-                            backend,
-                            store,
-                        },
+                        &mut KeyedReadOnlyContext { ctx, store },
                         &mut c,
                     )?;
                 }
@@ -750,14 +866,129 @@ where
             state: OperatorState::Keyed(self.backend.snapshot()),
         });
     }
+
+    fn on_watermark(
+        &mut self,
+        wm: Watermark,
+        store: &OperatorStateStore,
+        info: &TaskInfo,
+        out: &mut Batch<OUT>,
+    ) -> anyhow::Result<Option<Watermark>> {
+        match self.timers.as_mut() {
+            Some(timers) => timers.advance_watermark(wm),
+            None => return Ok(Some(wm)),
+        }
+        self.fire_due(None, true, store, info, out)
+    }
+
+    fn fire_due(
+        &mut self,
+        now_ms: Option<i64>,
+        sliced: bool,
+        store: &OperatorStateStore,
+        info: &TaskInfo,
+        out: &mut Batch<OUT>,
+    ) -> anyhow::Result<Option<Watermark>> {
+        let Some(timers) = self.timers.as_mut() else {
+            return Ok(None);
+        };
+        let mut forward = None;
+        if timers.has_pending() {
+            let fired = fire_keyed_broadcast_timers(
+                &mut self.function,
+                &mut self.backend,
+                timers,
+                TimeDomain::EventTime,
+                0,
+                sliced,
+                store,
+                info,
+                out,
+            )?;
+            if fired == Fired::AllDue {
+                forward = timers.take_pending();
+            }
+        }
+        if let Some(now) = now_ms {
+            fire_keyed_broadcast_timers(
+                &mut self.function,
+                &mut self.backend,
+                timers,
+                TimeDomain::ProcessingTime,
+                now,
+                sliced,
+                store,
+                info,
+                out,
+            )?;
+        }
+        Ok(forward)
+    }
 }
 
-impl<A, B, OUT, S> CoBroadcastOp<A, B, OUT, S> {
+/// Fires a keyed broadcast function's due timers of `domain` through its
+/// `on_timer`; output carries the timer's timestamp in event time.
+#[allow(clippy::too_many_arguments)]
+fn fire_keyed_broadcast_timers<K, A, B, OUT, F>(
+    function: &mut F,
+    backend: &mut KeyedStateBackend<K>,
+    timers: &mut KeyedTimers,
+    domain: TimeDomain,
+    now_ms: i64,
+    sliced: bool,
+    store: &OperatorStateStore,
+    info: &TaskInfo,
+    out: &mut Batch<OUT>,
+) -> anyhow::Result<Fired>
+where
+    K: Key,
+    F: KeyedBroadcastProcessFunction<K, A, B, OUT>,
+{
+    timers.fire(backend, domain, now_ms, sliced, |backend, access, timer| {
+        let ts = match domain {
+            TimeDomain::EventTime => timer.timestamp,
+            TimeDomain::ProcessingTime => floe_core::NO_TIMESTAMP,
+        };
+        let from = out.records.len();
+        let ctx = KeyedContext::new(info, backend)
+            .with_timestamp(ts)
+            .with_timers(Some(access));
+        function.on_timer(
+            timer.timestamp,
+            &mut KeyedBroadcastOnTimerContext {
+                ro: KeyedReadOnlyContext { ctx, store },
+                domain,
+                timestamp: timer.timestamp,
+            },
+            &mut Collector::new(&mut out.records),
+        )?;
+        if ts != floe_core::NO_TIMESTAMP || !out.timestamps.is_empty() {
+            out.timestamps.resize(from, floe_core::NO_TIMESTAMP);
+            out.timestamps.resize(out.records.len(), ts);
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+}
+
+impl<A, B, OUT: Send, S: BroadcastSide<A, B, OUT>> CoBroadcastOp<A, B, OUT, S> {
     fn emit(&mut self) -> Result<(), TaskError> {
         if self.out.is_empty() {
             return Ok(());
         }
         self.next.process_batch(&mut self.out)
+    }
+
+    /// Fires due timers (see [`BroadcastSide::fire_due`]) and forwards a
+    /// watermark whose timers have all fired.
+    fn fire(&mut self, now_ms: Option<i64>, sliced: bool) -> Result<(), TaskError> {
+        let (side, info, out) = (&mut self.side, &self.info, &mut self.out);
+        let store = self.operator_state.store();
+        let forward = info.guard(|| side.fire_due(now_ms, sliced, store, info, out))?;
+        self.emit()?;
+        match forward {
+            Some(wm) => self.next.process_watermark(wm),
+            None => Ok(()),
+        }
     }
 }
 
@@ -777,6 +1008,8 @@ impl<A: Send, B: Send, OUT: Send, S: BroadcastSide<A, B, OUT>> Operator<TwoInput
     }
 
     fn process_batch(&mut self, batch: &mut Batch<TwoInput<A, B>>) -> Result<(), TaskError> {
+        // Elements after a watermark come after its timers.
+        self.fire(None, false)?;
         let (side, info, out) = (&mut self.side, &self.info, &mut self.out);
         let store = self.operator_state.store();
         info.guard(|| side.process(batch, store, info, out))?;
@@ -785,7 +1018,14 @@ impl<A: Send, B: Send, OUT: Send, S: BroadcastSide<A, B, OUT>> Operator<TwoInput
 
     fn process_watermark(&mut self, wm: Watermark) -> Result<(), TaskError> {
         self.emit()?;
-        self.next.process_watermark(wm)
+        let (side, info, out) = (&mut self.side, &self.info, &mut self.out);
+        let store = self.operator_state.store();
+        let forward = info.guard(|| side.on_watermark(wm, store, info, out))?;
+        self.emit()?;
+        match forward {
+            Some(wm) => self.next.process_watermark(wm),
+            None => Ok(()),
+        }
     }
 
     fn process_watermark_status(&mut self, status: WatermarkStatus) -> Result<(), TaskError> {
@@ -794,6 +1034,7 @@ impl<A: Send, B: Send, OUT: Send, S: BroadcastSide<A, B, OUT>> Operator<TwoInput
     }
 
     fn on_processing_time(&mut self, now_ms: i64) -> Result<(), TaskError> {
+        self.fire(Some(now_ms), true)?;
         self.next.on_processing_time(now_ms)
     }
 
@@ -824,6 +1065,8 @@ impl<A: Send, B: Send, OUT: Send, S: BroadcastSide<A, B, OUT>> Operator<TwoInput
     }
 
     fn finish(&mut self) -> Result<(), TaskError> {
+        // Whatever the last watermark made due fires before the end.
+        self.fire(None, false)?;
         self.emit()?;
         self.next.finish()
     }

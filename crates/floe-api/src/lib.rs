@@ -20,8 +20,8 @@ pub mod stream;
 
 pub use broadcast::{
     BroadcastConnectedStream, BroadcastContext, BroadcastProcessFunction, BroadcastStream,
-    KeyedBroadcastConnectedStream, KeyedBroadcastContext, KeyedBroadcastProcessFunction,
-    KeyedReadOnlyContext, ReadOnlyContext, TwoInput,
+    KeyedBroadcastConnectedStream, KeyedBroadcastContext, KeyedBroadcastOnTimerContext,
+    KeyedBroadcastProcessFunction, KeyedReadOnlyContext, ReadOnlyContext, TwoInput,
 };
 pub use env::StreamEnvironment;
 pub use floe_core::{NO_TIMESTAMP, Watermark, WatermarkStatus};

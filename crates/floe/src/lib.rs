@@ -46,9 +46,9 @@ pub mod prelude {
     pub use floe_api::{
         BroadcastContext, BroadcastProcessFunction, BroadcastStream, CheckpointListener,
         CheckpointedFunction, Collector, DataStream, JobArgs, KeyedBroadcastContext,
-        KeyedBroadcastProcessFunction, KeyedProcessFunction, KeyedReadOnlyContext, KeyedStream,
-        ProcessContext, ProcessFunction, ReadOnlyContext, RichFlatMapFunction, RichMapFunction,
-        StreamEnvironment,
+        KeyedBroadcastOnTimerContext, KeyedBroadcastProcessFunction, KeyedProcessFunction,
+        KeyedReadOnlyContext, KeyedStream, ProcessContext, ProcessFunction, ReadOnlyContext,
+        RichFlatMapFunction, RichMapFunction, StreamEnvironment,
     };
     pub use floe_api::{
         ManualClock, OnTimerContext, OutputTag, ProcessingClock, TimeDomain, TimerService,

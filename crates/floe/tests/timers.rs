@@ -356,3 +356,99 @@ fn processing_time_timers_fire_when_the_clock_reaches_them() {
         assert_eq!(got, expected);
     });
 }
+
+/// A keyed broadcast function with timers: each keyed element sets an
+/// event-time timer 5 ms after it; the timer reports the key, its
+/// timestamp and the broadcast factor it reads then.
+#[derive(Clone)]
+struct RemindWithFactor(
+    MapStateDescriptor<String, u64>,
+    Option<BroadcastState<String, u64>>,
+);
+
+impl CheckpointedFunction for RemindWithFactor {
+    fn initialize_state(
+        &mut self,
+        ctx: &mut FunctionInitializationContext<'_>,
+    ) -> anyhow::Result<()> {
+        self.1 = Some(ctx.operator_state_store().get_broadcast_state(&self.0)?);
+        Ok(())
+    }
+}
+
+impl KeyedBroadcastProcessFunction<u64, (u64, i64), (String, u64), (u64, i64, u64)>
+    for RemindWithFactor
+{
+    fn process_element(
+        &mut self,
+        (_, t): (u64, i64),
+        ctx: &mut KeyedReadOnlyContext<'_, u64>,
+        _: &mut Collector<'_, (u64, i64, u64)>,
+    ) -> anyhow::Result<()> {
+        assert_eq!(ctx.timestamp(), Some(t));
+        ctx.timer_service().register_event_time_timer(t + 5)?;
+        Ok(())
+    }
+
+    fn process_broadcast_element(
+        &mut self,
+        (k, v): (String, u64),
+        ctx: &mut KeyedBroadcastContext<'_, u64>,
+        _: &mut Collector<'_, (u64, i64, u64)>,
+    ) -> anyhow::Result<()> {
+        self.1.as_ref().expect("initialized").put(ctx, k, v)?;
+        Ok(())
+    }
+
+    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction> {
+        Some(self)
+    }
+
+    fn on_timer(
+        &mut self,
+        ts: i64,
+        ctx: &mut KeyedBroadcastOnTimerContext<'_, u64>,
+        out: &mut Collector<'_, (u64, i64, u64)>,
+    ) -> anyhow::Result<()> {
+        assert_eq!(ctx.time_domain(), TimeDomain::EventTime);
+        let factor = self
+            .1
+            .as_ref()
+            .expect("initialized")
+            .get(ctx, &"factor".to_string())?
+            .copied()
+            .unwrap_or(0);
+        out.collect((*ctx.current_key(), ts, factor));
+        Ok(())
+    }
+}
+
+#[test]
+fn keyed_broadcast_functions_fire_timers() {
+    with_timeout(60, || {
+        let env = StreamEnvironment::new();
+        env.set_parallelism(2);
+        let rules = MapStateDescriptor::<String, u64>::new("rules");
+        let factors = env
+            .from_collection(vec![("factor".to_string(), 7u64)])
+            .broadcast_with(rules.clone());
+        let (sink, handle) = TaggingSink::new();
+        let events: Vec<(u64, i64)> = (0..300u64).map(|i| (i % 5, i as i64 * 2)).collect();
+        env.from_collection(events.clone())
+            .assign_timestamps_and_watermarks(
+                WatermarkStrategy::for_monotonous_timestamps()
+                    .with_timestamp_assigner(|e: &(u64, i64), _| e.1),
+            )
+            .key_by(|e: &(u64, i64)| e.0)
+            .connect(&factors)
+            .process(RemindWithFactor(rules, None))
+            .sink_to(sink, "reminders");
+        env.execute("keyed broadcast timers").unwrap();
+        let mut expected: Vec<(u64, i64, u64)> =
+            events.iter().map(|&(k, t)| (k, t + 5, 7)).collect();
+        expected.sort();
+        let mut got = handle.values();
+        got.sort();
+        assert_eq!(got, expected);
+    });
+}
