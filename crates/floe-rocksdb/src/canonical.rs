@@ -45,6 +45,7 @@ use crate::error::RocksDbError;
 use crate::key::{decode_timer_key, write_varint};
 use crate::list::split_list_value;
 use crate::resources::RocksDbResources;
+use crate::ttl::{TtlDecision, TtlFilter};
 
 /// How a state's per-key value is stored, which decides its canonical
 /// encoding.
@@ -120,6 +121,21 @@ impl CheckpointReader {
         kg: KeyGroup,
         out: &mut Vec<u8>,
     ) -> Result<bool, RocksDbError> {
+        self.encode_key_group_ttl(state, layout, kg, out, None)
+    }
+
+    /// [`encode_key_group`](Self::encode_key_group) leaving out what a TTL
+    /// state's `ttl` filter finds expired at the given time (Flink's
+    /// cleanup in full snapshots): keys whose values expired, map entries,
+    /// list elements.
+    pub fn encode_key_group_ttl(
+        &mut self,
+        state: &str,
+        layout: StateLayout,
+        kg: KeyGroup,
+        out: &mut Vec<u8>,
+        ttl: Option<(&TtlFilter, i64)>,
+    ) -> Result<bool, RocksDbError> {
         let cf = self.cp.db.cf_handle(&cf_name(state)).ok_or_else(|| {
             RocksDbError::invalid(
                 "CheckpointReader::encode_key_group",
@@ -139,6 +155,7 @@ impl CheckpointReader {
             out,
             &mut self.pairs,
             &mut self.map_scratch,
+            ttl,
         )
     }
 }
@@ -155,14 +172,24 @@ pub(crate) fn encode_key_group(
     out: &mut Vec<u8>,
     pairs: &mut Vec<u8>,
     map_scratch: &mut Vec<u8>,
+    ttl: Option<(&TtlFilter, i64)>,
 ) -> Result<bool, RocksDbError> {
     pairs.clear();
+    // What the TTL filter says of a value, and where a trimmed list went.
+    let mut trimmed = Vec::new();
+    let decide = |value: &[u8], trimmed: &mut Vec<u8>| match ttl {
+        Some((filter, now)) => filter.decide(value, now, trimmed),
+        None => TtlDecision::Keep,
+    };
     let mut n: u64 = 0;
     let mut it = EntryIter::new(db, cf, kg, kg, path, state);
     let corrupt = |reason: String| RocksDbError::corrupt(path, Some(state), reason);
     match layout {
         StateLayout::ValueLike => {
             while let Some(e) = it.next_entry()? {
+                if decide(e.value, &mut trimmed) == TtlDecision::Remove {
+                    continue;
+                }
                 pairs.extend_from_slice(e.key);
                 pairs.extend_from_slice(e.value);
                 n += 1;
@@ -170,10 +197,15 @@ pub(crate) fn encode_key_group(
         }
         StateLayout::List => {
             while let Some(e) = it.next_entry()? {
-                let (count, elements) = split_list_value(e.value).ok_or_else(|| {
+                let value = match decide(e.value, &mut trimmed) {
+                    TtlDecision::Keep => e.value,
+                    TtlDecision::Remove => continue,
+                    TtlDecision::Change => &trimmed[..],
+                };
+                let (count, elements) = split_list_value(value).ok_or_else(|| {
                     corrupt(format!(
                         "list value of {} bytes has no count header",
-                        e.value.len()
+                        value.len()
                     ))
                 })?;
                 if count == 0 {
@@ -192,6 +224,9 @@ pub(crate) fn encode_key_group(
             let mut current_prefix: Vec<u8> = Vec::new();
             let mut key_start = 0usize; // offset of the key in `current_prefix`
             while let Some(e) = it.next_entry()? {
+                if decide(e.value, &mut trimmed) == TtlDecision::Remove {
+                    continue;
+                }
                 let prefix_len = e.raw_key.len() - e.user_key.len();
                 let prefix = &e.raw_key[..prefix_len];
                 if m == 0 || prefix != current_prefix.as_slice() {

@@ -1,6 +1,7 @@
 //! [`KeyedDb`]: the RocksDB instance holding one subtask's keyed state.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use floe_core::KeyGroup;
 use rocksdb::{
@@ -12,6 +13,7 @@ use crate::error::RocksDbError;
 use crate::key::{KeyGroupRange, KeyPrefix, decode_key, key_group_range_bounds, prefix_successor};
 use crate::list::{encode_list_value, split_list_value};
 use crate::resources::{RocksDbResources, point_read_options, write_options};
+use crate::ttl::{TtlCompaction, TtlFilterFactory, TtlRegistry};
 
 /// The RocksDB handle type used throughout: column families are created
 /// only by the owning subtask (`&mut self`), so the single-threaded mode's
@@ -34,6 +36,23 @@ pub(crate) fn state_names_of(cfs: &[String]) -> Vec<String> {
     cfs.iter()
         .filter_map(|cf| cf.strip_prefix(CF_PREFIX).map(str::to_string))
         .collect()
+}
+
+/// The options of a state's column family `cf`: the shared ones plus the
+/// TTL compaction filter factory, which finds the state's TTL (if any) in
+/// `ttl` when a compaction starts. Every column family gets it, TTL or
+/// not, because a restored database opens its column families before the
+/// function says which states have a TTL.
+pub(crate) fn state_cf_options(
+    resources: &RocksDbResources,
+    ttl: &Arc<TtlRegistry>,
+    cf: &str,
+) -> rocksdb::Options {
+    let mut opts = resources.cf_options();
+    if let Some(state) = cf.strip_prefix(CF_PREFIX) {
+        opts.set_compaction_filter_factory(TtlFilterFactory::new(state, ttl.clone()));
+    }
+    opts
 }
 
 /// Identifies a state registered with [`KeyedDb::create_state`]: an index in
@@ -89,6 +108,9 @@ pub struct KeyedDb {
     pub(crate) read_opts: ReadOptions,
     /// Reused buffer for list values and merge operands.
     pub(crate) scratch: Vec<u8>,
+    /// The TTL states, which every column family's compaction filter
+    /// consults (see [`crate::ttl`]).
+    pub(crate) ttl: Arc<TtlRegistry>,
     pub(crate) cleanup: DirCleanup,
 }
 
@@ -166,10 +188,11 @@ impl KeyedDb {
         } else {
             Vec::new()
         };
+        let ttl = Arc::new(TtlRegistry::default());
         let descriptors = existing
             .iter()
             .filter(|cf| cf.as_str() != rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
-            .map(|cf| ColumnFamilyDescriptor::new(cf, resources.cf_options()));
+            .map(|cf| ColumnFamilyDescriptor::new(cf, state_cf_options(resources, &ttl, cf)));
         let db = Db::open_cf_descriptors(&opts, &path, descriptors)
             .map_err(|e| RocksDbError::db("open", &path, None, e))?;
         // Once open, the working directory is removed on drop by default.
@@ -183,6 +206,7 @@ impl KeyedDb {
             write_opts: write_options(),
             read_opts: point_read_options(),
             scratch: Vec::with_capacity(256),
+            ttl,
             cleanup,
         })
     }
@@ -227,13 +251,20 @@ impl KeyedDb {
     pub(crate) fn ensure_cf(&mut self, name: &str) -> Result<String, RocksDbError> {
         let cf = cf_name(name);
         if self.db.cf_handle(&cf).is_none() {
-            let opts = self.resources.cf_options();
+            let opts = state_cf_options(&self.resources, &self.ttl, &cf);
             self.db.create_cf(&cf, &opts).map_err(|e| {
                 RocksDbError::db("create column family", self.path(), Some(name), e)
             })?;
             self.present.push(name.to_string());
         }
         Ok(cf)
+    }
+
+    /// Sets (or, with `None`, removes) state `name`'s TTL: from the next
+    /// compaction of its column family on, entries expired by then are
+    /// dropped (see [`crate::ttl`]).
+    pub fn set_state_ttl(&mut self, name: &str, ttl: Option<TtlCompaction>) {
+        self.ttl.set(name, ttl);
     }
 
     /// The id of registered state `name`.

@@ -14,6 +14,8 @@
 //!   point reads and writes, list appends through a merge operator, map
 //!   entries under a per-key prefix, key-group scans, checkpoints and
 //!   restore with rescaling.
+//! * [`ttl`] — State TTL on bytes: the timestamp prefix of TTL values
+//!   and the compaction filter that drops expired entries.
 //! * [`canonical`] — per state and key group, the exact bytes the heap
 //!   backend writes into a savepoint, produced from a checkpoint.
 
@@ -24,6 +26,7 @@ pub mod error;
 pub mod key;
 pub mod list;
 pub mod resources;
+pub mod ttl;
 
 pub use canonical::{CheckpointReader, StateLayout};
 pub use checkpoint::{CheckpointFile, CheckpointFileKind, CheckpointFiles};
@@ -31,6 +34,7 @@ pub use db::{Entry, EntryIter, KeyedDb, ListValue, MapEntry, MapIter, StateId};
 pub use error::RocksDbError;
 pub use key::{KeyGroupRange, KeyPrefix, MAX_KEY_GROUP, key_group_range_bounds};
 pub use resources::RocksDbResources;
+pub use ttl::{TtlClock, TtlCompaction, TtlDecision, TtlFilter};
 
 /// RocksDB's pinned value handle, returned by point reads (re-exported so
 /// callers need not depend on `rocksdb` directly).

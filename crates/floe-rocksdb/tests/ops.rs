@@ -476,3 +476,98 @@ fn in_place_overwrites_read_back_everywhere() {
         assert_eq!(&*restored.get(s2, k).unwrap().unwrap(), enc(v).as_slice());
     }
 }
+
+/// A TTL value as `floe_state` stores it: the big-endian timestamp, then
+/// the postcard value.
+fn stamped(ts: i64, v: u64) -> Vec<u8> {
+    let mut out = ts.to_be_bytes().to_vec();
+    out.extend_from_slice(&enc(&v));
+    out
+}
+
+/// Postcard `u64`s below 128 take one byte: a stamped one takes nine.
+fn nine(bytes: &[u8]) -> Option<usize> {
+    (bytes.len() >= 9).then_some(9)
+}
+
+#[test]
+fn ttl_compaction_filter_drops_expired_entries_without_reads() {
+    use floe_rocksdb::{StateLayout, TtlCompaction, TtlFilter};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(&dir);
+    let now = Arc::new(AtomicI64::new(0));
+    let clock = {
+        let now = now.clone();
+        Arc::new(move || now.load(Ordering::Relaxed)) as floe_rocksdb::TtlClock
+    };
+    let ttl = |layout, element_len| TtlCompaction {
+        filter: TtlFilter {
+            ttl_ms: 100,
+            layout,
+            element_len,
+        },
+        clock: clock.clone(),
+        query_time_after: 10,
+    };
+    let values = db.create_state("values").unwrap();
+    let lists = db.create_state("lists").unwrap();
+    let plain = db.create_state("plain").unwrap();
+    db.set_state_ttl("values", Some(ttl(StateLayout::ValueLike, None)));
+    db.set_state_ttl("lists", Some(ttl(StateLayout::List, Some(nine))));
+    for i in 0..1000u64 {
+        let k = prefix((i % 128) as u16, &enc(&i));
+        // Half the keys written at 0, half at 50.
+        let ts = if i % 2 == 0 { 0 } else { 50 };
+        db.put(values, &k, &stamped(ts, i % 100)).unwrap();
+        db.put(plain, &k, &stamped(0, i % 100)).unwrap();
+        db.list_append(lists, &k, 1, &stamped(0, 1)).unwrap();
+        db.list_append(lists, &k, 1, &stamped(ts, 2)).unwrap();
+    }
+    db.flush().unwrap();
+    let keys = |id| {
+        db.state_property_int(id, "rocksdb.estimate-num-keys")
+            .unwrap()
+            .unwrap()
+    };
+    let size = |id| {
+        db.state_property_int(id, "rocksdb.total-sst-files-size")
+            .unwrap()
+            .unwrap()
+    };
+    // Nothing expired yet: compaction keeps everything (and merges the
+    // list appends into one value per key).
+    db.compact_state(values).unwrap();
+    db.compact_state(lists).unwrap();
+    assert_eq!(keys(values), 1000);
+    let list_size = size(lists);
+    // At 120 the values written at 0 expired, those written at 50 not.
+    now.store(120, Ordering::Relaxed);
+    for id in [values, lists, plain] {
+        db.compact_state(id).unwrap();
+    }
+    assert_eq!(keys(values), 500, "expired values dropped");
+    assert_eq!(keys(plain), 1000, "a state without TTL keeps everything");
+    assert!(size(lists) < list_size, "expired list elements dropped");
+    let k_even = prefix(0, &enc(&0u64));
+    let k_odd = prefix(1, &enc(&1u64));
+    assert!(db.get(values, &k_even).unwrap().is_none());
+    assert!(db.get(values, &k_odd).unwrap().is_some());
+    assert!(
+        list_of(&db, lists, &k_even).is_none(),
+        "all elements expired"
+    );
+    assert_eq!(
+        list_of(&db, lists, &k_odd),
+        Some((1, stamped(50, 2))),
+        "only the unexpired element is left"
+    );
+    // Later everything has expired.
+    now.store(1000, Ordering::Relaxed);
+    db.compact_state(values).unwrap();
+    db.compact_state(lists).unwrap();
+    assert_eq!(keys(values), 0);
+    assert_eq!(keys(lists), 0);
+}
