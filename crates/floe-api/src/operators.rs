@@ -518,6 +518,10 @@ where
                 .failure(floe_runtime::FailureCause::Error(e.into())));
         }
         let (function, backend, info) = (&mut self.function, &mut self.backend, &self.info);
+        // State TTL reads the task's processing-time clock (a manual one in
+        // tests), like its processing-time timers.
+        let time = init.time.clone();
+        backend.set_ttl_time_provider(move || time.now_ms());
         if let Some(restore) = init.operator(&info.uid) {
             info.guard(|| {
                 backend.restore(restore.keyed.iter().map(|f| f.as_slice()))?;

@@ -8,7 +8,6 @@ use anyhow::{Context, bail};
 use floe::checkpoint::SnapshotLocation;
 use floe::runtime::checkpoint::{OpenedSnapshot, StateFileKind};
 use floe::state::KeyedStateFile;
-use floe::state::descriptor::StateKind;
 use floe::state::operator::OperatorStateFile;
 
 /// Per state name: kind, key groups holding entries, bytes.
@@ -73,8 +72,14 @@ pub fn describe(path: &str) -> anyhow::Result<String> {
                         let Some(m) = file.states.get(*idx as usize) else {
                             continue;
                         };
-                        let kind = StateKind::from_code(m.kind)
+                        let kind = m
+                            .state_kind()
                             .map_or_else(|| format!("kind {}", m.kind), |k| k.to_string());
+                        let kind = if m.has_ttl() {
+                            format!("{kind} with TTL")
+                        } else {
+                            kind
+                        };
                         let e = keyed.entry(m.name.clone()).or_insert((
                             format!("{kind}<{}>", m.value_type),
                             0,

@@ -31,6 +31,9 @@ use crate::snapshot::{KeyedStateSnapshot, RestoreStaging};
 use crate::store::dispatch::AnyStore;
 use crate::store::{At, KeyedStore, Shape, StateId, StateRef};
 use crate::timer::{Namespace, TimeDomain, Timer, TimerQueue};
+use crate::ttl::{
+    SharedClock, StateTtlConfig, Ttl, TtlContent, TtlSpec, TtlTimeProvider, system_time_ms,
+};
 use crate::types::Key;
 
 /// Gives state handles access to the keyed backend of the current operator.
@@ -46,6 +49,34 @@ impl<K: Key> KeyedStateAccess<K> for KeyedStateBackend<K> {
     }
 }
 
+/// Why restored state of `restored` kind (with a TTL or not) cannot be
+/// registered as `requested` (with a TTL or not); `None` when it can. A
+/// TTL change is refused like a kind change, as Flink does: the stored
+/// values would not decode (they gain or lose their timestamps).
+fn restore_mismatch(
+    restored: StateKind,
+    restored_ttl: bool,
+    requested: StateKind,
+    requested_ttl: bool,
+) -> Option<String> {
+    if restored != requested {
+        return Some("the kinds differ".into());
+    }
+    match (restored_ttl, requested_ttl) {
+        (true, false) => Some(
+            "the snapshot's state has a time to live and the descriptor has none; \
+             enabling or disabling TTL on existing state is not supported"
+                .into(),
+        ),
+        (false, true) => Some(
+            "the descriptor enables a time to live and the snapshot's state has none; \
+             enabling or disabling TTL on existing state is not supported"
+                .into(),
+        ),
+        _ => None,
+    }
+}
+
 /// Metadata of one registered state.
 #[derive(Debug, Clone)]
 struct Registration {
@@ -55,6 +86,8 @@ struct Registration {
     type_name: &'static str,
     /// The name queries use, when the state is queryable.
     queryable: Option<String>,
+    /// Whether the state has a TTL (its values carry timestamps).
+    ttl: bool,
 }
 
 /// The keyed state of one subtask of one operator.
@@ -81,6 +114,13 @@ pub struct KeyedStateBackend<K: Key> {
     views_idle: u32,
     /// This backend's identity in the timer queues it hands out.
     owner: u64,
+    /// The processing-time clock TTL states read on the record path.
+    ttl_clock: TtlTimeProvider,
+    /// The same clock for work off the record path (compactions,
+    /// snapshots), replaced in place when the clock is.
+    ttl_shared_clock: SharedClock,
+    /// TTL states cleaned up incrementally on every record: (state, entries).
+    ttl_every_record: Vec<(StateId, u32)>,
 }
 
 /// A process-unique backend identity (never 0).
@@ -101,6 +141,7 @@ impl<K: Key> KeyedStateBackend<K> {
         let settings = settings.into();
         let operator = operator.into();
         let store = AnyStore::open(&settings, &operator, range)?;
+        let ttl_clock: TtlTimeProvider = Arc::new(system_time_ms);
         Ok(KeyedStateBackend {
             operator,
             range,
@@ -114,6 +155,9 @@ impl<K: Key> KeyedStateBackend<K> {
             views: false,
             views_idle: 0,
             owner: next_owner(),
+            ttl_shared_clock: SharedClock::new(ttl_clock.clone()),
+            ttl_clock,
+            ttl_every_record: Vec::new(),
             store,
         })
     }
@@ -151,6 +195,50 @@ impl<K: Key> KeyedStateBackend<K> {
         }
         self.store.set_current_key(&key, key_group)?;
         self.current = Some((key, offset));
+        if !self.ttl_every_record.is_empty() {
+            self.ttl_cleanup_per_record()?;
+        }
+        Ok(())
+    }
+
+    /// Sets the processing-time clock that TTL states read (milliseconds;
+    /// the system clock by default). The runtime sets the task's clock, so
+    /// that a job run on a manual clock expires state on it; tests set
+    /// their own. Applies to states registered before too, including
+    /// RocksDB's compaction filters.
+    pub fn set_ttl_time_provider(&mut self, provider: impl Fn() -> i64 + Send + Sync + 'static) {
+        let provider: TtlTimeProvider = Arc::new(provider);
+        self.ttl_shared_clock.set(provider.clone());
+        self.ttl_clock = provider;
+    }
+
+    /// The current time of TTL states.
+    #[inline]
+    pub(crate) fn ttl_now(&self) -> i64 {
+        (self.ttl_clock)()
+    }
+
+    /// After an access of TTL state `id`: its incremental cleanup.
+    #[inline]
+    pub(crate) fn ttl_accessed(
+        &mut self,
+        id: StateId,
+        ttl: Ttl,
+        now: i64,
+    ) -> Result<(), StateError> {
+        if ttl.cleanup_size == 0 {
+            return Ok(());
+        }
+        self.store.ttl_cleanup(id, ttl.cleanup_size, now)
+    }
+
+    /// The incremental cleanup of the TTL states that run it on every record.
+    #[cold]
+    fn ttl_cleanup_per_record(&mut self) -> Result<(), StateError> {
+        let now = self.ttl_now();
+        for &(id, entries) in &self.ttl_every_record {
+            self.store.ttl_cleanup(id, entries, now)?;
+        }
         Ok(())
     }
 
@@ -206,10 +294,48 @@ impl<K: Key> KeyedStateBackend<K> {
         kind: StateKind,
         queryable: Option<&str>,
     ) -> Result<StateRef<Sh>, StateError> {
-        let id = self.register_with::<T>(name, kind, queryable, |store, id, groups, range| {
-            store.register::<Sh>(id, name, groups, range)
-        })?;
+        let id =
+            self.register_with::<T>(name, kind, queryable, false, |store, id, groups, range| {
+                store.register::<Sh>(id, name, groups, range, None)
+            })?;
         Ok(self.store.bind(id))
+    }
+
+    /// [`register`](Self::register) for a state with a TTL: its per-key
+    /// content `Sh::PerKey` holds `TtlValue`s. Refused for a queryable
+    /// state (as in Flink) and for a TTL under a millisecond.
+    pub(crate) fn register_ttl<T: 'static, Sh: Shape>(
+        &mut self,
+        name: &str,
+        kind: StateKind,
+        queryable: Option<&str>,
+        config: &StateTtlConfig,
+    ) -> Result<(StateRef<Sh>, Ttl), StateError>
+    where
+        Sh::PerKey: TtlContent,
+    {
+        let invalid = |reason: &str| StateError::InvalidTtl {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        };
+        if queryable.is_some() {
+            return Err(invalid("queryable state does not support TTL"));
+        }
+        if config.ttl_ms() < 1 {
+            return Err(invalid("the time to live must be at least a millisecond"));
+        }
+        let spec = TtlSpec::<Sh::PerKey>::of(config, self.ttl_shared_clock.provider());
+        let id = self.register_with::<T>(name, kind, None, true, |store, id, groups, range| {
+            store.register::<Sh>(id, name, groups, range, Some(spec))
+        })?;
+        if let Some(c) = config.cleanup_strategies().incremental
+            && c.run_for_every_record
+            && c.cleanup_size > 0
+            && !self.ttl_every_record.iter().any(|(i, _)| *i == id)
+        {
+            self.ttl_every_record.push((id, c.cleanup_size));
+        }
+        Ok((self.store.bind(id), Ttl::of(config)))
     }
 
     /// Registers (or finds again) state or timer queue `name` of `kind`
@@ -221,6 +347,7 @@ impl<K: Key> KeyedStateBackend<K> {
         name: &str,
         kind: StateKind,
         queryable: Option<&str>,
+        ttl: bool,
         load: impl FnOnce(
             &mut AnyStore<K>,
             StateId,
@@ -249,7 +376,7 @@ impl<K: Key> KeyedStateBackend<K> {
             .enumerate()
             .find(|(_, r)| r.name == name)
         {
-            if r.kind != kind || r.type_id != type_id {
+            if r.kind != kind || r.type_id != type_id || r.ttl != ttl {
                 return Err(StateError::IncompatibleRegistration {
                     name: name.to_string(),
                     existing_kind: r.kind,
@@ -268,12 +395,16 @@ impl<K: Key> KeyedStateBackend<K> {
                 requested_type: type_name,
                 reason,
             };
-        if let Some(restored_kind) = self.store.restored_kind(name).filter(|k| *k != kind) {
-            return Err(incompatible(restored_kind, "the kinds differ".into()));
+        if let Some((restored_kind, restored_ttl)) = self.store.restored_kind(name) {
+            if let Some(reason) = restore_mismatch(restored_kind, restored_ttl, kind, ttl) {
+                return Err(incompatible(restored_kind, reason));
+            }
         }
         let staged = self.staged.take(name);
-        if let Some(s) = staged.as_ref().filter(|s| s.kind != kind) {
-            let err = incompatible(s.kind, "the kinds differ".into());
+        if let Some(s) = staged.as_ref()
+            && let Some(reason) = restore_mismatch(s.kind, s.ttl, kind, ttl)
+        {
+            let err = incompatible(s.kind, reason);
             self.staged.put_back(staged.expect("just matched"));
             return Err(err);
         }
@@ -308,6 +439,7 @@ impl<K: Key> KeyedStateBackend<K> {
             type_id,
             type_name,
             queryable: queryable.map(str::to_string),
+            ttl,
         });
         Ok(id)
     }
@@ -322,10 +454,13 @@ impl<K: Key> KeyedStateBackend<K> {
     /// again with another namespace type, or that a state has, is an
     /// [`StateError::IncompatibleRegistration`].
     pub fn timer_queue<N: Namespace>(&mut self, name: &str) -> Result<TimerQueue<N>, StateError> {
-        let id =
-            self.register_with::<N>(name, StateKind::Timers, None, |store, id, groups, range| {
-                store.register_timers::<N>(id, name, groups, range)
-            })?;
+        let id = self.register_with::<N>(
+            name,
+            StateKind::Timers,
+            None,
+            false,
+            |store, id, groups, range| store.register_timers::<N>(id, name, groups, range),
+        )?;
         Ok(TimerQueue::new(id, self.owner))
     }
 
@@ -420,7 +555,7 @@ impl<K: Key> KeyedStateBackend<K> {
             .iter()
             .map(|r| StateMeta {
                 name: r.name.clone(),
-                kind: r.kind.code(),
+                kind: StateMeta::code_of(r.kind, r.ttl),
                 value_type: r.type_name.to_string(),
             })
             .collect();

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ttl::{StateTtlConfig, TTL_KIND_FLAG};
 use crate::types::StateValue;
 
 /// The kinds of keyed state: the five a function declares with a
@@ -77,11 +78,29 @@ impl StateKind {
 pub struct StateMeta {
     /// The state's name (its identity).
     pub name: String,
-    /// [`StateKind`] as its stable code.
+    /// [`StateKind`] as its stable code, with
+    /// [`TTL_KIND_FLAG`](crate::ttl::TTL_KIND_FLAG) set for a TTL state.
     pub kind: u8,
     /// The Rust type the state was declared with (informational: a value
     /// is compatible when its bytes decode as the new type).
     pub value_type: String,
+}
+
+impl StateMeta {
+    /// The state's kind; `None` for a code this version does not know.
+    pub fn state_kind(&self) -> Option<StateKind> {
+        StateKind::from_code(self.kind & !TTL_KIND_FLAG)
+    }
+
+    /// Whether the state has a TTL (its values carry timestamps).
+    pub fn has_ttl(&self) -> bool {
+        self.kind & TTL_KIND_FLAG != 0
+    }
+
+    /// The snapshot code of `kind`, with the TTL flag when `ttl`.
+    pub(crate) fn code_of(kind: StateKind, ttl: bool) -> u8 {
+        kind.code() | if ttl { TTL_KIND_FLAG } else { 0 }
+    }
 }
 
 /// Declares a [`crate::ValueState`].
@@ -89,6 +108,7 @@ pub struct StateMeta {
 pub struct ValueStateDescriptor<T> {
     pub(crate) name: String,
     pub(crate) queryable: Option<String>,
+    pub(crate) ttl: Option<StateTtlConfig>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -98,6 +118,7 @@ impl<T: StateValue> ValueStateDescriptor<T> {
         ValueStateDescriptor {
             name: name.into(),
             queryable: None,
+            ttl: None,
             _t: PhantomData,
         }
     }
@@ -113,6 +134,7 @@ impl<T: StateValue> ValueStateDescriptor<T> {
 pub struct ListStateDescriptor<T> {
     pub(crate) name: String,
     pub(crate) queryable: Option<String>,
+    pub(crate) ttl: Option<StateTtlConfig>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -122,6 +144,7 @@ impl<T: StateValue> ListStateDescriptor<T> {
         ListStateDescriptor {
             name: name.into(),
             queryable: None,
+            ttl: None,
             _t: PhantomData,
         }
     }
@@ -137,6 +160,7 @@ impl<T: StateValue> ListStateDescriptor<T> {
 pub struct MapStateDescriptor<UK, UV> {
     pub(crate) name: String,
     pub(crate) queryable: Option<String>,
+    pub(crate) ttl: Option<StateTtlConfig>,
     _t: PhantomData<fn() -> (UK, UV)>,
 }
 
@@ -146,6 +170,7 @@ impl<UK, UV> MapStateDescriptor<UK, UV> {
         MapStateDescriptor {
             name: name.into(),
             queryable: None,
+            ttl: None,
             _t: PhantomData,
         }
     }
@@ -165,6 +190,7 @@ pub type ReduceFn<T> = Arc<dyn Fn(T, T) -> T + Send + Sync>;
 pub struct ReducingStateDescriptor<T> {
     pub(crate) name: String,
     pub(crate) queryable: Option<String>,
+    pub(crate) ttl: Option<StateTtlConfig>,
     pub(crate) reduce: ReduceFn<T>,
 }
 
@@ -177,6 +203,7 @@ impl<T: StateValue> ReducingStateDescriptor<T> {
         ReducingStateDescriptor {
             name: name.into(),
             queryable: None,
+            ttl: None,
             reduce: Arc::new(reduce),
         }
     }
@@ -192,6 +219,7 @@ impl<T> fmt::Debug for ReducingStateDescriptor<T> {
         f.debug_struct("ReducingStateDescriptor")
             .field("name", &self.name)
             .field("queryable", &self.queryable)
+            .field("ttl", &self.ttl)
             .finish()
     }
 }
@@ -220,6 +248,7 @@ pub trait AggregateFunction: Send + Sync + 'static {
 pub struct AggregatingStateDescriptor<F> {
     pub(crate) name: String,
     pub(crate) queryable: Option<String>,
+    pub(crate) ttl: Option<StateTtlConfig>,
     pub(crate) function: Arc<F>,
 }
 
@@ -229,6 +258,7 @@ impl<F: AggregateFunction> AggregatingStateDescriptor<F> {
         AggregatingStateDescriptor {
             name: name.into(),
             queryable: None,
+            ttl: None,
             function: Arc::new(function),
         }
     }
@@ -244,12 +274,14 @@ impl<F> Clone for AggregatingStateDescriptor<F> {
         AggregatingStateDescriptor {
             name: self.name.clone(),
             queryable: self.queryable.clone(),
+            ttl: self.ttl.clone(),
             function: self.function.clone(),
         }
     }
 }
 
-/// `set_queryable` and `queryable_name` for every descriptor.
+/// `set_queryable`, `queryable_name`, `enable_time_to_live` and
+/// `ttl_config` for every descriptor.
 macro_rules! queryable_descriptor {
     ($($ty:ident<$($g:ident),+>),+) => {$(
         impl<$($g),+> $ty<$($g),+> {
@@ -266,6 +298,23 @@ macro_rules! queryable_descriptor {
             /// The name queries use, if the state is queryable.
             pub fn queryable_name(&self) -> Option<&str> {
                 self.queryable.as_deref()
+            }
+
+            /// Gives the state a time to live (Flink's `enableTimeToLive`;
+            /// see [`crate::ttl`]): values not written (or read, per the
+            /// config) for that long expire, per element of a list and per
+            /// entry of a map. A state cannot be both queryable and TTL
+            /// (its registration fails, as Flink refuses it), and turning
+            /// TTL on or off for a state that snapshots hold is refused on
+            /// restore: the stored values change shape.
+            pub fn enable_time_to_live(mut self, config: StateTtlConfig) -> Self {
+                self.ttl = Some(config);
+                self
+            }
+
+            /// The state's TTL, if enabled.
+            pub fn ttl_config(&self) -> Option<&StateTtlConfig> {
+                self.ttl.as_ref()
             }
         }
     )+};

@@ -37,6 +37,14 @@ pub enum StateError {
         /// Why (kind differs, or the bytes do not decode as that type).
         reason: String,
     },
+    /// A state's TTL configuration cannot be used as declared.
+    #[error("state '{name}' cannot have a time to live: {reason}")]
+    InvalidTtl {
+        /// The state name.
+        name: String,
+        /// Why (queryable, a TTL under a millisecond).
+        reason: String,
+    },
     /// A snapshot from a job with another number of key groups.
     #[error(
         "snapshot has max parallelism {snapshot} but the operator has {operator}; key groups cannot be remapped (keep pipeline.max-parallelism unchanged)"

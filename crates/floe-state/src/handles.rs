@@ -7,8 +7,11 @@
 //! locks and reference counting. Each access is one call into the backend's
 //! store (`KeyedStore`) at the current key, with the handle's types: the
 //! heap store works on typed values in place, a byte store encodes.
+//!
+//! A state with a TTL ([`crate::ttl`]) is registered with timestamped
+//! values ([`TtlValue`]) and its handle wraps each access the way Flink's
+//! TTL decorators do: stamps what it writes, checks what it reads.
 
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::backend::{KeyedStateAccess, KeyedStateBackend};
@@ -17,7 +20,9 @@ use crate::descriptor::{
     ReduceFn, ReducingStateDescriptor, StateKind, ValueStateDescriptor,
 };
 use crate::error::StateError;
-use crate::store::{KeyedStore, ListShape, MapShape, StateRef, ValueShape};
+use crate::store::dispatch::AnyStore;
+use crate::store::{At, KeyedStore, ListShape, MapShape, StateId, StateRef, ValueShape};
+use crate::ttl::{Ttl, TtlValue};
 pub use crate::types::MapKey;
 use crate::types::{Key, StateValue};
 
@@ -27,15 +32,12 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ValueStateDescriptor<T>,
     ) -> Result<ValueState<T>, StateError> {
-        let state = self.register::<T, ValueShape<T>>(
-            &desc.name,
-            StateKind::Value,
-            desc.queryable.as_deref(),
-        )?;
-        Ok(ValueState {
-            state,
-            _t: PhantomData,
-        })
+        let (name, kind, queryable) = (&desc.name, StateKind::Value, desc.queryable.as_deref());
+        let state = match &desc.ttl {
+            None => Access::Plain(self.register::<T, ValueShape<T>>(name, kind, queryable)?),
+            Some(c) => Access::ttl(self.register_ttl::<T, _>(name, kind, queryable, c)?),
+        };
+        Ok(ValueState { state })
     }
 
     /// Registers a list state (Flink's `getListState`).
@@ -43,15 +45,12 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ListStateDescriptor<T>,
     ) -> Result<ListState<T>, StateError> {
-        let state = self.register::<T, ListShape<T>>(
-            &desc.name,
-            StateKind::List,
-            desc.queryable.as_deref(),
-        )?;
-        Ok(ListState {
-            state,
-            _t: PhantomData,
-        })
+        let (name, kind, queryable) = (&desc.name, StateKind::List, desc.queryable.as_deref());
+        let state = match &desc.ttl {
+            None => Access::Plain(self.register::<T, ListShape<T>>(name, kind, queryable)?),
+            Some(c) => Access::ttl(self.register_ttl::<T, _>(name, kind, queryable, c)?),
+        };
+        Ok(ListState { state })
     }
 
     /// Registers a map state (Flink's `getMapState`).
@@ -59,15 +58,14 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &MapStateDescriptor<UK, UV>,
     ) -> Result<MapState<UK, UV>, StateError> {
-        let state = self.register::<(UK, UV), MapShape<UK, UV>>(
-            &desc.name,
-            StateKind::Map,
-            desc.queryable.as_deref(),
-        )?;
-        Ok(MapState {
-            state,
-            _t: PhantomData,
-        })
+        let (name, kind, queryable) = (&desc.name, StateKind::Map, desc.queryable.as_deref());
+        let state = match &desc.ttl {
+            None => {
+                Access::Plain(self.register::<(UK, UV), MapShape<UK, UV>>(name, kind, queryable)?)
+            }
+            Some(c) => Access::ttl(self.register_ttl::<(UK, UV), _>(name, kind, queryable, c)?),
+        };
+        Ok(MapState { state })
     }
 
     /// Registers a reducing state (Flink's `getReducingState`).
@@ -75,11 +73,11 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ReducingStateDescriptor<T>,
     ) -> Result<ReducingState<T>, StateError> {
-        let state = self.register::<T, ValueShape<T>>(
-            &desc.name,
-            StateKind::Reducing,
-            desc.queryable.as_deref(),
-        )?;
+        let (name, kind, queryable) = (&desc.name, StateKind::Reducing, desc.queryable.as_deref());
+        let state = match &desc.ttl {
+            None => Access::Plain(self.register::<T, ValueShape<T>>(name, kind, queryable)?),
+            Some(c) => Access::ttl(self.register_ttl::<T, _>(name, kind, queryable, c)?),
+        };
         Ok(ReducingState {
             state,
             reduce: desc.reduce.clone(),
@@ -91,11 +89,17 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &AggregatingStateDescriptor<F>,
     ) -> Result<AggregatingState<F>, StateError> {
-        let state = self.register::<F::Acc, ValueShape<F::Acc>>(
+        let (name, kind, queryable) = (
             &desc.name,
             StateKind::Aggregating,
             desc.queryable.as_deref(),
-        )?;
+        );
+        let state = match &desc.ttl {
+            None => {
+                Access::Plain(self.register::<F::Acc, ValueShape<F::Acc>>(name, kind, queryable)?)
+            }
+            Some(c) => Access::ttl(self.register_ttl::<F::Acc, _>(name, kind, queryable, c)?),
+        };
         Ok(AggregatingState {
             state,
             function: desc.function.clone(),
@@ -103,30 +107,116 @@ impl<K: Key> KeyedStateBackend<K> {
     }
 }
 
-/// One value per key (Flink's `ValueState`).
-pub struct ValueState<T> {
-    state: StateRef<ValueShape<T>>,
-    _t: PhantomData<fn() -> T>,
+/// How a handle reaches its state: directly, or through TTL's timestamps
+/// ([`crate::ttl`]). Matching on it is all a state without TTL pays for
+/// TTL: one predictable branch on a field of the handle, then the same
+/// store call as before TTL existed.
+enum Access<P, Q> {
+    Plain(StateRef<P>),
+    Ttl(StateRef<Q>, Ttl),
 }
 
-impl<T> Clone for ValueState<T> {
+impl<P, Q> Clone for Access<P, Q> {
     fn clone(&self) -> Self {
-        ValueState {
-            state: self.state,
-            _t: PhantomData,
+        *self
+    }
+}
+
+impl<P, Q> Copy for Access<P, Q> {}
+
+impl<P, Q> Access<P, Q> {
+    fn ttl((state, ttl): (StateRef<Q>, Ttl)) -> Self {
+        Access::Ttl(state, ttl)
+    }
+
+    fn id(&self) -> StateId {
+        match self {
+            Access::Plain(s) => s.id(),
+            Access::Ttl(s, _) => s.id(),
         }
     }
 }
 
+/// A value-like TTL state's shape: one timestamped value per key.
+type TtlValueShape<T> = ValueShape<TtlValue<T>>;
+
+/// Reads a value-like TTL state through `f`, as Flink's TTL decorators
+/// do: an expired value is removed (and returned only with
+/// `ReturnExpiredIfNotCleanedUp`), a live one refreshed if reads update
+/// the timestamp.
+fn ttl_read<K: Key, T: StateValue, R>(
+    backend: &mut KeyedStateBackend<K>,
+    state: StateRef<TtlValueShape<T>>,
+    ttl: Ttl,
+    f: impl FnOnce(&T) -> R,
+) -> Result<Option<R>, StateError> {
+    let now = backend.ttl_now();
+    let (store, at) = backend.store_at(state.id())?;
+    let (result, expired) = if ttl.update_on_read {
+        store.value_upsert(at, state, |slot: Option<&mut TtlValue<T>>| match slot {
+            None => (None, (None, false)),
+            Some(v) if ttl.expired(v, now) => {
+                (None, (ttl.return_expired.then(|| f(v.value())), true))
+            }
+            Some(v) => {
+                v.set_timestamp(now);
+                (None, (Some(f(v.value())), false))
+            }
+        })?
+    } else {
+        store.value_read(at, state, |slot: Option<&TtlValue<T>>| match slot {
+            None => (None, false),
+            Some(v) if ttl.expired(v, now) => (ttl.return_expired.then(|| f(v.value())), true),
+            Some(v) => (Some(f(v.value())), false),
+        })?
+    };
+    if expired {
+        store.clear::<TtlValueShape<T>>(at, state)?;
+    }
+    backend.ttl_accessed(state.id(), ttl, now)?;
+    Ok(result)
+}
+
+/// Runs `op` on the store at the current key with the TTL clock's time,
+/// then the state's incremental cleanup.
+fn ttl_op<K: Key, Sh, R>(
+    backend: &mut KeyedStateBackend<K>,
+    state: StateRef<Sh>,
+    ttl: Ttl,
+    op: impl FnOnce(&mut AnyStore<K>, At<'_, K>, i64) -> Result<R, StateError>,
+) -> Result<R, StateError> {
+    let now = backend.ttl_now();
+    let (store, at) = backend.store_at(state.id())?;
+    let r = op(store, at, now)?;
+    backend.ttl_accessed(state.id(), ttl, now)?;
+    Ok(r)
+}
+
+/// One value per key (Flink's `ValueState`).
+pub struct ValueState<T> {
+    state: Access<ValueShape<T>, TtlValueShape<T>>,
+}
+
+impl<T> Clone for ValueState<T> {
+    fn clone(&self) -> Self {
+        ValueState { state: self.state }
+    }
+}
+
 impl<T: StateValue> ValueState<T> {
-    /// The current key's value, `None` if it has none.
+    /// The current key's value, `None` if it has none (or it expired).
     #[inline]
     pub fn value<K: Key>(
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Option<T>, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.value_get(at, self.state)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                store.value_get(at, state)
+            }
+            Access::Ttl(state, ttl) => ttl_read(ctx.keyed_state_backend(), state, ttl, T::clone),
+        }
     }
 
     /// Replaces the current key's value.
@@ -136,37 +226,84 @@ impl<T: StateValue> ValueState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         value: T,
     ) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.value_put(at, self.state, value)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                store.value_put(at, state, value)
+            }
+            Access::Ttl(state, ttl) => {
+                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, now| {
+                    store.value_put(at, state, TtlValue::new(value, now))
+                })
+            }
+        }
     }
 
     /// Removes the current key's value.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.clear::<ValueShape<T>>(at, self.state)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                store.clear::<ValueShape<T>>(at, state)
+            }
+            Access::Ttl(state, ttl) => {
+                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, _| {
+                    store.clear::<TtlValueShape<T>>(at, state)
+                })
+            }
+        }
     }
 }
 
-/// A list per key (Flink's `ListState`).
+/// A list per key (Flink's `ListState`). With a TTL, each element expires
+/// on its own.
 pub struct ListState<T> {
-    state: StateRef<ListShape<T>>,
-    _t: PhantomData<fn() -> T>,
+    state: Access<ListShape<T>, ListShape<TtlValue<T>>>,
 }
 
 impl<T> Clone for ListState<T> {
     fn clone(&self) -> Self {
-        ListState {
-            state: self.state,
-            _t: PhantomData,
-        }
+        ListState { state: self.state }
     }
 }
 
 impl<T: StateValue> ListState<T> {
     /// The current key's elements in insertion order (empty if none).
     pub fn get<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Vec<T>, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.list_get(at, self.state)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                store.list_get(at, state)
+            }
+            Access::Ttl(state, ttl) => {
+                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, now| {
+                    let stored = store.list_get(at, state)?;
+                    let any_expired = stored.iter().any(|v| ttl.expired(v, now));
+                    if !any_expired && !ttl.update_on_read {
+                        return Ok(stored.into_iter().map(TtlValue::into_value).collect());
+                    }
+                    let mut out = Vec::with_capacity(stored.len());
+                    let mut keep = Vec::with_capacity(stored.len());
+                    for mut v in stored {
+                        if ttl.expired(&v, now) {
+                            if ttl.return_expired {
+                                out.push(v.into_value());
+                            }
+                        } else {
+                            if ttl.update_on_read {
+                                v.set_timestamp(now);
+                            }
+                            out.push(v.value().clone());
+                            keep.push(v);
+                        }
+                    }
+                    if any_expired || !keep.is_empty() {
+                        store.list_put(at, state, keep)?;
+                    }
+                    Ok(out)
+                })
+            }
+        }
     }
 
     /// Appends one element.
@@ -184,8 +321,17 @@ impl<T: StateValue> ListState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         values: impl IntoIterator<Item = T>,
     ) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.list_add(at, self.state, values)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                store.list_add(at, state, values)
+            }
+            Access::Ttl(state, ttl) => {
+                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, now| {
+                    store.list_add(at, state, values.into_iter().map(|v| TtlValue::new(v, now)))
+                })
+            }
+        }
     }
 
     /// Replaces the list; an empty `values` clears it.
@@ -194,31 +340,50 @@ impl<T: StateValue> ListState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         values: Vec<T>,
     ) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.list_put(at, self.state, values)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                store.list_put(at, state, values)
+            }
+            Access::Ttl(state, ttl) => {
+                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, now| {
+                    let stamped = values.into_iter().map(|v| TtlValue::new(v, now));
+                    store.list_put(at, state, stamped.collect())
+                })
+            }
+        }
     }
 
     /// Removes the current key's list.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.clear::<ListShape<T>>(at, self.state)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                store.clear::<ListShape<T>>(at, state)
+            }
+            Access::Ttl(state, ttl) => {
+                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, _| {
+                    store.clear::<ListShape<TtlValue<T>>>(at, state)
+                })
+            }
+        }
     }
 }
 
-/// A map per key (Flink's `MapState`).
+/// A map per key (Flink's `MapState`). With a TTL, each entry expires on
+/// its own.
 pub struct MapState<UK, UV> {
-    state: StateRef<MapShape<UK, UV>>,
-    _t: PhantomData<fn() -> (UK, UV)>,
+    state: Access<MapShape<UK, UV>, MapShape<UK, TtlValue<UV>>>,
 }
 
 impl<UK, UV> Clone for MapState<UK, UV> {
     fn clone(&self) -> Self {
-        MapState {
-            state: self.state,
-            _t: PhantomData,
-        }
+        MapState { state: self.state }
     }
 }
+
+/// A map TTL state's reference.
+type TtlMapRef<UK, UV> = StateRef<MapShape<UK, TtlValue<UV>>>;
 
 impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
     /// The value under `user_key`.
@@ -227,8 +392,36 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.map_get(at, self.state, user_key)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                store.map_get(at, state, user_key)
+            }
+            Access::Ttl(state, ttl) => Self::ttl_get(ctx, state, ttl, user_key),
+        }
+    }
+
+    /// A TTL map's entry, as [`ttl_read`] reads a value.
+    fn ttl_get<K: Key>(
+        ctx: &mut impl KeyedStateAccess<K>,
+        state: TtlMapRef<UK, UV>,
+        ttl: Ttl,
+        user_key: &UK,
+    ) -> Result<Option<UV>, StateError> {
+        ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, now| {
+            let Some(v) = store.map_get(at, state, user_key)? else {
+                return Ok(None);
+            };
+            if ttl.expired(&v, now) {
+                store.map_remove(at, state, user_key)?;
+                return Ok(ttl.return_expired.then(|| v.into_value()));
+            }
+            if ttl.update_on_read {
+                let refreshed = TtlValue::new(v.value().clone(), now);
+                store.map_put_all(at, state, [(user_key.clone(), refreshed)])?;
+            }
+            Ok(Some(v.into_value()))
+        })
     }
 
     /// True when `user_key` has a value.
@@ -237,8 +430,13 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         user_key: &UK,
     ) -> Result<bool, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.map_contains::<UK, UV>(at, self.state, user_key)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                store.map_contains::<UK, UV>(at, state, user_key)
+            }
+            Access::Ttl(state, ttl) => Ok(Self::ttl_get(ctx, state, ttl, user_key)?.is_some()),
+        }
     }
 
     /// Sets `user_key` to `value`.
@@ -257,18 +455,73 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         entries: impl IntoIterator<Item = (UK, UV)>,
     ) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.map_put_all(at, self.state, entries)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                store.map_put_all(at, state, entries)
+            }
+            Access::Ttl(state, ttl) => {
+                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, now| {
+                    let stamped = entries.into_iter().map(|(k, v)| (k, TtlValue::new(v, now)));
+                    store.map_put_all(at, state, stamped)
+                })
+            }
+        }
     }
 
     /// Removes `user_key`; the key's map disappears with its last entry.
+    /// Returns the value it had, unless that had expired (and is not
+    /// visible).
     pub fn remove<K: Key>(
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.map_remove(at, self.state, user_key)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                store.map_remove(at, state, user_key)
+            }
+            Access::Ttl(state, ttl) => {
+                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, now| {
+                    Ok(store
+                        .map_remove(at, state, user_key)?
+                        .filter(|v| ttl.return_expired || !ttl.expired(v, now))
+                        .map(TtlValue::into_value))
+                })
+            }
+        }
+    }
+
+    /// A TTL map's visible entries; expired ones are removed, live ones
+    /// refreshed if reads update the timestamp.
+    fn ttl_entries<K: Key>(
+        ctx: &mut impl KeyedStateAccess<K>,
+        state: TtlMapRef<UK, UV>,
+        ttl: Ttl,
+    ) -> Result<Vec<(UK, UV)>, StateError> {
+        ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, now| {
+            let stored = store.map_entries(at, state)?;
+            let mut out = Vec::with_capacity(stored.len());
+            let mut refreshed = Vec::new();
+            for (k, v) in stored {
+                if ttl.expired(&v, now) {
+                    store.map_remove(at, state, &k)?;
+                    if ttl.return_expired {
+                        out.push((k, v.into_value()));
+                    }
+                    continue;
+                }
+                if ttl.update_on_read {
+                    refreshed.push((k.clone(), TtlValue::new(v.value().clone(), now)));
+                }
+                out.push((k, v.into_value()));
+            }
+            if !refreshed.is_empty() {
+                store.map_put_all(at, state, refreshed)?;
+            }
+            Ok(out)
+        })
     }
 
     /// Every entry (in no particular order).
@@ -276,16 +529,29 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Vec<(UK, UV)>, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.map_entries(at, self.state)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                store.map_entries(at, state)
+            }
+            Access::Ttl(state, ttl) => Self::ttl_entries(ctx, state, ttl),
+        }
     }
 
     /// Every user key.
     pub fn keys<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Vec<UK>, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        let mut keys = Vec::new();
-        store.map_for_each::<UK, UV>(at, self.state, |k, _| keys.push(k.clone()))?;
-        Ok(keys)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let mut keys = Vec::new();
+                store.map_for_each::<UK, UV>(at, state, |k, _| keys.push(k.clone()))?;
+                Ok(keys)
+            }
+            Access::Ttl(state, ttl) => Ok(Self::ttl_entries(ctx, state, ttl)?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()),
+        }
     }
 
     /// Every value.
@@ -293,28 +559,64 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Vec<UV>, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        let mut values = Vec::new();
-        store.map_for_each::<UK, UV>(at, self.state, |_, v| values.push(v.clone()))?;
-        Ok(values)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let mut values = Vec::new();
+                store.map_for_each::<UK, UV>(at, state, |_, v| values.push(v.clone()))?;
+                Ok(values)
+            }
+            Access::Ttl(state, ttl) => Ok(Self::ttl_entries(ctx, state, ttl)?
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect()),
+        }
     }
 
-    /// True when the current key's map has no entry.
+    /// True when the current key's map has no entry (no visible one, with
+    /// a TTL: expired entries are removed, none is refreshed).
     pub fn is_empty<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<bool, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.map_is_empty::<UK, UV>(at, self.state)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                store.map_is_empty::<UK, UV>(at, state)
+            }
+            Access::Ttl(state, ttl) => {
+                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, now| {
+                    let mut visible = false;
+                    for (k, v) in store.map_entries(at, state)? {
+                        if ttl.expired(&v, now) {
+                            store.map_remove(at, state, &k)?;
+                            visible |= ttl.return_expired;
+                        } else {
+                            visible = true;
+                        }
+                    }
+                    Ok(!visible)
+                })
+            }
+        }
     }
 
     /// Removes every entry of the current key.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.clear::<MapShape<UK, UV>>(at, self.state)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                store.clear::<MapShape<UK, UV>>(at, state)
+            }
+            Access::Ttl(state, ttl) => {
+                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, _| {
+                    store.clear::<MapShape<UK, TtlValue<UV>>>(at, state)
+                })
+            }
+        }
     }
 }
 
 /// A value folded by a reduce function (Flink's `ReducingState`).
 pub struct ReducingState<T> {
-    state: StateRef<ValueShape<T>>,
+    state: Access<ValueShape<T>, TtlValueShape<T>>,
     reduce: ReduceFn<T>,
 }
 
@@ -328,21 +630,32 @@ impl<T> Clone for ReducingState<T> {
 }
 
 impl<T: StateValue> ReducingState<T> {
-    /// The reduced value, `None` before the first `add`.
+    /// The reduced value, `None` before the first `add` (or once expired).
     pub fn get<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Option<T>, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.value_get(at, self.state)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                store.value_get(at, state)
+            }
+            Access::Ttl(state, ttl) => ttl_read(ctx.keyed_state_backend(), state, ttl, T::clone),
+        }
     }
 
-    /// Folds `value` into the stored value and returns the new one.
+    /// Folds `value` into the stored value and returns the new one. With a
+    /// TTL, an expired stored value counts as absent (unless expired
+    /// values are visible), as in Flink.
     #[inline]
     pub fn add<K: Key>(
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
         value: T,
     ) -> Result<T, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.value_upsert(at, self.state, |slot: Option<&mut T>| match slot {
+        let state = match self.state {
+            Access::Plain(state) => state,
+            Access::Ttl(state, ttl) => return self.ttl_add(ctx, state, ttl, value),
+        };
+        let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+        store.value_upsert(at, state, |slot: Option<&mut T>| match slot {
             Some(slot) => {
                 // Move the old value out without cloning: replace it with
                 // the new input, reduce, and store the result back.
@@ -355,16 +668,50 @@ impl<T: StateValue> ReducingState<T> {
         })
     }
 
+    fn ttl_add<K: Key>(
+        &self,
+        ctx: &mut impl KeyedStateAccess<K>,
+        state: StateRef<TtlValueShape<T>>,
+        ttl: Ttl,
+        value: T,
+    ) -> Result<T, StateError> {
+        ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, now| {
+            store.value_upsert(at, state, |slot: Option<&mut TtlValue<T>>| match slot {
+                Some(slot) => {
+                    let reduced = if ttl.return_expired || !ttl.expired(slot, now) {
+                        let old = std::mem::replace(slot.value_mut(), value.clone());
+                        (self.reduce)(old, value)
+                    } else {
+                        value
+                    };
+                    *slot.value_mut() = reduced.clone();
+                    slot.set_timestamp(now);
+                    (None, reduced)
+                }
+                None => (Some(TtlValue::new(value.clone(), now)), value),
+            })
+        })
+    }
+
     /// Removes the current key's value.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.clear::<ValueShape<T>>(at, self.state)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                store.clear::<ValueShape<T>>(at, state)
+            }
+            Access::Ttl(state, ttl) => {
+                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, _| {
+                    store.clear::<TtlValueShape<T>>(at, state)
+                })
+            }
+        }
     }
 }
 
 /// An accumulator folded by an [`AggregateFunction`] (Flink's `AggregatingState`).
 pub struct AggregatingState<F: AggregateFunction> {
-    state: StateRef<ValueShape<F::Acc>>,
+    state: Access<ValueShape<F::Acc>, TtlValueShape<F::Acc>>,
     function: Arc<F>,
 }
 
@@ -378,25 +725,39 @@ impl<F: AggregateFunction> Clone for AggregatingState<F> {
 }
 
 impl<F: AggregateFunction> AggregatingState<F> {
-    /// The result for the current key, `None` before the first `add`.
+    /// The result for the current key, `None` before the first `add` (or
+    /// once expired).
     pub fn get<K: Key>(
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Option<F::Out>, StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.value_read(at, self.state, |acc: Option<&F::Acc>| {
-            acc.map(|acc| self.function.get_result(acc))
-        })
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                store.value_read(at, state, |acc: Option<&F::Acc>| {
+                    acc.map(|acc| self.function.get_result(acc))
+                })
+            }
+            Access::Ttl(state, ttl) => ttl_read(ctx.keyed_state_backend(), state, ttl, |acc| {
+                self.function.get_result(acc)
+            }),
+        }
     }
 
-    /// Folds `value` into the current key's accumulator.
+    /// Folds `value` into the current key's accumulator. With a TTL, an
+    /// expired accumulator starts over (unless expired values are
+    /// visible), as in Flink.
     pub fn add<K: Key>(
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
         value: F::In,
     ) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.value_upsert(at, self.state, |acc: Option<&mut F::Acc>| match acc {
+        let state = match self.state {
+            Access::Plain(state) => state,
+            Access::Ttl(state, ttl) => return self.ttl_add(ctx, state, ttl, value),
+        };
+        let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+        store.value_upsert(at, state, |acc: Option<&mut F::Acc>| match acc {
             Some(acc) => {
                 self.function.add(value, acc);
                 (None, ())
@@ -409,10 +770,45 @@ impl<F: AggregateFunction> AggregatingState<F> {
         })
     }
 
+    fn ttl_add<K: Key>(
+        &self,
+        ctx: &mut impl KeyedStateAccess<K>,
+        state: StateRef<TtlValueShape<F::Acc>>,
+        ttl: Ttl,
+        value: F::In,
+    ) -> Result<(), StateError> {
+        ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, now| {
+            store.value_upsert(at, state, |acc: Option<&mut TtlValue<F::Acc>>| match acc {
+                Some(acc) => {
+                    if !ttl.return_expired && ttl.expired(acc, now) {
+                        *acc.value_mut() = self.function.create_accumulator();
+                    }
+                    self.function.add(value, acc.value_mut());
+                    acc.set_timestamp(now);
+                    (None, ())
+                }
+                None => {
+                    let mut acc = self.function.create_accumulator();
+                    self.function.add(value, &mut acc);
+                    (Some(TtlValue::new(acc, now)), ())
+                }
+            })
+        })
+    }
+
     /// Removes the current key's accumulator.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        let (store, at) = ctx.keyed_state_backend().store_at(self.state.id())?;
-        store.clear::<ValueShape<F::Acc>>(at, self.state)
+        match self.state {
+            Access::Plain(state) => {
+                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                store.clear::<ValueShape<F::Acc>>(at, state)
+            }
+            Access::Ttl(state, ttl) => {
+                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, _| {
+                    store.clear::<TtlValueShape<F::Acc>>(at, state)
+                })
+            }
+        }
     }
 }
 
@@ -420,7 +816,10 @@ macro_rules! debug_handle {
     ($($name:ident<$($g:ident $(: $b:path)?),+>),+) => {
         $(impl<$($g $(: $b)?),+> std::fmt::Debug for $name<$($g),+> {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.debug_struct(stringify!($name)).field("id", &self.state.id()).finish()
+                f.debug_struct(stringify!($name))
+                    .field("id", &self.state.id())
+                    .field("ttl", &matches!(self.state, Access::Ttl(..)))
+                    .finish()
             }
         })+
     };

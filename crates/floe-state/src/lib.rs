@@ -12,6 +12,8 @@
 //! - `types`, `key_bytes`, `config`, `table_alloc`: the bounds on keys and
 //!   values, the key-hashing buffer, backend settings, the heap tables'
 //!   allocator (huge pages).
+//! - [`ttl`]: State TTL's configuration, the timestamped value it stores,
+//!   and how cleanup finds what expired.
 //! - [`descriptor`] (what a function declares), [`key_group`] (key → key
 //!   group → subtask, Flink's formulas), [`error`], [`codec`] (the stable
 //!   postcard encoding of keys, values and snapshots), [`query`],
@@ -46,6 +48,7 @@ pub mod snapshot;
 mod store;
 mod table_alloc;
 pub mod timer;
+pub mod ttl;
 mod types;
 
 pub use backend::{
@@ -67,4 +70,5 @@ pub use query::{QueryFormat, QueryKeyError, QueryValue, QueryableStateInfo, deco
 pub use query_view::{QueryView, ViewLookup};
 pub use snapshot::{KeyedStateFile, KeyedStateSnapshot, StateMeta};
 pub use timer::{Namespace, TimeDomain, Timer, TimerQueue};
+pub use ttl::{StateTtlConfig, StateVisibility, TtlTimeProvider, UpdateType};
 pub use types::{Key, StateValue};

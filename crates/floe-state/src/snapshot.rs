@@ -75,6 +75,8 @@ impl KeyedStateFile {
 pub(crate) struct StagedState {
     pub(crate) name: String,
     pub(crate) kind: StateKind,
+    /// Whether its values carry TTL timestamps.
+    pub(crate) ttl: bool,
     pub(crate) value_type: String,
     pub(crate) key_groups: Vec<(KeyGroup, Vec<u8>)>,
 }
@@ -83,7 +85,7 @@ impl StagedState {
     fn meta(&self) -> StateMeta {
         StateMeta {
             name: self.name.clone(),
-            kind: self.kind.code(),
+            kind: StateMeta::code_of(self.kind, self.ttl),
             value_type: self.value_type.clone(),
         }
     }
@@ -148,16 +150,20 @@ impl RestoreStaging {
         key_group: KeyGroup,
         entries: Vec<u8>,
     ) -> Result<(), StateError> {
-        let kind = StateKind::from_code(meta.kind).ok_or_else(|| StateError::UnknownStateKind {
-            name: meta.name.clone(),
-            code: meta.kind,
-        })?;
+        let kind = meta
+            .state_kind()
+            .ok_or_else(|| StateError::UnknownStateKind {
+                name: meta.name.clone(),
+                code: meta.kind,
+            })?;
+        let ttl = meta.has_ttl();
         let pos = match self.states.iter().position(|r| r.name == meta.name) {
             Some(p) => p,
             None => {
                 self.states.push(StagedState {
                     name: meta.name.clone(),
                     kind,
+                    ttl,
                     value_type: meta.value_type.clone(),
                     key_groups: Vec::new(),
                 });
@@ -169,6 +175,12 @@ impl RestoreStaging {
             return Err(StateError::InconsistentSnapshots {
                 what: format!("state '{}'", meta.name),
                 reason: format!("its kind is {} in one and {kind} in another", r.kind),
+            });
+        }
+        if r.ttl != ttl {
+            return Err(StateError::InconsistentSnapshots {
+                what: format!("state '{}'", meta.name),
+                reason: "it has a TTL in one and none in another".into(),
             });
         }
         if r.key_groups.iter().any(|(g, _)| *g == key_group) {

@@ -73,6 +73,7 @@ use crate::native::{NativeFetch, NativeKeyedStateFile, NativeSnapshot};
 use crate::query::{QueryFormat, QueryValue};
 use crate::query_view::QueryView;
 use crate::timer::{Namespace, TimeDomain, Timer};
+use crate::ttl::TtlSpec;
 use crate::types::{Key, MapKey, StateStorage, StateValue};
 
 /// A registered state's index: registration order, the same in the backend
@@ -256,19 +257,28 @@ pub(crate) trait KeyedStore<K: Key>: Send {
     // --- registration and the current key ---
 
     /// Adds state `id` (the next index) of shape `Sh`, with the restored
-    /// canonical entries of its key groups in `range`. On error nothing is
-    /// added, so indices stay aligned with the backend's registrations.
+    /// canonical entries of its key groups in `range`; `ttl` for a TTL
+    /// state, whose per-key content holds `TtlValue`s (the store's cleanup
+    /// of expired entries uses it). On error nothing is added, so indices
+    /// stay aligned with the backend's registrations.
     fn register<Sh: Shape>(
         &mut self,
         id: StateId,
         name: &str,
         restored: &[(KeyGroup, Vec<u8>)],
         range: KeyGroupRange,
+        ttl: Option<TtlSpec<Sh::PerKey>>,
     ) -> Result<(), StateError>;
 
     /// The kind of a state the store restored itself (a native snapshot)
-    /// and that is not registered yet.
-    fn restored_kind(&self, name: &str) -> Option<StateKind>;
+    /// and that is not registered yet, and whether it has a TTL.
+    fn restored_kind(&self, name: &str) -> Option<(StateKind, bool)>;
+
+    /// Incremental TTL cleanup: checks the next `entries` keys of TTL
+    /// state `id` (round robin over all its keys) and removes what expired
+    /// at `now`. A no-op where the store has no such cleanup (RocksDB has
+    /// its compaction filter instead).
+    fn ttl_cleanup(&mut self, id: StateId, entries: u32, now: i64) -> Result<(), StateError>;
 
     /// The key that per-key primitives act on from now on (a byte store
     /// encodes it once here).

@@ -22,6 +22,7 @@ use crate::store::{
     At, FrozenTable, KeyedStore, ListShape, MapShape, Shape, StateId, StateRef, ValueShape,
 };
 use crate::timer::{Namespace, TimeDomain, Timer};
+use crate::ttl::TtlSpec;
 use crate::types::{Key, MapKey, StateValue};
 
 /// The store of one backend.
@@ -152,13 +153,19 @@ impl<K: Key> KeyedStore<K> for AnyStore<K> {
         name: &str,
         restored: &[(KeyGroup, Vec<u8>)],
         range: KeyGroupRange,
+        ttl: Option<TtlSpec<Sh::PerKey>>,
     ) -> Result<(), StateError> {
-        dispatch!(self, s => KeyedStore::<K>::register::<Sh>(s, id, name, restored, range))
+        dispatch!(self, s => KeyedStore::<K>::register::<Sh>(s, id, name, restored, range, ttl))
     }
 
     #[inline]
-    fn restored_kind(&self, name: &str) -> Option<StateKind> {
+    fn restored_kind(&self, name: &str) -> Option<(StateKind, bool)> {
         dispatch!(&self, s => KeyedStore::<K>::restored_kind(s, name))
+    }
+
+    #[inline]
+    fn ttl_cleanup(&mut self, id: StateId, entries: u32, now: i64) -> Result<(), StateError> {
+        dispatch!(self, s => KeyedStore::<K>::ttl_cleanup(s, id, entries, now))
     }
 
     #[inline]

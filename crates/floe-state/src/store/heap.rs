@@ -26,6 +26,7 @@ use crate::store::{
 };
 use crate::table_alloc::{GroupMap, StateTableAlloc, group_map};
 use crate::timer::{Namespace, TimeDomain, Timer};
+use crate::ttl::{Purged, SnapshotPurge, TtlSpec};
 use crate::types::{Key, MapKey, StateStorage, StateValue};
 
 /// The heap storage of one subtask's keyed state.
@@ -155,9 +156,18 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
         name: &str,
         restored: &[(KeyGroup, Vec<u8>)],
         range: KeyGroupRange,
+        ttl: Option<TtlSpec<Sh::PerKey>>,
     ) -> Result<(), StateError> {
         debug_assert_eq!(id as usize, self.tables.len());
         let mut table = HeapTable::<K, Sh::PerKey>::new(self.groups, self.alloc);
+        table.ttl = ttl.map(|spec| {
+            Box::new(HeapTtl {
+                spec,
+                offset: 0,
+                keys: Vec::new(),
+                pos: 0,
+            })
+        });
         for (kg, bytes) in restored {
             let what = format!("state '{name}' in key group {kg}");
             table.restore_key_group(kg.wrapping_sub(range.start) as usize, bytes, &what)?;
@@ -167,8 +177,15 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
         Ok(())
     }
 
-    fn restored_kind(&self, _name: &str) -> Option<StateKind> {
+    fn restored_kind(&self, _name: &str) -> Option<(StateKind, bool)> {
         None
+    }
+
+    fn ttl_cleanup(&mut self, id: StateId, entries: u32, now: i64) -> Result<(), StateError> {
+        if let Some((_, table)) = self.tables.get_mut(id as usize) {
+            table.ttl_cleanup(entries as usize, now);
+        }
+        Ok(())
     }
 
     #[inline]
@@ -608,6 +625,21 @@ struct HeapTable<K, S> {
     buffers: Arc<EncodeBuffers>,
     /// The published view of a queryable state (see `query_view`).
     view: Option<Box<ViewPublisher<K, S>>>,
+    /// A TTL state's cleanup (`None` for every other state).
+    ttl: Option<Box<HeapTtl<K, S>>>,
+    /// The latest snapshot's full-snapshot cleanup, for encode-on-write.
+    frozen_purge: Option<SnapshotPurge<S>>,
+}
+
+/// A TTL state's cleanup on the heap: its purge function, and where
+/// incremental cleanup stands (the keys of one key group, taken when it
+/// got there, and how many of them it checked), like Flink's iterator over
+/// the state table.
+struct HeapTtl<K, S> {
+    spec: TtlSpec<S>,
+    offset: usize,
+    keys: Vec<K>,
+    pos: usize,
 }
 
 /// Encode buffers kept from one snapshot to the next. Every checkpoint
@@ -698,6 +730,8 @@ impl<K, S> HeapTable<K, S> {
             frozen: None,
             buffers: Arc::default(),
             view: None,
+            ttl: None,
+            frozen_purge: None,
         }
     }
 
@@ -765,7 +799,7 @@ impl<K: Key, S: StateStorage> HeapTable<K, S> {
                 return;
             }
             let mut out = self.buffers.take();
-            if encode_group(group, &mut out, "keyed state").is_ok() {
+            if encode_group(group, &mut out, "keyed state", self.frozen_purge).is_ok() {
                 *cell = FrozenGroup::Encoded(out);
             } else {
                 self.buffers.give(out, self.groups.len());
@@ -779,6 +813,8 @@ impl<K: Key, S: StateStorage> HeapTable<K, S> {
 /// [`HeapTable`]).
 struct FrozenHeapTable<K, S> {
     groups: Arc<FrozenGroups<K, S>>,
+    /// A TTL state's full-snapshot cleanup.
+    purge: Option<SnapshotPurge<S>>,
     /// The live table's buffer pool: encoded groups go back to it.
     buffers: Arc<EncodeBuffers>,
     /// Bytes encoded so far, the pool's budget once the snapshot is done.
@@ -838,6 +874,8 @@ trait ErasedHeapTable<K>: Send {
         bytes: &[u8],
         what: &str,
     ) -> Result<(), StateError>;
+    /// A TTL state's incremental cleanup: checks the next `entries` keys.
+    fn ttl_cleanup(&mut self, entries: usize, now: i64);
 }
 
 impl<K: Key, S: StateStorage> ErasedHeapTable<K> for HeapTable<K, S> {
@@ -855,6 +893,16 @@ impl<K: Key, S: StateStorage> ErasedHeapTable<K> for HeapTable<K, S> {
 
     fn freeze(&mut self) -> Box<dyn FrozenTable> {
         self.shared.iter_mut().for_each(|s| *s = true);
+        // Full-snapshot cleanup leaves out what expired at the barrier.
+        self.frozen_purge = self
+            .ttl
+            .as_ref()
+            .filter(|t| t.spec.cleanup.full_snapshot)
+            .map(|t| SnapshotPurge {
+                purge: t.spec.purge,
+                ttl_ms: t.spec.ttl_ms,
+                now: (t.spec.clock)(),
+            });
         let groups: Arc<FrozenGroups<K, S>> = self
             .groups
             .iter()
@@ -863,6 +911,7 @@ impl<K: Key, S: StateStorage> ErasedHeapTable<K> for HeapTable<K, S> {
         self.frozen = Some(Arc::downgrade(&groups));
         Box::new(FrozenHeapTable {
             groups,
+            purge: self.frozen_purge,
             buffers: self.buffers.clone(),
             encoded: std::sync::atomic::AtomicUsize::new(0),
         })
@@ -936,6 +985,45 @@ impl<K: Key, S: StateStorage> ErasedHeapTable<K> for HeapTable<K, S> {
         self.group_mut(offset).extend(entries);
         Ok(())
     }
+
+    fn ttl_cleanup(&mut self, entries: usize, now: i64) {
+        let Some(mut ttl) = self.ttl.take() else {
+            return;
+        };
+        let groups = self.groups.len();
+        let (mut budget, mut hops) = (entries, 0);
+        while budget > 0 {
+            if ttl.pos >= ttl.keys.len() {
+                // On to the next key group (at most once round per call,
+                // so an empty state costs one pass over its groups).
+                if hops >= groups {
+                    break;
+                }
+                hops += 1;
+                ttl.offset = (ttl.offset + 1) % groups;
+                ttl.keys.clear();
+                ttl.keys.extend(self.groups[ttl.offset].keys().cloned());
+                ttl.pos = 0;
+                continue;
+            }
+            budget -= 1;
+            let key = &ttl.keys[ttl.pos];
+            ttl.pos += 1;
+            let Some(content) = self.groups[ttl.offset].get(key) else {
+                continue; // removed since
+            };
+            match (ttl.spec.purge)(content, ttl.spec.ttl_ms, now) {
+                Purged::Keep => {}
+                Purged::Drop => {
+                    self.group_mut(ttl.offset).remove(key);
+                }
+                Purged::Trim(rest) => {
+                    self.group_mut(ttl.offset).insert(key.clone(), rest);
+                }
+            }
+        }
+        self.ttl = Some(ttl);
+    }
 }
 
 /// A timer queue among the state tables (it shares their index space, so
@@ -989,19 +1077,74 @@ impl<K: Key, N: Namespace> ErasedHeapTable<K> for TimerTable<K, N> {
     ) -> Result<(), StateError> {
         TimerTable::restore_key_group(self, offset, bytes, what)
     }
+
+    fn ttl_cleanup(&mut self, _entries: usize, _now: i64) {}
 }
 
 /// Appends a key group's entries in the canonical encoding (the postcard
-/// sequence of `(key, value)` pairs, in the map's order).
+/// sequence of `(key, value)` pairs, in the map's order); with `purge` (a
+/// TTL state's full-snapshot cleanup), without what expired.
 fn encode_group<K: Key, S: StateStorage>(
     group: &GroupMap<K, S>,
     out: &mut Vec<u8>,
     what: &str,
+    purge: Option<SnapshotPurge<S>>,
 ) -> Result<(), StateError> {
+    if let Some(p) = purge {
+        return encode_purged(group, out, what, p);
+    }
     if codec::encode_int_pairs(group.len(), group.iter(), out) {
         return Ok(());
     }
     codec::encode_into(&Entries(group), out, what)
+}
+
+/// [`encode_group`] for a TTL state cleaned up in full snapshots.
+#[cold]
+fn encode_purged<K: Key, S: StateStorage>(
+    group: &GroupMap<K, S>,
+    out: &mut Vec<u8>,
+    what: &str,
+    p: SnapshotPurge<S>,
+) -> Result<(), StateError> {
+    let mut trimmed = Vec::new();
+    let mut kept: Vec<(&K, Option<usize>)> = Vec::with_capacity(group.len());
+    for (k, v) in group.iter() {
+        match (p.purge)(v, p.ttl_ms, p.now) {
+            Purged::Keep => kept.push((k, None)),
+            Purged::Drop => {}
+            Purged::Trim(rest) => {
+                kept.push((k, Some(trimmed.len())));
+                trimmed.push(rest);
+            }
+        }
+    }
+    let pairs = kept.iter().map(|(k, t)| {
+        let v = match t {
+            Some(i) => &trimmed[*i],
+            None => &group[*k],
+        };
+        (*k, v)
+    });
+    codec::encode_into(
+        &Pairs(std::cell::RefCell::new(Some(pairs)), kept.len()),
+        out,
+        what,
+    )
+}
+
+/// Serializes an iterator of `len` pairs as a sequence, once.
+struct Pairs<I>(std::cell::RefCell<Option<I>>, usize);
+
+impl<I: Iterator<Item = (A, B)>, A: Serialize, B: Serialize> Serialize for Pairs<I> {
+    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.1))?;
+        for pair in self.0.borrow_mut().take().into_iter().flatten() {
+            seq.serialize_element(&pair)?;
+        }
+        seq.end()
+    }
 }
 
 /// Serializes a map as the sequence of its `(key, value)` pairs, in the
@@ -1043,7 +1186,7 @@ impl<K: Key, S: StateStorage> FrozenTable for FrozenHeapTable<K, S> {
                 if group.is_empty() {
                     return Ok(false);
                 }
-                encode_group(&group, out, what)?;
+                encode_group(&group, out, what, self.purge)?;
                 self.encoded
                     .fetch_add(out.len(), std::sync::atomic::Ordering::Relaxed);
                 Ok(true)
@@ -1076,7 +1219,8 @@ mod tests {
         let range = KeyGroupRange::new(0, 3);
         for huge_pages in [true, false] {
             let mut store = HeapStore::<u64>::new(range, &HeapConfig { huge_pages });
-            KeyedStore::<u64>::register::<ValueShape<u64>>(&mut store, 0, "v", &[], range).unwrap();
+            KeyedStore::<u64>::register::<ValueShape<u64>>(&mut store, 0, "v", &[], range, None)
+                .unwrap();
             let state = KeyedStore::<u64>::bind::<ValueShape<u64>>(&store, 0);
             let table = store.table(state);
             let frozen = table.freeze();

@@ -16,7 +16,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use floe_core::KeyGroup;
-use floe_rocksdb::{CheckpointReader, KeyPrefix, KeyedDb, RocksDbResources, StateLayout};
+use floe_rocksdb::{
+    CheckpointReader, KeyPrefix, KeyedDb, RocksDbResources, StateLayout, TtlCompaction, TtlFilter,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -35,6 +37,7 @@ use crate::store::{
     restore_through,
 };
 use crate::timer::{Namespace, TimeDomain, Timer};
+use crate::ttl::{TtlSpec, TtlTimeProvider};
 use crate::types::{Key, MapKey, StateStorage, StateValue};
 
 fn backend_error(operator: &str, action: &str, e: impl std::fmt::Display) -> StateError {
@@ -114,6 +117,9 @@ struct RocksState {
     json: JsonFn,
     /// A timer queue's cached heads (`None` for every other state).
     timers: Option<Box<RocksTimers>>,
+    /// A TTL state cleaned up in full snapshots: how its values expire,
+    /// and the clock that says when a snapshot is taken.
+    snapshot_ttl: Option<(TtlFilter, TtlTimeProvider)>,
 }
 
 /// Decodes a state's canonical per-key bytes with its types and renders
@@ -229,6 +235,7 @@ impl RocksStore {
             name: name.to_string(),
             json,
             timers: None,
+            snapshot_ttl: None,
         });
         self.cache.push_state(layout == StateLayout::ValueLike);
         self.abandoned_native = self
@@ -673,20 +680,25 @@ impl RocksStore {
         let carried = self
             .native_states
             .iter()
-            .map(|m| (m.name.clone(), layout_of_kind(m.kind)));
+            .map(|m| (m.name.clone(), layout_of_kind(m.kind), None));
         Ok(self
             .states
             .iter()
-            .map(|s| (s.name.clone(), s.layout))
+            .map(|s| {
+                // Full-snapshot cleanup leaves out what expired by now.
+                let ttl = s.snapshot_ttl.as_ref().map(|(f, clock)| (*f, clock()));
+                (s.name.clone(), s.layout, ttl)
+            })
             .chain(carried)
             .enumerate()
-            .map(|(index, (state, layout))| {
+            .map(|(index, (state, layout, ttl))| {
                 Box::new(RocksFrozenTable {
                     snapshot: snapshot.clone(),
                     index,
                     state,
                     layout,
                     range,
+                    ttl,
                 }) as Box<dyn FrozenTable>
             })
             .collect())
@@ -694,10 +706,11 @@ impl RocksStore {
 }
 
 impl RocksStore {
-    /// The kind of a state restored natively and not registered yet.
-    fn native_kind(&self, name: &str) -> Option<StateKind> {
+    /// The kind of a state restored natively and not registered yet, and
+    /// whether it has a TTL.
+    fn native_kind(&self, name: &str) -> Option<(StateKind, bool)> {
         let m = self.native_states.iter().find(|m| m.name == name)?;
-        StateKind::from_code(m.kind)
+        Some((m.state_kind()?, m.has_ttl()))
     }
 
     /// The synchronous part of a native (incremental) snapshot for
@@ -892,15 +905,40 @@ impl<K: Key> KeyedStore<K> for RocksStore {
         name: &str,
         restored: &[(KeyGroup, Vec<u8>)],
         range: KeyGroupRange,
+        ttl: Option<TtlSpec<Sh::PerKey>>,
     ) -> Result<(), StateError> {
         debug_assert_eq!(id as usize, self.states.len());
-        self.create_state(name, rocks_layout(Sh::LAYOUT), json_of::<Sh::PerKey>)?;
+        let layout = rocks_layout(Sh::LAYOUT);
+        self.create_state(name, layout, json_of::<Sh::PerKey>)?;
+        if let Some(spec) = ttl {
+            let filter = TtlFilter {
+                ttl_ms: spec.ttl_ms,
+                layout,
+                element_len: (layout == StateLayout::List).then_some(spec.element_len),
+            };
+            let compaction = spec
+                .cleanup
+                .rocksdb_compaction_filter
+                .map(|query_time_after| TtlCompaction {
+                    filter,
+                    clock: spec.clock.clone(),
+                    query_time_after,
+                });
+            self.db.set_state_ttl(name, compaction);
+            if spec.cleanup.full_snapshot {
+                self.states[id as usize].snapshot_ttl = Some((filter, spec.clock));
+            }
+        }
         restore_through::<K, Self, Sh>(self, id, restored, range, name)
             .inspect_err(|_| self.abandon_last_state())
     }
 
-    fn restored_kind(&self, name: &str) -> Option<StateKind> {
+    fn restored_kind(&self, name: &str) -> Option<(StateKind, bool)> {
         self.native_kind(name)
+    }
+
+    fn ttl_cleanup(&mut self, _id: StateId, _entries: u32, _now: i64) -> Result<(), StateError> {
+        Ok(())
     }
 
     #[inline]
@@ -1216,7 +1254,7 @@ impl<K: Key> KeyedStore<K> for RocksStore {
 
 /// How a state kind is laid out in RocksDB.
 pub(crate) fn layout_of_kind(code: u8) -> StateLayout {
-    match StateKind::from_code(code) {
+    match StateKind::from_code(code & !crate::ttl::TTL_KIND_FLAG) {
         Some(StateKind::List) => StateLayout::List,
         Some(StateKind::Map) => StateLayout::Map,
         Some(StateKind::Timers) => StateLayout::Timers,
@@ -1286,7 +1324,13 @@ impl RocksSnapshot {
         reader
             .as_mut()
             .expect("opened above")
-            .encode_key_group(&table.state, table.layout, kg, &mut out)
+            .encode_key_group_ttl(
+                &table.state,
+                table.layout,
+                kg,
+                &mut out,
+                table.ttl.as_ref().map(|(f, now)| (f, *now)),
+            )
             .map_err(|e| backend_error(&self.operator, "read snapshot", e))?;
         let has = !out.is_empty();
         encoded.insert((table.index, kg), out);
@@ -1327,6 +1371,9 @@ struct RocksFrozenTable {
     state: String,
     layout: StateLayout,
     range: KeyGroupRange,
+    /// A TTL state's full-snapshot cleanup: the filter and the time the
+    /// snapshot was taken at.
+    ttl: Option<(TtlFilter, i64)>,
 }
 
 /// A snapshot whose synchronous part failed: the error surfaces when it is
