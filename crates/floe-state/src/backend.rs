@@ -212,6 +212,41 @@ impl<K: Key> KeyedStateBackend<K> {
         self.ttl_clock = provider;
     }
 
+    /// RocksDB backend: compacts state `name`'s column family fully now
+    /// (after writing back cached values and flushing), so that its TTL
+    /// compaction filter drops what expired; for maintenance and tests.
+    /// An error on the heap backend.
+    #[cfg(feature = "rocksdb")]
+    pub fn rocksdb_compact_state(&mut self, name: &str) -> Result<(), StateError> {
+        match self.store.rocks() {
+            Some(r) => r.compact_state(name),
+            None => Err(self.not_rocksdb()),
+        }
+    }
+
+    /// RocksDB backend: an integer property of state `name`'s column
+    /// family (`rocksdb.estimate-num-keys`, `rocksdb.total-sst-files-size`,
+    /// ...), for metrics and tests. An error on the heap backend.
+    #[cfg(feature = "rocksdb")]
+    pub fn rocksdb_state_property(
+        &mut self,
+        name: &str,
+        property: &str,
+    ) -> Result<Option<u64>, StateError> {
+        match self.store.rocks() {
+            Some(r) => r.state_property(name, property),
+            None => Err(self.not_rocksdb()),
+        }
+    }
+
+    #[cfg(feature = "rocksdb")]
+    fn not_rocksdb(&self) -> StateError {
+        StateError::Backend {
+            operator: self.operator.clone(),
+            reason: "not a RocksDB backend".into(),
+        }
+    }
+
     /// The current time of TTL states.
     #[inline]
     pub(crate) fn ttl_now(&self) -> i64 {

@@ -70,6 +70,14 @@ impl<K: Key> AnyStore<K> {
     }
 }
 
+#[cfg(feature = "rocksdb")]
+impl<K> AnyStore<K> {
+    /// The RocksDB store, on the RocksDB backend.
+    pub(crate) fn rocks(&mut self) -> Option<&mut crate::store::rocks::RocksStore> {
+        self.rocks.as_deref_mut()
+    }
+}
+
 /// Marks the branch that calls it as unlikely (a handle used with a heap
 /// store that did not make it), so that the heap's record path stays
 /// straight-line code (`std::hint::cold_path` is newer than the

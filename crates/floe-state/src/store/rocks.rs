@@ -268,6 +268,46 @@ impl RocksStore {
         Ok(())
     }
 
+    /// The column family id of state `name` (registered or restored).
+    fn state_cf(&mut self, name: &str) -> Result<floe_rocksdb::StateId, StateError> {
+        match self.states.iter().find(|s| s.name == name) {
+            Some(s) => Ok(s.id),
+            None if self.native_states.iter().any(|m| m.name == name) => self
+                .db
+                .create_state(name)
+                .map_err(|e| backend_error(&self.operator, "open state", e)),
+            None => Err(backend_error(
+                &self.operator,
+                "find state",
+                format!("no state '{name}'"),
+            )),
+        }
+    }
+
+    /// Writes the cache back, flushes, and compacts state `name`'s column
+    /// family fully: expired TTL entries go (see `floe_rocksdb::ttl`).
+    pub(crate) fn compact_state(&mut self, name: &str) -> Result<(), StateError> {
+        let id = self.state_cf(name)?;
+        self.flush_cache()?;
+        self.db.flush().map_err(|e| self.err("flush", e))?;
+        self.db
+            .compact_state(id)
+            .map_err(|e| self.err("compact", e))
+    }
+
+    /// An integer property of state `name`'s column family (e.g.
+    /// `rocksdb.estimate-num-keys`, `rocksdb.total-sst-files-size`).
+    pub(crate) fn state_property(
+        &mut self,
+        name: &str,
+        property: &str,
+    ) -> Result<Option<u64>, StateError> {
+        let id = self.state_cf(name)?;
+        self.db
+            .state_property_int(id, property)
+            .map_err(|e| self.err("read property", e))
+    }
+
     fn err(&self, action: &str, e: impl std::fmt::Display) -> StateError {
         backend_error(&self.operator, action, e)
     }
