@@ -75,13 +75,12 @@ pub fn describe(path: &str) -> anyhow::Result<String> {
                         let kind = m
                             .state_kind()
                             .map_or_else(|| format!("kind {}", m.kind), |k| k.to_string());
-                        let kind = if m.has_ttl() {
-                            format!("{kind} with TTL")
-                        } else {
-                            kind
-                        };
                         let e = keyed.entry(m.name.clone()).or_insert((
-                            format!("{kind}<{}>", m.value_type),
+                            format!(
+                                "{kind}<{}>{}",
+                                m.value_type,
+                                if m.has_ttl() { " with TTL" } else { "" }
+                            ),
                             0,
                             0,
                         ));
