@@ -27,7 +27,6 @@ use std::sync::{Arc, Mutex};
 use rocksdb::compaction_filter::{CompactionFilter, Decision};
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 
-use crate::canonical::StateLayout;
 use crate::list::{LIST_HEADER_BYTES, split_list_value};
 
 /// Bytes of the timestamp that prefixes every TTL value.
@@ -76,9 +75,9 @@ pub enum TtlDecision {
 pub struct TtlFilter {
     /// The time to live, in milliseconds.
     pub ttl_ms: i64,
-    /// How the state's values are stored.
-    pub layout: StateLayout,
-    /// For a list state: the length of one encoded element.
+    /// For a list state (values in the list format of [`crate::list`]):
+    /// the length of one encoded element. `None` for value-like and map
+    /// states, whose every stored value is one TTL value.
     pub element_len: Option<ElementLen>,
 }
 
@@ -87,20 +86,23 @@ impl TtlFilter {
     /// expired at `now`; for a list with some expired elements, the
     /// unexpired ones are written to `out` as a list value.
     pub fn decide(&self, value: &[u8], now: i64, out: &mut Vec<u8>) -> TtlDecision {
-        match self.layout {
-            StateLayout::ValueLike | StateLayout::Map => match ttl_timestamp(value) {
+        match self.element_len {
+            None => match ttl_timestamp(value) {
                 Some(ts) if ttl_expired(ts, self.ttl_ms, now) => TtlDecision::Remove,
                 _ => TtlDecision::Keep,
             },
-            StateLayout::List => self.decide_list(value, now, out),
-            StateLayout::Timers => TtlDecision::Keep,
+            Some(element_len) => Self::decide_list(self.ttl_ms, element_len, value, now, out),
         }
     }
 
-    fn decide_list(&self, value: &[u8], now: i64, out: &mut Vec<u8>) -> TtlDecision {
-        let (Some(element_len), Some((count, elements))) =
-            (self.element_len, split_list_value(value))
-        else {
+    fn decide_list(
+        ttl_ms: i64,
+        element_len: ElementLen,
+        value: &[u8],
+        now: i64,
+        out: &mut Vec<u8>,
+    ) -> TtlDecision {
+        let Some((count, elements)) = split_list_value(value) else {
             return TtlDecision::Keep;
         };
         out.clear();
@@ -113,7 +115,7 @@ impl TtlFilter {
             };
             let element = &rest[..len];
             match ttl_timestamp(element) {
-                Some(ts) if ttl_expired(ts, self.ttl_ms, now) => {}
+                Some(ts) if ttl_expired(ts, ttl_ms, now) => {}
                 Some(_) => {
                     out.extend_from_slice(element);
                     kept += 1;
@@ -280,7 +282,6 @@ mod tests {
     fn values_expire_at_timestamp_plus_ttl() {
         let f = TtlFilter {
             ttl_ms: 10,
-            layout: StateLayout::ValueLike,
             element_len: None,
         };
         let mut out = Vec::new();
@@ -295,7 +296,6 @@ mod tests {
     fn lists_lose_their_expired_elements() {
         let f = TtlFilter {
             ttl_ms: 10,
-            layout: StateLayout::List,
             element_len: Some(nine),
         };
         let elements = [stamped(1, 7), stamped(20, 8), stamped(2, 9)].concat();

@@ -492,7 +492,7 @@ fn nine(bytes: &[u8]) -> Option<usize> {
 
 #[test]
 fn ttl_compaction_filter_drops_expired_entries_without_reads() {
-    use floe_rocksdb::{StateLayout, TtlCompaction, TtlFilter};
+    use floe_rocksdb::{TtlCompaction, TtlFilter};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -503,10 +503,9 @@ fn ttl_compaction_filter_drops_expired_entries_without_reads() {
         let now = now.clone();
         Arc::new(move || now.load(Ordering::Relaxed)) as floe_rocksdb::TtlClock
     };
-    let ttl = |layout, element_len| TtlCompaction {
+    let ttl = |element_len| TtlCompaction {
         filter: TtlFilter {
             ttl_ms: 100,
-            layout,
             element_len,
         },
         clock: clock.clone(),
@@ -515,8 +514,8 @@ fn ttl_compaction_filter_drops_expired_entries_without_reads() {
     let values = db.create_state("values").unwrap();
     let lists = db.create_state("lists").unwrap();
     let plain = db.create_state("plain").unwrap();
-    db.set_state_ttl("values", Some(ttl(StateLayout::ValueLike, None)));
-    db.set_state_ttl("lists", Some(ttl(StateLayout::List, Some(nine))));
+    db.set_state_ttl("values", Some(ttl(None)));
+    db.set_state_ttl("lists", Some(ttl(Some(nine))));
     for i in 0..1000u64 {
         let k = prefix((i % 128) as u16, &enc(&i));
         // Half the keys written at 0, half at 50.

@@ -953,7 +953,6 @@ impl<K: Key> KeyedStore<K> for RocksStore {
         if let Some(spec) = ttl {
             let filter = TtlFilter {
                 ttl_ms: spec.ttl_ms,
-                layout,
                 element_len: (layout == StateLayout::List).then_some(spec.element_len),
             };
             let compaction = spec
