@@ -795,6 +795,9 @@ where
                 Ok(())
             })?;
         }
+        // TTL follows the job's processing-time clock, as timers do.
+        let time = init.time.clone();
+        backend.set_ttl_time_provider(move || time.now_ms());
         let timers = info.guard(|| Ok(KeyedTimers::open(backend, init.time.clone())?))?;
         self.timers = Some(timers);
         info.guard(|| function.open(&mut RuntimeContext::new(info, Some(backend))))

@@ -66,7 +66,8 @@ pub mod prelude {
     pub use floe_state::{
         AggregateFunction, AggregatingState, AggregatingStateDescriptor, BroadcastState, ListState,
         ListStateDescriptor, MapState, MapStateDescriptor, OperatorListState, ReducingState,
-        ReducingStateDescriptor, StateBackendKind, ValueState, ValueStateDescriptor,
+        ReducingStateDescriptor, StateBackendKind, StateTtlConfig, StateVisibility, UpdateType,
+        ValueState, ValueStateDescriptor,
     };
 }
 
