@@ -295,8 +295,9 @@ impl<K: Key> KeyedStateBackend<K> {
     }
 
     /// The store and the current position, for state `id`'s handle: what
-    /// every state access goes through.
-    #[inline]
+    /// every state access goes through (always inlined, like the handle
+    /// methods that call it).
+    #[inline(always)]
     pub(crate) fn store_at(
         &mut self,
         id: StateId,

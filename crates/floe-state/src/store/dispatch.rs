@@ -186,7 +186,7 @@ impl<K: Key> KeyedStore<K> for AnyStore<K> {
         dispatch!(&self, s => KeyedStore::<K>::bind::<Sh>(s, id))
     }
 
-    #[inline]
+    #[inline(always)]
     fn value_get<T: StateValue>(
         &mut self,
         at: At<'_, K>,
@@ -205,7 +205,7 @@ impl<K: Key> KeyedStore<K> for AnyStore<K> {
         primitive!(self, state, s => KeyedStore::<K>::value_read::<T, R>(s, at, state, f))
     }
 
-    #[inline]
+    #[inline(always)]
     fn value_put<T: StateValue>(
         &mut self,
         at: At<'_, K>,

@@ -207,7 +207,7 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn value_get<T: StateValue>(
         &mut self,
         at: At<'_, K>,
@@ -226,7 +226,7 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
         Ok(f(self.slot_ref(at, state).get(at.key)))
     }
 
-    #[inline]
+    #[inline(always)]
     fn value_put<T: StateValue>(
         &mut self,
         at: At<'_, K>,
