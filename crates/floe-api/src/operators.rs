@@ -683,8 +683,14 @@ where
     }
 
     fn finish(&mut self) -> Result<(), TaskError> {
-        // Whatever the last watermark made due fires before the end.
+        // Whatever the last watermark made due fires before the end, and
+        // so do processing-time timers already due (Flink runs the timers
+        // that triggered before it finishes an operator); later ones are
+        // dropped: the task calls no operator after `finish`.
         self.fire_event_time(false)?;
+        if let Some(now) = self.timers.as_ref().map(KeyedTimers::now_ms) {
+            self.fire_timers(TimeDomain::ProcessingTime, now, false)?;
+        }
         self.emit()?;
         self.backend.clear_current_key();
         let (function, info) = (&mut self.function, &self.info);

@@ -361,7 +361,10 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T>
                     return Ok(());
                 }
                 serve_queries(self.head.as_mut(), env);
-                if let Some(now) = env.init.time.take_due() {
+                // A finished chain gets no more processing time (Flink
+                // quiesces the timer service before `finish`): its timers
+                // would emit after the end of its output.
+                if !finished && let Some(now) = env.init.time.take_due() {
                     self.head.on_processing_time(now)?;
                 }
                 let deadline = self.check_alignment_timeout(&mut aligner, env)?;
@@ -411,7 +414,11 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T>
                     GateEvent::Idle => {
                         self.head.flush()?;
                         let wait = deadline.map_or(CANCEL_POLL, |d| d.min(CANCEL_POLL));
-                        let wait = env.init.time.wait_bound(wait);
+                        let wait = if finished {
+                            wait
+                        } else {
+                            env.init.time.wait_bound(wait)
+                        };
                         self.gate.wait(wait, env.queries.as_ref());
                     }
                     GateEvent::Ended => {

@@ -250,6 +250,11 @@ impl KeyedTimers {
         }
     }
 
+    /// The processing time now, on the job's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.time.now_ms()
+    }
+
     /// The operator's current watermark.
     pub fn watermark(&self) -> i64 {
         self.watermark

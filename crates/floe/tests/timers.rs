@@ -357,6 +357,255 @@ fn processing_time_timers_fire_when_the_clock_reaches_them() {
     });
 }
 
+/// Emits `0..n` once, then stays open until told to finish; its position
+/// (whether it emitted) is checkpointed, so a restored run emits nothing
+/// again.
+#[derive(Clone)]
+struct EmitOnce {
+    n: u64,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct EmitOnceReader {
+    n: u64,
+    emitted: bool,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Source<u64> for EmitOnce {
+    fn is_parallel(&self) -> bool {
+        false
+    }
+
+    fn create_reader(&self, _: &TaskInfo) -> anyhow::Result<Box<dyn SourceReader<u64>>> {
+        Ok(Box::new(EmitOnceReader {
+            n: self.n,
+            emitted: false,
+            done: self.done.clone(),
+        }))
+    }
+}
+
+impl SourceReader<u64> for EmitOnceReader {
+    fn poll_next(&mut self, out: &mut Vec<u64>, _: usize) -> anyhow::Result<SourceStatus> {
+        if !self.emitted {
+            out.extend(0..self.n);
+            self.emitted = true;
+            return Ok(SourceStatus::MoreAvailable);
+        }
+        if self.done.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(SourceStatus::Finished);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        Ok(SourceStatus::NothingAvailable)
+    }
+
+    fn snapshot_state(&mut self) -> anyhow::Result<Vec<u8>> {
+        Ok(vec![u8::from(self.emitted)])
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> anyhow::Result<()> {
+        self.emitted = state == [1];
+        Ok(())
+    }
+}
+
+/// Waits until `handle` holds at least `n` records (at most 20 s); returns
+/// how many it holds.
+fn await_records<T: Clone>(handle: &common::TaggedHandle<T>, n: usize) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while handle.values().len() < n && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    handle.values().len()
+}
+
+/// A savepoint holds processing-time timers not yet due; the job restored
+/// from it runs on a clock already past them, which never moves: they fire
+/// at once, each exactly once, while the source still runs.
+#[test]
+fn restored_processing_time_timers_already_due_fire_at_once() {
+    with_timeout(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let savepoints = format!("file://{}", dir.path().join("sp").display());
+        let job = |clock: &ManualClock, restore: Option<&str>| {
+            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let env = StreamEnvironment::new();
+            env.set_parallelism(2);
+            env.set_processing_clock(ProcessingClock::Manual(clock.clone()));
+            env.set_config("state.savepoints.dir", &savepoints);
+            if let Some(path) = restore {
+                env.set_restore_from_savepoint(path, false);
+            }
+            let (sink, handle) = TaggingSink::new();
+            env.from_source(
+                EmitOnce {
+                    n: 10,
+                    done: done.clone(),
+                },
+                "keys",
+            )
+            .uid("keys")
+            .key_by(|k: &u64| *k)
+            .process(Remind)
+            .uid("remind")
+            .sink_to(sink, "fired");
+            (env.execute_async("restored timers").unwrap(), handle, done)
+        };
+
+        // Ten timers at 1_001_000, registered at 1_000_000; savepoint, cancel.
+        let clock = ManualClock::new(1_000_000);
+        let (client, handle, _) = job(&clock, None);
+        assert_eq!(await_records(&handle, 10), 10);
+        let control = client.control();
+        let trigger = control
+            .trigger_savepoint(None, SavepointMode::Savepoint { cancel_job: true })
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let location = loop {
+            match control.savepoint_status(&trigger).unwrap() {
+                SavepointStatus::InProgress => {}
+                SavepointStatus::Completed { location } => break location,
+                other => panic!("savepoint failed: {other:?}"),
+            }
+            assert!(std::time::Instant::now() < deadline, "no savepoint");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let _ = client.wait();
+        assert!(
+            handle.values().iter().all(|(_, _, fired)| !fired),
+            "nothing was due before the savepoint: {:?}",
+            handle.values()
+        );
+
+        // Restored on a clock standing past them, which never moves.
+        let clock = ManualClock::new(1_005_000);
+        let (client, handle, done) = job(&clock, Some(&location));
+        assert_eq!(await_records(&handle, 10), 10, "{:?}", handle.values());
+        done.store(true, std::sync::atomic::Ordering::Release);
+        client.wait().unwrap();
+        assert_eq!(clock.now_ms(), 1_005_000);
+        let expected: Vec<Reminder> = (0..10).map(|k| (k, 1_001_000, true)).collect();
+        assert_eq!(common::sorted(handle.values()), expected);
+    });
+}
+
+/// A sink that advances the job's manual clock when it finishes and
+/// records whether each write came after its finish.
+#[derive(Clone)]
+struct AdvancesOnFinish {
+    clock: ManualClock,
+    to_ms: i64,
+    finished: bool,
+    writes: std::sync::Arc<std::sync::Mutex<Vec<(Reminder, bool)>>>,
+}
+
+impl SinkWriter<Reminder> for AdvancesOnFinish {
+    fn write(&mut self, value: Reminder) -> anyhow::Result<()> {
+        self.writes.lock().unwrap().push((value, self.finished));
+        Ok(())
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        self.finished = true;
+        self.clock.set_ms(self.to_ms);
+        Ok(())
+    }
+}
+
+/// Timers a second ahead, then more five seconds ahead (per key).
+#[derive(Clone)]
+struct RemindTwice;
+
+impl KeyedProcessFunction<u64, u64, Reminder> for RemindTwice {
+    fn process_element(
+        &mut self,
+        key: u64,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, Reminder>,
+    ) -> anyhow::Result<()> {
+        let now = ctx.timer_service().current_processing_time();
+        for at in [now + 1_000, now + 5_000] {
+            ctx.timer_service().register_processing_time_timer(at)?;
+            out.collect((key, at, false));
+        }
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        ts: i64,
+        ctx: &mut OnTimerContext<'_, u64>,
+        out: &mut Collector<'_, Reminder>,
+    ) -> anyhow::Result<()> {
+        out.collect((*ctx.current_key(), ts, true));
+        Ok(())
+    }
+}
+
+/// At the end of the input, processing-time timers already due fire before
+/// the operator finishes, as Flink runs the timers that already triggered;
+/// the others are dropped, and none fires after the operator finished even
+/// when the clock passes it while the job waits for its final checkpoint.
+#[test]
+fn processing_time_timers_due_at_the_end_fire_and_later_ones_never_do() {
+    with_timeout(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let env = StreamEnvironment::new();
+        // One subtask: the sink finishes (and moves the shared clock) only
+        // after the keyed operator did.
+        env.set_parallelism(1);
+        env.set_processing_clock(ProcessingClock::Manual(clock.clone()));
+        // A final checkpoint to wait for after the input ended.
+        env.enable_checkpointing(Duration::from_secs(3600));
+        env.set_config(
+            "state.checkpoints.dir",
+            &format!("file://{}", dir.path().display()),
+        );
+        let writes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        env.from_source(
+            EmitOnce {
+                n: 10,
+                done: done.clone(),
+            },
+            "keys",
+        )
+        .key_by(|k: &u64| *k)
+        .process(RemindTwice)
+        .sink_to(
+            AdvancesOnFinish {
+                clock: clock.clone(),
+                to_ms: 1_010_000,
+                finished: false,
+                writes: writes.clone(),
+            },
+            "fired",
+        );
+        let client = env.execute_async("timers at the end").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while writes.lock().unwrap().len() < 20 {
+            assert!(std::time::Instant::now() < deadline, "no registrations");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The first ten are due; the input ends.
+        clock.set_ms(1_001_000);
+        done.store(true, std::sync::atomic::Ordering::Release);
+        client.wait().unwrap();
+        let writes = writes.lock().unwrap().clone();
+        let late: Vec<&(Reminder, bool)> = writes.iter().filter(|(_, after)| *after).collect();
+        assert!(late.is_empty(), "written after the sink finished: {late:?}");
+        let fired: Vec<Reminder> = writes
+            .iter()
+            .map(|(r, _)| *r)
+            .filter(|(_, _, fired)| *fired)
+            .collect();
+        let expected: Vec<Reminder> = (0..10).map(|k| (k, 1_001_000, true)).collect();
+        assert_eq!(common::sorted(fired), expected);
+    });
+}
+
 /// A keyed broadcast function with timers: each keyed element sets an
 /// event-time timer 5 ms after it; the timer reports the key, its
 /// timestamp and the broadcast factor it reads then.
