@@ -68,7 +68,7 @@ fn floe_bench_keyed_count_help() {
 #[test]
 fn job_help_shows_the_jobs_own_flags() {
     let sb = Sandbox::new();
-    let jobs: [(&str, &str, &[&str]); 5] = [
+    let jobs: [(&str, &str, &[&str]); 6] = [
         ("wordcount", WORDCOUNT, &["--input", "--socket", "--output"]),
         (
             "keyed-count",
@@ -95,6 +95,13 @@ fn job_help_shows_the_jobs_own_flags() {
                 "--out-of-orderness",
                 "--rate",
                 "--output",
+            ],
+        ),
+        (
+            "delayed-echo",
+            DELAYED_ECHO,
+            &[
+                "--events", "--keys", "--delay", "--window", "--rate", "--output",
             ],
         ),
     ];
@@ -145,6 +152,7 @@ fn floe_examples_lists_the_examples() {
             "buffering-sink",
             "fraud-detection",
             "sessionize",
+            "delayed-echo",
             "count-window-average"
         ]
     );

@@ -11,6 +11,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use std::time::{Duration, Instant};
+
+use floe_cli::examples::delayed_echo;
 use floe_cli::examples::fraud_detection::expected_alerts;
 
 const FLOE: &str = env!("CARGO_BIN_EXE_floe");
@@ -56,6 +59,21 @@ fn sorted_lines(s: &str) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// Lines committed so far in `out` (hidden files are in progress).
+fn committed_lines(out: &Path) -> usize {
+    let Ok(dir) = std::fs::read_dir(out) else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| {
+            std::fs::read_to_string(e.path())
+                .map(|t| t.lines().count())
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 /// Runs `args` killed at `point`, then again from its retained
@@ -197,5 +215,84 @@ fn sessionize_closes_every_session_exactly_once_after_sigkill() {
     assert_eq!(
         got, expected,
         "committed sessions after SIGKILL and restore"
+    );
+}
+
+/// The delayed echo (`floe run delayed-echo`): every event comes back
+/// through a processing-time timer, every window's count through an
+/// event-time timer. Killed with SIGKILL at four phases of checkpointing
+/// and committing, and once from outside in the middle of its run, then
+/// restored from the retained checkpoint each time: the committed output
+/// equals the failure-free run's and the one computed without Floe, so no
+/// timer of either kind was lost or fired twice (restored processing-time
+/// timers are overdue and fire at once; pending echoes are in every
+/// checkpoint, since 200 ms of events wait at any time).
+#[test]
+fn delayed_echo_fires_every_timer_exactly_once_across_sigkills() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (n, keys) = (6_000u64, 10u64);
+    let expected = delayed_echo::expected_output(n, keys, Duration::from_secs(10));
+    // 10 s windows over 600 s of event time, most keys in each.
+    let windows = expected.len() as u64 - n;
+    assert!(windows >= 590, "{windows} windows");
+    let (n_s, k_s) = (n.to_string(), keys.to_string());
+    let base = [
+        "-p",
+        "2",
+        "delayed-echo",
+        "--events",
+        &n_s,
+        "--keys",
+        &k_s,
+        "--delay",
+        "200 ms",
+        "--window",
+        "10 s",
+    ];
+    // 3000 events a second: a run lasts 2 s, checkpoints every 50 ms.
+    let throttle = ["--rate", "3000"];
+
+    let o = floe(&base, &tmp.path().join("c0")).output().unwrap();
+    assert_eq!(sorted_lines(&assert_ok(&o)), expected, "failure-free run");
+
+    for point in [
+        "sink.before-pre-commit@4",
+        "sink.after-pre-commit@9",
+        "checkpoint.after-metadata@6",
+        "sink.commit@12",
+    ] {
+        let case = tmp.path().join(point.replace(['.', '@'], "_"));
+        let got = killed_and_restored(&base, &throttle, point, &case);
+        assert_eq!(got, expected, "committed output after SIGKILL at {point}");
+    }
+
+    // Killed from outside once a third of the output is committed.
+    let case = tmp.path().join("timed");
+    let (ckpt, out) = (case.join("ckpt"), case.join("out"));
+    let out_s = out.to_str().unwrap().to_string();
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend(["--output", &out_s]);
+    let mut first = args.clone();
+    first.extend(throttle);
+    let mut child = floe(&first, &ckpt).stdout(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while committed_lines(&out) < expected.len() / 3 {
+        assert!(Instant::now() < deadline, "no progress in 30 s");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9));
+    let dir = job_dir(&ckpt);
+    args.extend(["--fromCheckpoint", dir.to_str().unwrap()]);
+    assert_ok(&floe(&args, &ckpt).output().unwrap());
+    assert_eq!(
+        sorted_lines(&common::read_committed(&out)),
+        expected,
+        "committed output after a SIGKILL mid-run"
     );
 }

@@ -2,6 +2,7 @@
 
 pub mod buffering_sink;
 pub mod count_window_average;
+pub mod delayed_echo;
 pub mod dynamic_rules;
 pub mod fraud_detection;
 pub mod keyed_count;
@@ -49,6 +50,11 @@ pub const EXAMPLES: &[(&str, &str, JobMain)] = &[
         "sessionize",
         "Sessions per user in event time, closed by event-time timers",
         sessionize::run,
+    ),
+    (
+        "delayed-echo",
+        "Echoes events after a processing-time delay; counts them per event-time window",
+        delayed_echo::run,
     ),
     (
         "count-window-average",
