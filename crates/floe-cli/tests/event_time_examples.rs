@@ -134,9 +134,15 @@ fn fraud_detection_alerts_exactly_once_after_sigkill() {
     assert_eq!(got, expected, "committed alerts after SIGKILL and restore");
 }
 
-/// `(user, ms)` events over `files` files: per file, times increase with a
-/// jitter of up to `disorder` ms; users interleave.
-fn session_input(dir: &Path, files: usize, per_file: usize, disorder: i64) -> Vec<(String, i64)> {
+/// `(user, ms)` events of `users` users over `files` files: per file,
+/// times increase with a jitter of up to `disorder` ms; users interleave.
+fn session_input(
+    dir: &Path,
+    files: usize,
+    per_file: usize,
+    users: u64,
+    disorder: i64,
+) -> Vec<(String, i64)> {
     std::fs::create_dir_all(dir).unwrap();
     let mut rng = common::Rng::new(7);
     let mut all = Vec::new();
@@ -145,7 +151,7 @@ fn session_input(dir: &Path, files: usize, per_file: usize, disorder: i64) -> Ve
         let mut t = 1_000_000i64;
         for _ in 0..per_file {
             t += rng.below(400) as i64;
-            let user = format!("u{}", rng.below(9));
+            let user = format!("u{}", rng.below(users));
             // Out of order by at most `disorder`.
             let ts = t - rng.below(disorder as u64 + 1) as i64;
             text.push_str(&format!("{user} {ts}\n"));
@@ -187,7 +193,7 @@ fn sessionize_closes_every_session_exactly_once_after_sigkill() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     // Disorder below the allowed out-of-orderness: no event is late.
-    let events = session_input(&input, 2, 6_000, 250);
+    let events = session_input(&input, 2, 6_000, 9, 250);
     let expected = expected_sessions(&events, 2_000);
     assert!(expected.len() > 100, "{} sessions", expected.len());
     let input_s = input.to_str().unwrap();
@@ -294,5 +300,166 @@ fn delayed_echo_fires_every_timer_exactly_once_across_sigkills() {
         sorted_lines(&common::read_committed(&out)),
         expected,
         "committed output after a SIGKILL mid-run"
+    );
+}
+
+/// The id of the job registered in `registry` (the only one there).
+#[cfg(feature = "rocksdb")]
+fn registered_job(registry: &Path) -> Option<String> {
+    std::fs::read_dir(registry).ok()?.flatten().find_map(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        name.strip_suffix(".json")
+            .filter(|n| !n.starts_with('.'))
+            .map(str::to_string)
+    })
+}
+
+/// How many key groups hold timers of `operator` in the snapshot at
+/// `path`, as `floe info` reports it.
+#[cfg(feature = "rocksdb")]
+fn key_groups_with_timers(sb: &common::Sandbox, path: &str) -> u64 {
+    let info = common::run(&mut sb.floe(["info", path])).ok();
+    let line = info
+        .stdout
+        .lines()
+        .find(|l| l.contains("keyed state 'user-timers'"))
+        .unwrap_or_else(|| panic!("no timers in {path}:\n{}", info.stdout));
+    line.split("entries in ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+}
+
+/// Sessionize with many sessions open (300 users, a 60 s gap: each user's
+/// session stays open for a minute of event time after its last event),
+/// rescaled through savepoints: p = 2 on the heap, stopped with a savepoint
+/// while running, restored at p = 4 on RocksDB, stopped with a savepoint
+/// again, restored at p = 1 on the heap to the end. The pending
+/// event-time timers move with their key groups between backends and
+/// parallelisms: every session is committed exactly once, as computed
+/// without Floe.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn sessionize_rescaled_2_4_1_heap_rocksdb_heap_through_savepoints() {
+    let sb = common::Sandbox::new();
+    let input = sb.path("in");
+    let events = session_input(&input, 2, 5_000, 300, 250);
+    let gap = 60_000;
+    let expected = expected_sessions(&events, gap);
+    assert!(expected.len() > 1_000, "{} sessions", expected.len());
+    let (out, registry, savepoints) = (sb.path("out"), sb.path("registry"), sb.path("sp"));
+    let checkpoints = format!("state.checkpoints.dir=file://{}", sb.path("chk").display());
+    let rocksdb_dir = format!(
+        "state.backend.rocksdb.localdir={}",
+        sb.path("rocksdb").display()
+    );
+    let job = |flags: &[&str], rate: Option<&str>| {
+        let mut args: Vec<&str> = vec!["run"];
+        args.extend(flags);
+        args.extend([
+            "sessionize",
+            "--input",
+            input.to_str().unwrap(),
+            "--gap",
+            "60 s",
+            "--out-of-orderness",
+            "300 ms",
+            "--output",
+            out.to_str().unwrap(),
+            "-D",
+            "execution.checkpointing.interval=200ms",
+            "-D",
+            &checkpoints,
+            // Small batches: the rate limit sleeps per line, and barriers
+            // enter between two batches of the source.
+            "-D",
+            "floe.runtime.batch-size=50",
+        ]);
+        if let Some(r) = rate {
+            args.extend(["--rate", r]);
+        }
+        let mut cmd = sb.floe(&args);
+        cmd.env("FLOE_REGISTRY_DIR", &registry);
+        cmd
+    };
+    let ctl = |args: &[&str]| common::run(sb.floe(args).env("FLOE_REGISTRY_DIR", &registry)).ok();
+    let savepoint_path = |o: &common::Output| {
+        o.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Savepoint completed. Path: "))
+            .unwrap_or_else(|| panic!("no savepoint path in\n{}\n{}", o.stdout, o.stderr))
+            .to_string()
+    };
+    let sessions = || committed_lines(&out);
+    // Stops the job once it registered and `n` sessions are committed;
+    // returns the stop's savepoint.
+    let stop_at = |n: usize, mut process: common::Running| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let id = loop {
+            if process.has_exited() {
+                panic!(
+                    "the job ended before it was stopped:\n{}",
+                    process.finish().stderr
+                );
+            }
+            assert!(Instant::now() < deadline, "no progress in 30 s");
+            if let Some(id) = registered_job(&registry).filter(|_| sessions() >= n) {
+                break id;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stop = ctl(&["stop", "--savepointPath", savepoints.to_str().unwrap(), &id]);
+        process.finish().ok();
+        savepoint_path(&stop)
+    };
+    let step = expected.len() / 6;
+
+    // p = 2 on the heap, 500 lines a second per file.
+    let first = common::start(&mut job(&["-p", "2"], Some("500")));
+    let sp1 = stop_at(step, first);
+    let after_first = sessions();
+    let open = key_groups_with_timers(&sb, &sp1);
+    eprintln!("first savepoint: {after_first} sessions committed, timers in {open} key groups");
+    assert!(
+        open >= 64,
+        "timers in {open} key groups of the first savepoint"
+    );
+
+    // p = 4 on RocksDB from it.
+    let second = common::start(&mut job(
+        &[
+            "-s",
+            &sp1,
+            "-p",
+            "4",
+            "-D",
+            "state.backend.type=rocksdb",
+            "-D",
+            &rocksdb_dir,
+        ],
+        Some("500"),
+    ));
+    let sp2 = stop_at(after_first + step, second);
+    assert!(
+        sb.path("rocksdb").is_dir(),
+        "the second run kept its state in RocksDB"
+    );
+    let open = key_groups_with_timers(&sb, &sp2);
+    eprintln!(
+        "second savepoint: {} sessions committed, timers in {open} key groups",
+        sessions()
+    );
+    assert!(
+        open >= 64,
+        "timers in {open} key groups of the second savepoint"
+    );
+
+    // p = 1 on the heap from that, to the end.
+    common::run(&mut job(&["-s", &sp2, "-p", "1"], None)).ok();
+    assert_eq!(
+        sorted_lines(&common::read_committed(&out)),
+        expected,
+        "sessions after rescaling 2 -> 4 -> 1, heap -> RocksDB -> heap"
     );
 }
