@@ -68,7 +68,7 @@ fn floe_bench_keyed_count_help() {
 #[test]
 fn job_help_shows_the_jobs_own_flags() {
     let sb = Sandbox::new();
-    let jobs: [(&str, &str, &[&str]); 6] = [
+    let jobs: [(&str, &str, &[&str]); 7] = [
         ("wordcount", WORDCOUNT, &["--input", "--socket", "--output"]),
         (
             "keyed-count",
@@ -103,6 +103,11 @@ fn job_help_shows_the_jobs_own_flags() {
             &[
                 "--events", "--keys", "--delay", "--window", "--rate", "--output",
             ],
+        ),
+        (
+            "timer-burst",
+            TIMER_BURST,
+            &["--timers", "--keys", "--output"],
         ),
     ];
     for (name, binary, flags) in jobs {
@@ -153,6 +158,7 @@ fn floe_examples_lists_the_examples() {
             "fraud-detection",
             "sessionize",
             "delayed-echo",
+            "timer-burst",
             "count-window-average"
         ]
     );

@@ -7,6 +7,7 @@ pub mod dynamic_rules;
 pub mod fraud_detection;
 pub mod keyed_count;
 pub mod sessionize;
+pub mod timer_burst;
 pub mod wordcount;
 
 use std::path::Path;
@@ -55,6 +56,11 @@ pub const EXAMPLES: &[(&str, &str, JobMain)] = &[
         "delayed-echo",
         "Echoes events after a processing-time delay; counts them per event-time window",
         delayed_echo::run,
+    ),
+    (
+        "timer-burst",
+        "Makes millions of event-time timers due at one watermark while checkpointing",
+        timer_burst::run,
     ),
     (
         "count-window-average",
