@@ -8,43 +8,13 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Output, Stdio};
 
 use std::time::{Duration, Instant};
 
 use floe_cli::examples::delayed_echo;
 use floe_cli::examples::fraud_detection::expected_alerts;
-
-const FLOE: &str = env!("CARGO_BIN_EXE_floe");
-
-fn floe(args: &[&str], ckpt: &Path) -> Command {
-    let mut c = Command::new(FLOE);
-    c.arg("run")
-        .args(args)
-        .args(["-D", "execution.checkpointing.interval=50ms"])
-        .arg("-D")
-        .arg(format!("state.checkpoints.dir=file://{}", ckpt.display()))
-        .env_remove("FLOE_CONF_DIR")
-        .env_remove("FLOE_KILL_AT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
-
-fn job_dir(ckpt: &Path) -> PathBuf {
-    std::fs::read_dir(ckpt)
-        .unwrap()
-        .next()
-        .expect("a job checkpoint directory")
-        .unwrap()
-        .path()
-}
-
-fn assert_ok(o: &Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
 
 fn assert_killed(o: &Output, point: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
@@ -85,15 +55,15 @@ fn killed_and_restored(args: &[&str], throttle: &[&str], point: &str, tmp: &Path
     args.extend(["--output", &out_s]);
     let mut first = args.clone();
     first.extend(throttle);
-    let o = floe(&first, &ckpt)
+    let o = common::checkpointed_floe(&first, &ckpt)
         .env("FLOE_KILL_AT", point)
         .output()
         .unwrap();
     assert_killed(&o, point);
-    let dir = job_dir(&ckpt);
+    let dir = common::job_dir(&ckpt);
     let dir_s = dir.to_str().unwrap().to_string();
     args.extend(["--fromCheckpoint", &dir_s]);
-    assert_ok(&floe(&args, &ckpt).output().unwrap());
+    common::assert_ok(&common::checkpointed_floe(&args, &ckpt).output().unwrap());
     sorted_lines(&common::read_committed(&out))
 }
 
@@ -122,8 +92,14 @@ fn fraud_detection_alerts_exactly_once_after_sigkill() {
         &a_s,
     ];
 
-    let o = floe(&base, &tmp.path().join("c0")).output().unwrap();
-    assert_eq!(sorted_lines(&assert_ok(&o)), expected, "failure-free run");
+    let o = common::checkpointed_floe(&base, &tmp.path().join("c0"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        sorted_lines(&common::assert_ok(&o)),
+        expected,
+        "failure-free run"
+    );
 
     let got = killed_and_restored(
         &base,
@@ -209,8 +185,14 @@ fn sessionize_closes_every_session_exactly_once_after_sigkill() {
         "300 ms",
     ];
 
-    let o = floe(&base, &tmp.path().join("c0")).output().unwrap();
-    assert_eq!(sorted_lines(&assert_ok(&o)), expected, "failure-free run");
+    let o = common::checkpointed_floe(&base, &tmp.path().join("c0"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        sorted_lines(&common::assert_ok(&o)),
+        expected,
+        "failure-free run"
+    );
 
     let got = killed_and_restored(
         &base,
@@ -258,8 +240,14 @@ fn delayed_echo_fires_every_timer_exactly_once_across_sigkills() {
     // 3000 events a second: a run lasts 2 s, checkpoints every 50 ms.
     let throttle = ["--rate", "3000"];
 
-    let o = floe(&base, &tmp.path().join("c0")).output().unwrap();
-    assert_eq!(sorted_lines(&assert_ok(&o)), expected, "failure-free run");
+    let o = common::checkpointed_floe(&base, &tmp.path().join("c0"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        sorted_lines(&common::assert_ok(&o)),
+        expected,
+        "failure-free run"
+    );
 
     for point in [
         "sink.before-pre-commit@4",
@@ -280,7 +268,10 @@ fn delayed_echo_fires_every_timer_exactly_once_across_sigkills() {
     args.extend(["--output", &out_s]);
     let mut first = args.clone();
     first.extend(throttle);
-    let mut child = floe(&first, &ckpt).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = common::checkpointed_floe(&first, &ckpt)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while committed_lines(&out) < expected.len() / 3 {
         assert!(Instant::now() < deadline, "no progress in 30 s");
@@ -293,9 +284,9 @@ fn delayed_echo_fires_every_timer_exactly_once_across_sigkills() {
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(9));
-    let dir = job_dir(&ckpt);
+    let dir = common::job_dir(&ckpt);
     args.extend(["--fromCheckpoint", dir.to_str().unwrap()]);
-    assert_ok(&floe(&args, &ckpt).output().unwrap());
+    common::assert_ok(&common::checkpointed_floe(&args, &ckpt).output().unwrap());
     assert_eq!(
         sorted_lines(&common::read_committed(&out)),
         expected,

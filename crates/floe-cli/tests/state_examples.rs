@@ -7,45 +7,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use floe_cli::examples::dynamic_rules::action_of;
-
-const FLOE: &str = env!("CARGO_BIN_EXE_floe");
-
-fn floe(args: &[&str], ckpt: &Path) -> Command {
-    let mut c = Command::new(FLOE);
-    c.arg("run")
-        .args(args)
-        .args(["-D", "execution.checkpointing.interval=50ms"])
-        .arg("-D")
-        .arg(format!("state.checkpoints.dir=file://{}", ckpt.display()))
-        .env_remove("FLOE_CONF_DIR")
-        .env_remove("FLOE_KILL_AT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
-
-fn job_dir(ckpt: &Path) -> PathBuf {
-    std::fs::read_dir(ckpt)
-        .unwrap()
-        .next()
-        .expect("a job checkpoint directory")
-        .unwrap()
-        .path()
-}
 
 fn assert_killed(o: &Output, point: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.signal(), Some(9), "not killed at {point}: {err}");
     assert!(err.contains("crash point"), "{err}");
-}
-
-fn assert_ok(o: &Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout.clone()).unwrap()
 }
 
 /// `<user> <pattern>` lines for every two consecutive actions of a user
@@ -111,8 +80,14 @@ fn dynamic_rules_commits_every_match_exactly_once_after_sigkill() {
     let base = ["-p", "2", "dynamic-rules", "--actions", &a, "--users", &u];
 
     // Failure-free, printed.
-    let o = floe(&base, &tmp.path().join("c0")).output().unwrap();
-    assert_same_lines(&sorted_lines(&assert_ok(&o)), &expected, "failure-free run");
+    let o = common::checkpointed_floe(&base, &tmp.path().join("c0"))
+        .output()
+        .unwrap();
+    assert_same_lines(
+        &sorted_lines(&common::assert_ok(&o)),
+        &expected,
+        "failure-free run",
+    );
 
     // Killed after a pre-commit of checkpoint 2, restarted: the patterns
     // come back from broadcast state (their source does not send them
@@ -123,14 +98,14 @@ fn dynamic_rules_commits_every_match_exactly_once_after_sigkill() {
     args.extend(["--output", out_s]);
     let mut first = args.clone();
     first.extend(["--rate", "40000"]);
-    let o = floe(&first, &ckpt)
+    let o = common::checkpointed_floe(&first, &ckpt)
         .env("FLOE_KILL_AT", "sink.after-pre-commit@3")
         .output()
         .unwrap();
     assert_killed(&o, "sink.after-pre-commit@3");
-    let dir = job_dir(&ckpt);
+    let dir = common::job_dir(&ckpt);
     args.extend(["--fromCheckpoint", dir.to_str().unwrap()]);
-    assert_ok(&floe(&args, &ckpt).output().unwrap());
+    common::assert_ok(&common::checkpointed_floe(&args, &ckpt).output().unwrap());
     assert_same_lines(
         &sorted_lines(&common::read_committed(&out)),
         &expected,
@@ -156,7 +131,7 @@ fn buffering_sink_keeps_its_buffer_across_sigkill() {
     ];
     let mut first = args.to_vec();
     first.extend(["--rate", "20000"]);
-    let o = floe(&first, &ckpt)
+    let o = common::checkpointed_floe(&first, &ckpt)
         .env("FLOE_KILL_AT", "checkpoint.after-metadata@3")
         .output()
         .unwrap();
@@ -170,10 +145,10 @@ fn buffering_sink_keeps_its_buffer_across_sigkill() {
         before.len() < n as usize,
         "run 1 was killed before sending everything"
     );
-    let dir = job_dir(&ckpt);
+    let dir = common::job_dir(&ckpt);
     let mut second = args.to_vec();
     second.extend(["--fromCheckpoint", dir.to_str().unwrap()]);
-    assert_ok(&floe(&second, &ckpt).output().unwrap());
+    common::assert_ok(&common::checkpointed_floe(&second, &ckpt).output().unwrap());
     let mut seen = vec![0u32; n as usize];
     for l in std::fs::read_to_string(&out).unwrap().lines() {
         seen[l.parse::<usize>().unwrap()] += 1;

@@ -493,3 +493,36 @@ pub fn read_committed(dir: &Path) -> String {
         .map(|n| std::fs::read_to_string(dir.join(n)).unwrap())
         .collect()
 }
+
+/// `floe run <args>` with checkpoints every 50 ms into `ckpt` (so a
+/// killed run can be restored with `--fromCheckpoint`), no configuration
+/// directory and no crash point from the environment.
+pub fn checkpointed_floe(args: &[&str], ckpt: &Path) -> Command {
+    let mut c = Command::new(FLOE);
+    c.arg("run")
+        .args(args)
+        .args(["-D", "execution.checkpointing.interval=50ms"])
+        .arg("-D")
+        .arg(format!("state.checkpoints.dir=file://{}", ckpt.display()))
+        .env_remove("FLOE_CONF_DIR")
+        .env_remove("FLOE_KILL_AT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// The one job directory under a checkpoint directory.
+pub fn job_dir(ckpt: &Path) -> PathBuf {
+    std::fs::read_dir(ckpt)
+        .unwrap()
+        .next()
+        .expect("a job checkpoint directory")
+        .unwrap()
+        .path()
+}
+
+/// The stdout of a run that must have succeeded (its stderr otherwise).
+pub fn assert_ok(o: &std::process::Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
