@@ -164,12 +164,12 @@ pub struct KeyedContext<'a, K: Key> {
     pub(crate) timers: Option<TimerAccess<'a>>,
     /// The operator's side outputs (a `SideOutputBuffers`, named here
     /// only as `Any` so that this module does not depend on the operator
-    /// machinery; `crate::side_output` gives the context its `output`).
+    /// machinery; the side-output module gives the context its `output`).
     pub(crate) side: Option<&'a mut (dyn std::any::Any + Send)>,
 }
 
 /// What a keyed context needs to reach its operator's timers (see
-/// [`crate::timer_service`], which also gives the context its
+/// the timer-service module, which also gives the context its
 /// `timer_service()`).
 #[derive(Clone, Copy)]
 pub struct TimerAccess<'a> {
