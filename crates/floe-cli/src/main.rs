@@ -349,6 +349,36 @@ enum Bench {
     },
 }
 
+/// The state backend and configuration a benchmark's flags ask for.
+fn bench_config(
+    backend: &str,
+    dynamic: &[String],
+    checkpoint_interval: Option<u64>,
+    checkpoint_dir: Option<String>,
+    incremental: bool,
+) -> anyhow::Result<(StateBackendKind, floe::core::Configuration)> {
+    let backend: StateBackendKind = backend
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--backend: {e}"))?;
+    let mut config = floe::core::Configuration::new();
+    for d in dynamic {
+        config.set_dynamic_property(d)?;
+    }
+    if let Some(ms) = checkpoint_interval {
+        config.set("execution.checkpointing.interval", format!("{ms}ms"));
+    }
+    if let Some(dir) = checkpoint_dir {
+        config.set("state.checkpoints.dir", dir);
+    }
+    if incremental {
+        if backend != StateBackendKind::RocksDb {
+            anyhow::bail!("--incremental needs --backend rocksdb");
+        }
+        config.set("state.backend.incremental", "true");
+    }
+    Ok((backend, config))
+}
+
 /// A rate: a finite number greater than zero.
 fn parse_positive_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
@@ -490,25 +520,13 @@ fn main() -> ExitCode {
                 println!("{}", serde_json::to_string(&report)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            let backend: StateBackendKind = backend
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!("--backend: {e}"))?;
-            let mut config = floe::core::Configuration::new();
-            for d in &dynamic {
-                config.set_dynamic_property(d)?;
-            }
-            if let Some(ms) = checkpoint_interval {
-                config.set("execution.checkpointing.interval", format!("{ms}ms"));
-            }
-            if let Some(dir) = checkpoint_dir {
-                config.set("state.checkpoints.dir", dir);
-            }
-            if incremental {
-                if backend != StateBackendKind::RocksDb {
-                    anyhow::bail!("--incremental needs --backend rocksdb");
-                }
-                config.set("state.backend.incremental", "true");
-            }
+            let (backend, config) = bench_config(
+                &backend,
+                &dynamic,
+                checkpoint_interval,
+                checkpoint_dir,
+                incremental,
+            )?;
             let report = KeyedCountBench {
                 records,
                 keys,
@@ -535,25 +553,13 @@ fn main() -> ExitCode {
             checkpoint_dir,
             incremental,
         }) => (|| {
-            let backend: StateBackendKind = backend
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!("--backend: {e}"))?;
-            let mut config = floe::core::Configuration::new();
-            for d in &dynamic {
-                config.set_dynamic_property(d)?;
-            }
-            if let Some(ms) = checkpoint_interval {
-                config.set("execution.checkpointing.interval", format!("{ms}ms"));
-            }
-            if let Some(dir) = checkpoint_dir {
-                config.set("state.checkpoints.dir", dir);
-            }
-            if incremental {
-                if backend != StateBackendKind::RocksDb {
-                    anyhow::bail!("--incremental needs --backend rocksdb");
-                }
-                config.set("state.backend.incremental", "true");
-            }
+            let (backend, config) = bench_config(
+                &backend,
+                &dynamic,
+                checkpoint_interval,
+                checkpoint_dir,
+                incremental,
+            )?;
             let report = floe_cli::timers_bench::TimersBench {
                 records,
                 keys,
