@@ -391,6 +391,12 @@ impl StreamEnvironment {
         if let Some(size) = config.get(&options::ROCKSDB_WRITE_CACHE_SIZE)? {
             rocksdb.write_cache = Some(size);
         }
+        if let Some(n) = config.get(&options::ROCKSDB_TIMER_CACHE_SIZE)? {
+            rocksdb.timer_cache_size = n as usize;
+        }
+        if let Some(n) = config.get(&options::ROCKSDB_TIMER_WRITE_BUFFER)? {
+            rocksdb.timer_write_buffer = n as usize;
+        }
         let build = BuildSettings {
             batch_size: settings.batch_size,
             backend: StateBackendSettings {

@@ -244,6 +244,24 @@ pub mod options {
         parse: parse_memory_size,
     };
 
+    /// Timers per key group the RocksDB backend keeps in memory.
+    pub const ROCKSDB_TIMER_CACHE_SIZE: ConfigOption<u32> = ConfigOption {
+        key: "state.backend.rocksdb.timer-service.cache-size",
+        description: "Timers of each key group and time domain the RocksDB backend keeps in memory in front of RocksDB, so the next timer to fire is known without a read (default 128, as in Flink; at least 1).",
+        parse: parse_positive_u32,
+    };
+
+    /// Timer changes the RocksDB backend buffers before writing them.
+    pub const ROCKSDB_TIMER_WRITE_BUFFER: ConfigOption<u32> = ConfigOption {
+        key: "state.backend.rocksdb.timer-service.write-buffer",
+        description: "Timer registrations and deletions each RocksDB timer queue buffers in memory and writes to RocksDB in one batch (also at every checkpoint): a timer set again and again is written once, one that fires before the buffer is written is never written (default 65536; 0 writes every change at once).",
+        parse: |s| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|e| format!("not a count 0..=4294967295 ({e})"))
+        },
+    };
+
     /// Where savepoints go when a request names no directory.
     pub const SAVEPOINT_DIR: ConfigOption<String> = ConfigOption {
         key: "state.savepoints.dir",
@@ -418,6 +436,14 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     (
         options::ROCKSDB_WRITE_CACHE_SIZE.key,
         options::ROCKSDB_WRITE_CACHE_SIZE.description,
+    ),
+    (
+        options::ROCKSDB_TIMER_CACHE_SIZE.key,
+        options::ROCKSDB_TIMER_CACHE_SIZE.description,
+    ),
+    (
+        options::ROCKSDB_TIMER_WRITE_BUFFER.key,
+        options::ROCKSDB_TIMER_WRITE_BUFFER.description,
     ),
     (
         options::SAVEPOINT_DIR.key,

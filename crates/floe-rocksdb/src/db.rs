@@ -362,9 +362,11 @@ impl KeyedDb {
     }
 
     /// Writes many values of state `id` in one write batch: `Some` puts,
-    /// `None` deletes. Keys are whole prefixes ([`KeyPrefix::as_bytes`]).
-    /// One batch costs one memtable insertion pass instead of one write per
-    /// entry, which is what a write-back cache flushing at a barrier needs.
+    /// `None` deletes. Keys are whole prefixes ([`KeyPrefix::as_bytes`]) or
+    /// raw keys (as [`Self::put_raw`] takes them). One batch costs one
+    /// memtable insertion pass instead of one write per entry, which is
+    /// what a write-back cache flushing at a barrier needs, and a timer
+    /// queue writing its buffered changes.
     pub fn write_values<'a>(
         &mut self,
         id: StateId,

@@ -56,11 +56,30 @@ pub struct RocksDbConfig {
     /// The write-back cache's share of `managed_memory`
     /// (`state.backend.rocksdb.write-cache.size`; `None`: a quarter).
     pub write_cache: Option<u64>,
+    /// Timers of each key group and time domain kept in memory in front
+    /// of RocksDB (`state.backend.rocksdb.timer-service.cache-size`, as in
+    /// Flink): the head of every group is known without a read.
+    pub timer_cache_size: usize,
+    /// Timer registrations and deletions a timer queue buffers before it
+    /// writes them to RocksDB in one batch
+    /// (`state.backend.rocksdb.timer-service.write-buffer`): a timer set
+    /// again and again is written once, and one that fires before the
+    /// buffer is written never touches RocksDB. 0 writes every change at
+    /// once.
+    pub timer_write_buffer: usize,
 }
 
 impl RocksDbConfig {
     /// The smallest managed memory the backend accepts.
     pub const MIN_MANAGED_MEMORY: u64 = 16 << 20;
+
+    /// Flink's default of `state.backend.rocksdb.timer-service.cache-size`.
+    pub const DEFAULT_TIMER_CACHE_SIZE: usize = 128;
+
+    /// The default of `state.backend.rocksdb.timer-service.write-buffer`:
+    /// some megabytes per timer queue, about one second of timers of a
+    /// busy subtask.
+    pub const DEFAULT_TIMER_WRITE_BUFFER: usize = 65_536;
 
     /// How the managed memory splits: (RocksDB's budget, the write-back
     /// cache's), or why it cannot. The error is only the reason, like a
@@ -87,6 +106,8 @@ impl Default for RocksDbConfig {
             managed_memory: 256 << 20,
             incremental: false,
             write_cache: None,
+            timer_cache_size: Self::DEFAULT_TIMER_CACHE_SIZE,
+            timer_write_buffer: Self::DEFAULT_TIMER_WRITE_BUFFER,
         }
     }
 }

@@ -5,6 +5,11 @@
 
 const BACKEND: floe_state::StateBackendKind = floe_state::StateBackendKind::RocksDb;
 
+/// The backend's default settings.
+fn settings() -> floe_state::StateBackendSettings {
+    BACKEND.into()
+}
+
 include!("timers/suite.rs");
 
 fn on(kind: floe_state::StateBackendKind, p: u32, i: u32) -> KeyedStateBackend<u64> {

@@ -31,7 +31,7 @@ use crate::native::{NativeFetch, NativeKeyedStateFile, NativeSnapshot, NativeSst
 use crate::query::{QueryFormat, QueryValue};
 use crate::query_view::QueryView;
 use crate::store::rocks_cache::{Cached, ValueCache};
-use crate::store::rocks_timers::{self, RocksTimers};
+use crate::store::rocks_timers::{self, RocksTimers, TimerSettings};
 use crate::store::{
     At, FrozenTable, KeyedStore, Layout, ListShape, MapShape, Shape, StateId, StateRef, ValueShape,
     restore_through,
@@ -143,6 +143,8 @@ pub(crate) struct RocksStore {
     snapshot_root: PathBuf,
     /// Checkpoints are native and incremental (`state.backend.incremental`).
     incremental: bool,
+    /// How timer queues cache and buffer (from the RocksDB settings).
+    timer_settings: TimerSettings,
     /// This database instance's identity in shared file names.
     db_id: String,
     /// Per native snapshot (by checkpoint id): each SST file's name, shared
@@ -210,6 +212,10 @@ impl RocksStore {
             buf: Vec::with_capacity(256),
             snapshot_root: root.join("snapshots"),
             incremental: config.incremental,
+            timer_settings: TimerSettings {
+                cache_size: config.timer_cache_size,
+                write_buffer: config.timer_write_buffer,
+            },
             db_id: format!("{:016x}", rand::random::<u64>()),
             native_history: BTreeMap::new(),
             native_states: Vec::new(),
@@ -334,7 +340,14 @@ impl RocksStore {
                 &self.operator,
             )?;
         }
-        let timers = RocksTimers::open(&self.db, cf, range.start, range.len(), &self.operator)?;
+        let timers = RocksTimers::open(
+            &mut self.db,
+            cf,
+            range.start,
+            range.len(),
+            self.timer_settings,
+            &self.operator,
+        )?;
         self.states[idx as usize].timers = Some(Box::new(timers));
         Ok(())
     }
@@ -420,9 +433,15 @@ impl RocksStore {
             .map_err(|e| backend_error(&self.operator, "delete", e))
     }
 
-    /// Writes the cache's dirty entries to RocksDB in one batch per state:
-    /// before a checkpoint and before iterating the database.
+    /// Writes the cache's dirty entries to RocksDB in one batch per state,
+    /// and the timer queues' pending changes: before a checkpoint and
+    /// before iterating the database.
     fn flush_cache(&mut self) -> Result<(), StateError> {
+        for state in &mut self.states {
+            if let Some(timers) = state.timers.as_deref_mut() {
+                timers.flush(&mut self.db, &self.operator)?;
+            }
+        }
         if !self.cache.is_dirty() {
             return Ok(());
         }

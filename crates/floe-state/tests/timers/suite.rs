@@ -1,5 +1,6 @@
-// Timers as keyed state, for the backend `BACKEND` of the including file
-// (`timers_heap.rs`, `timers_rocksdb.rs`): the firing order against an
+// Timers as keyed state, for the backend `BACKEND` with the `settings()`
+// of the including file (`timers_heap.rs`, `timers_rocksdb.rs`,
+// `timers_rocksdb_small_cache.rs`): the firing order against an
 // independent model (`model.rs`), uniqueness, snapshots, restores at
 // other parallelisms, the pinned encoding, and errors.
 
@@ -18,7 +19,7 @@ const QUEUE: &str = "user-timers";
 
 fn backend_at(max_p: u32, p: u32, i: u32) -> KeyedStateBackend<u64> {
     KeyedStateBackend::new(
-        BACKEND,
+        settings(),
         "op",
         KeyGroupRange::for_operator_index(max_p, p, i),
         max_p,
@@ -307,6 +308,42 @@ fn deleting_a_timer_that_does_not_exist_changes_nothing() {
     assert_drains_as(&mut b, &q, &m);
 }
 
+/// Timers set again after they were written (a snapshot writes every
+/// buffered change), past a group's cached head, and then deleted or
+/// fired: none comes back, none is lost. What a function that sets the
+/// same timer for every record of its key does, across checkpoints.
+#[test]
+fn timers_set_again_after_a_snapshot_are_deleted_for_good() {
+    let mut b = backend(1, 0);
+    let q = b.timer_queue::<u32>(QUEUE).unwrap();
+    let mut m = Model::new(MAX_P);
+    // One key (one key group): 300 timers, past the default cache of 128.
+    for ts in 0..300 {
+        register(&mut b, &q, &mut m, TimeDomain::EventTime, 7, 0, ts);
+    }
+    b.snapshot().encode().unwrap();
+    for round in 0..2 {
+        for ts in 0..300 {
+            register(&mut b, &q, &mut m, TimeDomain::EventTime, 7, 0, ts);
+        }
+        set_key(&mut b, 7);
+        for ts in (round..300).step_by(3) {
+            b.delete_timer(&q, TimeDomain::EventTime, ts, &0).unwrap();
+            m.delete(TimeDomain::EventTime, 7, 0, ts);
+        }
+        b.snapshot().encode().unwrap();
+    }
+    // Half of what is left fires, then the rest is set again and drained.
+    let fired: Vec<_> = (0..100)
+        .map_while(|_| poll(&mut b, &q, TimeDomain::EventTime, 200))
+        .collect();
+    assert_eq!(fired, (0..100).map_while(|_| m.poll(TimeDomain::EventTime, 200)).collect::<Vec<_>>());
+    for ts in 150..300 {
+        register(&mut b, &q, &mut m, TimeDomain::EventTime, 7, 0, ts);
+    }
+    assert_drains_as(&mut b, &q, &m);
+}
+
 /// Polling leaves the current key alone, and timers registered while
 /// firing (already due or not) come out of later polls in order.
 #[test]
@@ -341,7 +378,7 @@ fn timers_registered_while_firing_fire_in_order() {
 #[test]
 fn long_keys_and_namespaces_fire_in_byte_order() {
     let mut b = KeyedStateBackend::<String>::new(
-        BACKEND,
+        settings(),
         "op",
         KeyGroupRange::for_operator_index(4, 1, 0),
         4,
@@ -370,7 +407,7 @@ fn long_keys_and_namespaces_fire_in_byte_order() {
     want.sort();
     let bytes = b.snapshot().encode().unwrap();
     let mut r = KeyedStateBackend::<String>::new(
-        BACKEND,
+        settings(),
         "op",
         KeyGroupRange::for_operator_index(4, 1, 0),
         4,
