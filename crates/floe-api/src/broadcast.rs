@@ -20,11 +20,12 @@ use floe_runtime::checkpoint::{
     CheckpointNotification, OperatorSnapshot, OperatorState, TaskInit, TaskSnapshot,
 };
 use floe_runtime::graph::{AnyBox, StreamType, VertexKind, WriterArgs, WriterFactory, unbox};
+use floe_runtime::side_output::{OutputTag, SideOutputBuffers, SideOutputTypeError};
 use floe_runtime::timer_service::{Fired, KeyedTimers};
 use floe_runtime::writer::{BroadcastWriter, KeyGroupWriter, RebalanceWriter};
 use floe_runtime::{
     CheckpointListener, CheckpointedFunction, FunctionHooks, KeyedContext, ManagedOperatorState,
-    Operator, Partitioning, RuntimeContext, TaskError, TaskInfo, TimerService,
+    Operator, Partitioning, RuntimeContext, StateQuery, TaskError, TaskInfo, TimerService,
 };
 use floe_state::handles::MapKey;
 use floe_state::{
@@ -142,12 +143,28 @@ where
 pub struct ReadOnlyContext<'a> {
     info: &'a TaskInfo,
     store: &'a OperatorStateStore,
+    side: &'a mut SideOutputBuffers,
+    /// The element's timestamp, which its side-output records carry.
+    timestamp: i64,
 }
 
 impl ReadOnlyContext<'_> {
     /// Who is running.
     pub fn task_info(&self) -> &TaskInfo {
         self.info
+    }
+
+    /// Emits `value` to the side output `tag` (Flink's
+    /// `ReadOnlyContext.output`), so that elements the rules reject or do
+    /// not match can leave as a stream of their own type instead of being
+    /// dropped or forced into the main output. It carries the element's
+    /// timestamp; a tag the job does not consume drops it, as in Flink.
+    pub fn output<X: Send + 'static>(
+        &mut self,
+        tag: &OutputTag<X>,
+        value: X,
+    ) -> Result<(), SideOutputTypeError> {
+        self.side.push(tag, value, self.timestamp)
     }
 }
 
@@ -162,12 +179,30 @@ impl OperatorStateRead for ReadOnlyContext<'_> {
 pub struct BroadcastContext<'a> {
     info: &'a TaskInfo,
     store: &'a mut OperatorStateStore,
+    side: &'a mut SideOutputBuffers,
+    /// The element's timestamp, which its side-output records carry.
+    timestamp: i64,
 }
 
 impl BroadcastContext<'_> {
     /// Who is running.
     pub fn task_info(&self) -> &TaskInfo {
         self.info
+    }
+
+    /// Emits `value` to the side output `tag` (Flink's `Context.output`),
+    /// so that what a broadcast element causes (a rule refused, an audit
+    /// of rule changes) can leave without mixing into the main output.
+    /// Every subtask processes every broadcast element: emit from one
+    /// (`task_info().subtask_index`) when the record should exist once.
+    /// It carries the element's timestamp; a tag the job does not consume
+    /// drops it, as in Flink.
+    pub fn output<X: Send + 'static>(
+        &mut self,
+        tag: &OutputTag<X>,
+        value: X,
+    ) -> Result<(), SideOutputTypeError> {
+        self.side.push(tag, value, self.timestamp)
     }
 }
 
@@ -211,6 +246,19 @@ impl<'a, K: Key> KeyedReadOnlyContext<'a, K> {
     pub fn timer_service(&mut self) -> TimerService<'_, 'a, K> {
         self.ctx.timer_service()
     }
+
+    /// Emits `value` to the side output `tag` (Flink's
+    /// `ReadOnlyContext.output`), so that elements the rules reject or do
+    /// not match can leave as a stream of their own type. It carries the
+    /// element's timestamp; a tag the job does not consume drops it, as in
+    /// Flink.
+    pub fn output<X: Send + 'static>(
+        &mut self,
+        tag: &OutputTag<X>,
+        value: X,
+    ) -> Result<(), SideOutputTypeError> {
+        self.ctx.output(tag, value)
+    }
 }
 
 impl<K: Key> KeyedStateAccess<K> for KeyedReadOnlyContext<'_, K> {
@@ -253,6 +301,20 @@ impl<'a, K: Key> KeyedBroadcastOnTimerContext<'a, K> {
     pub fn timer_service(&mut self) -> TimerService<'_, 'a, K> {
         self.ro.timer_service()
     }
+
+    /// Emits `value` to the side output `tag` (Flink's
+    /// `OnTimerContext.output`), so that what a timer concludes (a
+    /// timeout, an expiry) can leave apart from the main output. It
+    /// carries the timer's timestamp in event time and none in processing
+    /// time, like the timer's main output; a tag the job does not consume
+    /// drops it, as in Flink.
+    pub fn output<X: Send + 'static>(
+        &mut self,
+        tag: &OutputTag<X>,
+        value: X,
+    ) -> Result<(), SideOutputTypeError> {
+        self.ro.output(tag, value)
+    }
 }
 
 impl<K: Key> KeyedStateAccess<K> for KeyedBroadcastOnTimerContext<'_, K> {
@@ -280,6 +342,9 @@ pub struct KeyedBroadcastContext<'a, K: Key> {
     info: &'a TaskInfo,
     backend: &'a mut KeyedStateBackend<K>,
     store: &'a mut OperatorStateStore,
+    side: &'a mut SideOutputBuffers,
+    /// The element's timestamp, which its side-output records carry.
+    timestamp: i64,
 }
 
 impl<K: Key> KeyedBroadcastContext<'_, K> {
@@ -288,9 +353,26 @@ impl<K: Key> KeyedBroadcastContext<'_, K> {
         self.info
     }
 
+    /// Emits `value` to the side output `tag` (Flink's `Context.output`),
+    /// so that what a broadcast element causes (a rule refused, an audit
+    /// of rule changes) can leave without mixing into the main output.
+    /// Every subtask processes every broadcast element: emit from one
+    /// (`task_info().subtask_index`) when the record should exist once.
+    /// It carries the element's timestamp; a tag the job does not consume
+    /// drops it, as in Flink.
+    pub fn output<X: Send + 'static>(
+        &mut self,
+        tag: &OutputTag<X>,
+        value: X,
+    ) -> Result<(), SideOutputTypeError> {
+        self.side.push(tag, value, self.timestamp)
+    }
+
     /// Calls `f` for every key of this subtask that has a value in the
     /// keyed state named `state`, with that key current (Flink's
     /// `applyToKeyedState`), so a broadcast element can act on all keys.
+    /// `f`'s context is the broadcast element's: its timestamp, and its
+    /// side outputs, so what `f` finds per key can be emitted there.
     pub fn apply_to_keyed_state(
         &mut self,
         state: &str,
@@ -304,7 +386,10 @@ impl<K: Key> KeyedBroadcastContext<'_, K> {
         };
         for (key, kg) in keys {
             self.backend.set_current_key(key.clone(), kg)?;
-            f(&key, &mut KeyedContext::new(self.info, self.backend))?;
+            let mut ctx = KeyedContext::new(self.info, self.backend)
+                .with_timestamp(self.timestamp)
+                .with_side_outputs(Some(&mut *self.side));
+            f(&key, &mut ctx)?;
         }
         self.backend.clear_current_key();
         Ok(())
@@ -535,7 +620,7 @@ impl<A: Record, B: Record> BroadcastConnectedStream<A, B> {
         let declarations = self.broadcast.declarations.clone();
         let make: MakeKind = Box::new(move |_: &BuildSettings| {
             let (proto, declarations) = (proto.clone(), declarations.clone());
-            VertexKind::Operator(Arc::new(move |info, down, _side| {
+            VertexKind::Operator(Arc::new(move |info, down, side| {
                 let next = unbox::<Box<dyn Operator<U>>>(down, "broadcast operator output");
                 let op: Box<dyn Operator<TwoInput<A, B>>> = Box::new(CoBroadcastOp {
                     side: NonKeyed(proto.instance()),
@@ -543,6 +628,7 @@ impl<A: Record, B: Record> BroadcastConnectedStream<A, B> {
                     declarations: declarations.clone(),
                     out: Batch::from_records(Vec::new()),
                     next,
+                    side_outputs: SideOutputBuffers::new(side),
                     info: info.clone(),
                     _t: PhantomData,
                 });
@@ -584,7 +670,7 @@ where
             let (proto, declarations, backend) =
                 (proto.clone(), declarations.clone(), s.backend.clone());
             let ks = ks.clone();
-            VertexKind::Operator(Arc::new(move |info, down, _side| {
+            VertexKind::Operator(Arc::new(move |info, down, side| {
                 let next = unbox::<Box<dyn Operator<U>>>(down, "broadcast operator output");
                 let range = KeyGroupRange::for_operator_index(
                     info.max_parallelism,
@@ -605,6 +691,7 @@ where
                     declarations: declarations.clone(),
                     out: Batch::from_records(Vec::new()),
                     next,
+                    side_outputs: SideOutputBuffers::new(side),
                     info: info.clone(),
                     _t: PhantomData,
                 });
@@ -647,6 +734,11 @@ struct CoBroadcastOp<A, B, OUT, S> {
     declarations: Vec<Declaration>,
     out: Batch<OUT>,
     next: Box<dyn Operator<OUT>>,
+    /// What the function emits with `ctx.output`. Sent with every main
+    /// batch and ahead of every control element forwarded to it, as from
+    /// a process operator, so checkpoints align and watermarks hold
+    /// downstream of a side output as downstream of the main output.
+    side_outputs: SideOutputBuffers,
     info: TaskInfo,
     _t: PhantomData<fn(A, B)>,
 }
@@ -677,6 +769,7 @@ trait BroadcastSide<A, B, OUT>: Send {
         store: &mut OperatorStateStore,
         info: &TaskInfo,
         out: &mut Batch<OUT>,
+        side: &mut SideOutputBuffers,
     ) -> anyhow::Result<()>;
     /// The function's operator state hooks.
     fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction>;
@@ -692,6 +785,7 @@ trait BroadcastSide<A, B, OUT>: Send {
         store: &OperatorStateStore,
         info: &TaskInfo,
         out: &mut Batch<OUT>,
+        side: &mut SideOutputBuffers,
     ) -> anyhow::Result<Option<Watermark>>;
     /// Goes on firing: the pending watermark's timers (one slice when
     /// `sliced`, else all), then processing-time timers due at `now_ms`;
@@ -703,6 +797,7 @@ trait BroadcastSide<A, B, OUT>: Send {
         store: &OperatorStateStore,
         info: &TaskInfo,
         out: &mut Batch<OUT>,
+        side: &mut SideOutputBuffers,
     ) -> anyhow::Result<Option<Watermark>>;
 }
 
@@ -717,6 +812,7 @@ impl<A, B, OUT, F: BroadcastProcessFunction<A, B, OUT>> BroadcastSide<A, B, OUT>
         store: &mut OperatorStateStore,
         info: &TaskInfo,
         out: &mut Batch<OUT>,
+        side: &mut SideOutputBuffers,
     ) -> anyhow::Result<()> {
         let Batch {
             records: out,
@@ -728,14 +824,26 @@ impl<A, B, OUT, F: BroadcastProcessFunction<A, B, OUT>> BroadcastSide<A, B, OUT>
         let mut timestamps = batch.timestamps.drain(..);
         for r in batch.records.drain(..) {
             let ts = timestamps.next();
+            let timestamp = ts.unwrap_or(floe_core::NO_TIMESTAMP);
             match r {
-                TwoInput::First(a) => {
-                    self.0
-                        .process_element(a, &mut ReadOnlyContext { info, store }, &mut c)?
-                }
+                TwoInput::First(a) => self.0.process_element(
+                    a,
+                    &mut ReadOnlyContext {
+                        info,
+                        store,
+                        side,
+                        timestamp,
+                    },
+                    &mut c,
+                )?,
                 TwoInput::Second(b) => self.0.process_broadcast_element(
                     b,
-                    &mut BroadcastContext { info, store },
+                    &mut BroadcastContext {
+                        info,
+                        store,
+                        side,
+                        timestamp,
+                    },
                     &mut c,
                 )?,
             }
@@ -762,6 +870,7 @@ impl<A, B, OUT, F: BroadcastProcessFunction<A, B, OUT>> BroadcastSide<A, B, OUT>
         _: &OperatorStateStore,
         _: &TaskInfo,
         _: &mut Batch<OUT>,
+        _: &mut SideOutputBuffers,
     ) -> anyhow::Result<Option<Watermark>> {
         Ok(Some(wm))
     }
@@ -773,6 +882,7 @@ impl<A, B, OUT, F: BroadcastProcessFunction<A, B, OUT>> BroadcastSide<A, B, OUT>
         _: &OperatorStateStore,
         _: &TaskInfo,
         _: &mut Batch<OUT>,
+        _: &mut SideOutputBuffers,
     ) -> anyhow::Result<Option<Watermark>> {
         Ok(None)
     }
@@ -809,6 +919,7 @@ where
         store: &mut OperatorStateStore,
         info: &TaskInfo,
         out: &mut Batch<OUT>,
+        side: &mut SideOutputBuffers,
     ) -> anyhow::Result<()> {
         let (function, backend, ks) = (&mut self.function, &mut self.backend, &self.key_selector);
         let timers = self.timers.as_ref().map(|t| t.access());
@@ -822,6 +933,7 @@ where
         let mut timestamps = batch.timestamps.drain(..);
         for r in batch.records.drain(..) {
             let ts = timestamps.next();
+            let timestamp = ts.unwrap_or(floe_core::NO_TIMESTAMP);
             match r {
                 TwoInput::First(a) => {
                     let kg = key_groups
@@ -829,8 +941,9 @@ where
                         .ok_or_else(|| anyhow::anyhow!("keyed element without a key group"))?;
                     backend.set_current_key(ks(&a), kg)?;
                     let ctx = KeyedContext::new(info, backend)
-                        .with_timestamp(ts.unwrap_or(floe_core::NO_TIMESTAMP))
-                        .with_timers(timers);
+                        .with_timestamp(timestamp)
+                        .with_timers(timers)
+                        .with_side_outputs(Some(&mut *side));
                     function.process_element(
                         a,
                         &mut KeyedReadOnlyContext { ctx, store },
@@ -843,6 +956,8 @@ where
                         info,
                         backend,
                         store,
+                        side,
+                        timestamp,
                     },
                     &mut c,
                 )?,
@@ -876,12 +991,13 @@ where
         store: &OperatorStateStore,
         info: &TaskInfo,
         out: &mut Batch<OUT>,
+        side: &mut SideOutputBuffers,
     ) -> anyhow::Result<Option<Watermark>> {
         match self.timers.as_mut() {
             Some(timers) => timers.advance_watermark(wm),
             None => return Ok(Some(wm)),
         }
-        self.fire_due(None, true, store, info, out)
+        self.fire_due(None, true, store, info, out, side)
     }
 
     fn fire_due(
@@ -891,6 +1007,7 @@ where
         store: &OperatorStateStore,
         info: &TaskInfo,
         out: &mut Batch<OUT>,
+        side: &mut SideOutputBuffers,
     ) -> anyhow::Result<Option<Watermark>> {
         let Some(timers) = self.timers.as_mut() else {
             return Ok(None);
@@ -907,6 +1024,7 @@ where
                 store,
                 info,
                 out,
+                side,
             )?;
             if fired == Fired::AllDue {
                 forward = timers.take_pending();
@@ -923,6 +1041,7 @@ where
                 store,
                 info,
                 out,
+                side,
             )?;
         }
         Ok(forward)
@@ -930,7 +1049,8 @@ where
 }
 
 /// Fires a keyed broadcast function's due timers of `domain` through its
-/// `on_timer`; output carries the timer's timestamp in event time.
+/// `on_timer`; output (main and side) carries the timer's timestamp in
+/// event time.
 #[allow(clippy::too_many_arguments)]
 fn fire_keyed_broadcast_timers<K, A, B, OUT, F>(
     function: &mut F,
@@ -942,6 +1062,7 @@ fn fire_keyed_broadcast_timers<K, A, B, OUT, F>(
     store: &OperatorStateStore,
     info: &TaskInfo,
     out: &mut Batch<OUT>,
+    side: &mut SideOutputBuffers,
 ) -> anyhow::Result<Fired>
 where
     K: Key,
@@ -955,7 +1076,8 @@ where
         let from = out.records.len();
         let ctx = KeyedContext::new(info, backend)
             .with_timestamp(ts)
-            .with_timers(Some(access));
+            .with_timers(Some(access))
+            .with_side_outputs(Some(&mut *side));
         function.on_timer(
             timer.timestamp,
             &mut KeyedBroadcastOnTimerContext {
@@ -975,23 +1097,35 @@ where
 
 impl<A, B, OUT: Send, S: BroadcastSide<A, B, OUT>> CoBroadcastOp<A, B, OUT, S> {
     fn emit(&mut self) -> Result<(), TaskError> {
+        self.side_outputs.emit()?;
         if self.out.is_empty() {
             return Ok(());
         }
         self.next.process_batch(&mut self.out)
     }
 
+    /// Forwards a watermark whose timers have all fired, to the side
+    /// outputs too: windows downstream of them close on it as well.
+    fn forward_watermark(&mut self, wm: Option<Watermark>) -> Result<(), TaskError> {
+        match wm {
+            Some(wm) => {
+                self.next.process_watermark(wm)?;
+                self.side_outputs.process_watermark(wm)
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Fires due timers (see [`BroadcastSide::fire_due`]) and forwards a
     /// watermark whose timers have all fired.
     fn fire(&mut self, now_ms: Option<i64>, sliced: bool) -> Result<(), TaskError> {
         let (side, info, out) = (&mut self.side, &self.info, &mut self.out);
+        let side_outputs = &mut self.side_outputs;
         let store = self.operator_state.store();
-        let forward = info.guard(|| side.fire_due(now_ms, sliced, store, info, out))?;
+        let forward =
+            info.guard(|| side.fire_due(now_ms, sliced, store, info, out, side_outputs))?;
         self.emit()?;
-        match forward {
-            Some(wm) => self.next.process_watermark(wm),
-            None => Ok(()),
-        }
+        self.forward_watermark(forward)
     }
 }
 
@@ -1000,6 +1134,7 @@ impl<A: Send, B: Send, OUT: Send, S: BroadcastSide<A, B, OUT>> Operator<TwoInput
 {
     fn open(&mut self, init: &TaskInit) -> Result<(), TaskError> {
         self.next.open(init)?;
+        self.side_outputs.open(init)?;
         let (side, declarations, info) = (&mut self.side, &self.declarations, &self.info);
         self.operator_state.initialize(init, info, |ctx| {
             for declare in declarations {
@@ -1014,31 +1149,32 @@ impl<A: Send, B: Send, OUT: Send, S: BroadcastSide<A, B, OUT>> Operator<TwoInput
         // Elements after a watermark come after its timers.
         self.fire(None, false)?;
         let (side, info, out) = (&mut self.side, &self.info, &mut self.out);
+        let side_outputs = &mut self.side_outputs;
         let store = self.operator_state.store();
-        info.guard(|| side.process(batch, store, info, out))?;
+        info.guard(|| side.process(batch, store, info, out, side_outputs))?;
         self.emit()
     }
 
     fn process_watermark(&mut self, wm: Watermark) -> Result<(), TaskError> {
         self.emit()?;
         let (side, info, out) = (&mut self.side, &self.info, &mut self.out);
+        let side_outputs = &mut self.side_outputs;
         let store = self.operator_state.store();
-        let forward = info.guard(|| side.on_watermark(wm, store, info, out))?;
+        let forward = info.guard(|| side.on_watermark(wm, store, info, out, side_outputs))?;
         self.emit()?;
-        match forward {
-            Some(wm) => self.next.process_watermark(wm),
-            None => Ok(()),
-        }
+        self.forward_watermark(forward)
     }
 
     fn process_watermark_status(&mut self, status: WatermarkStatus) -> Result<(), TaskError> {
         self.emit()?;
-        self.next.process_watermark_status(status)
+        self.next.process_watermark_status(status)?;
+        self.side_outputs.process_watermark_status(status)
     }
 
     fn on_processing_time(&mut self, now_ms: i64) -> Result<(), TaskError> {
         self.fire(Some(now_ms), true)?;
-        self.next.on_processing_time(now_ms)
+        self.next.on_processing_time(now_ms)?;
+        self.side_outputs.on_processing_time(now_ms)
     }
 
     fn process_barrier(
@@ -1053,24 +1189,33 @@ impl<A: Send, B: Send, OUT: Send, S: BroadcastSide<A, B, OUT>> Operator<TwoInput
                 FunctionHooks::snapshot(side.checkpointed_function(), ctx)
             })?;
         self.side.snapshot_keyed(&self.info, snapshot);
-        self.next.process_barrier(b, snapshot)
+        self.next.process_barrier(b, snapshot)?;
+        self.side_outputs.process_barrier(b, snapshot)
     }
 
     fn notify_checkpoint(&mut self, n: CheckpointNotification) -> Result<(), TaskError> {
         let (side, info) = (&mut self.side, &self.info);
         info.guard(|| FunctionHooks::notify(side.checkpoint_listener(), n))?;
-        self.next.notify_checkpoint(n)
+        self.next.notify_checkpoint(n)?;
+        self.side_outputs.notify_checkpoint(n)
     }
 
     fn flush(&mut self) -> Result<(), TaskError> {
         self.emit()?;
-        self.next.flush()
+        self.next.flush()?;
+        self.side_outputs.flush()
+    }
+
+    fn query_state(&mut self, q: StateQuery) -> Option<StateQuery> {
+        let q = self.next.query_state(q)?;
+        self.side_outputs.query_state(q)
     }
 
     fn finish(&mut self) -> Result<(), TaskError> {
         // Whatever the last watermark made due fires before the end.
         self.fire(None, false)?;
         self.emit()?;
-        self.next.finish()
+        self.next.finish()?;
+        self.side_outputs.finish()
     }
 }
