@@ -787,6 +787,9 @@ trait BroadcastSide<A, B, OUT>: Send {
         out: &mut Batch<OUT>,
         side: &mut SideOutputBuffers,
     ) -> anyhow::Result<Option<Watermark>>;
+    /// The processing time now, on the job's clock, when the function has
+    /// processing-time timers (what `finish` fires them up to).
+    fn processing_time(&self) -> Option<i64>;
     /// Goes on firing: the pending watermark's timers (one slice when
     /// `sliced`, else all), then processing-time timers due at `now_ms`;
     /// returns the pending watermark once its timers have all fired.
@@ -863,6 +866,10 @@ impl<A, B, OUT, F: BroadcastProcessFunction<A, B, OUT>> BroadcastSide<A, B, OUT>
     }
 
     fn snapshot_keyed(&mut self, _: &TaskInfo, _: &mut TaskSnapshot) {}
+
+    fn processing_time(&self) -> Option<i64> {
+        None
+    }
 
     fn on_watermark(
         &mut self,
@@ -983,6 +990,10 @@ where
             subtask: info.subtask_index,
             state: OperatorState::Keyed(self.backend.snapshot()),
         });
+    }
+
+    fn processing_time(&self) -> Option<i64> {
+        self.timers.as_ref().map(KeyedTimers::now_ms)
     }
 
     fn on_watermark(
@@ -1212,8 +1223,15 @@ impl<A: Send, B: Send, OUT: Send, S: BroadcastSide<A, B, OUT>> Operator<TwoInput
     }
 
     fn finish(&mut self) -> Result<(), TaskError> {
-        // Whatever the last watermark made due fires before the end.
+        // Whatever the last watermark made due fires before the end, and
+        // so do processing-time timers already due once it has (Flink runs
+        // the timers that triggered before it finishes an operator, and
+        // so does a keyed process function); later ones are dropped: the
+        // task calls no operator after `finish`.
         self.fire(None, false)?;
+        if let Some(now) = self.side.processing_time() {
+            self.fire(Some(now), false)?;
+        }
         self.emit()?;
         self.next.finish()?;
         self.side_outputs.finish()

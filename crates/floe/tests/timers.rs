@@ -701,3 +701,145 @@ fn keyed_broadcast_functions_fire_timers() {
         assert_eq!(got, expected);
     });
 }
+
+/// A keyed broadcast function with timers of both domains: per element an
+/// event-time timer at its timestamp, and per key processing-time timers
+/// a second and five seconds ahead (each reported as registered). The
+/// event-time timers fire only at the end of the input, slowly enough
+/// that the operator finishes while they still fire; the last of them
+/// moves the clock past the one-second timers, so those are due when the
+/// operator finishes and only its `finish` can fire them.
+#[derive(Clone)]
+struct DueAtTheEnd {
+    clock: ManualClock,
+    last: i64,
+    slept: bool,
+}
+
+impl KeyedBroadcastProcessFunction<u64, (u64, i64), u64, Reminder> for DueAtTheEnd {
+    fn process_element(
+        &mut self,
+        (key, t): (u64, i64),
+        ctx: &mut KeyedReadOnlyContext<'_, u64>,
+        out: &mut Collector<'_, Reminder>,
+    ) -> anyhow::Result<()> {
+        ctx.timer_service().register_event_time_timer(t)?;
+        let now = ctx.timer_service().current_processing_time();
+        for at in [now + 1_000, now + 5_000] {
+            ctx.timer_service().register_processing_time_timer(at)?;
+            out.collect((key, at, false));
+        }
+        Ok(())
+    }
+
+    fn process_broadcast_element(
+        &mut self,
+        _: u64,
+        _: &mut KeyedBroadcastContext<'_, u64>,
+        _: &mut Collector<'_, Reminder>,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        ts: i64,
+        ctx: &mut KeyedBroadcastOnTimerContext<'_, u64>,
+        out: &mut Collector<'_, Reminder>,
+    ) -> anyhow::Result<()> {
+        if ctx.time_domain() == TimeDomain::ProcessingTime {
+            out.collect((*ctx.current_key(), ts, true));
+            return Ok(());
+        }
+        // The first firing waits for the rest of the input's end to
+        // arrive; the others make every slice of firing end after 256
+        // timers, so that most are left when the operator finishes.
+        if !self.slept {
+            self.slept = true;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        std::thread::sleep(Duration::from_micros(50));
+        if ts == self.last {
+            self.clock.set_ms(1_001_000);
+        }
+        Ok(())
+    }
+}
+
+/// At the end of the input, a keyed broadcast function's processing-time
+/// timers already due fire before the operator finishes, as in a keyed
+/// process function; later ones never fire, also not when the clock
+/// passes them while the job waits for its final checkpoint.
+#[test]
+fn keyed_broadcast_processing_time_timers_due_at_the_end_fire() {
+    with_timeout(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let env = StreamEnvironment::new();
+        // One subtask: the sink is chained to the function and finishes
+        // (moving the clock) right after it.
+        env.set_parallelism(1);
+        env.set_processing_clock(ProcessingClock::Manual(clock.clone()));
+        // A final checkpoint to wait for after the input ended.
+        env.enable_checkpointing(Duration::from_secs(3600));
+        env.set_config(
+            "state.checkpoints.dir",
+            &format!("file://{}", dir.path().display()),
+        );
+        let n = 3_000u64;
+        let writes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let rules = env
+            .from_collection(vec![1u64])
+            .broadcast_with(MapStateDescriptor::<u64, u64>::new("rules"));
+        env.from_source(
+            EmitOnce {
+                n,
+                done: done.clone(),
+            },
+            "events",
+        )
+        .map(|i: u64| (i % 10, i as i64))
+        // Event time ends with the input: every event-time timer is due
+        // at once then.
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::no_watermarks().with_timestamp_assigner(|e: &(u64, i64), _| e.1),
+        )
+        .key_by(|e: &(u64, i64)| e.0)
+        .connect(&rules)
+        .process(DueAtTheEnd {
+            clock: clock.clone(),
+            last: n as i64 - 1,
+            slept: false,
+        })
+        .sink_to(
+            AdvancesOnFinish {
+                clock: clock.clone(),
+                to_ms: 1_010_000,
+                finished: false,
+                writes: writes.clone(),
+            },
+            "fired",
+        );
+        let client = env
+            .execute_async("keyed broadcast timers at the end")
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while writes.lock().unwrap().len() < 2 * n as usize {
+            assert!(std::time::Instant::now() < deadline, "no registrations");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        client.wait().unwrap();
+        let writes = writes.lock().unwrap().clone();
+        let late: Vec<&(Reminder, bool)> = writes.iter().filter(|(_, after)| *after).collect();
+        assert!(late.is_empty(), "written after the sink finished: {late:?}");
+        let fired: Vec<Reminder> = writes
+            .iter()
+            .map(|(r, _)| *r)
+            .filter(|(_, _, fired)| *fired)
+            .collect();
+        let expected: Vec<Reminder> = (0..10).map(|k| (k, 1_001_000, true)).collect();
+        assert_eq!(common::sorted(fired), expected);
+    });
+}
