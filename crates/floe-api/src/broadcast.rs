@@ -1079,7 +1079,7 @@ where
     K: Key,
     F: KeyedBroadcastProcessFunction<K, A, B, OUT>,
 {
-    timers.fire(backend, domain, now_ms, sliced, |backend, access, timer| {
+    timers.fire(backend, domain, now_ms, sliced, |backend, timers, timer| {
         let ts = match domain {
             TimeDomain::EventTime => timer.timestamp,
             TimeDomain::ProcessingTime => floe_core::NO_TIMESTAMP,
@@ -1087,7 +1087,7 @@ where
         let from = out.records.len();
         let ctx = KeyedContext::new(info, backend)
             .with_timestamp(ts)
-            .with_timers(Some(access))
+            .with_timers(Some(timers.access()))
             .with_side_outputs(Some(&mut *side));
         function.on_timer(
             timer.timestamp,

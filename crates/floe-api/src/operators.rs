@@ -449,7 +449,7 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
             return Ok(Fired::AllDue);
         };
         let fired = info.guard(|| {
-            timers.fire(backend, domain, now_ms, sliced, |backend, access, timer| {
+            timers.fire(backend, domain, now_ms, sliced, |backend, timers, timer| {
                 let from = out.records.len();
                 let ts = match domain {
                     TimeDomain::EventTime => timer.timestamp,
@@ -457,7 +457,7 @@ impl<K: Key, IN, OUT: Send, P, KS> KeyedProcessOp<K, IN, OUT, P, KS> {
                 };
                 let ctx = KeyedContext::new(info, backend)
                     .with_timestamp(ts)
-                    .with_timers(Some(access))
+                    .with_timers(Some(timers.access()))
                     .with_side_outputs(Some(&mut *side));
                 function.on_timer(
                     timer.timestamp,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use floe_core::Watermark;
 use floe_state::{
-    Key, KeyedStateAccess, KeyedStateBackend, StateError, TimeDomain, Timer, TimerQueue,
+    Key, KeyedStateAccess, KeyedStateBackend, Namespace, StateError, TimeDomain, Timer, TimerQueue,
 };
 
 pub use crate::context::TimerAccess;
@@ -202,8 +202,13 @@ impl<K: Key> KeyedStateAccess<K> for OnTimerContext<'_, K> {
 
 /// One keyed operator's timers: the registered queue, the operator's
 /// watermark, and a watermark whose timers are still firing.
-pub struct KeyedTimers {
-    queue: TimerQueue<()>,
+///
+/// `N` is the timers' namespace: `()` for a process function's timers
+/// (unique per key and timestamp), the window for a window operator's
+/// (unique per key, window and timestamp, as Flink's
+/// `InternalTimerService<W>`).
+pub struct KeyedTimers<N: Namespace = ()> {
+    queue: TimerQueue<N>,
     watermark: i64,
     time: ProcessingTimeService,
     /// A watermark received whose due timers have not all fired yet: it is
@@ -220,15 +225,38 @@ pub enum Fired {
     SliceEnded,
 }
 
-impl KeyedTimers {
-    /// Registers the operator's queue in `backend` (restoring its timers)
-    /// and asks for a wake-up for its earliest processing-time timer, which
-    /// after a restore may already be due and then fires at once.
+impl KeyedTimers<()> {
+    /// Registers a process function's queue ([`USER_TIMERS`]) in
+    /// `backend`; see [`KeyedTimers::open_queue`].
     pub fn open<K: Key>(
         backend: &mut KeyedStateBackend<K>,
         time: ProcessingTimeService,
     ) -> Result<Self, StateError> {
-        let queue = backend.timer_queue::<()>(USER_TIMERS)?;
+        Self::open_queue(backend, USER_TIMERS, time)
+    }
+
+    /// The access a keyed context of this operator gets.
+    #[inline]
+    pub fn access(&self) -> TimerAccess<'_> {
+        TimerAccess {
+            queue: &self.queue,
+            watermark: self.watermark,
+            time: &self.time,
+        }
+    }
+}
+
+impl<N: Namespace> KeyedTimers<N> {
+    /// Registers the operator's queue `name` in `backend` (restoring its
+    /// timers) and asks for a wake-up for its earliest processing-time
+    /// timer, which after a restore may already be due and then fires at
+    /// once.
+    pub fn open_queue<K: Key>(
+        backend: &mut KeyedStateBackend<K>,
+        name: &str,
+        time: ProcessingTimeService,
+    ) -> Result<Self, StateError> {
+        let queue = backend.timer_queue::<N>(name)?;
         if let Some(at) = backend.next_timer(&queue, TimeDomain::ProcessingTime) {
             time.request_wakeup(at);
         }
@@ -240,14 +268,16 @@ impl KeyedTimers {
         })
     }
 
-    /// The access a keyed context of this operator gets.
-    #[inline]
-    pub fn access(&self) -> TimerAccess<'_> {
-        TimerAccess {
-            queue: &self.queue,
-            watermark: self.watermark,
-            time: &self.time,
-        }
+    /// The queue, for an operator that sets timers itself (a window
+    /// operator's triggers).
+    pub fn queue(&self) -> &TimerQueue<N> {
+        &self.queue
+    }
+
+    /// The processing-time service, for asking a wake-up at a timer set
+    /// outside [`TimerService`].
+    pub fn time(&self) -> &ProcessingTimeService {
+        &self.time
     }
 
     /// The processing time now, on the job's clock.
@@ -289,11 +319,7 @@ impl KeyedTimers {
         domain: TimeDomain,
         now_ms: i64,
         sliced: bool,
-        mut on_timer: impl FnMut(
-            &mut KeyedStateBackend<K>,
-            TimerAccess<'_>,
-            Timer<K, ()>,
-        ) -> Result<(), E>,
+        mut on_timer: impl FnMut(&mut KeyedStateBackend<K>, &Self, Timer<K, N>) -> Result<(), E>,
     ) -> Result<Fired, E> {
         let up_to = match domain {
             TimeDomain::EventTime => self.watermark,
@@ -303,7 +329,7 @@ impl KeyedTimers {
         let mut n = 0u32;
         while let Some(timer) = backend.poll_timer(&self.queue, domain, up_to)? {
             backend.set_current_key(timer.key.clone(), timer.key_group)?;
-            on_timer(backend, self.access(), timer)?;
+            on_timer(backend, self, timer)?;
             n += 1;
             if sliced && n % 256 == 0 && started.elapsed() >= SLICE {
                 // Come back at once, after the task served what waits.
