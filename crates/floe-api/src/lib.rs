@@ -17,6 +17,7 @@ pub mod functions;
 pub mod job_args;
 mod operators;
 pub mod stream;
+pub mod window;
 
 pub use broadcast::{
     BroadcastConnectedStream, BroadcastContext, BroadcastProcessFunction, BroadcastStream,
