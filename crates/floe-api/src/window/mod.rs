@@ -1,6 +1,6 @@
 //! Windows (Flink's DataStream "Windows"): what a window is, which windows
-//! an element belongs to ([`assigner`]), and how session windows merge
-//! ([`merging`]).
+//! an element belongs to ([`assigner`]), how session windows merge
+//! ([`merging`]), and when a window fires ([`trigger`]).
 //!
 //! A window is a namespace of keyed state: its contents and its triggers'
 //! timers live in the keyed backend under the window, so they are
@@ -8,6 +8,7 @@
 
 pub mod assigner;
 pub mod merging;
+pub mod trigger;
 
 use std::fmt::Debug;
 
@@ -18,7 +19,11 @@ pub use assigner::{
     AssignerContext, DynamicSessionWindows, GlobalWindows, SessionWindows, SlidingWindows,
     TumblingWindows, WindowAssigner, WindowError,
 };
-pub use merging::MergingWindowSet;
+pub use merging::{Merge, MergingWindowSet};
+pub use trigger::{
+    ContinuousEventTimeTrigger, ContinuousProcessingTimeTrigger, CountTrigger, EventTimeTrigger,
+    NeverTrigger, ProcessingTimeTrigger, PurgingTrigger, Trigger, TriggerContext, TriggerResult,
+};
 
 /// What every window type gives the window operator: an identity to
 /// namespace state and timers by (`Namespace`), an order (sessions merge
