@@ -154,6 +154,12 @@ impl ReadOnlyContext<'_> {
         self.info
     }
 
+    /// The event timestamp of the element, if it has one (Flink's
+    /// `ctx.timestamp()`): rules can depend on when an event happened.
+    pub fn timestamp(&self) -> Option<i64> {
+        (self.timestamp != floe_core::NO_TIMESTAMP).then_some(self.timestamp)
+    }
+
     /// Emits `value` to the side output `tag` (Flink's
     /// `ReadOnlyContext.output`), so that elements the rules reject or do
     /// not match can leave as a stream of their own type instead of being
@@ -188,6 +194,12 @@ impl BroadcastContext<'_> {
     /// Who is running.
     pub fn task_info(&self) -> &TaskInfo {
         self.info
+    }
+
+    /// The event timestamp of the element, if it has one (Flink's
+    /// `ctx.timestamp()`): rules can depend on when an event happened.
+    pub fn timestamp(&self) -> Option<i64> {
+        (self.timestamp != floe_core::NO_TIMESTAMP).then_some(self.timestamp)
     }
 
     /// Emits `value` to the side output `tag` (Flink's `Context.output`),
@@ -351,6 +363,12 @@ impl<K: Key> KeyedBroadcastContext<'_, K> {
     /// Who is running.
     pub fn task_info(&self) -> &TaskInfo {
         self.info
+    }
+
+    /// The event timestamp of the element, if it has one (Flink's
+    /// `ctx.timestamp()`): rules can depend on when an event happened.
+    pub fn timestamp(&self) -> Option<i64> {
+        (self.timestamp != floe_core::NO_TIMESTAMP).then_some(self.timestamp)
     }
 
     /// Emits `value` to the side output `tag` (Flink's `Context.output`),

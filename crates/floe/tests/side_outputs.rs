@@ -288,6 +288,12 @@ impl BroadcastProcessFunction<u64, (String, u64), (String, u64)> for Divisible {
         ctx: &mut ReadOnlyContext<'_>,
         out: &mut Collector<'_, (String, u64)>,
     ) -> anyhow::Result<()> {
+        // The numbers carry event time 2v; the rules none.
+        anyhow::ensure!(
+            ctx.timestamp() == Some(v as i64 * 2),
+            "{v} at {:?}",
+            ctx.timestamp()
+        );
         let state = self.state.as_ref().expect("initialized");
         let matched: Vec<String> = state
             .entries(ctx)?
@@ -309,6 +315,7 @@ impl BroadcastProcessFunction<u64, (String, u64), (String, u64)> for Divisible {
         ctx: &mut BroadcastContext<'_>,
         _: &mut Collector<'_, (String, u64)>,
     ) -> anyhow::Result<()> {
+        anyhow::ensure!(ctx.timestamp().is_none(), "rule {name} has a timestamp");
         self.state
             .as_ref()
             .expect("initialized")
