@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use floe_state::StateValue;
+use floe_state::{StateValue, TimeDomain};
 
 use super::Window;
 
@@ -367,26 +367,25 @@ fn interval_ms(d: Duration) -> i64 {
     ms
 }
 
-/// Fires every `interval` of event time while a window is open, and at its
-/// end (Flink's `ContinuousEventTimeTrigger`): early results of a long
-/// window.
+/// The part the continuous triggers share: a next firing time per window
+/// (the state [`FIRE_TIME`]) with a timer in their domain.
 #[derive(Debug, Clone, Copy)]
-pub struct ContinuousEventTimeTrigger {
+struct NextFire {
     interval: i64,
+    domain: TimeDomain,
 }
 
-impl ContinuousEventTimeTrigger {
-    /// Fires every `interval` of event time.
-    ///
-    /// # Panics
-    /// When `interval` is shorter than a millisecond.
-    pub fn of(interval: Duration) -> Self {
-        ContinuousEventTimeTrigger {
-            interval: interval_ms(interval),
+impl NextFire {
+    fn register_timer<C: TriggerContext>(&self, ctx: &mut C, time: i64) -> anyhow::Result<()> {
+        match self.domain {
+            TimeDomain::EventTime => ctx.register_event_time_timer(time),
+            TimeDomain::ProcessingTime => ctx.register_processing_time_timer(time),
         }
     }
 
-    fn register_next<W: Window, C: TriggerContext>(
+    /// Sets the next firing one interval after `time` (at most the
+    /// window's end, and never later than one already set).
+    fn schedule<W: Window, C: TriggerContext>(
         &self,
         time: i64,
         window: &W,
@@ -400,7 +399,79 @@ impl ContinuousEventTimeTrigger {
             None => next,
         };
         ctx.set_state(FIRE_TIME, Some(next))?;
-        ctx.register_event_time_timer(next)
+        self.register_timer(ctx, next)
+    }
+
+    /// The first element of a window: schedules from the interval's start.
+    fn start<W: Window, C: TriggerContext>(
+        &self,
+        time: i64,
+        window: &W,
+        ctx: &mut C,
+    ) -> anyhow::Result<()> {
+        if ctx.get_state::<i64>(FIRE_TIME)?.is_none() {
+            self.schedule(time - time % self.interval, window, ctx)?;
+        }
+        Ok(())
+    }
+
+    /// A timer at `time`: fires (and schedules the next) when it is the
+    /// window's next firing.
+    fn on_timer<W: Window, C: TriggerContext>(
+        &self,
+        time: i64,
+        window: &W,
+        ctx: &mut C,
+    ) -> anyhow::Result<TriggerResult> {
+        if ctx.get_state::<i64>(FIRE_TIME)? == Some(time) {
+            ctx.set_state::<i64>(FIRE_TIME, None)?;
+            self.schedule(time, window, ctx)?;
+            return Ok(TriggerResult::Fire);
+        }
+        Ok(TriggerResult::Continue)
+    }
+
+    /// Keeps the earliest next firing of the merged windows.
+    fn merge<C: TriggerContext>(&self, ctx: &mut C) -> anyhow::Result<()> {
+        ctx.merge_state::<i64>(FIRE_TIME, i64::min)?;
+        if let Some(next) = ctx.get_state::<i64>(FIRE_TIME)? {
+            self.register_timer(ctx, next)?;
+        }
+        Ok(())
+    }
+
+    fn clear<C: TriggerContext>(&self, ctx: &mut C) -> anyhow::Result<()> {
+        if let Some(next) = ctx.get_state::<i64>(FIRE_TIME)? {
+            match self.domain {
+                TimeDomain::EventTime => ctx.delete_event_time_timer(next)?,
+                TimeDomain::ProcessingTime => ctx.delete_processing_time_timer(next)?,
+            }
+            ctx.set_state::<i64>(FIRE_TIME, None)?;
+        }
+        Ok(())
+    }
+}
+
+/// Fires every `interval` of event time while a window is open, and at its
+/// end (Flink's `ContinuousEventTimeTrigger`): early results of a long
+/// window.
+#[derive(Debug, Clone, Copy)]
+pub struct ContinuousEventTimeTrigger {
+    next: NextFire,
+}
+
+impl ContinuousEventTimeTrigger {
+    /// Fires every `interval` of event time.
+    ///
+    /// # Panics
+    /// When `interval` is shorter than a millisecond.
+    pub fn of(interval: Duration) -> Self {
+        ContinuousEventTimeTrigger {
+            next: NextFire {
+                interval: interval_ms(interval),
+                domain: TimeDomain::EventTime,
+            },
+        }
     }
 }
 
@@ -416,9 +487,7 @@ impl<T, W: Window> Trigger<T, W> for ContinuousEventTimeTrigger {
             return Ok(TriggerResult::Fire);
         }
         ctx.register_event_time_timer(window.max_timestamp())?;
-        if ctx.get_state::<i64>(FIRE_TIME)?.is_none() {
-            self.register_next(timestamp - timestamp % self.interval, window, ctx)?;
-        }
+        self.next.start(timestamp, window, ctx)?;
         Ok(TriggerResult::Continue)
     }
 
@@ -431,12 +500,7 @@ impl<T, W: Window> Trigger<T, W> for ContinuousEventTimeTrigger {
         if time == window.max_timestamp() {
             return Ok(TriggerResult::Fire);
         }
-        if ctx.get_state::<i64>(FIRE_TIME)? == Some(time) {
-            ctx.set_state::<i64>(FIRE_TIME, None)?;
-            self.register_next(time, window, ctx)?;
-            return Ok(TriggerResult::Fire);
-        }
-        Ok(TriggerResult::Continue)
+        self.next.on_timer(time, window, ctx)
     }
 
     fn can_merge(&self) -> bool {
@@ -444,19 +508,11 @@ impl<T, W: Window> Trigger<T, W> for ContinuousEventTimeTrigger {
     }
 
     fn on_merge<C: TriggerContext>(&mut self, _: &W, ctx: &mut C) -> anyhow::Result<()> {
-        ctx.merge_state::<i64>(FIRE_TIME, i64::min)?;
-        if let Some(next) = ctx.get_state::<i64>(FIRE_TIME)? {
-            ctx.register_event_time_timer(next)?;
-        }
-        Ok(())
+        self.next.merge(ctx)
     }
 
     fn clear<C: TriggerContext>(&mut self, _: &W, ctx: &mut C) -> anyhow::Result<()> {
-        if let Some(next) = ctx.get_state::<i64>(FIRE_TIME)? {
-            ctx.delete_event_time_timer(next)?;
-            ctx.set_state::<i64>(FIRE_TIME, None)?;
-        }
-        Ok(())
+        self.next.clear(ctx)
     }
 }
 
@@ -464,7 +520,7 @@ impl<T, W: Window> Trigger<T, W> for ContinuousEventTimeTrigger {
 /// (Flink's `ContinuousProcessingTimeTrigger`).
 #[derive(Debug, Clone, Copy)]
 pub struct ContinuousProcessingTimeTrigger {
-    interval: i64,
+    next: NextFire,
 }
 
 impl ContinuousProcessingTimeTrigger {
@@ -474,25 +530,11 @@ impl ContinuousProcessingTimeTrigger {
     /// When `interval` is shorter than a millisecond.
     pub fn of(interval: Duration) -> Self {
         ContinuousProcessingTimeTrigger {
-            interval: interval_ms(interval),
+            next: NextFire {
+                interval: interval_ms(interval),
+                domain: TimeDomain::ProcessingTime,
+            },
         }
-    }
-
-    fn register_next<W: Window, C: TriggerContext>(
-        &self,
-        time: i64,
-        window: &W,
-        ctx: &mut C,
-    ) -> anyhow::Result<()> {
-        let next = time
-            .saturating_add(self.interval)
-            .min(window.max_timestamp());
-        let next = match ctx.get_state::<i64>(FIRE_TIME)? {
-            Some(current) => current.min(next),
-            None => next,
-        };
-        ctx.set_state(FIRE_TIME, Some(next))?;
-        ctx.register_processing_time_timer(next)
     }
 }
 
@@ -504,10 +546,8 @@ impl<T, W: Window> Trigger<T, W> for ContinuousProcessingTimeTrigger {
         window: &W,
         ctx: &mut C,
     ) -> anyhow::Result<TriggerResult> {
-        if ctx.get_state::<i64>(FIRE_TIME)?.is_none() {
-            let now = ctx.current_processing_time();
-            self.register_next(now - now % self.interval, window, ctx)?;
-        }
+        let now = ctx.current_processing_time();
+        self.next.start(now, window, ctx)?;
         Ok(TriggerResult::Continue)
     }
 
@@ -517,12 +557,7 @@ impl<T, W: Window> Trigger<T, W> for ContinuousProcessingTimeTrigger {
         window: &W,
         ctx: &mut C,
     ) -> anyhow::Result<TriggerResult> {
-        if ctx.get_state::<i64>(FIRE_TIME)? == Some(time) {
-            ctx.set_state::<i64>(FIRE_TIME, None)?;
-            self.register_next(time, window, ctx)?;
-            return Ok(TriggerResult::Fire);
-        }
-        Ok(TriggerResult::Continue)
+        self.next.on_timer(time, window, ctx)
     }
 
     fn can_merge(&self) -> bool {
@@ -530,19 +565,11 @@ impl<T, W: Window> Trigger<T, W> for ContinuousProcessingTimeTrigger {
     }
 
     fn on_merge<C: TriggerContext>(&mut self, _: &W, ctx: &mut C) -> anyhow::Result<()> {
-        ctx.merge_state::<i64>(FIRE_TIME, i64::min)?;
-        if let Some(next) = ctx.get_state::<i64>(FIRE_TIME)? {
-            ctx.register_processing_time_timer(next)?;
-        }
-        Ok(())
+        self.next.merge(ctx)
     }
 
     fn clear<C: TriggerContext>(&mut self, _: &W, ctx: &mut C) -> anyhow::Result<()> {
-        if let Some(next) = ctx.get_state::<i64>(FIRE_TIME)? {
-            ctx.delete_processing_time_timer(next)?;
-            ctx.set_state::<i64>(FIRE_TIME, None)?;
-        }
-        Ok(())
+        self.next.clear(ctx)
     }
 }
 
