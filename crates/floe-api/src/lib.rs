@@ -15,6 +15,7 @@ pub mod env;
 mod event_time;
 pub mod functions;
 pub mod job_args;
+mod keyed_op;
 mod operators;
 pub mod stream;
 pub mod window;

@@ -20,7 +20,8 @@ use crate::functions::{
     Collector, KeyedProcessFunction, ProcessFunction, RichFlatMapFunction, RichMapFunction,
     SinkWriter, Source,
 };
-use crate::operators::{DeferredReader, FlatMapOp, KeyedProcessOp, ProcessOp, SinkOp};
+use crate::keyed_op::{KeyedOp, ProcessLogic};
+use crate::operators::{DeferredReader, FlatMapOp, ProcessOp, SinkOp};
 use floe_runtime::{CheckpointListener, CheckpointedFunction};
 
 /// What a record must be: cloneable (fan-out, broadcast), sendable between
@@ -513,14 +514,17 @@ where
             let (proto, ks, backend) = (proto.clone(), ks.clone(), s.backend.clone());
             VertexKind::Operator(Arc::new(move |info, down, side| {
                 let next = unbox::<Box<dyn Operator<U>>>(down, "keyed operator output");
-                let op: Box<dyn Operator<T>> = Box::new(KeyedProcessOp::new(
-                    proto.instance(),
+                let logic = ProcessLogic {
+                    function: proto.instance(),
+                    timers,
+                };
+                let op: Box<dyn Operator<T>> = Box::new(KeyedOp::new(
+                    logic,
                     ks.clone(),
                     &backend,
                     next,
                     side,
                     info.clone(),
-                    timers,
                 ));
                 Box::new(op)
             }))
