@@ -54,21 +54,24 @@ pub(crate) trait KeyedLogic<K: Key, IN, OUT>: Send {
     /// Registers its state (after keyed state was restored).
     fn open(&mut self, info: &TaskInfo, backend: &mut KeyedStateBackend<K>) -> anyhow::Result<()>;
 
-    /// One record.
+    /// One record; what it emits goes to `out` with the timestamps the
+    /// logic gives it (see [`stamp`]): a process function's output carries
+    /// the record's, a window's result the window's end.
     fn process_element(
         &mut self,
         value: IN,
         cx: KeyedCx<'_, K, Self::N>,
-        out: &mut Collector<'_, OUT>,
+        out: &mut Batch<OUT>,
     ) -> anyhow::Result<()>;
 
-    /// One due timer of `domain`.
+    /// One due timer of `domain` (`cx.timestamp` is the timer's in event
+    /// time, none in processing time).
     fn on_timer(
         &mut self,
         domain: TimeDomain,
         timer: Timer<K, Self::N>,
         cx: KeyedCx<'_, K, Self::N>,
-        out: &mut Collector<'_, OUT>,
+        out: &mut Batch<OUT>,
     ) -> anyhow::Result<()>;
 
     /// The end of input (or of the task).
@@ -108,13 +111,18 @@ impl<K: Key, IN, OUT, P: KeyedProcessFunction<K, IN, OUT>> KeyedLogic<K, IN, OUT
         &mut self,
         value: IN,
         cx: KeyedCx<'_, K, ()>,
-        out: &mut Collector<'_, OUT>,
+        out: &mut Batch<OUT>,
     ) -> anyhow::Result<()> {
+        let timestamp = cx.timestamp;
         let mut ctx = KeyedContext::new(cx.info, cx.backend)
-            .with_timestamp(cx.timestamp)
+            .with_timestamp(timestamp)
             .with_timers(cx.timers.map(KeyedTimers::access))
             .with_side_outputs(Some(cx.side));
-        self.function.process_element(value, &mut ctx, out)
+        let from = out.records.len();
+        self.function
+            .process_element(value, &mut ctx, &mut Collector::new(&mut out.records))?;
+        stamp(out, from, timestamp);
+        Ok(())
     }
 
     fn on_timer(
@@ -122,17 +130,21 @@ impl<K: Key, IN, OUT, P: KeyedProcessFunction<K, IN, OUT>> KeyedLogic<K, IN, OUT
         domain: TimeDomain,
         timer: Timer<K, ()>,
         cx: KeyedCx<'_, K, ()>,
-        out: &mut Collector<'_, OUT>,
+        out: &mut Batch<OUT>,
     ) -> anyhow::Result<()> {
+        let timestamp = cx.timestamp;
         let ctx = KeyedContext::new(cx.info, cx.backend)
-            .with_timestamp(cx.timestamp)
+            .with_timestamp(timestamp)
             .with_timers(cx.timers.map(KeyedTimers::access))
             .with_side_outputs(Some(cx.side));
+        let from = out.records.len();
         self.function.on_timer(
             timer.timestamp,
             &mut OnTimerContext::new(ctx, domain, timer.timestamp),
-            out,
-        )
+            &mut Collector::new(&mut out.records),
+        )?;
+        stamp(out, from, timestamp);
+        Ok(())
     }
 
     fn close(&mut self) -> anyhow::Result<()> {
@@ -304,7 +316,6 @@ impl<K: Key, IN, OUT: Send, L: KeyedLogic<K, IN, OUT>, KS> KeyedOp<K, IN, OUT, L
         };
         let fired = info.guard(|| {
             timers.fire(backend, domain, now_ms, sliced, |backend, timers, timer| {
-                let from = out.records.len();
                 let timestamp = match domain {
                     TimeDomain::EventTime => timer.timestamp,
                     TimeDomain::ProcessingTime => floe_core::NO_TIMESTAMP,
@@ -316,9 +327,7 @@ impl<K: Key, IN, OUT: Send, L: KeyedLogic<K, IN, OUT>, KS> KeyedOp<K, IN, OUT, L
                     timers: Some(timers),
                     side: &mut *side,
                 };
-                logic.on_timer(domain, timer, cx, &mut Collector::new(&mut out.records))?;
-                stamp(out, from, timestamp);
-                Ok::<_, anyhow::Error>(())
+                logic.on_timer(domain, timer, cx, &mut *out)
             })
         })?;
         self.emit()?;
@@ -342,7 +351,9 @@ impl<K: Key, IN, OUT: Send, L: KeyedLogic<K, IN, OUT>, KS> KeyedOp<K, IN, OUT, L
 }
 
 /// Gives the output records from index `from` on the timestamp `ts`,
-/// keeping the batch's timestamp column whole.
+/// keeping the batch's timestamp column whole (and empty while no record
+/// has one).
+#[inline]
 pub(crate) fn stamp<OUT>(out: &mut Batch<OUT>, from: usize, ts: i64) {
     if ts == floe_core::NO_TIMESTAMP && out.timestamps.is_empty() {
         return;
@@ -411,11 +422,6 @@ where
         }
         info.guard(|| {
             if batch.is_timed() {
-                let Batch {
-                    records,
-                    timestamps,
-                    ..
-                } = out;
                 let input = batch
                     .records
                     .drain(..)
@@ -430,12 +436,10 @@ where
                         timers,
                         side: &mut *side,
                     };
-                    logic.process_element(r, cx, &mut Collector::new(records))?;
-                    timestamps.resize(records.len(), timestamp);
+                    logic.process_element(r, cx, out)?;
                 }
                 return Ok(());
             }
-            let mut collector = Collector::new(&mut out.records);
             for (r, kg) in batch.records.drain(..).zip(batch.key_groups.drain(..)) {
                 backend.set_current_key(key_selector(&r), kg)?;
                 let cx = KeyedCx {
@@ -445,9 +449,9 @@ where
                     timers,
                     side: &mut *side,
                 };
-                logic.process_element(r, cx, &mut collector)?;
+                logic.process_element(r, cx, out)?;
             }
-            Ok(())
+            Ok::<_, anyhow::Error>(())
         })?;
         self.announce_queryable()?;
         self.emit()

@@ -1,5 +1,5 @@
 //! The session windows of one key and where their contents are stored
-//! (Flink's `MergingWindowSet`), as an ordered interval map.
+//! (Flink's `MergingWindowSet`), as an ordered map of disjoint windows.
 //!
 //! Each window maps to its *state window*: the namespace its contents and
 //! trigger state are kept under. When windows merge, the result keeps the
@@ -12,30 +12,40 @@
 
 use std::collections::BTreeMap;
 
-use super::TimeWindow;
+use super::Window;
 
-/// A key's windows, by start: `start -> (end, state window)`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MergingWindowSet {
-    windows: BTreeMap<i64, (i64, TimeWindow)>,
+/// A key's windows in order, each with its state window. They never
+/// intersect, so those a new window intersects are consecutive: at most
+/// the one just before it, and those from it on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergingWindowSet<W> {
+    windows: BTreeMap<W, W>,
+}
+
+impl<W> Default for MergingWindowSet<W> {
+    fn default() -> Self {
+        MergingWindowSet {
+            windows: BTreeMap::new(),
+        }
+    }
 }
 
 /// One merge [`MergingWindowSet::add_window`] made.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Merge {
+pub struct Merge<W> {
     /// The window the merged ones became.
-    pub result: TimeWindow,
+    pub result: W,
     /// The windows that were in the set before and are merged away (the
     /// new window is not among them: it had no state).
-    pub merged: Vec<TimeWindow>,
+    pub merged: Vec<W>,
     /// The state window `result` keeps.
-    pub state_result: TimeWindow,
+    pub state_result: W,
     /// The state windows of `merged` other than `state_result`, whose
     /// contents move into it.
-    pub merged_state: Vec<TimeWindow>,
+    pub merged_state: Vec<W>,
 }
 
-impl MergingWindowSet {
+impl<W: Window + Copy> MergingWindowSet<W> {
     /// An empty set.
     pub fn new() -> Self {
         Self::default()
@@ -43,20 +53,15 @@ impl MergingWindowSet {
 
     /// The set stored as `(window, state window)` pairs (what the operator
     /// keeps in keyed state).
-    pub fn from_pairs(pairs: impl IntoIterator<Item = (TimeWindow, TimeWindow)>) -> Self {
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (W, W)>) -> Self {
         MergingWindowSet {
-            windows: pairs
-                .into_iter()
-                .map(|(w, s)| (w.start, (w.end, s)))
-                .collect(),
+            windows: pairs.into_iter().collect(),
         }
     }
 
     /// The `(window, state window)` pairs, in window order.
-    pub fn pairs(&self) -> impl Iterator<Item = (TimeWindow, TimeWindow)> + '_ {
-        self.windows
-            .iter()
-            .map(|(&start, &(end, s))| (TimeWindow::new(start, end), s))
+    pub fn pairs(&self) -> impl Iterator<Item = (W, W)> + '_ {
+        self.windows.iter().map(|(w, s)| (*w, *s))
     }
 
     /// How many windows the key has.
@@ -70,22 +75,14 @@ impl MergingWindowSet {
     }
 
     /// Where `window`'s contents are stored, if it is in the set.
-    pub fn state_window(&self, window: &TimeWindow) -> Option<TimeWindow> {
-        match self.windows.get(&window.start) {
-            Some(&(end, s)) if end == window.end => Some(s),
-            _ => None,
-        }
+    pub fn state_window(&self, window: &W) -> Option<W> {
+        self.windows.get(window).copied()
     }
 
     /// Removes `window` (fired and cleaned up, or late); returns whether
     /// it was there.
-    pub fn retire_window(&mut self, window: &TimeWindow) -> bool {
-        if self.state_window(window).is_some() {
-            self.windows.remove(&window.start);
-            true
-        } else {
-            false
-        }
+    pub fn retire_window(&mut self, window: &W) -> bool {
+        self.windows.remove(window).is_some()
     }
 
     /// Adds `new`, merging it with every window it overlaps or touches.
@@ -93,23 +90,21 @@ impl MergingWindowSet {
     /// (`None` when `new` was added alone or fell inside one window
     /// without extending it). The caller applies a merge (triggers,
     /// state) before it adds the element.
-    pub fn add_window(&mut self, new: TimeWindow) -> (TimeWindow, Option<Merge>) {
-        // The windows `new` touches: maybe the last one starting before
-        // it, then every one starting inside it.
-        let mut touched: Vec<(TimeWindow, TimeWindow)> = Vec::new();
-        if let Some((&start, &(end, s))) = self.windows.range(..new.start).next_back()
-            && end >= new.start
+    pub fn add_window(&mut self, new: W) -> (W, Option<Merge<W>>) {
+        let mut touched: Vec<(W, W)> = Vec::new();
+        if let Some((w, s)) = self.windows.range(..new).next_back()
+            && w.intersects(&new)
         {
-            touched.push((TimeWindow::new(start, end), s));
+            touched.push((*w, *s));
         }
-        for (&start, &(end, s)) in self.windows.range(new.start..) {
-            if start > new.end {
+        for (w, s) in self.windows.range(new..) {
+            if !w.intersects(&new) {
                 break;
             }
-            touched.push((TimeWindow::new(start, end), s));
+            touched.push((*w, *s));
         }
         if touched.is_empty() {
-            self.windows.insert(new.start, (new.end, new));
+            self.windows.insert(new, new);
             return (new, None);
         }
         let result = touched.iter().fold(new, |acc, (w, _)| acc.cover(w));
@@ -119,10 +114,9 @@ impl MergingWindowSet {
         }
         let state_result = touched[0].1;
         for (w, _) in &touched {
-            self.windows.remove(&w.start);
+            self.windows.remove(w);
         }
-        self.windows
-            .insert(result.start, (result.end, state_result));
+        self.windows.insert(result, state_result);
         let merged_state = touched[1..].iter().map(|(_, s)| *s).collect();
         let merged = touched.into_iter().map(|(w, _)| w).collect();
         (
@@ -140,6 +134,7 @@ impl MergingWindowSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::window::TimeWindow;
     use proptest::prelude::*;
 
     #[test]

@@ -34,6 +34,13 @@ pub trait Window: Namespace + Ord + Debug {
     /// `maxTimestamp()`): an event-time window fires when the watermark
     /// reaches it.
     fn max_timestamp(&self) -> i64;
+
+    /// Whether the two windows overlap or touch, so that merging windows
+    /// of this type would merge them.
+    fn intersects(&self, other: &Self) -> bool;
+
+    /// The smallest window covering both.
+    fn cover(&self, other: &Self) -> Self;
 }
 
 /// A window of time `[start, end)` in milliseconds (Flink's `TimeWindow`),
@@ -50,17 +57,6 @@ impl TimeWindow {
     /// The window `[start, end)`.
     pub fn new(start: i64, end: i64) -> Self {
         TimeWindow { start, end }
-    }
-
-    /// Whether the two windows overlap or touch (Flink's `intersects`:
-    /// sessions `[0, 5)` and `[5, 10)` merge).
-    pub fn intersects(&self, other: &TimeWindow) -> bool {
-        self.start <= other.end && self.end >= other.start
-    }
-
-    /// The smallest window covering both.
-    pub fn cover(&self, other: &TimeWindow) -> TimeWindow {
-        TimeWindow::new(self.start.min(other.start), self.end.max(other.end))
     }
 
     /// The start of the window of `size` ms, shifted by `offset` ms, that
@@ -81,6 +77,17 @@ impl Window for TimeWindow {
     fn max_timestamp(&self) -> i64 {
         self.end - 1
     }
+
+    /// Flink's `intersects`: sessions `[0, 5)` and `[5, 10)` merge.
+    #[inline]
+    fn intersects(&self, other: &TimeWindow) -> bool {
+        self.start <= other.end && self.end >= other.start
+    }
+
+    #[inline]
+    fn cover(&self, other: &TimeWindow) -> TimeWindow {
+        TimeWindow::new(self.start.min(other.start), self.end.max(other.end))
+    }
 }
 
 /// The one window of [`GlobalWindows`]: every element of a key, until a
@@ -92,6 +99,14 @@ impl Window for GlobalWindow {
     #[inline]
     fn max_timestamp(&self) -> i64 {
         i64::MAX
+    }
+
+    fn intersects(&self, _: &GlobalWindow) -> bool {
+        true
+    }
+
+    fn cover(&self, _: &GlobalWindow) -> GlobalWindow {
+        GlobalWindow
     }
 }
 
