@@ -86,6 +86,7 @@ pub(crate) trait KeyedLogic<K: Key, IN, OUT>: Send {
 
 /// A [`KeyedProcessFunction`] as a keyed operator's logic; `timers`: it
 /// has a timer service (`process`, not keyed `map`/`reduce`, as in Flink).
+#[derive(Clone)]
 pub(crate) struct ProcessLogic<P> {
     pub(crate) function: P,
     pub(crate) timers: bool,

@@ -20,7 +20,7 @@ use crate::functions::{
     Collector, KeyedProcessFunction, ProcessFunction, RichFlatMapFunction, RichMapFunction,
     SinkWriter, Source,
 };
-use crate::keyed_op::{KeyedOp, ProcessLogic};
+use crate::keyed_op::{KeyedLogic, KeyedOp, ProcessLogic};
 use crate::operators::{DeferredReader, FlatMapOp, ProcessOp, SinkOp};
 use floe_runtime::{CheckpointListener, CheckpointedFunction};
 
@@ -508,18 +508,23 @@ where
     where
         P: KeyedProcessFunction<K, T, U> + Clone,
     {
-        let proto = Prototype::new(function);
+        self.keyed_logic(name, ProcessLogic { function, timers })
+    }
+
+    /// A keyed operator running `logic` (a process function, a window),
+    /// fed through a key-group exchange.
+    pub(crate) fn keyed_logic<U: Record, L>(&self, name: &str, logic: L) -> DataStream<U>
+    where
+        L: KeyedLogic<K, T, U> + Clone + 'static,
+    {
+        let proto = Prototype::new(logic);
         let ks = self.key_selector.clone();
         let make: MakeKind = Box::new(move |s: &BuildSettings| {
             let (proto, ks, backend) = (proto.clone(), ks.clone(), s.backend.clone());
             VertexKind::Operator(Arc::new(move |info, down, side| {
                 let next = unbox::<Box<dyn Operator<U>>>(down, "keyed operator output");
-                let logic = ProcessLogic {
-                    function: proto.instance(),
-                    timers,
-                };
                 let op: Box<dyn Operator<T>> = Box::new(KeyedOp::new(
-                    logic,
+                    proto.instance(),
                     ks.clone(),
                     &backend,
                     next,

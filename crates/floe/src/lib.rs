@@ -43,6 +43,13 @@ pub use floe_api::{DataStream, JobArgs, KeyedStream, StreamEnvironment};
 /// What a typical job needs.
 pub mod prelude {
     pub use floe_api::functions::{SinkWriter, Source, SourceReader, SourceStatus};
+    pub use floe_api::window::{
+        ContinuousEventTimeTrigger, ContinuousProcessingTimeTrigger, CountTrigger,
+        DynamicSessionWindows, EventTimeTrigger, GlobalWindow, GlobalWindows,
+        ProcessWindowFunction, ProcessingTimeTrigger, PurgingTrigger, SessionWindows,
+        SlidingWindows, TimeWindow, Trigger, TriggerContext, TriggerResult, TumblingWindows,
+        Window, WindowAssigner, WindowContext, WindowedStream,
+    };
     pub use floe_api::{
         BroadcastContext, BroadcastProcessFunction, BroadcastStream, CheckpointListener,
         CheckpointedFunction, Collector, DataStream, JobArgs, KeyedBroadcastContext,

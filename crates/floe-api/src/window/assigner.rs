@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use floe_core::NO_TIMESTAMP;
 
+use super::trigger::DefaultTrigger;
 use super::{GlobalWindow, TimeWindow, Window};
 
 /// Why an element could not be assigned to windows.
@@ -62,6 +63,16 @@ pub trait WindowAssigner<T>: Clone + Send + Sync + 'static {
     /// per-key [`super::MergingWindowSet`].
     fn is_merging(&self) -> bool {
         false
+    }
+
+    /// The trigger used unless the job sets one: the window's end in its
+    /// time domain.
+    fn default_trigger(&self) -> DefaultTrigger {
+        if self.is_event_time() {
+            DefaultTrigger::EventTime
+        } else {
+            DefaultTrigger::ProcessingTime
+        }
     }
 }
 
@@ -406,6 +417,10 @@ impl<T> WindowAssigner<T> for GlobalWindows {
 
     fn is_event_time(&self) -> bool {
         false
+    }
+
+    fn default_trigger(&self) -> DefaultTrigger {
+        DefaultTrigger::Never
     }
 }
 

@@ -8,6 +8,8 @@
 
 pub mod assigner;
 pub mod merging;
+mod operator;
+mod stream;
 pub mod trigger;
 
 use std::fmt::Debug;
@@ -20,9 +22,12 @@ pub use assigner::{
     TumblingWindows, WindowAssigner, WindowError,
 };
 pub use merging::{Merge, MergingWindowSet};
+pub use operator::{ProcessWindowFunction, WindowContext};
+pub use stream::WindowedStream;
 pub use trigger::{
-    ContinuousEventTimeTrigger, ContinuousProcessingTimeTrigger, CountTrigger, EventTimeTrigger,
-    NeverTrigger, ProcessingTimeTrigger, PurgingTrigger, Trigger, TriggerContext, TriggerResult,
+    ContinuousEventTimeTrigger, ContinuousProcessingTimeTrigger, CountTrigger, DefaultTrigger,
+    EventTimeTrigger, NeverTrigger, ProcessingTimeTrigger, PurgingTrigger, Trigger, TriggerContext,
+    TriggerResult,
 };
 
 /// What every window type gives the window operator: an identity to

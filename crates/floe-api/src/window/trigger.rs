@@ -244,6 +244,94 @@ impl<T, W: Window> Trigger<T, W> for NeverTrigger {
     }
 }
 
+/// The trigger a window assigner implies (Flink's
+/// `getDefaultTrigger()`): event time for event-time windows, processing
+/// time for processing-time ones, never for global windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultTrigger {
+    /// [`EventTimeTrigger`].
+    EventTime,
+    /// [`ProcessingTimeTrigger`].
+    ProcessingTime,
+    /// [`NeverTrigger`].
+    Never,
+}
+
+impl<T, W: Window> Trigger<T, W> for DefaultTrigger {
+    #[inline]
+    fn on_element<C: TriggerContext>(
+        &mut self,
+        element: &T,
+        timestamp: i64,
+        window: &W,
+        ctx: &mut C,
+    ) -> anyhow::Result<TriggerResult> {
+        match self {
+            DefaultTrigger::EventTime => {
+                EventTimeTrigger.on_element(element, timestamp, window, ctx)
+            }
+            DefaultTrigger::ProcessingTime => {
+                ProcessingTimeTrigger.on_element(element, timestamp, window, ctx)
+            }
+            DefaultTrigger::Never => Ok(TriggerResult::Continue),
+        }
+    }
+
+    fn on_event_time<C: TriggerContext>(
+        &mut self,
+        time: i64,
+        window: &W,
+        ctx: &mut C,
+    ) -> anyhow::Result<TriggerResult> {
+        match self {
+            DefaultTrigger::EventTime => {
+                Trigger::<T, W>::on_event_time(&mut EventTimeTrigger, time, window, ctx)
+            }
+            _ => Ok(TriggerResult::Continue),
+        }
+    }
+
+    fn on_processing_time<C: TriggerContext>(
+        &mut self,
+        time: i64,
+        window: &W,
+        ctx: &mut C,
+    ) -> anyhow::Result<TriggerResult> {
+        match self {
+            DefaultTrigger::ProcessingTime => {
+                Trigger::<T, W>::on_processing_time(&mut ProcessingTimeTrigger, time, window, ctx)
+            }
+            _ => Ok(TriggerResult::Continue),
+        }
+    }
+
+    fn can_merge(&self) -> bool {
+        true
+    }
+
+    fn on_merge<C: TriggerContext>(&mut self, window: &W, ctx: &mut C) -> anyhow::Result<()> {
+        match self {
+            DefaultTrigger::EventTime => {
+                Trigger::<T, W>::on_merge(&mut EventTimeTrigger, window, ctx)
+            }
+            DefaultTrigger::ProcessingTime => {
+                Trigger::<T, W>::on_merge(&mut ProcessingTimeTrigger, window, ctx)
+            }
+            DefaultTrigger::Never => Ok(()),
+        }
+    }
+
+    fn clear<C: TriggerContext>(&mut self, window: &W, ctx: &mut C) -> anyhow::Result<()> {
+        match self {
+            DefaultTrigger::EventTime => Trigger::<T, W>::clear(&mut EventTimeTrigger, window, ctx),
+            DefaultTrigger::ProcessingTime => {
+                Trigger::<T, W>::clear(&mut ProcessingTimeTrigger, window, ctx)
+            }
+            DefaultTrigger::Never => Ok(()),
+        }
+    }
+}
+
 /// The state name of [`CountTrigger`]'s count.
 const COUNT: &str = "count";
 /// The state name of the continuous triggers' next firing time.

@@ -1,0 +1,209 @@
+//! `KeyedStream::window(...)` and what it returns (Flink's
+//! `WindowedStream`): the trigger, the allowed lateness and the late side
+//! output to set, and the window function that makes it a stream again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use floe_runtime::side_output::OutputTag;
+use floe_state::{AggregateFunction, Key};
+
+use super::assigner::WindowAssigner;
+use super::operator::{
+    AggregateContents, ApplyFn, Direct, ElementContents, ProcessWindowFunction, ReduceContents,
+    TriggerStates, ViaProcess, WindowContents, WindowLogic,
+};
+use super::trigger::{DefaultTrigger, Trigger};
+use crate::functions::Collector;
+use crate::stream::{DataStream, KeyedStream, Record};
+
+/// A keyed stream cut into windows (Flink's `WindowedStream`), before its
+/// window function.
+pub struct WindowedStream<T, K, KS, A, Tr> {
+    keyed: KeyedStream<T, K, KS>,
+    assigner: A,
+    trigger: Tr,
+    allowed_lateness: i64,
+    late: Option<OutputTag<T>>,
+}
+
+impl<T: Record, K: Key, KS> KeyedStream<T, K, KS>
+where
+    KS: Fn(&T) -> K + Clone + Send + Sync + 'static,
+{
+    /// Cuts each key's elements into the windows of `assigner` (Flink's
+    /// `window`), firing with the assigner's default trigger unless
+    /// [`WindowedStream::trigger`] sets another.
+    pub fn window<A: WindowAssigner<T>>(
+        &self,
+        assigner: A,
+    ) -> WindowedStream<T, K, KS, A, DefaultTrigger> {
+        WindowedStream {
+            keyed: self.clone(),
+            trigger: assigner.default_trigger(),
+            assigner,
+            allowed_lateness: 0,
+            late: None,
+        }
+    }
+}
+
+impl<T, K, KS, A, Tr> WindowedStream<T, K, KS, A, Tr>
+where
+    T: Record,
+    K: Key,
+    KS: Fn(&T) -> K + Clone + Send + Sync + 'static,
+    A: WindowAssigner<T>,
+    A::W: Copy,
+    Tr: Trigger<T, A::W>,
+{
+    /// Fires with `trigger` instead of the assigner's default (Flink's
+    /// `trigger`).
+    pub fn trigger<Tr2: Trigger<T, A::W>>(self, trigger: Tr2) -> WindowedStream<T, K, KS, A, Tr2> {
+        WindowedStream {
+            keyed: self.keyed,
+            assigner: self.assigner,
+            trigger,
+            allowed_lateness: self.allowed_lateness,
+            late: self.late,
+        }
+    }
+
+    /// Keeps event-time windows for `lateness` after their end: a late
+    /// element within it is added and fires the window again (Flink's
+    /// `allowedLateness`; default zero).
+    pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.allowed_lateness = i64::try_from(lateness.as_millis()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// Sends elements too late for all their windows to the side output
+    /// `tag` instead of dropping them (Flink's `sideOutputLateData`); read
+    /// it with `side_output(&tag)` on the windowed result.
+    pub fn side_output_late_data(mut self, tag: &OutputTag<T>) -> Self {
+        self.late = Some(tag.clone());
+        self
+    }
+
+    fn build<OUT: Record, C>(self, name: &str, contents: C) -> DataStream<OUT>
+    where
+        C: WindowContents<K, T, OUT, A::W>,
+    {
+        let logic = WindowLogic {
+            assigner: self.assigner,
+            trigger: self.trigger,
+            contents,
+            allowed_lateness: self.allowed_lateness,
+            late: self.late,
+            merging: None,
+            trigger_states: TriggerStates::default(),
+            windows: Vec::new(),
+        };
+        self.keyed.keyed_logic(name, logic)
+    }
+
+    /// Folds each window's elements with `reduce(accumulated, new)` as
+    /// they arrive (one value stored per window) and emits the result
+    /// when it fires (Flink's `reduce`).
+    pub fn reduce<R>(self, reduce: R) -> DataStream<T>
+    where
+        R: Fn(T, T) -> T + Clone + Send + Sync + 'static,
+    {
+        self.build(
+            "Window(Reduce)",
+            ReduceContents {
+                reduce,
+                result: Direct,
+                state: None,
+            },
+        )
+    }
+
+    /// Folds with `reduce`, then hands the window's one folded value to
+    /// `function`, which sees the window (Flink's `reduce(reduce,
+    /// processWindowFunction)`).
+    pub fn reduce_with<OUT: Record, R, P>(self, reduce: R, function: P) -> DataStream<OUT>
+    where
+        R: Fn(T, T) -> T + Clone + Send + Sync + 'static,
+        P: ProcessWindowFunction<K, T, OUT, A::W>,
+    {
+        self.build(
+            "Window(Reduce, Process)",
+            ReduceContents {
+                reduce,
+                result: ViaProcess(function),
+                state: None,
+            },
+        )
+    }
+
+    /// Adds each element to the window's accumulator and emits
+    /// `get_result` when it fires (Flink's `aggregate`).
+    pub fn aggregate<F>(self, function: F) -> DataStream<F::Out>
+    where
+        F: AggregateFunction<In = T>,
+        F::Out: Record,
+    {
+        self.build(
+            "Window(Aggregate)",
+            AggregateContents {
+                function: Arc::new(function),
+                result: Direct,
+                state: None,
+            },
+        )
+    }
+
+    /// Aggregates, then hands the window's result to `process`, which
+    /// sees the window (Flink's `aggregate(aggregate,
+    /// processWindowFunction)`).
+    pub fn aggregate_with<OUT: Record, F, P>(self, function: F, process: P) -> DataStream<OUT>
+    where
+        F: AggregateFunction<In = T>,
+        P: ProcessWindowFunction<K, F::Out, OUT, A::W>,
+    {
+        self.build(
+            "Window(Aggregate, Process)",
+            AggregateContents {
+                function: Arc::new(function),
+                result: ViaProcess(process),
+                state: None,
+            },
+        )
+    }
+
+    /// Keeps every element and hands them all to `function` when the
+    /// window fires (Flink's `process`).
+    pub fn process<OUT: Record, P>(self, function: P) -> DataStream<OUT>
+    where
+        P: ProcessWindowFunction<K, T, OUT, A::W>,
+    {
+        self.build(
+            "Window(Process)",
+            ElementContents {
+                function,
+                elements: None,
+                counts: None,
+            },
+        )
+    }
+
+    /// Keeps every element and calls `f(key, window, elements, out)` when
+    /// the window fires (Flink's `apply` with a `WindowFunction`).
+    pub fn apply<OUT: Record, F>(self, f: F) -> DataStream<OUT>
+    where
+        F: FnMut(&K, &A::W, Vec<T>, &mut Collector<'_, OUT>) -> anyhow::Result<()>
+            + Clone
+            + Send
+            + 'static,
+    {
+        self.build(
+            "Window(Apply)",
+            ElementContents {
+                function: ApplyFn(f),
+                elements: None,
+                counts: None,
+            },
+        )
+    }
+}
