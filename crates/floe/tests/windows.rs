@@ -1,0 +1,350 @@
+//! Windows through real jobs, against a brute-force model computed from
+//! the generated events: tumbling and sliding windows with reduce,
+//! aggregate and process functions, session windows merging, output
+//! timestamps at the window's end, late elements to the side output, on
+//! both backends and at several parallelisms.
+//!
+//! The events come from one source subtask, out of order within a bound,
+//! with a watermark after every event (its maximum timestamp minus the
+//! bound; the source forwards it after each polled batch), so no on-time
+//! element is ever late. Past the first two batches every 37th event is
+//! an hour behind, far behind the watermark of the batches before it, so
+//! it is late whatever the batching.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::{TaggingSink, sorted, splitmix, with_timeout};
+use floe::prelude::*;
+
+const BOUND: i64 = 2_000;
+const HOUR: i64 = 3_600_000;
+
+/// Event `i`: `(key, timestamp, value)`; time advances 10 ms per event
+/// with up to `BOUND` of disorder, or an hour late.
+fn event(i: u64) -> (u64, i64, u64) {
+    let r = splitmix(i);
+    let base = 1_000_000 + i as i64 * 10;
+    let ts = if is_late(i) {
+        base - HOUR
+    } else {
+        base - (r % BOUND as u64) as i64
+    };
+    (r % 11, ts, r % 1_000)
+}
+
+/// Whether event `i` is an hour late (never in the first two batches of
+/// 1,024, when the operator may not have a watermark yet).
+fn is_late(i: u64) -> bool {
+    i >= 2_048 && i % 37 == 36
+}
+
+/// A watermark after every event: the largest timestamp so far minus the
+/// bound (the events' disorder), minus one.
+#[derive(Default)]
+struct BoundedEveryEvent {
+    max: i64,
+}
+
+impl<T> WatermarkGenerator<T> for BoundedEveryEvent {
+    fn on_event(&mut self, _: &T, ts: i64, output: &mut WatermarkOutput) {
+        if ts > self.max {
+            self.max = ts;
+            output.emit_watermark(Watermark(self.max - BOUND - 1));
+        }
+    }
+
+    fn on_periodic_emit(&mut self, _: &mut WatermarkOutput) {}
+}
+
+fn events(env: &StreamEnvironment, n: u64) -> DataStream<(u64, i64, u64)> {
+    let strategy = WatermarkStrategy::for_generator(|| BoundedEveryEvent { max: i64::MIN })
+        .with_timestamp_assigner(|e: &(u64, i64, u64), _| e.1);
+    env.from_source_with_watermarks(GeneratorSource::new(n, event), strategy, "events")
+        .set_parallelism(1)
+}
+
+/// Every window `[s, s + size)` with `s ≡ 0 (mod slide)` holding `ts`.
+fn windows_of(ts: i64, size: i64, slide: i64) -> Vec<(i64, i64)> {
+    let mut s = ts - ts.rem_euclid(slide);
+    let mut out = Vec::new();
+    while s > ts - size {
+        out.push((s, s + size));
+        s -= slide;
+    }
+    out
+}
+
+/// `(key, window) -> values` of the on-time events.
+fn model(n: u64, size: i64, slide: i64) -> BTreeMap<(u64, i64, i64), Vec<u64>> {
+    let mut m: BTreeMap<(u64, i64, i64), Vec<u64>> = BTreeMap::new();
+    for i in (0..n).filter(|i| !is_late(*i)) {
+        let (k, ts, v) = event(i);
+        for (s, e) in windows_of(ts, size, slide) {
+            m.entry((k, s, e)).or_default().push(v);
+        }
+    }
+    m
+}
+
+/// Passes each record on with the timestamp it carries.
+#[derive(Clone)]
+struct WithTimestamp;
+
+impl<T: Clone + Send + 'static> ProcessFunction<T, (T, Option<i64>)> for WithTimestamp {
+    fn process_element(
+        &mut self,
+        value: T,
+        ctx: &mut ProcessContext<'_>,
+        out: &mut Collector<'_, (T, Option<i64>)>,
+    ) -> anyhow::Result<()> {
+        out.collect((value, ctx.timestamp()));
+        Ok(())
+    }
+}
+
+fn backends() -> Vec<StateBackendKind> {
+    let mut b = vec![StateBackendKind::HashMap];
+    if cfg!(feature = "rocksdb") {
+        b.push(StateBackendKind::RocksDb);
+    }
+    b
+}
+
+/// Sum and count of a window's values.
+#[derive(Clone)]
+struct SumCount;
+
+impl AggregateFunction for SumCount {
+    type In = (u64, i64, u64);
+    type Acc = (u64, u64);
+    type Out = (u64, u64);
+
+    fn create_accumulator(&self) -> (u64, u64) {
+        (0, 0)
+    }
+
+    fn add(&self, (_, _, v): (u64, i64, u64), acc: &mut (u64, u64)) {
+        acc.0 += v;
+        acc.1 += 1;
+    }
+
+    fn get_result(&self, acc: &(u64, u64)) -> (u64, u64) {
+        *acc
+    }
+
+    fn merge(&self, a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+        (a.0 + b.0, a.1 + b.1)
+    }
+}
+
+/// Tags an aggregate with its key and window.
+#[derive(Clone)]
+struct KeyAndWindow;
+
+impl ProcessWindowFunction<u64, (u64, u64), (u64, i64, i64, u64, u64), TimeWindow>
+    for KeyAndWindow
+{
+    fn process(
+        &mut self,
+        key: &u64,
+        ctx: &mut WindowContext<'_, u64, TimeWindow>,
+        elements: Vec<(u64, u64)>,
+        out: &mut Collector<'_, (u64, i64, i64, u64, u64)>,
+    ) -> anyhow::Result<()> {
+        let w = *ctx.window();
+        anyhow::ensure!(elements.len() == 1, "one aggregate per window");
+        let (sum, count) = elements[0];
+        out.collect((*key, w.start, w.end, sum, count));
+        Ok(())
+    }
+}
+
+#[test]
+fn tumbling_windows_aggregate_and_send_late_elements_aside() {
+    with_timeout(240, || {
+        let n = 20_000;
+        let size = 1_000;
+        let expected = model(n, size, size);
+        let expected_late: Vec<(u64, i64, u64)> =
+            sorted((0..n).filter(|i| is_late(*i)).map(event).collect());
+        for backend in backends() {
+            for p in [1u32, 3] {
+                let env = StreamEnvironment::new();
+                env.set_parallelism(p);
+                env.set_state_backend(backend);
+                let late = OutputTag::<(u64, i64, u64)>::new("late");
+                let (sink, handle) = TaggingSink::new();
+                let (late_sink, late_handle) = TaggingSink::new();
+                let result = events(&env, n)
+                    .key_by(|e: &(u64, i64, u64)| e.0)
+                    .window(TumblingWindows::event_time(Duration::from_millis(
+                        size as u64,
+                    )))
+                    .side_output_late_data(&late)
+                    .aggregate_with(SumCount, KeyAndWindow);
+                result.process(WithTimestamp).sink_to(sink, "windows");
+                result.side_output(&late).sink_to(late_sink, "late");
+                env.execute("tumbling windows").unwrap();
+
+                let want: Vec<_> = expected
+                    .iter()
+                    .map(|(&(k, s, e), vs)| {
+                        (
+                            (k, s, e, vs.iter().sum::<u64>(), vs.len() as u64),
+                            Some(e - 1),
+                        )
+                    })
+                    .collect();
+                let got = sorted(handle.values());
+                assert_eq!(got.len(), want.len(), "{backend} p={p}: windows fired");
+                assert_eq!(got, sorted(want), "{backend} p={p}");
+                assert_eq!(
+                    sorted(late_handle.values()),
+                    expected_late,
+                    "{backend} p={p}"
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn sliding_windows_reduce_every_window_an_element_is_in() {
+    with_timeout(240, || {
+        let n = 10_000;
+        let (size, slide) = (3_000, 1_000);
+        let expected = model(n, size, slide);
+        for backend in backends() {
+            let env = StreamEnvironment::new();
+            env.set_parallelism(2);
+            env.set_state_backend(backend);
+            let (sink, handle) = TaggingSink::new();
+            events(&env, n)
+                .map(|(k, ts, v)| (k, ts, v, 1u64))
+                .key_by(|e: &(u64, i64, u64, u64)| e.0)
+                .window(SlidingWindows::event_time(
+                    Duration::from_millis(size as u64),
+                    Duration::from_millis(slide as u64),
+                ))
+                .reduce(|a, b| (a.0, a.1.max(b.1), a.2 + b.2, a.3 + b.3))
+                .process(WithTimestamp)
+                .sink_to(sink, "windows");
+            env.execute("sliding windows").unwrap();
+            // Per key and window end: the sum and count of its values, and
+            // the latest timestamp in it; emitted at the window's end.
+            let want: Vec<_> = expected
+                .iter()
+                .map(|(&(k, s, e), vs)| {
+                    let max_ts = (0..n)
+                        .filter(|i| !is_late(*i))
+                        .map(event)
+                        .filter(|(key, ts, _)| *key == k && *ts >= s && *ts < e)
+                        .map(|(_, ts, _)| ts)
+                        .max()
+                        .expect("a window has an element");
+                    (
+                        (k, max_ts, vs.iter().sum::<u64>(), vs.len() as u64),
+                        Some(e - 1),
+                    )
+                })
+                .collect();
+            assert_eq!(sorted(handle.values()), sorted(want), "{backend}");
+        }
+    });
+}
+
+/// Emits `(key, start, end, values in arrival order... sorted)`.
+fn session_summary(
+    key: &u64,
+    w: &TimeWindow,
+    elements: Vec<(u64, i64, u64)>,
+    out: &mut Collector<'_, (u64, i64, i64, Vec<i64>)>,
+) -> anyhow::Result<()> {
+    let mut ts: Vec<i64> = elements.iter().map(|e| e.1).collect();
+    ts.sort_unstable();
+    out.collect((*key, w.start, w.end, ts));
+    Ok(())
+}
+
+#[test]
+fn session_windows_merge_exactly_as_the_model() {
+    with_timeout(240, || {
+        // Sparse keys so that sessions form and close: 11 keys, one event
+        // per 10 ms, gaps of 150 ms: many sessions per key, merged from
+        // out-of-order events.
+        let n = 6_000;
+        let gap = 150;
+        // Model: per key, the on-time timestamps sorted; a session is a
+        // run whose consecutive timestamps are less than `gap` apart
+        // (windows [t, t + gap) touching merge), ending at last + gap.
+        let mut per_key: BTreeMap<u64, Vec<i64>> = BTreeMap::new();
+        for i in (0..n).filter(|i| !is_late(*i)) {
+            let (k, ts, _) = event(i);
+            per_key.entry(k).or_default().push(ts);
+        }
+        let mut want = BTreeSet::new();
+        for (k, mut ts) in per_key {
+            ts.sort_unstable();
+            let mut run = vec![ts[0]];
+            for t in ts.into_iter().skip(1) {
+                if t <= run.last().unwrap() + gap {
+                    run.push(t);
+                } else {
+                    want.insert((k, run[0], run.last().unwrap() + gap, run.clone()));
+                    run = vec![t];
+                }
+            }
+            want.insert((k, run[0], run.last().unwrap() + gap, run));
+        }
+        for backend in backends() {
+            for p in [1u32, 2] {
+                let env = StreamEnvironment::new();
+                env.set_parallelism(p);
+                env.set_state_backend(backend);
+                let (sink, handle) = TaggingSink::new();
+                events(&env, n)
+                    .key_by(|e: &(u64, i64, u64)| e.0)
+                    .window(SessionWindows::event_time_with_gap(Duration::from_millis(
+                        gap as u64,
+                    )))
+                    .apply(session_summary)
+                    .sink_to(sink, "sessions");
+                env.execute("session windows").unwrap();
+                let got: BTreeSet<_> = handle.values().into_iter().collect();
+                assert_eq!(got.len(), handle.values().len(), "no session fired twice");
+                assert_eq!(got, want, "{backend} p={p}");
+            }
+        }
+    });
+}
+
+#[test]
+fn count_windows_fire_every_n_elements_of_a_key() {
+    with_timeout(120, || {
+        // Global windows with a purging count trigger: Flink's countWindow.
+        let n = 5_000u64;
+        let env = StreamEnvironment::new();
+        env.set_parallelism(2);
+        let (sink, handle) = TaggingSink::new();
+        env.from_collection((0..n).map(|i| (i % 7, i)).collect::<Vec<_>>())
+            .key_by(|e: &(u64, u64)| e.0)
+            .window(GlobalWindows::create())
+            .trigger(PurgingTrigger::of(CountTrigger::of(10)))
+            .reduce(|a, b| (a.0, a.1 + b.1))
+            .sink_to(sink, "counts");
+        env.execute("count windows").unwrap();
+        // Per key, its values in order, summed ten at a time; a last
+        // incomplete group never fires.
+        let mut want = Vec::new();
+        for k in 0..7 {
+            let values: Vec<u64> = (0..n).filter(|i| i % 7 == k).collect();
+            for chunk in values.chunks(10).filter(|c| c.len() == 10) {
+                want.push((k, chunk.iter().sum::<u64>()));
+            }
+        }
+        assert_eq!(sorted(handle.values()), sorted(want));
+    });
+}
