@@ -38,6 +38,9 @@ pub(crate) struct KeyedCx<'a, K: Key, N: Namespace> {
     /// The record's (or an event-time timer's) timestamp, or
     /// `NO_TIMESTAMP`.
     pub(crate) timestamp: i64,
+    /// Whether the input carries timestamps: when it does not, the output
+    /// batch has none so far, and a process function's output needs none.
+    pub(crate) timed: bool,
     /// The operator's timers, when its logic has a queue.
     pub(crate) timers: Option<&'a KeyedTimers<N>>,
     pub(crate) side: &'a mut SideOutputBuffers,
@@ -114,11 +117,18 @@ impl<K: Key, IN, OUT, P: KeyedProcessFunction<K, IN, OUT>> KeyedLogic<K, IN, OUT
         cx: KeyedCx<'_, K, ()>,
         out: &mut Batch<OUT>,
     ) -> anyhow::Result<()> {
-        let timestamp = cx.timestamp;
+        let (timestamp, cx_timed) = (cx.timestamp, cx.timed);
         let mut ctx = KeyedContext::new(cx.info, cx.backend)
             .with_timestamp(timestamp)
             .with_timers(cx.timers.map(KeyedTimers::access))
             .with_side_outputs(Some(cx.side));
+        if !cx_timed {
+            return self.function.process_element(
+                value,
+                &mut ctx,
+                &mut Collector::new(&mut out.records),
+            );
+        }
         let from = out.records.len();
         self.function
             .process_element(value, &mut ctx, &mut Collector::new(&mut out.records))?;
@@ -325,6 +335,7 @@ impl<K: Key, IN, OUT: Send, L: KeyedLogic<K, IN, OUT>, KS> KeyedOp<K, IN, OUT, L
                     info,
                     backend,
                     timestamp,
+                    timed: true,
                     timers: Some(timers),
                     side: &mut *side,
                 };
@@ -434,6 +445,7 @@ where
                         info,
                         backend: &mut *backend,
                         timestamp,
+                        timed: true,
                         timers,
                         side: &mut *side,
                     };
@@ -447,6 +459,7 @@ where
                     info,
                     backend: &mut *backend,
                     timestamp: floe_core::NO_TIMESTAMP,
+                    timed: false,
                     timers,
                     side: &mut *side,
                 };
