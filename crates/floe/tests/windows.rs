@@ -348,3 +348,146 @@ fn count_windows_fire_every_n_elements_of_a_key() {
         assert_eq!(sorted(handle.values()), sorted(want));
     });
 }
+
+/// Emits its items one per poll (with `floe.runtime.batch-size` 1, one per
+/// batch, each followed by its watermark), then stays open until `done`.
+#[derive(Clone)]
+struct Scripted<T>(Vec<T>, std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+struct ScriptedReader<T>(
+    std::vec::IntoIter<T>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+);
+
+impl<T: Clone + Send + Sync + 'static> Source<T> for Scripted<T> {
+    fn is_parallel(&self) -> bool {
+        false
+    }
+
+    fn create_reader(&self, _: &TaskInfo) -> anyhow::Result<Box<dyn SourceReader<T>>> {
+        Ok(Box::new(ScriptedReader(
+            self.0.clone().into_iter(),
+            self.1.clone(),
+        )))
+    }
+}
+
+impl<T: Send + 'static> SourceReader<T> for ScriptedReader<T> {
+    fn poll_next(&mut self, out: &mut Vec<T>, _: usize) -> anyhow::Result<SourceStatus> {
+        if let Some(item) = self.0.next() {
+            out.push(item);
+            return Ok(SourceStatus::MoreAvailable);
+        }
+        if self.1.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(SourceStatus::Finished);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        Ok(SourceStatus::NothingAvailable)
+    }
+}
+
+/// A watermark right behind every event (Flink's monotonous timestamps,
+/// emitted per event).
+struct EveryEvent;
+
+impl<T> WatermarkGenerator<T> for EveryEvent {
+    fn on_event(&mut self, _: &T, ts: i64, output: &mut WatermarkOutput) {
+        output.emit_watermark(Watermark(ts - 1));
+    }
+
+    fn on_periodic_emit(&mut self, _: &mut WatermarkOutput) {}
+}
+
+#[test]
+fn late_elements_within_the_allowed_lateness_fire_the_window_again() {
+    with_timeout(60, || {
+        // One key; window [0, 1000) with 10 s of allowed lateness.
+        let script: Vec<(u64, i64)> = vec![
+            (1, 100),
+            (2, 200),
+            // The watermark passes 999: the window fires (3).
+            (4, 5_000),
+            // Late but within the lateness: added, fires again (3 + 8).
+            (8, 300),
+            // The watermark passes 999 + 10 000: the window is gone.
+            (16, 20_000),
+            // Too late: to the side output.
+            (32, 400),
+        ];
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let env = StreamEnvironment::new();
+        env.set_parallelism(1);
+        env.set_config("floe.runtime.batch-size", "1");
+        let late = OutputTag::<(u64, i64)>::new("late");
+        let (sink, handle) = TaggingSink::new();
+        let (late_sink, late_handle) = TaggingSink::new();
+        let strategy = WatermarkStrategy::for_generator(|| EveryEvent)
+            .with_timestamp_assigner(|e: &(u64, i64), _| e.1);
+        let sums = env
+            .from_source_with_watermarks(Scripted(script, done), strategy, "script")
+            .key_by(|_: &(u64, i64)| 0u64)
+            .window(TumblingWindows::event_time(Duration::from_secs(1)))
+            .allowed_lateness(Duration::from_secs(10))
+            .side_output_late_data(&late)
+            .reduce(|a, b| (a.0 + b.0, a.1.max(b.1)));
+        sums.process(WithTimestamp).sink_to(sink, "sums");
+        sums.side_output(&late).sink_to(late_sink, "late");
+        env.execute("allowed lateness").unwrap();
+        let got = handle.values();
+        // In firing order: [0, 1000) twice, then [5000, 6000) and
+        // [20000, 21000) at the end of input.
+        assert_eq!(
+            got,
+            vec![
+                ((3, 200), Some(999)),
+                ((11, 300), Some(999)),
+                ((4, 5_000), Some(5_999)),
+                ((16, 20_000), Some(20_999)),
+            ]
+        );
+        assert_eq!(late_handle.values(), vec![(32, 400)]);
+    });
+}
+
+#[test]
+fn processing_time_windows_fire_on_the_clock() {
+    with_timeout(60, || {
+        let clock = ManualClock::new(1_000_500);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let env = StreamEnvironment::new();
+        env.set_parallelism(2);
+        env.set_processing_clock(ProcessingClock::Manual(clock.clone()));
+        let (sink, handle) = TaggingSink::new();
+        let items: Vec<u64> = (0..100).collect();
+        env.from_source(Scripted(items, done.clone()), "items")
+            .key_by(|v: &u64| v % 4)
+            .window(TumblingWindows::processing_time(Duration::from_secs(1)))
+            .apply(|key: &u64, w: &TimeWindow, vs: Vec<u64>, out| {
+                out.collect((*key, w.start, w.end, vs.iter().sum::<u64>(), vs.len()));
+                Ok(())
+            })
+            .sink_to(sink, "windows");
+        let client = env.execute_async("processing-time windows").unwrap();
+        // Nothing fires while the clock stays inside [1 000 000, 1 001 000).
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            handle.values().is_empty(),
+            "fired early: {:?}",
+            handle.values()
+        );
+        clock.set_ms(1_001_000);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while handle.values().len() < 4 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        client.wait().unwrap();
+        let want: Vec<_> = (0..4u64)
+            .map(|k| {
+                let vs: Vec<u64> = (0..100).filter(|v| v % 4 == k).collect();
+                (k, 1_000_000, 1_001_000, vs.iter().sum::<u64>(), vs.len())
+            })
+            .collect();
+        assert_eq!(sorted(handle.values()), want);
+    });
+}
