@@ -9,7 +9,9 @@
 //! bound; the source forwards it after each polled batch), so no on-time
 //! element is ever late. Past the first two batches every 37th event is
 //! an hour behind, far behind the watermark of the batches before it, so
-//! it is late whatever the batching.
+//! it is late whatever the batching. (Only while the window operator's
+//! inputs all come from that one subtask: through a parallel stage in
+//! between, another channel's watermark may lag behind.)
 
 mod common;
 
@@ -224,6 +226,10 @@ fn sliding_windows_reduce_every_window_an_element_is_in() {
             let (sink, handle) = TaggingSink::new();
             events(&env, n)
                 .map(|(k, ts, v)| (k, ts, v, 1u64))
+                // Chained to the source: the window operator's one input
+                // is the source's, so late elements are late at any
+                // speed (see the module comment).
+                .set_parallelism(1)
                 .key_by(|e: &(u64, i64, u64, u64)| e.0)
                 .window(SlidingWindows::event_time(
                     Duration::from_millis(size as u64),
@@ -350,14 +356,26 @@ fn count_windows_fire_every_n_elements_of_a_key() {
 }
 
 /// Emits its items one per poll (with `floe.runtime.batch-size` 1, one per
-/// batch, each followed by its watermark), then stays open until `done`.
+/// batch, each followed by its watermark), counting them in `emitted`,
+/// then stays open until `done`.
 #[derive(Clone)]
-struct Scripted<T>(Vec<T>, std::sync::Arc<std::sync::atomic::AtomicBool>);
+struct Scripted<T> {
+    items: Vec<T>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    emitted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
 
-struct ScriptedReader<T>(
-    std::vec::IntoIter<T>,
-    std::sync::Arc<std::sync::atomic::AtomicBool>,
-);
+impl<T> Scripted<T> {
+    fn new(items: Vec<T>, done: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Scripted {
+            items,
+            done,
+            emitted: Default::default(),
+        }
+    }
+}
+
+struct ScriptedReader<T>(Scripted<T>, usize);
 
 impl<T: Clone + Send + Sync + 'static> Source<T> for Scripted<T> {
     fn is_parallel(&self) -> bool {
@@ -365,20 +383,21 @@ impl<T: Clone + Send + Sync + 'static> Source<T> for Scripted<T> {
     }
 
     fn create_reader(&self, _: &TaskInfo) -> anyhow::Result<Box<dyn SourceReader<T>>> {
-        Ok(Box::new(ScriptedReader(
-            self.0.clone().into_iter(),
-            self.1.clone(),
-        )))
+        Ok(Box::new(ScriptedReader(self.clone(), 0)))
     }
 }
 
-impl<T: Send + 'static> SourceReader<T> for ScriptedReader<T> {
+impl<T: Clone + Send + 'static> SourceReader<T> for ScriptedReader<T> {
     fn poll_next(&mut self, out: &mut Vec<T>, _: usize) -> anyhow::Result<SourceStatus> {
-        if let Some(item) = self.0.next() {
-            out.push(item);
+        if let Some(item) = self.0.items.get(self.1) {
+            out.push(item.clone());
+            self.1 += 1;
+            self.0
+                .emitted
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             return Ok(SourceStatus::MoreAvailable);
         }
-        if self.1.load(std::sync::atomic::Ordering::Acquire) {
+        if self.0.done.load(std::sync::atomic::Ordering::Acquire) {
             return Ok(SourceStatus::Finished);
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -424,7 +443,7 @@ fn late_elements_within_the_allowed_lateness_fire_the_window_again() {
         let strategy = WatermarkStrategy::for_generator(|| EveryEvent)
             .with_timestamp_assigner(|e: &(u64, i64), _| e.1);
         let sums = env
-            .from_source_with_watermarks(Scripted(script, done), strategy, "script")
+            .from_source_with_watermarks(Scripted::new(script, done), strategy, "script")
             .key_by(|_: &(u64, i64)| 0u64)
             .window(TumblingWindows::event_time(Duration::from_secs(1)))
             .allowed_lateness(Duration::from_secs(10))
@@ -459,7 +478,7 @@ fn processing_time_windows_fire_on_the_clock() {
         env.set_processing_clock(ProcessingClock::Manual(clock.clone()));
         let (sink, handle) = TaggingSink::new();
         let items: Vec<u64> = (0..100).collect();
-        env.from_source(Scripted(items, done.clone()), "items")
+        env.from_source(Scripted::new(items, done.clone()), "items")
             .key_by(|v: &u64| v % 4)
             .window(TumblingWindows::processing_time(Duration::from_secs(1)))
             .apply(|key: &u64, w: &TimeWindow, vs: Vec<u64>, out| {
@@ -489,5 +508,91 @@ fn processing_time_windows_fire_on_the_clock() {
             })
             .collect();
         assert_eq!(sorted(handle.values()), want);
+    });
+}
+
+/// Window state survives a savepoint, a rescale (2 -> 3) and a change of
+/// backend: the windows fired before the savepoint and those fired after
+/// the restore are together exactly the model's, none twice.
+#[test]
+fn windows_resume_from_a_savepoint_at_another_parallelism_and_backend() {
+    with_timeout(120, || {
+        let dir = tempfile::tempdir().unwrap();
+        let savepoints = format!("file://{}", dir.path().join("sp").display());
+        let size = 10_000i64;
+        let on_time = |range: std::ops::Range<u64>| -> Vec<(u64, i64, u64)> {
+            range.filter(|i| !is_late(*i)).map(event).collect()
+        };
+        let (first, second) = (on_time(0..5_000), on_time(5_000..10_000));
+        let job = |items: Vec<(u64, i64, u64)>,
+                   p: u32,
+                   backend: StateBackendKind,
+                   restore: Option<&str>,
+                   done: bool| {
+            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(done));
+            let env = StreamEnvironment::new();
+            env.set_parallelism(p);
+            env.set_state_backend(backend);
+            env.set_config("state.savepoints.dir", &savepoints);
+            if let Some(path) = restore {
+                env.set_restore_from_savepoint(path, false);
+            }
+            let source = Scripted::new(items, done);
+            let emitted = source.emitted.clone();
+            let strategy = WatermarkStrategy::for_generator(|| BoundedEveryEvent { max: i64::MIN })
+                .with_timestamp_assigner(|e: &(u64, i64, u64), _| e.1);
+            let (sink, handle) = TaggingSink::new();
+            env.from_source_with_watermarks(source, strategy, "events")
+                .uid("events")
+                .key_by(|e: &(u64, i64, u64)| e.0)
+                .window(TumblingWindows::event_time(Duration::from_millis(
+                    size as u64,
+                )))
+                .aggregate_with(SumCount, KeyAndWindow)
+                .uid("windows")
+                .sink_to(sink, "windows");
+            (
+                env.execute_async("windows across a savepoint").unwrap(),
+                handle,
+                emitted,
+            )
+        };
+
+        let n1 = first.len();
+        let (client, before, emitted) = job(first, 2, StateBackendKind::HashMap, None, false);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while emitted.load(std::sync::atomic::Ordering::Acquire) < n1 {
+            assert!(std::time::Instant::now() < deadline, "the source stalled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let control = client.control();
+        let trigger = control
+            .trigger_savepoint(None, SavepointMode::Savepoint { cancel_job: true })
+            .unwrap();
+        let location = loop {
+            match control.savepoint_status(&trigger).unwrap() {
+                SavepointStatus::InProgress => {}
+                SavepointStatus::Completed { location } => break location,
+                other => panic!("savepoint failed: {other:?}"),
+            }
+            assert!(std::time::Instant::now() < deadline, "no savepoint");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let _ = client.wait();
+        assert!(
+            !before.values().is_empty(),
+            "some windows fired before the savepoint"
+        );
+
+        let backend = *backends().last().unwrap();
+        let (client, after, _) = job(second, 3, backend, Some(&location), true);
+        client.wait().unwrap();
+
+        let all: Vec<_> = before.values().into_iter().chain(after.values()).collect();
+        let want: Vec<_> = model(10_000, size, size)
+            .into_iter()
+            .map(|((k, s, e), vs)| (k, s, e, vs.iter().sum::<u64>(), vs.len() as u64))
+            .collect();
+        assert_eq!(sorted(all), want, "restored on {backend}");
     });
 }
