@@ -45,7 +45,7 @@ pub struct Merge<W> {
     pub merged_state: Vec<W>,
 }
 
-impl<W: Window + Copy> MergingWindowSet<W> {
+impl<W: Window> MergingWindowSet<W> {
     /// An empty set.
     pub fn new() -> Self {
         Self::default()

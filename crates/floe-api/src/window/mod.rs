@@ -7,6 +7,7 @@
 //! checkpointed, rescaled and restored like any keyed state.
 
 pub mod assigner;
+pub mod join;
 pub mod merging;
 mod operator;
 mod stream;
@@ -21,6 +22,9 @@ pub use assigner::{
     AssignerContext, DynamicSessionWindows, GlobalWindows, SessionWindows, SlidingWindows,
     TumblingWindows, WindowAssigner, WindowError,
 };
+pub use join::{
+    CoGroup, Join, JoinSide, TwoStreamWindow, TwoStreams, TwoStreamsEqual, TwoStreamsWhere,
+};
 pub use merging::{Merge, MergingWindowSet};
 pub use operator::{ProcessWindowFunction, WindowContext};
 pub use stream::WindowedStream;
@@ -33,8 +37,9 @@ pub use trigger::{
 /// What every window type gives the window operator: an identity to
 /// namespace state and timers by (`Namespace`), an order (sessions merge
 /// in it), and the last instant it covers, when it fires and after which
-/// it is late.
-pub trait Window: Namespace + Ord + Debug {
+/// it is late. Windows are small values (`Copy`): the operator passes
+/// them around per element.
+pub trait Window: Namespace + Ord + Debug + Copy {
     /// The largest timestamp that still belongs to the window (Flink's
     /// `maxTimestamp()`): an event-time window fires when the watermark
     /// reaches it.

@@ -264,7 +264,7 @@ where
             Some(acc) => (self.reduce)(acc, value),
             None => value,
         };
-        state.put(backend, w.clone(), next)?;
+        state.put(backend, *w, next)?;
         Ok(())
     }
 
@@ -303,7 +303,7 @@ where
             }
         }
         if let Some(acc) = acc {
-            state.put(backend, target.clone(), acc)?;
+            state.put(backend, *target, acc)?;
         }
         Ok(())
     }
@@ -352,7 +352,7 @@ where
             None => self.function.create_accumulator(),
         };
         self.function.add(value, &mut acc);
-        state.put(backend, w.clone(), acc)?;
+        state.put(backend, *w, acc)?;
         Ok(())
     }
 
@@ -392,7 +392,7 @@ where
             }
         }
         if let Some(acc) = acc {
-            state.put(backend, target.clone(), acc)?;
+            state.put(backend, *target, acc)?;
         }
         Ok(())
     }
@@ -422,7 +422,7 @@ impl<T: StateValue, P, W: Window> ElementContents<T, P, W> {
         let elements = opened(&self.elements);
         let mut out = Vec::with_capacity(n as usize);
         for i in 0..n {
-            if let Some(v) = elements.get(backend, &(w.clone(), i))? {
+            if let Some(v) = elements.get(backend, &(*w, i))? {
                 out.push(v);
             }
         }
@@ -448,8 +448,8 @@ where
     fn add(&mut self, backend: &mut KeyedStateBackend<K>, w: &W, value: T) -> anyhow::Result<()> {
         let counts = opened(&self.counts);
         let n = counts.get(backend, w)?.unwrap_or(0);
-        opened(&self.elements).put(backend, (w.clone(), n), value)?;
-        counts.put(backend, w.clone(), n + 1)?;
+        opened(&self.elements).put(backend, (*w, n), value)?;
+        counts.put(backend, *w, n + 1)?;
         Ok(())
     }
 
@@ -472,7 +472,7 @@ where
         };
         let elements = opened(&self.elements);
         for i in 0..n {
-            elements.remove(backend, &(w.clone(), i))?;
+            elements.remove(backend, &(*w, i))?;
         }
         Ok(())
     }
@@ -552,7 +552,7 @@ impl<K: Key, W: Window> TriggerContext for TriggerCx<'_, K, W> {
             self.timers.queue(),
             TimeDomain::EventTime,
             time,
-            self.window.clone(),
+            self.window,
         )?;
         Ok(())
     }
@@ -562,7 +562,7 @@ impl<K: Key, W: Window> TriggerContext for TriggerCx<'_, K, W> {
             self.timers.queue(),
             TimeDomain::ProcessingTime,
             time,
-            self.window.clone(),
+            self.window,
         )?;
         self.timers.time().request_wakeup(time);
         Ok(())
@@ -596,7 +596,7 @@ impl<K: Key, W: Window> TriggerContext for TriggerCx<'_, K, W> {
     fn set_state<S: StateValue>(&mut self, name: &str, value: Option<S>) -> anyhow::Result<()> {
         let h = self.states.handle::<K, W, S>(self.backend, name)?;
         match value {
-            Some(v) => h.put(self.backend, self.window.clone(), v)?,
+            Some(v) => h.put(self.backend, self.window, v)?,
             None => {
                 h.remove(self.backend, &self.window)?;
             }
@@ -620,7 +620,7 @@ impl<K: Key, W: Window> TriggerContext for TriggerCx<'_, K, W> {
             }
         }
         if let Some(acc) = acc {
-            h.put(self.backend, self.window.clone(), acc)?;
+            h.put(self.backend, self.window, acc)?;
         }
         Ok(())
     }
@@ -716,7 +716,7 @@ impl<'a, K: Key, IN, W: Window, Tr: Trigger<IN, W>, C> Parts<'a, K, IN, W, Tr, C
             return Ok(());
         }
         let event_time = self.event_time;
-        let mut t = self.trigger_cx(window.clone(), &[]);
+        let mut t = self.trigger_cx(*window, &[]);
         match (event_time, set) {
             (true, true) => t.register_event_time_timer(at),
             (true, false) => t.delete_event_time_timer(at),
@@ -803,7 +803,7 @@ where
 /// pairs in keyed state.
 pub(crate) type MergingState<W> = ValueState<Vec<(W, W)>>;
 
-fn merging_set<K: Key, W: Window + Copy>(
+fn merging_set<K: Key, W: Window>(
     state: &Option<MergingState<W>>,
     backend: &mut KeyedStateBackend<K>,
 ) -> anyhow::Result<Option<MergingWindowSet<W>>> {
@@ -815,7 +815,7 @@ fn merging_set<K: Key, W: Window + Copy>(
     })
 }
 
-fn store_merging_set<K: Key, W: Window + Copy>(
+fn store_merging_set<K: Key, W: Window>(
     state: &Option<MergingState<W>>,
     backend: &mut KeyedStateBackend<K>,
     set: Option<MergingWindowSet<W>>,
@@ -835,7 +835,6 @@ where
     K: Key,
     IN: Clone + Send + 'static,
     A: WindowAssigner<IN>,
-    A::W: Copy,
     Tr: Trigger<IN, A::W>,
     C: WindowContents<K, IN, OUT, A::W>,
 {

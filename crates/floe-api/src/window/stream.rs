@@ -25,6 +25,8 @@ pub struct WindowedStream<T, K, KS, A, Tr> {
     trigger: Tr,
     allowed_lateness: i64,
     late: Option<OutputTag<T>>,
+    /// One subtask for the window operator (`window_all`).
+    non_parallel: bool,
 }
 
 impl<T: Record, K: Key, KS> KeyedStream<T, K, KS>
@@ -44,6 +46,7 @@ where
             assigner,
             allowed_lateness: 0,
             late: None,
+            non_parallel: false,
         }
     }
 }
@@ -54,7 +57,6 @@ where
     K: Key,
     KS: Fn(&T) -> K + Clone + Send + Sync + 'static,
     A: WindowAssigner<T>,
-    A::W: Copy,
     Tr: Trigger<T, A::W>,
 {
     /// Fires with `trigger` instead of the assigner's default (Flink's
@@ -66,7 +68,15 @@ where
             trigger,
             allowed_lateness: self.allowed_lateness,
             late: self.late,
+            non_parallel: self.non_parallel,
         }
+    }
+
+    /// Runs the window operator in one subtask (`window_all`: every
+    /// element has the same key).
+    pub(crate) fn non_parallel(mut self) -> Self {
+        self.non_parallel = true;
+        self
     }
 
     /// Keeps event-time windows for `lateness` after their end: a late
@@ -99,7 +109,12 @@ where
             trigger_states: TriggerStates::default(),
             windows: Vec::new(),
         };
-        self.keyed.keyed_logic(name, logic)
+        let out = self.keyed.keyed_logic(name, logic);
+        if self.non_parallel {
+            out.set_parallelism(1)
+        } else {
+            out
+        }
     }
 
     /// Folds each window's elements with `reduce(accumulated, new)` as
