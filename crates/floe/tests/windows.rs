@@ -596,3 +596,138 @@ fn windows_resume_from_a_savepoint_at_another_parallelism_and_backend() {
         assert_eq!(sorted(all), want, "restored on {backend}");
     });
 }
+
+/// Event `i` of the right-hand stream of the join tests: the left's
+/// times and keys, other draws, never late.
+fn other_event(i: u64) -> (u64, i64, u64) {
+    let r = splitmix(i + 1_000_000);
+    let ts = 1_000_000 + i as i64 * 10 - (r % BOUND as u64) as i64;
+    (r % 11, ts, 5_000 + r % 1_000)
+}
+
+fn on_time(n: u64, f: fn(u64) -> (u64, i64, u64)) -> Vec<(u64, i64, u64)> {
+    (0..n).filter(|i| !is_late(*i)).map(f).collect()
+}
+
+/// A stream of `items` from one source subtask with a watermark per event.
+fn scripted(env: &StreamEnvironment, items: Vec<(u64, i64, u64)>) -> DataStream<(u64, i64, u64)> {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let strategy = WatermarkStrategy::for_generator(|| BoundedEveryEvent { max: i64::MIN })
+        .with_timestamp_assigner(|e: &(u64, i64, u64), _| e.1);
+    env.from_source_with_watermarks(Scripted::new(items, done), strategy, "events")
+}
+
+/// `(key, window start) -> values` of `events` in tumbling windows.
+fn by_key_and_window(events: &[(u64, i64, u64)], size: i64) -> BTreeMap<(u64, i64), Vec<u64>> {
+    let mut m: BTreeMap<(u64, i64), Vec<u64>> = BTreeMap::new();
+    for &(k, ts, v) in events {
+        m.entry((k, ts - ts.rem_euclid(size))).or_default().push(v);
+    }
+    m
+}
+
+#[test]
+fn window_joins_pair_equal_keys_of_a_window_and_co_groups_see_both_sides() {
+    with_timeout(120, || {
+        let size = 1_000;
+        // The two streams' times overlap; their keys are the same 11.
+        let (left, right) = (on_time(1_500, event), on_time(1_500, other_event));
+        let (lw, rw) = (
+            by_key_and_window(&left, size),
+            by_key_and_window(&right, size),
+        );
+        let mut want_join = Vec::new();
+        for (kw, ls) in &lw {
+            for a in ls {
+                for b in rw.get(kw).into_iter().flatten() {
+                    want_join.push((kw.0, *a, *b));
+                }
+            }
+        }
+        let keys: BTreeSet<_> = lw.keys().chain(rw.keys()).copied().collect();
+        let want_groups: Vec<_> = keys
+            .iter()
+            .map(|kw| {
+                let l = sorted(lw.get(kw).cloned().unwrap_or_default());
+                let r = sorted(rw.get(kw).cloned().unwrap_or_default());
+                (kw.0, l, r)
+            })
+            .collect();
+        assert!(want_join.len() > 1_000, "the streams overlap");
+
+        for backend in backends() {
+            let env = StreamEnvironment::new();
+            env.set_parallelism(2);
+            env.set_state_backend(backend);
+            let l = scripted(&env, left.clone());
+            let r = scripted(&env, right.clone());
+            let (join_sink, joined) = TaggingSink::new();
+            let (group_sink, grouped) = TaggingSink::new();
+            l.join(&r)
+                .where_key(|a: &(u64, i64, u64)| a.0)
+                .equal_to(|b: &(u64, i64, u64)| b.0)
+                .window(TumblingWindows::event_time(Duration::from_millis(
+                    size as u64,
+                )))
+                .apply(|a, b| (a.0, a.2, b.2))
+                .sink_to(join_sink, "joined");
+            l.co_group(&r)
+                .where_key(|a: &(u64, i64, u64)| a.0)
+                .equal_to(|b: &(u64, i64, u64)| b.0)
+                .window(TumblingWindows::event_time(Duration::from_millis(
+                    size as u64,
+                )))
+                .apply(
+                    |k: &u64, ls: Vec<(u64, i64, u64)>, rs: Vec<(u64, i64, u64)>, out| {
+                        let l = sorted(ls.into_iter().map(|e| e.2).collect());
+                        let r = sorted(rs.into_iter().map(|e| e.2).collect());
+                        out.collect((*k, l, r));
+                        Ok(())
+                    },
+                )
+                .sink_to(group_sink, "grouped");
+            env.execute("window joins").unwrap();
+            assert_eq!(
+                sorted(joined.values()),
+                sorted(want_join.clone()),
+                "{backend}: join"
+            );
+            assert_eq!(
+                sorted(grouped.values()),
+                sorted(want_groups.clone()),
+                "{backend}: co-group"
+            );
+        }
+    });
+}
+
+#[test]
+fn window_all_windows_the_whole_stream() {
+    with_timeout(60, || {
+        let size = 2_000;
+        let events = on_time(3_000, event);
+        let want: Vec<(i64, u64, usize)> = {
+            let mut m: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+            for &(_, ts, v) in &events {
+                m.entry(ts - ts.rem_euclid(size)).or_default().push(v);
+            }
+            m.into_iter()
+                .map(|(s, vs)| (s, vs.iter().sum(), vs.len()))
+                .collect()
+        };
+        let env = StreamEnvironment::new();
+        env.set_parallelism(3);
+        let (sink, handle) = TaggingSink::new();
+        scripted(&env, events)
+            .window_all(TumblingWindows::event_time(Duration::from_millis(
+                size as u64,
+            )))
+            .apply(|_: &(), w: &TimeWindow, vs: Vec<(u64, i64, u64)>, out| {
+                out.collect((w.start, vs.iter().map(|e| e.2).sum::<u64>(), vs.len()));
+                Ok(())
+            })
+            .sink_to(sink, "all");
+        env.execute("window all").unwrap();
+        assert_eq!(sorted(handle.values()), want);
+    });
+}
