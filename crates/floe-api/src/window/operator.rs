@@ -235,6 +235,31 @@ fn current_key<K: Key>(backend: &KeyedStateBackend<K>) -> anyhow::Result<K> {
         .ok_or_else(|| anyhow::anyhow!("a window fired without a current key"))
 }
 
+/// Folds `sources`' values in `state` into `target`'s with `combine` and
+/// removes theirs (Flink's `mergeNamespaces`): contents and trigger values
+/// of sessions merging.
+fn merge_values<K: Key, W: Window, V: StateValue>(
+    state: &MapState<W, V>,
+    backend: &mut KeyedStateBackend<K>,
+    target: &W,
+    sources: &[W],
+    combine: impl Fn(V, V) -> V,
+) -> anyhow::Result<()> {
+    let mut acc = state.get(backend, target)?;
+    for s in sources {
+        if let Some(v) = state.remove(backend, s)? {
+            acc = Some(match acc {
+                Some(a) => combine(a, v),
+                None => v,
+            });
+        }
+    }
+    if let Some(acc) = acc {
+        state.put(backend, *target, acc)?;
+    }
+    Ok(())
+}
+
 /// A reduce function's running value per window (Flink's `reduce`).
 #[derive(Clone)]
 pub(crate) struct ReduceContents<T, R, F, W> {
@@ -292,20 +317,7 @@ where
         target: &W,
         sources: &[W],
     ) -> anyhow::Result<()> {
-        let state = opened(&self.state);
-        let mut acc = state.get(backend, target)?;
-        for s in sources {
-            if let Some(v) = state.remove(backend, s)? {
-                acc = Some(match acc {
-                    Some(a) => (self.reduce)(a, v),
-                    None => v,
-                });
-            }
-        }
-        if let Some(acc) = acc {
-            state.put(backend, *target, acc)?;
-        }
-        Ok(())
+        merge_values(opened(&self.state), backend, target, sources, &self.reduce)
     }
 }
 
@@ -381,20 +393,10 @@ where
         target: &W,
         sources: &[W],
     ) -> anyhow::Result<()> {
-        let state = opened(&self.state);
-        let mut acc = state.get(backend, target)?;
-        for s in sources {
-            if let Some(v) = state.remove(backend, s)? {
-                acc = Some(match acc {
-                    Some(a) => self.function.merge(a, v),
-                    None => v,
-                });
-            }
-        }
-        if let Some(acc) = acc {
-            state.put(backend, *target, acc)?;
-        }
-        Ok(())
+        let f = &self.function;
+        merge_values(opened(&self.state), backend, target, sources, |a, b| {
+            f.merge(a, b)
+        })
     }
 }
 
@@ -610,19 +612,7 @@ impl<K: Key, W: Window> TriggerContext for TriggerCx<'_, K, W> {
         reduce: impl Fn(S, S) -> S,
     ) -> anyhow::Result<()> {
         let h = self.states.handle::<K, W, S>(self.backend, name)?;
-        let mut acc = h.get(self.backend, &self.window)?;
-        for m in self.merged {
-            if let Some(v) = h.remove(self.backend, m)? {
-                acc = Some(match acc {
-                    Some(a) => reduce(a, v),
-                    None => v,
-                });
-            }
-        }
-        if let Some(acc) = acc {
-            h.put(self.backend, self.window, acc)?;
-        }
-        Ok(())
+        merge_values(&h, self.backend, &self.window, self.merged, reduce)
     }
 }
 
