@@ -14,6 +14,7 @@ pub mod broadcast;
 pub mod env;
 mod event_time;
 pub mod functions;
+pub mod interval_join;
 pub mod job_args;
 mod keyed_op;
 mod operators;
@@ -36,5 +37,6 @@ pub use functions::{
     CheckpointListener, CheckpointedFunction, Collector, KeyedProcessFunction, ProcessContext,
     ProcessFunction, RichFlatMapFunction, RichMapFunction, SinkWriter, Source,
 };
+pub use interval_join::{IntervalJoin, IntervalJoinContext, IntervalJoined};
 pub use job_args::{JobArgs, JobArgsError, absolute_location};
 pub use stream::{DataStream, KeyedStream, QueryableStateDescriptor};

@@ -57,6 +57,7 @@ pub mod prelude {
         KeyedReadOnlyContext, KeyedStream, ProcessContext, ProcessFunction, ReadOnlyContext,
         RichFlatMapFunction, RichMapFunction, StreamEnvironment,
     };
+    pub use floe_api::{IntervalJoinContext, window::JoinSide};
     pub use floe_api::{
         ManualClock, OnTimerContext, OutputTag, ProcessingClock, TimeDomain, TimerService,
         Watermark, WatermarkGenerator, WatermarkOutput, WatermarkStrategy,

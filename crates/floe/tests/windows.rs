@@ -731,3 +731,56 @@ fn window_all_windows_the_whole_stream() {
         assert_eq!(sorted(handle.values()), want);
     });
 }
+
+#[test]
+fn interval_joins_pair_every_element_within_the_bounds() {
+    with_timeout(120, || {
+        let (left, right) = (on_time(2_000, event), on_time(2_000, other_event));
+        // Brute force: every pair of equal keys with lower <= b - a <= upper,
+        // inclusive or not at each end.
+        let pairs = |lower: i64, upper: i64, lower_in: bool, upper_in: bool| {
+            let mut out = Vec::new();
+            for a in &left {
+                for b in &right {
+                    let d = b.1 - a.1;
+                    let above = if lower_in { d >= lower } else { d > lower };
+                    let below = if upper_in { d <= upper } else { d < upper };
+                    if a.0 == b.0 && above && below {
+                        out.push(((a.0, a.2, b.2), Some(a.1.max(b.1))));
+                    }
+                }
+            }
+            sorted(out)
+        };
+        for backend in backends() {
+            for (lower, upper, exclusive) in [(-30, 20, false), (-30, 20, true), (5, 40, false)] {
+                let want = pairs(lower, upper, !exclusive, !exclusive);
+                assert!(want.len() > 100, "the bounds pair some elements");
+                let env = StreamEnvironment::new();
+                env.set_parallelism(2);
+                env.set_state_backend(backend);
+                let l = scripted(&env, left.clone()).key_by(|a: &(u64, i64, u64)| a.0);
+                let r = scripted(&env, right.clone()).key_by(|b: &(u64, i64, u64)| b.0);
+                let mut joined = l.interval_join(&r).between(lower, upper);
+                if exclusive {
+                    joined = joined.lower_bound_exclusive().upper_bound_exclusive();
+                }
+                let (sink, handle) = TaggingSink::new();
+                joined
+                    .process(|a, b, ctx, out| {
+                        anyhow::ensure!(ctx.left_timestamp == a.1 && ctx.right_timestamp == b.1);
+                        out.collect((a.0, a.2, b.2));
+                        Ok(())
+                    })
+                    .process(WithTimestamp)
+                    .sink_to(sink, "pairs");
+                env.execute("interval join").unwrap();
+                assert_eq!(
+                    sorted(handle.values()),
+                    want,
+                    "{backend} [{lower}, {upper}] exclusive {exclusive}"
+                );
+            }
+        }
+    });
+}
