@@ -44,11 +44,12 @@ pub use floe_api::{DataStream, JobArgs, KeyedStream, StreamEnvironment};
 pub mod prelude {
     pub use floe_api::functions::{SinkWriter, Source, SourceReader, SourceStatus};
     pub use floe_api::window::{
-        ContinuousEventTimeTrigger, ContinuousProcessingTimeTrigger, CountTrigger,
-        DynamicSessionWindows, EventTimeTrigger, GlobalWindow, GlobalWindows,
-        ProcessWindowFunction, ProcessingTimeTrigger, PurgingTrigger, SessionWindows,
-        SlidingWindows, TimeWindow, Trigger, TriggerContext, TriggerResult, TumblingWindows,
-        Window, WindowAssigner, WindowContext, WindowedStream,
+        ContinuousEventTimeTrigger, ContinuousProcessingTimeTrigger, CountEvictor, CountTrigger,
+        DeltaEvictor, DynamicSessionWindows, EventTimeTrigger, Evictor, EvictorContext,
+        GlobalWindow, GlobalWindows, ProcessWindowFunction, ProcessingTimeTrigger, PurgingTrigger,
+        SessionWindows, SlidingWindows, TimeEvictor, TimeWindow, TimestampedValue, Trigger,
+        TriggerContext, TriggerResult, TumblingWindows, Window, WindowAssigner, WindowContext,
+        WindowedStream,
     };
     pub use floe_api::{
         BroadcastContext, BroadcastProcessFunction, BroadcastStream, CheckpointListener,

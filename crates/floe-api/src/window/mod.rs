@@ -7,6 +7,7 @@
 //! checkpointed, rescaled and restored like any keyed state.
 
 pub mod assigner;
+pub mod evictor;
 pub mod join;
 pub mod merging;
 mod operator;
@@ -22,12 +23,15 @@ pub use assigner::{
     AssignerContext, DynamicSessionWindows, GlobalWindows, SessionWindows, SlidingWindows,
     TumblingWindows, WindowAssigner, WindowError,
 };
+pub use evictor::{
+    CountEvictor, DeltaEvictor, Evictor, EvictorContext, NoEvictor, TimeEvictor, TimestampedValue,
+};
 pub use join::{
     CoGroup, Join, JoinSide, TwoStreamWindow, TwoStreams, TwoStreamsEqual, TwoStreamsWhere,
 };
 pub use merging::{Merge, MergingWindowSet};
 pub use operator::{ProcessWindowFunction, WindowContext};
-pub use stream::WindowedStream;
+pub use stream::{EvictingWindowedStream, WindowedStream};
 pub use trigger::{
     ContinuousEventTimeTrigger, ContinuousProcessingTimeTrigger, CountTrigger, DefaultTrigger,
     EventTimeTrigger, NeverTrigger, ProcessingTimeTrigger, PurgingTrigger, Trigger, TriggerContext,

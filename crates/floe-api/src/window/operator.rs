@@ -27,6 +27,7 @@ use floe_state::{
 
 use super::Window;
 use super::assigner::{AssignerContext, WindowAssigner};
+use super::evictor::{Evictor, EvictorContext, TimestampedValue};
 use super::merging::MergingWindowSet;
 use super::trigger::{Trigger, TriggerContext, TriggerResult};
 use crate::functions::Collector;
@@ -204,6 +205,7 @@ pub(crate) trait WindowContents<K: Key, IN, OUT, W: Window>: Clone + Send + 'sta
         backend: &mut KeyedStateBackend<K>,
         state_window: &W,
         value: IN,
+        timestamp: i64,
     ) -> anyhow::Result<()>;
     /// Runs the function on the contents, if there are any (a purged
     /// window fires nothing, as in Flink).
@@ -283,7 +285,13 @@ where
     }
 
     #[inline]
-    fn add(&mut self, backend: &mut KeyedStateBackend<K>, w: &W, value: T) -> anyhow::Result<()> {
+    fn add(
+        &mut self,
+        backend: &mut KeyedStateBackend<K>,
+        w: &W,
+        value: T,
+        _: i64,
+    ) -> anyhow::Result<()> {
         let state = opened(&self.state);
         let next = match state.get(backend, w)? {
             Some(acc) => (self.reduce)(acc, value),
@@ -357,6 +365,7 @@ where
         backend: &mut KeyedStateBackend<K>,
         w: &W,
         value: A::In,
+        _: i64,
     ) -> anyhow::Result<()> {
         let state = opened(&self.state);
         let mut acc = match state.get(backend, w)? {
@@ -400,75 +409,173 @@ where
     }
 }
 
-/// Every element of a window, for a process window function (Flink's
-/// `process` / `apply`): one map entry per element, numbered in arrival
-/// order, and the window's count, so adding an element writes one entry
-/// instead of rewriting the window's list.
+/// What runs on a window's elements when it fires: a process window
+/// function, or, in a window with an evictor, a reduce or an aggregate
+/// folding the elements left.
+pub(crate) trait ElementsFn<K: Key, T, OUT, W: Window>: Clone + Send + 'static {
+    fn open(&mut self, ctx: &mut RuntimeContext<'_, K>) -> anyhow::Result<()>;
+    fn apply(
+        &mut self,
+        key: &K,
+        ctx: &mut WindowContext<'_, K, W>,
+        elements: Vec<T>,
+        out: &mut Collector<'_, OUT>,
+    ) -> anyhow::Result<()>;
+}
+
+/// A process window function on the elements.
 #[derive(Clone)]
-pub(crate) struct ElementContents<T, P, W> {
-    pub(crate) function: P,
-    pub(crate) elements: Option<MapState<(W, u32), T>>,
+pub(crate) struct ProcessElements<P>(pub(crate) P);
+
+impl<K: Key, T, OUT, W: Window, P: ProcessWindowFunction<K, T, OUT, W>> ElementsFn<K, T, OUT, W>
+    for ProcessElements<P>
+{
+    fn open(&mut self, ctx: &mut RuntimeContext<'_, K>) -> anyhow::Result<()> {
+        self.0.open(ctx)
+    }
+
+    fn apply(
+        &mut self,
+        key: &K,
+        ctx: &mut WindowContext<'_, K, W>,
+        elements: Vec<T>,
+        out: &mut Collector<'_, OUT>,
+    ) -> anyhow::Result<()> {
+        self.0.process(key, ctx, elements, out)
+    }
+}
+
+/// The elements folded with a reduce function, then a result function.
+#[derive(Clone)]
+pub(crate) struct FoldReduce<R, F>(pub(crate) R, pub(crate) F);
+
+impl<K, T, OUT, W, R, F> ElementsFn<K, T, OUT, W> for FoldReduce<R, F>
+where
+    K: Key,
+    T: Send + 'static,
+    W: Window,
+    R: Fn(T, T) -> T + Clone + Send + Sync + 'static,
+    F: ResultFn<K, T, OUT, W>,
+{
+    fn open(&mut self, ctx: &mut RuntimeContext<'_, K>) -> anyhow::Result<()> {
+        self.1.open(ctx)
+    }
+
+    fn apply(
+        &mut self,
+        key: &K,
+        ctx: &mut WindowContext<'_, K, W>,
+        elements: Vec<T>,
+        out: &mut Collector<'_, OUT>,
+    ) -> anyhow::Result<()> {
+        match elements.into_iter().reduce(&self.0) {
+            Some(v) => self.1.emit(key, ctx, v, out),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The elements folded with an aggregate function, then a result
+/// function.
+pub(crate) struct FoldAggregate<A, F>(pub(crate) std::sync::Arc<A>, pub(crate) F);
+
+impl<A, F: Clone> Clone for FoldAggregate<A, F> {
+    fn clone(&self) -> Self {
+        FoldAggregate(self.0.clone(), self.1.clone())
+    }
+}
+
+impl<K, OUT, W, A, F> ElementsFn<K, A::In, OUT, W> for FoldAggregate<A, F>
+where
+    K: Key,
+    W: Window,
+    A: AggregateFunction,
+    F: ResultFn<K, A::Out, OUT, W>,
+{
+    fn open(&mut self, ctx: &mut RuntimeContext<'_, K>) -> anyhow::Result<()> {
+        self.1.open(ctx)
+    }
+
+    fn apply(
+        &mut self,
+        key: &K,
+        ctx: &mut WindowContext<'_, K, W>,
+        elements: Vec<A::In>,
+        out: &mut Collector<'_, OUT>,
+    ) -> anyhow::Result<()> {
+        if elements.is_empty() {
+            return Ok(());
+        }
+        let mut acc = self.0.create_accumulator();
+        for e in elements {
+            self.0.add(e, &mut acc);
+        }
+        let value = self.0.get_result(&acc);
+        self.1.emit(key, ctx, value, out)
+    }
+}
+
+/// Every element of a window with its timestamp, for a process window
+/// function or an evictor (Flink's `process` / `apply`, and
+/// `EvictingWindowOperator`): one map entry per element, numbered in
+/// arrival order, and the window's count, so adding an element writes one
+/// entry instead of rewriting the window's list.
+#[derive(Clone)]
+pub(crate) struct ElementContents<T, E, F, W> {
+    pub(crate) evictor: E,
+    pub(crate) function: F,
+    pub(crate) elements: Option<MapState<(W, u32), (T, i64)>>,
     pub(crate) counts: Option<MapState<W, u32>>,
 }
 
-impl<T: StateValue, P, W: Window> ElementContents<T, P, W> {
-    /// `w`'s elements in arrival order, and their count.
+impl<T: StateValue, E, F, W: Window> ElementContents<T, E, F, W> {
+    /// An element store running `function` when a window fires.
+    pub(crate) fn new(evictor: E, function: F) -> Self {
+        ElementContents {
+            evictor,
+            function,
+            elements: None,
+            counts: None,
+        }
+    }
+
+    /// `w`'s elements in arrival order, if it has any.
     fn read<K: Key>(
         &self,
         backend: &mut KeyedStateBackend<K>,
         w: &W,
-    ) -> anyhow::Result<Option<Vec<T>>> {
+    ) -> anyhow::Result<Option<Vec<TimestampedValue<T>>>> {
         let Some(n) = opened(&self.counts).get(backend, w)? else {
             return Ok(None);
         };
         let elements = opened(&self.elements);
         let mut out = Vec::with_capacity(n as usize);
         for i in 0..n {
-            if let Some(v) = elements.get(backend, &(*w, i))? {
-                out.push(v);
+            if let Some((value, ts)) = elements.get(backend, &(*w, i))? {
+                out.push(TimestampedValue {
+                    value,
+                    timestamp: (ts != floe_core::NO_TIMESTAMP).then_some(ts),
+                });
             }
         }
         Ok(Some(out))
     }
-}
 
-impl<K, T, OUT, P, W> WindowContents<K, T, OUT, W> for ElementContents<T, P, W>
-where
-    K: Key,
-    T: StateValue,
-    W: Window,
-    P: ProcessWindowFunction<K, T, OUT, W>,
-{
-    fn open(&mut self, info: &TaskInfo, backend: &mut KeyedStateBackend<K>) -> anyhow::Result<()> {
-        self.counts = Some(backend.get_map_state(&MapStateDescriptor::new(CONTENTS))?);
-        self.elements = Some(backend.get_map_state(&MapStateDescriptor::new(ELEMENTS))?);
-        self.function
-            .open(&mut RuntimeContext::new(info, Some(backend)))
-    }
-
-    #[inline]
-    fn add(&mut self, backend: &mut KeyedStateBackend<K>, w: &W, value: T) -> anyhow::Result<()> {
+    fn push<K: Key>(
+        &self,
+        backend: &mut KeyedStateBackend<K>,
+        w: &W,
+        value: T,
+        ts: i64,
+    ) -> anyhow::Result<()> {
         let counts = opened(&self.counts);
         let n = counts.get(backend, w)?.unwrap_or(0);
-        opened(&self.elements).put(backend, (*w, n), value)?;
+        opened(&self.elements).put(backend, (*w, n), (value, ts))?;
         counts.put(backend, *w, n + 1)?;
         Ok(())
     }
 
-    fn emit(
-        &mut self,
-        ctx: &mut WindowContext<'_, K, W>,
-        w: &W,
-        out: &mut Collector<'_, OUT>,
-    ) -> anyhow::Result<()> {
-        let Some(elements) = self.read(ctx.backend, w)? else {
-            return Ok(());
-        };
-        let key = current_key(ctx.backend)?;
-        self.function.process(&key, ctx, elements, out)
-    }
-
-    fn clear(&mut self, backend: &mut KeyedStateBackend<K>, w: &W) -> anyhow::Result<()> {
+    fn remove_all<K: Key>(&self, backend: &mut KeyedStateBackend<K>, w: &W) -> anyhow::Result<()> {
         let Some(n) = opened(&self.counts).remove(backend, w)? else {
             return Ok(());
         };
@@ -479,6 +586,81 @@ where
         Ok(())
     }
 
+    /// Replaces `w`'s elements with `kept`.
+    fn rewrite<K: Key>(
+        &self,
+        backend: &mut KeyedStateBackend<K>,
+        w: &W,
+        kept: Vec<TimestampedValue<T>>,
+    ) -> anyhow::Result<()> {
+        self.remove_all(backend, w)?;
+        for e in kept {
+            self.push(
+                backend,
+                w,
+                e.value,
+                e.timestamp.unwrap_or(floe_core::NO_TIMESTAMP),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl<K, T, OUT, E, F, W> WindowContents<K, T, OUT, W> for ElementContents<T, E, F, W>
+where
+    K: Key,
+    T: StateValue,
+    W: Window,
+    E: Evictor<T, W>,
+    F: ElementsFn<K, T, OUT, W>,
+{
+    fn open(&mut self, info: &TaskInfo, backend: &mut KeyedStateBackend<K>) -> anyhow::Result<()> {
+        self.counts = Some(backend.get_map_state(&MapStateDescriptor::new(CONTENTS))?);
+        self.elements = Some(backend.get_map_state(&MapStateDescriptor::new(ELEMENTS))?);
+        self.function
+            .open(&mut RuntimeContext::new(info, Some(backend)))
+    }
+
+    #[inline]
+    fn add(
+        &mut self,
+        backend: &mut KeyedStateBackend<K>,
+        w: &W,
+        value: T,
+        timestamp: i64,
+    ) -> anyhow::Result<()> {
+        self.push(backend, w, value, timestamp)
+    }
+
+    fn emit(
+        &mut self,
+        ctx: &mut WindowContext<'_, K, W>,
+        w: &W,
+        out: &mut Collector<'_, OUT>,
+    ) -> anyhow::Result<()> {
+        let Some(mut elements) = self.read(ctx.backend, w)? else {
+            return Ok(());
+        };
+        let n = elements.len();
+        let ectx = EvictorContext {
+            current_watermark: ctx.watermark,
+            current_processing_time: ctx.processing_time,
+        };
+        self.evictor.evict_before(&mut elements, ctx.window, &ectx);
+        let key = current_key(ctx.backend)?;
+        let values = elements.iter().map(|e| e.value.clone()).collect();
+        self.function.apply(&key, ctx, values, out)?;
+        self.evictor.evict_after(&mut elements, ctx.window, &ectx);
+        if elements.len() != n {
+            self.rewrite(ctx.backend, w, elements)?;
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self, backend: &mut KeyedStateBackend<K>, w: &W) -> anyhow::Result<()> {
+        self.remove_all(backend, w)
+    }
+
     fn merge(
         &mut self,
         backend: &mut KeyedStateBackend<K>,
@@ -487,9 +669,14 @@ where
     ) -> anyhow::Result<()> {
         for s in sources {
             if let Some(values) = self.read(backend, s)? {
-                WindowContents::<K, T, OUT, W>::clear(self, backend, s)?;
+                self.remove_all(backend, s)?;
                 for v in values {
-                    WindowContents::<K, T, OUT, W>::add(self, backend, target, v)?;
+                    self.push(
+                        backend,
+                        target,
+                        v.value,
+                        v.timestamp.unwrap_or(floe_core::NO_TIMESTAMP),
+                    )?;
                 }
             }
         }
@@ -907,7 +1094,8 @@ where
                 continue;
             }
             skipped = false;
-            p.contents.add(p.cx.backend, &state_window, value.clone())?;
+            p.contents
+                .add(p.cx.backend, &state_window, value.clone(), timestamp)?;
             let result = p.with_trigger(window, &[], |tr, t| {
                 tr.on_element(&value, timestamp, &window, t)
             })?;

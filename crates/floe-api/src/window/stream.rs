@@ -9,9 +9,11 @@ use floe_runtime::side_output::OutputTag;
 use floe_state::{AggregateFunction, Key};
 
 use super::assigner::WindowAssigner;
+use super::evictor::{Evictor, NoEvictor};
 use super::operator::{
-    AggregateContents, ApplyFn, Direct, ElementContents, ProcessWindowFunction, ReduceContents,
-    TriggerStates, ViaProcess, WindowContents, WindowLogic,
+    AggregateContents, ApplyFn, Direct, ElementContents, FoldAggregate, FoldReduce,
+    ProcessElements, ProcessWindowFunction, ReduceContents, TriggerStates, ViaProcess,
+    WindowContents, WindowLogic,
 };
 use super::trigger::{DefaultTrigger, Trigger};
 use crate::functions::Collector;
@@ -117,6 +119,19 @@ where
         }
     }
 
+    /// Removes elements of a firing window with `evictor` before and/or
+    /// after the window function (Flink's `evictor`); the window then
+    /// keeps every element, also for `reduce` and `aggregate`.
+    pub fn evictor<E: Evictor<T, A::W>>(
+        self,
+        evictor: E,
+    ) -> EvictingWindowedStream<T, K, KS, A, Tr, E> {
+        EvictingWindowedStream {
+            windowed: self,
+            evictor,
+        }
+    }
+
     /// Folds each window's elements with `reduce(accumulated, new)` as
     /// they arrive (one value stored per window) and emits the result
     /// when it fires (Flink's `reduce`).
@@ -195,11 +210,7 @@ where
     {
         self.build(
             "Window(Process)",
-            ElementContents {
-                function,
-                elements: None,
-                counts: None,
-            },
+            ElementContents::new(NoEvictor, ProcessElements(function)),
         )
     }
 
@@ -214,11 +225,92 @@ where
     {
         self.build(
             "Window(Apply)",
-            ElementContents {
-                function: ApplyFn(f),
-                elements: None,
-                counts: None,
-            },
+            ElementContents::new(NoEvictor, ProcessElements(ApplyFn(f))),
         )
+    }
+}
+
+/// A windowed stream with an evictor (Flink's `WindowedStream.evictor`):
+/// every element is kept, and the function runs on those the evictor
+/// leaves.
+pub struct EvictingWindowedStream<T, K, KS, A, Tr, E> {
+    windowed: WindowedStream<T, K, KS, A, Tr>,
+    evictor: E,
+}
+
+impl<T, K, KS, A, Tr, E> EvictingWindowedStream<T, K, KS, A, Tr, E>
+where
+    T: Record,
+    K: Key,
+    KS: Fn(&T) -> K + Clone + Send + Sync + 'static,
+    A: WindowAssigner<T>,
+    Tr: Trigger<T, A::W>,
+    E: Evictor<T, A::W>,
+{
+    /// Folds the elements left with `reduce` when the window fires.
+    pub fn reduce<R>(self, reduce: R) -> DataStream<T>
+    where
+        R: Fn(T, T) -> T + Clone + Send + Sync + 'static,
+    {
+        let contents = ElementContents::new(self.evictor, FoldReduce(reduce, Direct));
+        self.windowed.build("EvictingWindow(Reduce)", contents)
+    }
+
+    /// Folds the elements left with `reduce`, then runs `function` on the
+    /// result.
+    pub fn reduce_with<OUT: Record, R, P>(self, reduce: R, function: P) -> DataStream<OUT>
+    where
+        R: Fn(T, T) -> T + Clone + Send + Sync + 'static,
+        P: ProcessWindowFunction<K, T, OUT, A::W>,
+    {
+        let contents = ElementContents::new(self.evictor, FoldReduce(reduce, ViaProcess(function)));
+        self.windowed
+            .build("EvictingWindow(Reduce, Process)", contents)
+    }
+
+    /// Aggregates the elements left when the window fires.
+    pub fn aggregate<F>(self, function: F) -> DataStream<F::Out>
+    where
+        F: AggregateFunction<In = T>,
+        F::Out: Record,
+    {
+        let contents =
+            ElementContents::new(self.evictor, FoldAggregate(Arc::new(function), Direct));
+        self.windowed.build("EvictingWindow(Aggregate)", contents)
+    }
+
+    /// Aggregates the elements left, then runs `process` on the result.
+    pub fn aggregate_with<OUT: Record, F, P>(self, function: F, process: P) -> DataStream<OUT>
+    where
+        F: AggregateFunction<In = T>,
+        P: ProcessWindowFunction<K, F::Out, OUT, A::W>,
+    {
+        let contents = ElementContents::new(
+            self.evictor,
+            FoldAggregate(Arc::new(function), ViaProcess(process)),
+        );
+        self.windowed
+            .build("EvictingWindow(Aggregate, Process)", contents)
+    }
+
+    /// Runs `function` on the elements left.
+    pub fn process<OUT: Record, P>(self, function: P) -> DataStream<OUT>
+    where
+        P: ProcessWindowFunction<K, T, OUT, A::W>,
+    {
+        let contents = ElementContents::new(self.evictor, ProcessElements(function));
+        self.windowed.build("EvictingWindow(Process)", contents)
+    }
+
+    /// Calls `f(key, window, elements left, out)`.
+    pub fn apply<OUT: Record, F>(self, f: F) -> DataStream<OUT>
+    where
+        F: FnMut(&K, &A::W, Vec<T>, &mut Collector<'_, OUT>) -> anyhow::Result<()>
+            + Clone
+            + Send
+            + 'static,
+    {
+        let contents = ElementContents::new(self.evictor, ProcessElements(ApplyFn(f)));
+        self.windowed.build("EvictingWindow(Apply)", contents)
     }
 }
