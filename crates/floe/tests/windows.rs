@@ -784,3 +784,87 @@ fn interval_joins_pair_every_element_within_the_bounds() {
         }
     });
 }
+
+#[test]
+fn sliding_count_windows_keep_the_last_n_with_an_evictor() {
+    with_timeout(120, || {
+        // Flink's countWindow(5, 2): every 2 elements of a key, the sum of
+        // its last 5.
+        let n = 3_000u64;
+        let items: Vec<(u64, u64)> = (0..n).map(|i| (i % 7, splitmix(i) % 100)).collect();
+        let mut want = Vec::new();
+        for k in 0..7 {
+            let values: Vec<u64> = items.iter().filter(|e| e.0 == k).map(|e| e.1).collect();
+            for seen in (2..=values.len()).step_by(2) {
+                let last = &values[seen.saturating_sub(5)..seen];
+                want.push((k, last.iter().sum::<u64>(), last.len()));
+            }
+        }
+        for backend in backends() {
+            let env = StreamEnvironment::new();
+            env.set_parallelism(2);
+            env.set_state_backend(backend);
+            let (sink, handle) = TaggingSink::new();
+            env.from_collection(items.clone())
+                .key_by(|e: &(u64, u64)| e.0)
+                .window(GlobalWindows::create())
+                .trigger(CountTrigger::of(2))
+                .evictor(CountEvictor::of(5))
+                .apply(|k: &u64, _: &GlobalWindow, vs: Vec<(u64, u64)>, out| {
+                    out.collect((*k, vs.iter().map(|e| e.1).sum::<u64>(), vs.len()));
+                    Ok(())
+                })
+                .sink_to(sink, "counts");
+            env.execute("sliding count windows").unwrap();
+            assert_eq!(sorted(handle.values()), sorted(want.clone()), "{backend}");
+        }
+    });
+}
+
+#[test]
+fn a_time_evictor_leaves_the_newest_span_of_a_window_to_its_reduce() {
+    with_timeout(120, || {
+        let size = 1_000;
+        let span = 300;
+        let events = on_time(4_000, event);
+        // Per key and window: the values of elements newer than the
+        // window's newest minus the span (Flink's TimeEvictor).
+        let mut groups: BTreeMap<(u64, i64), Vec<(i64, u64)>> = BTreeMap::new();
+        for &(k, ts, v) in &events {
+            groups
+                .entry((k, ts - ts.rem_euclid(size)))
+                .or_default()
+                .push((ts, v));
+        }
+        let want: Vec<_> = groups
+            .into_iter()
+            .map(|((k, _), es)| {
+                let newest = es.iter().map(|e| e.0).max().unwrap();
+                let kept: Vec<u64> = es
+                    .iter()
+                    .filter(|e| e.0 > newest - span)
+                    .map(|e| e.1)
+                    .collect();
+                (k, newest, kept.iter().sum::<u64>(), kept.len() as u64)
+            })
+            .collect();
+        for backend in backends() {
+            let env = StreamEnvironment::new();
+            env.set_parallelism(2);
+            env.set_state_backend(backend);
+            let (sink, handle) = TaggingSink::new();
+            scripted(&env, events.clone())
+                .map(|(k, ts, v)| (k, ts, v, 1u64))
+                .set_parallelism(1)
+                .key_by(|e: &(u64, i64, u64, u64)| e.0)
+                .window(TumblingWindows::event_time(Duration::from_millis(
+                    size as u64,
+                )))
+                .evictor(TimeEvictor::of(Duration::from_millis(span as u64)))
+                .reduce(|a, b| (a.0, a.1.max(b.1), a.2 + b.2, a.3 + b.3))
+                .sink_to(sink, "kept");
+            env.execute("time evictor").unwrap();
+            assert_eq!(sorted(handle.values()), sorted(want.clone()), "{backend}");
+        }
+    });
+}
