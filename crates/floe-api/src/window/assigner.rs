@@ -65,6 +65,12 @@ pub trait WindowAssigner<T>: Clone + Send + Sync + 'static {
         false
     }
 
+    /// For sliding windows: how they are cut, so that reduce and aggregate
+    /// can keep one partial result per slice instead of one per window.
+    fn slicing(&self) -> Option<Slicing> {
+        None
+    }
+
     /// The trigger used unless the job sets one: the window's end in its
     /// time domain.
     fn default_trigger(&self) -> DefaultTrigger {
@@ -90,6 +96,48 @@ fn time_of(event_time: bool, timestamp: i64, ctx: &AssignerContext) -> Result<i6
         return Err(WindowError::NoTimestamp);
     }
     Ok(timestamp)
+}
+
+/// How sliding windows are cut: windows of `size` ms starting every
+/// `slide` ms from `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slicing {
+    /// Window length.
+    pub size: i64,
+    /// Distance between window starts.
+    pub slide: i64,
+    /// Shift of the window starts.
+    pub offset: i64,
+}
+
+impl Slicing {
+    /// The slice length: the largest that divides both the size and the
+    /// slide, so every window is a whole number of slices.
+    pub fn slice(&self) -> i64 {
+        let (mut a, mut b) = (self.size, self.slide);
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    }
+
+    /// The windows holding the slice starting at `slice_start`, latest
+    /// first.
+    pub fn windows_of_slice(&self, slice_start: i64) -> impl Iterator<Item = TimeWindow> + '_ {
+        let last = TimeWindow::start_with_offset(slice_start, self.offset, self.slide);
+        let first_end = slice_start.saturating_add(self.slice());
+        (0..)
+            .map(move |i| last - i * self.slide)
+            .take_while(move |s| s.saturating_add(self.size) >= first_end)
+            .map(move |s| TimeWindow::new(s, s.saturating_add(self.size)))
+    }
+
+    /// The slice starts making up `window`, in order.
+    pub fn slices_of(&self, window: &TimeWindow) -> impl Iterator<Item = i64> + '_ {
+        let slice = self.slice();
+        let start = window.start;
+        (0..self.size / slice).map(move |i| start + i * slice)
+    }
 }
 
 /// Fixed-size, non-overlapping windows (Flink's
@@ -246,6 +294,14 @@ impl SlidingWindows {
 
 impl<T> WindowAssigner<T> for SlidingWindows {
     type W = TimeWindow;
+
+    fn slicing(&self) -> Option<Slicing> {
+        Some(Slicing {
+            size: self.size,
+            slide: self.slide,
+            offset: self.offset,
+        })
+    }
 
     /// Latest window first, as Flink lists them.
     fn assign_windows(

@@ -11,6 +11,7 @@ pub mod evictor;
 pub mod join;
 pub mod merging;
 mod operator;
+mod sliced;
 mod stream;
 pub mod trigger;
 
@@ -20,7 +21,7 @@ use floe_state::Namespace;
 use serde::{Deserialize, Serialize};
 
 pub use assigner::{
-    AssignerContext, DynamicSessionWindows, GlobalWindows, SessionWindows, SlidingWindows,
+    AssignerContext, DynamicSessionWindows, GlobalWindows, SessionWindows, Slicing, SlidingWindows,
     TumblingWindows, WindowAssigner, WindowError,
 };
 pub use evictor::{
@@ -55,6 +56,17 @@ pub trait Window: Namespace + Ord + Debug + Copy {
 
     /// The smallest window covering both.
     fn cover(&self, other: &Self) -> Self;
+
+    /// `[start, end)` as this window type, if it is a span of time (how
+    /// sliding windows' slices are made).
+    fn from_bounds(_start: i64, _end: i64) -> Option<Self> {
+        None
+    }
+
+    /// The span of time the window covers, if it is one.
+    fn bounds(&self) -> Option<(i64, i64)> {
+        None
+    }
 }
 
 /// A window of time `[start, end)` in milliseconds (Flink's `TimeWindow`),
@@ -101,6 +113,16 @@ impl Window for TimeWindow {
     #[inline]
     fn cover(&self, other: &TimeWindow) -> TimeWindow {
         TimeWindow::new(self.start.min(other.start), self.end.max(other.end))
+    }
+
+    #[inline]
+    fn from_bounds(start: i64, end: i64) -> Option<Self> {
+        Some(TimeWindow::new(start, end))
+    }
+
+    #[inline]
+    fn bounds(&self) -> Option<(i64, i64)> {
+        Some((self.start, self.end))
     }
 }
 

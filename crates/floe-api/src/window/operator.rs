@@ -37,7 +37,9 @@ use crate::keyed_op::{KeyedCx, KeyedLogic, stamp};
 /// `"window-timers"`).
 pub(crate) const WINDOW_TIMERS: &str = "window-timers";
 /// Reduced or aggregated values, or element counts of process windows.
-const CONTENTS: &str = "window-contents";
+pub(crate) const CONTENTS: &str = "window-contents";
+/// Partial results per slice of sliding windows.
+pub(crate) const SLICES: &str = "window-slices";
 /// Elements of process windows, by window and arrival.
 const ELEMENTS: &str = "window-elements";
 /// A merging assigner's windows of the key.
@@ -47,12 +49,12 @@ const MERGING: &str = "merging-window-set";
 /// `ProcessWindowFunction.Context`): the window, time, side outputs, and
 /// the key's keyed state (Flink's `globalState()`).
 pub struct WindowContext<'a, K: Key, W> {
-    info: &'a TaskInfo,
-    backend: &'a mut KeyedStateBackend<K>,
-    window: &'a W,
-    watermark: i64,
-    processing_time: i64,
-    side: &'a mut SideOutputBuffers,
+    pub(super) info: &'a TaskInfo,
+    pub(super) backend: &'a mut KeyedStateBackend<K>,
+    pub(super) window: &'a W,
+    pub(super) watermark: i64,
+    pub(super) processing_time: i64,
+    pub(super) side: &'a mut SideOutputBuffers,
 }
 
 impl<K: Key, W: Window> WindowContext<'_, K, W> {
@@ -267,6 +269,8 @@ fn merge_values<K: Key, W: Window, V: StateValue>(
 pub(crate) struct ReduceContents<T, R, F, W> {
     pub(crate) reduce: R,
     pub(crate) result: F,
+    /// The map state's name: per window, or per slice.
+    pub(crate) state_name: &'static str,
     pub(crate) state: Option<MapState<W, T>>,
 }
 
@@ -279,7 +283,7 @@ where
     F: ResultFn<K, T, OUT, W>,
 {
     fn open(&mut self, info: &TaskInfo, backend: &mut KeyedStateBackend<K>) -> anyhow::Result<()> {
-        self.state = Some(backend.get_map_state(&MapStateDescriptor::new(CONTENTS))?);
+        self.state = Some(backend.get_map_state(&MapStateDescriptor::new(self.state_name))?);
         self.result
             .open(&mut RuntimeContext::new(info, Some(backend)))
     }
@@ -329,10 +333,68 @@ where
     }
 }
 
+/// Contents kept as one combinable value per state window (reduce,
+/// aggregate), so a window can be emitted from several: the slices of a
+/// sliding window.
+pub(crate) trait PaneContents<K: Key, IN, OUT, W: Window>:
+    WindowContents<K, IN, OUT, W>
+{
+    /// Whether `w` has a value.
+    fn has(&self, backend: &mut KeyedStateBackend<K>, w: &W) -> anyhow::Result<bool>;
+
+    /// Combines the values of `panes` (in order; missing ones skipped) and
+    /// runs the function on the result for `ctx.window()`; emits nothing
+    /// when no pane has a value.
+    fn emit_panes(
+        &mut self,
+        ctx: &mut WindowContext<'_, K, W>,
+        panes: &[W],
+        out: &mut Collector<'_, OUT>,
+    ) -> anyhow::Result<()>;
+}
+
+impl<K, T, OUT, R, F, W> PaneContents<K, T, OUT, W> for ReduceContents<T, R, F, W>
+where
+    K: Key,
+    T: StateValue,
+    W: Window,
+    R: Fn(T, T) -> T + Clone + Send + Sync + 'static,
+    F: ResultFn<K, T, OUT, W>,
+{
+    fn has(&self, backend: &mut KeyedStateBackend<K>, w: &W) -> anyhow::Result<bool> {
+        Ok(opened(&self.state).contains(backend, w)?)
+    }
+
+    fn emit_panes(
+        &mut self,
+        ctx: &mut WindowContext<'_, K, W>,
+        panes: &[W],
+        out: &mut Collector<'_, OUT>,
+    ) -> anyhow::Result<()> {
+        let state = opened(&self.state);
+        let mut acc: Option<T> = None;
+        for p in panes {
+            if let Some(v) = state.get(ctx.backend, p)? {
+                acc = Some(match acc {
+                    Some(a) => (self.reduce)(a, v),
+                    None => v,
+                });
+            }
+        }
+        let Some(value) = acc else {
+            return Ok(());
+        };
+        let key = current_key(ctx.backend)?;
+        self.result.emit(&key, ctx, value, out)
+    }
+}
+
 /// An aggregate function's accumulator per window (Flink's `aggregate`).
 pub(crate) struct AggregateContents<A: AggregateFunction, F, W> {
     pub(crate) function: std::sync::Arc<A>,
     pub(crate) result: F,
+    /// The map state's name: per window, or per slice.
+    pub(crate) state_name: &'static str,
     pub(crate) state: Option<MapState<W, A::Acc>>,
 }
 
@@ -341,6 +403,7 @@ impl<A: AggregateFunction, F: Clone, W> Clone for AggregateContents<A, F, W> {
         AggregateContents {
             function: self.function.clone(),
             result: self.result.clone(),
+            state_name: self.state_name,
             state: self.state.clone(),
         }
     }
@@ -354,7 +417,7 @@ where
     F: ResultFn<K, A::Out, OUT, W>,
 {
     fn open(&mut self, info: &TaskInfo, backend: &mut KeyedStateBackend<K>) -> anyhow::Result<()> {
-        self.state = Some(backend.get_map_state(&MapStateDescriptor::new(CONTENTS))?);
+        self.state = Some(backend.get_map_state(&MapStateDescriptor::new(self.state_name))?);
         self.result
             .open(&mut RuntimeContext::new(info, Some(backend)))
     }
@@ -406,6 +469,42 @@ where
         merge_values(opened(&self.state), backend, target, sources, |a, b| {
             f.merge(a, b)
         })
+    }
+}
+
+impl<K, A, OUT, F, W> PaneContents<K, A::In, OUT, W> for AggregateContents<A, F, W>
+where
+    K: Key,
+    A: AggregateFunction,
+    W: Window,
+    F: ResultFn<K, A::Out, OUT, W>,
+{
+    fn has(&self, backend: &mut KeyedStateBackend<K>, w: &W) -> anyhow::Result<bool> {
+        Ok(opened(&self.state).contains(backend, w)?)
+    }
+
+    fn emit_panes(
+        &mut self,
+        ctx: &mut WindowContext<'_, K, W>,
+        panes: &[W],
+        out: &mut Collector<'_, OUT>,
+    ) -> anyhow::Result<()> {
+        let state = opened(&self.state);
+        let mut acc: Option<A::Acc> = None;
+        for p in panes {
+            if let Some(v) = state.get(ctx.backend, p)? {
+                acc = Some(match acc {
+                    Some(a) => self.function.merge(a, v),
+                    None => v,
+                });
+            }
+        }
+        let Some(acc) = acc else {
+            return Ok(());
+        };
+        let key = current_key(ctx.backend)?;
+        let value = self.function.get_result(&acc);
+        self.result.emit(&key, ctx, value, out)
     }
 }
 

@@ -11,10 +11,11 @@ use floe_state::{AggregateFunction, Key};
 use super::assigner::WindowAssigner;
 use super::evictor::{Evictor, NoEvictor};
 use super::operator::{
-    AggregateContents, ApplyFn, Direct, ElementContents, FoldAggregate, FoldReduce,
-    ProcessElements, ProcessWindowFunction, ReduceContents, TriggerStates, ViaProcess,
-    WindowContents, WindowLogic,
+    AggregateContents, ApplyFn, CONTENTS, Direct, ElementContents, FoldAggregate, FoldReduce,
+    PaneContents, ProcessElements, ProcessWindowFunction, ReduceContents, SLICES, TriggerStates,
+    ViaProcess, WindowContents, WindowLogic,
 };
+use super::sliced::SlicedWindowLogic;
 use super::trigger::{DefaultTrigger, Trigger};
 use crate::functions::Collector;
 use crate::stream::{DataStream, KeyedStream, Record};
@@ -132,6 +133,40 @@ where
         }
     }
 
+    /// Builds with contents that combine (reduce, aggregate): per slice
+    /// when the windows slide and fire at their end, else per window.
+    fn build_combining<OUT: Record, C, S>(
+        self,
+        name: &str,
+        contents: C,
+        sliced: S,
+    ) -> DataStream<OUT>
+    where
+        C: WindowContents<K, T, OUT, A::W>,
+        S: PaneContents<K, T, OUT, A::W>,
+    {
+        let Some(slicing) = self
+            .assigner
+            .slicing()
+            .filter(|_| SlicedWindowLogic::<T, A, ()>::applies(&self.assigner, &self.trigger))
+        else {
+            return self.build(name, contents);
+        };
+        let logic = SlicedWindowLogic {
+            assigner: self.assigner,
+            slicing,
+            contents: sliced,
+            allowed_lateness: self.allowed_lateness,
+            late: self.late,
+        };
+        let out = self.keyed.keyed_logic(name, logic);
+        if self.non_parallel {
+            out.set_parallelism(1)
+        } else {
+            out
+        }
+    }
+
     /// Folds each window's elements with `reduce(accumulated, new)` as
     /// they arrive (one value stored per window) and emits the result
     /// when it fires (Flink's `reduce`).
@@ -139,14 +174,13 @@ where
     where
         R: Fn(T, T) -> T + Clone + Send + Sync + 'static,
     {
-        self.build(
-            "Window(Reduce)",
-            ReduceContents {
-                reduce,
-                result: Direct,
-                state: None,
-            },
-        )
+        let contents = |state_name| ReduceContents {
+            reduce: reduce.clone(),
+            result: Direct,
+            state_name,
+            state: None,
+        };
+        self.build_combining("Window(Reduce)", contents(CONTENTS), contents(SLICES))
     }
 
     /// Folds with `reduce`, then hands the window's one folded value to
@@ -157,13 +191,16 @@ where
         R: Fn(T, T) -> T + Clone + Send + Sync + 'static,
         P: ProcessWindowFunction<K, T, OUT, A::W>,
     {
-        self.build(
+        let contents = |state_name| ReduceContents {
+            reduce: reduce.clone(),
+            result: ViaProcess(function.clone()),
+            state_name,
+            state: None,
+        };
+        self.build_combining(
             "Window(Reduce, Process)",
-            ReduceContents {
-                reduce,
-                result: ViaProcess(function),
-                state: None,
-            },
+            contents(CONTENTS),
+            contents(SLICES),
         )
     }
 
@@ -174,14 +211,14 @@ where
         F: AggregateFunction<In = T>,
         F::Out: Record,
     {
-        self.build(
-            "Window(Aggregate)",
-            AggregateContents {
-                function: Arc::new(function),
-                result: Direct,
-                state: None,
-            },
-        )
+        let function = Arc::new(function);
+        let contents = |state_name| AggregateContents {
+            function: function.clone(),
+            result: Direct,
+            state_name,
+            state: None,
+        };
+        self.build_combining("Window(Aggregate)", contents(CONTENTS), contents(SLICES))
     }
 
     /// Aggregates, then hands the window's result to `process`, which
@@ -192,13 +229,17 @@ where
         F: AggregateFunction<In = T>,
         P: ProcessWindowFunction<K, F::Out, OUT, A::W>,
     {
-        self.build(
+        let function = Arc::new(function);
+        let contents = |state_name| AggregateContents {
+            function: function.clone(),
+            result: ViaProcess(process.clone()),
+            state_name,
+            state: None,
+        };
+        self.build_combining(
             "Window(Aggregate, Process)",
-            AggregateContents {
-                function: Arc::new(function),
-                result: ViaProcess(process),
-                state: None,
-            },
+            contents(CONTENTS),
+            contents(SLICES),
         )
     }
 

@@ -113,6 +113,14 @@ pub trait Trigger<T, W: Window>: Clone + Send + 'static {
         false
     }
 
+    /// Whether it fires exactly as the event-time or processing-time
+    /// trigger does (at the window's end, and again for each late element
+    /// within the allowed lateness): sliding windows with such a trigger
+    /// are kept per slice (see the windows guide).
+    fn fires_at_window_end(&self) -> bool {
+        false
+    }
+
     /// Windows merged into `window`: set its timers and merge its state.
     fn on_merge<C: TriggerContext>(&mut self, _window: &W, _ctx: &mut C) -> anyhow::Result<()> {
         anyhow::bail!("this trigger does not support merging windows")
@@ -131,6 +139,10 @@ pub trait Trigger<T, W: Window>: Clone + Send + 'static {
 pub struct EventTimeTrigger;
 
 impl<T, W: Window> Trigger<T, W> for EventTimeTrigger {
+    fn fires_at_window_end(&self) -> bool {
+        true
+    }
+
     #[inline]
     fn on_element<C: TriggerContext>(
         &mut self,
@@ -182,6 +194,10 @@ impl<T, W: Window> Trigger<T, W> for EventTimeTrigger {
 pub struct ProcessingTimeTrigger;
 
 impl<T, W: Window> Trigger<T, W> for ProcessingTimeTrigger {
+    fn fires_at_window_end(&self) -> bool {
+        true
+    }
+
     #[inline]
     fn on_element<C: TriggerContext>(
         &mut self,
@@ -258,6 +274,10 @@ pub enum DefaultTrigger {
 }
 
 impl<T, W: Window> Trigger<T, W> for DefaultTrigger {
+    fn fires_at_window_end(&self) -> bool {
+        *self != DefaultTrigger::Never
+    }
+
     #[inline]
     fn on_element<C: TriggerContext>(
         &mut self,
