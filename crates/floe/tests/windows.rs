@@ -868,3 +868,93 @@ fn a_time_evictor_leaves_the_newest_span_of_a_window_to_its_reduce() {
         }
     });
 }
+
+#[test]
+fn sliding_windows_kept_per_slice_aggregate_exactly_as_per_window() {
+    with_timeout(120, || {
+        // Size 2.5 s every 1 s: slices of 500 ms, an element in 3 windows.
+        let n = 8_000;
+        let (size, slide) = (2_500, 1_000);
+        let want: Vec<_> = model(n, size, slide)
+            .into_iter()
+            .map(|((k, s, e), vs)| (k, s, e, vs.iter().sum::<u64>(), vs.len() as u64))
+            .collect();
+        for backend in backends() {
+            for explicit_trigger in [false, true] {
+                let env = StreamEnvironment::new();
+                env.set_parallelism(3);
+                env.set_state_backend(backend);
+                let (sink, handle) = TaggingSink::new();
+                let windowed = events(&env, n).key_by(|e: &(u64, i64, u64)| e.0).window(
+                    SlidingWindows::event_time(
+                        Duration::from_millis(size as u64),
+                        Duration::from_millis(slide as u64),
+                    ),
+                );
+                let result = if explicit_trigger {
+                    windowed
+                        .trigger(EventTimeTrigger)
+                        .aggregate_with(SumCount, KeyAndWindow)
+                } else {
+                    windowed.aggregate_with(SumCount, KeyAndWindow)
+                };
+                result.sink_to(sink, "windows");
+                env.execute("sliced windows").unwrap();
+                assert_eq!(sorted(handle.values()), want, "{backend}");
+            }
+        }
+    });
+}
+
+#[test]
+fn sliced_sliding_windows_fire_again_for_late_elements_within_the_lateness() {
+    with_timeout(60, || {
+        let script: Vec<(u64, i64)> = vec![
+            (1, 100),
+            (2, 200),
+            (4, 5_000),
+            (8, 300),
+            (16, 20_000),
+            (32, 400),
+        ];
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let env = StreamEnvironment::new();
+        env.set_parallelism(1);
+        env.set_config("floe.runtime.batch-size", "1");
+        let late = OutputTag::<(u64, i64)>::new("late");
+        let (sink, handle) = TaggingSink::new();
+        let (late_sink, late_handle) = TaggingSink::new();
+        let strategy = WatermarkStrategy::for_generator(|| EveryEvent)
+            .with_timestamp_assigner(|e: &(u64, i64), _| e.1);
+        let sums = env
+            .from_source_with_watermarks(Scripted::new(script, done), strategy, "script")
+            .key_by(|_: &(u64, i64)| 0u64)
+            .window(SlidingWindows::event_time(
+                Duration::from_secs(2),
+                Duration::from_secs(1),
+            ))
+            .allowed_lateness(Duration::from_secs(10))
+            .side_output_late_data(&late)
+            .reduce(|a, b| (a.0 + b.0, a.1.max(b.1)));
+        sums.process(WithTimestamp).sink_to(sink, "sums");
+        sums.side_output(&late).sink_to(late_sink, "late");
+        env.execute("sliced lateness").unwrap();
+        assert_eq!(
+            handle.values(),
+            vec![
+                // The watermark passes 999, then 1999.
+                ((3, 200), Some(999)),
+                ((3, 200), Some(1_999)),
+                // 300 is late within the lateness: both windows again,
+                // the later one first (as Flink lists sliding windows).
+                ((11, 300), Some(1_999)),
+                ((11, 300), Some(999)),
+                ((4, 5_000), Some(5_999)),
+                ((4, 5_000), Some(6_999)),
+                ((16, 20_000), Some(20_999)),
+                ((16, 20_000), Some(21_999)),
+            ]
+        );
+        assert_eq!(late_handle.values(), vec![(32, 400)]);
+    });
+}
