@@ -55,6 +55,41 @@ pub struct WindowContext<'a, K: Key, W> {
     pub(super) watermark: i64,
     pub(super) processing_time: i64,
     pub(super) side: &'a mut SideOutputBuffers,
+    /// Per-window state, unless the windows merge.
+    pub(super) window_state: Option<&'a WindowFunctionState<W>>,
+}
+
+/// The window functions' per-window values, by window and name, encoded:
+/// one map state, so a window's values are found and cleared together
+/// without knowing their types.
+pub(crate) type WindowFunctionState<W> = MapState<(W, String), Vec<u8>>;
+
+/// The state name of [`WindowFunctionState`].
+pub(crate) const WINDOW_FUNCTION_STATE: &str = "window-function-state";
+
+/// Registers the window functions' per-window state.
+pub(crate) fn open_window_function_state<K: Key, W: Window>(
+    backend: &mut KeyedStateBackend<K>,
+) -> anyhow::Result<WindowFunctionState<W>> {
+    Ok(backend.get_map_state(&MapStateDescriptor::new(WINDOW_FUNCTION_STATE))?)
+}
+
+/// Removes `window`'s per-window values (its cleanup, as Flink leaves to
+/// `ProcessWindowFunction.clear`, done for the function).
+pub(crate) fn clear_window_function_state<K: Key, W: Window>(
+    state: &WindowFunctionState<W>,
+    backend: &mut KeyedStateBackend<K>,
+    window: &W,
+) -> anyhow::Result<()> {
+    if state.is_empty(backend)? {
+        return Ok(());
+    }
+    for k in state.keys(backend)? {
+        if k.0 == *window {
+            state.remove(backend, &k)?;
+        }
+    }
+    Ok(())
 }
 
 impl<K: Key, W: Window> WindowContext<'_, K, W> {
@@ -76,6 +111,48 @@ impl<K: Key, W: Window> WindowContext<'_, K, W> {
     /// The subtask.
     pub fn task_info(&self) -> &TaskInfo {
         self.info
+    }
+
+    fn window_state(&self) -> anyhow::Result<&WindowFunctionState<W>> {
+        self.window_state.ok_or_else(|| {
+            anyhow::anyhow!(
+                "per-window state is not supported with merging (session) windows, as in Flink"
+            )
+        })
+    }
+
+    /// The value `name` of this key and window (Flink's
+    /// `windowState()`): what a function keeps between firings of one
+    /// window (early and late firings). Cleared with the window.
+    pub fn window_value<T: serde::de::DeserializeOwned>(
+        &mut self,
+        name: &str,
+    ) -> anyhow::Result<Option<T>> {
+        let state = self.window_state()?.clone();
+        let key = (*self.window, name.to_string());
+        Ok(match state.get(self.backend, &key)? {
+            Some(bytes) => Some(floe_state::codec::decode(&bytes, name)?),
+            None => None,
+        })
+    }
+
+    /// Sets the value `name` of this key and window.
+    pub fn set_window_value<T: serde::Serialize>(
+        &mut self,
+        name: &str,
+        value: &T,
+    ) -> anyhow::Result<()> {
+        let state = self.window_state()?.clone();
+        let bytes = floe_state::codec::encode(value, name)?;
+        state.put(self.backend, (*self.window, name.to_string()), bytes)?;
+        Ok(())
+    }
+
+    /// Removes the value `name` of this key and window.
+    pub fn clear_window_value(&mut self, name: &str) -> anyhow::Result<()> {
+        let state = self.window_state()?.clone();
+        state.remove(self.backend, &(*self.window, name.to_string()))?;
+        Ok(())
     }
 
     /// Emits `value` to the side output `tag`, with the window's end as
@@ -912,6 +989,7 @@ pub(crate) struct WindowLogic<IN, A: WindowAssigner<IN>, Tr, C> {
     /// Where elements too late for every window go.
     pub(crate) late: Option<OutputTag<IN>>,
     pub(crate) merging: Option<MergingState<A::W>>,
+    pub(crate) function_state: Option<WindowFunctionState<A::W>>,
     pub(crate) trigger_states: TriggerStates,
     pub(crate) windows: Vec<A::W>,
 }
@@ -925,6 +1003,7 @@ impl<IN, A: WindowAssigner<IN>, Tr: Clone, C: Clone> Clone for WindowLogic<IN, A
             allowed_lateness: self.allowed_lateness,
             late: self.late.clone(),
             merging: self.merging.clone(),
+            function_state: self.function_state.clone(),
             trigger_states: self.trigger_states.clone(),
             windows: Vec::new(),
         }
@@ -938,6 +1017,8 @@ struct Parts<'a, K: Key, IN, W: Window, Tr, C> {
     trigger: &'a mut Tr,
     contents: &'a mut C,
     states: &'a mut TriggerStates,
+    /// Per-window state of the function, unless the windows merge.
+    function_state: Option<&'a WindowFunctionState<W>>,
     event_time: bool,
     allowed_lateness: i64,
     _in: std::marker::PhantomData<fn(IN)>,
@@ -1020,6 +1101,7 @@ impl<'a, K: Key, IN, W: Window, Tr: Trigger<IN, W>, C> Parts<'a, K, IN, W, Tr, C
             watermark: self.timers.watermark(),
             processing_time: self.timers.now_ms(),
             side: &mut *self.cx.side,
+            window_state: self.function_state,
         };
         self.contents.emit(
             &mut ctx,
@@ -1068,6 +1150,11 @@ where
             trigger: &mut self.trigger,
             contents: &mut self.contents,
             states: &mut self.trigger_states,
+            function_state: if self.assigner.is_merging() {
+                None
+            } else {
+                self.function_state.as_ref()
+            },
             event_time: self.assigner.is_event_time(),
             allowed_lateness: self.allowed_lateness,
             _in: std::marker::PhantomData,
@@ -1128,6 +1215,7 @@ where
             );
             self.merging = Some(backend.get_state(&ValueStateDescriptor::new(MERGING))?);
         }
+        self.function_state = Some(open_window_function_state(backend)?);
         self.contents.open(info, backend)
     }
 
@@ -1246,6 +1334,9 @@ where
         if domain == cleanup_domain && timer.timestamp == p.cleanup_time(&window) {
             p.contents.clear(p.cx.backend, &state_window)?;
             p.with_trigger(window, &[], |tr, t| tr.clear(&window, t))?;
+            if let Some(state) = p.function_state {
+                clear_window_function_state(state, p.cx.backend, &window)?;
+            }
             if let Some(set) = set.as_mut() {
                 set.retire_window(&window);
             }

@@ -21,18 +21,34 @@ use floe_state::{Key, KeyedStateBackend, TimeDomain, Timer};
 
 use super::Window;
 use super::assigner::{Slicing, WindowAssigner, WindowError};
-use super::operator::{PaneContents, WindowContext};
+use super::operator::{
+    PaneContents, WindowContext, WindowFunctionState, clear_window_function_state,
+    open_window_function_state,
+};
 use crate::functions::Collector;
 use crate::keyed_op::{KeyedCx, KeyedLogic, stamp};
 
 /// A sliding window operator's logic, per slice.
-#[derive(Clone)]
-pub(crate) struct SlicedWindowLogic<IN, A, C> {
+pub(crate) struct SlicedWindowLogic<IN, A: WindowAssigner<IN>, C> {
     pub(crate) assigner: A,
     pub(crate) slicing: Slicing,
     pub(crate) contents: C,
     pub(crate) allowed_lateness: i64,
     pub(crate) late: Option<OutputTag<IN>>,
+    pub(crate) function_state: Option<WindowFunctionState<A::W>>,
+}
+
+impl<IN, A: WindowAssigner<IN>, C: Clone> Clone for SlicedWindowLogic<IN, A, C> {
+    fn clone(&self) -> Self {
+        SlicedWindowLogic {
+            assigner: self.assigner.clone(),
+            slicing: self.slicing,
+            contents: self.contents.clone(),
+            allowed_lateness: self.allowed_lateness,
+            late: self.late.clone(),
+            function_state: self.function_state.clone(),
+        }
+    }
 }
 
 /// The timer queue of sliced windows in snapshots (another name than the
@@ -103,6 +119,7 @@ where
 /// end.
 fn fire<K: Key, IN, OUT, W: Window, C: PaneContents<K, IN, OUT, W>>(
     contents: &mut C,
+    function_state: Option<&WindowFunctionState<W>>,
     cx: &mut KeyedCx<'_, K, W>,
     timers: &KeyedTimers<W>,
     window: &W,
@@ -117,6 +134,7 @@ fn fire<K: Key, IN, OUT, W: Window, C: PaneContents<K, IN, OUT, W>>(
         watermark: timers.watermark(),
         processing_time: timers.now_ms(),
         side: &mut *cx.side,
+        window_state: function_state,
     };
     contents.emit_panes(&mut ctx, panes, &mut Collector::new(&mut out.records))?;
     stamp(out, from, window.max_timestamp());
@@ -137,6 +155,7 @@ where
     }
 
     fn open(&mut self, info: &TaskInfo, backend: &mut KeyedStateBackend<K>) -> anyhow::Result<()> {
+        self.function_state = Some(open_window_function_state(backend)?);
         self.contents.open(info, backend)
     }
 
@@ -187,7 +206,15 @@ where
                 // Fired already, within the lateness: fires again with the
                 // late element, as the event-time trigger does.
                 let panes = self.panes(w);
-                fire(&mut self.contents, &mut cx, timers, w, &panes, out)?;
+                fire(
+                    &mut self.contents,
+                    self.function_state.as_ref(),
+                    &mut cx,
+                    timers,
+                    w,
+                    &panes,
+                    out,
+                )?;
             } else if new_pane {
                 cx.backend
                     .register_timer(timers.queue(), domain, w.max_timestamp(), *w)?;
@@ -222,7 +249,15 @@ where
         let w = timer.namespace;
         let panes = self.panes(&w);
         if timer.timestamp == w.max_timestamp() {
-            fire(&mut self.contents, &mut cx, timers, &w, &panes, out)?;
+            fire(
+                &mut self.contents,
+                self.function_state.as_ref(),
+                &mut cx,
+                timers,
+                &w,
+                &panes,
+                out,
+            )?;
         }
         if timer.timestamp == self.cleanup_time(&w) {
             // The slices no later window holds: those before the next
@@ -230,6 +265,9 @@ where
             let next_start = bounds(&w).0.saturating_add(self.slicing.slide);
             for p in panes.iter().filter(|p| bounds(*p).0 < next_start) {
                 self.contents.clear(cx.backend, p)?;
+            }
+            if let Some(state) = &self.function_state {
+                clear_window_function_state(state, cx.backend, &w)?;
             }
         }
         Ok(())

@@ -109,6 +109,7 @@ where
             allowed_lateness: self.allowed_lateness,
             late: self.late,
             merging: None,
+            function_state: None,
             trigger_states: TriggerStates::default(),
             windows: Vec::new(),
         };
@@ -158,6 +159,7 @@ where
             contents: sliced,
             allowed_lateness: self.allowed_lateness,
             late: self.late,
+            function_state: None,
         };
         let out = self.keyed.keyed_logic(name, logic);
         if self.non_parallel {
