@@ -958,3 +958,57 @@ fn sliced_sliding_windows_fire_again_for_late_elements_within_the_lateness() {
         assert_eq!(late_handle.values(), vec![(32, 400)]);
     });
 }
+
+/// Numbers each firing of a window with per-window state.
+#[derive(Clone)]
+struct NumberFirings;
+
+impl ProcessWindowFunction<u64, (u64, i64), (i64, u32, usize), TimeWindow> for NumberFirings {
+    fn process(
+        &mut self,
+        _: &u64,
+        ctx: &mut WindowContext<'_, u64, TimeWindow>,
+        elements: Vec<(u64, i64)>,
+        out: &mut Collector<'_, (i64, u32, usize)>,
+    ) -> anyhow::Result<()> {
+        let n = ctx.window_value::<u32>("firings")?.unwrap_or(0) + 1;
+        ctx.set_window_value("firings", &n)?;
+        out.collect((ctx.window().start, n, elements.len()));
+        Ok(())
+    }
+}
+
+#[test]
+fn process_window_functions_keep_state_per_window() {
+    with_timeout(60, || {
+        // One key, an element every 10 ms for 10 s; 5 s windows firing
+        // early every second of event time.
+        let script: Vec<(u64, i64)> = (0..1_000).map(|i| (i, i as i64 * 10)).collect();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let env = StreamEnvironment::new();
+        env.set_parallelism(1);
+        env.set_config("floe.runtime.batch-size", "1");
+        let (sink, handle) = TaggingSink::new();
+        let strategy = WatermarkStrategy::for_generator(|| EveryEvent)
+            .with_timestamp_assigner(|e: &(u64, i64), _| e.1);
+        env.from_source_with_watermarks(Scripted::new(script, done), strategy, "script")
+            .key_by(|_: &(u64, i64)| 0u64)
+            .window(TumblingWindows::event_time(Duration::from_secs(5)))
+            .trigger(ContinuousEventTimeTrigger::of(Duration::from_secs(1)))
+            .process(NumberFirings)
+            .sink_to(sink, "firings");
+        env.execute("per-window state").unwrap();
+        // Each window fires at each whole second of event time after its
+        // first element (Flink's continuous trigger: when the watermark,
+        // one behind each element, reaches it, so two elements past it are
+        // in) and at its end, numbered from 1 again in the second window:
+        // its state is its own.
+        let want: Vec<(i64, u32, usize)> = [0i64, 5_000]
+            .into_iter()
+            .flat_map(|start| {
+                (1..=5u32).map(move |n| (start, n, if n < 5 { n as usize * 100 + 2 } else { 500 }))
+            })
+            .collect();
+        assert_eq!(handle.values(), want);
+    });
+}
