@@ -50,10 +50,12 @@ mod config;
 mod generator;
 mod model;
 mod random;
+mod source;
 
 pub use config::{DEFAULT_BASE_TIME_MS, DEFAULT_TPS, NexmarkConfig, Split};
 pub use generator::NexmarkGenerator;
 pub use model::{Auction, Bid, Event, EventKind, Person};
+pub use source::{NexmarkSource, OUT_OF_ORDERNESS, watermark_strategy};
 
 /// What can be wrong with a Nexmark configuration or a saved position.
 #[derive(Debug, thiserror::Error)]
@@ -66,4 +68,7 @@ pub enum NexmarkError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A source position (from a checkpoint) that does not decode.
+    #[error("nexmark source position: {0}")]
+    Position(String),
 }
