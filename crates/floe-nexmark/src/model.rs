@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A new person: someone who may sell (auctions) or buy (bids).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Person {
     /// Person id (the first is 1000).
     pub id: u64,
@@ -25,7 +25,7 @@ pub struct Person {
 }
 
 /// A new auction of one item by one seller.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Auction {
     /// Auction id (the first is 1000).
     pub id: u64,
@@ -48,7 +48,7 @@ pub struct Auction {
 }
 
 /// A bid on an auction.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Bid {
     /// An auction id; mostly one of the recent (in-flight) auctions.
     pub auction: u64,
@@ -67,7 +67,7 @@ pub struct Bid {
 }
 
 /// One event of the stream (the suite's `event_type` 0, 1, 2).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Event {
     Person(Person),
     Auction(Auction),
