@@ -68,7 +68,7 @@ fn floe_bench_keyed_count_help() {
 #[test]
 fn job_help_shows_the_jobs_own_flags() {
     let sb = Sandbox::new();
-    let jobs: [(&str, &str, &[&str]); 7] = [
+    let jobs: [(&str, &str, &[&str]); 8] = [
         ("wordcount", WORDCOUNT, &["--input", "--socket", "--output"]),
         (
             "keyed-count",
@@ -108,6 +108,13 @@ fn job_help_shows_the_jobs_own_flags() {
             "timer-burst",
             TIMER_BURST,
             &["--timers", "--keys", "--output"],
+        ),
+        (
+            "nexmark",
+            NEXMARK,
+            &[
+                "--query", "--events", "--tps", "--seed", "--rate", "--output",
+            ],
         ),
     ];
     for (name, binary, flags) in jobs {
@@ -159,7 +166,8 @@ fn floe_examples_lists_the_examples() {
             "sessionize",
             "delayed-echo",
             "timer-burst",
-            "count-window-average"
+            "count-window-average",
+            "nexmark"
         ]
     );
 }

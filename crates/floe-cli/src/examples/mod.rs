@@ -6,6 +6,7 @@ pub mod delayed_echo;
 pub mod dynamic_rules;
 pub mod fraud_detection;
 pub mod keyed_count;
+pub mod nexmark;
 pub mod sessionize;
 pub mod timer_burst;
 pub mod wordcount;
@@ -66,6 +67,11 @@ pub const EXAMPLES: &[(&str, &str, JobMain)] = &[
         "count-window-average",
         "Average of every two values per key (the seed's CountWindowAverage)",
         count_window_average::run,
+    ),
+    (
+        "nexmark",
+        "Nexmark queries q0-q2 over the generated auction stream",
+        nexmark::run,
     ),
 ];
 

@@ -22,6 +22,7 @@ pub const FRAUD_DETECTION: &str = env!("CARGO_BIN_EXE_fraud-detection");
 pub const SESSIONIZE: &str = env!("CARGO_BIN_EXE_sessionize");
 pub const DELAYED_ECHO: &str = env!("CARGO_BIN_EXE_delayed-echo");
 pub const TIMER_BURST: &str = env!("CARGO_BIN_EXE_timer-burst");
+pub const NEXMARK: &str = env!("CARGO_BIN_EXE_nexmark");
 
 /// A scratch directory; commands run with it as their working directory and
 /// without the caller's `FLOE_CONF_DIR` / `RUST_LOG`, so no stray
