@@ -331,6 +331,38 @@ enum Bench {
         #[arg(long)]
         incremental: bool,
     },
+    /// A Nexmark query (q0, q1, q2) over N generated events into a counting sink; measured from
+    /// the first event generated to the last row after the final watermark, as Flink's harness.
+    Nexmark {
+        /// The query.
+        #[arg(long, value_enum)]
+        query: floe_cli::examples::nexmark::Query,
+        /// Events to generate.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        events: u64,
+        /// Parallelism of every operator (and number of generator splits).
+        #[arg(long, short = 'p', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        parallelism: u32,
+        /// Events per second of event time, all splits together (the harness's NEXMARK_TPS).
+        #[arg(long, default_value_t = floe_nexmark::DEFAULT_TPS,
+              value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64 / 2))]
+        tps: u32,
+        /// State backend (hashmap, also accepted as heap, or rocksdb).
+        #[arg(long, default_value = "heap")]
+        backend: String,
+        /// A configuration value, key=value (repeatable).
+        #[arg(short = 'D', value_name = "KEY=VALUE")]
+        dynamic: Vec<String>,
+        /// Take a checkpoint every this many milliseconds.
+        #[arg(long, value_name = "MS")]
+        checkpoint_interval: Option<u64>,
+        /// Where checkpoints go (file:///…, s3://…; default: JobManager memory).
+        #[arg(long, value_name = "URL")]
+        checkpoint_dir: Option<String>,
+        /// Incremental checkpoints (RocksDB backend; needs --checkpoint-dir).
+        #[arg(long)]
+        incremental: bool,
+    },
     /// The query process of `keyed-count --query-load` (prints its JSON report).
     #[command(hide = true)]
     QueryLoad {
@@ -567,6 +599,36 @@ fn main() -> ExitCode {
                 backend,
                 config,
                 records_per_ms: floe_cli::timers_bench::RECORDS_PER_MS,
+            }
+            .run()?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(ExitCode::SUCCESS)
+        })(),
+        Command::Bench(Bench::Nexmark {
+            query,
+            events,
+            parallelism,
+            tps,
+            backend,
+            dynamic,
+            checkpoint_interval,
+            checkpoint_dir,
+            incremental,
+        }) => (|| {
+            let (backend, config) = bench_config(
+                &backend,
+                &dynamic,
+                checkpoint_interval,
+                checkpoint_dir,
+                incremental,
+            )?;
+            let report = floe_cli::nexmark_bench::NexmarkBench {
+                query,
+                events,
+                tps,
+                parallelism,
+                backend,
+                config,
             }
             .run()?;
             println!("{}", serde_json::to_string(&report)?);
