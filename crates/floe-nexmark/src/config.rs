@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::NexmarkError;
+use crate::error::NexmarkError;
 
 /// The event number of a split's first event. Flink's table source starts
 /// every split at 1, so the first event of a split has time

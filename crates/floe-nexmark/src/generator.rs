@@ -12,8 +12,8 @@
 
 use std::sync::Arc;
 
-use crate::NexmarkError;
 use crate::config::{FIRST_EVENT_NUMBER, NexmarkConfig, Split};
+use crate::error::NexmarkError;
 use crate::model::{Auction, Bid, Event, EventKind, Person};
 use crate::random::{JavaRandom, mix64};
 

@@ -47,28 +47,14 @@
 //! `tps` 10,000: identical, line for line.
 
 mod config;
+mod error;
 mod generator;
 mod model;
 mod random;
 mod source;
 
 pub use config::{DEFAULT_BASE_TIME_MS, DEFAULT_TPS, NexmarkConfig, Split};
+pub use error::NexmarkError;
 pub use generator::NexmarkGenerator;
 pub use model::{Auction, Bid, Event, EventKind, Person};
 pub use source::{NexmarkSource, OUT_OF_ORDERNESS, watermark_strategy};
-
-/// What can be wrong with a Nexmark configuration or a saved position.
-#[derive(Debug, thiserror::Error)]
-pub enum NexmarkError {
-    /// A configuration value out of range.
-    #[error("nexmark {field}: {reason}")]
-    Config {
-        /// The field.
-        field: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A source position (from a checkpoint) that does not decode.
-    #[error("nexmark source position: {0}")]
-    Position(String),
-}

@@ -15,8 +15,8 @@ use floe_runtime::{
     NonRecoverable, Source, SourceReader, SourceStatus, SplitId, TaskInfo, WatermarkStrategy,
 };
 
-use crate::NexmarkError;
 use crate::config::{NexmarkConfig, Split};
+use crate::error::NexmarkError;
 use crate::generator::NexmarkGenerator;
 use crate::model::Event;
 
