@@ -72,6 +72,22 @@ pub struct NexmarkReport {
     pub checkpoint_duration_ms_max: f64,
     /// Mean full size of completed checkpoints, bytes.
     pub checkpoint_full_bytes_mean: f64,
+    /// Event time the stream spans, ms (`events / tps`), as the Flink
+    /// harness reports it.
+    pub event_time_span_ms: u64,
+    /// The 1-minute load average before the run and after it (-1 if
+    /// unknown): a loaded machine makes the figures meaningless.
+    pub loadavg1_before: f64,
+    /// See `loadavg1_before`.
+    pub loadavg1_after: f64,
+}
+
+/// The 1-minute load average (Linux), -1 where there is none.
+fn loadavg1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(-1.0)
 }
 
 /// The source, noting when each subtask generates its first events.
@@ -182,6 +198,7 @@ impl<T: Send + 'static> SinkWriter<T> for CountingSink<T> {
 impl NexmarkBench {
     /// Runs the benchmark once.
     pub fn run(&self) -> anyhow::Result<NexmarkReport> {
+        let loadavg1_before = loadavg1();
         let env = StreamEnvironment::with_configuration(self.config.clone());
         env.set_parallelism(self.parallelism);
         env.set_state_backend(self.backend);
@@ -231,6 +248,9 @@ impl NexmarkBench {
                 .map(|c| c.duration.as_secs_f64() * 1e3)
                 .fold(0.0, f64::max),
             checkpoint_full_bytes_mean: mean(done.iter().map(|c| c.full_state_size as f64)),
+            event_time_span_ms: self.events * 1000 / u64::from(self.tps),
+            loadavg1_before,
+            loadavg1_after: loadavg1(),
         })
     }
 }
