@@ -8,8 +8,8 @@
 mod model;
 
 use floe_state::{
-    KeyGroupRange, KeyedStateBackend, KeyedStateFile, StateError, StateKind, TimeDomain,
-    TimerQueue, ValueStateDescriptor, key_group_for_key,
+    KeyGroupRange, KeyedStateBackend, KeyedStateFile, KeyedStateSnapshot, StateError, StateKind,
+    TimeDomain, TimerQueue, ValueStateDescriptor, key_group_for_key,
 };
 use model::{Model, assert_drains_as, drain, fill, fired, poll, register, set_key};
 use proptest::prelude::*;
@@ -95,13 +95,41 @@ enum Op {
         up_to: i64,
         delta: i64,
     },
+    /// Deletes the `nth` pending timer (modulo their number) of a domain.
+    DeletePending { processing: bool, nth: usize },
     /// Snapshot, restore into a new backend, go on with that one.
     SnapshotRestore,
+    /// Deletes a timer and registers it again, `times` times: it stays
+    /// one timer (the heap store keeps a copy per registration until
+    /// it polls or compacts them).
+    Churn {
+        key: usize,
+        ns: usize,
+        processing: bool,
+        ts: i64,
+        times: u8,
+    },
+    /// Polls up to `max` due timers; after each, as `on_timer` may,
+    /// registers a timer at the fired one's timestamp (due at once) for
+    /// the key `stride` further in `KEYS`, and deletes the one for the
+    /// key `2 * stride` further.
+    FireAtSameTimestamp {
+        processing: bool,
+        up_to: i64,
+        max: u16,
+        stride: usize,
+    },
+    /// A snapshot kept with the model as it is now, encoded only at the
+    /// end of the run (after everything that follows changed the queue),
+    /// restored, and drained against that model.
+    SnapshotForLater,
 }
 
 fn timestamp() -> impl Strategy<Value = i64> {
     prop_oneof![
         8 => -3i64..40,
+        // Across the heap store's chunks of 1,024 timestamps.
+        2 => -3_000i64..3_000,
         1 => Just(i64::MIN),
         1 => Just(i64::MAX),
         1 => Just(-(1i64 << 40)),
@@ -116,13 +144,20 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(key, ns, processing, ts)| Op::Register { key, ns, processing, ts }),
         1 => (key.clone(), ns.clone(), any::<bool>(), -3i64..40, 0u16..300)
             .prop_map(|(key, ns, processing, from, len)| Op::RegisterRun { key, ns, processing, from, len }),
-        3 => (key, ns, any::<bool>(), timestamp())
+        3 => (key.clone(), ns.clone(), any::<bool>(), timestamp())
             .prop_map(|(key, ns, processing, ts)| Op::Delete { key, ns, processing, ts }),
         3 => (any::<bool>(), timestamp(), 0u16..400)
             .prop_map(|(processing, up_to, max)| Op::Poll { processing, up_to, max }),
         2 => (any::<bool>(), timestamp(), -3i64..10)
             .prop_map(|(processing, up_to, delta)| Op::Fire { processing, up_to, delta }),
+        2 => (any::<bool>(), any::<usize>())
+            .prop_map(|(processing, nth)| Op::DeletePending { processing, nth }),
         1 => Just(Op::SnapshotRestore),
+        1 => (key.clone(), ns.clone(), any::<bool>(), timestamp(), 1u8..40)
+            .prop_map(|(key, ns, processing, ts, times)| Op::Churn { key, ns, processing, ts, times }),
+        1 => (any::<bool>(), timestamp(), 0u16..200, 1..KEYS.len())
+            .prop_map(|(processing, up_to, max, stride)| Op::FireAtSameTimestamp { processing, up_to, max, stride }),
+        1 => Just(Op::SnapshotForLater),
     ]
 }
 
@@ -133,6 +168,21 @@ fn cases() -> u32 {
     }
 }
 
+/// The snapshot of a new backend holding exactly the model's timers: what
+/// any backend with those timers pending must write, whatever it went
+/// through to get there.
+fn canonical_bytes(max_p: u32, m: &Model) -> Vec<u8> {
+    let mut b = backend_at(max_p, 1, 0);
+    let q = b.timer_queue::<u32>(QUEUE).unwrap();
+    let mut copy = Model::new(max_p);
+    for domain in TimeDomain::ALL {
+        for t in &m.sets[usize::from(domain == TimeDomain::ProcessingTime)] {
+            register(&mut b, &q, &mut copy, domain, t.key, t.ns, t.ts);
+        }
+    }
+    b.snapshot().encode().unwrap()
+}
+
 /// Runs `ops` against a backend with `max_p` key groups and the model;
 /// after every step the earliest timestamps agree, and every poll returns
 /// exactly the model's timer.
@@ -140,6 +190,8 @@ fn run(max_p: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut b = backend_at(max_p, 1, 0);
     let mut q = b.timer_queue::<u32>(QUEUE).unwrap();
     let mut m = Model::new(max_p);
+    let mut for_later: Vec<(KeyedStateSnapshot, Model)> = Vec::new();
+    let mut encoded = Vec::new();
     for op in ops {
         match op {
             Op::Register {
@@ -218,20 +270,79 @@ fn run(max_p: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     m.delete(domain, t.key, t.ns, earlier);
                 }
             }
+            Op::DeletePending { processing, nth } => {
+                let domain = domain_of(processing);
+                let set = &m.sets[usize::from(processing)];
+                if let Some(t) = set.iter().nth(nth % set.len().max(1)).cloned() {
+                    set_key(&mut b, t.key);
+                    b.delete_timer(&q, domain, t.ts, &t.ns).unwrap();
+                    m.delete(domain, t.key, t.ns, t.ts);
+                }
+            }
             Op::SnapshotRestore => {
+                // A RocksDB snapshot is encoded while its backend lives.
+                encoded.extend(for_later.drain(..).map(|(s, m)| (s.encode().unwrap(), m)));
                 let bytes = b.snapshot().encode().unwrap();
+                prop_assert_eq!(&bytes, &canonical_bytes(max_p, &m));
                 let mut r = backend_at(max_p, 1, 0);
                 r.restore([bytes.as_slice()]).unwrap();
                 q = r.timer_queue::<u32>(QUEUE).unwrap();
                 b = r;
             }
+            Op::Churn {
+                key,
+                ns,
+                processing,
+                ts,
+                times,
+            } => {
+                let domain = domain_of(processing);
+                for _ in 0..times {
+                    set_key(&mut b, KEYS[key]);
+                    b.delete_timer(&q, domain, ts, &NAMESPACES[ns]).unwrap();
+                    m.delete(domain, KEYS[key], NAMESPACES[ns], ts);
+                    register(&mut b, &q, &mut m, domain, KEYS[key], NAMESPACES[ns], ts);
+                }
+            }
+            Op::FireAtSameTimestamp {
+                processing,
+                up_to,
+                max,
+                stride,
+            } => {
+                let domain = domain_of(processing);
+                for i in 0..max {
+                    let want = m.poll(domain, up_to);
+                    let got = poll(&mut b, &q, domain, up_to);
+                    prop_assert_eq!(&got, &want);
+                    let Some(t) = got else { break };
+                    let at = KEYS.iter().position(|k| *k == t.key).unwrap();
+                    let ns = NAMESPACES[usize::from(i) % NAMESPACES.len()];
+                    let other = KEYS[(at + stride) % KEYS.len()];
+                    register(&mut b, &q, &mut m, domain, other, ns, t.ts);
+                    let gone = KEYS[(at + 2 * stride) % KEYS.len()];
+                    set_key(&mut b, gone);
+                    b.delete_timer(&q, domain, t.ts, &t.ns).unwrap();
+                    m.delete(domain, gone, t.ns, t.ts);
+                }
+            }
+            Op::SnapshotForLater => for_later.push((b.snapshot(), m.clone())),
         }
         for domain in TimeDomain::ALL {
             prop_assert_eq!(b.next_timer(&q, domain), m.next(domain), "{}", domain);
         }
     }
-    // What is left fires in the model's order.
+    // What is left fires in the model's order; so does what each kept
+    // snapshot held when it was taken.
     assert_drains_as(&mut b, &q, &m);
+    encoded.extend(for_later.drain(..).map(|(s, m)| (s.encode().unwrap(), m)));
+    for (bytes, at_snapshot) in encoded {
+        prop_assert_eq!(&bytes, &canonical_bytes(max_p, &at_snapshot));
+        let mut r = backend_at(max_p, 1, 0);
+        r.restore([bytes.as_slice()]).unwrap();
+        let rq = r.timer_queue::<u32>(QUEUE).unwrap();
+        assert_drains_as(&mut r, &rq, &at_snapshot);
+    }
     Ok(())
 }
 
@@ -370,6 +481,123 @@ fn timers_registered_while_firing_fire_in_order() {
     }
     assert_eq!(fired_count, 150);
     assert_eq!(b.next_timer(&q, TimeDomain::EventTime), Some(25));
+    assert_drains_as(&mut b, &q, &m);
+}
+
+/// A timer deleted and set again, over and over, while its timestamp
+/// holds other timers of its key group (and while that timestamp fires):
+/// it is one timer, fires once, and a snapshot holds it once.
+#[test]
+fn a_timer_deleted_and_set_again_is_one_timer() {
+    let mut b = backend(1, 0);
+    let q = b.timer_queue::<u32>(QUEUE).unwrap();
+    let mut m = Model::new(MAX_P);
+    // One key, so one key group: namespaces make the other timers.
+    const KEY: u64 = 7;
+    for ns in 0..20 {
+        register(&mut b, &q, &mut m, TimeDomain::EventTime, KEY, ns * 10, 10);
+    }
+    let churn = |b: &mut KeyedStateBackend<u64>, m: &mut Model, ns: u32, times: usize| {
+        for _ in 0..times {
+            set_key(b, KEY);
+            b.delete_timer(&q, TimeDomain::EventTime, 10, &ns).unwrap();
+            m.delete(TimeDomain::EventTime, KEY, ns, 10);
+            register(b, &q, m, TimeDomain::EventTime, KEY, ns, 10);
+        }
+    };
+    churn(&mut b, &mut m, 70, 500);
+    churn(&mut b, &mut m, 1_000, 3);
+    let snap = b.snapshot();
+    let at_snapshot = m.clone();
+    // Half fires; then timers fired, pending and new are churned while
+    // their timestamp fires.
+    for _ in 0..10 {
+        let want = m.poll(TimeDomain::EventTime, 10);
+        assert_eq!(poll(&mut b, &q, TimeDomain::EventTime, 10), want);
+    }
+    for ns in [30, 70, 130, 190, 1_000, 5] {
+        churn(&mut b, &mut m, ns, 100);
+    }
+    for _ in 0..5 {
+        let want = m.poll(TimeDomain::EventTime, 10);
+        assert_eq!(poll(&mut b, &q, TimeDomain::EventTime, 10), want);
+    }
+    let bytes = snap.encode().unwrap();
+    let mut r = backend(1, 0);
+    r.restore([bytes.as_slice()]).unwrap();
+    let rq = r.timer_queue::<u32>(QUEUE).unwrap();
+    assert_drains_as(&mut r, &rq, &at_snapshot);
+    let bytes = b.snapshot().encode().unwrap();
+    let mut r = backend(1, 0);
+    r.restore([bytes.as_slice()]).unwrap();
+    let rq = r.timer_queue::<u32>(QUEUE).unwrap();
+    assert_drains_as(&mut r, &rq, &m);
+    assert_drains_as(&mut b, &q, &m);
+}
+
+/// Many timers at one timestamp, and while it fires, more at that same
+/// timestamp (before and after the one firing, in firing order) and
+/// deletions of some still pending: each poll is the model's.
+#[test]
+fn timers_set_at_the_timestamp_firing_fire_in_order() {
+    let mut b = backend(1, 0);
+    let q = b.timer_queue::<u32>(QUEUE).unwrap();
+    let mut m = Model::new(MAX_P);
+    for k in 0..2_000 {
+        register(&mut b, &q, &mut m, TimeDomain::EventTime, k * 3, 0, 50);
+    }
+    register(&mut b, &q, &mut m, TimeDomain::EventTime, 1, 0, 51);
+    let mut fired = 0;
+    while let Some(t) = poll(&mut b, &q, TimeDomain::EventTime, 50) {
+        assert_eq!(Some(&t), m.poll(TimeDomain::EventTime, 50).as_ref());
+        fired += 1;
+        if fired <= 1_500 {
+            // A key of its own (not a multiple of 3) and, below 600, one
+            // that may be among the fired ones.
+            register(&mut b, &q, &mut m, TimeDomain::EventTime, t.key * 7 + 1, 1, 50);
+            register(&mut b, &q, &mut m, TimeDomain::EventTime, fired % 600, 2, 50);
+            let gone = (t.key * 11 + 3) % 6_000;
+            set_key(&mut b, gone);
+            b.delete_timer(&q, TimeDomain::EventTime, 50, &0).unwrap();
+            m.delete(TimeDomain::EventTime, gone, 0, 50);
+        }
+    }
+    assert!(fired > 3_000, "{fired}");
+    assert_eq!(b.next_timer(&q, TimeDomain::EventTime), Some(51));
+    assert_drains_as(&mut b, &q, &m);
+}
+
+/// A snapshot taken while a timestamp fires, with deleted and set-again
+/// timers pending in it: the restored queue fires exactly the pending
+/// ones, as does the original.
+#[test]
+fn a_snapshot_taken_mid_firing_holds_exactly_the_pending_timers() {
+    let mut b = backend(1, 0);
+    let q = b.timer_queue::<u32>(QUEUE).unwrap();
+    let mut m = Model::new(MAX_P);
+    for k in 0..1_000 {
+        register(&mut b, &q, &mut m, TimeDomain::EventTime, k, k as u32 % 3, 5);
+        register(&mut b, &q, &mut m, TimeDomain::ProcessingTime, k, 0, k as i64 % 4);
+    }
+    for _ in 0..400 {
+        let want = m.poll(TimeDomain::EventTime, 5);
+        assert_eq!(poll(&mut b, &q, TimeDomain::EventTime, 5), want);
+    }
+    for k in (0..1_000).step_by(3) {
+        let ns = k as u32 % 3;
+        set_key(&mut b, k);
+        b.delete_timer(&q, TimeDomain::EventTime, 5, &ns).unwrap();
+        m.delete(TimeDomain::EventTime, k, ns, 5);
+        if k % 2 == 0 {
+            // Set again: fired ones come back, pending ones stay.
+            register(&mut b, &q, &mut m, TimeDomain::EventTime, k, ns, 5);
+        }
+    }
+    let bytes = b.snapshot().encode().unwrap();
+    let mut r = backend(1, 0);
+    r.restore([bytes.as_slice()]).unwrap();
+    let rq = r.timer_queue::<u32>(QUEUE).unwrap();
+    assert_drains_as(&mut r, &rq, &m);
     assert_drains_as(&mut b, &q, &m);
 }
 
