@@ -28,13 +28,13 @@
 //! frozen view is one more [`FrozenTable`] in `freeze`'s list and
 //! snapshots carry it per key group like any state (a rescale splits it
 //! the same way). Per key group and time domain the heap store keeps a
-//! hash set of typed timers plus a `BTreeSet` in firing order
-//! (`heap_timers`), the RocksDB store a column family whose keys are the
-//! timers, in firing order, with the first ones of each group cached
-//! (`rocks_timers`); both find the earliest group with a tournament tree
-//! (`timer_heads`). The firing order, (timestamp, key group, key bytes,
-//! namespace bytes), is the one RocksDB's byte order gives, and the heap
-//! store keeps the same.
+//! hash set of typed timers plus their sort keys in vectors per range of
+//! timestamps, each sorted when it fires (`heap_timers`), the RocksDB
+//! store a column family whose keys are the timers, in firing order, with
+//! the first ones of each group cached (`rocks_timers`); both find the
+//! earliest group with a tournament tree (`timer_heads`). The firing
+//! order, (timestamp, key group, key bytes, namespace bytes), is the one
+//! RocksDB's byte order gives, and the heap store keeps the same.
 //!
 //! Growing it (the next layer, a change to this module and the two stores,
 //! none to existing handles):

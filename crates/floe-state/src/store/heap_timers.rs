@@ -3,19 +3,29 @@
 //!
 //! Per key group and time domain a [`TimerSet`]: a hash set of the typed
 //! timers, so that registering one that exists (a function registering a
-//! timer per record) costs one hash lookup and encodes nothing, and an
-//! ordered set of `(timestamp, key bytes ++ namespace bytes)` giving the
-//! firing order with O(log n) insert, delete and pop. The key's bytes are
-//! what makes the order the RocksDB store's (which can only compare
-//! bytes); they are encoded once per new timer, into the set's node when
-//! they fit [`INLINE_BYTES`]. A [`GroupHeads`] per domain finds the
-//! earliest group.
+//! timer per record) costs one hash lookup and encodes nothing, and the
+//! timers' sort keys (timestamp, key bytes ++ namespace bytes, encoded
+//! once per new timer) in a [`Chunk`] per 1,024 timestamps. The key's
+//! bytes are what makes the order the RocksDB store's (which can only
+//! compare bytes).
+//!
+//! A chunk is a vector: registering pushes, and a chunk is sorted when
+//! polling reaches it rather than every timer kept ordered as it arrives;
+//! timers registered into a chunk being polled wait for its next sort,
+//! or, the few that fall within the sorted part, go to a small heap
+//! beside it. Deleting is lazy: the hash set decides which copies are
+//! timers, a count per timestamp keeps the head exact, a chunk is dropped
+//! when it has no timer left, polling skips dead copies and duplicates,
+//! and a chunk whose dead copies outnumber its timers is compacted. A
+//! snapshot writes only the timers, in firing order. A [`GroupHeads`] per
+//! domain finds the earliest group.
 //!
 //! Key groups are copy-on-write with snapshots, as the state tables are:
 //! a snapshot shares every group, and the first change to a group it
 //! still shares encodes that group for the snapshot before changing it.
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -31,7 +41,7 @@ use crate::store::timer_heads::GroupHeads;
 use crate::timer::{Namespace, TimeDomain, Timer};
 use crate::types::Key;
 
-/// Key and namespace bytes up to this size live in the ordered set's node.
+/// Key and namespace bytes up to this size live in the chunk's vector.
 pub(crate) const INLINE_BYTES: usize = 22;
 
 /// A timer's sort key after its timestamp: the postcard bytes of its key
@@ -54,7 +64,7 @@ pub(crate) struct SortBytes {
 /// The bytes of a [`SortBytes`].
 #[derive(Clone)]
 enum Stored {
-    /// Short enough to stay in the node.
+    /// Short enough to stay in the chunk.
     Inline { len: u8, bytes: [u8; INLINE_BYTES] },
     /// Longer: on the heap.
     Spilled(Box<[u8]>),
@@ -220,27 +230,231 @@ impl<K: Eq, N: Eq> Equivalent<TimerId<K, N>> for TimerRef<'_, K, N> {
     }
 }
 
+/// A timer's place in the firing order: its timestamp, then its key and
+/// namespace bytes.
+type SortKey = (i64, SortBytes);
+
 /// One time domain's timers in one key group.
 #[derive(Clone)]
 struct TimerSet<K, N> {
-    /// Every timer, typed: whether one exists without encoding it.
+    /// Every timer, typed: whether one exists without encoding it, and
+    /// the authority on which of the chunks' copies are still pending.
     index: HashSet<TimerId<K, N>, FxBuildHasher>,
-    /// The same timers in firing order.
-    order: BTreeSet<(i64, SortBytes)>,
+    /// Timers of the index per timestamp: the first is the head, exact
+    /// whatever dead copies the chunks hold.
+    counts: BTreeMap<i64, usize>,
+    /// The timers' sort keys by [`chunk_of`] their timestamp; only chunks
+    /// with a timer of the index.
+    chunks: BTreeMap<i64, Chunk>,
+}
+
+/// Timestamps per chunk, as a power of two: a chunk holds a second's
+/// worth of millisecond timestamps, so that timers which rarely share a
+/// timestamp (a timeout some time after each record) still share a
+/// vector, while the few timestamps of timers that do (the end of a
+/// second or window) mostly get one each.
+const CHUNK_BITS: u32 = 10;
+
+/// The chunk of `timestamp`: its first timestamp, shifted.
+#[inline]
+fn chunk_of(timestamp: i64) -> i64 {
+    timestamp >> CHUNK_BITS
 }
 
 impl<K, N> TimerSet<K, N> {
     fn new() -> Self {
         TimerSet {
             index: HashSet::with_hasher(FxBuildHasher),
-            order: BTreeSet::new(),
+            counts: BTreeMap::new(),
+            chunks: BTreeMap::new(),
         }
     }
 
     /// The earliest timestamp.
     #[inline]
     fn head(&self) -> Option<i64> {
-        self.order.first().map(|(ts, _)| *ts)
+        self.counts.first_key_value().map(|(ts, _)| *ts)
+    }
+
+    /// One timer fewer at `timestamp`, in `counts` and its chunk (dropped
+    /// when it has none left; `false` then, `true` if it still has some).
+    #[inline]
+    fn forget(&mut self, timestamp: i64) -> bool {
+        if let Some(n) = self.counts.get_mut(&timestamp) {
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(&timestamp);
+            }
+        }
+        let c = chunk_of(timestamp);
+        let Some(chunk) = self.chunks.get_mut(&c) else {
+            return false;
+        };
+        chunk.live -= 1;
+        if chunk.live == 0 {
+            self.chunks.remove(&c);
+            return false;
+        }
+        true
+    }
+}
+
+impl<K: Key, N: Namespace> TimerSet<K, N> {
+    /// Drops the dead copies and duplicates of the chunk of `timestamp`
+    /// once they outnumber its timers (timers deleted, or deleted and
+    /// registered again, over and over while their chunk has other
+    /// timers), so that a chunk's memory stays proportional to its timers.
+    fn compact_if_mostly_dead(&mut self, timestamp: i64) {
+        let Some(chunk) = self.chunks.get_mut(&chunk_of(timestamp)) else {
+            return;
+        };
+        if chunk.len() <= 2 * chunk.live + COMPACT_SLACK {
+            return;
+        }
+        let mut copies = std::mem::take(&mut chunk.run);
+        copies.append(&mut chunk.pending);
+        copies.extend(
+            std::mem::take(&mut chunk.late)
+                .into_iter()
+                .map(|Reverse(s)| s),
+        );
+        copies.sort_unstable_by(|a, b| b.cmp(a));
+        copies.dedup();
+        copies.retain(|(ts, s)| is_live(&self.index, *ts, s));
+        // Polling pops from a run: one remains, now up to the largest
+        // copy. Never polled, the copies stay pending.
+        if chunk.run_max.is_some() {
+            chunk.run_max = copies.first().map(|(ts, _)| *ts);
+            chunk.run = copies;
+        } else {
+            chunk.pending = copies;
+        }
+    }
+}
+
+/// Whether a copy is a timer of `index`. A copy that does not decode is
+/// kept: it was encoded from a timer, and polling it reports the failure.
+fn is_live<K: Key, N: Namespace>(
+    index: &HashSet<TimerId<K, N>, FxBuildHasher>,
+    timestamp: i64,
+    sort: &SortBytes,
+) -> bool {
+    decode_sort_bytes::<K, N>(sort.as_slice()).map_or(true, |(key, namespace)| {
+        index.contains(&TimerRef {
+            key: &key,
+            namespace: &namespace,
+            timestamp,
+        })
+    })
+}
+
+/// Dead copies a chunk may hold beyond twice its timers before it is
+/// compacted.
+const COMPACT_SLACK: usize = 32;
+
+/// The sort keys of the timers of one chunk of timestamps, in a vector in
+/// arrival order (registering a timer is a push) until the chunk is
+/// polled, sorted then into a run that polling pops from. Cheaper than
+/// keeping every timer ordered as it arrives: the order is needed once,
+/// and only for the earliest chunk. Timers registered into a chunk being
+/// polled go after its run (the next run) or, the few that fall within
+/// it, to a heap beside it.
+///
+/// Deletion is lazy: the set's index decides which copies are timers, a
+/// chunk only counts them (`live`), and polling skips the rest. Deleting
+/// a timer and registering it again leaves two copies; the first polled
+/// while the timer is in the index fires it.
+#[derive(Clone, Default)]
+struct Chunk {
+    /// Sorted copies, descending, so that polling pops the least from
+    /// the end; none later than `run_max`.
+    run: Vec<SortKey>,
+    /// The latest timestamp the run was made with (`None`: never polled).
+    run_max: Option<i64>,
+    /// Copies added since, up to `run_max`: they interleave with the run
+    /// (timers registered at a timestamp that is firing).
+    late: BinaryHeap<Reverse<SortKey>>,
+    /// Copies added since, after `run_max` (all of them before the first
+    /// poll), in arrival order: they come after the run and `late`, and
+    /// are sorted into the next run when those are empty.
+    pending: Vec<SortKey>,
+    /// Timers of the index in this chunk.
+    live: usize,
+}
+
+impl Chunk {
+    /// Copies, dead ones included.
+    #[inline]
+    fn len(&self) -> usize {
+        self.run.len() + self.late.len() + self.pending.len()
+    }
+
+    #[inline(always)]
+    fn push(&mut self, key: SortKey) {
+        if self.run_max.is_some_and(|max| key.0 <= max) {
+            self.push_late(key);
+        } else {
+            self.pending.push(key);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn push_late(&mut self, key: SortKey) {
+        self.late.push(Reverse(key));
+    }
+
+    #[inline]
+    fn late_least(&self) -> Option<&SortKey> {
+        self.late.peek().map(|Reverse(s)| s)
+    }
+
+    /// Whether the least copy is `late`'s rather than the run's.
+    #[inline]
+    fn least_is_late(&self) -> bool {
+        match (self.run.last(), self.late_least()) {
+            (Some(r), Some(l)) => l < r,
+            (None, _) => true,
+            (Some(_), None) => false,
+        }
+    }
+
+    /// The least copy: the run's or `late`'s, or, when both are empty,
+    /// the least pending one, sorted into a new run first.
+    #[inline]
+    fn least(&mut self) -> Option<&SortKey> {
+        if self.run.is_empty() && self.late.is_empty() && !self.pending.is_empty() {
+            // The spent run's vector takes the next copies.
+            std::mem::swap(&mut self.run, &mut self.pending);
+            self.run.sort_unstable_by(|a, b| b.cmp(a));
+            self.run_max = self.run.first().map(|(ts, _)| *ts);
+        }
+        if self.least_is_late() {
+            self.late_least()
+        } else {
+            self.run.last()
+        }
+    }
+
+    /// Removes the least copy (after [`least`](Self::least)).
+    #[inline]
+    fn pop_least(&mut self) {
+        if self.least_is_late() {
+            self.late.pop();
+        } else {
+            self.run.pop();
+        }
+    }
+
+    /// Appends every copy to `out`, in ascending order.
+    fn sorted_copies<'a>(&'a self, out: &mut Vec<&'a SortKey>) {
+        let start = out.len();
+        out.extend(self.run.iter().rev());
+        out.extend(self.late.iter().map(|Reverse(s)| s));
+        out.extend(self.pending.iter());
+        if out.len() > start + self.run.len() {
+            out[start..].sort_unstable();
+        }
     }
 }
 
@@ -252,7 +466,7 @@ struct GroupTimers<K, N> {
 
 impl<K, N> GroupTimers<K, N> {
     fn is_empty(&self) -> bool {
-        self.sets.iter().all(|s| s.order.is_empty())
+        self.sets.iter().all(|s| s.counts.is_empty())
     }
 }
 
@@ -348,7 +562,13 @@ impl<K: Key, N: Namespace> TimerTable<K, N> {
             namespace,
             timestamp,
         });
-        set.order.insert((timestamp, sort));
+        *set.counts.entry(timestamp).or_default() += 1;
+        let chunk = set.chunks.entry(chunk_of(timestamp)).or_default();
+        chunk.push((timestamp, sort));
+        chunk.live += 1;
+        if chunk.len() > chunk.live {
+            set.compact_if_mostly_dead(timestamp);
+        }
         self.heads[d].offer(offset, timestamp);
         Ok(())
     }
@@ -372,10 +592,11 @@ impl<K: Key, N: Namespace> TimerTable<K, N> {
         if !self.groups[offset].sets[d].index.contains(&probe) {
             return Ok(());
         }
-        let sort = SortBytes::encode(key, namespace)?;
         let set = &mut self.group_mut(offset).sets[d];
         set.index.remove(&probe);
-        set.order.remove(&(timestamp, sort));
+        if set.forget(timestamp) {
+            set.compact_if_mostly_dead(timestamp);
+        }
         let head = set.head();
         self.heads[d].set(offset, head);
         Ok(())
@@ -396,33 +617,62 @@ impl<K: Key, N: Namespace> TimerTable<K, N> {
         first: KeyGroup,
     ) -> Result<Option<Timer<K, N>>, StateError> {
         let d = domain.index();
-        let Some((offset, ts)) = self.heads[d].earliest() else {
+        let Some((offset, head)) = self.heads[d].earliest() else {
             return Ok(None);
         };
-        if ts > up_to {
+        if head > up_to {
             return Ok(None);
         }
-        // Decoded before anything changes: a failure leaves the queue as
-        // it was.
-        let Some((_, sort)) = self.groups[offset].sets[d].order.first() else {
+        let set = &mut self.group_mut(offset).sets[d];
+        let Some(mut entry) = set.chunks.first_entry() else {
             return Ok(None);
         };
-        let (key, namespace) = decode_sort_bytes::<K, N>(sort.as_slice())?;
-        let set = &mut self.group_mut(offset).sets[d];
-        set.order.pop_first();
-        set.index.remove(&TimerRef {
-            key: &key,
-            namespace: &namespace,
-            timestamp: ts,
-        });
-        let head = set.head();
-        self.heads[d].set(offset, head);
-        Ok(Some(Timer {
-            timestamp: ts,
-            key,
-            key_group: first + offset as KeyGroup,
-            namespace,
-        }))
+        let chunk = entry.get_mut();
+        // The first chunk has a timer of the index, every timer of the
+        // index a copy in its chunk, and the least copy of the chunk that
+        // is a timer is the earliest: this ends within the chunk, at
+        // `head`.
+        while let Some((ts, sort)) = chunk.least() {
+            let ts = *ts;
+            // Decoded before the copy goes: a failure leaves the queue as
+            // it was (but for dead copies skipped).
+            let (key, namespace) = decode_sort_bytes::<K, N>(sort.as_slice())?;
+            chunk.pop_least();
+            let fired = set.index.remove(&TimerRef {
+                key: &key,
+                namespace: &namespace,
+                timestamp: ts,
+            });
+            if !fired {
+                continue;
+            }
+            // It is the head: its count is the first, its chunk `entry`.
+            if let Some(mut count) = set.counts.first_entry() {
+                debug_assert_eq!(*count.key(), ts);
+                *count.get_mut() -= 1;
+                if *count.get() == 0 {
+                    count.remove();
+                }
+            }
+            chunk.live -= 1;
+            if chunk.live == 0 {
+                entry.remove();
+            }
+            let head = set.head();
+            self.heads[d].set(offset, head);
+            return Ok(Some(Timer {
+                timestamp: ts,
+                key,
+                key_group: first + offset as KeyGroup,
+                namespace,
+            }));
+        }
+        debug_assert!(
+            false,
+            "the first chunk of key-group offset {offset} has no timer"
+        );
+        entry.remove();
+        Ok(None)
     }
 
     /// The synchronous part of a snapshot: shares every group with it.
@@ -496,16 +746,42 @@ pub(crate) fn decode_sort_bytes<K: Key, N: Namespace>(bytes: &[u8]) -> Result<(K
 /// Appends one key group's canonical timer bytes: the postcard sequence of
 /// `(domain code, timestamp, key, namespace)`, event time first, each
 /// domain in firing order — the bytes the RocksDB store's snapshot reads
-/// out of its keys, so both stores write the same.
-fn encode_group<K, N>(group: &GroupTimers<K, N>, out: &mut Vec<u8>) {
-    let n: usize = group.sets.iter().map(|s| s.order.len()).sum();
-    codec::push_varint(out, n as u64);
-    for (code, set) in group.sets.iter().enumerate() {
-        for (ts, sort) in &set.order {
+/// out of its keys, so both stores write the same. Only the timers: each
+/// chunk's copies sorted (a copy of the order, as the group is shared),
+/// without duplicates and dead copies.
+fn encode_group<K: Key, N: Namespace>(group: &GroupTimers<K, N>, out: &mut Vec<u8>) {
+    let mut copies: Vec<&SortKey> = Vec::new();
+    // Per time domain, the end of its copies.
+    let mut ends = [0; 2];
+    for (set, end) in group.sets.iter().zip(&mut ends) {
+        for chunk in set.chunks.values() {
+            let start = copies.len();
+            chunk.sorted_copies(&mut copies);
+            if chunk.len() != chunk.live {
+                let mut kept = start;
+                let mut prev: Option<&SortKey> = None;
+                for i in start..copies.len() {
+                    let c = copies[i];
+                    if prev.replace(c) == Some(c) || !is_live(&set.index, c.0, &c.1) {
+                        continue;
+                    }
+                    copies[kept] = c;
+                    kept += 1;
+                }
+                copies.truncate(kept);
+            }
+        }
+        *end = copies.len();
+    }
+    codec::push_varint(out, copies.len() as u64);
+    let mut start = 0;
+    for (code, end) in ends.into_iter().enumerate() {
+        for (ts, sort) in &copies[start..end] {
             out.push(code as u8);
             codec::push_varint(out, ((ts << 1) ^ (ts >> 63)) as u64);
             out.extend_from_slice(sort.as_slice());
         }
+        start = end;
     }
 }
 
@@ -613,5 +889,53 @@ mod tests {
         assert!(!frozen.encode_key_group(1, &mut out, "t").unwrap());
         assert!(frozen.encode_key_group(0, &mut out, "t").is_err());
         assert_eq!(t.next(TimeDomain::EventTime), Some(5));
+    }
+
+    /// A timer deleted and set again, over and over, next to others at its
+    /// timestamp: the chunk is compacted to exactly its timers whenever
+    /// its copies pass about twice their number, and polling still fires
+    /// each timer once, in order.
+    #[test]
+    fn a_chunk_of_mostly_dead_copies_is_compacted() {
+        let mut t = TimerTable::<u64, u32>::new(1);
+        let ev = TimeDomain::EventTime;
+        for ns in 0..4 {
+            t.add(&1, 0, ev, 10, ns).unwrap();
+        }
+        let copies = |t: &TimerTable<u64, u32>| t.groups[0].sets[0].chunks[&chunk_of(10)].len();
+        let mut compactions = 0;
+        let mut churn = |t: &mut TimerTable<u64, u32>, ns: u32, live: usize| {
+            for (step, live) in [(0, live - 1), (1, live)] {
+                let before = copies(t);
+                if step == 0 {
+                    t.delete(&1, 0, ev, 10, &ns).unwrap();
+                } else {
+                    t.add(&1, 0, ev, 10, ns).unwrap();
+                }
+                let after = copies(t);
+                assert!(after <= 2 * live + COMPACT_SLACK, "{after} copies");
+                if after < before {
+                    assert_eq!(after, live, "compacted to its timers");
+                    compactions += 1;
+                }
+            }
+        };
+        for round in 0..1_000 {
+            churn(&mut t, round % 3, 4);
+        }
+        // The same while the chunk fires (a run, copies added later).
+        let first = t.poll(ev, 10, 0).unwrap().unwrap();
+        assert_eq!(first.namespace, 0);
+        // Namespace 1, never churned, fires before the churned ones: the
+        // compacted run keeps the order.
+        for round in 0..1_000 {
+            churn(&mut t, 2 + round % 2, 3);
+        }
+        assert!(compactions > 40, "{compactions}");
+        let fired: Vec<u32> = std::iter::from_fn(|| t.poll(ev, 10, 0).unwrap())
+            .map(|timer| timer.namespace)
+            .collect();
+        assert_eq!(fired, [1, 2, 3]);
+        assert_eq!(t.next(ev), None);
     }
 }
