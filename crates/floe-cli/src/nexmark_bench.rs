@@ -18,7 +18,7 @@ use floe_nexmark::{Event, NexmarkConfig, NexmarkSource, watermark_strategy};
 use serde::Serialize;
 
 use crate::bench::{BenchSpan, mean};
-use crate::examples::nexmark::{Query, q0, q1, q2};
+use crate::examples::nexmark::{Query, Row, RowsSink, build};
 
 /// Options of the Nexmark benchmark.
 #[derive(Debug, Clone)]
@@ -195,6 +195,18 @@ impl<T: Send + 'static> SinkWriter<T> for CountingSink<T> {
     }
 }
 
+/// Rows into a [`CountingSink`].
+struct CountRows<'a> {
+    rows: &'a Arc<AtomicU64>,
+    span: &'a BenchSpan,
+}
+
+impl RowsSink for CountRows<'_> {
+    fn accept<T: Row>(self, rows: DataStream<T>) {
+        rows.sink_to(CountingSink::new(self.rows, self.span), "Count");
+    }
+}
+
 impl NexmarkBench {
     /// Runs the benchmark once.
     pub fn run(&self) -> anyhow::Result<NexmarkReport> {
@@ -215,11 +227,14 @@ impl NexmarkBench {
                 "Nexmark Source",
             )
             .uid("nexmark-source");
-        match self.query {
-            Query::Q0 => q0(&events).sink_to(CountingSink::new(&rows, &span), "Count"),
-            Query::Q1 => q1(&events).sink_to(CountingSink::new(&rows, &span), "Count"),
-            Query::Q2 => q2(&events).sink_to(CountingSink::new(&rows, &span), "Count"),
-        };
+        build(
+            self.query,
+            &events,
+            CountRows {
+                rows: &rows,
+                span: &span,
+            },
+        );
         let result = env.execute(&format!("Nexmark {} bench", self.query))?;
         let done: Vec<_> = result
             .checkpoints

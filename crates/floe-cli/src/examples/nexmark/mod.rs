@@ -1,31 +1,30 @@
-//! The Nexmark queries that need no windows:
-//! `floe run nexmark --query q0|q1|q2 --events N [--tps T] [--seed S]
-//! [--rate R] [--output <dir>] [-p N]`.
+//! The Nexmark queries: `floe run nexmark --query qN --events N [--tps T]
+//! [--seed S] [--rate R] [--output <dir>] [-p N]`.
 //!
 //! Each query is written with the public DataStream API as a Flink user
 //! would write it against the official suite's SQL (`queries/q*.sql` in
 //! the shared Nexmark harness), over the stream of [`floe_nexmark`]'s
-//! source with the suite's event time (date_time, 4 s out of orderness):
-//!
-//! - q0, pass-through: every bid;
-//! - q1, currency conversion: every bid with its price in euros,
-//!   `0.908 * price` exactly (the SQL's `DECIMAL(23, 3)`);
-//! - q2, selection: `(auction, price)` of the bids whose auction id is a
-//!   multiple of 123.
+//! source with the suite's event time (date_time, 4 s out of orderness).
+//! The queries live in one module per kind ([`simple`]: no state); this
+//! module holds what they share: the query names, the source, the bids
+//! view, how rows print, and [`build`], which both `floe run nexmark` and
+//! `floe bench nexmark` go through so that they run the same job.
 //!
 //! Rows print as the SQL's columns, comma-separated; with `--output` they
 //! go to part files through the exactly-once file sink.
 
-use std::fmt::Write as _;
+mod simple;
+
+pub use simple::*;
+
 use std::path::Path;
 
 use clap::{Parser, ValueEnum};
 use floe::JobArgs;
 use floe::prelude::*;
 use floe_nexmark::{Bid, Event, NexmarkConfig, NexmarkSource, watermark_strategy};
-use serde::{Deserialize, Serialize};
 
-/// A query of the suite (the ones without windows so far).
+/// A query of the suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Query {
     /// Pass-through of bids.
@@ -76,64 +75,10 @@ pub struct Args {
     pub output: Option<std::path::PathBuf>,
 }
 
-/// A bid with its price converted to euros (q1's row).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct EuroBid {
-    pub auction: u64,
-    pub bidder: u64,
-    /// `0.908 × price` in thousandths of a cent: the SQL's exact
-    /// `DECIMAL(23, 3)`.
-    pub price_milli: u64,
-    pub date_time: i64,
-    pub extra: String,
-}
-
-/// What q1 converts with: `0.908 * price`, as thousandths.
-pub const DOLLAR_TO_EURO_MILLI: u64 = 908;
-
-/// An auction and a bid's price (q2's row).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct AuctionPrice {
-    pub auction: u64,
-    pub price: u64,
-}
-
 /// A query's result row, printed as the SQL's columns.
 pub trait Row: floe::api::stream::Record {
     /// Appends the row's line (without a newline).
     fn write_line(&self, buf: &mut String);
-}
-
-impl Row for Bid {
-    /// q0's columns: auction, bidder, price, dateTime, extra.
-    fn write_line(&self, buf: &mut String) {
-        let _ = write!(
-            buf,
-            "{},{},{},{},{}",
-            self.auction, self.bidder, self.price, self.date_time, self.extra
-        );
-    }
-}
-
-impl Row for EuroBid {
-    fn write_line(&self, buf: &mut String) {
-        let _ = write!(
-            buf,
-            "{},{},{}.{:03},{},{}",
-            self.auction,
-            self.bidder,
-            self.price_milli / 1000,
-            self.price_milli % 1000,
-            self.date_time,
-            self.extra
-        );
-    }
-}
-
-impl Row for AuctionPrice {
-    fn write_line(&self, buf: &mut String) {
-        let _ = write!(buf, "{},{}", self.auction, self.price);
-    }
 }
 
 /// The generated stream with the suite's event time.
@@ -163,38 +108,29 @@ pub fn bids(events: &DataStream<Event>) -> DataStream<Bid> {
         .uid("bids")
 }
 
-/// q0: every bid, unchanged.
-pub fn q0(events: &DataStream<Event>) -> DataStream<Bid> {
-    bids(events)
+/// What to do with a query's rows, whatever their type: write them (`floe
+/// run`) or count them (`floe bench`).
+pub trait RowsSink {
+    /// Adds the sink to the job.
+    fn accept<T: Row>(self, rows: DataStream<T>);
 }
 
-/// q1: every bid with its price in euros.
-pub fn q1(events: &DataStream<Event>) -> DataStream<EuroBid> {
-    bids(events)
-        .map(|b: Bid| EuroBid {
-            auction: b.auction,
-            bidder: b.bidder,
-            price_milli: b.price * DOLLAR_TO_EURO_MILLI,
-            date_time: b.date_time,
-            extra: b.extra,
-        })
-        .name("Dollars to Euros")
-        .uid("q1-convert")
+/// Builds `query` over `events` and hands its rows to `sink`.
+pub fn build(query: Query, events: &DataStream<Event>, sink: impl RowsSink) {
+    match query {
+        Query::Q0 => sink.accept(q0(events)),
+        Query::Q1 => sink.accept(q1(events)),
+        Query::Q2 => sink.accept(q2(events)),
+    }
 }
 
-/// q2: `(auction, price)` of the bids on auctions whose id is a multiple
-/// of 123.
-pub fn q2(events: &DataStream<Event>) -> DataStream<AuctionPrice> {
-    bids(events)
-        .filter(|b: &Bid| b.auction % 123 == 0)
-        .name("Every 123rd Auction")
-        .uid("q2-filter")
-        .map(|b: Bid| AuctionPrice {
-            auction: b.auction,
-            price: b.price,
-        })
-        .name("Auction and Price")
-        .uid("q2-project")
+/// Rows to part files in a directory, or to stdout (see [`write_rows`]).
+pub struct WriteRows<'a>(pub Option<&'a Path>);
+
+impl RowsSink for WriteRows<'_> {
+    fn accept<T: Row>(self, rows: DataStream<T>) {
+        write_rows(&rows, self.0);
+    }
 }
 
 /// Writes a query's rows: to part files in `output` through the
@@ -223,11 +159,7 @@ pub fn run(args: JobArgs) -> anyhow::Result<()> {
         .with_seed(opts.seed);
     let events = events(&env, config, opts.rate)?;
     let out = opts.output.as_deref();
-    match opts.query {
-        Query::Q0 => write_rows(&q0(&events), out),
-        Query::Q1 => write_rows(&q1(&events), out),
-        Query::Q2 => write_rows(&q2(&events), out),
-    }
+    build(opts.query, &events, WriteRows(out));
     env.execute(&format!("Nexmark {}", opts.query))?;
     Ok(())
 }
