@@ -527,3 +527,14 @@ pub fn assert_ok(o: &std::process::Output) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout.clone()).unwrap()
 }
+
+impl Running {
+    /// Kills the process with SIGKILL (a crash, not a shutdown) and
+    /// returns what it printed.
+    pub fn kill(mut self) -> Output {
+        if let Some(child) = self.child.as_mut() {
+            child.kill().expect("SIGKILL");
+        }
+        self.finish()
+    }
+}
