@@ -135,6 +135,12 @@ fn bench_prints_a_json_line() {
         .filter(|e| matches!(e, Event::Bid(b) if b.auction % 123 == 0))
         .count();
     assert_eq!(report["output_rows"], rows as u64, "{last}");
+    // Every row (fewer than the sample cap) carried its bid's timestamp
+    // into the latency sample.
+    assert_eq!(report["latency_samples"], rows as u64, "{last}");
+    let p50 = report["latency_ms_p50"].as_f64().expect("a p50");
+    let p99 = report["latency_ms_p99"].as_f64().expect("a p99");
+    assert!(0.0 <= p50 && p50 <= p99, "{last}");
 }
 
 #[test]

@@ -137,19 +137,19 @@ impl Runs<'_> {
     }
 
     fn killed_and_restored(&self) -> Vec<String> {
-        let mut first = common::start(&mut self.job("kill", "2", &[]).args(["--rate", RATE]));
+        let mut first = common::start(self.job("kill", "2", &[]).args(["--rate", RATE]));
         self.wait_for_checkpoint("kill", &mut first);
         let killed = first.kill();
         assert!(!killed.status.success(), "{}: not killed", self.query);
         let job = job_dir(&self.dir("kill", "ckpt"));
         let from = job.display().to_string();
-        common::run(&mut self.job("kill", "2", &[]).args(["--fromCheckpoint", &from])).ok();
+        common::run(self.job("kill", "2", &[]).args(["--fromCheckpoint", &from])).ok();
         committed(&self.dir("kill", "out"))
     }
 
     fn rescaled_through_a_savepoint(&self) -> Vec<String> {
         let registry = self.dir("rescale", "registry");
-        let mut first = common::start(&mut self.job("rescale", "2", &[]).args(["--rate", RATE]));
+        let mut first = common::start(self.job("rescale", "2", &[]).args(["--rate", RATE]));
         self.wait_for_checkpoint("rescale", &mut first);
         let id = registered_job(&registry)
             .unwrap_or_else(|| panic!("{}: no job in {}", self.query, registry.display()));
