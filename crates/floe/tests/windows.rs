@@ -906,6 +906,76 @@ fn sliding_windows_kept_per_slice_aggregate_exactly_as_per_window() {
     });
 }
 
+/// Every element of a window, sorted, with its key and bounds.
+#[derive(Clone)]
+struct AllValues;
+
+impl ProcessWindowFunction<u64, (u64, i64, u64), (u64, i64, i64, Vec<u64>), TimeWindow>
+    for AllValues
+{
+    fn process(
+        &mut self,
+        key: &u64,
+        ctx: &mut WindowContext<'_, u64, TimeWindow>,
+        elements: Vec<(u64, i64, u64)>,
+        out: &mut Collector<'_, (u64, i64, i64, Vec<u64>)>,
+    ) -> anyhow::Result<()> {
+        let w = *ctx.window();
+        for (k, ts, _) in &elements {
+            anyhow::ensure!(k == key, "element of key {k} in a window of {key}");
+            anyhow::ensure!(w.start <= *ts && *ts < w.end, "{ts} outside {w:?}");
+        }
+        let mut values: Vec<u64> = elements.into_iter().map(|e| e.2).collect();
+        values.sort_unstable();
+        out.collect((*key, w.start, w.end, values));
+        Ok(())
+    }
+}
+
+#[test]
+fn sliding_process_windows_kept_per_slice_see_every_element_of_the_window() {
+    with_timeout(120, || {
+        // Size 2.5 s every 1 s: slices of 500 ms, an element in 3 windows
+        // but stored once (per slice) with the default trigger, once per
+        // window with an explicit one.
+        let n = 6_000;
+        let (size, slide) = (2_500, 1_000);
+        let want: Vec<_> = model(n, size, slide)
+            .into_iter()
+            .map(|((k, s, e), mut vs)| {
+                vs.sort_unstable();
+                (k, s, e, vs)
+            })
+            .collect();
+        for backend in backends() {
+            for explicit_trigger in [false, true] {
+                let env = StreamEnvironment::new();
+                env.set_parallelism(3);
+                env.set_state_backend(backend);
+                let (sink, handle) = TaggingSink::new();
+                let windowed = events(&env, n).key_by(|e: &(u64, i64, u64)| e.0).window(
+                    SlidingWindows::event_time(
+                        Duration::from_millis(size as u64),
+                        Duration::from_millis(slide as u64),
+                    ),
+                );
+                let result = if explicit_trigger {
+                    windowed.trigger(EventTimeTrigger).process(AllValues)
+                } else {
+                    windowed.process(AllValues)
+                };
+                result.sink_to(sink, "windows");
+                env.execute("sliced process windows").unwrap();
+                assert_eq!(
+                    sorted(handle.values()),
+                    want,
+                    "{backend}, explicit trigger: {explicit_trigger}"
+                );
+            }
+        }
+    });
+}
+
 #[test]
 fn sliced_sliding_windows_fire_again_for_late_elements_within_the_lateness() {
     with_timeout(60, || {

@@ -27,7 +27,7 @@ use floe_state::{
 
 use super::Window;
 use super::assigner::{AssignerContext, WindowAssigner};
-use super::evictor::{Evictor, EvictorContext, TimestampedValue};
+use super::evictor::{Evictor, EvictorContext, NoEvictor, TimestampedValue};
 use super::merging::MergingWindowSet;
 use super::trigger::{Trigger, TriggerContext, TriggerResult};
 use crate::functions::Collector;
@@ -42,6 +42,8 @@ pub(crate) const CONTENTS: &str = "window-contents";
 pub(crate) const SLICES: &str = "window-slices";
 /// Elements of process windows, by window and arrival.
 const ELEMENTS: &str = "window-elements";
+/// Elements of sliding process windows, by slice and arrival.
+pub(crate) const SLICE_ELEMENTS: &str = "window-slice-elements";
 /// A merging assigner's windows of the key.
 const MERGING: &str = "merging-window-set";
 
@@ -700,18 +702,31 @@ where
 pub(crate) struct ElementContents<T, E, F, W> {
     pub(crate) evictor: E,
     pub(crate) function: F,
+    /// The map states' names (counts, elements): per window, or per
+    /// slice.
+    pub(crate) state_names: (&'static str, &'static str),
     pub(crate) elements: Option<MapState<(W, u32), (T, i64)>>,
     pub(crate) counts: Option<MapState<W, u32>>,
 }
 
 impl<T: StateValue, E, F, W: Window> ElementContents<T, E, F, W> {
-    /// An element store running `function` when a window fires.
+    /// An element store per window running `function` when a window
+    /// fires.
     pub(crate) fn new(evictor: E, function: F) -> Self {
         ElementContents {
             evictor,
             function,
+            state_names: (CONTENTS, ELEMENTS),
             elements: None,
             counts: None,
+        }
+    }
+
+    /// The same store per slice of sliding windows.
+    pub(crate) fn per_slice(evictor: E, function: F) -> Self {
+        ElementContents {
+            state_names: (SLICES, SLICE_ELEMENTS),
+            ..Self::new(evictor, function)
         }
     }
 
@@ -791,8 +806,9 @@ where
     F: ElementsFn<K, T, OUT, W>,
 {
     fn open(&mut self, info: &TaskInfo, backend: &mut KeyedStateBackend<K>) -> anyhow::Result<()> {
-        self.counts = Some(backend.get_map_state(&MapStateDescriptor::new(CONTENTS))?);
-        self.elements = Some(backend.get_map_state(&MapStateDescriptor::new(ELEMENTS))?);
+        let (counts, elements) = self.state_names;
+        self.counts = Some(backend.get_map_state(&MapStateDescriptor::new(counts))?);
+        self.elements = Some(backend.get_map_state(&MapStateDescriptor::new(elements))?);
         self.function
             .open(&mut RuntimeContext::new(info, Some(backend)))
     }
@@ -857,6 +873,41 @@ where
             }
         }
         Ok(())
+    }
+}
+
+/// Sliding process windows per slice: an element is stored once, in its
+/// slice, and a firing window reads its slices' elements, slice by slice
+/// (arrival order within a slice). Evictors need the window's own
+/// element list, so only the evictor-less store is kept per slice.
+impl<K, T, OUT, F, W> PaneContents<K, T, OUT, W> for ElementContents<T, NoEvictor, F, W>
+where
+    K: Key,
+    T: StateValue,
+    W: Window,
+    F: ElementsFn<K, T, OUT, W>,
+{
+    fn has(&self, backend: &mut KeyedStateBackend<K>, w: &W) -> anyhow::Result<bool> {
+        Ok(opened(&self.counts).contains(backend, w)?)
+    }
+
+    fn emit_panes(
+        &mut self,
+        ctx: &mut WindowContext<'_, K, W>,
+        panes: &[W],
+        out: &mut Collector<'_, OUT>,
+    ) -> anyhow::Result<()> {
+        let mut values = Vec::new();
+        for p in panes {
+            if let Some(elements) = self.read(ctx.backend, p)? {
+                values.extend(elements.into_iter().map(|e| e.value));
+            }
+        }
+        if values.is_empty() {
+            return Ok(());
+        }
+        let key = current_key(ctx.backend)?;
+        self.function.apply(&key, ctx, values, out)
     }
 }
 

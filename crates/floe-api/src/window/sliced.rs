@@ -1,13 +1,16 @@
-//! Sliding windows kept per slice, for `reduce` and `aggregate` with a
-//! trigger that fires at the window's end (the default).
+//! Sliding windows kept per slice, for every window function (`reduce`,
+//! `aggregate`, `process`, `apply`) with a trigger that fires at the
+//! window's end (the default); evictors keep per-window lists.
 //!
 //! Flink's DataStream window operator adds every element to each of the
 //! `size / slide` windows it belongs to: a copy, a state write and a
 //! trigger call per window. Here the time axis is cut into slices of
 //! `gcd(size, slide)`, an element is folded into its one slice's partial
-//! result, and a window, when it fires, combines its slices' results
+//! result (or, for process functions, stored in its one slice), and a
+//! window, when it fires, combines its slices' results
 //! (`AggregateFunction::merge`, or the reduce function: both must be
-//! associative and commutative, as slicing in Flink SQL requires). Timers
+//! associative and commutative, as slicing in Flink SQL requires) or
+//! hands over their elements. Timers
 //! are per window (namespaced by it), set once per slice; a slice is
 //! deleted when the last window holding it is cleaned up. Lateness,
 //! re-firing for late elements within it, and the late side output follow

@@ -251,9 +251,10 @@ where
     where
         P: ProcessWindowFunction<K, T, OUT, A::W>,
     {
-        self.build(
+        self.build_combining(
             "Window(Process)",
-            ElementContents::new(NoEvictor, ProcessElements(function)),
+            ElementContents::new(NoEvictor, ProcessElements(function.clone())),
+            ElementContents::per_slice(NoEvictor, ProcessElements(function)),
         )
     }
 
@@ -266,9 +267,10 @@ where
             + Send
             + 'static,
     {
-        self.build(
+        self.build_combining(
             "Window(Apply)",
-            ElementContents::new(NoEvictor, ProcessElements(ApplyFn(f))),
+            ElementContents::new(NoEvictor, ProcessElements(ApplyFn(f.clone()))),
+            ElementContents::per_slice(NoEvictor, ProcessElements(ApplyFn(f))),
         )
     }
 }
