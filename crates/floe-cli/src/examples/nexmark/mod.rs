@@ -38,6 +38,10 @@ pub enum Query {
     Q2,
     /// Local item suggestion: category-10 auctions of sellers in OR, ID, CA.
     Q3,
+    /// Average winning price per category.
+    Q4,
+    /// Winning bid of each auction.
+    Q9,
 }
 
 impl std::fmt::Display for Query {
@@ -47,6 +51,8 @@ impl std::fmt::Display for Query {
             Query::Q1 => "q1",
             Query::Q2 => "q2",
             Query::Q3 => "q3",
+            Query::Q4 => "q4",
+            Query::Q9 => "q9",
         })
     }
 }
@@ -128,6 +134,8 @@ pub fn build(query: Query, events: &DataStream<Event>, sink: impl RowsSink) {
         Query::Q1 => sink.accept(q1(events)),
         Query::Q2 => sink.accept(q2(events)),
         Query::Q3 => sink.accept(q3(events)),
+        Query::Q4 => sink.accept(q4(events)),
+        Query::Q9 => sink.accept(q9(events)),
     }
 }
 
