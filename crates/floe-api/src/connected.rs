@@ -14,10 +14,10 @@
 //! broadcast pattern's edges do), so the task is an ordinary input task —
 //! its watermark is the minimum over the channels of both inputs, and
 //! barrier alignment, unaligned checkpoints and backpressure are those of
-//! any operator. The keyed variant runs in the keyed operator
-//! ([`KeyedOp`](crate::keyed_op)) as a `KeyedProcessFunction` over
-//! `TwoInput`, so keyed state, timers, side outputs, snapshots and
-//! rescaling are exactly a keyed process function's.
+//! any operator. The keyed variant runs in the keyed operator (`KeyedOp`)
+//! as a `KeyedProcessFunction` over `TwoInput`, so keyed state, timers,
+//! side outputs, snapshots and rescaling are exactly a keyed process
+//! function's.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
