@@ -243,6 +243,73 @@ fn the_watermark_of_a_two_input_operator_is_the_minimum_of_both_inputs() {
     });
 }
 
+/// Sets a processing-time timer for every record: due now for the first
+/// input's, an hour ahead for the second's.
+#[derive(Clone)]
+struct ProcessingTimers;
+
+impl KeyedCoProcessFunction<u64, u64, u64, (u64, i64)> for ProcessingTimers {
+    fn process_element1(
+        &mut self,
+        _: u64,
+        ctx: &mut KeyedContext<'_, u64>,
+        _: &mut Collector<'_, (u64, i64)>,
+    ) -> anyhow::Result<()> {
+        let mut timers = ctx.timer_service();
+        let now = timers.current_processing_time();
+        timers.register_processing_time_timer(now)?;
+        Ok(())
+    }
+
+    fn process_element2(
+        &mut self,
+        _: u64,
+        ctx: &mut KeyedContext<'_, u64>,
+        _: &mut Collector<'_, (u64, i64)>,
+    ) -> anyhow::Result<()> {
+        let mut timers = ctx.timer_service();
+        let later = timers.current_processing_time() + 3_600_000;
+        timers.register_processing_time_timer(later)?;
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        ts: i64,
+        ctx: &mut OnTimerContext<'_, u64>,
+        out: &mut Collector<'_, (u64, i64)>,
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(ctx.time_domain() == TimeDomain::ProcessingTime);
+        out.collect((*ctx.current_key(), ts));
+        Ok(())
+    }
+}
+
+/// On a clock that stands still: the first input's timers are due and
+/// fire once each, for their key; the second input's are not and never
+/// do (dropped at the end of input, as in a keyed process function).
+#[test]
+fn keyed_co_process_functions_have_processing_time_timers() {
+    with_timeout(60, || {
+        let clock = ManualClock::new(5_000_000);
+        let env = StreamEnvironment::new();
+        env.set_parallelism(2);
+        env.set_processing_clock(ProcessingClock::Manual(clock));
+        let (sink, fired) = CollectSink::new();
+        env.from_collection((0..20u64).collect())
+            .key_by(|k: &u64| *k)
+            .connect(
+                &env.from_collection((10..30u64).collect())
+                    .key_by(|k: &u64| *k),
+            )
+            .process(ProcessingTimers)
+            .sink_to(sink, "fired");
+        env.execute("processing-time timers").unwrap();
+        let want: Vec<(u64, i64)> = (0..20).map(|k| (k, 5_000_000)).collect();
+        assert_eq!(sorted(fired.snapshot()), want);
+    });
+}
+
 // ---------------------------------------------------------------------
 // The enrichment join.
 
