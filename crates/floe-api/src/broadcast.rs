@@ -19,7 +19,7 @@ use floe_core::{Batch, CheckpointBarrier, Watermark, WatermarkStatus};
 use floe_runtime::checkpoint::{
     CheckpointNotification, OperatorSnapshot, OperatorState, TaskInit, TaskSnapshot,
 };
-use floe_runtime::graph::{AnyBox, StreamType, VertexKind, WriterArgs, WriterFactory, unbox};
+use floe_runtime::graph::{StreamType, VertexKind, WriterArgs, WriterFactory, unbox};
 use floe_runtime::side_output::{OutputTag, SideOutputBuffers, SideOutputTypeError};
 use floe_runtime::timer_service::{Fired, KeyedTimers};
 use floe_runtime::writer::{BroadcastWriter, KeyGroupWriter, RebalanceWriter};
@@ -32,21 +32,13 @@ use floe_state::{
     Key, KeyGroupRange, KeyedStateAccess, KeyedStateBackend, MapStateDescriptor,
     OperatorStateAccess, OperatorStateRead, OperatorStateStore, StateError, StateValue, TimeDomain,
 };
-use serde::{Deserialize, Serialize};
 
+use crate::connected::{Connectable, KeyedConnectable, Sealed};
 use crate::env::{BuildSettings, MakeKind, VertexSpec};
 use crate::functions::Collector;
 use crate::stream::{DataStream, KeyedStream, Prototype, Record};
-
-/// A record of a two-input operator: from its first (regular or keyed)
-/// input or its second (broadcast) input.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TwoInput<A, B> {
-    /// From the regular or keyed input.
-    First(A),
-    /// From the broadcast input.
-    Second(B),
-}
+pub use crate::two_input::TwoInput;
+use crate::two_input::tagged;
 
 /// Registers one declared broadcast state in a store (so it exists, and
 /// is type-checked against restored state, before the first element).
@@ -86,15 +78,34 @@ impl<T: Record> DataStream<T> {
             declarations: vec![declaration(descriptor)],
         }
     }
+}
 
-    /// Connects this stream with a broadcast stream (Flink's `connect`).
-    pub fn connect<B: Record>(
-        &self,
-        broadcast: &BroadcastStream<B>,
-    ) -> BroadcastConnectedStream<T, B> {
+impl<B> Sealed for BroadcastStream<B> {}
+
+/// `stream.connect(&broadcast)` (Flink's `connect` with a
+/// `BroadcastStream`): the broadcast state pattern.
+impl<A: Record, B: Record> Connectable<A> for BroadcastStream<B> {
+    type Connected = BroadcastConnectedStream<A, B>;
+
+    fn connect_to(&self, first: &DataStream<A>) -> BroadcastConnectedStream<A, B> {
         BroadcastConnectedStream {
-            first: self.clone(),
-            broadcast: broadcast.clone(),
+            first: first.clone(),
+            broadcast: self.clone(),
+        }
+    }
+}
+
+/// `keyed.connect(&broadcast)`: the keyed broadcast state pattern.
+impl<A: Record, K: Key, KS, B: Record> KeyedConnectable<A, K, KS> for BroadcastStream<B>
+where
+    KS: Fn(&A) -> K + Clone + Send + Sync + 'static,
+{
+    type Connected = KeyedBroadcastConnectedStream<A, K, KS, B>;
+
+    fn connect_to(&self, first: &KeyedStream<A, K, KS>) -> Self::Connected {
+        KeyedBroadcastConnectedStream {
+            first: first.clone(),
+            broadcast: self.clone(),
         }
     }
 }
@@ -120,23 +131,6 @@ pub struct BroadcastConnectedStream<A, B> {
 pub struct KeyedBroadcastConnectedStream<A, K, KS, B> {
     first: KeyedStream<A, K, KS>,
     broadcast: BroadcastStream<B>,
-}
-
-impl<A: Record, K: Key, KS> KeyedStream<A, K, KS>
-where
-    KS: Fn(&A) -> K + Clone + Send + Sync + 'static,
-{
-    /// Connects this keyed stream with a broadcast stream (Flink's
-    /// `connect`).
-    pub fn connect<B: Record>(
-        &self,
-        broadcast: &BroadcastStream<B>,
-    ) -> KeyedBroadcastConnectedStream<A, K, KS, B> {
-        KeyedBroadcastConnectedStream {
-            first: self.clone(),
-            broadcast: broadcast.clone(),
-        }
-    }
 }
 
 /// Read-only access to broadcast state while a regular element is processed.
@@ -517,74 +511,6 @@ pub trait KeyedBroadcastProcessFunction<K: Key, IN1, IN2, OUT>: Send + 'static {
     fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener> {
         None
     }
-}
-
-/// Tags a sender's records as one input of a two-input operator in front
-/// of the edge's real writer.
-struct IntoTwoInput<A, X> {
-    inner: Box<dyn Operator<X>>,
-    wrap: fn(A) -> X,
-    buf: Batch<X>,
-}
-
-impl<A: Send, X: Send> Operator<A> for IntoTwoInput<A, X> {
-    fn open(&mut self, init: &TaskInit) -> Result<(), TaskError> {
-        self.inner.open(init)
-    }
-
-    fn process_batch(&mut self, batch: &mut Batch<A>) -> Result<(), TaskError> {
-        let wrap = self.wrap;
-        self.buf.records.extend(batch.records.drain(..).map(wrap));
-        std::mem::swap(&mut self.buf.key_groups, &mut batch.key_groups);
-        std::mem::swap(&mut self.buf.timestamps, &mut batch.timestamps);
-        batch.key_groups.clear();
-        batch.timestamps.clear();
-        self.inner.process_batch(&mut self.buf)
-    }
-
-    fn process_watermark(&mut self, wm: Watermark) -> Result<(), TaskError> {
-        self.inner.process_watermark(wm)
-    }
-
-    fn process_watermark_status(&mut self, status: WatermarkStatus) -> Result<(), TaskError> {
-        self.inner.process_watermark_status(status)
-    }
-
-    fn on_processing_time(&mut self, now_ms: i64) -> Result<(), TaskError> {
-        self.inner.on_processing_time(now_ms)
-    }
-
-    fn process_barrier(
-        &mut self,
-        b: CheckpointBarrier,
-        snapshot: &mut TaskSnapshot,
-    ) -> Result<(), TaskError> {
-        self.inner.process_barrier(b, snapshot)
-    }
-
-    fn notify_checkpoint(&mut self, n: CheckpointNotification) -> Result<(), TaskError> {
-        self.inner.notify_checkpoint(n)
-    }
-
-    fn flush(&mut self) -> Result<(), TaskError> {
-        self.inner.flush()
-    }
-
-    fn finish(&mut self) -> Result<(), TaskError> {
-        self.inner.finish()
-    }
-}
-
-fn tagged<A: Send + 'static, X: Send + 'static>(
-    inner: Box<dyn Operator<X>>,
-    wrap: fn(A) -> X,
-) -> AnyBox {
-    let op: Box<dyn Operator<A>> = Box::new(IntoTwoInput {
-        inner,
-        wrap,
-        buf: Batch::from_records(Vec::new()),
-    });
-    Box::new(op)
 }
 
 /// Writer of the broadcast edge: every record to every subtask.

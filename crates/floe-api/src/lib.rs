@@ -11,6 +11,7 @@
 //! once per parallel instance.
 
 pub mod broadcast;
+pub mod connected;
 pub mod env;
 mod event_time;
 pub mod functions;
@@ -19,12 +20,17 @@ pub mod job_args;
 mod keyed_op;
 mod operators;
 pub mod stream;
+mod two_input;
 pub mod window;
 
 pub use broadcast::{
     BroadcastConnectedStream, BroadcastContext, BroadcastProcessFunction, BroadcastStream,
     KeyedBroadcastConnectedStream, KeyedBroadcastContext, KeyedBroadcastOnTimerContext,
-    KeyedBroadcastProcessFunction, KeyedReadOnlyContext, ReadOnlyContext, TwoInput,
+    KeyedBroadcastProcessFunction, KeyedReadOnlyContext, ReadOnlyContext,
+};
+pub use connected::{
+    CoProcessFunction, Connectable, ConnectedStreams, KeyedCoProcessFunction, KeyedConnectable,
+    KeyedConnectedStreams,
 };
 pub use env::StreamEnvironment;
 pub use floe_core::{NO_TIMESTAMP, Watermark, WatermarkStatus};
@@ -40,3 +46,4 @@ pub use functions::{
 pub use interval_join::{IntervalJoin, IntervalJoinContext, IntervalJoined};
 pub use job_args::{JobArgs, JobArgsError, absolute_location};
 pub use stream::{DataStream, KeyedStream, QueryableStateDescriptor};
+pub use two_input::TwoInput;

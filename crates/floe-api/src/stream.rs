@@ -517,23 +517,7 @@ where
     where
         L: KeyedLogic<K, T, U> + Clone + 'static,
     {
-        let proto = Prototype::new(logic);
-        let ks = self.key_selector.clone();
-        let make: MakeKind = Box::new(move |s: &BuildSettings| {
-            let (proto, ks, backend) = (proto.clone(), ks.clone(), s.backend.clone());
-            VertexKind::Operator(Arc::new(move |info, down, side| {
-                let next = unbox::<Box<dyn Operator<U>>>(down, "keyed operator output");
-                let op: Box<dyn Operator<T>> = Box::new(KeyedOp::new(
-                    proto.instance(),
-                    ks.clone(),
-                    &backend,
-                    next,
-                    side,
-                    info.clone(),
-                ));
-                Box::new(op)
-            }))
-        });
+        let make = keyed_op_kind(logic, self.key_selector.clone());
         let ks = self.key_selector.clone();
         let writer: WriterFactory = Arc::new(move |mut args: WriterArgs| {
             let set = args.take_channel_set::<T>(true);
@@ -656,6 +640,35 @@ where
         })
         .name("Keyed Aggregation")
     }
+}
+
+/// The factory of a keyed operator running `logic` on records of type `T`
+/// keyed by `key_selector` (one [`KeyedOp`] per subtask): a keyed stream's
+/// operators and two-input keyed operators share it.
+pub(crate) fn keyed_op_kind<T, K, U, L, KS>(logic: L, key_selector: KS) -> MakeKind
+where
+    T: Record,
+    K: Key,
+    U: Record,
+    L: KeyedLogic<K, T, U> + Clone + 'static,
+    KS: Fn(&T) -> K + Clone + Send + Sync + 'static,
+{
+    let proto = Prototype::new(logic);
+    Box::new(move |s: &BuildSettings| {
+        let (proto, ks, backend) = (proto.clone(), key_selector.clone(), s.backend.clone());
+        VertexKind::Operator(Arc::new(move |info, down, side| {
+            let next = unbox::<Box<dyn Operator<U>>>(down, "keyed operator output");
+            let op: Box<dyn Operator<T>> = Box::new(KeyedOp::new(
+                proto.instance(),
+                ks.clone(),
+                &backend,
+                next,
+                side,
+                info.clone(),
+            ));
+            Box::new(op)
+        }))
+    })
 }
 
 #[derive(Clone)]

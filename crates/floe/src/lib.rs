@@ -53,10 +53,11 @@ pub mod prelude {
     };
     pub use floe_api::{
         BroadcastContext, BroadcastProcessFunction, BroadcastStream, CheckpointListener,
-        CheckpointedFunction, Collector, DataStream, JobArgs, KeyedBroadcastContext,
-        KeyedBroadcastOnTimerContext, KeyedBroadcastProcessFunction, KeyedProcessFunction,
-        KeyedReadOnlyContext, KeyedStream, ProcessContext, ProcessFunction, ReadOnlyContext,
-        RichFlatMapFunction, RichMapFunction, StreamEnvironment,
+        CheckpointedFunction, CoProcessFunction, Collector, ConnectedStreams, DataStream, JobArgs,
+        KeyedBroadcastContext, KeyedBroadcastOnTimerContext, KeyedBroadcastProcessFunction,
+        KeyedCoProcessFunction, KeyedConnectedStreams, KeyedProcessFunction, KeyedReadOnlyContext,
+        KeyedStream, ProcessContext, ProcessFunction, ReadOnlyContext, RichFlatMapFunction,
+        RichMapFunction, StreamEnvironment,
     };
     pub use floe_api::{IntervalJoinContext, window::JoinSide};
     pub use floe_api::{

@@ -5,7 +5,8 @@
 //! would write it against the official suite's SQL (`queries/q*.sql` in
 //! the shared Nexmark harness), over the stream of [`floe_nexmark`]'s
 //! source with the suite's event time (date_time, 4 s out of orderness).
-//! The queries live in one module per kind ([`simple`]: no state); this
+//! The queries live in one module per kind ([`simple`]: no state;
+//! [`joins`]: regular joins with connected streams); this
 //! module holds what they share: the query names, the source, the bids
 //! view, how rows print, and [`build`], which both `floe run nexmark` and
 //! `floe bench nexmark` go through so that they run the same job.
@@ -13,8 +14,10 @@
 //! Rows print as the SQL's columns, comma-separated; with `--output` they
 //! go to part files through the exactly-once file sink.
 
+mod joins;
 mod simple;
 
+pub use joins::*;
 pub use simple::*;
 
 use std::path::Path;
@@ -33,6 +36,12 @@ pub enum Query {
     Q1,
     /// Selection: bids on every 123rd auction.
     Q2,
+    /// Local item suggestion: category-10 auctions of sellers in OR, ID, CA.
+    Q3,
+    /// Average winning price per category.
+    Q4,
+    /// Winning bid of each auction.
+    Q9,
 }
 
 impl std::fmt::Display for Query {
@@ -41,6 +50,9 @@ impl std::fmt::Display for Query {
             Query::Q0 => "q0",
             Query::Q1 => "q1",
             Query::Q2 => "q2",
+            Query::Q3 => "q3",
+            Query::Q4 => "q4",
+            Query::Q9 => "q9",
         })
     }
 }
@@ -121,6 +133,9 @@ pub fn build(query: Query, events: &DataStream<Event>, sink: impl RowsSink) {
         Query::Q0 => sink.accept(q0(events)),
         Query::Q1 => sink.accept(q1(events)),
         Query::Q2 => sink.accept(q2(events)),
+        Query::Q3 => sink.accept(q3(events)),
+        Query::Q4 => sink.accept(q4(events)),
+        Query::Q9 => sink.accept(q9(events)),
     }
 }
 
