@@ -14,8 +14,10 @@
 //! go to part files through the exactly-once file sink.
 
 mod simple;
+mod windowed;
 
 pub use simple::*;
+pub use windowed::*;
 
 use std::path::Path;
 
@@ -33,6 +35,8 @@ pub enum Query {
     Q1,
     /// Selection: bids on every 123rd auction.
     Q2,
+    /// Hot items: the auctions with the most bids per sliding window.
+    Q5,
 }
 
 impl std::fmt::Display for Query {
@@ -41,6 +45,7 @@ impl std::fmt::Display for Query {
             Query::Q0 => "q0",
             Query::Q1 => "q1",
             Query::Q2 => "q2",
+            Query::Q5 => "q5",
         })
     }
 }
@@ -121,6 +126,7 @@ pub fn build(query: Query, events: &DataStream<Event>, sink: impl RowsSink) {
         Query::Q0 => sink.accept(q0(events)),
         Query::Q1 => sink.accept(q1(events)),
         Query::Q2 => sink.accept(q2(events)),
+        Query::Q5 => sink.accept(q5(events)),
     }
 }
 
