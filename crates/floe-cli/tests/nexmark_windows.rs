@@ -1,9 +1,9 @@
-//! The windowed Nexmark queries against a plain batch computation over
-//! the same generated events, at parallelism 1 and 3 (and on RocksDB with
-//! the `rocksdb` feature); q5 through the CLI killed with SIGKILL and
-//! restored from its checkpoint, and stopped with a savepoint at p = 2
-//! and resumed at p = 3, each committing exactly the failure-free rows;
-//! the rows print as the SQL's columns.
+//! The windowed Nexmark queries against a plain
+//! batch computation over the same generated events, at parallelism 1 and
+//! 3 (and on RocksDB with the `rocksdb` feature); q5 and q7 through the
+//! CLI killed with SIGKILL and restored from their checkpoint, and
+//! stopped with a savepoint at p = 2 and resumed at p = 3, each committing
+//! exactly the failure-free rows; the rows print as the SQL's columns.
 //!
 //! The batch model assigns events to windows arithmetically. It assumes
 //! no event is late, and checks it: each split's event times never go
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use floe::prelude::*;
-use floe_cli::examples::nexmark::{self, HotItem, Row};
+use floe_cli::examples::nexmark::{self, HighestBid, HotItem, Row};
 use floe_nexmark::{Event, NexmarkConfig, NexmarkGenerator};
 
 const EVENTS: u64 = 100_000;
@@ -78,6 +78,35 @@ fn model_q5(events: &[Event]) -> Vec<HotItem> {
             .iter()
             .filter(|((end, _), n)| max[end] == **n)
             .map(|(&(_, auction), &num)| HotItem { auction, num })
+            .collect(),
+    )
+}
+
+/// q7 computed directly: per tumbling window, the bids with the highest
+/// price (half-open windows, see the module's docs).
+fn model_q7(events: &[Event]) -> Vec<HighestBid> {
+    let mut max: BTreeMap<i64, u64> = BTreeMap::new();
+    for e in events {
+        if let Event::Bid(b) = e {
+            let m = max.entry(window_start(b.date_time, WINDOW)).or_default();
+            *m = (*m).max(b.price);
+        }
+    }
+    sorted(
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Bid(b) if max[&window_start(b.date_time, WINDOW)] == b.price => {
+                    Some(HighestBid {
+                        auction: b.auction,
+                        price: b.price,
+                        bidder: b.bidder,
+                        date_time: b.date_time,
+                        extra: b.extra.clone(),
+                    })
+                }
+                _ => None,
+            })
             .collect(),
     )
 }
@@ -145,6 +174,11 @@ fn q5_hot_items_equal_a_batch_computation() {
 }
 
 #[test]
+fn q7_highest_bids_equal_a_batch_computation() {
+    check("q7", nexmark::q7, model_q7);
+}
+
+#[test]
 fn rows_print_as_the_sql_columns() {
     let line = |row: &dyn Fn(&mut String)| {
         let mut s = String::new();
@@ -156,6 +190,18 @@ fn rows_print_as_the_sql_columns() {
         num: 42,
     };
     assert_eq!(line(&|b| hot.write_line(b)), "1007,42");
+    let highest = HighestBid {
+        auction: 1007,
+        price: 99_900,
+        bidder: 2001,
+        date_time: 1_436_918_410_000,
+        extra: "x".into(),
+    };
+    // The SQL selects auction, price, bidder, dateTime, extra.
+    assert_eq!(
+        line(&|b| highest.write_line(b)),
+        "1007,99900,2001,1436918410000,x"
+    );
 }
 
 /// The lines `rows` commit, sorted.
@@ -262,6 +308,11 @@ fn q5_on_rocksdb_sigkill_then_restore_equals_the_failure_free_run() {
     sigkill_then_restore("q5", lines(model_q5(&batch_events(2))), &flags);
 }
 
+#[test]
+fn q7_sigkill_then_restore_equals_the_failure_free_run() {
+    sigkill_then_restore("q7", lines(model_q7(&batch_events(2))), &[]);
+}
+
 /// Job ids in a job registry directory.
 fn registered(registry: &Path) -> BTreeSet<String> {
     std::fs::read_dir(registry)
@@ -344,4 +395,9 @@ fn stop_then_resume_at_p3(query: &str, want: Vec<String>) {
 #[test]
 fn q5_stopped_with_a_savepoint_resumes_at_another_parallelism() {
     stop_then_resume_at_p3("q5", lines(model_q5(&batch_events(2))));
+}
+
+#[test]
+fn q7_stopped_with_a_savepoint_resumes_at_another_parallelism() {
+    stop_then_resume_at_p3("q7", lines(model_q7(&batch_events(2))));
 }

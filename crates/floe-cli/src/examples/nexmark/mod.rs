@@ -37,6 +37,8 @@ pub enum Query {
     Q2,
     /// Hot items: the auctions with the most bids per sliding window.
     Q5,
+    /// Highest bid: the bids with the highest price per window.
+    Q7,
 }
 
 impl std::fmt::Display for Query {
@@ -46,6 +48,7 @@ impl std::fmt::Display for Query {
             Query::Q1 => "q1",
             Query::Q2 => "q2",
             Query::Q5 => "q5",
+            Query::Q7 => "q7",
         })
     }
 }
@@ -127,6 +130,7 @@ pub fn build(query: Query, events: &DataStream<Event>, sink: impl RowsSink) {
         Query::Q1 => sink.accept(q1(events)),
         Query::Q2 => sink.accept(q2(events)),
         Query::Q5 => sink.accept(q5(events)),
+        Query::Q7 => sink.accept(q7(events)),
     }
 }
 
