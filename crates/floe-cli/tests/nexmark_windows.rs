@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use floe::prelude::*;
-use floe_cli::examples::nexmark::{self, HighestBid, HotItem, Row};
+use floe_cli::examples::nexmark::{self, HighestBid, HotItem, NewUser, Row};
 use floe_nexmark::{Event, NexmarkConfig, NexmarkGenerator};
 
 const EVENTS: u64 = 100_000;
@@ -111,6 +111,31 @@ fn model_q7(events: &[Event]) -> Vec<HighestBid> {
     )
 }
 
+/// q8 computed directly: persons and the sellers of auctions per window,
+/// joined on id and window.
+fn model_q8(events: &[Event]) -> Vec<NewUser> {
+    let mut sellers: BTreeSet<(u64, i64)> = BTreeSet::new();
+    let mut persons: BTreeSet<(u64, String, i64)> = BTreeSet::new();
+    for e in events {
+        match e {
+            Event::Auction(a) => {
+                sellers.insert((a.seller, window_start(a.date_time, WINDOW)));
+            }
+            Event::Person(p) => {
+                persons.insert((p.id, p.name.clone(), window_start(p.date_time, WINDOW)));
+            }
+            Event::Bid(_) => {}
+        }
+    }
+    sorted(
+        persons
+            .into_iter()
+            .filter(|(id, _, start)| sellers.contains(&(*id, *start)))
+            .map(|(id, name, start)| NewUser { id, name, start })
+            .collect(),
+    )
+}
+
 fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v.sort();
     v
@@ -179,6 +204,11 @@ fn q7_highest_bids_equal_a_batch_computation() {
 }
 
 #[test]
+fn q8_new_users_equal_a_batch_computation() {
+    check("q8", nexmark::q8, model_q8);
+}
+
+#[test]
 fn rows_print_as_the_sql_columns() {
     let line = |row: &dyn Fn(&mut String)| {
         let mut s = String::new();
@@ -201,6 +231,15 @@ fn rows_print_as_the_sql_columns() {
     assert_eq!(
         line(&|b| highest.write_line(b)),
         "1007,99900,2001,1436918410000,x"
+    );
+    let user = NewUser {
+        id: 1001,
+        name: "Peter Jones".into(),
+        start: 1_436_918_400_000,
+    };
+    assert_eq!(
+        line(&|b| user.write_line(b)),
+        "1001,Peter Jones,1436918400000"
     );
 }
 

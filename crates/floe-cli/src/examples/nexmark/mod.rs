@@ -39,6 +39,9 @@ pub enum Query {
     Q5,
     /// Highest bid: the bids with the highest price per window.
     Q7,
+    /// Monitor new users: persons who open an auction in the window they
+    /// registered in.
+    Q8,
 }
 
 impl std::fmt::Display for Query {
@@ -49,6 +52,7 @@ impl std::fmt::Display for Query {
             Query::Q2 => "q2",
             Query::Q5 => "q5",
             Query::Q7 => "q7",
+            Query::Q8 => "q8",
         })
     }
 }
@@ -131,6 +135,7 @@ pub fn build(query: Query, events: &DataStream<Event>, sink: impl RowsSink) {
         Query::Q2 => sink.accept(q2(events)),
         Query::Q5 => sink.accept(q5(events)),
         Query::Q7 => sink.accept(q7(events)),
+        Query::Q8 => sink.accept(q8(events)),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The windowed queries: q5 (hot items) and q7 (highest bid).
+//! The windowed queries: q5 (hot items), q7 (highest
+//! bid) and q8 (monitor new users).
 //!
 //! Each is the suite's SQL ported to DataStream windows as a Flink user
 //! would write it. Where SQL and DataStream differ, Floe follows Flink's
@@ -32,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Row, bids};
 
-/// The size of q5's and q7's windows (`INTERVAL '10' SECOND`).
+/// The size of q5's, q7's and q8's windows (`INTERVAL '10' SECOND`).
 const WINDOW: Duration = Duration::from_secs(10);
 /// How often q5's sliding windows start (the SQL's `HOP` slide).
 const HOT_ITEMS_SLIDE: Duration = Duration::from_secs(2);
@@ -66,6 +67,16 @@ pub struct HighestBid {
     pub extra: String,
 }
 
+/// A person who opened an auction in the window they registered in (q8's
+/// row).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NewUser {
+    pub id: u64,
+    pub name: String,
+    /// The window's start, epoch ms.
+    pub start: i64,
+}
+
 impl Row for HotItem {
     /// q5's columns: auction, num.
     fn write_line(&self, buf: &mut String) {
@@ -83,6 +94,13 @@ impl Row for HighestBid {
             "{},{},{},{},{}",
             self.auction, self.price, self.bidder, self.date_time, self.extra
         );
+    }
+}
+
+impl Row for NewUser {
+    /// q8's columns: id, name, stime.
+    fn write_line(&self, buf: &mut String) {
+        let _ = write!(buf, "{},{},{}", self.id, self.name, self.start);
     }
 }
 
@@ -293,4 +311,54 @@ pub fn q7(events: &DataStream<Event>) -> DataStream<HighestBid> {
         .aggregate_with(MaxWithTies::<HighestBid>::new(), Flatten(|b| b))
         .name("Highest Bids")
         .uid("q7-max")
+}
+
+/// q8: persons who opened an auction in the same tumbling 10 s window as
+/// they registered, once per person and window.
+///
+/// A co-group of persons (id, name, time) and auctions (their seller) on
+/// `id = seller` per window; a window with both sides emits its person.
+/// Only the seller of an auction is kept in the window.
+pub fn q8(events: &DataStream<Event>) -> DataStream<NewUser> {
+    let persons = events
+        .flat_map(|e: Event, out: &mut Collector<'_, (u64, String, i64)>| {
+            if let Event::Person(p) = e {
+                out.collect((p.id, p.name, p.date_time))
+            }
+        })
+        .name("Persons")
+        .uid("q8-persons");
+    let sellers = events
+        .flat_map(|e: Event, out: &mut Collector<'_, u64>| {
+            if let Event::Auction(a) = e {
+                out.collect(a.seller)
+            }
+        })
+        .name("Sellers")
+        .uid("q8-sellers");
+    let size = WINDOW.as_millis() as i64;
+    persons
+        .co_group(&sellers)
+        .where_key(|p: &(u64, String, i64)| p.0)
+        .equal_to(|seller: &u64| *seller)
+        .window(TumblingWindows::event_time(WINDOW))
+        .apply(
+            move |_: &u64, mut persons: Vec<(u64, String, i64)>, sellers: Vec<u64>, out| {
+                if sellers.is_empty() {
+                    return Ok(());
+                }
+                // The SQL groups persons by (id, name) per window first.
+                persons.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+                persons.dedup_by(|a, b| (a.0, &a.1) == (b.0, &b.1));
+                for (id, name, date_time) in persons {
+                    out.collect(NewUser {
+                        id,
+                        name,
+                        start: TimeWindow::start_with_offset(date_time, 0, size),
+                    });
+                }
+                Ok(())
+            },
+        )
+        .uid("q8-join")
 }
