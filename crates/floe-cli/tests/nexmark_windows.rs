@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use floe::prelude::*;
-use floe_cli::examples::nexmark::{self, HighestBid, HotItem, NewUser, Row};
+use floe_cli::examples::nexmark::{self, BidderCount, HighestBid, HotItem, NewUser, Row};
 use floe_nexmark::{Event, NexmarkConfig, NexmarkGenerator};
 
 const EVENTS: u64 = 100_000;
@@ -26,6 +26,7 @@ const SEED: u64 = 7;
 const TPS: u32 = 1_000;
 const WINDOW: i64 = 10_000;
 const SLIDE: i64 = 2_000;
+const GAP: i64 = 10_000;
 
 fn config() -> NexmarkConfig {
     NexmarkConfig::new(EVENTS).with_seed(SEED).with_tps(TPS)
@@ -136,6 +137,42 @@ fn model_q8(events: &[Event]) -> Vec<NewUser> {
     )
 }
 
+/// q11 computed directly: each bidder's bid times in order, cut where two
+/// are more than the gap apart (sessions that touch merge, as in Flink).
+fn model_q11(events: &[Event]) -> Vec<BidderCount> {
+    let mut times: BTreeMap<u64, Vec<i64>> = BTreeMap::new();
+    for e in events {
+        if let Event::Bid(b) = e {
+            times.entry(b.bidder).or_default().push(b.date_time);
+        }
+    }
+    let mut rows = Vec::new();
+    for (bidder, mut ts) in times {
+        ts.sort_unstable();
+        let (mut start, mut last, mut n) = (ts[0], ts[0], 0u64);
+        for t in ts {
+            if t - last > GAP {
+                rows.push(BidderCount {
+                    bidder,
+                    bid_count: n,
+                    start,
+                    end: last + GAP,
+                });
+                (start, n) = (t, 0);
+            }
+            last = t;
+            n += 1;
+        }
+        rows.push(BidderCount {
+            bidder,
+            bid_count: n,
+            start,
+            end: last + GAP,
+        });
+    }
+    sorted(rows)
+}
+
 fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v.sort();
     v
@@ -209,6 +246,11 @@ fn q8_new_users_equal_a_batch_computation() {
 }
 
 #[test]
+fn q11_sessions_equal_a_batch_computation() {
+    check("q11", nexmark::q11, model_q11);
+}
+
+#[test]
 fn rows_print_as_the_sql_columns() {
     let line = |row: &dyn Fn(&mut String)| {
         let mut s = String::new();
@@ -240,6 +282,16 @@ fn rows_print_as_the_sql_columns() {
     assert_eq!(
         line(&|b| user.write_line(b)),
         "1001,Peter Jones,1436918400000"
+    );
+    let session = BidderCount {
+        bidder: 2001,
+        bid_count: 3,
+        start: 1_436_918_400_000,
+        end: 1_436_918_415_000,
+    };
+    assert_eq!(
+        line(&|b| session.write_line(b)),
+        "2001,3,1436918400000,1436918415000"
     );
 }
 

@@ -42,6 +42,8 @@ pub enum Query {
     /// Monitor new users: persons who open an auction in the window they
     /// registered in.
     Q8,
+    /// User sessions: bids per bidder and session.
+    Q11,
 }
 
 impl std::fmt::Display for Query {
@@ -53,6 +55,7 @@ impl std::fmt::Display for Query {
             Query::Q5 => "q5",
             Query::Q7 => "q7",
             Query::Q8 => "q8",
+            Query::Q11 => "q11",
         })
     }
 }
@@ -136,6 +139,7 @@ pub fn build(query: Query, events: &DataStream<Event>, sink: impl RowsSink) {
         Query::Q5 => sink.accept(q5(events)),
         Query::Q7 => sink.accept(q7(events)),
         Query::Q8 => sink.accept(q8(events)),
+        Query::Q11 => sink.accept(q11(events)),
     }
 }
 

@@ -1,5 +1,5 @@
 //! The windowed queries: q5 (hot items), q7 (highest
-//! bid) and q8 (monitor new users).
+//! bid), q8 (monitor new users) and q11 (user sessions).
 //!
 //! Each is the suite's SQL ported to DataStream windows as a Flink user
 //! would write it. Where SQL and DataStream differ, Floe follows Flink's
@@ -37,6 +37,8 @@ use super::{Row, bids};
 const WINDOW: Duration = Duration::from_secs(10);
 /// How often q5's sliding windows start (the SQL's `HOP` slide).
 const HOT_ITEMS_SLIDE: Duration = Duration::from_secs(2);
+/// q11's session gap: a bidder's session ends 10 s after its last bid.
+const SESSION_GAP: Duration = Duration::from_secs(10);
 
 /// An auction with the most bids of a sliding window (q5's row).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -77,6 +79,19 @@ pub struct NewUser {
     pub start: i64,
 }
 
+/// A bidder's bids in one window (q11's sessions, q12's processing-time
+/// windows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BidderCount {
+    pub bidder: u64,
+    pub bid_count: u64,
+    /// The window's start, epoch ms.
+    pub start: i64,
+    /// The window's end (exclusive), epoch ms; for a session, its last
+    /// bid plus the gap (SQL's `SESSION_END`).
+    pub end: i64,
+}
+
 impl Row for HotItem {
     /// q5's columns: auction, num.
     fn write_line(&self, buf: &mut String) {
@@ -101,6 +116,17 @@ impl Row for NewUser {
     /// q8's columns: id, name, stime.
     fn write_line(&self, buf: &mut String) {
         let _ = write!(buf, "{},{},{}", self.id, self.name, self.start);
+    }
+}
+
+impl Row for BidderCount {
+    /// q11's and q12's columns: bidder, bid_count, starttime, endtime.
+    fn write_line(&self, buf: &mut String) {
+        let _ = write!(
+            buf,
+            "{},{},{},{}",
+            self.bidder, self.bid_count, self.start, self.end
+        );
     }
 }
 
@@ -253,6 +279,31 @@ where
     }
 }
 
+/// Tags a bidder's count with its window (q11, q12).
+#[derive(Debug, Clone, Copy)]
+struct WithWindow;
+
+impl ProcessWindowFunction<u64, u64, BidderCount, TimeWindow> for WithWindow {
+    fn process(
+        &mut self,
+        bidder: &u64,
+        ctx: &mut WindowContext<'_, u64, TimeWindow>,
+        counts: Vec<u64>,
+        out: &mut Collector<'_, BidderCount>,
+    ) -> anyhow::Result<()> {
+        let w = *ctx.window();
+        for bid_count in counts {
+            out.collect(BidderCount {
+                bidder: *bidder,
+                bid_count,
+                start: w.start,
+                end: w.end,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// q5: per sliding window (10 s, every 2 s), the auctions with the most
 /// bids, each with its count.
 ///
@@ -361,4 +412,18 @@ pub fn q8(events: &DataStream<Event>) -> DataStream<NewUser> {
             },
         )
         .uid("q8-join")
+}
+
+/// q11: each bidder's sessions (bids at most 10 s apart) with their
+/// bid count, start (first bid) and end (last bid plus the gap).
+pub fn q11(events: &DataStream<Event>) -> DataStream<BidderCount> {
+    bids(events)
+        .map(|b: Bid| b.bidder)
+        .name("Bidder")
+        .uid("q11-bidder")
+        .key_by(|bidder: &u64| *bidder)
+        .window(SessionWindows::event_time_with_gap(SESSION_GAP))
+        .aggregate_with(CountAll, WithWindow)
+        .name("Bids per Session")
+        .uid("q11-sessions")
 }
