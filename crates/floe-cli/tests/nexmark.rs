@@ -219,7 +219,7 @@ fn bad_flags_are_refused_clearly() {
     for (args, needle) in [
         (
             vec!["bench", "nexmark", "--query", "q42", "--events", "10"],
-            "possible values: q0, q1, q2, q5, q7, q8, q11",
+            "possible values: q0, q1, q2, q5, q7, q8, q11, q12",
         ),
         (
             vec!["bench", "nexmark", "--query", "q0", "--events", "0"],

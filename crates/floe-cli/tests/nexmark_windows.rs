@@ -1,4 +1,4 @@
-//! The windowed Nexmark queries against a plain
+//! The windowed Nexmark queries (q5, q7, q8, q11, q12) against a plain
 //! batch computation over the same generated events, at parallelism 1 and
 //! 3 (and on RocksDB with the `rocksdb` feature); q5 and q7 through the
 //! CLI killed with SIGKILL and restored from their checkpoint, and
@@ -173,6 +173,17 @@ fn model_q11(events: &[Event]) -> Vec<BidderCount> {
     sorted(rows)
 }
 
+/// Bids per bidder.
+fn bids_per_bidder(events: &[Event]) -> BTreeMap<u64, u64> {
+    let mut counts = BTreeMap::new();
+    for e in events {
+        if let Event::Bid(b) = e {
+            *counts.entry(b.bidder).or_default() += 1;
+        }
+    }
+    counts
+}
+
 fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v.sort();
     v
@@ -248,6 +259,76 @@ fn q8_new_users_equal_a_batch_computation() {
 #[test]
 fn q11_sessions_equal_a_batch_computation() {
     check("q11", nexmark::q11, model_q11);
+}
+
+/// The bids per bidder q12 counted over all its windows, checking each
+/// row's window and that no (bidder, window) repeats.
+fn q12_sums(rows: &[BidderCount]) -> (BTreeMap<u64, u64>, BTreeSet<i64>) {
+    let mut sums = BTreeMap::new();
+    let mut windows = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    for r in rows {
+        assert_eq!(r.start.rem_euclid(WINDOW), 0, "{r:?}");
+        assert_eq!(r.end - r.start, WINDOW, "{r:?}");
+        assert!(r.bid_count > 0, "{r:?}");
+        assert!(seen.insert((r.bidder, r.start)), "{r:?} twice");
+        *sums.entry(r.bidder).or_default() += r.bid_count;
+        windows.insert(r.start);
+    }
+    (sums, windows)
+}
+
+/// q12's windows are on the wall clock, so only what does not depend on it
+/// is compared: the counts of a bidder over all windows are its bids. Once
+/// with a clock that stands still (every window is open when the input
+/// ends and fires then), once with one that moves 10 s every 50 ms while
+/// the paced job runs (windows fire on the clock, the last at the end of
+/// input, none twice).
+#[test]
+fn q12_counts_every_bid_once_whatever_the_clock() {
+    let want = bids_per_bidder(&batch_events(1));
+    for (p, moving) in [(1u32, false), (3, false), (3, true)] {
+        let clock = ManualClock::new(1_000_000_000_000);
+        let env = StreamEnvironment::new();
+        env.set_parallelism(p);
+        env.set_processing_clock(ProcessingClock::Manual(clock.clone()));
+        let rate = moving.then_some(100_000.0);
+        let events = nexmark::events(&env, config(), rate).unwrap();
+        let (sink, rows) = CollectSink::new();
+        nexmark::q12(&events).sink_to(sink, "Collect");
+        let client = env.execute_async("nexmark q12 test").unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticker = moving.then(|| {
+            let (clock, stop) = (clock.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    clock.advance(Duration::from_secs(10));
+                }
+            })
+        });
+        client.wait().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = ticker {
+            t.join().unwrap();
+        }
+        let (sums, windows) = q12_sums(&rows.snapshot());
+        // The events (bidders included) do not depend on p, only their
+        // times do.
+        assert!(
+            sums == want,
+            "q12 at p={p}, moving clock {moving}: {} bids of {} bidders counted, want {} of {}",
+            sums.values().sum::<u64>(),
+            sums.len(),
+            want.values().sum::<u64>(),
+            want.len()
+        );
+        if moving {
+            assert!(windows.len() > 3, "the clock moved: {windows:?}");
+        } else {
+            assert_eq!(windows.len(), 1, "{windows:?}");
+        }
+    }
 }
 
 #[test]

@@ -44,6 +44,8 @@ pub enum Query {
     Q8,
     /// User sessions: bids per bidder and session.
     Q11,
+    /// Bids per bidder and processing-time window.
+    Q12,
 }
 
 impl std::fmt::Display for Query {
@@ -56,6 +58,7 @@ impl std::fmt::Display for Query {
             Query::Q7 => "q7",
             Query::Q8 => "q8",
             Query::Q11 => "q11",
+            Query::Q12 => "q12",
         })
     }
 }
@@ -140,6 +143,7 @@ pub fn build(query: Query, events: &DataStream<Event>, sink: impl RowsSink) {
         Query::Q7 => sink.accept(q7(events)),
         Query::Q8 => sink.accept(q8(events)),
         Query::Q11 => sink.accept(q11(events)),
+        Query::Q12 => sink.accept(q12(events)),
     }
 }
 
