@@ -331,8 +331,9 @@ enum Bench {
         #[arg(long)]
         incremental: bool,
     },
-    /// A Nexmark query (q0, q1, q2) over N generated events into a counting sink; measured from
-    /// the first event generated to the last row after the final watermark, as Flink's harness.
+    /// A Nexmark query (q0-q2; windowed: q5, q7, q8, q11, q12) over N generated events into a
+    /// counting sink; measured from the first event generated to the last row after the final
+    /// watermark (which also fires the windows still open), as Flink's harness.
     Nexmark {
         /// The query.
         #[arg(long, value_enum)]
