@@ -429,6 +429,34 @@ pub fn q7(events: &DataStream<Event>) -> DataStream<HighestBid> {
         .uid("q7-max")
 }
 
+/// A person as q8 keeps it: id, name, registration time.
+type PersonName = (u64, String, i64);
+
+/// Splits the stream for q8 in one pass: persons on the main output,
+/// auction sellers on [`Self::sellers`], bids dropped. Two filters on the
+/// one stream would copy every event for the second.
+#[derive(Clone)]
+struct PersonsAndSellers {
+    sellers: OutputTag<u64>,
+}
+
+impl ProcessFunction<Event, PersonName> for PersonsAndSellers {
+    #[inline]
+    fn process_element(
+        &mut self,
+        e: Event,
+        ctx: &mut ProcessContext<'_>,
+        out: &mut Collector<'_, PersonName>,
+    ) -> anyhow::Result<()> {
+        match e {
+            Event::Person(p) => out.collect((p.id, p.name, p.date_time)),
+            Event::Auction(a) => ctx.output(&self.sellers, a.seller)?,
+            Event::Bid(_) => {}
+        }
+        Ok(())
+    }
+}
+
 /// q8: persons who opened an auction in the same tumbling 10 s window as
 /// they registered, once per person and window.
 ///
@@ -436,30 +464,22 @@ pub fn q7(events: &DataStream<Event>) -> DataStream<HighestBid> {
 /// `id = seller` per window; a window with both sides emits its person.
 /// Only the seller of an auction is kept in the window.
 pub fn q8(events: &DataStream<Event>) -> DataStream<NewUser> {
+    let split = PersonsAndSellers {
+        sellers: OutputTag::new("sellers"),
+    };
     let persons = events
-        .flat_map(|e: Event, out: &mut Collector<'_, (u64, String, i64)>| {
-            if let Event::Person(p) = e {
-                out.collect((p.id, p.name, p.date_time))
-            }
-        })
-        .name("Persons")
-        .uid("q8-persons");
-    let sellers = events
-        .flat_map(|e: Event, out: &mut Collector<'_, u64>| {
-            if let Event::Auction(a) = e {
-                out.collect(a.seller)
-            }
-        })
-        .name("Sellers")
-        .uid("q8-sellers");
+        .process(split.clone())
+        .name("Persons and Sellers")
+        .uid("q8-split");
+    let sellers = persons.side_output(&split.sellers);
     let size = WINDOW.as_millis() as i64;
     persons
         .co_group(&sellers)
-        .where_key(|p: &(u64, String, i64)| p.0)
+        .where_key(|p: &PersonName| p.0)
         .equal_to(|seller: &u64| *seller)
         .window(TumblingWindows::event_time(WINDOW))
         .apply(
-            move |_: &u64, mut persons: Vec<(u64, String, i64)>, sellers: Vec<u64>, out| {
+            move |_: &u64, mut persons: Vec<PersonName>, sellers: Vec<u64>, out| {
                 if sellers.is_empty() {
                     return Ok(());
                 }
