@@ -331,9 +331,9 @@ enum Bench {
         #[arg(long)]
         incremental: bool,
     },
-    /// A Nexmark query (q0, q1, q2, q3, q4, q9) over N generated events into a counting sink;
-    /// measured from the first event generated to the last row after the final watermark, as
-    /// Flink's harness.
+    /// A Nexmark query (q0-q5, q7-q9, q11, q12) over N generated events into a counting sink;
+    /// measured from the first event generated to the last row after the final watermark
+    /// (which also fires the windows still open and closes the auctions), as Flink's harness.
     Nexmark {
         /// The query.
         #[arg(long, value_enum)]

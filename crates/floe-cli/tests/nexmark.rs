@@ -149,7 +149,7 @@ fn bad_flags_are_refused_clearly() {
     for (args, needle) in [
         (
             vec!["bench", "nexmark", "--query", "q42", "--events", "10"],
-            "possible values: q0, q1, q2, q3, q4, q9",
+            "possible values: q0, q1, q2, q3, q4, q5, q7, q8, q9, q11, q12",
         ),
         (
             vec!["bench", "nexmark", "--query", "q0", "--events", "0"],

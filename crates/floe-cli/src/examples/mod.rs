@@ -70,7 +70,7 @@ pub const EXAMPLES: &[(&str, &str, JobMain)] = &[
     ),
     (
         "nexmark",
-        "Nexmark queries q0-q2 and the joins q3, q4, q9 over the generated auction stream",
+        "Nexmark queries q0-q5, q7-q9, q11 and q12 over the generated auction stream",
         nexmark::run,
     ),
 ];

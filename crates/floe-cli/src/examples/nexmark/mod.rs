@@ -16,9 +16,11 @@
 
 mod joins;
 mod simple;
+mod windowed;
 
 pub use joins::*;
 pub use simple::*;
+pub use windowed::*;
 
 use std::path::Path;
 
@@ -40,8 +42,19 @@ pub enum Query {
     Q3,
     /// Average winning price per category.
     Q4,
+    /// Hot items: the auctions with the most bids per sliding window.
+    Q5,
+    /// Highest bid: the bids with the highest price per window.
+    Q7,
+    /// Monitor new users: persons who open an auction in the window they
+    /// registered in.
+    Q8,
     /// Winning bid of each auction.
     Q9,
+    /// User sessions: bids per bidder and session.
+    Q11,
+    /// Bids per bidder and processing-time window.
+    Q12,
 }
 
 impl std::fmt::Display for Query {
@@ -52,7 +65,12 @@ impl std::fmt::Display for Query {
             Query::Q2 => "q2",
             Query::Q3 => "q3",
             Query::Q4 => "q4",
+            Query::Q5 => "q5",
+            Query::Q7 => "q7",
+            Query::Q8 => "q8",
             Query::Q9 => "q9",
+            Query::Q11 => "q11",
+            Query::Q12 => "q12",
         })
     }
 }
@@ -135,7 +153,12 @@ pub fn build(query: Query, events: &DataStream<Event>, sink: impl RowsSink) {
         Query::Q2 => sink.accept(q2(events)),
         Query::Q3 => sink.accept(q3(events)),
         Query::Q4 => sink.accept(q4(events)),
+        Query::Q5 => sink.accept(q5(events)),
+        Query::Q7 => sink.accept(q7(events)),
+        Query::Q8 => sink.accept(q8(events)),
         Query::Q9 => sink.accept(q9(events)),
+        Query::Q11 => sink.accept(q11(events)),
+        Query::Q12 => sink.accept(q12(events)),
     }
 }
 
