@@ -21,14 +21,17 @@ use common::{Running, Sandbox};
 
 /// Events per run: the fixed size.
 const EVENTS: &str = "1000000";
+/// Events per run on RocksDB, which a debug build runs several times
+/// slower: the point there is the backend's restore, not the size.
+const ROCKSDB_EVENTS: &str = "200000";
 /// Events per second of event time: 1,000,000 events span 100 s, so that
 /// the windowed queries fire many windows, some before and some after
 /// the failure.
 const TPS: &str = "10000";
 const SEED: &str = "7";
-/// Emission cap of the runs that are interrupted: about 5 s of wall
-/// clock, so that the failure lands mid-run.
-const RATE: &str = "200000";
+/// About how long a run that is interrupted lasts: its emission is capped
+/// at events / `RUN_SECONDS` per second, so that the failure lands mid-run.
+const RUN_SECONDS: u64 = 5;
 
 /// What a run leaves to compare: its committed rows, sorted.
 fn committed(out: &Path) -> Vec<String> {
@@ -133,6 +136,7 @@ struct Runs<'a> {
     query: &'static str,
     /// Flags of every run (the state backend).
     flags: Vec<String>,
+    events: &'static str,
 }
 
 impl Runs<'_> {
@@ -152,7 +156,7 @@ impl Runs<'_> {
             "--query",
             self.query,
             "--events",
-            EVENTS,
+            self.events,
             "--tps",
             TPS,
             "--seed",
@@ -170,6 +174,11 @@ impl Runs<'_> {
         cmd.args(&self.flags)
             .env("FLOE_REGISTRY_DIR", dir.join("registry"));
         cmd
+    }
+
+    /// The emission cap of a run to interrupt.
+    fn rate(&self) -> String {
+        (self.events.parse::<u64>().unwrap() / RUN_SECONDS).to_string()
     }
 
     fn dir(&self, name: &str, sub: &str) -> PathBuf {
@@ -209,7 +218,7 @@ impl Runs<'_> {
     }
 
     fn killed_and_restored(&self) -> Vec<String> {
-        let mut first = common::start(self.job("kill", "2", &[]).args(["--rate", RATE]));
+        let mut first = common::start(self.job("kill", "2", &[]).args(["--rate", &self.rate()]));
         self.wait_for_checkpoint("kill", &mut first);
         let killed = first.kill();
         assert!(!killed.status.success(), "{}: not killed", self.query);
@@ -221,7 +230,7 @@ impl Runs<'_> {
 
     fn rescaled_through_a_savepoint(&self) -> Vec<String> {
         let registry = self.dir("rescale", "registry");
-        let mut first = common::start(self.job("rescale", "2", &[]).args(["--rate", RATE]));
+        let mut first = common::start(self.job("rescale", "2", &[]).args(["--rate", &self.rate()]));
         self.wait_for_checkpoint("rescale", &mut first);
         let id = registered_job(&registry)
             .unwrap_or_else(|| panic!("{}: no job in {}", self.query, registry.display()));
@@ -300,6 +309,7 @@ fn check(case: &Case, rocksdb: bool) {
         sb: &sb,
         query: case.query,
         flags: backend_flags(&sb, rocksdb),
+        events: if rocksdb { ROCKSDB_EVENTS } else { EVENTS },
     };
     let want = (case.normalize)(runs.failure_free());
     assert!(!want.is_empty(), "{}: no rows", case.query);
