@@ -410,7 +410,12 @@ impl NexmarkBench {
             .collect();
         let seconds = span.seconds().unwrap_or(result.net_runtime.as_secs_f64());
         let peak = crate::peak_rss_bytes().unwrap_or(0);
-        let (latency_ms_p50, latency_ms_p99, latency_samples) = latency.percentiles();
+        let (latency_ms_p50, latency_ms_p99, latency_samples) = if self.query.has_event_time_rows()
+        {
+            latency.percentiles()
+        } else {
+            (None, None, 0)
+        };
         Ok(NexmarkReport {
             benchmark: "nexmark",
             query: self.query.to_string(),

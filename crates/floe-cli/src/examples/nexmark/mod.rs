@@ -57,6 +57,14 @@ pub enum Query {
     Q12,
 }
 
+impl Query {
+    /// Whether its rows carry event times (every query but q12, whose
+    /// windows are on the wall clock): what the benchmark's latency needs.
+    pub fn has_event_time_rows(self) -> bool {
+        self != Query::Q12
+    }
+}
+
 impl std::fmt::Display for Query {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
