@@ -13,31 +13,7 @@ use floe::prelude::*;
 use floe_nexmark::{Auction, Bid, Event, Person};
 use serde::{Deserialize, Serialize};
 
-use super::{Row, bids};
-
-/// The persons of the stream (the suite's `person` view).
-pub fn persons(events: &DataStream<Event>) -> DataStream<Person> {
-    events
-        .flat_map(|e: Event, out: &mut Collector<'_, Person>| {
-            if let Event::Person(p) = e {
-                out.collect(p)
-            }
-        })
-        .name("Persons")
-        .uid("persons")
-}
-
-/// The auctions of the stream (the suite's `auction` view).
-pub fn auctions(events: &DataStream<Event>) -> DataStream<Auction> {
-    events
-        .flat_map(|e: Event, out: &mut Collector<'_, Auction>| {
-            if let Event::Auction(a) = e {
-                out.collect(a)
-            }
-        })
-        .name("Auctions")
-        .uid("auctions")
-}
+use super::{Pick, Row, split};
 
 // ---------------------------------------------------------------------
 // q3
@@ -154,13 +130,14 @@ impl KeyedCoProcessFunction<u64, Auction, Person, LocalItem> for LocalItemJoin {
 /// q3: `(name, city, state, auction id)` of every category-10 auction
 /// whose seller lives in Oregon, Idaho or California.
 pub fn q3(events: &DataStream<Event>) -> DataStream<LocalItem> {
-    let auctions = auctions(events)
-        .filter(|a: &Auction| a.category == Q3_CATEGORY)
-        .name("Category 10")
-        .uid("q3-category");
+    let (auctions, persons) = split(events, "q3-auctions-and-persons", |e| match e {
+        Event::Auction(a) if a.category == Q3_CATEGORY => Pick::First(a),
+        Event::Person(p) => Pick::Second(p),
+        _ => Pick::Neither,
+    });
     auctions
         .key_by(|a: &Auction| a.seller)
-        .connect(&persons(events).key_by(|p: &Person| p.id))
+        .connect(&persons.key_by(|p: &Person| p.id))
         .process(LocalItemJoin::default())
         .name("Local Item Suggestion")
         .uid("q3-join")
@@ -366,9 +343,14 @@ impl KeyedCoProcessFunction<u64, Auction, Bid, AuctionWinner> for WinningBidJoin
 /// Every auction with its winning bid, emitted when the auction closes
 /// (the watermark passes `expires`): the join q9 and q4 share.
 pub fn winning_bids(events: &DataStream<Event>) -> DataStream<AuctionWinner> {
-    auctions(events)
+    let (auctions, bids) = split(events, "auctions-and-bids", |e| match e {
+        Event::Auction(a) => Pick::First(a),
+        Event::Bid(b) => Pick::Second(b),
+        Event::Person(_) => Pick::Neither,
+    });
+    auctions
         .key_by(|a: &Auction| a.id)
-        .connect(&bids(events).key_by(|b: &Bid| b.auction))
+        .connect(&bids.key_by(|b: &Bid| b.auction))
         .process(WinningBidJoin::default())
         .name("Winning Bids")
         .uid("winning-bids")

@@ -26,6 +26,7 @@ use std::path::Path;
 
 use clap::{Parser, ValueEnum};
 use floe::JobArgs;
+use floe::api::stream::Record;
 use floe::prelude::*;
 use floe_nexmark::{Bid, Event, NexmarkConfig, NexmarkSource, watermark_strategy};
 
@@ -144,6 +145,67 @@ pub fn bids(events: &DataStream<Event>) -> DataStream<Bid> {
         })
         .name("Bids")
         .uid("bids")
+}
+
+/// Where [`split`] sends an event.
+pub enum Pick<A, B> {
+    /// To the first stream.
+    First(A),
+    /// To the second stream.
+    Second(B),
+    /// Nowhere.
+    Neither,
+}
+
+/// The process function behind [`split`].
+struct Split<A, B> {
+    second: OutputTag<B>,
+    pick: fn(Event) -> Pick<A, B>,
+}
+
+impl<A, B> Clone for Split<A, B> {
+    fn clone(&self) -> Self {
+        Split {
+            second: self.second.clone(),
+            pick: self.pick,
+        }
+    }
+}
+
+impl<A: Record, B: Record> ProcessFunction<Event, A> for Split<A, B> {
+    #[inline]
+    fn process_element(
+        &mut self,
+        event: Event,
+        ctx: &mut ProcessContext<'_>,
+        out: &mut Collector<'_, A>,
+    ) -> anyhow::Result<()> {
+        match (self.pick)(event) {
+            Pick::First(a) => out.collect(a),
+            Pick::Second(b) => ctx.output(&self.second, b)?,
+            Pick::Neither => {}
+        }
+        Ok(())
+    }
+}
+
+/// Two streams out of the events in one pass, `pick` choosing (and
+/// cutting down) what goes where: the first on the main output, the
+/// second on a side output. Two `flat_map`s over the events would each get
+/// a copy of every event (a stream with two consumers clones its records
+/// for all but the last), strings and all, only to drop most of them.
+pub fn split<A: Record, B: Record>(
+    events: &DataStream<Event>,
+    name: &str,
+    pick: fn(Event) -> Pick<A, B>,
+) -> (DataStream<A>, DataStream<B>) {
+    let function = Split {
+        second: OutputTag::new(&format!("{name}-second")),
+        pick,
+    };
+    let first = events.process(function.clone()).name(name).uid(name);
+    let second = first.side_output(&function.second);
+    (first, second)
 }
 
 /// What to do with a query's rows, whatever their type: write them (`floe

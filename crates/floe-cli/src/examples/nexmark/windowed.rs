@@ -35,7 +35,7 @@ use floe::prelude::*;
 use floe_nexmark::{Bid, Event};
 use serde::{Deserialize, Serialize};
 
-use super::{Row, bids};
+use super::{Pick, Row, bids, split};
 
 /// The size of q5's, q7's, q8's and q12's windows (the SQL's `INTERVAL
 /// '10' SECOND`).
@@ -432,31 +432,6 @@ pub fn q7(events: &DataStream<Event>) -> DataStream<HighestBid> {
 /// A person as q8 keeps it: id, name, registration time.
 type PersonName = (u64, String, i64);
 
-/// Splits the stream for q8 in one pass: persons on the main output,
-/// auction sellers on [`Self::sellers`], bids dropped. Two filters on the
-/// one stream would copy every event for the second.
-#[derive(Clone)]
-struct PersonsAndSellers {
-    sellers: OutputTag<u64>,
-}
-
-impl ProcessFunction<Event, PersonName> for PersonsAndSellers {
-    #[inline]
-    fn process_element(
-        &mut self,
-        e: Event,
-        ctx: &mut ProcessContext<'_>,
-        out: &mut Collector<'_, PersonName>,
-    ) -> anyhow::Result<()> {
-        match e {
-            Event::Person(p) => out.collect((p.id, p.name, p.date_time)),
-            Event::Auction(a) => ctx.output(&self.sellers, a.seller)?,
-            Event::Bid(_) => {}
-        }
-        Ok(())
-    }
-}
-
 /// q8: persons who opened an auction in the same tumbling 10 s window as
 /// they registered, once per person and window.
 ///
@@ -464,14 +439,11 @@ impl ProcessFunction<Event, PersonName> for PersonsAndSellers {
 /// `id = seller` per window; a window with both sides emits its person.
 /// Only the seller of an auction is kept in the window.
 pub fn q8(events: &DataStream<Event>) -> DataStream<NewUser> {
-    let split = PersonsAndSellers {
-        sellers: OutputTag::new("sellers"),
-    };
-    let persons = events
-        .process(split.clone())
-        .name("Persons and Sellers")
-        .uid("q8-split");
-    let sellers = persons.side_output(&split.sellers);
+    let (persons, sellers) = split(events, "q8-persons-and-sellers", |e| match e {
+        Event::Person(p) => Pick::First((p.id, p.name, p.date_time)),
+        Event::Auction(a) => Pick::Second(a.seller),
+        Event::Bid(_) => Pick::Neither,
+    });
     let size = WINDOW.as_millis() as i64;
     persons
         .co_group(&sellers)
