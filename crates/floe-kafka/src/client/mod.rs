@@ -1,0 +1,16 @@
+//! A small synchronous Kafka client on the wire protocol
+//! (`kafka-protocol` encodes and decodes every message): connections,
+//! cluster metadata, and the requests Floe's source and sink send.
+//!
+//! Floe speaks the protocol itself rather than through librdkafka because
+//! its exactly-once sink must commit a transaction another process
+//! pre-committed, from the producer id and epoch stored in a checkpoint;
+//! librdkafka cannot resume a transaction (Flink reaches into the Java
+//! client by reflection for the same reason).
+
+mod admin;
+mod cluster;
+mod connection;
+
+pub use cluster::{ClientConfig, CoordinatorKind, KafkaCluster, TopicPartition};
+pub use connection::BrokerConnection;
