@@ -9,6 +9,7 @@
 //! read_committed fetch also returns aborted records, so tests read
 //! transactional output with their own marker-aware reader.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -186,4 +187,106 @@ impl Drop for TestBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A record as [`read_committed`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRecord {
+    /// Its offset in the partition.
+    pub offset: i64,
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its value.
+    pub value: Option<Vec<u8>>,
+    /// Its timestamp (ms).
+    pub timestamp: i64,
+}
+
+/// Every record of `topic` a read-committed consumer must see, partition
+/// by partition, decided by this reader itself from the log: fetched
+/// read-uncommitted up to the high watermark, a transactional producer's
+/// records kept on its COMMIT marker and dropped on its ABORT marker, and
+/// those of a transaction still open at the end left out. (The test
+/// broker's read-committed fetch also returns aborted records, so tests
+/// cannot rely on it.)
+pub fn read_committed(
+    cluster: &mut KafkaCluster,
+    topic: &str,
+) -> Result<BTreeMap<i32, Vec<ReadRecord>>, crate::KafkaError> {
+    use crate::client::{Isolation, TopicPartition};
+    use kafka_protocol::records::RecordBatchDecoder;
+    let partitions = cluster.refresh_metadata(Some(&[topic.to_string()]))?[topic];
+    let mut out = BTreeMap::new();
+    for partition in 0..partitions {
+        let tp = TopicPartition::new(topic, partition);
+        let leader = cluster.leader_of(&tp)?;
+        let mut offset = 0i64;
+        let mut kept = Vec::new();
+        // Open transactions' records by producer id.
+        let mut open: HashMap<i64, Vec<ReadRecord>> = HashMap::new();
+        loop {
+            let fetched = cluster
+                .fetch(
+                    leader,
+                    &[(tp.clone(), offset)],
+                    // Tansu answers a fetch that may not wait with no
+                    // partitions at all; a short wait gets the data.
+                    100,
+                    1,
+                    8 << 20,
+                    8 << 20,
+                    Isolation::ReadUncommitted,
+                )?
+                .pop()
+                .expect("one partition asked");
+            if let Some(e) = fetched.error {
+                return Err(crate::KafkaError::Broker {
+                    api: "Fetch",
+                    context: Some(tp.to_string()),
+                    error: e,
+                });
+            }
+            let mut bytes = fetched.records;
+            if bytes.is_empty() {
+                if offset >= fetched.high_watermark {
+                    break;
+                }
+                return Err(crate::KafkaError::Metadata(format!(
+                    "{tp}: no complete batch at offset {offset} below the high watermark {}",
+                    fetched.high_watermark
+                )));
+            }
+            while !bytes.is_empty() {
+                let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| {
+                    crate::KafkaError::Metadata(format!("{tp}: undecodable batch: {e}"))
+                })?;
+                for r in set.records {
+                    offset = offset.max(r.offset + 1);
+                    if r.control {
+                        let key = r.key.as_deref().unwrap_or_default();
+                        let commit = key.len() >= 4 && key[2..4] == [0, 1];
+                        let records = open.remove(&r.producer_id).unwrap_or_default();
+                        if commit {
+                            kept.extend(records);
+                        }
+                        continue;
+                    }
+                    let record = ReadRecord {
+                        offset: r.offset,
+                        key: r.key.map(|k| k.to_vec()),
+                        value: r.value.map(|v| v.to_vec()),
+                        timestamp: r.timestamp,
+                    };
+                    if r.transactional {
+                        open.entry(r.producer_id).or_default().push(record);
+                    } else {
+                        kept.push(record);
+                    }
+                }
+            }
+        }
+        kept.sort_by_key(|r| r.offset);
+        out.insert(partition, kept);
+    }
+    Ok(out)
 }

@@ -11,6 +11,12 @@
 mod admin;
 mod cluster;
 mod connection;
+mod fetch;
+mod produce;
+mod records;
 
 pub use cluster::{ClientConfig, CoordinatorKind, KafkaCluster, TopicPartition};
 pub use connection::BrokerConnection;
+pub use fetch::{FetchedPartition, Isolation, OffsetSpec, complete_batches};
+pub use produce::{Acks, Producer, TransactionHandle, end_transaction};
+pub use records::{BatchBuilder, ProducerIdentity};
