@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod error;
+pub mod sink;
 pub mod testing;
 
 pub use client::{ClientConfig, KafkaCluster, TopicPartition};

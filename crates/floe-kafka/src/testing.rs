@@ -213,10 +213,31 @@ pub fn read_committed(
     cluster: &mut KafkaCluster,
     topic: &str,
 ) -> Result<BTreeMap<i32, Vec<ReadRecord>>, crate::KafkaError> {
+    read_log(cluster, topic).map(|log| log.committed)
+}
+
+/// What [`read_log`] found in a topic.
+#[derive(Debug, Clone, Default)]
+pub struct TopicLog {
+    /// What a read-committed consumer sees, by partition.
+    pub committed: BTreeMap<i32, Vec<ReadRecord>>,
+    /// Data records it does not see: aborted, or of a transaction still
+    /// open.
+    pub hidden: usize,
+    /// Transactions (by partition and producer) with records but no
+    /// marker yet: these hold back read-committed consumers.
+    pub open_transactions: usize,
+}
+
+/// [`read_committed`], also counting the records it leaves out, so a test
+/// can show that aborted writes happened and were dropped.
+pub fn read_log(cluster: &mut KafkaCluster, topic: &str) -> Result<TopicLog, crate::KafkaError> {
     use crate::client::{Isolation, TopicPartition};
     use kafka_protocol::records::RecordBatchDecoder;
     let partitions = cluster.refresh_metadata(Some(&[topic.to_string()]))?[topic];
     let mut out = BTreeMap::new();
+    let mut hidden = 0;
+    let mut open_transactions = 0;
     for partition in 0..partitions {
         let tp = TopicPartition::new(topic, partition);
         let leader = cluster.leader_of(&tp)?;
@@ -268,6 +289,8 @@ pub fn read_committed(
                         let records = open.remove(&r.producer_id).unwrap_or_default();
                         if commit {
                             kept.extend(records);
+                        } else {
+                            hidden += records.len();
                         }
                         continue;
                     }
@@ -285,8 +308,14 @@ pub fn read_committed(
                 }
             }
         }
+        hidden += open.values().map(Vec::len).sum::<usize>();
+        open_transactions += open.values().filter(|r| !r.is_empty()).count();
         kept.sort_by_key(|r| r.offset);
         out.insert(partition, kept);
     }
-    Ok(out)
+    Ok(TopicLog {
+        committed: out,
+        hidden,
+        open_transactions,
+    })
 }

@@ -99,6 +99,10 @@ fn committed_transactions_show_aborted_and_open_ones_do_not() {
     d.send(&tp1, None, Some(b"open"), 5);
     d.flush().unwrap();
 
+    let log = floe_kafka::testing::read_log(&mut broker.cluster(), "t").unwrap();
+    // Hidden: the aborted, the lingering (aborted by the re-init) and the
+    // open record; only "d" is still open.
+    assert_eq!((log.hidden, log.open_transactions), (3, 1));
     let read = read_committed(&mut broker.cluster(), "t").unwrap();
     assert_eq!(values(&read[&0]), ["committed-1"]);
     assert_eq!(values(&read[&1]), ["committed-2", "resumed"]);
