@@ -227,3 +227,109 @@ fn a_missing_topic_fails_the_job_naming_it() {
     let e = e.to_string();
     assert!(e.contains("'nowhere'"), "{e}");
 }
+
+fn exactly_once_sink(broker: &TestBroker, prefix: &str) -> KafkaSink<u64> {
+    KafkaSink::<u64>::builder()
+        .set_bootstrap_servers(broker.bootstrap_servers())
+        .set_record_serializer(
+            KafkaRecordSerializationSchema::builder()
+                .set_topic("out")
+                .set_value_serializer(display_bytes)
+                .build()
+                .unwrap(),
+        )
+        .set_delivery_guarantee(DeliveryGuarantee::ExactlyOnce)
+        .set_transactional_id_prefix(prefix)
+        .set_property("max.request.size", "512")
+        .build()
+        .unwrap()
+}
+
+fn savepoint_env(dir: &std::path::Path, parallelism: u32) -> StreamEnvironment {
+    let env = StreamEnvironment::new();
+    env.set_parallelism(parallelism);
+    env.set_config("floe.runtime.batch-size", "50");
+    env.set_config("state.savepoints.dir", &format!("file://{}", dir.display()));
+    env.enable_checkpointing(Duration::from_millis(100));
+    env
+}
+
+/// Stopped with a savepoint at parallelism 3 and resumed at 2: the
+/// transactions the savepoint recorded are committed, what old subtask 2
+/// left open (a planted transaction under its next id) is aborted by new
+/// subtask 0, which inherits its ids, and every number is read once.
+#[test]
+fn rescaling_through_a_savepoint_commits_the_saved_and_aborts_the_lingering() {
+    let Some(broker) = TestBroker::start_or_skip("rescale") else {
+        return;
+    };
+    const N: u64 = 30_000;
+    broker.cluster().create_topic("out", 4, 1, false).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    let env = savepoint_env(dir.path(), 3);
+    env.from_source(
+        GeneratorSource::new(N, |i| i).with_rate(10_000.0),
+        "numbers",
+    )
+    .uid("numbers")
+    .sink_to(exactly_once_sink(&broker, "rescale"), "kafka")
+    .uid("kafka");
+    let client = env.execute_async("rescale-1").unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let control = client.control();
+    let trigger = control
+        .trigger_savepoint(None, SavepointMode::Stop { drain: false })
+        .unwrap();
+    let savepoint = loop {
+        match control.savepoint_status(&trigger).unwrap() {
+            SavepointStatus::InProgress => std::thread::sleep(Duration::from_millis(20)),
+            SavepointStatus::Completed { location } => break location,
+            other => panic!("savepoint failed: {other:?}"),
+        }
+    };
+    client.wait().unwrap();
+    let id = floe::runtime::checkpoint::OpenedSnapshot::open(&savepoint)
+        .unwrap()
+        .metadata
+        .checkpoint_id;
+
+    // Old subtask 2's next transaction, left open with a record in it.
+    let config = floe_kafka::ClientConfig::new(broker.bootstrap_servers()).unwrap();
+    let mut planted = floe_kafka::client::Producer::transactional(
+        config,
+        &format!("rescale-2-{}", id + 1),
+        60_000,
+    )
+    .unwrap();
+    planted.begin_transaction();
+    planted.send(
+        &floe_kafka::TopicPartition::new("out", 1),
+        None,
+        Some(b"planted"),
+        0,
+    );
+    planted.flush().unwrap();
+
+    let env = savepoint_env(dir.path(), 2);
+    env.set_restore_from_savepoint(&savepoint, false);
+    env.from_source(GeneratorSource::new(N, |i| i), "numbers")
+        .uid("numbers")
+        .sink_to(exactly_once_sink(&broker, "rescale"), "kafka")
+        .uid("kafka");
+    env.execute("rescale-2").unwrap();
+
+    let log = read_log(&mut broker.cluster(), "out").unwrap();
+    let mut values: Vec<String> = log
+        .committed
+        .values()
+        .flatten()
+        .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+        .collect();
+    assert!(!values.iter().any(|v| v == "planted"));
+    let mut numbers: Vec<u64> = values.drain(..).map(|v| v.parse().unwrap()).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..N).collect::<Vec<_>>());
+    assert_eq!(log.open_transactions, 0, "a transaction is still open");
+    assert!(log.hidden >= 1, "the planted record was not dropped");
+}
