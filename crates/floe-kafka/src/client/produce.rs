@@ -98,9 +98,15 @@ pub struct Producer {
 impl Producer {
     /// A plain producer (no ids, no sequences).
     pub fn new(config: ClientConfig, acks: Acks) -> Self {
-        let timeout_ms = config.request_timeout.as_millis() as i32;
+        Producer::on(KafkaCluster::new(config), acks)
+    }
+
+    /// A plain producer over an existing client, keeping its connections
+    /// and metadata.
+    pub fn on(cluster: KafkaCluster, acks: Acks) -> Self {
+        let timeout_ms = cluster.config().request_timeout.as_millis() as i32;
         Producer {
-            cluster: KafkaCluster::new(config),
+            cluster,
             acks,
             timeout_ms,
             transaction: None,
@@ -120,7 +126,21 @@ impl Producer {
         transactional_id: &str,
         transaction_timeout_ms: i32,
     ) -> Result<Self, KafkaError> {
-        let mut producer = Producer::new(config, Acks::All);
+        Producer::transactional_on(
+            KafkaCluster::new(config),
+            transactional_id,
+            transaction_timeout_ms,
+        )
+    }
+
+    /// [`Self::transactional`] over an existing client: a sink starting a
+    /// transaction per checkpoint keeps its connections.
+    pub fn transactional_on(
+        cluster: KafkaCluster,
+        transactional_id: &str,
+        transaction_timeout_ms: i32,
+    ) -> Result<Self, KafkaError> {
+        let mut producer = Producer::on(cluster, Acks::All);
         let request = InitProducerIdRequest::default()
             .with_transactional_id(Some(txn_id(transactional_id)))
             .with_transaction_timeout_ms(transaction_timeout_ms)
@@ -457,6 +477,11 @@ impl Producer {
     /// The cluster this producer writes to.
     pub fn cluster(&mut self) -> &mut KafkaCluster {
         &mut self.cluster
+    }
+
+    /// The client, with its connections, for the next producer.
+    pub fn into_cluster(self) -> KafkaCluster {
+        self.cluster
     }
 }
 

@@ -45,6 +45,12 @@ pub(crate) struct KafkaTransactions<T> {
     /// every attempt claims its first id at once, so the ids of old
     /// subtasks have no gaps for the probe of a later restore.
     prepared: Option<Producer>,
+    /// The client between producers: connections and metadata kept from
+    /// one checkpoint's transaction to the next.
+    cluster: Option<KafkaCluster>,
+    /// The client that commits (a commit may run while the next
+    /// transaction's producer holds `cluster`).
+    committer: Option<KafkaCluster>,
     subtask: u32,
     parallelism: u32,
     /// The number in the next transaction's id.
@@ -62,6 +68,8 @@ impl<T> Clone for KafkaTransactions<T> {
             router: None,
             producer: None,
             prepared: None,
+            cluster: None,
+            committer: None,
             subtask: 0,
             parallelism: 1,
             next_id: 1,
@@ -86,6 +94,8 @@ impl<T> KafkaTransactions<T> {
             router: None,
             producer: None,
             prepared: None,
+            cluster: None,
+            committer: None,
             subtask: 0,
             parallelism: 1,
             next_id: 1,
@@ -96,27 +106,49 @@ impl<T> KafkaTransactions<T> {
         format!("{}-{}-{}", self.prefix, subtask, n)
     }
 
+    /// The shared client, created on first use.
+    fn take_cluster(&mut self) -> KafkaCluster {
+        self.cluster
+            .take()
+            .unwrap_or_else(|| KafkaCluster::new(self.config.clone()))
+    }
+
+    /// A transactional producer for id `id`, over the shared client.
+    fn init_producer_for(&mut self, id: &str) -> Result<Producer, crate::KafkaError> {
+        let cluster = self.take_cluster();
+        Producer::transactional_on(cluster, id, self.transaction_timeout_ms)
+    }
+
     /// A transactional producer for this subtask's id number `n`.
-    fn init_producer(&self, n: u64) -> anyhow::Result<Producer> {
+    fn init_producer(&mut self, n: u64) -> anyhow::Result<Producer> {
         let id = self.transactional_id(self.subtask, n);
-        Producer::transactional(self.config.clone(), &id, self.transaction_timeout_ms).map_err(
-            |e| anyhow::anyhow!(e).context(format!("cannot start Kafka transaction '{id}'")),
-        )
+        self.init_producer_for(&id).map_err(|e| {
+            anyhow::anyhow!(e).context(format!("cannot start Kafka transaction '{id}'"))
+        })
+    }
+
+    /// Commits or aborts `txn` from its stored handle over the shared
+    /// client.
+    fn finish(&mut self, txn: &KafkaCommittable, commit: bool) -> Result<(), crate::KafkaError> {
+        let config = &self.config;
+        let cluster = self
+            .committer
+            .get_or_insert_with(|| KafkaCluster::new(config.clone()));
+        end_transaction(cluster, &txn.handle, commit)
     }
 
     /// Aborts what earlier attempts left open for old subtask `subtask`
     /// from id number `from` on; returns how many ids were in use.
-    fn abort_lingering_of(&self, subtask: u32, from: u64) -> anyhow::Result<u64> {
+    fn abort_lingering_of(&mut self, subtask: u32, from: u64) -> anyhow::Result<u64> {
         let mut n = from;
         loop {
             let id = self.transactional_id(subtask, n);
-            let producer =
-                Producer::transactional(self.config.clone(), &id, self.transaction_timeout_ms)
-                    .map_err(|e| {
-                        anyhow::anyhow!(e)
-                            .context(format!("cannot abort lingering Kafka transaction '{id}'"))
-                    })?;
+            let producer = self.init_producer_for(&id).map_err(|e| {
+                anyhow::anyhow!(e)
+                    .context(format!("cannot abort lingering Kafka transaction '{id}'"))
+            })?;
             let epoch = producer.transaction().map_or(0, |t| t.producer.epoch);
+            self.cluster = Some(producer.into_cluster());
             if epoch == 0 {
                 return Ok(n - from);
             }
@@ -158,8 +190,9 @@ impl<T: Send + 'static> TwoPhaseCommitSink<T> for KafkaTransactions<T> {
         }
         self.next_id = from;
         let mut router = RecordRouter::new(self.schema.clone(), self.subtask);
-        let mut probe = Producer::new(self.config.clone(), crate::client::Acks::All);
+        let mut probe = Producer::on(self.take_cluster(), crate::client::Acks::All);
         router.refresh_partitions(&mut probe)?;
+        self.cluster = Some(probe.into_cluster());
         self.router = Some(router);
         self.prepared = Some(self.init_producer(self.next_id)?);
         Ok(())
@@ -207,6 +240,7 @@ impl<T: Send + 'static> TwoPhaseCommitSink<T> for KafkaTransactions<T> {
                     txn.handle.transactional_id
                 ))
             })?;
+            self.cluster = Some(producer.into_cluster());
         }
         self.next_id = checkpoint_id + 1;
         Ok(())
@@ -216,8 +250,7 @@ impl<T: Send + 'static> TwoPhaseCommitSink<T> for KafkaTransactions<T> {
         if !txn.wrote {
             return Ok(());
         }
-        let mut cluster = KafkaCluster::new(self.config.clone());
-        end_transaction(&mut cluster, &txn.handle, true).map_err(|e| {
+        self.finish(&txn, true).map_err(|e| {
             anyhow::anyhow!(e).context(format!(
                 "cannot commit Kafka transaction '{}'",
                 txn.handle.transactional_id
@@ -230,8 +263,7 @@ impl<T: Send + 'static> TwoPhaseCommitSink<T> for KafkaTransactions<T> {
         if !txn.wrote {
             return Ok(());
         }
-        let mut cluster = KafkaCluster::new(self.config.clone());
-        end_transaction(&mut cluster, &txn.handle, false)?;
+        self.finish(&txn, false)?;
         Ok(())
     }
 
@@ -239,8 +271,7 @@ impl<T: Send + 'static> TwoPhaseCommitSink<T> for KafkaTransactions<T> {
         if !txn.wrote {
             return Ok(());
         }
-        let mut cluster = KafkaCluster::new(self.config.clone());
-        match end_transaction(&mut cluster, &txn.handle, true) {
+        match self.finish(&txn, true) {
             Ok(()) => Ok(()),
             // A later producer of the id fenced this one: the transaction
             // was finished before (committed by an earlier restore, or
