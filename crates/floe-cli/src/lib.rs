@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod examples;
+pub mod kafka_bench;
 pub mod nexmark_bench;
 pub mod overhead_bench;
 pub mod query_bench;

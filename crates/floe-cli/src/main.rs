@@ -259,6 +259,22 @@ fn one_line_panics() {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
+    /// The Kafka broker's own produce and fetch rates with Floe's plain client (no job):
+    /// the ceiling a Kafka job can approach. Starts a Tansu test broker unless given one.
+    KafkaCeiling {
+        /// The broker (host:port,…); default: a Tansu broker started for the run.
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+        /// Records to write and read back.
+        #[arg(long, default_value_t = 2_000_000)]
+        records: u64,
+        /// Partitions of the fresh topic.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..))]
+        partitions: i32,
+        /// Bytes per record value.
+        #[arg(long, default_value_t = 16)]
+        value_bytes: usize,
+    },
     /// N records (key = i mod K, value 1), key_by, a ValueState<u64> running count, a discarding sink.
     KeyedCount {
         /// Records to generate.
@@ -630,6 +646,22 @@ fn main() -> ExitCode {
                 parallelism,
                 backend,
                 config,
+            }
+            .run()?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(ExitCode::SUCCESS)
+        })(),
+        Command::Bench(Bench::KafkaCeiling {
+            bootstrap_servers,
+            records,
+            partitions,
+            value_bytes,
+        }) => (|| {
+            let report = floe_cli::kafka_bench::KafkaCeiling {
+                bootstrap_servers,
+                records,
+                partitions,
+                value_bytes,
             }
             .run()?;
             println!("{}", serde_json::to_string(&report)?);
