@@ -3,9 +3,8 @@
 //! it).
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::CreateTopicsRequest;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
 
 use super::KafkaCluster;
 use crate::error::KafkaError;
@@ -28,7 +27,7 @@ impl KafkaCluster {
         let request = CreateTopicsRequest::default()
             .with_topics(vec![
                 CreatableTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_name(super::topic_name(topic))
                     .with_num_partitions(partitions)
                     .with_replication_factor(replication_factor),
             ])

@@ -7,7 +7,7 @@ use std::time::Duration;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    BrokerId, FindCoordinatorRequest, MetadataRequest, MetadataResponse, TopicName,
+    BrokerId, FindCoordinatorRequest, MetadataRequest, MetadataResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -199,10 +199,7 @@ impl KafkaCluster {
         let request = MetadataRequest::default()
             .with_topics(topics.map(|ts| {
                 ts.iter()
-                    .map(|t| {
-                        MetadataRequestTopic::default()
-                            .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
-                    })
+                    .map(|t| MetadataRequestTopic::default().with_name(Some(super::topic_name(t))))
                     .collect()
             }))
             .with_allow_auto_topic_creation(false);

@@ -6,10 +6,10 @@ use bytes::{Buf, Bytes};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{FetchRequest, ListOffsetsRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{FetchRequest, ListOffsetsRequest};
 
 use super::cluster::{KafkaCluster, TopicPartition};
+use super::topic_name;
 use crate::error::KafkaError;
 
 /// Fetch v4–v12 name topics (v13+ use topic ids).
@@ -77,10 +77,6 @@ pub fn complete_batches(records: Bytes) -> Bytes {
         rest = &rest[total..];
     }
     records.slice(..end)
-}
-
-fn topic_name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
 }
 
 impl KafkaCluster {

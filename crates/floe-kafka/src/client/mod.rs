@@ -20,3 +20,10 @@ pub use connection::BrokerConnection;
 pub use fetch::{FetchedPartition, Isolation, OffsetSpec, complete_batches};
 pub use produce::{Acks, Producer, TransactionHandle, end_transaction};
 pub use records::{BatchBuilder, ProducerIdentity};
+
+/// A topic name as the protocol types carry it.
+pub(crate) fn topic_name(s: &str) -> kafka_protocol::messages::TopicName {
+    kafka_protocol::messages::TopicName(kafka_protocol::protocol::StrBytes::from_string(
+        s.to_string(),
+    ))
+}

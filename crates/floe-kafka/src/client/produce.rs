@@ -14,12 +14,13 @@ use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnT
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     AddPartitionsToTxnRequest, EndTxnRequest, InitProducerIdRequest, ProduceRequest, ProducerId,
-    TopicName, TransactionalId,
+    TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use super::cluster::{ClientConfig, CoordinatorKind, KafkaCluster, TopicPartition};
 use super::records::{BatchBuilder, ProducerIdentity};
+use super::topic_name;
 use crate::error::{KafkaError, check};
 
 /// Produce v3–v12 share the fields Floe fills (v13 names topics by id).
@@ -69,10 +70,6 @@ pub struct TransactionHandle {
 
 fn txn_id(s: &str) -> TransactionalId {
     TransactionalId(StrBytes::from_string(s.to_string()))
-}
-
-fn topic_name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
 }
 
 /// Sleeps a little longer at each retry (10 ms, 20 ms, … up to 1 s).

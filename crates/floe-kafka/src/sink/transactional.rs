@@ -58,22 +58,16 @@ pub(crate) struct KafkaTransactions<T> {
 }
 
 impl<T> Clone for KafkaTransactions<T> {
+    /// A fresh copy for another subtask: configuration only, no client,
+    /// producer or position.
     fn clone(&self) -> Self {
-        KafkaTransactions {
-            config: self.config.clone(),
-            prefix: self.prefix.clone(),
-            transaction_timeout_ms: self.transaction_timeout_ms,
-            max_request_bytes: self.max_request_bytes,
-            schema: self.schema.clone(),
-            router: None,
-            producer: None,
-            prepared: None,
-            cluster: None,
-            committer: None,
-            subtask: 0,
-            parallelism: 1,
-            next_id: 1,
-        }
+        KafkaTransactions::new(
+            self.config.clone(),
+            self.prefix.clone(),
+            self.transaction_timeout_ms,
+            self.max_request_bytes,
+            self.schema.clone(),
+        )
     }
 }
 
