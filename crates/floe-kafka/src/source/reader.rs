@@ -57,6 +57,10 @@ pub struct KafkaSourceReader<T> {
     metadata_stale: bool,
     /// When fetching started failing with retriable errors.
     failing_since: Option<Instant>,
+    /// Counts fetch rounds, to rotate the partitions' order in a request:
+    /// a broker fills an answer in request order, so a fixed order would
+    /// starve the partitions at its end (the Java consumer rotates too).
+    fetch_round: usize,
 }
 
 fn broker_name(cluster: &mut KafkaCluster, id: i32) -> String {
@@ -83,6 +87,7 @@ impl<T: Send + 'static> KafkaSourceReader<T> {
             next_discovery: None,
             metadata_stale: false,
             failing_since: None,
+            fetch_round: 0,
         }
     }
 
@@ -245,6 +250,11 @@ impl<T: Send + 'static> KafkaSourceReader<T> {
         if by_leader.is_empty() {
             std::thread::sleep(Duration::from_millis(MAX_POLL_WAIT_MS as u64));
             return Ok(());
+        }
+        self.fetch_round = self.fetch_round.wrapping_add(1);
+        for partitions in by_leader.values_mut() {
+            let n = partitions.len();
+            partitions.rotate_left(self.fetch_round % n);
         }
         let wait = props.fetch_max_wait_ms.min(MAX_POLL_WAIT_MS) / by_leader.len() as i32;
         let (min, max, per_partition) = (
@@ -421,8 +431,11 @@ impl<T: Send + 'static> SourceReader<T> for KafkaSourceReader<T> {
                         "cannot deserialize the Kafka record at {tp} offset {offset}"
                     )),
                 })?;
-                if drained != Drained::Full {
-                    self.ready.pop_front();
+                // One poll's worth per partition in turn: a broker may
+                // answer with much more for one partition than another.
+                let tp = self.ready.pop_front().expect("front exists");
+                if drained == Drained::Full {
+                    self.ready.push_back(tp);
                 }
                 if drained == Drained::Finished {
                     self.finished.push(id);
