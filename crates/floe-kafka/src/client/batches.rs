@@ -361,7 +361,10 @@ mod tests {
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
 
-    fn read_all(bytes: Bytes) -> Vec<(i64, i64, Option<Vec<u8>>, Option<Vec<u8>>, usize)> {
+    /// Offset, timestamp, key, value and header count of a record.
+    type Read = (i64, i64, Option<Vec<u8>>, Option<Vec<u8>>, usize);
+
+    fn read_all(bytes: Bytes) -> Vec<Read> {
         let mut reader = BatchReader::new(bytes, true);
         let mut out = Vec::new();
         while let Some(batch) = reader.next_batch().unwrap() {

@@ -87,10 +87,13 @@ where
     }
 }
 
+/// The function [`string_values`] deserializes a value with.
+pub type Utf8Value = fn(&[u8]) -> anyhow::Result<String>;
+
 /// Each record's value as a UTF-8 `String` (Flink's `SimpleStringSchema`
 /// through `valueOnly`); invalid UTF-8 fails the task, null values are
 /// skipped.
-pub fn string_values() -> ValueOnly<fn(&[u8]) -> anyhow::Result<String>> {
+pub fn string_values() -> ValueOnly<Utf8Value> {
     fn utf8(v: &[u8]) -> anyhow::Result<String> {
         Ok(std::str::from_utf8(v)
             .map_err(|e| anyhow::anyhow!("the value is not UTF-8: {e}"))?

@@ -37,8 +37,8 @@ use floe_runtime::{PositionRedistribution, Source, SourceReader};
 pub use builder::{KafkaSourceBuilder, Subscription};
 pub use config::{DEFAULT_DISCOVERY_INTERVAL_MS, SourceProperties};
 pub use deserializer::{
-    ConsumerRecord, KafkaRecordDeserializationSchema, TimestampType, ValueOnly, string_values,
-    value_only,
+    ConsumerRecord, KafkaRecordDeserializationSchema, TimestampType, Utf8Value, ValueOnly,
+    string_values, value_only,
 };
 pub use offsets::{OffsetResetStrategy, OffsetsInitializer};
 pub use reader::KafkaSourceReader;

@@ -52,7 +52,7 @@ impl FetchBuffer {
     /// The records of `fetched`, read under `read_committed` or not.
     pub(crate) fn new(fetched: FetchedPartition, read_committed: bool, check_crcs: bool) -> Self {
         let mut aborted = fetched.aborted_transactions;
-        aborted.sort_by(|a, b| b.1.cmp(&a.1));
+        aborted.sort_by_key(|a| std::cmp::Reverse(a.1));
         let limit = if read_committed && fetched.last_stable_offset >= 0 {
             fetched.last_stable_offset
         } else {
@@ -256,7 +256,9 @@ mod tests {
 
     /// Batches of `(base offset, values, transactional producer or none,
     /// control marker: Some(commit))`.
-    fn log(batches: &[(i64, &[&str], Option<i64>, Option<bool>)]) -> Bytes {
+    type Batch<'a> = (i64, &'a [&'a str], Option<i64>, Option<bool>);
+
+    fn log(batches: &[Batch<'_>]) -> Bytes {
         let mut out = BytesMut::new();
         for (base, values, producer, marker) in batches {
             let mut b = BatchBuilder::new();
