@@ -34,6 +34,8 @@ pub(crate) struct PartitionSplit {
 
 /// The records of one Fetch for one partition.
 pub(crate) struct FetchBuffer {
+    /// The broker that sent the records (named when they are corrupt).
+    pub(crate) leader: i32,
     batches: BatchReader,
     /// The batch being read, and its last offset.
     current: Option<(RecordCursor, i64)>,
@@ -50,7 +52,12 @@ pub(crate) struct FetchBuffer {
 
 impl FetchBuffer {
     /// The records of `fetched`, read under `read_committed` or not.
-    pub(crate) fn new(fetched: FetchedPartition, read_committed: bool, check_crcs: bool) -> Self {
+    pub(crate) fn new(
+        fetched: FetchedPartition,
+        leader: i32,
+        read_committed: bool,
+        check_crcs: bool,
+    ) -> Self {
         let mut aborted = fetched.aborted_transactions;
         aborted.sort_by_key(|a| std::cmp::Reverse(a.1));
         let limit = if read_committed && fetched.last_stable_offset >= 0 {
@@ -59,6 +66,7 @@ impl FetchBuffer {
             i64::MAX
         };
         FetchBuffer {
+            leader,
             batches: BatchReader::new(fetched.records, check_crcs),
             current: None,
             limit,
@@ -312,6 +320,7 @@ mod tests {
         let mut split = PartitionSplit::new(tp.clone(), 1, Some(4));
         split.buffer = Some(FetchBuffer::new(
             fetched(tp.clone(), bytes.clone(), 5),
+            1,
             false,
             true,
         ));
@@ -331,7 +340,7 @@ mod tests {
         split.next_offset = 0;
         split.stopping_offset = None;
         split.finished = false;
-        split.buffer = Some(FetchBuffer::new(fetched(tp, bytes, 5), false, true));
+        split.buffer = Some(FetchBuffer::new(fetched(tp, bytes, 5), 1, false, true));
         let (values, end) = read_all(&mut split, 100);
         assert_eq!(values.len(), 5);
         assert_eq!((end, split.next_offset), (Drained::Exhausted, 5));
@@ -353,14 +362,14 @@ mod tests {
         let mut f = fetched(tp.clone(), bytes.clone(), 7);
         f.aborted_transactions = vec![(7, 1)];
         let mut split = PartitionSplit::new(tp.clone(), 0, None);
-        split.buffer = Some(FetchBuffer::new(f, true, true));
+        split.buffer = Some(FetchBuffer::new(f, 1, true, true));
         let (values, _) = read_all(&mut split, 100);
         assert_eq!(values, ["plain", "p8-committed", "p7-committed"]);
         assert_eq!(split.next_offset, 7, "held back at the last stable offset");
 
         // read_uncommitted sees every data record, never a marker.
         let mut split = PartitionSplit::new(tp.clone(), 0, None);
-        split.buffer = Some(FetchBuffer::new(fetched(tp, bytes, 8), false, true));
+        split.buffer = Some(FetchBuffer::new(fetched(tp, bytes, 8), 1, false, true));
         let (values, _) = read_all(&mut split, 100);
         assert_eq!(
             values,

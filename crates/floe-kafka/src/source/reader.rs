@@ -312,8 +312,8 @@ impl<T: Send + 'static> KafkaSourceReader<T> {
         };
         match answer.error {
             None => {
-                let buffer =
-                    FetchBuffer::new(answer, isolation == Isolation::ReadCommitted, check_crcs);
+                let read_committed = isolation == Isolation::ReadCommitted;
+                let buffer = FetchBuffer::new(answer, leader, read_committed, check_crcs);
                 if !buffer.is_empty() {
                     split.buffer = Some(buffer);
                     self.ready.push_back(split.tp.clone());
@@ -421,10 +421,14 @@ impl<T: Send + 'static> SourceReader<T> for KafkaSourceReader<T> {
                 let drained =
                     split.drain(&*self.settings.deserializer, out, &mut self.timestamps, max);
                 let id = split.id;
+                let leader = split.buffer.as_ref().map_or(-1, |b| b.leader);
+                let cluster = &mut self.cluster;
                 let drained = drained.map_err(|e| match e {
                     DrainError::Corrupt(c) => anyhow::Error::new(KafkaError::CorruptRecords {
                         partition: tp.to_string(),
-                        broker: "the partition's leader".into(),
+                        broker: cluster
+                            .as_mut()
+                            .map_or(format!("id {leader}"), |c| broker_name(c, leader)),
                         message: c.0,
                     }),
                     DrainError::Deserialize { offset, error } => error.context(format!(
