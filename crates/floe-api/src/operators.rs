@@ -423,6 +423,30 @@ impl<T: Send + 'static, S: Source<T>> SourceReader<T> for DeferredReader<T, S> {
         }
     }
 
+    fn snapshot_checkpoint(&mut self, checkpoint_id: u64) -> anyhow::Result<Vec<u8>> {
+        match self.reader.as_mut() {
+            Some(r) => r.snapshot_checkpoint(checkpoint_id),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> anyhow::Result<()> {
+        match self.reader.as_mut() {
+            Some(r) => r.notify_checkpoint_complete(checkpoint_id),
+            None => Ok(()),
+        }
+    }
+
+    fn record_timestamps(&self) -> &[i64] {
+        self.reader.as_ref().map_or(&[], |r| r.record_timestamps())
+    }
+
+    /// The source's, since the reader is created only at `open`, after the
+    /// restore.
+    fn position_redistribution(&self) -> floe_runtime::PositionRedistribution {
+        self.source.position_redistribution()
+    }
+
     fn restore_state(&mut self, state: &[u8]) -> anyhow::Result<()> {
         self.restore = Some(vec![state.to_vec()]);
         Ok(())

@@ -71,6 +71,43 @@ pub enum KafkaError {
     /// A bad setting (an unknown property, an unparsable value).
     #[error("Kafka configuration: {0}")]
     Config(String),
+    /// A required setting of a builder was never given.
+    #[error("Kafka source: {0} is required and was not set")]
+    MissingSetting(&'static str),
+    /// A property key this client does not know (a typo would otherwise be
+    /// silently ignored).
+    #[error("Kafka property '{0}' is unknown")]
+    UnknownProperty(String),
+    /// A known property with a value that does not parse or is out of
+    /// range.
+    #[error("Kafka property '{key}' = '{value}': {reason}")]
+    InvalidProperty {
+        /// The property key.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Bytes a broker sent for a partition are not readable record batches.
+    #[error("corrupt records from Kafka broker {broker} for {partition}: {message}")]
+    CorruptRecords {
+        /// The topic partition.
+        partition: String,
+        /// The broker that sent them.
+        broker: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A position a reader needs does not exist and the reset strategy is
+    /// `none` (no committed offset, or an offset out of range).
+    #[error("Kafka {partition}: {what}, and the offset reset strategy is 'none'")]
+    NoOffset {
+        /// The topic partition.
+        partition: String,
+        /// What is missing.
+        what: String,
+    },
 }
 
 impl KafkaError {

@@ -5,7 +5,9 @@
 pub mod client;
 pub mod error;
 pub mod sink;
+pub mod source;
 pub mod testing;
 
 pub use client::{ClientConfig, KafkaCluster, TopicPartition};
 pub use error::KafkaError;
+pub use source::{KafkaSource, OffsetResetStrategy, OffsetsInitializer};

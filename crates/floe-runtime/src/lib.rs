@@ -83,7 +83,7 @@ pub use processing_time::{ManualClock, ProcessingClock, ProcessingTimeService};
 pub use queryable::{QueryError, QueryableStateRegistry, StateQuery};
 pub use side_output::OutputTag;
 pub use sink::SinkWriter;
-pub use source::{Source, SourceReader, SourceStatus};
+pub use source::{PositionRedistribution, Source, SourceReader, SourceStatus};
 pub use timer_service::{OnTimerContext, TimerError, TimerService};
 pub use two_phase::{TwoPhaseCommitSink, TwoPhaseCommitSinkWriter};
 pub use watermark::{SplitId, WatermarkGenerator, WatermarkOutput, WatermarkStrategy};

@@ -18,6 +18,23 @@ pub enum SourceStatus {
     Finished,
 }
 
+/// How a restored source's saved positions are handed to the subtasks of
+/// the new run (Flink's split versus union redistribution of operator list
+/// state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PositionRedistribution {
+    /// Subtask `index` gets the positions of the old subtasks `s` with
+    /// `s mod parallelism == index`: right for readers whose splits follow
+    /// their subtask index (a generator's ranges, a directory's files).
+    #[default]
+    Modulo,
+    /// Every subtask gets the positions of every old subtask and keeps what
+    /// it owns under the new parallelism: right for readers that compute
+    /// their splits' owners themselves (Kafka partitions by Flink's owner
+    /// formula), which modulo redistribution cannot follow.
+    Union,
+}
+
 /// A reader of one subtask's share of a source.
 pub trait SourceReader<T>: Send {
     /// Called once on the task thread before the first poll; a failure here
@@ -40,6 +57,16 @@ pub trait SourceReader<T>: Send {
         0
     }
 
+    /// The native event timestamps (milliseconds) of the records the last
+    /// poll appended, parallel to them, for sources whose records carry
+    /// one (a Kafka record's timestamp): a watermark strategy's timestamp
+    /// assigner sees it as the record's previous timestamp, and without an
+    /// assigner the record keeps it (Flink's `SourceOutput.collect(record,
+    /// timestamp)`). Empty (the default) when the source has none.
+    fn record_timestamps(&self) -> &[i64] {
+        &[]
+    }
+
     /// Moves the ids of the splits that ended since the last call into
     /// `out`, so they no longer hold back the watermark.
     fn finished_splits(&mut self, _out: &mut Vec<crate::watermark::SplitId>) {}
@@ -51,6 +78,31 @@ pub trait SourceReader<T>: Send {
         Ok(Vec::new())
     }
 
+    /// The position for checkpoint `checkpoint_id` (Flink's
+    /// `snapshotState(checkpointId)`): what the task calls at a barrier, so
+    /// a reader that acts once a checkpoint completes (commits Kafka
+    /// offsets) can remember which position belongs to which checkpoint.
+    /// The default is [`snapshot_state`](Self::snapshot_state).
+    fn snapshot_checkpoint(&mut self, _checkpoint_id: u64) -> anyhow::Result<Vec<u8>> {
+        self.snapshot_state()
+    }
+
+    /// Checkpoint `checkpoint_id` completed: the position taken for it by
+    /// [`snapshot_checkpoint`](Self::snapshot_checkpoint) is durable.
+    /// Flink's contract holds: ids only grow, a completion subsumes every
+    /// lower id, and a notification may be lost, so nothing a job's
+    /// correctness needs may depend on it (Kafka offsets committed here are
+    /// for monitoring). Not called after `close`.
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// How saved positions are handed to this reader on restore; asked
+    /// before [`restore_splits`](Self::restore_splits).
+    fn position_redistribution(&self) -> PositionRedistribution {
+        PositionRedistribution::Modulo
+    }
+
     /// Resumes from a position taken by `snapshot_state`; called before
     /// `open` when the job restarts from a checkpoint.
     fn restore_state(&mut self, _state: &[u8]) -> anyhow::Result<()> {
@@ -58,7 +110,9 @@ pub trait SourceReader<T>: Send {
     }
 
     /// Restores the positions of the source subtasks this reader takes
-    /// over, each as `snapshot_state` wrote it. At an unchanged
+    /// over, each as `snapshot_state` wrote it. Under
+    /// [`PositionRedistribution::Union`] that is every old subtask's
+    /// position, at any parallelism. Otherwise, at an unchanged
     /// parallelism that is exactly its own position. After rescaling it is
     /// the positions of the old subtasks `s` with `s mod parallelism ==
     /// index`: several when scaling down (the reader must read all their
@@ -89,6 +143,13 @@ pub trait Source<T>: Send + Sync + 'static {
     /// in-memory collection).
     fn is_parallel(&self) -> bool {
         true
+    }
+
+    /// How the positions its readers saved are redistributed on restore
+    /// (what [`SourceReader::position_redistribution`] reports for a
+    /// reader that does not exist yet).
+    fn position_redistribution(&self) -> PositionRedistribution {
+        PositionRedistribution::Modulo
     }
 
     /// The reader of subtask `info.subtask_index` of `info.parallelism`.

@@ -18,7 +18,7 @@ use crate::checkpoint::{
 use crate::context::TaskInfo;
 use crate::error::{FailureCause, NonRecoverable, TaskError};
 use crate::operator::Operator;
-use crate::source::{SourceReader, SourceStatus};
+use crate::source::{PositionRedistribution, SourceReader, SourceStatus};
 use crate::watermark::{SourceTimeUpdate, SplitWatermarks, ValveOutput, WatermarkValve};
 
 /// A deployable task: a chain plus the loop that feeds it.
@@ -508,7 +508,14 @@ impl<T: Send + 'static> SourceTask<T> {
         if !batch.is_empty() {
             let now = env.init.time.now_ms();
             let split = self.reader.current_split();
-            update = et.on_records(split, &batch.records, &mut batch.timestamps, now);
+            let native = self.reader.record_timestamps();
+            update = et.on_records_with_timestamps(
+                split,
+                &batch.records,
+                native,
+                &mut batch.timestamps,
+                now,
+            );
         }
         self.reader.finished_splits(&mut self.finished_splits);
         for id in self.finished_splits.drain(..) {
@@ -578,7 +585,7 @@ impl<T: Send + 'static> SourceTask<T> {
         let started = Instant::now();
         let position = match end {
             Some(p) => p.to_vec(),
-            None => info.guard(|| reader.snapshot_state())?,
+            None => info.guard(|| reader.snapshot_checkpoint(barrier.id))?,
         };
         let mut snapshot = TaskSnapshot::new(barrier);
         snapshot.operators.push(OperatorSnapshot {
@@ -589,6 +596,18 @@ impl<T: Send + 'static> SourceTask<T> {
         self.head.process_barrier(barrier, &mut snapshot)?;
         snapshot.sync = started.elapsed();
         env.submit(snapshot)
+    }
+
+    /// A checkpoint notification while the reader is open: the chain
+    /// first (a sink's commit), then the reader (Flink notifies operators
+    /// of a task in the same order).
+    fn notify(&mut self, n: CheckpointNotification) -> Result<(), TaskError> {
+        self.head.notify_checkpoint(n)?;
+        if let CheckpointNotification::Complete(id) = n {
+            let reader = &mut self.reader;
+            self.info.guard(|| reader.notify_checkpoint_complete(id))?;
+        }
+        Ok(())
     }
 
     /// Handles the commands that arrived since the last poll; `Some` when
@@ -607,7 +626,7 @@ impl<T: Send + 'static> SourceTask<T> {
                         return Ok(Some(end));
                     }
                 }
-                TaskCommand::Notify(n) => self.head.notify_checkpoint(n)?,
+                TaskCommand::Notify(n) => self.notify(n)?,
                 TaskCommand::Terminate => return Ok(Some(LoopEnd::Terminated)),
                 TaskCommand::EndInput => return Ok(Some(LoopEnd::InputEnded)),
             }
@@ -631,7 +650,7 @@ impl<T: Send + 'static> SourceTask<T> {
             match commands.recv_timeout(CANCEL_POLL) {
                 Ok(TaskCommand::TriggerCheckpoint(b)) => self.checkpoint(b, None, env)?,
                 Ok(TaskCommand::Notify(n)) => {
-                    self.head.notify_checkpoint(n)?;
+                    self.notify(n)?;
                     if n == CheckpointNotification::Aborted(savepoint) {
                         tracing::info!(
                             checkpoint = savepoint,
@@ -706,11 +725,13 @@ impl<T: Send + 'static> TaskDriver for SourceTask<T> {
         info.guard_task(|| {
             self.head.open(&env.init)?;
             if let Some(restore) = env.init.operator(&info.uid) {
-                // The positions of the old subtasks this one takes over.
+                // The positions of the old subtasks this one takes over:
+                // all of them for a reader that picks its own splits.
+                let union = self.reader.position_redistribution() == PositionRedistribution::Union;
                 let mut old: Vec<(u32, &Vec<u8>)> = restore
                     .raw
                     .iter()
-                    .filter(|(s, _)| **s % info.parallelism == info.subtask_index)
+                    .filter(|(s, _)| union || **s % info.parallelism == info.subtask_index)
                     .map(|(s, p)| (*s, p.as_ref()))
                     .collect();
                 old.sort_by_key(|(s, _)| *s);

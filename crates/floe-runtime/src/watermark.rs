@@ -324,6 +324,25 @@ impl<T: 'static> SplitWatermarks<T> {
     where
         T: 'static,
     {
+        self.on_records_with_timestamps(id, records, &[], timestamps, now_ms)
+    }
+
+    /// [`on_records`](Self::on_records) for records that carry native
+    /// timestamps (`native`, parallel to `records`, or empty for none): the
+    /// assigner sees each as the record's previous timestamp, and without
+    /// an assigner the record keeps it.
+    pub fn on_records_with_timestamps(
+        &mut self,
+        id: SplitId,
+        records: &[T],
+        native: &[i64],
+        timestamps: &mut Vec<i64>,
+        now_ms: i64,
+    ) -> SourceTimeUpdate
+    where
+        T: 'static,
+    {
+        debug_assert!(native.is_empty() || native.len() == records.len());
         let assigner = self.strategy.assigner.clone();
         self.last_active_ms = Some(now_ms);
         let split = self.split(id, now_ms);
@@ -331,10 +350,11 @@ impl<T: 'static> SplitWatermarks<T> {
         split.output.mark_active();
         timestamps.clear();
         timestamps.reserve(records.len());
-        for r in records {
+        for (i, r) in records.iter().enumerate() {
+            let previous = native.get(i).copied().unwrap_or(NO_TIMESTAMP);
             let ts = match &assigner {
-                Some(a) => a(r, NO_TIMESTAMP),
-                None => NO_TIMESTAMP,
+                Some(a) => a(r, previous),
+                None => previous,
             };
             timestamps.push(ts);
             split.generator.on_event(r, ts, &mut split.output);
@@ -711,6 +731,26 @@ mod tests {
         );
         s.finish_split(2);
         assert_eq!(s.on_periodic_emit(0).watermark, Some(Watermark(199)));
+    }
+
+    #[test]
+    fn native_timestamps_are_kept_or_shown_to_the_assigner() {
+        let mut s = SplitWatermarks::new(WatermarkStrategy::<i64>::for_monotonous_timestamps());
+        let mut ts = Vec::new();
+        s.on_records_with_timestamps(1, &[7, 8], &[100, 200], &mut ts, 0);
+        assert_eq!(
+            ts,
+            vec![100, 200],
+            "without an assigner records keep theirs"
+        );
+        assert_eq!(s.on_periodic_emit(0).watermark, Some(Watermark(199)));
+        let strategy = WatermarkStrategy::<i64>::for_monotonous_timestamps()
+            .with_timestamp_assigner(|r, previous| previous + *r);
+        let mut s = SplitWatermarks::new(strategy);
+        s.on_records_with_timestamps(1, &[7, 8], &[100, 200], &mut ts, 0);
+        assert_eq!(ts, vec![107, 208], "the assigner sees the native timestamp");
+        s.on_records(1, &[7], &mut ts, 0);
+        assert_eq!(ts, vec![NO_TIMESTAMP + 7], "none without native timestamps");
     }
 
     #[test]

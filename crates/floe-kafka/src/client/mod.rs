@@ -9,12 +9,17 @@
 //! client by reflection for the same reason).
 
 mod admin;
+mod batches;
 mod cluster;
 mod connection;
 mod fetch;
+mod group;
 mod produce;
 mod records;
 
+pub use batches::{
+    BatchHeader, BatchReader, CorruptBatch, Headers, RawBatch, RecordCursor, RecordView,
+};
 pub use cluster::{ClientConfig, CoordinatorKind, KafkaCluster, TopicPartition};
 pub use connection::BrokerConnection;
 pub use fetch::{FetchedPartition, Isolation, OffsetSpec, complete_batches};
