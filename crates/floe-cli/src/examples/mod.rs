@@ -5,6 +5,8 @@ pub mod count_window_average;
 pub mod delayed_echo;
 pub mod dynamic_rules;
 pub mod fraud_detection;
+pub mod kafka;
+pub mod kafka_keyed_count;
 pub mod keyed_count;
 pub mod nexmark;
 pub mod sessionize;
@@ -32,6 +34,11 @@ pub const EXAMPLES: &[(&str, &str, JobMain)] = &[
         "keyed-count",
         "Running count per key over generated records",
         keyed_count::run,
+    ),
+    (
+        "kafka-keyed-count",
+        "Running count per key, from a Kafka topic to a Kafka topic (exactly once)",
+        kafka_keyed_count::run,
     ),
     (
         "dynamic-rules",
