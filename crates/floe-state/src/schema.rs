@@ -266,7 +266,7 @@ pub(crate) fn migrate_content(
     layout: ContentLayout,
     ttl: bool,
     user_key_len: &dyn Fn(&[u8]) -> Result<usize, String>,
-    value: &dyn Fn(&[u8], &mut Vec<u8>) -> Result<usize, String>,
+    value: &MigrateContent<'_>,
 ) -> Result<usize, String> {
     let mut at = 0;
     let one_value = |at: &mut usize, out: &mut Vec<u8>| -> Result<(), String> {
