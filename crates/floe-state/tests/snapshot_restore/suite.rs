@@ -531,3 +531,58 @@ fn pinned_encoding() {
     ]);
     assert_eq!(bytes, want);
 }
+
+/// A snapshot written before serializer identities (its states record
+/// only a type name): accepted as it is, and migrated when the recorded
+/// type name is the declared migration's old type.
+#[test]
+fn a_snapshot_without_identities_restores_as_before_and_migrates() {
+    use floe_state::snapshot::KeyGroupData;
+    let kg = key_group_for_key(&5u64, MAX_P);
+    let legacy = floe_state::KeyedStateFile {
+        max_parallelism: MAX_P,
+        key_group_start: 0,
+        key_group_end: (MAX_P - 1) as u16,
+        states: vec![floe_state::StateMeta {
+            name: "count".into(),
+            kind: 0,
+            value_type: std::any::type_name::<u32>().into(),
+            serializer: None,
+        }],
+        key_groups: vec![KeyGroupData {
+            key_group: kg,
+            states: vec![(0, postcard::to_allocvec(&vec![(5u64, 9u32)]).unwrap())],
+        }],
+    };
+    let bytes = postcard::to_allocvec(&legacy).unwrap();
+    assert_eq!(KeyedStateFile::decode(&bytes).unwrap().states[0].serializer, None);
+
+    // As it is: the bytes decode as the declared type.
+    let mut r = backend(1, 0);
+    r.restore([bytes.as_slice()]).unwrap();
+    let v = r.get_state(&ValueStateDescriptor::<u32>::new("count")).unwrap();
+    r.set_current_key(5, kg).unwrap();
+    assert_eq!(v.value(&mut r).unwrap(), Some(9));
+
+    // Migrated: the recorded type name is the migration's old type.
+    let mut r = backend(1, 0);
+    r.restore([bytes.as_slice()]).unwrap();
+    let v = r
+        .get_state(
+            &ValueStateDescriptor::<String>::new("count")
+                .with_migration(|old: u32| format!("#{old}")),
+        )
+        .unwrap();
+    r.set_current_key(5, kg).unwrap();
+    assert_eq!(v.value(&mut r).unwrap(), Some("#9".to_string()));
+    // Its next snapshot records the new identity.
+    let meta = &floe_state::KeyedStateFile::decode(&r.snapshot().encode().unwrap())
+        .unwrap()
+        .states[0];
+    assert_eq!(
+        meta.serializer,
+        Some(floe_state::SerializerIdentity::postcard(&[
+            std::any::type_name::<String>()
+        ]))
+    );
+}
