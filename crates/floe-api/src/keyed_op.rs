@@ -19,8 +19,9 @@ use floe_runtime::queryable::{QueryableTaskHandle, answer_query};
 use floe_runtime::side_output::{SideOutputBuffers, SideOutputs};
 use floe_runtime::timer_service::{Fired, KeyedTimers};
 use floe_runtime::{
-    CheckpointListener, CheckpointedFunction, FunctionHooks, KeyedContext, ManagedOperatorState,
-    OnTimerContext, Operator, RuntimeContext, StateQuery, TaskError, TaskInfo,
+    CheckpointListener, CheckpointedFunction, FailureCause, FunctionHooks, KeyedContext,
+    ManagedOperatorState, NonRecoverable, OnTimerContext, Operator, RuntimeContext, StateQuery,
+    TaskError, TaskInfo,
 };
 use floe_state::{
     Key, KeyGroupRange, KeyedStateBackend, Namespace, StateBackendSettings, StateError, TimeDomain,
@@ -404,7 +405,8 @@ where
                 info.guard(|| Ok(KeyedTimers::open_queue(backend, queue, init.time.clone())?))?;
             self.timers = Some(timers);
         }
-        info.guard(|| logic.open(info, backend))?;
+        info.guard(|| logic.open(info, backend))
+            .map_err(|e| refused_restore_is_final(e, backend))?;
         if let Some(handle) = &init.queryable {
             self.queryable = Some((handle.clone(), 0));
             self.announce_queryable()?;
@@ -548,5 +550,24 @@ where
         info.guard(|| logic.close())?;
         self.next.finish()?;
         self.side.finish()
+    }
+}
+
+/// A function that failed to open after its backend refused restored state
+/// (another kind, TTL or type without a migration; values that do not
+/// decode) fails the same way on every attempt: the failure is made
+/// non-recoverable, with the refusal as its reason, however the function
+/// reported it (an error it re-wrapped as text, a panic on `unwrap`), so
+/// the restart strategy never retries it.
+fn refused_restore_is_final<K: Key>(err: TaskError, backend: &KeyedStateBackend<K>) -> TaskError {
+    let Some(reason) = backend.restore_refusal() else {
+        return err;
+    };
+    match err {
+        TaskError::Operator(mut failure) if !failure.is_non_recoverable() => {
+            failure.cause = FailureCause::Error(NonRecoverable::new(reason).into());
+            TaskError::Operator(failure)
+        }
+        other => other,
     }
 }

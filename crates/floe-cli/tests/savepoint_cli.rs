@@ -309,6 +309,53 @@ fn state_matching_no_operator_needs_allow_non_restored_state() {
     assert!(counted.lines().contains(&"a 3"), "{}", counted.stdout);
 }
 
+/// A savepoint of the `u64` count restored into the job declaring it as
+/// `u32` (`--count-type u32`): `floe run -s` exits non-zero at once —
+/// checkpointing and its unlimited default restarts on — with one error
+/// naming the uid, the state, both types and the fix, and emits nothing.
+#[test]
+fn a_state_of_another_type_is_refused_without_restarting() {
+    let sb = Sandbox::new();
+    let sps = sb.path("savepoints");
+    let out = sb.path("out");
+    let job = start_job(&sb, &[], Some("4000"), &out);
+    wait_for_output(&out, 500);
+    let sp = savepoint_path(&floe(&sb, &["cancel", "-s", sps.to_str().unwrap(), &job.id]).ok());
+    job.process.finish();
+
+    // The savepoint's pending output is committed on restore (the sink
+    // opens before a record flows); nothing is added to it.
+    let mut args = job_args(&sb, &["-s", &sp], None, &out);
+    args.extend(["--count-type".into(), "u32".into()]);
+    let started = Instant::now();
+    let refused = run(sb.floe(&args).env("FLOE_REGISTRY_DIR", registry(&sb)));
+    let took = started.elapsed();
+    let refused = refused.fails_with(&[
+        "uid 'count-per-key'",
+        "state 'count'",
+        "ValueState<u64>",
+        "ValueState<u32>",
+        "with_migration",
+    ]);
+    assert!(
+        !refused.stderr.contains("restarting after failure"),
+        "a refusal is never retried:\n{}",
+        refused.stderr
+    );
+    let finals_before = finals(&committed(&out));
+    let counted: u64 = finals_before.values().sum();
+    assert!(
+        counted < RECORDS,
+        "the job was stopped before its end: {counted}"
+    );
+    assert_eq!(
+        committed(&out).len() as u64,
+        counted,
+        "a refused restore emits nothing"
+    );
+    assert!(took < Duration::from_secs(10), "refused after {took:?}");
+}
+
 /// `floe savepoint -d` on a directory that merely holds a file named
 /// `_metadata` (here empty, beside a user's files) exits non-zero with a
 /// one-line reason and deletes nothing.

@@ -27,6 +27,7 @@ use crate::key_group::KeyGroupRange;
 use crate::native::{NativeFetch, NativeKeyedStateFile};
 use crate::query::{QueryFormat, QueryValue, QueryableStateInfo};
 use crate::query_view::QueryView;
+use crate::schema::{self, ContentMigration, SchemaCompatibility, SerializerIdentity};
 use crate::snapshot::{KeyedStateSnapshot, RestoreStaging};
 use crate::store::dispatch::AnyStore;
 use crate::store::{At, KeyedStore, Shape, StateId, StateRef};
@@ -77,6 +78,92 @@ fn restore_mismatch(
     }
 }
 
+/// What a handle declares when it registers a state: the backend's side
+/// of a descriptor, with the types spelled out.
+pub(crate) struct Declaration<'a> {
+    /// The state's name.
+    pub(crate) name: &'a str,
+    /// Its kind.
+    pub(crate) kind: StateKind,
+    /// The name queries use, when queryable.
+    pub(crate) queryable: Option<&'a str>,
+    /// How its values are written now.
+    pub(crate) serializer: SerializerIdentity,
+    /// How restored values of an older type are converted, if declared.
+    pub(crate) migration: Option<ContentMigration<'a>>,
+}
+
+/// How restored state described by `meta` fits `decl` (declared type
+/// `type_name`). A snapshot from before identities is accepted as it is,
+/// unless the type name it recorded is the old type of the declared
+/// migration (and not the declared type): then it is migrated.
+fn schema_outcome(
+    meta: &StateMeta,
+    type_name: &str,
+    decl: &Declaration<'_>,
+) -> SchemaCompatibility {
+    let migration = decl.migration.as_ref();
+    if meta.serializer.is_none()
+        && let Some(m) = migration
+        && meta.value_type == m.legacy_from
+        && meta.value_type != type_name
+    {
+        return SchemaCompatibility::CompatibleAfterMigration;
+    }
+    SchemaCompatibility::of(
+        meta.serializer.as_ref(),
+        &decl.serializer,
+        migration.map(|m| &m.from),
+    )
+}
+
+/// The refusal of restored state `meta` declared now as `declared`.
+fn incompatible_schema(
+    meta: &StateMeta,
+    kind: StateKind,
+    declared: &SerializerIdentity,
+) -> StateError {
+    let old = meta.serializer.as_ref();
+    StateError::IncompatibleSchema {
+        name: meta.name.clone(),
+        old: old.map_or_else(|| meta.value_type.clone(), |o| o.describe(kind)),
+        new: declared.describe(kind),
+        old_value_type: old
+            .and_then(|o| o.types.last().cloned())
+            .unwrap_or_else(|| meta.value_type.clone()),
+    }
+}
+
+/// Rewrites canonical key groups (per group the postcard sequence of
+/// `(key, content)` pairs) with `content` migrating each key's content;
+/// the keys are kept byte for byte.
+fn migrate_key_groups<K: Key>(
+    groups: &[(KeyGroup, Vec<u8>)],
+    content: &schema::MigrateContent<'_>,
+) -> Result<Vec<(KeyGroup, Vec<u8>)>, String> {
+    groups
+        .iter()
+        .map(|(kg, bytes)| {
+            let in_group = |e: String| format!("in key group {kg}: {e}");
+            let (n, rest) =
+                postcard::take_from_bytes::<usize>(bytes).map_err(|e| in_group(e.to_string()))?;
+            let mut at = bytes.len() - rest.len();
+            let mut out = Vec::with_capacity(bytes.len());
+            schema::push_len(&mut out, n).map_err(in_group)?;
+            for _ in 0..n {
+                let key_len = schema::encoded_len::<K>(&bytes[at..]).map_err(in_group)?;
+                out.extend_from_slice(&bytes[at..at + key_len]);
+                at += key_len;
+                at += content(&bytes[at..], &mut out).map_err(in_group)?;
+            }
+            if at != bytes.len() {
+                return Err(in_group(format!("{} trailing bytes", bytes.len() - at)));
+            }
+            Ok((*kg, out))
+        })
+        .collect()
+}
+
 /// Metadata of one registered state.
 #[derive(Debug, Clone)]
 struct Registration {
@@ -88,6 +175,8 @@ struct Registration {
     queryable: Option<String>,
     /// Whether the state has a TTL (its values carry timestamps).
     ttl: bool,
+    /// How its values are written, recorded in every snapshot.
+    serializer: SerializerIdentity,
 }
 
 /// The keyed state of one subtask of one operator.
@@ -121,6 +210,8 @@ pub struct KeyedStateBackend<K: Key> {
     ttl_shared_clock: SharedClock,
     /// TTL states cleaned up incrementally on every record: (state, entries).
     ttl_every_record: Vec<(StateId, u32)>,
+    /// Why a registration of restored state was refused, if one was.
+    restore_refusal: Option<String>,
 }
 
 /// A process-unique backend identity (never 0).
@@ -158,6 +249,7 @@ impl<K: Key> KeyedStateBackend<K> {
             ttl_shared_clock: SharedClock::new(ttl_clock.clone()),
             ttl_clock,
             ttl_every_record: Vec::new(),
+            restore_refusal: None,
             store,
         })
     }
@@ -321,19 +413,17 @@ impl<K: Key> KeyedStateBackend<K> {
         }
     }
 
-    /// Registers (or finds again) state `name` of `kind` and shape `Sh`;
+    /// Registers (or finds again) the state `decl` declares, of shape `Sh`;
     /// `T` is the declared value type, checked for compatibility. Returns
     /// the reference its handle keeps, bound by the store.
     pub(crate) fn register<T: 'static, Sh: Shape>(
         &mut self,
-        name: &str,
-        kind: StateKind,
-        queryable: Option<&str>,
+        decl: Declaration<'_>,
     ) -> Result<StateRef<Sh>, StateError> {
-        let id =
-            self.register_with::<T>(name, kind, queryable, false, |store, id, groups, range| {
-                store.register::<Sh>(id, name, groups, range, None)
-            })?;
+        let name = decl.name;
+        let id = self.register_with::<T>(decl, false, |store, id, groups, range| {
+            store.register::<Sh>(id, name, groups, range, None)
+        })?;
         Ok(self.store.bind(id))
     }
 
@@ -342,26 +432,25 @@ impl<K: Key> KeyedStateBackend<K> {
     /// state (as in Flink) and for a TTL under a millisecond.
     pub(crate) fn register_ttl<T: 'static, Sh: Shape>(
         &mut self,
-        name: &str,
-        kind: StateKind,
-        queryable: Option<&str>,
+        decl: Declaration<'_>,
         config: &StateTtlConfig,
     ) -> Result<(StateRef<Sh>, Ttl), StateError>
     where
         Sh::PerKey: TtlContent,
     {
+        let name = decl.name;
         let invalid = |reason: &str| StateError::InvalidTtl {
             name: name.to_string(),
             reason: reason.to_string(),
         };
-        if queryable.is_some() {
+        if decl.queryable.is_some() {
             return Err(invalid("queryable state does not support TTL"));
         }
         if config.ttl_ms() < 1 {
             return Err(invalid("the time to live must be at least a millisecond"));
         }
         let spec = TtlSpec::<Sh::PerKey>::of(config, self.ttl_shared_clock.provider());
-        let id = self.register_with::<T>(name, kind, None, true, |store, id, groups, range| {
+        let id = self.register_with::<T>(decl, true, |store, id, groups, range| {
             store.register::<Sh>(id, name, groups, range, Some(spec))
         })?;
         if let Some(c) = config.cleanup_strategies().incremental
@@ -374,15 +463,16 @@ impl<K: Key> KeyedStateBackend<K> {
         Ok((self.store.bind(id), Ttl::of(config)))
     }
 
-    /// Registers (or finds again) state or timer queue `name` of `kind`
-    /// with declared type `T`, loading it into the store with `load` (its
-    /// index, its restored key groups, the range) when it is new; returns
-    /// its index. Names are one space for states and timer queues.
+    /// Registers (or finds again) the state or timer queue `decl`
+    /// declares, with declared type `T`, loading it into the store with
+    /// `load` (its index, its restored key groups, the range) when it is
+    /// new; returns its index. Names are one space for states and timer
+    /// queues. Restored state is checked against the declaration first:
+    /// its kind, its TTL and its serializer identity (see
+    /// [`crate::schema`]), and migrated when the declaration says how.
     fn register_with<T: 'static>(
         &mut self,
-        name: &str,
-        kind: StateKind,
-        queryable: Option<&str>,
+        decl: Declaration<'_>,
         ttl: bool,
         load: impl FnOnce(
             &mut AnyStore<K>,
@@ -391,6 +481,7 @@ impl<K: Key> KeyedStateBackend<K> {
             KeyGroupRange,
         ) -> Result<(), StateError>,
     ) -> Result<StateId, StateError> {
+        let (name, kind, queryable) = (decl.name, decl.kind, decl.queryable);
         let type_id = TypeId::of::<T>();
         let type_name = std::any::type_name::<T>();
         if let Some(q) = queryable
@@ -431,24 +522,74 @@ impl<K: Key> KeyedStateBackend<K> {
                 requested_type: type_name,
                 reason,
             };
-        if let Some((restored_kind, restored_ttl)) = self.store.restored_kind(name) {
-            if let Some(reason) = restore_mismatch(restored_kind, restored_ttl, kind, ttl) {
-                return Err(incompatible(restored_kind, reason));
+        if let Some(meta) = self.store.restored_meta(name) {
+            let restored_kind = meta.state_kind().unwrap_or(kind);
+            let refusal =
+                if let Some(reason) = restore_mismatch(restored_kind, meta.has_ttl(), kind, ttl) {
+                    Some(incompatible(restored_kind, reason))
+                } else {
+                    match schema_outcome(meta, type_name, &decl) {
+                        SchemaCompatibility::CompatibleAsIs => None,
+                        SchemaCompatibility::CompatibleAfterMigration => Some(incompatible(
+                            restored_kind,
+                            "it needs the declared migration, and this incremental RocksDB \
+                         checkpoint is restored natively, without rewriting its values; \
+                         take a savepoint of the job that wrote it and restore that"
+                                .into(),
+                        )),
+                        SchemaCompatibility::Incompatible => {
+                            Some(incompatible_schema(meta, kind, &decl.serializer))
+                        }
+                    }
+                };
+            if let Some(err) = refusal {
+                return Err(self.refuse(err));
             }
         }
         let staged = self.staged.take(name);
-        if let Some(s) = staged.as_ref()
-            && let Some(reason) = restore_mismatch(s.kind, s.ttl, kind, ttl)
-        {
-            let err = incompatible(s.kind, reason);
-            self.staged.put_back(staged.expect("just matched"));
-            return Err(err);
+        let mut migrated = None;
+        if let Some(s) = staged.as_ref() {
+            let meta = s.meta();
+            let refusal = if let Some(reason) = restore_mismatch(s.kind, s.ttl, kind, ttl) {
+                Some(incompatible(s.kind, reason))
+            } else {
+                match schema_outcome(&meta, type_name, &decl) {
+                    SchemaCompatibility::CompatibleAsIs => None,
+                    SchemaCompatibility::CompatibleAfterMigration => {
+                        let migration = decl.migration.as_ref().expect("a migration was matched");
+                        match migrate_key_groups::<K>(&s.key_groups, &*migration.content) {
+                            Ok(groups) => {
+                                migrated = Some(groups);
+                                None
+                            }
+                            Err(reason) => Some(incompatible(
+                                s.kind,
+                                format!(
+                                    "its values do not decode as the migration's old type {}: {reason}",
+                                    migration.from.describe(kind)
+                                ),
+                            )),
+                        }
+                    }
+                    SchemaCompatibility::Incompatible => {
+                        Some(incompatible_schema(&meta, kind, &decl.serializer))
+                    }
+                }
+            };
+            if let Some(err) = refusal {
+                self.staged.put_back(staged.expect("just matched"));
+                return Err(self.refuse(err));
+            }
         }
         // The new state's storage, with its restored entries. On failure
         // the store adds nothing: the state's index stays that of the next
         // registration.
         let id = self.registrations.len() as StateId;
-        let groups = staged.as_ref().map_or(&[][..], |s| &s.key_groups[..]);
+        let groups = match (&migrated, staged.as_ref()) {
+            (Some(m), _) => &m[..],
+            (None, Some(s)) => &s.key_groups[..],
+            (None, None) => &[][..],
+        };
         let loaded = load(&mut self.store, id, groups, self.range);
         // Restoring moved a byte store's current key; put it back.
         if let Some((key, offset)) = &self.current {
@@ -463,7 +604,7 @@ impl<K: Key> KeyedStateBackend<K> {
                 return Err(e);
             };
             let err = match e {
-                StateError::Codec { .. } => incompatible(staged.kind, e.to_string()),
+                StateError::Codec { .. } => self.refuse(incompatible(staged.kind, e.to_string())),
                 other => other,
             };
             self.staged.put_back(staged);
@@ -476,8 +617,29 @@ impl<K: Key> KeyedStateBackend<K> {
             type_name,
             queryable: queryable.map(str::to_string),
             ttl,
+            serializer: decl.serializer,
         });
         Ok(id)
+    }
+
+    /// Remembers that restored state was refused (see
+    /// [`restore_refusal`](Self::restore_refusal)) and returns the error.
+    #[cold]
+    fn refuse(&mut self, err: StateError) -> StateError {
+        if self.restore_refusal.is_none() {
+            self.restore_refusal = Some(err.to_string());
+        }
+        err
+    }
+
+    /// Why the first registration of restored state that could not be
+    /// used was refused (another kind, TTL or type without a migration,
+    /// values that do not decode), if one was. Such a restore fails the
+    /// same way on every attempt, so the runtime fails the job at once,
+    /// without restarting it, even when the function turned the error
+    /// into another one or a panic.
+    pub fn restore_refusal(&self) -> Option<&str> {
+        self.restore_refusal.as_deref()
     }
 
     // --- timers ---
@@ -490,13 +652,16 @@ impl<K: Key> KeyedStateBackend<K> {
     /// again with another namespace type, or that a state has, is an
     /// [`StateError::IncompatibleRegistration`].
     pub fn timer_queue<N: Namespace>(&mut self, name: &str) -> Result<TimerQueue<N>, StateError> {
-        let id = self.register_with::<N>(
+        let decl = Declaration {
             name,
-            StateKind::Timers,
-            None,
-            false,
-            |store, id, groups, range| store.register_timers::<N>(id, name, groups, range),
-        )?;
+            kind: StateKind::Timers,
+            queryable: None,
+            serializer: SerializerIdentity::postcard(&[std::any::type_name::<N>()]),
+            migration: None,
+        };
+        let id = self.register_with::<N>(decl, false, |store, id, groups, range| {
+            store.register_timers::<N>(id, name, groups, range)
+        })?;
         Ok(TimerQueue::new(id, self.owner))
     }
 
@@ -593,6 +758,7 @@ impl<K: Key> KeyedStateBackend<K> {
                 name: r.name.clone(),
                 kind: StateMeta::code_of(r.kind, r.ttl),
                 value_type: r.type_name.to_string(),
+                serializer: Some(r.serializer.clone()),
             })
             .collect();
         metas.extend(self.store.carried_states());

@@ -4,14 +4,16 @@
 //! the state's identity across snapshots, so registering the same name twice
 //! with another kind or type is an error rather than a silent reinterpretation.
 
+use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::schema::{SCHEMA_KIND_FLAG, SerializerIdentity, StateMigration};
 use crate::ttl::{StateTtlConfig, TTL_KIND_FLAG};
-use crate::types::StateValue;
+use crate::types::{MapKey, StateValue};
 
 /// The kinds of keyed state: the five a function declares with a
 /// descriptor, and timer queues, which share their name space and their
@@ -73,17 +75,28 @@ impl StateKind {
     }
 }
 
-/// Name, kind and declared value type of one state in a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Name, kind, declared value type and serializer identity of one state
+/// in a snapshot.
+///
+/// On the wire (postcard) it is the tuple `(name, kind, value_type)`,
+/// followed by the [`SerializerIdentity`] when there is one, which the kind
+/// byte then flags with [`SCHEMA_KIND_FLAG`]: snapshots written before
+/// identities read unchanged (as `serializer: None`), and a state carried
+/// from one of them is written back byte for byte as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateMeta {
     /// The state's name (its identity).
     pub name: String,
     /// [`StateKind`] as its stable code, with
-    /// [`TTL_KIND_FLAG`](crate::ttl::TTL_KIND_FLAG) set for a TTL state.
+    /// [`TTL_KIND_FLAG`](crate::ttl::TTL_KIND_FLAG) set for a TTL state
+    /// (never [`SCHEMA_KIND_FLAG`]: that is `serializer`'s, on the wire).
     pub kind: u8,
-    /// The Rust type the state was declared with (informational: a value
-    /// is compatible when its bytes decode as the new type).
+    /// The Rust type the state was declared with (`(K, V)` for a map), as
+    /// snapshots before identities recorded it.
     pub value_type: String,
+    /// How the state's values were written; `None` in snapshots written
+    /// before identities existed (accepted as they are on restore).
+    pub serializer: Option<SerializerIdentity>,
 }
 
 impl StateMeta {
@@ -103,12 +116,70 @@ impl StateMeta {
     }
 }
 
+impl Serialize for StateMeta {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let flag = if self.serializer.is_some() {
+            SCHEMA_KIND_FLAG
+        } else {
+            0
+        };
+        let mut t = serializer.serialize_tuple(3 + usize::from(self.serializer.is_some()))?;
+        t.serialize_element(&self.name)?;
+        t.serialize_element(&(self.kind | flag))?;
+        t.serialize_element(&self.value_type)?;
+        if let Some(identity) = &self.serializer {
+            t.serialize_element(identity)?;
+        }
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for StateMeta {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MetaVisitor;
+        impl<'de> serde::de::Visitor<'de> for MetaVisitor {
+            type Value = StateMeta;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a state's name, kind, value type and serializer identity")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<StateMeta, A::Error> {
+                use serde::de::Error;
+                let missing = |i| A::Error::invalid_length(i, &self);
+                let name: String = seq.next_element()?.ok_or_else(|| missing(0))?;
+                let kind: u8 = seq.next_element()?.ok_or_else(|| missing(1))?;
+                let value_type: String = seq.next_element()?.ok_or_else(|| missing(2))?;
+                let serializer = if kind & SCHEMA_KIND_FLAG != 0 {
+                    Some(seq.next_element()?.ok_or_else(|| missing(3))?)
+                } else {
+                    None
+                };
+                Ok(StateMeta {
+                    name,
+                    kind: kind & !SCHEMA_KIND_FLAG,
+                    value_type,
+                    serializer,
+                })
+            }
+        }
+        // Postcard reads tuple elements on demand: the fourth only when
+        // the kind flags it.
+        deserializer.deserialize_tuple(4, MetaVisitor)
+    }
+}
+
 /// Declares a [`crate::ValueState`].
 #[derive(Debug, Clone)]
 pub struct ValueStateDescriptor<T> {
     pub(crate) name: String,
     pub(crate) queryable: Option<String>,
     pub(crate) ttl: Option<StateTtlConfig>,
+    pub(crate) migration: Option<StateMigration<T>>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -119,8 +190,28 @@ impl<T: StateValue> ValueStateDescriptor<T> {
             name: name.into(),
             queryable: None,
             ttl: None,
+            migration: None,
             _t: PhantomData,
         }
+    }
+
+    /// Converts the values a snapshot holds as `Old` into `T` when the
+    /// state is restored (Flink's state schema evolution, made explicit):
+    /// `.with_migration(|old: u32| -> u64 { old.into() })`. The
+    /// migration runs once per restored value when the state is
+    /// registered, on either backend and at any parallelism, and only for
+    /// a snapshot that recorded `Old` as the state's type; a restore that
+    /// already holds the declared type ignores it. Without a migration, a
+    /// snapshot of another type is refused (see [`crate::schema`]).
+    pub fn with_migration<Old: StateValue>(
+        mut self,
+        migrate: impl Fn(Old) -> T + Send + Sync + 'static,
+    ) -> Self {
+        self.migration = Some(StateMigration::new::<Old>(
+            std::any::type_name::<Old>(),
+            migrate,
+        ));
+        self
     }
 
     /// The state's name.
@@ -135,6 +226,7 @@ pub struct ListStateDescriptor<T> {
     pub(crate) name: String,
     pub(crate) queryable: Option<String>,
     pub(crate) ttl: Option<StateTtlConfig>,
+    pub(crate) migration: Option<StateMigration<T>>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -145,8 +237,28 @@ impl<T: StateValue> ListStateDescriptor<T> {
             name: name.into(),
             queryable: None,
             ttl: None,
+            migration: None,
             _t: PhantomData,
         }
+    }
+
+    /// Converts the values a snapshot holds as `Old` into `T` when the
+    /// state is restored (Flink's state schema evolution, made explicit):
+    /// `.with_migration(|old: u32| -> u64 { old.into() })`. The
+    /// migration runs once per restored list element when the state is
+    /// registered, on either backend and at any parallelism, and only for
+    /// a snapshot that recorded `Old` as the state's type; a restore that
+    /// already holds the declared type ignores it. Without a migration, a
+    /// snapshot of another type is refused (see [`crate::schema`]).
+    pub fn with_migration<Old: StateValue>(
+        mut self,
+        migrate: impl Fn(Old) -> T + Send + Sync + 'static,
+    ) -> Self {
+        self.migration = Some(StateMigration::new::<Old>(
+            std::any::type_name::<Old>(),
+            migrate,
+        ));
+        self
     }
 
     /// The state's name.
@@ -161,6 +273,7 @@ pub struct MapStateDescriptor<UK, UV> {
     pub(crate) name: String,
     pub(crate) queryable: Option<String>,
     pub(crate) ttl: Option<StateTtlConfig>,
+    pub(crate) migration: Option<StateMigration<UV>>,
     _t: PhantomData<fn() -> (UK, UV)>,
 }
 
@@ -171,6 +284,7 @@ impl<UK, UV> MapStateDescriptor<UK, UV> {
             name: name.into(),
             queryable: None,
             ttl: None,
+            migration: None,
             _t: PhantomData,
         }
     }
@@ -178,6 +292,28 @@ impl<UK, UV> MapStateDescriptor<UK, UV> {
     /// The state's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+}
+
+impl<UK: MapKey, UV: StateValue> MapStateDescriptor<UK, UV> {
+    /// Converts the map values a snapshot holds as `Old` into `UV` when
+    /// the state is restored, keeping the user keys (Flink's state schema
+    /// evolution, made explicit): `.with_migration(|old: u64| old.to_string())`.
+    /// The migration runs once per restored entry when the state is
+    /// registered, on either backend and at any parallelism, and only for
+    /// a snapshot that recorded `Old` as the map's value type; a restore
+    /// that already holds the declared types ignores it. Without a
+    /// migration, a snapshot of other types is refused (see
+    /// [`crate::schema`]).
+    pub fn with_migration<Old: StateValue>(
+        mut self,
+        migrate: impl Fn(Old) -> UV + Send + Sync + 'static,
+    ) -> Self {
+        self.migration = Some(StateMigration::new::<Old>(
+            std::any::type_name::<(UK, Old)>(),
+            migrate,
+        ));
+        self
     }
 }
 
@@ -191,6 +327,7 @@ pub struct ReducingStateDescriptor<T> {
     pub(crate) name: String,
     pub(crate) queryable: Option<String>,
     pub(crate) ttl: Option<StateTtlConfig>,
+    pub(crate) migration: Option<StateMigration<T>>,
     pub(crate) reduce: ReduceFn<T>,
 }
 
@@ -204,8 +341,28 @@ impl<T: StateValue> ReducingStateDescriptor<T> {
             name: name.into(),
             queryable: None,
             ttl: None,
+            migration: None,
             reduce: Arc::new(reduce),
         }
+    }
+
+    /// Converts the values a snapshot holds as `Old` into `T` when the
+    /// state is restored (Flink's state schema evolution, made explicit):
+    /// `.with_migration(|old: u32| -> u64 { old.into() })`. The
+    /// migration runs once per restored value when the state is
+    /// registered, on either backend and at any parallelism, and only for
+    /// a snapshot that recorded `Old` as the state's type; a restore that
+    /// already holds the declared type ignores it. Without a migration, a
+    /// snapshot of another type is refused (see [`crate::schema`]).
+    pub fn with_migration<Old: StateValue>(
+        mut self,
+        migrate: impl Fn(Old) -> T + Send + Sync + 'static,
+    ) -> Self {
+        self.migration = Some(StateMigration::new::<Old>(
+            std::any::type_name::<Old>(),
+            migrate,
+        ));
+        self
     }
 
     /// The state's name.
@@ -220,6 +377,7 @@ impl<T> fmt::Debug for ReducingStateDescriptor<T> {
             .field("name", &self.name)
             .field("queryable", &self.queryable)
             .field("ttl", &self.ttl)
+            .field("migration", &self.migration)
             .finish()
     }
 }
@@ -249,6 +407,8 @@ pub struct AggregatingStateDescriptor<F> {
     pub(crate) name: String,
     pub(crate) queryable: Option<String>,
     pub(crate) ttl: Option<StateTtlConfig>,
+    /// A `StateMigration<F::Acc>` (erased: the struct does not bound `F`).
+    pub(crate) migration: Option<Arc<dyn Any + Send + Sync>>,
     pub(crate) function: Arc<F>,
 }
 
@@ -259,8 +419,33 @@ impl<F: AggregateFunction> AggregatingStateDescriptor<F> {
             name: name.into(),
             queryable: None,
             ttl: None,
+            migration: None,
             function: Arc::new(function),
         }
+    }
+
+    /// Converts the values a snapshot holds as `Old` into `the accumulator `F::Acc`` when the
+    /// state is restored (Flink's state schema evolution, made explicit):
+    /// `.with_migration(|old: u32| -> u64 { old.into() })`. The
+    /// migration runs once per restored accumulator when the state is
+    /// registered, on either backend and at any parallelism, and only for
+    /// a snapshot that recorded `Old` as the state's type; a restore that
+    /// already holds the declared type ignores it. Without a migration, a
+    /// snapshot of another type is refused (see [`crate::schema`]).
+    pub fn with_migration<Old: StateValue>(
+        mut self,
+        migrate: impl Fn(Old) -> F::Acc + Send + Sync + 'static,
+    ) -> Self {
+        self.migration = Some(Arc::new(StateMigration::new::<Old>(
+            std::any::type_name::<Old>(),
+            migrate,
+        )));
+        self
+    }
+
+    /// The migration of the accumulator, if one was declared.
+    pub(crate) fn accumulator_migration(&self) -> Option<&StateMigration<F::Acc>> {
+        self.migration.as_ref()?.downcast_ref()
     }
 
     /// The state's name.
@@ -275,6 +460,7 @@ impl<F> Clone for AggregatingStateDescriptor<F> {
             name: self.name.clone(),
             queryable: self.queryable.clone(),
             ttl: self.ttl.clone(),
+            migration: self.migration.clone(),
             function: self.function.clone(),
         }
     }
@@ -327,3 +513,49 @@ queryable_descriptor!(
     ReducingStateDescriptor<T>,
     AggregatingStateDescriptor<F>
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state's meta information as snapshots before identities wrote it
+    /// reads with no identity, and is written back byte for byte.
+    #[test]
+    fn meta_without_identity_is_the_old_encoding() {
+        #[rustfmt::skip]
+        let old: &[u8] = &[
+            5, b'c', b'o', b'u', b'n', b't', // name "count"
+            0x00,                            // kind: value
+            3, b'u', b'6', b'4',             // declared type "u64"
+        ];
+        let meta: StateMeta = postcard::from_bytes(old).unwrap();
+        assert_eq!(meta.serializer, None);
+        assert_eq!(meta.state_kind(), Some(StateKind::Value));
+        assert_eq!(postcard::to_allocvec(&meta).unwrap(), old);
+    }
+
+    /// The serializer identity's encoding, pinned: it follows the type
+    /// name, flagged with 0x40 in the kind byte.
+    #[test]
+    fn meta_with_identity_is_pinned() {
+        let meta = StateMeta {
+            name: "m".into(),
+            kind: StateMeta::code_of(StateKind::Map, false),
+            value_type: "(u8, u64)".into(),
+            serializer: Some(SerializerIdentity::postcard(&["u8", "u64"])),
+        };
+        let bytes = postcard::to_allocvec(&meta).unwrap();
+        #[rustfmt::skip]
+        let expected: &[u8] = &[
+            1, b'm',                                          // name
+            0x42,                                             // kind: map (2) | identity (0x40)
+            9, b'(', b'u', b'8', b',', b' ', b'u', b'6', b'4', b')', // declared type
+            8, b'p', b'o', b's', b't', b'c', b'a', b'r', b'd',   // codec "postcard"
+            1,                                                // format version 1
+            2, 2, b'u', b'8', 3, b'u', b'6', b'4',            // types ["u8", "u64"]
+            0,                                                // no schema
+        ];
+        assert_eq!(bytes, expected);
+        assert_eq!(postcard::from_bytes::<StateMeta>(&bytes).unwrap(), meta);
+    }
+}

@@ -37,6 +37,23 @@ pub enum StateError {
         /// Why (kind differs, or the bytes do not decode as that type).
         reason: String,
     },
+    /// Restored state was written as other types (or with another codec)
+    /// than the state declares now, and no migration the descriptor
+    /// declares reads them (see [`crate::schema`]): its bytes could be
+    /// misread, so the restore is refused. No restart can cure it.
+    #[error(
+        "state '{name}' in the snapshot is {old}, but the job now declares it as {new}: its stored values cannot be read as the new type. Register a migration from the old type on the state's descriptor (`.with_migration(|old: {old_value_type}| ...)`), declare the old type again, or start the state empty: give it a new name, or run without the snapshot (no -s; a renamed operator uid restores the rest with -n)"
+    )]
+    IncompatibleSchema {
+        /// The state name.
+        name: String,
+        /// The state as the snapshot recorded it, e.g. `ValueState<u64>`.
+        old: String,
+        /// The state as the job declares it now.
+        new: String,
+        /// The old value type (what a migration must take).
+        old_value_type: String,
+    },
     /// A state's TTL configuration cannot be used as declared.
     #[error("state '{name}' cannot have a time to live: {reason}")]
     InvalidTtl {

@@ -14,12 +14,17 @@
 
 use std::sync::Arc;
 
-use crate::backend::{KeyedStateAccess, KeyedStateBackend};
+use std::any::type_name;
+
+use crate::backend::{Declaration, KeyedStateAccess, KeyedStateBackend};
 use crate::descriptor::{
     AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor,
     ReduceFn, ReducingStateDescriptor, StateKind, ValueStateDescriptor,
 };
 use crate::error::StateError;
+use crate::schema::{
+    ContentLayout, ContentMigration, SerializerIdentity, encoded_len, no_user_key,
+};
 use crate::store::dispatch::AnyStore;
 use crate::store::{At, KeyedStore, ListShape, MapShape, StateId, StateRef, ValueShape};
 use crate::ttl::{Ttl, TtlValue};
@@ -32,10 +37,22 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ValueStateDescriptor<T>,
     ) -> Result<ValueState<T>, StateError> {
-        let (name, kind, queryable) = (&desc.name, StateKind::Value, desc.queryable.as_deref());
+        let decl = Declaration {
+            name: &desc.name,
+            kind: StateKind::Value,
+            queryable: desc.queryable.as_deref(),
+            serializer: SerializerIdentity::postcard(&[type_name::<T>()]),
+            migration: ContentMigration::of(
+                desc.migration.as_ref(),
+                |old| vec![old],
+                ContentLayout::Value,
+                desc.ttl.is_some(),
+                no_user_key,
+            ),
+        };
         let state = match &desc.ttl {
-            None => Access::Plain(self.register::<T, ValueShape<T>>(name, kind, queryable)?),
-            Some(c) => Access::ttl(self.register_ttl::<T, _>(name, kind, queryable, c)?),
+            None => Access::Plain(self.register::<T, ValueShape<T>>(decl)?),
+            Some(c) => Access::ttl(self.register_ttl::<T, _>(decl, c)?),
         };
         Ok(ValueState { state })
     }
@@ -45,10 +62,22 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ListStateDescriptor<T>,
     ) -> Result<ListState<T>, StateError> {
-        let (name, kind, queryable) = (&desc.name, StateKind::List, desc.queryable.as_deref());
+        let decl = Declaration {
+            name: &desc.name,
+            kind: StateKind::List,
+            queryable: desc.queryable.as_deref(),
+            serializer: SerializerIdentity::postcard(&[type_name::<T>()]),
+            migration: ContentMigration::of(
+                desc.migration.as_ref(),
+                |old| vec![old],
+                ContentLayout::List,
+                desc.ttl.is_some(),
+                no_user_key,
+            ),
+        };
         let state = match &desc.ttl {
-            None => Access::Plain(self.register::<T, ListShape<T>>(name, kind, queryable)?),
-            Some(c) => Access::ttl(self.register_ttl::<T, _>(name, kind, queryable, c)?),
+            None => Access::Plain(self.register::<T, ListShape<T>>(decl)?),
+            Some(c) => Access::ttl(self.register_ttl::<T, _>(decl, c)?),
         };
         Ok(ListState { state })
     }
@@ -58,12 +87,22 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &MapStateDescriptor<UK, UV>,
     ) -> Result<MapState<UK, UV>, StateError> {
-        let (name, kind, queryable) = (&desc.name, StateKind::Map, desc.queryable.as_deref());
+        let decl = Declaration {
+            name: &desc.name,
+            kind: StateKind::Map,
+            queryable: desc.queryable.as_deref(),
+            serializer: SerializerIdentity::postcard(&[type_name::<UK>(), type_name::<UV>()]),
+            migration: ContentMigration::of(
+                desc.migration.as_ref(),
+                |old| vec![type_name::<UK>(), old],
+                ContentLayout::Map,
+                desc.ttl.is_some(),
+                encoded_len::<UK>,
+            ),
+        };
         let state = match &desc.ttl {
-            None => {
-                Access::Plain(self.register::<(UK, UV), MapShape<UK, UV>>(name, kind, queryable)?)
-            }
-            Some(c) => Access::ttl(self.register_ttl::<(UK, UV), _>(name, kind, queryable, c)?),
+            None => Access::Plain(self.register::<(UK, UV), MapShape<UK, UV>>(decl)?),
+            Some(c) => Access::ttl(self.register_ttl::<(UK, UV), _>(decl, c)?),
         };
         Ok(MapState { state })
     }
@@ -73,10 +112,22 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ReducingStateDescriptor<T>,
     ) -> Result<ReducingState<T>, StateError> {
-        let (name, kind, queryable) = (&desc.name, StateKind::Reducing, desc.queryable.as_deref());
+        let decl = Declaration {
+            name: &desc.name,
+            kind: StateKind::Reducing,
+            queryable: desc.queryable.as_deref(),
+            serializer: SerializerIdentity::postcard(&[type_name::<T>()]),
+            migration: ContentMigration::of(
+                desc.migration.as_ref(),
+                |old| vec![old],
+                ContentLayout::Value,
+                desc.ttl.is_some(),
+                no_user_key,
+            ),
+        };
         let state = match &desc.ttl {
-            None => Access::Plain(self.register::<T, ValueShape<T>>(name, kind, queryable)?),
-            Some(c) => Access::ttl(self.register_ttl::<T, _>(name, kind, queryable, c)?),
+            None => Access::Plain(self.register::<T, ValueShape<T>>(decl)?),
+            Some(c) => Access::ttl(self.register_ttl::<T, _>(decl, c)?),
         };
         Ok(ReducingState {
             state,
@@ -89,16 +140,22 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &AggregatingStateDescriptor<F>,
     ) -> Result<AggregatingState<F>, StateError> {
-        let (name, kind, queryable) = (
-            &desc.name,
-            StateKind::Aggregating,
-            desc.queryable.as_deref(),
-        );
+        let decl = Declaration {
+            name: &desc.name,
+            kind: StateKind::Aggregating,
+            queryable: desc.queryable.as_deref(),
+            serializer: SerializerIdentity::postcard(&[type_name::<F::Acc>()]),
+            migration: ContentMigration::of(
+                desc.accumulator_migration(),
+                |old| vec![old],
+                ContentLayout::Value,
+                desc.ttl.is_some(),
+                no_user_key,
+            ),
+        };
         let state = match &desc.ttl {
-            None => {
-                Access::Plain(self.register::<F::Acc, ValueShape<F::Acc>>(name, kind, queryable)?)
-            }
-            Some(c) => Access::ttl(self.register_ttl::<F::Acc, _>(name, kind, queryable, c)?),
+            None => Access::Plain(self.register::<F::Acc, ValueShape<F::Acc>>(decl)?),
+            Some(c) => Access::ttl(self.register_ttl::<F::Acc, _>(decl, c)?),
         };
         Ok(AggregatingState {
             state,

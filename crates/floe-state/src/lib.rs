@@ -14,6 +14,8 @@
 //!   allocator (huge pages).
 //! - [`ttl`]: State TTL's configuration, the timestamped value it stores,
 //!   and how cleanup finds what expired.
+//! - [`schema`]: the serializer identity snapshots record per state, the
+//!   compatibility check on restore and the migrations descriptors declare.
 //! - [`descriptor`] (what a function declares), [`key_group`] (key → key
 //!   group → subtask, Flink's formulas), [`error`], [`codec`] (the stable
 //!   postcard encoding of keys, values and snapshots), [`query`],
@@ -44,6 +46,7 @@ pub mod native;
 pub mod operator;
 pub mod query;
 pub mod query_view;
+pub mod schema;
 pub mod snapshot;
 mod store;
 mod table_alloc;
@@ -68,6 +71,7 @@ pub use operator::{
 };
 pub use query::{QueryFormat, QueryKeyError, QueryValue, QueryableStateInfo, decode_query_key};
 pub use query_view::{QueryView, ViewLookup};
+pub use schema::{SchemaCompatibility, SerializerIdentity, StateMigration};
 pub use snapshot::{KeyedStateFile, KeyedStateSnapshot, StateMeta};
 pub use timer::{Namespace, TimeDomain, Timer, TimerQueue};
 pub use ttl::{StateTtlConfig, StateVisibility, TtlTimeProvider, UpdateType};

@@ -28,6 +28,7 @@ use crate::codec;
 use crate::descriptor::{ListStateDescriptor, MapStateDescriptor};
 use crate::error::StateError;
 use crate::key_group::KeyGroupRange;
+use crate::schema::{SCHEMA_KIND_FLAG, SerializerIdentity};
 use crate::types::{MapKey, StateValue};
 use floe_core::KeyGroup;
 
@@ -52,9 +53,35 @@ impl fmt::Display for OperatorStateMode {
     }
 }
 
+impl OperatorStateMode {
+    /// The mode's code in snapshots (serde's variant index, as before
+    /// codes were spelled out); never renumber.
+    fn code(self) -> u32 {
+        match self {
+            OperatorStateMode::Split => 0,
+            OperatorStateMode::Union => 1,
+            OperatorStateMode::Broadcast => 2,
+        }
+    }
+
+    fn from_code(code: u32) -> Option<Self> {
+        Some(match code {
+            0 => OperatorStateMode::Split,
+            1 => OperatorStateMode::Union,
+            2 => OperatorStateMode::Broadcast,
+            _ => return None,
+        })
+    }
+}
+
 /// One named operator state in a snapshot: its elements, each encoded on
 /// its own (a broadcast entry is an encoded `(key, value)` pair).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On the wire (postcard) it is `(name, mode, type_name, elements)`, with
+/// the [`SerializerIdentity`] after `type_name` when there is one, which
+/// the mode's code then flags with [`SCHEMA_KIND_FLAG`]: files written
+/// before identities read unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorStateEntry {
     /// The state's name.
     pub name: String,
@@ -62,8 +89,77 @@ pub struct OperatorStateEntry {
     pub mode: OperatorStateMode,
     /// The element type, for error messages.
     pub type_name: String,
+    /// How the elements were written; `None` in files written before
+    /// identities existed (accepted as they are on restore).
+    pub serializer: Option<SerializerIdentity>,
     /// The encoded elements.
     pub elements: Vec<Vec<u8>>,
+}
+
+impl Serialize for OperatorStateEntry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let flag = if self.serializer.is_some() {
+            u32::from(SCHEMA_KIND_FLAG)
+        } else {
+            0
+        };
+        let mut t = serializer.serialize_tuple(4 + usize::from(self.serializer.is_some()))?;
+        t.serialize_element(&self.name)?;
+        // A u32 is the varint serde's derived enum wrote: same bytes.
+        t.serialize_element(&(self.mode.code() | flag))?;
+        t.serialize_element(&self.type_name)?;
+        if let Some(identity) = &self.serializer {
+            t.serialize_element(identity)?;
+        }
+        t.serialize_element(&self.elements)?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for OperatorStateEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> serde::de::Visitor<'de> for EntryVisitor {
+            type Value = OperatorStateEntry;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an operator state's name, mode, types and elements")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OperatorStateEntry, A::Error> {
+                use serde::de::Error;
+                let missing = |i| A::Error::invalid_length(i, &self);
+                let name: String = seq.next_element()?.ok_or_else(|| missing(0))?;
+                let code: u32 = seq.next_element()?.ok_or_else(|| missing(1))?;
+                let flagged = code & u32::from(SCHEMA_KIND_FLAG) != 0;
+                let mode = OperatorStateMode::from_code(code & !u32::from(SCHEMA_KIND_FLAG))
+                    .ok_or_else(|| {
+                        A::Error::custom(format!("unknown operator state mode {code}"))
+                    })?;
+                let type_name: String = seq.next_element()?.ok_or_else(|| missing(2))?;
+                let serializer = if flagged {
+                    Some(seq.next_element()?.ok_or_else(|| missing(3))?)
+                } else {
+                    None
+                };
+                let elements = seq.next_element()?.ok_or_else(|| missing(4))?;
+                Ok(OperatorStateEntry {
+                    name,
+                    mode,
+                    type_name,
+                    serializer,
+                    elements,
+                })
+            }
+        }
+        // Postcard reads tuple elements on demand: the identity only when
+        // the mode flags it.
+        deserializer.deserialize_tuple(5, EntryVisitor)
+    }
 }
 
 /// One operator subtask's operator state file.
@@ -128,6 +224,7 @@ struct RegisteredState {
     name: String,
     mode: OperatorStateMode,
     type_name: &'static str,
+    serializer: SerializerIdentity,
     data: Box<dyn StateData>,
 }
 
@@ -135,12 +232,18 @@ struct RegisteredState {
 struct RestoredEntry {
     mode: OperatorStateMode,
     type_name: String,
+    serializer: Option<SerializerIdentity>,
     elements: Vec<Vec<u8>>,
 }
 
-/// One state's mode, type name and each old subtask's elements, while a
-/// restore gathers them.
-type StateParts = (OperatorStateMode, String, Vec<(u32, Vec<Vec<u8>>)>);
+/// One state's mode, type name, serializer identity and each old
+/// subtask's elements, while a restore gathers them.
+type StateParts = (
+    OperatorStateMode,
+    String,
+    Option<SerializerIdentity>,
+    Vec<(u32, Vec<Vec<u8>>)>,
+);
 
 /// The operator state of one operator subtask.
 pub struct OperatorStateStore {
@@ -235,17 +338,29 @@ impl OperatorStateStore {
             for e in std::mem::take(&mut f.states) {
                 let slot = by_name
                     .entry(e.name.clone())
-                    .or_insert_with(|| (e.mode, e.type_name.clone(), Vec::new()));
+                    .or_insert_with(|| (e.mode, e.type_name.clone(), None, Vec::new()));
                 if slot.0 != e.mode {
                     return Err(self.inconsistent(format!(
                         "state '{}' is {} in one subtask and {} in another",
                         e.name, slot.0, e.mode
                     )));
                 }
-                slot.2.push((f.subtask, e.elements));
+                match (&slot.2, &e.serializer) {
+                    (Some(a), Some(b)) if a != b => {
+                        return Err(self.inconsistent(format!(
+                            "state '{}' was written as {} in one subtask and as {} in another",
+                            e.name,
+                            a.describe(e.mode),
+                            b.describe(e.mode)
+                        )));
+                    }
+                    (None, Some(b)) => slot.2 = Some(b.clone()),
+                    _ => {}
+                }
+                slot.3.push((f.subtask, e.elements));
             }
         }
-        for (name, (mode, type_name, parts)) in by_name {
+        for (name, (mode, type_name, serializer, parts)) in by_name {
             let elements = match mode {
                 OperatorStateMode::Split if same => parts
                     .into_iter()
@@ -274,6 +389,7 @@ impl OperatorStateStore {
                 RestoredEntry {
                     mode,
                     type_name,
+                    serializer,
                     elements,
                 },
             );
@@ -307,11 +423,14 @@ impl OperatorStateStore {
         }
     }
 
-    /// Registers (or finds) a state, creating it from restored elements.
+    /// Registers (or finds) a state whose elements are written as
+    /// `serializer`, creating it from restored elements once their
+    /// recorded identity (if any) matches (see [`crate::schema`]).
     fn register<T: 'static, D: StateData + Default + 'static>(
         &mut self,
         name: &str,
         mode: OperatorStateMode,
+        serializer: SerializerIdentity,
         decode: impl Fn(&[u8]) -> Result<T, StateError>,
         insert: impl Fn(&mut D, T),
     ) -> Result<usize, StateError> {
@@ -339,6 +458,16 @@ impl OperatorStateStore {
             if r.mode != mode {
                 return Err(incompatible("the redistribution mode differs".into()));
             }
+            if let Some(old) = &r.serializer
+                && *old != serializer
+            {
+                return Err(StateError::IncompatibleSchema {
+                    name: name.to_string(),
+                    old: old.describe(r.mode),
+                    new: serializer.describe(mode),
+                    old_value_type: old.types.last().cloned().unwrap_or_default(),
+                });
+            }
             for e in &r.elements {
                 insert(
                     &mut data,
@@ -350,6 +479,7 @@ impl OperatorStateStore {
             name: name.to_string(),
             mode,
             type_name,
+            serializer,
             data: Box::new(data),
         });
         Ok(self.states.len() - 1)
@@ -382,6 +512,7 @@ impl OperatorStateStore {
         let index = self.register::<T, Vec<T>>(
             desc.name(),
             mode,
+            SerializerIdentity::postcard(&[std::any::type_name::<T>()]),
             |b| codec::decode(b, &what),
             |v, t| v.push(t),
         )?;
@@ -401,6 +532,7 @@ impl OperatorStateStore {
         let index = self.register::<(K, V), FxHashMap<K, V>>(
             desc.name(),
             OperatorStateMode::Broadcast,
+            SerializerIdentity::postcard(&[std::any::type_name::<K>(), std::any::type_name::<V>()]),
             |b| codec::decode(b, &what),
             |m, (k, v)| {
                 m.insert(k, v);
@@ -493,6 +625,7 @@ impl OperatorStateStore {
                 name: s.name.clone(),
                 mode: s.mode,
                 type_name: s.type_name.to_string(),
+                serializer: Some(s.serializer.clone()),
                 elements: s.data.encode(&what)?,
             });
         }
@@ -501,6 +634,7 @@ impl OperatorStateStore {
                 name: name.clone(),
                 mode: r.mode,
                 type_name: r.type_name.clone(),
+                serializer: r.serializer.clone(),
                 elements: r.elements.clone(),
             });
         }

@@ -31,6 +31,7 @@ pub use crate::descriptor::StateMeta;
 use crate::error::StateError;
 use crate::key_group::KeyGroupRange;
 use crate::native::{NativeKeyedStateFile, NativeSharedFile, NativeSnapshot};
+use crate::schema::SerializerIdentity;
 use crate::store::FrozenTable;
 
 /// One key group's entries: `(state index, encoded entries)`.
@@ -78,15 +79,19 @@ pub(crate) struct StagedState {
     /// Whether its values carry TTL timestamps.
     pub(crate) ttl: bool,
     pub(crate) value_type: String,
+    /// How its values were written (`None`: a snapshot from before
+    /// identities).
+    pub(crate) serializer: Option<SerializerIdentity>,
     pub(crate) key_groups: Vec<(KeyGroup, Vec<u8>)>,
 }
 
 impl StagedState {
-    fn meta(&self) -> StateMeta {
+    pub(crate) fn meta(&self) -> StateMeta {
         StateMeta {
             name: self.name.clone(),
             kind: StateMeta::code_of(self.kind, self.ttl),
             value_type: self.value_type.clone(),
+            serializer: self.serializer.clone(),
         }
     }
 }
@@ -165,6 +170,7 @@ impl RestoreStaging {
                     kind,
                     ttl,
                     value_type: meta.value_type.clone(),
+                    serializer: meta.serializer.clone(),
                     key_groups: Vec::new(),
                 });
                 self.states.len() - 1
@@ -182,6 +188,20 @@ impl RestoreStaging {
                 what: format!("state '{}'", meta.name),
                 reason: "it has a TTL in one and none in another".into(),
             });
+        }
+        match (&r.serializer, &meta.serializer) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(StateError::InconsistentSnapshots {
+                    what: format!("state '{}'", meta.name),
+                    reason: format!(
+                        "it was written as {} in one and as {} in another",
+                        a.describe(kind),
+                        b.describe(kind)
+                    ),
+                });
+            }
+            (None, Some(b)) => r.serializer = Some(b.clone()),
+            _ => {}
         }
         if r.key_groups.iter().any(|(g, _)| *g == key_group) {
             return Err(StateError::InconsistentSnapshots {

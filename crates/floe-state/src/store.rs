@@ -66,7 +66,7 @@ use floe_core::KeyGroup;
 use rustc_hash::FxHashMap;
 
 use crate::codec;
-use crate::descriptor::{StateKind, StateMeta};
+use crate::descriptor::StateMeta;
 use crate::error::StateError;
 use crate::key_group::KeyGroupRange;
 use crate::native::{NativeFetch, NativeKeyedStateFile, NativeSnapshot};
@@ -270,9 +270,10 @@ pub(crate) trait KeyedStore<K: Key>: Send {
         ttl: Option<TtlSpec<Sh::PerKey>>,
     ) -> Result<(), StateError>;
 
-    /// The kind of a state the store restored itself (a native snapshot)
-    /// and that is not registered yet, and whether it has a TTL.
-    fn restored_kind(&self, name: &str) -> Option<(StateKind, bool)>;
+    /// What the snapshot recorded about a state the store restored itself
+    /// (a native snapshot) and that is not registered yet: its kind, TTL
+    /// and serializer identity.
+    fn restored_meta(&self, name: &str) -> Option<&StateMeta>;
 
     /// Incremental TTL cleanup: checks the next `entries` keys of TTL
     /// state `id` (round robin over all its keys) and removes what expired

@@ -228,6 +228,7 @@ fn pinned_encoding() {
             name: "b".into(),
             mode: OperatorStateMode::Union,
             type_name: "u8".into(),
+            serializer: None,
             elements: vec![vec![7], vec![]],
         }],
         raw_operator: Some(vec![0xAB]),
@@ -248,6 +249,82 @@ fn pinned_encoding() {
         ]
     );
     assert_eq!(OperatorStateFile::decode(&bytes).unwrap(), f);
+}
+
+/// A state's serializer identity follows its type name, flagged in the
+/// mode's code (0x40), byte for byte; without one (above) the bytes are
+/// those of files written before identities existed.
+#[test]
+fn pinned_encoding_with_a_serializer_identity() {
+    let f = OperatorStateFile {
+        subtask: 0,
+        parallelism: 1,
+        states: vec![OperatorStateEntry {
+            name: "b".into(),
+            mode: OperatorStateMode::Broadcast,
+            type_name: "x".into(),
+            serializer: Some(floe_state::SerializerIdentity::postcard(&["u8", "u16"])),
+            elements: vec![vec![7]],
+        }],
+        raw_operator: None,
+        raw_keyed: vec![],
+    };
+    let bytes = f.encode().unwrap();
+    #[rustfmt::skip]
+    let expected: Vec<u8> = vec![
+        0, 1, // subtask, parallelism
+        1, // one state
+        1, b'b', // name
+        0x42, // mode: Broadcast (2) | identity (0x40)
+        1, b'x', // type name
+        8, b'p', b'o', b's', b't', b'c', b'a', b'r', b'd', // codec
+        1, // format version
+        2, 2, b'u', b'8', 3, b'u', b'1', b'6', // types
+        0, // no schema
+        1, 1, 7, // one element: [7]
+        0, // no raw operator state
+        0, // no raw keyed state
+    ];
+    assert_eq!(bytes, expected);
+    assert_eq!(OperatorStateFile::decode(&bytes).unwrap(), f);
+}
+
+/// An operator state restored as another element type is refused with
+/// both types named; the same type restores.
+#[test]
+fn operator_state_of_another_type_is_refused() {
+    let mut s = OperatorStateStore::new("op", None);
+    let list = s
+        .get_list_state(&ListStateDescriptor::<u64>::new("offsets"))
+        .unwrap();
+    list.add(&mut s, 7).unwrap();
+    let file = s.snapshot(0, 1).unwrap();
+
+    let mut same = OperatorStateStore::new("op", None);
+    same.restore(&[&file], 0, 1).unwrap();
+    let list = same
+        .get_list_state(&ListStateDescriptor::<u64>::new("offsets"))
+        .unwrap();
+    assert_eq!(list.get(&same).unwrap(), &[7]);
+
+    let mut other = OperatorStateStore::new("op", None);
+    other.restore(&[&file], 0, 1).unwrap();
+    let Err(err) = other.get_list_state(&ListStateDescriptor::<u32>::new("offsets")) else {
+        panic!("a u64 list restored as u32 must be refused");
+    };
+    assert!(
+        matches!(err, StateError::IncompatibleSchema { .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    for needle in [
+        "'offsets'",
+        "ListState<u64>",
+        "ListState<u32>",
+        "with_migration",
+    ] {
+        assert!(msg.contains(needle), "missing {needle}: {msg}");
+    }
 }
 
 /// Files of two different snapshots (other parallelisms) restored together

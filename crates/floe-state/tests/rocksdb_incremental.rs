@@ -250,6 +250,52 @@ fn native_checkpoints_rescale_and_switch_to_the_heap() {
     check_values(&mut h, 0..3_000);
 }
 
+/// A natively restored state is checked against the serializer identity
+/// its manifest recorded: another type is refused (and stays restorable),
+/// a migration is refused with the way out (natively restored values are
+/// not rewritten: a savepoint is), and the heap, which restores the same
+/// checkpoint canonically, migrates it.
+#[test]
+fn natively_restored_state_is_checked_against_its_identity() {
+    let mut shared = Shared::default();
+    let (_, w) = checkpointed(50, &mut shared);
+    let mut r = KeyedStateBackend::<u64>::new(incremental(), "op", all(), MAX_P).unwrap();
+    r.restore_native([w.manifest.as_slice()], 1, true, &|f| shared.fetch(f))
+        .unwrap();
+    let err = r
+        .get_state(&ValueStateDescriptor::<u32>::new("v"))
+        .unwrap_err();
+    assert!(
+        matches!(err, StateError::IncompatibleSchema { .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("ValueState<u64>") && msg.contains("ValueState<u32>"),
+        "{msg}"
+    );
+    let migrated = ValueStateDescriptor::<u128>::new("v").with_migration(|old: u64| old.into());
+    let err = r.get_state(&migrated).unwrap_err();
+    assert!(
+        matches!(err, StateError::IncompatibleRestore { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("savepoint"), "{err}");
+    assert!(r.restore_refusal().is_some());
+    check_values(&mut r, 0..50);
+
+    let mut h =
+        KeyedStateBackend::<u64>::new(StateBackendKind::HashMap, "op", all(), MAX_P).unwrap();
+    h.restore_native([w.manifest.as_slice()], 1, false, &|f| shared.fetch(f))
+        .unwrap();
+    let v = h.get_state(&migrated).unwrap();
+    for k in 0..50 {
+        set_key(&mut h, k);
+        assert_eq!(v.value(&mut h).unwrap(), Some(u128::from(k * 3)));
+    }
+    assert!(h.restore_refusal().is_none());
+}
+
 /// A missing shared file is a clear error naming it.
 #[test]
 fn a_missing_shared_file_is_a_clear_error() {

@@ -1,7 +1,10 @@
-//! Keyed running count: `floe run keyed-count --records N --keys K [--rate R] [--output <path>] [-p N]`.
+//! Keyed running count: `floe run keyed-count --records N --keys K [--rate R] [--output <path>] [--count-type u64|u32] [-p N]`.
 //!
 //! Generates N records with key `i mod K` (u64), counts per key in a
 //! `ValueState<u64>` named `count`, and writes `<key> <count>` per update.
+//! `--count-type u32` declares the count as `ValueState<u32>` instead: a
+//! savepoint of the `u64` count is then refused (see
+//! `docs/state-evolution.md`), which shows the state schema check.
 //! The state is queryable as `count` when the job runs with
 //! `queryable-state.enable: true` (`floe query <jobId> count <key>`).
 
@@ -29,6 +32,19 @@ pub struct Args {
     /// (exactly once with checkpointing) instead of stdout.
     #[arg(long)]
     pub output: Option<std::path::PathBuf>,
+    /// The type the `count` state is declared with (`u32`: a narrower
+    /// type, which a savepoint of the default `u64` count refuses).
+    #[arg(long, value_enum, default_value_t = CountType::U64)]
+    pub count_type: CountType,
+}
+
+/// The declared type of the `count` state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CountType {
+    /// `ValueState<u64>`, the job's type.
+    U64,
+    /// `ValueState<u32>`: an incompatible change of the job's type.
+    U32,
 }
 
 /// Counts records per key in a `ValueState<u64>` named `count` and emits
@@ -60,6 +76,33 @@ impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for CountPerKey {
     }
 }
 
+/// [`CountPerKey`] with the count declared as `ValueState<u32>`: the job
+/// after an incompatible change of its state's type.
+#[derive(Clone, Default)]
+pub struct NarrowCountPerKey {
+    count: Option<ValueState<u32>>,
+}
+
+impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for NarrowCountPerKey {
+    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
+        self.count = Some(ctx.get_state(&ValueStateDescriptor::new("count"))?);
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        (key, value): (u64, u64),
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, (u64, u64)>,
+    ) -> anyhow::Result<()> {
+        let state = self.count.as_ref().expect("opened");
+        let count = state.value(ctx)?.unwrap_or(0) + u32::try_from(value)?;
+        state.update(ctx, count)?;
+        out.collect((key, u64::from(count)));
+        Ok(())
+    }
+}
+
 /// The generated input: N records `(i mod K, 1)`.
 pub fn source(records: u64, keys: u64, rate: Option<f64>) -> GeneratorSource<(u64, u64)> {
     let s = GeneratorSource::new(records, move |i| (i % keys, 1u64));
@@ -76,13 +119,16 @@ pub fn run(args: JobArgs) -> anyhow::Result<()> {
         anyhow::bail!("--rate must be a positive number of records per second");
     }
     let env = StreamEnvironment::from_job_args(&args);
-    let counts = env
+    let keyed = env
         .from_source(source(opts.records, opts.keys, opts.rate), "Generator")
         .uid("generator")
-        .key_by(|(k, _): &(u64, u64)| *k)
-        .process(CountPerKey::default())
-        .name("Count per Key")
-        .uid("count-per-key");
+        .key_by(|(k, _): &(u64, u64)| *k);
+    let counts = match opts.count_type {
+        CountType::U64 => keyed.process(CountPerKey::default()),
+        CountType::U32 => keyed.process(NarrowCountPerKey::default()),
+    }
+    .name("Count per Key")
+    .uid("count-per-key");
     super::write_pairs(&counts, opts.output.as_deref());
     env.execute("KeyedCount")?;
     Ok(())

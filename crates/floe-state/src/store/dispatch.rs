@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use floe_core::KeyGroup;
 
 use crate::config::StateBackendSettings;
-use crate::descriptor::{StateKind, StateMeta};
+use crate::descriptor::StateMeta;
 use crate::error::StateError;
 use crate::key_group::KeyGroupRange;
 use crate::native::{NativeFetch, NativeKeyedStateFile, NativeSnapshot};
@@ -167,8 +167,8 @@ impl<K: Key> KeyedStore<K> for AnyStore<K> {
     }
 
     #[inline]
-    fn restored_kind(&self, name: &str) -> Option<(StateKind, bool)> {
-        dispatch!(&self, s => KeyedStore::<K>::restored_kind(s, name))
+    fn restored_meta(&self, name: &str) -> Option<&StateMeta> {
+        dispatch!(&self, s => KeyedStore::<K>::restored_meta(s, name))
     }
 
     #[inline]

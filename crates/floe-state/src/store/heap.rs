@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::codec;
 use crate::config::HeapConfig;
-use crate::descriptor::{StateKind, StateMeta};
+use crate::descriptor::StateMeta;
 use crate::error::StateError;
 use crate::key_group::KeyGroupRange;
 use crate::native::{NativeFetch, NativeKeyedStateFile, NativeSnapshot};
@@ -177,7 +177,7 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
         Ok(())
     }
 
-    fn restored_kind(&self, _name: &str) -> Option<(StateKind, bool)> {
+    fn restored_meta(&self, _name: &str) -> Option<&StateMeta> {
         None
     }
 

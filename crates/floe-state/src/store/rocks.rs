@@ -765,13 +765,6 @@ impl RocksStore {
 }
 
 impl RocksStore {
-    /// The kind of a state restored natively and not registered yet, and
-    /// whether it has a TTL.
-    fn native_kind(&self, name: &str) -> Option<(StateKind, bool)> {
-        let m = self.native_states.iter().find(|m| m.name == name)?;
-        Some((m.state_kind()?, m.has_ttl()))
-    }
-
     /// The synchronous part of a native (incremental) snapshot for
     /// checkpoint `checkpoint_id`: flushes the cache, takes a RocksDB
     /// checkpoint, and marks each SST file to upload or to reference. Files
@@ -991,8 +984,8 @@ impl<K: Key> KeyedStore<K> for RocksStore {
             .inspect_err(|_| self.abandon_last_state())
     }
 
-    fn restored_kind(&self, name: &str) -> Option<(StateKind, bool)> {
-        self.native_kind(name)
+    fn restored_meta(&self, name: &str) -> Option<&StateMeta> {
+        self.native_states.iter().find(|m| m.name == name)
     }
 
     fn ttl_cleanup(&mut self, _id: StateId, _entries: u32, _now: i64) -> Result<(), StateError> {

@@ -402,16 +402,18 @@ fn incompatible_or_corrupt_snapshots_are_clear_errors() {
         .unwrap();
     assert_eq!(v.value(&mut r).unwrap(), Some(9));
 
-    // Another value type whose bytes do not decode.
+    // Another value type: refused by the serializer identity the
+    // snapshot recorded, before any byte is decoded.
     let mut r = backend(1, 0);
     r.restore([bytes.as_slice()]).unwrap();
     let err = r
         .get_state(&ValueStateDescriptor::<(u64, u64, u64)>::new("count"))
         .unwrap_err();
     assert!(
-        matches!(err, StateError::IncompatibleRestore { .. }),
+        matches!(err, StateError::IncompatibleSchema { .. }),
         "{err}"
     );
+    assert!(r.restore_refusal().is_some());
 
     // Another number of key groups.
     let mut other = KeyedStateBackend::<u64>::new(
@@ -458,11 +460,11 @@ fn incompatible_or_corrupt_snapshots_are_clear_errors() {
     assert!(err.to_string().contains("'count'"), "{err}");
     // A state kind this version does not know.
     let mut file = KeyedStateFile::decode(&bytes).unwrap();
-    file.states[0].kind = 200;
+    file.states[0].kind = 30;
     let unknown = postcard::to_allocvec(&file).unwrap();
     let err = backend(1, 0).restore([unknown.as_slice()]).unwrap_err();
     assert!(
-        matches!(err, StateError::UnknownStateKind { code: 200, .. }),
+        matches!(err, StateError::UnknownStateKind { code: 30, .. }),
         "{err}"
     );
     // A canonical snapshot has no native files to write a manifest of.
@@ -508,10 +510,17 @@ fn pinned_encoding() {
         b'u',
         b'n',
         b't', // name
-        0x00, // kind: value
+        0x40, // kind: value (0) | serializer identity (0x40)
         type_name.len() as u8,
     ];
     want.extend_from_slice(type_name.as_bytes());
+    // The serializer identity: codec "postcard", format version 1, the
+    // types ["u64"], no schema.
+    want.push(0x08);
+    want.extend_from_slice(b"postcard");
+    want.extend_from_slice(&[0x01, 0x01, type_name.len() as u8]);
+    want.extend_from_slice(type_name.as_bytes());
+    want.push(0x00);
     want.extend_from_slice(&[
         0x01, // one key group with data
         0x1c, // key group 28 (key 42)
@@ -521,4 +530,59 @@ fn pinned_encoding() {
         0x01, 0x2a, 0x07, // [(42, 7)]
     ]);
     assert_eq!(bytes, want);
+}
+
+/// A snapshot written before serializer identities (its states record
+/// only a type name): accepted as it is, and migrated when the recorded
+/// type name is the declared migration's old type.
+#[test]
+fn a_snapshot_without_identities_restores_as_before_and_migrates() {
+    use floe_state::snapshot::KeyGroupData;
+    let kg = key_group_for_key(&5u64, MAX_P);
+    let legacy = floe_state::KeyedStateFile {
+        max_parallelism: MAX_P,
+        key_group_start: 0,
+        key_group_end: (MAX_P - 1) as u16,
+        states: vec![floe_state::StateMeta {
+            name: "count".into(),
+            kind: 0,
+            value_type: std::any::type_name::<u32>().into(),
+            serializer: None,
+        }],
+        key_groups: vec![KeyGroupData {
+            key_group: kg,
+            states: vec![(0, postcard::to_allocvec(&vec![(5u64, 9u32)]).unwrap())],
+        }],
+    };
+    let bytes = postcard::to_allocvec(&legacy).unwrap();
+    assert_eq!(KeyedStateFile::decode(&bytes).unwrap().states[0].serializer, None);
+
+    // As it is: the bytes decode as the declared type.
+    let mut r = backend(1, 0);
+    r.restore([bytes.as_slice()]).unwrap();
+    let v = r.get_state(&ValueStateDescriptor::<u32>::new("count")).unwrap();
+    r.set_current_key(5, kg).unwrap();
+    assert_eq!(v.value(&mut r).unwrap(), Some(9));
+
+    // Migrated: the recorded type name is the migration's old type.
+    let mut r = backend(1, 0);
+    r.restore([bytes.as_slice()]).unwrap();
+    let v = r
+        .get_state(
+            &ValueStateDescriptor::<String>::new("count")
+                .with_migration(|old: u32| format!("#{old}")),
+        )
+        .unwrap();
+    r.set_current_key(5, kg).unwrap();
+    assert_eq!(v.value(&mut r).unwrap(), Some("#9".to_string()));
+    // Its next snapshot records the new identity.
+    let meta = &floe_state::KeyedStateFile::decode(&r.snapshot().encode().unwrap())
+        .unwrap()
+        .states[0];
+    assert_eq!(
+        meta.serializer,
+        Some(floe_state::SerializerIdentity::postcard(&[
+            std::any::type_name::<String>()
+        ]))
+    );
 }

@@ -801,10 +801,16 @@ fn pinned_encoding() {
         0x01, // one state
         0x01,
         b't', // name
-        0x05, // kind: timers
+        0x45, // kind: timers (5) | serializer identity (0x40)
         type_name.len() as u8,
     ];
     want.extend_from_slice(type_name.as_bytes());
+    // The identity: "postcard", format 1, the namespace type, no schema.
+    want.push(0x08);
+    want.extend_from_slice(b"postcard");
+    want.extend_from_slice(&[0x01, 0x01, type_name.len() as u8]);
+    want.extend_from_slice(type_name.as_bytes());
+    want.push(0x00);
     want.extend_from_slice(&[
         0x01, // one key group with data
         0x1c, // key group 28 (key 42)
@@ -889,7 +895,7 @@ fn an_incompatible_restore_is_refused() {
     r.restore([bytes.as_slice()]).unwrap();
     let err = r.timer_queue::<(u64, u64, u64)>(QUEUE).unwrap_err();
     assert!(
-        matches!(err, StateError::IncompatibleRestore { .. }),
+        matches!(err, StateError::IncompatibleSchema { .. }),
         "{err}"
     );
     let err = r

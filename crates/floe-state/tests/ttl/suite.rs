@@ -606,8 +606,13 @@ fn ttl_snapshot_format_is_pinned() {
         0x80, 0x01, 0x00, 0x7f,             // max parallelism 128, key groups 0..=127
         0x01,                               // one state:
         0x01, b'v',                         //   name "v"
-        0x80,                               //   kind: value (0) | TTL flag (0x80)
+        0xc0,                               //   kind: value (0) | TTL (0x80) | identity (0x40)
         0x03, b'u', b'6', b'4',             //   declared type "u64"
+        0x08, b'p', b'o', b's', b't',       //   identity: codec "postcard",
+        b'c', b'a', b'r', b'd',
+        0x01,                               //     format version 1,
+        0x01, 0x03, b'u', b'6', b'4',       //     types ["u64"],
+        0x00,                               //     no schema
         0x01,                               // one key group:
         kg as u8, 0x01,                     //   its number, one state in it
         0x00, 0x0b,                         //   state 0, 11 bytes:
@@ -622,7 +627,8 @@ fn ttl_snapshot_format_is_pinned() {
         vec![StateMeta {
             name: "v".into(),
             kind: 0x80,
-            value_type: "u64".into()
+            value_type: "u64".into(),
+            serializer: Some(floe_state::SerializerIdentity::postcard(&["u64"])),
         }]
     );
 }
