@@ -196,7 +196,7 @@ impl Runs<'_> {
     fn wait_for_checkpoint(&self, name: &str, process: &mut Running) {
         let ckpt = self.dir(name, "ckpt");
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !completed_checkpoint(&ckpt) {
+        while !common::completed_checkpoint(&ckpt) {
             assert!(
                 Instant::now() < deadline,
                 "{}: no checkpoint in 60 s",
@@ -222,7 +222,7 @@ impl Runs<'_> {
         self.wait_for_checkpoint("kill", &mut first);
         let killed = first.kill();
         assert!(!killed.status.success(), "{}: not killed", self.query);
-        let job = job_dir(&self.dir("kill", "ckpt"));
+        let job = common::job_dir(&self.dir("kill", "ckpt"));
         let from = job.display().to_string();
         common::run(self.job("kill", "2", &[]).args(["--fromCheckpoint", &from])).ok();
         committed(&self.dir("kill", "out"))
@@ -232,7 +232,7 @@ impl Runs<'_> {
         let registry = self.dir("rescale", "registry");
         let mut first = common::start(self.job("rescale", "2", &[]).args(["--rate", &self.rate()]));
         self.wait_for_checkpoint("rescale", &mut first);
-        let id = registered_job(&registry)
+        let id = common::registered_job(&registry)
             .unwrap_or_else(|| panic!("{}: no job in {}", self.query, registry.display()));
         let savepoints = self.dir("rescale", "sp").display().to_string();
         let stop = common::run(
@@ -242,43 +242,10 @@ impl Runs<'_> {
         )
         .ok();
         first.finish().ok();
-        let savepoint = stop
-            .stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("Savepoint completed. Path: "))
-            .unwrap_or_else(|| panic!("no savepoint path in\n{}\n{}", stop.stdout, stop.stderr))
-            .to_string();
+        let savepoint = common::savepoint_path(&stop);
         common::run(&mut self.job("rescale", "3", &["-s", &savepoint])).ok();
         committed(&self.dir("rescale", "out"))
     }
-}
-
-fn completed_checkpoint(ckpt: &Path) -> bool {
-    std::fs::read_dir(ckpt).into_iter().flatten().any(|job| {
-        std::fs::read_dir(job.unwrap().path())
-            .into_iter()
-            .flatten()
-            .any(|c| c.unwrap().path().join("_metadata").is_file())
-    })
-}
-
-fn job_dir(ckpt: &Path) -> PathBuf {
-    std::fs::read_dir(ckpt)
-        .unwrap()
-        .next()
-        .expect("a job checkpoint directory")
-        .unwrap()
-        .path()
-}
-
-/// The id of the one job registered in `registry`.
-fn registered_job(registry: &Path) -> Option<String> {
-    std::fs::read_dir(registry).ok()?.flatten().find_map(|e| {
-        let name = e.file_name().to_string_lossy().into_owned();
-        name.strip_suffix(".json")
-            .filter(|n| !n.starts_with('.'))
-            .map(str::to_string)
-    })
 }
 
 /// The state backend's flags: the heap, or RocksDB with incremental

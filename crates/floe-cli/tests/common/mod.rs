@@ -538,3 +538,33 @@ impl Running {
         self.finish()
     }
 }
+
+/// Whether a checkpoint directory holds a completed checkpoint (a
+/// `chk-<n>/_metadata` of any job).
+pub fn completed_checkpoint(ckpt: &Path) -> bool {
+    std::fs::read_dir(ckpt).into_iter().flatten().any(|job| {
+        std::fs::read_dir(job.unwrap().path())
+            .into_iter()
+            .flatten()
+            .any(|c| c.unwrap().path().join("_metadata").is_file())
+    })
+}
+
+/// The id of the one job registered in `registry` (`FLOE_REGISTRY_DIR`).
+pub fn registered_job(registry: &Path) -> Option<String> {
+    std::fs::read_dir(registry).ok()?.flatten().find_map(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        name.strip_suffix(".json")
+            .filter(|n| !n.starts_with('.'))
+            .map(str::to_string)
+    })
+}
+
+/// The savepoint path `floe stop`/`floe savepoint` printed.
+pub fn savepoint_path(out: &Output) -> String {
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Savepoint completed. Path: "))
+        .unwrap_or_else(|| panic!("no savepoint path in\n{}\n{}", out.stdout, out.stderr))
+        .to_string()
+}
