@@ -132,3 +132,196 @@ impl KafkaCeiling {
         })
     }
 }
+
+/// `floe bench kafka-keyed-count`: the keyed-count job from a Kafka topic
+/// to a Kafka topic (the `kafka-keyed-count` example's pipeline), bounded
+/// at the input's end, timed end to end.
+#[derive(Debug, Clone)]
+pub struct KafkaKeyedCountBench {
+    /// The broker; a Tansu broker is started when absent.
+    pub bootstrap_servers: Option<String>,
+    /// Input records (keys `i mod keys`).
+    pub records: u64,
+    /// Distinct keys.
+    pub keys: u64,
+    /// Partitions of the input and output topics.
+    pub partitions: i32,
+    /// Parallelism of every operator.
+    pub parallelism: u32,
+    /// The sink's guarantee.
+    pub guarantee: floe_kafka::sink::DeliveryGuarantee,
+    /// The state backend.
+    pub backend: floe::prelude::StateBackendKind,
+    /// Checkpointing and other configuration.
+    pub config: floe::core::Configuration,
+}
+
+/// The JSON line of `floe bench kafka-keyed-count`.
+#[derive(Debug, Serialize)]
+pub struct KafkaKeyedCountReport {
+    /// Always `kafka-keyed-count`.
+    pub bench: &'static str,
+    /// The address given, or `tansu` when self-started.
+    pub broker: String,
+    /// Input records.
+    pub records: u64,
+    /// Distinct keys.
+    pub keys: u64,
+    /// Topic partitions.
+    pub partitions: i32,
+    /// Parallelism.
+    pub parallelism: u32,
+    /// `exactly-once`, `at-least-once` or `none`.
+    pub delivery_guarantee: String,
+    /// The state backend.
+    pub backend: String,
+    /// The job's run time, start to end of input and final commit.
+    pub seconds: f64,
+    /// Input records per second through the whole job.
+    pub records_per_sec: f64,
+    /// Input value bytes read per second.
+    pub input_bytes_per_sec: f64,
+    /// Output value bytes written per second.
+    pub output_bytes_per_sec: f64,
+    /// Records in the output topic a read-committed consumer sees
+    /// (checked: equals `records` for exactly-once).
+    pub output_records: u64,
+    /// How fast the bench filled the input topic (the broker's produce
+    /// rate with Floe's plain client, acks=all).
+    pub fill_records_per_sec: f64,
+    /// Peak resident memory of this process (broker excluded).
+    pub peak_rss_bytes: u64,
+    /// Completed checkpoints.
+    pub checkpoints_completed: usize,
+}
+
+impl KafkaKeyedCountBench {
+    /// Fills the input, runs the job, checks and reports.
+    pub fn run(&self) -> anyhow::Result<KafkaKeyedCountReport> {
+        use crate::examples::kafka_keyed_count::parse_key;
+        use crate::examples::keyed_count::CountPerKey;
+        use floe::prelude::*;
+        use floe_kafka::sink::{KafkaRecordSerializationSchema, KafkaSink};
+        use floe_kafka::source::{KafkaSource, OffsetsInitializer};
+        use std::io::Write;
+
+        let (_broker, servers, name) = match &self.bootstrap_servers {
+            Some(s) => (None, s.clone(), s.clone()),
+            None => {
+                let b = TestBroker::start()?;
+                let s = b.bootstrap_servers().to_string();
+                (Some(b), s, "tansu".to_string())
+            }
+        };
+        let config = ClientConfig::new(&servers)?;
+        let tag = format!("{}-{}", std::process::id(), rand_tag());
+        let (input, output) = (
+            format!("floe-bench-in-{tag}"),
+            format!("floe-bench-out-{tag}"),
+        );
+        let mut cluster = KafkaCluster::new(config.clone());
+        cluster.create_topic(&input, self.partitions, 1, false)?;
+        cluster.create_topic(&output, self.partitions, 1, false)?;
+
+        let mut producer = Producer::new(config.clone(), Acks::All);
+        let tps: Vec<TopicPartition> = (0..self.partitions)
+            .map(|p| TopicPartition::new(input.clone(), p))
+            .collect();
+        let mut input_bytes = 0u64;
+        let mut value = Vec::new();
+        let started = Instant::now();
+        for i in 0..self.records {
+            value.clear();
+            let _ = write!(value, "{}", i % self.keys);
+            input_bytes += value.len() as u64;
+            producer.send(&tps[(i % tps.len() as u64) as usize], None, Some(&value), 0);
+            if producer.buffered_bytes() >= 1 << 20 {
+                producer.flush()?;
+            }
+        }
+        producer.flush()?;
+        let fill_s = started.elapsed().as_secs_f64();
+
+        let env = StreamEnvironment::with_configuration(self.config.clone());
+        env.set_parallelism(self.parallelism);
+        env.set_state_backend(self.backend);
+        let source = KafkaSource::<u64>::builder()
+            .set_bootstrap_servers(&servers)
+            .set_topics([input.as_str()])
+            .set_group_id(&format!("floe-bench-{tag}"))
+            .set_starting_offsets(OffsetsInitializer::earliest())
+            .set_bounded(OffsetsInitializer::latest())
+            .set_value_only_deserializer(parse_key)
+            .build()?;
+        let schema = KafkaRecordSerializationSchema::builder()
+            .set_topic(&output)
+            .set_key_serializer(|(k, _): &(u64, u64), out: &mut Vec<u8>| {
+                let _ = write!(out, "{k}");
+            })
+            .set_value_serializer(|(k, n): &(u64, u64), out: &mut Vec<u8>| {
+                let _ = write!(out, "{k} {n}");
+            })
+            .build()?;
+        let sink = KafkaSink::builder()
+            .set_bootstrap_servers(&servers)
+            .set_record_serializer(schema)
+            .set_delivery_guarantee(self.guarantee)
+            .set_transactional_id_prefix(&format!("floe-bench-{tag}"))
+            .build()?;
+        env.from_source(source, "Kafka Source")
+            .map(|k: u64| (k, 1u64))
+            .key_by(|(k, _): &(u64, u64)| *k)
+            .process(CountPerKey::default())
+            .name("Count per Key")
+            .sink_to(sink, "Kafka Sink");
+        let result = env.execute("KafkaKeyedCountBench")?;
+        let seconds = result.net_runtime.as_secs_f64();
+
+        let log = floe_kafka::testing::read_log(&mut cluster, &output)?;
+        let committed: Vec<&floe_kafka::testing::ReadRecord> =
+            log.committed.values().flatten().collect();
+        let output_bytes: u64 = committed
+            .iter()
+            .map(|r| r.value.as_ref().map_or(0, |v| v.len()) as u64)
+            .sum();
+        let output_records = committed.len() as u64;
+        if self.guarantee == floe_kafka::sink::DeliveryGuarantee::ExactlyOnce {
+            anyhow::ensure!(
+                output_records == self.records && log.open_transactions == 0,
+                "exactly-once output has {output_records} records for {} inputs ({} transactions open)",
+                self.records,
+                log.open_transactions
+            );
+        }
+        let done = result
+            .checkpoints
+            .iter()
+            .filter(|c| c.status == floe::runtime::checkpoint::CheckpointStatus::Completed)
+            .count();
+        Ok(KafkaKeyedCountReport {
+            bench: "kafka-keyed-count",
+            broker: name,
+            records: self.records,
+            keys: self.keys,
+            partitions: self.partitions,
+            parallelism: self.parallelism,
+            delivery_guarantee: self.guarantee.to_string(),
+            backend: self.backend.to_string(),
+            seconds,
+            records_per_sec: self.records as f64 / seconds,
+            input_bytes_per_sec: input_bytes as f64 / seconds,
+            output_bytes_per_sec: output_bytes as f64 / seconds,
+            output_records,
+            fill_records_per_sec: self.records as f64 / fill_s,
+            peak_rss_bytes: crate::peak_rss_bytes().unwrap_or(0),
+            checkpoints_completed: done,
+        })
+    }
+}
+
+/// A short random tag, so topics of two runs on one broker differ.
+fn rand_tag() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+}

@@ -259,6 +259,41 @@ fn one_line_panics() {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
+    /// Kafka -> keyed count -> Kafka: fills an input topic with N keys, runs the
+    /// kafka-keyed-count pipeline bounded at its end, checks the output, prints one JSON line.
+    /// Starts a Tansu test broker unless given one.
+    KafkaKeyedCount {
+        /// The broker (host:port,…); default: a Tansu broker started for the run.
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+        /// Input records (key = i mod K).
+        #[arg(long)]
+        records: u64,
+        /// Distinct keys.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        keys: u64,
+        /// Partitions of the input and output topics.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..))]
+        partitions: i32,
+        /// Parallelism of every operator.
+        #[arg(long, short = 'p', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        parallelism: u32,
+        /// The sink's guarantee: exactly-once, at-least-once or none.
+        #[arg(long, default_value = "exactly-once")]
+        delivery_guarantee: String,
+        /// State backend (hashmap, also accepted as heap).
+        #[arg(long, default_value = "heap")]
+        backend: String,
+        /// A configuration value, key=value (repeatable).
+        #[arg(short = 'D', value_name = "KEY=VALUE")]
+        dynamic: Vec<String>,
+        /// Take a checkpoint every this many milliseconds.
+        #[arg(long, value_name = "MS")]
+        checkpoint_interval: Option<u64>,
+        /// Where checkpoints go (file:///…; default: JobManager memory).
+        #[arg(long, value_name = "URL")]
+        checkpoint_dir: Option<String>,
+    },
     /// The Kafka broker's own produce and fetch rates with Floe's plain client (no job):
     /// the ceiling a Kafka job can approach. Starts a Tansu test broker unless given one.
     KafkaCeiling {
@@ -644,6 +679,41 @@ fn main() -> ExitCode {
                 events,
                 tps,
                 parallelism,
+                backend,
+                config,
+            }
+            .run()?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(ExitCode::SUCCESS)
+        })(),
+        Command::Bench(Bench::KafkaKeyedCount {
+            bootstrap_servers,
+            records,
+            keys,
+            partitions,
+            parallelism,
+            delivery_guarantee,
+            backend,
+            dynamic,
+            checkpoint_interval,
+            checkpoint_dir,
+        }) => (|| {
+            let (backend, config) = bench_config(
+                &backend,
+                &dynamic,
+                checkpoint_interval,
+                checkpoint_dir,
+                false,
+            )?;
+            let report = floe_cli::kafka_bench::KafkaKeyedCountBench {
+                bootstrap_servers,
+                records,
+                keys,
+                partitions,
+                parallelism,
+                guarantee: delivery_guarantee
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--delivery-guarantee: {e}"))?,
                 backend,
                 config,
             }

@@ -317,3 +317,34 @@ fn bad_kafka_flags_are_refused_clearly() {
     ]))
     .fails_with(&["'twice'"]);
 }
+
+#[test]
+fn the_kafka_benchmarks_print_a_checked_json_line() {
+    if TestBroker::start_or_skip("kafka benchmarks").is_none() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let out = common::run(&mut sb.floe([
+        "bench",
+        "kafka-keyed-count",
+        "--records",
+        "20000",
+        "--keys",
+        "100",
+        "-p",
+        "2",
+        "--checkpoint-interval",
+        "200",
+    ]))
+    .ok();
+    let line: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(line["bench"], "kafka-keyed-count");
+    assert_eq!(line["output_records"], 20000);
+    assert_eq!(line["delivery_guarantee"], "exactly-once");
+    assert!(line["records_per_sec"].as_f64().unwrap() > 0.0);
+    let out = common::run(&mut sb.floe(["bench", "kafka-ceiling", "--records", "20000"])).ok();
+    let line: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(line["records"], 20000);
+    assert!(line["produce_records_per_s"].as_f64().unwrap() > 0.0);
+    assert!(line["consume_records_per_s"].as_f64().unwrap() > 0.0);
+}

@@ -60,6 +60,17 @@ pub enum DeliveryGuarantee {
     ExactlyOnce,
 }
 
+impl std::fmt::Display for DeliveryGuarantee {
+    /// Flink's spelling, as `from_str` reads it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeliveryGuarantee::None => "none",
+            DeliveryGuarantee::AtLeastOnce => "at-least-once",
+            DeliveryGuarantee::ExactlyOnce => "exactly-once",
+        })
+    }
+}
+
 impl std::str::FromStr for DeliveryGuarantee {
     type Err = KafkaError;
 
