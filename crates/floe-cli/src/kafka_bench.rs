@@ -9,6 +9,19 @@ use floe_kafka::testing::TestBroker;
 use floe_kafka::{ClientConfig, KafkaCluster, TopicPartition};
 use serde::Serialize;
 
+/// The broker to measure: the one named (kept, with its address as its
+/// name), or a Tansu broker started for the run (stopped when dropped).
+fn broker(named: Option<&str>) -> anyhow::Result<(Option<TestBroker>, String, String)> {
+    Ok(match named {
+        Some(s) => (None, s.to_string(), s.to_string()),
+        None => {
+            let b = TestBroker::start()?;
+            let s = b.bootstrap_servers().to_string();
+            (Some(b), s, "tansu".to_string())
+        }
+    })
+}
+
 /// What the ceiling measures.
 #[derive(Debug, Clone)]
 pub struct KafkaCeiling {
@@ -49,14 +62,7 @@ pub struct KafkaCeilingReport {
 impl KafkaCeiling {
     /// Writes the records, reads them back, and reports both rates.
     pub fn run(&self) -> anyhow::Result<KafkaCeilingReport> {
-        let (_broker, servers, name) = match &self.bootstrap_servers {
-            Some(s) => (None, s.clone(), s.clone()),
-            None => {
-                let b = TestBroker::start()?;
-                let s = b.bootstrap_servers().to_string();
-                (Some(b), s, "tansu".to_string())
-            }
-        };
+        let (_broker, servers, name) = broker(self.bootstrap_servers.as_deref())?;
         let config = ClientConfig::new(&servers)?;
         let topic = format!("floe-ceiling-{}", std::process::id());
         let mut cluster = KafkaCluster::new(config.clone());
@@ -205,14 +211,7 @@ impl KafkaKeyedCountBench {
         use floe_kafka::source::{KafkaSource, OffsetsInitializer};
         use std::io::Write;
 
-        let (_broker, servers, name) = match &self.bootstrap_servers {
-            Some(s) => (None, s.clone(), s.clone()),
-            None => {
-                let b = TestBroker::start()?;
-                let s = b.bootstrap_servers().to_string();
-                (Some(b), s, "tansu".to_string())
-            }
-        };
+        let (_broker, servers, name) = broker(self.bootstrap_servers.as_deref())?;
         let config = ClientConfig::new(&servers)?;
         let tag = format!("{}-{}", std::process::id(), rand_tag());
         let (input, output) = (

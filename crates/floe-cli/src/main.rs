@@ -463,6 +463,12 @@ fn bench_config(
     Ok((backend, config))
 }
 
+/// Prints a benchmark's report as its one JSON line.
+fn print_json(report: &impl serde::Serialize) -> anyhow::Result<ExitCode> {
+    println!("{}", serde_json::to_string(report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// A rate: a finite number greater than zero.
 fn parse_positive_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
@@ -601,8 +607,7 @@ fn main() -> ExitCode {
                     on.push("--incremental".into());
                 }
                 let report = floe_cli::overhead_bench::run(pairs as usize, &off, &on)?;
-                println!("{}", serde_json::to_string(&report)?);
-                return Ok(ExitCode::SUCCESS);
+                return print_json(&report);
             }
             let (backend, config) = bench_config(
                 &backend,
@@ -624,8 +629,7 @@ fn main() -> ExitCode {
                 }),
             }
             .run()?;
-            println!("{}", serde_json::to_string(&report)?);
-            Ok(ExitCode::SUCCESS)
+            print_json(&report)
         })(),
         Command::Bench(Bench::Timers {
             records,
@@ -653,8 +657,7 @@ fn main() -> ExitCode {
                 records_per_ms: floe_cli::timers_bench::RECORDS_PER_MS,
             }
             .run()?;
-            println!("{}", serde_json::to_string(&report)?);
-            Ok(ExitCode::SUCCESS)
+            print_json(&report)
         })(),
         Command::Bench(Bench::Nexmark {
             query,
@@ -683,8 +686,7 @@ fn main() -> ExitCode {
                 config,
             }
             .run()?;
-            println!("{}", serde_json::to_string(&report)?);
-            Ok(ExitCode::SUCCESS)
+            print_json(&report)
         })(),
         Command::Bench(Bench::KafkaKeyedCount {
             bootstrap_servers,
@@ -718,8 +720,7 @@ fn main() -> ExitCode {
                 config,
             }
             .run()?;
-            println!("{}", serde_json::to_string(&report)?);
-            Ok(ExitCode::SUCCESS)
+            print_json(&report)
         })(),
         Command::Bench(Bench::KafkaCeiling {
             bootstrap_servers,
@@ -734,8 +735,7 @@ fn main() -> ExitCode {
                 value_bytes,
             }
             .run()?;
-            println!("{}", serde_json::to_string(&report)?);
-            Ok(ExitCode::SUCCESS)
+            print_json(&report)
         })(),
         Command::Bench(Bench::QueryLoad {
             proxy,
@@ -755,8 +755,7 @@ fn main() -> ExitCode {
                 rate,
             }
             .run()?;
-            println!("{}", serde_json::to_string(&report)?);
-            Ok(ExitCode::SUCCESS)
+            print_json(&report)
         })(),
         Command::List { all, connect } => ok(client::commands::list(all, &connect.options())),
         Command::Savepoint {

@@ -9,7 +9,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::{Running, Sandbox};
 use floe_kafka::client::{Acks, Producer};
@@ -121,29 +120,8 @@ impl Job<'_> {
         cmd
     }
 
-    /// Waits until a checkpoint completed, then a little more, so the kill
-    /// lands between checkpoints with records written since the last.
     fn wait_for_checkpoint(&self, process: &mut Running) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !common::completed_checkpoint(&self.dir("ckpt")) {
-            assert!(
-                Instant::now() < deadline,
-                "{}: no checkpoint in 60 s",
-                self.name
-            );
-            assert!(
-                !process.has_exited(),
-                "{}: the run ended before the failure",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-        assert!(
-            !process.has_exited(),
-            "{}: the run ended before the failure",
-            self.name
-        );
+        common::wait_for_checkpoint(&self.dir("ckpt"), process, self.name);
     }
 
     /// Runs at parallelism 2 and fails it twice, restoring from the

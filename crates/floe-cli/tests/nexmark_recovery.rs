@@ -15,7 +15,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::{Running, Sandbox};
 
@@ -190,31 +190,8 @@ impl Runs<'_> {
         committed(&self.dir("free", "out"))
     }
 
-    /// Waits until the run has completed a checkpoint (and is still
-    /// running), then a little longer so that the kill lands between
-    /// checkpoints.
     fn wait_for_checkpoint(&self, name: &str, process: &mut Running) {
-        let ckpt = self.dir(name, "ckpt");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !common::completed_checkpoint(&ckpt) {
-            assert!(
-                Instant::now() < deadline,
-                "{}: no checkpoint in 60 s",
-                self.query
-            );
-            assert!(
-                !process.has_exited(),
-                "{}: the run ended before the failure",
-                self.query
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(
-            !process.has_exited(),
-            "{}: the run ended before the failure",
-            self.query
-        );
+        common::wait_for_checkpoint(&self.dir(name, "ckpt"), process, self.query);
     }
 
     fn killed_and_restored(&self) -> Vec<String> {

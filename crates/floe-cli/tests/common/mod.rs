@@ -568,3 +568,24 @@ pub fn savepoint_path(out: &Output) -> String {
         .unwrap_or_else(|| panic!("no savepoint path in\n{}\n{}", out.stdout, out.stderr))
         .to_string()
 }
+
+/// Waits until the run has completed a checkpoint into `ckpt` (and is
+/// still running), then a little longer, so that a kill lands between
+/// checkpoints with records processed since the last. `what` names the
+/// run in failures.
+pub fn wait_for_checkpoint(ckpt: &Path, process: &mut Running, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !completed_checkpoint(ckpt) {
+        assert!(Instant::now() < deadline, "{what}: no checkpoint in 60 s");
+        assert!(
+            !process.has_exited(),
+            "{what}: the run ended before the failure"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !process.has_exited(),
+        "{what}: the run ended before the failure"
+    );
+}
