@@ -326,3 +326,59 @@ fn the_kafka_benchmarks_print_a_checked_json_line() {
     assert!(line["produce_records_per_s"].as_f64().unwrap() > 0.0);
     assert!(line["consume_records_per_s"].as_f64().unwrap() > 0.0);
 }
+
+/// wordcount from a Kafka topic of lines to a Kafka topic of counts: each
+/// word's last count equals `sort | uniq -c` over the same text.
+#[test]
+fn wordcount_reads_and_writes_kafka() {
+    let Some(broker) = TestBroker::start_or_skip("wordcount through kafka") else {
+        return;
+    };
+    let sb = Sandbox::new();
+    let text = common::generate_text(7, 2000);
+    let file = sb.write("text.txt", &text.text);
+    let want = common::shell_word_counts(&[&file]);
+    broker.cluster().create_topic("lines", 3, 1, false).unwrap();
+    broker
+        .cluster()
+        .create_topic("counts", 3, 1, false)
+        .unwrap();
+    let mut p = Producer::new(
+        ClientConfig::new(broker.bootstrap_servers()).unwrap(),
+        Acks::All,
+    );
+    // Each line into partition 0, so the lines keep their order (words
+    // are counted in any order anyway).
+    for line in text.text.lines() {
+        p.send(
+            &TopicPartition::new("lines", 0),
+            None,
+            Some(line.as_bytes()),
+            0,
+        );
+    }
+    p.flush().unwrap();
+    common::run(&mut sb.floe([
+        "run",
+        "wordcount",
+        "--bootstrap-servers",
+        broker.bootstrap_servers(),
+        "--kafka-input",
+        "lines",
+        "--kafka-output",
+        "counts",
+        "-p",
+        "2",
+    ]))
+    .ok();
+    let (values, open) = output(&broker, "counts");
+    assert_eq!(open, 0);
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for v in values {
+        let (word, n) = v.rsplit_once(' ').unwrap();
+        let n: u64 = n.parse().unwrap();
+        let e = last.entry(word.to_string()).or_insert(0);
+        *e = (*e).max(n);
+    }
+    assert_eq!(last, want);
+}
