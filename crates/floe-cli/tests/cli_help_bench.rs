@@ -160,6 +160,7 @@ fn floe_examples_lists_the_examples() {
         [
             "wordcount",
             "keyed-count",
+            "kafka-keyed-count",
             "dynamic-rules",
             "buffering-sink",
             "fraud-detection",
