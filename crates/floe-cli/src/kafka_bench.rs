@@ -195,7 +195,9 @@ pub struct KafkaKeyedCountReport {
     /// How fast the bench filled the input topic (the broker's produce
     /// rate with Floe's plain client, acks=all).
     pub fill_records_per_sec: f64,
-    /// Peak resident memory of this process (broker excluded).
+    /// Peak resident memory of this process while the job ran (the
+    /// input fill included, the output check after it and the broker
+    /// excluded).
     pub peak_rss_bytes: u64,
     /// Completed checkpoints.
     pub checkpoints_completed: usize,
@@ -275,6 +277,8 @@ impl KafkaKeyedCountBench {
             .sink_to(sink, "Kafka Sink");
         let result = env.execute("KafkaKeyedCountBench")?;
         let seconds = result.net_runtime.as_secs_f64();
+        // Before the check below, which holds the whole output in memory.
+        let peak_rss_bytes = crate::peak_rss_bytes().unwrap_or(0);
 
         let log = floe_kafka::testing::read_log(&mut cluster, &output)?;
         let committed: Vec<&floe_kafka::testing::ReadRecord> =
@@ -312,7 +316,7 @@ impl KafkaKeyedCountBench {
             output_bytes_per_sec: output_bytes as f64 / seconds,
             output_records,
             fill_records_per_sec: self.records as f64 / fill_s,
-            peak_rss_bytes: crate::peak_rss_bytes().unwrap_or(0),
+            peak_rss_bytes,
             checkpoints_completed: done,
         })
     }
