@@ -55,7 +55,7 @@ pub use rolling::{
     RollingPolicy,
 };
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Component, Path, PathBuf};
@@ -243,6 +243,8 @@ pub struct FileSink<T> {
     state: Option<OperatorListState<FileSinkState>>,
     counter_state: Option<OperatorListState<u64>>,
     restored: bool,
+    /// Directories the restored checkpoint recorded files in (checked).
+    recorded_dirs: BTreeSet<PathBuf>,
     restored_checkpoint_id: Option<u64>,
     checkpointing: bool,
     last_time_check_ms: u64,
@@ -297,6 +299,7 @@ impl<T> FileSink<T> {
             state: None,
             counter_state: None,
             restored: false,
+            recorded_dirs: BTreeSet::new(),
             restored_checkpoint_id: None,
             checkpointing: false,
             last_time_check_ms: 0,
@@ -435,7 +438,11 @@ impl<T> FileSink<T> {
     }
 
     /// Commits what the restored checkpoint recorded (see the module docs).
-    fn restore(&mut self, states: Vec<FileSinkState>, report: &mut RestoreReport) -> anyhow::Result<()> {
+    fn restore(
+        &mut self,
+        states: Vec<FileSinkState>,
+        report: &mut RestoreReport,
+    ) -> anyhow::Result<()> {
         for s in states {
             let FileSinkState::V1 {
                 pending,
@@ -443,9 +450,11 @@ impl<T> FileSink<T> {
             } = s;
             for f in pending.into_iter().flat_map(|(_, files)| files) {
                 report.note(&f, commit_file(&f)?);
+                self.recorded_dirs.insert(PathBuf::from(&f.directory));
             }
             for f in in_progress {
                 report.note(&f.file, recover_in_progress(&f)?);
+                self.recorded_dirs.insert(PathBuf::from(&f.file.directory));
             }
         }
         Ok(())
@@ -460,7 +469,12 @@ impl<T> FileSink<T> {
         report: &mut RestoreReport,
     ) -> anyhow::Result<()> {
         let mut dirs = vec![self.dir.clone()];
-        dirs.extend(locations.iter().map(PathBuf::from).filter(|d| is_safe_directory(d)));
+        dirs.extend(
+            locations
+                .iter()
+                .map(PathBuf::from)
+                .filter(|d| is_safe_directory(d)),
+        );
         for (_, txn) in txns {
             check_legacy_transaction(&self.dir, &txn)?;
             let (Some(pending), Some(committed)) = (&txn.pending, &txn.committed) else {
@@ -493,10 +507,19 @@ impl<T> FileSink<T> {
     }
 
     /// Removes hidden in-progress files no checkpoint refers to after a
-    /// restore (see the module docs), and the earlier sink's leftovers.
+    /// restore (see the module docs), and the earlier sink's leftovers:
+    /// under the output directory, and in the directories the restored
+    /// checkpoint recorded files in (a restore into another directory
+    /// cleans up the old one too).
     fn remove_leftovers(&self, info: &TaskInfo, restored_checkpoint: u64) -> anyhow::Result<()> {
-        let mut dirs = vec![self.dir.clone()];
-        while let Some(dir) = dirs.pop() {
+        let mut dirs = vec![(self.dir.clone(), true)];
+        dirs.extend(
+            self.recorded_dirs
+                .iter()
+                .filter(|d| !d.starts_with(&self.dir) && d.is_dir())
+                .map(|d| (d.clone(), false)),
+        );
+        while let Some((dir, recurse)) = dirs.pop() {
             let entries = std::fs::read_dir(&dir)
                 .with_context(|| format!("cannot list output directory {}", dir.display()))?;
             for e in entries {
@@ -504,16 +527,15 @@ impl<T> FileSink<T> {
                 let ty = e
                     .file_type()
                     .with_context(|| format!("cannot inspect {}", e.path().display()))?;
-                if ty.is_dir() {
-                    dirs.push(e.path());
+                if ty.is_dir() && recurse {
+                    dirs.push((e.path(), true));
                     continue;
                 }
                 if !ty.is_file() {
                     continue;
                 }
                 let name = e.file_name().to_string_lossy().into_owned();
-                let remove = if let Some((subtask, counter)) = self.names.parse_in_progress(&name)
-                {
+                let remove = if let Some((subtask, counter)) = self.names.parse_in_progress(&name) {
                     subtask % info.parallelism == info.subtask_index
                         && counter >= self.restored_counter
                 } else if dir == self.dir
@@ -678,8 +700,7 @@ fn rename_in(dir: &Path, from: &str, to: &str) -> anyhow::Result<()> {
 /// Absolute, and no `.` or `..` parts.
 fn is_safe_directory(d: &Path) -> bool {
     d.is_absolute()
-        && d
-            .components()
+        && d.components()
             .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
         && !d.as_os_str().as_encoded_bytes().contains(&0)
 }
@@ -905,11 +926,11 @@ impl<T: Send + 'static> CheckpointedFunction for FileSink<T> {
             self.restored_checkpoint_id = ctx.restored_checkpoint_id();
             let mut report = RestoreReport::default();
             // The earlier sink's state, under its recorded type.
-            let legacy = ctx.operator_state_store().get_list_state(&ListStateDescriptor::<
-                TwoPhaseState<FileTransaction>,
-            >::new(
-                floe_runtime::two_phase::STATE_NAME,
-            ))?;
+            let legacy = ctx
+                .operator_state_store()
+                .get_list_state(&ListStateDescriptor::<TwoPhaseState<FileTransaction>>::new(
+                    floe_runtime::two_phase::STATE_NAME,
+                ))?;
             let locations = ctx
                 .operator_state_store()
                 .get_union_list_state(&ListStateDescriptor::<String>::new(LOCATION_STATE_NAME))?;
@@ -1049,7 +1070,10 @@ mod tests {
         let (visible, hidden) = files(tmp.path());
         assert!(visible.is_empty(), "nothing is visible before commit");
         assert_eq!(hidden.len(), 3, "{hidden:?}");
-        assert!(hidden[0].starts_with(".part-0-0.txt.inprogress."), "{hidden:?}");
+        assert!(
+            hidden[0].starts_with(".part-0-0.txt.inprogress."),
+            "{hidden:?}"
+        );
         sink.finish().unwrap();
         let (visible, hidden) = files(tmp.path());
         assert!(hidden.is_empty(), "{hidden:?}");
@@ -1135,7 +1159,8 @@ mod tests {
     fn a_fresh_start_skips_committed_names() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("part-0-0"), "old\n").unwrap();
-        let mut sink = FileSink::<u32>::new(tmp.path()).with_bucket_assigner(BasePathBucketAssigner);
+        let mut sink =
+            FileSink::<u32>::new(tmp.path()).with_bucket_assigner(BasePathBucketAssigner);
         sink.open(&info()).unwrap();
         sink.write(1).unwrap();
         sink.finish().unwrap();

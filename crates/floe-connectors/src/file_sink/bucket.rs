@@ -84,7 +84,9 @@ enum Field {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DateTimePatternError {
     /// A letter this assigner does not map (only `y M d H m s` are).
-    #[error("unsupported letter '{letter}' in date-time bucket pattern {pattern:?}: supported are y, M, d, H, m, s; quote literal text with '…'")]
+    #[error(
+        "unsupported letter '{letter}' in date-time bucket pattern {pattern:?}: supported are y, M, d, H, m, s; quote literal text with '…'"
+    )]
     UnsupportedLetter {
         /// The pattern.
         pattern: String,

@@ -89,7 +89,6 @@ impl OutputFileConfigBuilder {
 }
 
 impl OutputFileConfig {
-
     /// The prefix.
     pub fn part_prefix(&self) -> &str {
         &self.prefix
