@@ -31,9 +31,11 @@
 //! snapshot can only rename or truncate the sink's own hidden files.
 //!
 //! After a restore each subtask removes the hidden in-progress files, in
-//! every bucket, that no checkpoint refers to: those its subtask index
-//! (modulo the new parallelism) wrote with a part counter at or past the
-//! one the checkpoint recorded. One job per output directory.
+//! every bucket and in the directories the checkpoint recorded, that no
+//! checkpoint refers to: those an old subtask whose index is its own
+//! modulo the new parallelism wrote with a part counter at or past the one
+//! the checkpoint recorded for that old subtask. One job per output
+//! directory.
 //!
 //! The checkpointed state is versioned (`file-sink-writer-state`, a tagged
 //! enum); state written by the earlier sink, which rolled on every
@@ -77,9 +79,10 @@ use crate::format::LineFormat;
 /// files.
 pub const STATE_NAME: &str = "file-sink-writer-state";
 
-/// The union operator state holding each subtask's next part counter; a
-/// restore continues after the largest, so no new name can collide with a
-/// restored one.
+/// The union operator state holding each subtask's index and next part
+/// counter: a restore continues after the largest, so no new name can
+/// collide with a restored one, and removes a subtask's hidden files at or
+/// past its own (written after the checkpoint).
 pub const COUNTER_STATE_NAME: &str = "file-sink-part-counter";
 
 /// One part file's way through in progress → pending → committed, as the
@@ -236,12 +239,14 @@ pub struct FileSink<T> {
     subtask: u32,
     token: String,
     next_counter: u64,
-    restored_counter: u64,
+    /// The next part counter each old subtask recorded in the restored
+    /// checkpoint.
+    restored_counters: HashMap<u32, u64>,
     open_files: HashMap<String, PartFile>,
     rolled: Vec<PendingFile>,
     pending: Vec<(u64, Vec<PendingFile>)>,
     state: Option<OperatorListState<FileSinkState>>,
-    counter_state: Option<OperatorListState<u64>>,
+    counter_state: Option<OperatorListState<(u32, u64)>>,
     restored: bool,
     /// Directories the restored checkpoint recorded files in (checked).
     recorded_dirs: BTreeSet<PathBuf>,
@@ -292,7 +297,7 @@ impl<T> FileSink<T> {
             subtask: 0,
             token: String::new(),
             next_counter: 0,
-            restored_counter: 0,
+            restored_counters: HashMap::new(),
             open_files: HashMap::new(),
             rolled: Vec::new(),
             pending: Vec::new(),
@@ -537,7 +542,10 @@ impl<T> FileSink<T> {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let remove = if let Some((subtask, counter)) = self.names.parse_in_progress(&name) {
                     subtask % info.parallelism == info.subtask_index
-                        && counter >= self.restored_counter
+                        && self
+                            .restored_counters
+                            .get(&subtask)
+                            .is_some_and(|next| counter >= *next)
                 } else if dir == self.dir
                     && let Some(l) = Leftover::parse(&name)
                 {
@@ -919,7 +927,7 @@ impl<T: Send + 'static> CheckpointedFunction for FileSink<T> {
             .get_list_state(&ListStateDescriptor::<FileSinkState>::new(STATE_NAME))?;
         let counter_state = ctx
             .operator_state_store()
-            .get_union_list_state(&ListStateDescriptor::<u64>::new(COUNTER_STATE_NAME))?;
+            .get_union_list_state(&ListStateDescriptor::<(u32, u64)>::new(COUNTER_STATE_NAME))?;
         self.checkpointing = ctx.is_checkpointing_enabled();
         if ctx.is_restored() {
             self.restored = true;
@@ -946,8 +954,8 @@ impl<T: Send + 'static> CheckpointedFunction for FileSink<T> {
             let restored = state.get(ctx)?.to_vec();
             self.restore(restored, &mut report)?;
             state.clear(ctx)?;
-            self.next_counter = counter_state.get(ctx)?.iter().copied().max().unwrap_or(0);
-            self.restored_counter = self.next_counter;
+            self.restored_counters = counter_state.get(ctx)?.iter().copied().collect();
+            self.next_counter = self.restored_counters.values().copied().max().unwrap_or(0);
             report.warn("restoring from a checkpoint");
         }
         self.state = Some(state);
@@ -982,7 +990,7 @@ impl<T: Send + 'static> CheckpointedFunction for FileSink<T> {
             }],
         )?;
         let counter = self.counter_state.as_ref().expect("initialized");
-        counter.update(ctx, vec![self.next_counter])?;
+        counter.update(ctx, vec![(self.subtask, self.next_counter)])?;
         Ok(())
     }
 }
