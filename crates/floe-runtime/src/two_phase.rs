@@ -56,8 +56,8 @@ pub trait TwoPhaseCommitSink<T>: Send + 'static {
     /// Drops a transaction that will never be committed.
     fn abort(&mut self, txn: Self::Transaction) -> anyhow::Result<()>;
 
-    /// Where this sink's transactions live (the file sink's output
-    /// directory), recorded beside them in checkpoints so that a restore
+    /// Where this sink's transactions live (e.g. an output directory),
+    /// recorded beside them in checkpoints so that a restore
     /// whose transactions cannot be found can say where they were written.
     fn location(&self) -> Option<String> {
         None
