@@ -2,9 +2,10 @@
 //! retried forever by the default restart strategy (fixed delay, unlimited,
 //! with checkpointing on): a restore at another parallelism from an
 //! unaligned checkpoint holding in-flight records (refused before the job
-//! starts), state restored as another kind, an exactly-once file sink
-//! restored with another output directory, and errors user code marks as
-//! non-recoverable. Every test is bounded by the job ending (a hang fails
+//! starts), state restored as another kind, and errors user code marks as
+//! non-recoverable; by contrast an exactly-once file sink restored with
+//! another output directory is no such failure: it commits where it wrote
+//! and goes on. Every test is bounded by the job ending (a hang fails
 //! it through `with_timeout`), never by sleeping.
 
 mod common;
