@@ -860,7 +860,7 @@ impl<T: Send + 'static> SinkWriter<T> for FileSink<T> {
             self.format.format(&r, &mut line);
             line.push('\n');
             if let Some(p) = self.open_files.get(id.as_str())
-                && self.policy.should_roll_on_event(&p.info())
+                && self.policy.should_roll_at_size(p.size)
             {
                 let part = self.open_files.remove(id.as_str()).expect("found above");
                 self.roll(part)?;

@@ -164,6 +164,15 @@ impl RollingPolicy {
         }
     }
 
+    /// [`RollingPolicy::should_roll_on_event`] for a file of `size`
+    /// bytes, without building a [`PartFileInfo`] (the per-record check).
+    pub(crate) fn should_roll_at_size(&self, size: u64) -> bool {
+        match self {
+            RollingPolicy::Default(p) => size >= p.max_part_size,
+            RollingPolicy::OnCheckpoint(_) => false,
+        }
+    }
+
     /// True if the file must roll at processing time `now_ms`.
     pub fn should_roll_on_processing_time(&self, part: &PartFileInfo, now_ms: u64) -> bool {
         match self {
