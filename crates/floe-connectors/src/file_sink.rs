@@ -684,6 +684,14 @@ fn recover_in_progress(f: &InProgressFile) -> anyhow::Result<Outcome> {
             }
             .fatal());
         }
+        if actual > f.length {
+            tracing::info!(
+                file = %path.display(),
+                from = actual,
+                to = f.length,
+                "truncating a restored in-progress part file to its checkpointed length"
+            );
+        }
         file.set_len(f.length)
             .and_then(|()| file.sync_all())
             .with_context(|| format!("cannot truncate part file {}", path.display()))?;
