@@ -838,7 +838,7 @@ impl<T: Send + 'static> SinkWriter<T> for FileSink<T> {
         self.subtask = info.subtask_index;
         self.token = format!("{:08x}", rand::random::<u32>());
         if self.restored {
-            self.remove_leftovers(info, self.restored_counter_checkpoint())?;
+            self.remove_leftovers(info, self.restored_checkpoint_or_any())?;
         }
         Ok(())
     }
@@ -918,7 +918,7 @@ impl<T: Send + 'static> SinkWriter<T> for FileSink<T> {
 impl<T> FileSink<T> {
     /// The checkpoint a restore started from, for the earlier sink's
     /// leftovers (named by checkpoint); any id if unknown.
-    fn restored_counter_checkpoint(&self) -> u64 {
+    fn restored_checkpoint_or_any(&self) -> u64 {
         self.restored_checkpoint_id.unwrap_or(u64::MAX)
     }
 }
