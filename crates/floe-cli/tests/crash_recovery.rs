@@ -274,6 +274,138 @@ fn two_phase_commit_file_sink_survives_sigkill_at_each_phase() {
     }
 }
 
+/// The highest checkpoint id under `ckpt` (older ones are not retained).
+fn last_checkpoint_id(ckpt: &Path) -> u64 {
+    completed_checkpoints(ckpt)
+        .iter()
+        .filter_map(|c| {
+            let name = c.file_name()?.to_string_lossy().into_owned();
+            name.strip_prefix("chk-")?.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The file sink rolling by size (64 KiB, so files span checkpoints) into
+/// hourly date-time buckets, killed by SIGKILL mid-run and at phases of a
+/// checkpoint, then restored from the retained checkpoint: the committed
+/// output equals the failure-free run's exactly once — the in-progress
+/// files a checkpoint recorded were truncated to their checkpointed length
+/// — in fewer files than one per subtask and checkpoint.
+#[test]
+fn rolling_file_sink_with_buckets_survives_sigkill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rolling = [
+        "--roll-size",
+        "65536",
+        "--roll-interval",
+        "1h",
+        "--roll-inactivity",
+        "1h",
+        "--bucket-format",
+        "yyyy-MM-dd--HH",
+    ];
+    let clean_out = tmp.path().join("clean-out");
+    let o = keyed_count(&rolling, &tmp.path().join("clean-ckpt"), &clean_out)
+        .args(["--rate", "100000"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let files = common::read_committed_tree(&clean_out);
+    let clean: String = files.iter().map(|(_, c)| c.as_str()).collect();
+    assert_exactly_once(&clean, "failure-free rolling run");
+    assert!(
+        files
+            .iter()
+            .all(|(p, _)| p.contains("--") && p.contains('/')),
+        "part files outside date-time buckets: {files:?}"
+    );
+    // The same job rolling on every checkpoint (the examples' default):
+    // one file per subtask and checkpoint.
+    let per_checkpoint_out = tmp.path().join("per-checkpoint-out");
+    let o = keyed_count(
+        &[],
+        &tmp.path().join("per-checkpoint-ckpt"),
+        &per_checkpoint_out,
+    )
+    .args(["--rate", "100000"])
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let per_checkpoint = common::read_committed_tree(&per_checkpoint_out).len();
+    assert!(
+        files.len() * 2 < per_checkpoint,
+        "{} rolling files against {per_checkpoint} rolled on every checkpoint",
+        files.len()
+    );
+    assert!(
+        files.iter().any(|(_, c)| c.len() >= 65536),
+        "no file rolled by size"
+    );
+
+    for point in [None, Some("sink.after-pre-commit@5"), Some("sink.commit@3")] {
+        let what = point.unwrap_or("mid-run");
+        let case = tmp.path().join(what.replace(['.', '@'], "_"));
+        let (ckpt, out) = (case.join("ckpt"), case.join("out"));
+        let mut cmd = keyed_count(&rolling, &ckpt, &out);
+        cmd.args(["--rate", "100000"]);
+        match point {
+            Some(p) => {
+                let o = cmd.env("FLOE_KILL_AT", p).output().unwrap();
+                assert_eq!(o.status.signal(), Some(9), "{what}: {:?}", o.status);
+            }
+            None => {
+                let mut child = cmd.spawn().unwrap();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while last_checkpoint_id(&ckpt) < 3 {
+                    assert!(Instant::now() < deadline, "no checkpoints in 30 s");
+                    assert!(child.try_wait().unwrap().is_none(), "ended before the kill");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                std::thread::sleep(Duration::from_millis(300));
+                child.kill().unwrap(); // SIGKILL
+                assert!(!child.wait().unwrap().success());
+            }
+        }
+        assert!(
+            !completed_checkpoints(&ckpt).is_empty(),
+            "{what}: killed before any checkpoint completed"
+        );
+        let job_dir = std::fs::read_dir(&ckpt)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let o = keyed_count(
+            &[
+                &rolling[..],
+                &["--fromCheckpoint", job_dir.to_str().unwrap()],
+            ]
+            .concat(),
+            &ckpt,
+            &out,
+        )
+        .output()
+        .unwrap();
+        assert!(
+            o.status.success(),
+            "{what}: restore failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let committed: String = common::read_committed_tree(&out)
+            .iter()
+            .map(|(_, c)| c.as_str())
+            .collect();
+        assert_exactly_once(&committed, what);
+        assert_eq!(
+            sorted_lines(&committed),
+            sorted_lines(&clean),
+            "{what}: committed output differs from the failure-free run"
+        );
+    }
+}
+
 #[test]
 fn bad_checkpoint_paths_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();

@@ -255,7 +255,7 @@ fn a_moved_savepoint_restores_info_describes_it_and_dispose_removes_it() {
         "keyed state 'count': ValueState<u64>",
         "key groups 0..=63",
         "key groups 64..=127",
-        "operator state 'two-phase-commit-transactions'",
+        "operator state 'file-sink-writer-state'",
     ] {
         assert!(
             info.stdout.contains(needle),

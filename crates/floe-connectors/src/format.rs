@@ -30,6 +30,11 @@ impl<T> LineFormat<T> {
         LineFormat(Arc::new(f))
     }
 
+    /// Appends one record's line, without the newline, to `buf`.
+    pub fn format(&self, record: &T, buf: &mut String) {
+        (self.0)(record, buf);
+    }
+
     /// Formats every record of `batch` as a line into `buf`, draining it.
     pub fn format_batch(&self, batch: &mut Vec<T>, buf: &mut String) {
         for r in batch.drain(..) {

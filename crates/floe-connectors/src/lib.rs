@@ -15,7 +15,10 @@ pub mod stdout;
 
 pub use collection::{CollectSink, CollectedRecords, CollectionSource};
 pub use file::{TextFileSink, TextFileSource};
-pub use file_sink::{FileSink, FileTransaction};
+pub use file_sink::{
+    BasePathBucketAssigner, BucketAssigner, DateTimeBucketAssigner, DefaultRollingPolicy, FileSink,
+    FileTransaction, OnCheckpointRollingPolicy, OutputFileConfig, RollingPolicy,
+};
 pub use format::LineFormat;
 pub use generator::GeneratorSource;
 pub use socket::SocketTextSource;

@@ -56,8 +56,8 @@ pub trait TwoPhaseCommitSink<T>: Send + 'static {
     /// Drops a transaction that will never be committed.
     fn abort(&mut self, txn: Self::Transaction) -> anyhow::Result<()>;
 
-    /// Where this sink's transactions live (the file sink's output
-    /// directory), recorded beside them in checkpoints so that a restore
+    /// Where this sink's transactions live (e.g. an output directory),
+    /// recorded beside them in checkpoints so that a restore
     /// whose transactions cannot be found can say where they were written.
     fn location(&self) -> Option<String> {
         None
@@ -84,11 +84,16 @@ pub trait TwoPhaseCommitSink<T>: Send + 'static {
     }
 }
 
-/// What one subtask keeps in its operator state.
+/// What one subtask keeps in its operator state (under [`STATE_NAME`]).
+///
+/// Public so that a sink that moved off this framework can still register
+/// the state under its recorded type and read snapshots written through
+/// it (the file sink does): the state's type name is part of its recorded
+/// schema.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct TwoPhaseState<X> {
+pub struct TwoPhaseState<X> {
     /// Pre-committed transactions by checkpoint id, ascending.
-    pending: Vec<(u64, X)>,
+    pub pending: Vec<(u64, X)>,
 }
 
 /// Runs a [`TwoPhaseCommitSink`] as a [`SinkWriter`] that takes part in

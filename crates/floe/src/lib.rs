@@ -65,8 +65,10 @@ pub mod prelude {
         Watermark, WatermarkGenerator, WatermarkOutput, WatermarkStrategy,
     };
     pub use floe_connectors::{
-        CollectSink, CollectionSource, FileSink, GeneratorSource, LineFormat, SocketTextSource,
-        StdoutSink, TextFileSink, TextFileSource,
+        BasePathBucketAssigner, BucketAssigner, CollectSink, CollectionSource,
+        DateTimeBucketAssigner, DefaultRollingPolicy, FileSink, GeneratorSource, LineFormat,
+        OnCheckpointRollingPolicy, OutputFileConfig, SocketTextSource, StdoutSink, TextFileSink,
+        TextFileSource,
     };
     pub use floe_runtime::{
         FunctionInitializationContext, FunctionSnapshotContext, JobControl, JobStatus,

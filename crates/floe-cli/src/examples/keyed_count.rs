@@ -1,4 +1,4 @@
-//! Keyed running count: `floe run keyed-count --records N --keys K [--rate R] [--output <path>] [--count-type u64|u32] [-p N]`.
+//! Keyed running count: `floe run keyed-count --records N --keys K [--rate R] [--output <path> [--roll-size B] [--bucket-format P]] [--count-type u64|u32] [-p N]`.
 //!
 //! Generates N records with key `i mod K` (u64), counts per key in a
 //! `ValueState<u64>` named `count`, and writes `<key> <count>` per update.
@@ -32,6 +32,9 @@ pub struct Args {
     /// (exactly once with checkpointing) instead of stdout.
     #[arg(long)]
     pub output: Option<std::path::PathBuf>,
+    /// How `--output` rolls and buckets part files.
+    #[command(flatten)]
+    pub file_sink: super::FileSinkArgs,
     /// The type the `count` state is declared with (`u32`: a narrower
     /// type, which a savepoint of the default `u64` count refuses).
     #[arg(long, value_enum, default_value_t = CountType::U64)]
@@ -129,7 +132,7 @@ pub fn run(args: JobArgs) -> anyhow::Result<()> {
     }
     .name("Count per Key")
     .uid("count-per-key");
-    super::write_pairs(&counts, opts.output.as_deref());
+    super::write_pairs_with(&counts, opts.output.as_deref(), &opts.file_sink);
     env.execute("KeyedCount")?;
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod timer_burst;
 pub mod wordcount;
 
 use std::path::Path;
+use std::time::Duration;
 
 use clap::Parser;
 use floe::JobArgs;
@@ -97,12 +98,81 @@ pub fn parse_job_args<P: Parser>(name: &str, args: &JobArgs) -> P {
     P::parse_from(std::iter::once(name.to_string()).chain(args.job_args().iter().cloned()))
 }
 
+/// How an example's `--output` file sink rolls and buckets its part
+/// files. Without flags the examples keep rolling on every checkpoint into
+/// the output directory itself, so their output shows up one checkpoint
+/// after it was computed.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FileSinkArgs {
+    /// Roll part files at this many bytes (Flink's `DefaultRollingPolicy`,
+    /// files span checkpoints) instead of at every checkpoint.
+    #[arg(long, value_name = "BYTES")]
+    pub roll_size: Option<u64>,
+    /// With `--roll-size`: also roll part files open this long (default
+    /// 60s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "roll_size")]
+    pub roll_interval: Option<Duration>,
+    /// With `--roll-size`: also roll part files not written this long
+    /// (default 60s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "roll_size")]
+    pub roll_inactivity: Option<Duration>,
+    /// Bucket part files into subdirectories by processing time in this
+    /// Java-style pattern (e.g. `yyyy-MM-dd--HH`, Flink's default).
+    #[arg(long, value_name = "PATTERN", value_parser = parse_bucket_format)]
+    pub bucket_format: Option<DateTimeBucketAssigner>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    floe::core::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn parse_bucket_format(s: &str) -> Result<DateTimeBucketAssigner, String> {
+    DateTimeBucketAssigner::with_format(s).map_err(|e| e.to_string())
+}
+
+impl FileSinkArgs {
+    /// The exactly-once file sink writing `format` into `dir` as the flags
+    /// say.
+    pub fn sink<T>(&self, dir: &Path, format: LineFormat<T>) -> FileSink<T> {
+        let sink = FileSink::for_row_format(dir, format);
+        let sink = match self.roll_size {
+            Some(size) => {
+                let mut policy = DefaultRollingPolicy::builder().with_max_part_size(size);
+                if let Some(d) = self.roll_interval {
+                    policy = policy.with_rollover_interval(d);
+                }
+                if let Some(d) = self.roll_inactivity {
+                    policy = policy.with_inactivity_interval(d);
+                }
+                sink.with_rolling_policy(policy)
+            }
+            None => sink.with_rolling_policy(OnCheckpointRollingPolicy::build()),
+        };
+        match &self.bucket_format {
+            Some(a) => sink.with_bucket_assigner(a.clone()),
+            None => sink.with_bucket_assigner(BasePathBucketAssigner),
+        }
+    }
+}
+
 /// Writes `<a> <b>` lines for a stream of pairs: to part files in the
-/// directory `output` through the exactly-once [`FileSink`] (committed on
-/// each completed checkpoint, or at the end without checkpointing), or to
-/// stdout.
+/// directory `output` through the exactly-once [`FileSink`] (rolling on
+/// every checkpoint into `output` itself), or to stdout.
 pub fn write_pairs<A, B>(stream: &DataStream<(A, B)>, output: Option<&Path>)
 where
+    A: std::fmt::Display + 'static,
+    B: std::fmt::Display + 'static,
+    (A, B): Record,
+{
+    write_pairs_with(stream, output, &FileSinkArgs::default());
+}
+
+/// [`write_pairs`] with the file sink configured by `sink`.
+pub fn write_pairs_with<A, B>(
+    stream: &DataStream<(A, B)>,
+    output: Option<&Path>,
+    sink: &FileSinkArgs,
+) where
     A: std::fmt::Display + 'static,
     B: std::fmt::Display + 'static,
     (A, B): Record,
@@ -113,7 +183,7 @@ where
     });
     match output {
         Some(dir) => stream
-            .sink_to(FileSink::for_row_format(dir, format).build(), "File Sink")
+            .sink_to(sink.sink(dir, format), "File Sink")
             .uid("file-sink"),
         None => stream
             .sink_to(StdoutSink::with_format(format), "Print to Std. Out")

@@ -495,6 +495,35 @@ pub fn read_committed(dir: &Path) -> String {
         .collect()
 }
 
+/// The committed files under `dir` and its bucket subdirectories, in
+/// path order (relative path, contents); panics if an uncommitted (hidden)
+/// file is left anywhere.
+pub fn read_committed_tree(dir: &Path) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in
+            std::fs::read_dir(&d).unwrap_or_else(|e| panic!("cannot list {}: {e}", d.display()))
+        {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(
+                !name.starts_with('.'),
+                "uncommitted file left: {}",
+                p.display()
+            );
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                files.push((rel, std::fs::read_to_string(&p).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 /// `floe run <args>` with checkpoints every 50 ms into `ckpt` (so a
 /// killed run can be restored with `--fromCheckpoint`), no configuration
 /// directory and no crash point from the environment.

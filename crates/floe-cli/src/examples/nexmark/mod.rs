@@ -242,12 +242,15 @@ impl RowsSink for WriteRows<'_> {
 }
 
 /// Writes a query's rows: to part files in `output` through the
-/// exactly-once [`FileSink`], or to stdout.
+/// exactly-once [`FileSink`] (rolling on every checkpoint), or to stdout.
 pub fn write_rows<T: Row>(rows: &DataStream<T>, output: Option<&Path>) {
     let format = LineFormat::new(|row: &T, buf: &mut String| row.write_line(buf));
     match output {
         Some(dir) => rows
-            .sink_to(FileSink::for_row_format(dir, format).build(), "File Sink")
+            .sink_to(
+                crate::examples::FileSinkArgs::default().sink(dir, format),
+                "File Sink",
+            )
             .uid("file-sink"),
         None => rows
             .sink_to(StdoutSink::with_format(format), "Print to Std. Out")
