@@ -118,10 +118,9 @@ struct Burst {
     /// When output first appeared and when all of it was committed (ms
     /// since the epoch): the firing lies within.
     firing: (u64, u64),
-    /// The checkpoints (and savepoints) that committed some of the output
-    /// but not its end (the file sink names each part file after the
-    /// checkpoint that committed it): their barriers passed while the
-    /// timers fired.
+    /// The checkpoints (and savepoints) that completed, committing some of
+    /// the output, while the timers fired, but not the last: their
+    /// barriers passed while the timers fired.
     mid_firing: BTreeSet<u64>,
     /// The slowest REST answer while the timers fired, and over the run.
     rest_while_firing: Duration,
@@ -251,14 +250,16 @@ fn burst(timers: u64, keys: u64, interval: Duration) -> Burst {
     }
     run(sb.floe(["cancel", &id]).env("FLOE_REGISTRY_DIR", &registry)).ok();
     drop(process.finish());
-    // `part-<subtask>-<checkpoint>-<token>`
-    let mut committed_by: BTreeSet<u64> = std::fs::read_dir(&out)
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("part-")?.split('-').nth(1)?.parse().ok()
-        })
+    // The snapshots that completed, and so committed output, while the
+    // timers fired: their barriers passed mid-firing. (The file sink names
+    // part files by a counter, not by the committing checkpoint.) The last
+    // is the commit that ended the firing.
+    let (from, to) = result.firing;
+    let mut committed_by: BTreeSet<u64> = result
+        .checkpoints
+        .iter()
+        .filter(|(_, c)| c.completed && (from..=to).contains(&(c.trigger_ms + c.duration_ms)))
+        .map(|(id, _)| *id)
         .collect();
     committed_by.pop_last();
     result.mid_firing = committed_by;
