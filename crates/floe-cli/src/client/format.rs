@@ -24,31 +24,16 @@ pub fn local_time(ms: u64) -> String {
             tm.tm_min,
             tm.tm_sec
         ),
-        None => {
-            let (y, m, d) = civil_from_days((ms / 86_400_000) as i64);
-            let s = (ms / 1000) % 86_400;
-            format!(
-                "{d:02}.{m:02}.{y:04} {:02}:{:02}:{:02} UTC",
-                s / 3600,
-                s / 60 % 60,
-                s % 60
-            )
-        }
+        None => utc_time(ms),
     }
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// A timestamp (ms since the epoch) in UTC, marked, in `list`'s layout.
+fn utc_time(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .unwrap_or_default()
+        .format("%d.%m.%Y %H:%M:%S UTC")
+        .to_string()
 }
 
 /// Bytes as B, KiB, MiB or GiB with one decimal.
@@ -81,9 +66,12 @@ mod tests {
 
     #[test]
     fn dates_sizes_and_durations() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(utc_time(0), "01.01.1970 00:00:00 UTC");
+        assert_eq!(utc_time(1_704_067_200_000), "01.01.2024 00:00:00 UTC");
+        assert_eq!(
+            utc_time(951_782_400_000 + 3_723_000),
+            "29.02.2000 01:02:03 UTC"
+        );
         assert_eq!(local_time(0).len(), "01.01.1970 00:00:00".len());
         assert_eq!(size(0), "0 B");
         assert_eq!(size(1023), "1023 B");

@@ -188,10 +188,9 @@ impl DateTimeBucketAssigner {
 
     /// Writes the bucket id of processing time `ms` (since the epoch, UTC).
     pub fn format(&self, ms: u64, out: &mut String) {
-        let secs = ms / 1000;
-        let days = (secs / 86_400) as i64;
-        let (y, mo, d) = civil_from_days(days);
-        let day_secs = secs % 86_400;
+        use chrono::{Datelike, Timelike};
+        let time = chrono::DateTime::from_timestamp_millis(ms as i64).unwrap_or_default();
+        let y = i64::from(time.year());
         for t in &self.tokens {
             match t {
                 Token::Literal(s) => out.push_str(s),
@@ -199,11 +198,11 @@ impl DateTimeBucketAssigner {
                     let (v, width) = match f {
                         Field::Year if *width == 2 => (y.rem_euclid(100), 2),
                         Field::Year => (y, *width),
-                        Field::Month => (i64::from(mo), *width),
-                        Field::Day => (i64::from(d), *width),
-                        Field::Hour => ((day_secs / 3600) as i64, *width),
-                        Field::Minute => ((day_secs / 60 % 60) as i64, *width),
-                        Field::Second => ((day_secs % 60) as i64, *width),
+                        Field::Month => (i64::from(time.month()), *width),
+                        Field::Day => (i64::from(time.day()), *width),
+                        Field::Hour => (i64::from(time.hour()), *width),
+                        Field::Minute => (i64::from(time.minute()), *width),
+                        Field::Second => (i64::from(time.second()), *width),
                     };
                     let _ = write!(out, "{v:0width$}");
                 }
@@ -218,21 +217,6 @@ impl<T> From<DateTimeBucketAssigner> for BucketAssigner<T> {
             a.format(ctx.current_processing_time_ms, id)
         }))
     }
-}
-
-/// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, proleptic Gregorian).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]
