@@ -29,7 +29,8 @@ pub fn describe(path: &str) -> anyhow::Result<String> {
     writeln!(out, "  checkpoint id:   {}", meta.checkpoint_id)?;
     writeln!(
         out,
-        "  taken at:        {} ms since the epoch",
+        "  taken at:        {} ({} ms since the epoch)",
+        utc_timestamp(meta.timestamp_ms),
         meta.timestamp_ms
     )?;
     writeln!(out, "  format version:  {}", meta.format_version)?;
@@ -78,7 +79,7 @@ pub fn describe(path: &str) -> anyhow::Result<String> {
                         let e = keyed.entry(m.name.clone()).or_insert((
                             format!(
                                 "{kind}<{}>{}",
-                                m.value_type,
+                                short_type_name(&m.value_type),
                                 if m.has_ttl() { " with TTL" } else { "" }
                             ),
                             0,
@@ -96,9 +97,10 @@ pub fn describe(path: &str) -> anyhow::Result<String> {
                     .with_context(|| format!("operator state file {}", f.path))?;
                 write!(line, " operator state {} bytes", f.size)?;
                 for st in &file.states {
-                    let e = operator_states
-                        .entry(st.name.clone())
-                        .or_insert((format!("{}<{}>", st.mode, st.type_name), 0));
+                    let e = operator_states.entry(st.name.clone()).or_insert((
+                        format!("{}<{}>", st.mode, short_type_name(&st.type_name)),
+                        0,
+                    ));
                     e.1 += st.elements.len();
                 }
             }
@@ -130,6 +132,41 @@ pub fn describe(path: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// A snapshot's timestamp as a reader wants it: UTC to the millisecond.
+fn utc_timestamp(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64).map_or_else(
+        || "out of range".to_string(),
+        |t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string(),
+    )
+}
+
+/// A Rust type name without module paths, as a user wrote it:
+/// `(alloc::string::String, u64)` reads `(String, u64)`. Snapshots record
+/// `std::any::type_name`, which spells every path out.
+pub fn short_type_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut segment_start = 0;
+    let bytes = name.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c == b':' && bytes.get(i + 1) == Some(&b':') {
+            // Drop the path written so far in this identifier.
+            out.truncate(segment_start);
+            i += 2;
+            continue;
+        }
+        if !(c.is_ascii_alphanumeric() || c == b'_') {
+            out.push(c as char);
+            segment_start = out.len();
+        } else {
+            out.push(c as char);
+        }
+        i += 1;
+    }
+    out
+}
+
 /// `floe info <path>`.
 pub fn info(path: &str) -> anyhow::Result<()> {
     print!("{}", describe(path)?);
@@ -152,5 +189,38 @@ pub fn dispose(path: &str) -> anyhow::Result<()> {
             c.checkpoint_id,
             c.job.job_id()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_lose_their_module_paths() {
+        assert_eq!(short_type_name("u64"), "u64");
+        assert_eq!(short_type_name("alloc::string::String"), "String");
+        assert_eq!(
+            short_type_name("(alloc::string::String, u64)"),
+            "(String, u64)"
+        );
+        assert_eq!(
+            short_type_name("alloc::vec::Vec<my_job::model::Event>"),
+            "Vec<Event>"
+        );
+        assert_eq!(
+            short_type_name("core::option::Option<[u8; 4]>"),
+            "Option<[u8; 4]>"
+        );
+    }
+
+    #[test]
+    fn timestamps_read_as_utc_dates() {
+        assert_eq!(utc_timestamp(0), "1970-01-01 00:00:00.000 UTC");
+        // `date -u -d @1796421924` prints 2026-12-04 22:05:24.
+        assert_eq!(
+            utc_timestamp(1_796_421_924_251),
+            "2026-12-04 22:05:24.251 UTC"
+        );
     }
 }

@@ -253,6 +253,7 @@ fn a_moved_savepoint_restores_info_describes_it_and_dispose_removes_it() {
         "parallelism 2",
         "max parallelism 128",
         "keyed state 'count': ValueState<u64>",
+        " UTC (",
         "key groups 0..=63",
         "key groups 64..=127",
         "operator state 'file-sink-writer-state'",
