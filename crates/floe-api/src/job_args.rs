@@ -34,6 +34,19 @@ pub enum JobArgsError {
     /// The configuration could not be read.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A job argument the job requires was not given.
+    #[error("missing required argument --{0}")]
+    MissingArgument(String),
+    /// A job argument whose value does not parse as what the job expects.
+    #[error("invalid value {value:?} for --{name}: {reason}")]
+    InvalidArgument {
+        /// The argument's name, without dashes.
+        name: String,
+        /// The value given.
+        value: String,
+        /// What was expected instead.
+        reason: String,
+    },
 }
 
 /// Floe's flags, parsed, and the job's own arguments.
@@ -173,6 +186,108 @@ impl JobArgs {
     pub fn allow_non_restored_state(&self) -> bool {
         self.allow_non_restored_state
     }
+
+    /// The value of the job argument `--name value` (or `--name=value`,
+    /// `-name value`), as Flink's `ParameterTool.fromArgs` reads them;
+    /// without one, the configuration value of key `name` (from `-D` or the
+    /// file), as a `ParameterTool` merged with the configuration would
+    /// answer. A flag given without a value reads as `"true"`; the last
+    /// occurrence wins.
+    pub fn get(&self, name: &str) -> Option<String> {
+        let mut found = None;
+        let mut i = 0;
+        while i < self.job_args.len() {
+            let a = &self.job_args[i];
+            let flag = a.strip_prefix("--").or_else(|| a.strip_prefix('-'));
+            if let Some(flag) = flag {
+                if let Some((k, v)) = flag.split_once('=') {
+                    if k == name {
+                        found = Some(v.to_string());
+                    }
+                } else if flag == name {
+                    let next = self.job_args.get(i + 1);
+                    match next {
+                        Some(v) if !is_flag(v) => {
+                            found = Some(v.clone());
+                            i += 1;
+                        }
+                        _ => found = Some("true".to_string()),
+                    }
+                }
+            }
+            i += 1;
+        }
+        found.or_else(|| self.configuration.get_raw(name).map(str::to_string))
+    }
+
+    /// Whether the job argument (or configuration key) `name` is given.
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// [`Self::get`], or `default`.
+    pub fn get_or(&self, name: &str, default: &str) -> String {
+        self.get(name).unwrap_or_else(|| default.to_string())
+    }
+
+    /// [`Self::get`], or an error naming the missing argument.
+    pub fn get_required(&self, name: &str) -> Result<String, JobArgsError> {
+        self.get(name)
+            .ok_or_else(|| JobArgsError::MissingArgument(name.to_string()))
+    }
+
+    /// The argument parsed as `T` (numbers, booleans, anything `FromStr`),
+    /// `None` if absent, an error naming the argument and its value if it
+    /// does not parse.
+    pub fn get_parsed<T>(&self, name: &str) -> Result<Option<T>, JobArgsError>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
+        self.get(name)
+            .map(|v| {
+                v.trim()
+                    .parse::<T>()
+                    .map_err(|e| JobArgsError::InvalidArgument {
+                        name: name.to_string(),
+                        value: v.clone(),
+                        reason: e.to_string(),
+                    })
+            })
+            .transpose()
+    }
+
+    /// [`Self::get_parsed`] with a default for an absent argument.
+    pub fn get_parsed_or<T>(&self, name: &str, default: T) -> Result<T, JobArgsError>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
+        Ok(self.get_parsed(name)?.unwrap_or(default))
+    }
+
+    /// The argument as a duration in Flink's notation (`500ms`, `10 s`,
+    /// `1min`), `None` if absent.
+    pub fn get_duration(&self, name: &str) -> Result<Option<std::time::Duration>, JobArgsError> {
+        self.get(name)
+            .map(|v| {
+                floe_core::config::parse_duration_value(&v).map_err(|reason| {
+                    JobArgsError::InvalidArgument {
+                        name: name.to_string(),
+                        value: v.clone(),
+                        reason,
+                    }
+                })
+            })
+            .transpose()
+    }
+}
+
+/// Whether a job argument is a flag rather than a value (`-5` is a value).
+fn is_flag(a: &str) -> bool {
+    a.starts_with('-')
+        && a.len() > 1
+        && !a[1..].starts_with(|c: char| c.is_ascii_digit() || c == '.')
 }
 
 fn set_parallelism(c: &mut Configuration, v: &str) -> Result<(), JobArgsError> {
@@ -199,6 +314,51 @@ fn default_config_file() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_getters_read_job_arguments_and_fall_back_to_configuration() {
+        let a = JobArgs::parse([
+            "--input",
+            "in.txt",
+            "--rate=2.5",
+            "--records",
+            "1000",
+            "--verbose",
+            "--offset",
+            "-5",
+            "--window",
+            "10 s",
+            "-Dsink.topic=out",
+            "--records",
+            "2000",
+        ])
+        .unwrap();
+        assert_eq!(a.get("input").as_deref(), Some("in.txt"));
+        assert_eq!(a.get_or("output", "stdout"), "stdout");
+        assert!(a.has("verbose") && !a.has("quiet"));
+        assert_eq!(a.get_parsed::<bool>("verbose").unwrap(), Some(true));
+        assert_eq!(a.get_parsed::<f64>("rate").unwrap(), Some(2.5));
+        // The last occurrence wins, as in ParameterTool.
+        assert_eq!(a.get_parsed::<u64>("records").unwrap(), Some(2000));
+        assert_eq!(a.get_parsed::<i64>("offset").unwrap(), Some(-5));
+        assert_eq!(a.get_parsed_or::<u64>("keys", 7).unwrap(), 7);
+        assert_eq!(
+            a.get_duration("window").unwrap(),
+            Some(std::time::Duration::from_secs(10))
+        );
+        // Not an argument: the configuration answers.
+        assert_eq!(a.get("sink.topic").as_deref(), Some("out"));
+
+        let e = a.get_required("output").unwrap_err().to_string();
+        assert_eq!(e, "missing required argument --output");
+        let e = a.get_parsed::<u64>("input").unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid value \"in.txt\" for --input: "),
+            "{e}"
+        );
+        let e = a.get_duration("input").unwrap_err().to_string();
+        assert!(e.contains("--input"), "{e}");
+    }
 
     #[test]
     fn flags_before_and_after_job_args() {
