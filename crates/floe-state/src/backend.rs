@@ -214,13 +214,20 @@ pub struct KeyedStateBackend<K: Key> {
     restore_refusal: Option<String>,
 }
 
-/// A process-unique backend identity (never 0).
+/// A process-unique backend identity (never 0, never `u64::MAX`).
 fn next_owner() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl<K: Key> KeyedStateBackend<K> {
+    /// This backend's process-unique identity: what declared state
+    /// handles remember to know they are registered here.
+    #[inline(always)]
+    pub(crate) fn owner(&self) -> u64 {
+        self.owner
+    }
+
     /// An empty backend for the subtask owning `range`: on the heap, or in
     /// a new RocksDB database under the configured local directory.
     pub fn new(

@@ -91,6 +91,10 @@ pub enum StateError {
         /// The operator's name.
         operator: String,
     },
+    /// A handle with neither a registration nor a declaration: cannot
+    /// happen through the public API, reported rather than panicking.
+    #[error("a state handle was used that was neither registered nor declared")]
+    UnboundHandle,
     /// A key group outside this subtask's range reached it: a routing bug.
     #[error("key group {key_group} is outside this subtask's range {range}")]
     KeyGroupOutOfRange {

@@ -12,9 +12,9 @@
 //! values ([`TtlValue`]) and its handle wraps each access the way Flink's
 //! TTL decorators do: stamps what it writes, checks what it reads.
 
-use std::sync::Arc;
-
 use std::any::type_name;
+use std::cell::Cell;
+use std::sync::Arc;
 
 use crate::backend::{Declaration, KeyedStateAccess, KeyedStateBackend};
 use crate::descriptor::{
@@ -37,6 +37,15 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ValueStateDescriptor<T>,
     ) -> Result<ValueState<T>, StateError> {
+        Ok(ValueState {
+            state: Binding::bound(self.value_access(desc)?),
+        })
+    }
+
+    fn value_access<T: StateValue>(
+        &mut self,
+        desc: &ValueStateDescriptor<T>,
+    ) -> Result<ValueAccess<T>, StateError> {
         let decl = Declaration {
             name: &desc.name,
             kind: StateKind::Value,
@@ -54,7 +63,7 @@ impl<K: Key> KeyedStateBackend<K> {
             None => Access::Plain(self.register::<T, ValueShape<T>>(decl)?),
             Some(c) => Access::ttl(self.register_ttl::<T, _>(decl, c)?),
         };
-        Ok(ValueState { state })
+        Ok(state)
     }
 
     /// Registers a list state (Flink's `getListState`).
@@ -62,6 +71,15 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ListStateDescriptor<T>,
     ) -> Result<ListState<T>, StateError> {
+        Ok(ListState {
+            state: Binding::bound(self.list_access(desc)?),
+        })
+    }
+
+    fn list_access<T: StateValue>(
+        &mut self,
+        desc: &ListStateDescriptor<T>,
+    ) -> Result<ListAccess<T>, StateError> {
         let decl = Declaration {
             name: &desc.name,
             kind: StateKind::List,
@@ -79,7 +97,7 @@ impl<K: Key> KeyedStateBackend<K> {
             None => Access::Plain(self.register::<T, ListShape<T>>(decl)?),
             Some(c) => Access::ttl(self.register_ttl::<T, _>(decl, c)?),
         };
-        Ok(ListState { state })
+        Ok(state)
     }
 
     /// Registers a map state (Flink's `getMapState`).
@@ -87,6 +105,15 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &MapStateDescriptor<UK, UV>,
     ) -> Result<MapState<UK, UV>, StateError> {
+        Ok(MapState {
+            state: Binding::bound(self.map_access(desc)?),
+        })
+    }
+
+    fn map_access<UK: MapKey, UV: StateValue>(
+        &mut self,
+        desc: &MapStateDescriptor<UK, UV>,
+    ) -> Result<MapAccess<UK, UV>, StateError> {
         let decl = Declaration {
             name: &desc.name,
             kind: StateKind::Map,
@@ -104,7 +131,7 @@ impl<K: Key> KeyedStateBackend<K> {
             None => Access::Plain(self.register::<(UK, UV), MapShape<UK, UV>>(decl)?),
             Some(c) => Access::ttl(self.register_ttl::<(UK, UV), _>(decl, c)?),
         };
-        Ok(MapState { state })
+        Ok(state)
     }
 
     /// Registers a reducing state (Flink's `getReducingState`).
@@ -112,6 +139,16 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &ReducingStateDescriptor<T>,
     ) -> Result<ReducingState<T>, StateError> {
+        Ok(ReducingState {
+            state: Binding::bound(self.reducing_access(desc)?),
+            reduce: desc.reduce.clone(),
+        })
+    }
+
+    fn reducing_access<T: StateValue>(
+        &mut self,
+        desc: &ReducingStateDescriptor<T>,
+    ) -> Result<ValueAccess<T>, StateError> {
         let decl = Declaration {
             name: &desc.name,
             kind: StateKind::Reducing,
@@ -129,10 +166,7 @@ impl<K: Key> KeyedStateBackend<K> {
             None => Access::Plain(self.register::<T, ValueShape<T>>(decl)?),
             Some(c) => Access::ttl(self.register_ttl::<T, _>(decl, c)?),
         };
-        Ok(ReducingState {
-            state,
-            reduce: desc.reduce.clone(),
-        })
+        Ok(state)
     }
 
     /// Registers an aggregating state (Flink's `getAggregatingState`).
@@ -140,6 +174,16 @@ impl<K: Key> KeyedStateBackend<K> {
         &mut self,
         desc: &AggregatingStateDescriptor<F>,
     ) -> Result<AggregatingState<F>, StateError> {
+        Ok(AggregatingState {
+            state: Binding::bound(self.aggregating_access(desc)?),
+            function: desc.function.clone(),
+        })
+    }
+
+    fn aggregating_access<F: AggregateFunction>(
+        &mut self,
+        desc: &AggregatingStateDescriptor<F>,
+    ) -> Result<ValueAccess<F::Acc>, StateError> {
         let decl = Declaration {
             name: &desc.name,
             kind: StateKind::Aggregating,
@@ -157,10 +201,7 @@ impl<K: Key> KeyedStateBackend<K> {
             None => Access::Plain(self.register::<F::Acc, ValueShape<F::Acc>>(decl)?),
             Some(c) => Access::ttl(self.register_ttl::<F::Acc, _>(decl, c)?),
         };
-        Ok(AggregatingState {
-            state,
-            function: desc.function.clone(),
-        })
+        Ok(state)
     }
 }
 
@@ -196,6 +237,124 @@ impl<P, Q> Access<P, Q> {
 
 /// A value-like TTL state's shape: one timestamped value per key.
 type TtlValueShape<T> = ValueShape<TtlValue<T>>;
+
+/// A value state's access (also reducing and aggregating states').
+type ValueAccess<T> = Access<ValueShape<T>, TtlValueShape<T>>;
+/// A list state's access.
+type ListAccess<T> = Access<ListShape<T>, ListShape<TtlValue<T>>>;
+/// A map state's access.
+type MapAccess<UK, UV> = Access<MapShape<UK, UV>, MapShape<UK, TtlValue<UV>>>;
+
+/// `Binding::owner` of a handle registered through the backend
+/// (`get_state` in `open()`): valid wherever it is used, as before
+/// declared handles existed.
+const BOUND: u64 = u64::MAX;
+
+/// How a handle reaches its state. A handle registered in `open()` is
+/// bound for good. A *declared* handle (`ValueState::new("count")` in a
+/// field, no `open()` needed) holds its descriptor and registers it with
+/// the first backend it meets, remembering that backend's identity: a
+/// restart, or a clone of the function in another subtask, meets another
+/// backend and registers again. The record path pays one load and
+/// compare for it; a registration happens once per backend.
+struct Binding<A: Copy, D> {
+    access: Cell<Option<A>>,
+    /// [`BOUND`], the identity of the backend `access` belongs to, or 0.
+    owner: Cell<u64>,
+    declared: Option<Arc<D>>,
+}
+
+impl<A: Copy, D> Clone for Binding<A, D> {
+    fn clone(&self) -> Self {
+        Binding {
+            access: self.access.clone(),
+            owner: self.owner.clone(),
+            declared: self.declared.clone(),
+        }
+    }
+}
+
+impl<A: Copy, D> Binding<A, D> {
+    fn bound(access: A) -> Self {
+        Binding {
+            access: Cell::new(Some(access)),
+            owner: Cell::new(BOUND),
+            declared: None,
+        }
+    }
+
+    fn declared(descriptor: D) -> Self {
+        Binding {
+            access: Cell::new(None),
+            owner: Cell::new(0),
+            declared: Some(Arc::new(descriptor)),
+        }
+    }
+
+    /// The access on `backend`, registering a declared handle's
+    /// descriptor through `register` the first time it meets `backend`.
+    #[inline(always)]
+    fn resolve<K: Key>(
+        &self,
+        backend: &mut KeyedStateBackend<K>,
+        register: impl FnOnce(&mut KeyedStateBackend<K>, &D) -> Result<A, StateError>,
+    ) -> Result<A, StateError> {
+        let owner = self.owner.get();
+        if (owner == BOUND || owner == backend.owner())
+            && let Some(access) = self.access.get()
+        {
+            return Ok(access);
+        }
+        self.bind(backend, register)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn bind<K: Key>(
+        &self,
+        backend: &mut KeyedStateBackend<K>,
+        register: impl FnOnce(&mut KeyedStateBackend<K>, &D) -> Result<A, StateError>,
+    ) -> Result<A, StateError> {
+        let Some(descriptor) = &self.declared else {
+            return Err(StateError::UnboundHandle);
+        };
+        let access = register(backend, descriptor)?;
+        self.access.set(Some(access));
+        self.owner.set(backend.owner());
+        Ok(access)
+    }
+
+    /// The state's id, for `Debug` (`None` until a declared handle is
+    /// first used).
+    fn id(&self) -> Option<StateId>
+    where
+        A: AccessId,
+    {
+        self.access.get().map(|a| a.state_id())
+    }
+
+    fn has_ttl(&self) -> bool
+    where
+        A: AccessId,
+    {
+        self.access.get().is_some_and(|a| a.has_ttl())
+    }
+}
+
+/// What `Debug` shows of an access.
+trait AccessId {
+    fn state_id(&self) -> StateId;
+    fn has_ttl(&self) -> bool;
+}
+
+impl<P, Q> AccessId for Access<P, Q> {
+    fn state_id(&self) -> StateId {
+        self.id()
+    }
+    fn has_ttl(&self) -> bool {
+        matches!(self, Access::Ttl(..))
+    }
+}
 
 /// Reads a value-like TTL state through `f`, as Flink's TTL decorators
 /// do: an expired value is removed (and returned only with
@@ -255,16 +414,42 @@ fn ttl_op<K: Key, Sh, R>(
 
 /// One value per key (Flink's `ValueState`).
 pub struct ValueState<T> {
-    state: Access<ValueShape<T>, TtlValueShape<T>>,
+    state: Binding<ValueAccess<T>, ValueStateDescriptor<T>>,
 }
 
 impl<T> Clone for ValueState<T> {
     fn clone(&self) -> Self {
-        ValueState { state: self.state }
+        ValueState {
+            state: self.state.clone(),
+        }
     }
 }
 
 impl<T: StateValue> ValueState<T> {
+    /// A value state called `name`, declared in a field of the function:
+    /// registered when first used, with no `open()` (see
+    /// [`from_descriptor`](Self::from_descriptor) for TTL, queryability or
+    /// a migration).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self::from_descriptor(ValueStateDescriptor::new(name))
+    }
+
+    /// A value state declared by `descriptor`, registered when first used.
+    pub fn from_descriptor(descriptor: ValueStateDescriptor<T>) -> Self {
+        ValueState {
+            state: Binding::declared(descriptor),
+        }
+    }
+
+    #[inline(always)]
+    fn access<K: Key>(
+        &self,
+        ctx: &mut impl KeyedStateAccess<K>,
+    ) -> Result<ValueAccess<T>, StateError> {
+        self.state
+            .resolve(ctx.keyed_state_backend(), |b, d| b.value_access(d))
+    }
+
     /// The current key's value, `None` if it has none (or it expired).
     ///
     /// Always inlined: this is the per-record state access, and whether
@@ -276,7 +461,7 @@ impl<T: StateValue> ValueState<T> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Option<T>, StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 store.value_get(at, state)
@@ -292,7 +477,7 @@ impl<T: StateValue> ValueState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         value: T,
     ) -> Result<(), StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 store.value_put(at, state, value)
@@ -307,7 +492,7 @@ impl<T: StateValue> ValueState<T> {
 
     /// Removes the current key's value.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 store.clear::<ValueShape<T>>(at, state)
@@ -324,19 +509,43 @@ impl<T: StateValue> ValueState<T> {
 /// A list per key (Flink's `ListState`). With a TTL, each element expires
 /// on its own.
 pub struct ListState<T> {
-    state: Access<ListShape<T>, ListShape<TtlValue<T>>>,
+    state: Binding<ListAccess<T>, ListStateDescriptor<T>>,
 }
 
 impl<T> Clone for ListState<T> {
     fn clone(&self) -> Self {
-        ListState { state: self.state }
+        ListState {
+            state: self.state.clone(),
+        }
     }
 }
 
 impl<T: StateValue> ListState<T> {
+    /// A list state called `name`, declared in a field of the function:
+    /// registered when first used, with no `open()`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self::from_descriptor(ListStateDescriptor::new(name))
+    }
+
+    /// A list state declared by `descriptor`, registered when first used.
+    pub fn from_descriptor(descriptor: ListStateDescriptor<T>) -> Self {
+        ListState {
+            state: Binding::declared(descriptor),
+        }
+    }
+
+    #[inline(always)]
+    fn access<K: Key>(
+        &self,
+        ctx: &mut impl KeyedStateAccess<K>,
+    ) -> Result<ListAccess<T>, StateError> {
+        self.state
+            .resolve(ctx.keyed_state_backend(), |b, d| b.list_access(d))
+    }
+
     /// The current key's elements in insertion order (empty if none).
     pub fn get<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Vec<T>, StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 store.list_get(at, state)
@@ -387,7 +596,7 @@ impl<T: StateValue> ListState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         values: impl IntoIterator<Item = T>,
     ) -> Result<(), StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 store.list_add(at, state, values)
@@ -406,7 +615,7 @@ impl<T: StateValue> ListState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         values: Vec<T>,
     ) -> Result<(), StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 store.list_put(at, state, values)
@@ -422,7 +631,7 @@ impl<T: StateValue> ListState<T> {
 
     /// Removes the current key's list.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 store.clear::<ListShape<T>>(at, state)
@@ -439,12 +648,14 @@ impl<T: StateValue> ListState<T> {
 /// A map per key (Flink's `MapState`). With a TTL, each entry expires on
 /// its own.
 pub struct MapState<UK, UV> {
-    state: Access<MapShape<UK, UV>, MapShape<UK, TtlValue<UV>>>,
+    state: Binding<MapAccess<UK, UV>, MapStateDescriptor<UK, UV>>,
 }
 
 impl<UK, UV> Clone for MapState<UK, UV> {
     fn clone(&self) -> Self {
-        MapState { state: self.state }
+        MapState {
+            state: self.state.clone(),
+        }
     }
 }
 
@@ -452,13 +663,35 @@ impl<UK, UV> Clone for MapState<UK, UV> {
 type TtlMapRef<UK, UV> = StateRef<MapShape<UK, TtlValue<UV>>>;
 
 impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
+    /// A map state called `name`, declared in a field of the function:
+    /// registered when first used, with no `open()`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self::from_descriptor(MapStateDescriptor::new(name))
+    }
+
+    /// A map state declared by `descriptor`, registered when first used.
+    pub fn from_descriptor(descriptor: MapStateDescriptor<UK, UV>) -> Self {
+        MapState {
+            state: Binding::declared(descriptor),
+        }
+    }
+
+    #[inline(always)]
+    fn access<K: Key>(
+        &self,
+        ctx: &mut impl KeyedStateAccess<K>,
+    ) -> Result<MapAccess<UK, UV>, StateError> {
+        self.state
+            .resolve(ctx.keyed_state_backend(), |b, d| b.map_access(d))
+    }
+
     /// The value under `user_key`.
     pub fn get<K: Key>(
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 store.map_get(at, state, user_key)
@@ -498,7 +731,7 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         user_key: &UK,
     ) -> Result<bool, StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 store.map_contains::<UK, UV>(at, state, user_key)
@@ -523,7 +756,7 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         entries: impl IntoIterator<Item = (UK, UV)>,
     ) -> Result<(), StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 store.map_put_all(at, state, entries)
@@ -545,7 +778,7 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 store.map_remove(at, state, user_key)
@@ -599,7 +832,7 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Vec<(UK, UV)>, StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 store.map_entries(at, state)
@@ -610,7 +843,7 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
 
     /// Every user key.
     pub fn keys<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Vec<UK>, StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 let mut keys = Vec::new();
@@ -629,7 +862,7 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Vec<UV>, StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 let mut values = Vec::new();
@@ -646,7 +879,7 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
     /// True when the current key's map has no entry (no visible one, with
     /// a TTL: expired entries are removed, none is refreshed).
     pub fn is_empty<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<bool, StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 store.map_is_empty::<UK, UV>(at, state)
@@ -670,7 +903,7 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
 
     /// Removes every entry of the current key.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 store.clear::<MapShape<UK, UV>>(at, state)
@@ -686,23 +919,49 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
 
 /// A value folded by a reduce function (Flink's `ReducingState`).
 pub struct ReducingState<T> {
-    state: Access<ValueShape<T>, TtlValueShape<T>>,
+    state: Binding<ValueAccess<T>, ReducingStateDescriptor<T>>,
     reduce: ReduceFn<T>,
 }
 
 impl<T> Clone for ReducingState<T> {
     fn clone(&self) -> Self {
         ReducingState {
-            state: self.state,
+            state: self.state.clone(),
             reduce: self.reduce.clone(),
         }
     }
 }
 
 impl<T: StateValue> ReducingState<T> {
+    /// A reducing state called `name` folding with `reduce(stored, new)`,
+    /// declared in a field of the function: registered when first used.
+    pub fn new(
+        name: impl Into<String>,
+        reduce: impl Fn(T, T) -> T + Send + Sync + 'static,
+    ) -> Self {
+        Self::from_descriptor(ReducingStateDescriptor::new(name, reduce))
+    }
+
+    /// A reducing state declared by `descriptor`, registered when first used.
+    pub fn from_descriptor(descriptor: ReducingStateDescriptor<T>) -> Self {
+        ReducingState {
+            reduce: descriptor.reduce.clone(),
+            state: Binding::declared(descriptor),
+        }
+    }
+
+    #[inline(always)]
+    fn access<K: Key>(
+        &self,
+        ctx: &mut impl KeyedStateAccess<K>,
+    ) -> Result<ValueAccess<T>, StateError> {
+        self.state
+            .resolve(ctx.keyed_state_backend(), |b, d| b.reducing_access(d))
+    }
+
     /// The reduced value, `None` before the first `add` (or once expired).
     pub fn get<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Option<T>, StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 store.value_get(at, state)
@@ -720,7 +979,7 @@ impl<T: StateValue> ReducingState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         value: T,
     ) -> Result<T, StateError> {
-        let state = match self.state {
+        let state = match self.access(ctx)? {
             Access::Plain(state) => state,
             Access::Ttl(state, ttl) => return self.ttl_add(ctx, state, ttl, value),
         };
@@ -767,7 +1026,7 @@ impl<T: StateValue> ReducingState<T> {
 
     /// Removes the current key's value.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 store.clear::<ValueShape<T>>(at, state)
@@ -783,27 +1042,51 @@ impl<T: StateValue> ReducingState<T> {
 
 /// An accumulator folded by an [`AggregateFunction`] (Flink's `AggregatingState`).
 pub struct AggregatingState<F: AggregateFunction> {
-    state: Access<ValueShape<F::Acc>, TtlValueShape<F::Acc>>,
+    state: Binding<ValueAccess<F::Acc>, AggregatingStateDescriptor<F>>,
     function: Arc<F>,
 }
 
 impl<F: AggregateFunction> Clone for AggregatingState<F> {
     fn clone(&self) -> Self {
         AggregatingState {
-            state: self.state,
+            state: self.state.clone(),
             function: self.function.clone(),
         }
     }
 }
 
 impl<F: AggregateFunction> AggregatingState<F> {
+    /// An aggregating state called `name` folding with `function`,
+    /// declared in a field of the function: registered when first used.
+    pub fn new(name: impl Into<String>, function: F) -> Self {
+        Self::from_descriptor(AggregatingStateDescriptor::new(name, function))
+    }
+
+    /// An aggregating state declared by `descriptor`, registered when
+    /// first used.
+    pub fn from_descriptor(descriptor: AggregatingStateDescriptor<F>) -> Self {
+        AggregatingState {
+            function: descriptor.function.clone(),
+            state: Binding::declared(descriptor),
+        }
+    }
+
+    #[inline(always)]
+    fn access<K: Key>(
+        &self,
+        ctx: &mut impl KeyedStateAccess<K>,
+    ) -> Result<ValueAccess<F::Acc>, StateError> {
+        self.state
+            .resolve(ctx.keyed_state_backend(), |b, d| b.aggregating_access(d))
+    }
+
     /// The result for the current key, `None` before the first `add` (or
     /// once expired).
     pub fn get<K: Key>(
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Option<F::Out>, StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 store.value_read(at, state, |acc: Option<&F::Acc>| {
@@ -824,7 +1107,7 @@ impl<F: AggregateFunction> AggregatingState<F> {
         ctx: &mut impl KeyedStateAccess<K>,
         value: F::In,
     ) -> Result<(), StateError> {
-        let state = match self.state {
+        let state = match self.access(ctx)? {
             Access::Plain(state) => state,
             Access::Ttl(state, ttl) => return self.ttl_add(ctx, state, ttl, value),
         };
@@ -872,7 +1155,7 @@ impl<F: AggregateFunction> AggregatingState<F> {
 
     /// Removes the current key's accumulator.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        match self.state {
+        match self.access(ctx)? {
             Access::Plain(state) => {
                 let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
                 store.clear::<ValueShape<F::Acc>>(at, state)
@@ -892,7 +1175,7 @@ macro_rules! debug_handle {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_struct(stringify!($name))
                     .field("id", &self.state.id())
-                    .field("ttl", &matches!(self.state, Access::Ttl(..)))
+                    .field("ttl", &self.state.has_ttl())
                     .finish()
             }
         })+

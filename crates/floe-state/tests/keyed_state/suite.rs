@@ -1850,3 +1850,95 @@ fn property_key_space_spans_both_halves() {
         assert!(per_group.values().any(|&n| n > 1), "{range}: {per_group:?}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Declared handles: a field of the function, registered on first use
+// ---------------------------------------------------------------------------
+
+/// Each kind of declared handle registers its state the first time it is
+/// used, and then reads and writes exactly what a handle registered
+/// through the backend (the `open()` way) under the same name sees.
+#[test]
+fn declared_handles_register_on_first_use_and_share_the_registered_state() {
+    let mut b = backend();
+    let key = keys_in(lower_half(), 1)[0];
+    set_key(&mut b, key);
+
+    let value = floe_state::ValueState::<u64>::new("v");
+    let list = floe_state::ListState::<u64>::new("l");
+    let map = floe_state::MapState::<String, u64>::new("m");
+    let reducing = floe_state::ReducingState::<u64>::new("r", |a, b| a + b);
+    let aggregating = floe_state::AggregatingState::new("a", Average);
+
+    assert_eq!(value.value(&mut b).unwrap(), None);
+    value.update(&mut b, 7).unwrap();
+    list.add_all(&mut b, [1, 2, 3]).unwrap();
+    map.put(&mut b, "x".into(), 9).unwrap();
+    reducing.add(&mut b, 4).unwrap();
+    reducing.add(&mut b, 5).unwrap();
+    aggregating.add(&mut b, 2).unwrap();
+    aggregating.add(&mut b, 4).unwrap();
+
+    let registered = b.get_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+    assert_eq!(registered.value(&mut b).unwrap(), Some(7));
+    let registered = b.get_list_state(&ListStateDescriptor::<u64>::new("l")).unwrap();
+    assert_eq!(registered.get(&mut b).unwrap(), vec![1, 2, 3]);
+    let registered = b
+        .get_map_state(&MapStateDescriptor::<String, u64>::new("m"))
+        .unwrap();
+    assert_eq!(registered.get(&mut b, &"x".to_string()).unwrap(), Some(9));
+    let registered = b
+        .get_reducing_state(&ReducingStateDescriptor::<u64>::new("r", |a, b| a + b))
+        .unwrap();
+    assert_eq!(registered.get(&mut b).unwrap(), Some(9));
+    let registered = b
+        .get_aggregating_state(&AggregatingStateDescriptor::new("a", Average))
+        .unwrap();
+    assert_eq!(registered.get(&mut b).unwrap(), Some(3.0));
+
+    let mut names: Vec<&str> = b.registered_states().map(|(n, _)| n).collect();
+    names.sort();
+    assert_eq!(names, ["a", "l", "m", "r", "v"]);
+}
+
+/// One declared handle (one function value) used with two backends — a
+/// restart, or two subtasks of a function cloned after first use —
+/// registers with each and keeps their contents apart.
+#[test]
+fn a_declared_handle_registers_again_with_each_backend() {
+    let (mut first, mut second) = (backend(), backend());
+    let key = keys_in(lower_half(), 1)[0];
+    set_key(&mut first, key);
+    set_key(&mut second, key);
+    // Another state first, so the handle's state gets another index in
+    // `second` than in `first`.
+    second
+        .get_state(&ValueStateDescriptor::<String>::new("other"))
+        .unwrap();
+    let count = floe_state::ValueState::<u64>::new("count");
+    count.update(&mut first, 1).unwrap();
+    assert_eq!(count.value(&mut second).unwrap(), None);
+    count.update(&mut second, 2).unwrap();
+    let cloned = count.clone();
+    assert_eq!(cloned.value(&mut first).unwrap(), Some(1));
+    assert_eq!(count.value(&mut second).unwrap(), Some(2));
+}
+
+/// A declared handle that conflicts with what the backend holds under its
+/// name is refused with the backend's error on first use, never read as
+/// the other type (and never panics).
+#[test]
+fn a_declared_handle_with_a_conflicting_registration_is_refused() {
+    let mut b = backend();
+    set_key(&mut b, keys_in(lower_half(), 1)[0]);
+    b.get_state(&ValueStateDescriptor::<u64>::new("count"))
+        .unwrap();
+    let wrong = floe_state::ListState::<u64>::new("count");
+    let err = wrong.add(&mut b, 1).unwrap_err();
+    assert!(
+        matches!(err, StateError::IncompatibleRegistration { .. }),
+        "{err}"
+    );
+    // Still refused on the next use: a failed registration binds nothing.
+    assert!(wrong.get(&mut b).is_err());
+}
