@@ -326,23 +326,25 @@ impl<K: Key, IN, OUT: Send, L: KeyedLogic<K, IN, OUT>, KS> KeyedOp<K, IN, OUT, L
         let Some(timers) = timers.as_mut() else {
             return Ok(Fired::AllDue);
         };
-        let fired = info.guard(|| {
-            timers.fire(backend, domain, now_ms, sliced, |backend, timers, timer| {
-                let timestamp = match domain {
-                    TimeDomain::EventTime => timer.timestamp,
-                    TimeDomain::ProcessingTime => floe_core::NO_TIMESTAMP,
-                };
-                let cx = KeyedCx {
-                    info,
-                    backend,
-                    timestamp,
-                    timed: true,
-                    timers: Some(timers),
-                    side: &mut *side,
-                };
-                logic.on_timer(domain, timer, cx, &mut *out)
+        let fired = info
+            .guard(|| {
+                timers.fire(backend, domain, now_ms, sliced, |backend, timers, timer| {
+                    let timestamp = match domain {
+                        TimeDomain::EventTime => timer.timestamp,
+                        TimeDomain::ProcessingTime => floe_core::NO_TIMESTAMP,
+                    };
+                    let cx = KeyedCx {
+                        info,
+                        backend,
+                        timestamp,
+                        timed: true,
+                        timers: Some(timers),
+                        side: &mut *side,
+                    };
+                    logic.on_timer(domain, timer, cx, &mut *out)
+                })
             })
-        })?;
+            .map_err(|e| refused_restore_is_final(e, backend))?;
         self.emit()?;
         Ok(fired)
     }
@@ -468,7 +470,10 @@ where
                 logic.process_element(r, cx, out)?;
             }
             Ok::<_, anyhow::Error>(())
-        })?;
+        })
+        // A declared handle registers on its first record: its refusal
+        // of restored state is as final as one in `open`.
+        .map_err(|e| refused_restore_is_final(e, backend))?;
         self.announce_queryable()?;
         self.emit()
     }
@@ -553,7 +558,8 @@ where
     }
 }
 
-/// A function that failed to open after its backend refused restored state
+/// A function that failed (to open, or on a record or timer with a
+/// declared handle registering then) after its backend refused restored state
 /// (another kind, TTL or type without a migration; values that do not
 /// decode) fails the same way on every attempt: the failure is made
 /// non-recoverable, with the refusal as its reason, however the function
