@@ -29,8 +29,9 @@ use floe_runtime::{
 };
 use floe_state::handles::MapKey;
 use floe_state::{
-    Key, KeyGroupRange, KeyedStateAccess, KeyedStateBackend, MapStateDescriptor,
-    OperatorStateAccess, OperatorStateRead, OperatorStateStore, StateError, StateValue, TimeDomain,
+    BroadcastStateRead, Key, KeyGroupRange, KeyedStateAccess, KeyedStateBackend, KeyedStateName,
+    MapStateDescriptor, OperatorStateAccess, OperatorStateRead, OperatorStateStore, StateError,
+    StateValue, TimeDomain,
 };
 
 use crate::connected::{Connectable, KeyedConnectable, Sealed};
@@ -168,8 +169,10 @@ impl ReadOnlyContext<'_> {
     }
 }
 
-impl OperatorStateRead for ReadOnlyContext<'_> {
-    fn operator_state_store_ref(&self) -> &OperatorStateStore {
+/// Broadcast state cannot change while a regular element is processed:
+/// what is read from it lasts as long as the context.
+impl<'a> BroadcastStateRead<'_, 'a> for ReadOnlyContext<'a> {
+    fn broadcast_store(&self) -> &'a OperatorStateStore {
         self.store
     }
 }
@@ -329,14 +332,17 @@ impl<K: Key> KeyedStateAccess<K> for KeyedBroadcastOnTimerContext<'_, K> {
     }
 }
 
-impl<K: Key> OperatorStateRead for KeyedBroadcastOnTimerContext<'_, K> {
-    fn operator_state_store_ref(&self) -> &OperatorStateStore {
+impl<'a, K: Key> BroadcastStateRead<'_, 'a> for KeyedBroadcastOnTimerContext<'a, K> {
+    fn broadcast_store(&self) -> &'a OperatorStateStore {
         self.ro.store
     }
 }
 
-impl<K: Key> OperatorStateRead for KeyedReadOnlyContext<'_, K> {
-    fn operator_state_store_ref(&self) -> &OperatorStateStore {
+/// Broadcast state cannot change while a keyed element is processed:
+/// entries read from it stay usable while the context reads and writes
+/// the key's state.
+impl<'a, K: Key> BroadcastStateRead<'_, 'a> for KeyedReadOnlyContext<'a, K> {
+    fn broadcast_store(&self) -> &'a OperatorStateStore {
         self.store
     }
 }
@@ -381,16 +387,19 @@ impl<K: Key> KeyedBroadcastContext<'_, K> {
     }
 
     /// Calls `f` for every key of this subtask that has a value in the
-    /// keyed state named `state`, with that key current (Flink's
+    /// keyed state `state` (a handle, or a name), with that key current (Flink's
     /// `applyToKeyedState`), so a broadcast element can act on all keys.
     /// `f`'s context is the broadcast element's: its timestamp, and its
-    /// side outputs, so what `f` finds per key can be emitted there.
+    /// side outputs, so what `f` finds per key can be emitted there; it
+    /// reads broadcast state as updated so far (as a keyed element's
+    /// context does), not changing it while keys are visited.
     pub fn apply_to_keyed_state(
         &mut self,
-        state: &str,
-        mut f: impl FnMut(&K, &mut KeyedContext<'_, K>) -> anyhow::Result<()>,
+        state: impl KeyedStateName,
+        mut f: impl FnMut(&K, &mut KeyedReadOnlyContext<'_, K>) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let Some(keys) = self.backend.keys(state) else {
+        let state = state.registered_name(self.backend)?;
+        let Some(keys) = self.backend.keys(&state) else {
             anyhow::bail!(
                 "apply_to_keyed_state: no keyed state '{state}' is registered in operator '{}'",
                 self.info.operator_name
@@ -398,10 +407,16 @@ impl<K: Key> KeyedBroadcastContext<'_, K> {
         };
         for (key, kg) in keys {
             self.backend.set_current_key(key.clone(), kg)?;
-            let mut ctx = KeyedContext::new(self.info, self.backend)
+            let ctx = KeyedContext::new(self.info, self.backend)
                 .with_timestamp(self.timestamp)
                 .with_side_outputs(Some(&mut *self.side));
-            f(&key, &mut ctx)?;
+            f(
+                &key,
+                &mut KeyedReadOnlyContext {
+                    ctx,
+                    store: self.store,
+                },
+            )?;
         }
         self.backend.clear_current_key();
         Ok(())

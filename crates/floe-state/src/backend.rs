@@ -878,6 +878,11 @@ impl<K: Key> KeyedStateBackend<K> {
 
     /// The registration index of state `name` (not a timer queue, whose
     /// entries are timers, not keys).
+    /// The name of registered state `id`.
+    pub(crate) fn state_name(&self, id: StateId) -> Option<&str> {
+        self.registrations.get(id as usize).map(|r| r.name.as_str())
+    }
+
     fn state_index(&self, name: &str) -> Option<usize> {
         self.registrations
             .iter()

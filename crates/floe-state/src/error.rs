@@ -91,6 +91,17 @@ pub enum StateError {
         /// The operator's name.
         operator: String,
     },
+    /// A declared broadcast state read before anything declared it: the
+    /// stream's `broadcast_with` names the broadcast states it carries.
+    #[error(
+        "broadcast state '{name}' is not declared in operator '{operator}': pass its descriptor to broadcast_with(...)"
+    )]
+    UndeclaredBroadcastState {
+        /// The state name.
+        name: String,
+        /// The operator's name.
+        operator: String,
+    },
     /// A handle with neither a registration nor a declaration: cannot
     /// happen through the public API, reported rather than panicking.
     #[error("a state handle was used that was neither registered nor declared")]

@@ -1189,3 +1189,52 @@ debug_handle!(
     ReducingState<T>,
     AggregatingState<F: AggregateFunction>
 );
+
+/// A keyed state named to visit its keys (a broadcast function's
+/// `apply_to_keyed_state`): a handle, registered first if it is a
+/// declared one that no record has used yet on this subtask — its
+/// restored keys are visited all the same — or a state's name.
+pub trait KeyedStateName {
+    /// The state's registered name on `backend`.
+    fn registered_name<K: Key>(
+        &self,
+        backend: &mut KeyedStateBackend<K>,
+    ) -> Result<String, StateError>;
+}
+
+impl KeyedStateName for str {
+    fn registered_name<K: Key>(&self, _: &mut KeyedStateBackend<K>) -> Result<String, StateError> {
+        Ok(self.to_string())
+    }
+}
+
+impl<T: KeyedStateName + ?Sized> KeyedStateName for &T {
+    fn registered_name<K: Key>(
+        &self,
+        backend: &mut KeyedStateBackend<K>,
+    ) -> Result<String, StateError> {
+        (**self).registered_name(backend)
+    }
+}
+
+macro_rules! keyed_state_name {
+    ($($name:ident<$($g:ident $(: $b:path)?),+>),+) => {
+        $(impl<$($g $(: $b)?),+> KeyedStateName for $name<$($g),+> {
+            fn registered_name<K: Key>(
+                &self,
+                backend: &mut KeyedStateBackend<K>,
+            ) -> Result<String, StateError> {
+                let id = self.access(backend)?.id();
+                Ok(backend.state_name(id).unwrap_or_default().to_string())
+            }
+        })+
+    };
+}
+
+keyed_state_name!(
+    ValueState<T: StateValue>,
+    ListState<T: StateValue>,
+    MapState<UK: MapKey, UV: StateValue>,
+    ReducingState<T: StateValue>,
+    AggregatingState<F: AggregateFunction>
+);

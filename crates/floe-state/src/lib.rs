@@ -63,11 +63,13 @@ pub use descriptor::{
     ReducingStateDescriptor, StateKind, ValueStateDescriptor,
 };
 pub use error::StateError;
-pub use handles::{AggregatingState, ListState, MapState, ReducingState, ValueState};
+pub use handles::{
+    AggregatingState, KeyedStateName, ListState, MapState, ReducingState, ValueState,
+};
 pub use key_group::{KeyGroupRange, KeyGroupRouter, key_group_for_key, key_hash};
 pub use operator::{
-    BroadcastState, OperatorListState, OperatorStateAccess, OperatorStateMode, OperatorStateRead,
-    OperatorStateStore,
+    BroadcastEntries, BroadcastState, BroadcastStateRead, OperatorListState, OperatorStateAccess,
+    OperatorStateMode, OperatorStateRead, OperatorStateStore,
 };
 pub use query::{QueryFormat, QueryKeyError, QueryValue, QueryableStateInfo, decode_query_key};
 pub use query_view::{QueryView, ViewLookup};

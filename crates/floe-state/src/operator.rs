@@ -17,9 +17,12 @@
 //! writes itself, per key group or per subtask — travels in the same file.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -256,6 +259,8 @@ pub struct OperatorStateStore {
     restored_raw_keyed: Vec<(KeyGroup, Vec<u8>)>,
     raw_operator_out: Option<Vec<u8>>,
     raw_keyed_out: BTreeMap<KeyGroup, Vec<u8>>,
+    /// Process-unique identity, what declared broadcast handles remember.
+    owner: u64,
 }
 
 /// Mutable access to an operator state store, for handles (implemented by
@@ -272,6 +277,26 @@ pub trait OperatorStateRead {
     /// The store.
     fn operator_state_store_ref(&self) -> &OperatorStateStore;
 }
+
+/// What broadcast state is read through: the store, for as long as `'a`,
+/// from a context borrowed for `'r`. Every [`OperatorStateRead`] context
+/// lends it for its borrow (`'a` = `'r`); a context that can only read
+/// (a keyed element's, whose broadcast state cannot change while it
+/// lives) lends it for its whole life, so entries read from it stay
+/// usable while the same context reads and writes keyed state.
+pub trait BroadcastStateRead<'r, 'a> {
+    /// The store.
+    fn broadcast_store(&'r self) -> &'a OperatorStateStore;
+}
+
+impl<'r, T: OperatorStateRead + ?Sized> BroadcastStateRead<'r, 'r> for T {
+    fn broadcast_store(&'r self) -> &'r OperatorStateStore {
+        self.operator_state_store_ref()
+    }
+}
+
+/// A broadcast state's entries, in no particular order.
+pub type BroadcastEntries<'a, K, V> = std::collections::hash_map::Iter<'a, K, V>;
 
 impl OperatorStateAccess for OperatorStateStore {
     fn operator_state_store(&mut self) -> &mut OperatorStateStore {
@@ -299,7 +324,16 @@ impl OperatorStateStore {
             restored_raw_keyed: Vec::new(),
             raw_operator_out: None,
             raw_keyed_out: BTreeMap::new(),
+            owner: {
+                static NEXT: AtomicU64 = AtomicU64::new(1);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
         }
+    }
+
+    /// The index of the registered state called `name`.
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.states.iter().position(|s| s.name == name)
     }
 
     /// True when this subtask was started from a snapshot (Flink's
@@ -539,7 +573,9 @@ impl OperatorStateStore {
             },
         )?;
         Ok(BroadcastState {
-            index,
+            index: Cell::new(index),
+            owner: Cell::new(REGISTERED),
+            declared: None,
             _t: PhantomData,
         })
     }
@@ -717,64 +753,126 @@ impl<T: StateValue> OperatorListState<T> {
 /// A map held identically by every subtask of an operator (Flink's
 /// `BroadcastState`). Only the broadcast side changes it, so the copies
 /// stay equal; the other side reads it.
+///
+/// Obtained in `initialize_state` from the store, or declared in a field
+/// with [`BroadcastState::new`]: then found by name in whichever store it
+/// is used with (the stream's `broadcast_with` declares it there).
 pub struct BroadcastState<K, V> {
-    index: usize,
+    index: Cell<usize>,
+    /// [`REGISTERED`] for a handle from the store, else the identity of
+    /// the store `index` belongs to (0: none yet).
+    owner: Cell<u64>,
+    declared: Option<Arc<MapStateDescriptor<K, V>>>,
     _t: PhantomData<fn() -> (K, V)>,
 }
+
+/// `BroadcastState::owner` of a handle the store made.
+const REGISTERED: u64 = u64::MAX;
 
 impl<K, V> Clone for BroadcastState<K, V> {
     fn clone(&self) -> Self {
         BroadcastState {
-            index: self.index,
+            index: self.index.clone(),
+            owner: self.owner.clone(),
+            declared: self.declared.clone(),
             _t: PhantomData,
         }
     }
 }
 
 impl<K: MapKey, V: StateValue> BroadcastState<K, V> {
-    fn map<'a>(&self, ctx: &'a impl OperatorStateRead) -> Result<&'a FxHashMap<K, V>, StateError> {
-        ctx.operator_state_store_ref()
-            .data(self.index, "broadcast state")
+    /// A broadcast state declared by `descriptor` (the one given to
+    /// `broadcast_with`), in a field of the function: found by name where
+    /// it is used, with no `initialize_state`.
+    pub fn new(descriptor: MapStateDescriptor<K, V>) -> Self {
+        BroadcastState {
+            index: Cell::new(0),
+            owner: Cell::new(0),
+            declared: Some(Arc::new(descriptor)),
+            _t: PhantomData,
+        }
+    }
+
+    /// The state's index in `store`: a declared handle looks its name up
+    /// (registering it, when `register` and the stream did not) the first
+    /// time it meets `store`.
+    fn index_in(&self, store: &OperatorStateStore) -> Result<usize, StateError> {
+        let owner = self.owner.get();
+        if owner == REGISTERED || owner == store.owner {
+            return Ok(self.index.get());
+        }
+        let name = self.declared.as_ref().map_or("", |d| d.name());
+        let index = store
+            .index_of(name)
+            .ok_or_else(|| StateError::UndeclaredBroadcastState {
+                name: name.to_string(),
+                operator: store.operator.clone(),
+            })?;
+        self.index.set(index);
+        self.owner.set(store.owner);
+        Ok(index)
+    }
+
+    fn map<'a>(&self, store: &'a OperatorStateStore) -> Result<&'a FxHashMap<K, V>, StateError> {
+        store.data(self.index_in(store)?, "broadcast state")
     }
 
     fn map_mut<'a>(
         &self,
         ctx: &'a mut impl OperatorStateAccess,
     ) -> Result<&'a mut FxHashMap<K, V>, StateError> {
-        ctx.operator_state_store()
-            .data_mut(self.index, "broadcast state")
+        let store = ctx.operator_state_store();
+        if let Some(d) = &self.declared
+            && store.index_of(d.name()).is_none()
+        {
+            store.get_broadcast_state(d)?;
+        }
+        let index = self.index_in(store)?;
+        store.data_mut(index, "broadcast state")
     }
 
     /// The value under `key`.
-    pub fn get<'a>(
+    pub fn get<'r, 'a>(
         &self,
-        ctx: &'a impl OperatorStateRead,
+        ctx: &'r (impl BroadcastStateRead<'r, 'a> + ?Sized),
         key: &K,
     ) -> Result<Option<&'a V>, StateError> {
-        Ok(self.map(ctx)?.get(key))
+        Ok(self.map(ctx.broadcast_store())?.get(key))
     }
 
     /// True when `key` has a value.
-    pub fn contains(&self, ctx: &impl OperatorStateRead, key: &K) -> Result<bool, StateError> {
-        Ok(self.map(ctx)?.contains_key(key))
+    pub fn contains<'r, 'a>(
+        &self,
+        ctx: &'r (impl BroadcastStateRead<'r, 'a> + ?Sized),
+        key: &K,
+    ) -> Result<bool, StateError> {
+        Ok(self.map(ctx.broadcast_store())?.contains_key(key))
     }
 
-    /// Every entry, in no particular order.
-    pub fn entries<'a>(
+    /// Every entry, in no particular order. Read through a keyed
+    /// element's context, the entries stay usable while that context
+    /// reads and writes keyed state.
+    pub fn entries<'r, 'a>(
         &self,
-        ctx: &'a impl OperatorStateRead,
-    ) -> Result<impl Iterator<Item = (&'a K, &'a V)> + 'a, StateError> {
-        Ok(self.map(ctx)?.iter())
+        ctx: &'r (impl BroadcastStateRead<'r, 'a> + ?Sized),
+    ) -> Result<BroadcastEntries<'a, K, V>, StateError> {
+        Ok(self.map(ctx.broadcast_store())?.iter())
     }
 
     /// Number of entries.
-    pub fn len(&self, ctx: &impl OperatorStateRead) -> Result<usize, StateError> {
-        Ok(self.map(ctx)?.len())
+    pub fn len<'r, 'a>(
+        &self,
+        ctx: &'r (impl BroadcastStateRead<'r, 'a> + ?Sized),
+    ) -> Result<usize, StateError> {
+        Ok(self.map(ctx.broadcast_store())?.len())
     }
 
     /// True when there are no entries.
-    pub fn is_empty(&self, ctx: &impl OperatorStateRead) -> Result<bool, StateError> {
-        Ok(self.map(ctx)?.is_empty())
+    pub fn is_empty<'r, 'a>(
+        &self,
+        ctx: &'r (impl BroadcastStateRead<'r, 'a> + ?Sized),
+    ) -> Result<bool, StateError> {
+        Ok(self.map(ctx.broadcast_store())?.is_empty())
     }
 
     /// Sets `key` to `value`, returning the previous value.
