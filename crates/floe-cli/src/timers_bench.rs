@@ -83,18 +83,13 @@ fn event_time(i: u64, per_subtask: u64, records_per_ms: u64) -> i64 {
 /// Counts per key, one timer per key and second that clears the count.
 #[derive(Clone)]
 struct CountUntilSecondEnds {
-    count: Option<ValueState<u64>>,
+    count: ValueState<u64>,
     fired: u64,
     total_fired: Arc<AtomicU64>,
     span: BenchSpan,
 }
 
 impl KeyedProcessFunction<u64, (u64, i64), ()> for CountUntilSecondEnds {
-    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
-        self.count = Some(ctx.get_state(&ValueStateDescriptor::new("count"))?);
-        Ok(())
-    }
-
     #[inline]
     fn process_element(
         &mut self,
@@ -102,7 +97,7 @@ impl KeyedProcessFunction<u64, (u64, i64), ()> for CountUntilSecondEnds {
         ctx: &mut KeyedContext<'_, u64>,
         _: &mut Collector<'_, ()>,
     ) -> anyhow::Result<()> {
-        let count = self.count.as_ref().expect("opened");
+        let count = &self.count;
         let n = count.value(ctx)?.unwrap_or(0) + 1;
         count.update(ctx, n)?;
         let end_of_second = (t / 1_000 + 1) * 1_000 - 1;
@@ -118,7 +113,7 @@ impl KeyedProcessFunction<u64, (u64, i64), ()> for CountUntilSecondEnds {
         ctx: &mut OnTimerContext<'_, u64>,
         _: &mut Collector<'_, ()>,
     ) -> anyhow::Result<()> {
-        self.count.as_ref().expect("opened").clear(ctx)?;
+        self.count.clear(ctx)?;
         self.fired += 1;
         Ok(())
     }
@@ -204,7 +199,7 @@ impl TimersBench {
         )
         .key_by(|(k, _): &(u64, i64)| *k)
         .process(CountUntilSecondEnds {
-            count: None,
+            count: ValueState::new("count"),
             fired: 0,
             total_fired: fired.clone(),
             span: span.clone(),

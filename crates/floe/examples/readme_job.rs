@@ -3,26 +3,20 @@
 
 use floe::prelude::*;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct CountPerKey {
-    count: Option<ValueState<u64>>,
+    count: ValueState<u64>,
 }
 
 impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for CountPerKey {
-    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
-        self.count = Some(ctx.get_state(&ValueStateDescriptor::new("count"))?);
-        Ok(())
-    }
-
     fn process_element(
         &mut self,
         (k, v): (u64, u64),
         ctx: &mut KeyedContext<'_, u64>,
         out: &mut Collector<'_, (u64, u64)>,
     ) -> anyhow::Result<()> {
-        let state = self.count.as_ref().unwrap();
-        let n = state.value(ctx)?.unwrap_or(0) + v;
-        state.update(ctx, n)?;
+        let n = self.count.value(ctx)?.unwrap_or(0) + v;
+        self.count.update(ctx, n)?;
         out.collect((k, n));
         Ok(())
     }
@@ -35,7 +29,9 @@ fn main() -> anyhow::Result<()> {
     env.from_source(GeneratorSource::new(1_000, |i| (i % 10, 1u64)), "Generator")
         .uid("gen")
         .key_by(|(k, _): &(u64, u64)| *k)
-        .process(CountPerKey::default())
+        .process(CountPerKey {
+            count: ValueState::new("count"),
+        })
         .uid("count")
         .map(|(k, n)| format!("{k} {n}"))
         .print();

@@ -28,24 +28,27 @@ pub struct Args {
 
 /// Keyed rich flat-map keeping (count, sum) per key; emits the average and
 /// clears the state every second value.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct CountWindowAverage {
-    sum: Option<ValueState<(u64, u64)>>,
+    sum: ValueState<(u64, u64)>,
+}
+
+impl Default for CountWindowAverage {
+    fn default() -> Self {
+        CountWindowAverage {
+            sum: ValueState::new("average"),
+        }
+    }
 }
 
 impl RichFlatMapFunction<u64, (u64, u64), (u64, u64)> for CountWindowAverage {
-    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
-        self.sum = Some(ctx.get_state(&ValueStateDescriptor::new("average"))?);
-        Ok(())
-    }
-
     fn flat_map(
         &mut self,
         (key, value): (u64, u64),
         ctx: &mut KeyedContext<'_, u64>,
         out: &mut Collector<'_, (u64, u64)>,
     ) -> anyhow::Result<()> {
-        let state = self.sum.as_ref().expect("opened");
+        let state = &self.sum;
         let (count, sum) = state.value(ctx)?.unwrap_or((0, 0));
         let sum = sum
             .checked_add(value)

@@ -132,8 +132,8 @@ fn duration_ms(d: Duration) -> i64 {
 #[derive(Clone)]
 pub struct DelayedEcho {
     window_ms: i64,
-    waiting: Option<MapState<i64, Vec<u64>>>,
-    counts: Option<MapState<i64, u64>>,
+    waiting: MapState<i64, Vec<u64>>,
+    counts: MapState<i64, u64>,
 }
 
 impl DelayedEcho {
@@ -141,26 +141,20 @@ impl DelayedEcho {
     pub fn new(window: Duration) -> Self {
         DelayedEcho {
             window_ms: duration_ms(window),
-            waiting: None,
-            counts: None,
+            waiting: MapState::new("waiting"),
+            counts: MapState::new("window-counts"),
         }
     }
 }
 
 impl KeyedProcessFunction<u64, Event, (u64, String)> for DelayedEcho {
-    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
-        self.waiting = Some(ctx.get_map_state(&MapStateDescriptor::new("waiting"))?);
-        self.counts = Some(ctx.get_map_state(&MapStateDescriptor::new("window-counts"))?);
-        Ok(())
-    }
-
     fn process_element(
         &mut self,
         e: Event,
         ctx: &mut KeyedContext<'_, u64>,
         _out: &mut Collector<'_, (u64, String)>,
     ) -> anyhow::Result<()> {
-        let waiting = self.waiting.as_ref().expect("opened");
+        let waiting = &self.waiting;
         let mut ids = waiting.get(ctx, &e.echo_at)?.unwrap_or_default();
         ids.push(e.id);
         waiting.put(ctx, e.echo_at, ids)?;
@@ -174,7 +168,7 @@ impl KeyedProcessFunction<u64, Event, (u64, String)> for DelayedEcho {
             // generated events are never this late).
             return Ok(());
         }
-        let counts = self.counts.as_ref().expect("opened");
+        let counts = &self.counts;
         let n = counts.get(ctx, &start)?.unwrap_or(0);
         counts.put(ctx, start, n + 1)?;
         ctx.timer_service().register_event_time_timer(last)?;
@@ -190,7 +184,7 @@ impl KeyedProcessFunction<u64, Event, (u64, String)> for DelayedEcho {
         let key = *ctx.current_key();
         match ctx.time_domain() {
             TimeDomain::ProcessingTime => {
-                let waiting = self.waiting.as_ref().expect("opened");
+                let waiting = &self.waiting;
                 for id in waiting.get(ctx, &timestamp)?.unwrap_or_default() {
                     out.collect((key, format!("echo {id}")));
                 }
@@ -198,7 +192,7 @@ impl KeyedProcessFunction<u64, Event, (u64, String)> for DelayedEcho {
             }
             TimeDomain::EventTime => {
                 let start = timestamp + 1 - self.window_ms;
-                let counts = self.counts.as_ref().expect("opened");
+                let counts = &self.counts;
                 if let Some(n) = counts.get(ctx, &start)? {
                     out.collect((key, format!("window {start} {n}")));
                     counts.remove(ctx, &start)?;

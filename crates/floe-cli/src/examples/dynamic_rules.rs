@@ -100,11 +100,21 @@ pub fn patterns_descriptor() -> MapStateDescriptor<String, Pattern> {
 }
 
 /// Evaluates each user's actions against the broadcast patterns.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PatternEvaluator {
-    prev: Option<ValueState<String>>,
-    pending: Option<ListState<String>>,
-    patterns: Option<BroadcastState<String, Pattern>>,
+    prev: ValueState<String>,
+    pending: ListState<String>,
+    patterns: BroadcastState<String, Pattern>,
+}
+
+impl Default for PatternEvaluator {
+    fn default() -> Self {
+        PatternEvaluator {
+            prev: ValueState::new("previous-action"),
+            pending: ListState::new(PENDING),
+            patterns: BroadcastState::new(patterns_descriptor()),
+        }
+    }
 }
 
 /// The keyed state of waiting actions (visited when the rules arrive).
@@ -126,34 +136,21 @@ fn emit_matches<'p>(
 }
 
 impl KeyedBroadcastProcessFunction<u64, Action, Vec<Pattern>, (u64, String)> for PatternEvaluator {
-    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
-        self.prev = Some(ctx.get_state(&ValueStateDescriptor::new("previous-action"))?);
-        self.pending = Some(ctx.get_list_state(&ListStateDescriptor::new(PENDING))?);
-        Ok(())
-    }
-
     fn process_element(
         &mut self,
         a: Action,
         ctx: &mut KeyedReadOnlyContext<'_, u64>,
         out: &mut Collector<'_, (u64, String)>,
     ) -> anyhow::Result<()> {
-        let patterns = self.patterns.as_ref().expect("opened");
-        if patterns.is_empty(ctx)? {
+        if self.patterns.is_empty(ctx)? {
             // No rules yet: keep the action until they arrive.
-            return Ok(self.pending.as_ref().expect("opened").add(ctx, a.action)?);
+            return Ok(self.pending.add(ctx, a.action)?);
         }
-        let prev = self.prev.as_ref().expect("opened");
-        if let Some(p) = prev.value(ctx)? {
-            emit_matches(
-                a.user,
-                &p,
-                &a.action,
-                patterns.entries(ctx)?.map(|(_, p)| p),
-                out,
-            );
+        if let Some(p) = self.prev.value(ctx)? {
+            let patterns = self.patterns.entries(ctx)?.map(|(_, p)| p);
+            emit_matches(a.user, &p, &a.action, patterns, out);
         }
-        prev.update(ctx, a.action)?;
+        self.prev.update(ctx, a.action)?;
         Ok(())
     }
 
@@ -163,43 +160,25 @@ impl KeyedBroadcastProcessFunction<u64, Action, Vec<Pattern>, (u64, String)> for
         ctx: &mut KeyedBroadcastContext<'_, u64>,
         out: &mut Collector<'_, (u64, String)>,
     ) -> anyhow::Result<()> {
-        let state = self.patterns.as_ref().expect("opened");
         for p in rules {
-            state.put(ctx, p.name.clone(), p)?;
+            self.patterns.put(ctx, p.name.clone(), p)?;
         }
-        // A copy: the closure below holds the context mutably.
-        let patterns: Vec<Pattern> = state.entries(ctx)?.map(|(_, p)| p.clone()).collect();
-        let (prev, pending) = (
-            self.prev.clone().expect("opened"),
-            self.pending.clone().expect("opened"),
-        );
-        ctx.apply_to_keyed_state(PENDING, |user, kctx| {
+        let Self {
+            prev,
+            pending,
+            patterns,
+        } = self;
+        ctx.apply_to_keyed_state(&*pending, |user, kctx| {
             for action in pending.get(kctx)? {
                 if let Some(p) = prev.value(kctx)? {
-                    emit_matches(*user, &p, &action, &patterns, out);
+                    let patterns = patterns.entries(kctx)?.map(|(_, p)| p);
+                    emit_matches(*user, &p, &action, patterns, out);
                 }
                 prev.update(kctx, action)?;
             }
             pending.clear(kctx)?;
             Ok(())
         })
-    }
-
-    fn checkpointed_function(&mut self) -> Option<&mut dyn CheckpointedFunction> {
-        Some(self)
-    }
-}
-
-impl CheckpointedFunction for PatternEvaluator {
-    fn initialize_state(
-        &mut self,
-        ctx: &mut FunctionInitializationContext<'_>,
-    ) -> anyhow::Result<()> {
-        self.patterns = Some(
-            ctx.operator_state_store()
-                .get_broadcast_state(&patterns_descriptor())?,
-        );
-        Ok(())
     }
 }
 

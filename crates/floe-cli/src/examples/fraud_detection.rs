@@ -85,31 +85,31 @@ fn mix(i: u64) -> u64 {
 }
 
 /// The tutorial's `FraudDetector`, with an event-time timer.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct FraudDetector {
     /// The small transaction's amount, while it is under a minute old.
-    flag: Option<ValueState<u64>>,
+    flag: ValueState<u64>,
     /// When it stops being suspicious (and its timer fires).
-    timer: Option<ValueState<i64>>,
+    timer: ValueState<i64>,
+}
+
+impl Default for FraudDetector {
+    fn default() -> Self {
+        FraudDetector {
+            flag: ValueState::new("flag"),
+            timer: ValueState::new("timer-state"),
+        }
+    }
 }
 
 impl KeyedProcessFunction<u64, Transaction, (u64, String)> for FraudDetector {
-    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
-        self.flag = Some(ctx.get_state(&ValueStateDescriptor::new("flag"))?);
-        self.timer = Some(ctx.get_state(&ValueStateDescriptor::new("timer-state"))?);
-        Ok(())
-    }
-
     fn process_element(
         &mut self,
         tx: Transaction,
         ctx: &mut KeyedContext<'_, u64>,
         out: &mut Collector<'_, (u64, String)>,
     ) -> anyhow::Result<()> {
-        let (flag, timer) = (
-            self.flag.as_ref().expect("opened"),
-            self.timer.as_ref().expect("opened"),
-        );
+        let (flag, timer) = (&self.flag, &self.timer);
         if let Some(small) = flag.value(ctx)? {
             let deadline = timer.value(ctx)?.unwrap_or(i64::MIN);
             // The timer clears the flag once the watermark passes the
@@ -142,8 +142,8 @@ impl KeyedProcessFunction<u64, Transaction, (u64, String)> for FraudDetector {
         _out: &mut Collector<'_, (u64, String)>,
     ) -> anyhow::Result<()> {
         // A minute passed: the small transaction is no longer suspicious.
-        self.flag.as_ref().expect("opened").clear(ctx)?;
-        self.timer.as_ref().expect("opened").clear(ctx)?;
+        self.flag.clear(ctx)?;
+        self.timer.clear(ctx)?;
         Ok(())
     }
 }

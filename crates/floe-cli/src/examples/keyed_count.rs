@@ -52,18 +52,21 @@ pub enum CountType {
 
 /// Counts records per key in a `ValueState<u64>` named `count` and emits
 /// `(key, count)` after every update.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct CountPerKey {
-    count: Option<ValueState<u64>>,
+    count: ValueState<u64>,
+}
+
+impl Default for CountPerKey {
+    fn default() -> Self {
+        let count = ValueStateDescriptor::new("count").set_queryable("count");
+        CountPerKey {
+            count: ValueState::from_descriptor(count),
+        }
+    }
 }
 
 impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for CountPerKey {
-    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
-        self.count =
-            Some(ctx.get_state(&ValueStateDescriptor::new("count").set_queryable("count"))?);
-        Ok(())
-    }
-
     #[inline]
     fn process_element(
         &mut self,
@@ -71,7 +74,7 @@ impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for CountPerKey {
         ctx: &mut KeyedContext<'_, u64>,
         out: &mut Collector<'_, (u64, u64)>,
     ) -> anyhow::Result<()> {
-        let state = self.count.as_ref().expect("opened");
+        let state = &self.count;
         let count = state.value(ctx)?.unwrap_or(0) + value;
         state.update(ctx, count)?;
         out.collect((key, count));
@@ -81,24 +84,27 @@ impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for CountPerKey {
 
 /// [`CountPerKey`] with the count declared as `ValueState<u32>`: the job
 /// after an incompatible change of its state's type.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct NarrowCountPerKey {
-    count: Option<ValueState<u32>>,
+    count: ValueState<u32>,
+}
+
+impl Default for NarrowCountPerKey {
+    fn default() -> Self {
+        NarrowCountPerKey {
+            count: ValueState::new("count"),
+        }
+    }
 }
 
 impl KeyedProcessFunction<u64, (u64, u64), (u64, u64)> for NarrowCountPerKey {
-    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
-        self.count = Some(ctx.get_state(&ValueStateDescriptor::new("count"))?);
-        Ok(())
-    }
-
     fn process_element(
         &mut self,
         (key, value): (u64, u64),
         ctx: &mut KeyedContext<'_, u64>,
         out: &mut Collector<'_, (u64, u64)>,
     ) -> anyhow::Result<()> {
-        let state = self.count.as_ref().expect("opened");
+        let state = &self.count;
         let count = state.value(ctx)?.unwrap_or(0) + u32::try_from(value)?;
         state.update(ctx, count)?;
         out.collect((key, u64::from(count)));

@@ -81,7 +81,7 @@ impl Session {
 #[derive(Clone)]
 pub struct Sessionize {
     gap_ms: i64,
-    open: Option<ValueState<Vec<Session>>>,
+    open: ValueState<Vec<Session>>,
 }
 
 impl Sessionize {
@@ -91,17 +91,12 @@ impl Sessionize {
             gap_ms: i64::try_from(gap.as_millis())
                 .unwrap_or(i64::MAX / 4)
                 .max(1),
-            open: None,
+            open: ValueState::new("open-sessions"),
         }
     }
 }
 
 impl KeyedProcessFunction<String, (String, i64), (String, String)> for Sessionize {
-    fn open(&mut self, ctx: &mut RuntimeContext<'_, String>) -> anyhow::Result<()> {
-        self.open = Some(ctx.get_state(&ValueStateDescriptor::new("open-sessions"))?);
-        Ok(())
-    }
-
     fn process_element(
         &mut self,
         (_, t): (String, i64),
@@ -118,7 +113,7 @@ impl KeyedProcessFunction<String, (String, i64), (String, String)> for Sessioniz
             // Its session would already have closed: late, dropped.
             return Ok(());
         }
-        let state = self.open.as_ref().expect("opened");
+        let state = &self.open;
         let mut sessions = state.value(ctx)?.unwrap_or_default();
         // Every open session whose window overlaps [t, t + gap) merges.
         let mut merged = event;
@@ -150,7 +145,7 @@ impl KeyedProcessFunction<String, (String, i64), (String, String)> for Sessioniz
         out: &mut Collector<'_, (String, String)>,
     ) -> anyhow::Result<()> {
         let gap = self.gap_ms;
-        let state = self.open.as_ref().expect("opened");
+        let state = &self.open;
         let sessions = state.value(ctx)?.unwrap_or_default();
         let (closed, open): (Vec<Session>, Vec<Session>) = sessions
             .into_iter()

@@ -61,26 +61,29 @@ enum Seller {
 /// seller in value state once they arrived, and the ids of category-10
 /// auctions that arrived before their seller (the generator lets a seller
 /// be up to 10 persons not created yet) in list state until they do.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct LocalItemJoin {
-    seller: Option<ValueState<Seller>>,
-    waiting: Option<ListState<u64>>,
+    seller: ValueState<Seller>,
+    waiting: ListState<u64>,
+}
+
+impl Default for LocalItemJoin {
+    fn default() -> Self {
+        LocalItemJoin {
+            seller: ValueState::new("seller"),
+            waiting: ListState::new("waiting-auctions"),
+        }
+    }
 }
 
 impl KeyedCoProcessFunction<u64, Auction, Person, LocalItem> for LocalItemJoin {
-    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
-        self.seller = Some(ctx.get_state(&ValueStateDescriptor::new("seller"))?);
-        self.waiting = Some(ctx.get_list_state(&ListStateDescriptor::new("waiting-auctions"))?);
-        Ok(())
-    }
-
     fn process_element1(
         &mut self,
         auction: Auction,
         ctx: &mut KeyedContext<'_, u64>,
         out: &mut Collector<'_, LocalItem>,
     ) -> anyhow::Result<()> {
-        match self.seller.as_ref().expect("opened").value(ctx)? {
+        match self.seller.value(ctx)? {
             Some(Seller::Local { name, city, state }) => out.collect(LocalItem {
                 name,
                 city,
@@ -88,11 +91,7 @@ impl KeyedCoProcessFunction<u64, Auction, Person, LocalItem> for LocalItemJoin {
                 id: auction.id,
             }),
             Some(Seller::Elsewhere) => {}
-            None => self
-                .waiting
-                .as_ref()
-                .expect("opened")
-                .add(ctx, auction.id)?,
+            None => self.waiting.add(ctx, auction.id)?,
         }
         Ok(())
     }
@@ -103,7 +102,7 @@ impl KeyedCoProcessFunction<u64, Auction, Person, LocalItem> for LocalItemJoin {
         ctx: &mut KeyedContext<'_, u64>,
         out: &mut Collector<'_, LocalItem>,
     ) -> anyhow::Result<()> {
-        let waiting = self.waiting.as_ref().expect("opened");
+        let waiting = &self.waiting;
         let seller = if Q3_STATES.contains(&person.state.as_str()) {
             for id in waiting.get(ctx)? {
                 out.collect(LocalItem {
@@ -122,7 +121,7 @@ impl KeyedCoProcessFunction<u64, Auction, Person, LocalItem> for LocalItemJoin {
             Seller::Elsewhere
         };
         waiting.clear(ctx)?;
-        self.seller.as_ref().expect("opened").update(ctx, seller)?;
+        self.seller.update(ctx, seller)?;
         Ok(())
     }
 }
@@ -228,11 +227,21 @@ pub fn beats(bid: &Bid, current: &Bid) -> bool {
 /// passes a bid's time, no auction arriving later can have opened before
 /// it (no event is behind the watermark with the suite's event time), so
 /// the bid is dropped then.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct WinningBidJoin {
-    auction: Option<ValueState<Auction>>,
-    best: Option<ValueState<Bid>>,
-    early: Option<ListState<Bid>>,
+    auction: ValueState<Auction>,
+    best: ValueState<Bid>,
+    early: ListState<Bid>,
+}
+
+impl Default for WinningBidJoin {
+    fn default() -> Self {
+        WinningBidJoin {
+            auction: ValueState::new("auction"),
+            best: ValueState::new("best-bid"),
+            early: ListState::new("early-bids"),
+        }
+    }
 }
 
 impl WinningBidJoin {
@@ -245,7 +254,7 @@ impl WinningBidJoin {
         if !in_auction(auction, &bid) {
             return Ok(());
         }
-        let best = self.best.as_ref().expect("opened");
+        let best = &self.best;
         if best.value(ctx)?.is_none_or(|current| beats(&bid, &current)) {
             best.update(ctx, bid)?;
         }
@@ -254,13 +263,6 @@ impl WinningBidJoin {
 }
 
 impl KeyedCoProcessFunction<u64, Auction, Bid, AuctionWinner> for WinningBidJoin {
-    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
-        self.auction = Some(ctx.get_state(&ValueStateDescriptor::new("auction"))?);
-        self.best = Some(ctx.get_state(&ValueStateDescriptor::new("best-bid"))?);
-        self.early = Some(ctx.get_list_state(&ListStateDescriptor::new("early-bids"))?);
-        Ok(())
-    }
-
     fn process_element1(
         &mut self,
         auction: Auction,
@@ -269,15 +271,12 @@ impl KeyedCoProcessFunction<u64, Auction, Bid, AuctionWinner> for WinningBidJoin
     ) -> anyhow::Result<()> {
         ctx.timer_service()
             .register_event_time_timer(auction.expires)?;
-        let early = self.early.as_ref().expect("opened");
+        let early = &self.early;
         for bid in early.get(ctx)? {
             self.offer(ctx, &auction, bid)?;
         }
         early.clear(ctx)?;
-        self.auction
-            .as_ref()
-            .expect("opened")
-            .update(ctx, auction)?;
+        self.auction.update(ctx, auction)?;
         Ok(())
     }
 
@@ -287,12 +286,12 @@ impl KeyedCoProcessFunction<u64, Auction, Bid, AuctionWinner> for WinningBidJoin
         ctx: &mut KeyedContext<'_, u64>,
         _: &mut Collector<'_, AuctionWinner>,
     ) -> anyhow::Result<()> {
-        match self.auction.as_ref().expect("opened").value(ctx)? {
+        match self.auction.value(ctx)? {
             Some(auction) => self.offer(ctx, &auction, bid),
             None => {
                 ctx.timer_service()
                     .register_event_time_timer(bid.date_time)?;
-                self.early.as_ref().expect("opened").add(ctx, bid)?;
+                self.early.add(ctx, bid)?;
                 Ok(())
             }
         }
@@ -304,11 +303,7 @@ impl KeyedCoProcessFunction<u64, Auction, Bid, AuctionWinner> for WinningBidJoin
         ctx: &mut OnTimerContext<'_, u64>,
         out: &mut Collector<'_, AuctionWinner>,
     ) -> anyhow::Result<()> {
-        let (auction_state, best, early) = (
-            self.auction.as_ref().expect("opened"),
-            self.best.as_ref().expect("opened"),
-            self.early.as_ref().expect("opened"),
-        );
+        let (auction_state, best, early) = (&self.auction, &self.best, &self.early);
         match auction_state.value(ctx)? {
             // The auction closes: its winner, if any bid was valid.
             Some(auction) if timestamp >= auction.expires => {
@@ -363,24 +358,19 @@ pub fn q9(events: &DataStream<Event>) -> DataStream<AuctionWinner> {
 
 /// q4's running average per category: a count and a sum of winning
 /// prices in value state.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct AveragePrice {
-    totals: Option<ValueState<(u64, u64)>>,
+    totals: ValueState<(u64, u64)>,
 }
 
 impl KeyedProcessFunction<u64, AuctionWinner, CategoryAverage> for AveragePrice {
-    fn open(&mut self, ctx: &mut RuntimeContext<'_, u64>) -> anyhow::Result<()> {
-        self.totals = Some(ctx.get_state(&ValueStateDescriptor::new("count-and-sum"))?);
-        Ok(())
-    }
-
     fn process_element(
         &mut self,
         winner: AuctionWinner,
         ctx: &mut KeyedContext<'_, u64>,
         out: &mut Collector<'_, CategoryAverage>,
     ) -> anyhow::Result<()> {
-        let totals = self.totals.as_ref().expect("opened");
+        let totals = &self.totals;
         let (count, sum) = totals.value(ctx)?.unwrap_or((0, 0));
         let (count, sum) = (count + 1, sum + winner.bid.price);
         totals.update(ctx, (count, sum))?;
@@ -397,7 +387,9 @@ impl KeyedProcessFunction<u64, AuctionWinner, CategoryAverage> for AveragePrice 
 pub fn q4(events: &DataStream<Event>) -> DataStream<CategoryAverage> {
     winning_bids(events)
         .key_by(|w: &AuctionWinner| w.auction.category)
-        .process(AveragePrice::default())
+        .process(AveragePrice {
+            totals: ValueState::new("count-and-sum"),
+        })
         .name("Average Price per Category")
         .uid("q4-average")
 }
