@@ -119,7 +119,7 @@ struct InProgressFile {
 
 /// The versioned element of [`STATE_NAME`]: postcard writes the variant
 /// index first, which is the version tag.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum FileSinkState {
     V1 {
         /// Rolled files by the checkpoint that recorded them, ascending.
@@ -1284,6 +1284,35 @@ mod tests {
             }
         }
         assert_eq!(commit_file(&good).unwrap(), Outcome::Committed);
+    }
+
+    /// The bytes of one `file-sink-writer-state` element as every snapshot
+    /// written so far holds it (postcard: the variant index, then the
+    /// fields in order), and the type name snapshots record beside it: a
+    /// change to either would stop those snapshots from restoring.
+    #[test]
+    fn the_v1_state_format_is_pinned() {
+        const V1: &[u8] = b"\x00\x01\x03\x01\x04/out\x1d.part-0-1.inprogress.0badf00d\x08part-0-1\
+            \x01\x04/out\x1d.part-0-2.inprogress.0badf00d\x08part-0-2\xac\x02";
+        let file = |n: u32| PendingFile {
+            directory: "/out".into(),
+            in_progress_name: format!(".part-0-{n}.inprogress.0badf00d"),
+            committed_name: format!("part-0-{n}"),
+        };
+        let state = FileSinkState::V1 {
+            pending: vec![(3, vec![file(1)])],
+            in_progress: vec![InProgressFile {
+                file: file(2),
+                length: 300,
+            }],
+        };
+        let decoded: FileSinkState = floe_state::codec::decode(V1, "pinned V1").unwrap();
+        assert_eq!(decoded, state);
+        assert_eq!(floe_state::codec::encode(&state, "V1").unwrap(), V1);
+        assert_eq!(
+            std::any::type_name::<FileSinkState>(),
+            "floe_connectors::file_sink::FileSinkState"
+        );
     }
 
     #[test]
