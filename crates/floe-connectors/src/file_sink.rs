@@ -377,16 +377,7 @@ impl<T> FileSink<T> {
                 sync_dir(parent)?;
             }
         }
-        // A fresh start into a directory that already holds committed
-        // files: skip their names rather than overwrite them.
-        let committed = loop {
-            let name = self.names.committed_name(self.subtask, self.next_counter);
-            self.next_counter += 1;
-            if !dir.join(&name).exists() {
-                break name;
-            }
-        };
-        let in_progress = OutputFileConfig::in_progress_name(&committed, &self.token);
+        let (committed, in_progress) = self.new_part_names(&dir);
         let path = dir.join(&in_progress);
         let f = OpenOptions::new()
             .write(true)
@@ -405,6 +396,21 @@ impl<T> FileSink<T> {
             created_at_ms: now,
             last_updated_at_ms: now,
         })
+    }
+
+    /// The committed and in-progress names of the next part file in `dir`.
+    /// A fresh start into a directory that already holds committed files
+    /// skips their names rather than overwrite them.
+    fn new_part_names(&mut self, dir: &Path) -> (String, String) {
+        let committed = loop {
+            let name = self.names.committed_name(self.subtask, self.next_counter);
+            self.next_counter += 1;
+            if !dir.join(&name).exists() {
+                break name;
+            }
+        };
+        let in_progress = OutputFileConfig::in_progress_name(&committed, &self.token);
+        (committed, in_progress)
     }
 
     /// Closes `part`: flushed, fsynced, pending until the next checkpoint
@@ -655,54 +661,68 @@ fn commit_file(f: &PendingFile) -> anyhow::Result<Outcome> {
         rename_in(dir, &f.in_progress_name, &f.committed_name)?;
         return Ok(Outcome::Committed);
     }
-    if dir.join(&f.committed_name).exists() {
-        return Ok(Outcome::AlreadyCommitted);
-    }
-    Ok(Outcome::Missing)
+    Ok(committed_or_missing(f))
 }
 
 /// Truncates a restored in-progress file to its checkpointed length and
 /// commits it (Flink's `commitAfterRecovery`).
 fn recover_in_progress(f: &InProgressFile) -> anyhow::Result<Outcome> {
-    check_recorded(&f.file)?;
-    let dir = Path::new(&f.file.directory);
-    let path = dir.join(&f.file.in_progress_name);
-    if path.exists() {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open part file {}", path.display()))?;
-        let actual = file
-            .metadata()
-            .with_context(|| format!("cannot inspect part file {}", path.display()))?
-            .len();
-        if actual < f.length {
-            return Err(FileSinkError::Shrunk {
-                path,
-                actual,
-                recorded: f.length,
-            }
-            .fatal());
-        }
-        if actual > f.length {
-            tracing::info!(
-                file = %path.display(),
-                from = actual,
-                to = f.length,
-                "truncating a restored in-progress part file to its checkpointed length"
-            );
-        }
-        file.set_len(f.length)
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("cannot truncate part file {}", path.display()))?;
-        drop(file);
-        rename_in(dir, &f.file.in_progress_name, &f.file.committed_name)?;
+    if truncate_in_progress(f)? {
+        rename_in(
+            Path::new(&f.file.directory),
+            &f.file.in_progress_name,
+            &f.file.committed_name,
+        )?;
         return Ok(Outcome::Committed);
     }
-    if dir.join(&f.file.committed_name).exists() {
-        return Ok(Outcome::AlreadyCommitted);
+    Ok(committed_or_missing(&f.file))
+}
+
+/// Truncates a restored in-progress file to its checkpointed length, and
+/// syncs it; false if it is not there.
+fn truncate_in_progress(f: &InProgressFile) -> anyhow::Result<bool> {
+    check_recorded(&f.file)?;
+    let path = Path::new(&f.file.directory).join(&f.file.in_progress_name);
+    if !path.exists() {
+        return Ok(false);
     }
-    Ok(Outcome::Missing)
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open part file {}", path.display()))?;
+    let actual = file
+        .metadata()
+        .with_context(|| format!("cannot inspect part file {}", path.display()))?
+        .len();
+    if actual < f.length {
+        return Err(FileSinkError::Shrunk {
+            path,
+            actual,
+            recorded: f.length,
+        }
+        .fatal());
+    }
+    if actual > f.length {
+        tracing::info!(
+            file = %path.display(),
+            from = actual,
+            to = f.length,
+            "truncating a restored in-progress part file to its checkpointed length"
+        );
+    }
+    file.set_len(f.length)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot truncate part file {}", path.display()))?;
+    Ok(true)
+}
+
+/// What became of a recorded file whose hidden name is gone.
+fn committed_or_missing(f: &PendingFile) -> Outcome {
+    if Path::new(&f.directory).join(&f.committed_name).exists() {
+        Outcome::AlreadyCommitted
+    } else {
+        Outcome::Missing
+    }
 }
 
 /// Renames `from` to `to` inside `dir` and makes the rename durable.
