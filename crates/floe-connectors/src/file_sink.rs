@@ -318,7 +318,7 @@ struct PlanEntry {
 }
 
 /// The compaction threads: plans in, outcomes out.
-type Compactions = CompactService<CompactionPlan, anyhow::Result<Outcome>>;
+type Compactions = CompactService<CompactionPlan, Outcome>;
 
 /// Writes lines into rolling part files in buckets under a directory,
 /// exactly once with checkpointing (see the module docs). It is its own

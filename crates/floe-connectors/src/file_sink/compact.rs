@@ -11,6 +11,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -418,15 +419,19 @@ impl<F> Default for Waiting<F> {
     }
 }
 
-type Work<J, R> = Arc<dyn Fn(J) -> R + Send + Sync>;
+type Work<J, R> = Arc<dyn Fn(J) -> anyhow::Result<R> + Send + Sync>;
+
+/// What a job of a [`CompactService`] came to.
+pub(crate) type Done<R> = (u64, anyhow::Result<R>);
 
 /// The threads that run compactions off the task thread (Flink's
-/// `CompactService`): jobs in, `(id, result)` out, in any order. Dropping
-/// it lets every queued job finish and joins the threads, so no compaction
-/// of a finished or failed subtask runs on beside its successor.
+/// `CompactService`): jobs in, `(id, result)` out, in any order (a job
+/// that panics is an error). Dropping it lets every queued job finish and
+/// joins the threads, so no compaction of a finished or failed subtask
+/// runs on beside its successor.
 pub(crate) struct CompactService<J, R> {
     jobs: Option<Sender<(u64, J)>>,
-    results: Receiver<(u64, R)>,
+    results: Receiver<Done<R>>,
     threads: Vec<JoinHandle<()>>,
     outstanding: usize,
 }
@@ -436,7 +441,7 @@ impl<J: Send + 'static, R: Send + 'static> CompactService<J, R> {
     pub(crate) fn start(
         name: &str,
         threads: usize,
-        work: impl Fn(J) -> R + Send + Sync + 'static,
+        work: impl Fn(J) -> anyhow::Result<R> + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
         let work: Work<J, R> = Arc::new(work);
         let (jobs, inbox) = std::sync::mpsc::channel::<(u64, J)>();
@@ -452,7 +457,14 @@ impl<J: Send + 'static, R: Send + 'static> CompactService<J, R> {
                         loop {
                             let next = inbox.lock().map(|rx| rx.recv());
                             let Ok(Ok((id, job))) = next else { break };
-                            if done.send((id, work(job))).is_err() {
+                            let result = std::panic::catch_unwind(AssertUnwindSafe(|| work(job)))
+                                .unwrap_or_else(|panic| {
+                                    Err(anyhow::anyhow!(
+                                        "a compaction panicked: {}",
+                                        panic_message(panic.as_ref())
+                                    ))
+                                });
+                            if done.send((id, result)).is_err() {
                                 break;
                             }
                         }
@@ -477,14 +489,14 @@ impl<J: Send + 'static, R: Send + 'static> CompactService<J, R> {
     }
 
     /// Results that are ready, without waiting.
-    pub(crate) fn ready(&mut self) -> Vec<(u64, R)> {
-        let out: Vec<(u64, R)> = self.results.try_iter().collect();
+    pub(crate) fn ready(&mut self) -> Vec<Done<R>> {
+        let out: Vec<Done<R>> = self.results.try_iter().collect();
         self.outstanding -= out.len();
         out
     }
 
     /// Every outstanding result, waiting for them.
-    pub(crate) fn wait_all(&mut self) -> Vec<(u64, R)> {
+    pub(crate) fn wait_all(&mut self) -> Vec<Done<R>> {
         let mut out = Vec::with_capacity(self.outstanding);
         while self.outstanding > 0 {
             match self.results.recv() {
@@ -497,6 +509,15 @@ impl<J: Send + 'static, R: Send + 'static> CompactService<J, R> {
         }
         out
     }
+}
+
+/// The text a panic carried.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 impl<J, R> Drop for CompactService<J, R> {
@@ -675,21 +696,34 @@ mod tests {
     }
 
     #[test]
-    fn the_service_runs_every_job_and_drop_waits_for_them() {
+    fn the_service_runs_every_job_reports_panics_and_drop_waits_for_them() {
         let ran = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let r = ran.clone();
         let mut s = CompactService::start("test-compact", 2, move |n: u64| {
             std::thread::sleep(std::time::Duration::from_millis(5));
             r.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
-            n * 10
+            assert!(n != 3, "three");
+            Ok(n * 10)
         })
         .unwrap();
         for i in 1..=4 {
             s.submit(i, i);
         }
-        let mut done = s.wait_all();
+        let mut done: Vec<(u64, Result<u64, String>)> = s
+            .wait_all()
+            .into_iter()
+            .map(|(id, r)| (id, r.map_err(|e| e.to_string())))
+            .collect();
         done.sort_unstable();
-        assert_eq!(done, [(1, 10), (2, 20), (3, 30), (4, 40)]);
+        assert_eq!(
+            done,
+            [
+                (1, Ok(10)),
+                (2, Ok(20)),
+                (3, Err("a compaction panicked: three".into())),
+                (4, Ok(40))
+            ]
+        );
         assert!(s.ready().is_empty());
         for i in 5..=8 {
             s.submit(i, i);
