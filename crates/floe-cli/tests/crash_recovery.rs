@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -172,24 +171,7 @@ fn sigkill_then_restart_from_retained_checkpoint() {
 /// Every running count of keyed-count (300000 records, 13 keys) exactly
 /// once: for each key, the counts 1..=N/K with nothing missing or repeated.
 fn assert_exactly_once(committed: &str, what: &str) {
-    let expected: u64 = 300_000 / 13; // 300000 = 13 × 23076 + 12
-    let mut runs: HashMap<u64, Vec<u64>> = HashMap::new();
-    for line in committed.lines() {
-        let (k, n) = line.split_once(' ').unwrap();
-        runs.entry(k.parse().unwrap())
-            .or_default()
-            .push(n.parse().unwrap());
-    }
-    assert_eq!(runs.len(), 13, "{what}: keys");
-    for (k, mut counts) in runs {
-        counts.sort_unstable();
-        let want = expected + u64::from(k < 300_000 % 13);
-        assert_eq!(
-            counts,
-            (1..=want).collect::<Vec<_>>(),
-            "{what}: key {k} has duplicated or missing counts"
-        );
-    }
+    common::assert_keyed_counts_once(committed, 300_000, 13, what);
 }
 
 fn sorted_lines(s: &str) -> Vec<&str> {

@@ -41,9 +41,25 @@
 //! enum); state written by the earlier sink, which rolled on every
 //! checkpoint through the two-phase-commit framework
 //! (`two-phase-commit-transactions` of [`FileTransaction`]s), is still read
-//! and committed. Compaction of small files is not supported.
+//! and committed.
+//!
+//! With [`FileSink::enable_compact`] (Flink's `enableCompact`) rolled files
+//! are not committed one by one: they wait, hidden under their in-progress
+//! names, until the [`FileCompactStrategy`] fires for their bucket; the
+//! checkpoint then records a compaction plan (the inputs and a new part
+//! file's names), and once that checkpoint completes the plan runs on
+//! compaction threads: the [`FileCompactor`] writes the inputs into the
+//! new file under its hidden name, the file is synced and renamed to its
+//! committed name, and only then are the inputs removed. Inputs are never
+//! visible, so a reader never sees a record twice; a restore runs the
+//! plans its checkpoint recorded again, idempotently (a published target
+//! means only the inputs may be left to remove), and keeps the files that
+//! were waiting. The state of a compacting sink is version 2 of
+//! `file-sink-writer-state`; without compaction the sink writes version 1
+//! as before.
 
 mod bucket;
+mod compact;
 mod naming;
 mod rolling;
 
@@ -51,13 +67,17 @@ pub use bucket::{
     BasePathBucketAssigner, BucketAssigner, BucketContext, DateTimeBucketAssigner,
     DateTimePatternError,
 };
+pub use compact::{
+    ConcatFileCompactor, FileCompactStrategy, FileCompactStrategyBuilder, FileCompactStrategyError,
+    FileCompactor, IdenticalFileCompactor, RecordWiseFileCompactor,
+};
 pub use naming::{OutputFileConfig, OutputFileConfigBuilder, OutputFileConfigError};
 pub use rolling::{
     DefaultRollingPolicy, DefaultRollingPolicyBuilder, OnCheckpointRollingPolicy, PartFileInfo,
     RollingPolicy,
 };
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Component, Path, PathBuf};
@@ -74,6 +94,7 @@ use floe_state::{ListStateDescriptor, OperatorListState};
 use serde::{Deserialize, Serialize};
 
 use crate::format::LineFormat;
+use compact::{CompactService, Waiting};
 
 /// The operator state holding each subtask's pending and in-progress
 /// files.
@@ -117,15 +138,61 @@ struct InProgressFile {
     length: u64,
 }
 
+/// A rolled part file with its size: pending, or waiting (hidden) for
+/// its bucket's compaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct WaitingFile {
+    file: PendingFile,
+    /// Its length in bytes (final: it is closed).
+    size: u64,
+}
+
+/// The files of one bucket directory waiting for compaction, as a
+/// checkpoint records them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct WaitingBucket {
+    /// The absolute directory.
+    directory: String,
+    /// The checkpoint from which the checkpoint trigger counts.
+    since_checkpoint: u64,
+    /// In the order they rolled.
+    files: Vec<WaitingFile>,
+}
+
+/// Part files to merge into one: recorded by the checkpoint at which the
+/// strategy fired, carried out once that checkpoint completed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CompactionPlan {
+    /// Hidden files of one directory, in order.
+    inputs: Vec<PendingFile>,
+    /// The compacted file, in the same directory (the one input itself
+    /// when a single file is committed as it is).
+    target: PendingFile,
+}
+
 /// The versioned element of [`STATE_NAME`]: postcard writes the variant
 /// index first, which is the version tag.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum FileSinkState {
+    /// Without compaction (and every snapshot taken before compaction
+    /// existed).
     V1 {
         /// Rolled files by the checkpoint that recorded them, ascending.
         pending: Vec<(u64, Vec<PendingFile>)>,
         /// Open files with their checkpointed lengths.
         in_progress: Vec<InProgressFile>,
+    },
+    /// With compaction.
+    V2 {
+        /// As in V1 (empty while compacting; kept for one format).
+        pending: Vec<(u64, Vec<PendingFile>)>,
+        /// As in V1.
+        in_progress: Vec<InProgressFile>,
+        /// Rolled files waiting for their bucket's compaction.
+        waiting: Vec<WaitingBucket>,
+        /// Plans not known to be done, by the checkpoint that recorded
+        /// them.
+        compacting: Vec<(u64, CompactionPlan)>,
     },
 }
 
@@ -225,6 +292,34 @@ impl PartFile {
     }
 }
 
+/// What a compacting sink compacts with.
+struct Compaction<T> {
+    strategy: FileCompactStrategy,
+    compactor: FileCompactor<T>,
+}
+
+impl<T> Clone for Compaction<T> {
+    fn clone(&self) -> Self {
+        Compaction {
+            strategy: self.strategy,
+            compactor: self.compactor.clone(),
+        }
+    }
+}
+
+/// A compaction plan in memory.
+struct PlanEntry {
+    /// Names it to the compaction threads.
+    id: u64,
+    /// The checkpoint that recorded it: it runs once that completed.
+    checkpoint: u64,
+    plan: CompactionPlan,
+    submitted: bool,
+}
+
+/// The compaction threads: plans in, outcomes out.
+type Compactions = CompactService<CompactionPlan, Outcome>;
+
 /// Writes lines into rolling part files in buckets under a directory,
 /// exactly once with checkpointing (see the module docs). It is its own
 /// sink writer: hand it to `sink_to` as built.
@@ -235,6 +330,7 @@ pub struct FileSink<T> {
     assigner: BucketAssigner<T>,
     names: OutputFileConfig,
     clock: Clock,
+    compaction: Option<Compaction<T>>,
 
     subtask: u32,
     token: String,
@@ -243,8 +339,16 @@ pub struct FileSink<T> {
     /// checkpoint.
     restored_counters: HashMap<u32, u64>,
     open_files: HashMap<String, PartFile>,
-    rolled: Vec<PendingFile>,
+    rolled: Vec<WaitingFile>,
     pending: Vec<(u64, Vec<PendingFile>)>,
+    /// Compacting: rolled files waiting, by directory.
+    waiting: BTreeMap<String, Waiting<WaitingFile>>,
+    /// Compacting: plans recorded and not yet done, oldest first.
+    plans: Vec<PlanEntry>,
+    next_plan_id: u64,
+    compactions: Option<Compactions>,
+    /// `finish` ran: the next checkpoint compacts every waiting file.
+    end_of_input: bool,
     state: Option<OperatorListState<FileSinkState>>,
     counter_state: Option<OperatorListState<(u32, u64)>>,
     restored: bool,
@@ -266,6 +370,7 @@ impl<T> Clone for FileSink<T> {
             assigner: self.assigner.clone(),
             names: self.names.clone(),
             clock: self.clock.clone(),
+            compaction: self.compaction.clone(),
             ..FileSink::for_row_format(self.dir.clone(), self.format.clone())
         }
     }
@@ -294,6 +399,7 @@ impl<T> FileSink<T> {
             assigner: DateTimeBucketAssigner::new().into(),
             names: OutputFileConfig::default(),
             clock: Arc::new(system_clock),
+            compaction: None,
             subtask: 0,
             token: String::new(),
             next_counter: 0,
@@ -301,6 +407,11 @@ impl<T> FileSink<T> {
             open_files: HashMap::new(),
             rolled: Vec::new(),
             pending: Vec::new(),
+            waiting: BTreeMap::new(),
+            plans: Vec::new(),
+            next_plan_id: 0,
+            compactions: None,
+            end_of_input: false,
             state: None,
             counter_state: None,
             restored: false,
@@ -330,6 +441,33 @@ impl<T> FileSink<T> {
     /// How part files are named.
     pub fn with_output_file_config(mut self, names: OutputFileConfig) -> Self {
         self.names = names;
+        self
+    }
+
+    /// Compacts small part files (Flink's `enableCompact`): rolled files
+    /// wait, hidden, until `strategy` fires for their bucket, and are then
+    /// merged by `compactor` (a [`ConcatFileCompactor`],
+    /// [`IdenticalFileCompactor`] or [`RecordWiseFileCompactor`]) into one
+    /// part file, which becomes visible as its inputs are dropped; see the
+    /// module docs for the guarantees. Output becomes visible later than
+    /// without compaction: when its bucket is compacted.
+    pub fn enable_compact(
+        mut self,
+        strategy: FileCompactStrategy,
+        compactor: impl Into<FileCompactor<T>>,
+    ) -> Self {
+        self.compaction = Some(Compaction {
+            strategy,
+            compactor: compactor.into(),
+        });
+        self
+    }
+
+    /// No compaction (the default; Flink's `disableCompact`). A restore of
+    /// a compacting sink's snapshot then commits the files it recorded as
+    /// waiting or planned as they are.
+    pub fn disable_compact(mut self) -> Self {
+        self.compaction = None;
         self
     }
 
@@ -377,16 +515,7 @@ impl<T> FileSink<T> {
                 sync_dir(parent)?;
             }
         }
-        // A fresh start into a directory that already holds committed
-        // files: skip their names rather than overwrite them.
-        let committed = loop {
-            let name = self.names.committed_name(self.subtask, self.next_counter);
-            self.next_counter += 1;
-            if !dir.join(&name).exists() {
-                break name;
-            }
-        };
-        let in_progress = OutputFileConfig::in_progress_name(&committed, &self.token);
+        let (committed, in_progress) = self.new_part_names(&dir);
         let path = dir.join(&in_progress);
         let f = OpenOptions::new()
             .write(true)
@@ -407,11 +536,29 @@ impl<T> FileSink<T> {
         })
     }
 
+    /// The committed and in-progress names of the next part file in `dir`.
+    /// A fresh start into a directory that already holds committed files
+    /// skips their names rather than overwrite them.
+    fn new_part_names(&mut self, dir: &Path) -> (String, String) {
+        let committed = loop {
+            let name = self.names.committed_name(self.subtask, self.next_counter);
+            self.next_counter += 1;
+            if !dir.join(&name).exists() {
+                break name;
+            }
+        };
+        let in_progress = OutputFileConfig::in_progress_name(&committed, &self.token);
+        (committed, in_progress)
+    }
+
     /// Closes `part`: flushed, fsynced, pending until the next checkpoint
-    /// completes.
+    /// completes (or, compacting, waiting for its bucket's compaction).
     fn roll(&mut self, mut part: PartFile) -> anyhow::Result<()> {
         part.sync()?;
-        self.rolled.push(part.file);
+        self.rolled.push(WaitingFile {
+            file: part.file,
+            size: part.size,
+        });
         Ok(())
     }
 
@@ -446,20 +593,67 @@ impl<T> FileSink<T> {
     fn restore(
         &mut self,
         states: Vec<FileSinkState>,
+        restored_checkpoint: u64,
         report: &mut RestoreReport,
     ) -> anyhow::Result<()> {
         for s in states {
-            let FileSinkState::V1 {
-                pending,
-                in_progress,
-            } = s;
+            let (pending, in_progress, waiting, compacting) = match s {
+                FileSinkState::V1 {
+                    pending,
+                    in_progress,
+                } => (pending, in_progress, Vec::new(), Vec::new()),
+                FileSinkState::V2 {
+                    pending,
+                    in_progress,
+                    waiting,
+                    compacting,
+                } => (pending, in_progress, waiting, compacting),
+            };
             for f in pending.into_iter().flat_map(|(_, files)| files) {
                 report.note(&f, commit_file(&f)?);
                 self.recorded_dirs.insert(PathBuf::from(&f.directory));
             }
+            // The plans the checkpoint recorded run (again) first: their
+            // inputs are in no other list.
+            let with = self
+                .compaction
+                .as_ref()
+                .map(|c| (&c.compactor, &self.format));
+            for (_, plan) in compacting {
+                report.note(&plan.target, run_plan(&plan, with)?);
+                self.recorded_dirs
+                    .insert(PathBuf::from(&plan.target.directory));
+            }
+            for bucket in waiting {
+                for f in bucket.files {
+                    self.recorded_dirs.insert(PathBuf::from(&f.file.directory));
+                    if self.compaction.is_none() {
+                        report.note(&f.file, commit_file(&f.file)?);
+                        continue;
+                    }
+                    check_recorded(&f.file)?;
+                    let dir = Path::new(&f.file.directory);
+                    if dir.join(&f.file.in_progress_name).exists() {
+                        self.keep_waiting(f, bucket.since_checkpoint);
+                    } else if dir.join(&f.file.committed_name).exists() {
+                        report.note(&f.file, Outcome::AlreadyCommitted);
+                    } else {
+                        // A restore of an older checkpoint: a later one
+                        // compacted it.
+                        report.note(&f.file, Outcome::Missing);
+                    }
+                }
+            }
             for f in in_progress {
-                report.note(&f.file, recover_in_progress(&f)?);
                 self.recorded_dirs.insert(PathBuf::from(&f.file.directory));
+                if self.compaction.is_none() {
+                    report.note(&f.file, recover_in_progress(&f)?);
+                } else if truncate_in_progress(&f)? {
+                    let size = f.length;
+                    self.keep_waiting(WaitingFile { file: f.file, size }, restored_checkpoint);
+                } else {
+                    report.note(&f.file, committed_or_missing(&f.file));
+                }
             }
         }
         Ok(())
@@ -655,54 +849,181 @@ fn commit_file(f: &PendingFile) -> anyhow::Result<Outcome> {
         rename_in(dir, &f.in_progress_name, &f.committed_name)?;
         return Ok(Outcome::Committed);
     }
-    if dir.join(&f.committed_name).exists() {
-        return Ok(Outcome::AlreadyCommitted);
-    }
-    Ok(Outcome::Missing)
+    Ok(committed_or_missing(f))
 }
 
 /// Truncates a restored in-progress file to its checkpointed length and
 /// commits it (Flink's `commitAfterRecovery`).
 fn recover_in_progress(f: &InProgressFile) -> anyhow::Result<Outcome> {
+    if truncate_in_progress(f)? {
+        rename_in(
+            Path::new(&f.file.directory),
+            &f.file.in_progress_name,
+            &f.file.committed_name,
+        )?;
+        return Ok(Outcome::Committed);
+    }
+    Ok(committed_or_missing(&f.file))
+}
+
+/// Truncates a restored in-progress file to its checkpointed length, and
+/// syncs it; false if it is not there.
+fn truncate_in_progress(f: &InProgressFile) -> anyhow::Result<bool> {
     check_recorded(&f.file)?;
-    let dir = Path::new(&f.file.directory);
-    let path = dir.join(&f.file.in_progress_name);
-    if path.exists() {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open part file {}", path.display()))?;
-        let actual = file
-            .metadata()
-            .with_context(|| format!("cannot inspect part file {}", path.display()))?
-            .len();
-        if actual < f.length {
-            return Err(FileSinkError::Shrunk {
-                path,
-                actual,
-                recorded: f.length,
+    let path = Path::new(&f.file.directory).join(&f.file.in_progress_name);
+    if !path.exists() {
+        return Ok(false);
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open part file {}", path.display()))?;
+    let actual = file
+        .metadata()
+        .with_context(|| format!("cannot inspect part file {}", path.display()))?
+        .len();
+    if actual < f.length {
+        return Err(FileSinkError::Shrunk {
+            path,
+            actual,
+            recorded: f.length,
+        }
+        .fatal());
+    }
+    if actual > f.length {
+        tracing::info!(
+            file = %path.display(),
+            from = actual,
+            to = f.length,
+            "truncating a restored in-progress part file to its checkpointed length"
+        );
+    }
+    file.set_len(f.length)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot truncate part file {}", path.display()))?;
+    Ok(true)
+}
+
+/// What became of a recorded file whose hidden name is gone.
+fn committed_or_missing(f: &PendingFile) -> Outcome {
+    if Path::new(&f.directory).join(&f.committed_name).exists() {
+        Outcome::AlreadyCommitted
+    } else {
+        Outcome::Missing
+    }
+}
+
+/// Refuses a recorded plan whose files are not this sink's part files of
+/// one directory (see [`check_recorded`]).
+fn check_plan(plan: &CompactionPlan) -> anyhow::Result<()> {
+    check_recorded(&plan.target)?;
+    for f in &plan.inputs {
+        check_recorded(f)?;
+        if f.directory != plan.target.directory {
+            return Err(FileSinkError::UnsafeRecordedFile {
+                directory: f.directory.clone(),
+                name: f.in_progress_name.clone(),
+                reason: format!(
+                    "a compaction's inputs are in its target's directory {:?}",
+                    plan.target.directory
+                ),
             }
             .fatal());
         }
-        if actual > f.length {
-            tracing::info!(
-                file = %path.display(),
-                from = actual,
-                to = f.length,
-                "truncating a restored in-progress part file to its checkpointed length"
-            );
-        }
-        file.set_len(f.length)
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("cannot truncate part file {}", path.display()))?;
-        drop(file);
-        rename_in(dir, &f.file.in_progress_name, &f.file.committed_name)?;
-        return Ok(Outcome::Committed);
     }
-    if dir.join(&f.file.committed_name).exists() {
+    if plan.inputs.is_empty() {
+        return Err(FileSinkError::UnsafeRecordedFile {
+            directory: plan.target.directory.clone(),
+            name: plan.target.committed_name.clone(),
+            reason: "a compaction without inputs".into(),
+        }
+        .fatal());
+    }
+    Ok(())
+}
+
+/// Carries out a compaction plan, idempotently: a restore runs the plans
+/// its checkpoint recorded again, whatever a crash cut short. The target
+/// is written under its hidden name, synced, and renamed to its committed
+/// name; only then are the inputs (hidden all along) removed, so no reader
+/// ever sees a record in two files, and a published target means only the
+/// inputs may be left to remove. A plan of one file the compactor would
+/// copy byte for byte commits that file instead. Without a compactor
+/// (compaction disabled since the plan was recorded) the inputs are
+/// committed as they are.
+fn run_plan<T>(
+    plan: &CompactionPlan,
+    with: Option<(&FileCompactor<T>, &LineFormat<T>)>,
+) -> anyhow::Result<Outcome> {
+    check_plan(plan)?;
+    failpoint::hit("compact.start");
+    if plan.inputs.len() == 1 && plan.inputs[0] == plan.target {
+        return commit_file(&plan.target);
+    }
+    let dir = Path::new(&plan.target.directory);
+    let temp = dir.join(&plan.target.in_progress_name);
+    if dir.join(&plan.target.committed_name).exists() {
+        remove_if_exists(&temp)?;
+        remove_inputs(plan)?;
         return Ok(Outcome::AlreadyCommitted);
     }
-    Ok(Outcome::Missing)
+    let Some((compactor, format)) = with else {
+        remove_if_exists(&temp)?;
+        let mut outcome = Outcome::Missing;
+        for f in &plan.inputs {
+            if commit_file(f)? == Outcome::Committed {
+                outcome = Outcome::Committed;
+            }
+        }
+        return Ok(outcome);
+    };
+    let inputs: Vec<PathBuf> = plan
+        .inputs
+        .iter()
+        .map(|f| dir.join(&f.in_progress_name))
+        .filter(|p| p.exists())
+        .collect();
+    if inputs.is_empty() {
+        remove_if_exists(&temp)?;
+        return Ok(Outcome::Missing);
+    }
+    if inputs.len() < plan.inputs.len() {
+        tracing::warn!(
+            target = %dir.join(&plan.target.committed_name).display(),
+            missing = plan.inputs.len() - inputs.len(),
+            "file sink: compacting the inputs that are left; the others are gone (a restore of an older checkpoint?)"
+        );
+    }
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)
+        .with_context(|| format!("cannot create compacted file {}", temp.display()))?;
+    compactor
+        .compact(&inputs, format, &mut out)
+        .and_then(|()| out.sync_all().map_err(Into::into))
+        .with_context(|| format!("cannot compact into {}", temp.display()))?;
+    drop(out);
+    failpoint::hit("compact.before-publish");
+    rename_in(
+        dir,
+        &plan.target.in_progress_name,
+        &plan.target.committed_name,
+    )?;
+    failpoint::hit("compact.after-publish");
+    remove_inputs(plan)?;
+    Ok(Outcome::Committed)
+}
+
+/// Removes a published plan's inputs and makes that durable.
+fn remove_inputs(plan: &CompactionPlan) -> anyhow::Result<()> {
+    let dir = Path::new(&plan.target.directory);
+    for f in &plan.inputs {
+        failpoint::hit("compact.remove-input");
+        remove_if_exists(&dir.join(&f.in_progress_name))?;
+    }
+    sync_dir(dir)
 }
 
 /// Renames `from` to `to` inside `dir` and makes the rename durable.
@@ -856,6 +1177,7 @@ impl<T: Send + 'static> SinkWriter<T> for FileSink<T> {
             self.last_time_check_ms = now;
             let policy = self.policy;
             self.roll_where(|p| policy.should_roll_on_processing_time(&p.info(), now))?;
+            self.finish_compactions(false)?;
         }
         let ctx = BucketContext {
             current_processing_time_ms: now,
@@ -902,15 +1224,21 @@ impl<T: Send + 'static> SinkWriter<T> for FileSink<T> {
     fn finish(&mut self) -> anyhow::Result<()> {
         // End of input closes every open file (Flink's `endInput`).
         self.roll_where(|_| true)?;
+        self.end_of_input = true;
         if self.checkpointing {
-            // The job's final checkpoint records and then commits them.
+            // The job's final checkpoint records and then commits them (and
+            // compacts every waiting file).
             return Ok(());
+        }
+        if self.compaction.is_some() {
+            self.plan_compactions(u64::MAX);
+            return self.run_plans_here();
         }
         let mut files: Vec<PendingFile> = std::mem::take(&mut self.pending)
             .into_iter()
             .flat_map(|(_, f)| f)
             .collect();
-        files.append(&mut self.rolled);
+        files.extend(self.rolled.drain(..).map(|f| f.file));
         self.commit_pending(files)
     }
 }
@@ -920,6 +1248,150 @@ impl<T> FileSink<T> {
     /// leftovers (named by checkpoint); any id if unknown.
     fn restored_checkpoint_or_any(&self) -> u64 {
         self.restored_checkpoint_id.unwrap_or(u64::MAX)
+    }
+
+    /// Keeps a restored file waiting for its bucket's compaction; a bucket
+    /// merged from several recorded ones counts from the earliest.
+    fn keep_waiting(&mut self, f: WaitingFile, since_checkpoint: u64) {
+        let w = self.waiting.entry(f.file.directory.clone()).or_default();
+        if w.files.is_empty() || since_checkpoint < w.since_checkpoint {
+            w.since_checkpoint = since_checkpoint;
+        }
+        w.files.push(f);
+    }
+
+    /// Compacting, at checkpoint `id`: the files rolled since the last
+    /// checkpoint join their buckets' waiting files, and every bucket the
+    /// strategy fires for (all of them at the end of the input) is cut into
+    /// plans that this checkpoint records. Before the part counter is
+    /// recorded, since targets take new part-file names.
+    fn plan_compactions(&mut self, id: u64) {
+        let Some(c) = &self.compaction else { return };
+        let strategy = c.strategy;
+        let max_inputs = c.compactor.max_inputs();
+        let keep_single = c.compactor.keeps_a_single_file();
+        let mut rolled: BTreeMap<String, Vec<WaitingFile>> = BTreeMap::new();
+        for f in self.rolled.drain(..) {
+            rolled.entry(f.file.directory.clone()).or_default().push(f);
+        }
+        for (dir, files) in rolled {
+            self.waiting.entry(dir).or_default().add(files, id);
+        }
+        let end = self.end_of_input;
+        let units: Vec<Vec<WaitingFile>> = self
+            .waiting
+            .values_mut()
+            .flat_map(|w| w.cut(&strategy, |f| f.size, id, end, max_inputs))
+            .collect();
+        self.waiting.retain(|_, w| !w.files.is_empty());
+        for unit in units {
+            let target = if unit.len() == 1 && keep_single {
+                unit[0].file.clone()
+            } else {
+                let directory = unit[0].file.directory.clone();
+                let (committed_name, in_progress_name) = self.new_part_names(Path::new(&directory));
+                PendingFile {
+                    directory,
+                    in_progress_name,
+                    committed_name,
+                }
+            };
+            self.plans.push(PlanEntry {
+                id: self.next_plan_id,
+                checkpoint: id,
+                plan: CompactionPlan {
+                    inputs: unit.into_iter().map(|f| f.file).collect(),
+                    target,
+                },
+                submitted: false,
+            });
+            self.next_plan_id += 1;
+        }
+    }
+
+    /// Runs every plan on this thread (no checkpointing: at the end of the
+    /// input).
+    fn run_plans_here(&mut self) -> anyhow::Result<()> {
+        let with = self
+            .compaction
+            .as_ref()
+            .map(|c| (&c.compactor, &self.format));
+        let mut report = RestoreReport::default();
+        for p in std::mem::take(&mut self.plans) {
+            report.note(&p.plan.target, run_plan(&p.plan, with)?);
+        }
+        report.warn("compacting");
+        Ok(())
+    }
+}
+
+impl<T: Send + 'static> FileSink<T> {
+    /// Hands the plans of checkpoints up to `checkpoint_id` (completed) to
+    /// the compaction threads, started on first use.
+    fn submit_compactions(&mut self, checkpoint_id: u64) -> anyhow::Result<()> {
+        let due = |p: &PlanEntry| !p.submitted && p.checkpoint <= checkpoint_id;
+        if !self.plans.iter().any(due) {
+            return Ok(());
+        }
+        if self.compactions.is_none() {
+            let c = self
+                .compaction
+                .clone()
+                .expect("plans only while compacting");
+            let format = self.format.clone();
+            // As Flink: no more threads than cores.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let service = CompactService::start(
+                &format!("file-sink-compact-{}", self.subtask),
+                c.strategy.num_compact_threads().min(cores),
+                move |plan: CompactionPlan| run_plan(&plan, Some((&c.compactor, &format))),
+            )
+            .context("cannot start the file sink's compaction threads")?;
+            self.compactions = Some(service);
+        }
+        let service = self.compactions.as_mut().expect("started above");
+        for p in self.plans.iter_mut().filter(|p| due(p)) {
+            service.submit(p.id, p.plan.clone());
+            p.submitted = true;
+        }
+        Ok(())
+    }
+
+    /// Takes the outcomes of finished compactions (waiting for every one
+    /// if `wait`): done plans are forgotten, a failure fails the subtask
+    /// (its restart runs the plan again).
+    fn finish_compactions(&mut self, wait: bool) -> anyhow::Result<()> {
+        let Some(service) = &mut self.compactions else {
+            return Ok(());
+        };
+        let done = if wait {
+            service.wait_all()
+        } else {
+            service.ready()
+        };
+        let mut report = RestoreReport::default();
+        let mut failure = None;
+        for (id, outcome) in done {
+            let Some(i) = self.plans.iter().position(|p| p.id == id) else {
+                continue;
+            };
+            let target = &self.plans[i].plan.target;
+            match outcome {
+                Ok(o) => {
+                    report.note(target, o);
+                    self.plans.remove(i);
+                }
+                Err(e) => {
+                    let e = e.context(format!(
+                        "cannot compact part files into {}/{}",
+                        target.directory, target.committed_name
+                    ));
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        report.warn("compacting");
+        failure.map_or(Ok(()), Err)
     }
 }
 
@@ -960,7 +1432,8 @@ impl<T: Send + 'static> CheckpointedFunction for FileSink<T> {
             legacy.clear(ctx)?;
 
             let restored = state.get(ctx)?.to_vec();
-            self.restore(restored, &mut report)?;
+            let id = self.restored_checkpoint_id.unwrap_or(0);
+            self.restore(restored, id, &mut report)?;
             state.clear(ctx)?;
             self.restored_counters = counter_state.get(ctx)?.iter().copied().collect();
             self.next_counter = self.restored_counters.values().copied().max().unwrap_or(0);
@@ -985,18 +1458,41 @@ impl<T: Send + 'static> CheckpointedFunction for FileSink<T> {
                 length: part.size,
             });
         }
-        if !self.rolled.is_empty() {
-            self.pending.push((id, std::mem::take(&mut self.rolled)));
+        self.finish_compactions(false)?;
+        if self.compaction.is_some() {
+            self.plan_compactions(id);
+        } else if !self.rolled.is_empty() {
+            let files = self.rolled.drain(..).map(|f| f.file).collect();
+            self.pending.push((id, files));
         }
         failpoint::hit("sink.after-pre-commit");
-        let state = self.state.as_ref().expect("initialized");
-        state.update(
-            ctx,
-            vec![FileSinkState::V1 {
+        let element = if self.compaction.is_some() {
+            FileSinkState::V2 {
                 pending: self.pending.clone(),
                 in_progress,
-            }],
-        )?;
+                waiting: self
+                    .waiting
+                    .iter()
+                    .map(|(directory, w)| WaitingBucket {
+                        directory: directory.clone(),
+                        since_checkpoint: w.since_checkpoint,
+                        files: w.files.clone(),
+                    })
+                    .collect(),
+                compacting: self
+                    .plans
+                    .iter()
+                    .map(|p| (p.checkpoint, p.plan.clone()))
+                    .collect(),
+            }
+        } else {
+            FileSinkState::V1 {
+                pending: self.pending.clone(),
+                in_progress,
+            }
+        };
+        let state = self.state.as_ref().expect("initialized");
+        state.update(ctx, vec![element])?;
         let counter = self.counter_state.as_ref().expect("initialized");
         counter.update(ctx, vec![(self.subtask, self.next_counter)])?;
         Ok(())
@@ -1008,7 +1504,17 @@ impl<T: Send + 'static> CheckpointListener for FileSink<T> {
     fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> anyhow::Result<()> {
         let split = self.pending.partition_point(|(id, _)| *id <= checkpoint_id);
         let files: Vec<PendingFile> = self.pending.drain(..split).flat_map(|(_, f)| f).collect();
-        self.commit_pending(files)
+        self.commit_pending(files)?;
+        if self.compaction.is_some() {
+            // The plans it recorded are final: they run now, off this
+            // thread (at the end of the input, this waits for them).
+            self.finish_compactions(false)?;
+            self.submit_compactions(checkpoint_id)?;
+            if self.end_of_input {
+                self.finish_compactions(true)?;
+            }
+        }
+        Ok(())
     }
 
     fn notify_checkpoint_aborted(&mut self, _checkpoint_id: u64) -> anyhow::Result<()> {
@@ -1284,6 +1790,470 @@ mod tests {
             }
         }
         assert_eq!(commit_file(&good).unwrap(), Outcome::Committed);
+    }
+
+    /// The bytes of one `file-sink-writer-state` element as every snapshot
+    /// written so far holds it (postcard: the variant index, then the
+    /// fields in order), and the type name snapshots record beside it: a
+    /// change to either would stop those snapshots from restoring.
+    #[test]
+    fn the_v1_state_format_is_pinned() {
+        const V1: &[u8] = b"\x00\x01\x03\x01\x04/out\x1d.part-0-1.inprogress.0badf00d\x08part-0-1\
+            \x01\x04/out\x1d.part-0-2.inprogress.0badf00d\x08part-0-2\xac\x02";
+        let file = |n: u32| PendingFile {
+            directory: "/out".into(),
+            in_progress_name: format!(".part-0-{n}.inprogress.0badf00d"),
+            committed_name: format!("part-0-{n}"),
+        };
+        let state = FileSinkState::V1 {
+            pending: vec![(3, vec![file(1)])],
+            in_progress: vec![InProgressFile {
+                file: file(2),
+                length: 300,
+            }],
+        };
+        let decoded: FileSinkState = floe_state::codec::decode(V1, "pinned V1").unwrap();
+        assert_eq!(decoded, state);
+        assert_eq!(floe_state::codec::encode(&state, "V1").unwrap(), V1);
+        assert_eq!(
+            std::any::type_name::<FileSinkState>(),
+            "floe_connectors::file_sink::FileSinkState"
+        );
+    }
+
+    /// A version 2 element (a compacting sink's) in its exact bytes.
+    #[test]
+    fn the_v2_state_format_is_pinned() {
+        const V2: &[u8] = b"\x01\x00\
+            \x01\x04/out\x1d.part-0-3.inprogress.0badf00d\x08part-0-3\x07\
+            \x01\x04/out\x02\x01\x04/out\x1d.part-0-1.inprogress.0badf00d\x08part-0-1\x04\
+            \x01\x02\x01\x04/out\x1d.part-0-0.inprogress.0badf00d\x08part-0-0\
+            \x04/out\x1d.part-0-2.inprogress.0badf00d\x08part-0-2";
+        let file = |n: u32| PendingFile {
+            directory: "/out".into(),
+            in_progress_name: format!(".part-0-{n}.inprogress.0badf00d"),
+            committed_name: format!("part-0-{n}"),
+        };
+        let state = FileSinkState::V2 {
+            pending: Vec::new(),
+            in_progress: vec![InProgressFile {
+                file: file(3),
+                length: 7,
+            }],
+            waiting: vec![WaitingBucket {
+                directory: "/out".into(),
+                since_checkpoint: 2,
+                files: vec![WaitingFile {
+                    file: file(1),
+                    size: 4,
+                }],
+            }],
+            compacting: vec![(
+                2,
+                CompactionPlan {
+                    inputs: vec![file(0)],
+                    target: file(2),
+                },
+            )],
+        };
+        let decoded: FileSinkState = floe_state::codec::decode(V2, "pinned V2").unwrap();
+        assert_eq!(decoded, state);
+        assert_eq!(floe_state::codec::encode(&state, "V2").unwrap(), V2);
+    }
+
+    /// A sink subtask driven as the runtime drives it: state initialized
+    /// (from operator state files, when restored), opened, snapshotted and
+    /// told of completed checkpoints.
+    struct Subtask {
+        sink: FileSink<u32>,
+        store: floe_state::OperatorStateStore,
+        info: TaskInfo,
+    }
+
+    impl Subtask {
+        fn start(
+            sink: FileSink<u32>,
+            subtask: u32,
+            parallelism: u32,
+            restore: Option<(u64, &[Vec<u8>])>,
+        ) -> anyhow::Result<Subtask> {
+            let info = TaskInfo {
+                subtask_index: subtask,
+                parallelism,
+                ..info()
+            };
+            let mut store = floe_state::OperatorStateStore::new("file-sink", None);
+            let restored = match restore {
+                Some((id, files)) => {
+                    let files: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+                    store.restore(&files, subtask, parallelism)?;
+                    Some(id)
+                }
+                None => None,
+            };
+            let mut sink = sink;
+            sink.initialize_state(&mut FunctionInitializationContext::new(
+                &info, &mut store, restored, true,
+            ))?;
+            sink.open(&info)?;
+            Ok(Subtask { sink, store, info })
+        }
+
+        fn write(&mut self, records: &[u32]) {
+            self.sink.write_batch(&mut records.to_vec()).unwrap();
+        }
+
+        /// Checkpoint `id`'s barrier: this subtask's operator state file.
+        fn checkpoint(&mut self, id: u64) -> Vec<u8> {
+            self.sink
+                .snapshot_state(&mut FunctionSnapshotContext::new(
+                    &self.info,
+                    &mut self.store,
+                    id,
+                    0,
+                ))
+                .unwrap();
+            self.store
+                .snapshot(self.info.subtask_index, self.info.parallelism)
+                .unwrap()
+        }
+
+        /// Checkpoint `id` completed; waits for the compactions it started.
+        fn complete(&mut self, id: u64) {
+            self.sink.notify_checkpoint_complete(id).unwrap();
+            self.sink.finish_compactions(true).unwrap();
+        }
+
+        /// The end of the input and the final checkpoint `id`.
+        fn end(mut self, id: u64) {
+            self.sink.finish().unwrap();
+            self.checkpoint(id);
+            self.complete(id);
+        }
+    }
+
+    fn compacting(dir: &Path, threshold: u64) -> FileSink<u32> {
+        FileSink::<u32>::new(dir)
+            .with_bucket_assigner(BasePathBucketAssigner)
+            .with_rolling_policy(OnCheckpointRollingPolicy::build())
+            .enable_compact(
+                FileCompactStrategy::builder()
+                    .size_threshold(threshold)
+                    .build()
+                    .unwrap(),
+                ConcatFileCompactor::new(),
+            )
+    }
+
+    /// Every record of the visible files, sorted; panics on a record seen
+    /// twice.
+    fn visible_records(dir: &Path) -> Vec<u32> {
+        let mut all: Vec<u32> = files(dir)
+            .0
+            .iter()
+            .flat_map(|(_, c)| c.lines().map(|l| l.parse::<u32>().unwrap()))
+            .collect();
+        all.sort_unstable();
+        let mut unique = all.clone();
+        unique.dedup();
+        assert_eq!(all, unique, "a record is visible twice");
+        all
+    }
+
+    #[test]
+    fn compaction_merges_a_buckets_small_files_into_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = Subtask::start(compacting(tmp.path(), 10), 0, 1, None).unwrap();
+        s.write(&[1, 2]);
+        s.checkpoint(1);
+        s.complete(1);
+        let (visible, hidden) = files(tmp.path());
+        assert!(visible.is_empty(), "4 bytes wait, hidden: {visible:?}");
+        assert_eq!(hidden.len(), 1);
+        s.write(&[3, 4, 5]);
+        s.checkpoint(2);
+        assert!(files(tmp.path()).0.is_empty(), "nothing before completion");
+        s.complete(2);
+        assert_eq!(
+            files(tmp.path()),
+            (vec![("part-0-2".into(), "1\n2\n3\n4\n5\n".into())], vec![])
+        );
+        // The end of the input compacts what waits; one file is committed
+        // as it is.
+        s.write(&[6]);
+        s.checkpoint(3);
+        s.complete(3);
+        assert_eq!(files(tmp.path()).0.len(), 1, "6 waits");
+        s.end(4);
+        assert_eq!(
+            files(tmp.path()),
+            (
+                vec![
+                    ("part-0-2".into(), "1\n2\n3\n4\n5\n".into()),
+                    ("part-0-3".into(), "6\n".into())
+                ],
+                vec![]
+            )
+        );
+    }
+
+    #[test]
+    fn each_bucket_waits_and_compacts_on_its_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sink = FileSink::<u32>::new(tmp.path())
+            .with_bucket_assigner(BucketAssigner::from_fn(|n: &u32| format!("b{}", n % 2)))
+            .with_rolling_policy(OnCheckpointRollingPolicy::build())
+            .enable_compact(
+                FileCompactStrategy::builder()
+                    .size_threshold(8)
+                    .enable_compaction_on_checkpoint(3)
+                    .build()
+                    .unwrap(),
+                ConcatFileCompactor::new(),
+            );
+        let mut s = Subtask::start(sink, 0, 1, None).unwrap();
+        // Each checkpoint b0 gets 6 bytes, b1 3 (and part counters 0-3).
+        for id in 1..=2 {
+            s.write(&[10, 12, 13]);
+            s.checkpoint(id);
+            s.complete(id);
+        }
+        let (visible, hidden) = files(tmp.path());
+        assert_eq!(visible, [("b0/part-0-4".into(), "10\n12\n10\n12\n".into())]);
+        assert_eq!(hidden.len(), 2, "b1 waits: {hidden:?}");
+        // The third checkpoint since b1's first file.
+        s.checkpoint(3);
+        s.complete(3);
+        let (visible, hidden) = files(tmp.path());
+        assert!(hidden.is_empty(), "{hidden:?}");
+        assert_eq!(visible[1], ("b1/part-0-5".into(), "13\n13\n".into()));
+    }
+
+    #[test]
+    fn without_checkpointing_the_end_of_the_input_compacts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut sink = FileSink::<u32>::new(tmp.path())
+            .with_bucket_assigner(BasePathBucketAssigner)
+            .with_rolling_policy(DefaultRollingPolicy::builder().with_max_part_size(4))
+            .enable_compact(
+                FileCompactStrategy::builder()
+                    .enable_compaction_on_checkpoint(5)
+                    .build()
+                    .unwrap(),
+                RecordWiseFileCompactor::new(|l: &str| Ok(l.parse::<u32>()? + 100)),
+            );
+        sink.open(&info()).unwrap();
+        sink.write_batch(&mut (1..=9).collect()).unwrap();
+        sink.finish().unwrap();
+        let (visible, hidden) = files(tmp.path());
+        assert!(hidden.is_empty(), "{hidden:?}");
+        let lines: Vec<String> = (101..=109).map(|n| format!("{n}\n")).collect();
+        assert_eq!(visible, [("part-0-5".into(), lines.concat())]);
+    }
+
+    /// A compacting sink's files when checkpoint 3 was taken: checkpoint 2
+    /// (whose completion was never heard of) recorded a plan merging
+    /// `part-0-0` (1 2 3) and `part-0-1` (4 5) into `part-0-2`, and
+    /// `part-0-3` (60) waits. Checkpoint 3's state and the plan.
+    fn planned(dir: &Path) -> (Vec<u8>, CompactionPlan) {
+        let mut s = Subtask::start(compacting(dir, 10), 0, 1, None).unwrap();
+        s.write(&[1, 2, 3]);
+        s.checkpoint(1);
+        s.complete(1);
+        s.write(&[4, 5]);
+        s.checkpoint(2);
+        s.write(&[60]);
+        let snapshot = s.checkpoint(3);
+        let plan = s.sink.plans[0].plan.clone();
+        assert_eq!(plan.target.committed_name, "part-0-2");
+        assert_eq!(plan.inputs.len(), 2);
+        (snapshot, plan)
+    }
+
+    #[test]
+    fn a_restore_finishes_a_compaction_wherever_a_crash_cut_it_short() {
+        let expected: Vec<u32> = vec![1, 2, 3, 4, 5, 60];
+        type Crash = fn(&Path, &CompactionPlan);
+        let crashes: [(&str, Crash); 5] = [
+            ("before it started", |_, _| {}),
+            ("mid-write", |d, p| {
+                std::fs::write(d.join(&p.target.in_progress_name), "garbage").unwrap()
+            }),
+            ("after publishing", |d, p| publish(d, p, 0)),
+            ("between removals", |d, p| publish(d, p, 1)),
+            ("after it finished", |d, p| publish(d, p, p.inputs.len())),
+        ];
+        fn publish(dir: &Path, p: &CompactionPlan, removed: usize) {
+            let text: String = p
+                .inputs
+                .iter()
+                .map(|f| std::fs::read_to_string(dir.join(&f.in_progress_name)).unwrap())
+                .collect();
+            std::fs::write(dir.join(&p.target.committed_name), text).unwrap();
+            for f in &p.inputs[..removed] {
+                std::fs::remove_file(dir.join(&f.in_progress_name)).unwrap();
+            }
+        }
+        for (what, crash) in crashes {
+            let tmp = tempfile::tempdir().unwrap();
+            let (snapshot, plan) = planned(tmp.path());
+            crash(tmp.path(), &plan);
+            // Whatever the crash left, no record is visible twice.
+            visible_records(tmp.path());
+            let s = Subtask::start(
+                compacting(tmp.path(), 10),
+                0,
+                1,
+                Some((3, std::slice::from_ref(&snapshot))),
+            )
+            .unwrap();
+            let (visible, hidden) = files(tmp.path());
+            assert_eq!(
+                visible,
+                [(plan.target.committed_name.clone(), "1\n2\n3\n4\n5\n".into())],
+                "{what}"
+            );
+            assert_eq!(hidden.len(), 1, "{what}: 60 waits: {hidden:?}");
+            s.end(4);
+            assert_eq!(visible_records(tmp.path()), expected, "{what}");
+            assert!(files(tmp.path()).1.is_empty(), "{what}");
+            // Restoring the same checkpoint again changes nothing visible.
+            let before = files(tmp.path()).0;
+            let s = Subtask::start(
+                compacting(tmp.path(), 10),
+                0,
+                1,
+                Some((3, std::slice::from_ref(&snapshot))),
+            )
+            .unwrap();
+            s.end(4);
+            assert_eq!(files(tmp.path()).0, before, "{what}: second restore");
+        }
+    }
+
+    #[test]
+    fn a_restore_without_compaction_commits_planned_and_waiting_files_as_they_are() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (snapshot, plan) = planned(tmp.path());
+        let plain = FileSink::<u32>::new(tmp.path())
+            .with_bucket_assigner(BasePathBucketAssigner)
+            .with_rolling_policy(OnCheckpointRollingPolicy::build())
+            .disable_compact();
+        let s = Subtask::start(plain, 0, 1, Some((3, std::slice::from_ref(&snapshot)))).unwrap();
+        let (visible, hidden) = files(tmp.path());
+        assert!(hidden.is_empty(), "{hidden:?}");
+        assert!(
+            visible
+                .iter()
+                .all(|(n, _)| *n != plan.target.committed_name)
+        );
+        assert_eq!(visible.len(), 3, "{visible:?}");
+        s.end(4);
+        assert_eq!(visible_records(tmp.path()), [1, 2, 3, 4, 5, 60]);
+    }
+
+    #[test]
+    fn rescaling_keeps_every_waiting_and_planned_file_once() {
+        // At parallelism 1 both old subtasks' waiting files and the replay
+        // are compacted into one file; at 3, new subtasks 1 and 2 get one
+        // old state each (split state by ranges) and commit its one waiting
+        // file as it is, and subtask 0 the replay.
+        for (new_parallelism, files_left) in [(1, 3), (3, 5)] {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut snapshots = Vec::new();
+            for subtask in 0..2u32 {
+                let mut s = Subtask::start(compacting(tmp.path(), 12), subtask, 2, None).unwrap();
+                let base = subtask * 100;
+                s.write(&[base + 10, base + 11]);
+                s.checkpoint(1);
+                s.complete(1);
+                s.write(&[base + 12, base + 13]);
+                s.checkpoint(2); // plans 10..13
+                s.write(&[base + 14]);
+                snapshots.push(s.checkpoint(3)); // the plan, and 14 waiting
+                s.complete(3); // ran the plan
+                s.write(&[base + 15]);
+                drop(s); // a crash: 15 was never recorded
+            }
+            let mut tasks: Vec<Subtask> = (0..new_parallelism)
+                .map(|i| {
+                    Subtask::start(
+                        compacting(tmp.path(), 12),
+                        i,
+                        new_parallelism,
+                        Some((3, &snapshots)),
+                    )
+                    .unwrap()
+                })
+                .collect();
+            // The replay of what followed checkpoint 3.
+            tasks[0].write(&[15, 115]);
+            for t in tasks {
+                t.end(4);
+            }
+            let (visible, hidden) = files(tmp.path());
+            assert!(hidden.is_empty(), "p={new_parallelism}: {hidden:?}");
+            assert_eq!(
+                visible.len(),
+                files_left,
+                "p={new_parallelism}: {visible:?}"
+            );
+            assert_eq!(
+                visible_records(tmp.path()),
+                [10, 11, 12, 13, 14, 15, 110, 111, 112, 113, 114, 115],
+                "p={new_parallelism}: {visible:?}"
+            );
+        }
+    }
+
+    /// Plans as a crafted snapshot could carry them are refused before any
+    /// file moves.
+    #[test]
+    fn crafted_plans_are_refused_and_nothing_moves() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        for d in [&a, &b] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let input = recorded(&a, "part-0-1");
+        std::fs::write(a.join(&input.in_progress_name), "1\n").unwrap();
+        let victim = recorded(&b, "part-0-9");
+        std::fs::write(b.join(&victim.in_progress_name), "9\n").unwrap();
+        let before = files(tmp.path());
+        let with = Some((
+            &FileCompactor::from(ConcatFileCompactor::new()),
+            &LineFormat::<u32>::display(),
+        ));
+        let plans = [
+            CompactionPlan {
+                inputs: vec![input.clone(), victim.clone()],
+                target: recorded(&a, "part-0-2"),
+            },
+            CompactionPlan {
+                inputs: vec![],
+                target: recorded(&a, "part-0-2"),
+            },
+            CompactionPlan {
+                inputs: vec![input.clone()],
+                target: PendingFile {
+                    committed_name: "../escaped".into(),
+                    ..recorded(&a, "part-0-2")
+                },
+            },
+            CompactionPlan {
+                inputs: vec![PendingFile {
+                    in_progress_name: "../b/victim".into(),
+                    ..input.clone()
+                }],
+                target: recorded(&a, "part-0-2"),
+            },
+        ];
+        for plan in plans {
+            let err = run_plan(&plan, with).unwrap_err();
+            assert!(NonRecoverable::is_in(&err), "{err:#}");
+            assert!(format!("{err:#}").contains("refusing to touch"), "{err:#}");
+            assert_eq!(files(tmp.path()), before, "{plan:?} moved files");
+        }
     }
 
     #[test]

@@ -16,8 +16,10 @@ pub mod stdout;
 pub use collection::{CollectSink, CollectedRecords, CollectionSource};
 pub use file::{TextFileSink, TextFileSource};
 pub use file_sink::{
-    BasePathBucketAssigner, BucketAssigner, DateTimeBucketAssigner, DefaultRollingPolicy, FileSink,
-    FileTransaction, OnCheckpointRollingPolicy, OutputFileConfig, RollingPolicy,
+    BasePathBucketAssigner, BucketAssigner, ConcatFileCompactor, DateTimeBucketAssigner,
+    DefaultRollingPolicy, FileCompactStrategy, FileCompactor, FileSink, FileTransaction,
+    IdenticalFileCompactor, OnCheckpointRollingPolicy, OutputFileConfig, RecordWiseFileCompactor,
+    RollingPolicy,
 };
 pub use format::LineFormat;
 pub use generator::GeneratorSource;

@@ -9,7 +9,13 @@
 //! without the variable a point costs one relaxed load.
 //!
 //! Points: `sink.before-pre-commit`, `sink.after-pre-commit`,
-//! `checkpoint.after-metadata`, `sink.commit` (before each committed file).
+//! `checkpoint.after-metadata`, `sink.commit` (before each committed file);
+//! the file sink's compaction (on its compaction threads, or in a restore):
+//! `compact.start` (a plan begins), `compact.before-publish` (the compacted
+//! file is written and synced under its hidden name),
+//! `compact.after-publish` (it is renamed to its committed name, the inputs
+//! are all still there), `compact.remove-input` (before each input is
+//! removed).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -65,9 +65,10 @@ pub mod prelude {
         Watermark, WatermarkGenerator, WatermarkOutput, WatermarkStrategy,
     };
     pub use floe_connectors::{
-        BasePathBucketAssigner, BucketAssigner, CollectSink, CollectionSource,
-        DateTimeBucketAssigner, DefaultRollingPolicy, FileSink, GeneratorSource, LineFormat,
-        OnCheckpointRollingPolicy, OutputFileConfig, SocketTextSource, StdoutSink, TextFileSink,
+        BasePathBucketAssigner, BucketAssigner, CollectSink, CollectionSource, ConcatFileCompactor,
+        DateTimeBucketAssigner, DefaultRollingPolicy, FileCompactStrategy, FileCompactor, FileSink,
+        GeneratorSource, IdenticalFileCompactor, LineFormat, OnCheckpointRollingPolicy,
+        OutputFileConfig, RecordWiseFileCompactor, SocketTextSource, StdoutSink, TextFileSink,
         TextFileSource,
     };
     pub use floe_runtime::{

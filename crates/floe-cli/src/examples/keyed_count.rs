@@ -1,4 +1,4 @@
-//! Keyed running count: `floe run keyed-count --records N --keys K [--rate R] [--output <path> [--roll-size B] [--bucket-format P]] [--count-type u64|u32] [-p N]`.
+//! Keyed running count: `floe run keyed-count --records N --keys K [--rate R] [--output <path> [--roll-size B] [--bucket-format P] [--compact-threshold B] [--compact-every N]] [--count-type u64|u32] [-p N]`.
 //!
 //! Generates N records with key `i mod K` (u64), counts per key in a
 //! `ValueState<u64>` named `count`, and writes `<key> <count>` per update.

@@ -120,6 +120,16 @@ pub struct FileSinkArgs {
     /// Java-style pattern (e.g. `yyyy-MM-dd--HH`, Flink's default).
     #[arg(long, value_name = "PATTERN", value_parser = parse_bucket_format)]
     pub bucket_format: Option<DateTimeBucketAssigner>,
+    /// Compact: a bucket's rolled part files wait, hidden, until together
+    /// they hold this many bytes, and are then concatenated into one part
+    /// file (Flink's `FileCompactStrategy` size threshold).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub compact_threshold: Option<u64>,
+    /// Compact: a bucket's waiting part files are concatenated at the N-th
+    /// checkpoint since the first of them (Flink's
+    /// `enableCompactionOnCheckpoint`); bounds how long output stays hidden.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub compact_every: Option<u32>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -148,10 +158,33 @@ impl FileSinkArgs {
             }
             None => sink.with_rolling_policy(OnCheckpointRollingPolicy::build()),
         };
-        match &self.bucket_format {
+        let sink = match &self.bucket_format {
             Some(a) => sink.with_bucket_assigner(a.clone()),
             None => sink.with_bucket_assigner(BasePathBucketAssigner),
+        };
+        match self.compact_strategy() {
+            Some(strategy) => sink.enable_compact(strategy, ConcatFileCompactor::new()),
+            None => sink,
         }
+    }
+
+    /// The compaction `--compact-threshold` and `--compact-every` ask for.
+    fn compact_strategy(&self) -> Option<FileCompactStrategy> {
+        if self.compact_threshold.is_none() && self.compact_every.is_none() {
+            return None;
+        }
+        let mut b = FileCompactStrategy::builder();
+        if let Some(bytes) = self.compact_threshold {
+            b = b.size_threshold(bytes);
+        }
+        if let Some(n) = self.compact_every {
+            b = b.enable_compaction_on_checkpoint(n);
+        }
+        // Both flags are at least 1 (clap checked) and one is set.
+        Some(
+            b.build()
+                .expect("--compact-threshold/--compact-every form a valid strategy"),
+        )
     }
 }
 

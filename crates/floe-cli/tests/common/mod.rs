@@ -426,6 +426,33 @@ pub fn assert_running_counts(output: &str, expected: &BTreeMap<String, u64>, wha
     }
 }
 
+/// Every running count of `keyed-count --records <records> --keys <keys>`
+/// in `committed` exactly once, in any order: for each key `k`, the counts
+/// `1..=` its share of the records (`records / keys`, one more for the
+/// first `records % keys` keys), nothing missing or repeated.
+#[track_caller]
+pub fn assert_keyed_counts_once(committed: &str, records: u64, keys: u64, what: &str) {
+    let mut runs: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for line in committed.lines() {
+        let (k, n) = line
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("{what}: not a `<key> <count>` line: {line:?}"));
+        runs.entry(k.parse().unwrap())
+            .or_default()
+            .push(n.parse().unwrap());
+    }
+    assert_eq!(runs.len() as u64, keys, "{what}: keys");
+    for (k, mut counts) in runs {
+        counts.sort_unstable();
+        let want = records / keys + u64::from(k < records % keys);
+        assert_eq!(
+            counts,
+            (1..=want).collect::<Vec<_>>(),
+            "{what}: key {k} has duplicated or missing counts"
+        );
+    }
+}
+
 /// The job IDs announced as `Job <name> started with JobID <32 hex>` lines
 /// (the equivalent of the regex `^Job <name> started with JobID [0-9a-f]{32}$`).
 pub fn job_ids(stderr: &str, name: &str) -> Vec<String> {
