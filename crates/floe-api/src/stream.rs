@@ -865,12 +865,25 @@ impl StreamEnvironment {
     }
 }
 
-impl<T: Record + std::fmt::Display> DataStream<T> {
-    /// Prints every record on its own line to stdout (Flink's `print`).
+impl<T: Record + std::fmt::Debug> DataStream<T> {
+    /// Prints every record on its own line to stdout (Flink's `print`):
+    /// its `Debug` form, so any record type prints (a `String` as it is,
+    /// without quotes), after `<subtask index + 1>> ` when the sink runs
+    /// in more than one subtask.
     pub fn print(&self) -> DataStreamSink {
         self.sink_to(floe_connectors::StdoutSink::new(), "Print to Std. Out")
     }
 
+    /// [`print`](Self::print) to stderr (Flink's `printToErr`).
+    pub fn print_to_err(&self) -> DataStreamSink {
+        self.sink_to(
+            floe_connectors::StdoutSink::new().to_stderr(),
+            "Print to Std. Err",
+        )
+    }
+}
+
+impl<T: Record + std::fmt::Display> DataStream<T> {
     /// Writes every record on its own line to `path` (Flink's `writeAsText`).
     pub fn write_as_text(&self, path: impl Into<std::path::PathBuf>) -> DataStreamSink {
         self.sink_to(floe_connectors::TextFileSink::new(path), "Text File")

@@ -215,6 +215,94 @@ fn keyed_count_emits_every_running_count_once() {
     assert_running_counts(&written, &expected, "keyed-count --output");
 }
 
+/// The `(key, count)` lines `print()` wrote, each key's counts in
+/// output order under the one prefix all its lines carried. Panics on a
+/// line that is not `<prefix>(<key>, <count>)`.
+fn printed_tuples<'a>(lines: impl Iterator<Item = &'a str>) -> BTreeMap<u64, (&'a str, Vec<u64>)> {
+    let mut keys: BTreeMap<u64, (&str, Vec<u64>)> = BTreeMap::new();
+    for line in lines {
+        let open = line
+            .find('(')
+            .unwrap_or_else(|| panic!("no tuple in {line:?}"));
+        let (prefix, tuple) = line.split_at(open);
+        let (k, c) = tuple
+            .strip_prefix('(')
+            .and_then(|t| t.strip_suffix(')'))
+            .and_then(|t| t.split_once(", "))
+            .unwrap_or_else(|| panic!("not a printed (u64, u64): {line:?}"));
+        let (k, c): (u64, u64) = (k.parse().unwrap(), c.parse().unwrap());
+        let entry = keys.entry(k).or_insert((prefix, Vec::new()));
+        assert_eq!(entry.0, prefix, "key {k} printed by two subtasks");
+        entry.1.push(c);
+    }
+    keys
+}
+
+/// `print()` on keyed-count's `DataStream<(u64, u64)>` (`--print`):
+/// Flink's print format, each tuple's `Debug` form alone at parallelism 1
+/// and after `<subtask index + 1>> ` at parallelism 2, where a key's lines
+/// all come from the subtask owning it; `--print stderr` is
+/// `print_to_err()`, the same lines on stderr.
+#[test]
+fn print_shows_tuples_with_flinks_subtask_prefix() {
+    let sb = Sandbox::new();
+    let (records, keys) = (600u64, 7u64);
+    let job = |p: &str, target: &str| {
+        let mut args = vec![
+            "run",
+            "-p",
+            p,
+            "keyed-count",
+            "--records",
+            "600",
+            "--keys",
+            "7",
+        ];
+        args.push("--print");
+        if !target.is_empty() {
+            args.push(target);
+        }
+        run(&mut sb.floe(args)).ok()
+    };
+
+    // One subtask: the generator's order, record i the (i / 7 + 1)-th of
+    // key i mod 7, without prefix.
+    let expected: Vec<String> = (0..records)
+        .map(|i| format!("({}, {})", i % keys, i / keys + 1))
+        .collect();
+    assert_eq!(job("1", "").lines(), expected);
+
+    // Two subtasks: every count of every key once and in order, each key
+    // under one of the prefixes `1> ` and `2> `, both in use.
+    let want: BTreeMap<u64, Vec<u64>> = (0..keys)
+        .map(|k| (k, (1..=(records - k).div_ceil(keys)).collect()))
+        .collect();
+    for target in ["", "stderr"] {
+        let out = job("2", target);
+        let printed = if target.is_empty() {
+            printed_tuples(out.lines().into_iter())
+        } else {
+            assert!(out.stdout.is_empty(), "{}", out.stdout);
+            // The job's log lines (job id, REST endpoint) are on stderr too.
+            let is_printed = |l: &&str| {
+                l.split_once("> (")
+                    .is_some_and(|(p, _)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            };
+            printed_tuples(out.stderr.lines().filter(is_printed))
+        };
+        let counts: BTreeMap<u64, Vec<u64>> =
+            printed.iter().map(|(k, (_, c))| (*k, c.clone())).collect();
+        assert_eq!(counts, want, "--print {target}");
+        let prefixes: std::collections::BTreeSet<&str> =
+            printed.values().map(|(p, _)| *p).collect();
+        assert_eq!(
+            prefixes,
+            ["1> ", "2> "].into(),
+            "--print {target}: subtask prefixes"
+        );
+    }
+}
+
 #[test]
 fn keyed_count_edge_sizes() {
     let sb = Sandbox::new();

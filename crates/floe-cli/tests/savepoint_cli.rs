@@ -3,7 +3,8 @@
 //! `floe stop`, `floe run -s … -p 1`, and the counts come out as in a
 //! failure-free run; a moved and copied savepoint restores, `floe info`
 //! describes it and `floe savepoint -d` removes it; a savepoint whose
-//! state matches no operator of the new job needs `-n`.
+//! state matches no operator of the new job needs `-n`; a rate-limited
+//! generator keeps its rate when restored at a higher parallelism.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Output, Running, Sandbox, read_committed, run, start};
+use common::{LineTimes, Output, Running, Sandbox, read_committed, run, start, start_timed};
 
 const KEYS: u64 = 13;
 const RECORDS: u64 = 26_000;
@@ -68,10 +69,15 @@ fn run_to_end(sb: &Sandbox, flags: &[&str], out: &Path) {
 fn start_job(sb: &Sandbox, flags: &[&str], rate: Option<&str>, out: &Path) -> Job {
     let before: BTreeSet<String> = entries(sb);
     let args = job_args(sb, flags, rate, out);
-    let mut process = start(sb.floe(&args).env("FLOE_REGISTRY_DIR", registry(sb)));
+    let process = start(sb.floe(&args).env("FLOE_REGISTRY_DIR", registry(sb)));
+    registered(sb, &before, process)
+}
+
+/// Waits for the registry entry `process` adds to the ids in `before`.
+fn registered(sb: &Sandbox, before: &BTreeSet<String>, mut process: Running) -> Job {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(id) = entries(sb).difference(&before).next() {
+        if let Some(id) = entries(sb).difference(before).next() {
             return Job {
                 process,
                 id: id.clone(),
@@ -378,5 +384,95 @@ fn dispose_refuses_a_directory_that_is_not_a_savepoint() {
     assert_eq!(
         std::fs::read(dir.join("drafts/v1.tex")).unwrap(),
         b"keep me"
+    );
+}
+
+/// When the process printed its `n`-th stdout line (waiting at most 30 s).
+fn await_lines(times: &LineTimes, n: usize, process: &mut Running) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(t) = times.lock().unwrap().get(n - 1) {
+            return *t;
+        }
+        assert!(!process.has_exited(), "the job ended early");
+        assert!(Instant::now() < deadline, "fewer than {n} lines in 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Lines per second between `from` and `to`: the least-squares slope of
+/// the running line count over the lines' arrival times, so one stall
+/// and the catch-up after it barely move it.
+fn lines_per_second(times: &LineTimes, from: Instant, to: Instant) -> f64 {
+    let points: Vec<(f64, f64)> = times
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| (from..to).contains(t))
+        .enumerate()
+        .map(|(i, t)| (t.duration_since(from).as_secs_f64(), i as f64))
+        .collect();
+    assert!(points.len() > 100, "{} lines to measure", points.len());
+    let n = points.len() as f64;
+    let (mean_t, mean_i) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (t, i)| (a + t / n, b + i / n));
+    let (cov, var) = points.iter().fold((0.0, 0.0), |(c, v), (t, i)| {
+        (
+            c + (t - mean_t) * (i - mean_i),
+            v + (t - mean_t) * (t - mean_t),
+        )
+    });
+    cov / var
+}
+
+/// `--rate R` is the whole generator's rate, also after a rescaling
+/// restore: keyed-count (one stdout line per record) savepointed at p = 2
+/// (two index ranges) and restored at p = 3, where one reader has no
+/// range left, still prints R lines a second (±10 %), measured over 4 s
+/// after a 1 s start. (When each of the three readers took a third of R,
+/// the restored job ran at two thirds of R.)
+#[test]
+fn a_rate_limited_generator_keeps_its_rate_when_rescaled_up() {
+    const RATE: f64 = 2000.0;
+    let sb = Sandbox::new();
+    let sps = sb.path("savepoints");
+    let rate = RATE.to_string();
+    let args = |flags: &[&str]| {
+        let mut args = vec!["run"];
+        args.extend(flags);
+        args.extend(["keyed-count", "--records", "10000000", "--keys", "13"]);
+        args.extend(["--rate", &rate]);
+        args.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+
+    let before = entries(&sb);
+    let (process, times) = start_timed(
+        sb.floe(args(&["-p", "2"]))
+            .env("FLOE_REGISTRY_DIR", registry(&sb)),
+    );
+    let mut job = registered(&sb, &before, process);
+    await_lines(&times, 1000, &mut job.process);
+    let sp = savepoint_path(&floe(&sb, &["cancel", "-s", sps.to_str().unwrap(), &job.id]).ok());
+    job.process.finish();
+
+    let (mut process, times) = start_timed(
+        sb.floe(args(&["-s", &sp, "-p", "3"]))
+            .env("FLOE_REGISTRY_DIR", registry(&sb)),
+    );
+    let first = await_lines(&times, 1, &mut process);
+    let (from, to) = (
+        first + Duration::from_secs(1),
+        first + Duration::from_secs(5),
+    );
+    // A little past the window, so its last lines have been read.
+    let read = to + Duration::from_millis(200);
+    std::thread::sleep(read.saturating_duration_since(Instant::now()));
+    assert!(!process.has_exited(), "the restored job ended early");
+    let rate = lines_per_second(&times, from, to);
+    process.kill();
+    assert!(
+        (rate - RATE).abs() <= RATE * 0.1,
+        "restored at p = 3: {rate:.0} records/s, not {RATE} ± 10 %"
     );
 }

@@ -24,7 +24,11 @@ impl<T: Send + 'static> GeneratorSource<T> {
         }
     }
 
-    /// Limits the whole source to `records_per_second`.
+    /// Limits the whole source to `records_per_second`, at any
+    /// parallelism and after rescaling: each split (index range) has the
+    /// share of the rate it has of the records, and a subtask reads its
+    /// splits at the sum of theirs, so a restored job keeps the rate while
+    /// its splits have records left, even with more subtasks than splits.
     pub fn with_rate(mut self, records_per_second: f64) -> Self {
         assert!(records_per_second > 0.0, "rate must be positive");
         self.rate = Some(records_per_second);
@@ -49,59 +53,180 @@ pub fn share(count: u64, index: u32, parallelism: u32) -> std::ops::Range<u64> {
 
 impl<T: Send + 'static> Source<T> for GeneratorSource<T> {
     fn create_reader(&self, info: &TaskInfo) -> anyhow::Result<Box<dyn SourceReader<T>>> {
+        Ok(Box::new(self.reader(info)))
+    }
+}
+
+impl<T: Send + 'static> GeneratorSource<T> {
+    /// The reader of subtask `info.subtask_index`: its share of the
+    /// records as one split.
+    fn reader(&self, info: &TaskInfo) -> GeneratorReader<T> {
         let range = share(self.count, info.subtask_index, info.parallelism);
-        Ok(Box::new(GeneratorReader {
-            splits: vec![range.clone()],
+        let split = Split {
+            first: range.start,
+            next: range.start,
+            end: range.end,
+            total: Some(self.count),
+        };
+        let mut reader = GeneratorReader {
+            splits: vec![split],
             emitted: 0,
-            rate: self.rate.map(|r| r / info.parallelism as f64),
+            source_rate: self.rate,
+            parallelism: info.parallelism,
+            rate: None,
             started: None,
             generate: self.generate.clone(),
             polled: range.end,
             finished: Vec::new(),
-        }))
+        };
+        reader.rate = reader.reader_rate();
+        reader
     }
 }
 
-/// Reads its index ranges (splits) in order: its own share, or after a
-/// rescaling restore the remaining ranges of the old subtasks it took over.
+/// One split: an index range as the source cut it, and how far it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Split {
+    /// The range's first index when it was cut.
+    first: u64,
+    /// The next index to generate; `next..end` is left.
+    next: u64,
+    end: u64,
+    /// The source's record count when the range was cut, of which the
+    /// range `first..end` has its share of the rate. `None` for ranges
+    /// restored from a position written before Floe recorded it (their
+    /// `first` is where that position was).
+    total: Option<u64>,
+}
+
+impl Split {
+    fn is_empty(&self) -> bool {
+        self.next == self.end
+    }
+
+    /// The split's share of the source's rate, if known.
+    fn rate_share(&self) -> Option<f64> {
+        let total = self.total?;
+        Some(if total == 0 {
+            0.0
+        } else {
+            (self.end - self.first) as f64 / total as f64
+        })
+    }
+}
+
+/// Reads its splits in order: its own share, or after a rescaling restore
+/// the remaining ranges of the old subtasks it took over.
 struct GeneratorReader<T> {
-    /// Remaining ranges, `next..end`, in the order they are read.
-    splits: Vec<std::ops::Range<u64>>,
+    /// Splits with records left, in the order they are read.
+    splits: Vec<Split>,
     /// Records emitted since open (for the rate limit).
     emitted: u64,
+    /// The whole source's rate limit.
+    source_rate: Option<f64>,
+    /// The number of subtasks (the share of the rate of splits whose share
+    /// is unknown).
+    parallelism: u32,
+    /// This reader's rate limit: see [`GeneratorReader::reader_rate`].
     rate: Option<f64>,
     started: Option<Instant>,
     generate: Arc<dyn Fn(u64) -> T + Send + Sync>,
-    /// The range (split, named by its end) the last poll read from.
+    /// The split (named by its end) the last poll read from.
     polled: u64,
-    /// Ranges read to their end since the last look, by their end.
+    /// Splits read to their end since the last look, by their end.
     finished: Vec<u64>,
 }
 
-/// A generator position: the remaining ranges as `(next, end)` pairs of
-/// little-endian u64s (16 bytes per range).
-fn encode_splits(splits: &[std::ops::Range<u64>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(splits.len() * 16);
-    for r in splits {
-        out.extend_from_slice(&r.start.to_le_bytes());
-        out.extend_from_slice(&r.end.to_le_bytes());
+impl<T> GeneratorReader<T> {
+    /// The source's rate times the shares of this reader's splits: the
+    /// readers of any parallelism, whichever splits each took over, hold
+    /// the source's rate together. Without a recorded share (positions
+    /// written by earlier versions) an equal share per subtask, as before.
+    fn reader_rate(&self) -> Option<f64> {
+        let rate = self.source_rate?;
+        let shares: Option<f64> = self.splits.iter().map(Split::rate_share).sum();
+        Some(match shares {
+            Some(s) => rate * s,
+            None => rate / f64::from(self.parallelism),
+        })
+    }
+}
+
+/// The version byte of the position format that records each range's cut.
+const POSITION_VERSION: u8 = 1;
+/// Bytes per range in a version-1 position: first, next, end, total.
+const SPLIT_BYTES: usize = 32;
+/// Bytes per range in a position without a version byte (written before
+/// version 1): next, end.
+const LEGACY_SPLIT_BYTES: usize = 16;
+
+/// A generator position, little-endian: the version byte, then per range
+/// `first`, `next`, `end` and `total` as u64s (1 + 32n bytes, odd, so never
+/// mistaken for the earlier format of `next`, `end` pairs, 16n bytes, which
+/// ranges restored from such a position are written in again).
+fn encode_splits(splits: &[Split]) -> Vec<u8> {
+    if splits.iter().any(|s| s.total.is_none()) {
+        let mut out = Vec::with_capacity(splits.len() * LEGACY_SPLIT_BYTES);
+        for s in splits {
+            out.extend_from_slice(&s.next.to_le_bytes());
+            out.extend_from_slice(&s.end.to_le_bytes());
+        }
+        return out;
+    }
+    let mut out = Vec::with_capacity(1 + splits.len() * SPLIT_BYTES);
+    out.push(POSITION_VERSION);
+    for s in splits {
+        for v in [s.first, s.next, s.end, s.total.unwrap_or_default()] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
     }
     out
 }
 
-fn decode_splits(state: &[u8]) -> anyhow::Result<Vec<std::ops::Range<u64>>> {
+fn decode_splits(state: &[u8]) -> anyhow::Result<Vec<Split>> {
+    // The `i`-th u64 of a range's bytes.
+    let at =
+        |c: &[u8], i: usize| u64::from_le_bytes(c[8 * i..8 * i + 8].try_into().expect("8 bytes"));
+    if state.len() % LEGACY_SPLIT_BYTES == 0 {
+        return state
+            .chunks_exact(LEGACY_SPLIT_BYTES)
+            .map(|c| {
+                let (next, end) = (at(c, 0), at(c, 1));
+                anyhow::ensure!(next <= end, "generator range {next}..{end} is reversed");
+                Ok(Split {
+                    first: next,
+                    next,
+                    end,
+                    total: None,
+                })
+            })
+            .collect();
+    }
+    let Some((&POSITION_VERSION, ranges)) = state.split_first() else {
+        anyhow::bail!(
+            "generator position of {} bytes is neither a version-{POSITION_VERSION} position nor one of 16-byte ranges",
+            state.len()
+        );
+    };
     anyhow::ensure!(
-        state.len() % 16 == 0,
-        "generator position must be a multiple of 16 bytes, got {}",
+        ranges.len() % SPLIT_BYTES == 0,
+        "generator position must be a version byte and {SPLIT_BYTES}-byte ranges, got {} bytes",
         state.len()
     );
-    state
-        .chunks_exact(16)
+    ranges
+        .chunks_exact(SPLIT_BYTES)
         .map(|c| {
-            let next = u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
-            let end = u64::from_le_bytes(c[8..].try_into().expect("8 bytes"));
-            anyhow::ensure!(next <= end, "generator range {next}..{end} is reversed");
-            Ok(next..end)
+            let (first, next, end, total) = (at(c, 0), at(c, 1), at(c, 2), at(c, 3));
+            anyhow::ensure!(
+                first <= next && next <= end && end <= total,
+                "generator range {next}..{end} (cut as {first}..{end} of {total}) is inconsistent"
+            );
+            Ok(Split {
+                first,
+                next,
+                end,
+                total: Some(total),
+            })
         })
         .collect()
 }
@@ -131,11 +256,12 @@ impl<T: Send> SourceReader<T> for GeneratorReader<T> {
             // A position that does not decode never will: no restart helps.
             splits.extend(decode_splits(state).map_err(floe_runtime::NonRecoverable::wrap)?);
         }
-        splits.retain(|r| !r.is_empty());
+        splits.retain(|s| !s.is_empty());
         if let Some(first) = splits.first() {
             self.polled = first.end;
         }
         self.splits = splits;
+        self.rate = self.reader_rate();
         Ok(())
     }
 
@@ -144,7 +270,7 @@ impl<T: Send> SourceReader<T> for GeneratorReader<T> {
         let Some(split) = self.splits.first_mut() else {
             return Ok(SourceStatus::Finished);
         };
-        let mut limit = split.end.min(split.start + max as u64);
+        let mut limit = split.end.min(split.next + max as u64);
         if let Some(rate) = self.rate {
             let started = *self.started.get_or_insert_with(Instant::now);
             let allowed = (started.elapsed().as_secs_f64() * rate) as u64 + 1;
@@ -153,12 +279,12 @@ impl<T: Send> SourceReader<T> for GeneratorReader<T> {
                 std::thread::sleep(Duration::from_secs_f64(wait.clamp(0.0, 0.05)));
                 return Ok(SourceStatus::NothingAvailable);
             }
-            limit = limit.min(split.start + (allowed - self.emitted));
+            limit = limit.min(split.next + (allowed - self.emitted));
         }
         let g = &self.generate;
-        out.extend((split.start..limit).map(|i| g(i)));
-        self.emitted += limit - split.start;
-        split.start = limit;
+        out.extend((split.next..limit).map(|i| g(i)));
+        self.emitted += limit - split.next;
+        split.next = limit;
         self.polled = split.end;
         if split.is_empty() {
             self.finished.push(split.end);
@@ -180,23 +306,56 @@ mod tests {
 
     #[test]
     fn position_format_is_pinned() {
-        let splits = vec![3u64..10, 20..20];
+        let splits = vec![
+            Split {
+                first: 0,
+                next: 3,
+                end: 10,
+                total: Some(20),
+            },
+            Split {
+                first: 10,
+                next: 20,
+                end: 20,
+                total: Some(20),
+            },
+        ];
         let bytes = encode_splits(&splits);
-        assert_eq!(
-            bytes,
-            [
-                3, 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0, 20, 0, 0,
-                0, 0, 0, 0, 0
-            ]
-        );
+        let mut want = vec![1u8];
+        for v in [0u64, 3, 10, 20, 10, 20, 20, 20] {
+            want.extend_from_slice(&v.to_le_bytes());
+        }
+        assert_eq!(bytes, want);
         assert_eq!(decode_splits(&bytes).unwrap(), splits);
+        assert_eq!(decode_splits(&[1]).unwrap(), []);
         assert!(decode_splits(&[1, 2, 3]).is_err());
+        assert!(decode_splits(&[2]).is_err());
+        // A range past the total it claims to be cut from.
+        let mut bad = vec![1u8];
+        for v in [0u64, 3, 10, 9] {
+            bad.extend_from_slice(&v.to_le_bytes());
+        }
+        assert!(decode_splits(&bad).is_err());
     }
 
+    /// Positions written before the format recorded each range's cut
+    /// (`next`, `end` pairs) still restore, and are written back the same
+    /// way, since their shares of the rate are unknown.
     #[test]
-    fn rescaled_readers_read_every_remaining_record_once() {
-        let source = GeneratorSource::new(1000, |i| i);
-        let info = |i, p| TaskInfo {
+    fn positions_without_a_version_restore_as_before() {
+        let legacy = [
+            3, 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0, 20, 0, 0, 0,
+            0, 0, 0, 0,
+        ];
+        let splits = decode_splits(&legacy).unwrap();
+        let ranges: Vec<_> = splits.iter().map(|s| (s.next, s.end, s.total)).collect();
+        assert_eq!(ranges, [(3, 10, None), (20, 20, None)]);
+        assert_eq!(encode_splits(&splits), legacy);
+        assert_eq!(decode_splits(&[]).unwrap(), []);
+    }
+
+    fn info(i: u32, p: u32) -> TaskInfo {
+        TaskInfo {
             job_id: floe_core::JobId::from_u128(1),
             job_name: "test".into(),
             operator_name: "generator".into(),
@@ -204,7 +363,93 @@ mod tests {
             subtask_index: i,
             parallelism: p,
             max_parallelism: 128,
+        }
+    }
+
+    /// The readers at parallelism `p` restored from `positions` as the
+    /// runtime hands them out (old subtask `s` to new `s mod p`).
+    fn restored(
+        source: &GeneratorSource<u64>,
+        positions: &[Vec<u8>],
+        p: u32,
+    ) -> Vec<GeneratorReader<u64>> {
+        (0..p)
+            .map(|j| {
+                let mut r = source.reader(&info(j, p));
+                let mine = (0..positions.len())
+                    .filter(|s| *s as u32 % p == j)
+                    .map(|s| positions[s].clone())
+                    .collect();
+                r.restore_splits(mine).unwrap();
+                r
+            })
+            .collect()
+    }
+
+    fn total_rate(readers: &[GeneratorReader<u64>]) -> f64 {
+        readers.iter().map(|r| r.rate.unwrap()).sum()
+    }
+
+    /// The readers' rates add up to the source's at the first parallelism
+    /// and after every rescaling, up or down, and more subtasks than
+    /// splits (p = 2 to 3, the case: one reader idle) included;
+    /// a reader's rate is its splits' shares (one split each: half).
+    #[test]
+    fn reader_rates_add_up_to_the_source_rate_after_rescaling() {
+        let source = GeneratorSource::new(1000, |i| i).with_rate(300.0);
+        for p in [1u32, 2, 3, 7] {
+            let readers: Vec<_> = (0..p).map(|i| source.reader(&info(i, p))).collect();
+            assert!((total_rate(&readers) - 300.0).abs() < 1e-9, "p = {p}");
+        }
+        let mut readers: Vec<_> = (0..2).map(|i| source.reader(&info(i, 2))).collect();
+        for (i, r) in readers.iter_mut().enumerate() {
+            r.poll_next(&mut Vec::new(), 10 + 20 * i).unwrap();
+        }
+        for path in [&[3u32][..], &[3, 2], &[3, 2, 5], &[1, 4], &[3, 2, 1]] {
+            let mut positions: Vec<Vec<u8>> = readers
+                .iter_mut()
+                .map(|r| r.snapshot_state().unwrap())
+                .collect();
+            for &p in path {
+                let mut now = restored(&source, &positions, p);
+                let rate = total_rate(&now);
+                assert!((rate - 300.0).abs() < 1e-9, "{path:?}: {rate} at p = {p}");
+                positions = now
+                    .iter_mut()
+                    .map(|r| r.snapshot_state().unwrap())
+                    .collect();
+            }
+        }
+        let at_3 = restored(
+            &source,
+            &readers
+                .iter_mut()
+                .map(|r| r.snapshot_state().unwrap())
+                .collect::<Vec<_>>(),
+            3,
+        );
+        let rates: Vec<f64> = at_3.iter().map(|r| r.rate.unwrap()).collect();
+        assert_eq!(rates, [150.0, 150.0, 0.0]);
+    }
+
+    /// Without recorded shares (an earlier version's position) each
+    /// reader keeps an equal share per subtask.
+    #[test]
+    fn legacy_positions_share_the_rate_per_subtask() {
+        let source = GeneratorSource::new(100, |i| i).with_rate(90.0);
+        let legacy = |next: u64, end: u64| {
+            let mut b = next.to_le_bytes().to_vec();
+            b.extend_from_slice(&end.to_le_bytes());
+            b
         };
+        let readers = restored(&source, &[legacy(10, 50), legacy(60, 100)], 3);
+        let rates: Vec<f64> = readers.iter().map(|r| r.rate.unwrap()).collect();
+        assert_eq!(rates, [30.0, 30.0, 0.0]);
+    }
+
+    #[test]
+    fn rescaled_readers_read_every_remaining_record_once() {
+        let source = GeneratorSource::new(1000, |i| i);
         // Two readers read part of their share, then the positions are
         // taken over by three readers (old s goes to new s mod 3) and by one.
         let mut seen = Vec::new();

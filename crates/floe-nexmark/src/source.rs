@@ -60,7 +60,10 @@ impl NexmarkSource {
 
     /// Emits at most `events_per_second` events per second of wall-clock
     /// time, all subtasks together (by default, as fast as possible, as
-    /// the suite's `max-emit-speed`). Event time is unaffected.
+    /// the suite's `max-emit-speed`). Event time is unaffected. Each split
+    /// has an equal share of the rate and a subtask the sum of its
+    /// splits', so the rate holds at any parallelism and after rescaling,
+    /// with more subtasks than splits too, while the splits have events.
     pub fn with_rate(mut self, events_per_second: f64) -> Result<Self, NexmarkError> {
         if !(events_per_second.is_finite() && events_per_second > 0.0) {
             return Err(NexmarkError::Config {
@@ -82,6 +85,14 @@ impl NexmarkSource {
 
 impl Source<Event> for NexmarkSource {
     fn create_reader(&self, info: &TaskInfo) -> anyhow::Result<Box<dyn SourceReader<Event>>> {
+        Ok(Box::new(self.reader(info)))
+    }
+}
+
+impl NexmarkSource {
+    /// The reader of subtask `info.subtask_index`: the splits `s` with
+    /// `s mod parallelism == index`.
+    fn reader(&self, info: &TaskInfo) -> NexmarkReader {
         let generators = self
             .generator
             .config()
@@ -94,15 +105,18 @@ impl Source<Event> for NexmarkSource {
             .filter(|s| s.index % info.parallelism == info.subtask_index)
             .map(|split| SplitPosition { split, next: 0 })
             .collect();
-        Ok(Box::new(NexmarkReader {
+        let mut reader = NexmarkReader {
             generator: self.generator.clone(),
             splits,
             polled: 0,
             finished: Vec::new(),
-            rate: self.rate.map(|r| r / f64::from(info.parallelism)),
+            source_rate: self.rate,
+            rate: None,
             started: None,
             emitted: 0,
-        }))
+        };
+        reader.rate = reader.reader_rate();
+        reader
     }
 }
 
@@ -129,9 +143,27 @@ struct NexmarkReader {
     polled: SplitId,
     /// Splits read to their end since the last look.
     finished: Vec<SplitId>,
+    /// The whole source's rate limit.
+    source_rate: Option<f64>,
+    /// This reader's: see [`NexmarkReader::reader_rate`].
     rate: Option<f64>,
     started: Option<Instant>,
     emitted: u64,
+}
+
+impl NexmarkReader {
+    /// The source's rate times this reader's share of the splits (each
+    /// split `1 / generators` of it), so the readers hold the source's
+    /// rate together whichever splits each owns.
+    fn reader_rate(&self) -> Option<f64> {
+        let rate = self.source_rate?;
+        let share: f64 = self
+            .splits
+            .iter()
+            .map(|p| 1.0 / f64::from(p.split.generators))
+            .sum();
+        Some(rate * share)
+    }
 }
 
 /// Version of the position format.
@@ -216,6 +248,7 @@ impl SourceReader<Event> for NexmarkReader {
         }
         splits.retain(|p| p.next < p.split.events);
         self.splits = splits;
+        self.rate = self.reader_rate();
         Ok(())
     }
 
@@ -364,6 +397,60 @@ mod tests {
             order.push(r.current_split());
         }
         assert_eq!(order, [1, 1001, 1, 1001]);
+    }
+
+    /// The readers' rates add up to the source's at any parallelism, with
+    /// more splits than subtasks too, and after rescaling from 2 to 3
+    /// subtasks (one reader without a split) and from 3 splits at 2 to 1.
+    #[test]
+    fn reader_rates_add_up_to_the_source_rate() {
+        // Each reader's rate at parallelism p, restored from `positions`
+        // as the runtime hands them out (old subtask s to new s mod p).
+        let rates = |source: &NexmarkSource, positions: Option<&[Vec<u8>]>, p: u32| {
+            (0..p)
+                .map(|j| {
+                    let mut r = source.reader(&info(j, p));
+                    if let Some(positions) = positions {
+                        let mine = (0..positions.len())
+                            .filter(|s| *s as u32 % p == j)
+                            .map(|s| positions[s].clone())
+                            .collect();
+                        r.restore_splits(mine).unwrap();
+                    }
+                    r.rate.unwrap()
+                })
+                .collect::<Vec<f64>>()
+        };
+        let positions = |source: &NexmarkSource, p: u32| {
+            (0..p)
+                .map(|i| {
+                    let mut r = source.reader(&info(i, p));
+                    r.poll_next(&mut Vec::new(), 10 * (i as usize + 1)).unwrap();
+                    r.snapshot_state().unwrap()
+                })
+                .collect::<Vec<Vec<u8>>>()
+        };
+        let close = |got: Vec<f64>, want: &[f64]| {
+            assert_eq!(got.len(), want.len(), "{got:?}");
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-9, "{got:?}, not {want:?}");
+            }
+        };
+        let source = NexmarkSource::new(NexmarkConfig::new(3_000))
+            .unwrap()
+            .with_rate(600.0)
+            .unwrap();
+        close(rates(&source, None, 2), &[300.0, 300.0]);
+        let at_2 = positions(&source, 2);
+        close(rates(&source, Some(&at_2), 3), &[300.0, 300.0, 0.0]);
+
+        let three_splits = NexmarkSource::new(NexmarkConfig::new(3_000).with_generators(3))
+            .unwrap()
+            .with_rate(600.0)
+            .unwrap();
+        close(rates(&three_splits, None, 2), &[400.0, 200.0]);
+        let at_2 = positions(&three_splits, 2);
+        close(rates(&three_splits, Some(&at_2), 1), &[600.0]);
     }
 
     #[test]

@@ -12,6 +12,29 @@ use crate::function::{CheckpointListener, CheckpointedFunction};
 /// checkpoint barrier (after `flush`). The exactly-once
 /// [`TwoPhaseCommitSinkWriter`](crate::TwoPhaseCommitSinkWriter) is built
 /// on this.
+///
+/// Handing `sink_to` something that is not a sink of the stream's records
+/// names the usual causes (a builder not yet built, a `Result` not yet
+/// unwrapped, a sink of another record type) instead of only the
+/// unsatisfied bound, e.g. for a Kafka sink builder without `.build()?`:
+///
+/// ```text
+/// error[E0277]: `KafkaSinkBuilder<String>` is not a sink of `String` records
+///   |     words.sink_to(builder, "Kafka");
+///   |                   ^^^^^^^ not a `SinkWriter<String>`
+///   = note: a builder is not a sink yet: finish it (`KafkaSink::builder()…build()?`);
+///           `FileSink` and `StdoutSink` are sinks as they are
+///   = note: a `Result` is not a sink: take the sink out of it with `?` first
+///   = note: a sink of other records takes this stream after a `map` to its
+///           record type
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a sink of `{T}` records",
+    label = "not a `SinkWriter<{T}>`",
+    note = "a builder is not a sink yet: finish it (`KafkaSink::builder()…build()?`); `FileSink` and `StdoutSink` are sinks as they are",
+    note = "a `Result` is not a sink: take the sink out of it with `?` first",
+    note = "a sink of other records takes this stream after a `map` to its record type"
+)]
 pub trait SinkWriter<T>: Send + 'static {
     /// Opens resources (files, connections) on the task thread.
     fn open(&mut self, _info: &TaskInfo) -> anyhow::Result<()> {

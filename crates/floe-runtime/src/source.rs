@@ -138,6 +138,28 @@ pub trait SourceReader<T>: Send {
 }
 
 /// A source: creates one reader per subtask (Flink's FLIP-27 `Source`).
+///
+/// Handing `from_source` something that is not a source names the usual
+/// causes (a builder not yet built, a `Result` not yet unwrapped) instead
+/// of only the unsatisfied bound, e.g. for a Kafka source builder without
+/// `.build()?`:
+///
+/// ```text
+/// error[E0277]: `KafkaSourceBuilder<String>` is not a source
+///   |     let orders: DataStream<String> = env.from_source(builder, "Kafka");
+///   |                                                      ^^^^^^^ not a `Source`
+///   = note: a builder is not a source yet: finish it (`KafkaSource::builder()…build()?`)
+///   = note: a `Result` is not a source: take the source out of it with `?`
+///           first (`NexmarkSource::new(config)?`)
+/// ```
+// The record type is left out: at `from_source` it is often not yet
+// inferred, and would read `_`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a source",
+    label = "not a `Source`",
+    note = "a builder is not a source yet: finish it (`KafkaSource::builder()…build()?`)",
+    note = "a `Result` is not a source: take the source out of it with `?` first (`NexmarkSource::new(config)?`)"
+)]
 pub trait Source<T>: Send + Sync + 'static {
     /// False for sources that can only run as one subtask (a socket, an
     /// in-memory collection).

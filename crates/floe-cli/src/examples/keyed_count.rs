@@ -1,7 +1,9 @@
-//! Keyed running count: `floe run keyed-count --records N --keys K [--rate R] [--output <path> [--roll-size B] [--bucket-format P] [--compact-threshold B] [--compact-every N]] [--count-type u64|u32] [-p N]`.
+//! Keyed running count: `floe run keyed-count --records N --keys K [--rate R] [--output <path> [--roll-size B] [--bucket-format P] [--compact-threshold B] [--compact-every N] | --print [stdout|stderr]] [--count-type u64|u32] [-p N]`.
 //!
 //! Generates N records with key `i mod K` (u64), counts per key in a
-//! `ValueState<u64>` named `count`, and writes `<key> <count>` per update.
+//! `ValueState<u64>` named `count`, and writes `<key> <count>` per update
+//! (`--print`: the `(key, count)` tuples as `DataStream::print()` shows
+//! them, `<subtask>> (key, count)` at a parallelism above 1).
 //! `--count-type u32` declares the count as `ValueState<u32>` instead: a
 //! savepoint of the `u64` count is then refused (see
 //! `docs/state-evolution.md`), which shows the state schema check.
@@ -35,6 +37,10 @@ pub struct Args {
     /// How `--output` rolls and buckets part files.
     #[command(flatten)]
     pub file_sink: super::FileSinkArgs,
+    /// Print the `(key, count)` tuples with `print()` (or `print_to_err()`
+    /// for `stderr`), as a Flink job would, instead of `<key> <count>`.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "stdout", conflicts_with = "output")]
+    pub print: Option<PrintTarget>,
     /// The type the `count` state is declared with (`u32`: a narrower
     /// type, which a savepoint of the default `u64` count refuses).
     #[arg(long, value_enum, default_value_t = CountType::U64)]
@@ -48,6 +54,15 @@ pub enum CountType {
     U64,
     /// `ValueState<u32>`: an incompatible change of the job's type.
     U32,
+}
+
+/// Where `--print` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrintTarget {
+    /// `DataStream::print()`.
+    Stdout,
+    /// `DataStream::print_to_err()`.
+    Stderr,
 }
 
 /// Counts records per key in a `ValueState<u64>` named `count` and emits
@@ -138,7 +153,15 @@ pub fn run(args: JobArgs) -> anyhow::Result<()> {
     }
     .name("Count per Key")
     .uid("count-per-key");
-    super::write_pairs_with(&counts, opts.output.as_deref(), &opts.file_sink);
+    match opts.print {
+        Some(PrintTarget::Stdout) => {
+            counts.print();
+        }
+        Some(PrintTarget::Stderr) => {
+            counts.print_to_err();
+        }
+        None => super::write_pairs_with(&counts, opts.output.as_deref(), &opts.file_sink),
+    }
     env.execute("KeyedCount")?;
     Ok(())
 }

@@ -5,9 +5,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -154,8 +155,40 @@ fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
     })
 }
 
+/// When each stdout line of a process started by [`start_timed`] arrived.
+pub type LineTimes = Arc<Mutex<Vec<Instant>>>;
+
+/// Like [`drain`], noting when each line arrives.
+fn drain_timed(r: impl Read + Send + 'static, times: LineTimes) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(r);
+        let mut buf = Vec::new();
+        while let Ok(n) = r.read_until(b'\n', &mut buf) {
+            if n == 0 {
+                break;
+            }
+            times.lock().unwrap().push(Instant::now());
+        }
+        buf
+    })
+}
+
 /// Starts `cmd` with stdin closed and stdout/stderr captured.
 pub fn start(cmd: &mut Command) -> Running {
+    start_with(cmd, drain)
+}
+
+/// [`start`], also noting when each stdout line arrived (for rates).
+pub fn start_timed(cmd: &mut Command) -> (Running, LineTimes) {
+    let times = LineTimes::default();
+    let noted = times.clone();
+    (start_with(cmd, move |out| drain_timed(out, noted)), times)
+}
+
+fn start_with(
+    cmd: &mut Command,
+    drain_stdout: impl FnOnce(ChildStdout) -> JoinHandle<Vec<u8>>,
+) -> Running {
     let what = format!("{cmd:?}");
     let mut child = cmd
         .stdin(Stdio::null())
@@ -163,7 +196,7 @@ pub fn start(cmd: &mut Command) -> Running {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stdout = drain_stdout(child.stdout.take().expect("piped stdout"));
     let stderr = drain(child.stderr.take().expect("piped stderr"));
     Running {
         what,

@@ -16,6 +16,18 @@
 //!     .build()?;
 //! # Ok::<(), floe_kafka::KafkaError>(())
 //! ```
+//!
+//! The builder is not a sink: without `.build()?`, `sink_to` is a compile
+//! error (`` `KafkaSinkBuilder<String>` is not a sink of `String` records ``)
+//! whose note says to finish the builder (see [`SinkWriter`]).
+//!
+//! ```compile_fail,E0277
+//! use floe::prelude::*;
+//! use floe_kafka::sink::KafkaSink;
+//! let env = StreamEnvironment::new();
+//! let builder = KafkaSink::<String>::builder().set_bootstrap_servers("localhost:9092");
+//! env.from_collection(vec![String::from("a")]).sink_to(builder, "Kafka");
+//! ```
 
 mod partitioner;
 mod router;

@@ -14,6 +14,18 @@
 //! # Ok::<(), floe_kafka::KafkaError>(())
 //! ```
 //!
+//! The builder is not a source: without `.build()?`, `from_source` is a
+//! compile error (`` `KafkaSourceBuilder<String>` is not a source ``)
+//! whose note says to finish the builder (see [`Source`]).
+//!
+//! ```compile_fail,E0277
+//! use floe::prelude::*;
+//! use floe_kafka::source::KafkaSource;
+//! let env = StreamEnvironment::new();
+//! let builder = KafkaSource::<String>::builder().set_bootstrap_servers("localhost:9092");
+//! let orders: DataStream<String> = env.from_source(builder, "Kafka");
+//! ```
+//!
 //! One file per concern: `builder.rs` (the builder and what it checks),
 //! `config.rs` (properties and defaults), `offsets.rs` (starting and
 //! stopping offsets), `split.rs` (owners, split ids, the saved position
