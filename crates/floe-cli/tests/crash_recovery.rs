@@ -268,7 +268,7 @@ fn last_checkpoint_id(ckpt: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// The file sink rolling by size (64 KiB, so files span checkpoints) into
+/// The file sink rolling by size (192 KiB, so files span checkpoints) into
 /// hourly date-time buckets, killed by SIGKILL mid-run and at phases of a
 /// checkpoint, then restored from the retained checkpoint: the committed
 /// output equals the failure-free run's exactly once — the in-progress
@@ -279,7 +279,7 @@ fn rolling_file_sink_with_buckets_survives_sigkill() {
     let tmp = tempfile::tempdir().unwrap();
     let rolling = [
         "--roll-size",
-        "65536",
+        "196608",
         "--roll-interval",
         "1h",
         "--roll-inactivity",
