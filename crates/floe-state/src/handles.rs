@@ -242,6 +242,10 @@ type TtlValueShape<T> = ValueShape<TtlValue<T>>;
 type ValueAccess<T> = Access<ValueShape<T>, TtlValueShape<T>>;
 /// A list state's access.
 type ListAccess<T> = Access<ListShape<T>, ListShape<TtlValue<T>>>;
+/// What a map state's `entries`, `keys` and `values` return: an owning
+/// iterator over a snapshot of the current key's map.
+pub type MapStateIter<T> = std::vec::IntoIter<T>;
+
 /// A map state's access.
 type MapAccess<UK, UV> = Access<MapShape<UK, UV>, MapShape<UK, TtlValue<UV>>>;
 
@@ -444,10 +448,9 @@ impl<T: StateValue> ValueState<T> {
     #[inline(always)]
     fn access<K: Key>(
         &self,
-        ctx: &mut impl KeyedStateAccess<K>,
+        backend: &mut KeyedStateBackend<K>,
     ) -> Result<ValueAccess<T>, StateError> {
-        self.state
-            .resolve(ctx.keyed_state_backend(), |b, d| b.value_access(d))
+        self.state.resolve(backend, |b, d| b.value_access(d))
     }
 
     /// The current key's value, `None` if it has none (or it expired).
@@ -461,12 +464,13 @@ impl<T: StateValue> ValueState<T> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Option<T>, StateError> {
-        match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 store.value_get(at, state)
             }
-            Access::Ttl(state, ttl) => ttl_read(ctx.keyed_state_backend(), state, ttl, T::clone),
+            Access::Ttl(state, ttl) => ttl_read(backend, state, ttl, T::clone),
         }
     }
 
@@ -477,31 +481,29 @@ impl<T: StateValue> ValueState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         value: T,
     ) -> Result<(), StateError> {
-        match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 store.value_put(at, state, value)
             }
-            Access::Ttl(state, ttl) => {
-                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, now| {
-                    store.value_put(at, state, TtlValue::new(value, now))
-                })
-            }
+            Access::Ttl(state, ttl) => ttl_op(backend, state, ttl, |store, at, now| {
+                store.value_put(at, state, TtlValue::new(value, now))
+            }),
         }
     }
 
     /// Removes the current key's value.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 store.clear::<ValueShape<T>>(at, state)
             }
-            Access::Ttl(state, ttl) => {
-                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, _| {
-                    store.clear::<TtlValueShape<T>>(at, state)
-                })
-            }
+            Access::Ttl(state, ttl) => ttl_op(backend, state, ttl, |store, at, _| {
+                store.clear::<TtlValueShape<T>>(at, state)
+            }),
         }
     }
 }
@@ -537,47 +539,45 @@ impl<T: StateValue> ListState<T> {
     #[inline(always)]
     fn access<K: Key>(
         &self,
-        ctx: &mut impl KeyedStateAccess<K>,
+        backend: &mut KeyedStateBackend<K>,
     ) -> Result<ListAccess<T>, StateError> {
-        self.state
-            .resolve(ctx.keyed_state_backend(), |b, d| b.list_access(d))
+        self.state.resolve(backend, |b, d| b.list_access(d))
     }
 
     /// The current key's elements in insertion order (empty if none).
     pub fn get<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Vec<T>, StateError> {
-        match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 store.list_get(at, state)
             }
-            Access::Ttl(state, ttl) => {
-                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, now| {
-                    let stored = store.list_get(at, state)?;
-                    let any_expired = stored.iter().any(|v| ttl.expired(v, now));
-                    if !any_expired && !ttl.update_on_read {
-                        return Ok(stored.into_iter().map(TtlValue::into_value).collect());
-                    }
-                    let mut out = Vec::with_capacity(stored.len());
-                    let mut keep = Vec::with_capacity(stored.len());
-                    for mut v in stored {
-                        if ttl.expired(&v, now) {
-                            if ttl.return_expired {
-                                out.push(v.into_value());
-                            }
-                        } else {
-                            if ttl.update_on_read {
-                                v.set_timestamp(now);
-                            }
-                            out.push(v.value().clone());
-                            keep.push(v);
+            Access::Ttl(state, ttl) => ttl_op(backend, state, ttl, |store, at, now| {
+                let stored = store.list_get(at, state)?;
+                let any_expired = stored.iter().any(|v| ttl.expired(v, now));
+                if !any_expired && !ttl.update_on_read {
+                    return Ok(stored.into_iter().map(TtlValue::into_value).collect());
+                }
+                let mut out = Vec::with_capacity(stored.len());
+                let mut keep = Vec::with_capacity(stored.len());
+                for mut v in stored {
+                    if ttl.expired(&v, now) {
+                        if ttl.return_expired {
+                            out.push(v.into_value());
                         }
+                    } else {
+                        if ttl.update_on_read {
+                            v.set_timestamp(now);
+                        }
+                        out.push(v.value().clone());
+                        keep.push(v);
                     }
-                    if any_expired || !keep.is_empty() {
-                        store.list_put(at, state, keep)?;
-                    }
-                    Ok(out)
-                })
-            }
+                }
+                if any_expired || !keep.is_empty() {
+                    store.list_put(at, state, keep)?;
+                }
+                Ok(out)
+            }),
         }
     }
 
@@ -596,16 +596,15 @@ impl<T: StateValue> ListState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         values: impl IntoIterator<Item = T>,
     ) -> Result<(), StateError> {
-        match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 store.list_add(at, state, values)
             }
-            Access::Ttl(state, ttl) => {
-                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, now| {
-                    store.list_add(at, state, values.into_iter().map(|v| TtlValue::new(v, now)))
-                })
-            }
+            Access::Ttl(state, ttl) => ttl_op(backend, state, ttl, |store, at, now| {
+                store.list_add(at, state, values.into_iter().map(|v| TtlValue::new(v, now)))
+            }),
         }
     }
 
@@ -615,32 +614,30 @@ impl<T: StateValue> ListState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         values: Vec<T>,
     ) -> Result<(), StateError> {
-        match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 store.list_put(at, state, values)
             }
-            Access::Ttl(state, ttl) => {
-                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, now| {
-                    let stamped = values.into_iter().map(|v| TtlValue::new(v, now));
-                    store.list_put(at, state, stamped.collect())
-                })
-            }
+            Access::Ttl(state, ttl) => ttl_op(backend, state, ttl, |store, at, now| {
+                let stamped = values.into_iter().map(|v| TtlValue::new(v, now));
+                store.list_put(at, state, stamped.collect())
+            }),
         }
     }
 
     /// Removes the current key's list.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 store.clear::<ListShape<T>>(at, state)
             }
-            Access::Ttl(state, ttl) => {
-                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, _| {
-                    store.clear::<ListShape<TtlValue<T>>>(at, state)
-                })
-            }
+            Access::Ttl(state, ttl) => ttl_op(backend, state, ttl, |store, at, _| {
+                store.clear::<ListShape<TtlValue<T>>>(at, state)
+            }),
         }
     }
 }
@@ -679,10 +676,9 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
     #[inline(always)]
     fn access<K: Key>(
         &self,
-        ctx: &mut impl KeyedStateAccess<K>,
+        backend: &mut KeyedStateBackend<K>,
     ) -> Result<MapAccess<UK, UV>, StateError> {
-        self.state
-            .resolve(ctx.keyed_state_backend(), |b, d| b.map_access(d))
+        self.state.resolve(backend, |b, d| b.map_access(d))
     }
 
     /// The value under `user_key`.
@@ -691,12 +687,13 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError> {
-        match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 store.map_get(at, state, user_key)
             }
-            Access::Ttl(state, ttl) => Self::ttl_get(ctx, state, ttl, user_key),
+            Access::Ttl(state, ttl) => Self::ttl_get(backend, state, ttl, user_key),
         }
     }
 
@@ -731,12 +728,13 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         user_key: &UK,
     ) -> Result<bool, StateError> {
-        match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 store.map_contains::<UK, UV>(at, state, user_key)
             }
-            Access::Ttl(state, ttl) => Ok(Self::ttl_get(ctx, state, ttl, user_key)?.is_some()),
+            Access::Ttl(state, ttl) => Ok(Self::ttl_get(backend, state, ttl, user_key)?.is_some()),
         }
     }
 
@@ -756,17 +754,16 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         entries: impl IntoIterator<Item = (UK, UV)>,
     ) -> Result<(), StateError> {
-        match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 store.map_put_all(at, state, entries)
             }
-            Access::Ttl(state, ttl) => {
-                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, now| {
-                    let stamped = entries.into_iter().map(|(k, v)| (k, TtlValue::new(v, now)));
-                    store.map_put_all(at, state, stamped)
-                })
-            }
+            Access::Ttl(state, ttl) => ttl_op(backend, state, ttl, |store, at, now| {
+                let stamped = entries.into_iter().map(|(k, v)| (k, TtlValue::new(v, now)));
+                store.map_put_all(at, state, stamped)
+            }),
         }
     }
 
@@ -778,19 +775,18 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl KeyedStateAccess<K>,
         user_key: &UK,
     ) -> Result<Option<UV>, StateError> {
-        match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 store.map_remove(at, state, user_key)
             }
-            Access::Ttl(state, ttl) => {
-                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, now| {
-                    Ok(store
-                        .map_remove(at, state, user_key)?
-                        .filter(|v| ttl.return_expired || !ttl.expired(v, now))
-                        .map(TtlValue::into_value))
-                })
-            }
+            Access::Ttl(state, ttl) => ttl_op(backend, state, ttl, |store, at, now| {
+                Ok(store
+                    .map_remove(at, state, user_key)?
+                    .filter(|v| ttl.return_expired || !ttl.expired(v, now))
+                    .map(TtlValue::into_value))
+            }),
         }
     }
 
@@ -827,92 +823,101 @@ impl<UK: MapKey, UV: StateValue> MapState<UK, UV> {
         })
     }
 
-    /// Every entry (in no particular order).
+    /// Every entry (in no particular order), as an iterator like broadcast
+    /// state's. It iterates a snapshot of the current key's map, so the
+    /// loop may change the map through the same context.
     pub fn entries<K: Key>(
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
-    ) -> Result<Vec<(UK, UV)>, StateError> {
-        match self.access(ctx)? {
+    ) -> Result<MapStateIter<(UK, UV)>, StateError> {
+        let backend = ctx.keyed_state_backend();
+        let entries = match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
-                store.map_entries(at, state)
+                let (store, at) = backend.store_at(state.id())?;
+                store.map_entries(at, state)?
             }
-            Access::Ttl(state, ttl) => Self::ttl_entries(ctx, state, ttl),
-        }
+            Access::Ttl(state, ttl) => Self::ttl_entries(backend, state, ttl)?,
+        };
+        Ok(entries.into_iter())
     }
 
-    /// Every user key.
-    pub fn keys<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Vec<UK>, StateError> {
-        match self.access(ctx)? {
+    /// Every user key (a snapshot, as [`entries`](Self::entries)).
+    pub fn keys<K: Key>(
+        &self,
+        ctx: &mut impl KeyedStateAccess<K>,
+    ) -> Result<MapStateIter<UK>, StateError> {
+        let backend = ctx.keyed_state_backend();
+        let keys = match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 let mut keys = Vec::new();
                 store.map_for_each::<UK, UV>(at, state, |k, _| keys.push(k.clone()))?;
-                Ok(keys)
+                keys
             }
-            Access::Ttl(state, ttl) => Ok(Self::ttl_entries(ctx, state, ttl)?
+            Access::Ttl(state, ttl) => Self::ttl_entries(backend, state, ttl)?
                 .into_iter()
                 .map(|(k, _)| k)
-                .collect()),
-        }
+                .collect(),
+        };
+        Ok(keys.into_iter())
     }
 
-    /// Every value.
+    /// Every value (a snapshot, as [`entries`](Self::entries)).
     pub fn values<K: Key>(
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
-    ) -> Result<Vec<UV>, StateError> {
-        match self.access(ctx)? {
+    ) -> Result<MapStateIter<UV>, StateError> {
+        let backend = ctx.keyed_state_backend();
+        let values = match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 let mut values = Vec::new();
                 store.map_for_each::<UK, UV>(at, state, |_, v| values.push(v.clone()))?;
-                Ok(values)
+                values
             }
-            Access::Ttl(state, ttl) => Ok(Self::ttl_entries(ctx, state, ttl)?
+            Access::Ttl(state, ttl) => Self::ttl_entries(backend, state, ttl)?
                 .into_iter()
                 .map(|(_, v)| v)
-                .collect()),
-        }
+                .collect(),
+        };
+        Ok(values.into_iter())
     }
 
     /// True when the current key's map has no entry (no visible one, with
     /// a TTL: expired entries are removed, none is refreshed).
     pub fn is_empty<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<bool, StateError> {
-        match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 store.map_is_empty::<UK, UV>(at, state)
             }
-            Access::Ttl(state, ttl) => {
-                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, now| {
-                    let mut visible = false;
-                    for (k, v) in store.map_entries(at, state)? {
-                        if ttl.expired(&v, now) {
-                            store.map_remove(at, state, &k)?;
-                            visible |= ttl.return_expired;
-                        } else {
-                            visible = true;
-                        }
+            Access::Ttl(state, ttl) => ttl_op(backend, state, ttl, |store, at, now| {
+                let mut visible = false;
+                for (k, v) in store.map_entries(at, state)? {
+                    if ttl.expired(&v, now) {
+                        store.map_remove(at, state, &k)?;
+                        visible |= ttl.return_expired;
+                    } else {
+                        visible = true;
                     }
-                    Ok(!visible)
-                })
-            }
+                }
+                Ok(!visible)
+            }),
         }
     }
 
     /// Removes every entry of the current key.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 store.clear::<MapShape<UK, UV>>(at, state)
             }
-            Access::Ttl(state, ttl) => {
-                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, _| {
-                    store.clear::<MapShape<UK, TtlValue<UV>>>(at, state)
-                })
-            }
+            Access::Ttl(state, ttl) => ttl_op(backend, state, ttl, |store, at, _| {
+                store.clear::<MapShape<UK, TtlValue<UV>>>(at, state)
+            }),
         }
     }
 }
@@ -953,20 +958,20 @@ impl<T: StateValue> ReducingState<T> {
     #[inline(always)]
     fn access<K: Key>(
         &self,
-        ctx: &mut impl KeyedStateAccess<K>,
+        backend: &mut KeyedStateBackend<K>,
     ) -> Result<ValueAccess<T>, StateError> {
-        self.state
-            .resolve(ctx.keyed_state_backend(), |b, d| b.reducing_access(d))
+        self.state.resolve(backend, |b, d| b.reducing_access(d))
     }
 
     /// The reduced value, `None` before the first `add` (or once expired).
     pub fn get<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Option<T>, StateError> {
-        match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 store.value_get(at, state)
             }
-            Access::Ttl(state, ttl) => ttl_read(ctx.keyed_state_backend(), state, ttl, T::clone),
+            Access::Ttl(state, ttl) => ttl_read(backend, state, ttl, T::clone),
         }
     }
 
@@ -979,11 +984,12 @@ impl<T: StateValue> ReducingState<T> {
         ctx: &mut impl KeyedStateAccess<K>,
         value: T,
     ) -> Result<T, StateError> {
-        let state = match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        let state = match self.access(backend)? {
             Access::Plain(state) => state,
             Access::Ttl(state, ttl) => return self.ttl_add(ctx, state, ttl, value),
         };
-        let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+        let (store, at) = backend.store_at(state.id())?;
         store.value_upsert(at, state, |slot: Option<&mut T>| match slot {
             Some(slot) => {
                 // Move the old value out without cloning: replace it with
@@ -1026,16 +1032,15 @@ impl<T: StateValue> ReducingState<T> {
 
     /// Removes the current key's value.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 store.clear::<ValueShape<T>>(at, state)
             }
-            Access::Ttl(state, ttl) => {
-                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, _| {
-                    store.clear::<TtlValueShape<T>>(at, state)
-                })
-            }
+            Access::Ttl(state, ttl) => ttl_op(backend, state, ttl, |store, at, _| {
+                store.clear::<TtlValueShape<T>>(at, state)
+            }),
         }
     }
 }
@@ -1074,10 +1079,9 @@ impl<F: AggregateFunction> AggregatingState<F> {
     #[inline(always)]
     fn access<K: Key>(
         &self,
-        ctx: &mut impl KeyedStateAccess<K>,
+        backend: &mut KeyedStateBackend<K>,
     ) -> Result<ValueAccess<F::Acc>, StateError> {
-        self.state
-            .resolve(ctx.keyed_state_backend(), |b, d| b.aggregating_access(d))
+        self.state.resolve(backend, |b, d| b.aggregating_access(d))
     }
 
     /// The result for the current key, `None` before the first `add` (or
@@ -1086,16 +1090,17 @@ impl<F: AggregateFunction> AggregatingState<F> {
         &self,
         ctx: &mut impl KeyedStateAccess<K>,
     ) -> Result<Option<F::Out>, StateError> {
-        match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 store.value_read(at, state, |acc: Option<&F::Acc>| {
                     acc.map(|acc| self.function.get_result(acc))
                 })
             }
-            Access::Ttl(state, ttl) => ttl_read(ctx.keyed_state_backend(), state, ttl, |acc| {
-                self.function.get_result(acc)
-            }),
+            Access::Ttl(state, ttl) => {
+                ttl_read(backend, state, ttl, |acc| self.function.get_result(acc))
+            }
         }
     }
 
@@ -1107,11 +1112,12 @@ impl<F: AggregateFunction> AggregatingState<F> {
         ctx: &mut impl KeyedStateAccess<K>,
         value: F::In,
     ) -> Result<(), StateError> {
-        let state = match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        let state = match self.access(backend)? {
             Access::Plain(state) => state,
             Access::Ttl(state, ttl) => return self.ttl_add(ctx, state, ttl, value),
         };
-        let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+        let (store, at) = backend.store_at(state.id())?;
         store.value_upsert(at, state, |acc: Option<&mut F::Acc>| match acc {
             Some(acc) => {
                 self.function.add(value, acc);
@@ -1155,16 +1161,15 @@ impl<F: AggregateFunction> AggregatingState<F> {
 
     /// Removes the current key's accumulator.
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<(), StateError> {
-        match self.access(ctx)? {
+        let backend = ctx.keyed_state_backend();
+        match self.access(backend)? {
             Access::Plain(state) => {
-                let (store, at) = ctx.keyed_state_backend().store_at(state.id())?;
+                let (store, at) = backend.store_at(state.id())?;
                 store.clear::<ValueShape<F::Acc>>(at, state)
             }
-            Access::Ttl(state, ttl) => {
-                ttl_op(ctx.keyed_state_backend(), state, ttl, |store, at, _| {
-                    store.clear::<TtlValueShape<F::Acc>>(at, state)
-                })
-            }
+            Access::Ttl(state, ttl) => ttl_op(backend, state, ttl, |store, at, _| {
+                store.clear::<TtlValueShape<F::Acc>>(at, state)
+            }),
         }
     }
 }

@@ -64,7 +64,7 @@ pub use descriptor::{
 };
 pub use error::StateError;
 pub use handles::{
-    AggregatingState, KeyedStateName, ListState, MapState, ReducingState, ValueState,
+    AggregatingState, KeyedStateName, ListState, MapState, MapStateIter, ReducingState, ValueState,
 };
 pub use key_group::{KeyGroupRange, KeyGroupRouter, key_group_for_key, key_hash};
 pub use operator::{

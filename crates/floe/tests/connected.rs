@@ -431,11 +431,7 @@ impl KeyedCoProcessFunction<u64, Order, ProfileUpdate, Enriched> for Enrich {
         let profiles = self.profiles.as_ref().unwrap();
         // The latest update at or before the order; older ones are no
         // longer needed (later orders have later timestamps).
-        let due: Vec<(i64, u64)> = profiles
-            .entries(ctx)?
-            .into_iter()
-            .filter(|(t, _)| *t <= ts)
-            .collect();
+        let due: Vec<(i64, u64)> = profiles.entries(ctx)?.filter(|(t, _)| *t <= ts).collect();
         let latest = due.iter().max_by_key(|(t, _)| *t).copied();
         for (t, _) in &due {
             if Some(*t) != latest.map(|l| l.0) {

@@ -199,13 +199,13 @@ impl KeyedProcessFunction<String, (String, u64), (String, Vec<(u64, u64)>)> for 
         } else {
             map.put(ctx, bucket, n)?;
         }
-        let mut entries = map.entries(ctx)?;
+        let mut entries = map.entries(ctx)?.collect::<Vec<_>>();
         entries.sort();
         assert_eq!(map.is_empty(ctx)?, entries.is_empty());
-        let mut keys = map.keys(ctx)?;
+        let mut keys = map.keys(ctx)?.collect::<Vec<_>>();
         keys.sort();
         assert_eq!(keys, entries.iter().map(|e| e.0).collect::<Vec<_>>());
-        let mut values = map.values(ctx)?;
+        let mut values = map.values(ctx)?.collect::<Vec<_>>();
         values.sort();
         let mut expected_values: Vec<u64> = entries.iter().map(|e| e.1).collect();
         expected_values.sort();

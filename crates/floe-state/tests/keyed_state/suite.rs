@@ -640,7 +640,7 @@ fn map_state_get_put_contains() {
     // put overwrites.
     m.put(&mut b, "a".to_string(), 10).unwrap();
     assert_eq!(m.get(&mut b, &"a".to_string()).unwrap(), Some(10));
-    assert_eq!(m.keys(&mut b).unwrap().len(), 2);
+    assert_eq!(m.keys(&mut b).unwrap().collect::<Vec<_>>().len(), 2);
 }
 
 #[test]
@@ -661,14 +661,14 @@ fn map_state_put_all_merges_and_last_duplicate_wins() {
     m.put_all(&mut b, [(1, "a".into()), (2, "b".into()), (1, "c".into())])
         .unwrap();
     assert_eq!(
-        sorted(m.entries(&mut b).unwrap()),
+        sorted(m.entries(&mut b).unwrap().collect::<Vec<_>>()),
         vec![(1, "c".to_string()), (2, "b".to_string())]
     );
     // Into an existing map: new keys added, existing overwritten.
     m.put_all(&mut b, [(2, "x".into()), (3, "y".into()), (3, "z".into())])
         .unwrap();
     assert_eq!(
-        sorted(m.entries(&mut b).unwrap()),
+        sorted(m.entries(&mut b).unwrap().collect::<Vec<_>>()),
         vec![
             (1, "c".to_string()),
             (2, "x".to_string()),
@@ -676,7 +676,7 @@ fn map_state_put_all_merges_and_last_duplicate_wins() {
         ]
     );
     m.put_all(&mut b, std::iter::empty()).unwrap();
-    assert_eq!(m.entries(&mut b).unwrap().len(), 3);
+    assert_eq!(m.entries(&mut b).unwrap().collect::<Vec<_>>().len(), 3);
 }
 
 #[test]
@@ -701,7 +701,7 @@ fn map_state_remove_returns_old_value_and_last_removal_empties() {
     );
     assert_eq!(m.remove(&mut b, &2).unwrap(), Some(20));
     assert!(m.is_empty(&mut b).unwrap());
-    assert!(m.entries(&mut b).unwrap().is_empty());
+    assert!(m.entries(&mut b).unwrap().collect::<Vec<_>>().is_empty());
     assert_eq!(
         b.keys_per_key_group("map").unwrap().iter().sum::<usize>(),
         0,
@@ -709,7 +709,7 @@ fn map_state_remove_returns_old_value_and_last_removal_empties() {
     );
     // Still usable after becoming empty.
     m.put(&mut b, 5, 50).unwrap();
-    assert_eq!(m.entries(&mut b).unwrap(), vec![(5, 50)]);
+    assert_eq!(m.entries(&mut b).unwrap().collect::<Vec<_>>(), vec![(5, 50)]);
 }
 
 #[test]
@@ -719,9 +719,9 @@ fn map_state_entries_keys_values() {
         .get_map_state(&MapStateDescriptor::<u32, String>::new("map"))
         .unwrap();
     set_key(&mut b, keys_in(lower_half(), 1)[0]);
-    assert!(m.entries(&mut b).unwrap().is_empty());
-    assert!(m.keys(&mut b).unwrap().is_empty());
-    assert!(m.values(&mut b).unwrap().is_empty());
+    assert!(m.entries(&mut b).unwrap().collect::<Vec<_>>().is_empty());
+    assert!(m.keys(&mut b).unwrap().collect::<Vec<_>>().is_empty());
+    assert!(m.values(&mut b).unwrap().collect::<Vec<_>>().is_empty());
     let mut model: BTreeMap<u32, String> = BTreeMap::new();
     for i in (0..50u32).rev() {
         let v = format!("v{}", i * 7 % 13);
@@ -732,15 +732,15 @@ fn map_state_entries_keys_values() {
         assert_eq!(m.remove(&mut b, &i).unwrap(), model.remove(&i));
     }
     assert_eq!(
-        sorted(m.entries(&mut b).unwrap()),
+        sorted(m.entries(&mut b).unwrap().collect::<Vec<_>>()),
         model.clone().into_iter().collect::<Vec<_>>()
     );
     assert_eq!(
-        sorted(m.keys(&mut b).unwrap()),
+        sorted(m.keys(&mut b).unwrap().collect::<Vec<_>>()),
         model.keys().copied().collect::<Vec<_>>()
     );
     assert_eq!(
-        sorted(m.values(&mut b).unwrap()),
+        sorted(m.values(&mut b).unwrap().collect::<Vec<_>>()),
         sorted(model.values().cloned().collect::<Vec<_>>())
     );
 }
@@ -787,7 +787,7 @@ fn map_state_keys_are_isolated() {
     assert_eq!(m.get(&mut b, &1).unwrap(), Some(100));
     m.clear(&mut b).unwrap();
     set_key(&mut b, c);
-    assert_eq!(m.entries(&mut b).unwrap(), vec![(1, 200)]);
+    assert_eq!(m.entries(&mut b).unwrap().collect::<Vec<_>>(), vec![(1, 200)]);
 }
 
 // ---------------------------------------------------------------------------
@@ -1016,7 +1016,7 @@ fn registering_same_name_twice_returns_the_same_state() {
     a2.add(&mut b, 8).unwrap();
     assert_eq!(v1.value(&mut b).unwrap(), Some(10));
     assert_eq!(l1.get(&mut b).unwrap(), vec![2, 20]);
-    assert_eq!(sorted(m1.entries(&mut b).unwrap()), vec![(3, 4), (30, 40)]);
+    assert_eq!(sorted(m1.entries(&mut b).unwrap().collect::<Vec<_>>()), vec![(3, 4), (30, 40)]);
     assert_eq!(r1.get(&mut b).unwrap(), Some(55));
     assert_eq!(a1.get(&mut b).unwrap(), Some(7.0));
 
@@ -1267,7 +1267,7 @@ fn access_without_current_key_fails_naming_the_state() {
     set_key(&mut b, k);
     assert_eq!(v.value(&mut b).unwrap(), Some(1));
     assert_eq!(l.get(&mut b).unwrap(), vec![1]);
-    assert_eq!(m.entries(&mut b).unwrap(), vec![(1, 1)]);
+    assert_eq!(m.entries(&mut b).unwrap().collect::<Vec<_>>(), vec![(1, 1)]);
     assert_eq!(r.get(&mut b).unwrap(), Some(1));
     assert_eq!(a.get(&mut b).unwrap(), Some(1.0));
 }
@@ -1540,7 +1540,7 @@ fn string_keys() {
             .filter(|_| *key != long)
             .map(|&c| vec![(key.clone(), c as u32)])
             .unwrap_or_default();
-        assert_eq!(seen.entries(&mut b).unwrap(), expected_seen, "{key:?}");
+        assert_eq!(seen.entries(&mut b).unwrap().collect::<Vec<_>>(), expected_seen, "{key:?}");
     }
     assert_eq!(
         b.keys_per_key_group("count").unwrap(),
@@ -1783,7 +1783,7 @@ fn run_model(range: KeyGroupRange, ops: &[Op]) -> Result<(), TestCaseError> {
             .map(|mm| mm.iter().map(|(a, b)| (*a, *b)).collect())
             .unwrap_or_default();
         expected_entries.sort();
-        prop_assert_eq!(sorted(map.entries(&mut b).unwrap()), expected_entries);
+        prop_assert_eq!(sorted(map.entries(&mut b).unwrap().collect::<Vec<_>>()), expected_entries);
         prop_assert_eq!(sum.get(&mut b).unwrap(), m.sum.get(&k).copied());
     }
     prop_assert_eq!(

@@ -128,7 +128,7 @@ fn read(b: &mut KeyedStateBackend<u64>, keys: impl Iterator<Item = u64>) -> Mode
         if !l.is_empty() {
             m.list.insert(k, l);
         }
-        let entries: HashMap<String, u64> = map.entries(b).unwrap().into_iter().collect();
+        let entries: HashMap<String, u64> = map.entries(b).unwrap().collect();
         if !entries.is_empty() {
             m.map.insert(k, entries);
         }
@@ -289,7 +289,7 @@ fn overlapping_snapshots_each_see_their_own_state() {
         for k in 0..300u64 {
             r.set_current_key(k, key_group_for_key(&k, MAX_P)).unwrap();
             assert_eq!(v.value(&mut r).unwrap(), Some(rounds), "key {k}");
-            let mut entries = m.entries(&mut r).unwrap();
+            let mut entries = m.entries(&mut r).unwrap().collect::<Vec<_>>();
             entries.sort();
             let want: Vec<(u32, u64)> = (1..=rounds).map(|i| (i as u32, k * i)).collect();
             assert_eq!(entries, want, "key {k}");
@@ -298,7 +298,7 @@ fn overlapping_snapshots_each_see_their_own_state() {
     for k in 0..300u64 {
         b.set_current_key(k, key_group_for_key(&k, MAX_P)).unwrap();
         assert_eq!(v.value(&mut b).unwrap(), Some(3));
-        assert_eq!(m.entries(&mut b).unwrap().len(), 3);
+        assert_eq!(m.entries(&mut b).unwrap().collect::<Vec<_>>().len(), 3);
     }
 }
 

@@ -157,7 +157,7 @@ fn list_elements_and_map_entries_expire_one_by_one() {
     assert_eq!(l.get(&mut b).unwrap(), vec![2, 3]);
     assert_eq!(m.get(&mut b, &"a".to_string()).unwrap(), None);
     assert!(!m.contains(&mut b, &"a".to_string()).unwrap());
-    assert_eq!(m.entries(&mut b).unwrap(), vec![("b".to_string(), 2)]);
+    assert_eq!(m.entries(&mut b).unwrap().collect::<Vec<_>>(), vec![("b".to_string(), 2)]);
     assert!(!m.is_empty(&mut b).unwrap());
     clock.store(15, Ordering::Relaxed);
     assert!(l.get(&mut b).unwrap().is_empty());
@@ -405,7 +405,7 @@ fn run_model(ops: Vec<Op>, on_read: bool, return_expired: bool) -> Result<(), Te
                     want.push((*k, *x));
                     true
                 });
-                let mut got = m.entries(&mut b).unwrap();
+                let mut got = m.entries(&mut b).unwrap().collect::<Vec<_>>();
                 got.sort();
                 want.sort();
                 prop_assert_eq!(got, want);
