@@ -246,6 +246,10 @@ type ListAccess<T> = Access<ListShape<T>, ListShape<TtlValue<T>>>;
 /// iterator over a snapshot of the current key's map.
 pub type MapStateIter<T> = std::vec::IntoIter<T>;
 
+/// What a list state's `get` returns: an owning iterator over a snapshot
+/// of the current key's list.
+pub type ListStateIter<T> = std::vec::IntoIter<T>;
+
 /// A map state's access.
 type MapAccess<UK, UV> = Access<MapShape<UK, UV>, MapShape<UK, TtlValue<UV>>>;
 
@@ -549,8 +553,18 @@ impl<T: StateValue> ListState<T> {
         self.state.resolve(backend, |b, d| b.list_access(d))
     }
 
-    /// The current key's elements in insertion order (empty if none).
-    pub fn get<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Vec<T>, StateError> {
+    /// The current key's elements in insertion order (none if it has
+    /// none), as an iterator like Flink's `Iterable`: over a snapshot of
+    /// the list, so the loop may add to or clear it through the same
+    /// context.
+    pub fn get<K: Key>(
+        &self,
+        ctx: &mut impl KeyedStateAccess<K>,
+    ) -> Result<ListStateIter<T>, StateError> {
+        self.get_vec(ctx).map(Vec::into_iter)
+    }
+
+    fn get_vec<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) -> Result<Vec<T>, StateError> {
         let backend = ctx.keyed_state_backend();
         match self.access(backend)? {
             Access::Plain(state) => {

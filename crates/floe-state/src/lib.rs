@@ -64,7 +64,8 @@ pub use descriptor::{
 };
 pub use error::StateError;
 pub use handles::{
-    AggregatingState, KeyedStateName, ListState, MapState, MapStateIter, ReducingState, ValueState,
+    AggregatingState, KeyedStateName, ListState, ListStateIter, MapState, MapStateIter,
+    ReducingState, ValueState,
 };
 pub use key_group::{KeyGroupRange, KeyGroupRouter, key_group_for_key, key_hash};
 pub use operator::{

@@ -176,7 +176,7 @@ fn check_values(b: &mut KeyedStateBackend<u64>, keys: impl Iterator<Item = u64>)
         set_key(b, k);
         assert_eq!(v.value(b).unwrap(), Some(k * 3), "key {k}");
         assert_eq!(
-            l.get(b).unwrap(),
+            l.get(b).unwrap().collect::<Vec<_>>(),
             vec![format!("a{k}"), format!("b{k}")],
             "key {k}"
         );

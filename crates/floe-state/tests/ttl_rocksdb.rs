@@ -96,7 +96,10 @@ fn compaction_filter_drops_expired_entries() {
     );
     assert_eq!(keys(&mut b, "l"), 1000);
     set_key(&mut b, 1);
-    assert_eq!(l.get(&mut b).unwrap(), vec![payload.clone()]);
+    assert_eq!(
+        l.get(&mut b).unwrap().collect::<Vec<_>>(),
+        vec![payload.clone()]
+    );
 
     clock.store(1000, Ordering::Relaxed);
     for s in ["v", "m", "l"] {

@@ -123,11 +123,11 @@ impl KeyedProcessFunction<u64, (u64, u64), (u64, Vec<u64>)> for Recent {
         } else {
             list.add(ctx, v)?;
         }
-        let l = list.get(ctx)?;
+        let l: Vec<u64> = list.get(ctx)?.collect();
         if l.len() > 8 {
             list.update(ctx, l[l.len() - 4..].to_vec())?;
         }
-        out.collect((k, list.get(ctx)?));
+        out.collect((k, list.get(ctx)?.collect()));
         Ok(())
     }
 }

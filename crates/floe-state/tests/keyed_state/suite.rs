@@ -468,7 +468,7 @@ fn handles_work_through_a_custom_context() {
     count.update(&mut ctx, 3).unwrap();
     list.add(&mut ctx, 4).unwrap();
     assert_eq!(count.value(&mut ctx).unwrap(), Some(3));
-    assert_eq!(list.get(&mut ctx).unwrap(), vec![4]);
+    assert_eq!(list.get(&mut ctx).unwrap().collect::<Vec<_>>(), vec![4]);
     assert_eq!(ctx.accesses, 4);
     assert_eq!(count.value(&mut b).unwrap(), Some(3));
 }
@@ -484,7 +484,7 @@ fn list_state_is_empty_before_first_add() {
         .get_list_state(&ListStateDescriptor::<u64>::new("list"))
         .unwrap();
     set_key(&mut b, keys_in(lower_half(), 1)[0]);
-    assert_eq!(list.get(&mut b).unwrap(), Vec::<u64>::new());
+    assert_eq!(list.get(&mut b).unwrap().collect::<Vec<_>>(), Vec::<u64>::new());
     assert_eq!(
         b.keys_per_key_group("list").unwrap().iter().sum::<usize>(),
         0
@@ -502,7 +502,7 @@ fn list_state_add_preserves_order() {
     for v in [5u64, 3, 9, 3, 0, 100, 1] {
         list.add(&mut b, v).unwrap();
         expected.push(v);
-        assert_eq!(list.get(&mut b).unwrap(), expected);
+        assert_eq!(list.get(&mut b).unwrap().collect::<Vec<_>>(), expected);
     }
 }
 
@@ -515,22 +515,22 @@ fn list_state_add_all_appends_and_empty_is_a_noop() {
     set_key(&mut b, keys_in(lower_half(), 1)[0]);
     // Empty add_all on an absent list leaves it absent.
     list.add_all(&mut b, std::iter::empty()).unwrap();
-    assert!(list.get(&mut b).unwrap().is_empty());
+    assert!(list.get(&mut b).unwrap().collect::<Vec<_>>().is_empty());
     assert_eq!(
         b.keys_per_key_group("list").unwrap().iter().sum::<usize>(),
         0
     );
     // First add_all creates the list.
     list.add_all(&mut b, ["a", "b"].map(String::from)).unwrap();
-    assert_eq!(list.get(&mut b).unwrap(), ["a", "b"]);
+    assert_eq!(list.get(&mut b).unwrap().collect::<Vec<_>>(), ["a", "b"]);
     list.add(&mut b, "c".to_string()).unwrap();
     // add_all appends after existing elements, in iteration order.
     list.add_all(&mut b, (0..3).map(|i| format!("x{i}")))
         .unwrap();
-    assert_eq!(list.get(&mut b).unwrap(), ["a", "b", "c", "x0", "x1", "x2"]);
+    assert_eq!(list.get(&mut b).unwrap().collect::<Vec<_>>(), ["a", "b", "c", "x0", "x1", "x2"]);
     // Empty add_all on an existing list changes nothing.
     list.add_all(&mut b, Vec::new()).unwrap();
-    assert_eq!(list.get(&mut b).unwrap(), ["a", "b", "c", "x0", "x1", "x2"]);
+    assert_eq!(list.get(&mut b).unwrap().collect::<Vec<_>>(), ["a", "b", "c", "x0", "x1", "x2"]);
     assert_eq!(
         b.keys_per_key_group("list").unwrap().iter().sum::<usize>(),
         1
@@ -546,11 +546,11 @@ fn list_state_update_replaces_and_empty_update_clears() {
     set_key(&mut b, keys_in(lower_half(), 1)[0]);
     list.add_all(&mut b, [1, 2, 3]).unwrap();
     list.update(&mut b, vec![7, 8]).unwrap();
-    assert_eq!(list.get(&mut b).unwrap(), vec![7, 8]);
+    assert_eq!(list.get(&mut b).unwrap().collect::<Vec<_>>(), vec![7, 8]);
     list.add(&mut b, 9).unwrap();
-    assert_eq!(list.get(&mut b).unwrap(), vec![7, 8, 9]);
+    assert_eq!(list.get(&mut b).unwrap().collect::<Vec<_>>(), vec![7, 8, 9]);
     list.update(&mut b, vec![]).unwrap();
-    assert_eq!(list.get(&mut b).unwrap(), Vec::<u64>::new());
+    assert_eq!(list.get(&mut b).unwrap().collect::<Vec<_>>(), Vec::<u64>::new());
     assert_eq!(
         b.keys_per_key_group("list").unwrap().iter().sum::<usize>(),
         0,
@@ -558,11 +558,11 @@ fn list_state_update_replaces_and_empty_update_clears() {
     );
     // Update on an absent list creates it.
     list.update(&mut b, vec![4]).unwrap();
-    assert_eq!(list.get(&mut b).unwrap(), vec![4]);
+    assert_eq!(list.get(&mut b).unwrap().collect::<Vec<_>>(), vec![4]);
     // Empty update on an absent list is fine too.
     list.clear(&mut b).unwrap();
     list.update(&mut b, vec![]).unwrap();
-    assert!(list.get(&mut b).unwrap().is_empty());
+    assert!(list.get(&mut b).unwrap().collect::<Vec<_>>().is_empty());
 }
 
 #[test]
@@ -575,13 +575,13 @@ fn list_state_clear() {
     list.clear(&mut b).unwrap();
     list.add_all(&mut b, [1, 2]).unwrap();
     list.clear(&mut b).unwrap();
-    assert!(list.get(&mut b).unwrap().is_empty());
+    assert!(list.get(&mut b).unwrap().collect::<Vec<_>>().is_empty());
     assert_eq!(
         b.keys_per_key_group("list").unwrap().iter().sum::<usize>(),
         0
     );
     list.add(&mut b, 3).unwrap();
-    assert_eq!(list.get(&mut b).unwrap(), vec![3]);
+    assert_eq!(list.get(&mut b).unwrap().collect::<Vec<_>>(), vec![3]);
 }
 
 #[test]
@@ -592,10 +592,10 @@ fn list_state_get_returns_a_copy() {
         .unwrap();
     set_key(&mut b, keys_in(lower_half(), 1)[0]);
     list.add_all(&mut b, [1, 2]).unwrap();
-    let mut copy = list.get(&mut b).unwrap();
+    let mut copy: Vec<u64> = list.get(&mut b).unwrap().collect();
     copy.push(99);
     copy[0] = 42;
-    assert_eq!(list.get(&mut b).unwrap(), vec![1, 2]);
+    assert_eq!(list.get(&mut b).unwrap().collect::<Vec<_>>(), vec![1, 2]);
 }
 
 #[test]
@@ -608,13 +608,13 @@ fn list_state_keys_are_isolated() {
     set_key(&mut b, a);
     list.add_all(&mut b, [1, 2]).unwrap();
     set_key(&mut b, c);
-    assert!(list.get(&mut b).unwrap().is_empty());
+    assert!(list.get(&mut b).unwrap().collect::<Vec<_>>().is_empty());
     list.add(&mut b, 3).unwrap();
     set_key(&mut b, a);
-    assert_eq!(list.get(&mut b).unwrap(), vec![1, 2]);
+    assert_eq!(list.get(&mut b).unwrap().collect::<Vec<_>>(), vec![1, 2]);
     list.update(&mut b, vec![]).unwrap();
     set_key(&mut b, c);
-    assert_eq!(list.get(&mut b).unwrap(), vec![3]);
+    assert_eq!(list.get(&mut b).unwrap().collect::<Vec<_>>(), vec![3]);
 }
 
 // ---------------------------------------------------------------------------
@@ -1003,7 +1003,7 @@ fn registering_same_name_twice_returns_the_same_state() {
     // Registration keeps the current key.
     assert_eq!(b.current_key(), Some(&k));
     assert_eq!(v2.value(&mut b).unwrap(), Some(1));
-    assert_eq!(l2.get(&mut b).unwrap(), vec![2]);
+    assert_eq!(l2.get(&mut b).unwrap().collect::<Vec<_>>(), vec![2]);
     assert_eq!(m2.get(&mut b, &3).unwrap(), Some(4));
     assert_eq!(r2.get(&mut b).unwrap(), Some(5));
     assert_eq!(a2.get(&mut b).unwrap(), Some(6.0));
@@ -1015,7 +1015,7 @@ fn registering_same_name_twice_returns_the_same_state() {
     r2.add(&mut b, 50).unwrap();
     a2.add(&mut b, 8).unwrap();
     assert_eq!(v1.value(&mut b).unwrap(), Some(10));
-    assert_eq!(l1.get(&mut b).unwrap(), vec![2, 20]);
+    assert_eq!(l1.get(&mut b).unwrap().collect::<Vec<_>>(), vec![2, 20]);
     assert_eq!(sorted(m1.entries(&mut b).unwrap().collect::<Vec<_>>()), vec![(3, 4), (30, 40)]);
     assert_eq!(r1.get(&mut b).unwrap(), Some(55));
     assert_eq!(a1.get(&mut b).unwrap(), Some(7.0));
@@ -1266,7 +1266,7 @@ fn access_without_current_key_fails_naming_the_state() {
     // The failed calls changed nothing.
     set_key(&mut b, k);
     assert_eq!(v.value(&mut b).unwrap(), Some(1));
-    assert_eq!(l.get(&mut b).unwrap(), vec![1]);
+    assert_eq!(l.get(&mut b).unwrap().collect::<Vec<_>>(), vec![1]);
     assert_eq!(m.entries(&mut b).unwrap().collect::<Vec<_>>(), vec![(1, 1)]);
     assert_eq!(r.get(&mut b).unwrap(), Some(1));
     assert_eq!(a.get(&mut b).unwrap(), Some(1.0));
@@ -1531,7 +1531,7 @@ fn string_keys() {
             "{key:?}"
         );
         assert_eq!(
-            words.get(&mut b).unwrap(),
+            words.get(&mut b).unwrap().collect::<Vec<_>>(),
             model_words.get(key).cloned().unwrap_or_default(),
             "{key:?}"
         );
@@ -1724,7 +1724,7 @@ fn run_model(range: KeyGroupRange, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::ListGet(_) => {
                 prop_assert_eq!(
-                    list.get(&mut b).unwrap(),
+                    list.get(&mut b).unwrap().collect::<Vec<_>>(),
                     m.list.get(&k).cloned().unwrap_or_default()
                 );
             }
@@ -1774,7 +1774,7 @@ fn run_model(range: KeyGroupRange, ops: &[Op]) -> Result<(), TestCaseError> {
         b.set_current_key(k, g).unwrap();
         prop_assert_eq!(value.value(&mut b).unwrap(), m.value.get(&k).copied());
         prop_assert_eq!(
-            list.get(&mut b).unwrap(),
+            list.get(&mut b).unwrap().collect::<Vec<_>>(),
             m.list.get(&k).cloned().unwrap_or_default()
         );
         let mut expected_entries: Vec<(u8, u32)> = m
@@ -1882,7 +1882,7 @@ fn declared_handles_register_on_first_use_and_share_the_registered_state() {
     let registered = b.get_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
     assert_eq!(registered.value(&mut b).unwrap(), Some(7));
     let registered = b.get_list_state(&ListStateDescriptor::<u64>::new("l")).unwrap();
-    assert_eq!(registered.get(&mut b).unwrap(), vec![1, 2, 3]);
+    assert_eq!(registered.get(&mut b).unwrap().collect::<Vec<_>>(), vec![1, 2, 3]);
     let registered = b
         .get_map_state(&MapStateDescriptor::<String, u64>::new("m"))
         .unwrap();

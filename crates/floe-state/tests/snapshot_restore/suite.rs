@@ -124,7 +124,7 @@ fn read(b: &mut KeyedStateBackend<u64>, keys: impl Iterator<Item = u64>) -> Mode
         if let Some(v) = value.value(b).unwrap() {
             m.value.insert(k, v);
         }
-        let l = list.get(b).unwrap();
+        let l: Vec<_> = list.get(b).unwrap().collect();
         if !l.is_empty() {
             m.list.insert(k, l);
         }

@@ -154,13 +154,13 @@ fn list_elements_and_map_entries_expire_one_by_one() {
     l.add_all(&mut b, [2, 3]).unwrap();
     m.put(&mut b, "b".into(), 2).unwrap();
     clock.store(10, Ordering::Relaxed);
-    assert_eq!(l.get(&mut b).unwrap(), vec![2, 3]);
+    assert_eq!(l.get(&mut b).unwrap().collect::<Vec<_>>(), vec![2, 3]);
     assert_eq!(m.get(&mut b, &"a".to_string()).unwrap(), None);
     assert!(!m.contains(&mut b, &"a".to_string()).unwrap());
     assert_eq!(m.entries(&mut b).unwrap().collect::<Vec<_>>(), vec![("b".to_string(), 2)]);
     assert!(!m.is_empty(&mut b).unwrap());
     clock.store(15, Ordering::Relaxed);
-    assert!(l.get(&mut b).unwrap().is_empty());
+    assert!(l.get(&mut b).unwrap().collect::<Vec<_>>().is_empty());
     assert!(m.is_empty(&mut b).unwrap());
     assert_eq!(b.keys_per_key_group("l").unwrap().iter().sum::<usize>(), 0);
     assert_eq!(b.keys_per_key_group("m").unwrap().iter().sum::<usize>(), 0);
@@ -364,7 +364,7 @@ fn run_model(ops: Vec<Op>, on_read: bool, return_expired: bool) -> Result<(), Te
                 if !keep.is_empty() {
                     model.lists.insert(key, keep);
                 }
-                prop_assert_eq!(l.get(&mut b).unwrap(), want);
+                prop_assert_eq!(l.get(&mut b).unwrap().collect::<Vec<_>>(), want);
             }
             Op::MapPut(k, x) => {
                 m.put(&mut b, k, x).unwrap();
@@ -527,7 +527,7 @@ fn timestamps_survive_snapshots_and_rescaling() {
             set_key(&mut r, k);
             let (want_v, want_l) = if k < 100 { (None, vec![]) } else { (Some(k), vec![k]) };
             assert_eq!(v.value(&mut r).unwrap(), want_v, "key {k}");
-            assert_eq!(l.get(&mut r).unwrap(), want_l, "key {k}");
+            assert_eq!(l.get(&mut r).unwrap().collect::<Vec<_>>(), want_l, "key {k}");
         }
         // At 150 the second generation expires too.
         clock.store(150, Ordering::Relaxed);

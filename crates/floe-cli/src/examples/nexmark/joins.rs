@@ -321,7 +321,6 @@ impl KeyedCoProcessFunction<u64, Auction, Bid, AuctionWinner> for WinningBidJoin
                 let watermark = ctx.timer_service().current_watermark();
                 let keep: Vec<Bid> = early
                     .get(ctx)?
-                    .into_iter()
                     .filter(|b| b.date_time > watermark)
                     .collect();
                 if keep.is_empty() {
