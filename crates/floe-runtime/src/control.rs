@@ -83,6 +83,8 @@ pub(crate) struct ControlShared {
     pub(crate) stopped: std::sync::atomic::AtomicBool,
     /// The job's queryable states.
     pub(crate) queryable: Arc<crate::queryable::QueryableStateRegistry>,
+    /// The job's metrics (kept across restarts).
+    pub(crate) metrics: Arc<crate::metrics::JobMetrics>,
 }
 
 /// A handle to a running job: status, checkpoints, savepoints, stop, cancel.
@@ -124,6 +126,12 @@ impl JobControl {
     /// The job's queryable states and where queries for them go.
     pub fn queryable_state(&self) -> &Arc<crate::queryable::QueryableStateRegistry> {
         &self.shared.queryable
+    }
+
+    /// The job's metrics: per operator subtask (in the order of
+    /// [`JobControl::vertices`]) and per job.
+    pub fn metrics(&self) -> &Arc<crate::metrics::JobMetrics> {
+        &self.shared.metrics
     }
 
     /// The job's operators, in graph order.
