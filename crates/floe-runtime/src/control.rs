@@ -36,6 +36,19 @@ pub struct VertexInfo {
     /// Whether the max parallelism was set explicitly (a restore may not
     /// change it) or derived (a restore adopts the snapshot's).
     pub max_parallelism_explicit: bool,
+    /// The edges feeding it, in graph order (the job plan's inputs).
+    pub inputs: Vec<VertexInput>,
+}
+
+/// One edge into a vertex, as the job plan shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VertexInput {
+    /// The upstream vertex's index in [`JobControl::vertices`].
+    pub source: usize,
+    /// How records are distributed over the vertex's subtasks.
+    pub partitioning: crate::graph::Partitioning,
+    /// The side output the edge carries, if not the main output.
+    pub side_output: Option<String>,
 }
 
 /// Why a control request was refused at once.

@@ -25,7 +25,7 @@ use crate::checkpoint::{
     TaskInit, read_checkpoint_metadata,
 };
 use crate::context::TaskInfo;
-use crate::control::{ControlShared, JobControl, VertexInfo};
+use crate::control::{ControlShared, JobControl, VertexInfo, VertexInput};
 use crate::error::{FailureCause, OperatorFailure, TaskError};
 use crate::graph::{
     AnyBox, JobGraph, Partitioning, SideOutputEdge, VertexId, VertexKind, WriterArgs,
@@ -607,7 +607,18 @@ impl JobManager {
                     .vertices
                     .iter()
                     .zip(&plan.vertices)
-                    .map(|(v, p)| VertexInfo {
+                    .enumerate()
+                    .map(|(i, (v, p))| VertexInfo {
+                        inputs: graph
+                            .edges
+                            .iter()
+                            .filter(|e| e.target.0 == i)
+                            .map(|e| VertexInput {
+                                source: e.source.0,
+                                partitioning: e.partitioning,
+                                side_output: e.side_output.as_ref().map(|s| s.tag.to_string()),
+                            })
+                            .collect(),
                         name: v.name.clone(),
                         uid: p.uid.to_string(),
                         parallelism: v.parallelism,
@@ -973,7 +984,10 @@ impl JobClient {
             (Some((event_tx, handle)), uploaders)
         };
         let mut threads = Vec::with_capacity(drivers.len());
-        self.control.shared.metrics.run_started(SystemClock.epoch_ms());
+        self.control
+            .shared
+            .metrics
+            .run_started(SystemClock.epoch_ms());
         for (BuiltTask { name, driver, .. }, env) in drivers.into_iter().zip(envs) {
             match tm.deploy(env.task_index, name.clone(), driver, env) {
                 Ok(t) => threads.push(t),

@@ -75,7 +75,7 @@ pub use context::{
 };
 pub use control::{
     ControlError, JobControl, SavepointFailure, SavepointMode, SavepointStatus, TriggerId,
-    VertexInfo,
+    VertexInfo, VertexInput,
 };
 pub use error::{FailureCause, NonRecoverable, OperatorFailure, TaskError};
 pub use function::{CheckpointListener, CheckpointedFunction, FunctionHooks};

@@ -62,9 +62,7 @@ impl<T: Send> Operator<T> for Metered<T> {
     fn process_watermark(&mut self, watermark: Watermark) -> Result<(), TaskError> {
         match self.side {
             MeteredSide::Input => self.io.set_input_watermark(watermark.0),
-            MeteredSide::Output | MeteredSide::Source => {
-                self.io.set_output_watermark(watermark.0)
-            }
+            MeteredSide::Output | MeteredSide::Source => self.io.set_output_watermark(watermark.0),
         }
         self.inner.process_watermark(watermark)
     }

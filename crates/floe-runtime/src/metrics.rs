@@ -336,14 +336,11 @@ impl JobMetrics {
                                 m.idle_ms_per_second = 1000.0;
                             } else {
                                 m.idle_ms_per_second = ms(cur.idle_ns, old.idle_ns);
-                                m.back_pressured_ms_per_second = ms(
-                                    cur.back_pressured_ns,
-                                    old.back_pressured_ns,
-                                )
-                                .min(1000.0 - m.idle_ms_per_second);
-                                m.busy_ms_per_second = 1000.0
-                                    - m.idle_ms_per_second
-                                    - m.back_pressured_ms_per_second;
+                                m.back_pressured_ms_per_second =
+                                    ms(cur.back_pressured_ns, old.back_pressured_ns)
+                                        .min(1000.0 - m.idle_ms_per_second);
+                                m.busy_ms_per_second =
+                                    1000.0 - m.idle_ms_per_second - m.back_pressured_ms_per_second;
                             }
                         }
                         m
@@ -394,9 +391,15 @@ mod tests {
         let snap = m.snapshot();
         let s = snap[0][0];
         assert_eq!((s.records_in, s.records_out), (4000, 2000));
-        assert!((1900.0..=2000.0).contains(&s.records_in_per_second), "{s:?}");
+        assert!(
+            (1900.0..=2000.0).contains(&s.records_in_per_second),
+            "{s:?}"
+        );
         assert!((240.0..=250.0).contains(&s.idle_ms_per_second), "{s:?}");
-        assert!((490.0..=500.0).contains(&s.back_pressured_ms_per_second), "{s:?}");
+        assert!(
+            (490.0..=500.0).contains(&s.back_pressured_ms_per_second),
+            "{s:?}"
+        );
         let total = s.busy_ms_per_second + s.idle_ms_per_second + s.back_pressured_ms_per_second;
         assert!((total - 1000.0).abs() < 1e-6);
         // Subtask 1's task never ran: idle.
