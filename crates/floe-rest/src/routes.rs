@@ -224,6 +224,19 @@ pub(crate) fn router<J: JobHandle>(job: J, auth: RestAuth) -> (Router, Unreporte
     (app, unreported)
 }
 
+/// Only `GET /metrics`: the Prometheus endpoint on its own port
+/// (`metrics.reporter.prom.port`), open like Flink's reporter.
+pub(crate) fn prometheus_router<J: JobHandle>(job: J) -> Router {
+    let state = AppState {
+        job,
+        unreported: Unreported::default(),
+    };
+    Router::new()
+        .route("/metrics", get(prometheus::<J>))
+        .fallback(not_found)
+        .with_state(state)
+}
+
 /// Methods that change nothing: open without a token unless
 /// `rest.auth.protect-reads` is set.
 fn is_read(method: &Method) -> bool {
