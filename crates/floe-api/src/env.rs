@@ -581,7 +581,32 @@ impl StreamEnvironment {
                 }));
             }
         };
+        let prometheus = match config.get(&options::PROMETHEUS_PORT)? {
+            None => None,
+            Some(prom_port) => {
+                match floe_rest::RestServer::start_prometheus(client.control(), &address, prom_port)
+                {
+                    Ok(server) => {
+                        eprintln!(
+                            "Prometheus endpoint: http://{}/metrics",
+                            server.local_addr()
+                        );
+                        Some(server)
+                    }
+                    Err(e) => {
+                        client.cancel();
+                        let _ = client.wait();
+                        return Err(JobError::Config(floe_core::ConfigError::InvalidValue {
+                            key: options::PROMETHEUS_PORT.key.into(),
+                            value: prom_port.to_string(),
+                            reason: format!("cannot serve the Prometheus endpoint: {e}"),
+                        }));
+                    }
+                }
+            }
+        };
         let result = client.wait();
+        drop(prometheus);
         // Unregister before the endpoint goes, so the CLI never finds a
         // registry entry whose endpoint is gone. (The server stays up a
         // moment for a savepoint or stop result its requester has not

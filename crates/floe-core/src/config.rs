@@ -275,6 +275,17 @@ pub mod options {
         },
     };
 
+    /// The port of the Prometheus endpoint besides the REST API's.
+    pub const PROMETHEUS_PORT: ConfigOption<u16> = ConfigOption {
+        key: "metrics.reporter.prom.port",
+        description: "Also serve GET /metrics (Prometheus text format) on this port, as Flink's PrometheusReporter does; unset: only on the REST port (0 picks a free port).",
+        parse: |s| {
+            s.trim()
+                .parse::<u16>()
+                .map_err(|e| format!("not a port number 0..=65535 ({e})"))
+        },
+    };
+
     /// The REST API's port.
     pub const REST_PORT: ConfigOption<u16> = ConfigOption {
         key: "rest.port",
@@ -450,6 +461,10 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         options::SAVEPOINT_DIR.description,
     ),
     (options::REST_PORT.key, options::REST_PORT.description),
+    (
+        options::PROMETHEUS_PORT.key,
+        options::PROMETHEUS_PORT.description,
+    ),
     (options::REST_ADDRESS.key, options::REST_ADDRESS.description),
     (
         options::REST_AUTH_TOKEN.key,

@@ -30,6 +30,7 @@
 
 mod auth;
 mod error;
+mod metrics;
 pub mod registry;
 mod routes;
 mod server;

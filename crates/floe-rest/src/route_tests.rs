@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use floe_core::JobId;
 use floe_runtime::checkpoint::{CheckpointFailureReason, CheckpointStats, CheckpointStatus};
+use floe_runtime::metrics::SubtaskMetrics;
 use floe_runtime::queryable::QueryReply;
 use floe_runtime::{
     ControlError, JobStatus, QueryError, SavepointFailure, SavepointMode, SavepointStatus,
@@ -81,6 +82,7 @@ impl JobHandle for FakeJob {
                 parallelism: 1,
                 max_parallelism: 128,
                 max_parallelism_explicit: false,
+                inputs: Vec::new(),
             },
             VertexInfo {
                 name: "Count".into(),
@@ -88,6 +90,11 @@ impl JobHandle for FakeJob {
                 parallelism: 2,
                 max_parallelism: 128,
                 max_parallelism_explicit: false,
+                inputs: vec![floe_runtime::VertexInput {
+                    source: 0,
+                    partitioning: floe_runtime::Partitioning::KeyGroup,
+                    side_output: None,
+                }],
             },
         ]
     }
@@ -155,6 +162,29 @@ impl JobHandle for FakeJob {
             reply(Ok((key < 10).then(|| QueryValue::Json(json!(key * 10)))))
         });
         Ok(())
+    }
+    fn metrics(&self) -> Vec<Vec<SubtaskMetrics>> {
+        let m = |records: u64, busy: f64, idle: f64, bp: f64| SubtaskMetrics {
+            records_in: records,
+            records_out: records / 2,
+            records_in_per_second: records as f64 / 10.0,
+            records_out_per_second: records as f64 / 20.0,
+            busy_ms_per_second: busy,
+            idle_ms_per_second: idle,
+            back_pressured_ms_per_second: bp,
+            input_watermark: floe_runtime::metrics::NO_WATERMARK,
+            output_watermark: 1_700_000_000_000,
+        };
+        vec![
+            vec![m(1000, 100.0, 0.0, 900.0)],
+            vec![m(600, 1000.0, 0.0, 0.0), m(400, 300.0, 650.0, 50.0)],
+        ]
+    }
+    fn restarts(&self) -> u64 {
+        2
+    }
+    fn run_started_ms(&self) -> Option<u64> {
+        Some(1_700_000_000_000)
     }
 }
 
@@ -1145,4 +1175,196 @@ mod fuzz {
             .extend(segments);
         url
     }
+}
+
+#[test]
+fn vertex_metrics_list_ids_and_answer_get_with_string_values() {
+    let f = serve();
+    let base = format!("/jobs/{JOB_STR}/vertices/count/metrics");
+    let (status, list) = f.get(&base);
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    for id in [
+        "0.numRecordsIn",
+        "1.numRecordsOutPerSecond",
+        "1.backPressuredTimeMsPerSecond",
+    ] {
+        assert!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+    let (status, got) = f.get(&format!(
+        "{base}?get=0.numRecordsIn,1.idleTimeMsPerSecond,9.nope"
+    ));
+    assert_eq!(status, 200);
+    assert_eq!(
+        got,
+        json!([
+            { "id": "0.numRecordsIn", "value": "600" },
+            { "id": "1.idleTimeMsPerSecond", "value": "650" },
+        ])
+    );
+    assert_error(
+        f.get(&format!("/jobs/{JOB_STR}/vertices/nope/metrics")),
+        404,
+        &["nope"],
+    );
+}
+
+#[test]
+fn subtask_metrics_aggregate_as_flink_does() {
+    let f = serve();
+    let base = format!("/jobs/{JOB_STR}/vertices/count/subtasks/metrics");
+    let (_, list) = f.get(&base);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .contains(&json!({ "id": "numRecordsIn" }))
+    );
+    let (status, got) = f.get(&format!("{base}?get=numRecordsIn&agg=min,max,avg,sum"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        got,
+        json!([{ "id": "numRecordsIn", "min": 400.0, "max": 600.0, "avg": 500.0, "sum": 1000.0 }])
+    );
+    assert_error(
+        f.get(&format!("{base}?get=numRecordsIn&agg=median")),
+        400,
+        &["median"],
+    );
+}
+
+#[test]
+fn job_metrics_come_from_the_checkpoint_history() {
+    let f = serve();
+    f.job.state().stats = vec![
+        stats(1, CheckpointStatus::Completed, false),
+        stats(2, CheckpointStatus::Completed, true),
+        stats(
+            3,
+            CheckpointStatus::Failed(CheckpointFailureReason::Expired(Duration::from_secs(3))),
+            false,
+        ),
+    ];
+    let (status, got) = f.get(&format!(
+        "/jobs/{JOB_STR}/metrics?get=lastCheckpointDuration,lastCheckpointSize,numberOfCompletedCheckpoints,numberOfFailedCheckpoints,numRestarts"
+    ));
+    assert_eq!(status, 200);
+    assert_eq!(
+        got,
+        json!([
+            { "id": "lastCheckpointDuration", "value": "41" },
+            { "id": "lastCheckpointSize", "value": "1000" },
+            { "id": "numberOfCompletedCheckpoints", "value": "1" },
+            { "id": "numberOfFailedCheckpoints", "value": "1" },
+            { "id": "numRestarts", "value": "2" },
+        ])
+    );
+}
+
+#[test]
+fn backpressure_levels_follow_flinks_thresholds() {
+    let f = serve();
+    let (status, source) = f.get(&format!("/jobs/{JOB_STR}/vertices/gen/backpressure"));
+    assert_eq!(status, 200);
+    assert_eq!(source["status"], "ok");
+    assert_eq!(source["backpressureLevel"], "high");
+    assert_eq!(source["subtasks"][0]["subtask"], 0);
+    assert_eq!(source["subtasks"][0]["ratio"], 0.9);
+    assert_eq!(source["subtasks"][0]["busyRatio"], 0.1);
+    assert_eq!(source["subtasks"][0]["idleRatio"], 0.0);
+    assert_eq!(source["subtasks"][0]["backpressureLevel"], "high");
+    assert!(source["end-timestamp"].is_u64());
+    let (_, count) = f.get(&format!("/jobs/{JOB_STR}/vertices/count/backpressure"));
+    assert_eq!(count["backpressureLevel"], "ok");
+    assert_eq!(count["subtasks"][1]["ratio"], 0.05);
+}
+
+#[test]
+fn plan_lists_nodes_with_inputs_and_ship_strategies() {
+    let f = serve();
+    let (status, got) = f.get(&format!("/jobs/{JOB_STR}/plan"));
+    assert_eq!(status, 200);
+    let plan = &got["plan"];
+    assert_eq!(plan["jid"], JOB_STR);
+    assert_eq!(plan["name"], "KeyedCount");
+    assert_eq!(plan["type"], "STREAMING");
+    assert_eq!(plan["nodes"][0]["id"], "gen");
+    assert!(plan["nodes"][0].get("inputs").is_none());
+    assert_eq!(plan["nodes"][1]["id"], "count");
+    assert_eq!(plan["nodes"][1]["parallelism"], 2);
+    assert_eq!(plan["nodes"][1]["description"], "Count");
+    assert_eq!(
+        plan["nodes"][1]["inputs"],
+        json!([{ "num": 0, "id": "gen", "ship_strategy": "HASH", "exchange": "pipelined_bounded" }])
+    );
+}
+
+#[test]
+fn checkpoint_details_by_id_or_404() {
+    let f = serve();
+    f.job.state().stats = vec![stats(4, CheckpointStatus::Completed, false)];
+    let (status, got) = f.get(&format!("/jobs/{JOB_STR}/checkpoints/details/4"));
+    assert_eq!(status, 200);
+    assert_eq!(got["id"], 4);
+    assert_eq!(got["status"], "COMPLETED");
+    assert_eq!(got["state_size"], 4000);
+    assert_eq!(got["end_to_end_duration"], 44);
+    assert_error(
+        f.get(&format!("/jobs/{JOB_STR}/checkpoints/details/5")),
+        404,
+        &["checkpoint 5"],
+    );
+    assert_error(
+        f.get(&format!("/jobs/{JOB_STR}/checkpoints/details/x")),
+        400,
+        &["checkpointid"],
+    );
+}
+
+#[test]
+fn prometheus_exposition_parses_with_flinks_names_and_labels() {
+    let f = serve();
+    let mut resp = f.agent.get(&f.url("/metrics")).call().unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.body_mut().read_to_string().unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let sample = |name: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                ref other => panic!("{name} is not a gauge: {other:?}"),
+            })
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
+    };
+    let labels = [
+        ("job_id", JOB_STR),
+        ("job_name", "KeyedCount"),
+        ("operator_id", "count"),
+        ("operator_name", "Count"),
+        ("task_name", "Count"),
+        ("subtask_index", "1"),
+    ];
+    assert_eq!(
+        sample("floe_taskmanager_job_task_operator_numRecordsIn", &labels),
+        400.0
+    );
+    assert_eq!(
+        sample(
+            "floe_taskmanager_job_task_backPressuredTimeMsPerSecond",
+            &[("task_id", "gen")]
+        ),
+        900.0
+    );
+    assert_eq!(
+        sample("floe_jobmanager_job_numRestarts", &[("job_id", JOB_STR)]),
+        2.0
+    );
+    assert!(sample("floe_jobmanager_Status_Process_Memory_RSS", &[]) > 0.0);
 }

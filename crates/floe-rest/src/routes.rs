@@ -20,10 +20,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use floe_core::JobId;
 use floe_runtime::checkpoint::{CheckpointStats, CheckpointStatus, Clock, SystemClock};
+use floe_runtime::metrics::SubtaskMetrics;
 use floe_runtime::queryable::QueryReply;
 use floe_runtime::{
-    ControlError, JobControl, JobStatus, QueryError, SavepointMode, SavepointStatus, TriggerId,
-    VertexInfo,
+    ControlError, JobControl, JobStatus, Partitioning, QueryError, SavepointMode, SavepointStatus,
+    TriggerId, VertexInfo,
 };
 use floe_state::{QueryFormat, QueryValue};
 use serde::Serialize;
@@ -31,6 +32,10 @@ use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
 
 use crate::auth::RestAuth;
+use crate::metrics::{
+    CONTENT_TYPE, JOB_METRICS, JobView, OPERATOR_METRICS, ProcessStats, TASK_METRICS,
+    prometheus_text, subtask_value,
+};
 
 /// The largest request body accepted. Bodies are a few small JSON fields
 /// (a directory and a flag), so 64 KiB is generous; a larger body is
@@ -63,11 +68,27 @@ pub(crate) trait JobHandle: Clone + Send + Sync + 'static {
     /// Sends a query for the state of the JSON `key` in the state queryable
     /// as `name`; the JSON answer goes to `reply`.
     fn query_state(&self, name: &str, key: &Value, reply: QueryReply) -> Result<(), QueryError>;
+    /// Every operator subtask's metrics, per vertex (in `vertices()`
+    /// order), then per subtask.
+    fn metrics(&self) -> Vec<Vec<SubtaskMetrics>>;
+    /// Restarts since submission.
+    fn restarts(&self) -> u64;
+    /// When the current run started (ms since the epoch), if one runs.
+    fn run_started_ms(&self) -> Option<u64>;
 }
 
 impl JobHandle for JobControl {
     fn job_id(&self) -> JobId {
         JobControl::job_id(self)
+    }
+    fn metrics(&self) -> Vec<Vec<SubtaskMetrics>> {
+        JobControl::metrics(self).snapshot()
+    }
+    fn restarts(&self) -> u64 {
+        JobControl::metrics(self).restarts()
+    }
+    fn run_started_ms(&self) -> Option<u64> {
+        JobControl::metrics(self).run_started_ms()
     }
     fn job_name(&self) -> String {
         JobControl::job_name(self).to_string()
@@ -170,6 +191,25 @@ pub(crate) fn router<J: JobHandle>(job: J, auth: RestAuth) -> (Router, Unreporte
         )
         .route("/jobs/{jobid}/stop", axum::routing::post(stop::<J>))
         .route("/jobs/{jobid}/state/{name}", get(query_state::<J>))
+        .route("/jobs/{jobid}/metrics", get(job_metrics::<J>))
+        .route("/jobs/{jobid}/plan", get(plan::<J>))
+        .route(
+            "/jobs/{jobid}/checkpoints/details/{checkpointid}",
+            get(checkpoint_details::<J>),
+        )
+        .route(
+            "/jobs/{jobid}/vertices/{vertexid}/metrics",
+            get(vertex_metrics::<J>),
+        )
+        .route(
+            "/jobs/{jobid}/vertices/{vertexid}/subtasks/metrics",
+            get(subtask_metrics::<J>),
+        )
+        .route(
+            "/jobs/{jobid}/vertices/{vertexid}/backpressure",
+            get(backpressure::<J>),
+        )
+        .route("/metrics", get(prometheus::<J>))
         .method_not_allowed_fallback(method_not_allowed);
     let auth = Arc::new(auth);
     let app = Router::new()
@@ -182,6 +222,19 @@ pub(crate) fn router<J: JobHandle>(job: J, auth: RestAuth) -> (Router, Unreporte
             move |request: Request, next: Next| check_token(auth.clone(), request, next),
         ));
     (app, unreported)
+}
+
+/// Only `GET /metrics`: the Prometheus endpoint on its own port
+/// (`metrics.reporter.prom.port`), open like Flink's reporter.
+pub(crate) fn prometheus_router<J: JobHandle>(job: J) -> Router {
+    let state = AppState {
+        job,
+        unreported: Unreported::default(),
+    };
+    Router::new()
+        .route("/metrics", get(prometheus::<J>))
+        .fallback(not_found)
+        .with_state(state)
 }
 
 /// Methods that change nothing: open without a token unless
@@ -980,4 +1033,331 @@ async fn query_state<J: JobHandle>(
         }
     };
     Ok(Json(body).into_response())
+}
+
+/// The comma-separated values of query parameter `name` (Flink's `get`
+/// and `agg`), in order, without empty items.
+fn list_param(query: &[(String, String)], name: &str) -> Option<Vec<String>> {
+    let mut found = None;
+    for (_, v) in query.iter().filter(|(k, _)| k == name) {
+        let items = found.get_or_insert_with(Vec::new);
+        items.extend(
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        );
+    }
+    found
+}
+
+fn query_pairs(
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(format!("bad query: {e}")))
+}
+
+/// The vertex `vid` names (its id as `GET /jobs/{id}` lists it): its index
+/// and info, or 404.
+fn find_vertex<J: JobHandle>(job: &J, vid: &str) -> Result<(usize, VertexInfo), ApiError> {
+    job.vertices()
+        .into_iter()
+        .enumerate()
+        .find(|(_, v)| v.uid == vid)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("vertex {vid} not found in job {}", job.job_id()),
+            )
+        })
+}
+
+/// A metric value as Flink's REST API writes it: a string.
+fn metric_string(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Flink's metric list answer: `[{"id"}]` without `get`, `[{"id",
+/// "value"}]` with it (unknown ids are left out, as in Flink).
+fn metric_list(
+    ids: Vec<String>,
+    get: Option<Vec<String>>,
+    value: impl Fn(&str) -> Option<f64>,
+) -> Value {
+    match get {
+        None => Value::Array(ids.into_iter().map(|id| json!({ "id": id })).collect()),
+        Some(wanted) => Value::Array(
+            wanted
+                .into_iter()
+                .filter_map(|id| value(&id).map(|v| json!({ "id": id, "value": metric_string(v) })))
+                .collect(),
+        ),
+    }
+}
+
+fn job_view<'a, J: JobHandle>(job: &J, stats: &'a [CheckpointStats]) -> JobView<'a> {
+    JobView {
+        stats,
+        restarts: job.restarts(),
+        run_started_ms: job.run_started_ms(),
+        now_ms: SystemClock.epoch_ms(),
+    }
+}
+
+/// `GET /jobs/{id}/metrics[?get=a,b]`: the job-scoped metrics (checkpoint
+/// counts and sizes, restarts, uptime).
+async fn job_metrics<J: JobHandle>(
+    State(AppState { job, .. }): State<AppState<J>>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    check_job(&job, &path(id)?)?;
+    let get = list_param(&query_pairs(q)?, "get");
+    let stats = job.checkpoint_stats();
+    let view = job_view(&job, &stats);
+    let ids = JOB_METRICS.iter().map(|s| s.to_string()).collect();
+    Ok(Json(metric_list(ids, get, |id| view.value(id))).into_response())
+}
+
+/// `GET /jobs/{id}/vertices/{vid}/metrics[?get=0.numRecordsIn,…]`: Flink's
+/// per-vertex metric ids, `<subtask>.<metric>`.
+async fn vertex_metrics<J: JobHandle>(
+    State(AppState { job, .. }): State<AppState<J>>,
+    ids: Result<Path<(String, String)>, PathRejection>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let (id, vid) = path(ids)?;
+    check_job(&job, &id)?;
+    let (index, _) = find_vertex(&job, &vid)?;
+    let get = list_param(&query_pairs(q)?, "get");
+    let subtasks = job.metrics().swap_remove(index);
+    let names = || OPERATOR_METRICS.iter().chain(&TASK_METRICS);
+    let ids = (0..subtasks.len())
+        .flat_map(|i| names().map(move |m| format!("{i}.{m}")))
+        .collect();
+    let value = |id: &str| {
+        let (i, name) = id.split_once('.')?;
+        subtask_value(subtasks.get(i.parse::<usize>().ok()?)?, name)
+    };
+    Ok(Json(metric_list(ids, get, value)).into_response())
+}
+
+/// `GET /jobs/{id}/vertices/{vid}/subtasks/metrics[?get=…&agg=min,max,avg,sum]`:
+/// each metric aggregated over the vertex's subtasks (all four without
+/// `agg`).
+async fn subtask_metrics<J: JobHandle>(
+    State(AppState { job, .. }): State<AppState<J>>,
+    ids: Result<Path<(String, String)>, PathRejection>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let (id, vid) = path(ids)?;
+    check_job(&job, &id)?;
+    let (index, _) = find_vertex(&job, &vid)?;
+    let query = query_pairs(q)?;
+    let aggs = list_param(&query, "agg")
+        .unwrap_or_else(|| ["min", "max", "avg", "sum"].map(String::from).to_vec());
+    if let Some(bad) = aggs
+        .iter()
+        .find(|a| !["min", "max", "avg", "sum", "skew"].contains(&a.as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "bad query parameter agg: {bad:?} is none of min, max, avg, sum, skew"
+        )));
+    }
+    let Some(get) = list_param(&query, "get") else {
+        let ids = OPERATOR_METRICS.iter().chain(&TASK_METRICS);
+        return Ok(Json(Value::Array(ids.map(|id| json!({ "id": id })).collect())).into_response());
+    };
+    let subtasks = job.metrics().swap_remove(index);
+    let out: Vec<Value> = get
+        .into_iter()
+        .filter_map(|id| {
+            let values: Vec<f64> = subtasks
+                .iter()
+                .map(|m| subtask_value(m, &id))
+                .collect::<Option<_>>()?;
+            let mut entry = Map::new();
+            entry.insert("id".into(), json!(id));
+            let sum: f64 = values.iter().sum();
+            let n = values.len().max(1) as f64;
+            let avg = sum / n;
+            for a in &aggs {
+                let v = match a.as_str() {
+                    "min" => values.iter().copied().fold(f64::INFINITY, f64::min),
+                    "max" => values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    "avg" => avg,
+                    "sum" => sum,
+                    // Flink's skew: how far the maximum is above the
+                    // average, in percent of the maximum.
+                    _ => {
+                        let max = values.iter().copied().fold(0.0, f64::max);
+                        if max == 0.0 {
+                            0.0
+                        } else {
+                            (max - avg) / max * 100.0
+                        }
+                    }
+                };
+                entry.insert(a.clone(), json!(v));
+            }
+            Some(Value::Object(entry))
+        })
+        .collect();
+    Ok(Json(Value::Array(out)).into_response())
+}
+
+/// Flink's backpressure level of a back-pressured ratio: up to 10 % ok, up
+/// to 50 % low, above high.
+fn backpressure_level(ratio: f64) -> &'static str {
+    if ratio <= 0.10 {
+        "ok"
+    } else if ratio <= 0.5 {
+        "low"
+    } else {
+        "high"
+    }
+}
+
+/// `GET /jobs/{id}/vertices/{vid}/backpressure`: Flink's shape, from
+/// `backPressuredTimeMsPerSecond` (the ratio), `idleTimeMsPerSecond` and
+/// `busyTimeMsPerSecond` of each subtask; the vertex's level is its worst
+/// subtask's.
+async fn backpressure<J: JobHandle>(
+    State(AppState { job, .. }): State<AppState<J>>,
+    ids: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult {
+    let (id, vid) = path(ids)?;
+    check_job(&job, &id)?;
+    let (index, _) = find_vertex(&job, &vid)?;
+    let subtasks = job.metrics().swap_remove(index);
+    let mut worst = 0.0f64;
+    let entries: Vec<Value> = subtasks
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let ratio = m.back_pressured_ms_per_second / 1000.0;
+            worst = worst.max(ratio);
+            json!({
+                "subtask": i,
+                "attempt-number": job.restarts(),
+                "backpressureLevel": backpressure_level(ratio),
+                "ratio": ratio,
+                "idleRatio": m.idle_ms_per_second / 1000.0,
+                "busyRatio": m.busy_ms_per_second / 1000.0,
+                "other-concurrent-attempts": [],
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "status": "ok",
+        "backpressureLevel": backpressure_level(worst),
+        "end-timestamp": SystemClock.epoch_ms(),
+        "subtasks": entries,
+    }))
+    .into_response())
+}
+
+/// Flink's ship strategy name for a partitioning.
+fn ship_strategy(p: Partitioning) -> &'static str {
+    match p {
+        Partitioning::Forward => "FORWARD",
+        Partitioning::Rebalance => "REBALANCE",
+        Partitioning::Broadcast => "BROADCAST",
+        Partitioning::KeyGroup => "HASH",
+    }
+}
+
+/// `GET /jobs/{id}/plan`: Flink's job plan (one node per vertex, with the
+/// edges feeding it and their ship strategies).
+async fn plan<J: JobHandle>(
+    State(AppState { job, .. }): State<AppState<J>>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    check_job(&job, &path(id)?)?;
+    let vertices = job.vertices();
+    let nodes: Vec<Value> = vertices
+        .iter()
+        .map(|v| {
+            let inputs: Vec<Value> = v
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(num, input)| {
+                    let mut i = json!({
+                        "num": num,
+                        "id": vertices[input.source].uid,
+                        "ship_strategy": ship_strategy(input.partitioning),
+                        "exchange": "pipelined_bounded",
+                    });
+                    if let Some(tag) = &input.side_output {
+                        i["side_output"] = json!(tag);
+                    }
+                    i
+                })
+                .collect();
+            let mut node = json!({
+                "id": v.uid,
+                "parallelism": v.parallelism,
+                "operator": "",
+                "operator_strategy": "",
+                "description": v.name,
+                "optimizer_properties": {},
+            });
+            if !inputs.is_empty() {
+                node["inputs"] = Value::Array(inputs);
+            }
+            node
+        })
+        .collect();
+    Ok(Json(json!({
+        "plan": {
+            "jid": job.job_id().to_string(),
+            "name": job.job_name(),
+            "type": "STREAMING",
+            "nodes": nodes,
+        }
+    }))
+    .into_response())
+}
+
+/// `GET /jobs/{id}/checkpoints/details/{cid}`: one history entry, or 404.
+async fn checkpoint_details<J: JobHandle>(
+    State(AppState { job, .. }): State<AppState<J>>,
+    ids: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult {
+    let (id, cid) = path(ids)?;
+    check_job(&job, &id)?;
+    let cid: u64 = cid.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "bad path parameter checkpointid: {cid:?} is not a number"
+        ))
+    })?;
+    let stats = job.checkpoint_stats();
+    let entry = stats.iter().rfind(|s| s.id == cid).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Could not find checkpointing statistics for checkpoint {cid}."),
+        )
+    })?;
+    Ok(Json(checkpoint_json(entry)).into_response())
+}
+
+/// `GET /metrics`: every metric of the job in the Prometheus (OpenMetrics)
+/// text format.
+async fn prometheus<J: JobHandle>(State(AppState { job, .. }): State<AppState<J>>) -> Response {
+    let stats = job.checkpoint_stats();
+    let text = prometheus_text(
+        &job.job_id().to_string(),
+        &job.job_name(),
+        &job.vertices(),
+        &job.metrics(),
+        &job_view(&job, &stats),
+        ProcessStats::read(),
+    );
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }

@@ -87,6 +87,17 @@ impl RestServer {
         Self::start_router(app, unreported, address, port)
     }
 
+    /// Serves only the job's Prometheus endpoint (`GET /metrics`) on
+    /// `address:port`: Flink's `metrics.reporter.prom.port`.
+    pub fn start_prometheus(
+        control: JobControl,
+        address: &str,
+        port: u16,
+    ) -> Result<RestServer, RestError> {
+        let app = crate::routes::prometheus_router(control);
+        Self::start_router(app, Unreported::default(), address, port)
+    }
+
     /// Serves any router: [`RestServer::start`] without a job, for tests.
     pub(crate) fn start_router(
         app: Router,

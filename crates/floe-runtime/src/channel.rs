@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TryRecvError};
 use floe_core::StreamMessage;
@@ -66,16 +66,20 @@ impl<T: Send> OutputChannel<T> for LocalOutputChannel<T> {
                 return Err(TaskError::Cancelled);
             }
         };
-        loop {
+        // Full: the task is back-pressured until the send goes through.
+        let blocked = Instant::now();
+        let result = loop {
             if cancel.is_cancelled() {
-                return Err(TaskError::Cancelled);
+                break Err(TaskError::Cancelled);
             }
             match self.0.send_timeout(msg, CANCEL_POLL) {
-                Ok(()) => return Ok(()),
+                Ok(()) => break Ok(()),
                 Err(SendTimeoutError::Timeout(m)) => msg = m,
-                Err(SendTimeoutError::Disconnected(_)) => return Err(TaskError::Cancelled),
+                Err(SendTimeoutError::Disconnected(_)) => break Err(TaskError::Cancelled),
             }
-        }
+        };
+        crate::metrics::record_back_pressure(blocked.elapsed());
+        result
     }
 }
 

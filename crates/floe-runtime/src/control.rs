@@ -36,6 +36,19 @@ pub struct VertexInfo {
     /// Whether the max parallelism was set explicitly (a restore may not
     /// change it) or derived (a restore adopts the snapshot's).
     pub max_parallelism_explicit: bool,
+    /// The edges feeding it, in graph order (the job plan's inputs).
+    pub inputs: Vec<VertexInput>,
+}
+
+/// One edge into a vertex, as the job plan shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VertexInput {
+    /// The upstream vertex's index in [`JobControl::vertices`].
+    pub source: usize,
+    /// How records are distributed over the vertex's subtasks.
+    pub partitioning: crate::graph::Partitioning,
+    /// The side output the edge carries, if not the main output.
+    pub side_output: Option<String>,
 }
 
 /// Why a control request was refused at once.
@@ -83,6 +96,8 @@ pub(crate) struct ControlShared {
     pub(crate) stopped: std::sync::atomic::AtomicBool,
     /// The job's queryable states.
     pub(crate) queryable: Arc<crate::queryable::QueryableStateRegistry>,
+    /// The job's metrics (kept across restarts).
+    pub(crate) metrics: Arc<crate::metrics::JobMetrics>,
 }
 
 /// A handle to a running job: status, checkpoints, savepoints, stop, cancel.
@@ -124,6 +139,12 @@ impl JobControl {
     /// The job's queryable states and where queries for them go.
     pub fn queryable_state(&self) -> &Arc<crate::queryable::QueryableStateRegistry> {
         &self.shared.queryable
+    }
+
+    /// The job's metrics: per operator subtask (in the order of
+    /// [`JobControl::vertices`]) and per job.
+    pub fn metrics(&self) -> &Arc<crate::metrics::JobMetrics> {
+        &self.shared.metrics
     }
 
     /// The job's operators, in graph order.

@@ -17,6 +17,8 @@ use floe_core::StreamMessage;
 
 use crate::channel::{CancelFlag, OutputChannel, local_channel};
 use crate::context::TaskInfo;
+use crate::metered::{Metered, MeteredSide};
+use crate::metrics::OperatorIo;
 use crate::operator::{Discard, FanOut, Operator};
 use crate::task::{InputTask, TaskDriver};
 use crate::writer::{BroadcastWriter, ChannelSet, ForwardWriter, RebalanceWriter};
@@ -101,6 +103,8 @@ pub trait StreamTypeOps: Send + Sync {
     fn channel(&self, capacity: usize) -> (AnyBox, AnyBox);
     /// One `Box<dyn Operator<T>>` out of several (or none: a discarding one).
     fn fan_out(&self, outputs: Vec<AnyBox>) -> AnyBox;
+    /// `op` (a `Box<dyn Operator<T>>`) behind a link counting into `io`.
+    fn metered(&self, op: AnyBox, io: Arc<OperatorIo>, side: MeteredSide) -> AnyBox;
     /// The input loop of a task whose head consumes `T`.
     fn input_task(
         &self,
@@ -160,6 +164,12 @@ impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static>
             1 => ops.pop().expect("one output"),
             _ => Box::new(FanOut::new(ops)),
         };
+        Box::new(op)
+    }
+
+    fn metered(&self, op: AnyBox, io: Arc<OperatorIo>, side: MeteredSide) -> AnyBox {
+        let op = unbox::<Box<dyn Operator<T>>>(op, "metered operator");
+        let op: Box<dyn Operator<T>> = Box::new(Metered::new(op, io, side));
         Box::new(op)
     }
 

@@ -25,12 +25,14 @@ use crate::checkpoint::{
     TaskInit, read_checkpoint_metadata,
 };
 use crate::context::TaskInfo;
-use crate::control::{ControlShared, JobControl, VertexInfo};
+use crate::control::{ControlShared, JobControl, VertexInfo, VertexInput};
 use crate::error::{FailureCause, OperatorFailure, TaskError};
 use crate::graph::{
     AnyBox, JobGraph, Partitioning, SideOutputEdge, VertexId, VertexKind, WriterArgs,
 };
 use crate::job_status::JobStatus;
+use crate::metered::MeteredSide;
+use crate::metrics::JobMetrics;
 use crate::processing_time::{ProcessingClock, ProcessingTimeService};
 use crate::restart::{RestartStrategy, RestartTracker};
 use crate::side_output::SideOutputs;
@@ -582,6 +584,18 @@ impl JobManager {
         eprintln!("Job {job_name} started with JobID {job_id}");
         let checkpoint_history = CheckpointHistory::default();
         let user_cancel = CancelFlag::new();
+        let metrics = JobMetrics::new(
+            &graph
+                .vertices
+                .iter()
+                .map(|v| v.parallelism)
+                .collect::<Vec<_>>(),
+            &plan
+                .chains
+                .iter()
+                .map(|c| c.iter().map(|v| v.0).collect())
+                .collect::<Vec<_>>(),
+        );
         let control = JobControl {
             shared: Arc::new(ControlShared {
                 job_id,
@@ -593,7 +607,18 @@ impl JobManager {
                     .vertices
                     .iter()
                     .zip(&plan.vertices)
-                    .map(|(v, p)| VertexInfo {
+                    .enumerate()
+                    .map(|(i, (v, p))| VertexInfo {
+                        inputs: graph
+                            .edges
+                            .iter()
+                            .filter(|e| e.target.0 == i)
+                            .map(|e| VertexInput {
+                                source: e.source.0,
+                                partitioning: e.partitioning,
+                                side_output: e.side_output.as_ref().map(|s| s.tag.to_string()),
+                            })
+                            .collect(),
                         name: v.name.clone(),
                         uid: p.uid.to_string(),
                         parallelism: v.parallelism,
@@ -614,6 +639,7 @@ impl JobManager {
                 }),
                 stopping: Mutex::new(None),
                 stopped: Default::default(),
+                metrics: metrics.clone(),
                 queryable: Arc::new(
                     crate::queryable::QueryableStateRegistry::new(
                         job_id,
@@ -640,6 +666,16 @@ impl JobManager {
             attached: Vec::new(),
         };
         client.deploy(self.settings.restore.clone())?;
+        let shared = Arc::downgrade(&client.control.shared);
+        let alive = move || {
+            shared
+                .upgrade()
+                .is_some_and(|s| !s.status.lock().is_ok_and(|s| s.is_terminal()))
+        };
+        if let Err(e) = JobMetrics::start_sampler(&metrics, alive) {
+            // Counters still work; only per-second rates stay at zero.
+            tracing::warn!(job = %job_id, "cannot start the metrics sampler: {e}");
+        }
         Ok(client)
     }
 
@@ -650,7 +686,8 @@ impl JobManager {
         graph: &JobGraph,
         plan: &ExecutionPlan,
         cancel: &CancelFlag,
-    ) -> Vec<(String, bool, Box<dyn TaskDriver>)> {
+        metrics: &JobMetrics,
+    ) -> Vec<BuiltTask> {
         let job_name: Arc<str> = job_name.into();
         // senders[edge][sending subtask] and receivers[vertex][subtask].
         let mut senders: Vec<Vec<Vec<AnyBox>>> = Vec::with_capacity(graph.edges.len());
@@ -733,6 +770,26 @@ impl JobManager {
                         .collect(),
                 ));
                 let mut downstream = graph.vertices[tail.0].output_type.fan_out(outputs);
+                // Every operator is counted on both sides (once per batch):
+                // what it emits into `downstream`, what reaches it.
+                let meter_out = |v: VertexId, downstream: AnyBox| {
+                    let side = match graph.vertices[v.0].kind {
+                        VertexKind::Source(_) => MeteredSide::Source,
+                        VertexKind::Operator(_) => MeteredSide::Output,
+                    };
+                    graph.vertices[v.0].output_type.metered(
+                        downstream,
+                        metrics.operator(v.0, i),
+                        side,
+                    )
+                };
+                let meter_in = |v: VertexId, op: AnyBox| {
+                    graph.vertices[v.0]
+                        .input_type
+                        .as_ref()
+                        .expect("operators have an input type")
+                        .metered(op, metrics.operator(v.0, i), MeteredSide::Input)
+                };
                 for &v in chain[1..].iter().rev() {
                     let side = if v == tail {
                         side_outputs.take().unwrap_or_default()
@@ -740,16 +797,20 @@ impl JobManager {
                         SideOutputs::default()
                     };
                     match &graph.vertices[v.0].kind {
-                        VertexKind::Operator(f) => downstream = f(&info_of(v), downstream, side),
+                        VertexKind::Operator(f) => {
+                            let op = f(&info_of(v), meter_out(v, downstream), side);
+                            downstream = meter_in(v, op);
+                        }
                         VertexKind::Source(_) => unreachable!("sources only head chains"),
                     }
                 }
                 let head_v = &graph.vertices[head.0];
+                let downstream = meter_out(head, downstream);
                 let driver = match &head_v.kind {
                     VertexKind::Source(f) => f(&info_of(head), downstream),
                     VertexKind::Operator(f) => {
                         let side = side_outputs.take().unwrap_or_default();
-                        let head_op = f(&info_of(head), downstream, side);
+                        let head_op = meter_in(head, f(&info_of(head), downstream, side));
                         head_v
                             .input_type
                             .as_ref()
@@ -762,7 +823,12 @@ impl JobManager {
                     }
                 };
                 let is_source = matches!(head_v.kind, VertexKind::Source(_));
-                tasks.push((format!("{chain_name} ({}/{p})", i + 1), is_source, driver));
+                tasks.push(BuiltTask {
+                    name: format!("{chain_name} ({}/{p})", i + 1),
+                    is_source,
+                    driver,
+                    times: metrics.task(head.0, i),
+                });
             }
         }
         tasks
@@ -800,6 +866,16 @@ fn operator_info(vertices: &[VertexInfo]) -> BTreeMap<String, OperatorSnapshotIn
         .collect()
 }
 
+/// One task of a run, built and ready to deploy.
+struct BuiltTask {
+    /// `<chain> (<subtask>/<parallelism>)`.
+    name: String,
+    is_source: bool,
+    driver: Box<dyn TaskDriver>,
+    /// Where it accounts for its time.
+    times: Arc<crate::metrics::TaskTimes>,
+}
+
 /// The coordinator thread of a run and the channel to its events.
 type CoordinatorThread = (
     crossbeam_channel::Sender<CoordinatorEvent>,
@@ -825,6 +901,7 @@ impl JobClient {
             &self.graph,
             &self.plan,
             &cancel,
+            &self.control.shared.metrics,
         );
         tracing::info!(job_id = %self.job_id, job = %self.job_name, tasks = drivers.len(), restored = restore.as_ref().map(|r| r.checkpoint_id), "deploying job");
         let periodic = self.manager.settings.checkpointing.is_some();
@@ -841,6 +918,7 @@ impl JobClient {
             .map(|i| {
                 let mut env = TaskEnvironment::new(cancel.clone(), i);
                 env.init = init.clone();
+                env.times = Some(drivers[i].times.clone());
                 // Each task asks for its own wake-ups.
                 env.init.time = init.time.for_task();
                 let registry = self.control.queryable_state();
@@ -866,7 +944,7 @@ impl JobClient {
             let (snap_tx, snap_rx) = crossbeam_channel::unbounded();
             let (event_tx, event_rx) = crossbeam_channel::unbounded();
             let mut tasks = Vec::new();
-            for (env, (_, is_source, _)) in envs.iter_mut().zip(&drivers) {
+            for (env, BuiltTask { is_source, .. }) in envs.iter_mut().zip(&drivers) {
                 env.snapshots = Some(snap_tx.clone());
                 env.coordinator = Some(event_tx.clone());
                 env.alignment = AlignmentMode::of(&settings);
@@ -906,7 +984,11 @@ impl JobClient {
             (Some((event_tx, handle)), uploaders)
         };
         let mut threads = Vec::with_capacity(drivers.len());
-        for ((name, _, driver), env) in drivers.into_iter().zip(envs) {
+        self.control
+            .shared
+            .metrics
+            .run_started(SystemClock.epoch_ms());
+        for (BuiltTask { name, driver, .. }, env) in drivers.into_iter().zip(envs) {
             match tm.deploy(env.task_index, name.clone(), driver, env) {
                 Ok(t) => threads.push(t),
                 Err(reason) => {
@@ -1132,6 +1214,7 @@ impl JobClient {
             for t in std::mem::take(&mut run.threads) {
                 let _ = t.join();
             }
+            self.control.shared.metrics.run_ended();
             self.control.queryable_state().end_run();
             // Snapshots the tasks handed over are written and acknowledged
             // before the coordinator stops (it may still complete one).
@@ -1220,6 +1303,7 @@ impl JobClient {
                     job_id: self.job_id,
                 });
             }
+            self.control.shared.metrics.count_restart();
             self.deploy(restore)?;
             self.control.set_status(JobStatus::Running);
         }

@@ -22,6 +22,9 @@
 //! - [`control`]: [`JobControl`], the handle the REST API drives (status,
 //!   checkpoint history, savepoint, stop, cancel).
 //! - [`job_status`]: [`JobStatus`], where a job is in its life.
+//! - [`metrics`], [`metered`]: the job's metrics with Flink's names
+//!   (records in/out per operator subtask counted per batch, busy, idle
+//!   and back-pressured time per task) and the chain links that count.
 //! - [`context`], [`managed_state`]: what user functions see (task info,
 //!   keyed and operator state) and how an operator hosts a function's
 //!   operator state.
@@ -51,6 +54,8 @@ pub mod graph;
 pub mod job_manager;
 pub mod job_status;
 pub mod managed_state;
+pub mod metered;
+pub mod metrics;
 pub mod operator;
 pub mod processing_time;
 pub mod queryable;
@@ -70,7 +75,7 @@ pub use context::{
 };
 pub use control::{
     ControlError, JobControl, SavepointFailure, SavepointMode, SavepointStatus, TriggerId,
-    VertexInfo,
+    VertexInfo, VertexInput,
 };
 pub use error::{FailureCause, NonRecoverable, OperatorFailure, TaskError};
 pub use function::{CheckpointListener, CheckpointedFunction, FunctionHooks};
@@ -78,6 +83,7 @@ pub use graph::{JobGraph, Partitioning, VertexId};
 pub use job_manager::{GraphError, JobError, JobExecutionResult, JobManager, RestoreConflict};
 pub use job_status::JobStatus;
 pub use managed_state::ManagedOperatorState;
+pub use metrics::{JobMetrics, SubtaskMetrics};
 pub use operator::{Operator, OperatorMeta};
 pub use processing_time::{ManualClock, ProcessingClock, ProcessingTimeService};
 pub use queryable::{QueryError, QueryableStateRegistry, StateQuery};

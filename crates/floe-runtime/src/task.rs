@@ -419,7 +419,11 @@ impl<T: Send + Clone + Serialize + DeserializeOwned> TaskDriver for InputTask<T>
                         } else {
                             env.init.time.wait_bound(wait)
                         };
+                        let idle = Instant::now();
                         self.gate.wait(wait, env.queries.as_ref());
+                        if let Some(times) = &env.times {
+                            times.add_idle(idle.elapsed());
+                        }
                     }
                     GateEvent::Ended => {
                         self.finish_unaligned(env)?;

@@ -55,6 +55,10 @@ impl TaskManager {
             .name(thread_name)
             .spawn(move || {
                 tracing::debug!(task = %name, "task started");
+                if let Some(times) = &env.times {
+                    times.set_running(true);
+                }
+                crate::metrics::bind_task_times(env.times.clone());
                 let result = match catch_unwind(AssertUnwindSafe(|| driver.run(&env))) {
                     Ok(r) => r,
                     // Drivers attribute panics to operators; this is a last resort
@@ -70,6 +74,10 @@ impl TaskManager {
                     ))),
                 };
                 tracing::debug!(task = %name, ok = result.is_ok(), "task ended");
+                if let Some(times) = &env.times {
+                    times.set_running(false);
+                }
+                crate::metrics::bind_task_times(None);
                 let _ = reports.send(TaskReport { task, name, result });
             })
     }

@@ -35,6 +35,7 @@ pub use floe_checkpoint as checkpoint;
 pub use floe_connectors as connectors;
 pub use floe_core as core;
 pub use floe_queryable as queryable;
+pub use floe_rest as rest;
 pub use floe_runtime as runtime;
 pub use floe_state as state;
 

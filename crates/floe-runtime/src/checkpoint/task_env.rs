@@ -74,6 +74,8 @@ pub struct TaskEnvironment {
     /// Where a task reports that its input ended; it then stays until the
     /// coordinator ends the job.
     pub coordinator: Option<crossbeam_channel::Sender<CoordinatorEvent>>,
+    /// Where the task accounts for its idle and back-pressured time.
+    pub times: Option<std::sync::Arc<crate::metrics::TaskTimes>>,
 }
 
 impl TaskEnvironment {
@@ -88,6 +90,7 @@ impl TaskEnvironment {
             alignment: AlignmentMode::Aligned,
             coordinator: None,
             queries: None,
+            times: None,
         }
     }
 
@@ -103,6 +106,10 @@ impl TaskEnvironment {
     /// Tells the coordinator that this task's input ended and its chain
     /// finished.
     pub fn report_finished(&self) {
+        // From now on the task only waits: idle, for its metrics.
+        if let Some(times) = &self.times {
+            times.set_running(false);
+        }
         if let Some(c) = &self.coordinator {
             let _ = c.send(CoordinatorEvent::TaskFinished(self.task_index));
         }

@@ -1,0 +1,325 @@
+//! A job's metrics as the REST routes and the Prometheus endpoint report
+//! them, with Flink's metric names and Flink's Prometheus naming: scope
+//! components and the metric name joined by `_` (`floe_taskmanager_job_task_operator_numRecordsIn`),
+//! labels for the variables (`job_id`, `job_name`, `task_id`, `task_name`,
+//! `subtask_index`, `operator_id`, `operator_name`). Every value is a gauge,
+//! as Flink's reporter exports counters (they may be reset by a restart in
+//! Flink), so names carry no `_total` suffix.
+
+use floe_runtime::VertexInfo;
+use floe_runtime::checkpoint::{CheckpointStats, CheckpointStatus};
+use floe_runtime::metrics::SubtaskMetrics;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// The prefix of every exported name: Flink's reporter prefixes `flink`;
+/// Floe's own name keeps its series apart from a real Flink's in one
+/// Prometheus, and a Flink dashboard ports by renaming the prefix.
+pub(crate) const PREFIX: &str = "floe";
+
+/// The content type of [`prometheus_text`].
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Operator-scoped metric ids, as `GET /jobs/{id}/vertices/{vid}/metrics`
+/// lists them after the subtask index.
+pub(crate) const OPERATOR_METRICS: [&str; 6] = [
+    "numRecordsIn",
+    "numRecordsOut",
+    "numRecordsInPerSecond",
+    "numRecordsOutPerSecond",
+    "currentInputWatermark",
+    "currentOutputWatermark",
+];
+
+/// Task-scoped metric ids (the operator's task: chained operators share it).
+pub(crate) const TASK_METRICS: [&str; 3] = [
+    "busyTimeMsPerSecond",
+    "idleTimeMsPerSecond",
+    "backPressuredTimeMsPerSecond",
+];
+
+/// The value of metric `id` of one subtask, if it is one.
+pub(crate) fn subtask_value(m: &SubtaskMetrics, id: &str) -> Option<f64> {
+    Some(match id {
+        "numRecordsIn" => m.records_in as f64,
+        "numRecordsOut" => m.records_out as f64,
+        "numRecordsInPerSecond" => m.records_in_per_second,
+        "numRecordsOutPerSecond" => m.records_out_per_second,
+        "currentInputWatermark" => m.input_watermark as f64,
+        "currentOutputWatermark" => m.output_watermark as f64,
+        "busyTimeMsPerSecond" => m.busy_ms_per_second,
+        "idleTimeMsPerSecond" => m.idle_ms_per_second,
+        "backPressuredTimeMsPerSecond" => m.back_pressured_ms_per_second,
+        _ => return None,
+    })
+}
+
+/// What the job-scoped metrics are computed from.
+pub(crate) struct JobView<'a> {
+    pub(crate) stats: &'a [CheckpointStats],
+    pub(crate) restarts: u64,
+    pub(crate) run_started_ms: Option<u64>,
+    pub(crate) now_ms: u64,
+}
+
+/// Job-scoped metric ids (`GET /jobs/{id}/metrics`).
+pub(crate) const JOB_METRICS: [&str; 9] = [
+    "lastCheckpointDuration",
+    "lastCheckpointSize",
+    "lastCheckpointFullSize",
+    "lastCheckpointAlignmentTime",
+    "numberOfCompletedCheckpoints",
+    "numberOfFailedCheckpoints",
+    "numberOfInProgressCheckpoints",
+    "numRestarts",
+    "uptime",
+];
+
+impl JobView<'_> {
+    /// The latest completed checkpoint (savepoints are not checkpoints
+    /// here, as in Flink's checkpoint metrics).
+    fn last(&self) -> Option<&CheckpointStats> {
+        self.stats
+            .iter()
+            .rfind(|s| s.status == CheckpointStatus::Completed && !s.is_savepoint)
+    }
+
+    /// The value of job metric `id` (Flink: -1 where no checkpoint
+    /// completed yet, uptime 0 once the job no longer runs).
+    pub(crate) fn value(&self, id: &str) -> Option<f64> {
+        let last = self.last();
+        let of = |f: fn(&CheckpointStats) -> u64| last.map_or(-1.0, |s| f(s) as f64);
+        let completed = self
+            .stats
+            .iter()
+            .filter(|s| s.status == CheckpointStatus::Completed && !s.is_savepoint)
+            .count();
+        let failed = self
+            .stats
+            .iter()
+            .filter(|s| matches!(s.status, CheckpointStatus::Failed(_)) && !s.is_savepoint)
+            .count();
+        Some(match id {
+            "lastCheckpointDuration" => of(|s| s.duration.as_millis() as u64),
+            "lastCheckpointSize" => of(|s| s.state_size),
+            "lastCheckpointFullSize" => of(|s| s.full_state_size),
+            "lastCheckpointAlignmentTime" => of(|s| s.alignment_duration.as_millis() as u64),
+            "numberOfCompletedCheckpoints" => completed as f64,
+            "numberOfFailedCheckpoints" => failed as f64,
+            // Only finished checkpoints reach the history.
+            "numberOfInProgressCheckpoints" => 0.0,
+            "numRestarts" => self.restarts as f64,
+            "uptime" => self
+                .run_started_ms
+                .map_or(0.0, |t| self.now_ms.saturating_sub(t) as f64),
+            _ => return None,
+        })
+    }
+
+    /// Bytes of operator `uid`'s state in the latest completed checkpoint.
+    pub(crate) fn operator_state_size(&self, uid: &str) -> Option<u64> {
+        self.last().and_then(|s| s.operators.get(uid).copied())
+    }
+}
+
+/// This process's CPU time and resident memory, from `/proc/self` (Linux;
+/// `None` elsewhere).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProcessStats {
+    /// User plus system CPU time, in nanoseconds.
+    pub(crate) cpu_time_ns: u64,
+    /// Resident set size, in bytes.
+    pub(crate) rss_bytes: u64,
+    /// Threads of the process.
+    pub(crate) threads: u64,
+}
+
+impl ProcessStats {
+    pub(crate) fn read() -> Option<ProcessStats> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command name (field 2) may hold spaces: fields follow its ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        // utime, stime, num_threads: fields 14, 15 and 20 (1-based), here
+        // shifted by the two fields before the name's end.
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let threads = fields.get(17)?.parse().ok()?;
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        // SAFETY: sysconf only reads configuration values.
+        let (hz, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if hz <= 0 || page <= 0 {
+            return None;
+        }
+        Some(ProcessStats {
+            cpu_time_ns: ticks.saturating_mul(1_000_000_000) / hz as u64,
+            rss_bytes: pages.saturating_mul(page as u64),
+            threads,
+        })
+    }
+}
+
+type Labels = Vec<(String, String)>;
+
+/// Gauges of one name, by label set.
+struct Gauges {
+    family: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl Gauges {
+    fn register(registry: &mut Registry, name: &str, help: &str) -> Gauges {
+        let family = Family::default();
+        registry.register(name, help, family.clone());
+        Gauges { family }
+    }
+
+    fn set(&self, labels: &Labels, value: f64) {
+        self.family.get_or_create(labels).set(value);
+    }
+}
+
+/// One line of help per metric: Flink's meaning.
+fn help(id: &str) -> &'static str {
+    match id {
+        "numRecordsIn" => "Records this operator subtask received.",
+        "numRecordsOut" => "Records this operator subtask emitted.",
+        "numRecordsInPerSecond" => "Records received per second (5 s window).",
+        "numRecordsOutPerSecond" => "Records emitted per second (5 s window).",
+        "currentInputWatermark" => "Last watermark received (ms); minimum i64 before the first.",
+        "currentOutputWatermark" => "Last watermark emitted (ms); minimum i64 before the first.",
+        "busyTimeMsPerSecond" => {
+            "Milliseconds per second the task was neither idle nor back-pressured."
+        }
+        "idleTimeMsPerSecond" => "Milliseconds per second the task waited for input.",
+        "backPressuredTimeMsPerSecond" => {
+            "Milliseconds per second the task was blocked on a full output channel."
+        }
+        "lastCheckpointDuration" => {
+            "Duration of the last completed checkpoint (ms); -1 before the first."
+        }
+        "lastCheckpointSize" => {
+            "Bytes the last completed checkpoint persisted (incremental: what it uploaded)."
+        }
+        "lastCheckpointFullSize" => "Full size of the last completed checkpoint in bytes.",
+        "lastCheckpointAlignmentTime" => {
+            "Longest barrier alignment of the last completed checkpoint (ms)."
+        }
+        "numberOfCompletedCheckpoints" => "Checkpoints completed.",
+        "numberOfFailedCheckpoints" => "Checkpoints failed.",
+        "numberOfInProgressCheckpoints" => "Checkpoints in progress.",
+        "numRestarts" => "Restarts since the job was submitted.",
+        "uptime" => "Milliseconds the job has run without interruption; 0 when not running.",
+        _ => "",
+    }
+}
+
+/// The whole exposition of one job, in the OpenMetrics text format (which
+/// Prometheus scrapes natively).
+pub(crate) fn prometheus_text(
+    job_id: &str,
+    job_name: &str,
+    vertices: &[VertexInfo],
+    subtasks: &[Vec<SubtaskMetrics>],
+    job: &JobView<'_>,
+    process: Option<ProcessStats>,
+) -> String {
+    let mut registry = Registry::default();
+    let job_labels: Labels = vec![
+        ("job_id".into(), job_id.into()),
+        ("job_name".into(), job_name.into()),
+    ];
+    for id in OPERATOR_METRICS {
+        let g = Gauges::register(
+            &mut registry,
+            &format!("{PREFIX}_taskmanager_job_task_operator_{id}"),
+            help(id),
+        );
+        for (v, per_subtask) in vertices.iter().zip(subtasks) {
+            for (i, m) in per_subtask.iter().enumerate() {
+                let mut labels = job_labels.clone();
+                labels.extend(operator_labels(v, i));
+                g.set(&labels, subtask_value(m, id).unwrap_or_default());
+            }
+        }
+    }
+    for id in TASK_METRICS {
+        let g = Gauges::register(
+            &mut registry,
+            &format!("{PREFIX}_taskmanager_job_task_{id}"),
+            help(id),
+        );
+        for (v, per_subtask) in vertices.iter().zip(subtasks) {
+            for (i, m) in per_subtask.iter().enumerate() {
+                let mut labels = job_labels.clone();
+                labels.extend(operator_labels(v, i).into_iter().take(3));
+                g.set(&labels, subtask_value(m, id).unwrap_or_default());
+            }
+        }
+    }
+    for id in JOB_METRICS {
+        let g = Gauges::register(
+            &mut registry,
+            &format!("{PREFIX}_jobmanager_job_{id}"),
+            help(id),
+        );
+        g.set(&job_labels, job.value(id).unwrap_or_default());
+    }
+    let sizes = Gauges::register(
+        &mut registry,
+        &format!("{PREFIX}_jobmanager_job_operator_lastCheckpointStateSize"),
+        "Bytes of the operator's state in the last completed checkpoint.",
+    );
+    for v in vertices {
+        if let Some(bytes) = job.operator_state_size(&v.uid) {
+            let mut labels = job_labels.clone();
+            labels.push(("operator_id".into(), v.uid.clone()));
+            labels.push(("operator_name".into(), v.name.clone()));
+            sizes.set(&labels, bytes as f64);
+        }
+    }
+    if let Some(p) = process {
+        let none: Labels = Vec::new();
+        for (name, help, value) in [
+            (
+                "CPU_Time",
+                "CPU time of the process (ns).",
+                p.cpu_time_ns as f64,
+            ),
+            (
+                "Memory_RSS",
+                "Resident memory of the process (bytes).",
+                p.rss_bytes as f64,
+            ),
+            ("Threads_Count", "Threads of the process.", p.threads as f64),
+        ] {
+            Gauges::register(
+                &mut registry,
+                &format!("{PREFIX}_jobmanager_Status_Process_{name}"),
+                help,
+            )
+            .set(&none, value);
+        }
+    }
+    let mut text = String::new();
+    encode(&mut text, &registry).expect("writing to a String cannot fail");
+    text
+}
+
+/// Flink's task and operator variables for subtask `i` of `v` (a Floe
+/// vertex is one operator: its task id and name are the operator's).
+fn operator_labels(v: &VertexInfo, i: usize) -> Labels {
+    vec![
+        ("task_id".into(), v.uid.clone()),
+        ("task_name".into(), v.name.clone()),
+        ("subtask_index".into(), i.to_string()),
+        ("operator_id".into(), v.uid.clone()),
+        ("operator_name".into(), v.name.clone()),
+    ]
+}
