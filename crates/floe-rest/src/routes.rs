@@ -1124,6 +1124,18 @@ async fn job_metrics<J: JobHandle>(
     Ok(Json(metric_list(ids, get, |id| view.value(id))).into_response())
 }
 
+/// The metrics of each subtask of the vertex a `/jobs/{id}/vertices/{vid}/…`
+/// route names, after checking the job and the vertex exist.
+fn vertex_subtasks<J: JobHandle>(
+    job: &J,
+    ids: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Vec<SubtaskMetrics>, ApiError> {
+    let (id, vid) = path(ids)?;
+    check_job(job, &id)?;
+    let (index, _) = find_vertex(job, &vid)?;
+    Ok(job.metrics().swap_remove(index))
+}
+
 /// `GET /jobs/{id}/vertices/{vid}/metrics[?get=0.numRecordsIn,…]`: Flink's
 /// per-vertex metric ids, `<subtask>.<metric>`.
 async fn vertex_metrics<J: JobHandle>(
@@ -1131,11 +1143,8 @@ async fn vertex_metrics<J: JobHandle>(
     ids: Result<Path<(String, String)>, PathRejection>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    let (id, vid) = path(ids)?;
-    check_job(&job, &id)?;
-    let (index, _) = find_vertex(&job, &vid)?;
+    let subtasks = vertex_subtasks(&job, ids)?;
     let get = list_param(&query_pairs(q)?, "get");
-    let subtasks = job.metrics().swap_remove(index);
     let names = || OPERATOR_METRICS.iter().chain(&TASK_METRICS);
     let ids = (0..subtasks.len())
         .flat_map(|i| names().map(move |m| format!("{i}.{m}")))
@@ -1155,9 +1164,7 @@ async fn subtask_metrics<J: JobHandle>(
     ids: Result<Path<(String, String)>, PathRejection>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    let (id, vid) = path(ids)?;
-    check_job(&job, &id)?;
-    let (index, _) = find_vertex(&job, &vid)?;
+    let subtasks = vertex_subtasks(&job, ids)?;
     let query = query_pairs(q)?;
     let aggs = list_param(&query, "agg")
         .unwrap_or_else(|| ["min", "max", "avg", "sum"].map(String::from).to_vec());
@@ -1173,7 +1180,6 @@ async fn subtask_metrics<J: JobHandle>(
         let ids = OPERATOR_METRICS.iter().chain(&TASK_METRICS);
         return Ok(Json(Value::Array(ids.map(|id| json!({ "id": id })).collect())).into_response());
     };
-    let subtasks = job.metrics().swap_remove(index);
     let out: Vec<Value> = get
         .into_iter()
         .filter_map(|id| {
@@ -1231,10 +1237,7 @@ async fn backpressure<J: JobHandle>(
     State(AppState { job, .. }): State<AppState<J>>,
     ids: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult {
-    let (id, vid) = path(ids)?;
-    check_job(&job, &id)?;
-    let (index, _) = find_vertex(&job, &vid)?;
-    let subtasks = job.metrics().swap_remove(index);
+    let subtasks = vertex_subtasks(&job, ids)?;
     let mut worst = 0.0f64;
     let entries: Vec<Value> = subtasks
         .iter()
