@@ -235,31 +235,25 @@ pub(crate) fn prometheus_text(
         ("job_id".into(), job_id.into()),
         ("job_name".into(), job_name.into()),
     ];
-    for id in OPERATOR_METRICS {
-        let g = Gauges::register(
-            &mut registry,
-            &format!("{PREFIX}_taskmanager_job_task_operator_{id}"),
-            help(id),
-        );
-        for (v, per_subtask) in vertices.iter().zip(subtasks) {
-            for (i, m) in per_subtask.iter().enumerate() {
-                let mut labels = job_labels.clone();
-                labels.extend(operator_labels(v, i));
-                g.set(&labels, subtask_value(m, id).unwrap_or_default());
-            }
-        }
-    }
-    for id in TASK_METRICS {
-        let g = Gauges::register(
-            &mut registry,
-            &format!("{PREFIX}_taskmanager_job_task_{id}"),
-            help(id),
-        );
-        for (v, per_subtask) in vertices.iter().zip(subtasks) {
-            for (i, m) in per_subtask.iter().enumerate() {
-                let mut labels = job_labels.clone();
-                labels.extend(operator_labels(v, i).into_iter().take(3));
-                g.set(&labels, subtask_value(m, id).unwrap_or_default());
+    // Operator metrics carry the task's labels and the operator's; task
+    // metrics only the task's (the first three).
+    let scopes = [
+        (
+            "taskmanager_job_task_operator",
+            &OPERATOR_METRICS[..],
+            usize::MAX,
+        ),
+        ("taskmanager_job_task", &TASK_METRICS[..], 3),
+    ];
+    for (scope, ids, task_labels) in scopes {
+        for id in ids {
+            let g = Gauges::register(&mut registry, &format!("{PREFIX}_{scope}_{id}"), help(id));
+            for (v, per_subtask) in vertices.iter().zip(subtasks) {
+                for (i, m) in per_subtask.iter().enumerate() {
+                    let mut labels = job_labels.clone();
+                    labels.extend(operator_labels(v, i).into_iter().take(task_labels));
+                    g.set(&labels, subtask_value(m, id).unwrap_or_default());
+                }
             }
         }
     }
