@@ -3,7 +3,7 @@
 //! its time (busy, idle, back-pressured).
 //!
 //! Counting stays off the per-record path: operators are counted once per
-//! batch by the [`metered`](crate::metered) wrappers the job manager puts
+//! batch by the `metered` wrappers the job manager puts
 //! around every operator of a chain, into relaxed atomics only that
 //! subtask's thread writes; times are measured only where a task waits
 //! (for input: idle; on a full channel: back-pressured). The REST API and
