@@ -822,12 +822,15 @@ impl<K: MapKey, V: StateValue> BroadcastState<K, V> {
         ctx: &'a mut impl OperatorStateAccess,
     ) -> Result<&'a mut FxHashMap<K, V>, StateError> {
         let store = ctx.operator_state_store();
-        if let Some(d) = &self.declared
-            && store.index_of(d.name()).is_none()
-        {
-            store.get_broadcast_state(d)?;
-        }
-        let index = self.index_in(store)?;
+        let index = match (self.index_in(store), &self.declared) {
+            // Declared here before the stream did (or it never will):
+            // registered once, then found like any other.
+            (Err(StateError::UndeclaredBroadcastState { .. }), Some(d)) => {
+                store.get_broadcast_state(d)?;
+                self.index_in(store)?
+            }
+            (found, _) => found?,
+        };
         store.data_mut(index, "broadcast state")
     }
 
