@@ -18,6 +18,8 @@
 //! | `GET /jobs/{id}/savepoints/{triggerid}` | `IN_PROGRESS`, or `COMPLETED` with a location or a failure cause |
 //! | `POST /jobs/{id}/stop` | `{"targetDirectory", "drain"}` → 202 `{"request-id"}` |
 //! | `PATCH /jobs/{id}?mode=cancel` | cancel → 202 `{}` |
+//! | `GET /jobs/{id}/exceptions` | the exception history of failures and restarts, newest first |
+//! | `GET /jobs/{id}/config`, `/jobs/{id}/jobmanager/config` | the configuration in effect (secrets masked) |
 //!
 //! Every route is also served under Flink's version prefix `/v1`. Errors are
 //! `{"errors": ["…"]}` with 400 (bad body or parameter, naming it), 401

@@ -11,9 +11,10 @@ use floe_core::JobId;
 use floe_runtime::checkpoint::{CheckpointFailureReason, CheckpointStats, CheckpointStatus};
 use floe_runtime::metrics::SubtaskMetrics;
 use floe_runtime::queryable::QueryReply;
+use floe_runtime::restart::RestartStrategy;
 use floe_runtime::{
-    ControlError, JobStatus, QueryError, SavepointFailure, SavepointMode, SavepointStatus,
-    TriggerId, VertexInfo,
+    ControlError, ExceptionHistory, ExceptionRecord, JobStatus, QueryError, SavepointFailure,
+    SavepointMode, SavepointStatus, TriggerId, VertexInfo,
 };
 use floe_state::QueryValue;
 use serde_json::{Value, json};
@@ -34,6 +35,7 @@ struct FakeState {
     savepoints: HashMap<TriggerId, SavepointStatus>,
     requests: Vec<(String, SavepointMode)>,
     cancels: usize,
+    exceptions: ExceptionHistory,
 }
 
 #[derive(Clone)]
@@ -50,6 +52,7 @@ impl FakeJob {
             savepoints: HashMap::new(),
             requests: Vec::new(),
             cancels: 0,
+            exceptions: ExceptionHistory::default(),
         })))
     }
 
@@ -185,6 +188,27 @@ impl JobHandle for FakeJob {
     }
     fn run_started_ms(&self) -> Option<u64> {
         Some(1_700_000_000_000)
+    }
+    fn exception_history(&self) -> ExceptionHistory {
+        self.state().exceptions.clone()
+    }
+    fn configuration(&self) -> Vec<(String, String)> {
+        [
+            ("execution.checkpointing.interval", "1s"),
+            ("my.job.threshold", "42"),
+            ("parallelism.default", "4"),
+            ("rest.auth.token", "s3cret"),
+            ("s3.secret-key", "hidden"),
+            ("state.savepoints.dir", "file:///sp"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec()
+    }
+    fn restart_strategy(&self) -> RestartStrategy {
+        RestartStrategy::FixedDelay {
+            attempts: 3,
+            delay: Duration::from_secs(1),
+        }
     }
 }
 
@@ -1367,4 +1391,121 @@ fn prometheus_exposition_parses_with_flinks_names_and_labels() {
         2.0
     );
     assert!(sample("floe_jobmanager_Status_Process_Memory_RSS", &[]) > 0.0);
+}
+
+fn exception(n: u64, restarted: bool) -> ExceptionRecord {
+    ExceptionRecord {
+        timestamp_ms: 1_700_000_000_000 + n,
+        kind: "floe.Error",
+        message: format!("failure {n}\ncaused by: disk full"),
+        task: "Count (2/2)".into(),
+        operator_uid: "count".into(),
+        restarted,
+    }
+}
+
+#[test]
+fn exceptions_list_failures_newest_first_in_flinks_shape() {
+    let f = serve();
+    let path = format!("/jobs/{JOB_STR}/exceptions");
+    let (status, got) = f.get(&path);
+    assert_eq!(status, 200);
+    assert_eq!(
+        got,
+        json!({"exceptionHistory": {"entries": [], "truncated": false}})
+    );
+    f.job.state().exceptions = ExceptionHistory {
+        entries: vec![exception(1, true), exception(2, false)],
+        truncated: false,
+    };
+    let (_, got) = f.get(&path);
+    let entries = got["exceptionHistory"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(
+        entries[0],
+        json!({
+            "exceptionName": "floe.Error",
+            "stacktrace": "failure 2\ncaused by: disk full",
+            "timestamp": 1_700_000_000_002u64,
+            "taskName": "Count (2/2)",
+            "operatorId": "count",
+            "endpoint": null,
+            "taskManagerId": null,
+            "failureLabels": {},
+            "concurrentExceptions": [],
+            "restarted": false,
+        })
+    );
+    assert_eq!(entries[1]["restarted"], true);
+    assert_eq!(got["exceptionHistory"]["truncated"], false);
+    // Fewer than kept: the newest, and the answer says it is cut.
+    let (_, got) = f.get(&format!("{path}?maxExceptions=1"));
+    assert_eq!(
+        got["exceptionHistory"]["entries"][0]["timestamp"],
+        1_700_000_000_002u64
+    );
+    assert_eq!(
+        got["exceptionHistory"]["entries"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(got["exceptionHistory"]["truncated"], true);
+    // Older failures dropped by the job are reported as truncation too.
+    f.job.state().exceptions.truncated = true;
+    let (_, got) = f.get(&path);
+    assert_eq!(got["exceptionHistory"]["truncated"], true);
+    assert_error(
+        f.get(&format!("{path}?maxExceptions=-1")),
+        400,
+        &["maxExceptions"],
+    );
+    assert_error(f.get(&format!("{path}?max=1")), 400, &["max"]);
+    assert_error(
+        f.get("/jobs/ffffffffffffffffffffffffffffffff/exceptions"),
+        404,
+        &["not found"],
+    );
+}
+
+#[test]
+fn configuration_routes_show_the_keys_in_effect_with_secrets_masked() {
+    let f = serve();
+    let (status, got) = f.get(&format!("/v1/jobs/{JOB_STR}/jobmanager/config"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        got,
+        json!([
+            {"key": "execution.checkpointing.interval", "value": "1s"},
+            {"key": "my.job.threshold", "value": "42"},
+            {"key": "parallelism.default", "value": "4"},
+            {"key": "rest.auth.token", "value": "******"},
+            {"key": "s3.secret-key", "value": "******"},
+            {"key": "state.savepoints.dir", "value": "file:///sp"},
+        ])
+    );
+    let (status, got) = f.get(&format!("/jobs/{JOB_STR}/config"));
+    assert_eq!(status, 200);
+    assert_eq!(got["jid"], JOB_STR);
+    assert_eq!(got["name"], "KeyedCount");
+    let ec = &got["execution-config"];
+    assert_eq!(ec["job-parallelism"], 4);
+    assert_eq!(ec["execution-mode"], "PIPELINED");
+    assert_eq!(ec["object-reuse-mode"], false);
+    assert_eq!(
+        ec["restart-strategy"],
+        "Restart with fixed delay (1s): 3 restart attempts."
+    );
+    // Only keys Floe does not read are its user config (Flink's global
+    // job parameters: the job's own settings), secrets masked there too.
+    assert_eq!(
+        ec["user-config"],
+        json!({"my.job.threshold": "42", "s3.secret-key": "******"})
+    );
+    let text = got.to_string()
+        + &f.get(&format!("/jobs/{JOB_STR}/jobmanager/config"))
+            .1
+            .to_string();
+    assert!(
+        !text.contains("s3cret") && !text.contains("hidden"),
+        "{text}"
+    );
 }
