@@ -1509,3 +1509,99 @@ fn configuration_routes_show_the_keys_in_effect_with_secrets_masked() {
         "{text}"
     );
 }
+
+/// A GET answered with its status, headers and body as text.
+fn get_raw(f: &Fixture, path: &str) -> (u16, ureq::http::HeaderMap, String) {
+    let mut resp = f.agent.get(&f.url(path)).call().unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.body_mut().read_to_string().unwrap();
+    (status, headers, body)
+}
+
+#[test]
+fn the_dashboard_is_served_from_the_binary_with_a_strict_policy() {
+    let f = serve();
+    let (status, headers, page) = get_raw(&f, "/");
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(
+        page.contains("<script src=\"/web/dashboard.js\">"),
+        "{page}"
+    );
+    // Nothing is loaded from another origin: every src and href is local.
+    for attr in ["src=\"", "href=\""] {
+        for (i, _) in page.match_indices(attr) {
+            let url = &page[i + attr.len()..];
+            assert!(
+                url.starts_with('/') || url.starts_with('#'),
+                "non-local reference {}",
+                &url[..url.find('"').unwrap()]
+            );
+        }
+    }
+    for (path, kind) in [
+        ("/web/dashboard.js", "text/javascript"),
+        ("/web/dashboard.css", "text/css"),
+        ("/web/favicon.svg", "image/svg+xml"),
+    ] {
+        let (status, headers, body) = get_raw(&f, path);
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            headers["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}: {:?}",
+            headers["content-type"]
+        );
+        assert!(!body.is_empty());
+        // The SVG namespace is a name, never fetched; no other URL may be
+        // in a file.
+        let rest = body.replace("http://www.w3.org/2000/svg", "");
+        assert!(
+            !rest.contains("http://") && !rest.contains("https://") && !rest.contains("//cdn"),
+            "{path} refers to another origin"
+        );
+    }
+    assert_error(f.get("/web/nothing.js"), 404, &["/web/nothing.js"]);
+    assert_error(f.get("/web/../src/lib.rs"), 404, &[]);
+    // The dashboard is only at the root, not under the API's /v1.
+    assert_error(f.get("/v1/"), 404, &[]);
+}
+
+#[test]
+fn the_dashboard_loads_without_a_token_but_its_api_calls_need_one() {
+    let f = serve_with(RestAuth {
+        token: Some("t0ken".into()),
+        protect_reads: true,
+    });
+    for path in [
+        "/",
+        "/web/dashboard.js",
+        "/web/dashboard.css",
+        "/web/favicon.svg",
+    ] {
+        let (status, _, _) = get_raw(&f, path);
+        assert_eq!(status, 200, "{path}");
+    }
+    for path in [
+        "/web/nothing.js".to_string(),
+        format!("/jobs/{JOB_STR}/config"),
+        format!("/jobs/{JOB_STR}/jobmanager/config"),
+        format!("/jobs/{JOB_STR}/exceptions"),
+    ] {
+        assert_eq!(f.with_auth("GET", &path, None).0, 401, "{path}");
+    }
+    assert_eq!(
+        f.with_auth(
+            "GET",
+            &format!("/jobs/{JOB_STR}/config"),
+            Some("Bearer t0ken")
+        )
+        .0,
+        200
+    );
+}

@@ -237,6 +237,7 @@ pub(crate) fn router<J: JobHandle>(job: J, auth: RestAuth) -> (Router, Unreporte
     let auth = Arc::new(auth);
     let app = Router::new()
         .merge(api.clone())
+        .merge(crate::dashboard::router())
         .nest("/v1", api)
         .fallback(not_found)
         .with_state(state)
@@ -274,6 +275,13 @@ async fn check_token(auth: Arc<RestAuth>, request: Request, next: Next) -> Respo
         return next.run(request).await;
     };
     if is_read(request.method()) && !auth.protect_reads {
+        return next.run(request).await;
+    }
+    // The dashboard's page, script and styles are the same for every job
+    // and hold no job data; a browser cannot send a bearer token when it
+    // navigates, so they load without one and the page asks for the token
+    // when the API refuses it.
+    if is_read(request.method()) && crate::dashboard::is_asset(request.uri().path()) {
         return next.run(request).await;
     }
     let given = request
