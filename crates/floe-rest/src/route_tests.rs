@@ -1605,3 +1605,50 @@ fn the_dashboard_loads_without_a_token_but_its_api_calls_need_one() {
         200
     );
 }
+
+/// The `floe_…` metric names a PromQL expression uses.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("floe_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn the_grafana_dashboard_queries_only_names_the_exposition_has() {
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../../../docs/grafana/floe-dashboard.json")).unwrap();
+    let f = serve();
+    f.job.state().stats = vec![stats(1, CheckpointStatus::Completed, false)];
+    let (_, _, text) = get_raw(&f, "/metrics");
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut used = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in metric_names(expr) {
+                assert!(
+                    exported.contains(name.as_str()),
+                    "panel {:?} queries {name}, which /metrics does not export ({exported:?})",
+                    panel["title"]
+                );
+                used += 1;
+            }
+        }
+    }
+    assert!(used >= 15, "only {used} metric references");
+    // Every panel's data source is the dashboard's variable, so it imports
+    // into any Grafana without editing.
+    assert_eq!(dashboard["templating"]["list"][0]["type"], "datasource");
+}
