@@ -214,7 +214,8 @@
     for (const id of ['btn-savepoint', 'btn-stop', 'btn-cancel']) {
       $(id).disabled = state.busyAction || !running;
     }
-    if (job.state === 'RESTARTING' || job.state === 'CANCELLING') $('btn-cancel').disabled = state.busyAction;
+    // A restarting job can still be cancelled.
+    if (job.state === 'RESTARTING') $('btn-cancel').disabled = state.busyAction;
   }
 
   // ---- Job graph

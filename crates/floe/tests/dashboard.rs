@@ -211,6 +211,12 @@ impl Browser {
             .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
+    fn resize(&self, width: u32, height: u32) {
+        self.runtime
+            .block_on(self.client().set_window_size(width, height))
+            .unwrap_or_else(|e| panic!("resize to {width}x{height}: {e}"));
+    }
+
     /// A PNG of the viewport (1440×1000), or of the element `css` names
     /// (taken in a window tall enough to hold it whole).
     fn screenshot(&self, css: Option<&str>, name: &str) {
@@ -492,6 +498,20 @@ fn the_dashboard_shows_a_running_job_and_controls_it() {
         let latest = get_json(&format!("{base}/jobs/{job_id}/checkpoints"));
         assert_eq!(latest["latest"]["savepoint"]["external_path"], location);
         browser.screenshot(Some("#actions-card"), "dashboard-savepoint.png");
+
+        // On a phone-sized screen the panels stack and the page does not
+        // scroll sideways (the graph scrolls inside its own panel).
+        browser.resize(420, 900);
+        browser.wait_for("a one-column layout without sideways scrolling", |b| {
+            let v = b.js(
+                "const r = id => document.getElementById(id).getBoundingClientRect(); \
+                 return [document.documentElement.scrollWidth <= window.innerWidth, \
+                         r('config-card').top > r('exceptions-card').bottom];",
+            );
+            (v == json!([true, true])).then_some(())
+        });
+        browser.screenshot(None, "dashboard-narrow.png");
+        browser.resize(1440, 1000);
 
         // "Cancel job" asks for a second click, then ends the job.
         browser.click("#btn-cancel");
