@@ -307,6 +307,10 @@ impl StreamEnvironment {
                 &options::AUTO_WATERMARK_INTERVAL,
                 std::time::Duration::from_millis(200),
             )?,
+            configuration: config
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         let mut settings = settings;
         let job_id = JobId::random();

@@ -18,6 +18,9 @@
 //! | `GET /jobs/{id}/savepoints/{triggerid}` | `IN_PROGRESS`, or `COMPLETED` with a location or a failure cause |
 //! | `POST /jobs/{id}/stop` | `{"targetDirectory", "drain"}` → 202 `{"request-id"}` |
 //! | `PATCH /jobs/{id}?mode=cancel` | cancel → 202 `{}` |
+//! | `GET /jobs/{id}/exceptions` | the exception history of failures and restarts, newest first |
+//! | `GET /jobs/{id}/config`, `/jobs/{id}/jobmanager/config` | the configuration in effect (secrets masked) |
+//! | `GET /` | the web dashboard (`dashboard`: page, script and styles embedded in the binary) |
 //!
 //! Every route is also served under Flink's version prefix `/v1`. Errors are
 //! `{"errors": ["…"]}` with 400 (bad body or parameter, naming it), 401
@@ -29,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod dashboard;
 mod error;
 mod metrics;
 pub mod registry;

@@ -11,9 +11,10 @@ use floe_core::JobId;
 use floe_runtime::checkpoint::{CheckpointFailureReason, CheckpointStats, CheckpointStatus};
 use floe_runtime::metrics::SubtaskMetrics;
 use floe_runtime::queryable::QueryReply;
+use floe_runtime::restart::RestartStrategy;
 use floe_runtime::{
-    ControlError, JobStatus, QueryError, SavepointFailure, SavepointMode, SavepointStatus,
-    TriggerId, VertexInfo,
+    ControlError, ExceptionHistory, ExceptionRecord, JobStatus, QueryError, SavepointFailure,
+    SavepointMode, SavepointStatus, TriggerId, VertexInfo,
 };
 use floe_state::QueryValue;
 use serde_json::{Value, json};
@@ -34,6 +35,7 @@ struct FakeState {
     savepoints: HashMap<TriggerId, SavepointStatus>,
     requests: Vec<(String, SavepointMode)>,
     cancels: usize,
+    exceptions: ExceptionHistory,
 }
 
 #[derive(Clone)]
@@ -50,6 +52,7 @@ impl FakeJob {
             savepoints: HashMap::new(),
             requests: Vec::new(),
             cancels: 0,
+            exceptions: ExceptionHistory::default(),
         })))
     }
 
@@ -185,6 +188,27 @@ impl JobHandle for FakeJob {
     }
     fn run_started_ms(&self) -> Option<u64> {
         Some(1_700_000_000_000)
+    }
+    fn exception_history(&self) -> ExceptionHistory {
+        self.state().exceptions.clone()
+    }
+    fn configuration(&self) -> Vec<(String, String)> {
+        [
+            ("execution.checkpointing.interval", "1s"),
+            ("my.job.threshold", "42"),
+            ("parallelism.default", "4"),
+            ("rest.auth.token", "s3cret"),
+            ("s3.secret-key", "hidden"),
+            ("state.savepoints.dir", "file:///sp"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec()
+    }
+    fn restart_strategy(&self) -> RestartStrategy {
+        RestartStrategy::FixedDelay {
+            attempts: 3,
+            delay: Duration::from_secs(1),
+        }
     }
 }
 
@@ -1367,4 +1391,264 @@ fn prometheus_exposition_parses_with_flinks_names_and_labels() {
         2.0
     );
     assert!(sample("floe_jobmanager_Status_Process_Memory_RSS", &[]) > 0.0);
+}
+
+fn exception(n: u64, restarted: bool) -> ExceptionRecord {
+    ExceptionRecord {
+        timestamp_ms: 1_700_000_000_000 + n,
+        kind: "floe.Error",
+        message: format!("failure {n}\ncaused by: disk full"),
+        task: "Count (2/2)".into(),
+        operator_uid: "count".into(),
+        restarted,
+    }
+}
+
+#[test]
+fn exceptions_list_failures_newest_first_in_flinks_shape() {
+    let f = serve();
+    let path = format!("/jobs/{JOB_STR}/exceptions");
+    let (status, got) = f.get(&path);
+    assert_eq!(status, 200);
+    assert_eq!(
+        got,
+        json!({"exceptionHistory": {"entries": [], "truncated": false}})
+    );
+    f.job.state().exceptions = ExceptionHistory {
+        entries: vec![exception(1, true), exception(2, false)],
+        truncated: false,
+    };
+    let (_, got) = f.get(&path);
+    let entries = got["exceptionHistory"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(
+        entries[0],
+        json!({
+            "exceptionName": "floe.Error",
+            "stacktrace": "failure 2\ncaused by: disk full",
+            "timestamp": 1_700_000_000_002u64,
+            "taskName": "Count (2/2)",
+            "operatorId": "count",
+            "endpoint": null,
+            "taskManagerId": null,
+            "failureLabels": {},
+            "concurrentExceptions": [],
+            "restarted": false,
+        })
+    );
+    assert_eq!(entries[1]["restarted"], true);
+    assert_eq!(got["exceptionHistory"]["truncated"], false);
+    // Fewer than kept: the newest, and the answer says it is cut.
+    let (_, got) = f.get(&format!("{path}?maxExceptions=1"));
+    assert_eq!(
+        got["exceptionHistory"]["entries"][0]["timestamp"],
+        1_700_000_000_002u64
+    );
+    assert_eq!(
+        got["exceptionHistory"]["entries"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(got["exceptionHistory"]["truncated"], true);
+    // Older failures dropped by the job are reported as truncation too.
+    f.job.state().exceptions.truncated = true;
+    let (_, got) = f.get(&path);
+    assert_eq!(got["exceptionHistory"]["truncated"], true);
+    assert_error(
+        f.get(&format!("{path}?maxExceptions=-1")),
+        400,
+        &["maxExceptions"],
+    );
+    assert_error(f.get(&format!("{path}?max=1")), 400, &["max"]);
+    assert_error(
+        f.get("/jobs/ffffffffffffffffffffffffffffffff/exceptions"),
+        404,
+        &["not found"],
+    );
+}
+
+#[test]
+fn configuration_routes_show_the_keys_in_effect_with_secrets_masked() {
+    let f = serve();
+    let (status, got) = f.get(&format!("/v1/jobs/{JOB_STR}/jobmanager/config"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        got,
+        json!([
+            {"key": "execution.checkpointing.interval", "value": "1s"},
+            {"key": "my.job.threshold", "value": "42"},
+            {"key": "parallelism.default", "value": "4"},
+            {"key": "rest.auth.token", "value": "******"},
+            {"key": "s3.secret-key", "value": "******"},
+            {"key": "state.savepoints.dir", "value": "file:///sp"},
+        ])
+    );
+    let (status, got) = f.get(&format!("/jobs/{JOB_STR}/config"));
+    assert_eq!(status, 200);
+    assert_eq!(got["jid"], JOB_STR);
+    assert_eq!(got["name"], "KeyedCount");
+    let ec = &got["execution-config"];
+    assert_eq!(ec["job-parallelism"], 4);
+    assert_eq!(ec["execution-mode"], "PIPELINED");
+    assert_eq!(ec["object-reuse-mode"], false);
+    assert_eq!(
+        ec["restart-strategy"],
+        "Restart with fixed delay (1s): 3 restart attempts."
+    );
+    // Only keys Floe does not read are its user config (Flink's global
+    // job parameters: the job's own settings), secrets masked there too.
+    assert_eq!(
+        ec["user-config"],
+        json!({"my.job.threshold": "42", "s3.secret-key": "******"})
+    );
+    let text = got.to_string()
+        + &f.get(&format!("/jobs/{JOB_STR}/jobmanager/config"))
+            .1
+            .to_string();
+    assert!(
+        !text.contains("s3cret") && !text.contains("hidden"),
+        "{text}"
+    );
+}
+
+/// A GET answered with its status, headers and body as text.
+fn get_raw(f: &Fixture, path: &str) -> (u16, ureq::http::HeaderMap, String) {
+    let mut resp = f.agent.get(&f.url(path)).call().unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.body_mut().read_to_string().unwrap();
+    (status, headers, body)
+}
+
+#[test]
+fn the_dashboard_is_served_from_the_binary_with_a_strict_policy() {
+    let f = serve();
+    let (status, headers, page) = get_raw(&f, "/");
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(
+        page.contains("<script src=\"/web/dashboard.js\">"),
+        "{page}"
+    );
+    // Nothing is loaded from another origin: every src and href is local.
+    for attr in ["src=\"", "href=\""] {
+        for (i, _) in page.match_indices(attr) {
+            let url = &page[i + attr.len()..];
+            assert!(
+                url.starts_with('/') || url.starts_with('#'),
+                "non-local reference {}",
+                &url[..url.find('"').unwrap()]
+            );
+        }
+    }
+    for (path, kind) in [
+        ("/web/dashboard.js", "text/javascript"),
+        ("/web/dashboard.css", "text/css"),
+        ("/web/favicon.svg", "image/svg+xml"),
+    ] {
+        let (status, headers, body) = get_raw(&f, path);
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            headers["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}: {:?}",
+            headers["content-type"]
+        );
+        assert!(!body.is_empty());
+        // The SVG namespace is a name, never fetched; no other URL may be
+        // in a file.
+        let rest = body.replace("http://www.w3.org/2000/svg", "");
+        assert!(
+            !rest.contains("http://") && !rest.contains("https://") && !rest.contains("//cdn"),
+            "{path} refers to another origin"
+        );
+    }
+    assert_error(f.get("/web/nothing.js"), 404, &["/web/nothing.js"]);
+    assert_error(f.get("/web/../src/lib.rs"), 404, &[]);
+    // The dashboard is only at the root, not under the API's /v1.
+    assert_error(f.get("/v1/"), 404, &[]);
+}
+
+#[test]
+fn the_dashboard_loads_without_a_token_but_its_api_calls_need_one() {
+    let f = serve_with(RestAuth {
+        token: Some("t0ken".into()),
+        protect_reads: true,
+    });
+    for path in [
+        "/",
+        "/web/dashboard.js",
+        "/web/dashboard.css",
+        "/web/favicon.svg",
+    ] {
+        let (status, _, _) = get_raw(&f, path);
+        assert_eq!(status, 200, "{path}");
+    }
+    for path in [
+        "/web/nothing.js".to_string(),
+        format!("/jobs/{JOB_STR}/config"),
+        format!("/jobs/{JOB_STR}/jobmanager/config"),
+        format!("/jobs/{JOB_STR}/exceptions"),
+    ] {
+        assert_eq!(f.with_auth("GET", &path, None).0, 401, "{path}");
+    }
+    assert_eq!(
+        f.with_auth(
+            "GET",
+            &format!("/jobs/{JOB_STR}/config"),
+            Some("Bearer t0ken")
+        )
+        .0,
+        200
+    );
+}
+
+/// The `floe_…` metric names a PromQL expression uses.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("floe_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn the_grafana_dashboard_queries_only_names_the_exposition_has() {
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../../../docs/grafana/floe-dashboard.json")).unwrap();
+    let f = serve();
+    f.job.state().stats = vec![stats(1, CheckpointStatus::Completed, false)];
+    let (_, _, text) = get_raw(&f, "/metrics");
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut used = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in metric_names(expr) {
+                assert!(
+                    exported.contains(name.as_str()),
+                    "panel {:?} queries {name}, which /metrics does not export ({exported:?})",
+                    panel["title"]
+                );
+                used += 1;
+            }
+        }
+    }
+    assert!(used >= 15, "only {used} metric references");
+    // Every panel's data source is the dashboard's variable, so it imports
+    // into any Grafana without editing.
+    assert_eq!(dashboard["templating"]["list"][0]["type"], "datasource");
 }

@@ -22,9 +22,10 @@ use floe_core::JobId;
 use floe_runtime::checkpoint::{CheckpointStats, CheckpointStatus, Clock, SystemClock};
 use floe_runtime::metrics::SubtaskMetrics;
 use floe_runtime::queryable::QueryReply;
+use floe_runtime::restart::RestartStrategy;
 use floe_runtime::{
-    ControlError, JobControl, JobStatus, Partitioning, QueryError, SavepointMode, SavepointStatus,
-    TriggerId, VertexInfo,
+    ControlError, ExceptionHistory, JobControl, JobStatus, Partitioning, QueryError, SavepointMode,
+    SavepointStatus, TriggerId, VertexInfo,
 };
 use floe_state::{QueryFormat, QueryValue};
 use serde::Serialize;
@@ -75,6 +76,13 @@ pub(crate) trait JobHandle: Clone + Send + Sync + 'static {
     fn restarts(&self) -> u64;
     /// When the current run started (ms since the epoch), if one runs.
     fn run_started_ms(&self) -> Option<u64>;
+    /// The job's failures so far, oldest first.
+    fn exception_history(&self) -> ExceptionHistory;
+    /// The configuration the job runs with, sorted by key (secrets as
+    /// given: the routes mask them).
+    fn configuration(&self) -> Vec<(String, String)>;
+    /// The restart strategy in effect.
+    fn restart_strategy(&self) -> RestartStrategy;
 }
 
 impl JobHandle for JobControl {
@@ -89,6 +97,15 @@ impl JobHandle for JobControl {
     }
     fn run_started_ms(&self) -> Option<u64> {
         JobControl::metrics(self).run_started_ms()
+    }
+    fn exception_history(&self) -> ExceptionHistory {
+        JobControl::exception_history(self)
+    }
+    fn configuration(&self) -> Vec<(String, String)> {
+        JobControl::configuration(self).to_vec()
+    }
+    fn restart_strategy(&self) -> RestartStrategy {
+        JobControl::restart_strategy(self).clone()
     }
     fn job_name(&self) -> String {
         JobControl::job_name(self).to_string()
@@ -209,11 +226,18 @@ pub(crate) fn router<J: JobHandle>(job: J, auth: RestAuth) -> (Router, Unreporte
             "/jobs/{jobid}/vertices/{vertexid}/backpressure",
             get(backpressure::<J>),
         )
+        .route("/jobs/{jobid}/exceptions", get(exceptions::<J>))
+        .route("/jobs/{jobid}/config", get(job_config::<J>))
+        .route(
+            "/jobs/{jobid}/jobmanager/config",
+            get(jobmanager_config::<J>),
+        )
         .route("/metrics", get(prometheus::<J>))
         .method_not_allowed_fallback(method_not_allowed);
     let auth = Arc::new(auth);
     let app = Router::new()
         .merge(api.clone())
+        .merge(crate::dashboard::router())
         .nest("/v1", api)
         .fallback(not_found)
         .with_state(state)
@@ -251,6 +275,13 @@ async fn check_token(auth: Arc<RestAuth>, request: Request, next: Next) -> Respo
         return next.run(request).await;
     };
     if is_read(request.method()) && !auth.protect_reads {
+        return next.run(request).await;
+    }
+    // The dashboard's page, script and styles are the same for every job
+    // and hold no job data; a browser cannot send a bearer token when it
+    // navigates, so they load without one and the page asks for the token
+    // when the API refuses it.
+    if is_read(request.method()) && crate::dashboard::is_asset(request.uri().path()) {
         return next.run(request).await;
     }
     let given = request
@@ -1363,4 +1394,184 @@ async fn prometheus<J: JobHandle>(State(AppState { job, .. }): State<AppState<J>
         ProcessStats::read(),
     );
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
+}
+
+/// Fragments of configuration keys whose values are secrets (tokens,
+/// passwords, cloud credentials): their values are never served. Matched
+/// case-insensitively anywhere in the key, as Flink masks its own.
+const SENSITIVE_KEY_PARTS: [&str; 14] = [
+    "password",
+    "secret",
+    "token",
+    "apikey",
+    "api-key",
+    "api_key",
+    "access-key",
+    "account.key",
+    "auth-params",
+    "service-key",
+    "basic-auth",
+    "jaas.config",
+    "http-headers",
+    "credentials",
+];
+
+/// What a masked value is served as.
+pub(crate) const MASK: &str = "******";
+
+/// The value of `key` as the configuration routes serve it: [`MASK`] for a
+/// secret.
+fn shown_value<'a>(key: &str, value: &'a str) -> &'a str {
+    let key = key.to_ascii_lowercase();
+    if SENSITIVE_KEY_PARTS.iter().any(|part| key.contains(part)) {
+        MASK
+    } else {
+        value
+    }
+}
+
+/// `GET /jobs/{id}/jobmanager/config`: the configuration the job runs with,
+/// `[{"key", "value"}]` sorted by key, secrets masked (Flink's per-job
+/// JobManager configuration).
+async fn jobmanager_config<J: JobHandle>(
+    State(AppState { job, .. }): State<AppState<J>>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    check_job(&job, &path(id)?)?;
+    let entries: Vec<Value> = job
+        .configuration()
+        .iter()
+        .map(|(k, v)| json!({ "key": k, "value": shown_value(k, v) }))
+        .collect();
+    Ok(Json(Value::Array(entries)).into_response())
+}
+
+/// A restart strategy as Flink's job configuration describes it: one line
+/// a person reads.
+fn describe_restart(strategy: &RestartStrategy) -> String {
+    match strategy {
+        RestartStrategy::None => "No restarts.".to_string(),
+        RestartStrategy::FixedDelay { attempts, delay } => {
+            let attempts = match *attempts {
+                u32::MAX => "unlimited".to_string(),
+                n => n.to_string(),
+            };
+            format!("Restart with fixed delay ({delay:?}): {attempts} restart attempts.")
+        }
+        RestartStrategy::FailureRate {
+            max_failures,
+            interval,
+            delay,
+        } => format!(
+            "Failure rate restart with maximum of {max_failures} failures within interval {interval:?} and fixed delay {delay:?}."
+        ),
+        RestartStrategy::ExponentialDelay {
+            initial_backoff,
+            max_backoff,
+            multiplier,
+            reset_threshold,
+            jitter,
+        } => format!(
+            "Restart with exponential delay: initial backoff {initial_backoff:?}, maximum backoff {max_backoff:?}, multiplier {multiplier}, reset after {reset_threshold:?} without failure, jitter {jitter}."
+        ),
+    }
+}
+
+/// `GET /jobs/{id}/config`: Flink's job configuration, `{"jid", "name",
+/// "execution-config": {"execution-mode", "restart-strategy",
+/// "job-parallelism", "object-reuse-mode", "user-config"}}`. The user
+/// config is what Flink calls global job parameters: the keys Floe itself
+/// does not know (a job's own settings), secrets masked.
+async fn job_config<J: JobHandle>(
+    State(AppState { job, .. }): State<AppState<J>>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    check_job(&job, &path(id)?)?;
+    let pairs = job.configuration();
+    let mut config = floe_core::Configuration::new();
+    for (k, v) in &pairs {
+        config.set(k.clone(), v.clone());
+    }
+    let user: Map<String, Value> = config
+        .unknown_keys()
+        .into_iter()
+        .filter_map(|k| {
+            let v = config.get_raw(k)?;
+            Some((k.to_string(), json!(shown_value(k, v))))
+        })
+        .collect();
+    // Floe's default parallelism is 1, as Flink's `parallelism.default`.
+    let parallelism = config
+        .get_raw("parallelism.default")
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .unwrap_or(1);
+    Ok(Json(json!({
+        "jid": job.job_id().to_string(),
+        "name": job.job_name(),
+        "execution-config": {
+            "execution-mode": "PIPELINED",
+            "restart-strategy": describe_restart(&job.restart_strategy()),
+            "job-parallelism": parallelism,
+            // Records are moved between operators, never reused.
+            "object-reuse-mode": false,
+            "user-config": user,
+        },
+    }))
+    .into_response())
+}
+
+/// `GET /jobs/{id}/exceptions[?maxExceptions=N]`: Flink's exception
+/// history, newest first: `{"exceptionHistory": {"entries": [{"exceptionName",
+/// "stacktrace", "timestamp", "taskName", "endpoint", "taskManagerId",
+/// "failureLabels", "concurrentExceptions"}], "truncated"}}`; each entry
+/// also says whether the job restarted after it (`restarted`, Floe's own)
+/// and which operator failed (`operatorId`).
+async fn exceptions<J: JobHandle>(
+    State(AppState { job, .. }): State<AppState<J>>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    check_job(&job, &path(id)?)?;
+    let params = query_params(q)?;
+    if let Some(other) = params.keys().find(|k| *k != "maxExceptions") {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter {:?}; expected \"maxExceptions\"",
+            ellipsis(other)
+        )));
+    }
+    let max = match params.get("maxExceptions") {
+        None => usize::MAX,
+        Some(raw) => raw.trim().parse::<usize>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "query parameter \"maxExceptions\" must be a non-negative number, got {:?}",
+                ellipsis(raw)
+            ))
+        })?,
+    };
+    let history = job.exception_history();
+    let truncated = history.truncated || history.entries.len() > max;
+    let entries: Vec<Value> = history
+        .entries
+        .iter()
+        .rev()
+        .take(max)
+        .map(|e| {
+            json!({
+                "exceptionName": e.kind,
+                "stacktrace": e.message,
+                "timestamp": e.timestamp_ms,
+                "taskName": e.task,
+                "operatorId": e.operator_uid,
+                "endpoint": Value::Null,
+                "taskManagerId": Value::Null,
+                "failureLabels": {},
+                "concurrentExceptions": [],
+                "restarted": e.restarted,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "exceptionHistory": { "entries": entries, "truncated": truncated }
+    }))
+    .into_response())
 }

@@ -51,6 +51,66 @@ pub struct VertexInput {
     pub side_output: Option<String>,
 }
 
+/// One failure of the job, as its exception history lists it (Flink's
+/// `exceptionHistory`): an operator that knows the job failed sees what
+/// failed, where and when, and whether the job restarted after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExceptionRecord {
+    /// When the failure was seen (ms since the epoch).
+    pub timestamp_ms: u64,
+    /// What kind of failure: `floe.Panic` (a function panicked),
+    /// `floe.NonRecoverable` (no restart can cure it) or `floe.Error`.
+    pub kind: &'static str,
+    /// The whole message, with its chain of causes.
+    pub message: String,
+    /// The failed operator's name and subtask, as `Name (2/4)`.
+    pub task: String,
+    /// The failed operator's uid.
+    pub operator_uid: String,
+    /// Whether the job restarted after this failure (false: it failed the
+    /// job).
+    pub restarted: bool,
+}
+
+impl ExceptionRecord {
+    /// The record of `failure`, seen at `timestamp_ms`.
+    pub fn of(failure: &crate::error::OperatorFailure, timestamp_ms: u64, restarted: bool) -> Self {
+        use crate::error::FailureCause;
+        let kind = match &failure.cause {
+            FailureCause::Panic(_) => "floe.Panic",
+            _ if failure.is_non_recoverable() => "floe.NonRecoverable",
+            FailureCause::Error(_) => "floe.Error",
+        };
+        ExceptionRecord {
+            timestamp_ms,
+            kind,
+            message: failure.cause.to_string(),
+            task: format!(
+                "{} ({}/{})",
+                failure.operator,
+                failure.subtask + 1,
+                failure.parallelism
+            ),
+            operator_uid: failure.uid.clone(),
+            restarted,
+        }
+    }
+}
+
+/// How many failures the exception history keeps, newest last: Flink's
+/// default `web.exception-history-size`. Older ones are dropped, and the
+/// history says it was truncated.
+pub const EXCEPTION_HISTORY_SIZE: usize = 16;
+
+/// The job's failures, bounded to [`EXCEPTION_HISTORY_SIZE`].
+#[derive(Debug, Clone, Default)]
+pub struct ExceptionHistory {
+    /// The kept failures, oldest first.
+    pub entries: Vec<ExceptionRecord>,
+    /// Whether older failures were dropped.
+    pub truncated: bool,
+}
+
 /// Why a control request was refused at once.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
@@ -98,6 +158,12 @@ pub(crate) struct ControlShared {
     pub(crate) queryable: Arc<crate::queryable::QueryableStateRegistry>,
     /// The job's metrics (kept across restarts).
     pub(crate) metrics: Arc<crate::metrics::JobMetrics>,
+    /// The configuration the job runs with (keys and raw values).
+    pub(crate) configuration: Vec<(String, String)>,
+    /// The restart strategy in effect.
+    pub(crate) restart_strategy: crate::restart::RestartStrategy,
+    /// The failures so far.
+    pub(crate) exceptions: Mutex<ExceptionHistory>,
 }
 
 /// A handle to a running job: status, checkpoints, savepoints, stop, cancel.
@@ -160,6 +226,37 @@ impl JobControl {
     /// The checkpoint or savepoint the job was started from: id and path.
     pub fn restored_from(&self) -> Option<(u64, String)> {
         self.shared.restored_from.clone()
+    }
+
+    /// The configuration the job runs with: every key set in the
+    /// configuration file, by `-D` or in code, with its raw value, sorted by
+    /// key. Secrets are in it as given; whoever shows it masks them.
+    pub fn configuration(&self) -> &[(String, String)] {
+        &self.shared.configuration
+    }
+
+    /// The restart strategy in effect (configured, set in code, or the
+    /// default that depends on checkpointing).
+    pub fn restart_strategy(&self) -> &crate::restart::RestartStrategy {
+        &self.shared.restart_strategy
+    }
+
+    /// The job's failures so far, oldest first (at most
+    /// [`EXCEPTION_HISTORY_SIZE`]).
+    pub fn exception_history(&self) -> ExceptionHistory {
+        lock(&self.shared.exceptions).clone()
+    }
+
+    /// Adds a failure to the exception history, dropping the oldest beyond
+    /// [`EXCEPTION_HISTORY_SIZE`].
+    pub(crate) fn record_exception(&self, record: ExceptionRecord) {
+        let mut history = lock(&self.shared.exceptions);
+        history.entries.push(record);
+        if history.entries.len() > EXCEPTION_HISTORY_SIZE {
+            let excess = history.entries.len() - EXCEPTION_HISTORY_SIZE;
+            history.entries.drain(..excess);
+            history.truncated = true;
+        }
     }
 
     /// The configured default savepoint directory (`state.savepoints.dir`).

@@ -25,7 +25,7 @@ use crate::checkpoint::{
     TaskInit, read_checkpoint_metadata,
 };
 use crate::context::TaskInfo;
-use crate::control::{ControlShared, JobControl, VertexInfo, VertexInput};
+use crate::control::{ControlShared, ExceptionRecord, JobControl, VertexInfo, VertexInput};
 use crate::error::{FailureCause, OperatorFailure, TaskError};
 use crate::graph::{
     AnyBox, JobGraph, Partitioning, SideOutputEdge, VertexId, VertexKind, WriterArgs,
@@ -289,6 +289,10 @@ pub struct ExecutionSettings {
     pub processing_clock: ProcessingClock,
     /// `pipeline.auto-watermark-interval`.
     pub auto_watermark_interval: Duration,
+    /// The configuration the job runs with (keys and raw values, sorted by
+    /// key), shown by the REST API and the web dashboard; it shapes nothing
+    /// here (the fields above are what was read from it).
+    pub configuration: Vec<(String, String)>,
 }
 
 impl Default for ExecutionSettings {
@@ -308,6 +312,7 @@ impl Default for ExecutionSettings {
             queryable_state_max_staleness: crate::queryable::DEFAULT_MAX_STALENESS,
             processing_clock: ProcessingClock::System,
             auto_watermark_interval: Duration::from_millis(200),
+            configuration: Vec::new(),
         }
     }
 }
@@ -640,6 +645,9 @@ impl JobManager {
                 stopping: Mutex::new(None),
                 stopped: Default::default(),
                 metrics: metrics.clone(),
+                configuration: self.settings.configuration.clone(),
+                restart_strategy: self.settings.restart.clone(),
+                exceptions: Mutex::new(Default::default()),
                 queryable: Arc::new(
                     crate::queryable::QueryableStateRegistry::new(
                         job_id,
@@ -1260,19 +1268,28 @@ impl JobClient {
                     checkpoints,
                 });
             };
+            let failed_at = SystemClock.epoch_ms();
             if failure.is_non_recoverable() {
                 // Retrying would fail the same way forever.
                 tracing::error!(
                     job = %self.job_name,
                     "not restarting: a restart cannot cure this failure: {failure}"
                 );
+                self.control
+                    .record_exception(ExceptionRecord::of(&failure, failed_at, false));
                 return Err(JobError::Failed {
                     job_name: self.job_name,
                     job_id: self.job_id,
                     failure,
                 });
             }
-            let Some(delay) = self.restarts.on_failure(Instant::now()) else {
+            let restart = self.restarts.on_failure(Instant::now());
+            self.control.record_exception(ExceptionRecord::of(
+                &failure,
+                failed_at,
+                restart.is_some(),
+            ));
+            let Some(delay) = restart else {
                 return Err(JobError::Failed {
                     job_name: self.job_name,
                     job_id: self.job_id,

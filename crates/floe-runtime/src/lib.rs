@@ -74,8 +74,8 @@ pub use context::{
     FunctionInitializationContext, FunctionSnapshotContext, KeyedContext, RuntimeContext, TaskInfo,
 };
 pub use control::{
-    ControlError, JobControl, SavepointFailure, SavepointMode, SavepointStatus, TriggerId,
-    VertexInfo, VertexInput,
+    ControlError, EXCEPTION_HISTORY_SIZE, ExceptionHistory, ExceptionRecord, JobControl,
+    SavepointFailure, SavepointMode, SavepointStatus, TriggerId, VertexInfo, VertexInput,
 };
 pub use error::{FailureCause, NonRecoverable, OperatorFailure, TaskError};
 pub use function::{CheckpointListener, CheckpointedFunction, FunctionHooks};
