@@ -157,8 +157,9 @@ impl RocksDbResources {
         opts.set_keep_log_file_num(2);
         opts.set_max_log_file_size(1 << 20);
         opts.set_max_background_jobs(2);
-        // One writer per database (the task thread); required by in-place
-        // memtable updates.
+        // One writer per database (the task thread): the memtable's
+        // single-writer insert, which needs no atomics and reuses the last
+        // insert's position for a sorted batch.
         opts.set_allow_concurrent_memtable_write(false);
         opts
     }
@@ -203,20 +204,12 @@ impl RocksDbResources {
         opts.set_merge_operator_associative(LIST_MERGE_OPERATOR_NAME, list_merge);
         opts.set_write_buffer_size(self.inner.cf_write_buffer_size);
         opts.set_max_write_buffer_number(2);
-        // Overwrites of a key still in the mutable memtable (a hot counter
-        // updated again and again) rewrite its value in place when the new
-        // value is no larger, instead of adding one more version to the
-        // skiplist: the memtable stays small, rarely flushes, and RMW over
-        // 100k keys ran ~1.5x faster in `rmw_bench`. The price is one extra
-        // memtable seek per put, which costs ~25% more task-thread CPU per
-        // update when keys are almost never in the memtable (10M uniformly
-        // random keys); hot keys are the common case in streaming, so it is
-        // on. RocksDB's caveats do not apply: it only breaks point-in-time
-        // views under *concurrent* writes, and a `KeyedDb` has one writer
-        // whose `&mut self` writes cannot overlap its own iterators;
-        // snapshots are read from checkpoints, never from the live memtable.
-        // It requires single-threaded memtable writes (see `db_options`).
-        opts.set_inplace_update_support(true);
+        // No in-place updates in the memtable: with them every put first
+        // searches the skiplist for an older version to overwrite, which
+        // the keyed backend's write-back cache makes pointless (a hot key
+        // reaches RocksDB once per cache flush, not once per update) and
+        // which cost a third of the task thread when flushing 10 M keys.
+        opts.set_inplace_update_support(false);
         opts.set_min_write_buffer_number_to_merge(1);
         opts.set_target_file_size_base((self.inner.cf_write_buffer_size as u64).max(8 << 20));
         // A bloom filter on memtables too: gets of keys not in the memtable

@@ -27,11 +27,15 @@ const ENTRY_OVERHEAD: usize = 64;
 /// Bytes held by every cache of the process.
 static IN_USE: AtomicUsize = AtomicUsize::new(0);
 
-/// One cached key: its current bytes (`None`: known to have no value) and
-/// whether RocksDB has yet to see them.
+/// One cached key: its current bytes (`None`: known to have no value),
+/// whether RocksDB has yet to see them, and whether RocksDB may hold a value
+/// for the key at all. A key first seen absent and deleted again before a
+/// flush (a count a timer clears within the same checkpoint interval) then
+/// costs RocksDB nothing: no tombstone is written for a key it never held.
 struct Slot {
     value: Option<Vec<u8>>,
     dirty: bool,
+    stored: bool,
 }
 
 /// The cache of one subtask's database; one table per state index (`None`
@@ -75,6 +79,11 @@ impl ValueCache {
             .push((cached && self.limit > 0).then(FxHashMap::default));
     }
 
+    /// Whether any state can be cached at all (the budget is not zero).
+    pub(crate) fn enabled(&self) -> bool {
+        self.limit > 0
+    }
+
     /// Forgets the state added last.
     pub(crate) fn pop_state(&mut self) {
         if let Some(Some(t)) = self.tables.pop() {
@@ -104,6 +113,7 @@ impl ValueCache {
     /// Remembers what RocksDB holds for `key` (after a miss).
     pub(crate) fn insert_clean(&mut self, idx: u32, key: &[u8], value: Option<Vec<u8>>) {
         let slot = Slot {
+            stored: value.is_some(),
             value,
             dirty: false,
         };
@@ -160,7 +170,12 @@ impl ValueCache {
             return Ok(());
         }
         let value = encoded.then(|| std::mem::take(&mut self.scratch));
-        let slot = Slot { value, dirty: true };
+        // Not read before: RocksDB may hold a value this write replaces.
+        let slot = Slot {
+            value,
+            dirty: true,
+            stored: true,
+        };
         let add = charge(key, &slot);
         t.insert(key.into(), slot);
         self.bytes += add;
@@ -182,7 +197,9 @@ impl ValueCache {
     }
 
     /// Hands each state's dirty entries to `write` (state index, then
-    /// `(key, Some(value) | None)`), and marks them clean once it succeeds.
+    /// `(key, Some(value) | None)` in key order), and marks them clean
+    /// once it succeeds.
+    /// A deletion of a key RocksDB never held is not handed over.
     pub(crate) fn flush<E>(
         &mut self,
         mut write: impl for<'a> FnMut(
@@ -195,13 +212,22 @@ impl ValueCache {
         }
         for (idx, table) in self.tables.iter_mut().enumerate() {
             let Some(t) = table else { continue };
-            let mut dirty = t
+            let mut dirty: Vec<(&[u8], Option<&[u8]>)> = t
                 .iter()
-                .filter(|(_, s)| s.dirty)
-                .map(|(k, s)| (&k[..], s.value.as_deref()));
-            write(idx as u32, &mut dirty)?;
+                .filter(|(_, s)| s.dirty && (s.stored || s.value.is_some()))
+                .map(|(k, s)| (&k[..], s.value.as_deref()))
+                .collect();
+            // In key order: RocksDB's memtable inserts a sorted run next to
+            // the previous insert instead of searching its skiplist from the
+            // top for each key (the memtable's cost dominated large-state
+            // flushes in hash order).
+            dirty.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            write(idx as u32, &mut dirty.into_iter())?;
             for slot in t.values_mut() {
-                slot.dirty = false;
+                if slot.dirty {
+                    slot.dirty = false;
+                    slot.stored = slot.value.is_some();
+                }
             }
         }
         self.dirty = false;
@@ -284,6 +310,36 @@ mod tests {
         assert!(flushed(&mut c).is_empty(), "a second flush writes nothing");
         // Still cached (clean) after the flush.
         assert!(matches!(c.get(0, b"c"), Cached::Hit(Some(b"3"))));
+    }
+
+    #[test]
+    fn a_key_rocksdb_never_held_is_not_deleted_there() {
+        let mut c = ValueCache::new(usize::MAX);
+        c.push_state(true);
+        // Read absent, written, deleted again before a flush: nothing to do.
+        c.insert_clean(0, b"new", None);
+        put(&mut c, b"new", Some(b"1"));
+        put(&mut c, b"new", None);
+        // Read present and deleted: the deletion must reach RocksDB.
+        c.insert_clean(0, b"old", Some(b"1".to_vec()));
+        put(&mut c, b"old", None);
+        // Never read: RocksDB may hold it, so its deletion is written.
+        put(&mut c, b"blind", None);
+        assert_eq!(
+            flushed(&mut c),
+            vec![(b"blind".to_vec(), None), (b"old".to_vec(), None)]
+        );
+        // Written, flushed, then deleted: RocksDB holds it now.
+        put(&mut c, b"new", Some(b"2"));
+        assert_eq!(
+            flushed(&mut c),
+            vec![(b"new".to_vec(), Some(b"2".to_vec()))]
+        );
+        put(&mut c, b"new", None);
+        assert_eq!(flushed(&mut c), vec![(b"new".to_vec(), None)]);
+        // Deleted and flushed: absent again, so another deletion is free.
+        put(&mut c, b"new", None);
+        assert!(flushed(&mut c).is_empty());
     }
 
     #[test]
