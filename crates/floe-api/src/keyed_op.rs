@@ -190,6 +190,9 @@ pub(crate) struct KeyedOp<K: Key, IN, OUT, L: KeyedLogic<K, IN, OUT>, KS> {
     /// Once open, the logic's timers (if it has a queue).
     timers: Option<KeyedTimers<L::N>>,
     side: SideOutputBuffers,
+    /// A batch's keys, selected up front when the backend prefetches
+    /// (RocksDB); reused across batches.
+    batch_keys: Vec<K>,
     _in: PhantomData<fn(IN)>,
 }
 
@@ -220,6 +223,7 @@ impl<K: Key, IN, OUT: Send, L: KeyedLogic<K, IN, OUT>, KS> KeyedOp<K, IN, OUT, L
             queryable: None,
             timers: None,
             side: SideOutputBuffers::new(side),
+            batch_keys: Vec::new(),
             _in: PhantomData,
         }
     }
@@ -428,6 +432,7 @@ where
             info,
             timers,
             side,
+            batch_keys,
             ..
         } = self;
         let timers = timers.as_ref();
@@ -437,6 +442,16 @@ where
             )));
         }
         info.guard(|| {
+            // A backend that pays per lookup gets the batch's keys first;
+            // each record then takes its key from them instead of
+            // selecting it again.
+            batch_keys.clear();
+            if backend.prefetches() {
+                batch_keys.extend(batch.records.iter().map(&*key_selector));
+                backend.prefetch(batch_keys, &batch.key_groups)?;
+            }
+            let mut selected = batch_keys.drain(..);
+            let mut key_of = |r: &IN| selected.next().unwrap_or_else(|| key_selector(r));
             if batch.is_timed() {
                 let input = batch
                     .records
@@ -444,7 +459,7 @@ where
                     .zip(batch.key_groups.drain(..))
                     .zip(batch.timestamps.drain(..));
                 for ((r, kg), timestamp) in input {
-                    backend.set_current_key(key_selector(&r), kg)?;
+                    backend.set_current_key(key_of(&r), kg)?;
                     let cx = KeyedCx {
                         info,
                         backend: &mut *backend,
@@ -458,7 +473,7 @@ where
                 return Ok(());
             }
             for (r, kg) in batch.records.drain(..).zip(batch.key_groups.drain(..)) {
-                backend.set_current_key(key_selector(&r), kg)?;
+                backend.set_current_key(key_of(&r), kg)?;
                 let cx = KeyedCx {
                     info,
                     backend: &mut *backend,

@@ -321,6 +321,31 @@ impl KeyedDb {
             .map_err(|e| self.err("get", id, e))
     }
 
+    /// Reads many keys of state `id` in one batched lookup and hands each
+    /// key's index and value (`None`: absent) to `found`, in order.
+    /// `sorted` says the keys are in RocksDB's (bytewise) order, which lets
+    /// RocksDB skip its own sort. One batched lookup probes the memtable,
+    /// the filters and each file's index once for all keys that land in
+    /// it, instead of once per key: what a keyed operator needs when a
+    /// batch of records brings keys its cache has not seen.
+    pub fn multi_get(
+        &self,
+        id: StateId,
+        keys: &[&[u8]],
+        sorted: bool,
+        mut found: impl FnMut(usize, Option<&[u8]>),
+    ) -> Result<(), RocksDbError> {
+        let cf = self.cf(id, "multi get")?;
+        let results = self
+            .db
+            .batched_multi_get_cf_opt(cf, keys, sorted, &self.read_opts);
+        for (i, result) in results.into_iter().enumerate() {
+            let value = result.map_err(|e| self.err("multi get", id, e))?;
+            found(i, value.as_deref());
+        }
+        Ok(())
+    }
+
     /// Copies the value of the current key into `out` (cleared first);
     /// returns false, leaving `out` empty, when there is none. Reusing `out`
     /// across records makes the read allocation-free on the Rust side.

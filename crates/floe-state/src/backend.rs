@@ -281,6 +281,22 @@ impl<K: Key> KeyedStateBackend<K> {
         &self.operator
     }
 
+    /// Whether [`prefetch`](Self::prefetch) is worth calling for the next
+    /// batch: true on a backend that pays per lookup (RocksDB) while its
+    /// recent batches brought keys it had not cached, where an operator
+    /// should gather the batch's keys before processing its records.
+    #[inline]
+    pub fn prefetches(&mut self) -> bool {
+        self.store.prefetches()
+    }
+
+    /// Tells the backend the keys (and key groups) of the batch about to be
+    /// processed, in order, so it can look them up together. A hint only:
+    /// state reads and writes per record are unchanged by it.
+    pub fn prefetch(&mut self, keys: &[K], key_groups: &[KeyGroup]) -> Result<(), StateError> {
+        self.store.prefetch(keys, key_groups)
+    }
+
     /// Makes `key` (in `key_group`) the key that state handles read and write.
     #[inline]
     pub fn set_current_key(&mut self, key: K, key_group: KeyGroup) -> Result<(), StateError> {

@@ -285,6 +285,22 @@ pub(crate) trait KeyedStore<K: Key>: Send {
     /// encodes it once here).
     fn set_current_key(&mut self, key: &K, key_group: KeyGroup) -> Result<(), StateError>;
 
+    /// Whether [`prefetch`](Self::prefetch) would do anything for the next
+    /// batch: a keyed operator gathers a batch's keys up front only for a
+    /// store that uses them. Asked once per batch.
+    fn prefetches(&mut self) -> bool {
+        false
+    }
+
+    /// Prepares for a batch whose records have these keys (in order,
+    /// repeats possible), so the per-record accesses that follow are cheap:
+    /// a store that pays per lookup (RocksDB) looks them all up at once.
+    /// Purely a hint: what a record reads afterwards is the same with or
+    /// without it.
+    fn prefetch(&mut self, _keys: &[K], _key_groups: &[KeyGroup]) -> Result<(), StateError> {
+        Ok(())
+    }
+
     /// The reference a handle keeps to state `id`, registered with shape
     /// `Sh`: stamped by a store that checked the shape and trusts its stamp
     /// on every access.

@@ -1,7 +1,8 @@
 //! The RocksDB backend's write-back cache under a budget so small that it
 //! evicts all the time: every read must still see the latest write, clears
 //! must stick, and snapshots (taken at random points, with dirty entries in
-//! the cache) must hold exactly the model's state. Its own test binary, so
+//! the cache) must hold exactly the model's state, with batches of keys
+//! prefetched (as a keyed operator does before each batch) in between. Its own test binary, so
 //! the process-wide memory budget is this file's.
 #![cfg(feature = "rocksdb")]
 
@@ -39,6 +40,8 @@ enum Op {
     Add(u64, u64),
     Clear(u64),
     Snapshot,
+    /// The keys of the next records, looked up together.
+    Prefetch(Vec<u64>),
 }
 
 fn op(keys: u64) -> impl Strategy<Value = Op> {
@@ -46,6 +49,7 @@ fn op(keys: u64) -> impl Strategy<Value = Op> {
         20 => (0..keys, 1..1000u64).prop_map(|(k, v)| Op::Add(k, v)),
         2 => (0..keys).prop_map(Op::Clear),
         1 => Just(Op::Snapshot),
+        3 => proptest::collection::vec(0..keys, 1..64).prop_map(Op::Prefetch),
     ]
 }
 
@@ -120,6 +124,12 @@ proptest! {
                 Op::Snapshot => {
                     let bytes = b.snapshot().encode().unwrap();
                     prop_assert_eq!(restored_heap(&bytes, 3_000), model.clone());
+                }
+                Op::Prefetch(ref keys) => {
+                    b.prefetches();
+                    let groups: Vec<_> =
+                        keys.iter().map(|k| key_group_for_key(k, MAX_P)).collect();
+                    b.prefetch(keys, &groups).unwrap();
                 }
             }
         }

@@ -182,6 +182,15 @@ impl<K: Key> KeyedStore<K> for AnyStore<K> {
     }
 
     #[inline]
+    fn prefetches(&mut self) -> bool {
+        dispatch!(self, s => KeyedStore::<K>::prefetches(s))
+    }
+
+    fn prefetch(&mut self, keys: &[K], key_groups: &[KeyGroup]) -> Result<(), StateError> {
+        dispatch!(self, s => KeyedStore::<K>::prefetch(s, keys, key_groups))
+    }
+
+    #[inline]
     fn bind<Sh: Shape>(&self, id: StateId) -> StateRef<Sh> {
         dispatch!(&self, s => KeyedStore::<K>::bind::<Sh>(s, id))
     }

@@ -108,6 +108,13 @@ fn unique_name(operator: &str) -> String {
     )
 }
 
+/// A prefetch that finds fewer than one key in this many missing from the
+/// write-back cache pauses prefetching for [`PREFETCH_PAUSE`] batches:
+/// with a state that fits the cache, sorting and probing a batch's keys
+/// up front only adds work.
+const PREFETCH_MISS_RATIO: usize = 16;
+const PREFETCH_PAUSE: u32 = 32;
+
 /// One registered state in the database.
 struct RocksState {
     id: floe_rocksdb::StateId,
@@ -120,6 +127,9 @@ struct RocksState {
     /// A TTL state cleaned up in full snapshots: how its values expire,
     /// and the clock that says when a snapshot is taken.
     snapshot_ttl: Option<(TtlFilter, TtlTimeProvider)>,
+    /// The function read this (value-like) state since the last batch was
+    /// prefetched: the next batch's keys are worth looking up for it.
+    read: bool,
 }
 
 /// Decodes a state's canonical per-key bytes with its types and renders
@@ -139,6 +149,13 @@ pub(crate) struct RocksStore {
     /// Scratch buffers, reused across records.
     key_buf: Vec<u8>,
     buf: Vec<u8>,
+    /// A prefetched batch's encoded keys, back to back, and each key's
+    /// span in them; reused across batches.
+    batch_keys: Vec<u8>,
+    batch_spans: Vec<(u32, u32)>,
+    /// Batches to process without prefetching: the last prefetch found
+    /// (almost) every key cached, so looking again soon would be waste.
+    prefetch_pause: u32,
     /// Where snapshot checkpoints go (beside the working directory).
     snapshot_root: PathBuf,
     /// Checkpoints are native and incremental (`state.backend.incremental`).
@@ -210,6 +227,9 @@ impl RocksStore {
             prefix: KeyPrefix::new(),
             key_buf: Vec::with_capacity(64),
             buf: Vec::with_capacity(256),
+            batch_keys: Vec::new(),
+            batch_spans: Vec::new(),
+            prefetch_pause: 0,
             snapshot_root: root.join("snapshots"),
             incremental: config.incremental,
             timer_settings: TimerSettings {
@@ -242,6 +262,7 @@ impl RocksStore {
             json,
             timers: None,
             snapshot_ttl: None,
+            read: false,
         });
         self.cache.push_state(layout == StateLayout::ValueLike);
         self.abandoned_native = self
@@ -383,7 +404,9 @@ impl RocksStore {
     /// RocksDB (and then cached).
     #[inline]
     fn get_value<T: DeserializeOwned>(&mut self, idx: u32) -> Result<Option<T>, StateError> {
-        let name = &self.states[idx as usize].name;
+        let state = &mut self.states[idx as usize];
+        state.read = true;
+        let name = &state.name;
         if let Cached::Hit(bytes) = self.cache.get(idx, self.prefix.as_bytes()) {
             return bytes.map(|b| codec::decode(b, name)).transpose();
         }
@@ -402,6 +425,72 @@ impl RocksStore {
             self.evict_if_over_budget()?;
         }
         Ok(value)
+    }
+
+    /// Looks a batch's keys up for every value-like state the function
+    /// read during the previous batch, with one batched RocksDB lookup per
+    /// state for the keys the write-back cache lacks, and caches what it
+    /// finds: the records then hit the cache one by one. Keys are sorted
+    /// first (key group first, as RocksDB orders them) and repeats dropped.
+    fn prefetch_batch<K: Serialize>(
+        &mut self,
+        keys: &[K],
+        key_groups: &[KeyGroup],
+    ) -> Result<(), StateError> {
+        if !self.states.iter().any(|s| s.read) {
+            // Nothing read lately (lists and maps are never prefetched).
+            self.prefetch_pause = PREFETCH_PAUSE;
+            return Ok(());
+        }
+        // Room for the batch: a cache emptied halfway would drop keys
+        // looked up for it.
+        self.evict_if_over_budget()?;
+        self.batch_keys.clear();
+        self.batch_spans.clear();
+        for (key, &kg) in keys.iter().zip(key_groups) {
+            self.key_buf.clear();
+            codec::encode_into(key, &mut self.key_buf, "key")?;
+            let start = self.batch_keys.len();
+            floe_rocksdb::key::encode_key(&mut self.batch_keys, kg, &self.key_buf, &[]);
+            self.batch_spans
+                .push((start as u32, (self.batch_keys.len() - start) as u32));
+        }
+        let arena = &self.batch_keys;
+        let bytes = |&(at, len): &(u32, u32)| &arena[at as usize..(at + len) as usize];
+        self.batch_spans
+            .sort_unstable_by(|a, b| bytes(a).cmp(bytes(b)));
+        self.batch_spans.dedup_by(|a, b| bytes(a) == bytes(b));
+        let mut missing: Vec<&[u8]> = Vec::with_capacity(self.batch_spans.len());
+        let mut missed = 0;
+        for idx in 0..self.states.len() as u32 {
+            let state = &mut self.states[idx as usize];
+            if !std::mem::take(&mut state.read) || !self.cache.caches(idx) {
+                continue;
+            }
+            let id = state.id;
+            missing.clear();
+            missing.extend(
+                self.batch_spans
+                    .iter()
+                    .map(bytes)
+                    .filter(|k| matches!(self.cache.get(idx, k), Cached::Miss)),
+            );
+            missed += missing.len();
+            if missing.is_empty() {
+                continue;
+            }
+            let cache = &mut self.cache;
+            self.db
+                .multi_get(id, &missing, true, |i, value| {
+                    cache.insert_clean(idx, missing[i], value.map(<[u8]>::to_vec));
+                })
+                .map_err(|e| backend_error(&self.operator, "multi get", e))?;
+        }
+        // Hot keys all cached (small state): check again only now and then.
+        if missed * PREFETCH_MISS_RATIO < self.batch_spans.len() {
+            self.prefetch_pause = PREFETCH_PAUSE;
+        }
+        Ok(())
     }
 
     /// Replaces the current key's value (in the cache; RocksDB sees it at
@@ -995,6 +1084,18 @@ impl<K: Key> KeyedStore<K> for RocksStore {
     #[inline]
     fn set_current_key(&mut self, key: &K, key_group: KeyGroup) -> Result<(), StateError> {
         self.set_key(key_group, key)
+    }
+
+    fn prefetches(&mut self) -> bool {
+        if self.prefetch_pause > 0 {
+            self.prefetch_pause -= 1;
+            return false;
+        }
+        self.cache.enabled()
+    }
+
+    fn prefetch(&mut self, keys: &[K], key_groups: &[KeyGroup]) -> Result<(), StateError> {
+        self.prefetch_batch(keys, key_groups)
     }
 
     /// Unstamped: every access reads bytes and decodes them as the
