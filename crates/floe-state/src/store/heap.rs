@@ -42,7 +42,15 @@ pub(crate) struct HeapStore<K> {
     stamp: StoreStamp,
     /// The allocator of every table's key-group maps.
     alloc: StateTableAlloc,
+    /// The first key group of the range (key group − this = group offset).
+    first: KeyGroup,
+    /// A prefetched batch's group offsets; reused across batches.
+    offsets: Vec<usize>,
 }
+
+/// Entries a state must hold before batches are prefetched: below this its
+/// table stays in the CPU's caches and a touch pass would be pure cost.
+const PREFETCH_MIN_ENTRIES: usize = 1 << 20;
 
 impl<K: Key> HeapStore<K> {
     /// An empty store for the key groups of `range`, configured by `config`.
@@ -52,6 +60,8 @@ impl<K: Key> HeapStore<K> {
             groups: range.len(),
             stamp: StoreStamp::new(),
             alloc: StateTableAlloc::new(config.huge_pages),
+            first: range.start,
+            offsets: Vec::new(),
         }
     }
 
@@ -190,6 +200,28 @@ impl<K: Key> KeyedStore<K> for HeapStore<K> {
 
     #[inline]
     fn set_current_key(&mut self, _key: &K, _key_group: KeyGroup) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    /// Once some state outgrows the CPU's caches.
+    fn prefetches(&mut self) -> bool {
+        self.tables
+            .iter()
+            .any(|(_, t)| t.len() >= PREFETCH_MIN_ENTRIES)
+    }
+
+    fn prefetch(&mut self, keys: &[K], key_groups: &[KeyGroup]) -> Result<(), StateError> {
+        self.offsets.clear();
+        self.offsets.extend(
+            key_groups
+                .iter()
+                .map(|kg| kg.wrapping_sub(self.first) as usize),
+        );
+        for (_, table) in &self.tables {
+            if table.len() >= PREFETCH_MIN_ENTRIES {
+                table.touch(keys, &self.offsets);
+            }
+        }
         Ok(())
     }
 
@@ -835,6 +867,15 @@ impl<K, S> Drop for FrozenHeapTable<K, S> {
 /// different per-key types side by side.
 trait ErasedHeapTable<K>: Send {
     fn sizes(&self) -> Vec<usize>;
+    /// Entries in all key groups.
+    fn len(&self) -> usize {
+        0
+    }
+    /// Looks each key up in its group (`offsets[i]`) and discards the
+    /// answer: a tight loop of independent lookups lets the CPU overlap
+    /// their cache misses, which the record-at-a-time loop after it
+    /// cannot, so its lookups then hit the cache.
+    fn touch(&self, _keys: &[K], _offsets: &[usize]) {}
     /// Every key with an entry and its key group's offset.
     fn keys(&self) -> Vec<(K, usize)>;
     /// The synchronous part of a snapshot: shares every key group's map
@@ -879,6 +920,20 @@ trait ErasedHeapTable<K>: Send {
 }
 
 impl<K: Key, S: StateStorage> ErasedHeapTable<K> for HeapTable<K, S> {
+    fn len(&self) -> usize {
+        self.groups.iter().map(|g| g.len()).sum()
+    }
+
+    fn touch(&self, keys: &[K], offsets: &[usize]) {
+        let mut found = 0usize;
+        for (key, &offset) in keys.iter().zip(offsets) {
+            if let Some(group) = self.groups.get(offset) {
+                found += usize::from(group.contains_key(key));
+            }
+        }
+        std::hint::black_box(found);
+    }
+
     fn sizes(&self) -> Vec<usize> {
         self.groups.iter().map(|g| g.len()).collect()
     }
