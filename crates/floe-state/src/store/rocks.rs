@@ -414,14 +414,15 @@ impl RocksStore {
         let bytes = self
             .db
             .get(id, &self.prefix)
-            .map_err(|e| backend_error(&self.operator, "get", e))?
-            .map(|b| b.to_vec());
+            .map_err(|e| backend_error(&self.operator, "get", e))?;
         let value = bytes
             .as_deref()
             .map(|b| codec::decode(b, &self.states[idx as usize].name))
             .transpose()?;
         if self.cache.caches(idx) {
-            self.cache.insert_clean(idx, self.prefix.as_bytes(), bytes);
+            self.cache
+                .insert_clean(idx, self.prefix.as_bytes(), bytes.as_deref());
+            drop(bytes);
             self.evict_if_over_budget()?;
         }
         Ok(value)
@@ -482,7 +483,7 @@ impl RocksStore {
             let cache = &mut self.cache;
             self.db
                 .multi_get(id, &missing, true, |i, value| {
-                    cache.insert_clean(idx, missing[i], value.map(<[u8]>::to_vec));
+                    cache.insert_clean(idx, missing[i], value);
                 })
                 .map_err(|e| backend_error(&self.operator, "multi get", e))?;
         }

@@ -14,41 +14,182 @@
 //! All caches of a process share one byte budget
 //! (`state.backend.rocksdb.write-cache.size`, a quarter of the managed memory
 //! by default), so the RocksDB budget plus the caches stay within
-//! `taskmanager.memory.managed.size` however many subtasks run.
+//! `taskmanager.memory.managed.size` however many subtasks run. Entries are
+//! charged as laid out in each state's arena plus its index; an arena's
+//! spare capacity (it grows by a quarter at a time, and keeps its memory
+//! when emptied) is not, so a cache may hold up to about a quarter more
+//! than its share.
 
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rustc_hash::FxHashMap;
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 
-/// Bytes charged per cached entry besides its key and value (the table
-/// slot, the boxed key and vector headers).
-const ENTRY_OVERHEAD: usize = 64;
+/// Bytes of an entry's header in the arena: key length, value capacity,
+/// value length (`NONE`: no value) and flags, four bytes each.
+const HEADER: usize = 16;
+/// The value length that says "known to have no value".
+const NONE: u32 = u32::MAX;
+/// Flag: RocksDB has yet to see the entry's bytes.
+const DIRTY: u32 = 1;
+/// Flag: RocksDB may hold a value for the key. A key first seen absent and
+/// deleted again before a flush (a count a timer clears within the same
+/// checkpoint interval) then costs RocksDB nothing: no tombstone is written
+/// for a key it never held.
+const STORED: u32 = 2;
+/// Bytes an arena grows by at least, so small caches do not reallocate
+/// for every few entries.
+const MIN_GROWTH: usize = 64 << 10;
 
 /// Bytes held by every cache of the process.
 static IN_USE: AtomicUsize = AtomicUsize::new(0);
 
-/// One cached key: its current bytes (`None`: known to have no value),
-/// whether RocksDB has yet to see them, and whether RocksDB may hold a value
-/// for the key at all. A key first seen absent and deleted again before a
-/// flush (a count a timer clears within the same checkpoint interval) then
-/// costs RocksDB nothing: no tombstone is written for a key it never held.
-struct Slot {
-    value: Option<Vec<u8>>,
-    dirty: bool,
-    stored: bool,
+/// One state's cached keys. Entries live back to back in one arena
+/// (header, key, value with room to grow), found through a hash table of
+/// their offsets: no allocation per key, and emptying the cache is two
+/// `clear`s instead of freeing every key and value one by one (which at
+/// millions of keys made glibc's free lists the keyed thread's hot spot).
+/// A value that outgrows its room moves to the arena's end; the old copy
+/// stays as garbage until the cache is emptied.
+struct Table {
+    index: HashTable<usize>,
+    arena: Vec<u8>,
+}
+
+/// An entry's header fields at offset `at`.
+#[inline]
+fn field(arena: &[u8], at: usize, n: usize) -> u32 {
+    let i = at + 4 * n;
+    u32::from_ne_bytes([arena[i], arena[i + 1], arena[i + 2], arena[i + 3]])
+}
+
+#[inline]
+fn set_field(arena: &mut [u8], at: usize, n: usize, v: u32) {
+    let i = at + 4 * n;
+    arena[i..i + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+#[inline]
+fn key_at(arena: &[u8], at: usize) -> &[u8] {
+    let len = field(arena, at, 0) as usize;
+    &arena[at + HEADER..at + HEADER + len]
+}
+
+#[inline]
+fn value_at(arena: &[u8], at: usize) -> Option<&[u8]> {
+    let len = field(arena, at, 2);
+    (len != NONE).then(|| {
+        let start = at + HEADER + field(arena, at, 0) as usize;
+        &arena[start..start + len as usize]
+    })
+}
+
+#[inline]
+fn hash(key: &[u8]) -> u64 {
+    FxBuildHasher.hash_one(key)
+}
+
+/// Room for a value of `len` bytes: a little more, so a growing value (a
+/// count's varint) is rewritten in place.
+#[inline]
+fn room(len: usize) -> usize {
+    (len.max(8) + 7) & !7
+}
+
+impl Table {
+    fn new() -> Self {
+        Table {
+            index: HashTable::new(),
+            arena: Vec::new(),
+        }
+    }
+
+    /// What the table holds, as charged to the budget.
+    #[inline]
+    fn charge(&self) -> usize {
+        self.arena.len() + self.index.capacity() * (std::mem::size_of::<usize>() + 1)
+    }
+
+    #[inline]
+    fn find(&self, key: &[u8]) -> Option<usize> {
+        let arena = &self.arena;
+        self.index
+            .find(hash(key), |&at| key_at(arena, at) == key)
+            .copied()
+    }
+
+    /// Appends an entry and returns its offset. The arena grows by a
+    /// quarter at a time, so its capacity stays close to what is charged.
+    fn append(&mut self, key: &[u8], value: Option<&[u8]>, flags: u32) -> usize {
+        let cap = room(value.map_or(0, <[u8]>::len));
+        let need = HEADER + key.len() + cap;
+        let at = self.arena.len();
+        if self.arena.capacity() - at < need {
+            let grow = need.max(self.arena.capacity() / 4).max(MIN_GROWTH);
+            self.arena.reserve_exact(grow);
+        }
+        let len = value.map_or(NONE, |v| v.len() as u32);
+        for v in [key.len() as u32, cap as u32, len, flags] {
+            self.arena.extend_from_slice(&v.to_ne_bytes());
+        }
+        self.arena.extend_from_slice(key);
+        let v = value.unwrap_or_default();
+        self.arena.extend_from_slice(v);
+        self.arena.resize(at + need, 0);
+        at
+    }
+
+    /// Sets the value and flags of `key` (`flags` gets the old flags, if
+    /// the key is cached), in place when the value fits its room, else in
+    /// a new entry at the arena's end.
+    fn set(&mut self, key: &[u8], value: Option<&[u8]>, flags: impl FnOnce(Option<u32>) -> u32) {
+        let h = hash(key);
+        let arena = &self.arena;
+        let Some(&at) = self.index.find(h, |&at| key_at(arena, at) == key) else {
+            let at = self.append(key, value, flags(None));
+            let arena = &self.arena;
+            self.index
+                .insert_unique(h, at, |&at| hash(key_at(arena, at)));
+            return;
+        };
+        let new_flags = flags(Some(field(&self.arena, at, 3)));
+        let cap = field(&self.arena, at, 1) as usize;
+        if value.is_some_and(|v| v.len() > cap) {
+            let to = self.append(key, value, new_flags);
+            if let Some(slot) = self.index.find_mut(h, |&o| o == at) {
+                *slot = to;
+            }
+            return;
+        }
+        match value {
+            Some(v) => {
+                let start = at + HEADER + key.len();
+                self.arena[start..start + v.len()].copy_from_slice(v);
+                set_field(&mut self.arena, at, 2, v.len() as u32);
+            }
+            None => set_field(&mut self.arena, at, 2, NONE),
+        }
+        set_field(&mut self.arena, at, 3, new_flags);
+    }
+
+    fn clear(&mut self) {
+        self.index.clear();
+        self.arena.clear();
+    }
 }
 
 /// The cache of one subtask's database; one table per state index (`None`
 /// for lists and maps).
 pub(crate) struct ValueCache {
-    tables: Vec<Option<FxHashMap<Box<[u8]>, Slot>>>,
+    tables: Vec<Option<Table>>,
     /// Bytes this cache has charged to [`IN_USE`].
     bytes: usize,
     /// The process-wide budget.
     limit: usize,
     /// Some entry may be dirty.
     dirty: bool,
-    /// Where `put` encodes before swapping the bytes into a slot.
+    /// Where `put` encodes before copying the bytes into the arena.
     scratch: Vec<u8>,
 }
 
@@ -76,7 +217,7 @@ impl ValueCache {
     /// budget at all).
     pub(crate) fn push_state(&mut self, cached: bool) {
         self.tables
-            .push((cached && self.limit > 0).then(FxHashMap::default));
+            .push((cached && self.limit > 0).then(Table::new));
     }
 
     /// Whether any state can be cached at all (the budget is not zero).
@@ -87,8 +228,7 @@ impl ValueCache {
     /// Forgets the state added last.
     pub(crate) fn pop_state(&mut self) {
         if let Some(Some(t)) = self.tables.pop() {
-            let freed: usize = t.iter().map(|(k, s)| charge(k, s)).sum();
-            self.release(freed);
+            self.release(t.charge());
         }
     }
 
@@ -102,8 +242,8 @@ impl ValueCache {
     #[inline]
     pub(crate) fn get(&self, idx: u32, key: &[u8]) -> Cached<'_> {
         match self.tables.get(idx as usize) {
-            Some(Some(t)) => match t.get(key) {
-                Some(slot) => Cached::Hit(slot.value.as_deref()),
+            Some(Some(t)) => match t.find(key) {
+                Some(at) => Cached::Hit(value_at(&t.arena, at)),
                 None => Cached::Miss,
             },
             _ => Cached::Miss,
@@ -111,27 +251,15 @@ impl ValueCache {
     }
 
     /// Remembers what RocksDB holds for `key` (after a miss).
-    pub(crate) fn insert_clean(&mut self, idx: u32, key: &[u8], value: Option<Vec<u8>>) {
-        let slot = Slot {
-            stored: value.is_some(),
-            value,
-            dirty: false,
-        };
-        let add = charge(key, &slot);
-        if let Some(Some(t)) = self.tables.get_mut(idx as usize) {
-            if let Some(old) = t.insert(key.into(), slot) {
-                self.release(charge(key, &old));
-            }
-            self.bytes += add;
-            IN_USE.fetch_add(add, Ordering::Relaxed);
-        }
+    pub(crate) fn insert_clean(&mut self, idx: u32, key: &[u8], value: Option<&[u8]>) {
+        let stored = if value.is_some() { STORED } else { 0 };
+        self.update(idx, |t| t.set(key, value, |_| stored));
     }
 
     /// Sets `key`'s bytes to what `write` leaves in the buffer it is given,
     /// or deletes it (`write` = `None`); RocksDB sees it at the next flush.
     /// The bytes are encoded into a scratch buffer first, so a failed
-    /// encoding changes nothing; the slot's old buffer becomes the next
-    /// scratch, so an update allocates nothing.
+    /// encoding changes nothing.
     #[inline]
     pub(crate) fn put<E>(
         &mut self,
@@ -147,40 +275,30 @@ impl ValueCache {
             }
             None => false,
         };
-        let Some(Some(t)) = self.tables.get_mut(idx as usize) else {
-            unreachable!("put on a state the cache does not hold")
-        };
         self.dirty = true;
-        if let Some(slot) = t.get_mut(key) {
-            let before = slot.value.as_ref().map_or(0, Vec::capacity);
-            slot.value = if encoded {
-                let old = slot.value.take().unwrap_or_default();
-                Some(std::mem::replace(&mut self.scratch, old))
-            } else {
-                None
-            };
-            slot.dirty = true;
-            let after = slot.value.as_ref().map_or(0, Vec::capacity);
-            if after > before {
-                self.bytes += after - before;
-                IN_USE.fetch_add(after - before, Ordering::Relaxed);
-            } else if before > after {
-                self.release(before - after);
-            }
-            return Ok(());
-        }
-        let value = encoded.then(|| std::mem::take(&mut self.scratch));
+        let scratch = std::mem::take(&mut self.scratch);
+        let value = encoded.then_some(&scratch[..]);
         // Not read before: RocksDB may hold a value this write replaces.
-        let slot = Slot {
-            value,
-            dirty: true,
-            stored: true,
-        };
-        let add = charge(key, &slot);
-        t.insert(key.into(), slot);
-        self.bytes += add;
-        IN_USE.fetch_add(add, Ordering::Relaxed);
+        self.update(idx, |t| {
+            t.set(key, value, |old| old.map_or(STORED, |f| f & STORED) | DIRTY)
+        });
+        self.scratch = scratch;
         Ok(())
+    }
+
+    /// Runs `f` on state `idx`'s table and charges what it grew by.
+    #[inline]
+    fn update(&mut self, idx: u32, f: impl FnOnce(&mut Table)) {
+        let Some(Some(t)) = self.tables.get_mut(idx as usize) else {
+            unreachable!("write to a state the cache does not hold")
+        };
+        let before = t.charge();
+        f(t);
+        let after = t.charge();
+        if after > before {
+            self.bytes += after - before;
+            IN_USE.fetch_add(after - before, Ordering::Relaxed);
+        }
     }
 
     /// The process's caches hold more than their budget: the caller should
@@ -198,8 +316,8 @@ impl ValueCache {
 
     /// Hands each state's dirty entries to `write` (state index, then
     /// `(key, Some(value) | None)` in key order), and marks them clean
-    /// once it succeeds.
-    /// A deletion of a key RocksDB never held is not handed over.
+    /// once it succeeds. A deletion of a key RocksDB never held is not
+    /// handed over.
     pub(crate) fn flush<E>(
         &mut self,
         mut write: impl for<'a> FnMut(
@@ -210,23 +328,35 @@ impl ValueCache {
         if !self.dirty {
             return Ok(());
         }
+        let mut dirty: Vec<usize> = Vec::new();
         for (idx, table) in self.tables.iter_mut().enumerate() {
             let Some(t) = table else { continue };
-            let mut dirty: Vec<(&[u8], Option<&[u8]>)> = t
-                .iter()
-                .filter(|(_, s)| s.dirty && (s.stored || s.value.is_some()))
-                .map(|(k, s)| (&k[..], s.value.as_deref()))
-                .collect();
+            let arena = &t.arena;
+            dirty.clear();
+            dirty.extend(t.index.iter().copied().filter(|&at| {
+                let flags = field(arena, at, 3);
+                flags & DIRTY != 0 && (flags & STORED != 0 || field(arena, at, 2) != NONE)
+            }));
             // In key order: RocksDB's memtable inserts a sorted run next to
             // the previous insert instead of searching its skiplist from the
             // top for each key (the memtable's cost dominated large-state
             // flushes in hash order).
-            dirty.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            write(idx as u32, &mut dirty.into_iter())?;
-            for slot in t.values_mut() {
-                if slot.dirty {
-                    slot.dirty = false;
-                    slot.stored = slot.value.is_some();
+            dirty.sort_unstable_by(|&a, &b| key_at(arena, a).cmp(key_at(arena, b)));
+            write(
+                idx as u32,
+                &mut dirty
+                    .iter()
+                    .map(|&at| (key_at(arena, at), value_at(arena, at))),
+            )?;
+            let Table { index, arena } = t;
+            for &at in index.iter() {
+                if field(arena, at, 3) & DIRTY != 0 {
+                    let stored = if field(arena, at, 2) != NONE {
+                        STORED
+                    } else {
+                        0
+                    };
+                    set_field(arena, at, 3, stored);
                 }
             }
         }
@@ -234,13 +364,15 @@ impl ValueCache {
         Ok(())
     }
 
-    /// Drops every (clean) entry, returning its bytes to the budget.
+    /// Drops every (clean) entry, returning its bytes to the budget. The
+    /// arenas keep their memory for the entries that come next.
     pub(crate) fn clear(&mut self) {
         debug_assert!(!self.dirty, "clearing a cache with unflushed writes");
         for t in self.tables.iter_mut().flatten() {
             t.clear();
         }
-        self.release(self.bytes);
+        let held: usize = self.tables.iter().flatten().map(Table::charge).sum();
+        self.release(self.bytes.saturating_sub(held));
     }
 
     fn release(&mut self, bytes: usize) {
@@ -254,10 +386,6 @@ impl Drop for ValueCache {
     fn drop(&mut self) {
         IN_USE.fetch_sub(self.bytes, Ordering::Relaxed);
     }
-}
-
-fn charge(key: &[u8], slot: &Slot) -> usize {
-    key.len() + slot.value.as_ref().map_or(0, Vec::capacity) + ENTRY_OVERHEAD
 }
 
 #[cfg(test)]
@@ -291,7 +419,7 @@ mod tests {
         c.push_state(true);
         c.push_state(false);
         assert!(c.caches(0) && !c.caches(1));
-        c.insert_clean(0, b"a", Some(b"1".to_vec()));
+        c.insert_clean(0, b"a", Some(b"1"));
         assert!(!c.is_dirty());
         put(&mut c, b"a", Some(b"2"));
         put(&mut c, b"b", None);
@@ -321,7 +449,7 @@ mod tests {
         put(&mut c, b"new", Some(b"1"));
         put(&mut c, b"new", None);
         // Read present and deleted: the deletion must reach RocksDB.
-        c.insert_clean(0, b"old", Some(b"1".to_vec()));
+        c.insert_clean(0, b"old", Some(b"1"));
         put(&mut c, b"old", None);
         // Never read: RocksDB may hold it, so its deletion is written.
         put(&mut c, b"blind", None);
@@ -371,15 +499,67 @@ mod tests {
 
     #[test]
     fn bytes_are_charged_and_released() {
-        let mut c = ValueCache::new(200);
+        let mut c = ValueCache::new(150);
         c.push_state(true);
         put(&mut c, b"k1", Some(&[0; 50]));
-        assert!(c.bytes >= 50 + ENTRY_OVERHEAD);
+        assert!(c.bytes >= 50 + HEADER);
+        assert!(!c.over_budget());
         put(&mut c, b"k2", Some(&[0; 50]));
         assert!(c.over_budget());
         flushed(&mut c);
         c.clear();
-        assert_eq!(c.bytes, 0);
+        assert!(c.bytes < 50, "only the emptied index stays charged");
+        assert!(!c.over_budget());
         assert!(matches!(c.get(0, b"k1"), Cached::Miss));
+    }
+
+    #[test]
+    fn values_grow_in_place_then_move_and_stay_readable() {
+        let mut c = ValueCache::new(usize::MAX);
+        c.push_state(true);
+        put(&mut c, b"k", Some(b"1"));
+        let charged = c.bytes;
+        // Within the entry's room: rewritten in place, nothing charged.
+        put(&mut c, b"k", Some(b"12345678"));
+        put(&mut c, b"k", None);
+        put(&mut c, b"k", Some(b"22"));
+        assert_eq!(c.bytes, charged);
+        // Larger than its room: moved to the arena's end.
+        put(&mut c, b"k", Some(&[7; 100]));
+        assert!(c.bytes >= charged + 100);
+        assert!(matches!(c.get(0, b"k"), Cached::Hit(Some(v)) if v == [7; 100]));
+        assert_eq!(flushed(&mut c), vec![(b"k".to_vec(), Some(vec![7; 100]))]);
+    }
+
+    #[test]
+    fn many_keys_survive_growth_flush_and_clear() {
+        let mut c = ValueCache::new(usize::MAX);
+        c.push_state(true);
+        c.push_state(true);
+        for round in 0..2u32 {
+            for i in 0..20_000u32 {
+                let key = i.to_be_bytes();
+                put(
+                    &mut c,
+                    &key,
+                    Some(&(i * 3 + round).to_le_bytes()[..1 + (i as usize % 4)]),
+                );
+                c.insert_clean(1, &key, (i % 2 == 0).then_some(&key[..]));
+            }
+            for i in 0..20_000u32 {
+                let key = i.to_be_bytes();
+                let want = (i * 3 + round).to_le_bytes();
+                assert!(
+                    matches!(c.get(0, &key), Cached::Hit(Some(v)) if v == &want[..1 + (i as usize % 4)])
+                );
+                let want = (i % 2 == 0).then_some(&key[..]);
+                assert!(matches!(c.get(1, &key), Cached::Hit(v) if v == want));
+            }
+            let out = flushed(&mut c);
+            assert_eq!(out.len(), 20_000, "state 0's writes; state 1 is clean");
+            assert!(out.windows(2).all(|w| w[0].0 < w[1].0), "in key order");
+            c.clear();
+            assert!(matches!(c.get(0, &7u32.to_be_bytes()), Cached::Miss));
+        }
     }
 }
