@@ -30,7 +30,7 @@ use crate::key_group::KeyGroupRange;
 use crate::native::{NativeFetch, NativeKeyedStateFile, NativeSnapshot, NativeSstFile, SstSource};
 use crate::query::{QueryFormat, QueryValue};
 use crate::query_view::QueryView;
-use crate::store::rocks_cache::{Cached, ValueCache};
+use crate::store::rocks_cache::{Cached, ValueCache, order_prefix, sort_by_key_bytes};
 use crate::store::rocks_timers::{self, RocksTimers, TimerSettings};
 use crate::store::{
     At, FrozenTable, KeyedStore, Layout, ListShape, MapShape, Shape, StateId, StateRef, ValueShape,
@@ -152,7 +152,7 @@ pub(crate) struct RocksStore {
     /// A prefetched batch's encoded keys, back to back, and each key's
     /// span in them; reused across batches.
     batch_keys: Vec<u8>,
-    batch_spans: Vec<(u32, u32)>,
+    batch_spans: Vec<(u64, (u32, u32))>,
     /// Batches to process without prefetching: the last prefetch found
     /// (almost) every key cached, so looking again soon would be waste.
     prefetch_pause: u32,
@@ -453,14 +453,15 @@ impl RocksStore {
             codec::encode_into(key, &mut self.key_buf, "key")?;
             let start = self.batch_keys.len();
             floe_rocksdb::key::encode_key(&mut self.batch_keys, kg, &self.key_buf, &[]);
-            self.batch_spans
-                .push((start as u32, (self.batch_keys.len() - start) as u32));
+            let span = (start as u32, (self.batch_keys.len() - start) as u32);
+            let prefix = order_prefix(&self.batch_keys[start..]);
+            self.batch_spans.push((prefix, span));
         }
         let arena = &self.batch_keys;
-        let bytes = |&(at, len): &(u32, u32)| &arena[at as usize..(at + len) as usize];
+        let bytes = |(at, len): (u32, u32)| &arena[at as usize..(at + len) as usize];
+        sort_by_key_bytes(&mut self.batch_spans, bytes);
         self.batch_spans
-            .sort_unstable_by(|a, b| bytes(a).cmp(bytes(b)));
-        self.batch_spans.dedup_by(|a, b| bytes(a) == bytes(b));
+            .dedup_by(|a, b| a.0 == b.0 && bytes(a.1) == bytes(b.1));
         let mut missing: Vec<&[u8]> = Vec::with_capacity(self.batch_spans.len());
         let mut missed = 0;
         for idx in 0..self.states.len() as u32 {
@@ -473,7 +474,7 @@ impl RocksStore {
             missing.extend(
                 self.batch_spans
                     .iter()
-                    .map(bytes)
+                    .map(|&(_, span)| bytes(span))
                     .filter(|k| matches!(self.cache.get(idx, k), Cached::Miss)),
             );
             missed += missing.len();

@@ -57,6 +57,24 @@ struct Table {
     arena: Vec<u8>,
 }
 
+/// A key's first eight bytes as a big-endian number (zero-padded): keys
+/// compare as their prefixes do unless the prefixes are equal.
+#[inline]
+pub(crate) fn order_prefix(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
+}
+
+/// Sorts `(order_prefix(key), item)` pairs into the keys' byte order.
+/// Comparing the inline prefixes first keeps the sort in one contiguous
+/// vector; only equal prefixes look at the keys themselves (wherever they
+/// are in memory), which a sort by key slices did at every comparison.
+pub(crate) fn sort_by_key_bytes<'k, T: Copy>(items: &mut [(u64, T)], key: impl Fn(T) -> &'k [u8]) {
+    items.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| key(a.1).cmp(key(b.1))));
+}
+
 /// An entry's header fields at offset `at`.
 #[inline]
 fn field(arena: &[u8], at: usize, n: usize) -> u32 {
@@ -328,25 +346,31 @@ impl ValueCache {
         if !self.dirty {
             return Ok(());
         }
-        let mut dirty: Vec<usize> = Vec::new();
+        let mut dirty: Vec<(u64, usize)> = Vec::new();
         for (idx, table) in self.tables.iter_mut().enumerate() {
             let Some(t) = table else { continue };
             let arena = &t.arena;
             dirty.clear();
-            dirty.extend(t.index.iter().copied().filter(|&at| {
-                let flags = field(arena, at, 3);
-                flags & DIRTY != 0 && (flags & STORED != 0 || field(arena, at, 2) != NONE)
-            }));
+            dirty.extend(
+                t.index
+                    .iter()
+                    .copied()
+                    .filter(|&at| {
+                        let flags = field(arena, at, 3);
+                        flags & DIRTY != 0 && (flags & STORED != 0 || field(arena, at, 2) != NONE)
+                    })
+                    .map(|at| (order_prefix(key_at(arena, at)), at)),
+            );
             // In key order: RocksDB's memtable inserts a sorted run next to
             // the previous insert instead of searching its skiplist from the
             // top for each key (the memtable's cost dominated large-state
             // flushes in hash order).
-            dirty.sort_unstable_by(|&a, &b| key_at(arena, a).cmp(key_at(arena, b)));
+            sort_by_key_bytes(&mut dirty, |at| key_at(arena, at));
             write(
                 idx as u32,
                 &mut dirty
                     .iter()
-                    .map(|&at| (key_at(arena, at), value_at(arena, at))),
+                    .map(|&(_, at)| (key_at(arena, at), value_at(arena, at))),
             )?;
             let Table { index, arena } = t;
             for &at in index.iter() {
@@ -529,6 +553,31 @@ mod tests {
         assert!(c.bytes >= charged + 100);
         assert!(matches!(c.get(0, b"k"), Cached::Hit(Some(v)) if v == [7; 100]));
         assert_eq!(flushed(&mut c), vec![(b"k".to_vec(), Some(vec![7; 100]))]);
+    }
+
+    #[test]
+    fn keys_sort_into_byte_order_across_prefix_ties() {
+        let keys: Vec<&[u8]> = vec![
+            b"ab\0\0\0\0\0\0\x01",
+            b"ab",
+            b"ab\0",
+            b"\xff",
+            b"",
+            b"ab\0\0\0\0\0\0",
+            b"abcdefghij",
+            b"abcdefghi",
+            b"abcdefgh",
+        ];
+        let mut items: Vec<(u64, usize)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (order_prefix(k), i))
+            .collect();
+        sort_by_key_bytes(&mut items, |i| keys[i]);
+        let sorted: Vec<&[u8]> = items.iter().map(|&(_, i)| keys[i]).collect();
+        let mut want = keys.clone();
+        want.sort();
+        assert_eq!(sorted, want);
     }
 
     #[test]
