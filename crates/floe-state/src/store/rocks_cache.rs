@@ -108,11 +108,13 @@ fn hash(key: &[u8]) -> u64 {
     FxBuildHasher.hash_one(key)
 }
 
-/// Room for a value of `len` bytes: a little more, so a growing value (a
-/// count's varint) is rewritten in place.
+/// Room for a value of `len` bytes: the next power of two (at least 8),
+/// so a growing value (a count's varint, a session window's list of
+/// windows) is rewritten in place and moves — leaving garbage until the
+/// cache is emptied — only when it doubles.
 #[inline]
 fn room(len: usize) -> usize {
-    (len.max(8) + 7) & !7
+    len.max(8).next_power_of_two()
 }
 
 impl Table {
