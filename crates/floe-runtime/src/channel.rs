@@ -7,8 +7,10 @@
 //! tell its inputs apart, which barrier alignment needs.
 //!
 //! The sending side is the [`OutputChannel`] trait so a network channel can
-//! replace the local one; the receiving side is always a local receiver (a
-//! network input would be a reader thread feeding one).
+//! replace the local one; the receiving side is always a local receiver,
+//! an [`InputChannel`]: a network input is the network stack feeding one,
+//! told through [`CreditReturn`] each time the task takes a message off it
+//! (`remote.rs`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TryRecvError};
 use floe_core::StreamMessage;
 
 use crate::error::TaskError;
+use crate::remote::CreditReturn;
 
 /// How often a blocked task re-checks whether its job was cancelled.
 pub const CANCEL_POLL: Duration = Duration::from_millis(50);
@@ -91,6 +94,29 @@ pub fn local_channel<T: Send>(
     (LocalOutputChannel(tx), rx)
 }
 
+/// The receiving end of one input channel: local, or fed by the network
+/// stack, which is given a credit back for every message taken off it.
+pub struct InputChannel<T> {
+    rx: Receiver<StreamMessage<T>>,
+    credits: Option<Arc<dyn CreditReturn>>,
+}
+
+impl<T> InputChannel<T> {
+    /// A channel from another process whose consumption `credits` hears of.
+    pub fn remote(rx: Receiver<StreamMessage<T>>, credits: Arc<dyn CreditReturn>) -> Self {
+        InputChannel {
+            rx,
+            credits: Some(credits),
+        }
+    }
+}
+
+impl<T> From<Receiver<StreamMessage<T>>> for InputChannel<T> {
+    fn from(rx: Receiver<StreamMessage<T>>) -> Self {
+        InputChannel { rx, credits: None }
+    }
+}
+
 /// What an input gate produced.
 pub enum GateEvent<T> {
     /// A message from input channel `channel`.
@@ -146,6 +172,8 @@ impl<T: Clone> ChannelRecording<T> {
 /// All input channels of one subtask, read fairly.
 pub struct InputGate<T> {
     receivers: Vec<Receiver<StreamMessage<T>>>,
+    /// Per channel, whom to tell of each message taken (remote channels).
+    credits: Vec<Option<Arc<dyn CreditReturn>>>,
     /// Messages an unaligned checkpoint took off a channel ahead of
     /// processing (they were already recorded); served before the channel.
     overtaken: Vec<VecDeque<StreamMessage<T>>>,
@@ -161,11 +189,19 @@ pub struct InputGate<T> {
 }
 
 impl<T: Send + Clone> InputGate<T> {
-    /// A gate over `receivers`.
-    pub fn new(receivers: Vec<Receiver<StreamMessage<T>>>) -> Self {
-        let n = receivers.len();
+    /// A gate over `channels`.
+    pub fn new<C: Into<InputChannel<T>>>(channels: Vec<C>) -> Self {
+        let n = channels.len();
+        let (receivers, credits) = channels
+            .into_iter()
+            .map(|c| {
+                let c = c.into();
+                (c.rx, c.credits)
+            })
+            .unzip();
         InputGate {
             receivers,
+            credits,
             overtaken: (0..n).map(|_| VecDeque::new()).collect(),
             ended: vec![false; n],
             gone: vec![false; n],
@@ -222,6 +258,9 @@ impl<T: Send + Clone> InputGate<T> {
             while rec.pending[ch] {
                 match self.receivers[ch].try_recv() {
                     Ok(msg) => {
+                        if let Some(c) = &self.credits[ch] {
+                            c.consumed();
+                        }
                         rec.record(ch, &msg);
                         self.overtaken[ch].push_back(msg);
                     }
@@ -253,6 +292,9 @@ impl<T: Send + Clone> InputGate<T> {
         }
         match self.receivers[ch].try_recv() {
             Ok(msg) => {
+                if let Some(c) = &self.credits[ch] {
+                    c.consumed();
+                }
                 if let Some(rec) = &mut self.recording {
                     rec.record(ch, &msg);
                 }

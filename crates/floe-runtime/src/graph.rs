@@ -12,14 +12,12 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
-use floe_core::StreamMessage;
-
-use crate::channel::{CancelFlag, OutputChannel, local_channel};
+use crate::channel::{CancelFlag, InputChannel, OutputChannel, local_channel};
 use crate::context::TaskInfo;
 use crate::metered::{Metered, MeteredSide};
 use crate::metrics::OperatorIo;
 use crate::operator::{Discard, FanOut, Operator};
+use crate::remote::{CreditReturn, FrameHandler, FrameSink, RemoteOutputChannel};
 use crate::task::{InputTask, TaskDriver};
 use crate::writer::{BroadcastWriter, ChannelSet, ForwardWriter, RebalanceWriter};
 
@@ -99,8 +97,20 @@ pub type WriterFactory = Arc<dyn Fn(WriterArgs) -> AnyBox + Send + Sync>;
 /// Type-specific operations on the records of one stream type, so the
 /// runtime can wire channels and fan-outs without knowing the type.
 pub trait StreamTypeOps: Send + Sync {
-    /// A bounded channel: (`Box<dyn OutputChannel<T>>`, `Receiver<StreamMessage<T>>`).
+    /// A bounded channel: (`Box<dyn OutputChannel<T>>`, `InputChannel<T>`).
     fn channel(&self, capacity: usize) -> (AnyBox, AnyBox);
+    /// The sending end of a channel to another process
+    /// (`Box<dyn OutputChannel<T>>`) over the network stack's `sink`.
+    fn remote_output(&self, sink: Box<dyn FrameSink>) -> AnyBox;
+    /// The receiving end of a channel from another process: the frame
+    /// handler the network stack feeds and the task's `InputChannel<T>`,
+    /// holding at most `capacity` messages (the credits the network stack
+    /// may grant in all).
+    fn remote_input(
+        &self,
+        capacity: usize,
+        credits: Arc<dyn CreditReturn>,
+    ) -> (Box<dyn FrameHandler>, AnyBox);
     /// One `Box<dyn Operator<T>>` out of several (or none: a discarding one).
     fn fan_out(&self, outputs: Vec<AnyBox>) -> AnyBox;
     /// `op` (a `Box<dyn Operator<T>>`) behind a link counting into `io`.
@@ -151,7 +161,21 @@ impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static>
     fn channel(&self, capacity: usize) -> (AnyBox, AnyBox) {
         let (tx, rx) = local_channel::<T>(capacity);
         let tx: Box<dyn OutputChannel<T>> = Box::new(tx);
-        (Box::new(tx), Box::new(rx))
+        (Box::new(tx), Box::new(InputChannel::from(rx)))
+    }
+
+    fn remote_output(&self, sink: Box<dyn FrameSink>) -> AnyBox {
+        let tx: Box<dyn OutputChannel<T>> = Box::new(RemoteOutputChannel::<T>::new(sink));
+        Box::new(tx)
+    }
+
+    fn remote_input(
+        &self,
+        capacity: usize,
+        credits: Arc<dyn CreditReturn>,
+    ) -> (Box<dyn FrameHandler>, AnyBox) {
+        let (handler, input) = crate::remote::remote_input::<T>(capacity, credits);
+        (handler, Box::new(input))
     }
 
     fn fan_out(&self, outputs: Vec<AnyBox>) -> AnyBox {
@@ -181,8 +205,8 @@ impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static>
     ) -> Box<dyn TaskDriver> {
         let receivers = receivers
             .into_iter()
-            .map(|r| unbox::<Receiver<StreamMessage<T>>>(r, "input channel"))
-            .collect();
+            .map(|r| unbox::<InputChannel<T>>(r, "input channel"))
+            .collect::<Vec<_>>();
         let head = unbox::<Box<dyn Operator<T>>>(head, "chain head");
         Box::new(InputTask::new(receivers, head, info))
     }

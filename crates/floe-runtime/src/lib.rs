@@ -59,6 +59,7 @@ pub mod metrics;
 pub mod operator;
 pub mod processing_time;
 pub mod queryable;
+pub mod remote;
 pub mod restart;
 pub mod side_output;
 pub mod sink;

@@ -10,7 +10,7 @@ use floe_core::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::channel::{CANCEL_POLL, GateEvent, InputGate};
+use crate::channel::{CANCEL_POLL, GateEvent, InputChannel, InputGate};
 use crate::checkpoint::{
     AlignmentAction, AlignmentMode, BarrierAligner, CheckpointNotification, OperatorSnapshot,
     OperatorState, TaskCommand, TaskEnvironment, TaskSnapshot,
@@ -43,9 +43,10 @@ pub struct InputTask<T> {
 }
 
 impl<T: Send + Clone + Serialize + DeserializeOwned> InputTask<T> {
-    /// A task reading `receivers` into `head`.
-    pub fn new(
-        receivers: Vec<Receiver<StreamMessage<T>>>,
+    /// A task reading `receivers` (local or remote input channels) into
+    /// `head`.
+    pub fn new<C: Into<InputChannel<T>>>(
+        receivers: Vec<C>,
         head: Box<dyn Operator<T>>,
         info: TaskInfo,
     ) -> Self {
