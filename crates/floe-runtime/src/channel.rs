@@ -21,7 +21,6 @@ use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TryRecvError};
 use floe_core::StreamMessage;
 
 use crate::error::TaskError;
-use crate::remote::CreditReturn;
 
 /// How often a blocked task re-checks whether its job was cancelled.
 pub const CANCEL_POLL: Duration = Duration::from_millis(50);
@@ -92,6 +91,14 @@ pub fn local_channel<T: Send>(
 ) -> (LocalOutputChannel<T>, Receiver<StreamMessage<T>>) {
     let (tx, rx) = crossbeam_channel::bounded(capacity);
     (LocalOutputChannel(tx), rx)
+}
+
+/// How a receiving task tells the network stack it took one message off a
+/// remote channel, so the sender may send one more (credit-based flow
+/// control: see `remote.rs`).
+pub trait CreditReturn: Send + Sync {
+    /// One message was consumed.
+    fn consumed(&self);
 }
 
 /// The receiving end of one input channel: local, or fed by the network

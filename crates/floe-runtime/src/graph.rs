@@ -12,12 +12,12 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::channel::{CancelFlag, InputChannel, OutputChannel, local_channel};
+use crate::channel::{CancelFlag, CreditReturn, InputChannel, OutputChannel, local_channel};
 use crate::context::TaskInfo;
 use crate::metered::{Metered, MeteredSide};
 use crate::metrics::OperatorIo;
 use crate::operator::{Discard, FanOut, Operator};
-use crate::remote::{CreditReturn, FrameHandler, FrameSink, RemoteOutputChannel};
+use crate::remote::{FrameHandler, FrameSink, RemoteOutputChannel};
 use crate::task::{InputTask, TaskDriver};
 use crate::writer::{BroadcastWriter, ChannelSet, ForwardWriter, RebalanceWriter};
 

@@ -21,23 +21,18 @@ use crate::channel::CancelFlag;
 use crate::checkpoint::{
     AlignmentMode, CheckpointCoordinator, CheckpointFailure, CheckpointHistory, CheckpointStats,
     CheckpointStore, Clock, CoordinatorEvent, CoordinatorSetup, DERIVED_UID_PREFIX, RestoreError,
-    RestoredState, SnapshotTargets, SnapshotUploader, StoreError, SystemClock, TaskEnvironment,
-    TaskInit, read_checkpoint_metadata,
+    RestoredState, SnapshotTargets, StoreError, SystemClock, TaskInit, read_checkpoint_metadata,
 };
-use crate::context::TaskInfo;
 use crate::control::{ControlShared, ExceptionRecord, JobControl, VertexInfo, VertexInput};
+use crate::deployment::{BuildContext, LocalWiring, build_tasks};
 use crate::error::{FailureCause, OperatorFailure, TaskError};
-use crate::graph::{
-    AnyBox, JobGraph, Partitioning, SideOutputEdge, VertexId, VertexKind, WriterArgs,
-};
+use crate::graph::{JobGraph, Partitioning, VertexId, VertexKind};
 use crate::job_status::JobStatus;
-use crate::metered::MeteredSide;
 use crate::metrics::JobMetrics;
+pub use crate::plan::{ExecutionPlan, PlannedVertex};
 use crate::processing_time::{ProcessingClock, ProcessingTimeService};
 use crate::restart::{RestartStrategy, RestartTracker};
-use crate::side_output::SideOutputs;
-use crate::task::TaskDriver;
-use crate::task_manager::{TaskManager, TaskReport};
+use crate::task_manager::{HostedRun, RunSetup, TaskManager};
 
 /// Why a job could not run or did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +88,10 @@ pub enum JobError {
         /// The job's id.
         job_id: floe_core::JobId,
     },
+    /// The job's graph was taken for a cluster (`capture_job` in
+    /// floe-api), not run in this process.
+    #[error("the job's graph was captured, not run")]
+    PlanCaptured,
     /// The runtime could not start a task thread.
     #[error("cannot start task '{task}': {reason}")]
     Spawn {
@@ -330,28 +329,6 @@ pub struct JobExecutionResult {
     pub restarts: u32,
     /// Statistics of every checkpoint, in order.
     pub checkpoints: Vec<CheckpointStats>,
-}
-
-/// A vertex after planning.
-#[derive(Debug, Clone)]
-pub struct PlannedVertex {
-    /// Resolved uid.
-    pub uid: Arc<str>,
-    /// Resolved max parallelism (number of key groups).
-    pub max_parallelism: u32,
-    /// Set explicitly (on the operator or job-wide), not derived.
-    pub max_parallelism_explicit: bool,
-}
-
-/// The physical plan: chains of vertices, each run as one task per subtask.
-#[derive(Debug, Clone)]
-pub struct ExecutionPlan {
-    /// Per-vertex resolved settings, indexed by vertex id.
-    pub vertices: Vec<PlannedVertex>,
-    /// Chains, head first.
-    pub chains: Vec<Vec<VertexId>>,
-    /// Edges inside a chain (no channel).
-    pub chained_edges: HashSet<usize>,
 }
 
 /// Plans and runs jobs.
@@ -686,161 +663,6 @@ impl JobManager {
         }
         Ok(client)
     }
-
-    fn build_tasks(
-        &self,
-        job_id: JobId,
-        job_name: &str,
-        graph: &JobGraph,
-        plan: &ExecutionPlan,
-        cancel: &CancelFlag,
-        metrics: &JobMetrics,
-    ) -> Vec<BuiltTask> {
-        let job_name: Arc<str> = job_name.into();
-        // senders[edge][sending subtask] and receivers[vertex][subtask].
-        let mut senders: Vec<Vec<Vec<AnyBox>>> = Vec::with_capacity(graph.edges.len());
-        let mut receivers: Vec<Vec<Vec<AnyBox>>> = graph
-            .vertices
-            .iter()
-            .map(|v| (0..v.parallelism).map(|_| Vec::new()).collect())
-            .collect();
-        for (ei, e) in graph.edges.iter().enumerate() {
-            let ps = graph.vertices[e.source.0].parallelism as usize;
-            let pt = graph.vertices[e.target.0].parallelism as usize;
-            let mut per_sender: Vec<Vec<AnyBox>> = (0..ps).map(|_| Vec::new()).collect();
-            if !plan.chained_edges.contains(&ei) {
-                let ops = graph.vertices[e.target.0]
-                    .input_type
-                    .as_ref()
-                    .expect("operators have an input type");
-                for (i, sender) in per_sender.iter_mut().enumerate() {
-                    let targets: Vec<usize> = if e.partitioning == Partitioning::Forward {
-                        vec![i]
-                    } else {
-                        (0..pt).collect()
-                    };
-                    for j in targets {
-                        let (tx, rx) = ops.channel(self.settings.channel_capacity);
-                        sender.push(tx);
-                        receivers[e.target.0][j].push(rx);
-                    }
-                }
-            }
-            senders.push(per_sender);
-        }
-
-        let mut tasks = Vec::new();
-        for chain in &plan.chains {
-            let head = chain[0];
-            let tail = *chain.last().expect("chains are not empty");
-            let p = graph.vertices[head.0].parallelism;
-            let chain_name = chain
-                .iter()
-                .map(|v| graph.vertices[v.0].name.as_str())
-                .collect::<Vec<_>>()
-                .join(" -> ");
-            for i in 0..p {
-                let info_of = |v: VertexId| TaskInfo {
-                    job_id,
-                    job_name: job_name.clone(),
-                    operator_name: graph.vertices[v.0].name.as_str().into(),
-                    uid: plan.vertices[v.0].uid.clone(),
-                    subtask_index: i,
-                    parallelism: p,
-                    max_parallelism: plan.vertices[v.0].max_parallelism,
-                };
-                let mut outputs: Vec<AnyBox> = Vec::new();
-                // Side outputs by tag, each with its edges' writers. Only a
-                // chain's tail has them: side edges are never chained, and
-                // a vertex with more than one output ends its chain.
-                let mut side: Vec<(&SideOutputEdge, Vec<AnyBox>)> = Vec::new();
-                for (ei, e) in graph.outputs(tail) {
-                    let writer = (e.writer)(WriterArgs {
-                        channels: std::mem::take(&mut senders[ei][i as usize]),
-                        sender_index: i as usize,
-                        target_max_parallelism: plan.vertices[e.target.0].max_parallelism,
-                        batch_size: self.settings.batch_size,
-                        cancel: cancel.clone(),
-                        sender: info_of(tail),
-                        target_name: graph.vertices[e.target.0].name.as_str().into(),
-                    });
-                    match &e.side_output {
-                        None => outputs.push(writer),
-                        Some(s) => match side.iter_mut().find(|(t, _)| t.tag == s.tag) {
-                            Some((_, w)) => w.push(writer),
-                            None => side.push((s, vec![writer])),
-                        },
-                    }
-                }
-                let mut side_outputs = Some(SideOutputs::new(
-                    side.into_iter()
-                        .map(|(s, writers)| (s.bind)(&s.tag, s.output_type.fan_out(writers)))
-                        .collect(),
-                ));
-                let mut downstream = graph.vertices[tail.0].output_type.fan_out(outputs);
-                // Every operator is counted on both sides (once per batch):
-                // what it emits into `downstream`, what reaches it.
-                let meter_out = |v: VertexId, downstream: AnyBox| {
-                    let side = match graph.vertices[v.0].kind {
-                        VertexKind::Source(_) => MeteredSide::Source,
-                        VertexKind::Operator(_) => MeteredSide::Output,
-                    };
-                    graph.vertices[v.0].output_type.metered(
-                        downstream,
-                        metrics.operator(v.0, i),
-                        side,
-                    )
-                };
-                let meter_in = |v: VertexId, op: AnyBox| {
-                    graph.vertices[v.0]
-                        .input_type
-                        .as_ref()
-                        .expect("operators have an input type")
-                        .metered(op, metrics.operator(v.0, i), MeteredSide::Input)
-                };
-                for &v in chain[1..].iter().rev() {
-                    let side = if v == tail {
-                        side_outputs.take().unwrap_or_default()
-                    } else {
-                        SideOutputs::default()
-                    };
-                    match &graph.vertices[v.0].kind {
-                        VertexKind::Operator(f) => {
-                            let op = f(&info_of(v), meter_out(v, downstream), side);
-                            downstream = meter_in(v, op);
-                        }
-                        VertexKind::Source(_) => unreachable!("sources only head chains"),
-                    }
-                }
-                let head_v = &graph.vertices[head.0];
-                let downstream = meter_out(head, downstream);
-                let driver = match &head_v.kind {
-                    VertexKind::Source(f) => f(&info_of(head), downstream),
-                    VertexKind::Operator(f) => {
-                        let side = side_outputs.take().unwrap_or_default();
-                        let head_op = meter_in(head, f(&info_of(head), downstream, side));
-                        head_v
-                            .input_type
-                            .as_ref()
-                            .expect("operators have an input type")
-                            .input_task(
-                                std::mem::take(&mut receivers[head.0][i as usize]),
-                                head_op,
-                                info_of(head),
-                            )
-                    }
-                };
-                let is_source = matches!(head_v.kind, VertexKind::Source(_));
-                tasks.push(BuiltTask {
-                    name: format!("{chain_name} ({}/{p})", i + 1),
-                    is_source,
-                    driver,
-                    times: metrics.task(head.0, i),
-                });
-            }
-        }
-        tasks
-    }
 }
 
 impl CheckpointFailure {
@@ -874,16 +696,6 @@ fn operator_info(vertices: &[VertexInfo]) -> BTreeMap<String, OperatorSnapshotIn
         .collect()
 }
 
-/// One task of a run, built and ready to deploy.
-struct BuiltTask {
-    /// `<chain> (<subtask>/<parallelism>)`.
-    name: String,
-    is_source: bool,
-    driver: Box<dyn TaskDriver>,
-    /// Where it accounts for its time.
-    times: Arc<crate::metrics::TaskTimes>,
-}
-
 /// The coordinator thread of a run and the channel to its events.
 type CoordinatorThread = (
     crossbeam_channel::Sender<CoordinatorEvent>,
@@ -893,127 +705,100 @@ type CoordinatorThread = (
 /// The threads and channels of one run (attempt) of a job.
 struct JobRun {
     cancel: CancelFlag,
-    reports: crossbeam_channel::Receiver<TaskReport>,
-    threads: Vec<JoinHandle<()>>,
+    hosted: HostedRun,
     coordinator: Option<CoordinatorThread>,
-    uploaders: Vec<JoinHandle<()>>,
 }
 
 impl JobClient {
     /// Deploys one run of the job, restoring `restore` if given.
     fn deploy(&mut self, restore: Option<Arc<RestoredState>>) -> Result<(), JobError> {
         let cancel = CancelFlag::new();
-        let drivers = self.manager.build_tasks(
-            self.job_id,
-            &self.job_name,
-            &self.graph,
-            &self.plan,
-            &cancel,
-            &self.control.shared.metrics,
+        let drivers = build_tasks(
+            &BuildContext {
+                job_id: self.job_id,
+                job_name: &self.job_name,
+                graph: &self.graph,
+                plan: &self.plan,
+                cancel: &cancel,
+                metrics: &self.control.shared.metrics,
+                channel_capacity: self.manager.settings.channel_capacity,
+                batch_size: self.manager.settings.batch_size,
+            },
+            &mut LocalWiring,
         );
         tracing::info!(job_id = %self.job_id, job = %self.job_name, tasks = drivers.len(), restored = restore.as_ref().map(|r| r.checkpoint_id), "deploying job");
-        let periodic = self.manager.settings.checkpointing.is_some();
-        let init = TaskInit {
-            restore: restore.clone(),
-            checkpointing: periodic,
-            queryable: None,
-            time: ProcessingTimeService::new(self.manager.settings.processing_clock.clone()),
-            auto_watermark_interval: self.manager.settings.auto_watermark_interval,
-        };
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let tm = TaskManager::new(tx);
-        let mut envs: Vec<TaskEnvironment> = (0..drivers.len())
-            .map(|i| {
-                let mut env = TaskEnvironment::new(cancel.clone(), i);
-                env.init = init.clone();
-                env.times = Some(drivers[i].times.clone());
-                // Each task asks for its own wake-ups.
-                env.init.time = init.time.for_task();
-                let registry = self.control.queryable_state();
-                if registry.is_enabled() {
-                    let (inbox, queries) = crossbeam_channel::unbounded();
-                    env.queries = Some(queries);
-                    env.init.queryable = Some(crate::queryable::QueryableTaskHandle {
-                        registry: registry.clone(),
-                        inbox,
-                    });
-                }
-                env
-            })
-            .collect();
         // The coordinator always runs: without periodic checkpointing it
         // still takes savepoints.
-        let (coordinator, uploaders) = {
-            let (settings, checkpoint_store) = match &self.manager.settings.checkpointing {
-                Some((settings, store)) => (settings.clone(), Some(store.clone())),
-                None => (CheckpointConfig::default(), None),
-            };
-            let store = Arc::new(SnapshotTargets::new(checkpoint_store.clone()));
-            let (snap_tx, snap_rx) = crossbeam_channel::unbounded();
-            let (event_tx, event_rx) = crossbeam_channel::unbounded();
-            let mut tasks = Vec::new();
-            for (env, BuiltTask { is_source, .. }) in envs.iter_mut().zip(&drivers) {
-                env.snapshots = Some(snap_tx.clone());
-                env.coordinator = Some(event_tx.clone());
-                env.alignment = AlignmentMode::of(&settings);
-                let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
-                env.commands = Some(cmd_rx);
-                tasks.push((cmd_tx, *is_source));
-            }
-            let uploaders = SnapshotUploader::start(2, snap_rx, store.clone(), event_tx.clone());
-            let last_id = self
-                .next_checkpoint_id
-                .max(restore.as_ref().map_or(0, |r| r.checkpoint_id));
-            let retained = store.completed().unwrap_or_default();
-            let mut c = CheckpointCoordinator::new(
-                CoordinatorSetup {
-                    settings,
-                    store,
-                    job: Some(Arc::new(self.control.clone())),
-                    operator_info: operator_info(self.control.vertices()),
-                    tasks,
-                    last_id,
-                    retained,
-                    history: self.checkpoint_history.clone(),
-                },
-                SystemClock,
-            );
-            let handle = std::thread::Builder::new()
-                .name("checkpoint-coordinator".into())
-                .spawn(move || {
-                    let r = c.run(&event_rx);
-                    (r, c)
-                })
-                .map_err(|reason| JobError::Spawn {
-                    task: "checkpoint coordinator".into(),
-                    reason,
-                })?;
-            self.control.set_coordinator(Some(event_tx.clone()));
-            (Some((event_tx, handle)), uploaders)
+        let (settings, checkpoint_store) = match &self.manager.settings.checkpointing {
+            Some((settings, store)) => (settings.clone(), Some(store.clone())),
+            None => (CheckpointConfig::default(), None),
         };
-        let mut threads = Vec::with_capacity(drivers.len());
+        let store = Arc::new(SnapshotTargets::new(checkpoint_store));
+        let (event_tx, event_rx) = crossbeam_channel::unbounded();
+        let setup = RunSetup {
+            cancel: cancel.clone(),
+            init: TaskInit {
+                restore: restore.clone(),
+                checkpointing: self.manager.settings.checkpointing.is_some(),
+                queryable: None,
+                time: ProcessingTimeService::new(self.manager.settings.processing_clock.clone()),
+                auto_watermark_interval: self.manager.settings.auto_watermark_interval,
+            },
+            alignment: AlignmentMode::of(&settings),
+            store: store.clone(),
+            events: event_tx.clone(),
+            queryable: Some(self.control.queryable_state().clone()),
+        };
         self.control
             .shared
             .metrics
             .run_started(SystemClock.epoch_ms());
-        for (BuiltTask { name, driver, .. }, env) in drivers.into_iter().zip(envs) {
-            match tm.deploy(env.task_index, name.clone(), driver, env) {
-                Ok(t) => threads.push(t),
-                Err(reason) => {
-                    cancel.cancel();
-                    for t in threads {
-                        let _ = t.join();
-                    }
-                    return Err(JobError::Spawn { task: name, reason });
-                }
+        let mut hosted = TaskManager::start_run(drivers, setup).map_err(|e| JobError::Spawn {
+            task: e.task,
+            reason: e.source,
+        })?;
+        let last_id = self
+            .next_checkpoint_id
+            .max(restore.as_ref().map_or(0, |r| r.checkpoint_id));
+        let retained = store.completed().unwrap_or_default();
+        let mut c = CheckpointCoordinator::new(
+            CoordinatorSetup {
+                settings,
+                store,
+                job: Some(Arc::new(self.control.clone())),
+                operator_info: operator_info(self.control.vertices()),
+                tasks: hosted
+                    .commands
+                    .iter()
+                    .map(|(_, tx, is_source)| (tx.clone(), *is_source))
+                    .collect(),
+                last_id,
+                retained,
+                history: self.checkpoint_history.clone(),
+            },
+            SystemClock,
+        );
+        let handle = match std::thread::Builder::new()
+            .name("checkpoint-coordinator".into())
+            .spawn(move || {
+                let r = c.run(&event_rx);
+                (r, c)
+            }) {
+            Ok(h) => h,
+            Err(reason) => {
+                cancel.cancel();
+                hosted.join_tasks();
+                return Err(JobError::Spawn {
+                    task: "checkpoint coordinator".into(),
+                    reason,
+                });
             }
-        }
+        };
+        self.control.set_coordinator(Some(event_tx.clone()));
         self.run = Some(JobRun {
             cancel,
-            reports: rx,
-            threads,
-            coordinator,
-            uploaders,
+            hosted,
+            coordinator: Some((event_tx, handle)),
         });
         Ok(())
     }
@@ -1170,7 +955,7 @@ impl JobClient {
             let mut run = self.run.take().expect("a deployed run");
             let mut failure: Option<Box<OperatorFailure>> = None;
             let mut cancelled = false;
-            let mut remaining = run.threads.len();
+            let mut remaining = run.hosted.task_count();
             while remaining > 0 {
                 // A coordinator that gave up (too many failed checkpoints)
                 // fails the run — also while finished tasks wait for the
@@ -1186,7 +971,7 @@ impl JobClient {
                     failure = Some(f.into_failure());
                 }
                 let report = crossbeam_channel::select! {
-                    recv(run.reports) -> r => match r { Ok(r) => r, Err(_) => break },
+                    recv(run.hosted.reports) -> r => match r { Ok(r) => r, Err(_) => break },
                     default(Duration::from_millis(100)) => {
                         if self.user_cancel.is_cancelled() {
                             run.cancel.cancel();
@@ -1219,16 +1004,12 @@ impl JobClient {
                     }
                 }
             }
-            for t in std::mem::take(&mut run.threads) {
-                let _ = t.join();
-            }
+            run.hosted.join_tasks();
             self.control.shared.metrics.run_ended();
             self.control.queryable_state().end_run();
             // Snapshots the tasks handed over are written and acknowledged
             // before the coordinator stops (it may still complete one).
-            for u in std::mem::take(&mut run.uploaders) {
-                let _ = u.join();
-            }
+            run.hosted.join_uploaders();
             if let Some(f) = self.stop_checkpointing(&mut run)
                 && failure.is_none()
                 && !cancelled

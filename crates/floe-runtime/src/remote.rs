@@ -22,6 +22,9 @@ use floe_core::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// Defined beside the input channels that call it; the network stack
+/// implements it, so it is offered here too.
+pub use crate::channel::CreditReturn;
 use crate::channel::{CancelFlag, InputChannel, OutputChannel};
 use crate::error::TaskError;
 
@@ -55,13 +58,6 @@ pub trait FrameSink: Send {
     /// (backpressure); fails with [`TaskError::Cancelled`] when the job is
     /// cancelled or the connection is gone.
     fn send(&mut self, frame: &[u8], cancel: &CancelFlag) -> Result<(), TaskError>;
-}
-
-/// How a receiving task tells the network stack it took one message off a
-/// remote channel, so the sender may send one more.
-pub trait CreditReturn: Send + Sync {
-    /// One message was consumed.
-    fn consumed(&self);
 }
 
 /// The receiving end of a channel from another process, bytes only: the
