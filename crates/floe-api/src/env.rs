@@ -459,6 +459,7 @@ impl StreamEnvironment {
     /// savepoints and stops. No REST API is served for it.
     pub fn execute_async(&self, job_name: &str) -> Result<JobClient, JobError> {
         let (graph, settings) = self.job_graph()?;
+        let (graph, settings) = crate::executor::offer(job_name, graph, settings)?;
         let mut client = JobManager::new(settings).submit(job_name, &graph)?;
         if let Err(e) = self.serve_queryable_state(&mut client) {
             client.cancel();
@@ -540,6 +541,7 @@ impl StreamEnvironment {
     /// savepoint`, `floe stop` and `floe cancel` can reach it.
     pub fn execute(&self, job_name: &str) -> Result<JobExecutionResult, JobError> {
         let (graph, settings) = self.job_graph()?;
+        let (graph, settings) = crate::executor::offer(job_name, graph, settings)?;
         let config = self.configuration();
         let address = config
             .get(&options::REST_ADDRESS)?

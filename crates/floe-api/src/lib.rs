@@ -14,6 +14,7 @@ pub mod broadcast;
 pub mod connected;
 pub mod env;
 mod event_time;
+pub mod executor;
 pub mod functions;
 pub mod interval_join;
 pub mod job_args;
