@@ -24,7 +24,7 @@ use crate::checkpoint::{
     RestoredState, SnapshotTargets, StoreError, SystemClock, TaskInit, read_checkpoint_metadata,
 };
 use crate::control::{ControlShared, ExceptionRecord, JobControl, VertexInfo, VertexInput};
-use crate::deployment::{BuildContext, LocalWiring, build_tasks};
+use crate::deployer::{DeployedRun, LocalDeployer, RunRequest, TaskDeployer};
 use crate::error::{FailureCause, OperatorFailure, TaskError};
 use crate::graph::{JobGraph, Partitioning, VertexId, VertexKind};
 use crate::job_status::JobStatus;
@@ -32,7 +32,6 @@ use crate::metrics::JobMetrics;
 pub use crate::plan::{ExecutionPlan, PlannedVertex};
 use crate::processing_time::{ProcessingClock, ProcessingTimeService};
 use crate::restart::{RestartStrategy, RestartTracker};
-use crate::task_manager::{HostedRun, RunSetup, TaskManager};
 
 /// Why a job could not run or did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -340,6 +339,10 @@ pub struct JobManager {
 /// A submitted job: wait for it or cancel it.
 pub struct JobClient {
     job_id: JobId,
+    /// Where the runs' tasks go.
+    deployer: Box<dyn TaskDeployer>,
+    /// The number of the next run (attempt).
+    attempt: u64,
     job_name: String,
     manager: JobManager,
     graph: JobGraph,
@@ -561,6 +564,17 @@ impl JobManager {
 
     /// Plans and deploys a job; returns at once.
     pub fn submit(&self, job_name: &str, graph: &JobGraph) -> Result<JobClient, JobError> {
+        self.submit_to(job_name, graph, Box::new(LocalDeployer))
+    }
+
+    /// Plans a job and deploys its tasks with `deployer` (a cluster's
+    /// TaskManagers); returns at once.
+    pub fn submit_to(
+        &self,
+        job_name: &str,
+        graph: &JobGraph,
+        deployer: Box<dyn TaskDeployer>,
+    ) -> Result<JobClient, JobError> {
         let plan = self.plan(graph)?;
         let job_id = self.settings.job_id.unwrap_or_else(JobId::random);
         eprintln!("Job {job_name} started with JobID {job_id}");
@@ -636,6 +650,8 @@ impl JobManager {
         };
         let mut client = JobClient {
             job_id,
+            deployer,
+            attempt: 0,
             job_name: job_name.to_string(),
             manager: self.clone(),
             graph: graph.clone(),
@@ -705,7 +721,7 @@ type CoordinatorThread = (
 /// The threads and channels of one run (attempt) of a job.
 struct JobRun {
     cancel: CancelFlag,
-    hosted: HostedRun,
+    hosted: Box<dyn DeployedRun>,
     coordinator: Option<CoordinatorThread>,
 }
 
@@ -713,20 +729,7 @@ impl JobClient {
     /// Deploys one run of the job, restoring `restore` if given.
     fn deploy(&mut self, restore: Option<Arc<RestoredState>>) -> Result<(), JobError> {
         let cancel = CancelFlag::new();
-        let drivers = build_tasks(
-            &BuildContext {
-                job_id: self.job_id,
-                job_name: &self.job_name,
-                graph: &self.graph,
-                plan: &self.plan,
-                cancel: &cancel,
-                metrics: &self.control.shared.metrics,
-                channel_capacity: self.manager.settings.channel_capacity,
-                batch_size: self.manager.settings.batch_size,
-            },
-            &mut LocalWiring,
-        );
-        tracing::info!(job_id = %self.job_id, job = %self.job_name, tasks = drivers.len(), restored = restore.as_ref().map(|r| r.checkpoint_id), "deploying job");
+        tracing::info!(job_id = %self.job_id, job = %self.job_name, attempt = self.attempt, restored = restore.as_ref().map(|r| r.checkpoint_id), "deploying job");
         // The coordinator always runs: without periodic checkpointing it
         // still takes savepoints.
         let (settings, checkpoint_store) = match &self.manager.settings.checkpointing {
@@ -735,28 +738,41 @@ impl JobClient {
         };
         let store = Arc::new(SnapshotTargets::new(checkpoint_store));
         let (event_tx, event_rx) = crossbeam_channel::unbounded();
-        let setup = RunSetup {
-            cancel: cancel.clone(),
-            init: TaskInit {
-                restore: restore.clone(),
-                checkpointing: self.manager.settings.checkpointing.is_some(),
-                queryable: None,
-                time: ProcessingTimeService::new(self.manager.settings.processing_clock.clone()),
-                auto_watermark_interval: self.manager.settings.auto_watermark_interval,
-            },
-            alignment: AlignmentMode::of(&settings),
-            store: store.clone(),
-            events: event_tx.clone(),
-            queryable: Some(self.control.queryable_state().clone()),
-        };
         self.control
             .shared
             .metrics
             .run_started(SystemClock.epoch_ms());
-        let mut hosted = TaskManager::start_run(drivers, setup).map_err(|e| JobError::Spawn {
-            task: e.task,
-            reason: e.source,
-        })?;
+        let mut hosted = self
+            .deployer
+            .start(RunRequest {
+                job_id: self.job_id,
+                job_name: &self.job_name,
+                graph: &self.graph,
+                plan: &self.plan,
+                attempt: self.attempt,
+                cancel: &cancel,
+                metrics: &self.control.shared.metrics,
+                channel_capacity: self.manager.settings.channel_capacity,
+                batch_size: self.manager.settings.batch_size,
+                init: TaskInit {
+                    restore: restore.clone(),
+                    checkpointing: self.manager.settings.checkpointing.is_some(),
+                    queryable: None,
+                    time: ProcessingTimeService::new(
+                        self.manager.settings.processing_clock.clone(),
+                    ),
+                    auto_watermark_interval: self.manager.settings.auto_watermark_interval,
+                },
+                alignment: AlignmentMode::of(&settings),
+                store: store.clone(),
+                events: event_tx.clone(),
+                queryable: self.control.queryable_state().clone(),
+            })
+            .map_err(|e| JobError::Spawn {
+                task: e.task,
+                reason: e.source,
+            })?;
+        self.attempt += 1;
         let last_id = self
             .next_checkpoint_id
             .max(restore.as_ref().map_or(0, |r| r.checkpoint_id));
@@ -767,11 +783,7 @@ impl JobClient {
                 store,
                 job: Some(Arc::new(self.control.clone())),
                 operator_info: operator_info(self.control.vertices()),
-                tasks: hosted
-                    .commands
-                    .iter()
-                    .map(|(_, tx, is_source)| (tx.clone(), *is_source))
-                    .collect(),
+                tasks: hosted.task_commands(),
                 last_id,
                 retained,
                 history: self.checkpoint_history.clone(),
@@ -971,7 +983,7 @@ impl JobClient {
                     failure = Some(f.into_failure());
                 }
                 let report = crossbeam_channel::select! {
-                    recv(run.hosted.reports) -> r => match r { Ok(r) => r, Err(_) => break },
+                    recv(run.hosted.reports()) -> r => match r { Ok(r) => r, Err(_) => break },
                     default(Duration::from_millis(100)) => {
                         if self.user_cancel.is_cancelled() {
                             run.cancel.cancel();

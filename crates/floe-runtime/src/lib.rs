@@ -48,6 +48,7 @@ pub mod channel;
 pub mod checkpoint;
 pub mod context;
 pub mod control;
+pub mod deployer;
 pub mod deployment;
 pub mod error;
 pub mod function;
