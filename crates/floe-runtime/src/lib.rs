@@ -52,6 +52,7 @@ pub mod deployer;
 pub mod deployment;
 pub mod error;
 pub mod function;
+pub mod gateway;
 pub mod graph;
 pub mod job_manager;
 pub mod job_status;
