@@ -60,6 +60,7 @@ pub mod managed_state;
 pub mod metered;
 pub mod metrics;
 pub mod operator;
+pub mod placement;
 pub mod plan;
 pub mod processing_time;
 pub mod queryable;
