@@ -11,6 +11,7 @@ use floe_core::JobId;
 use crate::channel::CancelFlag;
 use crate::checkpoint::{AlignmentMode, CoordinatorEvent, SnapshotTargets, TaskCommand, TaskInit};
 use crate::deployment::{BuildContext, LocalWiring, build_tasks};
+use crate::gateway::RestorePoint;
 use crate::graph::JobGraph;
 use crate::metrics::JobMetrics;
 use crate::plan::ExecutionPlan;
@@ -40,6 +41,9 @@ pub struct RunRequest<'a> {
     pub batch_size: usize,
     /// What every task starts from (the state to restore, clocks).
     pub init: TaskInit,
+    /// Where `init`'s state to restore was read from, for processes that
+    /// must read it themselves.
+    pub restore_point: Option<RestorePoint>,
     /// How tasks with several inputs handle barriers.
     pub alignment: AlignmentMode,
     /// Where snapshots go (checkpoints and this run's savepoints).

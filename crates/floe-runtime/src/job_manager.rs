@@ -26,6 +26,7 @@ use crate::checkpoint::{
 use crate::control::{ControlShared, ExceptionRecord, JobControl, VertexInfo, VertexInput};
 use crate::deployer::{DeployedRun, LocalDeployer, RunRequest, TaskDeployer};
 use crate::error::{FailureCause, OperatorFailure, TaskError};
+use crate::gateway::RestorePoint;
 use crate::graph::{JobGraph, Partitioning, VertexId, VertexKind};
 use crate::job_status::JobStatus;
 use crate::metrics::JobMetrics;
@@ -763,6 +764,19 @@ impl JobClient {
                     ),
                     auto_watermark_interval: self.manager.settings.auto_watermark_interval,
                 },
+                restore_point: restore.as_ref().map(|r| {
+                    // The state the job started from is named by its path;
+                    // a restart's by its id in the job's checkpoints.
+                    match (
+                        &self.manager.settings.restore,
+                        &self.manager.settings.restore_path,
+                    ) {
+                        (Some(first), Some(path)) if Arc::ptr_eq(first, r) => {
+                            RestorePoint::Snapshot(path.clone())
+                        }
+                        _ => RestorePoint::Checkpoint(r.checkpoint_id),
+                    }
+                }),
                 alignment: AlignmentMode::of(&settings),
                 store: store.clone(),
                 events: event_tx.clone(),
