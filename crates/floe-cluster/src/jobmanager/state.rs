@@ -57,7 +57,7 @@ impl JobManagerState {
                     connections.remove(id);
                 }
             }
-            tracing::warn!(taskmanager = %id, "TaskManager lost: {reason}");
+            tracing::info!(taskmanager = %id, "TaskManager lost: {reason}");
             self.handler.taskmanager_lost(id, reason);
         }
     }
