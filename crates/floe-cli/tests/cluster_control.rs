@@ -242,7 +242,14 @@ fn taskmanagers_register_and_frozen_or_killed_ones_are_declared_lost() {
         Duration::from_secs(15),
         || taskmanagers(&rest).iter().any(|t| t.0 == ids[1]),
     );
-    assert!(frozen.count(&format!("TaskManager {} registered with {rpc}", ids[1])) >= 2);
+    // The JobManager lists it as soon as it has answered; the TaskManager
+    // prints on reading the answer.
+    let again = format!("TaskManager {} registered with {rpc}", ids[1]);
+    wait_until(
+        "the second registration line",
+        Duration::from_secs(10),
+        || frozen.count(&again) >= 2,
+    );
 
     // Killed: declared lost (its endpoint refuses connections).
     let killed = &tms[2];
@@ -282,10 +289,11 @@ fn taskmanagers_re_register_with_a_restarted_jobmanager() {
         || taskmanagers(&rest).len() == 2,
     );
     for (tm, id) in tms.iter().zip(&ids) {
-        assert!(
-            tm.count(&format!("TaskManager {id} registered with {rpc}")) >= 2,
-            "{}",
-            tm.stderr()
+        let again = format!("TaskManager {id} registered with {rpc}");
+        wait_until(
+            &format!("{id} to print its second registration"),
+            Duration::from_secs(10),
+            || tm.count(&again) >= 2,
         );
         assert!(tm.stderr().contains("JobManager lost"), "{}", tm.stderr());
     }
