@@ -2,6 +2,7 @@
 //! savepoint, cancel, stop, checkpoints) through their REST API.
 
 mod client;
+mod cluster;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -190,11 +191,88 @@ enum Command {
         #[command(flatten)]
         connect: Connect,
     },
+    /// Run a cluster JobManager: TaskManagers register with it; it serves the REST API.
+    ///
+    /// Prints `JobManager RPC: <host:port>` and `REST endpoint: http://<host:port>` to
+    /// stderr and serves until SIGTERM or SIGINT. The control plane of issue 21: jobs
+    /// cannot be submitted to a cluster yet (docs/cluster.md).
+    Jobmanager {
+        /// host:port of the RPC endpoint (default: jobmanager.rpc.address and
+        /// jobmanager.rpc.port, localhost:6123).
+        #[arg(long = "rpc-address", value_name = "HOST:PORT")]
+        rpc_address: Option<String>,
+        /// Configuration file (default: $FLOE_CONF_DIR/floe-conf.yaml, then ./conf/floe-conf.yaml).
+        #[arg(long)]
+        config: Option<String>,
+        /// A configuration value, key=value (repeatable); unknown keys are errors.
+        #[arg(short = 'D', value_name = "KEY=VALUE")]
+        dynamic: Vec<String>,
+    },
+    /// Run a cluster TaskManager that registers with a JobManager.
+    ///
+    /// Prints `TaskManager <id> registered with <host:port>` on each (re-)registration and
+    /// serves until SIGTERM or SIGINT; exits non-zero when it cannot register within
+    /// taskmanager.registration.timeout.
+    Taskmanager {
+        /// The JobManager's RPC address.
+        #[arg(long = "jobmanager", value_name = "HOST:PORT")]
+        jobmanager: String,
+        /// Address (host or host:port) to bind the RPC endpoint to and advertise (default:
+        /// taskmanager.host and taskmanager.rpc.port).
+        #[arg(long, value_name = "ADDRESS")]
+        bind: Option<String>,
+        /// Task slots (default: taskmanager.numberOfTaskSlots, 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        slots: Option<u32>,
+        /// Configuration file (default: $FLOE_CONF_DIR/floe-conf.yaml, then ./conf/floe-conf.yaml).
+        #[arg(long)]
+        config: Option<String>,
+        /// A configuration value, key=value (repeatable); unknown keys are errors.
+        #[arg(short = 'D', value_name = "KEY=VALUE")]
+        dynamic: Vec<String>,
+    },
+    /// Start or stop a local cluster: a JobManager and TaskManagers as detached processes.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Describe a savepoint or retained checkpoint: operators by uid, state names and kinds, key groups, sizes.
     Info {
         /// The savepoint or checkpoint directory (or its _metadata file).
         #[arg(value_name = "PATH")]
         path: String,
+    },
+}
+
+/// `floe cluster`: a local cluster of detached processes.
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Start a JobManager and N TaskManagers, wait until all registered, print their addresses.
+    ///
+    /// Pid files and logs go to the cluster directory.
+    Start {
+        /// TaskManagers to start.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        taskmanagers: u32,
+        /// Task slots per TaskManager (default: taskmanager.numberOfTaskSlots, 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        slots: Option<u32>,
+        /// Configuration file passed to every process.
+        #[arg(long)]
+        config: Option<String>,
+        /// A configuration value passed to every process, key=value (repeatable).
+        #[arg(short = 'D', value_name = "KEY=VALUE")]
+        dynamic: Vec<String>,
+        /// Directory for pid files and logs (default: $FLOE_CLUSTER_DIR, else ./.floe-cluster).
+        #[arg(long, value_name = "DIR")]
+        cluster_dir: Option<std::path::PathBuf>,
+    },
+    /// Stop the cluster's processes (SIGTERM, then SIGKILL after the grace period) and remove the pid files.
+    Stop {
+        /// Seconds to wait after SIGTERM before SIGKILL.
+        #[arg(long, default_value_t = 10)]
+        grace: u64,
+        /// Directory of the pid files (default: $FLOE_CLUSTER_DIR, else ./.floe-cluster).
+        #[arg(long, value_name = "DIR")]
+        cluster_dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -813,6 +891,36 @@ fn main() -> ExitCode {
             &connect.options(),
         )),
         Command::Info { path } => ok(floe_cli::snapshot_tools::info(&local_path(&path))),
+        Command::Jobmanager {
+            rpc_address,
+            config,
+            dynamic,
+        } => cluster::roles::jobmanager(rpc_address, config.as_deref(), &dynamic),
+        Command::Taskmanager {
+            jobmanager,
+            bind,
+            slots,
+            config,
+            dynamic,
+        } => cluster::roles::taskmanager(jobmanager, bind, slots, config.as_deref(), &dynamic),
+        Command::Cluster(ClusterCommand::Start {
+            taskmanagers,
+            slots,
+            config,
+            dynamic,
+            cluster_dir,
+        }) => ok(cluster::local::start(cluster::local::StartOptions {
+            dir: cluster::local::cluster_dir(cluster_dir),
+            taskmanagers,
+            slots,
+            config,
+            dynamic,
+        })),
+        Command::Cluster(ClusterCommand::Stop { grace, cluster_dir }) => ok(cluster::local::stop(
+            &cluster::local::cluster_dir(cluster_dir),
+            std::time::Duration::from_secs(grace),
+            true,
+        )),
     };
     match result {
         Ok(code) => code,

@@ -552,6 +552,56 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         "state.checkpoints.dir",
         "Checkpoint storage: file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix or jobmanager (default: unset, jobmanager: kept in memory).",
     ),
+    // Cluster control plane: the options are defined in floe-cluster's
+    // config.rs (`floe_cluster::config::options`); a test there keeps these in step.
+    (
+        "heartbeat.interval",
+        "Time between two heartbeats, sent both ways between the JobManager and each TaskManager (default 10 s; at least 1 ms, less than heartbeat.timeout).",
+    ),
+    (
+        "heartbeat.timeout",
+        "Time without any heartbeat after which the JobManager declares a TaskManager lost, and a TaskManager its JobManager (default 50 s).",
+    ),
+    (
+        "heartbeat.rpc-failure-threshold",
+        "Heartbeat RPCs in a row that find the target's endpoint refusing connections (its process is gone) after which it is declared lost without waiting for heartbeat.timeout (default 2, as in Flink).",
+    ),
+    (
+        "jobmanager.rpc.address",
+        "Host the JobManager's RPC endpoint binds to and TaskManagers connect to (default localhost).",
+    ),
+    (
+        "jobmanager.rpc.port",
+        "Port of the JobManager's RPC endpoint; 0 picks a free port (default 6123, as in Flink).",
+    ),
+    (
+        "taskmanager.numberOfTaskSlots",
+        "Task slots a TaskManager offers: how many parallel subtask pipelines it runs (default 1).",
+    ),
+    (
+        "taskmanager.host",
+        "Address a TaskManager binds its RPC endpoint to and advertises to the JobManager (default: the local address of the interface that routes to the JobManager).",
+    ),
+    (
+        "taskmanager.rpc.port",
+        "Port of a TaskManager's RPC endpoint; 0 picks a free port (default 0).",
+    ),
+    (
+        "taskmanager.data.port",
+        "Port of a TaskManager's data plane (the connections between TaskManagers), advertised at registration; 0 picks a free port (default 0).",
+    ),
+    (
+        "taskmanager.registration.timeout",
+        "How long a TaskManager tries to register with the JobManager (at start, and again after losing it) before it gives up and exits (default 5 min).",
+    ),
+    (
+        "cluster.registration.initial-timeout",
+        "Time a first registration attempt may take, and the wait after it fails; each further attempt doubles it up to cluster.registration.max-timeout (default 100 ms).",
+    ),
+    (
+        "cluster.registration.max-timeout",
+        "Longest time a registration attempt may take, and longest wait between attempts (default 30 s).",
+    ),
     // Restart strategy: the options are defined in floe-runtime's restart.rs
     // (`floe_runtime::restart::options`); a test there keeps these in step.
     (

@@ -98,6 +98,13 @@ impl RestServer {
         Self::start_router(app, Unreported::default(), address, port)
     }
 
+    /// Serves another process role's routes (the cluster JobManager's
+    /// `/overview` and `/taskmanagers`) with the same connection limits,
+    /// idle timeout and graceful shutdown as a job's endpoint.
+    pub fn start_app(app: Router, address: &str, port: u16) -> Result<RestServer, RestError> {
+        Self::start_router(app, Unreported::default(), address, port)
+    }
+
     /// Serves any router: [`RestServer::start`] without a job, for tests.
     pub(crate) fn start_router(
         app: Router,
