@@ -313,7 +313,7 @@ impl StreamEnvironment {
                 .collect(),
         };
         let mut settings = settings;
-        let job_id = JobId::random();
+        let job_id = crate::executor::captured_job_id().unwrap_or_else(JobId::random);
         settings.job_id = Some(job_id);
         {
             let inner = self.inner.borrow();

@@ -12,6 +12,7 @@
 
 use std::cell::RefCell;
 
+use floe_core::JobId;
 use floe_runtime::JobError;
 use floe_runtime::graph::JobGraph;
 use floe_runtime::job_manager::ExecutionSettings;
@@ -37,23 +38,44 @@ pub enum CaptureError {
     Job(anyhow::Error),
 }
 
-thread_local! {
-    /// `Some` while [`capture_job`] runs on this thread: where `execute`
-    /// puts the graph.
-    static CAPTURE: RefCell<Option<Option<CapturedJob>>> = const { RefCell::new(None) };
+/// A capture in progress on this thread.
+struct Capture {
+    /// The id the job gets (its checkpoints are stored under it, so every
+    /// process of a cluster must build the job with the same one).
+    job_id: JobId,
+    /// Where `execute` puts the graph.
+    captured: Option<CapturedJob>,
 }
 
-/// Runs `job` on this thread and returns the graph its `execute` built,
-/// without running it.
-pub fn capture_job(job: impl FnOnce() -> anyhow::Result<()>) -> Result<CapturedJob, CaptureError> {
-    let outer = CAPTURE.with(|c| c.borrow_mut().replace(None));
+thread_local! {
+    /// `Some` while [`capture_job`] runs on this thread.
+    static CAPTURE: RefCell<Option<Capture>> = const { RefCell::new(None) };
+}
+
+/// Runs `job` on this thread and returns the graph its `execute` built for
+/// a job with id `job_id`, without running it.
+pub fn capture_job(
+    job_id: JobId,
+    job: impl FnOnce() -> anyhow::Result<()>,
+) -> Result<CapturedJob, CaptureError> {
+    let outer = CAPTURE.with(|c| {
+        c.borrow_mut().replace(Capture {
+            job_id,
+            captured: None,
+        })
+    });
     let result = job();
-    let captured = CAPTURE.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer));
-    match (captured.flatten(), result) {
+    let capture = CAPTURE.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer));
+    match (capture.and_then(|c| c.captured), result) {
         (Some(job), _) => Ok(job),
         (None, Ok(())) => Err(CaptureError::NoExecute),
         (None, Err(e)) => Err(CaptureError::Job(e)),
     }
+}
+
+/// The job id a capture in progress on this thread gives the job.
+pub(crate) fn captured_job_id() -> Option<JobId> {
+    CAPTURE.with(|c| c.borrow().as_ref().map(|c| c.job_id))
 }
 
 /// Inside [`capture_job`]: keeps the graph and returns the error that
@@ -64,8 +86,8 @@ pub(crate) fn offer(
     settings: ExecutionSettings,
 ) -> Result<(JobGraph, ExecutionSettings), JobError> {
     CAPTURE.with(|c| match &mut *c.borrow_mut() {
-        Some(slot) => {
-            *slot = Some(CapturedJob {
+        Some(capture) => {
+            capture.captured = Some(CapturedJob {
                 job_name: job_name.to_string(),
                 graph,
                 settings,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use floe::api::executor::{CaptureError, capture_job};
+use floe::core::JobId;
 use floe::prelude::*;
 use floe::runtime::JobManager;
 use floe::runtime::plan::PlanSignature;
@@ -34,11 +35,20 @@ fn keyed_job(
     Ok(())
 }
 
+fn job_id() -> JobId {
+    "00112233445566778899aabbccddeeff".parse().unwrap()
+}
+
 fn signature(p: u32) -> PlanSignature {
     let generated = Arc::new(AtomicU64::new(0));
     let (sink, results) = CollectSink::new();
-    let job = capture_job(|| keyed_job(p, generated.clone(), sink)).expect("a graph");
+    let job = capture_job(job_id(), || keyed_job(p, generated.clone(), sink)).expect("a graph");
     assert_eq!(job.job_name, "captured keyed job");
+    assert_eq!(
+        job.settings.job_id,
+        Some(job_id()),
+        "the id it was captured for"
+    );
     assert_eq!(generated.load(Ordering::SeqCst), 0, "nothing ran");
     assert!(results.is_empty(), "nothing ran");
     let plan = JobManager::new(job.settings)
@@ -71,9 +81,9 @@ fn a_different_build_is_named_by_its_first_difference() {
 
 #[test]
 fn a_job_that_fails_or_never_executes_is_a_capture_error() {
-    let e = capture_job(|| Ok(())).err().expect("no graph");
+    let e = capture_job(job_id(), || Ok(())).err().expect("no graph");
     assert!(matches!(e, CaptureError::NoExecute), "{e}");
-    let e = capture_job(|| anyhow::bail!("--input is missing"))
+    let e = capture_job(job_id(), || anyhow::bail!("--input is missing"))
         .err()
         .expect("no graph");
     assert_eq!(e.to_string(), "--input is missing");
