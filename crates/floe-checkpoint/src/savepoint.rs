@@ -134,6 +134,22 @@ impl SavepointStorage {
         Ok(sp)
     }
 
+    /// Opens the directory of a savepoint in progress that another process
+    /// created (a cluster's JobManager), so that this one (a TaskManager)
+    /// writes its state files into it. Nothing is checked but that the
+    /// location can be opened: the savepoint completes only when the
+    /// JobManager writes its `_metadata`.
+    pub fn attach(location: &str) -> Result<Self, StorageError> {
+        let url = path_to_url(location).map_err(|reason| StorageError::SavepointTarget {
+            target: location.to_string(),
+            reason,
+        })?;
+        Ok(SavepointStorage {
+            storage: CheckpointStorage::open(url.as_str(), Settings::ProcessEnv, false)?,
+            written: Arc::default(),
+        })
+    }
+
     /// The savepoint directory as a URL (what `floe run -s` takes).
     pub fn location(&self) -> &str {
         self.storage.url()

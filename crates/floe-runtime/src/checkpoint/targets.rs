@@ -50,6 +50,20 @@ impl SnapshotTargets {
             .insert(id, (storage, false));
     }
 
+    /// Where savepoint `id` of this run is written, if it is one.
+    pub fn savepoint_location(&self, id: u64) -> Option<String> {
+        self.savepoint(id).map(|(s, _)| s.location().to_string())
+    }
+
+    /// Routes snapshot `id` to the savepoint directory at `location`, which
+    /// another process created: a TaskManager told by its JobManager,
+    /// before the savepoint's barrier reaches its tasks.
+    pub fn attach_savepoint(&self, id: u64, location: &str) -> Result<(), StoreError> {
+        let storage = floe_checkpoint::SavepointStorage::attach(location)?;
+        self.register_savepoint(id, Arc::new(storage));
+        Ok(())
+    }
+
     fn mark_savepoint_completed(&self, id: u64) {
         if let Some(e) = self
             .savepoints
