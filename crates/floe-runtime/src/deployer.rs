@@ -70,11 +70,23 @@ pub trait DeployedRun: Send {
     fn join_uploaders(&mut self);
 }
 
+/// Why a run could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// A task thread could not be started.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    /// The cluster cannot run it: too few slots, a TaskManager refused or
+    /// could not be reached.
+    #[error("cannot deploy the job: {0}")]
+    Cluster(String),
+}
+
 /// Starts runs of a job.
 pub trait TaskDeployer: Send {
     /// Starts `run`'s tasks; they go on until they end, fail or are
     /// cancelled through `run.cancel`.
-    fn start(&mut self, run: RunRequest<'_>) -> Result<Box<dyn DeployedRun>, SpawnError>;
+    fn start(&mut self, run: RunRequest<'_>) -> Result<Box<dyn DeployedRun>, DeployError>;
 }
 
 /// Every task on a thread of this process.
@@ -82,7 +94,7 @@ pub trait TaskDeployer: Send {
 pub struct LocalDeployer;
 
 impl TaskDeployer for LocalDeployer {
-    fn start(&mut self, run: RunRequest<'_>) -> Result<Box<dyn DeployedRun>, SpawnError> {
+    fn start(&mut self, run: RunRequest<'_>) -> Result<Box<dyn DeployedRun>, DeployError> {
         let tasks = build_tasks(
             &BuildContext {
                 job_id: run.job_id,

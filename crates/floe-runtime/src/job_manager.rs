@@ -24,7 +24,7 @@ use crate::checkpoint::{
     RestoredState, SnapshotTargets, StoreError, SystemClock, TaskInit, read_checkpoint_metadata,
 };
 use crate::control::{ControlShared, ExceptionRecord, JobControl, VertexInfo, VertexInput};
-use crate::deployer::{DeployedRun, LocalDeployer, RunRequest, TaskDeployer};
+use crate::deployer::{DeployError, DeployedRun, LocalDeployer, RunRequest, TaskDeployer};
 use crate::error::{FailureCause, OperatorFailure, TaskError};
 use crate::gateway::RestorePoint;
 use crate::graph::{JobGraph, Partitioning, VertexId, VertexKind};
@@ -92,6 +92,12 @@ pub enum JobError {
     /// floe-api), not run in this process.
     #[error("the job's graph was captured, not run")]
     PlanCaptured,
+    /// A cluster could not run the job (see [`DeployError::Cluster`]).
+    #[error("cannot deploy the job: {reason}")]
+    Deploy {
+        /// Why.
+        reason: String,
+    },
     /// The runtime could not start a task thread.
     #[error("cannot start task '{task}': {reason}")]
     Spawn {
@@ -782,9 +788,12 @@ impl JobClient {
                 events: event_tx.clone(),
                 queryable: self.control.queryable_state().clone(),
             })
-            .map_err(|e| JobError::Spawn {
-                task: e.task,
-                reason: e.source,
+            .map_err(|e| match e {
+                DeployError::Spawn(e) => JobError::Spawn {
+                    task: e.task,
+                    reason: e.source,
+                },
+                DeployError::Cluster(reason) => JobError::Deploy { reason },
             })?;
         self.attempt += 1;
         let last_id = self
