@@ -49,6 +49,6 @@ pub use error::{ClusterError, RpcError};
 pub use fence::{AttemptFence, FenceError, SessionError, SessionFence};
 pub use handler::{Hardware, JobCounts, JobMasterHandler, TaskExecutorHandler, TaskManagerInfo};
 pub use ids::{Attempt, JobAttempt, RegistrationId, SessionId, TaskManagerId};
-pub use jobmanager::{JobManagerOptions, JobManagerRole, TaskManagerGateway};
+pub use jobmanager::{JobManagerHandle, JobManagerOptions, JobManagerRole, TaskManagerGateway};
 pub use registry::{RegisteredTaskManager, SlotError, TaskManagerRegistry};
 pub use taskmanager::{Registered, TaskEventSender, TaskManagerOptions, TaskManagerRole};

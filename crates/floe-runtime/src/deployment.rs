@@ -114,6 +114,28 @@ pub fn task_count(graph: &JobGraph, plan: &ExecutionPlan) -> usize {
     task_index(graph, plan, plan.chains.len(), 0)
 }
 
+/// Every task of the job in task-index order: its display name, subtask
+/// index and parallelism (what a JobManager reports about a task whose
+/// process is gone).
+pub fn task_names(graph: &JobGraph, plan: &ExecutionPlan) -> Vec<(String, u32, u32)> {
+    plan.chains
+        .iter()
+        .flat_map(|chain| {
+            let p = graph.vertices[chain[0].0].parallelism;
+            let name = chain_name(graph, chain);
+            (0..p).map(move |i| (format!("{name} ({}/{p})", i + 1), i, p))
+        })
+        .collect()
+}
+
+fn chain_name(graph: &JobGraph, chain: &[VertexId]) -> String {
+    chain
+        .iter()
+        .map(|v| graph.vertices[v.0].name.as_str())
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
+
 /// Builds the tasks `wiring` places in this process, with a channel per
 /// (sender, receiver) pair of every exchange that has an end here.
 pub fn build_tasks(cx: &BuildContext<'_>, wiring: &mut dyn ExchangeWiring) -> Vec<BuiltTask> {
@@ -188,11 +210,7 @@ pub fn build_tasks(cx: &BuildContext<'_>, wiring: &mut dyn ExchangeWiring) -> Ve
         let head = chain[0];
         let tail = *chain.last().expect("chains are not empty");
         let p = graph.vertices[head.0].parallelism;
-        let chain_name = chain
-            .iter()
-            .map(|v| graph.vertices[v.0].name.as_str())
-            .collect::<Vec<_>>()
-            .join(" -> ");
+        let chain_name = chain_name(graph, chain);
         for i in (0..p).filter(|i| wiring.is_local(c, *i)) {
             let info_of = |v: VertexId| TaskInfo {
                 job_id,

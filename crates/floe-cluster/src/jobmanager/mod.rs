@@ -190,6 +190,67 @@ impl JobManagerRole {
     }
 }
 
+impl JobManagerRole {
+    /// A handle for the job deployment layer's own threads, which outlive
+    /// no role: it reaches the registry, slots, gateways and the role's
+    /// runtime while the role runs.
+    pub fn handle(&self) -> JobManagerHandle {
+        JobManagerHandle {
+            state: self.state.clone(),
+            runtime: self
+                .runtime
+                .as_ref()
+                .expect("the runtime lives as long as the role")
+                .handle()
+                .clone(),
+        }
+    }
+}
+
+/// A cheap, cloneable handle on a running [`JobManagerRole`] (see
+/// [`JobManagerRole::handle`]).
+#[derive(Clone)]
+pub struct JobManagerHandle {
+    state: Arc<JobManagerState>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl JobManagerHandle {
+    /// The TaskManagers registered now.
+    pub fn taskmanagers(&self) -> Vec<RegisteredTaskManager> {
+        let registry = self.state.registry.lock().expect("registry lock");
+        registry.iter().cloned().collect()
+    }
+
+    /// See [`JobManagerRole::reserve_slots`].
+    pub fn reserve_slots(&self, id: &TaskManagerId, n: u32) -> Result<(), SlotError> {
+        let mut registry = self.state.registry.lock().expect("registry lock");
+        registry.reserve_slots(id, n)
+    }
+
+    /// See [`JobManagerRole::release_slots`].
+    pub fn release_slots(&self, id: &TaskManagerId, n: u32) -> Result<(), SlotError> {
+        let mut registry = self.state.registry.lock().expect("registry lock");
+        registry.release_slots(id, n)
+    }
+
+    /// The gateway to a registered TaskManager.
+    pub fn taskmanager(&self, id: &TaskManagerId) -> Option<TaskManagerGateway> {
+        TaskManagerGateway::new(self.state.clone(), id.clone())
+    }
+
+    /// The attempt fence of task events (see [`JobManagerRole::attempts`]).
+    pub fn attempts(&self) -> &AttemptFence {
+        &self.state.fence
+    }
+
+    /// Runs a gateway call on the role's runtime from a plain thread.
+    /// Panics when called from inside an async context.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+}
+
 impl Drop for JobManagerRole {
     fn drop(&mut self) {
         self.rest.take();
