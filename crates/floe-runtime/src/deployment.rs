@@ -114,16 +114,36 @@ pub fn task_count(graph: &JobGraph, plan: &ExecutionPlan) -> usize {
     task_index(graph, plan, plan.chains.len(), 0)
 }
 
-/// Every task of the job in task-index order: its display name, subtask
-/// index and parallelism (what a JobManager reports about a task whose
-/// process is gone).
-pub fn task_names(graph: &JobGraph, plan: &ExecutionPlan) -> Vec<(String, u32, u32)> {
+/// A task as every process of a cluster names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSummary {
+    /// `<chain> (<subtask>/<parallelism>)`.
+    pub name: String,
+    /// Its subtask index.
+    pub subtask: u32,
+    /// Its chain's parallelism.
+    pub parallelism: u32,
+    /// Whether its chain starts with a source (the checkpoint coordinator
+    /// triggers sources).
+    pub is_source: bool,
+}
+
+/// Every task of the job in task-index order: what a JobManager tells the
+/// checkpoint coordinator about tasks it does not run, and how it names a
+/// task whose process is gone.
+pub fn task_summaries(graph: &JobGraph, plan: &ExecutionPlan) -> Vec<TaskSummary> {
     plan.chains
         .iter()
         .flat_map(|chain| {
-            let p = graph.vertices[chain[0].0].parallelism;
+            let head = &graph.vertices[chain[0].0];
+            let (p, is_source) = (head.parallelism, matches!(head.kind, VertexKind::Source(_)));
             let name = chain_name(graph, chain);
-            (0..p).map(move |i| (format!("{name} ({}/{p})", i + 1), i, p))
+            (0..p).map(move |i| TaskSummary {
+                name: format!("{name} ({}/{p})", i + 1),
+                subtask: i,
+                parallelism: p,
+                is_source,
+            })
         })
         .collect()
 }

@@ -1,0 +1,185 @@
+//! The JobMaster: the JobManager's job side. It builds a submitted job's
+//! graph, supervises it with the runtime's `JobClient` (restarts, the
+//! checkpoint coordinator, savepoints) and deploys each run to the
+//! TaskManagers through [`deployer::ClusterDeployer`]; task events and
+//! TaskManager losses are routed to the run they belong to.
+
+mod deployer;
+mod run;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use floe_cluster::{
+    JobAttempt, JobCounts, JobManagerHandle, JobMasterHandler, TaskManagerId, TaskManagerInfo,
+};
+use floe_core::JobId;
+use floe_runtime::gateway::{self, JobEntry, TaskManagerEvent};
+use floe_runtime::{JobControl, JobError, JobManager, JobStatus};
+
+use crate::registry::{BuildError, JobRegistry};
+use deployer::{ClusterDeployer, JobRuns};
+
+/// How long a run waits for free slots by default (Flink's
+/// `slot.request.timeout`, 5 min).
+pub const DEFAULT_SLOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Why a job was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The JobManager role has not started yet.
+    #[error("the JobManager is not ready")]
+    NotReady,
+    /// The job's graph could not be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The graph is not executable, its configuration or state is refused.
+    #[error(transparent)]
+    Job(#[from] JobError),
+}
+
+/// One submitted job.
+struct JobRecord {
+    control: JobControl,
+    runs: Arc<JobRuns>,
+}
+
+/// The JobManager's job side; give it to `JobManagerRole::start` as its
+/// handler, then [`ClusterJobMaster::attach`] the started role.
+pub struct ClusterJobMaster {
+    registry: JobRegistry,
+    cluster: OnceLock<JobManagerHandle>,
+    jobs: Mutex<BTreeMap<JobId, JobRecord>>,
+    slot_timeout: Duration,
+}
+
+impl ClusterJobMaster {
+    /// A JobMaster running the jobs of `registry`, waiting at most
+    /// `slot_timeout` for slots per run.
+    pub fn new(registry: JobRegistry, slot_timeout: Duration) -> Arc<Self> {
+        Arc::new(ClusterJobMaster {
+            registry,
+            cluster: OnceLock::new(),
+            jobs: Mutex::new(BTreeMap::new()),
+            slot_timeout,
+        })
+    }
+
+    /// Connects to the role this JobMaster is the handler of.
+    pub fn attach(&self, cluster: JobManagerHandle) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    fn jobs(&self) -> std::sync::MutexGuard<'_, BTreeMap<JobId, JobRecord>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Builds `entry`'s graph, plans it and starts its first run on the
+    /// TaskManagers; returns at once with the job's id while a thread
+    /// supervises it to its end.
+    pub fn submit(&self, entry: JobEntry) -> Result<JobId, SubmitError> {
+        let cluster = self.cluster.get().ok_or(SubmitError::NotReady)?.clone();
+        let job_id = JobId::random();
+        let captured = self.registry.build(job_id, &entry)?;
+        let shared_storage = captured
+            .settings
+            .checkpointing
+            .as_ref()
+            .is_none_or(|(config, _)| {
+                config
+                    .checkpoint_dir()
+                    .is_some_and(|dir| !dir.starts_with("file:") && !dir.starts_with('/'))
+            });
+        let runs = Arc::new(JobRuns::default());
+        let deployer = ClusterDeployer {
+            cluster,
+            entry,
+            runs: runs.clone(),
+            slot_timeout: self.slot_timeout,
+            shared_storage,
+        };
+        let client = JobManager::new(captured.settings).submit_to(
+            &captured.job_name,
+            &captured.graph,
+            Box::new(deployer),
+        )?;
+        let control = client.control();
+        self.jobs().insert(
+            job_id,
+            JobRecord {
+                control: control.clone(),
+                runs,
+            },
+        );
+        std::thread::Builder::new()
+            .name(format!("job-{}", &job_id.to_string()[..8]))
+            .spawn(move || match client.wait() {
+                Ok(r) => tracing::info!(job = %r.job_id, "job finished"),
+                Err(e) => tracing::warn!(job = %job_id, "job ended: {e}"),
+            })
+            .map_err(|reason| JobError::Spawn {
+                task: "job supervisor".into(),
+                reason,
+            })?;
+        Ok(job_id)
+    }
+
+    /// The handle of a submitted job (status, savepoints, stop, cancel).
+    pub fn job(&self, id: JobId) -> Option<JobControl> {
+        self.jobs().get(&id).map(|r| r.control.clone())
+    }
+
+    /// Every submitted job.
+    pub fn job_controls(&self) -> Vec<JobControl> {
+        self.jobs().values().map(|r| r.control.clone()).collect()
+    }
+}
+
+impl JobMasterHandler for ClusterJobMaster {
+    fn taskmanager_registered(&self, info: &TaskManagerInfo) {
+        tracing::info!(taskmanager = %info.id, slots = info.slots, "TaskManager registered");
+    }
+
+    fn taskmanager_lost(&self, id: &TaskManagerId, reason: &str) {
+        let runs: Vec<_> = self
+            .jobs()
+            .values()
+            .filter_map(|r| r.runs.current())
+            .collect();
+        for run in runs {
+            run.on_taskmanager_lost(id, reason);
+        }
+    }
+
+    fn task_event(&self, from: &TaskManagerId, job: JobAttempt, payload: Bytes) {
+        let Some(run) = self
+            .jobs()
+            .get(&job.job)
+            .and_then(|r| r.runs.run(job.attempt.0))
+        else {
+            tracing::debug!(taskmanager = %from, "an event for {job}, which is not running, is dropped");
+            return;
+        };
+        match gateway::decode::<TaskManagerEvent>(&payload) {
+            Ok(event) => run.on_event(from, event),
+            Err(e) => {
+                tracing::warn!(taskmanager = %from, "a task event of {job} does not decode: {e}")
+            }
+        }
+    }
+
+    fn job_counts(&self) -> JobCounts {
+        let mut counts = JobCounts::default();
+        for r in self.jobs().values() {
+            match r.control.status() {
+                JobStatus::Finished => counts.finished += 1,
+                JobStatus::Canceled => counts.cancelled += 1,
+                JobStatus::Failed => counts.failed += 1,
+                _ => counts.running += 1,
+            }
+        }
+        counts
+    }
+}
