@@ -107,7 +107,8 @@ impl TaskDeployer for LocalDeployer {
                 batch_size: run.batch_size,
             },
             &mut LocalWiring,
-        );
+        )
+        .expect("an embedded job has no channel to another process");
         let hosted = TaskManager::start_run(
             tasks,
             RunSetup {

@@ -34,7 +34,11 @@ pub trait ExchangeWiring {
 
     /// The sending end of `channel`, whose receiver runs in another
     /// process: a `Box<dyn OutputChannel<T>>` made by `ops`.
-    fn remote_output(&mut self, channel: ChannelId, ops: &dyn StreamTypeOps) -> AnyBox;
+    fn remote_output(
+        &mut self,
+        channel: ChannelId,
+        ops: &dyn StreamTypeOps,
+    ) -> Result<AnyBox, WiringError>;
 
     /// The receiving end of `channel`, whose sender runs in another
     /// process: an `InputChannel<T>` made by `ops` that holds at most
@@ -44,7 +48,17 @@ pub trait ExchangeWiring {
         channel: ChannelId,
         ops: &dyn StreamTypeOps,
         capacity: usize,
-    ) -> AnyBox;
+    ) -> Result<AnyBox, WiringError>;
+}
+
+/// A channel to or from another process could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect {channel}: {reason}")]
+pub struct WiringError {
+    /// The channel.
+    pub channel: ChannelId,
+    /// Why (the network stack's error).
+    pub reason: String,
 }
 
 /// Every subtask in this process: every channel is local.
@@ -55,11 +69,20 @@ impl ExchangeWiring for LocalWiring {
         true
     }
 
-    fn remote_output(&mut self, channel: ChannelId, _ops: &dyn StreamTypeOps) -> AnyBox {
+    fn remote_output(
+        &mut self,
+        channel: ChannelId,
+        _ops: &dyn StreamTypeOps,
+    ) -> Result<AnyBox, WiringError> {
         unreachable!("no channel leaves an embedded job ({channel})")
     }
 
-    fn remote_input(&mut self, channel: ChannelId, _: &dyn StreamTypeOps, _: usize) -> AnyBox {
+    fn remote_input(
+        &mut self,
+        channel: ChannelId,
+        _: &dyn StreamTypeOps,
+        _: usize,
+    ) -> Result<AnyBox, WiringError> {
         unreachable!("no channel enters an embedded job ({channel})")
     }
 }
@@ -158,7 +181,10 @@ fn chain_name(graph: &JobGraph, chain: &[VertexId]) -> String {
 
 /// Builds the tasks `wiring` places in this process, with a channel per
 /// (sender, receiver) pair of every exchange that has an end here.
-pub fn build_tasks(cx: &BuildContext<'_>, wiring: &mut dyn ExchangeWiring) -> Vec<BuiltTask> {
+pub fn build_tasks(
+    cx: &BuildContext<'_>,
+    wiring: &mut dyn ExchangeWiring,
+) -> Result<Vec<BuiltTask>, WiringError> {
     let BuildContext {
         job_id,
         graph,
@@ -211,12 +237,12 @@ pub fn build_tasks(cx: &BuildContext<'_>, wiring: &mut dyn ExchangeWiring) -> Ve
                             sender.push(tx);
                             receivers[e.target.0][j].push(rx);
                         }
-                        (true, false) => sender.push(wiring.remote_output(id, ops.as_ref())),
+                        (true, false) => sender.push(wiring.remote_output(id, ops.as_ref())?),
                         (false, true) => receivers[e.target.0][j].push(wiring.remote_input(
                             id,
                             ops.as_ref(),
                             cx.channel_capacity,
-                        )),
+                        )?),
                         (false, false) => {}
                     }
                 }
@@ -329,5 +355,5 @@ pub fn build_tasks(cx: &BuildContext<'_>, wiring: &mut dyn ExchangeWiring) -> Ve
             });
         }
     }
-    tasks
+    Ok(tasks)
 }
