@@ -1,0 +1,121 @@
+//! Helpers shared by the integration tests: environments on loopback and
+//! typed channels built the way the runtime builds them.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use floe_core::{Batch, CheckpointBarrier, CheckpointKind, JobId, StreamMessage, Watermark};
+use floe_network::{NetworkConfig, NetworkEnvironment, Peer, TaskManagerId};
+use floe_runtime::channel::{CancelFlag, GateEvent, InputChannel, InputGate, OutputChannel};
+use floe_runtime::graph::{StreamType, unbox};
+use floe_runtime::remote::ChannelId;
+
+/// An environment with id `id` on a free loopback port.
+pub fn env(id: u128) -> NetworkEnvironment {
+    env_with(id, |_| {})
+}
+
+/// Same, with settings adjusted by `tune`.
+pub fn env_with(id: u128, tune: impl FnOnce(&mut NetworkConfig)) -> NetworkEnvironment {
+    let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut config = NetworkConfig::new(TaskManagerId(id), bind);
+    config.handshake_timeout = Duration::from_secs(3);
+    tune(&mut config);
+    NetworkEnvironment::start(config).expect("start network environment")
+}
+
+/// How others reach `env`.
+pub fn peer(env: &NetworkEnvironment) -> Peer {
+    Peer {
+        id: env.id(),
+        data_addr: env.local_addr(),
+    }
+}
+
+pub fn ch(edge: u32, sender: u32, receiver: u32) -> ChannelId {
+    ChannelId {
+        edge,
+        sender,
+        receiver,
+    }
+}
+
+/// A typed input channel of `u64` records from `from`.
+pub fn input(
+    env: &NetworkEnvironment,
+    job: JobId,
+    attempt: u64,
+    from: &Peer,
+    channel: ChannelId,
+    capacity: usize,
+) -> InputChannel<u64> {
+    let ops = StreamType::<u64>::ops();
+    let any = env
+        .register_input(job, attempt, from, channel, capacity, |credits| {
+            ops.remote_input(capacity, credits)
+        })
+        .expect("register input");
+    unbox::<InputChannel<u64>>(any, "input channel")
+}
+
+/// A typed output channel of `u64` records to `to`.
+pub fn output(
+    env: &NetworkEnvironment,
+    job: JobId,
+    attempt: u64,
+    to: &Peer,
+    channel: ChannelId,
+) -> Box<dyn OutputChannel<u64>> {
+    let ops = StreamType::<u64>::ops();
+    let sink = env.output(job, attempt, to, channel).expect("output");
+    unbox::<Box<dyn OutputChannel<u64>>>(ops.remote_output(sink), "output channel")
+}
+
+/// Every message a gate delivers until all its channels ended, per channel.
+pub fn drain(gate: &mut InputGate<u64>) -> Vec<Vec<StreamMessage<u64>>> {
+    let mut got: Vec<Vec<StreamMessage<u64>>> = vec![Vec::new(); gate.num_channels()];
+    loop {
+        match gate.poll().expect("input gate") {
+            GateEvent::Message(i, m) => got[i].push(m),
+            GateEvent::Idle => gate.wait::<()>(Duration::from_millis(20), None),
+            GateEvent::Ended => return got,
+        }
+    }
+}
+
+/// A channel's test sequence: `batches` batches of `batch` records
+/// numbered from `base`, a watermark after each, a barrier every fourth,
+/// and the end of input.
+pub fn sequence(base: u64, batches: usize, batch: usize) -> Vec<StreamMessage<u64>> {
+    let mut out = Vec::new();
+    let mut n = base;
+    for b in 0..batches {
+        let records: Vec<u64> = (n..n + batch as u64).collect();
+        n += batch as u64;
+        out.push(StreamMessage::Records(Batch {
+            records,
+            key_groups: vec![],
+            timestamps: vec![],
+        }));
+        out.push(StreamMessage::Watermark(Watermark(b as i64)));
+        if b % 4 == 3 {
+            out.push(StreamMessage::Barrier(CheckpointBarrier {
+                id: b as u64 / 4 + 1,
+                timestamp_ms: 1_000 + b as u64,
+                kind: CheckpointKind::Checkpoint,
+                last_completed: None,
+            }));
+        }
+    }
+    out.push(StreamMessage::EndOfInput);
+    out
+}
+
+/// Sends every message of `msgs`, panicking on failure.
+pub fn send_all(out: &mut dyn OutputChannel<u64>, msgs: &[StreamMessage<u64>]) {
+    let cancel = CancelFlag::new();
+    for m in msgs {
+        out.send(m.clone(), &cancel).expect("send");
+    }
+}
