@@ -119,3 +119,34 @@ pub fn send_all(out: &mut dyn OutputChannel<u64>, msgs: &[StreamMessage<u64>]) {
         out.send(m.clone(), &cancel).expect("send");
     }
 }
+
+/// A hand-driven peer on a raw socket: says hello as `id` and checks the
+/// reply, so a test can write any bytes it likes afterwards.
+pub fn raw_peer(to: &NetworkEnvironment, id: u128) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(to.local_addr()).unwrap();
+    s.write_all(&floe_network::wire::encode_hello(TaskManagerId(id)))
+        .unwrap();
+    let mut reply = [0u8; floe_network::wire::REPLY_LEN];
+    s.read_exact(&mut reply).unwrap();
+    let (hello, status) = floe_network::wire::decode_reply(&reply).unwrap();
+    assert_eq!(hello.id, to.id());
+    assert_eq!(status, floe_network::wire::HandshakeStatus::Accepted);
+    s
+}
+
+/// The peer a raw socket claims to be (it is never dialed: the
+/// environment finds the raw connection by id).
+pub fn raw_peer_addr(id: u128) -> Peer {
+    Peer {
+        id: TaskManagerId(id),
+        data_addr: "127.0.0.1:9".parse().unwrap(),
+    }
+}
+
+/// The next event, or a panic after `secs` seconds.
+pub fn next_event(env: &NetworkEnvironment, secs: u64) -> floe_network::NetworkEvent {
+    env.events()
+        .recv_timeout(Duration::from_secs(secs))
+        .expect("no network event")
+}
