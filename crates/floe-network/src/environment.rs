@@ -187,6 +187,20 @@ impl NetworkEnvironment {
             .release_where(|k| k.job == job && k.attempt <= attempt);
     }
 
+    /// Closes the connection to `peer` as failed, with `why`: for a peer
+    /// the control plane declared lost (missed heartbeats) while its socket
+    /// still looks open, so that writes blocked on it end and every channel
+    /// to it fails now rather than at a TCP timeout.
+    pub fn disconnect(&self, peer: TaskManagerId, why: &str) {
+        let conn = match self.shared.lock_peers().get(&peer) {
+            Some(Slot::Connected(c)) => Some(Arc::clone(c)),
+            _ => None,
+        };
+        if let Some(c) = conn {
+            c.fail(ConnectionError::Disconnected(why.to_string()));
+        }
+    }
+
     fn admit(&self, job: JobId, attempt: u64) -> Result<(), NetworkError> {
         if self.shared.shut_down.load(Ordering::Acquire) {
             return Err(NetworkError::ShutDown);

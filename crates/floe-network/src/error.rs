@@ -40,6 +40,10 @@ pub enum ConnectionError {
         /// Who answered.
         actual: TaskManagerId,
     },
+    /// This TaskManager closed the connection (the control plane declared
+    /// the peer lost).
+    #[error("closed by this TaskManager: {0}")]
+    Disconnected(String),
     /// This TaskManager's network environment shut down.
     #[error("the network environment shut down")]
     ShutDown,

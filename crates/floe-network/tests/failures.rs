@@ -218,3 +218,33 @@ fn malformed_messages_fail_the_connection_with_a_reason() {
         assert!(reason.contains(why), "case {i}: {reason} lacks {why}");
     }
 }
+
+/// The TaskManager may drop a peer the control plane declared lost: both
+/// ends hear of it, the remote end with the peer's id.
+#[test]
+fn disconnecting_a_peer_fails_its_connection_on_both_ends() {
+    let a = env(48);
+    let b = env(49);
+    let job = JobId::from_u128(4);
+    let inp = input(&b, job, 0, &peer(&a), ch(0, 0, 0), 2);
+    let _out = output(&a, job, 0, &peer(&b), ch(0, 0, 0));
+    a.disconnect(b.id(), "missed 5 heartbeats");
+    match next_event(&a, 5) {
+        NetworkEvent::ConnectionLost { peer, reason, .. } => {
+            assert_eq!(peer, b.id());
+            assert!(
+                reason.to_string().contains("missed 5 heartbeats"),
+                "{reason}"
+            );
+        }
+        e => panic!("unexpected {e:?}"),
+    }
+    match next_event(&b, 5) {
+        NetworkEvent::ConnectionLost { peer, .. } => assert_eq!(peer, a.id()),
+        e => panic!("unexpected {e:?}"),
+    }
+    assert!(matches!(
+        InputGate::new(vec![inp]).poll(),
+        Err(TaskError::Cancelled)
+    ));
+}
