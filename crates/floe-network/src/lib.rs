@@ -42,6 +42,8 @@
 //! the `FrameSink`/`FrameHandler`/`CreditReturn` contract) is
 //! `floe_runtime::remote`; this crate only moves bytes.
 
+#![warn(missing_docs)]
+
 mod config;
 mod connection;
 mod environment;
