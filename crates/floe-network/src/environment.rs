@@ -422,13 +422,19 @@ impl Shared {
         );
         let mut peers = self.lock_peers();
         let result = match dialed {
-            Err(reason) => {
-                if matches!(peers.get(&peer.id), Some(Slot::Dialing)) {
+            Err(reason) => match peers.get(&peer.id) {
+                // The peer's own connection arrived meanwhile and won.
+                Some(Slot::Connected(c)) if !c.is_failed() => Ok(Arc::clone(c)),
+                Some(Slot::Dialing) => {
                     peers.remove(&peer.id);
+                    Err(connect_error(reason))
                 }
-                Err(connect_error(reason))
+                _ => Err(connect_error(reason)),
+            },
+            Ok(_) if self.shut_down.load(Ordering::Acquire) => {
+                peers.remove(&peer.id);
+                Err(NetworkError::ShutDown)
             }
-            Ok(_) if self.shut_down.load(Ordering::Acquire) => Err(NetworkError::ShutDown),
             Ok((stream, HandshakeStatus::Accepted)) => match peers.get(&peer.id) {
                 // Defensive: an accepted connection already won.
                 Some(Slot::Connected(c)) if !c.is_failed() => {
