@@ -4,12 +4,14 @@
 //! channel, so the connection's reader can always hand a frame over
 //! without waiting for the task. Credits come back as the task consumes
 //! ([`CreditReturn::consumed`], one atomic add on the task's thread) and
-//! are announced in batches (a quarter of the capacity): a credit message
+//! are announced in batches of a quarter of the capacity: a credit message
 //! per consumed frame would cost as much as the frames on a busy channel.
-//! They are announced at once, though, when the sender may be waiting for
-//! them: when every credit granted has been used (nothing in flight), or
-//! when a frame arrives whose sender reported a backlog (frames held back
-//! for lack of credit).
+//! A batch never starves the task: frames held + credits gathered + credits
+//! in flight always add up to the capacity, so when the sender has no
+//! credit left the task still holds at least three quarters of its
+//! capacity in frames. When it is draining faster than that (its queue
+//! below half) and a frame arrives whose sender reports a backlog (frames
+//! held back for lack of credit), the gathered credits go out at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
@@ -29,6 +31,8 @@ pub(crate) struct InboundCredits {
     in_flight: AtomicU32,
     /// Announce once this many credits gathered.
     batch: u32,
+    /// Frames the task's channel holds.
+    capacity: u32,
     /// Set when the channel is released: its credits go nowhere.
     released: AtomicBool,
     out: Arc<OutQueue>,
@@ -43,6 +47,7 @@ impl InboundCredits {
             unannounced: AtomicU32::new(0),
             in_flight: AtomicU32::new(0),
             batch: (capacity / 4).max(1),
+            capacity,
             released: AtomicBool::new(false),
             out,
         })
@@ -82,8 +87,13 @@ impl InboundCredits {
                 ))
             })?
             - 1;
-        if (left == 0 || backlog > 0) && self.unannounced.load(SeqCst) > 0 {
-            self.announce();
+        if backlog > 0 {
+            let gathered = self.unannounced.load(SeqCst);
+            // Frames the task holds, this one included.
+            let held = self.capacity.saturating_sub(left + gathered);
+            if gathered > 0 && held < self.capacity / 2 {
+                self.announce();
+            }
         }
         Ok(())
     }
@@ -97,10 +107,7 @@ impl InboundCredits {
 impl CreditReturn for InboundCredits {
     #[inline]
     fn consumed(&self) {
-        let gathered = self.unannounced.fetch_add(1, SeqCst) + 1;
-        // SeqCst on both sides pairs with `on_frame`: either it sees this
-        // credit or this sees its in-flight count drop to zero.
-        if gathered >= self.batch || self.in_flight.load(SeqCst) == 0 {
+        if self.unannounced.fetch_add(1, SeqCst) + 1 >= self.batch {
             self.announce();
         }
     }
