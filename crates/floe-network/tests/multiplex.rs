@@ -125,3 +125,21 @@ fn simultaneous_dials_settle_on_one_connection() {
         assert_eq!(b.connected_peers(), vec![a.id()], "round {round}");
     }
 }
+
+/// A second connection from a peer that already has a live one is refused
+/// as a duplicate; once the first fails, the peer may connect again.
+#[test]
+fn a_peer_gets_one_live_connection_at_a_time() {
+    let a = env(200);
+    let first = raw_peer(&a, 201);
+    let (_second, status) = raw_hello(&a, 201);
+    assert_eq!(status, floe_network::wire::HandshakeStatus::Duplicate);
+    assert_eq!(a.connected_peers().len(), 1);
+    first.shutdown(std::net::Shutdown::Both).unwrap();
+    assert!(matches!(
+        next_event(&a, 5),
+        floe_network::NetworkEvent::ConnectionLost { .. }
+    ));
+    let _third = raw_peer(&a, 201);
+    assert_eq!(a.connected_peers(), vec![floe_network::TaskManagerId(201)]);
+}

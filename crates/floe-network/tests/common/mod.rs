@@ -123,6 +123,16 @@ pub fn send_all(out: &mut dyn OutputChannel<u64>, msgs: &[StreamMessage<u64>]) {
 /// A hand-driven peer on a raw socket: says hello as `id` and checks the
 /// reply, so a test can write any bytes it likes afterwards.
 pub fn raw_peer(to: &NetworkEnvironment, id: u128) -> std::net::TcpStream {
+    let (s, status) = raw_hello(to, id);
+    assert_eq!(status, floe_network::wire::HandshakeStatus::Accepted);
+    s
+}
+
+/// Says hello as `id` on a raw socket and returns the acceptor's verdict.
+pub fn raw_hello(
+    to: &NetworkEnvironment,
+    id: u128,
+) -> (std::net::TcpStream, floe_network::wire::HandshakeStatus) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(to.local_addr()).unwrap();
     s.write_all(&floe_network::wire::encode_hello(TaskManagerId(id)))
@@ -131,8 +141,7 @@ pub fn raw_peer(to: &NetworkEnvironment, id: u128) -> std::net::TcpStream {
     s.read_exact(&mut reply).unwrap();
     let (hello, status) = floe_network::wire::decode_reply(&reply).unwrap();
     assert_eq!(hello.id, to.id());
-    assert_eq!(status, floe_network::wire::HandshakeStatus::Accepted);
-    s
+    (s, status)
 }
 
 /// The peer a raw socket claims to be (it is never dialed: the
