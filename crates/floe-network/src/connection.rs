@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use crossbeam_channel::Sender;
 use floe_runtime::remote::{CreditReturn, FrameError, FrameHandler};
@@ -117,7 +117,7 @@ impl Connection {
         let credits = InboundCredits::new(key, capacity, Arc::clone(&self.out));
         let (handler, made) = make(Arc::clone(&credits) as Arc<dyn CreditReturn>);
         {
-            let mut map = self.inbound.lock().expect("inbound lock");
+            let mut map = lock(&self.inbound);
             if self.is_failed() {
                 return Err(self.lost());
             }
@@ -143,7 +143,7 @@ impl Connection {
         key: ChannelKey,
     ) -> Result<Arc<OutboundChannel>, NetworkError> {
         let ch = {
-            let mut map = self.outbound.lock().expect("outbound lock");
+            let mut map = lock(&self.outbound);
             if self.is_failed() {
                 return Err(self.lost());
             }
@@ -161,7 +161,7 @@ impl Connection {
     /// tasks see their input disconnected), senders fail.
     pub(crate) fn release(&self, matches: impl Fn(&ChannelKey) -> bool) {
         let inbound: Vec<InboundChannel> = {
-            let mut map = self.inbound.lock().expect("inbound lock");
+            let mut map = lock(&self.inbound);
             let keys: Vec<ChannelKey> = map.keys().filter(|k| matches(k)).copied().collect();
             keys.iter().filter_map(|k| map.remove(k)).collect()
         };
@@ -170,7 +170,7 @@ impl Connection {
         }
         drop(inbound);
         let outbound: Vec<Arc<OutboundChannel>> = {
-            let mut map = self.outbound.lock().expect("outbound lock");
+            let mut map = lock(&self.outbound);
             let keys: Vec<ChannelKey> = map.keys().filter(|k| matches(k)).copied().collect();
             keys.iter().filter_map(|k| map.remove(k)).collect()
         };
@@ -187,12 +187,12 @@ impl Connection {
         }
         self.out.close();
         let _ = self.stream.shutdown(Shutdown::Both);
-        let inbound = std::mem::take(&mut *self.inbound.lock().expect("inbound lock"));
+        let inbound = std::mem::take(&mut *lock(&self.inbound));
         for ch in inbound.values() {
             ch.credits.release();
         }
         drop(inbound);
-        let outbound = std::mem::take(&mut *self.outbound.lock().expect("outbound lock"));
+        let outbound = std::mem::take(&mut *lock(&self.outbound));
         for ch in outbound.values() {
             ch.close(Closed::ConnectionLost(reason.clone()));
         }
@@ -218,7 +218,22 @@ impl Connection {
     }
 
     fn read_loop(&self, mut stream: TcpStream) {
-        let Err(reason) = self.read_messages(&mut stream);
+        // A handler that panics (a bug: decoding returns errors) must
+        // still fail the connection, or its peer would look alive.
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.read_messages(&mut stream)
+        }));
+        let reason = match read {
+            Ok(Err(reason)) => reason,
+            Err(panic) => ConnectionError::Protocol(format!(
+                "a frame handler panicked: {}",
+                panic
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("(no message)")
+            )),
+        };
         self.fail(reason);
     }
 
@@ -232,7 +247,7 @@ impl Connection {
         loop {
             let mut need = 0;
             if start < end {
-                let mut inbound = self.inbound.lock().expect("inbound lock");
+                let mut inbound = lock(&self.inbound);
                 loop {
                     match wire::parse(&buf[start..end], self.cx.max_message_bytes)? {
                         Parsed::Message(msg, used) => {
@@ -309,7 +324,7 @@ impl Connection {
                     return Ok(());
                 }
                 let ch = {
-                    let mut map = self.outbound.lock().expect("outbound lock");
+                    let mut map = lock(&self.outbound);
                     Arc::clone(map.entry(key).or_insert_with(|| {
                         OutboundChannel::new(
                             key,
@@ -323,6 +338,12 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// Locks a channel table, surviving a panic of the thread that held it
+/// (the tables stay consistent: every update is a single insert or remove).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn duplicate(peer: TaskManagerId, key: ChannelKey) -> NetworkError {

@@ -248,3 +248,35 @@ fn disconnecting_a_peer_fails_its_connection_on_both_ends() {
         Err(TaskError::Cancelled)
     ));
 }
+
+struct Panics;
+impl floe_runtime::remote::FrameHandler for Panics {
+    fn deliver(&mut self, _: &[u8]) -> Result<(), floe_runtime::remote::FrameError> {
+        panic!("decoder bug");
+    }
+}
+
+/// A handler that panics (a bug, not bad bytes) still fails the
+/// connection visibly instead of leaving a dead reader behind.
+#[test]
+fn a_panicking_handler_fails_the_connection() {
+    let a = env(50);
+    let b = env(51);
+    let job = JobId::from_u128(5);
+    b.register_input(job, 0, &peer(&a), ch(0, 0, 0), 2, |_| {
+        (
+            Box::new(Panics) as Box<dyn floe_runtime::remote::FrameHandler>,
+            (),
+        )
+    })
+    .unwrap();
+    let mut out = output(&a, job, 0, &peer(&b), ch(0, 0, 0));
+    out.send(StreamMessage::EndOfInput, &CancelFlag::new())
+        .unwrap();
+    let reason = lost_reason(&b);
+    assert!(reason.contains("decoder bug"), "{reason}");
+    assert!(matches!(
+        next_event(&a, 5),
+        NetworkEvent::ConnectionLost { .. }
+    ));
+}
