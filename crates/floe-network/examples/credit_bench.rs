@@ -10,7 +10,8 @@
 //! three each, and their ratio; credit-based flow control should keep it
 //! near 1), and the raw
 //! throughput of one channel and of eight, with `u64` records in batches
-//! of 1024 sent through the runtime's typed remote channels.
+//! of 1024 sent through the runtime's typed remote channels (and, for
+//! comparison, one in-process channel).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -164,6 +165,21 @@ fn run(p: &Pair, job: u128, channels: u32, records: u64, with_slow: bool) -> f64
     seen as f64 / elapsed
 }
 
+/// Records/s of one in-process channel of the same capacity: what the
+/// network path is compared with.
+fn run_local(records: u64) -> f64 {
+    let ops = StreamType::<u64>::ops();
+    let (tx, rx) = ops.channel(CAPACITY);
+    let batches = records / BATCH as u64;
+    let start = Instant::now();
+    let s = sender(unbox(tx, "output"), batches);
+    let seen = receiver(unbox(rx, "input"), Duration::ZERO).join().unwrap();
+    let elapsed = start.elapsed().as_secs_f64();
+    s.join().unwrap();
+    assert_eq!(seen, batches * BATCH as u64);
+    seen as f64 / elapsed
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -212,6 +228,7 @@ fn main() {
         }
         let (alone, with_slow) = (median(alone), median(with_slow));
         let one = run(&p, next(), 1, records, false);
+        let local = run_local(records);
         let eight = run(&p, next(), 8, records / 8, false);
         println!(
             "{}",
@@ -226,6 +243,7 @@ fn main() {
                 "ratio_with_slow_to_alone": (with_slow / alone * 1000.0).round() / 1000.0,
                 "one_channel_records_per_s": one.round(),
                 "one_channel_bytes_per_s": (one * wire_bytes_per_record).round(),
+                "one_local_channel_records_per_s": local.round(),
                 "eight_channels_records_per_s": eight.round(),
                 "eight_channels_bytes_per_s": (eight * wire_bytes_per_record).round(),
                 "wire_bytes_per_record": (wire_bytes_per_record * 100.0).round() / 100.0,
