@@ -152,3 +152,17 @@ pub enum NetworkEvent {
         reason: ConnectionError,
     },
 }
+
+impl std::fmt::Display for NetworkEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetworkEvent::ConnectionLost { peer, addr, reason } => write!(
+                f,
+                "data connection to TaskManager {peer} ({addr}) lost: {reason}"
+            ),
+            NetworkEvent::HandshakeFailed { addr, reason } => {
+                write!(f, "refused a data connection from {addr}: {reason}")
+            }
+        }
+    }
+}

@@ -111,7 +111,11 @@ fn a_reset_socket_is_reported_with_the_peer() {
 
 fn lost_reason(env: &floe_network::NetworkEnvironment) -> String {
     match next_event(env, 5) {
-        NetworkEvent::ConnectionLost { reason, .. } => reason.to_string(),
+        e @ NetworkEvent::ConnectionLost { .. } => {
+            let text = e.to_string();
+            assert!(text.contains("data connection to TaskManager"), "{text}");
+            text
+        }
         e => panic!("unexpected {e:?}"),
     }
 }
