@@ -97,6 +97,36 @@ struct WireBarrier {
     last_completed: Option<u64>,
 }
 
+/// Postcard output that appends byte by byte to a reused buffer. The
+/// stock `to_extend` copies each varint (1 to 10 bytes) with a call to
+/// `memcpy`, which cost a fifth of a network sender's CPU; a push inlines.
+/// The bytes are the same.
+struct PushBytes<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for PushBytes<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        if bytes.len() <= 16 {
+            bytes.iter().for_each(|b| self.0.push(*b));
+        } else {
+            self.0.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 /// Appends `msg`'s frame to `out` (cleared first).
 pub fn encode_message<T: Serialize>(
     msg: &StreamMessage<T>,
@@ -107,8 +137,7 @@ pub fn encode_message<T: Serialize>(
         StreamMessage::Records(b) => {
             out.push(TAG_RECORDS);
             let body = (&b.records, &b.key_groups, &b.timestamps);
-            let taken = std::mem::take(out);
-            *out = postcard::to_extend(&body, taken)?;
+            postcard::serialize_with_flavor(&body, PushBytes(out))?;
         }
         StreamMessage::Watermark(w) => {
             out.push(TAG_WATERMARK);
@@ -130,8 +159,7 @@ pub fn encode_message<T: Serialize>(
                 },
                 last_completed: b.last_completed,
             };
-            let taken = std::mem::take(out);
-            *out = postcard::to_extend(&wire, taken)?;
+            postcard::serialize_with_flavor(&wire, PushBytes(out))?;
         }
         StreamMessage::EndOfInput => out.push(TAG_END),
     }
@@ -307,6 +335,26 @@ mod tests {
         ] {
             let e = decode_message::<String>(frame).unwrap_err();
             assert!(e.to_string().contains(why), "{e} lacks {why}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The byte-pushing output writes exactly postcard's bytes.
+        #[test]
+        fn records_encode_as_postcard_does(
+            records in proptest::collection::vec(proptest::num::u64::ANY, 0..300),
+            names in proptest::collection::vec(".{0,20}", 0..20),
+            key_groups in proptest::collection::vec(proptest::num::u16::ANY, 0..20),
+        ) {
+            let mut buf = Vec::new();
+            let batch = Batch { records: records.clone(), key_groups: key_groups.clone(), timestamps: vec![] };
+            encode_message(&StreamMessage::Records(batch), &mut buf).unwrap();
+            let want = postcard::to_extend(&(&records, &key_groups, &Vec::<i64>::new()), vec![TAG_RECORDS]).unwrap();
+            proptest::prop_assert_eq!(&buf, &want);
+            let batch = Batch { records: names.clone(), key_groups: vec![], timestamps: vec![] };
+            encode_message(&StreamMessage::Records(batch), &mut buf).unwrap();
+            let want = postcard::to_extend(&(&names, &Vec::<u16>::new(), &Vec::<i64>::new()), vec![TAG_RECORDS]).unwrap();
+            proptest::prop_assert_eq!(&buf, &want);
         }
     }
 

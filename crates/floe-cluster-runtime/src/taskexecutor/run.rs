@@ -1,0 +1,383 @@
+//! One run's share on this TaskManager: built from its deployment on a
+//! thread of its own, then its tasks' reports and checkpoint events sent
+//! to the JobManager.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+use floe_cluster::{Attempt, JobAttempt, TaskEventSender};
+use floe_core::JobId;
+use floe_network::{NetworkEnvironment, Peer, TaskManagerId as DataId};
+use floe_runtime::channel::CancelFlag;
+use floe_runtime::checkpoint::{
+    AlignmentMode, CheckpointStore, OpenedSnapshot, RestoredState, SnapshotTargets, TaskCommand,
+    TaskInit, read_checkpoint_metadata,
+};
+use floe_runtime::deployment::{BuildContext, build_tasks};
+use floe_runtime::gateway::{
+    self, RestorePoint, RunDeployment, TaskManagerCommand, TaskManagerEvent, TaskOutcome,
+    TaskResult,
+};
+use floe_runtime::plan::PlanSignature;
+use floe_runtime::task_manager::{RunSetup, TaskManager};
+use floe_runtime::{JobManager, JobMetrics, ProcessingTimeService};
+
+use super::wiring::NetworkWiring;
+use crate::endpoint::DataEndpoint;
+use crate::registry::JobRegistry;
+
+/// A run on this TaskManager, as commands and cancellations reach it.
+pub(crate) struct LocalRun {
+    pub attempt: u64,
+    /// Cancels its tasks.
+    pub cancel: CancelFlag,
+    job: JobAttempt,
+    events: TaskEventSender,
+    /// The tasks placed here, by index.
+    tasks: Vec<u32>,
+    state: Mutex<RunProgress>,
+}
+
+struct RunProgress {
+    /// Until the tasks run: commands that arrived, in order.
+    queued: Vec<TaskManagerCommand>,
+    /// Once they run: each task's command channel, and where snapshots go.
+    started: Option<(HashMap<usize, Sender<TaskCommand>>, Arc<SnapshotTargets>)>,
+    /// Tasks reported to the JobManager (each exactly once).
+    reported: Vec<u32>,
+}
+
+impl LocalRun {
+    pub fn new(job: JobAttempt, events: TaskEventSender, deployment: &RunDeployment) -> Self {
+        let mut tasks = Vec::new();
+        let mut index = 0u32;
+        for chain in &deployment.placement {
+            for &peer in chain {
+                if peer == deployment.this_peer {
+                    tasks.push(index);
+                }
+                index += 1;
+            }
+        }
+        LocalRun {
+            attempt: job.attempt.0,
+            cancel: CancelFlag::new(),
+            job,
+            events,
+            tasks,
+            state: Mutex::new(RunProgress {
+                queued: Vec::new(),
+                started: None,
+                reported: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RunProgress> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies (or keeps until the tasks run) a command of the JobManager.
+    pub fn command(&self, command: TaskManagerCommand) -> Result<(), String> {
+        let mut state = self.lock();
+        match &state.started {
+            None => {
+                state.queued.push(command);
+                Ok(())
+            }
+            Some((senders, targets)) => apply(senders, targets, command),
+        }
+    }
+
+    fn send(&self, event: &TaskManagerEvent) {
+        let payload = Bytes::from(gateway::encode(event));
+        if let Err(e) = self.events.report_blocking(self.job, payload) {
+            tracing::warn!("cannot report to the JobManager for {}: {e}", self.job);
+        }
+    }
+
+    /// Reports a task's end unless it was reported already.
+    fn report(&self, mut outcome: TaskOutcome) {
+        // Nothing here cancels a run but the JobManager (and `fail`): a
+        // task that stopped as cancelled otherwise lost a channel to
+        // another TaskManager, which fails the run.
+        if outcome.result == TaskResult::Cancelled && !self.cancel.is_cancelled() {
+            outcome.result = TaskResult::Failed {
+                operator: outcome.name.clone(),
+                uid: String::new(),
+                subtask: 0,
+                parallelism: 1,
+                message: "a channel to another TaskManager broke".into(),
+                panic: false,
+                non_recoverable: false,
+            };
+        }
+        {
+            let mut state = self.lock();
+            if state.reported.contains(&outcome.task) {
+                return;
+            }
+            state.reported.push(outcome.task);
+        }
+        self.send(&TaskManagerEvent::TaskEnded(outcome));
+    }
+
+    /// Fails every task of the run here that has not reported, and cancels
+    /// the run: it cannot go on (it could not be built, or a connection to
+    /// another TaskManager broke).
+    pub fn fail(&self, reason: &str, non_recoverable: bool) {
+        self.cancel.cancel();
+        for &task in &self.tasks {
+            self.report(TaskOutcome {
+                task,
+                name: format!("task {task}"),
+                result: TaskResult::Failed {
+                    operator: format!("task {task}"),
+                    uid: String::new(),
+                    subtask: 0,
+                    parallelism: 1,
+                    message: reason.to_string(),
+                    panic: false,
+                    non_recoverable,
+                },
+            });
+        }
+    }
+}
+
+fn apply(
+    senders: &HashMap<usize, Sender<TaskCommand>>,
+    targets: &SnapshotTargets,
+    command: TaskManagerCommand,
+) -> Result<(), String> {
+    match command {
+        TaskManagerCommand::Task { task, command } => {
+            let cmd = TaskCommand::try_from(command)?;
+            match senders.get(&(task as usize)) {
+                // A task that ended no longer takes commands.
+                Some(tx) => {
+                    let _ = tx.send(cmd);
+                    Ok(())
+                }
+                None => Err(format!("task {task} does not run on this TaskManager")),
+            }
+        }
+        TaskManagerCommand::SavepointTarget {
+            checkpoint_id,
+            directory,
+        } => targets
+            .attach_savepoint(checkpoint_id, &directory)
+            .map_err(|e| format!("savepoint {checkpoint_id} at {directory}: {e}")),
+    }
+}
+
+/// What building and running a run here needs.
+pub(crate) struct RunHost {
+    pub registry: JobRegistry,
+    pub network: Arc<NetworkEnvironment>,
+    pub run: Arc<LocalRun>,
+    pub deployment: RunDeployment,
+}
+
+impl RunHost {
+    /// Builds the run's tasks here and runs them to their end (on the
+    /// calling thread, which it keeps until then).
+    pub fn run(self) {
+        let run = self.run.clone();
+        if let Err((reason, non_recoverable)) = self.host() {
+            tracing::warn!("{}: {reason}", run.job);
+            run.fail(&reason, non_recoverable);
+            run.send(&TaskManagerEvent::RunEnded);
+        }
+    }
+
+    fn host(self) -> Result<(), (String, bool)> {
+        let RunHost {
+            registry,
+            network,
+            run,
+            deployment,
+        } = self;
+        let job_id: JobId = run.job.job;
+        // A build or plan that differs will differ again: no restart helps.
+        let final_ = |e: &dyn std::fmt::Display| (e.to_string(), true);
+        let captured = registry
+            .build(job_id, &deployment.job)
+            .map_err(|e| final_(&e))?;
+        let settings = captured.settings;
+        let graph = captured.graph;
+        let plan = JobManager::new(settings.clone())
+            .plan(&graph)
+            .map_err(|e| final_(&e))?;
+        if let Some(why) = PlanSignature::of(&graph, &plan).mismatch(&deployment.signature) {
+            return Err((
+                format!(
+                    "this TaskManager builds job '{}' differently from the JobManager ({why}): \
+                     run the same Floe build with the same arguments everywhere",
+                    deployment.job.name
+                ),
+                true,
+            ));
+        }
+        let checkpoints: Option<Arc<dyn CheckpointStore>> =
+            settings.checkpointing.as_ref().map(|(_, s)| s.clone());
+        let restore = restore(&deployment.restore, &settings.restore, checkpoints.as_ref())
+            .map_err(|e| (e, false))?;
+        let peers: Vec<Peer> = deployment
+            .peers
+            .iter()
+            .map(|p| {
+                p.data_address
+                    .parse::<DataEndpoint>()
+                    .map(|e| Peer {
+                        id: DataId(e.id),
+                        data_addr: e.address,
+                    })
+                    .map_err(|e| (format!("TaskManager {}: {e}", p.id), true))
+            })
+            .collect::<Result<_, _>>()?;
+        let metrics = JobMetrics::new(
+            &graph
+                .vertices
+                .iter()
+                .map(|v| v.parallelism)
+                .collect::<Vec<_>>(),
+            &plan
+                .chains
+                .iter()
+                .map(|c| c.iter().map(|v| v.0).collect())
+                .collect::<Vec<_>>(),
+        );
+        let mut wiring = NetworkWiring {
+            network: &network,
+            job: job_id,
+            attempt: run.attempt,
+            placement: &deployment.placement,
+            peers: &peers,
+            this_peer: deployment.this_peer,
+            edge_chains: NetworkWiring::edge_chains(&graph, &plan),
+        };
+        let tasks = build_tasks(
+            &BuildContext {
+                job_id,
+                job_name: &captured.job_name,
+                graph: &graph,
+                plan: &plan,
+                cancel: &run.cancel,
+                metrics: &metrics,
+                channel_capacity: settings.channel_capacity,
+                batch_size: settings.batch_size,
+            },
+            &mut wiring,
+        )
+        .map_err(|e| (e.to_string(), false))?;
+        let targets = Arc::new(SnapshotTargets::new(checkpoints));
+        let (events_tx, events_rx) = crossbeam_channel::unbounded();
+        let alignment = settings
+            .checkpointing
+            .as_ref()
+            .map(|(c, _)| AlignmentMode::of(c))
+            .unwrap_or(AlignmentMode::Aligned);
+        let mut hosted = TaskManager::start_run(
+            tasks,
+            RunSetup {
+                cancel: run.cancel.clone(),
+                init: TaskInit {
+                    restore,
+                    checkpointing: settings.checkpointing.is_some(),
+                    queryable: None,
+                    time: ProcessingTimeService::new(settings.processing_clock.clone()),
+                    auto_watermark_interval: settings.auto_watermark_interval,
+                },
+                alignment,
+                store: targets.clone(),
+                events: events_tx,
+                queryable: None,
+            },
+        )
+        .map_err(|e| (e.to_string(), false))?;
+        {
+            let mut state = run.lock();
+            let senders: HashMap<usize, Sender<TaskCommand>> = hosted
+                .commands
+                .iter()
+                .map(|(i, tx, _)| (*i, tx.clone()))
+                .collect();
+            for command in std::mem::take(&mut state.queued) {
+                if let Err(e) = apply(&senders, &targets, command) {
+                    tracing::warn!("{}: a queued command failed: {e}", run.job);
+                }
+            }
+            state.started = Some((senders, targets));
+        }
+        tracing::info!(job = %job_id, attempt = run.attempt, tasks = hosted.task_count(), "run started");
+        let forward = {
+            let run = run.clone();
+            std::thread::Builder::new()
+                .name("run-events".into())
+                .spawn(move || {
+                    for event in events_rx.iter() {
+                        if let Some(e) = TaskManagerEvent::of_coordinator_event(&event) {
+                            run.send(&e);
+                        }
+                    }
+                })
+                .map_err(|e| (e.to_string(), false))?
+        };
+        for _ in 0..hosted.task_count() {
+            let Ok(report) = hosted.reports.recv() else {
+                break;
+            };
+            run.report(TaskOutcome::from(&report));
+        }
+        hosted.join_tasks();
+        hosted.join_uploaders();
+        // The tasks and uploaders held the events' senders; the commands'
+        // senders go with the run's state.
+        run.lock().started = None;
+        drop(hosted);
+        let _ = forward.join();
+        run.send(&TaskManagerEvent::RunEnded);
+        tracing::info!(job = %job_id, attempt = run.attempt, "run ended");
+        Ok(())
+    }
+}
+
+/// The state the run starts from, read here.
+fn restore(
+    point: &Option<RestorePoint>,
+    loaded: &Option<Arc<RestoredState>>,
+    checkpoints: Option<&Arc<dyn CheckpointStore>>,
+) -> Result<Option<Arc<RestoredState>>, String> {
+    match point {
+        None => Ok(None),
+        // The job's arguments named it (`-s`): building the graph read it.
+        Some(RestorePoint::Snapshot(path)) => match loaded {
+            Some(r) => Ok(Some(r.clone())),
+            None => OpenedSnapshot::open(path)
+                .and_then(|s| s.load())
+                .map(|r| Some(Arc::new(r)))
+                .map_err(|e| format!("cannot restore from {path}: {e}")),
+        },
+        Some(RestorePoint::Checkpoint(id)) => {
+            let store = checkpoints.ok_or_else(|| {
+                format!("checkpoint {id} to restore, but the job has no checkpoint storage here")
+            })?;
+            let meta = read_checkpoint_metadata(store.as_ref(), *id)
+                .map_err(|e| format!("cannot read checkpoint {id}: {e}"))?;
+            RestoredState::load(&meta, store.clone(), true)
+                .map(|r| Some(Arc::new(r)))
+                .map_err(|e| format!("cannot restore checkpoint {id}: {e}"))
+        }
+    }
+}
+
+/// The job and attempt of a run.
+pub(crate) fn job_attempt(job: JobId, attempt: u64) -> JobAttempt {
+    JobAttempt {
+        job,
+        attempt: Attempt(attempt),
+    }
+}
