@@ -15,13 +15,16 @@
 //! | [`registry`] | the jobs a binary can run, by name |
 //! | [`endpoint`] | a TaskManager's data endpoint, `host:port@<id>` |
 //! | [`jobmaster`] | the JobManager's job side: submission, deployment, routing |
+//! | [`taskexecutor`] | a TaskManager's job side: building and running its share of a run |
 
 #![warn(missing_docs)]
 
 pub mod endpoint;
 pub mod jobmaster;
 pub mod registry;
+pub mod taskexecutor;
 
 pub use endpoint::DataEndpoint;
 pub use jobmaster::{ClusterJobMaster, SubmitError};
 pub use registry::{BuildError, JobFunction, JobRegistry};
+pub use taskexecutor::ClusterTaskExecutor;

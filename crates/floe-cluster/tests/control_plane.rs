@@ -94,6 +94,7 @@ fn start_jobmanager(handler: Arc<RecordingJobMaster>) -> JobManagerRole {
         JobManagerOptions {
             rpc_address: Some("127.0.0.1:0".into()),
             serve_rest: true,
+            job_routes: None,
         },
         handler,
     )

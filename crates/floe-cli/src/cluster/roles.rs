@@ -67,6 +67,7 @@ pub fn jobmanager(
         JobManagerOptions {
             rpc_address,
             serve_rest: true,
+            job_routes: None,
         },
         Arc::new(MembershipReporter),
     )?;

@@ -5,6 +5,7 @@
 //! TaskManager losses are routed to the run they belong to.
 
 mod deployer;
+pub mod rest;
 mod run;
 
 use std::collections::BTreeMap;

@@ -70,8 +70,7 @@ async fn run(
         }
     };
     // Building the graph runs the job's function: off the async threads.
-    let submitted =
-        tokio_blocking(move || master.submit(JobEntry { name, args })).await;
+    let submitted = tokio_blocking(move || master.submit(JobEntry { name, args })).await;
     match submitted {
         Ok(id) => Json(json!({ "jobid": id.to_string() })).into_response(),
         Err(e @ SubmitError::NotReady) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),

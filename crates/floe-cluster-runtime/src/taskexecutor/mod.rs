@@ -45,9 +45,13 @@ impl ClusterTaskExecutor {
             .name("data-plane-events".into())
             .spawn(move || {
                 for event in events.iter() {
-                    let Some(executor) = weak.upgrade() else { return };
+                    let Some(executor) = weak.upgrade() else {
+                        return;
+                    };
                     if let NetworkEvent::ConnectionLost { peer, addr, reason } = event {
-                        let why = format!("the data connection to TaskManager {peer} at {addr} broke: {reason}");
+                        let why = format!(
+                            "the data connection to TaskManager {peer} at {addr} broke: {reason}"
+                        );
                         for run in executor.all_runs() {
                             run.fail(&why, false);
                         }
@@ -125,7 +129,10 @@ impl TaskExecutorHandler for ClusterTaskExecutor {
 
     fn release(&self, job: JobAttempt) {
         let mut runs = self.runs();
-        if runs.get(&job.job).is_some_and(|r| r.attempt == job.attempt.0) {
+        if runs
+            .get(&job.job)
+            .is_some_and(|r| r.attempt == job.attempt.0)
+        {
             runs.remove(&job.job);
         }
         drop(runs);

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use crossbeam_channel::Sender;
-use floe_cluster::{Attempt, JobAttempt, TaskEventSender};
+use floe_cluster::{JobAttempt, TaskEventSender};
 use floe_core::JobId;
 use floe_network::{NetworkEnvironment, Peer, TaskManagerId as DataId};
 use floe_runtime::channel::CancelFlag;
@@ -40,11 +40,14 @@ pub(crate) struct LocalRun {
     state: Mutex<RunProgress>,
 }
 
+/// A running share's command channels (by task index) and snapshot targets.
+type Started = (HashMap<usize, Sender<TaskCommand>>, Arc<SnapshotTargets>);
+
 struct RunProgress {
     /// Until the tasks run: commands that arrived, in order.
     queued: Vec<TaskManagerCommand>,
     /// Once they run: each task's command channel, and where snapshots go.
-    started: Option<(HashMap<usize, Sender<TaskCommand>>, Arc<SnapshotTargets>)>,
+    started: Option<Started>,
     /// Tasks reported to the JobManager (each exactly once).
     reported: Vec<u32>,
 }
@@ -371,13 +374,5 @@ fn restore(
                 .map(|r| Some(Arc::new(r)))
                 .map_err(|e| format!("cannot restore checkpoint {id}: {e}"))
         }
-    }
-}
-
-/// The job and attempt of a run.
-pub(crate) fn job_attempt(job: JobId, attempt: u64) -> JobAttempt {
-    JobAttempt {
-        job,
-        attempt: Attempt(attempt),
     }
 }

@@ -85,9 +85,14 @@ impl ExchangeWiring for NetworkWiring<'_> {
         let (source_chain, _) = self.edge_chains[channel.edge as usize];
         let peer = *self.peer(source_chain, channel.sender, channel)?;
         self.network
-            .register_input(self.job, self.attempt, &peer, channel, capacity, |credits| {
-                ops.remote_input(capacity, credits)
-            })
+            .register_input(
+                self.job,
+                self.attempt,
+                &peer,
+                channel,
+                capacity,
+                |credits| ops.remote_input(capacity, credits),
+            )
             .map_err(|e| WiringError {
                 channel,
                 reason: e.to_string(),

@@ -40,6 +40,9 @@ pub struct JobManagerOptions {
     pub rpc_address: Option<String>,
     /// Whether to serve the REST endpoint (`rest.address`, `rest.port`).
     pub serve_rest: bool,
+    /// The job deployment layer's routes (submission, jobs), served beside
+    /// the cluster's on the REST endpoint.
+    pub job_routes: Option<axum::Router>,
 }
 
 /// A running JobManager role. Dropping it stops both endpoints.
@@ -112,7 +115,7 @@ impl JobManagerRole {
         }
         let rest = if options.serve_rest {
             Some(RestServer::start_app(
-                rest::router(state.clone()),
+                rest::router(state.clone(), options.job_routes.clone()),
                 &settings.rest_address,
                 settings.rest_port,
             )?)

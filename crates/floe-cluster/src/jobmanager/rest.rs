@@ -21,17 +21,22 @@ use crate::jobmanager::state::JobManagerState;
 use crate::registry::RegisteredTaskManager;
 use crate::rpc::split_host_port;
 
-/// The routes over the JobManager's state.
-pub(crate) fn router(state: Arc<JobManagerState>) -> Router {
+/// The routes over the JobManager's state, with the job deployment
+/// layer's `jobs` routes (which then answer what no route matches).
+pub(crate) fn router(state: Arc<JobManagerState>, jobs: Option<Router>) -> Router {
     let routes = Router::new()
         .route("/overview", get(overview))
         .route("/taskmanagers", get(taskmanagers))
         .route("/taskmanagers/{id}", get(taskmanager));
-    Router::new()
+    let cluster = Router::new()
         .nest("/v1", routes.clone())
         .merge(routes)
-        .fallback(|| async { not_found("not found: see /overview and /taskmanagers".into()) })
-        .with_state(state)
+        .with_state(state);
+    match jobs {
+        Some(jobs) => cluster.merge(jobs),
+        None => cluster
+            .fallback(|| async { not_found("not found: see /overview and /taskmanagers".into()) }),
+    }
 }
 
 fn not_found(message: String) -> Response {
