@@ -43,10 +43,18 @@ struct RunFlags {
     /// latest completed checkpoint) or a chk-<n> directory.
     #[arg(long = "fromCheckpoint", value_name = "CHECKPOINT_PATH")]
     from_checkpoint: Option<String>,
+    /// Submit to a cluster: the JobManager's REST address (host:port)
+    /// instead of running here.
+    #[arg(short = 'm', long = "jobmanager", value_name = "HOST:PORT")]
+    jobmanager: Option<String>,
+    /// With -m: return once the job is submitted instead of waiting for
+    /// its end.
+    #[arg(short = 'd', long = "detached", requires = "jobmanager")]
+    detached: bool,
 }
 
 impl RunFlags {
-    /// The flags as a job binary takes them.
+    /// The flags as a job binary takes them (`-m` and `-d` are the CLI's).
     fn into_argv(self) -> Vec<String> {
         let mut argv: Vec<String> = Vec::new();
         if let Some(p) = self.parallelism {
@@ -556,7 +564,27 @@ fn parse_positive_rate(s: &str) -> Result<f64, String> {
     }
 }
 
-fn run_job(flags: RunFlags, job: &str, args: Vec<String>) -> anyhow::Result<ExitCode> {
+fn run_job(mut flags: RunFlags, job: &str, args: Vec<String>) -> anyhow::Result<ExitCode> {
+    if let Some(jobmanager) = flags.jobmanager.take() {
+        if flags.config.is_some() {
+            anyhow::bail!(
+                "--config names a file here, which the cluster cannot read: pass the job's settings as -D key=value (the cluster's processes read their own floe-conf.yaml)"
+            );
+        }
+        // Paths the cluster reads are made absolute here, where they were
+        // meant.
+        flags.from_savepoint = flags
+            .from_savepoint
+            .map(|s| floe::api::absolute_location(&s));
+        flags.from_checkpoint = flags
+            .from_checkpoint
+            .map(|s| floe::api::absolute_location(&s));
+        let detached = flags.detached;
+        let mut argv = flags.into_argv();
+        argv.extend(args);
+        let token = std::env::var(client::TOKEN_ENV).ok();
+        return client::submit::submit(&jobmanager, token.as_deref(), job, argv, detached);
+    }
     let mut argv = flags.into_argv();
     argv.extend(args);
     if let Some(main) = find(job) {

@@ -138,6 +138,13 @@ pub mod options {
         parse: parse_positive_duration,
     };
 
+    /// `slot.request.timeout` (Flink's key).
+    pub const SLOT_REQUEST_TIMEOUT: ConfigOption<Duration> = ConfigOption {
+        key: "slot.request.timeout",
+        description: "How long a job's run waits for enough free task slots on the registered TaskManagers before its deployment fails (default 5 min, as in Flink).",
+        parse: parse_positive_duration,
+    };
+
     /// Every key above with its description (kept in step with
     /// `floe_core::config::KNOWN_KEYS` by a test).
     pub const ALL: &[(&str, &str)] = &[
@@ -168,6 +175,7 @@ pub mod options {
             REGISTRATION_MAX_TIMEOUT.key,
             REGISTRATION_MAX_TIMEOUT.description,
         ),
+        (SLOT_REQUEST_TIMEOUT.key, SLOT_REQUEST_TIMEOUT.description),
     ];
 }
 
@@ -241,6 +249,8 @@ pub struct JobManagerConfig {
     pub rest_port: u16,
     /// Heartbeat timing.
     pub heartbeat: HeartbeatConfig,
+    /// How long a run waits for slots (`slot.request.timeout`).
+    pub slot_request_timeout: Duration,
 }
 
 impl JobManagerConfig {
@@ -261,6 +271,9 @@ impl JobManagerConfig {
                 .get(&core_options::REST_PORT)?
                 .unwrap_or(DEFAULT_JOBMANAGER_REST_PORT),
             heartbeat: HeartbeatConfig::from_configuration(config)?,
+            slot_request_timeout: config
+                .get(&options::SLOT_REQUEST_TIMEOUT)?
+                .unwrap_or(Duration::from_secs(300)),
         })
     }
 }

@@ -602,6 +602,10 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         "cluster.registration.max-timeout",
         "Longest time a registration attempt may take, and longest wait between attempts (default 30 s).",
     ),
+    (
+        "slot.request.timeout",
+        "How long a job's run waits for enough free task slots on the registered TaskManagers before its deployment fails (default 5 min, as in Flink).",
+    ),
     // Restart strategy: the options are defined in floe-runtime's restart.rs
     // (`floe_runtime::restart::options`); a test there keeps these in step.
     (

@@ -1051,6 +1051,9 @@ impl JobClient {
             {
                 failure = Some(f.into_failure());
             }
+            // The run is over: what it holds (a cluster's slots) is given
+            // back before the next one asks.
+            drop(run);
             self.remove_orphans();
             self.sweep_shared_state();
             if self.control.was_stopped() {

@@ -8,6 +8,7 @@
 
 pub mod commands;
 mod format;
+pub mod submit;
 
 use std::time::Duration;
 

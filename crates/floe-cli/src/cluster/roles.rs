@@ -1,56 +1,35 @@
-//! `floe jobmanager` and `floe taskmanager`: start a role, print where it
-//! is, serve until SIGTERM or SIGINT. Jobs cannot be deployed yet (issue
-//! 21's job deployment comes next), so the handlers here only report
-//! membership and refuse deployments.
+//! `floe jobmanager` and `floe taskmanager`: start a role with this
+//! binary's jobs (the examples), print where it is, serve until SIGTERM or
+//! SIGINT.
 
+use std::net::ToSocketAddrs;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use floe_cluster::config::TaskManagerConfig;
+use floe_cluster::taskmanager::bind_address;
 use floe_cluster::{
-    JobAttempt, JobCounts, JobManagerOptions, JobManagerRole, JobMasterHandler, Registered,
-    TaskExecutorHandler, TaskManagerId, TaskManagerInfo, TaskManagerOptions, TaskManagerRole,
+    JobManagerConfig, JobManagerOptions, JobManagerRole, Registered, TaskManagerOptions,
+    TaskManagerRole,
 };
+use floe_cluster_runtime::jobmaster::rest;
+use floe_cluster_runtime::{ClusterJobMaster, ClusterTaskExecutor, DataEndpoint, JobRegistry};
+use floe_network::{NetworkConfig, NetworkEnvironment, TaskManagerId as DataId};
 
 use crate::cluster::settings::{Termination, load};
+use floe_cli::examples::EXAMPLES;
 
-/// The JobManager's job side until job deployment exists: reports
-/// membership on stderr, runs no jobs.
-struct MembershipReporter;
-
-impl JobMasterHandler for MembershipReporter {
-    fn taskmanager_registered(&self, info: &TaskManagerInfo) {
-        eprintln!(
-            "TaskManager {} registered from {} ({} slots)",
-            info.id, info.rpc_address, info.slots
+/// Every example job, by name: what a cluster of `floe` processes runs.
+fn registry() -> JobRegistry {
+    let mut registry = JobRegistry::new();
+    for (name, _, main) in EXAMPLES {
+        let main = *main;
+        registry.register(
+            *name,
+            Arc::new(move |argv: Vec<String>| main(floe::JobArgs::parse(argv)?)),
         );
     }
-    fn taskmanager_lost(&self, id: &TaskManagerId, reason: &str) {
-        eprintln!("TaskManager {id} lost: {reason}");
-    }
-    fn task_event(&self, from: &TaskManagerId, job: JobAttempt, _payload: Bytes) {
-        tracing::warn!(taskmanager = %from, "task event for {job} ignored: no job runs here");
-    }
-    fn job_counts(&self) -> JobCounts {
-        JobCounts::default()
-    }
-}
-
-/// A TaskManager's task side until job deployment exists: refuses work.
-struct NoJobs;
-
-const NO_DEPLOYMENT: &str =
-    "this TaskManager cannot run jobs yet (job deployment to a cluster is not part of this build)";
-
-impl TaskExecutorHandler for NoJobs {
-    fn deploy(&self, _job: JobAttempt, _payload: Bytes) -> Result<(), String> {
-        Err(NO_DEPLOYMENT.into())
-    }
-    fn cancel(&self, _job: JobAttempt) {}
-    fn command(&self, _job: JobAttempt, _payload: Bytes) -> Result<(), String> {
-        Err(NO_DEPLOYMENT.into())
-    }
-    fn release(&self, _job: JobAttempt) {}
+    registry
 }
 
 /// `floe jobmanager`.
@@ -62,15 +41,18 @@ pub fn jobmanager(
     let config = load(config, dynamic)?;
     floe::init_logging();
     let mut termination = Termination::install()?;
+    let settings = JobManagerConfig::from_configuration(&config)?;
+    let master = ClusterJobMaster::new(registry(), settings.slot_request_timeout);
     let role = JobManagerRole::start(
         &config,
         JobManagerOptions {
             rpc_address,
             serve_rest: true,
-            job_routes: None,
+            job_routes: Some(rest::router(master.clone())),
         },
-        Arc::new(MembershipReporter),
+        master.clone(),
     )?;
+    master.attach(role.handle());
     eprintln!("JobManager RPC: {}", role.rpc_address());
     if let Some(rest) = role.rest_address() {
         eprintln!("REST endpoint: http://{rest}");
@@ -101,7 +83,29 @@ pub fn taskmanager(
             r.taskmanager, r.jobmanager
         );
     }));
-    let mut role = TaskManagerRole::start(&config, options, Arc::new(NoJobs))?;
+    // The data plane listens on the host the TaskManager advertises.
+    let settings = TaskManagerConfig::from_configuration(&config)?;
+    let (host, _) = bind_address(&settings, &options)?;
+    let bind = (host.as_str(), settings.data_port)
+        .to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("cannot bind the data plane on {host}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("cannot bind the data plane on {host}: no address"))?;
+    let id = rand::random::<u128>();
+    let network = Arc::new(NetworkEnvironment::start(NetworkConfig::new(
+        DataId(id),
+        bind,
+    ))?);
+    options.data_address = Some(
+        DataEndpoint {
+            address: network.local_addr(),
+            id,
+        }
+        .to_string(),
+    );
+    let executor = ClusterTaskExecutor::new(registry(), network);
+    let mut role = TaskManagerRole::start(&config, options, executor.clone())?;
+    executor.attach(role.events());
     let id = role.id().clone();
     match termination.wait(role.failed()) {
         Ok(()) => {

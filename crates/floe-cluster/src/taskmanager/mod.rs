@@ -78,6 +78,29 @@ pub struct TaskManagerRole {
     runtime: Option<tokio::runtime::Runtime>,
 }
 
+/// The host and RPC port a TaskManager binds and advertises: `--bind`,
+/// else `taskmanager.host` and `taskmanager.rpc.port`, else the local
+/// address of the interface that routes to the JobManager. The data plane
+/// binds the same host.
+pub fn bind_address(
+    settings: &TaskManagerConfig,
+    options: &TaskManagerOptions,
+) -> Result<(String, u16), ClusterError> {
+    Ok(match &options.bind {
+        Some(b) => match rpc::split_host_port(b) {
+            Some((h, p)) => (h.to_string(), p),
+            None => (b.clone(), settings.rpc_port),
+        },
+        None => (
+            match &settings.host {
+                Some(h) => h.clone(),
+                None => route_to(rpc::resolve(&options.jobmanager)?)?.to_string(),
+            },
+            settings.rpc_port,
+        ),
+    })
+}
+
 impl TaskManagerRole {
     /// Starts the role: binds its RPC endpoint before returning, then
     /// registers with the JobManager in the background (see
@@ -91,20 +114,7 @@ impl TaskManagerRole {
         if let Some(slots) = options.slots {
             settings.slots = slots;
         }
-        let jobmanager_addr = rpc::resolve(&options.jobmanager)?;
-        let (host, port) = match &options.bind {
-            Some(b) => match rpc::split_host_port(b) {
-                Some((h, p)) => (h.to_string(), p),
-                None => (b.clone(), settings.rpc_port),
-            },
-            None => (
-                match &settings.host {
-                    Some(h) => h.clone(),
-                    None => route_to(jobmanager_addr)?.to_string(),
-                },
-                settings.rpc_port,
-            ),
-        };
+        let (host, port) = bind_address(&settings, &options)?;
         let listener = rpc::bind(&host, port)?;
         let bound = listener.local_addr().map_err(ClusterError::Runtime)?;
         if bound.ip().is_unspecified() {
