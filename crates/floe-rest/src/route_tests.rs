@@ -24,6 +24,8 @@ use crate::directory::Directory;
 use crate::routes::{HISTORY_SIZE, JobHandle, MAX_BODY, router};
 use crate::server::{ConnectionLimits, RestServer};
 
+mod multi_job;
+
 const JOB: JobId = JobId::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
 const JOB_STR: &str = "0123456789abcdef0123456789abcdef";
 
@@ -265,12 +267,20 @@ fn serve_with(auth: RestAuth) -> Fixture {
     let job = FakeJob::new();
     let (app, unreported) = router(directory_of(&[&job]), auth);
     let server = RestServer::start_router(app, unreported, "127.0.0.1", 0).unwrap();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    Fixture {
+        job,
+        server,
+        agent: agent(),
+    }
+}
+
+/// An HTTP client that returns error statuses as answers.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
-        .into();
-    Fixture { job, server, agent }
+        .into()
 }
 
 impl Fixture {
