@@ -3,15 +3,17 @@
 //! Apache Flink's REST API, and records itself in a per-host job registry so
 //! that the `floe` CLI finds it by job id.
 //!
-//! Why a server per job: Floe has no long-running cluster process; each job
-//! is its own JobManager, so each job serves its own endpoint (on any free
-//! port by default, so that several jobs on one host never clash) and the
-//! [`registry`] maps job ids to endpoints.
+//! Why a server per job: an embedded job is its own JobManager, so each
+//! job serves its own endpoint (on any free port by default, so that
+//! several jobs on one host never clash) and the [`registry`] maps job ids
+//! to endpoints. A cluster's JobManager serves the jobs of a
+//! [`JobDirectory`] behind one endpoint instead ([`jobs_router`]); the
+//! routes are the same, the lists then hold every job.
 //!
 //! | route | what |
 //! | --- | --- |
-//! | `GET /jobs` | `{"jobs": [{"id", "status"}]}` |
-//! | `GET /jobs/overview` | name, state, start/end time, duration |
+//! | `GET /jobs` | `{"jobs": [{"id", "status"}]}`, every listed job |
+//! | `GET /jobs/overview` | name, state, start/end time, duration of every listed job |
 //! | `GET /jobs/{id}` | details and vertices (uid, name, parallelism, max parallelism) |
 //! | `GET /jobs/{id}/checkpoints` | counts, latest, summary, history (newest first) |
 //! | `POST /jobs/{id}/savepoints` | `{"target-directory", "cancel-job"}` → 202 `{"request-id"}` |
@@ -20,6 +22,7 @@
 //! | `PATCH /jobs/{id}?mode=cancel` | cancel → 202 `{}` |
 //! | `GET /jobs/{id}/exceptions` | the exception history of failures and restarts, newest first |
 //! | `GET /jobs/{id}/config`, `/jobs/{id}/jobmanager/config` | the configuration in effect (secrets masked) |
+//! | `GET /metrics` | every job's metrics (not archived ones) and the process's, Prometheus text |
 //! | `GET /` | the web dashboard (`dashboard`: page, script and styles embedded in the binary) |
 //!
 //! Every route is also served under Flink's version prefix `/v1`. Errors are
@@ -33,6 +36,7 @@
 
 mod auth;
 mod dashboard;
+mod directory;
 mod error;
 mod metrics;
 pub mod registry;
@@ -42,9 +46,25 @@ mod server;
 use floe_runtime::JobControl;
 
 pub use auth::RestAuth;
+pub use directory::{DEFAULT_HISTORY, DirectoryError, JobDirectory};
 pub use error::RestError;
 pub use registry::{Registration, RegistryEntry};
+pub use routes::UnfetchedResults;
 pub use server::RestServer;
+
+/// The job routes (every route of the table above, also under `/v1`, and
+/// the dashboard) over `directory`'s jobs, for a process that serves other
+/// routes beside them: a cluster's JobManager merges its own (`/overview`,
+/// `/taskmanagers`; routes without a fallback of their own: this router
+/// answers unknown paths with Flink's 404) and serves the result with
+/// [`RestServer::start_jobs_app`], handing it the [`UnfetchedResults`] so
+/// that the server lingers for savepoint results nobody fetched yet.
+///
+/// `auth` guards these routes only: a router merged in afterwards keeps
+/// its own guards.
+pub fn jobs_router(directory: JobDirectory, auth: RestAuth) -> (axum::Router, UnfetchedResults) {
+    routes::router(directory.0, auth)
+}
 
 /// Starts the job's REST endpoint on `address:port` and registers it in the
 /// job registry, logging and printing (to stderr, one line)

@@ -220,21 +220,30 @@ fn help(id: &str) -> &'static str {
     }
 }
 
-/// The whole exposition of one job, in the OpenMetrics text format (which
-/// Prometheus scrapes natively).
-pub(crate) fn prometheus_text(
-    job_id: &str,
-    job_name: &str,
-    vertices: &[VertexInfo],
-    subtasks: &[Vec<SubtaskMetrics>],
-    job: &JobView<'_>,
-    process: Option<ProcessStats>,
-) -> String {
+/// What one job contributes to the exposition.
+pub(crate) struct JobMetrics<'a> {
+    pub(crate) job_id: String,
+    pub(crate) job_name: String,
+    pub(crate) vertices: Vec<VertexInfo>,
+    /// Per vertex (in `vertices` order), then per subtask.
+    pub(crate) subtasks: Vec<Vec<SubtaskMetrics>>,
+    pub(crate) view: JobView<'a>,
+}
+
+impl JobMetrics<'_> {
+    fn labels(&self) -> Labels {
+        vec![
+            ("job_id".into(), self.job_id.clone()),
+            ("job_name".into(), self.job_name.clone()),
+        ]
+    }
+}
+
+/// The whole exposition of the jobs, in the OpenMetrics text format (which
+/// Prometheus scrapes natively): each metric once, with a series per job
+/// (and per subtask or operator), then the process's own figures.
+pub(crate) fn prometheus_text(jobs: &[JobMetrics<'_>], process: Option<ProcessStats>) -> String {
     let mut registry = Registry::default();
-    let job_labels: Labels = vec![
-        ("job_id".into(), job_id.into()),
-        ("job_name".into(), job_name.into()),
-    ];
     // Operator metrics carry the task's labels and the operator's; task
     // metrics only the task's (the first three).
     let scopes = [
@@ -248,11 +257,14 @@ pub(crate) fn prometheus_text(
     for (scope, ids, task_labels) in scopes {
         for id in ids {
             let g = Gauges::register(&mut registry, &format!("{PREFIX}_{scope}_{id}"), help(id));
-            for (v, per_subtask) in vertices.iter().zip(subtasks) {
-                for (i, m) in per_subtask.iter().enumerate() {
-                    let mut labels = job_labels.clone();
-                    labels.extend(operator_labels(v, i).into_iter().take(task_labels));
-                    g.set(&labels, subtask_value(m, id).unwrap_or_default());
+            for job in jobs {
+                let job_labels = job.labels();
+                for (v, per_subtask) in job.vertices.iter().zip(&job.subtasks) {
+                    for (i, m) in per_subtask.iter().enumerate() {
+                        let mut labels = job_labels.clone();
+                        labels.extend(operator_labels(v, i).into_iter().take(task_labels));
+                        g.set(&labels, subtask_value(m, id).unwrap_or_default());
+                    }
                 }
             }
         }
@@ -263,19 +275,23 @@ pub(crate) fn prometheus_text(
             &format!("{PREFIX}_jobmanager_job_{id}"),
             help(id),
         );
-        g.set(&job_labels, job.value(id).unwrap_or_default());
+        for job in jobs {
+            g.set(&job.labels(), job.view.value(id).unwrap_or_default());
+        }
     }
     let sizes = Gauges::register(
         &mut registry,
         &format!("{PREFIX}_jobmanager_job_operator_lastCheckpointStateSize"),
         "Bytes of the operator's state in the last completed checkpoint.",
     );
-    for v in vertices {
-        if let Some(bytes) = job.operator_state_size(&v.uid) {
-            let mut labels = job_labels.clone();
-            labels.push(("operator_id".into(), v.uid.clone()));
-            labels.push(("operator_name".into(), v.name.clone()));
-            sizes.set(&labels, bytes as f64);
+    for job in jobs {
+        for v in &job.vertices {
+            if let Some(bytes) = job.view.operator_state_size(&v.uid) {
+                let mut labels = job.labels();
+                labels.push(("operator_id".into(), v.uid.clone()));
+                labels.push(("operator_name".into(), v.name.clone()));
+                sizes.set(&labels, bytes as f64);
+            }
         }
     }
     if let Some(p) = process {

@@ -20,8 +20,11 @@ use floe_state::QueryValue;
 use serde_json::{Value, json};
 
 use crate::auth::RestAuth;
+use crate::directory::Directory;
 use crate::routes::{HISTORY_SIZE, JobHandle, MAX_BODY, router};
 use crate::server::{ConnectionLimits, RestServer};
+
+mod multi_job;
 
 const JOB: JobId = JobId::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
 const JOB_STR: &str = "0123456789abcdef0123456789abcdef";
@@ -39,11 +42,19 @@ struct FakeState {
 }
 
 #[derive(Clone)]
-struct FakeJob(Arc<Mutex<FakeState>>);
+struct FakeJob {
+    id: JobId,
+    name: &'static str,
+    state: Arc<Mutex<FakeState>>,
+}
 
 impl FakeJob {
     fn new() -> Self {
-        FakeJob(Arc::new(Mutex::new(FakeState {
+        Self::named(JOB, "KeyedCount")
+    }
+
+    fn named(id: JobId, name: &'static str) -> Self {
+        let state = Arc::new(Mutex::new(FakeState {
             status: JobStatus::Running,
             end: None,
             stats: Vec::new(),
@@ -53,20 +64,21 @@ impl FakeJob {
             requests: Vec::new(),
             cancels: 0,
             exceptions: ExceptionHistory::default(),
-        })))
+        }));
+        FakeJob { id, name, state }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
-        self.0.lock().unwrap()
+        self.state.lock().unwrap()
     }
 }
 
 impl JobHandle for FakeJob {
     fn job_id(&self) -> JobId {
-        JOB
+        self.id
     }
     fn job_name(&self) -> String {
-        "KeyedCount".into()
+        self.name.into()
     }
     fn start_time_ms(&self) -> u64 {
         1_700_000_000_000
@@ -119,7 +131,7 @@ impl JobHandle for FakeJob {
             .ok_or(ControlError::NoTargetDirectory)?;
         if s.status != JobStatus::Running {
             return Err(ControlError::NotRunning {
-                job_id: JOB,
+                job_id: self.id,
                 status: s.status,
                 action: "a savepoint",
             });
@@ -232,6 +244,15 @@ fn stats(id: u64, status: CheckpointStatus, savepoint: bool) -> CheckpointStats 
     }
 }
 
+/// A directory listing `jobs`, in this order.
+fn directory_of(jobs: &[&FakeJob]) -> Directory<FakeJob> {
+    let directory = Directory::new(crate::DEFAULT_HISTORY);
+    for job in jobs {
+        directory.add((*job).clone()).unwrap();
+    }
+    directory
+}
+
 struct Fixture {
     job: FakeJob,
     server: RestServer,
@@ -244,14 +265,22 @@ fn serve() -> Fixture {
 
 fn serve_with(auth: RestAuth) -> Fixture {
     let job = FakeJob::new();
-    let (app, unreported) = router(job.clone(), auth);
+    let (app, unreported) = router(directory_of(&[&job]), auth);
     let server = RestServer::start_router(app, unreported, "127.0.0.1", 0).unwrap();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    Fixture {
+        job,
+        server,
+        agent: agent(),
+    }
+}
+
+/// An HTTP client that returns error statuses as answers.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
-        .into();
-    Fixture { job, server, agent }
+        .into()
 }
 
 impl Fixture {
@@ -993,7 +1022,7 @@ fn idle_connection(addr: SocketAddr) -> std::net::TcpStream {
 fn connections_over_the_limit_get_503_and_idle_ones_are_closed() {
     use std::io::{Read, Write};
     let job = FakeJob::new();
-    let (app, unreported) = router(job, RestAuth::default());
+    let (app, unreported) = router(directory_of(&[&job]), RestAuth::default());
     let server = RestServer::start_limited(
         app,
         unreported,

@@ -2,8 +2,10 @@
 //! tools written against Flink's (and people who know it) find the same
 //! paths, field names and status codes.
 //!
-//! Handlers are written against [`JobHandle`] rather than `JobControl`
-//! directly so that the routes can be tested with a fake job (a
+//! Every route serves the jobs of a job directory ([`Directory`]): the
+//! lists cover all of them and `/jobs/{jobid}/…` dispatches to the one
+//! named. Handlers are written against [`JobHandle`] rather than
+//! `JobControl` directly so that the routes can be tested with fake jobs (a
 //! `JobControl` only comes from a running job).
 
 use std::collections::{HashMap, HashSet};
@@ -33,8 +35,9 @@ use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
 
 use crate::auth::RestAuth;
+use crate::directory::Directory;
 use crate::metrics::{
-    CONTENT_TYPE, JOB_METRICS, JobView, OPERATOR_METRICS, ProcessStats, TASK_METRICS,
+    CONTENT_TYPE, JOB_METRICS, JobMetrics, JobView, OPERATOR_METRICS, ProcessStats, TASK_METRICS,
     prometheus_text, subtask_value,
 };
 
@@ -148,28 +151,29 @@ impl JobHandle for JobControl {
     }
 }
 
-/// Savepoint and stop requests triggered through this endpoint whose final
+/// Savepoint and stop requests triggered through one server whose final
 /// status no client has fetched yet.
 ///
 /// A stop with savepoint (or a cancel with savepoint) ends the job right
-/// after the savepoint completes, and the job then drops its server: without
-/// this, the CLI polling for the savepoint's location could find the
-/// endpoint gone. The server lingers on drop (briefly, bounded) while this
-/// set is not empty.
+/// after the savepoint completes, and an embedded job then drops its
+/// server: without this, the CLI polling for the savepoint's location could
+/// find the endpoint gone. A [`RestServer`](crate::RestServer) lingers on
+/// drop (briefly, bounded) while the set it was started with is not empty.
+/// Requests are kept per job, as trigger ids are only unique per job.
 #[derive(Clone, Default, Debug)]
-pub(crate) struct Unreported(Arc<Mutex<HashSet<String>>>);
+pub struct UnfetchedResults(Arc<Mutex<HashSet<(JobId, String)>>>);
 
-impl Unreported {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+impl UnfetchedResults {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(JobId, String)>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn add(&self, trigger: &TriggerId) {
-        self.lock().insert(trigger.0.clone());
+    fn add(&self, job: JobId, trigger: &TriggerId) {
+        self.lock().insert((job, trigger.0.clone()));
     }
 
-    fn reported(&self, trigger: &TriggerId) {
-        self.lock().remove(&trigger.0);
+    fn reported(&self, job: JobId, trigger: &TriggerId) {
+        self.lock().remove(&(job, trigger.0.clone()));
     }
 
     /// How many requests still wait for their final status to be fetched.
@@ -178,23 +182,27 @@ impl Unreported {
     }
 }
 
-/// What every handler gets: the job and the unreported requests.
+/// What every handler gets: the served jobs and the unfetched results.
 #[derive(Clone)]
 struct AppState<J> {
-    job: J,
-    unreported: Unreported,
+    jobs: Directory<J>,
+    unreported: UnfetchedResults,
 }
 
-/// The routes, also under Flink's version prefix `/v1`; anything else is a
-/// 404 (405 for a known path with another method) with Flink's error body.
-pub(crate) fn router<J: JobHandle>(job: J, auth: RestAuth) -> (Router, Unreported) {
-    let unreported = Unreported::default();
+/// The routes over `jobs`, also under Flink's version prefix `/v1`;
+/// anything else is a 404 (405 for a known path with another method) with
+/// Flink's error body.
+pub(crate) fn router<J: JobHandle>(
+    jobs: Directory<J>,
+    auth: RestAuth,
+) -> (Router, UnfetchedResults) {
+    let unreported = UnfetchedResults::default();
     let state = AppState {
-        job,
+        jobs,
         unreported: unreported.clone(),
     };
     let api = Router::new()
-        .route("/jobs", get(jobs::<J>))
+        .route("/jobs", get(list_jobs::<J>))
         .route("/jobs/overview", get(overview::<J>))
         .route("/jobs/{jobid}", get(job_details::<J>).patch(terminate::<J>))
         .route("/jobs/{jobid}/checkpoints", get(checkpoints::<J>))
@@ -250,10 +258,10 @@ pub(crate) fn router<J: JobHandle>(job: J, auth: RestAuth) -> (Router, Unreporte
 
 /// Only `GET /metrics`: the Prometheus endpoint on its own port
 /// (`metrics.reporter.prom.port`), open like Flink's reporter.
-pub(crate) fn prometheus_router<J: JobHandle>(job: J) -> Router {
+pub(crate) fn prometheus_router<J: JobHandle>(jobs: Directory<J>) -> Router {
     let state = AppState {
-        job,
-        unreported: Unreported::default(),
+        jobs,
+        unreported: UnfetchedResults::default(),
     };
     Router::new()
         .route("/metrics", get(prometheus::<J>))
@@ -390,24 +398,20 @@ fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("bad path parameter: {e}")))
 }
 
-/// Checks that `id` names this job: 400 when it is no job id at all, 404
-/// when it is another job's.
-fn check_job<J: JobHandle>(job: &J, id: &str) -> Result<(), ApiError> {
+/// The served job `id` names: 400 when it is no job id at all, 404 (naming
+/// it) when no such job is listed.
+fn find_job<J: JobHandle>(jobs: &Directory<J>, id: &str) -> Result<J, ApiError> {
     let parsed: JobId = id.parse().map_err(|_| {
         ApiError::bad_request(format!(
             "bad path parameter jobid: {id:?} is not a job id (32 hexadecimal characters)"
         ))
     })?;
-    if parsed != job.job_id() {
-        return Err(ApiError::new(
+    jobs.get(parsed).ok_or_else(|| {
+        ApiError::new(
             StatusCode::NOT_FOUND,
-            format!(
-                "job {id} not found: this endpoint serves job {}",
-                job.job_id()
-            ),
-        ));
-    }
-    Ok(())
+            format!("job {id} not found: GET /jobs lists the jobs this endpoint serves"),
+        )
+    })
 }
 
 /// `end-time` and `duration` as Flink reports them: -1 while running.
@@ -419,12 +423,15 @@ fn times<J: JobHandle>(job: &J) -> (u64, i64, u64) {
     (start, end.map_or(-1, |e| e as i64), duration)
 }
 
-/// `GET /jobs`: `{"jobs": [{"id", "status"}]}`.
-async fn jobs<J: JobHandle>(State(AppState { job, .. }): State<AppState<J>>) -> Response {
-    Json(json!({
-        "jobs": [{ "id": job.job_id().to_string(), "status": job.status().as_str() }]
-    }))
-    .into_response()
+/// `GET /jobs`: `{"jobs": [{"id", "status"}]}`, every listed job in the
+/// order added.
+async fn list_jobs<J: JobHandle>(State(AppState { jobs, .. }): State<AppState<J>>) -> Response {
+    let list: Vec<Value> = jobs
+        .listed()
+        .iter()
+        .map(|l| json!({ "id": l.job.job_id().to_string(), "status": l.job.status().as_str() }))
+        .collect();
+    Json(json!({ "jobs": list })).into_response()
 }
 
 #[derive(Serialize)]
@@ -443,27 +450,31 @@ struct JobOverview {
 }
 
 /// `GET /jobs/overview`: `{"jobs": [{"jid", "name", "state", "start-time",
-/// "end-time", "duration", "last-modification", "tasks"}]}`.
-async fn overview<J: JobHandle>(State(AppState { job, .. }): State<AppState<J>>) -> Response {
-    let (start, end, duration) = times(&job);
+/// "end-time", "duration", "last-modification", "tasks"}]}`, every listed
+/// job in the order added.
+async fn overview<J: JobHandle>(State(AppState { jobs, .. }): State<AppState<J>>) -> Response {
+    let list: Vec<JobOverview> = jobs.listed().iter().map(|l| job_overview(&l.job)).collect();
+    Json(json!({ "jobs": list })).into_response()
+}
+
+/// One job's entry of `GET /jobs/overview`.
+fn job_overview<J: JobHandle>(job: &J) -> JobOverview {
+    let (start, end, duration) = times(job);
     let status = job.status();
     let subtasks: u32 = job.vertices().iter().map(|v| v.parallelism).sum();
     let mut tasks = Map::new();
     tasks.insert("total".into(), json!(subtasks));
     tasks.insert(status.as_str().to_ascii_lowercase(), json!(subtasks));
-    Json(json!({
-        "jobs": [JobOverview {
-            jid: job.job_id().to_string(),
-            name: job.job_name(),
-            state: status.as_str(),
-            start_time: start,
-            end_time: end,
-            duration,
-            last_modification: job.end_time_ms().unwrap_or(start),
-            tasks,
-        }]
-    }))
-    .into_response()
+    JobOverview {
+        jid: job.job_id().to_string(),
+        name: job.job_name(),
+        state: status.as_str(),
+        start_time: start,
+        end_time: end,
+        duration,
+        last_modification: job.end_time_ms().unwrap_or(start),
+        tasks,
+    }
 }
 
 #[derive(Serialize)]
@@ -479,10 +490,10 @@ struct VertexDetails {
 /// `GET /jobs/{id}`: Flink's job details (jid, name, state, times, now,
 /// vertices).
 async fn job_details<J: JobHandle>(
-    State(AppState { job, .. }): State<AppState<J>>,
+    State(AppState { jobs, .. }): State<AppState<J>>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    check_job(&job, &path(id)?)?;
+    let job = find_job(&jobs, &path(id)?)?;
     let (start, end, duration) = times(&job);
     let status = job.status();
     let vertices: Vec<VertexDetails> = job
@@ -586,10 +597,10 @@ fn summary(values: impl Iterator<Item = u64>) -> Value {
 /// failed, restored), summary, and the most recent history entries, newest
 /// first.
 async fn checkpoints<J: JobHandle>(
-    State(AppState { job, .. }): State<AppState<J>>,
+    State(AppState { jobs, .. }): State<AppState<J>>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    check_job(&job, &path(id)?)?;
+    let job = find_job(&jobs, &path(id)?)?;
     let stats = job.checkpoint_stats();
     let completed = |s: &&CheckpointStats| s.status == CheckpointStatus::Completed;
     let n_completed = stats.iter().filter(completed).count();
@@ -861,11 +872,11 @@ fn accepted(trigger: TriggerId) -> Response {
 /// `POST /jobs/{id}/savepoints` with `{"target-directory", "cancel-job"}`:
 /// 202 `{"request-id"}`.
 async fn trigger_savepoint<J: JobHandle>(
-    State(AppState { job, unreported }): State<AppState<J>>,
+    State(AppState { jobs, unreported }): State<AppState<J>>,
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    check_job(&job, &path(id)?)?;
+    let job = find_job(&jobs, &path(id)?)?;
     let body = parse_trigger_body(body, "target-directory", "cancel-job")?;
     let trigger = job.trigger_savepoint(
         body.target_directory.as_deref(),
@@ -874,36 +885,36 @@ async fn trigger_savepoint<J: JobHandle>(
         },
     )?;
     tracing::info!(job = %job.job_id(), %trigger, "savepoint requested over REST");
-    unreported.add(&trigger);
+    unreported.add(job.job_id(), &trigger);
     Ok(accepted(trigger))
 }
 
 /// `POST /jobs/{id}/stop` with `{"targetDirectory", "drain"}`: 202
 /// `{"request-id"}`; its status is read at `savepoints/{triggerid}`.
 async fn stop<J: JobHandle>(
-    State(AppState { job, unreported }): State<AppState<J>>,
+    State(AppState { jobs, unreported }): State<AppState<J>>,
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    check_job(&job, &path(id)?)?;
+    let job = find_job(&jobs, &path(id)?)?;
     let body = parse_trigger_body(body, "targetDirectory", "drain")?;
     let trigger = job.trigger_savepoint(
         body.target_directory.as_deref(),
         SavepointMode::Stop { drain: body.flag },
     )?;
     tracing::info!(job = %job.job_id(), %trigger, drain = body.flag, "stop with savepoint requested over REST");
-    unreported.add(&trigger);
+    unreported.add(job.job_id(), &trigger);
     Ok(accepted(trigger))
 }
 
 /// `GET /jobs/{id}/savepoints/{triggerid}`: Flink's asynchronous operation
 /// result.
 async fn savepoint_status<J: JobHandle>(
-    State(AppState { job, unreported }): State<AppState<J>>,
+    State(AppState { jobs, unreported }): State<AppState<J>>,
     ids: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult {
     let (id, trigger) = path(ids)?;
-    check_job(&job, &id)?;
+    let job = find_job(&jobs, &id)?;
     let trigger_id = TriggerId(trigger.clone());
     let Some(status) = job.savepoint_status(&trigger_id) else {
         return Err(ApiError::new(
@@ -912,7 +923,7 @@ async fn savepoint_status<J: JobHandle>(
         ));
     };
     if status != SavepointStatus::InProgress {
-        unreported.reported(&trigger_id);
+        unreported.reported(job.job_id(), &trigger_id);
     }
     let body = match status {
         SavepointStatus::InProgress => json!({ "status": { "id": "IN_PROGRESS" } }),
@@ -936,12 +947,12 @@ async fn savepoint_status<J: JobHandle>(
 /// `PATCH /jobs/{id}?mode=cancel` (mode may be left out): cancels the job,
 /// 202 `{}`.
 async fn terminate<J: JobHandle>(
-    State(AppState { job, .. }): State<AppState<J>>,
+    State(AppState { jobs, .. }): State<AppState<J>>,
     id: Result<Path<String>, PathRejection>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     let id = path(id)?;
-    check_job(&job, &id)?;
+    let job = find_job(&jobs, &id)?;
     let query = query_params(query)?;
     for key in query.keys() {
         if key != "mode" {
@@ -1003,12 +1014,12 @@ impl From<QueryError> for ApiError {
 /// a queryable state: `{"name", "key", "found": true, "value"}`, or
 /// `"found": false` (and no value) when the key has no state.
 async fn query_state<J: JobHandle>(
-    State(AppState { job, .. }): State<AppState<J>>,
+    State(AppState { jobs, .. }): State<AppState<J>>,
     p: Result<Path<(String, String)>, PathRejection>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     let (id, name) = path(p)?;
-    check_job(&job, &id)?;
+    let job = find_job(&jobs, &id)?;
     let params = query_params(q)?;
     if let Some(other) = params.keys().find(|k| *k != "key") {
         return Err(ApiError::bad_request(format!(
@@ -1143,11 +1154,11 @@ fn job_view<'a, J: JobHandle>(job: &J, stats: &'a [CheckpointStats]) -> JobView<
 /// `GET /jobs/{id}/metrics[?get=a,b]`: the job-scoped metrics (checkpoint
 /// counts and sizes, restarts, uptime).
 async fn job_metrics<J: JobHandle>(
-    State(AppState { job, .. }): State<AppState<J>>,
+    State(AppState { jobs, .. }): State<AppState<J>>,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    check_job(&job, &path(id)?)?;
+    let job = find_job(&jobs, &path(id)?)?;
     let get = list_param(&query_pairs(q)?, "get");
     let stats = job.checkpoint_stats();
     let view = job_view(&job, &stats);
@@ -1155,26 +1166,27 @@ async fn job_metrics<J: JobHandle>(
     Ok(Json(metric_list(ids, get, |id| view.value(id))).into_response())
 }
 
-/// The metrics of each subtask of the vertex a `/jobs/{id}/vertices/{vid}/…`
-/// route names, after checking the job and the vertex exist.
+/// The job a `/jobs/{id}/vertices/{vid}/…` route names and the metrics of
+/// each subtask of its vertex, after checking both exist.
 fn vertex_subtasks<J: JobHandle>(
-    job: &J,
+    jobs: &Directory<J>,
     ids: Result<Path<(String, String)>, PathRejection>,
-) -> Result<Vec<SubtaskMetrics>, ApiError> {
+) -> Result<(J, Vec<SubtaskMetrics>), ApiError> {
     let (id, vid) = path(ids)?;
-    check_job(job, &id)?;
-    let (index, _) = find_vertex(job, &vid)?;
-    Ok(job.metrics().swap_remove(index))
+    let job = find_job(jobs, &id)?;
+    let (index, _) = find_vertex(&job, &vid)?;
+    let subtasks = job.metrics().swap_remove(index);
+    Ok((job, subtasks))
 }
 
 /// `GET /jobs/{id}/vertices/{vid}/metrics[?get=0.numRecordsIn,…]`: Flink's
 /// per-vertex metric ids, `<subtask>.<metric>`.
 async fn vertex_metrics<J: JobHandle>(
-    State(AppState { job, .. }): State<AppState<J>>,
+    State(AppState { jobs, .. }): State<AppState<J>>,
     ids: Result<Path<(String, String)>, PathRejection>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    let subtasks = vertex_subtasks(&job, ids)?;
+    let (_, subtasks) = vertex_subtasks(&jobs, ids)?;
     let get = list_param(&query_pairs(q)?, "get");
     let names = || OPERATOR_METRICS.iter().chain(&TASK_METRICS);
     let ids = (0..subtasks.len())
@@ -1191,11 +1203,11 @@ async fn vertex_metrics<J: JobHandle>(
 /// each metric aggregated over the vertex's subtasks (all four without
 /// `agg`).
 async fn subtask_metrics<J: JobHandle>(
-    State(AppState { job, .. }): State<AppState<J>>,
+    State(AppState { jobs, .. }): State<AppState<J>>,
     ids: Result<Path<(String, String)>, PathRejection>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    let subtasks = vertex_subtasks(&job, ids)?;
+    let (_, subtasks) = vertex_subtasks(&jobs, ids)?;
     let query = query_pairs(q)?;
     let aggs = list_param(&query, "agg")
         .unwrap_or_else(|| ["min", "max", "avg", "sum"].map(String::from).to_vec());
@@ -1265,10 +1277,10 @@ fn backpressure_level(ratio: f64) -> &'static str {
 /// `busyTimeMsPerSecond` of each subtask; the vertex's level is its worst
 /// subtask's.
 async fn backpressure<J: JobHandle>(
-    State(AppState { job, .. }): State<AppState<J>>,
+    State(AppState { jobs, .. }): State<AppState<J>>,
     ids: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult {
-    let subtasks = vertex_subtasks(&job, ids)?;
+    let (job, subtasks) = vertex_subtasks(&jobs, ids)?;
     let mut worst = 0.0f64;
     let entries: Vec<Value> = subtasks
         .iter()
@@ -1309,10 +1321,10 @@ fn ship_strategy(p: Partitioning) -> &'static str {
 /// `GET /jobs/{id}/plan`: Flink's job plan (one node per vertex, with the
 /// edges feeding it and their ship strategies).
 async fn plan<J: JobHandle>(
-    State(AppState { job, .. }): State<AppState<J>>,
+    State(AppState { jobs, .. }): State<AppState<J>>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    check_job(&job, &path(id)?)?;
+    let job = find_job(&jobs, &path(id)?)?;
     let vertices = job.vertices();
     let nodes: Vec<Value> = vertices
         .iter()
@@ -1361,11 +1373,11 @@ async fn plan<J: JobHandle>(
 
 /// `GET /jobs/{id}/checkpoints/details/{cid}`: one history entry, or 404.
 async fn checkpoint_details<J: JobHandle>(
-    State(AppState { job, .. }): State<AppState<J>>,
+    State(AppState { jobs, .. }): State<AppState<J>>,
     ids: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult {
     let (id, cid) = path(ids)?;
-    check_job(&job, &id)?;
+    let job = find_job(&jobs, &id)?;
     let cid: u64 = cid.parse().map_err(|_| {
         ApiError::bad_request(format!(
             "bad path parameter checkpointid: {cid:?} is not a number"
@@ -1381,18 +1393,29 @@ async fn checkpoint_details<J: JobHandle>(
     Ok(Json(checkpoint_json(entry)).into_response())
 }
 
-/// `GET /metrics`: every metric of the job in the Prometheus (OpenMetrics)
-/// text format.
-async fn prometheus<J: JobHandle>(State(AppState { job, .. }): State<AppState<J>>) -> Response {
-    let stats = job.checkpoint_stats();
-    let text = prometheus_text(
-        &job.job_id().to_string(),
-        &job.job_name(),
-        &job.vertices(),
-        &job.metrics(),
-        &job_view(&job, &stats),
-        ProcessStats::read(),
-    );
+/// `GET /metrics`: every metric of every job not archived, in the
+/// Prometheus (OpenMetrics) text format; each job's series carry its
+/// `job_id` and `job_name` labels.
+async fn prometheus<J: JobHandle>(State(AppState { jobs, .. }): State<AppState<J>>) -> Response {
+    let live: Vec<J> = jobs
+        .listed()
+        .into_iter()
+        .filter(|l| !l.archived)
+        .map(|l| l.job)
+        .collect();
+    let stats: Vec<Vec<CheckpointStats>> = live.iter().map(|j| j.checkpoint_stats()).collect();
+    let exported: Vec<JobMetrics<'_>> = live
+        .iter()
+        .zip(&stats)
+        .map(|(job, stats)| JobMetrics {
+            job_id: job.job_id().to_string(),
+            job_name: job.job_name(),
+            vertices: job.vertices(),
+            subtasks: job.metrics(),
+            view: job_view(job, stats),
+        })
+        .collect();
+    let text = prometheus_text(&exported, ProcessStats::read());
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }
 
@@ -1434,10 +1457,10 @@ fn shown_value<'a>(key: &str, value: &'a str) -> &'a str {
 /// `[{"key", "value"}]` sorted by key, secrets masked (Flink's per-job
 /// JobManager configuration).
 async fn jobmanager_config<J: JobHandle>(
-    State(AppState { job, .. }): State<AppState<J>>,
+    State(AppState { jobs, .. }): State<AppState<J>>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    check_job(&job, &path(id)?)?;
+    let job = find_job(&jobs, &path(id)?)?;
     let entries: Vec<Value> = job
         .configuration()
         .iter()
@@ -1483,10 +1506,10 @@ fn describe_restart(strategy: &RestartStrategy) -> String {
 /// config is what Flink calls global job parameters: the keys Floe itself
 /// does not know (a job's own settings), secrets masked.
 async fn job_config<J: JobHandle>(
-    State(AppState { job, .. }): State<AppState<J>>,
+    State(AppState { jobs, .. }): State<AppState<J>>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    check_job(&job, &path(id)?)?;
+    let job = find_job(&jobs, &path(id)?)?;
     let pairs = job.configuration();
     let mut config = floe_core::Configuration::new();
     for (k, v) in &pairs {
@@ -1527,11 +1550,11 @@ async fn job_config<J: JobHandle>(
 /// also says whether the job restarted after it (`restarted`, Floe's own)
 /// and which operator failed (`operatorId`).
 async fn exceptions<J: JobHandle>(
-    State(AppState { job, .. }): State<AppState<J>>,
+    State(AppState { jobs, .. }): State<AppState<J>>,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    check_job(&job, &path(id)?)?;
+    let job = find_job(&jobs, &path(id)?)?;
     let params = query_params(q)?;
     if let Some(other) = params.keys().find(|k| *k != "maxExceptions") {
         return Err(ApiError::bad_request(format!(

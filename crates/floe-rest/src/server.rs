@@ -18,8 +18,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
+use crate::directory::JobDirectory;
 use crate::error::RestError;
-use crate::routes::Unreported;
+use crate::routes::UnfetchedResults;
 
 /// Connections served at once. The API is a control plane for one job
 /// (the CLI opens one connection per command), so a few dozen is plenty;
@@ -63,12 +64,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// ends the job right after its savepoint; the CLI polls every 200 ms).
 pub(crate) const LINGER: Duration = Duration::from_secs(3);
 
-/// A running REST endpoint for one job; it stops serving when dropped.
+/// A running REST endpoint; it stops serving when dropped.
 #[derive(Debug)]
 #[must_use = "the REST endpoint stops as soon as the RestServer is dropped"]
 pub struct RestServer {
     local_addr: SocketAddr,
-    unreported: Unreported,
+    unreported: UnfetchedResults,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -83,8 +84,19 @@ impl RestServer {
         port: u16,
         auth: crate::auth::RestAuth,
     ) -> Result<RestServer, RestError> {
-        let (app, unreported) = crate::routes::router(control, auth);
-        Self::start_router(app, unreported, address, port)
+        Self::start_directory(JobDirectory::of_one(control), address, port, auth)
+    }
+
+    /// Serves every job of `directory` (as it changes) on `address:port`:
+    /// [`RestServer::start`] for many jobs, with nothing else merged in.
+    pub fn start_directory(
+        directory: JobDirectory,
+        address: &str,
+        port: u16,
+        auth: crate::auth::RestAuth,
+    ) -> Result<RestServer, RestError> {
+        let (app, unfetched) = crate::jobs_router(directory, auth);
+        Self::start_router(app, unfetched, address, port)
     }
 
     /// Serves only the job's Prometheus endpoint (`GET /metrics`) on
@@ -94,21 +106,34 @@ impl RestServer {
         address: &str,
         port: u16,
     ) -> Result<RestServer, RestError> {
-        let app = crate::routes::prometheus_router(control);
-        Self::start_router(app, Unreported::default(), address, port)
+        let app = crate::routes::prometheus_router(JobDirectory::of_one(control).0);
+        Self::start_router(app, UnfetchedResults::default(), address, port)
     }
 
     /// Serves another process role's routes (the cluster JobManager's
     /// `/overview` and `/taskmanagers`) with the same connection limits,
     /// idle timeout and graceful shutdown as a job's endpoint.
     pub fn start_app(app: Router, address: &str, port: u16) -> Result<RestServer, RestError> {
-        Self::start_router(app, Unreported::default(), address, port)
+        Self::start_router(app, UnfetchedResults::default(), address, port)
+    }
+
+    /// [`RestServer::start_app`] for an app that holds the jobs routes
+    /// ([`crate::jobs_router`], merged with others): on drop the server
+    /// lingers (at most a few seconds) while a savepoint or stop triggered
+    /// through it has a final status no client fetched yet.
+    pub fn start_jobs_app(
+        app: Router,
+        unfetched: UnfetchedResults,
+        address: &str,
+        port: u16,
+    ) -> Result<RestServer, RestError> {
+        Self::start_router(app, unfetched, address, port)
     }
 
     /// Serves any router: [`RestServer::start`] without a job, for tests.
     pub(crate) fn start_router(
         app: Router,
-        unreported: Unreported,
+        unreported: UnfetchedResults,
         address: &str,
         port: u16,
     ) -> Result<RestServer, RestError> {
@@ -127,7 +152,7 @@ impl RestServer {
     /// [`RestServer::start_router`] with other connection limits (tests).
     pub(crate) fn start_limited(
         app: Router,
-        unreported: Unreported,
+        unreported: UnfetchedResults,
         address: &str,
         port: u16,
         limits: ConnectionLimits,
@@ -377,7 +402,8 @@ mod tests {
     #[test]
     fn port_zero_picks_a_free_port_and_drop_stops_serving() {
         let server =
-            RestServer::start_router(empty_app(), Unreported::default(), "127.0.0.1", 0).unwrap();
+            RestServer::start_router(empty_app(), UnfetchedResults::default(), "127.0.0.1", 0)
+                .unwrap();
         let addr = server.local_addr();
         assert_ne!(addr.port(), 0);
         let reply = get(addr, "/anything").unwrap();
@@ -397,7 +423,8 @@ mod tests {
     #[test]
     fn drop_does_not_hang_on_an_idle_keep_alive_connection() {
         let server =
-            RestServer::start_router(empty_app(), Unreported::default(), "127.0.0.1", 0).unwrap();
+            RestServer::start_router(empty_app(), UnfetchedResults::default(), "127.0.0.1", 0)
+                .unwrap();
         let addr = server.local_addr();
         let mut idle = TcpStream::connect(addr).unwrap();
         write!(idle, "GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
@@ -416,8 +443,9 @@ mod tests {
     fn a_port_in_use_is_an_error_naming_the_address_and_the_reason() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
-        let err = RestServer::start_router(empty_app(), Unreported::default(), "127.0.0.1", port)
-            .unwrap_err();
+        let err =
+            RestServer::start_router(empty_app(), UnfetchedResults::default(), "127.0.0.1", port)
+                .unwrap_err();
         assert!(matches!(err, RestError::Bind { .. }), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
@@ -428,15 +456,16 @@ mod tests {
     fn an_unknown_host_or_foreign_address_is_an_error_naming_it() {
         let err = RestServer::start_router(
             empty_app(),
-            Unreported::default(),
+            UnfetchedResults::default(),
             "no-such-host.invalid",
             0,
         )
         .unwrap_err();
         assert!(err.to_string().contains("no-such-host.invalid:0"), "{err}");
         // An address of no local interface (TEST-NET-1, never assigned).
-        let err = RestServer::start_router(empty_app(), Unreported::default(), "192.0.2.1", 0)
-            .unwrap_err();
+        let err =
+            RestServer::start_router(empty_app(), UnfetchedResults::default(), "192.0.2.1", 0)
+                .unwrap_err();
         assert!(err.to_string().contains("192.0.2.1:0"), "{err}");
     }
 

@@ -1,8 +1,9 @@
-// Floe's web dashboard: polls the job's REST API (the routes any client
-// uses, shaped like Flink's) and renders the job list, the job graph with
-// live rates and back pressure, the checkpoint history, the exception
-// history and the configuration; its buttons trigger savepoints, stop and
-// cancel the job through the same API. Plain DOM, no framework, nothing
+// Floe's web dashboard: polls the REST API (the routes any client uses,
+// shaped like Flink's) and renders the list of the endpoint's jobs and, for
+// the job selected there (a cluster's JobManager serves many), the job
+// graph with live rates and back pressure, the checkpoint history, the
+// exception history and the configuration; its buttons trigger savepoints,
+// stop and cancel that job through the same API. Plain DOM, no framework, nothing
 // loaded from elsewhere. Text from the job (names, messages, paths) is
 // only ever set as text, never parsed as HTML.
 'use strict';
@@ -39,7 +40,8 @@
 
   const state = {
     token: readToken(),
-    jobId: null,
+    jobId: null, // the job shown: picked in the list, kept in the URL's #job=<id>
+    autoTargetDir: null, // the savepoint directory filled in from the job's configuration
     status: null,
     plan: null,
     nodes: new Map(), // vertex id -> element
@@ -188,9 +190,56 @@
     setText(c, message);
   }
 
-  // ---- Job list and header
+  // ---- Job list, selection and header
+  function hashJobId() {
+    const m = /^#job=([0-9a-f]{32})$/.exec(window.location.hash);
+    return m ? m[1] : null;
+  }
+
+  // The job to show: the one in the URL, else the one shown, else the
+  // first that still runs, else the one listed last (the newest).
+  function pickJob(jobs) {
+    const listed = (id) => id && jobs.find((j) => j.jid === id);
+    return listed(hashJobId()) || listed(state.jobId)
+      || jobs.find((j) => !TERMINAL.has(j.state)) || jobs[jobs.length - 1] || null;
+  }
+
+  // Forgets everything shown of the previous job, so nothing of it is
+  // mixed into the next one's panels.
+  function resetJobView() {
+    state.plan = null;
+    state.nodes = new Map();
+    state.checkpoints = new Map();
+    state.expanded = new Set();
+    state.latestCompleted = null;
+    state.configLoaded = false;
+    $('graph').replaceChildren(el('p', { class: 'muted', text: 'Loading the plan…' }));
+    $('checkpoint-counts').replaceChildren();
+    $('checkpoint-failure').hidden = true;
+    $('checkpoint-history').tBodies[0].replaceChildren(
+      el('tr', { class: 'empty' }, el('td', { colspan: 8, text: 'No checkpoint has ended yet.' })));
+    renderChart();
+    $('exceptions').replaceChildren(el('p', { class: 'muted', text: 'No failure so far.' }));
+    $('exec-config').replaceChildren();
+    $('config-table').tBodies[0].replaceChildren();
+    for (const id of ['tile-uptime', 'tile-restarts', 'tile-checkpoints', 'tile-last-checkpoint']) setText($(id), '—');
+    const input = $('target-dir');
+    if (input.value === state.autoTargetDir) input.value = '';
+    state.autoTargetDir = null;
+    showResult('idle');
+  }
+
+  function selectJob(jobId) {
+    if (jobId === state.jobId) return;
+    if (state.jobId !== null) resetJobView();
+    state.jobId = jobId;
+  }
+
   function renderJobs(overview) {
-    const tbody = $('jobs-table').tBodies[0];
+    const table = $('jobs-table');
+    const tbody = table.tBodies[0];
+    // With more than one job, a row is a link to that job.
+    table.classList.toggle('selectable', overview.jobs.length > 1);
     const rows = overview.jobs.map((job) => {
       const tr = el('tr', { 'data-job-id': job.jid, class: job.jid === state.jobId ? 'selected' : null },
         el('td', { class: 'job-name', text: job.name }),
@@ -199,6 +248,10 @@
         el('td', { text: fmtDateTime(job['start-time']) }),
         el('td', { text: fmtDuration(job.duration) }),
         el('td', { class: 'num', text: job.tasks ? job.tasks.total : '—' }));
+      tr.addEventListener('click', () => {
+        if (overview.jobs.length < 2 || job.jid === state.jobId) return;
+        window.location.hash = `job=${job.jid}`;
+      });
       return tr;
     });
     tbody.replaceChildren(...rows);
@@ -559,7 +612,10 @@
     applyConfigFilter();
     const dir = entries.find((e) => e.key === 'state.savepoints.dir');
     const input = $('target-dir');
-    if (dir && !input.value) input.value = dir.value;
+    if (dir && !input.value) {
+      input.value = dir.value;
+      state.autoTargetDir = dir.value;
+    }
     state.configLoaded = true;
   }
   function applyConfigFilter() {
@@ -614,10 +670,14 @@
     return v === '' ? null : v;
   }
 
-  async function awaitTrigger(kind, triggerId) {
+  // Polls the trigger's status at `path` (its job's route, whichever job is
+  // shown meanwhile) until it completes; reports only while its job is shown.
+  async function awaitTrigger(kind, path, triggerId) {
+    const jobId = state.jobId;
     const started = Date.now();
     for (;;) {
-      const body = await api(jobPath(`/savepoints/${encodeURIComponent(triggerId)}`));
+      const body = await api(`${path}/savepoints/${encodeURIComponent(triggerId)}`);
+      if (state.jobId !== jobId) return;
       if (body.status.id === 'COMPLETED') {
         const op = body.operation || {};
         if (op.location) {
@@ -651,10 +711,11 @@
   function wireActions() {
     $('btn-savepoint').addEventListener('click', () => runAction(async () => {
       showResult('in-progress', 'Triggering a savepoint…');
-      const body = await api(jobPath('/savepoints'), {
+      const path = jobPath();
+      const body = await api(`${path}/savepoints`, {
         method: 'POST', body: { 'target-directory': targetDirectory(), 'cancel-job': false },
       });
-      await awaitTrigger('Savepoint', body['request-id']);
+      await awaitTrigger('Savepoint', path, body['request-id']);
     }));
     $('btn-stop').addEventListener('click', () => {
       const button = $('btn-stop');
@@ -662,10 +723,11 @@
       disarm(button);
       runAction(async () => {
         showResult('in-progress', 'Stopping with a savepoint…');
-        const body = await api(jobPath('/stop'), {
+        const path = jobPath();
+        const body = await api(`${path}/stop`, {
           method: 'POST', body: { targetDirectory: targetDirectory(), drain: false },
         });
-        await awaitTrigger('Stop with savepoint', body['request-id']);
+        await awaitTrigger('Stop with savepoint', path, body['request-id']);
       });
     });
     $('btn-cancel').addEventListener('click', () => {
@@ -683,6 +745,8 @@
       applyTheme(next);
     });
     $('config-filter').addEventListener('input', applyConfigFilter);
+    // A job picked in the list (or a #job=<id> link): shown from the next poll.
+    window.addEventListener('hashchange', () => poll(true));
     $('token-bar').addEventListener('submit', (ev) => {
       ev.preventDefault();
       state.token = $('token-input').value.trim() || null;
@@ -714,10 +778,16 @@
     let delay = POLL_MS;
     try {
       const overview = await api('/jobs/overview');
+      const job = pickJob(overview.jobs);
+      if (job) selectJob(job.jid);
       renderJobs(overview);
-      const job = overview.jobs[0];
-      if (!job) throw new ApiError(0, 'no job');
-      state.jobId = job.jid;
+      if (!job) {
+        // A cluster's endpoint before its first job.
+        setText($('job-name'), 'No job yet');
+        setConnection(true, 'live');
+        document.body.dataset.ready = 'true';
+        return;
+      }
       state.status = job.state;
       renderHeader(job);
       if (!state.plan) {

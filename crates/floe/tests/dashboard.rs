@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use common::{RunningCount, with_timeout};
 use fantoccini::{Client, ClientBuilder, Locator};
 use floe::prelude::*;
-use floe::rest::{RestAuth, RestServer};
+use floe::rest::{JobDirectory, RestAuth, RestServer};
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -633,6 +633,126 @@ fn the_dashboard_colors_a_back_pressured_operator() {
         drop(browser);
         control.cancel();
         let _ = waiter.join().unwrap();
+        drop(server);
+    });
+}
+
+/// Drops every record.
+#[derive(Clone)]
+struct DiscardSink;
+
+impl SinkWriter<u64> for DiscardSink {
+    fn write(&mut self, _: u64) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// A running job of one source (uid `<uid>-source`) and one sink, with
+/// `flavour` in its configuration.
+fn small_job(name: &str, uid: &str, flavour: &str) -> (JobControl, std::thread::JoinHandle<()>) {
+    let env = StreamEnvironment::new();
+    env.set_parallelism(1);
+    env.set_config("my.job.flavour", flavour);
+    env.from_source(
+        GeneratorSource::new(u64::MAX, |i| i).with_rate(1_000.0),
+        &format!("{name} source"),
+    )
+    .uid(&format!("{uid}-source"))
+    .sink_to(DiscardSink, &format!("{name} sink"))
+    .uid(&format!("{uid}-sink"));
+    let client = env.execute_async(name).unwrap();
+    let control = client.control();
+    let waiter = std::thread::spawn(move || {
+        let _ = client.wait();
+    });
+    (control, waiter)
+}
+
+#[test]
+fn the_dashboard_lists_every_job_of_a_directory_and_shows_the_one_picked() {
+    if !browser_available() {
+        return;
+    }
+    with_timeout(300, || {
+        let (orders, orders_done) = small_job("orders", "orders", "first");
+        let (clicks, clicks_done) = small_job("clicks", "clicks", "second");
+        let directory = JobDirectory::new();
+        directory.add(orders.clone()).unwrap();
+        directory.add(clicks.clone()).unwrap();
+        let server =
+            RestServer::start_directory(directory.clone(), "127.0.0.1", 0, RestAuth::default())
+                .unwrap();
+        let base = format!("http://{}", server.local_addr());
+        let browser = Browser::start();
+        browser.goto(&format!("{base}/"));
+
+        let shown = |b: &Browser| {
+            b.js("return [document.getElementById('job-name').textContent, \
+                 [...document.querySelectorAll('.node')].map(n => n.dataset.vertex), \
+                 (document.querySelector('#config-table tr[data-key=\"my.job.flavour\"] td:last-child') || {}).textContent || null, \
+                 [...document.querySelectorAll('#jobs-table tbody tr.selected')].map(r => r.dataset.jobId)];")
+        };
+        // Both jobs are listed; the first running one is shown.
+        let listed = browser.wait_for("both jobs in the job list", |b| {
+            let v = b.js(
+                "return [...document.querySelectorAll('#jobs-table tbody tr')].map(r => \
+                 [r.dataset.jobId, r.querySelector('.job-name').textContent]);",
+            );
+            (v.as_array()?.len() == 2).then_some(v)
+        });
+        assert_eq!(
+            listed,
+            json!([
+                [orders.job_id().to_string(), "orders"],
+                [clicks.job_id().to_string(), "clicks"]
+            ])
+        );
+        browser.wait_for("the orders job shown", |b| {
+            let v = shown(b);
+            (v == json!([
+                "orders",
+                ["orders-source", "orders-sink"],
+                "first",
+                [orders.job_id().to_string()]
+            ]))
+            .then_some(())
+        });
+
+        // A click on the other row shows that job's graph and
+        // configuration, and nothing of the first.
+        browser.click(&format!(
+            "#jobs-table tr[data-job-id=\"{}\"]",
+            clicks.job_id()
+        ));
+        browser.wait_for("the clicks job shown", |b| {
+            let v = shown(b);
+            (v == json!([
+                "clicks",
+                ["clicks-source", "clicks-sink"],
+                "second",
+                [clicks.job_id().to_string()]
+            ]))
+            .then_some(())
+        });
+        let hash = browser.js("return window.location.hash;");
+        assert_eq!(hash, format!("#job={}", clicks.job_id()));
+        browser.screenshot(Some("#jobs-card"), "dashboard-jobs.png");
+
+        // A cancelled and archived job stays listed with its final status.
+        orders.cancel();
+        orders_done.join().unwrap();
+        assert!(directory.archive(orders.job_id()));
+        browser.wait_for("orders listed as CANCELED", |b| {
+            let v = b.js(&format!(
+                "const r = document.querySelector('#jobs-table tr[data-job-id=\"{}\"] .status'); \
+                 return r ? r.textContent : null;",
+                orders.job_id()
+            ));
+            (v == "CANCELED").then_some(())
+        });
+        drop(browser);
+        clicks.cancel();
+        clicks_done.join().unwrap();
         drop(server);
     });
 }
