@@ -32,6 +32,17 @@ fn registry() -> JobRegistry {
     registry
 }
 
+/// Who may use the JobManager's REST endpoint (`rest.auth.*`).
+fn rest_auth(config: &floe::core::Configuration) -> anyhow::Result<floe::rest::RestAuth> {
+    use floe::core::config::options;
+    Ok(floe::rest::RestAuth {
+        token: config.get(&options::REST_AUTH_TOKEN)?,
+        protect_reads: config
+            .get(&options::REST_AUTH_PROTECT_READS)?
+            .unwrap_or(false),
+    })
+}
+
 /// `floe jobmanager`.
 pub fn jobmanager(
     rpc_address: Option<String>,
@@ -48,7 +59,11 @@ pub fn jobmanager(
         JobManagerOptions {
             rpc_address,
             serve_rest: true,
-            job_routes: Some(rest::router(master.clone())),
+            job_routes: Some({
+                let (jobs, unfetched) =
+                    floe::rest::jobs_router(master.directory(), rest_auth(&config)?);
+                (jobs.merge(rest::router(master.clone())), unfetched)
+            }),
         },
         master.clone(),
     )?;

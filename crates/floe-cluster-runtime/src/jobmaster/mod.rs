@@ -17,6 +17,7 @@ use floe_cluster::{
     JobAttempt, JobCounts, JobManagerHandle, JobMasterHandler, TaskManagerId, TaskManagerInfo,
 };
 use floe_core::JobId;
+use floe_rest::JobDirectory;
 use floe_runtime::gateway::{self, JobEntry, TaskManagerEvent};
 use floe_runtime::{JobControl, JobError, JobManager, JobStatus};
 
@@ -51,6 +52,8 @@ struct JobRecord {
 /// handler, then [`ClusterJobMaster::attach`] the started role.
 pub struct ClusterJobMaster {
     registry: JobRegistry,
+    /// The jobs the REST endpoint serves.
+    directory: JobDirectory,
     cluster: OnceLock<JobManagerHandle>,
     jobs: Mutex<BTreeMap<JobId, JobRecord>>,
     slot_timeout: Duration,
@@ -62,6 +65,7 @@ impl ClusterJobMaster {
     pub fn new(registry: JobRegistry, slot_timeout: Duration) -> Arc<Self> {
         Arc::new(ClusterJobMaster {
             registry,
+            directory: JobDirectory::new(),
             cluster: OnceLock::new(),
             jobs: Mutex::new(BTreeMap::new()),
             slot_timeout,
@@ -71,6 +75,12 @@ impl ClusterJobMaster {
     /// Connects to the role this JobMaster is the handler of.
     pub fn attach(&self, cluster: JobManagerHandle) {
         let _ = self.cluster.set(cluster);
+    }
+
+    /// The jobs, as the REST endpoint serves them
+    /// (`floe_rest::jobs_router`).
+    pub fn directory(&self) -> JobDirectory {
+        self.directory.clone()
     }
 
     fn jobs(&self) -> std::sync::MutexGuard<'_, BTreeMap<JobId, JobRecord>> {
@@ -114,11 +124,18 @@ impl ClusterJobMaster {
                 runs,
             },
         );
+        if let Err(e) = self.directory.add(control) {
+            tracing::warn!(job = %job_id, "the REST endpoint does not list the job: {e}");
+        }
+        let directory = self.directory.clone();
         std::thread::Builder::new()
             .name(format!("job-{}", &job_id.to_string()[..8]))
-            .spawn(move || match client.wait() {
-                Ok(r) => tracing::info!(job = %r.job_id, "job finished"),
-                Err(e) => tracing::warn!(job = %job_id, "job ended: {e}"),
+            .spawn(move || {
+                match client.wait() {
+                    Ok(r) => tracing::info!(job = %r.job_id, "job finished"),
+                    Err(e) => tracing::warn!(job = %job_id, "job ended: {e}"),
+                }
+                directory.archive(job_id);
             })
             .map_err(|reason| JobError::Spawn {
                 task: "job supervisor".into(),

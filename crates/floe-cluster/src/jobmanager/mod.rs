@@ -40,9 +40,10 @@ pub struct JobManagerOptions {
     pub rpc_address: Option<String>,
     /// Whether to serve the REST endpoint (`rest.address`, `rest.port`).
     pub serve_rest: bool,
-    /// The job deployment layer's routes (submission, jobs), served beside
-    /// the cluster's on the REST endpoint.
-    pub job_routes: Option<axum::Router>,
+    /// The job deployment layer's routes (submission, jobs) and the
+    /// savepoint results they have not handed out yet (the endpoint
+    /// lingers for them when stopped), served beside the cluster's.
+    pub job_routes: Option<(axum::Router, floe_rest::UnfetchedResults)>,
 }
 
 /// A running JobManager role. Dropping it stops both endpoints.
@@ -114,11 +115,19 @@ impl JobManagerRole {
             monitor::spawn_failure_detector(state.clone());
         }
         let rest = if options.serve_rest {
-            Some(RestServer::start_app(
-                rest::router(state.clone(), options.job_routes.clone()),
-                &settings.rest_address,
-                settings.rest_port,
-            )?)
+            Some(match options.job_routes.clone() {
+                Some((jobs, unfetched)) => RestServer::start_jobs_app(
+                    rest::router(state.clone(), Some(jobs)),
+                    unfetched,
+                    &settings.rest_address,
+                    settings.rest_port,
+                )?,
+                None => RestServer::start_app(
+                    rest::router(state.clone(), None),
+                    &settings.rest_address,
+                    settings.rest_port,
+                )?,
+            })
         } else {
             None
         };
