@@ -200,7 +200,7 @@ impl TaskDeployer for ClusterDeployer {
             let sent = match self.cluster.taskmanager(id) {
                 Some(gw) => self
                     .cluster
-                    .block_on(gw.deploy(job, payload))
+                    .call("deploy", gw.deploy(job, payload))
                     .map_err(|e| e.to_string()),
                 None => Err(format!("TaskManager {id} is no longer registered")),
             };
@@ -295,7 +295,7 @@ impl RemoteRun {
 fn cancel_on(cluster: &JobManagerHandle, state: &RunState, job: JobAttempt) {
     for id in &state.taskmanagers {
         if let Some(gw) = cluster.taskmanager(id)
-            && let Err(e) = cluster.block_on(gw.cancel_job(job))
+            && let Err(e) = cluster.call("cancel", gw.cancel_job(job))
         {
             tracing::warn!(taskmanager = %id, "cannot cancel {job}: {e}");
         }
@@ -337,7 +337,7 @@ impl Forwarder {
         let sent = match self.cluster.taskmanager(id) {
             Some(gw) => self
                 .cluster
-                .block_on(gw.send_command(self.job, payload))
+                .call("command", gw.send_command(self.job, payload))
                 .map_err(|e| e.to_string()),
             None => Err("not registered".into()),
         };
@@ -409,7 +409,7 @@ impl Drop for RemoteRun {
         }
         for id in &self.state.taskmanagers {
             if let Some(gw) = self.cluster.taskmanager(id) {
-                let _ = self.cluster.block_on(gw.release_job(self.job));
+                let _ = self.cluster.call("release", gw.release_job(self.job));
             }
         }
         for (id, n) in self.reserved.drain(..) {

@@ -156,11 +156,17 @@ impl ClusterJobMaster {
 }
 
 impl JobMasterHandler for ClusterJobMaster {
+    // Membership changes are the JobManager's log lines for operators (and
+    // what scripts watching it wait for), like Flink's.
     fn taskmanager_registered(&self, info: &TaskManagerInfo) {
-        tracing::info!(taskmanager = %info.id, slots = info.slots, "TaskManager registered");
+        eprintln!(
+            "TaskManager {} registered from {} ({} slots)",
+            info.id, info.rpc_address, info.slots
+        );
     }
 
     fn taskmanager_lost(&self, id: &TaskManagerId, reason: &str) {
+        eprintln!("TaskManager {id} lost: {reason}");
         let runs: Vec<_> = self
             .jobs()
             .values()

@@ -23,7 +23,7 @@ use tonic::transport::server::TcpIncoming;
 pub use gateway::TaskManagerGateway;
 
 use crate::config::JobManagerConfig;
-use crate::error::ClusterError;
+use crate::error::{ClusterError, RpcError};
 use crate::fence::AttemptFence;
 use crate::handler::JobMasterHandler;
 use crate::ids::{SessionId, TaskManagerId};
@@ -260,6 +260,29 @@ impl JobManagerHandle {
     /// Panics when called from inside an async context.
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)
+    }
+
+    /// Runs a gateway call like [`JobManagerHandle::block_on`], giving up
+    /// after `heartbeat.timeout`: a TaskManager that does not answer in
+    /// that time is being declared lost (a frozen process accepts
+    /// connections but never answers).
+    pub fn call<T>(
+        &self,
+        what: &str,
+        future: impl Future<Output = Result<T, RpcError>>,
+    ) -> Result<T, RpcError> {
+        let limit = self.state.heartbeat.timeout;
+        self.runtime
+            .block_on(async { tokio::time::timeout(limit, future).await })
+            .unwrap_or_else(|_| {
+                Err(RpcError::Unreachable {
+                    peer: "TaskManager".into(),
+                    message: format!(
+                        "{what}: no answer within {} ms (heartbeat.timeout)",
+                        limit.as_millis()
+                    ),
+                })
+            })
     }
 }
 

@@ -1,0 +1,252 @@
+//! Jobs on a cluster of real processes: `floe jobmanager` on 127.0.0.1 and
+//! three `floe taskmanager`s on 127.0.0.2-4 (one slot each), a keyed job
+//! submitted with `floe run -m` at parallelism 2, its keyed exchange
+//! crossing TaskManagers over TCP, its running counts written exactly once
+//! into part files. Every run's output is compared with the counts computed
+//! here; failures are real signals (SIGKILL, SIGSTOP) to a TaskManager that
+//! runs part of the job.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::Sandbox;
+use common::cluster::{Role, get_json, start_jobmanager, start_taskmanager, wait_until};
+
+const KEYS: u64 = 100;
+
+/// A JobManager and three TaskManagers with one slot each.
+struct Cluster {
+    _jm: Role,
+    rest: String,
+    tms: Vec<Role>,
+}
+
+impl Cluster {
+    fn start(sandbox: &Sandbox) -> Cluster {
+        let (jm, rpc, rest) = start_jobmanager(sandbox, "127.0.0.1:0");
+        let tms: Vec<Role> = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+            .iter()
+            .map(|host| start_taskmanager(sandbox, &rpc, host, "1"))
+            .collect();
+        wait_until("three TaskManagers", Duration::from_secs(30), || {
+            get_json(&format!("{rest}/overview"))["taskmanagers"] == 3
+        });
+        Cluster { _jm: jm, rest, tms }
+    }
+
+    /// `host:port` of the REST endpoint, as `floe run -m` takes it.
+    fn address(&self) -> &str {
+        self.rest.trim_start_matches("http://")
+    }
+
+    /// The TaskManagers whose slot a job holds now (by position in `tms`).
+    fn busy(&self) -> Vec<usize> {
+        let taskmanagers = get_json(&format!("{}/taskmanagers", self.rest));
+        let busy: Vec<String> = taskmanagers["taskmanagers"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter(|t| t["freeSlots"] == 0)
+            .map(|t| t["path"].as_str().unwrap_or_default().to_string())
+            .collect();
+        let hosts = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+        (0..3)
+            .filter(|i| busy.iter().any(|p| p.contains(hosts[*i])))
+            .collect()
+    }
+
+    fn job(&self, id: &str) -> serde_json::Value {
+        get_json(&format!("{}/jobs/{id}", self.rest))
+    }
+
+    fn completed_checkpoints(&self, id: &str) -> u64 {
+        get_json(&format!("{}/jobs/{id}/checkpoints", self.rest))["counts"]["completed"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+}
+
+/// `floe run -m` arguments for keyed-count of `records` at parallelism 2
+/// (at most `rate` records/s), writing into `out`, checkpointing into the
+/// sandbox every 200 ms.
+fn keyed_count<'a>(
+    cluster: &'a Cluster,
+    sandbox: &Sandbox,
+    records: u64,
+    rate: Option<u64>,
+    detached: bool,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec!["run".into(), "-m".into(), cluster.address().into()];
+    if detached {
+        args.push("-d".into());
+    }
+    args.extend(
+        [
+            "-p",
+            "2",
+            "keyed-count",
+            "--records",
+            &records.to_string(),
+            "--keys",
+            &KEYS.to_string(),
+            "--output",
+            sandbox.path("out").to_str().unwrap(),
+            "-D",
+            "execution.checkpointing.interval=200 ms",
+            "-D",
+            &format!(
+                "state.checkpoints.dir=file://{}",
+                sandbox.path("checkpoints").display()
+            ),
+        ]
+        .map(String::from),
+    );
+    if let Some(rate) = rate {
+        args.extend(["--rate".to_string(), rate.to_string()]);
+    }
+    args
+}
+
+/// The job id `floe run -m` printed.
+fn submitted_id(stdout: &str) -> String {
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Job has been submitted with JobID "))
+        .unwrap_or_else(|| panic!("no JobID in: {stdout}"))
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 32, "{id}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    id
+}
+
+/// Every `<key> <count>` line keyed-count must write: each key's running
+/// count from 1 to its number of records, once.
+fn expected(records: u64) -> BTreeMap<String, usize> {
+    let mut lines = BTreeMap::new();
+    for k in 0..KEYS {
+        let n = records / KEYS + u64::from(k < records % KEYS);
+        for c in 1..=n {
+            lines.insert(format!("{k} {c}"), 1);
+        }
+    }
+    lines
+}
+
+/// The lines of the committed (visible) part files, with how often each
+/// occurs.
+fn committed(dir: &Path) -> BTreeMap<String, usize> {
+    let mut lines = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).expect("output directory") {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            *lines.entry(line.to_string()).or_insert(0) += 1;
+        }
+    }
+    lines
+}
+
+fn assert_exactly_once(dir: &Path, records: u64) {
+    let got = committed(dir);
+    let want = expected(records);
+    let missing = want.keys().filter(|l| !got.contains_key(*l)).count();
+    let extra = got.keys().filter(|l| !want.contains_key(*l)).count();
+    let doubled = got.values().filter(|n| **n > 1).count();
+    assert!(
+        missing == 0 && extra == 0 && doubled == 0,
+        "{missing} lines missing, {extra} unexpected, {doubled} written more than once"
+    );
+}
+
+fn wait_finished(cluster: &Cluster, id: &str, timeout: Duration) {
+    wait_until("the job to finish", timeout, || {
+        let state = cluster.job(id)["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            !matches!(state.as_str(), "FAILED" | "CANCELED"),
+            "job {id} ended {state}"
+        );
+        state == "FINISHED"
+    });
+}
+
+#[test]
+fn a_keyed_job_runs_across_taskmanagers_exactly_once() {
+    let sandbox = Sandbox::new();
+    let cluster = Cluster::start(&sandbox);
+    let records = 50_000;
+    let out =
+        common::run(&mut sandbox.floe(keyed_count(&cluster, &sandbox, records, None, false))).ok();
+    let id = submitted_id(&out.stdout);
+    assert!(
+        out.stdout
+            .contains(&format!("Job with JobID {id} has finished.")),
+        "{}",
+        out.stdout
+    );
+    assert_exactly_once(&sandbox.path("out"), records);
+    assert_eq!(cluster.job(&id)["state"], "FINISHED");
+    assert!(
+        cluster.completed_checkpoints(&id) >= 1,
+        "the job's final checkpoint completed"
+    );
+    // The job ran on two TaskManagers and gave their slots back.
+    assert!(cluster.busy().is_empty());
+}
+
+/// Starts a slow job, waits for two completed checkpoints, hits one of
+/// the TaskManagers running it with `signal`, and expects the job to
+/// finish on the others with output equal to a failure-free run.
+fn survives_losing_a_taskmanager(signal: i32) {
+    let sandbox = Sandbox::new();
+    let cluster = Cluster::start(&sandbox);
+    let records = 120_000;
+    let out = common::run(&mut sandbox.floe(keyed_count(
+        &cluster,
+        &sandbox,
+        records,
+        Some(15_000),
+        true,
+    )))
+    .ok();
+    let id = submitted_id(&out.stdout);
+    wait_until("two completed checkpoints", Duration::from_secs(30), || {
+        cluster.completed_checkpoints(&id) >= 2
+    });
+    let busy = cluster.busy();
+    assert_eq!(busy.len(), 2, "parallelism 2 over one-slot TaskManagers");
+    let victim = &cluster.tms[busy[0]];
+    victim.signal(signal);
+    wait_finished(&cluster, &id, Duration::from_secs(90));
+    assert_exactly_once(&sandbox.path("out"), records);
+    let exceptions = get_json(&format!("{}/jobs/{id}/exceptions", cluster.rest));
+    let entries = exceptions["exceptionHistory"]["entries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        entries.iter().any(|e| e["restarted"] == true),
+        "the loss, and the restart it caused, are in the exception history: {exceptions}"
+    );
+    // (A restart from scratch instead of the latest checkpoint would have
+    // committed the lines before it twice.)
+}
+
+#[test]
+fn a_killed_taskmanager_costs_a_restart_not_a_record() {
+    survives_losing_a_taskmanager(libc::SIGKILL);
+}
+
+#[test]
+fn a_frozen_taskmanager_is_declared_lost_and_costs_a_restart_not_a_record() {
+    survives_losing_a_taskmanager(libc::SIGSTOP);
+}
