@@ -72,8 +72,8 @@ impl Cluster {
 /// `floe run -m` arguments for keyed-count of `records` at parallelism 2
 /// (at most `rate` records/s), writing into `out`, checkpointing into the
 /// sandbox every 200 ms.
-fn keyed_count<'a>(
-    cluster: &'a Cluster,
+fn keyed_count(
+    cluster: &Cluster,
     sandbox: &Sandbox,
     records: u64,
     rate: Option<u64>,
