@@ -17,7 +17,7 @@ use floe_core::JobId;
 use floe_runtime::JobControl;
 use floe_runtime::checkpoint::{Clock, SystemClock};
 
-use crate::routes::JobHandle;
+use crate::job_handle::JobHandle;
 
 /// How many ended jobs a directory keeps listed by default.
 pub const DEFAULT_HISTORY: usize = 100;

@@ -38,6 +38,7 @@ mod auth;
 mod dashboard;
 mod directory;
 mod error;
+mod job_handle;
 mod metrics;
 pub mod registry;
 mod routes;

@@ -21,7 +21,8 @@ use serde_json::{Value, json};
 
 use crate::auth::RestAuth;
 use crate::directory::Directory;
-use crate::routes::{HISTORY_SIZE, JobHandle, MAX_BODY, router};
+use crate::job_handle::JobHandle;
+use crate::routes::{HISTORY_SIZE, MAX_BODY, router};
 use crate::server::{ConnectionLimits, RestServer};
 
 mod multi_job;

@@ -23,19 +23,18 @@ use axum::routing::get;
 use floe_core::JobId;
 use floe_runtime::checkpoint::{CheckpointStats, CheckpointStatus, Clock, SystemClock};
 use floe_runtime::metrics::SubtaskMetrics;
-use floe_runtime::queryable::QueryReply;
 use floe_runtime::restart::RestartStrategy;
 use floe_runtime::{
-    ControlError, ExceptionHistory, JobControl, JobStatus, Partitioning, QueryError, SavepointMode,
-    SavepointStatus, TriggerId, VertexInfo,
+    ControlError, Partitioning, QueryError, SavepointMode, SavepointStatus, TriggerId, VertexInfo,
 };
-use floe_state::{QueryFormat, QueryValue};
+use floe_state::QueryValue;
 use serde::Serialize;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
 
 use crate::auth::RestAuth;
 use crate::directory::Directory;
+use crate::job_handle::JobHandle;
 use crate::metrics::{
     CONTENT_TYPE, JOB_METRICS, JobMetrics, JobView, OPERATOR_METRICS, ProcessStats, TASK_METRICS,
     prometheus_text, subtask_value,
@@ -50,106 +49,6 @@ pub(crate) const MAX_BODY: usize = 64 << 10;
 /// newest first: Flink's default `web.checkpoints.history`. The counts and
 /// the latest entries cover the whole history.
 pub(crate) const HISTORY_SIZE: usize = 10;
-
-/// What the routes need from a job: the read side and the requests of
-/// [`JobControl`].
-pub(crate) trait JobHandle: Clone + Send + Sync + 'static {
-    fn job_id(&self) -> JobId;
-    fn job_name(&self) -> String;
-    fn start_time_ms(&self) -> u64;
-    fn end_time_ms(&self) -> Option<u64>;
-    fn status(&self) -> JobStatus;
-    fn vertices(&self) -> Vec<VertexInfo>;
-    fn checkpoint_stats(&self) -> Vec<CheckpointStats>;
-    fn restored_from(&self) -> Option<(u64, String)>;
-    fn trigger_savepoint(
-        &self,
-        target_directory: Option<&str>,
-        mode: SavepointMode,
-    ) -> Result<TriggerId, ControlError>;
-    fn savepoint_status(&self, trigger: &TriggerId) -> Option<SavepointStatus>;
-    fn cancel(&self);
-    /// Sends a query for the state of the JSON `key` in the state queryable
-    /// as `name`; the JSON answer goes to `reply`.
-    fn query_state(&self, name: &str, key: &Value, reply: QueryReply) -> Result<(), QueryError>;
-    /// Every operator subtask's metrics, per vertex (in `vertices()`
-    /// order), then per subtask.
-    fn metrics(&self) -> Vec<Vec<SubtaskMetrics>>;
-    /// Restarts since submission.
-    fn restarts(&self) -> u64;
-    /// When the current run started (ms since the epoch), if one runs.
-    fn run_started_ms(&self) -> Option<u64>;
-    /// The job's failures so far, oldest first.
-    fn exception_history(&self) -> ExceptionHistory;
-    /// The configuration the job runs with, sorted by key (secrets as
-    /// given: the routes mask them).
-    fn configuration(&self) -> Vec<(String, String)>;
-    /// The restart strategy in effect.
-    fn restart_strategy(&self) -> RestartStrategy;
-}
-
-impl JobHandle for JobControl {
-    fn job_id(&self) -> JobId {
-        JobControl::job_id(self)
-    }
-    fn metrics(&self) -> Vec<Vec<SubtaskMetrics>> {
-        JobControl::metrics(self).snapshot()
-    }
-    fn restarts(&self) -> u64 {
-        JobControl::metrics(self).restarts()
-    }
-    fn run_started_ms(&self) -> Option<u64> {
-        JobControl::metrics(self).run_started_ms()
-    }
-    fn exception_history(&self) -> ExceptionHistory {
-        JobControl::exception_history(self)
-    }
-    fn configuration(&self) -> Vec<(String, String)> {
-        JobControl::configuration(self).to_vec()
-    }
-    fn restart_strategy(&self) -> RestartStrategy {
-        JobControl::restart_strategy(self).clone()
-    }
-    fn job_name(&self) -> String {
-        JobControl::job_name(self).to_string()
-    }
-    fn start_time_ms(&self) -> u64 {
-        JobControl::start_time_ms(self)
-    }
-    fn end_time_ms(&self) -> Option<u64> {
-        JobControl::end_time_ms(self)
-    }
-    fn status(&self) -> JobStatus {
-        JobControl::status(self)
-    }
-    fn vertices(&self) -> Vec<VertexInfo> {
-        JobControl::vertices(self).to_vec()
-    }
-    fn checkpoint_stats(&self) -> Vec<CheckpointStats> {
-        JobControl::checkpoint_stats(self)
-    }
-    fn restored_from(&self) -> Option<(u64, String)> {
-        JobControl::restored_from(self)
-    }
-    fn trigger_savepoint(
-        &self,
-        target_directory: Option<&str>,
-        mode: SavepointMode,
-    ) -> Result<TriggerId, ControlError> {
-        JobControl::trigger_savepoint(self, target_directory, mode)
-    }
-    fn savepoint_status(&self, trigger: &TriggerId) -> Option<SavepointStatus> {
-        JobControl::savepoint_status(self, trigger)
-    }
-    fn cancel(&self) {
-        JobControl::cancel(self)
-    }
-    fn query_state(&self, name: &str, key: &Value, reply: QueryReply) -> Result<(), QueryError> {
-        let registry = self.queryable_state();
-        let key = registry.encode_json_key(name, key)?;
-        registry.submit(name, key, QueryFormat::Json, None, reply)
-    }
-}
 
 /// Savepoint and stop requests triggered through one server whose final
 /// status no client has fetched yet.

@@ -95,7 +95,7 @@ impl RestServer {
         port: u16,
         auth: crate::auth::RestAuth,
     ) -> Result<RestServer, RestError> {
-        let (app, unfetched) = crate::jobs_router(directory, auth);
+        let (app, unfetched) = crate::routes::router(directory.0, auth);
         Self::start_router(app, unfetched, address, port)
     }
 
