@@ -25,6 +25,7 @@ use crate::checkpoint::{
 };
 use crate::control::{ControlShared, ExceptionRecord, JobControl, VertexInfo, VertexInput};
 use crate::deployer::{DeployError, DeployedRun, LocalDeployer, RunRequest, TaskDeployer};
+use crate::deployment::task_count;
 use crate::error::{FailureCause, OperatorFailure, TaskError};
 use crate::gateway::RestorePoint;
 use crate::graph::{JobGraph, Partitioning, VertexId, VertexKind};
@@ -736,7 +737,7 @@ impl JobClient {
     /// Deploys one run of the job, restoring `restore` if given.
     fn deploy(&mut self, restore: Option<Arc<RestoredState>>) -> Result<(), JobError> {
         let cancel = CancelFlag::new();
-        tracing::info!(job_id = %self.job_id, job = %self.job_name, attempt = self.attempt, restored = restore.as_ref().map(|r| r.checkpoint_id), "deploying job");
+        tracing::info!(job_id = %self.job_id, job = %self.job_name, tasks = task_count(&self.graph, &self.plan), attempt = self.attempt, restored = restore.as_ref().map(|r| r.checkpoint_id), "deploying job");
         // The coordinator always runs: without periodic checkpointing it
         // still takes savepoints.
         let (settings, checkpoint_store) = match &self.manager.settings.checkpointing {
