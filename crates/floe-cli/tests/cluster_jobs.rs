@@ -250,3 +250,83 @@ fn a_killed_taskmanager_costs_a_restart_not_a_record() {
 fn a_frozen_taskmanager_is_declared_lost_and_costs_a_restart_not_a_record() {
     survives_losing_a_taskmanager(libc::SIGSTOP);
 }
+
+/// Waits until `dir` holds at least `n` committed lines.
+fn wait_committed(dir: &Path, n: usize) {
+    wait_until(
+        &format!("{n} committed lines in {}", dir.display()),
+        Duration::from_secs(60),
+        || std::fs::read_dir(dir).is_ok() && committed(dir).values().sum::<usize>() >= n,
+    );
+}
+
+#[test]
+fn a_savepoint_moves_between_a_cluster_and_an_embedded_job_both_ways() {
+    let sandbox = Sandbox::new();
+    let cluster = Cluster::start(&sandbox);
+    let records = 90_000;
+    let savepoints = sandbox.path("savepoints");
+    let savepoints = savepoints.to_str().unwrap();
+    let out = sandbox.path("out");
+
+    // On the cluster at p = 2, stopped with a savepoint.
+    let submitted = common::run(&mut sandbox.floe(keyed_count(
+        &cluster,
+        &sandbox,
+        records,
+        Some(10_000),
+        true,
+    )))
+    .ok();
+    let id = submitted_id(&submitted.stdout);
+    wait_committed(&out, 5_000);
+    let stopped = common::run(&mut sandbox.floe([
+        "stop",
+        "-m",
+        cluster.address(),
+        "--savepointPath",
+        savepoints,
+        &id,
+    ]))
+    .ok();
+    let from_cluster = common::savepoint_path(&stopped);
+    wait_finished(&cluster, &id, Duration::from_secs(30));
+    let after_cluster = committed(&out).values().sum::<usize>();
+    assert!(after_cluster < records as usize, "stopped before its end");
+
+    // Embedded at p = 1 from it, stopped with a savepoint again.
+    let registry = sandbox.path("registry");
+    let mut args = keyed_count(&cluster, &sandbox, records, Some(10_000), false);
+    args.drain(1..3); // no -m: embedded
+    args.splice(
+        1..1,
+        ["-s".to_string(), from_cluster, "-p".into(), "1".into()],
+    );
+    // (keyed_count's own `-p 2` follows; the later flag wins, so drop it.)
+    let p2 = args.iter().position(|a| a == "2").expect("-p 2");
+    args.drain(p2 - 1..=p2);
+    let embedded = common::start(sandbox.floe(&args).env("FLOE_REGISTRY_DIR", &registry));
+    wait_until(
+        "the embedded job to register",
+        Duration::from_secs(30),
+        || common::registered_job(&registry).is_some(),
+    );
+    let embedded_id = common::registered_job(&registry).unwrap();
+    wait_committed(&out, after_cluster + 5_000);
+    let stopped = common::run(
+        sandbox
+            .floe(["stop", "--savepointPath", savepoints, &embedded_id])
+            .env("FLOE_REGISTRY_DIR", &registry),
+    )
+    .ok();
+    let from_embedded = common::savepoint_path(&stopped);
+    assert!(embedded.finish().status.success());
+
+    // Back on the cluster at p = 3 (all three TaskManagers), to the end.
+    let mut args = keyed_count(&cluster, &sandbox, records, None, false);
+    let p2 = args.iter().position(|a| a == "2").expect("-p 2");
+    args[p2] = "3".into();
+    args.splice(3..3, ["-s".to_string(), from_embedded]);
+    common::run(&mut sandbox.floe(&args)).ok();
+    assert_exactly_once(&out, records);
+}
