@@ -201,6 +201,13 @@ fn a_keyed_job_runs_across_taskmanagers_exactly_once() {
     );
     // The job ran on two TaskManagers and gave their slots back.
     assert!(cluster.busy().is_empty());
+    // Each TaskManager's data port is the one its data plane listens on.
+    let taskmanagers = get_json(&format!("{}/taskmanagers", cluster.rest));
+    for tm in taskmanagers["taskmanagers"].as_array().unwrap() {
+        let port = tm["dataPort"].as_i64().unwrap();
+        let address = tm["dataAddress"].as_str().unwrap();
+        assert!(port > 0 && address.contains(&format!(":{port}@")), "{tm}");
+    }
 }
 
 /// Starts a slow job, waits for two completed checkpoints, hits one of

@@ -63,7 +63,13 @@ async fn overview(State(state): State<Arc<JobManagerState>>) -> Json<Value> {
 }
 
 fn taskmanager_json(tm: &RegisteredTaskManager) -> Value {
-    let data_port = split_host_port(&tm.info.data_address)
+    // The job layer may append an id to the address (`host:port@<id>`).
+    let data_host_port = tm
+        .info
+        .data_address
+        .split_once('@')
+        .map_or(tm.info.data_address.as_str(), |(a, _)| a);
+    let data_port = split_host_port(data_host_port)
         .map(|(_, p)| i64::from(p))
         .unwrap_or(-1);
     let hardware = tm.info.hardware.map(|h| {
