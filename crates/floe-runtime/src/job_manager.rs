@@ -588,18 +588,7 @@ impl JobManager {
         eprintln!("Job {job_name} started with JobID {job_id}");
         let checkpoint_history = CheckpointHistory::default();
         let user_cancel = CancelFlag::new();
-        let metrics = JobMetrics::new(
-            &graph
-                .vertices
-                .iter()
-                .map(|v| v.parallelism)
-                .collect::<Vec<_>>(),
-            &plan
-                .chains
-                .iter()
-                .map(|c| c.iter().map(|v| v.0).collect())
-                .collect::<Vec<_>>(),
-        );
+        let metrics = plan.new_metrics(graph);
         let control = JobControl {
             shared: Arc::new(ControlShared {
                 job_id,

@@ -29,6 +29,25 @@ pub struct ExecutionPlan {
     pub chained_edges: HashSet<usize>,
 }
 
+impl ExecutionPlan {
+    /// Fresh metrics for the tasks and operators of this plan of `graph`
+    /// (every process running tasks of the job keeps its own).
+    pub fn new_metrics(&self, graph: &crate::graph::JobGraph) -> Arc<crate::metrics::JobMetrics> {
+        crate::metrics::JobMetrics::new(
+            &graph
+                .vertices
+                .iter()
+                .map(|v| v.parallelism)
+                .collect::<Vec<_>>(),
+            &self
+                .chains
+                .iter()
+                .map(|c| c.iter().map(|v| v.0).collect())
+                .collect::<Vec<_>>(),
+        )
+    }
+}
+
 /// What must be equal in every process that builds tasks of one job: the
 /// vertices with their uids and parallelism, the edges, the chains. Each
 /// process of a cluster builds the job's graph by running the job's

@@ -22,7 +22,7 @@ use floe_runtime::gateway::{
 };
 use floe_runtime::plan::PlanSignature;
 use floe_runtime::task_manager::{RunSetup, TaskManager};
-use floe_runtime::{JobManager, JobMetrics, ProcessingTimeService};
+use floe_runtime::{JobManager, ProcessingTimeService};
 
 use super::wiring::NetworkWiring;
 use crate::endpoint::DataEndpoint;
@@ -241,18 +241,7 @@ impl RunHost {
                     .map_err(|e| (format!("TaskManager {}: {e}", p.id), true))
             })
             .collect::<Result<_, _>>()?;
-        let metrics = JobMetrics::new(
-            &graph
-                .vertices
-                .iter()
-                .map(|v| v.parallelism)
-                .collect::<Vec<_>>(),
-            &plan
-                .chains
-                .iter()
-                .map(|c| c.iter().map(|v| v.0).collect())
-                .collect::<Vec<_>>(),
-        );
+        let metrics = plan.new_metrics(&graph);
         let mut wiring = NetworkWiring {
             network: &network,
             job: job_id,
