@@ -161,29 +161,24 @@ impl JobManagerRole {
         self.state.started_at
     }
 
-    /// The attempt fence of task events: the job deployment layer advances
-    /// it (`advance`) when it starts a job attempt, before deploying it.
+    /// The attempt fence of task events (see [`JobManagerHandle::attempts`]).
     pub fn attempts(&self) -> &AttemptFence {
         &self.state.fence
     }
 
-    /// The TaskManagers registered now, by id.
+    /// The TaskManagers registered now (see [`JobManagerHandle`]).
     pub fn taskmanagers(&self) -> Vec<RegisteredTaskManager> {
-        let registry = self.state.registry.lock().expect("registry lock");
-        registry.iter().cloned().collect()
+        self.handle().taskmanagers()
     }
 
-    /// Reserves `n` free slots of `id` (bookkeeping for the REST overview
-    /// and for placement; the TaskManager is not asked).
+    /// See [`JobManagerHandle::reserve_slots`].
     pub fn reserve_slots(&self, id: &TaskManagerId, n: u32) -> Result<(), SlotError> {
-        let mut registry = self.state.registry.lock().expect("registry lock");
-        registry.reserve_slots(id, n)
+        self.handle().reserve_slots(id, n)
     }
 
-    /// Gives back `n` slots of `id`.
+    /// See [`JobManagerHandle::release_slots`].
     pub fn release_slots(&self, id: &TaskManagerId, n: u32) -> Result<(), SlotError> {
-        let mut registry = self.state.registry.lock().expect("registry lock");
-        registry.release_slots(id, n)
+        self.handle().release_slots(id, n)
     }
 
     /// The gateway to a registered TaskManager.
@@ -191,14 +186,9 @@ impl JobManagerRole {
         TaskManagerGateway::new(self.state.clone(), id.clone())
     }
 
-    /// Runs a gateway call (or any future) on the role's runtime from a
-    /// plain thread. Panics when called from inside an async context, such
-    /// as a handler method.
+    /// See [`JobManagerHandle::block_on`].
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.runtime
-            .as_ref()
-            .expect("the runtime lives as long as the role")
-            .block_on(future)
+        self.handle().block_on(future)
     }
 }
 
@@ -234,13 +224,14 @@ impl JobManagerHandle {
         registry.iter().cloned().collect()
     }
 
-    /// See [`JobManagerRole::reserve_slots`].
+    /// Reserves `n` free slots of `id` (bookkeeping for the REST overview
+    /// and for placement; the TaskManager is not asked).
     pub fn reserve_slots(&self, id: &TaskManagerId, n: u32) -> Result<(), SlotError> {
         let mut registry = self.state.registry.lock().expect("registry lock");
         registry.reserve_slots(id, n)
     }
 
-    /// See [`JobManagerRole::release_slots`].
+    /// Gives back `n` slots of `id`.
     pub fn release_slots(&self, id: &TaskManagerId, n: u32) -> Result<(), SlotError> {
         let mut registry = self.state.registry.lock().expect("registry lock");
         registry.release_slots(id, n)
@@ -251,13 +242,15 @@ impl JobManagerHandle {
         TaskManagerGateway::new(self.state.clone(), id.clone())
     }
 
-    /// The attempt fence of task events (see [`JobManagerRole::attempts`]).
+    /// The attempt fence of task events: the job deployment layer advances
+    /// it (`advance`) when it starts a job attempt, before deploying it.
     pub fn attempts(&self) -> &AttemptFence {
         &self.state.fence
     }
 
-    /// Runs a gateway call on the role's runtime from a plain thread.
-    /// Panics when called from inside an async context.
+    /// Runs a gateway call (or any future) on the role's runtime from a
+    /// plain thread. Panics when called from inside an async context, such
+    /// as a handler method.
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)
     }
