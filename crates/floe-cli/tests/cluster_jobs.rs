@@ -244,6 +244,13 @@ fn survives_losing_a_taskmanager(signal: i32) {
         entries.iter().any(|e| e["restarted"] == true),
         "the loss, and the restart it caused, are in the exception history: {exceptions}"
     );
+    // Failures reported for tasks of a lost process name the tasks.
+    assert!(
+        entries.iter().all(|e| e["taskName"]
+            .as_str()
+            .is_some_and(|n| n.contains('(') && !n.starts_with("task "))),
+        "{exceptions}"
+    );
     // (A restart from scratch instead of the latest checkpoint would have
     // committed the lines before it twice.)
 }

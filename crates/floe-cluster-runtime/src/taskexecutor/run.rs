@@ -15,7 +15,7 @@ use floe_runtime::checkpoint::{
     AlignmentMode, CheckpointStore, OpenedSnapshot, RestoredState, SnapshotTargets, TaskCommand,
     TaskInit, read_checkpoint_metadata,
 };
-use floe_runtime::deployment::{BuildContext, build_tasks};
+use floe_runtime::deployment::{BuildContext, TaskSummary, build_tasks, task_summaries};
 use floe_runtime::gateway::{
     self, RestorePoint, RunDeployment, TaskManagerCommand, TaskManagerEvent, TaskOutcome,
     TaskResult,
@@ -44,6 +44,9 @@ pub(crate) struct LocalRun {
 type Started = (HashMap<usize, Sender<TaskCommand>>, Arc<SnapshotTargets>);
 
 struct RunProgress {
+    /// Once the graph is built: each task's name, subtask and parallelism
+    /// (by index), for failures reported on its behalf.
+    names: HashMap<u32, TaskSummary>,
     /// Until the tasks run: commands that arrived, in order.
     queued: Vec<TaskManagerCommand>,
     /// Once they run: each task's command channel, and where snapshots go.
@@ -71,6 +74,7 @@ impl LocalRun {
             events,
             tasks,
             state: Mutex::new(RunProgress {
+                names: HashMap::new(),
                 queued: Vec::new(),
                 started: None,
                 reported: Vec::new(),
@@ -107,11 +111,16 @@ impl LocalRun {
         // task that stopped as cancelled otherwise lost a channel to
         // another TaskManager, which fails the run.
         if outcome.result == TaskResult::Cancelled && !self.cancel.is_cancelled() {
+            let (subtask, parallelism) = self
+                .lock()
+                .names
+                .get(&outcome.task)
+                .map_or((0, 1), |t| (t.subtask, t.parallelism));
             outcome.result = TaskResult::Failed {
                 operator: outcome.name.clone(),
                 uid: String::new(),
-                subtask: 0,
-                parallelism: 1,
+                subtask,
+                parallelism,
                 message: "a channel to another TaskManager broke".into(),
                 panic: false,
                 non_recoverable: false,
@@ -133,14 +142,18 @@ impl LocalRun {
     pub fn fail(&self, reason: &str, non_recoverable: bool) {
         self.cancel.cancel();
         for &task in &self.tasks {
+            let (name, subtask, parallelism) = match self.lock().names.get(&task) {
+                Some(t) => (t.name.clone(), t.subtask, t.parallelism),
+                None => (format!("task {task}"), 0, 1),
+            };
             self.report(TaskOutcome {
                 task,
-                name: format!("task {task}"),
+                name: name.clone(),
                 result: TaskResult::Failed {
-                    operator: format!("task {task}"),
+                    operator: name,
                     uid: String::new(),
-                    subtask: 0,
-                    parallelism: 1,
+                    subtask,
+                    parallelism,
                     message: reason.to_string(),
                     panic: false,
                     non_recoverable,
@@ -224,6 +237,11 @@ impl RunHost {
                 true,
             ));
         }
+        run.lock().names = task_summaries(&graph, &plan)
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (i as u32, t))
+            .collect();
         let checkpoints: Option<Arc<dyn CheckpointStore>> =
             settings.checkpointing.as_ref().map(|(_, s)| s.clone());
         let restore = restore(&deployment.restore, &settings.restore, checkpoints.as_ref())
