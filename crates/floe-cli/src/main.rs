@@ -439,6 +439,32 @@ enum Bench {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         pairs: Option<u32>,
     },
+    /// keyed-count on a local cluster it starts (a JobManager, P one-slot TaskManagers on
+    /// 127.0.0.2..) versus the same job embedded, in alternating pairs: one JSON line per run
+    /// (records/s, wall time, network bytes per record) and a summary with the median ratio.
+    ClusterKeyedCount {
+        /// Records to generate.
+        #[arg(long)]
+        records: u64,
+        /// Distinct keys.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        keys: u64,
+        /// Parallelism of every operator, and TaskManagers started.
+        #[arg(long, short = 'p', default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=253))]
+        parallelism: u32,
+        /// State backend (hashmap, also accepted as heap, or rocksdb).
+        #[arg(long, default_value = "heap")]
+        backend: String,
+        /// Take a checkpoint every this many milliseconds.
+        #[arg(long, value_name = "MS")]
+        checkpoint_interval: Option<u64>,
+        /// Where checkpoints go (a directory every process sees; default: JobManager memory).
+        #[arg(long, value_name = "URL")]
+        checkpoint_dir: Option<String>,
+        /// Embedded/cluster pairs to run.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+        pairs: u32,
+    },
     /// N records (key = i mod K, event time +1 ms per 1,000 records per source subtask);
     /// per record a ValueState<u64> count and an event-time timer at the end of its
     /// second, which clears the count.
@@ -736,6 +762,29 @@ fn main() -> ExitCode {
             }
             .run()?;
             print_json(&report)
+        })(),
+        Command::Bench(Bench::ClusterKeyedCount {
+            records,
+            keys,
+            parallelism,
+            backend,
+            checkpoint_interval,
+            checkpoint_dir,
+            pairs,
+        }) => (|| {
+            floe_cli::cluster_bench::ClusterKeyedCountBench {
+                records,
+                keys,
+                parallelism,
+                backend: backend
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("--backend: {e}"))?,
+                checkpoint_interval,
+                checkpoint_dir,
+                pairs,
+            }
+            .run(&mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
         })(),
         Command::Bench(Bench::Timers {
             records,
