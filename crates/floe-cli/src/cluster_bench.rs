@@ -508,7 +508,9 @@ impl ClusterKeyedCountBench {
             argv.extend(["--checkpoint-dir".into(), dir.clone()]);
         }
         argv.extend(self.keyed_count_args());
-        let child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        die_with_this_process(&mut cmd);
+        let child = cmd
             .args(&argv)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -579,6 +581,23 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// Makes the kernel SIGKILL the child if this process dies without
+/// unwinding (SIGKILL, abort), where no `Drop` runs. The kernel watches
+/// the spawning thread: children are spawned from the thread that runs the
+/// benchmark to its end.
+fn die_with_this_process(cmd: &mut Command) {
+    // SAFETY: between fork and exec the closure only calls prctl, which is
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The first and the latest lines a child wrote to stderr, each first
 /// line with the instant it was read: enough to find and time its start-up
 /// lines and to show why it failed, without keeping a chatty process's
@@ -640,20 +659,7 @@ impl Role {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        // If this process dies without unwinding (SIGKILL, abort), the
-        // kernel kills the child too. Children are spawned from the
-        // thread that runs the benchmark to its end, whose exit is what
-        // the kernel watches.
-        // SAFETY: between fork and exec the closure only calls prctl, which
-        // is async-signal-safe, and allocates nothing.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        die_with_this_process(&mut cmd);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start the {what} ({})", exe.display()))?;
