@@ -24,6 +24,7 @@ pub mod config;
 #[cfg(target_os = "linux")]
 mod direct_io;
 pub mod format;
+pub mod ha;
 mod handle;
 mod location;
 pub mod metadata;
