@@ -19,7 +19,7 @@ const KEYS: u64 = 100;
 
 /// A JobManager and three TaskManagers with one slot each.
 struct Cluster {
-    _jm: Role,
+    _jm: Option<Role>,
     rest: String,
     tms: Vec<Role>,
 }
@@ -34,7 +34,11 @@ impl Cluster {
         wait_until("three TaskManagers", Duration::from_secs(30), || {
             get_json(&format!("{rest}/overview"))["taskmanagers"] == 3
         });
-        Cluster { _jm: jm, rest, tms }
+        Cluster {
+            _jm: Some(jm),
+            rest,
+            tms,
+        }
     }
 
     /// `host:port` of the REST endpoint, as `floe run -m` takes it.
@@ -343,4 +347,94 @@ fn a_savepoint_moves_between_a_cluster_and_an_embedded_job_both_ways() {
     args.splice(3..3, ["-s".to_string(), from_embedded]);
     common::run(&mut sandbox.floe(&args)).ok();
     assert_exactly_once(&out, records);
+}
+
+#[test]
+fn a_restarted_jobmanager_recovers_its_job_from_the_latest_checkpoint() {
+    use common::cluster::HEARTBEATS;
+    let sandbox = Sandbox::new();
+    let ha = format!(
+        "high-availability.storageDir=file://{}",
+        sandbox.path("ha").display()
+    );
+    let jobmanager = |rpc: &str| {
+        let mut args = vec![
+            "jobmanager",
+            "--rpc-address",
+            rpc,
+            "-D",
+            "rest.port=0",
+            "-D",
+            &ha,
+        ];
+        args.extend(HEARTBEATS);
+        let jm = Role::start(&sandbox, &args);
+        let rpc = jm.wait_line("JobManager RPC: ");
+        let rest = jm.wait_line("REST endpoint: ");
+        (jm, rpc, rest)
+    };
+    let (mut jm, rpc, rest) = jobmanager("127.0.0.1:0");
+    let tms: Vec<Role> = ["127.0.0.2", "127.0.0.3"]
+        .iter()
+        .map(|host| {
+            let mut args = vec![
+                "taskmanager",
+                "--jobmanager",
+                &rpc,
+                "--bind",
+                host,
+                "--slots",
+                "1",
+                "-D",
+                "cluster.registration.max-timeout=500 ms",
+            ];
+            args.extend(HEARTBEATS);
+            Role::start(&sandbox, &args)
+        })
+        .collect();
+    wait_until("two TaskManagers", Duration::from_secs(30), || {
+        get_json(&format!("{rest}/overview"))["taskmanagers"] == 2
+    });
+    // `jm` stays outside: the test kills it.
+    let cluster = Cluster {
+        _jm: None,
+        rest: rest.clone(),
+        tms,
+    };
+    let records = 120_000;
+    let submitted = common::run(&mut sandbox.floe(keyed_count(
+        &cluster,
+        &sandbox,
+        records,
+        Some(15_000),
+        true,
+    )))
+    .ok();
+    let id = submitted_id(&submitted.stdout);
+    wait_until("two completed checkpoints", Duration::from_secs(30), || {
+        cluster.completed_checkpoints(&id) >= 2
+    });
+    jm.signal(libc::SIGKILL);
+    let _ = jm.wait_exit(Duration::from_secs(10));
+
+    // A new JobManager on the same RPC address, with the same HA storage.
+    let (jm2, _, rest2) = jobmanager(&rpc);
+    jm2.wait_line(&format!("Job {id} recovered from "));
+    let cluster = Cluster {
+        _jm: Some(jm2),
+        rest: rest2,
+        tms: cluster.tms,
+    };
+    wait_finished(&cluster, &id, Duration::from_secs(90));
+    assert_exactly_once(&sandbox.path("out"), records);
+    // Finished: nothing is left for a next JobManager to recover.
+    wait_until(
+        "the HA storage to forget the job",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_dir(sandbox.path("ha").join("jobs"))
+                .map(|d| d.count() == 0)
+                .unwrap_or(true)
+        },
+    );
 }

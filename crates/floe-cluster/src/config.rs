@@ -43,6 +43,15 @@ fn parse_host(s: &str) -> Result<String, String> {
     }
 }
 
+fn parse_location(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.contains("://") {
+        Ok(t.to_string())
+    } else {
+        Err("expected a URL: file:///absolute/path, s3://bucket/path, gs://…, az://…".into())
+    }
+}
+
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     match parse_duration_value(s)? {
         d if d < Duration::from_millis(1) => Err("must be at least 1 ms".into()),
@@ -145,6 +154,13 @@ pub mod options {
         parse: parse_positive_duration,
     };
 
+    /// `high-availability.storageDir` (Flink's key).
+    pub const HA_STORAGE_DIR: ConfigOption<String> = ConfigOption {
+        key: "high-availability.storageDir",
+        description: "Where the JobManager keeps its jobs (submissions and generation claims) so that a restarted JobManager recovers them from their latest checkpoints: a file://, s3://, gs:// or az:// URL every JobManager process sees (Flink's key; unset: jobs do not survive a JobManager restart).",
+        parse: parse_location,
+    };
+
     /// Every key above with its description (kept in step with
     /// `floe_core::config::KNOWN_KEYS` by a test).
     pub const ALL: &[(&str, &str)] = &[
@@ -176,6 +192,7 @@ pub mod options {
             REGISTRATION_MAX_TIMEOUT.description,
         ),
         (SLOT_REQUEST_TIMEOUT.key, SLOT_REQUEST_TIMEOUT.description),
+        (HA_STORAGE_DIR.key, HA_STORAGE_DIR.description),
     ];
 }
 
@@ -251,6 +268,8 @@ pub struct JobManagerConfig {
     pub heartbeat: HeartbeatConfig,
     /// How long a run waits for slots (`slot.request.timeout`).
     pub slot_request_timeout: Duration,
+    /// Where jobs survive a restart (`high-availability.storageDir`).
+    pub ha_storage_dir: Option<String>,
 }
 
 impl JobManagerConfig {
@@ -274,6 +293,7 @@ impl JobManagerConfig {
             slot_request_timeout: config
                 .get(&options::SLOT_REQUEST_TIMEOUT)?
                 .unwrap_or(Duration::from_secs(300)),
+            ha_storage_dir: config.get(&options::HA_STORAGE_DIR)?,
         })
     }
 }

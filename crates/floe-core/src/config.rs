@@ -606,6 +606,10 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         "slot.request.timeout",
         "How long a job's run waits for enough free task slots on the registered TaskManagers before its deployment fails (default 5 min, as in Flink).",
     ),
+    (
+        "high-availability.storageDir",
+        "Where the JobManager keeps its jobs (submissions and generation claims) so that a restarted JobManager recovers them from their latest checkpoints: a file://, s3://, gs:// or az:// URL every JobManager process sees (Flink's key; unset: jobs do not survive a JobManager restart).",
+    ),
     // Restart strategy: the options are defined in floe-runtime's restart.rs
     // (`floe_runtime::restart::options`); a test there keeps these in step.
     (

@@ -6,6 +6,7 @@ use std::net::ToSocketAddrs;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use floe::checkpoint::ha::HaStorage;
 use floe_cluster::config::TaskManagerConfig;
 use floe_cluster::taskmanager::bind_address;
 use floe_cluster::{
@@ -53,7 +54,13 @@ pub fn jobmanager(
     floe::init_logging();
     let mut termination = Termination::install()?;
     let settings = JobManagerConfig::from_configuration(&config)?;
-    let master = ClusterJobMaster::new(registry(), settings.slot_request_timeout);
+    let ha = settings
+        .ha_storage_dir
+        .as_deref()
+        .map(HaStorage::open)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("high-availability.storageDir: {e}"))?;
+    let master = ClusterJobMaster::new(registry(), settings.slot_request_timeout, ha);
     let role = JobManagerRole::start(
         &config,
         JobManagerOptions {
@@ -68,6 +75,12 @@ pub fn jobmanager(
         master.clone(),
     )?;
     master.attach(role.handle());
+    // Jobs a previous JobManager left in the HA storage start again (each
+    // waits for TaskManagers to register and offer slots).
+    {
+        let master = master.clone();
+        std::thread::spawn(move || master.recover());
+    }
     eprintln!("JobManager RPC: {}", role.rpc_address());
     if let Some(rest) = role.rest_address() {
         eprintln!("REST endpoint: http://{rest}");

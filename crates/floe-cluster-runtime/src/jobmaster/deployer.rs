@@ -66,6 +66,10 @@ pub(crate) struct ClusterDeployer {
     pub slot_timeout: Duration,
     /// Whether the job's checkpoints are on storage every host sees.
     pub shared_storage: bool,
+    /// This JobManager's generation of the job (0 without HA storage): runs
+    /// are numbered above every run of an earlier generation, so the
+    /// TaskManagers' fences take them.
+    pub generation: u64,
 }
 
 impl ClusterDeployer {
@@ -143,9 +147,10 @@ impl TaskDeployer for ClusterDeployer {
         let ids: Vec<TaskManagerId> = taskmanagers.iter().map(|t| t.info.id.clone()).collect();
         let task_peer: Vec<u32> = placement.iter().flatten().copied().collect();
         debug_assert_eq!(task_peer.len(), task_count(run.graph, run.plan));
+        let attempt = (self.generation << 32) | run.attempt;
         let (reports_tx, reports) = crossbeam_channel::unbounded();
         let state = Arc::new(RunState::new(
-            run.attempt,
+            attempt,
             ids.clone(),
             task_peer.clone(),
             task_summaries(run.graph, run.plan),
@@ -154,7 +159,7 @@ impl TaskDeployer for ClusterDeployer {
         ));
         let job = JobAttempt {
             job: run.job_id,
-            attempt: Attempt(run.attempt),
+            attempt: Attempt(attempt),
         };
         self.cluster
             .attempts()
@@ -208,12 +213,11 @@ impl TaskDeployer for ClusterDeployer {
                 // Dropping `remote` cancels what was deployed.
                 remote.cancel_all();
                 return Err(DeployError::Cluster(format!(
-                    "TaskManager {id} did not take its part of attempt {}: {reason}",
-                    run.attempt
+                    "TaskManager {id} did not take its part of {job}: {reason}"
                 )));
             }
         }
-        tracing::info!(job = %run.job_id, attempt = run.attempt, taskmanagers = ids.len(), "run deployed");
+        tracing::info!(job = %run.job_id, attempt, taskmanagers = ids.len(), "run deployed");
         remote.start_forwarding(run.store.clone(), run.cancel.clone());
         Ok(Box::new(remote))
     }

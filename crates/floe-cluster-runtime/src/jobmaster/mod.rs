@@ -5,6 +5,7 @@
 //! TaskManager losses are routed to the run they belong to.
 
 mod deployer;
+mod ha;
 pub mod rest;
 mod run;
 
@@ -13,11 +14,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use floe_api::executor::CapturedJob;
+use floe_checkpoint::ha::HaStorage;
 use floe_cluster::{
     JobAttempt, JobCounts, JobManagerHandle, JobMasterHandler, TaskManagerId, TaskManagerInfo,
 };
 use floe_core::JobId;
 use floe_rest::JobDirectory;
+use floe_runtime::checkpoint::{CheckpointStore, RestoredState, read_checkpoint_metadata};
 use floe_runtime::gateway::{self, JobEntry, TaskManagerEvent};
 use floe_runtime::{JobControl, JobError, JobManager, JobStatus};
 
@@ -40,6 +44,9 @@ pub enum SubmitError {
     /// The graph is not executable, its configuration or state is refused.
     #[error(transparent)]
     Job(#[from] JobError),
+    /// The job could not be kept in the HA storage.
+    #[error("high-availability storage: {0}")]
+    Ha(String),
 }
 
 /// One submitted job.
@@ -52,6 +59,8 @@ struct JobRecord {
 /// handler, then [`ClusterJobMaster::attach`] the started role.
 pub struct ClusterJobMaster {
     registry: JobRegistry,
+    /// Where jobs are kept to survive a restart of this JobManager.
+    ha: Option<HaStorage>,
     /// The jobs the REST endpoint serves.
     directory: JobDirectory,
     cluster: OnceLock<JobManagerHandle>,
@@ -61,10 +70,12 @@ pub struct ClusterJobMaster {
 
 impl ClusterJobMaster {
     /// A JobMaster running the jobs of `registry`, waiting at most
-    /// `slot_timeout` for slots per run.
-    pub fn new(registry: JobRegistry, slot_timeout: Duration) -> Arc<Self> {
+    /// `slot_timeout` for slots per run, keeping its jobs in `ha` (if
+    /// given) so that a restarted JobManager recovers them.
+    pub fn new(registry: JobRegistry, slot_timeout: Duration, ha: Option<HaStorage>) -> Arc<Self> {
         Arc::new(ClusterJobMaster {
             registry,
+            ha,
             directory: JobDirectory::new(),
             cluster: OnceLock::new(),
             jobs: Mutex::new(BTreeMap::new()),
@@ -91,9 +102,83 @@ impl ClusterJobMaster {
     /// TaskManagers; returns at once with the job's id while a thread
     /// supervises it to its end.
     pub fn submit(&self, entry: JobEntry) -> Result<JobId, SubmitError> {
-        let cluster = self.cluster.get().ok_or(SubmitError::NotReady)?.clone();
         let job_id = JobId::random();
         let captured = self.registry.build(job_id, &entry)?;
+        let generation = match &self.ha {
+            None => 0,
+            Some(ha) => ha
+                .add_job(job_id, &ha::encode_submission(&entry))
+                .and_then(|()| ha.claim(job_id))
+                .map_err(|e| SubmitError::Ha(e.to_string()))?,
+        };
+        self.start(job_id, entry, captured, generation)
+    }
+
+    /// Takes over every job the HA storage holds (a JobManager restarted):
+    /// claims the next generation of each, and starts it again from its
+    /// latest completed checkpoint. Returns the ids recovered; a job that
+    /// cannot be is logged and left for the next JobManager.
+    pub fn recover(&self) -> Vec<JobId> {
+        let Some(ha) = &self.ha else {
+            return Vec::new();
+        };
+        let jobs = match ha.jobs() {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::error!("cannot read the jobs of the HA storage {}: {e}", ha.url());
+                return Vec::new();
+            }
+        };
+        let mut recovered = Vec::new();
+        for (job_id, submission) in jobs {
+            match self.recover_job(ha, job_id, &submission) {
+                Ok(()) => {
+                    eprintln!("Job {job_id} recovered from {}", ha.url());
+                    recovered.push(job_id);
+                }
+                Err(e) => eprintln!("Job {job_id} not recovered: {e}"),
+            }
+        }
+        recovered
+    }
+
+    fn recover_job(&self, ha: &HaStorage, job_id: JobId, submission: &[u8]) -> Result<(), String> {
+        let entry = ha::decode_submission(job_id, submission)?;
+        let generation = ha
+            .claim(job_id)
+            .map_err(|e| format!("cannot claim it (another JobManager may have): {e}"))?;
+        let mut captured = self
+            .registry
+            .build(job_id, &entry)
+            .map_err(|e| e.to_string())?;
+        if let Some((_, store)) = &captured.settings.checkpointing {
+            let latest = store
+                .completed()
+                .map_err(|e| format!("cannot list its checkpoints: {e}"))?
+                .last()
+                .copied();
+            if let Some(id) = latest {
+                let meta = read_checkpoint_metadata(store.as_ref(), id)
+                    .map_err(|e| format!("cannot read checkpoint {id}: {e}"))?;
+                let restored = RestoredState::load(&meta, store.clone(), true)
+                    .map_err(|e| format!("cannot load checkpoint {id}: {e}"))?;
+                captured.settings.restore = Some(Arc::new(restored));
+                captured.settings.restore_path = None;
+            }
+        }
+        self.start(job_id, entry, captured, generation)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn start(
+        &self,
+        job_id: JobId,
+        entry: JobEntry,
+        mut captured: CapturedJob,
+        generation: u64,
+    ) -> Result<JobId, SubmitError> {
+        let cluster = self.cluster.get().ok_or(SubmitError::NotReady)?.clone();
         let shared_storage = captured
             .settings
             .checkpointing
@@ -103,6 +188,17 @@ impl ClusterJobMaster {
                     .checkpoint_dir()
                     .is_some_and(|dir| !dir.starts_with("file:") && !dir.starts_with('/'))
             });
+        if let (Some(ha), Some((config, store))) =
+            (&self.ha, captured.settings.checkpointing.take())
+        {
+            let fenced: Arc<dyn CheckpointStore> = Arc::new(ha::FencedStore {
+                inner: store,
+                ha: ha.clone(),
+                job: job_id,
+                generation,
+            });
+            captured.settings.checkpointing = Some((config, fenced));
+        }
         let runs = Arc::new(JobRuns::default());
         let deployer = ClusterDeployer {
             cluster,
@@ -110,6 +206,7 @@ impl ClusterJobMaster {
             runs: runs.clone(),
             slot_timeout: self.slot_timeout,
             shared_storage,
+            generation,
         };
         let client = JobManager::new(captured.settings).submit_to(
             &captured.job_name,
@@ -128,6 +225,7 @@ impl ClusterJobMaster {
             tracing::warn!(job = %job_id, "the REST endpoint does not list the job: {e}");
         }
         let directory = self.directory.clone();
+        let ha = self.ha.clone();
         std::thread::Builder::new()
             .name(format!("job-{}", &job_id.to_string()[..8]))
             .spawn(move || {
@@ -136,6 +234,12 @@ impl ClusterJobMaster {
                     Err(e) => tracing::warn!(job = %job_id, "job ended: {e}"),
                 }
                 directory.archive(job_id);
+                // Globally terminal: nothing for a next JobManager to recover.
+                if let Some(ha) = ha
+                    && let Err(e) = ha.remove_job(job_id)
+                {
+                    tracing::warn!(job = %job_id, "cannot remove the job from the HA storage: {e}");
+                }
             })
             .map_err(|reason| JobError::Spawn {
                 task: "job supervisor".into(),
