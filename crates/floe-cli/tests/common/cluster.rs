@@ -28,7 +28,12 @@ pub struct Role {
 
 impl Role {
     pub fn start(sandbox: &Sandbox, args: &[&str]) -> Role {
-        let mut cmd: Command = sandbox.floe(args);
+        Role::spawn(sandbox.floe(args))
+    }
+
+    /// Starts `cmd` (a `floe` role, possibly under a wrapper such as `ip
+    /// netns exec`) with its stderr collected.
+    pub fn spawn(mut cmd: Command) -> Role {
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start floe");
         let stderr = Arc::new(Mutex::new(String::new()));

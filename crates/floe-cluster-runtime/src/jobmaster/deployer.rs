@@ -129,7 +129,7 @@ impl TaskDeployer for ClusterDeployer {
                 "the job's checkpoint storage is a local directory and its TaskManagers are on \
                  several hosts: every TaskManager must write checkpoints where the JobManager \
                  reads them; use S3, GCS, Azure or a shared file system \
-                 (execution.checkpointing.dir)"
+                 (state.checkpoints.dir)"
                     .into(),
             ));
         }
