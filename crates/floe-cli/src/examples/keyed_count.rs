@@ -41,10 +41,29 @@ pub struct Args {
     /// for `stderr`), as a Flink job would, instead of `<key> <count>`.
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "stdout", conflicts_with = "output")]
     pub print: Option<PrintTarget>,
+    /// Drop the counts instead of writing them (a benchmark's sink, like
+    /// Flink's `DiscardingSink`: the run measures the keyed count alone).
+    #[arg(long, conflicts_with_all = ["output", "print"])]
+    pub discard: bool,
     /// The type the `count` state is declared with (`u32`: a narrower
     /// type, which a savepoint of the default `u64` count refuses).
     #[arg(long, value_enum, default_value_t = CountType::U64)]
     pub count_type: CountType,
+}
+
+/// Drops every record (Flink's `DiscardingSink`).
+#[derive(Debug, Clone, Copy)]
+struct Discard;
+
+impl<T: Send + 'static> SinkWriter<T> for Discard {
+    fn write(&mut self, _value: T) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn write_batch(&mut self, batch: &mut Vec<T>) -> anyhow::Result<()> {
+        batch.clear();
+        Ok(())
+    }
 }
 
 /// The declared type of the `count` state.
@@ -154,6 +173,9 @@ pub fn run(args: JobArgs) -> anyhow::Result<()> {
     .name("Count per Key")
     .uid("count-per-key");
     match opts.print {
+        None if opts.discard => {
+            counts.sink_to(Discard, "Discard");
+        }
         Some(PrintTarget::Stdout) => {
             counts.print();
         }
