@@ -10,14 +10,10 @@
 //! slow drift of the machine does not favour one side.
 //!
 //! **The same work on both sides.** A cluster can only run the binary's
-//! example jobs, and `keyed-count` without `--output` prints one
-//! `<key> <count>` line per update to stdout; it has no discarding sink.
-//! Rather than a file sink (hundreds of MB of part files to write and
-//! delete per run), both sides keep that stdout sink with stdout on
-//! `/dev/null`: every update is still formatted and written, in batches,
-//! but the writes cost almost nothing. That formatting is work the
-//! `floe bench keyed-count` yardstick (a counting, discarding sink) does
-//! not do, so the summary also reports one yardstick run for reference.
+//! example jobs, so both sides run `keyed-count --discard`: the counts are
+//! dropped by a sink that does nothing, as the `floe bench keyed-count`
+//! yardstick and Flink's harness (`DiscardingSink`) do. The summary also
+//! reports one yardstick run (its own job, in-process) for reference.
 //!
 //! **Embedded as a child process.** The embedded run is `floe run -p P
 //! keyed-count …` in a fresh process, not a job in this one: it is then the
@@ -300,7 +296,7 @@ impl ClusterKeyedCountBench {
             loopback_bytes_per_record: median_of(|r| r.loopback_bytes_per_record),
             net_bytes_measure: "TCP payload bytes received on the TaskManagers' data \
                                 connections (TCP_INFO bytes_received via ss), both directions",
-            sink: "keyed-count's stdout sink, stdout on /dev/null (every update formatted)",
+            sink: "keyed-count --discard (counts dropped, as Flink's DiscardingSink)",
             yardstick_records_per_sec: yardstick,
             cluster_vs_yardstick: cluster_rate / yardstick,
             pids,
@@ -328,13 +324,15 @@ impl ClusterKeyedCountBench {
         argv
     }
 
-    /// The job's own arguments.
+    /// The job's own arguments (counts dropped, as the yardstick and
+    /// Flink's harness do).
     fn keyed_count_args(&self) -> Vec<String> {
         vec![
             "--records".into(),
             self.records.to_string(),
             "--keys".into(),
             self.keys.to_string(),
+            "--discard".into(),
         ]
     }
 
@@ -507,7 +505,12 @@ impl ClusterKeyedCountBench {
         if let Some(dir) = &self.checkpoint_dir {
             argv.extend(["--checkpoint-dir".into(), dir.clone()]);
         }
-        argv.extend(self.keyed_count_args());
+        // The yardstick's own job has no sink to choose.
+        argv.extend(
+            self.keyed_count_args()
+                .into_iter()
+                .filter(|a| a != "--discard"),
+        );
         let mut cmd = Command::new(exe);
         die_with_this_process(&mut cmd);
         let child = cmd
