@@ -188,8 +188,11 @@ impl ClusterJobMaster {
                     .checkpoint_dir()
                     .is_some_and(|dir| !dir.starts_with("file:") && !dir.starts_with('/'))
             });
-        if let (Some(ha), Some((config, store))) =
-            (&self.ha, captured.settings.checkpointing.take())
+        // With HA storage the job's checkpoints commit only while this
+        // JobManager's generation is the newest (checked first: without
+        // HA the checkpointing settings stay as they are).
+        if let Some(ha) = &self.ha
+            && let Some((config, store)) = captured.settings.checkpointing.take()
         {
             let fenced: Arc<dyn CheckpointStore> = Arc::new(ha::FencedStore {
                 inner: store,
