@@ -438,3 +438,225 @@ fn a_restarted_jobmanager_recovers_its_job_from_the_latest_checkpoint() {
         },
     );
 }
+
+/// A network namespace joined to this host by a veth pair: a host of its
+/// own for one TaskManager, which an nft rule inside it can cut off.
+/// Removed when dropped.
+struct Netns {
+    name: String,
+    host_if: String,
+    host_ip: String,
+    ns_ip: String,
+}
+
+impl Netns {
+    /// A namespace, or `None` (with the reason) when this process cannot
+    /// make one: not root, or `ip`/`nft` missing.
+    fn create() -> Result<Netns, String> {
+        // SAFETY: reading our own effective uid.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not root".into());
+        }
+        for tool in ["ip", "nft"] {
+            let found = std::process::Command::new(tool)
+                .arg("-V")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !found {
+                return Err(format!("`{tool}` is not installed"));
+            }
+        }
+        let n = 20 + std::process::id() % 200;
+        let ns = Netns {
+            name: format!("floe-part-{n}"),
+            host_if: format!("flh{n}"),
+            host_ip: format!("10.77.{n}.1"),
+            ns_ip: format!("10.77.{n}.2"),
+        };
+        let ns_if = format!("flt{n}");
+        let _ = Netns::run(&["netns", "del", &ns.name]);
+        let _ = Netns::run(&["link", "del", &ns.host_if]);
+        for args in [
+            vec!["netns", "add", &ns.name],
+            vec![
+                "link",
+                "add",
+                &ns.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &ns_if,
+            ],
+            vec!["link", "set", &ns_if, "netns", &ns.name],
+            vec![
+                "addr",
+                "add",
+                &format!("{}/24", ns.host_ip),
+                "dev",
+                &ns.host_if,
+            ],
+            vec!["link", "set", &ns.host_if, "up"],
+            vec![
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                &format!("{}/24", ns.ns_ip),
+                "dev",
+                &ns_if,
+            ],
+            vec!["-n", &ns.name, "link", "set", &ns_if, "up"],
+            vec!["-n", &ns.name, "link", "set", "lo", "up"],
+        ] {
+            Netns::run(&args)?;
+        }
+        Ok(ns)
+    }
+
+    fn run(args: &[&str]) -> Result<(), String> {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// Drops every packet between the namespace and the host (the links
+    /// stay up: a partition, not a closed port).
+    fn partition(&self) {
+        for rule in [
+            "add table inet floe".to_string(),
+            "add chain inet floe input { type filter hook input priority 0; policy accept; }"
+                .into(),
+            "add chain inet floe output { type filter hook output priority 0; policy accept; }"
+                .into(),
+            format!("add rule inet floe input ip saddr {} drop", self.host_ip),
+            format!("add rule inet floe output ip daddr {} drop", self.host_ip),
+        ] {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &self.name, "nft"])
+                .args(rule.split(' '))
+                .output()
+                .expect("nft");
+            assert!(
+                out.status.success(),
+                "nft {rule}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Netns::run(&["netns", "del", &self.name]);
+        let _ = Netns::run(&["link", "del", &self.host_if]);
+    }
+}
+
+#[test]
+fn a_partitioned_taskmanager_is_declared_lost_and_costs_a_restart_not_a_record() {
+    use common::cluster::HEARTBEATS;
+    let ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(why) if std::env::var_os("FLOE_REQUIRE_NETNS").is_none() => {
+            eprintln!("skipped: cannot make a network namespace ({why})");
+            return;
+        }
+        Err(why) => panic!("FLOE_REQUIRE_NETNS is set and: {why}"),
+    };
+    let s3 = match common::s3::S3Server::start(&ns.host_ip) {
+        Ok(s3) => s3,
+        Err(why) if std::env::var_os("FLOE_REQUIRE_S3").is_none() => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        Err(why) => panic!("FLOE_REQUIRE_S3 is set and: {why}"),
+    };
+    let sandbox = Sandbox::new();
+    let mut jm_args = vec![
+        "jobmanager".to_string(),
+        "--rpc-address".into(),
+        format!("{}:0", ns.host_ip),
+        "-D".into(),
+        "rest.port=0".into(),
+    ];
+    jm_args.extend(HEARTBEATS.map(String::from));
+    let mut cmd = sandbox.floe(&jm_args);
+    cmd.envs(s3.env());
+    let jm = Role::spawn(cmd);
+    let rpc = jm.wait_line("JobManager RPC: ");
+    let rest = jm.wait_line("REST endpoint: ");
+    let host_tm = |sandbox: &Sandbox| {
+        let mut args = vec!["taskmanager", "--jobmanager", &rpc, "--bind", &ns.host_ip];
+        args.extend(["--slots", "1"]);
+        args.extend(HEARTBEATS);
+        let mut cmd = sandbox.floe(&args);
+        cmd.envs(s3.env());
+        Role::spawn(cmd)
+    };
+    let mut tms = vec![host_tm(&sandbox), host_tm(&sandbox)];
+    let mut cmd = sandbox.cmd("ip");
+    cmd.args(["netns", "exec", &ns.name, common::FLOE, "taskmanager"])
+        .args(["--jobmanager", &rpc, "--bind", &ns.ns_ip, "--slots", "1"])
+        .args(HEARTBEATS)
+        .envs(s3.env());
+    tms.push(Role::spawn(cmd));
+    wait_until("three TaskManagers", Duration::from_secs(30), || {
+        get_json(&format!("{rest}/overview"))["taskmanagers"] == 3
+    });
+    let mut cluster = Cluster {
+        _jm: Some(jm),
+        rest,
+        tms,
+    };
+    let records = 120_000;
+    let mut args = keyed_count(&cluster, &sandbox, records, Some(15_000), true);
+    let p = args.iter().position(|a| a == "2").expect("-p 2");
+    args[p] = "3".into(); // every TaskManager runs a subtask
+    // Checkpoints on the S3 server every host reaches.
+    let dir = args
+        .iter()
+        .position(|a| a.starts_with("state.checkpoints.dir="))
+        .expect("a checkpoint directory");
+    args[dir] = format!(
+        "state.checkpoints.dir=s3://{}/checkpoints",
+        common::s3::BUCKET
+    );
+    let id = submitted_id(&common::run(&mut sandbox.floe(&args)).ok().stdout);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cluster.completed_checkpoints(&id) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no two checkpoints in 30 s: {}\nJobManager:\n{}\nTaskManagers:\n{}",
+            get_json(&format!("{}/jobs/{id}/checkpoints", cluster.rest)),
+            cluster._jm.as_ref().unwrap().stderr(),
+            cluster
+                .tms
+                .iter()
+                .map(|t| t.stderr())
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ns.partition();
+    // A TaskManager that registers now takes the partitioned one's place.
+    cluster.tms.push(host_tm(&sandbox));
+    wait_finished(&cluster, &id, Duration::from_secs(90));
+    assert_exactly_once(&sandbox.path("out"), records);
+    let jm_log = cluster._jm.as_ref().unwrap().stderr();
+    assert!(
+        jm_log.contains("lost: heartbeat timed out"),
+        "the partitioned TaskManager is declared lost by heartbeats:\n{jm_log}"
+    );
+}

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
