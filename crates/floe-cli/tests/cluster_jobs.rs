@@ -17,6 +17,15 @@ use common::cluster::{Role, get_json, start_jobmanager, start_taskmanager, wait_
 
 const KEYS: u64 = 100;
 
+/// One cluster at a time: each test starts four or five processes, and on
+/// a 2-core machine several clusters at once starve each other's
+/// heartbeats and deadlines.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A JobManager and three TaskManagers with one slot each.
 struct Cluster {
     _jm: Option<Role>,
@@ -170,7 +179,11 @@ fn assert_exactly_once(dir: &Path, records: u64) {
 }
 
 fn wait_finished(cluster: &Cluster, id: &str, timeout: Duration) {
-    wait_until("the job to finish", timeout, || {
+    let what = format!(
+        "job {id} to finish (JobManager so far:\n{})",
+        cluster._jm.as_ref().map(Role::stderr).unwrap_or_default()
+    );
+    wait_until(&what, timeout, || {
         let state = cluster.job(id)["state"]
             .as_str()
             .unwrap_or_default()
@@ -185,6 +198,7 @@ fn wait_finished(cluster: &Cluster, id: &str, timeout: Duration) {
 
 #[test]
 fn a_keyed_job_runs_across_taskmanagers_exactly_once() {
+    let _serial = one_cluster_at_a_time();
     let sandbox = Sandbox::new();
     let cluster = Cluster::start(&sandbox);
     let records = 50_000;
@@ -261,11 +275,13 @@ fn survives_losing_a_taskmanager(signal: i32) {
 
 #[test]
 fn a_killed_taskmanager_costs_a_restart_not_a_record() {
+    let _serial = one_cluster_at_a_time();
     survives_losing_a_taskmanager(libc::SIGKILL);
 }
 
 #[test]
 fn a_frozen_taskmanager_is_declared_lost_and_costs_a_restart_not_a_record() {
+    let _serial = one_cluster_at_a_time();
     survives_losing_a_taskmanager(libc::SIGSTOP);
 }
 
@@ -280,6 +296,7 @@ fn wait_committed(dir: &Path, n: usize) {
 
 #[test]
 fn a_savepoint_moves_between_a_cluster_and_an_embedded_job_both_ways() {
+    let _serial = one_cluster_at_a_time();
     let sandbox = Sandbox::new();
     let cluster = Cluster::start(&sandbox);
     let records = 90_000;
@@ -344,13 +361,15 @@ fn a_savepoint_moves_between_a_cluster_and_an_embedded_job_both_ways() {
     let mut args = keyed_count(&cluster, &sandbox, records, None, false);
     let p2 = args.iter().position(|a| a == "2").expect("-p 2");
     args[p2] = "3".into();
-    args.splice(3..3, ["-s".to_string(), from_embedded]);
-    common::run(&mut sandbox.floe(&args)).ok();
+    args.splice(3..3, ["-s".to_string(), from_embedded, "-d".to_string()]);
+    let id = submitted_id(&common::run(&mut sandbox.floe(&args)).ok().stdout);
+    wait_finished(&cluster, &id, Duration::from_secs(90));
     assert_exactly_once(&out, records);
 }
 
 #[test]
 fn a_restarted_jobmanager_recovers_its_job_from_the_latest_checkpoint() {
+    let _serial = one_cluster_at_a_time();
     use common::cluster::HEARTBEATS;
     let sandbox = Sandbox::new();
     let ha = format!(
@@ -565,6 +584,7 @@ impl Drop for Netns {
 
 #[test]
 fn a_partitioned_taskmanager_is_declared_lost_and_costs_a_restart_not_a_record() {
+    let _serial = one_cluster_at_a_time();
     use common::cluster::HEARTBEATS;
     let ns = match Netns::create() {
         Ok(ns) => ns,
