@@ -98,7 +98,8 @@ impl fmt::Display for RegistrationId {
 
 /// The generation of a job: it grows each time the job is (re)started, and
 /// every job-scoped message carries it so that messages of an attempt that
-/// has been superseded are refused (see [`crate::fence`]).
+/// has been superseded are refused (the fencing rules are in the `fence`
+/// module).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Attempt(pub u64);
 
