@@ -228,6 +228,21 @@ fn a_keyed_job_runs_across_taskmanagers_exactly_once() {
     }
 }
 
+/// Submits keyed-count of `records` at 15 000 records/s (detached) and
+/// waits until two of its checkpoints completed; returns the job's id.
+fn submit_slowly_past_two_checkpoints(
+    cluster: &Cluster,
+    sandbox: &Sandbox,
+    records: u64,
+) -> String {
+    let args = keyed_count(cluster, sandbox, records, Some(15_000), true);
+    let id = submitted_id(&common::run(&mut sandbox.floe(args)).ok().stdout);
+    wait_until("two completed checkpoints", Duration::from_secs(30), || {
+        cluster.completed_checkpoints(&id) >= 2
+    });
+    id
+}
+
 /// Starts a slow job, waits for two completed checkpoints, hits one of
 /// the TaskManagers running it with `signal`, and expects the job to
 /// finish on the others with output equal to a failure-free run.
@@ -235,18 +250,7 @@ fn survives_losing_a_taskmanager(signal: i32) {
     let sandbox = Sandbox::new();
     let cluster = Cluster::start(&sandbox);
     let records = 120_000;
-    let out = common::run(&mut sandbox.floe(keyed_count(
-        &cluster,
-        &sandbox,
-        records,
-        Some(15_000),
-        true,
-    )))
-    .ok();
-    let id = submitted_id(&out.stdout);
-    wait_until("two completed checkpoints", Duration::from_secs(30), || {
-        cluster.completed_checkpoints(&id) >= 2
-    });
+    let id = submit_slowly_past_two_checkpoints(&cluster, &sandbox, records);
     let busy = cluster.busy();
     assert_eq!(busy.len(), 2, "parallelism 2 over one-slot TaskManagers");
     let victim = &cluster.tms[busy[0]];
@@ -421,18 +425,7 @@ fn a_restarted_jobmanager_recovers_its_job_from_the_latest_checkpoint() {
         tms,
     };
     let records = 120_000;
-    let submitted = common::run(&mut sandbox.floe(keyed_count(
-        &cluster,
-        &sandbox,
-        records,
-        Some(15_000),
-        true,
-    )))
-    .ok();
-    let id = submitted_id(&submitted.stdout);
-    wait_until("two completed checkpoints", Duration::from_secs(30), || {
-        cluster.completed_checkpoints(&id) >= 2
-    });
+    let id = submit_slowly_past_two_checkpoints(&cluster, &sandbox, records);
     jm.signal(libc::SIGKILL);
     let _ = jm.wait_exit(Duration::from_secs(10));
 
