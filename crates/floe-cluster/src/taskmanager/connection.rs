@@ -78,6 +78,7 @@ impl Connection {
         let settings = self.config.registration;
         let deadline = Instant::now() + settings.timeout;
         let mut backoff = settings.initial_backoff;
+        let mut last_error: Option<String> = None;
         loop {
             let request = proto::RegisterTaskManagerRequest {
                 taskmanager_id: self.state.id.as_str().to_string(),
@@ -87,12 +88,11 @@ impl Connection {
                 hardware: self.hardware.map(wire::hardware_to_proto),
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            let attempt = tokio::time::timeout(
-                backoff.min(left),
-                self.client.register_task_manager(request),
-            )
-            .await;
-            let last_error = match attempt {
+            let budget = backoff.min(left);
+            let attempt =
+                tokio::time::timeout(budget, self.client.register_task_manager(request)).await;
+            let cut_short = attempt.is_err() && budget < backoff;
+            let error = match attempt {
                 Ok(Ok(reply)) => {
                     let reply = reply.into_inner();
                     return Ok((
@@ -104,15 +104,21 @@ impl Connection {
                     "connection refused".to_string()
                 }
                 Ok(Err(status)) => status.message().to_string(),
-                Err(_) => format!("no answer within {} ms", backoff.min(left).as_millis()),
+                Err(_) => format!("no answer within {} ms", budget.as_millis()),
             };
-            tracing::debug!(jobmanager = %self.jobmanager, %last_error, "registration attempt failed");
+            tracing::debug!(jobmanager = %self.jobmanager, %error, "registration attempt failed");
+            // An attempt cut short by the deadline says nothing about the
+            // JobManager; keep the reason a full attempt gave (a refused
+            // connection, a wrong address) for the operator.
+            if !cut_short || last_error.is_none() {
+                last_error = Some(error);
+            }
             let now = Instant::now();
             if now >= deadline {
                 return Err(ClusterError::RegistrationTimeout {
                     jobmanager: self.jobmanager.clone(),
                     timeout: settings.timeout,
-                    last_error,
+                    last_error: last_error.unwrap_or_default(),
                 });
             }
             tokio::time::sleep(backoff.min(deadline - now)).await;
