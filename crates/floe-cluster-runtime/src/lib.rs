@@ -25,6 +25,6 @@ pub mod registry;
 pub mod taskexecutor;
 
 pub use endpoint::DataEndpoint;
-pub use jobmaster::{ClusterJobMaster, SubmitError};
+pub use jobmaster::{ClusterJobMaster, SlotWait, SubmitError};
 pub use registry::{BuildError, JobFunction, JobRegistry};
 pub use taskexecutor::ClusterTaskExecutor;

@@ -154,6 +154,14 @@ pub mod options {
         parse: parse_positive_duration,
     };
 
+    /// `jobmanager.adaptive-scheduler.resource-stabilization-timeout`
+    /// (Flink's key).
+    pub const RESOURCE_STABILIZATION_TIMEOUT: ConfigOption<Duration> = ConfigOption {
+        key: "jobmanager.adaptive-scheduler.resource-stabilization-timeout",
+        description: "How long a restart waits for the task slots its job needs before it runs at the slots that are left, with the key groups spread over fewer subtasks (default 10 s, as in Flink; a first run always waits slot.request.timeout for its full parallelism).",
+        parse: parse_positive_duration,
+    };
+
     /// `high-availability.storageDir` (Flink's key).
     pub const HA_STORAGE_DIR: ConfigOption<String> = ConfigOption {
         key: "high-availability.storageDir",
@@ -192,6 +200,10 @@ pub mod options {
             REGISTRATION_MAX_TIMEOUT.description,
         ),
         (SLOT_REQUEST_TIMEOUT.key, SLOT_REQUEST_TIMEOUT.description),
+        (
+            RESOURCE_STABILIZATION_TIMEOUT.key,
+            RESOURCE_STABILIZATION_TIMEOUT.description,
+        ),
         (HA_STORAGE_DIR.key, HA_STORAGE_DIR.description),
     ];
 }
@@ -268,6 +280,9 @@ pub struct JobManagerConfig {
     pub heartbeat: HeartbeatConfig,
     /// How long a run waits for slots (`slot.request.timeout`).
     pub slot_request_timeout: Duration,
+    /// How long a restart waits for its slots before it runs on fewer
+    /// (`jobmanager.adaptive-scheduler.resource-stabilization-timeout`).
+    pub resource_stabilization_timeout: Duration,
     /// Where jobs survive a restart (`high-availability.storageDir`).
     pub ha_storage_dir: Option<String>,
 }
@@ -293,6 +308,9 @@ impl JobManagerConfig {
             slot_request_timeout: config
                 .get(&options::SLOT_REQUEST_TIMEOUT)?
                 .unwrap_or(Duration::from_secs(300)),
+            resource_stabilization_timeout: config
+                .get(&options::RESOURCE_STABILIZATION_TIMEOUT)?
+                .unwrap_or(Duration::from_secs(10)),
             ha_storage_dir: config.get(&options::HA_STORAGE_DIR)?,
         })
     }
@@ -400,6 +418,8 @@ mod tests {
         assert_eq!(jm.heartbeat.interval, Duration::from_secs(10));
         assert_eq!(jm.heartbeat.timeout, Duration::from_secs(50));
         assert_eq!(jm.heartbeat.rpc_failure_threshold, 2);
+        assert_eq!(jm.slot_request_timeout, Duration::from_secs(300));
+        assert_eq!(jm.resource_stabilization_timeout, Duration::from_secs(10));
         let tm = TaskManagerConfig::from_configuration(&c).unwrap();
         assert_eq!(tm.slots, 1);
         assert_eq!((tm.rpc_port, tm.data_port), (0, 0));

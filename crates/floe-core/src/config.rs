@@ -607,6 +607,10 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         "How long a job's run waits for enough free task slots on the registered TaskManagers before its deployment fails (default 5 min, as in Flink).",
     ),
     (
+        "jobmanager.adaptive-scheduler.resource-stabilization-timeout",
+        "How long a restart waits for the task slots its job needs before it runs at the slots that are left, with the key groups spread over fewer subtasks (default 10 s, as in Flink; a first run always waits slot.request.timeout for its full parallelism).",
+    ),
+    (
         "high-availability.storageDir",
         "Where the JobManager keeps its jobs (submissions and generation claims) so that a restarted JobManager recovers them from their latest checkpoints: a file://, s3://, gs:// or az:// URL every JobManager process sees (Flink's key; unset: jobs do not survive a JobManager restart).",
     ),

@@ -52,6 +52,15 @@ pub struct RunRequest<'a> {
     pub events: Sender<CoordinatorEvent>,
     /// The job's queryable state.
     pub queryable: Arc<QueryableStateRegistry>,
+    /// The parallelism `graph` was capped at
+    /// ([`crate::plan::cap_parallelism`]) because fewer slots than the job
+    /// asks for were left; processes that rebuild the graph cap theirs.
+    pub rescaled_to: Option<u32>,
+    /// Whether the deployer may give up waiting for slots early, with
+    /// [`DeployError::NotEnoughSlots`], so that the run is planned again at
+    /// the slots there are: a restart from a snapshot that can be rescaled.
+    /// A first run waits for the parallelism the user asked for.
+    pub may_downscale: bool,
 }
 
 /// A started run, as the JobClient supervises it.
@@ -80,6 +89,17 @@ pub enum DeployError {
     /// could not be reached.
     #[error("cannot deploy the job: {0}")]
     Cluster(String),
+    /// Fewer slots than the run needs are left (answered only when the
+    /// request allows downscaling).
+    #[error(
+        "cannot deploy the job: it needs {needed} task slots and the cluster offers {available}"
+    )]
+    NotEnoughSlots {
+        /// Slots the run needs (its largest parallelism).
+        needed: u32,
+        /// Free slots there are.
+        available: u32,
+    },
 }
 
 /// Starts runs of a job.

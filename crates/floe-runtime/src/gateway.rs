@@ -21,8 +21,9 @@ use crate::error::{FailureCause, NonRecoverable, OperatorFailure, TaskError};
 use crate::plan::PlanSignature;
 use crate::task_manager::TaskReport;
 
-/// The version byte in front of every payload.
-pub const GATEWAY_VERSION: u8 = 1;
+/// The version byte in front of every payload (2: a deployment carries
+/// the parallelism a restart on fewer slots runs at).
+pub const GATEWAY_VERSION: u8 = 2;
 
 /// Why a payload could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +99,10 @@ pub struct RunDeployment {
     pub this_peer: u32,
     /// The state to start from.
     pub restore: Option<RestorePoint>,
+    /// The parallelism every operator is capped at when the run restarts
+    /// on fewer slots than the job asks for
+    /// ([`crate::plan::cap_parallelism`]); `signature` is of the capped graph.
+    pub rescaled_to: Option<u32>,
 }
 
 /// A command from the JobManager to one task, or to the TaskManager.
@@ -450,25 +455,61 @@ mod tests {
             task: 3,
             command: WireTaskCommand::TriggerCheckpoint(7, 1000, 1, Some(6)),
         };
-        assert_eq!(encode(&cmd), [1, 0, 3, 0, 7, 232, 7, 1, 1, 6]);
+        assert_eq!(encode(&cmd), [2, 0, 3, 0, 7, 232, 7, 1, 1, 6]);
         let ended = TaskManagerEvent::TaskEnded(TaskOutcome {
             task: 2,
             name: "a".into(),
             result: TaskResult::Cancelled,
         });
-        assert_eq!(encode(&ended), [1, 3, 2, 1, b'a', 1]);
-        assert_eq!(encode(&TaskManagerEvent::RunEnded), [1, 4]);
+        assert_eq!(encode(&ended), [2, 3, 2, 1, b'a', 1]);
+        assert_eq!(encode(&TaskManagerEvent::RunEnded), [2, 4]);
         assert_eq!(decode::<TaskManagerCommand>(&encode(&cmd)).unwrap(), cmd);
     }
 
     #[test]
+    fn a_deployment_is_pinned() {
+        let deployment = RunDeployment {
+            job: JobEntry {
+                name: "j".into(),
+                args: vec!["-p".into()],
+            },
+            signature: PlanSignature {
+                vertices: vec![("v".into(), "u".into(), 2, 128)],
+                edges: vec![],
+                chains: vec![vec![0]],
+            },
+            peers: vec![RunPeer {
+                id: "t".into(),
+                data_address: "h:1".into(),
+            }],
+            placement: vec![vec![0, 0]],
+            this_peer: 0,
+            restore: Some(RestorePoint::Checkpoint(5)),
+            rescaled_to: Some(2),
+        };
+        let bytes = encode(&deployment);
+        assert_eq!(
+            bytes,
+            [
+                2, 1, b'j', 1, 2, b'-', b'p', // job
+                1, 1, b'v', 1, b'u', 2, 128, 1, 0, 1, 1, 0, // signature
+                1, 1, b't', 3, b'h', b':', b'1', // peers
+                1, 2, 0, 0, 0, // placement, this peer
+                1, 0, 5, // restore
+                1, 2, // rescaled to
+            ]
+        );
+        assert_eq!(decode::<RunDeployment>(&bytes).unwrap(), deployment);
+    }
+
+    #[test]
     fn another_version_or_garbage_is_refused_by_name() {
-        let e = decode::<TaskManagerEvent>(&[2, 4]).unwrap_err();
+        let e = decode::<TaskManagerEvent>(&[1, 4]).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "payload version 2, this Floe speaks version 1"
+            "payload version 1, this Floe speaks version 2"
         );
-        let e = decode::<TaskManagerEvent>(&[1, 99]).unwrap_err();
+        let e = decode::<TaskManagerEvent>(&[2, 99]).unwrap_err();
         assert!(e.to_string().starts_with("malformed payload"), "{e}");
     }
 

@@ -692,15 +692,21 @@ impl CheckpointFailure {
 }
 
 /// What each snapshot's metadata records about the job's operators.
-fn operator_info(vertices: &[VertexInfo]) -> BTreeMap<String, OperatorSnapshotInfo> {
+/// `run_graph` is the graph the run executes: a restart on fewer slots
+/// snapshots at its lower parallelism.
+fn operator_info(
+    vertices: &[VertexInfo],
+    run_graph: &JobGraph,
+) -> BTreeMap<String, OperatorSnapshotInfo> {
     vertices
         .iter()
-        .map(|v| {
+        .zip(&run_graph.vertices)
+        .map(|(v, run)| {
             (
                 v.uid.clone(),
                 OperatorSnapshotInfo {
                     name: v.name.clone(),
-                    parallelism: v.parallelism,
+                    parallelism: run.parallelism,
                     max_parallelism: v.max_parallelism,
                     max_parallelism_explicit: v.max_parallelism_explicit,
                 },
@@ -739,12 +745,35 @@ impl JobClient {
             .shared
             .metrics
             .run_started(SystemClock.epoch_ms());
-        let mut hosted = self
-            .deployer
-            .start(RunRequest {
+        let restore_point = restore.as_ref().map(|r| {
+            // The state the job started from is named by its path; a
+            // restart's by its id in the job's checkpoints.
+            match (
+                &self.manager.settings.restore,
+                &self.manager.settings.restore_path,
+            ) {
+                (Some(first), Some(path)) if Arc::ptr_eq(first, r) => {
+                    RestorePoint::Snapshot(path.clone())
+                }
+                _ => RestorePoint::Checkpoint(r.checkpoint_id),
+            }
+        });
+        // A restart whose slots are gone runs at the slots left, with the
+        // key groups spread over fewer subtasks (Flink's adaptive
+        // scheduler); in-flight records of an unaligned checkpoint cannot
+        // be spread, so such a restart waits for its slots.
+        let may_downscale =
+            self.attempt > 0 && restore.as_ref().is_none_or(|r| !r.has_in_flight_records());
+        let mut rescaled_to: Option<u32> = None;
+        let (mut hosted, run_graph) = loop {
+            let graph = match rescaled_to {
+                None => self.graph.clone(),
+                Some(p) => crate::plan::cap_parallelism(&self.graph, p),
+            };
+            let started = self.deployer.start(RunRequest {
                 job_id: self.job_id,
                 job_name: &self.job_name,
-                graph: &self.graph,
+                graph: &graph,
                 plan: &self.plan,
                 attempt: self.attempt,
                 cancel: &cancel,
@@ -760,31 +789,39 @@ impl JobClient {
                     ),
                     auto_watermark_interval: self.manager.settings.auto_watermark_interval,
                 },
-                restore_point: restore.as_ref().map(|r| {
-                    // The state the job started from is named by its path;
-                    // a restart's by its id in the job's checkpoints.
-                    match (
-                        &self.manager.settings.restore,
-                        &self.manager.settings.restore_path,
-                    ) {
-                        (Some(first), Some(path)) if Arc::ptr_eq(first, r) => {
-                            RestorePoint::Snapshot(path.clone())
-                        }
-                        _ => RestorePoint::Checkpoint(r.checkpoint_id),
-                    }
-                }),
+                restore_point: restore_point.clone(),
                 alignment: AlignmentMode::of(&settings),
                 store: store.clone(),
                 events: event_tx.clone(),
                 queryable: self.control.queryable_state().clone(),
-            })
-            .map_err(|e| match e {
-                DeployError::Spawn(e) => JobError::Spawn {
-                    task: e.task,
-                    reason: e.source,
-                },
-                DeployError::Cluster(reason) => JobError::Deploy { reason },
-            })?;
+                rescaled_to,
+                may_downscale: may_downscale && rescaled_to.is_none(),
+            });
+            match started {
+                Ok(hosted) => break (hosted, graph),
+                Err(DeployError::NotEnoughSlots { needed, available })
+                    if may_downscale && rescaled_to.is_none() && available > 0 =>
+                {
+                    eprintln!(
+                        "Job {} restarts at parallelism {available}: the cluster offers {available} of the {needed} task slots it needs",
+                        self.job_id
+                    );
+                    rescaled_to = Some(available);
+                }
+                Err(e) => {
+                    return Err(match e {
+                        DeployError::Spawn(e) => JobError::Spawn {
+                            task: e.task,
+                            reason: e.source,
+                        },
+                        DeployError::Cluster(reason) => JobError::Deploy { reason },
+                        e @ DeployError::NotEnoughSlots { .. } => JobError::Deploy {
+                            reason: e.to_string(),
+                        },
+                    });
+                }
+            }
+        };
         self.attempt += 1;
         let last_id = self
             .next_checkpoint_id
@@ -795,7 +832,7 @@ impl JobClient {
                 settings,
                 store,
                 job: Some(Arc::new(self.control.clone())),
-                operator_info: operator_info(self.control.vertices()),
+                operator_info: operator_info(self.control.vertices(), &run_graph),
                 tasks: hosted.task_commands(),
                 last_id,
                 retained,

@@ -48,6 +48,21 @@ impl ExecutionPlan {
     }
 }
 
+/// `graph` with every operator's parallelism lowered to at most
+/// `parallelism`: what a restart runs when the cluster lost slots (as
+/// Flink's adaptive scheduler does). The plan of `graph` still holds for
+/// it: uids and max parallelism (the key groups) do not depend on the
+/// parallelism, and only forward edges chain, whose two sides have equal
+/// parallelism before and after the cap. Deterministic, so the
+/// JobManager and every TaskManager derive the same graph.
+pub fn cap_parallelism(graph: &crate::graph::JobGraph, parallelism: u32) -> crate::graph::JobGraph {
+    let mut capped = graph.clone();
+    for v in &mut capped.vertices {
+        v.parallelism = v.parallelism.min(parallelism.max(1));
+    }
+    capped
+}
+
 /// What must be equal in every process that builds tasks of one job: the
 /// vertices with their uids and parallelism, the edges, the chains. Each
 /// process of a cluster builds the job's graph by running the job's

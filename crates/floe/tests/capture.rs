@@ -8,7 +8,7 @@ use floe::api::executor::{CaptureError, capture_job};
 use floe::core::JobId;
 use floe::prelude::*;
 use floe::runtime::JobManager;
-use floe::runtime::plan::PlanSignature;
+use floe::runtime::plan::{PlanSignature, cap_parallelism};
 
 /// A keyed job whose source counts what it generates.
 fn keyed_job(
@@ -77,6 +77,27 @@ fn a_different_build_is_named_by_its_first_difference() {
         "{why}"
     );
     assert!(why.contains("parallelism 2"), "{why}");
+}
+
+#[test]
+fn a_plan_capped_at_fewer_slots_is_the_plan_of_the_lower_parallelism() {
+    // What a restart on two of three slots runs: the JobManager and each
+    // TaskManager cap the graph of the job captured at p = 3 and must
+    // agree with each other and with the job planned at p = 2 (same uids,
+    // key groups and chains).
+    let generated = Arc::new(AtomicU64::new(0));
+    let (sink, _results) = CollectSink::new();
+    let job = capture_job(job_id(), || keyed_job(3, generated.clone(), sink)).expect("a graph");
+    let plan = JobManager::new(job.settings)
+        .plan(&job.graph)
+        .expect("plans");
+    let capped = cap_parallelism(&job.graph, 2);
+    assert_eq!(PlanSignature::of(&capped, &plan), signature(2));
+    assert_eq!(
+        PlanSignature::of(&cap_parallelism(&job.graph, 5), &plan),
+        signature(3),
+        "a cap above the parallelism changes nothing"
+    );
 }
 
 #[test]

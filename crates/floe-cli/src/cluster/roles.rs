@@ -14,7 +14,9 @@ use floe_cluster::{
     TaskManagerRole,
 };
 use floe_cluster_runtime::jobmaster::rest;
-use floe_cluster_runtime::{ClusterJobMaster, ClusterTaskExecutor, DataEndpoint, JobRegistry};
+use floe_cluster_runtime::{
+    ClusterJobMaster, ClusterTaskExecutor, DataEndpoint, JobRegistry, SlotWait,
+};
 use floe_network::{NetworkConfig, NetworkEnvironment, TaskManagerId as DataId};
 
 use crate::cluster::settings::{Termination, load};
@@ -60,7 +62,11 @@ pub fn jobmanager(
         .map(HaStorage::open)
         .transpose()
         .map_err(|e| anyhow::anyhow!("high-availability.storageDir: {e}"))?;
-    let master = ClusterJobMaster::new(registry(), settings.slot_request_timeout, ha);
+    let slot_wait = SlotWait {
+        request_timeout: settings.slot_request_timeout,
+        stabilization_timeout: settings.resource_stabilization_timeout,
+    };
+    let master = ClusterJobMaster::new(registry(), slot_wait, ha);
     let role = JobManagerRole::start(
         &config,
         JobManagerOptions {

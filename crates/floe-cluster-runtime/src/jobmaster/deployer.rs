@@ -20,6 +20,7 @@ use floe_runtime::placement::{place_subtasks, slots_needed};
 use floe_runtime::plan::PlanSignature;
 use floe_runtime::task_manager::TaskReport;
 
+use super::SlotWait;
 use super::run::RunState;
 
 /// How often threads waiting on something of a run look again.
@@ -61,9 +62,8 @@ pub(crate) struct ClusterDeployer {
     pub cluster: JobManagerHandle,
     pub entry: JobEntry,
     pub runs: Arc<JobRuns>,
-    /// How long a run waits for enough free slots (Flink's
-    /// `slot.request.timeout`).
-    pub slot_timeout: Duration,
+    /// How long a run waits for enough free slots.
+    pub slot_wait: SlotWait,
     /// Whether the job's checkpoints are on storage every host sees.
     pub shared_storage: bool,
     /// This JobManager's generation of the job (0 without HA storage): runs
@@ -74,21 +74,31 @@ pub(crate) struct ClusterDeployer {
 
 impl ClusterDeployer {
     /// Waits until the registered TaskManagers have the slots the job
-    /// needs; returns them and the placement.
+    /// needs; returns them and the placement. A run that may downscale
+    /// gives up after the stabilization timeout if some slots are free, so
+    /// that it is planned again at those.
     fn place(
         &self,
         run: &RunRequest<'_>,
     ) -> Result<(Vec<RegisteredTaskManager>, Vec<Vec<u32>>), DeployError> {
-        let deadline = Instant::now() + self.slot_timeout;
+        let started = Instant::now();
+        let deadline = started + self.slot_wait.request_timeout;
+        let stable = started + self.slot_wait.stabilization_timeout;
         loop {
             let taskmanagers = self.cluster.taskmanagers();
             let free: Vec<u32> = taskmanagers.iter().map(|t| t.free_slots).collect();
             match place_subtasks(run.graph, run.plan, &free) {
                 Ok(placement) => return Ok((taskmanagers, placement)),
+                Err(e) if run.may_downscale && e.available > 0 && Instant::now() >= stable => {
+                    return Err(DeployError::NotEnoughSlots {
+                        needed: e.needed,
+                        available: e.available,
+                    });
+                }
                 Err(e) if Instant::now() >= deadline || run.cancel.is_cancelled() => {
                     return Err(DeployError::Cluster(format!(
                         "{e} (waited {} ms for slots: slot.request.timeout)",
-                        self.slot_timeout.as_millis()
+                        self.slot_wait.request_timeout.as_millis()
                     )));
                 }
                 Err(_) => std::thread::sleep(POLL * 5),
@@ -200,6 +210,7 @@ impl TaskDeployer for ClusterDeployer {
                 placement: placement.clone(),
                 this_peer: peer as u32,
                 restore: run.restore_point.clone(),
+                rescaled_to: run.rescaled_to,
             };
             let payload = Bytes::from(gateway::encode(&deployment));
             let sent = match self.cluster.taskmanager(id) {

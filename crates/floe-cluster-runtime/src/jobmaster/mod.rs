@@ -28,9 +28,28 @@ use floe_runtime::{JobControl, JobError, JobManager, JobStatus};
 use crate::registry::{BuildError, JobRegistry};
 use deployer::{ClusterDeployer, JobRuns};
 
-/// How long a run waits for free slots by default (Flink's
-/// `slot.request.timeout`, 5 min).
-pub const DEFAULT_SLOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// How runs wait for free slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotWait {
+    /// How long a run waits for the slots it needs before its deployment
+    /// fails (Flink's `slot.request.timeout`, 5 min).
+    pub request_timeout: Duration,
+    /// How long a restart waits for them before it runs at the slots that
+    /// are left (Flink's
+    /// `jobmanager.adaptive-scheduler.resource-stabilization-timeout`,
+    /// 10 s): a lost TaskManager that is not replaced costs parallelism,
+    /// not the job.
+    pub stabilization_timeout: Duration,
+}
+
+impl Default for SlotWait {
+    fn default() -> Self {
+        SlotWait {
+            request_timeout: Duration::from_secs(300),
+            stabilization_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// Why a job was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -65,21 +84,21 @@ pub struct ClusterJobMaster {
     directory: JobDirectory,
     cluster: OnceLock<JobManagerHandle>,
     jobs: Mutex<BTreeMap<JobId, JobRecord>>,
-    slot_timeout: Duration,
+    slot_wait: SlotWait,
 }
 
 impl ClusterJobMaster {
-    /// A JobMaster running the jobs of `registry`, waiting at most
-    /// `slot_timeout` for slots per run, keeping its jobs in `ha` (if
-    /// given) so that a restarted JobManager recovers them.
-    pub fn new(registry: JobRegistry, slot_timeout: Duration, ha: Option<HaStorage>) -> Arc<Self> {
+    /// A JobMaster running the jobs of `registry`, waiting for slots as
+    /// `slot_wait` says, keeping its jobs in `ha` (if given) so that a
+    /// restarted JobManager recovers them.
+    pub fn new(registry: JobRegistry, slot_wait: SlotWait, ha: Option<HaStorage>) -> Arc<Self> {
         Arc::new(ClusterJobMaster {
             registry,
             ha,
             directory: JobDirectory::new(),
             cluster: OnceLock::new(),
             jobs: Mutex::new(BTreeMap::new()),
-            slot_timeout,
+            slot_wait,
         })
     }
 
@@ -207,7 +226,7 @@ impl ClusterJobMaster {
             cluster,
             entry,
             runs: runs.clone(),
-            slot_timeout: self.slot_timeout,
+            slot_wait: self.slot_wait,
             shared_storage,
             generation,
         };

@@ -20,7 +20,7 @@ use floe_runtime::gateway::{
     self, RestorePoint, RunDeployment, TaskManagerCommand, TaskManagerEvent, TaskOutcome,
     TaskResult,
 };
-use floe_runtime::plan::PlanSignature;
+use floe_runtime::plan::{PlanSignature, cap_parallelism};
 use floe_runtime::task_manager::{RunSetup, TaskManager};
 use floe_runtime::{JobManager, ProcessingTimeService};
 
@@ -223,10 +223,15 @@ impl RunHost {
             .build(job_id, &deployment.job)
             .map_err(|e| final_(&e))?;
         let settings = captured.settings;
-        let graph = captured.graph;
         let plan = JobManager::new(settings.clone())
-            .plan(&graph)
+            .plan(&captured.graph)
             .map_err(|e| final_(&e))?;
+        // A restart on fewer slots runs the graph capped as the JobManager
+        // capped it; the plan (uids, key groups, chains) holds for both.
+        let graph = match deployment.rescaled_to {
+            Some(p) => cap_parallelism(&captured.graph, p),
+            None => captured.graph,
+        };
         if let Some(why) = PlanSignature::of(&graph, &plan).mismatch(&deployment.signature) {
             return Err((
                 format!(

@@ -137,6 +137,13 @@ pub struct RestoredState {
 }
 
 impl RestoredState {
+    /// Whether the snapshot holds in-flight records (an unaligned
+    /// checkpoint): they were partitioned for the subtasks of its time, so
+    /// it restores only at the parallelism it was taken at.
+    pub fn has_in_flight_records(&self) -> bool {
+        self.operators.values().any(|o| !o.channel.is_empty())
+    }
+
     /// Loads every state file `metadata` lists from `store` into what
     /// operators restore from; shared files of native keyed state are
     /// fetched later, by the backend that restores them, through `store`,
