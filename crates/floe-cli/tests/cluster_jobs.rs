@@ -13,7 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::Sandbox;
-use common::cluster::{Role, get_json, start_jobmanager, start_taskmanager, wait_until};
+use common::cluster::{Role, get_json, start_jobmanager_with, start_taskmanager, wait_until};
+use common::s3::S3Server;
 
 const KEYS: u64 = 100;
 
@@ -26,16 +27,27 @@ fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A JobManager and three TaskManagers with one slot each.
+/// A JobManager and three TaskManagers with one slot each, checkpointing
+/// to an S3 server (a local directory only where none is installed and
+/// none is required).
 struct Cluster {
     _jm: Option<Role>,
     rest: String,
     tms: Vec<Role>,
+    /// `state.checkpoints.dir` of the cluster's jobs.
+    checkpoints: String,
+    _s3: Option<S3Server>,
 }
 
 impl Cluster {
     fn start(sandbox: &Sandbox) -> Cluster {
-        let (jm, rpc, rest) = start_jobmanager(sandbox, "127.0.0.1:0");
+        Cluster::start_with(sandbox, &[])
+    }
+
+    /// With `jm_args` (`-D key=value` pairs) given to the JobManager.
+    fn start_with(sandbox: &Sandbox, jm_args: &[&str]) -> Cluster {
+        let s3 = S3Server::for_sandbox(sandbox);
+        let (jm, rpc, rest) = start_jobmanager_with(sandbox, "127.0.0.1:0", jm_args);
         let tms: Vec<Role> = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
             .iter()
             .map(|host| start_taskmanager(sandbox, &rpc, host, "1"))
@@ -47,6 +59,8 @@ impl Cluster {
             _jm: Some(jm),
             rest,
             tms,
+            checkpoints: checkpoint_dir(sandbox, s3.as_ref()),
+            _s3: s3,
         }
     }
 
@@ -82,9 +96,17 @@ impl Cluster {
     }
 }
 
+/// Where a cluster's jobs checkpoint: on `s3` if there is one.
+fn checkpoint_dir(sandbox: &Sandbox, s3: Option<&S3Server>) -> String {
+    match s3 {
+        Some(_) => format!("s3://{}/checkpoints", common::s3::BUCKET),
+        None => format!("file://{}", sandbox.path("checkpoints").display()),
+    }
+}
+
 /// `floe run -m` arguments for keyed-count of `records` at parallelism 2
 /// (at most `rate` records/s), writing into `out`, checkpointing into the
-/// sandbox every 200 ms.
+/// cluster's checkpoint directory every 200 ms.
 fn keyed_count(
     cluster: &Cluster,
     sandbox: &Sandbox,
@@ -110,10 +132,7 @@ fn keyed_count(
             "-D",
             "execution.checkpointing.interval=200 ms",
             "-D",
-            &format!(
-                "state.checkpoints.dir=file://{}",
-                sandbox.path("checkpoints").display()
-            ),
+            &format!("state.checkpoints.dir={}", cluster.checkpoints),
         ]
         .map(String::from),
     );
@@ -376,10 +395,20 @@ fn a_restarted_jobmanager_recovers_its_job_from_the_latest_checkpoint() {
     let _serial = one_cluster_at_a_time();
     use common::cluster::HEARTBEATS;
     let sandbox = Sandbox::new();
-    let ha = format!(
-        "high-availability.storageDir=file://{}",
-        sandbox.path("ha").display()
-    );
+    let s3 = S3Server::for_sandbox(&sandbox);
+    // The jobs and their checkpoints on the S3 server, where any
+    // JobManager process finds them.
+    let (ha, ha_jobs) = match &s3 {
+        Some(s3) => (
+            format!("s3://{}/ha", common::s3::BUCKET),
+            s3.root().join(common::s3::BUCKET).join("ha/jobs"),
+        ),
+        None => (
+            format!("file://{}", sandbox.path("ha").display()),
+            sandbox.path("ha/jobs"),
+        ),
+    };
+    let ha = format!("high-availability.storageDir={ha}");
     let jobmanager = |rpc: &str| {
         let mut args = vec![
             "jobmanager",
@@ -423,9 +452,15 @@ fn a_restarted_jobmanager_recovers_its_job_from_the_latest_checkpoint() {
         _jm: None,
         rest: rest.clone(),
         tms,
+        checkpoints: checkpoint_dir(&sandbox, s3.as_ref()),
+        _s3: s3,
     };
     let records = 120_000;
     let id = submit_slowly_past_two_checkpoints(&cluster, &sandbox, records);
+    assert!(
+        files_under(&ha_jobs) > 0,
+        "the job is kept in the HA storage"
+    );
     jm.signal(libc::SIGKILL);
     let _ = jm.wait_exit(Duration::from_secs(10));
 
@@ -435,7 +470,7 @@ fn a_restarted_jobmanager_recovers_its_job_from_the_latest_checkpoint() {
     let cluster = Cluster {
         _jm: Some(jm2),
         rest: rest2,
-        tms: cluster.tms,
+        ..cluster
     };
     wait_finished(&cluster, &id, Duration::from_secs(90));
     assert_exactly_once(&sandbox.path("out"), records);
@@ -444,11 +479,20 @@ fn a_restarted_jobmanager_recovers_its_job_from_the_latest_checkpoint() {
         "the HA storage to forget the job",
         Duration::from_secs(10),
         || {
-            std::fs::read_dir(sandbox.path("ha").join("jobs"))
-                .map(|d| d.count() == 0)
-                .unwrap_or(true)
+            // (s3s-fs leaves a deleted object's directories behind.)
+            files_under(&ha_jobs) == 0
         },
     );
+}
+
+/// How many files are in `dir` and its subdirectories (0 if it is gone).
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .map(|e| e.unwrap().path())
+            .map(|p| if p.is_dir() { files_under(&p) } else { 1 })
+            .sum()
+    })
 }
 
 /// A network namespace joined to this host by a veth pair: a host of its
@@ -627,24 +671,18 @@ fn a_partitioned_taskmanager_is_declared_lost_and_costs_a_restart_not_a_record()
     wait_until("three TaskManagers", Duration::from_secs(30), || {
         get_json(&format!("{rest}/overview"))["taskmanagers"] == 3
     });
+    // Checkpoints on the S3 server every host reaches.
     let mut cluster = Cluster {
         _jm: Some(jm),
         rest,
         tms,
+        checkpoints: checkpoint_dir(&sandbox, Some(&s3)),
+        _s3: None,
     };
     let records = 120_000;
     let mut args = keyed_count(&cluster, &sandbox, records, Some(15_000), true);
     let p = args.iter().position(|a| a == "2").expect("-p 2");
     args[p] = "3".into(); // every TaskManager runs a subtask
-    // Checkpoints on the S3 server every host reaches.
-    let dir = args
-        .iter()
-        .position(|a| a.starts_with("state.checkpoints.dir="))
-        .expect("a checkpoint directory");
-    args[dir] = format!(
-        "state.checkpoints.dir=s3://{}/checkpoints",
-        common::s3::BUCKET
-    );
     let id = submitted_id(&common::run(&mut sandbox.floe(&args)).ok().stdout);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while cluster.completed_checkpoints(&id) < 2 {

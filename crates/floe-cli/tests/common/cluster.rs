@@ -149,6 +149,15 @@ pub fn taskmanagers(rest: &str) -> Vec<(String, String, u64, u64)> {
 }
 
 pub fn start_jobmanager(sandbox: &Sandbox, rpc_address: &str) -> (Role, String, String) {
+    start_jobmanager_with(sandbox, rpc_address, &[])
+}
+
+/// A JobManager with `extra` arguments (`-D key=value` pairs).
+pub fn start_jobmanager_with(
+    sandbox: &Sandbox,
+    rpc_address: &str,
+    extra: &[&str],
+) -> (Role, String, String) {
     let mut args = vec![
         "jobmanager",
         "--rpc-address",
@@ -157,6 +166,7 @@ pub fn start_jobmanager(sandbox: &Sandbox, rpc_address: &str) -> (Role, String, 
         "rest.port=0",
     ];
     args.extend(HEARTBEATS);
+    args.extend(extra);
     let jm = Role::start(sandbox, &args);
     let rpc = jm.wait_line("JobManager RPC: ");
     let rest = jm.wait_line("REST endpoint: ");

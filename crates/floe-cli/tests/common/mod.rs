@@ -33,13 +33,26 @@ pub const NEXMARK: &str = env!("CARGO_BIN_EXE_nexmark");
 /// configuration file or log filter changes what a test sees.
 pub struct Sandbox {
     dir: tempfile::TempDir,
+    /// Variables every command of the sandbox gets (a test server's
+    /// credentials).
+    env: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl Sandbox {
     pub fn new() -> Self {
         Sandbox {
             dir: tempfile::tempdir().expect("create temp dir"),
+            env: Default::default(),
         }
+    }
+
+    /// Gives every later command of the sandbox `vars`.
+    #[allow(dead_code)]
+    pub fn add_env<K: Into<String>>(&self, vars: impl IntoIterator<Item = (K, String)>) {
+        self.env
+            .lock()
+            .unwrap()
+            .extend(vars.into_iter().map(|(k, v)| (k.into(), v)));
     }
 
     pub fn dir(&self) -> &Path {
@@ -66,7 +79,8 @@ impl Sandbox {
         c.current_dir(self.dir())
             .env_remove("FLOE_CONF_DIR")
             .env_remove("RUST_LOG")
-            .env("RUST_BACKTRACE", "0");
+            .env("RUST_BACKTRACE", "0")
+            .envs(self.env.lock().unwrap().iter().cloned());
         c
     }
 

@@ -59,6 +59,30 @@ impl S3Server {
         Ok(server)
     }
 
+    /// Where the objects are kept, one directory per bucket.
+    #[allow(dead_code)]
+    pub fn root(&self) -> &std::path::Path {
+        self._root.path()
+    }
+
+    /// `s3s-fs` on 127.0.0.1 for `sandbox`'s commands, which get its
+    /// credentials; `None` (said on stderr) when it is not installed and
+    /// `FLOE_REQUIRE_S3` is unset (`.ci/run` sets it).
+    #[allow(dead_code)]
+    pub fn for_sandbox(sandbox: &super::Sandbox) -> Option<S3Server> {
+        match S3Server::start("127.0.0.1") {
+            Ok(s3) => {
+                sandbox.add_env(s3.env());
+                Some(s3)
+            }
+            Err(why) if std::env::var_os("FLOE_REQUIRE_S3").is_none() => {
+                eprintln!("no S3 server, checkpoints go to a local directory: {why}");
+                None
+            }
+            Err(why) => panic!("FLOE_REQUIRE_S3 is set and: {why}"),
+        }
+    }
+
     /// What a process needs in its environment to use the server.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
