@@ -308,6 +308,44 @@ fn a_frozen_taskmanager_is_declared_lost_and_costs_a_restart_not_a_record() {
     survives_losing_a_taskmanager(libc::SIGSTOP);
 }
 
+#[test]
+fn a_lost_taskmanager_nobody_replaces_costs_parallelism_not_records() {
+    let _serial = one_cluster_at_a_time();
+    let sandbox = Sandbox::new();
+    let cluster = Cluster::start_with(
+        &sandbox,
+        &[
+            "-D",
+            "jobmanager.adaptive-scheduler.resource-stabilization-timeout=1 s",
+        ],
+    );
+    let records = 120_000;
+    let mut args = keyed_count(&cluster, &sandbox, records, Some(15_000), true);
+    let p = args.iter().position(|a| a == "2").expect("-p 2");
+    args[p] = "3".into(); // one subtask per TaskManager
+    let id = submitted_id(&common::run(&mut sandbox.floe(&args)).ok().stdout);
+    wait_until("two completed checkpoints", Duration::from_secs(30), || {
+        cluster.completed_checkpoints(&id) >= 2
+    });
+    assert_eq!(cluster.busy(), [0, 1, 2]);
+    cluster.tms[1].signal(libc::SIGKILL);
+    // Two slots are left for three subtasks: after the stabilization
+    // timeout the job runs at parallelism 2, its 128 key groups and its
+    // generator's splits spread over two subtasks.
+    wait_finished(&cluster, &id, Duration::from_secs(90));
+    assert_exactly_once(&sandbox.path("out"), records);
+    let jm_log = cluster._jm.as_ref().unwrap().stderr();
+    assert!(
+        jm_log.contains(&format!(
+            "Job {id} restarts at parallelism 2: the cluster offers 2 of the 3 task slots it needs"
+        )),
+        "{jm_log}"
+    );
+    // (Had a restart lost the state of the key groups its third subtask
+    // held, their counts would have started again at 1; had it restored
+    // them twice, lines would be doubled.)
+}
+
 /// Waits until `dir` holds at least `n` committed lines.
 fn wait_committed(dir: &Path, n: usize) {
     wait_until(
