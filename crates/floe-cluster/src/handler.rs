@@ -80,4 +80,16 @@ pub trait TaskExecutorHandler: Send + Sync + 'static {
     fn command(&self, job: JobAttempt, payload: Bytes) -> Result<(), String>;
     /// The attempt is over here: free what it holds.
     fn release(&self, job: JobAttempt);
+    /// A question about the keyed state of `job`'s tasks here (queryable
+    /// state); the answer goes to `answer` once a task gave it, possibly
+    /// from another thread. An `Err` becomes `Aborted`.
+    fn query(
+        &self,
+        job: JobAttempt,
+        payload: Bytes,
+        answer: tokio::sync::oneshot::Sender<Bytes>,
+    ) -> Result<(), String> {
+        let _ = (job, payload, answer);
+        Err("this TaskManager serves no queryable state".into())
+    }
 }

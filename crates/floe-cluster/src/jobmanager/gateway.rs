@@ -106,6 +106,23 @@ impl TaskManagerGateway {
             .map_err(|s| RpcError::from_status(&self.peer(), s))
     }
 
+    /// Asks the TaskManager about the keyed state of `job`'s tasks there;
+    /// returns its answer.
+    pub async fn query_state(&self, job: JobAttempt, payload: Bytes) -> Result<Bytes, RpcError> {
+        self.check_current()?;
+        let request = proto::TaskCommandRequest {
+            jobmanager_session_id: self.session(),
+            job: Some(wire::to_proto(job)),
+            payload,
+        };
+        let mut client = self.connection.client.clone();
+        client
+            .query_state(Request::new(request))
+            .await
+            .map(|r| r.into_inner().payload)
+            .map_err(|s| RpcError::from_status(&self.peer(), s))
+    }
+
     /// Tells the TaskManager that `job`'s attempt is over there.
     pub async fn release_job(&self, job: JobAttempt) -> Result<(), RpcError> {
         self.check_current()?;

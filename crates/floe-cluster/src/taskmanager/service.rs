@@ -97,6 +97,25 @@ impl proto::task_manager_server::TaskManager for TaskManagerService {
         Ok(Response::new(proto::Empty {}))
     }
 
+    async fn query_state(
+        &self,
+        request: Request<proto::TaskCommandRequest>,
+    ) -> Result<Response<proto::QueryStateReply>, Status> {
+        let r = request.into_inner();
+        self.check_session(r.jobmanager_session_id)?;
+        let job = wire::job_attempt(r.job)?;
+        self.state.fence.check(job)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.state
+            .handler
+            .query(job, r.payload, tx)
+            .map_err(|e| Status::aborted(format!("query of {job} failed: {e}")))?;
+        let payload = rx
+            .await
+            .map_err(|_| Status::aborted(format!("the query of {job} was dropped unanswered")))?;
+        Ok(Response::new(proto::QueryStateReply { payload }))
+    }
+
     async fn release_job(
         &self,
         request: Request<proto::ReleaseJobRequest>,
