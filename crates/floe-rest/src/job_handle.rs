@@ -12,7 +12,6 @@ use floe_runtime::{
     ControlError, ExceptionHistory, JobControl, JobStatus, QueryError, SavepointMode,
     SavepointStatus, TriggerId, VertexInfo,
 };
-use floe_state::QueryFormat;
 use serde_json::Value;
 
 /// What the routes need from a job: the read side and the requests of
@@ -109,8 +108,6 @@ impl JobHandle for JobControl {
         JobControl::cancel(self)
     }
     fn query_state(&self, name: &str, key: &Value, reply: QueryReply) -> Result<(), QueryError> {
-        let registry = self.queryable_state();
-        let key = registry.encode_json_key(name, key)?;
-        registry.submit(name, key, QueryFormat::Json, None, reply)
+        self.queryable_state().query_json(name, key, reply)
     }
 }

@@ -8,10 +8,13 @@
 //! conversions are the only place the two meet. Encoded with postcard
 //! behind a version byte; the encodings are pinned in the tests.
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use floe_checkpoint::SubtaskStateMeta;
-use floe_core::{CheckpointBarrier, CheckpointKind};
+use floe_core::{CheckpointBarrier, CheckpointKind, JobId};
+use floe_state::{QueryFormat, QueryValue};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{
@@ -19,6 +22,7 @@ use crate::checkpoint::{
 };
 use crate::error::{FailureCause, NonRecoverable, OperatorFailure, TaskError};
 use crate::plan::PlanSignature;
+use crate::queryable::{QueryError, QueryReply, QueryResult, QueryableStateRegistry};
 use crate::task_manager::TaskReport;
 
 /// The version byte in front of every payload (2: a deployment carries
@@ -103,6 +107,142 @@ pub struct RunDeployment {
     /// on fewer slots than the job asks for
     /// ([`crate::plan::cap_parallelism`]); `signature` is of the capped graph.
     pub rescaled_to: Option<u32>,
+}
+
+/// A question about one key of a queryable state, for the TaskManagers of
+/// a run (the JobManager cannot read a JSON key as the state's key type).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateQueryRequest {
+    /// The queryable name.
+    pub name: String,
+    /// The key as JSON text.
+    pub key: String,
+}
+
+/// A TaskManager's answer to a [`StateQueryRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StateQueryAnswer {
+    /// A subtask here owns the key (or the key or the state is refused
+    /// here): its state as JSON text, `None` when it has none.
+    Answered(Result<Option<String>, QueryError>),
+    /// No subtask here owns the key; the queryable states known here.
+    NotHere {
+        /// Their names.
+        states: Vec<String>,
+    },
+}
+
+/// Answers `request` from the subtasks of this process that registered in
+/// `registry`; `done` gets the answer, from a task's thread when one of
+/// them owns the key.
+pub fn answer_state_query(
+    registry: &QueryableStateRegistry,
+    request: StateQueryRequest,
+    done: Box<dyn FnOnce(StateQueryAnswer) + Send>,
+) {
+    let name = request.name;
+    let states: Vec<String> = registry.states().into_iter().map(|d| d.name).collect();
+    if !states.contains(&name) {
+        return done(StateQueryAnswer::NotHere { states });
+    }
+    let key = match serde_json::from_str::<serde_json::Value>(&request.key) {
+        Ok(key) => key,
+        Err(e) => {
+            return done(StateQueryAnswer::Answered(Err(QueryError::Failed {
+                name,
+                reason: format!("the key is not JSON: {e}"),
+            })));
+        }
+    };
+    let key = match registry.encode_json_key(&name, &key) {
+        Ok(key) => key,
+        Err(e) => return done(StateQueryAnswer::Answered(Err(e))),
+    };
+    if !registry.serves_key(&name, &key) {
+        return done(StateQueryAnswer::NotHere { states });
+    }
+    // The reply is called once by the owning task, or not at all when
+    // `submit` refuses; the refusal is then the answer.
+    let done = Arc::new(Mutex::new(Some(done)));
+    let finish = {
+        let done = done.clone();
+        move |answer: StateQueryAnswer| {
+            if let Some(done) = done.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                done(answer);
+            }
+        }
+    };
+    let reply_name = name.clone();
+    let on_reply = finish.clone();
+    let reply: QueryReply = Box::new(move |result| {
+        on_reply(StateQueryAnswer::Answered(result.and_then(
+            |value| match value {
+                None => Ok(None),
+                Some(QueryValue::Json(json)) => Ok(Some(json.to_string())),
+                Some(QueryValue::Postcard(_)) => Err(QueryError::Failed {
+                    name: reply_name,
+                    reason: "the task answered in binary instead of JSON".into(),
+                }),
+            },
+        )))
+    });
+    if let Err(e) = registry.submit(&name, key, QueryFormat::Json, None, reply) {
+        finish(StateQueryAnswer::Answered(Err(e)));
+    }
+}
+
+/// The answer to a query of state `name` of job `job_id` from the answers
+/// of every TaskManager of its run: the one whose subtask owns the key, or
+/// why none could.
+pub fn combine_state_answers(
+    job_id: JobId,
+    name: &str,
+    answers: Vec<Result<StateQueryAnswer, String>>,
+) -> QueryResult {
+    let mut known: BTreeSet<String> = BTreeSet::new();
+    let mut unreachable = Vec::new();
+    for answer in answers {
+        match answer {
+            Ok(StateQueryAnswer::Answered(result)) => {
+                return result.and_then(|text| {
+                    text.map(|t| {
+                        serde_json::from_str(&t).map(QueryValue::Json).map_err(|e| {
+                            QueryError::Failed {
+                                name: name.to_string(),
+                                reason: format!("the answer is not JSON: {e}"),
+                            }
+                        })
+                    })
+                    .transpose()
+                });
+            }
+            Ok(StateQueryAnswer::NotHere { states }) => known.extend(states),
+            Err(why) => unreachable.push(why),
+        }
+    }
+    if known.contains(name) || !unreachable.is_empty() {
+        // The state exists (or a TaskManager that may hold it did not
+        // answer), but no running subtask owns the key.
+        let mut reason = "no TaskManager of the run holds the subtask owning the key".to_string();
+        if !unreachable.is_empty() {
+            reason = format!("{reason}: {}", unreachable.join("; "));
+        }
+        return Err(QueryError::Unavailable {
+            name: name.to_string(),
+            operator: String::new(),
+            subtask: 0,
+            reason,
+        });
+    }
+    Err(QueryError::UnknownState {
+        job_id: job_id.to_string(),
+        name: name.to_string(),
+        available: if known.is_empty() {
+            "none".into()
+        } else {
+            known.into_iter().collect::<Vec<_>>().join(", ")
+        },
+    })
 }
 
 /// A command from the JobManager to one task, or to the TaskManager.
@@ -500,6 +640,46 @@ mod tests {
             ]
         );
         assert_eq!(decode::<RunDeployment>(&bytes).unwrap(), deployment);
+    }
+
+    #[test]
+    fn the_owner_answers_a_state_query_and_otherwise_the_reason_is_named() {
+        let job: JobId = "00112233445566778899aabbccddeeff".parse().unwrap();
+        let not_here = |names: &[&str]| {
+            Ok(StateQueryAnswer::NotHere {
+                states: names.iter().map(|n| n.to_string()).collect(),
+            })
+        };
+        let owner = Ok(StateQueryAnswer::Answered(Ok(Some("42".into()))));
+        assert_eq!(
+            combine_state_answers(job, "count", vec![not_here(&["count"]), owner]),
+            Ok(Some(QueryValue::Json(serde_json::json!(42))))
+        );
+        let none = Ok(StateQueryAnswer::Answered(Ok(None)));
+        assert_eq!(combine_state_answers(job, "count", vec![none]), Ok(None));
+        let e = combine_state_answers(job, "counts", vec![not_here(&["count"]), not_here(&[])])
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "job 00112233445566778899aabbccddeeff has no queryable state 'counts' (queryable states: count)"
+        );
+        let e = combine_state_answers(
+            job,
+            "count",
+            vec![not_here(&["count"]), Err("TaskManager t: refused".into())],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, QueryError::Unavailable { reason, .. } if reason.contains("TaskManager t: refused")),
+            "{e}"
+        );
+        let request = StateQueryRequest {
+            name: "c".into(),
+            key: "7".into(),
+        };
+        assert_eq!(encode(&request), [2, 1, b'c', 1, b'7']);
+        let answer = StateQueryAnswer::Answered(Ok(Some("1".into())));
+        assert_eq!(encode(&answer), [2, 0, 0, 1, 1, b'1']);
     }
 
     #[test]

@@ -206,12 +206,27 @@ struct Entry {
 /// `queryable-state.max-staleness` says otherwise.
 pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_millis(10);
 
+/// Where a job's queries go when its tasks run in other processes (a
+/// cluster's TaskManagers): only they can read a JSON key as the state's
+/// key type, so the key travels as JSON.
+pub trait RemoteStateQueries: Send + Sync {
+    /// Routes a query for `key` of state `name`; the answer goes to `reply`.
+    fn query_json(
+        &self,
+        name: &str,
+        key: &serde_json::Value,
+        reply: QueryReply,
+    ) -> Result<(), QueryError>;
+}
+
 /// The queryable states of one job and where their subtasks listen.
 pub struct QueryableStateRegistry {
     job_id: JobId,
     enabled: bool,
     max_staleness: Duration,
     states: RwLock<BTreeMap<String, Entry>>,
+    /// Set while the job's current run is in other processes.
+    remote: RwLock<Option<Arc<dyn RemoteStateQueries>>>,
 }
 
 impl QueryableStateRegistry {
@@ -222,7 +237,58 @@ impl QueryableStateRegistry {
             enabled,
             max_staleness: DEFAULT_MAX_STALENESS,
             states: RwLock::new(BTreeMap::new()),
+            remote: RwLock::new(None),
         }
+    }
+
+    /// Sends queries to `remote` (a run on a cluster) until
+    /// [`QueryableStateRegistry::clear_remote`].
+    pub fn set_remote(&self, remote: Arc<dyn RemoteStateQueries>) {
+        *self.remote.write().unwrap_or_else(|p| p.into_inner()) = Some(remote);
+    }
+
+    /// The run in other processes ended: queries are answered here again.
+    pub fn clear_remote(&self) {
+        *self.remote.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Answers a query for the JSON `key` of state `name` as JSON: where
+    /// the job's tasks run, here or (through [`RemoteStateQueries`]) on a
+    /// cluster's TaskManagers.
+    pub fn query_json(
+        &self,
+        name: &str,
+        key: &serde_json::Value,
+        reply: QueryReply,
+    ) -> Result<(), QueryError> {
+        self.check_enabled()?;
+        let remote = self
+            .remote
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match remote {
+            Some(remote) => remote.query_json(name, key, reply),
+            None => {
+                let key = self.encode_json_key(name, key)?;
+                self.submit(name, key, QueryFormat::Json, None, reply)
+            }
+        }
+    }
+
+    /// Whether a subtask running here owns `key` (postcard bytes) of state
+    /// `name`: a process running some of a job's subtasks answers only
+    /// for those.
+    pub fn serves_key(&self, name: &str, key: &[u8]) -> bool {
+        let states = self.states.read().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = states.get(name) else {
+            return false;
+        };
+        let info = &entry.info;
+        let key_group = key_group_for_key_bytes(key, info.max_parallelism);
+        let owner = operator_index_for_key_group(info.max_parallelism, info.parallelism, key_group)
+            as usize;
+        entry.inboxes.get(owner).is_some_and(Option::is_some)
     }
 
     /// Sets `queryable-state.max-staleness`: how old the state a query is

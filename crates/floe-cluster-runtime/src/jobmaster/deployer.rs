@@ -18,9 +18,11 @@ use floe_runtime::gateway::{
 };
 use floe_runtime::placement::{place_subtasks, slots_needed};
 use floe_runtime::plan::PlanSignature;
+use floe_runtime::queryable::QueryableStateRegistry;
 use floe_runtime::task_manager::TaskReport;
 
 use super::SlotWait;
+use super::queries::ClusterQueries;
 use super::run::RunState;
 
 /// How often threads waiting on something of a run look again.
@@ -200,6 +202,7 @@ impl TaskDeployer for ClusterDeployer {
             done: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
             reserved,
+            queryable: None,
         };
         let signature = PlanSignature::of(run.graph, run.plan);
         for (peer, id) in ids.iter().enumerate() {
@@ -228,6 +231,13 @@ impl TaskDeployer for ClusterDeployer {
                 )));
             }
         }
+        // Queries of the job's state go to this run's TaskManagers.
+        run.queryable.set_remote(Arc::new(ClusterQueries {
+            job,
+            cluster: self.cluster.clone(),
+            taskmanagers: ids.clone(),
+        }));
+        remote.queryable = Some(run.queryable.clone());
         tracing::info!(job = %run.job_id, attempt, taskmanagers = ids.len(), "run deployed");
         remote.start_forwarding(run.store.clone(), run.cancel.clone());
         Ok(Box::new(remote))
@@ -248,6 +258,8 @@ struct RemoteRun {
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Slots reserved per TaskManager, given back at the end.
     reserved: Vec<(TaskManagerId, u32)>,
+    /// The job's queryable state, routed to this run while it lasts.
+    queryable: Option<Arc<QueryableStateRegistry>>,
 }
 
 impl RemoteRun {
@@ -417,6 +429,9 @@ impl DeployedRun for RemoteRun {
 
 impl Drop for RemoteRun {
     fn drop(&mut self) {
+        if let Some(queryable) = self.queryable.take() {
+            queryable.clear_remote();
+        }
         self.done.store(true, Ordering::Release);
         self.commands.clear();
         for t in self.threads.drain(..) {

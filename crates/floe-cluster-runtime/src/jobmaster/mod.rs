@@ -6,6 +6,7 @@
 
 mod deployer;
 mod ha;
+mod queries;
 pub mod rest;
 mod run;
 

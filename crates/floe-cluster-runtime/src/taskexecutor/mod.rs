@@ -127,6 +127,18 @@ impl TaskExecutorHandler for ClusterTaskExecutor {
         run.command(command)
     }
 
+    fn query(
+        &self,
+        job: JobAttempt,
+        payload: Bytes,
+        answer: tokio::sync::oneshot::Sender<Bytes>,
+    ) -> Result<(), String> {
+        let run = self
+            .run(job)
+            .ok_or_else(|| format!("{job} does not run on this TaskManager"))?;
+        run.query(&payload, answer)
+    }
+
     fn release(&self, job: JobAttempt) {
         let mut runs = self.runs();
         if runs

@@ -17,12 +17,14 @@ use floe_runtime::checkpoint::{
 };
 use floe_runtime::deployment::{BuildContext, TaskSummary, build_tasks, task_summaries};
 use floe_runtime::gateway::{
-    self, RestorePoint, RunDeployment, TaskManagerCommand, TaskManagerEvent, TaskOutcome,
-    TaskResult,
+    self, RestorePoint, RunDeployment, StateQueryAnswer, StateQueryRequest, TaskManagerCommand,
+    TaskManagerEvent, TaskOutcome, TaskResult, answer_state_query,
 };
 use floe_runtime::plan::{PlanSignature, cap_parallelism};
+use floe_runtime::queryable::QueryableStateRegistry;
 use floe_runtime::task_manager::{RunSetup, TaskManager};
 use floe_runtime::{JobManager, ProcessingTimeService};
+use tokio::sync::oneshot;
 
 use super::wiring::NetworkWiring;
 use crate::endpoint::DataEndpoint;
@@ -53,6 +55,8 @@ struct RunProgress {
     started: Option<Started>,
     /// Tasks reported to the JobManager (each exactly once).
     reported: Vec<u32>,
+    /// Where the run's subtasks here announce their queryable states.
+    queryable: Option<Arc<QueryableStateRegistry>>,
 }
 
 impl LocalRun {
@@ -78,12 +82,29 @@ impl LocalRun {
                 queued: Vec::new(),
                 started: None,
                 reported: Vec::new(),
+                queryable: None,
             }),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RunProgress> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Answers a question of the JobManager about the keyed state of the
+    /// run's subtasks here (`StateQueryRequest`), through `answer`.
+    pub fn query(&self, payload: &[u8], answer: oneshot::Sender<Bytes>) -> Result<(), String> {
+        let request: StateQueryRequest =
+            gateway::decode(payload).map_err(|e| format!("state query of {}: {e}", self.job))?;
+        let done: Box<dyn FnOnce(StateQueryAnswer) + Send> = Box::new(move |a| {
+            let _ = answer.send(Bytes::from(gateway::encode(&a)));
+        });
+        match self.lock().queryable.clone() {
+            Some(registry) => answer_state_query(&registry, request, done),
+            // Not built yet: nothing here serves state.
+            None => done(StateQueryAnswer::NotHere { states: Vec::new() }),
+        }
+        Ok(())
     }
 
     /// Applies (or keeps until the tasks run) a command of the JobManager.
@@ -289,6 +310,11 @@ impl RunHost {
         )
         .map_err(|e| (e.to_string(), false))?;
         let targets = Arc::new(SnapshotTargets::new(checkpoints));
+        let queryable = Arc::new(
+            QueryableStateRegistry::new(job_id, settings.queryable_state)
+                .with_max_staleness(settings.queryable_state_max_staleness),
+        );
+        run.lock().queryable = Some(queryable.clone());
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let alignment = settings
             .checkpointing
@@ -309,7 +335,7 @@ impl RunHost {
                 alignment,
                 store: targets.clone(),
                 events: events_tx,
-                queryable: None,
+                queryable: Some(queryable),
             },
         )
         .map_err(|e| (e.to_string(), false))?;
