@@ -346,6 +346,56 @@ fn a_lost_taskmanager_nobody_replaces_costs_parallelism_not_records() {
     // them twice, lines would be doubled.)
 }
 
+#[test]
+fn queryable_state_is_read_from_the_taskmanager_that_owns_the_key() {
+    let _serial = one_cluster_at_a_time();
+    let sandbox = Sandbox::new();
+    let cluster = Cluster::start(&sandbox);
+    let records = 1_000_000;
+    let mut args = keyed_count(&cluster, &sandbox, records, Some(15_000), true);
+    args.extend(["-D".into(), "queryable-state.enable=true".into()]);
+    let id = submitted_id(&common::run(&mut sandbox.floe(&args)).ok().stdout);
+    let query = |key: &str| {
+        common::run(&mut sandbox.floe(["query", "-m", cluster.address(), &id, "count", key]))
+    };
+    // Keys 0..10 are spread over both subtasks, so over both TaskManagers:
+    // each count is read where its key group lives, and only grows.
+    let mut last = [0u64; 10];
+    wait_until(
+        "every key's count to be read",
+        Duration::from_secs(30),
+        || {
+            for (k, last) in last.iter_mut().enumerate() {
+                let out = query(&k.to_string()).ok();
+                let text = out.stdout.trim();
+                if text.starts_with("not found") {
+                    continue;
+                }
+                let count: u64 = text
+                    .parse()
+                    .unwrap_or_else(|_| panic!("not a count: {text:?}"));
+                assert!(
+                    count >= *last && count <= records / KEYS,
+                    "{count} after {last}"
+                );
+                *last = count;
+            }
+            last.iter().all(|c| *c > 0)
+        },
+    );
+    let rest = get_json(&format!("{}/jobs/{id}/state/count?key=7", cluster.rest));
+    assert_eq!(rest["found"], true, "{rest}");
+    assert!(rest["value"].as_u64().unwrap() >= last[7], "{rest}");
+    assert_eq!(
+        query("100000").ok().stdout.trim(),
+        "not found: key 100000 has no state in 'count'"
+    );
+    common::run(&mut sandbox.floe(["query", "-m", cluster.address(), &id, "counts", "3"]))
+        .fails_with(&["no queryable state 'counts'", "count"]);
+    query("three").fails_with(&["wrong key type for queryable state 'count'", "u64"]);
+    common::run(&mut sandbox.floe(["cancel", "-m", cluster.address(), &id])).ok();
+}
+
 /// Waits until `dir` holds at least `n` committed lines.
 fn wait_committed(dir: &Path, n: usize) {
     wait_until(
