@@ -760,11 +760,18 @@ impl JobClient {
         });
         // A restart whose slots are gone runs at the slots left, with the
         // key groups spread over fewer subtasks (Flink's adaptive
-        // scheduler); in-flight records of an unaligned checkpoint cannot
-        // be spread, so such a restart waits for its slots.
-        let may_downscale =
-            self.attempt > 0 && restore.as_ref().is_none_or(|r| !r.has_in_flight_records());
-        let mut rescaled_to: Option<u32> = None;
+        // scheduler); so does a job a restarted JobManager recovers from
+        // its checkpoint. A first run waits for the parallelism it was
+        // given. In-flight records of an unaligned checkpoint were
+        // partitioned for the subtasks of their time: a run restoring them
+        // runs at that parallelism and waits for its slots.
+        let in_flight = restore.as_ref().filter(|r| r.has_in_flight_records());
+        let mut rescaled_to = match in_flight {
+            Some(r) => self.in_flight_parallelism(r)?,
+            None => None,
+        };
+        let may_downscale = in_flight.is_none()
+            && (self.attempt > 0 || matches!(restore_point, Some(RestorePoint::Checkpoint(_))));
         let (mut hosted, run_graph) = loop {
             let graph = match rescaled_to {
                 None => self.graph.clone(),
@@ -795,12 +802,14 @@ impl JobClient {
                 events: event_tx.clone(),
                 queryable: self.control.queryable_state().clone(),
                 rescaled_to,
-                may_downscale: may_downscale && rescaled_to.is_none(),
+                may_downscale,
             });
             match started {
                 Ok(hosted) => break (hosted, graph),
+                // Fewer slots each time (slots lost while waiting), so this
+                // ends.
                 Err(DeployError::NotEnoughSlots { needed, available })
-                    if may_downscale && rescaled_to.is_none() && available > 0 =>
+                    if may_downscale && available > 0 && available < needed =>
                 {
                     eprintln!(
                         "Job {} restarts at parallelism {available}: the cluster offers {available} of the {needed} task slots it needs",
@@ -815,8 +824,10 @@ impl JobClient {
                             reason: e.source,
                         },
                         DeployError::Cluster(reason) => JobError::Deploy { reason },
-                        e @ DeployError::NotEnoughSlots { .. } => JobError::Deploy {
-                            reason: e.to_string(),
+                        DeployError::NotEnoughSlots { needed, available } => JobError::Deploy {
+                            reason: format!(
+                                "it needs {needed} task slots and the cluster offers {available}"
+                            ),
                         },
                     });
                 }
@@ -863,6 +874,38 @@ impl JobClient {
             coordinator: Some((event_tx, handle)),
         });
         Ok(())
+    }
+
+    /// The parallelism cap a run restoring `restore`'s in-flight records
+    /// must run at: the one they were taken at (`None`: the job's own).
+    fn in_flight_parallelism(&self, restore: &RestoredState) -> Result<Option<u32>, JobError> {
+        let taken_at = |i: usize| {
+            restore
+                .operator_info
+                .get(&*self.plan.vertices[i].uid)
+                .map(|o| o.parallelism)
+        };
+        let cap = (0..self.graph.vertices.len())
+            .filter_map(|i| taken_at(i).filter(|p| *p != self.graph.vertices[i].parallelism))
+            .max();
+        let Some(cap) = cap else {
+            return Ok(None);
+        };
+        let capped = crate::plan::cap_parallelism(&self.graph, cap);
+        if let Some((v, p)) = capped
+            .vertices
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| taken_at(i).filter(|p| *p != v.parallelism).map(|p| (v, p)))
+        {
+            return Err(JobError::Deploy {
+                reason: format!(
+                    "checkpoint {} holds in-flight records of operator '{}' taken at parallelism {p}, which this job cannot run at (its other operators were taken at parallelism {cap})",
+                    restore.checkpoint_id, v.name
+                ),
+            });
+        }
+        Ok(Some(cap))
     }
 
     /// Stops the current run's coordinator and uploaders, keeping the

@@ -85,7 +85,13 @@ impl ClusterDeployer {
     ) -> Result<(Vec<RegisteredTaskManager>, Vec<Vec<u32>>), DeployError> {
         let started = Instant::now();
         let deadline = started + self.slot_wait.request_timeout;
-        let stable = started + self.slot_wait.stabilization_timeout;
+        // (A stabilization timeout longer than the request timeout still
+        // downscales at the end rather than fail.)
+        let stable = started
+            + self
+                .slot_wait
+                .stabilization_timeout
+                .min(self.slot_wait.request_timeout);
         loop {
             let taskmanagers = self.cluster.taskmanagers();
             let free: Vec<u32> = taskmanagers.iter().map(|t| t.free_slots).collect();
