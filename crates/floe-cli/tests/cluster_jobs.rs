@@ -366,7 +366,13 @@ fn queryable_state_is_read_from_the_taskmanager_that_owns_the_key() {
         Duration::from_secs(30),
         || {
             for (k, last) in last.iter_mut().enumerate() {
-                let out = query(&k.to_string()).ok();
+                let out = query(&k.to_string());
+                // Until a subtask first uses its state, the state is not
+                // announced anywhere (as embedded).
+                if !out.status.success() && out.stderr.contains("no queryable state 'count'") {
+                    continue;
+                }
+                let out = out.ok();
                 let text = out.stdout.trim();
                 if text.starts_with("not found") {
                     continue;

@@ -902,7 +902,9 @@ impl From<QueryError> for ApiError {
             QueryError::WrongKeyType { .. } | QueryError::Disabled { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            QueryError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            QueryError::Unavailable { .. } | QueryError::NotRunning { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             QueryError::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())

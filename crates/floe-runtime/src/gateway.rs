@@ -223,14 +223,12 @@ pub fn combine_state_answers(
     if known.contains(name) || !unreachable.is_empty() {
         // The state exists (or a TaskManager that may hold it did not
         // answer), but no running subtask owns the key.
-        let mut reason = "no TaskManager of the run holds the subtask owning the key".to_string();
+        let mut reason = "no running subtask of the cluster holds the key".to_string();
         if !unreachable.is_empty() {
-            reason = format!("{reason}: {}", unreachable.join("; "));
+            reason = format!("{reason} ({})", unreachable.join("; "));
         }
-        return Err(QueryError::Unavailable {
+        return Err(QueryError::NotRunning {
             name: name.to_string(),
-            operator: String::new(),
-            subtask: 0,
             reason,
         });
     }
@@ -670,7 +668,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(&e, QueryError::Unavailable { reason, .. } if reason.contains("TaskManager t: refused")),
+            matches!(&e, QueryError::NotRunning { reason, .. } if reason.contains("TaskManager t: refused")),
             "{e}"
         );
         let request = StateQueryRequest {

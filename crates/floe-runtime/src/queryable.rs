@@ -20,6 +20,7 @@
 //! runs the states stay known but unavailable.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -85,6 +86,15 @@ pub enum QueryError {
     /// Reading or encoding the state failed.
     #[error("query of state '{name}' failed: {reason}")]
     Failed {
+        /// The state.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// No running subtask answers for the key: the job on a cluster is
+    /// between runs, or the TaskManager holding the key did not answer.
+    #[error("queryable state '{name}' is not available: {reason}")]
+    NotRunning {
         /// The state.
         name: String,
         /// Why.
@@ -227,6 +237,8 @@ pub struct QueryableStateRegistry {
     states: RwLock<BTreeMap<String, Entry>>,
     /// Set while the job's current run is in other processes.
     remote: RwLock<Option<Arc<dyn RemoteStateQueries>>>,
+    /// Whether a run of the job was ever in other processes.
+    served_remotely: AtomicBool,
 }
 
 impl QueryableStateRegistry {
@@ -238,18 +250,28 @@ impl QueryableStateRegistry {
             max_staleness: DEFAULT_MAX_STALENESS,
             states: RwLock::new(BTreeMap::new()),
             remote: RwLock::new(None),
+            served_remotely: AtomicBool::new(false),
         }
     }
 
     /// Sends queries to `remote` (a run on a cluster) until
     /// [`QueryableStateRegistry::clear_remote`].
     pub fn set_remote(&self, remote: Arc<dyn RemoteStateQueries>) {
+        self.served_remotely.store(true, Ordering::Relaxed);
         *self.remote.write().unwrap_or_else(|p| p.into_inner()) = Some(remote);
     }
 
-    /// The run in other processes ended: queries are answered here again.
-    pub fn clear_remote(&self) {
-        *self.remote.write().unwrap_or_else(|p| p.into_inner()) = None;
+    /// The run in other processes that `remote` serves ended (a newer
+    /// run's is left alone): until the next one, queries are refused as
+    /// not running.
+    pub fn clear_remote(&self, remote: &Arc<dyn RemoteStateQueries>) {
+        let mut current = self.remote.write().unwrap_or_else(|p| p.into_inner());
+        if current
+            .as_ref()
+            .is_some_and(|c| std::ptr::addr_eq(Arc::as_ptr(c), Arc::as_ptr(remote)))
+        {
+            *current = None;
+        }
     }
 
     /// Answers a query for the JSON `key` of state `name` as JSON: where
@@ -269,6 +291,11 @@ impl QueryableStateRegistry {
             .clone();
         match remote {
             Some(remote) => remote.query_json(name, key, reply),
+            // Served by a cluster's TaskManagers, and none runs the job now.
+            None if self.served_remotely.load(Ordering::Relaxed) => Err(QueryError::NotRunning {
+                name: name.to_string(),
+                reason: "the job is restarting or not running on the cluster".into(),
+            }),
             None => {
                 let key = self.encode_json_key(name, key)?;
                 self.submit(name, key, QueryFormat::Json, None, reply)

@@ -18,8 +18,8 @@ use floe_runtime::gateway::{
 };
 use floe_runtime::placement::{place_subtasks, slots_needed};
 use floe_runtime::plan::PlanSignature;
-use floe_runtime::queryable::QueryableStateRegistry;
-use floe_runtime::task_manager::TaskReport;
+use floe_runtime::queryable::{QueryableStateRegistry, RemoteStateQueries};
+use floe_runtime::task_manager::{SpawnError, TaskReport};
 
 use super::SlotWait;
 use super::queries::ClusterQueries;
@@ -238,14 +238,19 @@ impl TaskDeployer for ClusterDeployer {
             }
         }
         // Queries of the job's state go to this run's TaskManagers.
-        run.queryable.set_remote(Arc::new(ClusterQueries {
+        let queries: Arc<dyn RemoteStateQueries> = Arc::new(ClusterQueries {
             job,
             cluster: self.cluster.clone(),
             taskmanagers: ids.clone(),
-        }));
-        remote.queryable = Some(run.queryable.clone());
+        });
+        run.queryable.set_remote(queries.clone());
+        remote.queryable = Some((run.queryable.clone(), queries));
         tracing::info!(job = %run.job_id, attempt, taskmanagers = ids.len(), "run deployed");
-        remote.start_forwarding(run.store.clone(), run.cancel.clone());
+        if let Err(e) = remote.start_forwarding(run.store.clone(), run.cancel.clone()) {
+            // Dropping `remote` releases what was deployed.
+            remote.cancel_all();
+            return Err(DeployError::Spawn(e));
+        }
         Ok(Box::new(remote))
     }
 }
@@ -265,7 +270,7 @@ struct RemoteRun {
     /// Slots reserved per TaskManager, given back at the end.
     reserved: Vec<(TaskManagerId, u32)>,
     /// The job's queryable state, routed to this run while it lasts.
-    queryable: Option<Arc<QueryableStateRegistry>>,
+    queryable: Option<(Arc<QueryableStateRegistry>, Arc<dyn RemoteStateQueries>)>,
 }
 
 impl RemoteRun {
@@ -275,7 +280,7 @@ impl RemoteRun {
         &mut self,
         store: Arc<SnapshotTargets>,
         cancel: floe_runtime::channel::CancelFlag,
-    ) {
+    ) -> Result<(), SpawnError> {
         let mut receivers = Vec::with_capacity(self.state.tasks.len());
         for is_source in self.state.tasks.iter().map(|t| t.is_source) {
             let (tx, rx) = crossbeam_channel::unbounded();
@@ -293,12 +298,15 @@ impl RemoteRun {
             std::thread::Builder::new()
                 .name(name.into())
                 .spawn(f)
-                .expect("a thread for the run")
+                .map_err(|source| SpawnError {
+                    task: name.into(),
+                    source,
+                })
         };
         self.threads.push(spawn(
             "run-commands",
             Box::new(move || forwarder.forward_commands(receivers)),
-        ));
+        )?);
         let (job, cluster, state, done) = (
             self.job,
             self.cluster.clone(),
@@ -316,7 +324,8 @@ impl RemoteRun {
                     std::thread::sleep(POLL);
                 }
             }),
-        ));
+        )?);
+        Ok(())
     }
 
     fn cancel_all(&self) {
@@ -435,8 +444,8 @@ impl DeployedRun for RemoteRun {
 
 impl Drop for RemoteRun {
     fn drop(&mut self) {
-        if let Some(queryable) = self.queryable.take() {
-            queryable.clear_remote();
+        if let Some((registry, queries)) = self.queryable.take() {
+            registry.clear_remote(&queries);
         }
         self.done.store(true, Ordering::Release);
         self.commands.clear();

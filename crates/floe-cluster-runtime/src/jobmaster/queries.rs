@@ -18,14 +18,17 @@ pub(crate) struct ClusterQueries {
 
 impl ClusterQueries {
     /// What TaskManager `id` answers, or why it did not.
-    fn ask(&self, id: &TaskManagerId, payload: &Bytes) -> Result<StateQueryAnswer, String> {
-        let gw = self
-            .cluster
+    fn ask(
+        cluster: &JobManagerHandle,
+        job: JobAttempt,
+        id: &TaskManagerId,
+        payload: Bytes,
+    ) -> Result<StateQueryAnswer, String> {
+        let gw = cluster
             .taskmanager(id)
             .ok_or_else(|| format!("TaskManager {id} is no longer registered"))?;
-        let answer = self
-            .cluster
-            .call("state query", gw.query_state(self.job, payload.clone()))
+        let answer = cluster
+            .call("state query", gw.query_state(job, payload))
             .map_err(|e| format!("TaskManager {id}: {e}"))?;
         gateway::decode(&answer).map_err(|e| format!("TaskManager {id}: {e}"))
     }
@@ -42,31 +45,42 @@ impl RemoteStateQueries for ClusterQueries {
             name: name.to_string(),
             key: key.to_string(),
         }));
-        let routes = ClusterQueries {
-            job: self.job,
-            cluster: self.cluster.clone(),
-            taskmanagers: self.taskmanagers.clone(),
-        };
-        let name = name.to_string();
-        // Blocking RPCs, each bounded by heartbeat.timeout, off the REST
-        // endpoint's threads.
+        // Every TaskManager is asked at once, each call on a thread of its
+        // own (blocking RPCs bounded by heartbeat.timeout): a frozen one
+        // does not hold up the answer of the one that owns the key.
+        let (answers_tx, answers) = crossbeam_channel::unbounded();
+        for id in &self.taskmanagers {
+            let (cluster, job, id, payload) =
+                (self.cluster.clone(), self.job, id.clone(), payload.clone());
+            let tx = answers_tx.clone();
+            std::thread::Builder::new()
+                .name("state-query".into())
+                .spawn(move || {
+                    let _ = tx.send(Self::ask(&cluster, job, &id, payload));
+                })
+                .map_err(|e| QueryError::Failed {
+                    name: name.to_string(),
+                    reason: format!("cannot start a thread for the query: {e}"),
+                })?;
+        }
+        drop(answers_tx);
+        let (job, owned) = (self.job.job, name.to_string());
         std::thread::Builder::new()
             .name("state-query".into())
             .spawn(move || {
-                let mut answers = Vec::with_capacity(routes.taskmanagers.len());
-                for id in &routes.taskmanagers {
-                    let answer = routes.ask(id, &payload);
+                let mut got = Vec::new();
+                for answer in answers.iter() {
                     let owner = matches!(answer, Ok(StateQueryAnswer::Answered(_)));
-                    answers.push(answer);
+                    got.push(answer);
                     if owner {
                         break;
                     }
                 }
-                reply(combine_state_answers(routes.job.job, &name, answers));
+                reply(combine_state_answers(job, &owned, got));
             })
             .map(|_| ())
             .map_err(|e| QueryError::Failed {
-                name: key.to_string(),
+                name: name.to_string(),
                 reason: format!("cannot start a thread for the query: {e}"),
             })
     }

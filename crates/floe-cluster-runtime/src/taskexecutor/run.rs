@@ -99,7 +99,9 @@ impl LocalRun {
         let done: Box<dyn FnOnce(StateQueryAnswer) + Send> = Box::new(move |a| {
             let _ = answer.send(Bytes::from(gateway::encode(&a)));
         });
-        match self.lock().queryable.clone() {
+        // (Not under the run's lock: the registry and a task answer.)
+        let registry = self.lock().queryable.clone();
+        match registry {
             Some(registry) => answer_state_query(&registry, request, done),
             // Not built yet: nothing here serves state.
             None => done(StateQueryAnswer::NotHere { states: Vec::new() }),
