@@ -236,6 +236,15 @@ fn a_keyed_job_runs_across_taskmanagers_exactly_once() {
         cluster.completed_checkpoints(&id) >= 1,
         "the job's final checkpoint completed"
     );
+    // The TaskManagers reported what their subtasks counted: the
+    // JobManager serves the source's records out, all of them.
+    let vertices = cluster.job(&id)["vertices"].clone();
+    let source = vertices[0]["id"].as_str().expect("a vertex id");
+    let out = get_json(&format!(
+        "{}/jobs/{id}/vertices/{source}/subtasks/metrics?get=numRecordsOut&agg=sum",
+        cluster.rest
+    ));
+    assert_eq!(out[0]["sum"].as_f64(), Some(records as f64), "{out}");
     // The job ran on two TaskManagers and gave their slots back.
     assert!(cluster.busy().is_empty());
     // Each TaskManager's data port is the one its data plane listens on.

@@ -33,8 +33,9 @@ pub struct RunRequest<'a> {
     pub attempt: u64,
     /// Set to cancel every task of the run.
     pub cancel: &'a CancelFlag,
-    /// Where operators and tasks account.
-    pub metrics: &'a JobMetrics,
+    /// Where operators and tasks account (a cluster's TaskManagers report
+    /// into it).
+    pub metrics: &'a Arc<JobMetrics>,
     /// Messages per channel.
     pub channel_capacity: usize,
     /// Records per batch.

@@ -365,6 +365,9 @@ pub enum TaskManagerEvent {
     /// Every task of the run on this TaskManager ended and every snapshot
     /// upload they started is acknowledged or declined.
     RunEnded,
+    /// The counters of the run's operator subtasks here since the run
+    /// started, sent every second and once more before `RunEnded`.
+    Metrics(Vec<crate::metrics::SubtaskCounters>),
 }
 
 /// [`AckStats`] on the wire, durations in microseconds.
@@ -477,7 +480,9 @@ impl TaskManagerEvent {
                 reason: StoreError::Other(format!("on TaskManager {taskmanager}: {reason}").into()),
             },
             TaskManagerEvent::TaskFinished(t) => CoordinatorEvent::TaskFinished(t as usize),
-            TaskManagerEvent::TaskEnded(_) | TaskManagerEvent::RunEnded => return None,
+            TaskManagerEvent::TaskEnded(_)
+            | TaskManagerEvent::RunEnded
+            | TaskManagerEvent::Metrics(_) => return None,
         })
     }
 }
@@ -601,6 +606,18 @@ mod tests {
         });
         assert_eq!(encode(&ended), [2, 3, 2, 1, b'a', 1]);
         assert_eq!(encode(&TaskManagerEvent::RunEnded), [2, 4]);
+        let metrics = TaskManagerEvent::Metrics(vec![crate::metrics::SubtaskCounters {
+            vertex: 1,
+            subtask: 0,
+            records_in: 3,
+            records_out: 2,
+            idle_ns: 1,
+            back_pressured_ns: 0,
+            running: true,
+            input_watermark: -1,
+            output_watermark: 0,
+        }]);
+        assert_eq!(encode(&metrics), [2, 5, 1, 1, 0, 3, 2, 1, 0, 1, 1, 0]);
         assert_eq!(decode::<TaskManagerCommand>(&encode(&cmd)).unwrap(), cmd);
     }
 

@@ -13,7 +13,7 @@
 //! update interval.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -157,6 +157,31 @@ pub struct SubtaskMetrics {
     pub output_watermark: i64,
 }
 
+/// One operator subtask's cumulative counters as the process running it
+/// (a TaskManager) reports them to the JobManager, whose REST endpoint and
+/// Prometheus exposition serve the job's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SubtaskCounters {
+    /// The operator (vertex index).
+    pub vertex: u32,
+    /// Its subtask.
+    pub subtask: u32,
+    /// Records in, since the run started.
+    pub records_in: u64,
+    /// Records out, since the run started.
+    pub records_out: u64,
+    /// The subtask's task's idle time, ns.
+    pub idle_ns: u64,
+    /// The subtask's task's back-pressured time, ns.
+    pub back_pressured_ns: u64,
+    /// Whether the task's thread runs.
+    pub running: bool,
+    /// `currentInputWatermark`.
+    pub input_watermark: i64,
+    /// `currentOutputWatermark`.
+    pub output_watermark: i64,
+}
+
 /// Raw cumulative values of one subtask at one instant.
 #[derive(Debug, Clone, Copy, Default)]
 struct Raw {
@@ -279,6 +304,64 @@ impl JobMetrics {
             .collect()
     }
 
+    /// The counters of the operator subtasks `hosted` (vertex, subtask)
+    /// since these metrics were made, for a report to the JobManager.
+    pub fn counters(&self, hosted: &[(usize, u32)]) -> Vec<SubtaskCounters> {
+        hosted
+            .iter()
+            .filter_map(|&(v, s)| {
+                let vertex = self.vertices.get(v)?;
+                let io = vertex.operators.get(s as usize)?;
+                let task = &self.tasks[*vertex.tasks.get(s as usize)?];
+                Some(SubtaskCounters {
+                    vertex: v as u32,
+                    subtask: s,
+                    records_in: io.records_in.load(Ordering::Relaxed),
+                    records_out: io.records_out.load(Ordering::Relaxed),
+                    idle_ns: task.idle_ns.load(Ordering::Relaxed),
+                    back_pressured_ns: task.back_pressured_ns.load(Ordering::Relaxed),
+                    running: !task.stopped.load(Ordering::Relaxed),
+                    input_watermark: io.input_watermark.load(Ordering::Relaxed),
+                    output_watermark: io.output_watermark.load(Ordering::Relaxed),
+                })
+            })
+            .collect()
+    }
+
+    /// Adds what a remote run counted between two of its reports (`before`,
+    /// empty for its first, and `now`) to these counters, which stay
+    /// monotonic across runs; watermarks and whether a task runs are taken
+    /// as reported. A task's times are added once, however many of its
+    /// chained operators the report lists.
+    pub fn absorb(&self, before: &[SubtaskCounters], now: &[SubtaskCounters]) {
+        let mut tasks_done: HashSet<usize> = HashSet::new();
+        for c in now {
+            let Some(vertex) = self.vertices.get(c.vertex as usize) else {
+                continue;
+            };
+            let (Some(io), Some(&t)) = (
+                vertex.operators.get(c.subtask as usize),
+                vertex.tasks.get(c.subtask as usize),
+            ) else {
+                continue;
+            };
+            let old = before
+                .iter()
+                .find(|b| b.vertex == c.vertex && b.subtask == c.subtask);
+            let delta = |f: fn(&SubtaskCounters) -> u64| f(c).saturating_sub(old.map_or(0, f));
+            io.add_in(delta(|c| c.records_in) as usize);
+            io.add_out(delta(|c| c.records_out) as usize);
+            io.set_input_watermark(c.input_watermark);
+            io.set_output_watermark(c.output_watermark);
+            if tasks_done.insert(t) {
+                let task = &self.tasks[t];
+                task.add_idle(Duration::from_nanos(delta(|c| c.idle_ns)));
+                task.add_back_pressured(Duration::from_nanos(delta(|c| c.back_pressured_ns)));
+                task.set_running(c.running);
+            }
+        }
+    }
+
     /// Keeps a sample for rates, dropping those older than the window.
     pub fn sample(&self) {
         self.sample_at(Instant::now());
@@ -377,6 +460,49 @@ impl JobMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remote_runs_reports_add_up_once_per_task_and_across_runs() {
+        // Two chained operators (vertices 0 and 1) in one task, p = 1.
+        let remote = JobMetrics::new(&[1, 1], &[vec![0, 1]]);
+        let here = JobMetrics::new(&[1, 1], &[vec![0, 1]]);
+        let hosted = [(0, 0), (1, 0)];
+        remote.task(0, 0).set_running(true);
+        remote.operator(0, 0).add_out(10);
+        remote.operator(1, 0).add_in(10);
+        remote.task(0, 0).add_idle(Duration::from_millis(5));
+        let first = remote.counters(&hosted);
+        assert_eq!(first.len(), 2);
+        here.absorb(&[], &first);
+        remote.operator(0, 0).add_out(5);
+        remote.task(0, 0).add_idle(Duration::from_millis(5));
+        let second = remote.counters(&hosted);
+        here.absorb(&first, &second);
+        let raw = here.raw();
+        assert_eq!(raw[0][0].records_out, 15);
+        assert_eq!(raw[1][0].records_in, 10);
+        assert_eq!(
+            raw[0][0].idle_ns, 10_000_000,
+            "once per task, not per operator"
+        );
+        // A next run counts from zero again; the job's counters go on.
+        let next = JobMetrics::new(&[1, 1], &[vec![0, 1]]);
+        next.operator(0, 0).add_out(3);
+        here.absorb(&[], &next.counters(&hosted));
+        assert_eq!(here.raw()[0][0].records_out, 18);
+        assert!(
+            here.tasks[0].stopped.load(Ordering::Relaxed),
+            "the new run's task is not running"
+        );
+        // Out of range (a report of another plan) is ignored.
+        here.absorb(
+            &[],
+            &[SubtaskCounters {
+                vertex: 9,
+                ..second[0]
+            }],
+        );
+    }
 
     #[test]
     fn rates_and_times_come_from_the_window() {

@@ -174,6 +174,7 @@ impl TaskDeployer for ClusterDeployer {
             task_summaries(run.graph, run.plan),
             reports_tx,
             run.events.clone(),
+            run.metrics.clone(),
         ));
         let job = JobAttempt {
             job: run.job_id,

@@ -2,7 +2,7 @@
 //! which TaskManager runs which task, the reports and checkpoint events
 //! that come back, and what a lost TaskManager means for them.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -11,6 +11,7 @@ use floe_runtime::checkpoint::CoordinatorEvent;
 use floe_runtime::deployment::TaskSummary;
 use floe_runtime::error::{FailureCause, OperatorFailure, TaskError};
 use floe_runtime::gateway::TaskManagerEvent;
+use floe_runtime::metrics::{JobMetrics, SubtaskCounters};
 use floe_runtime::task_manager::TaskReport;
 
 /// The routing state of one run.
@@ -27,6 +28,8 @@ pub(crate) struct RunState {
     pub reports: Sender<TaskReport>,
     /// Where the checkpoint coordinator reads acks.
     pub events: Sender<CoordinatorEvent>,
+    /// The job's metrics, which the TaskManagers' reports add to.
+    metrics: Arc<JobMetrics>,
     progress: Mutex<Progress>,
     changed: Condvar,
 }
@@ -38,6 +41,8 @@ struct Progress {
     /// Per TaskManager: its share of the run is over (it said so, or it
     /// was lost).
     ended: Vec<bool>,
+    /// Per TaskManager: the counters of its last metrics report.
+    counters: Vec<Vec<SubtaskCounters>>,
 }
 
 impl RunState {
@@ -48,10 +53,12 @@ impl RunState {
         tasks: Vec<TaskSummary>,
         reports: Sender<TaskReport>,
         events: Sender<CoordinatorEvent>,
+        metrics: Arc<JobMetrics>,
     ) -> Self {
         let progress = Progress {
             reported: vec![false; task_peer.len()],
             ended: vec![false; taskmanagers.len()],
+            counters: vec![Vec::new(); taskmanagers.len()],
         };
         RunState {
             attempt,
@@ -60,6 +67,7 @@ impl RunState {
             tasks,
             reports,
             events,
+            metrics,
             progress: Mutex::new(progress),
             changed: Condvar::new(),
         }
@@ -95,6 +103,11 @@ impl RunState {
                 self.lock().ended[peer] = true;
                 self.changed.notify_all();
             }
+            TaskManagerEvent::Metrics(counters) => {
+                let mut p = self.lock();
+                let before = std::mem::replace(&mut p.counters[peer], counters);
+                self.metrics.absorb(&before, &p.counters[peer]);
+            }
             other => {
                 if let Some(e) = other.into_coordinator_event(from.as_str()) {
                     let _ = self.events.send(e);
@@ -127,6 +140,16 @@ impl RunState {
             }
         }
         p.ended[peer] = true;
+        // Its tasks no longer run (what they counted stays counted).
+        let last = std::mem::take(&mut p.counters[peer]);
+        let stopped: Vec<SubtaskCounters> = last
+            .iter()
+            .map(|c| SubtaskCounters {
+                running: false,
+                ..*c
+            })
+            .collect();
+        self.metrics.absorb(&last, &stopped);
         drop(p);
         self.changed.notify_all();
     }
@@ -183,6 +206,7 @@ mod tests {
                 .collect(),
             rtx,
             etx,
+            JobMetrics::new(&[3], &[vec![0]]),
         );
         (state, rrx, erx)
     }

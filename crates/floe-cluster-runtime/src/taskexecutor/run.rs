@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_channel::Sender;
+use crossbeam_channel::{RecvTimeoutError, Sender};
 use floe_cluster::{JobAttempt, TaskEventSender};
 use floe_core::JobId;
 use floe_network::{NetworkEnvironment, Peer, TaskManagerId as DataId};
@@ -29,6 +30,10 @@ use tokio::sync::oneshot;
 use super::wiring::NetworkWiring;
 use crate::endpoint::DataEndpoint;
 use crate::registry::JobRegistry;
+
+/// How often a run's metrics go to the JobManager (its sampler keeps one
+/// sample a second).
+const METRICS_EVERY: Duration = Duration::from_secs(1);
 
 /// A run on this TaskManager, as commands and cancellations reach it.
 pub(crate) struct LocalRun {
@@ -369,6 +374,34 @@ impl RunHost {
                 })
                 .map_err(|e| (e.to_string(), false))?
         };
+        // The JobManager serves the job's metrics: the counters of the
+        // operator subtasks here go to it every second.
+        let hosted_operators: Vec<(usize, u32)> = plan
+            .chains
+            .iter()
+            .zip(&deployment.placement)
+            .flat_map(|(chain, peers)| {
+                let here = peers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| **p == deployment.this_peer);
+                here.flat_map(move |(s, _)| chain.iter().map(move |v| (v.0, s as u32)))
+            })
+            .collect();
+        let (stop_reporting, stopped) = crossbeam_channel::bounded::<()>(0);
+        let reporter = {
+            let (reporting, metrics, hosted) =
+                (run.clone(), metrics.clone(), hosted_operators.clone());
+            std::thread::Builder::new()
+                .name("run-metrics".into())
+                .spawn(move || {
+                    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(METRICS_EVERY) {
+                        reporting.send(&TaskManagerEvent::Metrics(metrics.counters(&hosted)));
+                    }
+                })
+                .inspect_err(|e| tracing::warn!("{}: no metrics reports: {e}", run.job))
+                .ok()
+        };
         for _ in 0..hosted.task_count() {
             let Ok(report) = hosted.reports.recv() else {
                 break;
@@ -382,6 +415,14 @@ impl RunHost {
         run.lock().started = None;
         drop(hosted);
         let _ = forward.join();
+        drop(stop_reporting);
+        if let Some(reporter) = reporter {
+            let _ = reporter.join();
+        }
+        // The final counts, before the JobManager hears the run ended.
+        run.send(&TaskManagerEvent::Metrics(
+            metrics.counters(&hosted_operators),
+        ));
         run.send(&TaskManagerEvent::RunEnded);
         tracing::info!(job = %job_id, attempt = run.attempt, "run ended");
         Ok(())
