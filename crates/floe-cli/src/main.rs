@@ -592,10 +592,15 @@ fn parse_positive_rate(s: &str) -> Result<f64, String> {
 
 fn run_job(mut flags: RunFlags, job: &str, args: Vec<String>) -> anyhow::Result<ExitCode> {
     if let Some(jobmanager) = flags.jobmanager.take() {
-        if flags.config.is_some() {
-            anyhow::bail!(
-                "--config names a file here, which the cluster cannot read: pass the job's settings as -D key=value (the cluster's processes read their own floe-conf.yaml)"
-            );
+        if let Some(path) = flags.config.take() {
+            // The cluster cannot read a file here: its settings travel
+            // with the submission as -D pairs, before the command line's,
+            // which win.
+            let file = floe::core::Configuration::from_yaml_file(std::path::Path::new(&path))
+                .map_err(|e| anyhow::anyhow!("--config: {e}"))?;
+            let mut dynamic: Vec<String> = file.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            dynamic.append(&mut flags.dynamic);
+            flags.dynamic = dynamic;
         }
         // Paths the cluster reads are made absolute here, where they were
         // meant.

@@ -362,7 +362,9 @@ fn queryable_state_is_read_from_the_taskmanager_that_owns_the_key() {
     let cluster = Cluster::start(&sandbox);
     let records = 1_000_000;
     let mut args = keyed_count(&cluster, &sandbox, records, Some(15_000), true);
-    args.extend(["-D".into(), "queryable-state.enable=true".into()]);
+    // Settings from a file here travel with the submission.
+    let conf = sandbox.write("job-conf.yaml", "queryable-state:\n  enable: true\n");
+    args.extend(["--config".into(), conf.to_str().unwrap().into()]);
     let id = submitted_id(&common::run(&mut sandbox.floe(&args)).ok().stdout);
     let query = |key: &str| {
         common::run(&mut sandbox.floe(["query", "-m", cluster.address(), &id, "count", key]))
