@@ -413,6 +413,45 @@ fn queryable_state_is_read_from_the_taskmanager_that_owns_the_key() {
     common::run(&mut sandbox.floe(["cancel", "-m", cluster.address(), &id])).ok();
 }
 
+#[test]
+fn unaligned_checkpoints_across_taskmanagers_cost_a_restart_not_a_record() {
+    let _serial = one_cluster_at_a_time();
+    let sandbox = Sandbox::new();
+    let cluster = Cluster::start(&sandbox);
+    // As fast as it goes, so that the keyed exchange between TaskManagers
+    // is full when barriers pass and checkpoints persist in-flight records.
+    let records = 3_000_000;
+    let mut args = keyed_count(&cluster, &sandbox, records, None, true);
+    args.extend(["-D", "execution.checkpointing.unaligned.enabled=true"].map(String::from));
+    let id = submitted_id(&common::run(&mut sandbox.floe(&args)).ok().stdout);
+    wait_until(
+        "a completed unaligned checkpoint holding in-flight records",
+        Duration::from_secs(60),
+        || {
+            let history = get_json(&format!("{}/jobs/{id}/checkpoints", cluster.rest));
+            history["history"].as_array().is_some_and(|h| {
+                h.iter().any(|c| {
+                    c["status"] == "COMPLETED"
+                        && c["unaligned"] == true
+                        && c["persisted_data"].as_u64().unwrap_or(0) > 0
+                })
+            })
+        },
+    );
+    let busy = cluster.busy();
+    assert_eq!(busy.len(), 2, "parallelism 2 over one-slot TaskManagers");
+    cluster.tms[busy[1]].signal(libc::SIGKILL);
+    wait_finished(&cluster, &id, Duration::from_secs(180));
+    assert_exactly_once(&sandbox.path("out"), records);
+    let exceptions = get_json(&format!("{}/jobs/{id}/exceptions", cluster.rest));
+    assert!(
+        exceptions["exceptionHistory"]["entries"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["restarted"] == true)),
+        "the kill cost a restart: {exceptions}"
+    );
+}
+
 /// Waits until `dir` holds at least `n` committed lines.
 fn wait_committed(dir: &Path, n: usize) {
     wait_until(
