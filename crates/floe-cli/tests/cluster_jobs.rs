@@ -350,6 +350,15 @@ fn a_lost_taskmanager_nobody_replaces_costs_parallelism_not_records() {
         )),
         "{jm_log}"
     );
+    // The REST API shows the parallelism the job ran at last.
+    let vertices = cluster.job(&id)["vertices"].clone();
+    let parallelism: Vec<u64> = vertices
+        .as_array()
+        .expect("vertices")
+        .iter()
+        .map(|v| v["parallelism"].as_u64().unwrap())
+        .collect();
+    assert_eq!(parallelism.iter().max(), Some(&2), "{vertices}");
     // (Had a restart lost the state of the key groups its third subtask
     // held, their counts would have started again at 1; had it restored
     // them twice, lines would be doubled.)

@@ -56,7 +56,12 @@ impl JobHandle for JobControl {
         JobControl::job_id(self)
     }
     fn metrics(&self) -> Vec<Vec<SubtaskMetrics>> {
-        JobControl::metrics(self).snapshot()
+        // As many subtasks per operator as the current run has.
+        let mut metrics = JobControl::metrics(self).snapshot();
+        for (subtasks, v) in metrics.iter_mut().zip(JobControl::running_vertices(self)) {
+            subtasks.truncate(v.parallelism as usize);
+        }
+        metrics
     }
     fn restarts(&self) -> u64 {
         JobControl::metrics(self).restarts()
@@ -86,7 +91,7 @@ impl JobHandle for JobControl {
         JobControl::status(self)
     }
     fn vertices(&self) -> Vec<VertexInfo> {
-        JobControl::vertices(self).to_vec()
+        JobControl::running_vertices(self)
     }
     fn checkpoint_stats(&self) -> Vec<CheckpointStats> {
         JobControl::checkpoint_stats(self)

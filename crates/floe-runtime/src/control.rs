@@ -142,6 +142,9 @@ pub(crate) struct ControlShared {
     pub(crate) end_time_ms: Mutex<Option<u64>>,
     pub(crate) status: Mutex<JobStatus>,
     pub(crate) vertices: Vec<VertexInfo>,
+    /// Per vertex, the parallelism of the current (or last) run when it
+    /// differs from the planned one (a restart on fewer slots).
+    pub(crate) run_parallelism: Mutex<Option<Vec<u32>>>,
     pub(crate) history: CheckpointHistory,
     pub(crate) user_cancel: CancelFlag,
     pub(crate) default_savepoint_dir: Option<String>,
@@ -213,9 +216,27 @@ impl JobControl {
         &self.shared.metrics
     }
 
-    /// The job's operators, in graph order.
+    /// The job's operators as planned, in graph order.
     pub fn vertices(&self) -> &[VertexInfo] {
         &self.shared.vertices
+    }
+
+    /// The job's operators with the parallelism its current (or last) run
+    /// has: lower than planned after a restart on fewer slots.
+    pub fn running_vertices(&self) -> Vec<VertexInfo> {
+        let run = lock(&self.shared.run_parallelism).clone();
+        let mut vertices = self.shared.vertices.clone();
+        if let Some(run) = run {
+            for (v, p) in vertices.iter_mut().zip(run) {
+                v.parallelism = p;
+            }
+        }
+        vertices
+    }
+
+    /// Records the parallelism a run was deployed at (`None`: as planned).
+    pub(crate) fn set_run_parallelism(&self, parallelism: Option<Vec<u32>>) {
+        *lock(&self.shared.run_parallelism) = parallelism;
     }
 
     /// Every checkpoint and savepoint that ended so far, in order.

@@ -619,6 +619,7 @@ impl JobManager {
                         max_parallelism_explicit: p.max_parallelism_explicit,
                     })
                     .collect(),
+                run_parallelism: Mutex::new(None),
                 history: checkpoint_history.clone(),
                 user_cancel: user_cancel.clone(),
                 default_savepoint_dir: self.settings.savepoint_dir.clone(),
@@ -833,6 +834,9 @@ impl JobClient {
                 }
             }
         };
+        self.control.set_run_parallelism(
+            rescaled_to.map(|_| run_graph.vertices.iter().map(|v| v.parallelism).collect()),
+        );
         self.attempt += 1;
         let last_id = self
             .next_checkpoint_id
