@@ -92,15 +92,8 @@ pub enum DeployError {
     Cluster(String),
     /// Fewer slots than the run needs are left (answered only when the
     /// request allows downscaling).
-    #[error(
-        "cannot deploy the job: it needs {needed} task slots and the cluster offers {available}"
-    )]
-    NotEnoughSlots {
-        /// Slots the run needs (its largest parallelism).
-        needed: u32,
-        /// Free slots there are.
-        available: u32,
-    },
+    #[error("cannot deploy the job: {0}")]
+    NotEnoughSlots(crate::placement::NotEnoughSlots),
 }
 
 /// Starts runs of a job.

@@ -31,6 +31,7 @@ use crate::gateway::RestorePoint;
 use crate::graph::{JobGraph, Partitioning, VertexId, VertexKind};
 use crate::job_status::JobStatus;
 use crate::metrics::JobMetrics;
+use crate::placement::NotEnoughSlots;
 pub use crate::plan::{ExecutionPlan, PlannedVertex};
 use crate::processing_time::{ProcessingClock, ProcessingTimeService};
 use crate::restart::{RestartStrategy, RestartTracker};
@@ -809,7 +810,7 @@ impl JobClient {
                 Ok(hosted) => break (hosted, graph),
                 // Fewer slots each time (slots lost while waiting), so this
                 // ends.
-                Err(DeployError::NotEnoughSlots { needed, available })
+                Err(DeployError::NotEnoughSlots(NotEnoughSlots { needed, available }))
                     if may_downscale && available > 0 && available < needed =>
                 {
                     eprintln!(
@@ -825,10 +826,8 @@ impl JobClient {
                             reason: e.source,
                         },
                         DeployError::Cluster(reason) => JobError::Deploy { reason },
-                        DeployError::NotEnoughSlots { needed, available } => JobError::Deploy {
-                            reason: format!(
-                                "it needs {needed} task slots and the cluster offers {available}"
-                            ),
+                        DeployError::NotEnoughSlots(e) => JobError::Deploy {
+                            reason: e.to_string(),
                         },
                     });
                 }

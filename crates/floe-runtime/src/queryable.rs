@@ -186,6 +186,15 @@ pub struct QueryableRegistration {
     pub json_key: JsonKeyEncoder,
 }
 
+impl QueryableRegistration {
+    /// The key group of `key` (postcard bytes) and the subtask owning it.
+    fn owner(&self, key: &[u8]) -> (KeyGroup, u32) {
+        let key_group = key_group_for_key_bytes(key, self.max_parallelism);
+        let owner = operator_index_for_key_group(self.max_parallelism, self.parallelism, key_group);
+        (key_group, owner)
+    }
+}
+
 /// A queryable state of the job, as the REST API lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryableStateDescription {
@@ -311,11 +320,11 @@ impl QueryableStateRegistry {
         let Some(entry) = states.get(name) else {
             return false;
         };
-        let info = &entry.info;
-        let key_group = key_group_for_key_bytes(key, info.max_parallelism);
-        let owner = operator_index_for_key_group(info.max_parallelism, info.parallelism, key_group)
-            as usize;
-        entry.inboxes.get(owner).is_some_and(Option::is_some)
+        let (_, owner) = entry.info.owner(key);
+        entry
+            .inboxes
+            .get(owner as usize)
+            .is_some_and(Option::is_some)
     }
 
     /// Sets `queryable-state.max-staleness`: how old the state a query is
@@ -423,8 +432,7 @@ impl QueryableStateRegistry {
         let states = self.states.read().unwrap_or_else(|p| p.into_inner());
         let entry = self.entry(&states, name)?;
         let info = &entry.info;
-        let key_group = key_group_for_key_bytes(&key, info.max_parallelism);
-        let owner = operator_index_for_key_group(info.max_parallelism, info.parallelism, key_group);
+        let (key_group, owner) = info.owner(&key);
         if let Some(s) = subtask
             && s != owner
         {
@@ -475,8 +483,7 @@ impl QueryableStateRegistry {
         let states = self.states.read().unwrap_or_else(|p| p.into_inner());
         let entry = self.entry(&states, name)?;
         let info = &entry.info;
-        let key_group = key_group_for_key_bytes(&key, info.max_parallelism);
-        let owner = operator_index_for_key_group(info.max_parallelism, info.parallelism, key_group);
+        let (key_group, owner) = info.owner(&key);
         let unavailable = |reason: &str| QueryError::Unavailable {
             name: name.to_string(),
             operator: info.operator_name.clone(),

@@ -98,10 +98,7 @@ impl ClusterDeployer {
             match place_subtasks(run.graph, run.plan, &free) {
                 Ok(placement) => return Ok((taskmanagers, placement)),
                 Err(e) if run.may_downscale && e.available > 0 && Instant::now() >= stable => {
-                    return Err(DeployError::NotEnoughSlots {
-                        needed: e.needed,
-                        available: e.available,
-                    });
+                    return Err(DeployError::NotEnoughSlots(e));
                 }
                 Err(e) if Instant::now() >= deadline || run.cancel.is_cancelled() => {
                     return Err(DeployError::Cluster(format!(
