@@ -4,7 +4,7 @@
 //! from a running job).
 
 use floe_core::JobId;
-use floe_runtime::checkpoint::CheckpointStats;
+use floe_runtime::checkpoint::CheckpointHistoryView;
 use floe_runtime::metrics::SubtaskMetrics;
 use floe_runtime::queryable::QueryReply;
 use floe_runtime::restart::RestartStrategy;
@@ -23,7 +23,8 @@ pub(crate) trait JobHandle: Clone + Send + Sync + 'static {
     fn end_time_ms(&self) -> Option<u64>;
     fn status(&self) -> JobStatus;
     fn vertices(&self) -> Vec<VertexInfo>;
-    fn checkpoint_stats(&self) -> Vec<CheckpointStats>;
+    /// Ended and in-flight checkpoints with their counts.
+    fn checkpoint_history(&self) -> CheckpointHistoryView;
     fn restored_from(&self) -> Option<(u64, String)>;
     fn trigger_savepoint(
         &self,
@@ -93,8 +94,8 @@ impl JobHandle for JobControl {
     fn vertices(&self) -> Vec<VertexInfo> {
         JobControl::running_vertices(self)
     }
-    fn checkpoint_stats(&self) -> Vec<CheckpointStats> {
-        JobControl::checkpoint_stats(self)
+    fn checkpoint_history(&self) -> CheckpointHistoryView {
+        JobControl::checkpoint_history(self)
     }
     fn restored_from(&self) -> Option<(u64, String)> {
         JobControl::restored_from(self)

@@ -7,7 +7,7 @@
 //! Flink), so names carry no `_total` suffix.
 
 use floe_runtime::VertexInfo;
-use floe_runtime::checkpoint::{CheckpointStats, CheckpointStatus};
+use floe_runtime::checkpoint::{CheckpointHistoryView, CheckpointStats, CheckpointStatus};
 use floe_runtime::metrics::SubtaskMetrics;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
@@ -58,7 +58,7 @@ pub(crate) fn subtask_value(m: &SubtaskMetrics, id: &str) -> Option<f64> {
 
 /// What the job-scoped metrics are computed from.
 pub(crate) struct JobView<'a> {
-    pub(crate) stats: &'a [CheckpointStats],
+    pub(crate) history: &'a CheckpointHistoryView,
     pub(crate) restarts: u64,
     pub(crate) run_started_ms: Option<u64>,
     pub(crate) now_ms: u64,
@@ -81,7 +81,8 @@ impl JobView<'_> {
     /// The latest completed checkpoint (savepoints are not checkpoints
     /// here, as in Flink's checkpoint metrics).
     fn last(&self) -> Option<&CheckpointStats> {
-        self.stats
+        self.history
+            .ended
             .iter()
             .rfind(|s| s.status == CheckpointStatus::Completed && !s.is_savepoint)
     }
@@ -91,25 +92,21 @@ impl JobView<'_> {
     pub(crate) fn value(&self, id: &str) -> Option<f64> {
         let last = self.last();
         let of = |f: fn(&CheckpointStats) -> u64| last.map_or(-1.0, |s| f(s) as f64);
-        let completed = self
-            .stats
+        let counts = self.history.counts;
+        let in_progress = self
+            .history
+            .in_progress
             .iter()
-            .filter(|s| s.status == CheckpointStatus::Completed && !s.is_savepoint)
-            .count();
-        let failed = self
-            .stats
-            .iter()
-            .filter(|s| matches!(s.status, CheckpointStatus::Failed(_)) && !s.is_savepoint)
+            .filter(|s| !s.is_savepoint)
             .count();
         Some(match id {
             "lastCheckpointDuration" => of(|s| s.duration.as_millis() as u64),
             "lastCheckpointSize" => of(|s| s.state_size),
             "lastCheckpointFullSize" => of(|s| s.full_state_size),
             "lastCheckpointAlignmentTime" => of(|s| s.alignment_duration.as_millis() as u64),
-            "numberOfCompletedCheckpoints" => completed as f64,
-            "numberOfFailedCheckpoints" => failed as f64,
-            // Only finished checkpoints reach the history.
-            "numberOfInProgressCheckpoints" => 0.0,
+            "numberOfCompletedCheckpoints" => counts.completed as f64,
+            "numberOfFailedCheckpoints" => counts.failed as f64,
+            "numberOfInProgressCheckpoints" => in_progress as f64,
             "numRestarts" => self.restarts as f64,
             "uptime" => self
                 .run_started_ms

@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use floe_core::JobId;
-use floe_runtime::checkpoint::{CheckpointFailureReason, CheckpointStats, CheckpointStatus};
+use floe_runtime::checkpoint::{
+    CheckpointFailureReason, CheckpointHistory, CheckpointHistoryView, CheckpointStats,
+    CheckpointStatus, SubtaskAck, TaskPosition,
+};
 use floe_runtime::metrics::SubtaskMetrics;
 use floe_runtime::queryable::QueryReply;
 use floe_runtime::restart::RestartStrategy;
@@ -114,8 +117,15 @@ impl JobHandle for FakeJob {
             },
         ]
     }
-    fn checkpoint_stats(&self) -> Vec<CheckpointStats> {
-        self.state().stats.clone()
+    fn checkpoint_history(&self) -> CheckpointHistoryView {
+        let history = CheckpointHistory::default();
+        for s in &self.state().stats {
+            match s.status {
+                CheckpointStatus::InProgress => history.progress(s.clone()),
+                _ => history.end(s.clone()),
+            }
+        }
+        history.view()
     }
     fn restored_from(&self) -> Option<(u64, String)> {
         self.state().restored.clone()
@@ -242,6 +252,32 @@ fn stats(id: u64, status: CheckpointStatus, savepoint: bool) -> CheckpointStats 
         operators: BTreeMap::from([("count".to_string(), 1000 * id)]),
         is_savepoint: savepoint,
         external_path: Some(format!("file:///tmp/ck/chk-{id}")),
+        // The fake job's tasks: the generator, then two count subtasks.
+        layout: [(0, 0), (1, 0), (1, 1)]
+            .map(|(v, subtask)| TaskPosition {
+                vertices: vec![v],
+                subtask,
+            })
+            .into(),
+        acks: (0..3)
+            .map(|task| {
+                let ack = SubtaskAck {
+                    ack_timestamp_ms: 1_700_000_000_000 + id * 1000 + 10 * (task as u64 + 1),
+                    state_size: 500 * id * u64::from(task > 0),
+                    channel_state_size: 0,
+                    sync_duration: Duration::from_millis(1),
+                    async_duration: Duration::from_millis(2),
+                    alignment_duration: Duration::from_millis(task as u64 + 1),
+                    unaligned: false,
+                    operator_bytes: if task == 0 {
+                        Vec::new()
+                    } else {
+                        vec![("count".to_string(), 500 * id)]
+                    },
+                };
+                (task, ack)
+            })
+            .collect(),
     }
 }
 
@@ -1376,6 +1412,120 @@ fn checkpoint_details_by_id_or_404() {
         f.get(&format!("/jobs/{JOB_STR}/checkpoints/details/x")),
         400,
         &["checkpointid"],
+    );
+}
+
+/// Checkpoint 5 in flight: the generator and count subtask 1
+/// acknowledged, count subtask 0 did not.
+fn in_flight(id: u64) -> CheckpointStats {
+    let mut s = stats(id, CheckpointStatus::InProgress, false);
+    s.acks.remove(&1);
+    s.acknowledged = (2, 3);
+    s.state_size = 500 * id;
+    s
+}
+
+#[test]
+fn a_checkpoint_in_flight_is_counted_listed_first_and_detailed_per_vertex() {
+    let f = serve();
+    f.job.state().stats = vec![stats(4, CheckpointStatus::Completed, false), in_flight(5)];
+    let (_, body) = f.get(&format!("/jobs/{JOB_STR}/checkpoints"));
+    assert_eq!(
+        body["counts"],
+        json!({"restored": 0, "total": 2, "in_progress": 1, "completed": 1, "failed": 0})
+    );
+    let first = &body["history"][0];
+    assert_eq!(first["id"], 5);
+    assert_eq!(first["className"], "in_progress");
+    assert_eq!(first["status"], "IN_PROGRESS");
+    assert_eq!(first["num_acknowledged_subtasks"], 2);
+    assert!(first.get("external_path").is_none());
+    assert_eq!(first["latest_ack_timestamp"], 1_700_000_005_030u64);
+    assert_eq!(
+        body["latest"]["completed"]["id"], 4,
+        "in flight is not latest"
+    );
+    // Per vertex: the generator is done, one of two count subtasks is.
+    assert_eq!(
+        first["tasks"]["gen"],
+        json!({
+            "id": 5, "status": "COMPLETED", "latest_ack_timestamp": 1_700_000_005_010u64,
+            "checkpointed_size": 0, "state_size": 0, "end_to_end_duration": 10,
+            "alignment_buffered": 0, "processed_data": 0, "persisted_data": 0,
+            "num_subtasks": 1, "num_acknowledged_subtasks": 1, "alignment_duration": 1,
+        })
+    );
+    assert_eq!(first["tasks"]["count"]["status"], "IN_PROGRESS");
+    assert_eq!(first["tasks"]["count"]["num_subtasks"], 2);
+    assert_eq!(first["tasks"]["count"]["num_acknowledged_subtasks"], 1);
+    let (status, details) = f.get(&format!("/jobs/{JOB_STR}/checkpoints/details/5"));
+    assert_eq!(status, 200);
+    assert_eq!(details, *first);
+    let (_, metrics) = f.get(&format!(
+        "/jobs/{JOB_STR}/metrics?get=numberOfInProgressCheckpoints"
+    ));
+    assert_eq!(
+        metrics,
+        json!([{ "id": "numberOfInProgressCheckpoints", "value": "1" }])
+    );
+}
+
+#[test]
+fn checkpoint_subtask_details_have_flinks_shape() {
+    let f = serve();
+    f.job.state().stats = vec![in_flight(5)];
+    let (status, got) = f.get(&format!(
+        "/jobs/{JOB_STR}/checkpoints/details/5/subtasks/count"
+    ));
+    assert_eq!(status, 200);
+    assert_eq!(
+        got,
+        json!({
+            "id": 5, "status": "IN_PROGRESS", "latest_ack_timestamp": 1_700_000_005_030u64,
+            "checkpointed_size": 2500, "state_size": 2500, "end_to_end_duration": 30,
+            "alignment_buffered": 0, "processed_data": 0, "persisted_data": 0,
+            "num_subtasks": 2, "num_acknowledged_subtasks": 1, "alignment_duration": 3,
+            "summary": {
+                "checkpointed_size": { "min": 2500, "max": 2500, "avg": 2500 },
+                "state_size": { "min": 2500, "max": 2500, "avg": 2500 },
+                "end_to_end_duration": { "min": 30, "max": 30, "avg": 30 },
+                "checkpoint_duration": {
+                    "sync": { "min": 1, "max": 1, "avg": 1 },
+                    "async": { "min": 2, "max": 2, "avg": 2 },
+                },
+                "alignment": {
+                    "buffered": { "min": 0, "max": 0, "avg": 0 },
+                    "processed": { "min": 0, "max": 0, "avg": 0 },
+                    "persisted": { "min": 0, "max": 0, "avg": 0 },
+                    "duration": { "min": 3, "max": 3, "avg": 3 },
+                },
+            },
+            "subtasks": [
+                { "className": "pending", "index": 0, "status": "pending_or_failed" },
+                {
+                    "className": "completed", "index": 1, "status": "completed",
+                    "ack_timestamp": 1_700_000_005_030u64, "end_to_end_duration": 30,
+                    "state_size": 2500, "checkpointed_size": 2500,
+                    "checkpoint": { "sync": 1, "async": 2 },
+                    "alignment": { "buffered": 0, "processed": 0, "persisted": 0, "duration": 3 },
+                    "unaligned_checkpoint": false, "aborted": false,
+                },
+            ],
+        })
+    );
+    assert_error(
+        f.get(&format!(
+            "/jobs/{JOB_STR}/checkpoints/details/5/subtasks/nope"
+        )),
+        404,
+        &["vertex nope"],
+    );
+    assert_error(
+        f.get(&format!(
+            "/jobs/{JOB_STR}/checkpoints/details/6/subtasks/count"
+        )),
+        404,
+        &["checkpoint 6"],
     );
 }
 

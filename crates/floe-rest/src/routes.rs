@@ -21,7 +21,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use floe_core::JobId;
-use floe_runtime::checkpoint::{CheckpointStats, CheckpointStatus, Clock, SystemClock};
+use floe_runtime::checkpoint::{
+    CheckpointHistoryView, CheckpointStats, CheckpointStatus, Clock, SubtaskAck, SystemClock,
+};
 use floe_runtime::metrics::SubtaskMetrics;
 use floe_runtime::restart::RestartStrategy;
 use floe_runtime::{
@@ -120,6 +122,10 @@ pub(crate) fn router<J: JobHandle>(
         .route(
             "/jobs/{jobid}/checkpoints/details/{checkpointid}",
             get(checkpoint_details::<J>),
+        )
+        .route(
+            "/jobs/{jobid}/checkpoints/details/{checkpointid}/subtasks/{vertexid}",
+            get(checkpoint_subtasks::<J>),
         )
         .route(
             "/jobs/{jobid}/vertices/{vertexid}/metrics",
@@ -426,18 +432,78 @@ async fn job_details<J: JobHandle>(
     .into_response())
 }
 
-/// One history entry, with Flink's field names (`className` tells a
-/// completed entry from a failed one, as in Flink).
-fn checkpoint_json(s: &CheckpointStats) -> Value {
-    let duration_ms = s.duration.as_millis() as u64;
-    let (class, status) = match s.status {
+/// Flink's status name of a checkpoint and the class name that tells the
+/// kinds of history entries apart.
+fn status_names(status: &CheckpointStatus) -> (&'static str, &'static str) {
+    match status {
+        CheckpointStatus::InProgress => ("in_progress", "IN_PROGRESS"),
         CheckpointStatus::Completed => ("completed", "COMPLETED"),
         CheckpointStatus::Failed(_) => ("failed", "FAILED"),
-    };
-    let tasks: Map<String, Value> = s
-        .operators
+    }
+}
+
+/// The tasks of `s` that run vertex `vertex`, with their acknowledgement
+/// if they sent one, in subtask order.
+fn vertex_tasks(s: &CheckpointStats, vertex: usize) -> Vec<(u32, Option<&SubtaskAck>)> {
+    let mut tasks: Vec<(u32, Option<&SubtaskAck>)> = s
+        .layout
         .iter()
-        .map(|(uid, bytes)| (uid.clone(), json!({ "state_size": bytes })))
+        .enumerate()
+        .filter(|(_, pos)| pos.vertices.contains(&vertex))
+        .map(|(task, pos)| (pos.subtask, s.acks.get(&task)))
+        .collect();
+    tasks.sort_by_key(|(subtask, _)| *subtask);
+    tasks
+}
+
+/// Bytes a task wrote for operator `uid`.
+fn operator_bytes(ack: &SubtaskAck, uid: &str) -> u64 {
+    ack.operator_bytes
+        .iter()
+        .find(|(u, _)| u == uid)
+        .map_or(0, |(_, b)| *b)
+}
+
+/// Flink's per-vertex entry of a checkpoint (`TaskCheckpointStatistics`):
+/// how many of the vertex's subtasks acknowledged, its latest
+/// acknowledgement, its state and the longest alignment among them.
+fn task_checkpoint_json(s: &CheckpointStats, vertex: usize, uid: &str) -> Value {
+    let tasks = vertex_tasks(s, vertex);
+    let acked: Vec<&SubtaskAck> = tasks.iter().filter_map(|(_, a)| *a).collect();
+    let latest_ack = acked.iter().map(|a| a.ack_timestamp_ms).max();
+    let status = if acked.len() == tasks.len() && !tasks.is_empty() {
+        "COMPLETED"
+    } else {
+        status_names(&s.status).1
+    };
+    let bytes: u64 = acked.iter().map(|a| operator_bytes(a, uid)).sum();
+    json!({
+        "id": s.id,
+        "status": status,
+        "latest_ack_timestamp": latest_ack.unwrap_or(0),
+        "checkpointed_size": bytes,
+        "state_size": bytes,
+        "end_to_end_duration": latest_ack.map_or(0, |t| t.saturating_sub(s.trigger_timestamp_ms)),
+        "alignment_buffered": 0,
+        "processed_data": 0,
+        "persisted_data": acked.iter().map(|a| a.channel_state_size).sum::<u64>(),
+        "num_subtasks": tasks.len(),
+        "num_acknowledged_subtasks": acked.len(),
+        "alignment_duration": acked.iter().map(|a| a.alignment_duration.as_millis() as u64).max().unwrap_or(0),
+    })
+}
+
+/// One history entry, with Flink's field names (`className` tells a
+/// completed entry from a failed or in-progress one, as in Flink); `tasks`
+/// has an entry per vertex of the job.
+fn checkpoint_json(s: &CheckpointStats, vertices: &[VertexInfo]) -> Value {
+    let duration_ms = s.duration.as_millis() as u64;
+    let (class, status) = status_names(&s.status);
+    let latest_ack = s.acks.values().map(|a| a.ack_timestamp_ms).max();
+    let tasks: Map<String, Value> = vertices
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.uid.clone(), task_checkpoint_json(s, i, &v.uid)))
         .collect();
     let mut v = json!({
         "className": class,
@@ -446,7 +512,10 @@ fn checkpoint_json(s: &CheckpointStats) -> Value {
         "is_savepoint": s.is_savepoint,
         "checkpoint_type": if s.is_savepoint { "SAVEPOINT" } else { "CHECKPOINT" },
         "trigger_timestamp": s.trigger_timestamp_ms,
-        "latest_ack_timestamp": s.trigger_timestamp_ms + duration_ms,
+        "latest_ack_timestamp": match s.status {
+            CheckpointStatus::InProgress => latest_ack.unwrap_or(0),
+            _ => s.trigger_timestamp_ms + duration_ms,
+        },
         "state_size": s.state_size,
         "checkpointed_size": s.state_size,
         "end_to_end_duration": duration_ms,
@@ -463,6 +532,7 @@ fn checkpoint_json(s: &CheckpointStats) -> Value {
     });
     let obj = v.as_object_mut().expect("an object");
     match &s.status {
+        CheckpointStatus::InProgress => {}
         CheckpointStatus::Completed => {
             obj.insert("external_path".into(), json!(s.external_path));
         }
@@ -500,24 +570,26 @@ async fn checkpoints<J: JobHandle>(
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     let job = find_job(&jobs, &path(id)?)?;
-    let stats = job.checkpoint_stats();
+    let view = job.checkpoint_history();
+    let vertices = job.vertices();
+    let stats = &view.ended;
     let completed = |s: &&CheckpointStats| s.status == CheckpointStatus::Completed;
-    let n_completed = stats.iter().filter(completed).count();
     let restored = job.restored_from();
+    let entry = |s: &CheckpointStats| checkpoint_json(s, &vertices);
     let latest_completed = stats
         .iter()
         .filter(completed)
         .rfind(|s| !s.is_savepoint)
-        .map(checkpoint_json);
+        .map(entry);
     let latest_savepoint = stats
         .iter()
         .filter(completed)
         .rfind(|s| s.is_savepoint)
-        .map(checkpoint_json);
+        .map(entry);
     let latest_failed = stats
         .iter()
         .rfind(|s| matches!(s.status, CheckpointStatus::Failed(_)))
-        .map(checkpoint_json);
+        .map(entry);
     let latest_restored = restored.as_ref().map(|(id, path)| {
         json!({
             "id": id,
@@ -527,20 +599,22 @@ async fn checkpoints<J: JobHandle>(
         })
     });
     let done: Vec<&CheckpointStats> = stats.iter().filter(completed).collect();
-    let history: Vec<Value> = stats
-        .iter()
-        .rev()
-        .take(HISTORY_SIZE)
-        .map(checkpoint_json)
-        .collect();
+    // Newest first by id, as Flink lists it: checkpoints in flight have the
+    // highest ids.
+    let mut recent: Vec<&CheckpointStats> = stats.iter().chain(&view.in_progress).collect();
+    recent.sort_by_key(|s| std::cmp::Reverse(s.id));
+    let history: Vec<Value> = recent.into_iter().take(HISTORY_SIZE).map(entry).collect();
+    let c = view.counts;
+    let completed_n = c.completed + c.completed_savepoints;
+    let failed_n = c.failed + c.failed_savepoints;
+    let in_progress = view.in_progress.len() as u64;
     Ok(Json(json!({
         "counts": {
             "restored": u64::from(restored.is_some()),
-            "total": stats.len(),
-            // Only finished checkpoints are reported to the history.
-            "in_progress": 0,
-            "completed": n_completed,
-            "failed": stats.len() - n_completed,
+            "total": completed_n + failed_n + in_progress,
+            "in_progress": in_progress,
+            "completed": completed_n,
+            "failed": failed_n,
         },
         "summary": {
             "state_size": summary(done.iter().map(|s| s.state_size)),
@@ -1043,9 +1117,9 @@ fn metric_list(
     }
 }
 
-fn job_view<'a, J: JobHandle>(job: &J, stats: &'a [CheckpointStats]) -> JobView<'a> {
+fn job_view<'a, J: JobHandle>(job: &J, history: &'a CheckpointHistoryView) -> JobView<'a> {
     JobView {
-        stats,
+        history,
         restarts: job.restarts(),
         run_started_ms: job.run_started_ms(),
         now_ms: SystemClock.epoch_ms(),
@@ -1061,8 +1135,8 @@ async fn job_metrics<J: JobHandle>(
 ) -> ApiResult {
     let job = find_job(&jobs, &path(id)?)?;
     let get = list_param(&query_pairs(q)?, "get");
-    let stats = job.checkpoint_stats();
-    let view = job_view(&job, &stats);
+    let history = job.checkpoint_history();
+    let view = job_view(&job, &history);
     let ids = JOB_METRICS.iter().map(|s| s.to_string()).collect();
     Ok(Json(metric_list(ids, get, |id| view.value(id))).into_response())
 }
@@ -1279,19 +1353,104 @@ async fn checkpoint_details<J: JobHandle>(
 ) -> ApiResult {
     let (id, cid) = path(ids)?;
     let job = find_job(&jobs, &id)?;
+    let entry = find_checkpoint(&job, &cid)?;
+    Ok(Json(checkpoint_json(&entry, &job.vertices())).into_response())
+}
+
+/// The history entry (ended or in flight) of checkpoint `cid`, or 404.
+fn find_checkpoint<J: JobHandle>(job: &J, cid: &str) -> Result<CheckpointStats, ApiError> {
     let cid: u64 = cid.parse().map_err(|_| {
         ApiError::bad_request(format!(
             "bad path parameter checkpointid: {cid:?} is not a number"
         ))
     })?;
-    let stats = job.checkpoint_stats();
-    let entry = stats.iter().rfind(|s| s.id == cid).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("Could not find checkpointing statistics for checkpoint {cid}."),
-        )
-    })?;
-    Ok(Json(checkpoint_json(entry)).into_response())
+    let view = job.checkpoint_history();
+    view.in_progress
+        .into_iter()
+        .chain(view.ended.into_iter().rev())
+        .find(|s| s.id == cid)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("Could not find checkpointing statistics for checkpoint {cid}."),
+            )
+        })
+}
+
+/// `GET /jobs/{id}/checkpoints/details/{cid}/subtasks/{vid}`: one vertex's
+/// part of a checkpoint, subtask by subtask (Flink's
+/// `TaskCheckpointStatisticsWithSubtaskDetails`): which subtasks
+/// acknowledged, when, and what each one's snapshot cost. A subtask that
+/// has not acknowledged is `pending_or_failed`, as in Flink.
+async fn checkpoint_subtasks<J: JobHandle>(
+    State(AppState { jobs, .. }): State<AppState<J>>,
+    ids: Result<Path<(String, String, String)>, PathRejection>,
+) -> ApiResult {
+    let (id, cid, vid) = path(ids)?;
+    let job = find_job(&jobs, &id)?;
+    let (vertex, info) = find_vertex(&job, &vid)?;
+    let entry = find_checkpoint(&job, &cid)?;
+    let mut detail = task_checkpoint_json(&entry, vertex, &info.uid);
+    let tasks = vertex_tasks(&entry, vertex);
+    let acked: Vec<&SubtaskAck> = tasks.iter().filter_map(|(_, a)| *a).collect();
+    let state_of = |a: &SubtaskAck| operator_bytes(a, &info.uid);
+    let millis = |d: std::time::Duration| d.as_millis() as u64;
+    let end_to_end = |a: &SubtaskAck| {
+        a.ack_timestamp_ms
+            .saturating_sub(entry.trigger_timestamp_ms)
+    };
+    let subtasks: Vec<Value> = tasks
+        .iter()
+        .map(|(index, ack)| match ack {
+            None => json!({
+                "className": "pending",
+                "index": index,
+                "status": "pending_or_failed",
+            }),
+            Some(a) => json!({
+                "className": "completed",
+                "index": index,
+                "status": "completed",
+                "ack_timestamp": a.ack_timestamp_ms,
+                "end_to_end_duration": end_to_end(a),
+                "state_size": state_of(a),
+                "checkpointed_size": state_of(a),
+                "checkpoint": {
+                    "sync": millis(a.sync_duration),
+                    "async": millis(a.async_duration),
+                },
+                "alignment": {
+                    "buffered": 0,
+                    "processed": 0,
+                    "persisted": a.channel_state_size,
+                    "duration": millis(a.alignment_duration),
+                },
+                "unaligned_checkpoint": a.unaligned,
+                "aborted": false,
+            }),
+        })
+        .collect();
+    let obj = detail.as_object_mut().expect("an object");
+    obj.insert(
+        "summary".into(),
+        json!({
+            "checkpointed_size": summary(acked.iter().map(|a| state_of(a))),
+            "state_size": summary(acked.iter().map(|a| state_of(a))),
+            "end_to_end_duration": summary(acked.iter().map(|a| end_to_end(a))),
+            "checkpoint_duration": {
+                "sync": summary(acked.iter().map(|a| millis(a.sync_duration))),
+                "async": summary(acked.iter().map(|a| millis(a.async_duration))),
+            },
+            "alignment": {
+                "buffered": summary(acked.iter().map(|_| 0)),
+                "processed": summary(acked.iter().map(|_| 0)),
+                "persisted": summary(acked.iter().map(|a| a.channel_state_size)),
+                "duration": summary(acked.iter().map(|a| millis(a.alignment_duration))),
+            },
+        }),
+    );
+    obj.insert("subtasks".into(), Value::Array(subtasks));
+    Ok(Json(detail).into_response())
 }
 
 /// `GET /metrics`: every metric of every job not archived, in the
@@ -1304,7 +1463,7 @@ async fn prometheus<J: JobHandle>(State(AppState { jobs, .. }): State<AppState<J
         .filter(|l| !l.archived)
         .map(|l| l.job)
         .collect();
-    let stats: Vec<Vec<CheckpointStats>> = live.iter().map(|j| j.checkpoint_stats()).collect();
+    let stats: Vec<CheckpointHistoryView> = live.iter().map(|j| j.checkpoint_history()).collect();
     let exported: Vec<JobMetrics<'_>> = live
         .iter()
         .zip(&stats)

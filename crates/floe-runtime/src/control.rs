@@ -15,7 +15,8 @@ use floe_core::JobId;
 
 use crate::channel::CancelFlag;
 use crate::checkpoint::{
-    CheckpointHistory, CheckpointStats, Clock, CoordinatorEvent, JobHandle, SystemClock,
+    CheckpointHistory, CheckpointHistoryView, CheckpointStats, Clock, CoordinatorEvent, JobHandle,
+    SystemClock,
 };
 pub use crate::checkpoint::{
     SavepointFailure, SavepointMode, SavepointRequest, SavepointStatus, TriggerId,
@@ -239,9 +240,16 @@ impl JobControl {
         *lock(&self.shared.run_parallelism) = parallelism;
     }
 
-    /// Every checkpoint and savepoint that ended so far, in order.
+    /// The checkpoints and savepoints that ended so far, in order (the
+    /// most recent [`crate::checkpoint::CHECKPOINT_HISTORY_LIMIT`]).
     pub fn checkpoint_stats(&self) -> Vec<CheckpointStats> {
-        lock(&self.shared.history).clone()
+        self.shared.history.ended()
+    }
+
+    /// The whole checkpoint history at one moment: ended, in flight (with
+    /// each task's acknowledgement so far) and the counts.
+    pub fn checkpoint_history(&self) -> CheckpointHistoryView {
+        self.shared.history.view()
     }
 
     /// The checkpoint or savepoint the job was started from: id and path.

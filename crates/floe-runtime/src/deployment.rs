@@ -132,6 +132,23 @@ pub fn task_index(graph: &JobGraph, plan: &ExecutionPlan, chain: usize, subtask:
         + subtask as usize
 }
 
+/// Every task of the job in [`task_index`] order: the operators of its
+/// chain and its subtask (what checkpoint statistics are reported against).
+pub fn task_layout(graph: &JobGraph, plan: &ExecutionPlan) -> crate::checkpoint::TaskLayout {
+    plan.chains
+        .iter()
+        .flat_map(|chain| {
+            let vertices: Vec<usize> = chain.iter().map(|v| v.0).collect();
+            (0..graph.vertices[chain[0].0].parallelism).map(move |subtask| {
+                crate::checkpoint::TaskPosition {
+                    vertices: vertices.clone(),
+                    subtask,
+                }
+            })
+        })
+        .collect()
+}
+
 /// The number of tasks of the job.
 pub fn task_count(graph: &JobGraph, plan: &ExecutionPlan) -> usize {
     task_index(graph, plan, plan.chains.len(), 0)

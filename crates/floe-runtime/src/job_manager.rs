@@ -848,6 +848,7 @@ impl JobClient {
                 job: Some(Arc::new(self.control.clone())),
                 operator_info: operator_info(self.control.vertices(), &run_graph),
                 tasks: hosted.task_commands(),
+                layout: crate::deployment::task_layout(&run_graph, &self.plan),
                 last_id,
                 retained,
                 history: self.checkpoint_history.clone(),
@@ -1011,10 +1012,7 @@ impl JobClient {
     /// Statistics of every checkpoint of this job that has ended so far
     /// (completed or failed), readable while the job runs.
     pub fn checkpoint_stats(&self) -> Vec<CheckpointStats> {
-        self.checkpoint_history
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.checkpoint_history.ended()
     }
 }
 

@@ -30,14 +30,15 @@ use super::savepoint::{
     SavepointStatus,
 };
 use super::shared_registry::SharedStateRegistry;
-use super::stats::{CheckpointHistory, CheckpointStats, CheckpointStatus};
+use super::stats::{CheckpointHistory, CheckpointStats, CheckpointStatus, SubtaskAck, TaskLayout};
 use super::store::{CheckpointStore, read_checkpoint_metadata};
 use super::targets::SnapshotTargets;
 
 struct Pending {
     barrier: CheckpointBarrier,
     started: Instant,
-    acked: HashSet<usize>,
+    /// Each acknowledging task's report, by task index.
+    acks: BTreeMap<usize, SubtaskAck>,
     metadata: CheckpointMetadata,
     bytes: u64,
     referenced_bytes: u64,
@@ -53,7 +54,12 @@ struct Pending {
 
 impl Pending {
     /// The statistics of this checkpoint as it ends with `status`.
-    fn stats(&self, status: CheckpointStatus, tasks: usize, now: Instant) -> CheckpointStats {
+    fn stats(
+        &self,
+        status: CheckpointStatus,
+        layout: &TaskLayout,
+        now: Instant,
+    ) -> CheckpointStats {
         CheckpointStats {
             id: self.barrier.id,
             status,
@@ -65,11 +71,13 @@ impl Pending {
             sync_duration: self.sync,
             async_duration: self.async_,
             alignment_duration: self.alignment,
-            acknowledged: (self.acked.len(), tasks),
+            acknowledged: (self.acks.len(), layout.len()),
             unaligned: self.unaligned,
             operators: self.operator_bytes.clone(),
             is_savepoint: self.savepoint.is_some(),
             external_path: None,
+            layout: layout.clone(),
+            acks: self.acks.clone(),
         }
     }
 }
@@ -96,6 +104,8 @@ pub struct CheckpointCoordinator<C: Clock = SystemClock> {
     /// Every task's command channel, and whether it is a source (sources
     /// are triggered; every task is notified).
     tasks: Vec<(Sender<TaskCommand>, bool)>,
+    /// Which operators and subtask each task runs, for the statistics.
+    layout: TaskLayout,
     next_id: u64,
     pending: BTreeMap<u64, Pending>,
     finished_tasks: HashSet<usize>,
@@ -141,6 +151,8 @@ pub struct CoordinatorSetup {
     /// Each task's command channel, with a flag for sources (which are the
     /// ones a barrier is injected into).
     pub tasks: Vec<(Sender<TaskCommand>, bool)>,
+    /// Which operators and subtask each of `tasks` runs (same order).
+    pub layout: TaskLayout,
     /// Ids continue after this one: ids are never reused within a job, so
     /// files of a checkpoint abandoned by a failed run cannot collide with
     /// a new one.
@@ -162,6 +174,7 @@ impl<C: Clock> CheckpointCoordinator<C> {
             job,
             operator_info,
             tasks,
+            layout,
             last_id,
             retained,
             history,
@@ -197,6 +210,7 @@ impl<C: Clock> CheckpointCoordinator<C> {
             drain: None,
             stopping: false,
             tasks,
+            layout,
             next_id: last_id + 1,
             pending: BTreeMap::new(),
             finished_tasks: HashSet::new(),
@@ -269,10 +283,15 @@ impl<C: Clock> CheckpointCoordinator<C> {
     }
 
     fn record(&self, stats: CheckpointStats) {
-        self.history
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(stats);
+        self.history.end(stats);
+    }
+
+    /// Publishes a checkpoint in flight as it stands now.
+    fn publish_progress(&self, id: u64) {
+        if let Some(p) = self.pending.get(&id) {
+            let stats = p.stats(CheckpointStatus::InProgress, &self.layout, self.clock.now());
+            self.history.progress(stats);
+        }
     }
 
     fn notify(&self, n: CheckpointNotification) {
@@ -313,7 +332,7 @@ impl<C: Clock> CheckpointCoordinator<C> {
             Pending {
                 barrier,
                 started: self.clock.now(),
-                acked: HashSet::new(),
+                acks: BTreeMap::new(),
                 metadata: CheckpointMetadata {
                     format_version: METADATA_FORMAT_VERSION,
                     checkpoint_id: barrier.id,
@@ -333,6 +352,7 @@ impl<C: Clock> CheckpointCoordinator<C> {
                 savepoint,
             },
         );
+        self.publish_progress(barrier.id);
     }
 
     /// Starts a savepoint request: a stop with drain first ends the input
@@ -437,12 +457,12 @@ impl<C: Clock> CheckpointCoordinator<C> {
         self.shared_registry
             .release(shared.iter(), self.max_pending().max(Some(id)));
         self.delete_unreferenced_shared();
-        if p.acked.len() < self.tasks.len() {
+        if p.acks.len() < self.tasks.len() {
             self.orphans.push(id);
         }
         self.record(p.stats(
             CheckpointStatus::Failed(reason.clone()),
-            self.tasks.len(),
+            &self.layout,
             self.clock.now(),
         ));
         // Sources paused by a failed stop resume on this notification.
@@ -513,11 +533,7 @@ impl<C: Clock> CheckpointCoordinator<C> {
         let shared = p.metadata.shared_files();
         self.shared_registry.register(shared.iter());
         self.retained_shared.insert(id, shared);
-        let mut stats = p.stats(
-            CheckpointStatus::Completed,
-            self.tasks.len(),
-            self.clock.now(),
-        );
+        let mut stats = p.stats(CheckpointStatus::Completed, &self.layout, self.clock.now());
         stats.external_path = self.store.location(id);
         tracing::info!(
             checkpoint = id,
@@ -588,11 +604,7 @@ impl<C: Clock> CheckpointCoordinator<C> {
         request: SavepointRequest,
         location: &str,
     ) -> Result<(), CheckpointFailure> {
-        let mut stats = p.stats(
-            CheckpointStatus::Completed,
-            self.tasks.len(),
-            self.clock.now(),
-        );
+        let mut stats = p.stats(CheckpointStatus::Completed, &self.layout, self.clock.now());
         stats.external_path = Some(location.to_string());
         tracing::info!(
             checkpoint = id,
@@ -664,7 +676,19 @@ impl<C: Clock> CheckpointCoordinator<C> {
                     }
                     return Ok(true);
                 };
-                p.acked.insert(task);
+                p.acks.insert(
+                    task,
+                    SubtaskAck {
+                        ack_timestamp_ms: self.clock.epoch_ms(),
+                        state_size: bytes,
+                        channel_state_size: stats.channel_bytes,
+                        sync_duration: stats.sync,
+                        async_duration: stats.async_,
+                        alignment_duration: stats.alignment,
+                        unaligned: stats.unaligned,
+                        operator_bytes: stats.operator_bytes.clone(),
+                    },
+                );
                 p.bytes += bytes;
                 p.referenced_bytes += stats.referenced_bytes;
                 p.channel_bytes += stats.channel_bytes;
@@ -678,8 +702,10 @@ impl<C: Clock> CheckpointCoordinator<C> {
                 for (uid, meta) in states {
                     p.metadata.operators.entry(uid).or_default().push(meta);
                 }
-                if p.acked.len() == self.tasks.len() {
+                if p.acks.len() == self.tasks.len() {
                     self.complete(checkpoint_id)?;
+                } else {
+                    self.publish_progress(checkpoint_id);
                 }
             }
             CoordinatorEvent::Decline {
@@ -716,6 +742,8 @@ impl<C: Clock> CheckpointCoordinator<C> {
             Ok(()) => SavepointFailure::RunEnded,
             Err(f) => SavepointFailure::RunFailed(f.clone()),
         });
+        // Whatever is still in flight ends with the run.
+        self.history.clear_in_progress();
         result
     }
 
@@ -856,7 +884,7 @@ mod tests {
 
     use super::super::error::StoreError;
     use super::super::messages::CoordinatorEvent;
-    use super::super::stats::AckStats;
+    use super::super::stats::{AckStats, TaskPosition};
     use super::super::store::StateFileKind;
     use super::super::testing::MemoryStore;
     use super::*;
@@ -921,6 +949,12 @@ mod tests {
                 job: None,
                 operator_info: BTreeMap::new(),
                 tasks: senders,
+                layout: [0, 1]
+                    .map(|v| TaskPosition {
+                        vertices: vec![v],
+                        subtask: 0,
+                    })
+                    .into(),
                 last_id,
                 retained,
                 history: history.clone(),
@@ -1021,10 +1055,10 @@ mod tests {
         }
 
         fn status(&self, id: u64) -> Option<CheckpointStatus> {
-            self.history
-                .lock()
-                .unwrap()
+            let view = self.history.view();
+            view.ended
                 .iter()
+                .chain(&view.in_progress)
                 .find(|s| s.id == id)
                 .map(|s| s.status.clone())
         }
@@ -1032,6 +1066,32 @@ mod tests {
         fn completed(&self) -> Vec<u64> {
             self.store.completed().unwrap()
         }
+    }
+
+    #[test]
+    fn a_checkpoint_in_flight_shows_which_tasks_acknowledged() {
+        let mut h = harness(every(100));
+        h.at(100 * MS).unwrap();
+        assert_eq!(h.status(1), Some(CheckpointStatus::InProgress));
+        assert!(h.history.view().in_progress[0].acks.is_empty());
+        h.clock.advance(7 * MS);
+        h.ack(1, 0).unwrap();
+        let view = h.history.view();
+        let [p] = &view.in_progress[..] else {
+            panic!("one checkpoint in flight: {:?}", view.in_progress);
+        };
+        assert_eq!(p.acknowledged, (1, 2));
+        assert_eq!(p.vertex_acks(0), (1, 1), "the source acknowledged");
+        assert_eq!(p.vertex_acks(1), (0, 1), "the other task did not");
+        assert_eq!(p.acks[&0].ack_timestamp_ms, 107, "the coordinator's clock");
+        h.ack(1, 1).unwrap();
+        let view = h.history.view();
+        assert!(
+            view.in_progress.is_empty(),
+            "completed: no longer in flight"
+        );
+        assert_eq!(view.ended[0].acks.len(), 2);
+        assert_eq!(view.counts.completed, 1);
     }
 
     #[test]
@@ -1188,7 +1248,7 @@ mod tests {
         h.at(100 * MS).unwrap();
         h.ack(1, 0).unwrap();
         h.at(999 * MS).unwrap();
-        assert_eq!(h.status(1), None, "not yet");
+        assert_eq!(h.status(1), Some(CheckpointStatus::InProgress), "not yet");
         h.at(MS).unwrap();
         assert_eq!(
             h.status(1),

@@ -49,7 +49,10 @@ pub use savepoint::{
     SavepointStatus, TriggerId,
 };
 pub use shared_registry::{SharedStateRegistry, sweep_unreferenced};
-pub use stats::{AckStats, CheckpointHistory, CheckpointStats, CheckpointStatus};
+pub use stats::{
+    AckStats, CHECKPOINT_HISTORY_LIMIT, CheckpointCounts, CheckpointHistory, CheckpointHistoryView,
+    CheckpointStats, CheckpointStatus, SubtaskAck, TaskLayout, TaskPosition,
+};
 pub use store::{
     CheckpointStore, FRAME_OVERHEAD, SharedStateStore, StateFileKind, read_checkpoint_metadata,
 };

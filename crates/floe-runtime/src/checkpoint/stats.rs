@@ -1,8 +1,8 @@
 //! Checkpoint statistics: what each checkpoint cost and how it ended
 //! (Flink's checkpoint history), kept for the REST API and the logs.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::error::CheckpointFailureReason;
@@ -10,6 +10,8 @@ use super::error::CheckpointFailureReason;
 /// What happened to a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckpointStatus {
+    /// Triggered, not every task has acknowledged yet.
+    InProgress,
     /// Metadata written.
     Completed,
     /// Given up, and why.
@@ -52,6 +54,64 @@ pub struct CheckpointStats {
     pub is_savepoint: bool,
     /// Where a completed savepoint (or checkpoint) lives, as a URL or path.
     pub external_path: Option<String>,
+    /// Which operators and subtask each task of the run is, in task-index
+    /// order: what [`CheckpointStats::acks`] refers to.
+    pub layout: TaskLayout,
+    /// The acknowledgement of each task that acknowledged, by task index
+    /// (Flink's per-subtask checkpoint details; a missing task is the one
+    /// an operator looks for when a checkpoint hangs).
+    pub acks: BTreeMap<usize, SubtaskAck>,
+}
+
+/// One task of a run as the checkpoint history names it: the operators its
+/// chain runs (indices into the job's vertices) and its subtask index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskPosition {
+    /// The chained operators, head first.
+    pub vertices: Vec<usize>,
+    /// The subtask index they run at.
+    pub subtask: u32,
+}
+
+/// Every task of one run, in task-index order; shared by all the run's
+/// checkpoint statistics rather than copied into each.
+pub type TaskLayout = Arc<[TaskPosition]>;
+
+/// What one task reported when it acknowledged a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubtaskAck {
+    /// When the coordinator received it (ms since the epoch).
+    pub ack_timestamp_ms: u64,
+    /// Bytes the task wrote for this checkpoint.
+    pub state_size: u64,
+    /// Bytes of in-flight records it persisted.
+    pub channel_state_size: u64,
+    /// Its synchronous part.
+    pub sync_duration: Duration,
+    /// Its asynchronous part.
+    pub async_duration: Duration,
+    /// Its alignment (first barrier to snapshot).
+    pub alignment_duration: Duration,
+    /// It snapshotted unaligned.
+    pub unaligned: bool,
+    /// Bytes it wrote per operator uid (a chain has several).
+    pub operator_bytes: Vec<(String, u64)>,
+}
+
+impl CheckpointStats {
+    /// The acknowledged and total subtasks of vertex `vertex` (a chained
+    /// operator counts its task's acknowledgement).
+    pub fn vertex_acks(&self, vertex: usize) -> (usize, usize) {
+        let mut acked = 0;
+        let mut total = 0;
+        for (task, pos) in self.layout.iter().enumerate() {
+            if pos.vertices.contains(&vertex) {
+                total += 1;
+                acked += usize::from(self.acks.contains_key(&task));
+            }
+        }
+        (acked, total)
+    }
 }
 
 /// What a task reports with its acknowledgement, besides its state handles.
@@ -73,6 +133,99 @@ pub struct AckStats {
     pub referenced_bytes: u64,
 }
 
-/// The checkpoint history of a job, shared between its coordinator (which
-/// appends) and its client (which reads while the job runs).
-pub type CheckpointHistory = Arc<Mutex<Vec<CheckpointStats>>>;
+/// How many checkpoints and savepoints a job ever finished, kept apart
+/// from the bounded list so the metrics' counts stay exact however long a
+/// job runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckpointCounts {
+    /// Completed checkpoints (savepoints not included).
+    pub completed: u64,
+    /// Failed checkpoints (savepoints not included).
+    pub failed: u64,
+    /// Completed savepoints.
+    pub completed_savepoints: u64,
+    /// Failed savepoints.
+    pub failed_savepoints: u64,
+}
+
+/// Ended checkpoints a history keeps: a job checkpointing every second
+/// would otherwise grow its history by the day (Flink keeps
+/// `web.checkpoints.history` entries; the counts stay exact).
+pub const CHECKPOINT_HISTORY_LIMIT: usize = 1000;
+
+/// A copy of a job's checkpoint history, taken at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointHistoryView {
+    /// The most recent ended checkpoints and savepoints, in the order they
+    /// ended (at most [`CHECKPOINT_HISTORY_LIMIT`]).
+    pub ended: Vec<CheckpointStats>,
+    /// Those in flight, by ascending id, with the acknowledgements so far.
+    pub in_progress: Vec<CheckpointStats>,
+    /// Every one that ever ended.
+    pub counts: CheckpointCounts,
+}
+
+#[derive(Debug, Default)]
+struct HistoryInner {
+    ended: VecDeque<CheckpointStats>,
+    in_progress: BTreeMap<u64, CheckpointStats>,
+    counts: CheckpointCounts,
+}
+
+/// The checkpoint history of a job, shared between its coordinators (which
+/// write) and its client and REST endpoint (which read while it runs).
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointHistory {
+    inner: Arc<Mutex<HistoryInner>>,
+}
+
+impl CheckpointHistory {
+    fn lock(&self) -> MutexGuard<'_, HistoryInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the current state of a checkpoint in flight.
+    pub fn progress(&self, stats: CheckpointStats) {
+        self.lock().in_progress.insert(stats.id, stats);
+    }
+
+    /// Records a checkpoint that ended (completed or failed): no longer in
+    /// flight, counted, and listed.
+    pub fn end(&self, stats: CheckpointStats) {
+        let mut h = self.lock();
+        h.in_progress.remove(&stats.id);
+        let c = &mut h.counts;
+        match (&stats.status, stats.is_savepoint) {
+            (CheckpointStatus::Completed, false) => c.completed += 1,
+            (CheckpointStatus::Completed, true) => c.completed_savepoints += 1,
+            (CheckpointStatus::Failed(_), false) => c.failed += 1,
+            (CheckpointStatus::Failed(_), true) => c.failed_savepoints += 1,
+            (CheckpointStatus::InProgress, _) => {}
+        }
+        if h.ended.len() == CHECKPOINT_HISTORY_LIMIT {
+            h.ended.pop_front();
+        }
+        h.ended.push_back(stats);
+    }
+
+    /// Forgets what was in flight (a run ended without ending them, e.g.
+    /// its coordinator is gone after a failure).
+    pub fn clear_in_progress(&self) {
+        self.lock().in_progress.clear();
+    }
+
+    /// The ended checkpoints, in the order they ended.
+    pub fn ended(&self) -> Vec<CheckpointStats> {
+        self.lock().ended.iter().cloned().collect()
+    }
+
+    /// Everything at once, consistent.
+    pub fn view(&self) -> CheckpointHistoryView {
+        let h = self.lock();
+        CheckpointHistoryView {
+            ended: h.ended.iter().cloned().collect(),
+            in_progress: h.in_progress.values().cloned().collect(),
+            counts: h.counts,
+        }
+    }
+}
