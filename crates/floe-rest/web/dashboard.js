@@ -216,6 +216,8 @@
     $('graph').replaceChildren(el('p', { class: 'muted', text: 'Loading the plan…' }));
     $('checkpoint-counts').replaceChildren();
     $('checkpoint-failure').hidden = true;
+    $('checkpoint-in-progress').hidden = true;
+    $('checkpoint-in-progress').replaceChildren();
     $('checkpoint-history').tBodies[0].replaceChildren(
       el('tr', { class: 'empty' }, el('td', { colspan: 8, text: 'No checkpoint has ended yet.' })));
     renderChart();
@@ -451,6 +453,8 @@
       ['Restored', counts.restored],
     ].map(([label, v]) => el('span', {}, `${label} `, el('b', { text: v })));
     $('checkpoint-counts').replaceChildren(...countItems);
+    // Entries in flight are replaced by what this answer says about them.
+    for (const [id, c] of state.checkpoints) if (c.status === 'IN_PROGRESS') state.checkpoints.delete(id);
     for (const entry of cp.history) state.checkpoints.set(entry.id, entry);
     const ids = [...state.checkpoints.keys()].sort((a, b) => a - b);
     while (ids.length > CHART_KEEP) state.checkpoints.delete(ids.shift());
@@ -470,8 +474,41 @@
     setText($('tile-checkpoints'), `${counts.completed} ok · ${counts.failed} failed`);
     setText($('tile-last-checkpoint'), last ? `${fmtDuration(last.end_to_end_duration)} · ${fmtBytes(last.state_size)}` : '—');
 
+    renderInProgress(cp.history.filter((c) => c.status === 'IN_PROGRESS'));
     renderHistoryTable();
     renderChart();
+  }
+
+  // Checkpoints in flight: which operators have acknowledged, subtask by
+  // subtask count, so a checkpoint that hangs shows where it hangs.
+  function renderInProgress(running) {
+    const box = $('checkpoint-in-progress');
+    box.hidden = running.length === 0;
+    box.replaceChildren(...running.sort((a, b) => a.id - b.id).map((c) => {
+      const ops = Object.entries(c.tasks || {}).map(([uid, t]) => {
+        const done = t.num_acknowledged_subtasks === t.num_subtasks;
+        const pct = t.num_subtasks ? (100 * t.num_acknowledged_subtasks) / t.num_subtasks : 0;
+        // CSSOM, not a style attribute: the page's CSP forbids inline styles.
+        const fill = el('span', {});
+        fill.style.width = `${pct}%`;
+        return el('li', { class: `ack${done ? ' done' : ''}`, 'data-operator': uid },
+          el('span', { class: 'mono', text: nodeName(uid) }),
+          el('span', { class: 'ack-bar' }, fill),
+          el('span', { class: 'num ack-count', text: `${t.num_acknowledged_subtasks}/${t.num_subtasks}` }));
+      });
+      const kind = c.is_savepoint ? 'Savepoint' : 'Checkpoint';
+      return el('div', { class: 'in-progress', 'data-checkpoint-id': c.id },
+        el('div', { class: 'in-progress-head' },
+          el('b', { text: `${kind} ${c.id} in progress` }),
+          el('span', { class: 'muted', text: ` · for ${fmtDuration(Math.max(0, Date.now() - c.trigger_timestamp))} · ${c.num_acknowledged_subtasks} of ${c.num_subtasks} subtasks acknowledged` })),
+        el('ul', { class: 'acks' }, ...ops));
+    }));
+  }
+
+  // An operator's display name from the plan, else its uid.
+  function nodeName(uid) {
+    const node = (state.plan?.nodes || []).find((n) => n.id === uid);
+    return node ? `${node.description} (${uid})` : uid;
   }
 
   function renderHistoryTable() {
@@ -481,15 +518,21 @@
     const rows = [];
     for (const c of entries) {
       const ok = c.status === 'COMPLETED';
+      const running = c.status === 'IN_PROGRESS';
+      const badge = ok ? 'ok' : (running ? 'info' : 'bad');
+      const waiting = c.num_subtasks - c.num_acknowledged_subtasks;
+      const note = ok ? (c.external_path || '(in JobManager memory)')
+        : (running ? `waiting for ${waiting} subtask${waiting === 1 ? '' : 's'}` : (c.failure_message || ''));
+      const duration = running ? Math.max(0, Date.now() - c.trigger_timestamp) : c.end_to_end_duration;
       const tr = el('tr', { class: 'expandable', 'data-checkpoint-id': c.id, 'data-status': c.status, title: 'Show per-operator detail' },
         el('td', { class: 'num', text: c.id }),
-        el('td', {}, el('span', { class: `badge ${ok ? 'ok' : 'bad'}`, text: c.status })),
+        el('td', {}, el('span', { class: `badge ${badge}`, text: c.status })),
         el('td', { text: c.is_savepoint ? 'Savepoint' : (c.unaligned ? 'Checkpoint (unaligned)' : 'Checkpoint') }),
         el('td', { text: fmtTime(c.trigger_timestamp) }),
-        el('td', { class: 'num', text: fmtDuration(c.end_to_end_duration) }),
+        el('td', { class: 'num', text: fmtDuration(duration) }),
         el('td', { class: 'num', text: ok ? fmtBytes(c.state_size) : '—' }),
         el('td', { class: 'num', text: `${c.num_acknowledged_subtasks}/${c.num_subtasks}` }),
-        el('td', { class: 'path', text: ok ? (c.external_path || '(in JobManager memory)') : (c.failure_message || '') }));
+        el('td', { class: 'path', text: note }));
       tr.addEventListener('click', () => {
         if (state.expanded.has(c.id)) state.expanded.delete(c.id); else state.expanded.add(c.id);
         renderHistoryTable();
@@ -501,11 +544,17 @@
   }
 
   function detailsRow(c) {
-    const ops = Object.entries(c.tasks || {}).map(([uid, t]) => el('tr', {},
-      el('td', { class: 'mono', text: uid }), el('td', { class: 'num', text: fmtBytes(t.state_size) })));
+    const ops = Object.entries(c.tasks || {}).map(([uid, t]) => el('tr', { 'data-operator': uid },
+      el('td', { class: 'mono', text: nodeName(uid) }),
+      el('td', { class: 'num', text: `${t.num_acknowledged_subtasks}/${t.num_subtasks}` }),
+      el('td', { class: 'num', text: fmtBytes(t.state_size) }),
+      el('td', { class: 'num', text: fmtDuration(t.alignment_duration || 0) }),
+      el('td', { class: 'num', text: t.latest_ack_timestamp ? fmtDuration(t.end_to_end_duration) : '—' })));
     const table = el('table', { class: 'table' },
-      el('thead', {}, el('tr', {}, el('th', { text: 'Operator (uid)' }), el('th', { class: 'num', text: 'State size' }))),
-      el('tbody', {}, ...(ops.length ? ops : [el('tr', {}, el('td', { colspan: 2, class: 'muted', text: 'No operator state.' }))])));
+      el('thead', {}, el('tr', {}, el('th', { text: 'Operator' }), el('th', { class: 'num', text: 'Acknowledged' }),
+        el('th', { class: 'num', text: 'State size' }), el('th', { class: 'num', text: 'Longest alignment' }),
+        el('th', { class: 'num', text: 'Last acknowledgement after' }))),
+      el('tbody', {}, ...(ops.length ? ops : [el('tr', {}, el('td', { colspan: 5, class: 'muted', text: 'No operators.' }))])));
     const facts = el('dl', { class: 'kv' },
       el('dt', { text: 'Acknowledged subtasks' }), el('dd', { text: `${c.num_acknowledged_subtasks} of ${c.num_subtasks}` }),
       el('dt', { text: 'Sync / async part' }), el('dd', { text: `${fmtDuration(c.sync_duration)} / ${fmtDuration(c.async_duration)}` }),
@@ -519,7 +568,8 @@
     const width = Math.max(320, Math.round(chart.getBoundingClientRect().width) || 800);
     const height = 190;
     chart.setAttribute('viewBox', `0 0 ${width} ${height}`);
-    const entries = [...state.checkpoints.values()].sort((a, b) => a.id - b.id);
+    // Only ended checkpoints have a duration to draw.
+    const entries = [...state.checkpoints.values()].filter((c) => c.status !== 'IN_PROGRESS').sort((a, b) => a.id - b.id);
     const parts = [];
     const left = 56;
     const right = 64;

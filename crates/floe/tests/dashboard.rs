@@ -4,7 +4,9 @@
 //! its real operators with rates that grow, shows a checkpoint once one
 //! completed, its savepoint button produces a savepoint on disk whose path
 //! it shows, its cancel button ends the job, its exception history shows a
-//! failure the job restarted from, and a back-pressured operator is colored.
+//! failure the job restarted from, a back-pressured operator is colored, and
+//! a checkpoint held up behind a slow sink shows which operators have
+//! acknowledged it and which not yet.
 //!
 //! Chromium and chromedriver are Debian's (`/usr/bin/chromium`,
 //! `/usr/bin/chromedriver`). Without them the browser tests skip with a
@@ -550,18 +552,19 @@ fn the_dashboard_shows_a_running_job_and_controls_it() {
     });
 }
 
-/// Sleeps per batch: its upstream can only wait on a full channel.
+/// Sleeps this long per batch: its upstream can only wait on a full
+/// channel, and a barrier queued behind the channel's batches waits with it.
 #[derive(Clone)]
-struct SlowSink;
+struct SlowSink(Duration);
 
 impl SinkWriter<u64> for SlowSink {
     fn write(&mut self, _: u64) -> anyhow::Result<()> {
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(self.0);
         Ok(())
     }
 
     fn write_batch(&mut self, batch: &mut Vec<u64>) -> anyhow::Result<()> {
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(self.0);
         batch.clear();
         Ok(())
     }
@@ -578,7 +581,7 @@ fn the_dashboard_colors_a_back_pressured_operator() {
         env.from_source(GeneratorSource::new(u64::MAX, |i| i), "Fast source")
             .uid("fast")
             .rebalance()
-            .sink_to(SlowSink, "Slow sink")
+            .sink_to(SlowSink(Duration::from_millis(20)), "Slow sink")
             .uid("slow");
         let client = env.execute_async("backpressure").unwrap();
         let control = client.control();
@@ -630,6 +633,124 @@ fn the_dashboard_colors_a_back_pressured_operator() {
         );
         assert_eq!(badge, "BACKPRESSURE HIGH");
         browser.screenshot(Some("#graph-card"), "dashboard-backpressure.png");
+        drop(browser);
+        control.cancel();
+        let _ = waiter.join().unwrap();
+        drop(server);
+    });
+}
+
+#[test]
+fn the_dashboard_shows_which_operators_acknowledged_a_checkpoint_in_flight() {
+    if !browser_available() {
+        return;
+    }
+    with_timeout(300, || {
+        let dir = tempfile::tempdir().unwrap();
+        let env = StreamEnvironment::new();
+        env.set_parallelism(1);
+        env.enable_checkpointing(Duration::from_secs(1));
+        env.set_config("execution.checkpointing.timeout", "10 min");
+        env.set_config(
+            "state.checkpoints.dir",
+            &format!("file://{}", dir.path().display()),
+        );
+        // Each barrier queues behind a full channel of batches the sink
+        // takes 400 ms each for: the source acknowledges at once, the
+        // sink seconds later.
+        env.from_source(GeneratorSource::new(u64::MAX, |i| i), "Fast source")
+            .uid("fast")
+            .rebalance()
+            .sink_to(SlowSink(Duration::from_millis(400)), "Slow sink")
+            .uid("slow");
+        let client = env.execute_async("in-flight").unwrap();
+        let control = client.control();
+        let waiter = std::thread::spawn(move || client.wait());
+        let server =
+            RestServer::start(control.clone(), "127.0.0.1", 0, RestAuth::default()).unwrap();
+        let base = format!("http://{}", server.local_addr());
+        let job = format!("{base}/jobs/{}", control.job_id());
+
+        // REST: a checkpoint in flight, acknowledged by the source only.
+        let deadline = Instant::now() + PATIENCE;
+        let id = loop {
+            let cp = get_json(&format!("{job}/checkpoints"));
+            let first = &cp["history"][0];
+            if first["status"] == "IN_PROGRESS"
+                && first["tasks"]["fast"]["num_acknowledged_subtasks"] == 1
+                && first["tasks"]["slow"]["num_acknowledged_subtasks"] == 0
+            {
+                assert_eq!(cp["counts"]["in_progress"], 1, "{cp}");
+                assert_eq!(first["tasks"]["slow"]["num_subtasks"], 1);
+                break first["id"].as_u64().unwrap();
+            }
+            assert!(Instant::now() < deadline, "no checkpoint in flight: {cp}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let pending = get_json(&format!("{job}/checkpoints/details/{id}/subtasks/slow"));
+        // It may have completed meanwhile; if not, the sink is pending.
+        if pending["status"] == "IN_PROGRESS" {
+            assert_eq!(
+                pending["subtasks"][0]["status"], "pending_or_failed",
+                "{pending}"
+            );
+        }
+
+        // The page: the source done, the sink still waited for.
+        let browser = Browser::start();
+        browser.goto(&format!("{base}/"));
+        let shown = browser.wait_for("a checkpoint in flight with its acknowledgements", |b| {
+            let v = b.js(
+                "const box = document.getElementById('checkpoint-in-progress'); \
+                 if (!box || box.hidden) return null; \
+                 const f = box.querySelector('li[data-operator=\"fast\"]'); \
+                 const s = box.querySelector('li[data-operator=\"slow\"]'); \
+                 if (!f || !s || s.classList.contains('done')) return null; \
+                 return [f.classList.contains('done'), f.querySelector('.ack-count').textContent, \
+                         s.querySelector('.ack-count').textContent, \
+                         box.querySelector('.in-progress').dataset.checkpointId];",
+            );
+            (!v.is_null()).then_some(v)
+        });
+        assert_eq!(shown[0], true, "{shown}");
+        assert_eq!(shown[1], "1/1");
+        assert_eq!(shown[2], "0/1");
+        browser.screenshot(
+            Some("#checkpoints-card"),
+            "dashboard-checkpoint-in-progress.png",
+        );
+
+        // Once the sink acknowledged, the checkpoint completes and its
+        // subtask details say when and how long the sink aligned.
+        let shown_id: u64 = shown[3].as_str().unwrap().parse().unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        let details = loop {
+            let d = get_json(&format!(
+                "{job}/checkpoints/details/{shown_id}/subtasks/slow"
+            ));
+            if d["status"] == "COMPLETED" {
+                break d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "checkpoint {shown_id} never completed: {d}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let sink = &details["subtasks"][0];
+        assert_eq!(sink["status"], "completed", "{details}");
+        // The barrier waited behind at least one 400 ms batch.
+        assert!(
+            sink["end_to_end_duration"].as_u64().unwrap() >= 400,
+            "{details}"
+        );
+        browser.wait_for("the checkpoint completed in the history", |b| {
+            let status = b.js(&format!(
+                "const r = document.querySelector('#checkpoint-history tr[data-checkpoint-id=\"{shown_id}\"]'); \
+                 return r ? r.dataset.status : null;"
+            ));
+            (status == "COMPLETED").then_some(())
+        });
         drop(browser);
         control.cancel();
         let _ = waiter.join().unwrap();
