@@ -49,8 +49,9 @@ use floe_runtime::JobControl;
 pub use auth::RestAuth;
 pub use directory::{DEFAULT_HISTORY, DirectoryError, JobDirectory};
 pub use error::RestError;
+pub use metrics::{HostedJobMetrics, HostedSubtask};
 pub use registry::{Registration, RegistryEntry};
-pub use routes::UnfetchedResults;
+pub use routes::{HostedMetricsSource, UnfetchedResults};
 pub use server::RestServer;
 
 /// The job routes (every route of the table above, also under `/v1`, and
@@ -65,6 +66,14 @@ pub use server::RestServer;
 /// its own guards.
 pub fn jobs_router(directory: JobDirectory, auth: RestAuth) -> (axum::Router, UnfetchedResults) {
     routes::router(directory.0, auth)
+}
+
+/// A TaskManager's Prometheus endpoint (`GET /metrics` only): the operator
+/// subtasks `source` lists when scraped, and the process's CPU time,
+/// memory and threads, each series labelled `tm_id`. Serve it with
+/// [`RestServer::start_app`] on `metrics.reporter.prom.port`.
+pub fn taskmanager_metrics_router(tm_id: String, source: HostedMetricsSource) -> axum::Router {
+    routes::taskmanager_prometheus_router(tm_id, source)
 }
 
 /// Starts the job's REST endpoint on `address:port` and registers it in the

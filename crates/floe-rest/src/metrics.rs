@@ -236,11 +236,18 @@ impl JobMetrics<'_> {
     }
 }
 
-/// The whole exposition of the jobs, in the OpenMetrics text format (which
-/// Prometheus scrapes natively): each metric once, with a series per job
-/// (and per subtask or operator), then the process's own figures.
-pub(crate) fn prometheus_text(jobs: &[JobMetrics<'_>], process: Option<ProcessStats>) -> String {
-    let mut registry = Registry::default();
+/// One operator subtask's series: the labels of its job (and process),
+/// its operator and its index.
+struct SubtaskSeries<'a> {
+    scope: Labels,
+    uid: &'a str,
+    name: &'a str,
+    index: usize,
+    metrics: &'a SubtaskMetrics,
+}
+
+/// Registers the operator- and task-scoped metrics of `series`.
+fn register_subtasks(registry: &mut Registry, series: &[SubtaskSeries<'_>]) {
     // Operator metrics carry the task's labels and the operator's; task
     // metrics only the task's (the first three).
     let scopes = [
@@ -253,19 +260,77 @@ pub(crate) fn prometheus_text(jobs: &[JobMetrics<'_>], process: Option<ProcessSt
     ];
     for (scope, ids, task_labels) in scopes {
         for id in ids {
-            let g = Gauges::register(&mut registry, &format!("{PREFIX}_{scope}_{id}"), help(id));
-            for job in jobs {
-                let job_labels = job.labels();
-                for (v, per_subtask) in job.vertices.iter().zip(&job.subtasks) {
-                    for (i, m) in per_subtask.iter().enumerate() {
-                        let mut labels = job_labels.clone();
-                        labels.extend(operator_labels(v, i).into_iter().take(task_labels));
-                        g.set(&labels, subtask_value(m, id).unwrap_or_default());
-                    }
-                }
+            let g = Gauges::register(registry, &format!("{PREFIX}_{scope}_{id}"), help(id));
+            for s in series {
+                let mut labels = s.scope.clone();
+                labels.extend(
+                    operator_labels(s.uid, s.name, s.index)
+                        .into_iter()
+                        .take(task_labels),
+                );
+                g.set(&labels, subtask_value(s.metrics, id).unwrap_or_default());
             }
         }
     }
+}
+
+/// Registers the process's CPU time, memory and threads under `role`
+/// (`jobmanager` or `taskmanager`, as Flink scopes its `Status` metrics).
+fn register_process(registry: &mut Registry, role: &str, labels: &Labels, p: ProcessStats) {
+    for (name, help, value) in [
+        (
+            "CPU_Time",
+            "CPU time of the process (ns).",
+            p.cpu_time_ns as f64,
+        ),
+        (
+            "Memory_RSS",
+            "Resident memory of the process (bytes).",
+            p.rss_bytes as f64,
+        ),
+        ("Threads_Count", "Threads of the process.", p.threads as f64),
+    ] {
+        Gauges::register(
+            registry,
+            &format!("{PREFIX}_{role}_Status_Process_{name}"),
+            help,
+        )
+        .set(labels, value);
+    }
+}
+
+fn encode_registry(registry: &Registry) -> String {
+    let mut text = String::new();
+    encode(&mut text, registry).expect("writing to a String cannot fail");
+    text
+}
+
+/// The whole exposition of the jobs, in the OpenMetrics text format (which
+/// Prometheus scrapes natively): each metric once, with a series per job
+/// (and per subtask or operator), then the process's own figures.
+pub(crate) fn prometheus_text(jobs: &[JobMetrics<'_>], process: Option<ProcessStats>) -> String {
+    let mut registry = Registry::default();
+    let series: Vec<SubtaskSeries<'_>> = jobs
+        .iter()
+        .flat_map(|job| {
+            job.vertices
+                .iter()
+                .zip(&job.subtasks)
+                .flat_map(move |(v, per_subtask)| {
+                    per_subtask
+                        .iter()
+                        .enumerate()
+                        .map(move |(index, metrics)| SubtaskSeries {
+                            scope: job.labels(),
+                            uid: &v.uid,
+                            name: &v.name,
+                            index,
+                            metrics,
+                        })
+                })
+        })
+        .collect();
+    register_subtasks(&mut registry, &series);
     for id in JOB_METRICS {
         let g = Gauges::register(
             &mut registry,
@@ -292,41 +357,78 @@ pub(crate) fn prometheus_text(jobs: &[JobMetrics<'_>], process: Option<ProcessSt
         }
     }
     if let Some(p) = process {
-        let none: Labels = Vec::new();
-        for (name, help, value) in [
-            (
-                "CPU_Time",
-                "CPU time of the process (ns).",
-                p.cpu_time_ns as f64,
-            ),
-            (
-                "Memory_RSS",
-                "Resident memory of the process (bytes).",
-                p.rss_bytes as f64,
-            ),
-            ("Threads_Count", "Threads of the process.", p.threads as f64),
-        ] {
-            Gauges::register(
-                &mut registry,
-                &format!("{PREFIX}_jobmanager_Status_Process_{name}"),
-                help,
-            )
-            .set(&none, value);
-        }
+        register_process(&mut registry, "jobmanager", &Vec::new(), p);
     }
-    let mut text = String::new();
-    encode(&mut text, &registry).expect("writing to a String cannot fail");
-    text
+    encode_registry(&registry)
 }
 
-/// Flink's task and operator variables for subtask `i` of `v` (a Floe
-/// vertex is one operator: its task id and name are the operator's).
-fn operator_labels(v: &VertexInfo, i: usize) -> Labels {
+/// One job's operator subtasks running on a TaskManager: what that
+/// TaskManager's own `/metrics` reports (Flink's reporters run in every
+/// process and export the metrics of the tasks there).
+#[derive(Debug, Clone)]
+pub struct HostedJobMetrics {
+    /// The job's id.
+    pub job_id: String,
+    /// The job's name.
+    pub job_name: String,
+    /// Every operator subtask here.
+    pub subtasks: Vec<HostedSubtask>,
+}
+
+/// One operator subtask on a TaskManager.
+#[derive(Debug, Clone)]
+pub struct HostedSubtask {
+    /// Its operator's uid (Flink's `operator_id` and, a vertex being one
+    /// operator in Floe, `task_id`).
+    pub uid: String,
+    /// Its operator's name.
+    pub name: String,
+    /// Its subtask index.
+    pub index: u32,
+    /// Its counters, times and rates.
+    pub metrics: SubtaskMetrics,
+}
+
+/// A TaskManager's exposition: its subtasks' operator and task metrics and
+/// its process figures, every series labelled `tm_id` as Flink's are.
+pub(crate) fn taskmanager_prometheus_text(
+    tm_id: &str,
+    jobs: &[HostedJobMetrics],
+    process: Option<ProcessStats>,
+) -> String {
+    let mut registry = Registry::default();
+    let tm: Labels = vec![("tm_id".into(), tm_id.to_string())];
+    let series: Vec<SubtaskSeries<'_>> = jobs
+        .iter()
+        .flat_map(|job| {
+            let mut scope = tm.clone();
+            scope.push(("job_id".into(), job.job_id.clone()));
+            scope.push(("job_name".into(), job.job_name.clone()));
+            job.subtasks.iter().map(move |s| SubtaskSeries {
+                scope: scope.clone(),
+                uid: &s.uid,
+                name: &s.name,
+                index: s.index as usize,
+                metrics: &s.metrics,
+            })
+        })
+        .collect();
+    register_subtasks(&mut registry, &series);
+    if let Some(p) = process {
+        register_process(&mut registry, "taskmanager", &tm, p);
+    }
+    encode_registry(&registry)
+}
+
+/// Flink's task and operator variables for subtask `index` of the
+/// operator `uid` (a Floe vertex is one operator: its task id and name are
+/// the operator's).
+fn operator_labels(uid: &str, name: &str, index: usize) -> Labels {
     vec![
-        ("task_id".into(), v.uid.clone()),
-        ("task_name".into(), v.name.clone()),
-        ("subtask_index".into(), i.to_string()),
-        ("operator_id".into(), v.uid.clone()),
-        ("operator_name".into(), v.name.clone()),
+        ("task_id".into(), uid.to_string()),
+        ("task_name".into(), name.to_string()),
+        ("subtask_index".into(), index.to_string()),
+        ("operator_id".into(), uid.to_string()),
+        ("operator_name".into(), name.to_string()),
     ]
 }

@@ -1530,6 +1530,77 @@ fn checkpoint_subtask_details_have_flinks_shape() {
 }
 
 #[test]
+fn a_taskmanagers_exposition_has_its_subtasks_and_process_labelled_with_its_id() {
+    let subtask = |index: u32, records: u64| crate::HostedSubtask {
+        uid: "count".into(),
+        name: "Count".into(),
+        index,
+        metrics: SubtaskMetrics {
+            records_in: records,
+            records_out: records,
+            records_in_per_second: 10.0,
+            records_out_per_second: 10.0,
+            busy_ms_per_second: 250.0,
+            idle_ms_per_second: 750.0,
+            back_pressured_ms_per_second: 0.0,
+            input_watermark: floe_runtime::metrics::NO_WATERMARK,
+            output_watermark: floe_runtime::metrics::NO_WATERMARK,
+        },
+    };
+    let source: crate::HostedMetricsSource = Arc::new(move || {
+        vec![crate::HostedJobMetrics {
+            job_id: JOB_STR.into(),
+            job_name: "KeyedCount".into(),
+            // Subtask 1 only: subtask 0 runs on another TaskManager.
+            subtasks: vec![subtask(1, 321)],
+        }]
+    });
+    let server = RestServer::start_app(
+        crate::taskmanager_metrics_router("tm-a".into(), source),
+        "127.0.0.1",
+        0,
+    )
+    .unwrap();
+    let agent = ureq::Agent::new_with_defaults();
+    let url = |p: &str| format!("http://{}{p}", server.local_addr());
+    let text = agent
+        .get(&url("/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let find = |name: &str| -> Vec<&prometheus_parse::Sample> {
+        scrape.samples.iter().filter(|s| s.metric == name).collect()
+    };
+    let records = find("floe_taskmanager_job_task_operator_numRecordsIn");
+    assert_eq!(records.len(), 1, "only the subtask here: {text}");
+    let labels = &records[0].labels;
+    assert_eq!(labels.get("tm_id"), Some("tm-a"));
+    assert_eq!(labels.get("job_id"), Some(JOB_STR));
+    assert_eq!(labels.get("subtask_index"), Some("1"));
+    assert_eq!(labels.get("operator_id"), Some("count"));
+    assert!(matches!(records[0].value, prometheus_parse::Value::Gauge(v) if v == 321.0));
+    let busy = find("floe_taskmanager_job_task_busyTimeMsPerSecond");
+    assert_eq!(busy[0].labels.get("tm_id"), Some("tm-a"));
+    assert!(busy[0].labels.get("operator_id").is_none(), "a task metric");
+    let rss = find("floe_taskmanager_Status_Process_Memory_RSS");
+    assert_eq!(rss.len(), 1, "{text}");
+    assert_eq!(rss[0].labels.get("tm_id"), Some("tm-a"));
+    assert!(matches!(rss[0].value, prometheus_parse::Value::Gauge(v) if v > 1e6));
+    assert!(
+        find("floe_jobmanager_job_numRestarts").is_empty(),
+        "no job scope on a TaskManager"
+    );
+    let status = agent.get(&url("/jobs")).call().map(|r| r.status().as_u16());
+    assert!(
+        matches!(status, Err(ureq::Error::StatusCode(404))),
+        "only /metrics: {status:?}"
+    );
+}
+
+#[test]
 fn prometheus_exposition_parses_with_flinks_names_and_labels() {
     let f = serve();
     let mut resp = f.agent.get(&f.url("/metrics")).call().unwrap();

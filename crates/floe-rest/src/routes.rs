@@ -38,8 +38,8 @@ use crate::auth::RestAuth;
 use crate::directory::Directory;
 use crate::job_handle::JobHandle;
 use crate::metrics::{
-    CONTENT_TYPE, JOB_METRICS, JobMetrics, JobView, OPERATOR_METRICS, ProcessStats, TASK_METRICS,
-    prometheus_text, subtask_value,
+    CONTENT_TYPE, HostedJobMetrics, JOB_METRICS, JobMetrics, JobView, OPERATOR_METRICS,
+    ProcessStats, TASK_METRICS, prometheus_text, subtask_value, taskmanager_prometheus_text,
 };
 
 /// The largest request body accepted. Bodies are a few small JSON fields
@@ -172,6 +172,27 @@ pub(crate) fn prometheus_router<J: JobHandle>(jobs: Directory<J>) -> Router {
         .route("/metrics", get(prometheus::<J>))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// Where a TaskManager's `/metrics` reads its subtasks from, asked on
+/// every scrape.
+pub type HostedMetricsSource = Arc<dyn Fn() -> Vec<HostedJobMetrics> + Send + Sync>;
+
+/// Only `GET /metrics` of a TaskManager (its `metrics.reporter.prom.port`):
+/// the operator subtasks running there and its process figures.
+pub(crate) fn taskmanager_prometheus_router(tm_id: String, source: HostedMetricsSource) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let (tm_id, source) = (tm_id.clone(), source.clone());
+                async move {
+                    let text = taskmanager_prometheus_text(&tm_id, &source(), ProcessStats::read());
+                    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
+                }
+            }),
+        )
+        .fallback(not_found)
 }
 
 /// Methods that change nothing: open without a token unless

@@ -110,6 +110,17 @@ impl RestServer {
         Self::start_router(app, UnfetchedResults::default(), address, port)
     }
 
+    /// Serves only `GET /metrics` of every job of `directory` on
+    /// `address:port`: a cluster JobManager's `metrics.reporter.prom.port`.
+    pub fn start_prometheus_directory(
+        directory: JobDirectory,
+        address: &str,
+        port: u16,
+    ) -> Result<RestServer, RestError> {
+        let app = crate::routes::prometheus_router(directory.0);
+        Self::start_router(app, UnfetchedResults::default(), address, port)
+    }
+
     /// Serves another process role's routes (the cluster JobManager's
     /// `/overview` and `/taskmanagers`) with the same connection limits,
     /// idle timeout and graceful shutdown as a job's endpoint.

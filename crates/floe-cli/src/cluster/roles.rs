@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use floe::checkpoint::ha::HaStorage;
+use floe::core::config::options::PROMETHEUS_PORT;
 use floe_cluster::config::TaskManagerConfig;
 use floe_cluster::taskmanager::bind_address;
 use floe_cluster::{
@@ -81,6 +82,28 @@ pub fn jobmanager(
         master.clone(),
     )?;
     master.attach(role.handle());
+    // Every job's metrics on the reporter's port too, as on the REST port.
+    let _prometheus = match config.get(&PROMETHEUS_PORT)? {
+        None => None,
+        Some(port) => {
+            let host = role
+                .rest_address()
+                .map_or_else(|| "0.0.0.0".to_string(), |a| a.ip().to_string());
+            let server =
+                floe::rest::RestServer::start_prometheus_directory(master.directory(), &host, port)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{} = {port}: cannot serve the Prometheus endpoint on {host}: {e}",
+                            PROMETHEUS_PORT.key
+                        )
+                    })?;
+            eprintln!(
+                "Prometheus endpoint: http://{}/metrics",
+                server.local_addr()
+            );
+            Some(server)
+        }
+    };
     // Jobs a previous JobManager left in the HA storage start again (each
     // waits for TaskManagers to register and offer slots).
     {
@@ -141,6 +164,29 @@ pub fn taskmanager(
     let mut role = TaskManagerRole::start(&config, options, executor.clone())?;
     executor.attach(role.events());
     let id = role.id().clone();
+    // Flink's reporter runs in every process: this TaskManager's own
+    // subtasks and process figures, on the host it advertises.
+    let _prometheus = match config.get(&PROMETHEUS_PORT)? {
+        None => None,
+        Some(port) => {
+            let source: floe::rest::HostedMetricsSource = {
+                let executor = executor.clone();
+                Arc::new(move || executor.hosted_metrics())
+            };
+            let app = floe::rest::taskmanager_metrics_router(id.to_string(), source);
+            let server = floe::rest::RestServer::start_app(app, &host, port).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} = {port}: cannot serve the Prometheus endpoint on {host}: {e}",
+                    PROMETHEUS_PORT.key
+                )
+            })?;
+            eprintln!(
+                "Prometheus endpoint: http://{}/metrics",
+                server.local_addr()
+            );
+            Some(server)
+        }
+    };
     match termination.wait(role.failed()) {
         Ok(()) => {
             eprintln!("TaskManager {id} stopping");

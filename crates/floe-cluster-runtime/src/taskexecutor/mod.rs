@@ -66,6 +66,15 @@ impl ClusterTaskExecutor {
         let _ = self.events.set(events);
     }
 
+    /// The metrics of every operator subtask running here, per job: what
+    /// this TaskManager's Prometheus endpoint reports on each scrape.
+    pub fn hosted_metrics(&self) -> Vec<floe_rest::HostedJobMetrics> {
+        self.all_runs()
+            .iter()
+            .filter_map(|r| r.hosted_metrics())
+            .collect()
+    }
+
     fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Arc<LocalRun>>> {
         self.runs.lock().unwrap_or_else(|p| p.into_inner())
     }

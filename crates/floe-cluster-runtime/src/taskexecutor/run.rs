@@ -11,6 +11,7 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 use floe_cluster::{JobAttempt, TaskEventSender};
 use floe_core::JobId;
 use floe_network::{NetworkEnvironment, Peer, TaskManagerId as DataId};
+use floe_rest::{HostedJobMetrics, HostedSubtask};
 use floe_runtime::channel::CancelFlag;
 use floe_runtime::checkpoint::{
     AlignmentMode, CheckpointStore, OpenedSnapshot, RestoredState, SnapshotTargets, TaskCommand,
@@ -21,6 +22,7 @@ use floe_runtime::gateway::{
     self, RestorePoint, RunDeployment, StateQueryAnswer, StateQueryRequest, TaskManagerCommand,
     TaskManagerEvent, TaskOutcome, TaskResult, answer_state_query,
 };
+use floe_runtime::metrics::JobMetrics;
 use floe_runtime::plan::{PlanSignature, cap_parallelism};
 use floe_runtime::queryable::QueryableStateRegistry;
 use floe_runtime::task_manager::{RunSetup, TaskManager};
@@ -62,6 +64,44 @@ struct RunProgress {
     reported: Vec<u32>,
     /// Where the run's subtasks here announce their queryable states.
     queryable: Option<Arc<QueryableStateRegistry>>,
+    /// While the tasks run: what this TaskManager's `/metrics` reports.
+    metrics: Option<Arc<HostedRunMetrics>>,
+}
+
+/// A run's operator subtasks on this TaskManager and where they count:
+/// what the TaskManager's own Prometheus endpoint reports of the run.
+struct HostedRunMetrics {
+    job_id: String,
+    job_name: String,
+    /// Each vertex's uid and name, by vertex index.
+    operators: Vec<(String, String)>,
+    /// The (vertex, subtask) pairs placed here.
+    hosted: Vec<(usize, u32)>,
+    metrics: Arc<JobMetrics>,
+}
+
+impl HostedRunMetrics {
+    fn read(&self) -> HostedJobMetrics {
+        let snapshot = self.metrics.snapshot();
+        HostedJobMetrics {
+            job_id: self.job_id.clone(),
+            job_name: self.job_name.clone(),
+            subtasks: self
+                .hosted
+                .iter()
+                .filter_map(|&(v, s)| {
+                    let metrics = *snapshot.get(v)?.get(s as usize)?;
+                    let (uid, name) = self.operators.get(v)?.clone();
+                    Some(HostedSubtask {
+                        uid,
+                        name,
+                        index: s,
+                        metrics,
+                    })
+                })
+                .collect(),
+        }
+    }
 }
 
 impl LocalRun {
@@ -88,12 +128,19 @@ impl LocalRun {
                 started: None,
                 reported: Vec::new(),
                 queryable: None,
+                metrics: None,
             }),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RunProgress> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The metrics of the run's operator subtasks here, while they run.
+    pub fn hosted_metrics(&self) -> Option<HostedJobMetrics> {
+        let hosted = self.lock().metrics.clone();
+        hosted.map(|h| h.read())
     }
 
     /// Answers a question of the JobManager about the keyed state of the
@@ -388,6 +435,18 @@ impl RunHost {
                 here.flat_map(move |(s, _)| chain.iter().map(move |v| (v.0, s as u32)))
             })
             .collect();
+        run.lock().metrics = Some(Arc::new(HostedRunMetrics {
+            job_id: job_id.to_string(),
+            job_name: captured.job_name.clone(),
+            operators: plan
+                .vertices
+                .iter()
+                .zip(&graph.vertices)
+                .map(|(p, v)| (p.uid.to_string(), v.name.clone()))
+                .collect(),
+            hosted: hosted_operators.clone(),
+            metrics: metrics.clone(),
+        }));
         let (stop_reporting, stopped) = crossbeam_channel::bounded::<()>(0);
         let reporter = {
             let (reporting, metrics, hosted) =
@@ -396,6 +455,8 @@ impl RunHost {
                 .name("run-metrics".into())
                 .spawn(move || {
                     while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(METRICS_EVERY) {
+                        // Also the sample this TaskManager's own rates use.
+                        metrics.sample();
                         reporting.send(&TaskManagerEvent::Metrics(metrics.counters(&hosted)));
                     }
                 })
@@ -411,8 +472,13 @@ impl RunHost {
         hosted.join_tasks();
         hosted.join_uploaders();
         // The tasks and uploaders held the events' senders; the commands'
-        // senders go with the run's state.
-        run.lock().started = None;
+        // senders go with the run's state. Its subtasks are gone from this
+        // TaskManager's metrics, as a finished task's are in Flink.
+        {
+            let mut state = run.lock();
+            state.started = None;
+            state.metrics = None;
+        }
         drop(hosted);
         let _ = forward.join();
         drop(stop_reporting);
