@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::Sandbox;
-use common::cluster::{Role, get_json, start_jobmanager_with, start_taskmanager, wait_until};
+use common::cluster::{Role, get_json, start_jobmanager_with, start_taskmanager_with, wait_until};
 use common::s3::S3Server;
 
 const KEYS: u64 = 100;
@@ -46,11 +46,17 @@ impl Cluster {
 
     /// With `jm_args` (`-D key=value` pairs) given to the JobManager.
     fn start_with(sandbox: &Sandbox, jm_args: &[&str]) -> Cluster {
+        Cluster::start_with_roles(sandbox, jm_args, &[])
+    }
+
+    /// With `jm_args` given to the JobManager and `tm_args` to each
+    /// TaskManager.
+    fn start_with_roles(sandbox: &Sandbox, jm_args: &[&str], tm_args: &[&str]) -> Cluster {
         let s3 = S3Server::for_sandbox(sandbox);
         let (jm, rpc, rest) = start_jobmanager_with(sandbox, "127.0.0.1:0", jm_args);
         let tms: Vec<Role> = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
             .iter()
-            .map(|host| start_taskmanager(sandbox, &rpc, host, "1"))
+            .map(|host| start_taskmanager_with(sandbox, &rpc, host, "1", tm_args))
             .collect();
         wait_until("three TaskManagers", Duration::from_secs(30), || {
             get_json(&format!("{rest}/overview"))["taskmanagers"] == 3
@@ -253,6 +259,140 @@ fn a_keyed_job_runs_across_taskmanagers_exactly_once() {
         let port = tm["dataPort"].as_i64().unwrap();
         let address = tm["dataAddress"].as_str().unwrap();
         assert!(port > 0 && address.contains(&format!(":{port}@")), "{tm}");
+    }
+}
+
+/// One Prometheus scrape of `url`, parsed: (metric, labels, value).
+fn scrape(url: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    let text = ureq::get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .into_body()
+        .read_to_string()
+        .expect("body");
+    let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("not the Prometheus text format ({e}):\n{text}"));
+    parsed
+        .samples
+        .into_iter()
+        .map(|s| {
+            let value = match s.value {
+                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                other => panic!("{} is not a gauge: {other:?}", s.metric),
+            };
+            let labels = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            (s.metric, labels, value)
+        })
+        .collect()
+}
+
+#[test]
+fn each_taskmanager_serves_the_metrics_of_its_own_subtasks() {
+    let _serial = one_cluster_at_a_time();
+    let sandbox = Sandbox::new();
+    let prom = ["-D", "metrics.reporter.prom.port=0"];
+    let cluster = Cluster::start_with_roles(&sandbox, &prom, &prom);
+    // Each TaskManager's endpoint and id, as it printed them.
+    let tms: Vec<(String, String)> = cluster
+        .tms
+        .iter()
+        .map(|tm| {
+            let url = tm.wait_line("Prometheus endpoint: ");
+            let line = tm.wait_line("TaskManager ");
+            let id = line.split(" registered with").next().unwrap().to_string();
+            (url, id)
+        })
+        .collect();
+    let records = 120_000;
+    let id = submit_slowly_past_two_checkpoints(&cluster, &sandbox, records);
+    let source = cluster.job(&id)["vertices"][0]["id"]
+        .as_str()
+        .expect("a vertex id")
+        .to_string();
+    let served_by_jobmanager = || {
+        get_json(&format!(
+            "{}/jobs/{id}/vertices/{source}/subtasks/metrics?get=numRecordsOut&agg=sum",
+            cluster.rest
+        ))[0]["sum"]
+            .as_f64()
+            .unwrap_or(0.0)
+    };
+    let before = served_by_jobmanager();
+    // The source subtasks' records out, as the TaskManagers count them.
+    let mut on_taskmanagers = 0.0;
+    let mut hosting = Vec::new();
+    for (i, (url, tm_id)) in tms.iter().enumerate() {
+        let samples = scrape(url);
+        let process = |name: &str| {
+            samples
+                .iter()
+                .find(|(m, l, _)| m == name && l.get("tm_id") == Some(tm_id))
+                .map(|(_, _, v)| *v)
+                .unwrap_or_else(|| panic!("no {name} for {tm_id} at {url}"))
+        };
+        assert!(process("floe_taskmanager_Status_Process_Memory_RSS") > 1e6);
+        let cpu = process("floe_taskmanager_Status_Process_CPU_Time");
+        let out: Vec<f64> = samples
+            .iter()
+            .filter(|(m, l, _)| {
+                m == "floe_taskmanager_job_task_operator_numRecordsOut"
+                    && l.get("job_id") == Some(&id)
+                    && l.get("operator_id") == Some(&source)
+            })
+            .inspect(|(_, l, _)| assert_eq!(l.get("tm_id"), Some(tm_id), "{l:?}"))
+            .map(|(_, _, v)| *v)
+            .collect();
+        if !out.is_empty() {
+            hosting.push(i);
+            // (An idle TaskManager may not have used a clock tick yet.)
+            assert!(cpu > 0.0, "{tm_id} ran subtasks for seconds");
+        }
+        on_taskmanagers += out.iter().sum::<f64>();
+    }
+    assert_eq!(
+        hosting,
+        cluster.busy(),
+        "exactly the TaskManagers running the job's subtasks report them"
+    );
+    // The JobManager hears each TaskManager's counts a second later: it
+    // never reports more than they counted, and soon as much.
+    assert!(
+        on_taskmanagers >= before && on_taskmanagers > 0.0,
+        "TaskManagers {on_taskmanagers}, JobManager before {before}"
+    );
+    wait_until(
+        "the JobManager to catch up with the TaskManagers",
+        Duration::from_secs(10),
+        || served_by_jobmanager() >= on_taskmanagers,
+    );
+    // The JobManager's reporter port serves the job's metrics as its
+    // REST port does.
+    let jm_url = cluster
+        ._jm
+        .as_ref()
+        .unwrap()
+        .wait_line("Prometheus endpoint: ");
+    let completed = scrape(&jm_url)
+        .into_iter()
+        .find(|(m, l, _)| {
+            m == "floe_jobmanager_job_numberOfCompletedCheckpoints" && l.get("job_id") == Some(&id)
+        })
+        .map(|(_, _, v)| v);
+    assert!(completed.is_some_and(|c| c >= 2.0), "{completed:?}");
+    wait_finished(&cluster, &id, Duration::from_secs(90));
+    assert_exactly_once(&sandbox.path("out"), records);
+    // A finished job's subtasks are gone from the TaskManagers' metrics.
+    for (url, _) in &tms {
+        assert!(
+            !scrape(url)
+                .iter()
+                .any(|(_, l, _)| l.get("job_id") == Some(&id)),
+            "{url} still reports job {id}"
+        );
     }
 }
 

@@ -176,6 +176,17 @@ pub fn start_jobmanager_with(
 }
 
 pub fn start_taskmanager(sandbox: &Sandbox, jobmanager: &str, bind: &str, slots: &str) -> Role {
+    start_taskmanager_with(sandbox, jobmanager, bind, slots, &[])
+}
+
+/// [`start_taskmanager`] with `extra` arguments (`-D key=value` pairs).
+pub fn start_taskmanager_with(
+    sandbox: &Sandbox,
+    jobmanager: &str,
+    bind: &str,
+    slots: &str,
+    extra: &[&str],
+) -> Role {
     let mut args = vec![
         "taskmanager",
         "--jobmanager",
@@ -186,6 +197,7 @@ pub fn start_taskmanager(sandbox: &Sandbox, jobmanager: &str, bind: &str, slots:
         slots,
     ];
     args.extend(HEARTBEATS);
+    args.extend(extra);
     Role::start(sandbox, &args)
 }
 
