@@ -736,6 +736,8 @@ trait BroadcastSide<A, B, OUT>: Send {
     fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener>;
     /// Keyed state's part of a snapshot.
     fn snapshot_keyed(&mut self, info: &TaskInfo, snapshot: &mut TaskSnapshot);
+    /// The keyed state backend's native metrics (none without keyed state).
+    fn native_metrics(&self, _out: &mut Vec<floe_state::NativeMetric>) {}
     /// A watermark arrived: fires the timers it made due (one slice) and
     /// returns it once all have fired, to be forwarded.
     fn on_watermark(
@@ -941,6 +943,10 @@ where
 
     fn checkpoint_listener(&mut self) -> Option<&mut dyn CheckpointListener> {
         self.function.checkpoint_listener()
+    }
+
+    fn native_metrics(&self, out: &mut Vec<floe_state::NativeMetric>) {
+        self.backend.native_metrics(out)
     }
 
     fn snapshot_keyed(&mut self, info: &TaskInfo, snapshot: &mut TaskSnapshot) {
@@ -1179,6 +1185,10 @@ impl<A: Send, B: Send, OUT: Send, S: BroadcastSide<A, B, OUT>> Operator<TwoInput
     fn query_state(&mut self, q: StateQuery) -> Option<StateQuery> {
         let q = self.next.query_state(q)?;
         self.side_outputs.query_state(q)
+    }
+
+    fn native_metrics(&mut self, out: &mut Vec<floe_state::NativeMetric>) {
+        self.side.native_metrics(out)
     }
 
     fn finish(&mut self) -> Result<(), TaskError> {

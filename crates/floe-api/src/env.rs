@@ -401,6 +401,7 @@ impl StreamEnvironment {
         if let Some(n) = config.get(&options::ROCKSDB_TIMER_WRITE_BUFFER)? {
             rocksdb.timer_write_buffer = n as usize;
         }
+        rocksdb.native_metrics = floe_core::config::rocksdb_native_metrics(&config)?;
         let build = BuildSettings {
             batch_size: settings.batch_size,
             backend: StateBackendSettings {

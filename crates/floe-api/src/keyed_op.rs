@@ -555,6 +555,10 @@ where
         self.side.query_state(q)
     }
 
+    fn native_metrics(&mut self, out: &mut Vec<floe_state::NativeMetric>) {
+        self.backend.native_metrics(out)
+    }
+
     fn finish(&mut self) -> Result<(), TaskError> {
         // Whatever the last watermark made due fires before the end, and
         // so do processing-time timers already due (Flink runs the timers

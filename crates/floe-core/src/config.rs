@@ -411,7 +411,94 @@ pub mod options {
     };
 }
 
-/// Every key Floe knows, with its description; anything else draws a warning.
+/// Where RocksDB's native metrics are switched on, one boolean key per
+/// metric (`state.backend.rocksdb.metrics.estimate-num-keys: true`), as in
+/// Flink.
+pub const ROCKSDB_NATIVE_METRICS_PREFIX: &str = "state.backend.rocksdb.metrics.";
+
+/// RocksDB's native metrics Floe reports when switched on, with Flink's
+/// names: each is RocksDB's integer property `rocksdb.<name>` of every
+/// state's column family, read by the task about once a second. Off by
+/// default, as in Flink: a property read is cheap, but some (the
+/// `estimate-*` ones) walk the column family's files.
+pub const ROCKSDB_NATIVE_METRICS: &[&str] = &[
+    "actual-delayed-write-rate",
+    "background-errors",
+    "block-cache-capacity",
+    "block-cache-pinned-usage",
+    "block-cache-usage",
+    "compaction-pending",
+    "cur-size-active-mem-table",
+    "cur-size-all-mem-tables",
+    "estimate-live-data-size",
+    "estimate-num-keys",
+    "estimate-pending-compaction-bytes",
+    "estimate-table-readers-mem",
+    "is-write-stopped",
+    "live-sst-files-size",
+    "mem-table-flush-pending",
+    "num-deletes-active-mem-table",
+    "num-deletes-imm-mem-tables",
+    "num-entries-active-mem-table",
+    "num-entries-imm-mem-tables",
+    "num-immutable-mem-table",
+    "num-live-versions",
+    "num-running-compactions",
+    "num-running-flushes",
+    "num-snapshots",
+    "size-all-mem-tables",
+    "total-sst-files-size",
+];
+
+/// Flink's switch between a column-family label and the column family in
+/// the metric's name; Floe always labels (names would otherwise depend on
+/// state names), so only `true` is accepted.
+pub const ROCKSDB_METRICS_COLUMN_FAMILY_AS_VARIABLE: &str =
+    "state.backend.rocksdb.metrics.column-family-as-variable";
+
+/// The RocksDB native metrics `config` switches on, in
+/// [`ROCKSDB_NATIVE_METRICS`] order.
+pub fn rocksdb_native_metrics(config: &Configuration) -> Result<Vec<&'static str>, ConfigError> {
+    let invalid = |key: &str, value: &str, reason: String| ConfigError::InvalidValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    if let Some(v) = config.get_raw(ROCKSDB_METRICS_COLUMN_FAMILY_AS_VARIABLE) {
+        let on =
+            parse_bool(v).map_err(|r| invalid(ROCKSDB_METRICS_COLUMN_FAMILY_AS_VARIABLE, v, r))?;
+        if !on {
+            return Err(invalid(
+                ROCKSDB_METRICS_COLUMN_FAMILY_AS_VARIABLE,
+                v,
+                "Floe always reports the column family (the state's name) as the label `column_family`".into(),
+            ));
+        }
+    }
+    let mut on = Vec::new();
+    for name in ROCKSDB_NATIVE_METRICS {
+        let key = format!("{ROCKSDB_NATIVE_METRICS_PREFIX}{name}");
+        if let Some(v) = config.get_raw(&key)
+            && parse_bool(v).map_err(|r| invalid(&key, v, r))?
+        {
+            on.push(*name);
+        }
+    }
+    Ok(on)
+}
+
+/// Whether some part of Floe reads `key`.
+pub fn is_known_key(key: &str) -> bool {
+    KNOWN_KEYS.iter().any(|(known, _)| *known == key)
+        || key == ROCKSDB_METRICS_COLUMN_FAMILY_AS_VARIABLE
+        || key
+            .strip_prefix(ROCKSDB_NATIVE_METRICS_PREFIX)
+            .is_some_and(|m| ROCKSDB_NATIVE_METRICS.contains(&m))
+}
+
+/// Every key Floe knows, with its description; anything else draws a
+/// warning. (RocksDB's native metric switches, a family of keys, are
+/// [`ROCKSDB_NATIVE_METRICS`]; [`is_known_key`] knows them too.)
 pub const KNOWN_KEYS: &[(&str, &str)] = &[
     (options::PARALLELISM.key, options::PARALLELISM.description),
     (
@@ -729,7 +816,7 @@ impl Configuration {
         self.entries
             .keys()
             .map(String::as_str)
-            .filter(|k| !KNOWN_KEYS.iter().any(|(known, _)| known == k))
+            .filter(|k| !is_known_key(k))
             .collect()
     }
 
@@ -850,6 +937,43 @@ mod tests {
         assert_eq!(file.get(&options::PARALLELISM).unwrap(), Some(3));
         assert_eq!(file.unknown_keys(), vec!["foo.bar"]);
         assert!(dynamic.set_dynamic_property("novalue").is_err());
+    }
+
+    #[test]
+    fn rocksdb_native_metrics_are_switched_on_one_key_each() {
+        let mut c = Configuration::new();
+        c.set("state.backend.rocksdb.metrics.estimate-num-keys", "true");
+        c.set("state.backend.rocksdb.metrics.block-cache-usage", "false");
+        c.set("state.backend.rocksdb.metrics.total-sst-files-size", "true");
+        c.set(
+            "state.backend.rocksdb.metrics.column-family-as-variable",
+            "true",
+        );
+        c.set("state.backend.rocksdb.metrics.no-such-metric", "true");
+        assert_eq!(
+            rocksdb_native_metrics(&c).unwrap(),
+            vec!["estimate-num-keys", "total-sst-files-size"]
+        );
+        assert_eq!(
+            c.unknown_keys(),
+            vec!["state.backend.rocksdb.metrics.no-such-metric"]
+        );
+        c.set(
+            "state.backend.rocksdb.metrics.estimate-num-keys",
+            "yes please",
+        );
+        let err = rocksdb_native_metrics(&c).unwrap_err().to_string();
+        assert!(
+            err.contains("state.backend.rocksdb.metrics.estimate-num-keys"),
+            "{err}"
+        );
+        c.set("state.backend.rocksdb.metrics.estimate-num-keys", "true");
+        c.set(
+            "state.backend.rocksdb.metrics.column-family-as-variable",
+            "false",
+        );
+        let err = rocksdb_native_metrics(&c).unwrap_err().to_string();
+        assert!(err.contains("column_family"), "{err}");
     }
 
     #[test]

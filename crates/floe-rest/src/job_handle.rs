@@ -5,7 +5,7 @@
 
 use floe_core::JobId;
 use floe_runtime::checkpoint::CheckpointHistoryView;
-use floe_runtime::metrics::SubtaskMetrics;
+use floe_runtime::metrics::{NativeMetric, SubtaskMetrics};
 use floe_runtime::queryable::QueryReply;
 use floe_runtime::restart::RestartStrategy;
 use floe_runtime::{
@@ -39,6 +39,11 @@ pub(crate) trait JobHandle: Clone + Send + Sync + 'static {
     /// Every operator subtask's metrics, per vertex (in `vertices()`
     /// order), then per subtask.
     fn metrics(&self) -> Vec<Vec<SubtaskMetrics>>;
+    /// Every operator subtask's native state-backend metrics (RocksDB
+    /// properties), per vertex, then per subtask.
+    fn native_metrics(&self) -> Vec<Vec<Vec<NativeMetric>>> {
+        Vec::new()
+    }
     /// Restarts since submission.
     fn restarts(&self) -> u64;
     /// When the current run started (ms since the epoch), if one runs.
@@ -63,6 +68,13 @@ impl JobHandle for JobControl {
             subtasks.truncate(v.parallelism as usize);
         }
         metrics
+    }
+    fn native_metrics(&self) -> Vec<Vec<Vec<NativeMetric>>> {
+        let mut native = JobControl::metrics(self).native();
+        for (subtasks, v) in native.iter_mut().zip(JobControl::running_vertices(self)) {
+            subtasks.truncate(v.parallelism as usize);
+        }
+        native
     }
     fn restarts(&self) -> u64 {
         JobControl::metrics(self).restarts()

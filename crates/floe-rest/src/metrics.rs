@@ -8,7 +8,7 @@
 
 use floe_runtime::VertexInfo;
 use floe_runtime::checkpoint::{CheckpointHistoryView, CheckpointStats, CheckpointStatus};
-use floe_runtime::metrics::SubtaskMetrics;
+use floe_runtime::metrics::{NativeMetric, SubtaskMetrics};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -224,6 +224,8 @@ pub(crate) struct JobMetrics<'a> {
     pub(crate) vertices: Vec<VertexInfo>,
     /// Per vertex (in `vertices` order), then per subtask.
     pub(crate) subtasks: Vec<Vec<SubtaskMetrics>>,
+    /// Native state-backend metrics in the same order (may be empty).
+    pub(crate) native: Vec<Vec<Vec<NativeMetric>>>,
     pub(crate) view: JobView<'a>,
 }
 
@@ -244,6 +246,7 @@ struct SubtaskSeries<'a> {
     name: &'a str,
     index: usize,
     metrics: &'a SubtaskMetrics,
+    native: &'a [NativeMetric],
 }
 
 /// Registers the operator- and task-scoped metrics of `series`.
@@ -270,6 +273,29 @@ fn register_subtasks(registry: &mut Registry, series: &[SubtaskSeries<'_>]) {
                 );
                 g.set(&labels, subtask_value(s.metrics, id).unwrap_or_default());
             }
+        }
+    }
+    // RocksDB's native metrics: one name per property, the state's column
+    // family as a label (Flink's `column-family-as-variable`).
+    let mut native: Vec<(&str, Gauges)> = Vec::new();
+    for s in series {
+        for m in s.native {
+            let at = match native.iter().position(|(p, _)| *p == m.property) {
+                Some(at) => at,
+                None => {
+                    let name = format!(
+                        "{PREFIX}_taskmanager_job_task_operator_rocksdb_{}",
+                        m.property.replace('-', "_")
+                    );
+                    let help = "RocksDB's property of the state's column family (Flink's RocksDB native metric).";
+                    native.push((m.property, Gauges::register(registry, &name, help)));
+                    native.len() - 1
+                }
+            };
+            let mut labels = s.scope.clone();
+            labels.extend(operator_labels(s.uid, s.name, s.index));
+            labels.push(("column_family".into(), m.state.clone()));
+            native[at].1.set(&labels, m.value as f64);
         }
     }
 }
@@ -313,10 +339,8 @@ pub(crate) fn prometheus_text(jobs: &[JobMetrics<'_>], process: Option<ProcessSt
     let series: Vec<SubtaskSeries<'_>> = jobs
         .iter()
         .flat_map(|job| {
-            job.vertices
-                .iter()
-                .zip(&job.subtasks)
-                .flat_map(move |(v, per_subtask)| {
+            job.vertices.iter().zip(&job.subtasks).enumerate().flat_map(
+                move |(vi, (v, per_subtask))| {
                     per_subtask
                         .iter()
                         .enumerate()
@@ -326,8 +350,14 @@ pub(crate) fn prometheus_text(jobs: &[JobMetrics<'_>], process: Option<ProcessSt
                             name: &v.name,
                             index,
                             metrics,
+                            native: job
+                                .native
+                                .get(vi)
+                                .and_then(|n| n.get(index))
+                                .map_or(&[][..], Vec::as_slice),
                         })
-                })
+                },
+            )
         })
         .collect();
     register_subtasks(&mut registry, &series);
@@ -387,6 +417,8 @@ pub struct HostedSubtask {
     pub index: u32,
     /// Its counters, times and rates.
     pub metrics: SubtaskMetrics,
+    /// Its state backend's native metrics (RocksDB properties).
+    pub native: Vec<NativeMetric>,
 }
 
 /// A TaskManager's exposition: its subtasks' operator and task metrics and
@@ -410,6 +442,7 @@ pub(crate) fn taskmanager_prometheus_text(
                 name: &s.name,
                 index: s.index as usize,
                 metrics: &s.metrics,
+                native: &s.native,
             })
         })
         .collect();

@@ -1546,6 +1546,11 @@ fn a_taskmanagers_exposition_has_its_subtasks_and_process_labelled_with_its_id()
             input_watermark: floe_runtime::metrics::NO_WATERMARK,
             output_watermark: floe_runtime::metrics::NO_WATERMARK,
         },
+        native: vec![floe_runtime::metrics::NativeMetric {
+            state: "counts".into(),
+            property: "estimate-num-keys",
+            value: 97,
+        }],
     };
     let source: crate::HostedMetricsSource = Arc::new(move || {
         vec![crate::HostedJobMetrics {
@@ -1582,6 +1587,14 @@ fn a_taskmanagers_exposition_has_its_subtasks_and_process_labelled_with_its_id()
     assert_eq!(labels.get("subtask_index"), Some("1"));
     assert_eq!(labels.get("operator_id"), Some("count"));
     assert!(matches!(records[0].value, prometheus_parse::Value::Gauge(v) if v == 321.0));
+    // RocksDB's native metric: Flink's name with `-` as `_`, the column
+    // family (the state) as a label.
+    let keys = find("floe_taskmanager_job_task_operator_rocksdb_estimate_num_keys");
+    assert_eq!(keys.len(), 1, "{text}");
+    assert_eq!(keys[0].labels.get("column_family"), Some("counts"));
+    assert_eq!(keys[0].labels.get("operator_id"), Some("count"));
+    assert_eq!(keys[0].labels.get("tm_id"), Some("tm-a"));
+    assert!(matches!(keys[0].value, prometheus_parse::Value::Gauge(v) if v == 97.0));
     let busy = find("floe_taskmanager_job_task_busyTimeMsPerSecond");
     assert_eq!(busy[0].labels.get("tm_id"), Some("tm-a"));
     assert!(busy[0].labels.get("operator_id").is_none(), "a task metric");

@@ -1493,6 +1493,7 @@ async fn prometheus<J: JobHandle>(State(AppState { jobs, .. }): State<AppState<J
             job_name: job.job_name(),
             vertices: job.vertices(),
             subtasks: job.metrics(),
+            native: job.native_metrics(),
             view: job_view(job, stats),
         })
         .collect();

@@ -4,12 +4,13 @@
 //! per record.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use floe_core::{Batch, CheckpointBarrier, Watermark, WatermarkStatus};
 
 use crate::checkpoint::{CheckpointNotification, TaskInit, TaskSnapshot};
 use crate::error::TaskError;
-use crate::metrics::OperatorIo;
+use crate::metrics::{NativeMetric, OperatorIo};
 use crate::operator::Operator;
 use crate::queryable::StateQuery;
 
@@ -26,17 +27,56 @@ pub enum MeteredSide {
     Source,
 }
 
+/// How often an operator's native metrics are read.
+const NATIVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Batches between two looks at the clock for [`NATIVE_EVERY`]: the clock
+/// is not read per batch.
+const NATIVE_CHECK_BATCHES: u32 = 256;
+
 /// A chain link that counts what passes through it, then hands it on.
 pub struct Metered<T> {
     inner: Box<dyn Operator<T>>,
     io: Arc<OperatorIo>,
     side: MeteredSide,
+    /// Batches since the clock was last looked at (input side only).
+    batches: u32,
+    /// When the operator's native metrics are read next.
+    native_due: Instant,
+    /// Reused for each read.
+    native: Vec<NativeMetric>,
 }
 
 impl<T> Metered<T> {
     /// Counts into `io` what reaches `inner`.
     pub fn new(inner: Box<dyn Operator<T>>, io: Arc<OperatorIo>, side: MeteredSide) -> Self {
-        Metered { inner, io, side }
+        Metered {
+            inner,
+            io,
+            side,
+            batches: 0,
+            native_due: Instant::now(),
+            native: Vec::new(),
+        }
+    }
+
+    /// Reads the operator's native metrics into its `OperatorIo` once
+    /// [`NATIVE_EVERY`] has passed (the input-side link only: it wraps the
+    /// operator itself).
+    fn refresh_native(&mut self) {
+        if self.side != MeteredSide::Input {
+            return;
+        }
+        let now = Instant::now();
+        if now < self.native_due {
+            return;
+        }
+        self.native_due = now + NATIVE_EVERY;
+        self.native.clear();
+        self.inner.native_metrics(&mut self.native);
+        if !self.native.is_empty() {
+            self.io.set_native(&self.native);
+        }
     }
 }
 
@@ -49,7 +89,14 @@ impl<T: Send> Operator<T> for Metered<T> {
     fn process_batch(&mut self, batch: &mut Batch<T>) -> Result<(), TaskError> {
         let n = batch.len();
         match self.side {
-            MeteredSide::Input => self.io.add_in(n),
+            MeteredSide::Input => {
+                self.io.add_in(n);
+                self.batches += 1;
+                if self.batches == NATIVE_CHECK_BATCHES {
+                    self.batches = 0;
+                    self.refresh_native();
+                }
+            }
             MeteredSide::Output => self.io.add_out(n),
             MeteredSide::Source => {
                 self.io.add_in(n);
@@ -80,7 +127,13 @@ impl<T: Send> Operator<T> for Metered<T> {
         barrier: CheckpointBarrier,
         snapshot: &mut TaskSnapshot,
     ) -> Result<(), TaskError> {
-        self.inner.process_barrier(barrier, snapshot)
+        self.inner.process_barrier(barrier, snapshot)?;
+        // The snapshot wrote what the operator held back (a write-back
+        // cache) into its backend: the figures a checkpoint leaves are
+        // read now, whenever they were last.
+        self.native_due = Instant::now();
+        self.refresh_native();
+        Ok(())
     }
 
     fn notify_checkpoint(&mut self, notification: CheckpointNotification) -> Result<(), TaskError> {
@@ -88,6 +141,9 @@ impl<T: Send> Operator<T> for Metered<T> {
     }
 
     fn flush(&mut self) -> Result<(), TaskError> {
+        // The task is about to wait for input: a quiet operator's figures
+        // are read here.
+        self.refresh_native();
         self.inner.flush()
     }
 

@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+pub use floe_state::NativeMetric;
+
 /// How far back per-second rates look: the newest samples within it
 /// (Flink's views update every 5 seconds).
 pub const RATE_WINDOW: Duration = Duration::from_secs(5);
@@ -91,6 +93,9 @@ pub struct OperatorIo {
     records_out: AtomicU64,
     input_watermark: AtomicI64,
     output_watermark: AtomicI64,
+    /// Its state backend's native metrics as last read (about once a
+    /// second, by the task: never per batch, so a lock is fine).
+    native: Mutex<Vec<NativeMetric>>,
 }
 
 impl Default for OperatorIo {
@@ -100,6 +105,7 @@ impl Default for OperatorIo {
             records_out: AtomicU64::new(0),
             input_watermark: AtomicI64::new(NO_WATERMARK),
             output_watermark: AtomicI64::new(NO_WATERMARK),
+            native: Mutex::new(Vec::new()),
         }
     }
 }
@@ -127,6 +133,21 @@ impl OperatorIo {
     #[inline]
     pub fn set_output_watermark(&self, ts: i64) {
         self.output_watermark.store(ts, Ordering::Relaxed);
+    }
+
+    /// The operator's state backend reported these native metrics.
+    pub fn set_native(&self, metrics: &[NativeMetric]) {
+        let mut native = self.native.lock().unwrap_or_else(|p| p.into_inner());
+        native.clear();
+        native.extend_from_slice(metrics);
+    }
+
+    /// The native metrics last reported.
+    pub fn native(&self) -> Vec<NativeMetric> {
+        self.native
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -375,6 +396,16 @@ impl JobMetrics {
         while samples.len() > 2 && now.duration_since(samples[1].0) >= RATE_WINDOW {
             samples.pop_front();
         }
+    }
+
+    /// Every operator subtask's state backend's native metrics (RocksDB
+    /// properties), per vertex in graph order, then per subtask; empty
+    /// where none are switched on or read yet.
+    pub fn native(&self) -> Vec<Vec<Vec<NativeMetric>>> {
+        self.vertices
+            .iter()
+            .map(|v| v.operators.iter().map(|io| io.native()).collect())
+            .collect()
     }
 
     /// Every operator subtask's metrics, per vertex in graph order, then

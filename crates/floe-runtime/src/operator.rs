@@ -67,6 +67,11 @@ pub trait Operator<IN>: Send {
     fn query_state(&mut self, query: StateQuery) -> Option<StateQuery> {
         Some(query)
     }
+
+    /// Appends this operator's state backend's native metrics (RocksDB
+    /// properties, where switched on); not forwarded down the chain: the
+    /// link metering each operator asks it, about once a second.
+    fn native_metrics(&mut self, _out: &mut Vec<crate::metrics::NativeMetric>) {}
 }
 
 /// Terminal operator for vertices without consumers: drops everything.

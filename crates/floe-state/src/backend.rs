@@ -290,6 +290,14 @@ impl<K: Key> KeyedStateBackend<K> {
         self.store.prefetches()
     }
 
+    /// Appends the backend's native metrics (RocksDB properties of each
+    /// state, those `state.backend.rocksdb.metrics.*` switched on; none on
+    /// the heap backend). Off the record path: a task asks about once a
+    /// second.
+    pub fn native_metrics(&self, out: &mut Vec<crate::NativeMetric>) {
+        self.store.native_metrics(out)
+    }
+
     /// Tells the backend the keys (and key groups) of the batch about to be
     /// processed, in order, so it can look them up together. A hint only:
     /// state reads and writes per record are unchanged by it.

@@ -67,6 +67,10 @@ pub struct RocksDbConfig {
     /// buffer is written never touches RocksDB. 0 writes every change at
     /// once.
     pub timer_write_buffer: usize,
+    /// RocksDB properties reported per state as native metrics
+    /// (`state.backend.rocksdb.metrics.<name>`, Flink's names without the
+    /// `rocksdb.` prefix; empty: none, the default).
+    pub native_metrics: Vec<&'static str>,
 }
 
 impl RocksDbConfig {
@@ -108,6 +112,7 @@ impl Default for RocksDbConfig {
             write_cache: None,
             timer_cache_size: Self::DEFAULT_TIMER_CACHE_SIZE,
             timer_write_buffer: Self::DEFAULT_TIMER_WRITE_BUFFER,
+            native_metrics: Vec::new(),
         }
     }
 }

@@ -285,6 +285,11 @@ pub(crate) trait KeyedStore<K: Key>: Send {
     /// encodes it once here).
     fn set_current_key(&mut self, key: &K, key_group: KeyGroup) -> Result<(), StateError>;
 
+    /// Appends the store's native metrics (RocksDB properties per state,
+    /// as configured); nothing by default. Asked about once a second by the
+    /// task, off the record path.
+    fn native_metrics(&self, _out: &mut Vec<crate::NativeMetric>) {}
+
     /// Whether [`prefetch`](Self::prefetch) would do anything for the next
     /// batch: a keyed operator gathers a batch's keys up front only for a
     /// store that uses them. Asked once per batch.

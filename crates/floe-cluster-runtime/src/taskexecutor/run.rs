@@ -83,6 +83,7 @@ struct HostedRunMetrics {
 impl HostedRunMetrics {
     fn read(&self) -> HostedJobMetrics {
         let snapshot = self.metrics.snapshot();
+        let native = self.metrics.native();
         HostedJobMetrics {
             job_id: self.job_id.clone(),
             job_name: self.job_name.clone(),
@@ -97,6 +98,11 @@ impl HostedRunMetrics {
                         name,
                         index: s,
                         metrics,
+                        native: native
+                            .get(v)
+                            .and_then(|n| n.get(s as usize))
+                            .cloned()
+                            .unwrap_or_default(),
                     })
                 })
                 .collect(),

@@ -181,6 +181,10 @@ impl<K: Key> KeyedStore<K> for AnyStore<K> {
         dispatch!(self, s => KeyedStore::<K>::set_current_key(s, key, key_group))
     }
 
+    fn native_metrics(&self, out: &mut Vec<crate::NativeMetric>) {
+        dispatch!(&self, s => KeyedStore::<K>::native_metrics(s, out))
+    }
+
     #[inline]
     fn prefetches(&mut self) -> bool {
         dispatch!(self, s => KeyedStore::<K>::prefetches(s))

@@ -162,6 +162,8 @@ pub(crate) struct RocksStore {
     incremental: bool,
     /// How timer queues cache and buffer (from the RocksDB settings).
     timer_settings: TimerSettings,
+    /// RocksDB properties reported per state (`state.backend.rocksdb.metrics.*`).
+    native_metrics: Vec<&'static str>,
     /// This database instance's identity in shared file names.
     db_id: String,
     /// Per native snapshot (by checkpoint id): each SST file's name, shared
@@ -236,6 +238,7 @@ impl RocksStore {
                 cache_size: config.timer_cache_size,
                 write_buffer: config.timer_write_buffer,
             },
+            native_metrics: config.native_metrics.clone(),
             db_id: format!("{:016x}", rand::random::<u64>()),
             native_history: BTreeMap::new(),
             native_states: Vec::new(),
@@ -1086,6 +1089,31 @@ impl<K: Key> KeyedStore<K> for RocksStore {
     #[inline]
     fn set_current_key(&mut self, key: &K, key_group: KeyGroup) -> Result<(), StateError> {
         self.set_key(key_group, key)
+    }
+
+    fn native_metrics(&self, out: &mut Vec<crate::NativeMetric>) {
+        let mut property = String::new();
+        for state in &self.states {
+            for &name in &self.native_metrics {
+                property.clear();
+                property.push_str("rocksdb.");
+                property.push_str(name);
+                match self.db.state_property_int(state.id, &property) {
+                    Ok(Some(value)) => out.push(crate::NativeMetric {
+                        state: state.name.clone(),
+                        property: name,
+                        value,
+                    }),
+                    // Not reported by this RocksDB (e.g. no block cache).
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(
+                        operator = %self.operator,
+                        "cannot read {property} of state {}: {e}",
+                        state.name
+                    ),
+                }
+            }
+        }
     }
 
     fn prefetches(&mut self) -> bool {
