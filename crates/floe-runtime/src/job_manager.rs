@@ -345,8 +345,28 @@ pub struct JobManager {
     settings: ExecutionSettings,
 }
 
-/// A submitted job: wait for it or cancel it.
+/// A submitted job: wait for it or cancel it. The job runs, and restarts
+/// after failures, whether or not anyone waits (Flink's `executeAsync`):
+/// a supervisor thread drives it from submission to its end, and
+/// [`JobClient::wait`] only collects the result. A client dropped without
+/// waiting leaves the job running until it ends or is cancelled through
+/// its [`JobControl`] (REST, CLI).
 pub struct JobClient {
+    job_id: JobId,
+    control: JobControl,
+    supervisor: JoinHandle<Result<JobExecutionResult, JobError>>,
+    /// Services that live as long as the job (its queryable-state
+    /// endpoint registration): the supervisor drops them when the job
+    /// ends.
+    attached: Attached,
+}
+
+/// Resources kept alive for as long as a job runs.
+type Attached = Arc<Mutex<Vec<Box<dyn std::any::Any + Send>>>>;
+
+/// Drives one submitted job on its own thread: deploys its runs, watches
+/// their tasks, restarts after failures, and ends it.
+struct JobSupervisor {
     job_id: JobId,
     /// Where the runs' tasks go.
     deployer: Box<dyn TaskDeployer>,
@@ -367,9 +387,6 @@ pub struct JobClient {
     orphans: Vec<(Vec<u64>, Arc<SnapshotTargets>)>,
     /// The handle the REST API uses.
     control: JobControl,
-    /// Services that live as long as the job (its queryable-state
-    /// endpoint registration), dropped when the client is.
-    attached: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 fn derived_uid(index: usize, input_uids: &[&str]) -> String {
@@ -647,7 +664,31 @@ impl JobManager {
                 ),
             }),
         };
-        let mut client = JobClient {
+        // The supervisor's thread first: once the first run is deployed,
+        // nothing may fail before it is supervised.
+        let (hand_over, handed) = crossbeam_channel::bounded::<JobSupervisor>(1);
+        let attached: Attached = Arc::default();
+        let supervisor = {
+            let attached = attached.clone();
+            std::thread::Builder::new()
+                .name(format!("job-{job_id}"))
+                .spawn(move || {
+                    let Ok(supervisor) = handed.recv() else {
+                        // The first deployment failed: submit reported it.
+                        return Err(JobError::Deploy {
+                            reason: "the job was never deployed".into(),
+                        });
+                    };
+                    let result = supervisor.wait();
+                    attached.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                    result
+                })
+                .map_err(|reason| JobError::Spawn {
+                    task: "job supervisor".into(),
+                    reason,
+                })?
+        };
+        let mut client = JobSupervisor {
             job_id,
             deployer,
             attempt: 0,
@@ -663,10 +704,13 @@ impl JobManager {
             checkpoint_history,
             orphans: Vec::new(),
             control,
-            attached: Vec::new(),
         };
         client.deploy(self.settings.restore.clone())?;
-        let shared = Arc::downgrade(&client.control.shared);
+        let control = client.control.clone();
+        hand_over
+            .send(client)
+            .expect("the supervisor thread waits for its job");
+        let shared = Arc::downgrade(&control.shared);
         let alive = move || {
             shared
                 .upgrade()
@@ -676,7 +720,12 @@ impl JobManager {
             // Counters still work; only per-second rates stay at zero.
             tracing::warn!(job = %job_id, "cannot start the metrics sampler: {e}");
         }
-        Ok(client)
+        Ok(JobClient {
+            job_id,
+            control,
+            supervisor,
+            attached,
+        })
     }
 }
 
@@ -730,7 +779,7 @@ struct JobRun {
     coordinator: Option<CoordinatorThread>,
 }
 
-impl JobClient {
+impl JobSupervisor {
     /// Deploys one run of the job, restoring `restore` if given.
     fn deploy(&mut self, restore: Option<Arc<RestoredState>>) -> Result<(), JobError> {
         let cancel = CancelFlag::new();
@@ -1008,12 +1057,6 @@ impl JobClient {
             tracing::warn!("cannot discard the job's shared state: {e}");
         }
     }
-
-    /// Statistics of every checkpoint of this job that has ended so far
-    /// (completed or failed), readable while the job runs.
-    pub fn checkpoint_stats(&self) -> Vec<CheckpointStats> {
-        self.checkpoint_history.ended()
-    }
 }
 
 impl JobClient {
@@ -1022,10 +1065,13 @@ impl JobClient {
         self.job_id
     }
 
-    /// Keeps `resource` alive as long as this client: a service serving
+    /// Keeps `resource` alive as long as the job runs: a service serving
     /// the job from outside (queryable state) goes when the job does.
     pub fn attach(&mut self, resource: Box<dyn std::any::Any + Send>) {
-        self.attached.push(resource);
+        self.attached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(resource);
     }
 
     /// A handle to control the job from other threads (status,
@@ -1037,15 +1083,35 @@ impl JobClient {
     /// Asks every task to stop; `wait` then reports the cancellation.
     pub fn cancel(&self) {
         self.control.cancel();
-        if let Some(run) = &self.run {
-            run.cancel.cancel();
-        }
+    }
+
+    /// Statistics of every checkpoint of this job that has ended so far
+    /// (completed or failed), readable while the job runs.
+    pub fn checkpoint_stats(&self) -> Vec<CheckpointStats> {
+        self.control.checkpoint_stats()
+    }
+
+    /// Whether the job has ended (`wait` returns at once).
+    pub fn is_finished(&self) -> bool {
+        self.supervisor.is_finished()
     }
 
     /// Waits for the job to end. A task failure cancels the run; the restart
     /// strategy then either restarts it from the latest completed checkpoint
     /// or fails the job with the first failure.
     pub fn wait(self) -> Result<JobExecutionResult, JobError> {
+        match self.supervisor.join() {
+            Ok(result) => result,
+            // The supervisor's panic is the waiter's, as if it had run the
+            // job on this thread.
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl JobSupervisor {
+    /// Supervises the job until it ends and records how it ended.
+    fn wait(self) -> Result<JobExecutionResult, JobError> {
         let control = self.control.clone();
         let result = self.wait_inner();
         control.set_status(match &result {
@@ -1149,7 +1215,7 @@ impl JobClient {
                     });
                 }
                 self.discard_checkpoints(false);
-                let checkpoints = self.checkpoint_stats();
+                let checkpoints = self.checkpoint_history.ended();
                 return Ok(JobExecutionResult {
                     job_id: self.job_id,
                     job_name: self.job_name,
