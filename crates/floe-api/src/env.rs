@@ -307,6 +307,7 @@ impl StreamEnvironment {
                 &options::AUTO_WATERMARK_INTERVAL,
                 std::time::Duration::from_millis(200),
             )?,
+            io_metrics: Self::get_or(&config, &options::METRICS_IO_ENABLED, true)?,
             configuration: config
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -275,6 +275,13 @@ pub mod options {
         },
     };
 
+    /// Whether operators count their records and watermarks.
+    pub const METRICS_IO_ENABLED: ConfigOption<bool> = ConfigOption {
+        key: "metrics.io.enabled",
+        description: "Count each operator's records and watermarks (numRecordsIn/Out, their rates, current watermarks), once per batch (default true); false leaves them at 0, for the last per-batch cycles.",
+        parse: parse_bool,
+    };
+
     /// The port of the Prometheus endpoint besides the REST API's.
     pub const PROMETHEUS_PORT: ConfigOption<u16> = ConfigOption {
         key: "metrics.reporter.prom.port",
@@ -551,6 +558,10 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     (
         options::PROMETHEUS_PORT.key,
         options::PROMETHEUS_PORT.description,
+    ),
+    (
+        options::METRICS_IO_ENABLED.key,
+        options::METRICS_IO_ENABLED.description,
     ),
     (options::REST_ADDRESS.key, options::REST_ADDRESS.description),
     (

@@ -316,6 +316,9 @@ pub fn build_tasks(
             // Every operator is counted on both sides (once per batch):
             // what it emits into `downstream`, what reaches it.
             let meter_out = |v: VertexId, downstream: AnyBox| {
+                if !metrics.counts_io() {
+                    return downstream;
+                }
                 let side = match graph.vertices[v.0].kind {
                     VertexKind::Source(_) => MeteredSide::Source,
                     VertexKind::Operator(_) => MeteredSide::Output,
@@ -325,6 +328,9 @@ pub fn build_tasks(
                     .metered(downstream, metrics.operator(v.0, i), side)
             };
             let meter_in = |v: VertexId, op: AnyBox| {
+                if !metrics.counts_io() {
+                    return op;
+                }
                 graph.vertices[v.0]
                     .input_type
                     .as_ref()

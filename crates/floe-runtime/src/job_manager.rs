@@ -296,6 +296,8 @@ pub struct ExecutionSettings {
     pub processing_clock: ProcessingClock,
     /// `pipeline.auto-watermark-interval`.
     pub auto_watermark_interval: Duration,
+    /// `metrics.io.enabled`: operators count their records and watermarks.
+    pub io_metrics: bool,
     /// The configuration the job runs with (keys and raw values, sorted by
     /// key), shown by the REST API and the web dashboard; it shapes nothing
     /// here (the fields above are what was read from it).
@@ -319,6 +321,7 @@ impl Default for ExecutionSettings {
             queryable_state_max_staleness: crate::queryable::DEFAULT_MAX_STALENESS,
             processing_clock: ProcessingClock::System,
             auto_watermark_interval: Duration::from_millis(200),
+            io_metrics: true,
             configuration: Vec::new(),
         }
     }
@@ -607,6 +610,7 @@ impl JobManager {
         let checkpoint_history = CheckpointHistory::default();
         let user_cancel = CancelFlag::new();
         let metrics = plan.new_metrics(graph);
+        metrics.set_io_counting(self.settings.io_metrics);
         let control = JobControl {
             shared: Arc::new(ControlShared {
                 job_id,

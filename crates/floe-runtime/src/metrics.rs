@@ -231,6 +231,8 @@ pub struct JobMetrics {
     /// runs.
     run_started_ms: AtomicU64,
     samples: Mutex<VecDeque<(Instant, Vec<Vec<Raw>>)>>,
+    /// Operators' records and watermarks are counted (`metrics.io.enabled`).
+    io_counting: AtomicBool,
 }
 
 impl JobMetrics {
@@ -266,7 +268,21 @@ impl JobMetrics {
             restarts: AtomicU64::new(0),
             run_started_ms: AtomicU64::new(0),
             samples: Mutex::new(VecDeque::new()),
+            io_counting: AtomicBool::new(true),
         })
+    }
+
+    /// Whether runs built from now on count each operator's records and
+    /// watermarks (`metrics.io.enabled`, on by default). Off, operators'
+    /// `numRecordsIn`/`Out`, their rates and watermarks stay 0; task times
+    /// are still measured.
+    pub fn set_io_counting(&self, on: bool) {
+        self.io_counting.store(on, Ordering::Relaxed);
+    }
+
+    /// See [`JobMetrics::set_io_counting`].
+    pub fn counts_io(&self) -> bool {
+        self.io_counting.load(Ordering::Relaxed)
     }
 
     /// The counters of subtask `subtask` of vertex `vertex`.

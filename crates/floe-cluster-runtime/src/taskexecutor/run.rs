@@ -346,6 +346,7 @@ impl RunHost {
             })
             .collect::<Result<_, _>>()?;
         let metrics = plan.new_metrics(&graph);
+        metrics.set_io_counting(settings.io_metrics);
         let mut wiring = NetworkWiring {
             network: &network,
             job: job_id,
