@@ -313,6 +313,10 @@ fn each_taskmanager_serves_the_metrics_of_its_own_subtasks() {
         .as_str()
         .expect("a vertex id")
         .to_string();
+    let count = cluster.job(&id)["vertices"][1]["id"]
+        .as_str()
+        .expect("the keyed operator's id")
+        .to_string();
     let served_by_jobmanager = || {
         get_json(&format!(
             "{}/jobs/{id}/vertices/{source}/subtasks/metrics?get=numRecordsOut&agg=sum",
@@ -324,6 +328,7 @@ fn each_taskmanager_serves_the_metrics_of_its_own_subtasks() {
     let before = served_by_jobmanager();
     // The source subtasks' records out, as the TaskManagers count them.
     let mut on_taskmanagers = 0.0;
+    let mut bytes_in = 0.0;
     let mut hosting = Vec::new();
     for (i, (url, tm_id)) in tms.iter().enumerate() {
         let samples = scrape(url);
@@ -346,6 +351,17 @@ fn each_taskmanager_serves_the_metrics_of_its_own_subtasks() {
             .inspect(|(_, l, _)| assert_eq!(l.get("tm_id"), Some(tm_id), "{l:?}"))
             .map(|(_, _, v)| *v)
             .collect();
+        // The keyed exchange crosses between the two TaskManagers: what
+        // arrives over the network counts into the receiving task.
+        bytes_in += samples
+            .iter()
+            .filter(|(m, l, _)| {
+                m == "floe_taskmanager_job_task_numBytesIn"
+                    && l.get("job_id") == Some(&id)
+                    && l.get("task_id") == Some(&count)
+            })
+            .map(|(_, _, v)| *v)
+            .sum::<f64>();
         if !out.is_empty() {
             hosting.push(i);
             // (An idle TaskManager may not have used a clock tick yet.)
@@ -368,6 +384,19 @@ fn each_taskmanager_serves_the_metrics_of_its_own_subtasks() {
         "the JobManager to catch up with the TaskManagers",
         Duration::from_secs(10),
         || served_by_jobmanager() >= on_taskmanagers,
+    );
+    assert!(bytes_in > 0.0, "no bytes received over the network");
+    wait_until(
+        "the JobManager to serve the bytes received",
+        Duration::from_secs(10),
+        || {
+            get_json(&format!(
+                "{}/jobs/{id}/vertices/{count}/subtasks/metrics?get=numBytesIn&agg=sum",
+                cluster.rest
+            ))[0]["sum"]
+                .as_f64()
+                .is_some_and(|b| b >= bytes_in)
+        },
     );
     // The JobManager's reporter port serves the job's metrics as its
     // REST port does.

@@ -62,7 +62,7 @@ fn open(p: &Pair, job: JobId, i: u32) -> (Box<dyn OutputChannel<u64>>, InputChan
     let ops = StreamType::<u64>::ops();
     let input =
         p.b.register_input(job, 0, &peer(&p.a), channel(i), CAPACITY, |c| {
-            ops.remote_input(CAPACITY, c)
+            ops.remote_input(CAPACITY, c, Default::default())
         })
         .unwrap();
     let sink = p.a.output(job, 0, &peer(&p.b), channel(i)).unwrap();

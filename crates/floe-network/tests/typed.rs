@@ -21,7 +21,7 @@ fn every_kind_of_message_arrives_in_order() {
     let ops = StreamType::<String>::ops();
     let input = b
         .register_input(job, 0, &peer(&a), ch(0, 0, 0), 2, |c| {
-            ops.remote_input(2, c)
+            ops.remote_input(2, c, Default::default())
         })
         .unwrap();
     let input = unbox::<InputChannel<String>>(input, "input");

@@ -34,10 +34,12 @@ pub(crate) const OPERATOR_METRICS: [&str; 6] = [
 ];
 
 /// Task-scoped metric ids (the operator's task: chained operators share it).
-pub(crate) const TASK_METRICS: [&str; 3] = [
+pub(crate) const TASK_METRICS: [&str; 5] = [
     "busyTimeMsPerSecond",
     "idleTimeMsPerSecond",
     "backPressuredTimeMsPerSecond",
+    "numBytesIn",
+    "numBytesInPerSecond",
 ];
 
 /// The value of metric `id` of one subtask, if it is one.
@@ -52,6 +54,8 @@ pub(crate) fn subtask_value(m: &SubtaskMetrics, id: &str) -> Option<f64> {
         "busyTimeMsPerSecond" => m.busy_ms_per_second,
         "idleTimeMsPerSecond" => m.idle_ms_per_second,
         "backPressuredTimeMsPerSecond" => m.back_pressured_ms_per_second,
+        "numBytesIn" => m.bytes_in as f64,
+        "numBytesInPerSecond" => m.bytes_in_per_second,
         _ => return None,
     })
 }
@@ -198,6 +202,8 @@ fn help(id: &str) -> &'static str {
         "backPressuredTimeMsPerSecond" => {
             "Milliseconds per second the task was blocked on a full output channel."
         }
+        "numBytesIn" => "Bytes the task received over the network (local channels carry no bytes).",
+        "numBytesInPerSecond" => "Bytes received over the network per second (5 s window).",
         "lastCheckpointDuration" => {
             "Duration of the last completed checkpoint (ms); -1 before the first."
         }

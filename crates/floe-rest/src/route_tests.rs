@@ -200,6 +200,8 @@ impl JobHandle for FakeJob {
             back_pressured_ms_per_second: bp,
             input_watermark: floe_runtime::metrics::NO_WATERMARK,
             output_watermark: 1_700_000_000_000,
+            bytes_in: records * 8,
+            bytes_in_per_second: records as f64 * 0.8,
         };
         vec![
             vec![m(1000, 100.0, 0.0, 900.0)],
@@ -1545,6 +1547,8 @@ fn a_taskmanagers_exposition_has_its_subtasks_and_process_labelled_with_its_id()
             back_pressured_ms_per_second: 0.0,
             input_watermark: floe_runtime::metrics::NO_WATERMARK,
             output_watermark: floe_runtime::metrics::NO_WATERMARK,
+            bytes_in: 2048,
+            bytes_in_per_second: 512.0,
         },
         native: vec![floe_runtime::metrics::NativeMetric {
             state: "counts".into(),

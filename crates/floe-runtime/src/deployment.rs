@@ -48,6 +48,7 @@ pub trait ExchangeWiring {
         channel: ChannelId,
         ops: &dyn StreamTypeOps,
         capacity: usize,
+        times: Arc<TaskTimes>,
     ) -> Result<AnyBox, WiringError>;
 }
 
@@ -82,6 +83,7 @@ impl ExchangeWiring for LocalWiring {
         channel: ChannelId,
         _: &dyn StreamTypeOps,
         _: usize,
+        _: Arc<TaskTimes>,
     ) -> Result<AnyBox, WiringError> {
         unreachable!("no channel enters an embedded job ({channel})")
     }
@@ -259,6 +261,7 @@ pub fn build_tasks(
                             id,
                             ops.as_ref(),
                             cx.channel_capacity,
+                            cx.metrics.task(e.target.0, j as u32),
                         )?),
                         (false, false) => {}
                     }

@@ -26,8 +26,9 @@ use crate::queryable::{QueryError, QueryReply, QueryResult, QueryableStateRegist
 use crate::task_manager::TaskReport;
 
 /// The version byte in front of every payload (2: a deployment carries
-/// the parallelism a restart on fewer slots runs at).
-pub const GATEWAY_VERSION: u8 = 2;
+/// the parallelism a restart on fewer slots runs at; 3: metrics reports
+/// carry the bytes a task received over the network).
+pub const GATEWAY_VERSION: u8 = 3;
 
 /// Why a payload could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -598,14 +599,14 @@ mod tests {
             task: 3,
             command: WireTaskCommand::TriggerCheckpoint(7, 1000, 1, Some(6)),
         };
-        assert_eq!(encode(&cmd), [2, 0, 3, 0, 7, 232, 7, 1, 1, 6]);
+        assert_eq!(encode(&cmd), [3, 0, 3, 0, 7, 232, 7, 1, 1, 6]);
         let ended = TaskManagerEvent::TaskEnded(TaskOutcome {
             task: 2,
             name: "a".into(),
             result: TaskResult::Cancelled,
         });
-        assert_eq!(encode(&ended), [2, 3, 2, 1, b'a', 1]);
-        assert_eq!(encode(&TaskManagerEvent::RunEnded), [2, 4]);
+        assert_eq!(encode(&ended), [3, 3, 2, 1, b'a', 1]);
+        assert_eq!(encode(&TaskManagerEvent::RunEnded), [3, 4]);
         let metrics = TaskManagerEvent::Metrics(vec![crate::metrics::SubtaskCounters {
             vertex: 1,
             subtask: 0,
@@ -613,11 +614,12 @@ mod tests {
             records_out: 2,
             idle_ns: 1,
             back_pressured_ns: 0,
+            bytes_in: 4,
             running: true,
             input_watermark: -1,
             output_watermark: 0,
         }]);
-        assert_eq!(encode(&metrics), [2, 5, 1, 1, 0, 3, 2, 1, 0, 1, 1, 0]);
+        assert_eq!(encode(&metrics), [3, 5, 1, 1, 0, 3, 2, 1, 0, 4, 1, 1, 0]);
         assert_eq!(decode::<TaskManagerCommand>(&encode(&cmd)).unwrap(), cmd);
     }
 
@@ -646,7 +648,7 @@ mod tests {
         assert_eq!(
             bytes,
             [
-                2, 1, b'j', 1, 2, b'-', b'p', // job
+                3, 1, b'j', 1, 2, b'-', b'p', // job
                 1, 1, b'v', 1, b'u', 2, 128, 1, 0, 1, 1, 0, // signature
                 1, 1, b't', 3, b'h', b':', b'1', // peers
                 1, 2, 0, 0, 0, // placement, this peer
@@ -692,19 +694,19 @@ mod tests {
             name: "c".into(),
             key: "7".into(),
         };
-        assert_eq!(encode(&request), [2, 1, b'c', 1, b'7']);
+        assert_eq!(encode(&request), [3, 1, b'c', 1, b'7']);
         let answer = StateQueryAnswer::Answered(Ok(Some("1".into())));
-        assert_eq!(encode(&answer), [2, 0, 0, 1, 1, b'1']);
+        assert_eq!(encode(&answer), [3, 0, 0, 1, 1, b'1']);
     }
 
     #[test]
     fn another_version_or_garbage_is_refused_by_name() {
-        let e = decode::<TaskManagerEvent>(&[1, 4]).unwrap_err();
+        let e = decode::<TaskManagerEvent>(&[2, 4]).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "payload version 1, this Floe speaks version 2"
+            "payload version 2, this Floe speaks version 3"
         );
-        let e = decode::<TaskManagerEvent>(&[2, 99]).unwrap_err();
+        let e = decode::<TaskManagerEvent>(&[3, 99]).unwrap_err();
         assert!(e.to_string().starts_with("malformed payload"), "{e}");
     }
 

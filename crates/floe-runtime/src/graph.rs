@@ -110,6 +110,7 @@ pub trait StreamTypeOps: Send + Sync {
         &self,
         capacity: usize,
         credits: Arc<dyn CreditReturn>,
+        times: Arc<crate::metrics::TaskTimes>,
     ) -> (Box<dyn FrameHandler>, AnyBox);
     /// One `Box<dyn Operator<T>>` out of several (or none: a discarding one).
     fn fan_out(&self, outputs: Vec<AnyBox>) -> AnyBox;
@@ -173,8 +174,9 @@ impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static>
         &self,
         capacity: usize,
         credits: Arc<dyn CreditReturn>,
+        times: Arc<crate::metrics::TaskTimes>,
     ) -> (Box<dyn FrameHandler>, AnyBox) {
-        let (handler, input) = crate::remote::remote_input::<T>(capacity, credits);
+        let (handler, input) = crate::remote::remote_input::<T>(capacity, credits, times);
         (handler, Box::new(input))
     }
 

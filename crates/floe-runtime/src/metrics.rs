@@ -36,6 +36,9 @@ pub const NO_WATERMARK: i64 = i64::MIN;
 pub struct TaskTimes {
     idle_ns: AtomicU64,
     back_pressured_ns: AtomicU64,
+    /// Bytes of frames the task's remote input channels received
+    /// (`numBytesIn`; local channels carry values, not bytes).
+    bytes_in: AtomicU64,
     /// The task's thread is not running (not deployed yet, or ended): it
     /// counts as idle, neither busy nor back-pressured.
     stopped: AtomicBool,
@@ -54,6 +57,13 @@ impl TaskTimes {
     pub fn add_back_pressured(&self, d: Duration) {
         self.back_pressured_ns
             .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// A frame of `n` bytes arrived for the task over the network (added
+    /// by the network's reader threads, once per frame).
+    #[inline]
+    pub fn add_bytes_in(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Marks the task's thread as running (true) or gone (false).
@@ -176,6 +186,12 @@ pub struct SubtaskMetrics {
     pub input_watermark: i64,
     /// `currentOutputWatermark` ([`NO_WATERMARK`] before the first).
     pub output_watermark: i64,
+    /// `numBytesIn` of the operator's task: bytes received over the
+    /// network since the job started (0 for a task whose inputs are all
+    /// in its process: local channels carry values, not bytes).
+    pub bytes_in: u64,
+    /// `numBytesInPerSecond` over the rate window.
+    pub bytes_in_per_second: f64,
 }
 
 /// One operator subtask's cumulative counters as the process running it
@@ -195,6 +211,8 @@ pub struct SubtaskCounters {
     pub idle_ns: u64,
     /// The subtask's task's back-pressured time, ns.
     pub back_pressured_ns: u64,
+    /// Bytes the subtask's task received over the network.
+    pub bytes_in: u64,
     /// Whether the task's thread runs.
     pub running: bool,
     /// `currentInputWatermark`.
@@ -210,6 +228,7 @@ struct Raw {
     records_out: u64,
     idle_ns: u64,
     back_pressured_ns: u64,
+    bytes_in: u64,
 }
 
 /// One operator of the job and its subtasks' counters.
@@ -334,6 +353,7 @@ impl JobMetrics {
                             records_out: io.records_out.load(Ordering::Relaxed),
                             idle_ns: t.idle_ns.load(Ordering::Relaxed),
                             back_pressured_ns: t.back_pressured_ns.load(Ordering::Relaxed),
+                            bytes_in: t.bytes_in.load(Ordering::Relaxed),
                         }
                     })
                     .collect()
@@ -357,6 +377,7 @@ impl JobMetrics {
                     records_out: io.records_out.load(Ordering::Relaxed),
                     idle_ns: task.idle_ns.load(Ordering::Relaxed),
                     back_pressured_ns: task.back_pressured_ns.load(Ordering::Relaxed),
+                    bytes_in: task.bytes_in.load(Ordering::Relaxed),
                     running: !task.stopped.load(Ordering::Relaxed),
                     input_watermark: io.input_watermark.load(Ordering::Relaxed),
                     output_watermark: io.output_watermark.load(Ordering::Relaxed),
@@ -394,6 +415,7 @@ impl JobMetrics {
                 let task = &self.tasks[t];
                 task.add_idle(Duration::from_nanos(delta(|c| c.idle_ns)));
                 task.add_back_pressured(Duration::from_nanos(delta(|c| c.back_pressured_ns)));
+                task.add_bytes_in(delta(|c| c.bytes_in) as usize);
                 task.set_running(c.running);
             }
         }
@@ -454,6 +476,8 @@ impl JobMetrics {
                             back_pressured_ms_per_second: 0.0,
                             input_watermark: io.input_watermark.load(Ordering::Relaxed),
                             output_watermark: io.output_watermark.load(Ordering::Relaxed),
+                            bytes_in: cur.bytes_in,
+                            bytes_in_per_second: 0.0,
                         };
                         if let Some((at, old)) = base {
                             let old = old[v][s];
@@ -461,6 +485,7 @@ impl JobMetrics {
                             let per_sec = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
                             m.records_in_per_second = per_sec(cur.records_in, old.records_in);
                             m.records_out_per_second = per_sec(cur.records_out, old.records_out);
+                            m.bytes_in_per_second = per_sec(cur.bytes_in, old.bytes_in);
                             let ms = |a: u64, b: u64| (per_sec(a, b) / 1e6).min(1000.0);
                             if task.stopped.load(Ordering::Relaxed) {
                                 m.idle_ms_per_second = 1000.0;

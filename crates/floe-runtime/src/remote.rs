@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 pub use crate::channel::CreditReturn;
 use crate::channel::{CancelFlag, InputChannel, OutputChannel};
 use crate::error::TaskError;
+use crate::metrics::TaskTimes;
 
 /// One channel of an exchange, named the same way in every process: the
 /// job graph's edge, the sending subtask and the receiving subtask.
@@ -252,10 +253,13 @@ impl<T: Serialize + Send> OutputChannel<T> for RemoteOutputChannel<T> {
 /// messages as the credits granted for it, so delivering never blocks.
 struct RemoteInbox<T> {
     tx: Sender<StreamMessage<T>>,
+    /// The receiving task's `numBytesIn`.
+    times: Arc<TaskTimes>,
 }
 
 impl<T: DeserializeOwned + Send> FrameHandler for RemoteInbox<T> {
     fn deliver(&mut self, frame: &[u8]) -> Result<(), FrameError> {
+        self.times.add_bytes_in(frame.len());
         let msg = decode_message(frame)?;
         match self.tx.try_send(msg) {
             Ok(()) => Ok(()),
@@ -267,14 +271,16 @@ impl<T: DeserializeOwned + Send> FrameHandler for RemoteInbox<T> {
 
 /// The receiving end of a remote channel holding at most `capacity`
 /// messages: the handler the network stack feeds, and the task's input.
-/// The network stack must grant at most `capacity` credits in all.
+/// The network stack must grant at most `capacity` credits in all. The
+/// frames' bytes count into the receiving task's `times` (`numBytesIn`).
 pub fn remote_input<T: DeserializeOwned + Send + 'static>(
     capacity: usize,
     credits: Arc<dyn CreditReturn>,
+    times: Arc<TaskTimes>,
 ) -> (Box<dyn FrameHandler>, InputChannel<T>) {
     let (tx, rx) = crossbeam_channel::bounded(capacity);
     (
-        Box::new(RemoteInbox { tx }),
+        Box::new(RemoteInbox { tx, times }),
         InputChannel::remote(rx, credits),
     )
 }
@@ -368,10 +374,19 @@ mod tests {
     #[test]
     fn an_inbox_refuses_frames_beyond_its_capacity() {
         let credits = Arc::new(Count(Default::default()));
-        let (mut handler, _input) = remote_input::<u32>(1, credits);
+        let times = Arc::new(TaskTimes::default());
+        let (mut handler, _input) = remote_input::<u32>(1, credits, times.clone());
         let mut buf = Vec::new();
         encode_message(&StreamMessage::<u32>::EndOfInput, &mut buf).unwrap();
         handler.deliver(&buf).unwrap();
         assert!(matches!(handler.deliver(&buf), Err(FrameError::Overflow)));
+        // Every frame that arrived counts into the task's numBytesIn.
+        let metrics = crate::metrics::JobMetrics::new(&[1], &[vec![0]]);
+        let task = metrics.task(0, 0);
+        let (mut handler, _input) =
+            remote_input::<u32>(2, Arc::new(Count(Default::default())), task);
+        handler.deliver(&buf).unwrap();
+        handler.deliver(&buf).unwrap();
+        assert_eq!(metrics.snapshot()[0][0].bytes_in, 2 * buf.len() as u64);
     }
 }

@@ -1,9 +1,12 @@
 //! A run's channels to other TaskManagers, on the data plane.
 
+use std::sync::Arc;
+
 use floe_core::JobId;
 use floe_network::{NetworkEnvironment, Peer};
 use floe_runtime::deployment::{ExchangeWiring, WiringError};
 use floe_runtime::graph::{AnyBox, JobGraph, StreamTypeOps};
+use floe_runtime::metrics::TaskTimes;
 use floe_runtime::plan::ExecutionPlan;
 use floe_runtime::remote::ChannelId;
 
@@ -81,6 +84,7 @@ impl ExchangeWiring for NetworkWiring<'_> {
         channel: ChannelId,
         ops: &dyn StreamTypeOps,
         capacity: usize,
+        times: Arc<TaskTimes>,
     ) -> Result<AnyBox, WiringError> {
         let (source_chain, _) = self.edge_chains[channel.edge as usize];
         let peer = *self.peer(source_chain, channel.sender, channel)?;
@@ -91,7 +95,7 @@ impl ExchangeWiring for NetworkWiring<'_> {
                 &peer,
                 channel,
                 capacity,
-                |credits| ops.remote_input(capacity, credits),
+                |credits| ops.remote_input(capacity, credits, times),
             )
             .map_err(|e| WiringError {
                 channel,

@@ -53,7 +53,7 @@ pub fn input(
     let ops = StreamType::<u64>::ops();
     let any = env
         .register_input(job, attempt, from, channel, capacity, |credits| {
-            ops.remote_input(capacity, credits)
+            ops.remote_input(capacity, credits, Default::default())
         })
         .expect("register input");
     unbox::<InputChannel<u64>>(any, "input channel")
