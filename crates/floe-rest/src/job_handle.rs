@@ -4,7 +4,7 @@
 //! from a running job).
 
 use floe_core::JobId;
-use floe_runtime::checkpoint::CheckpointHistoryView;
+use floe_runtime::checkpoint::{CheckpointHistoryView, CheckpointStatus};
 use floe_runtime::metrics::{NativeMetric, SubtaskMetrics};
 use floe_runtime::queryable::QueryReply;
 use floe_runtime::restart::RestartStrategy;
@@ -66,6 +66,28 @@ impl JobHandle for JobControl {
         let mut metrics = JobControl::metrics(self).snapshot();
         for (subtasks, v) in metrics.iter_mut().zip(JobControl::running_vertices(self)) {
             subtasks.truncate(v.parallelism as usize);
+        }
+        // Each task's alignment in the latest completed checkpoint, for
+        // every operator it runs.
+        let history = JobControl::checkpoint_history(self);
+        let last = history
+            .ended
+            .iter()
+            .rfind(|s| s.status == CheckpointStatus::Completed && !s.is_savepoint);
+        if let Some(last) = last {
+            for (task, ack) in &last.acks {
+                let Some(pos) = last.layout.get(*task) else {
+                    continue;
+                };
+                for &v in &pos.vertices {
+                    if let Some(m) = metrics
+                        .get_mut(v)
+                        .and_then(|s| s.get_mut(pos.subtask as usize))
+                    {
+                        m.checkpoint_alignment_ns = Some(ack.alignment_duration.as_nanos() as u64);
+                    }
+                }
+            }
         }
         metrics
     }

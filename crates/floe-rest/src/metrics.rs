@@ -34,12 +34,13 @@ pub(crate) const OPERATOR_METRICS: [&str; 6] = [
 ];
 
 /// Task-scoped metric ids (the operator's task: chained operators share it).
-pub(crate) const TASK_METRICS: [&str; 5] = [
+pub(crate) const TASK_METRICS: [&str; 6] = [
     "busyTimeMsPerSecond",
     "idleTimeMsPerSecond",
     "backPressuredTimeMsPerSecond",
     "numBytesIn",
     "numBytesInPerSecond",
+    "checkpointAlignmentTime",
 ];
 
 /// The value of metric `id` of one subtask, if it is one.
@@ -56,6 +57,7 @@ pub(crate) fn subtask_value(m: &SubtaskMetrics, id: &str) -> Option<f64> {
         "backPressuredTimeMsPerSecond" => m.back_pressured_ms_per_second,
         "numBytesIn" => m.bytes_in as f64,
         "numBytesInPerSecond" => m.bytes_in_per_second,
+        "checkpointAlignmentTime" => m.checkpoint_alignment_ns? as f64,
         _ => return None,
     })
 }
@@ -204,6 +206,9 @@ fn help(id: &str) -> &'static str {
         }
         "numBytesIn" => "Bytes the task received over the network (local channels carry no bytes).",
         "numBytesInPerSecond" => "Bytes received over the network per second (5 s window).",
+        "checkpointAlignmentTime" => {
+            "Barrier alignment of the task in the latest completed checkpoint (ns)."
+        }
         "lastCheckpointDuration" => {
             "Duration of the last completed checkpoint (ms); -1 before the first."
         }
@@ -277,7 +282,11 @@ fn register_subtasks(registry: &mut Registry, series: &[SubtaskSeries<'_>]) {
                         .into_iter()
                         .take(task_labels),
                 );
-                g.set(&labels, subtask_value(s.metrics, id).unwrap_or_default());
+                // A value not known here (alignment without the
+                // checkpoint history) is left out, not reported as 0.
+                if let Some(v) = subtask_value(s.metrics, id) {
+                    g.set(&labels, v);
+                }
             }
         }
     }

@@ -202,6 +202,7 @@ impl JobHandle for FakeJob {
             output_watermark: 1_700_000_000_000,
             bytes_in: records * 8,
             bytes_in_per_second: records as f64 * 0.8,
+            checkpoint_alignment_ns: Some(records * 1000),
         };
         vec![
             vec![m(1000, 100.0, 0.0, 900.0)],
@@ -1549,6 +1550,7 @@ fn a_taskmanagers_exposition_has_its_subtasks_and_process_labelled_with_its_id()
             output_watermark: floe_runtime::metrics::NO_WATERMARK,
             bytes_in: 2048,
             bytes_in_per_second: 512.0,
+            checkpoint_alignment_ns: None,
         },
         native: vec![floe_runtime::metrics::NativeMetric {
             state: "counts".into(),
@@ -1609,6 +1611,10 @@ fn a_taskmanagers_exposition_has_its_subtasks_and_process_labelled_with_its_id()
     assert!(
         find("floe_jobmanager_job_numRestarts").is_empty(),
         "no job scope on a TaskManager"
+    );
+    assert!(
+        find("floe_taskmanager_job_task_checkpointAlignmentTime").is_empty(),
+        "no alignment without the checkpoint history: {text}"
     );
     let status = agent.get(&url("/jobs")).call().map(|r| r.status().as_u16());
     assert!(

@@ -192,6 +192,11 @@ pub struct SubtaskMetrics {
     pub bytes_in: u64,
     /// `numBytesInPerSecond` over the rate window.
     pub bytes_in_per_second: f64,
+    /// `checkpointAlignmentTime` of the operator's task: how long its
+    /// barrier alignment took in the latest completed checkpoint, ns.
+    /// Known where the checkpoint history is (the job's endpoint, a
+    /// cluster's JobManager); `None` elsewhere and before a checkpoint.
+    pub checkpoint_alignment_ns: Option<u64>,
 }
 
 /// One operator subtask's cumulative counters as the process running it
@@ -478,6 +483,7 @@ impl JobMetrics {
                             output_watermark: io.output_watermark.load(Ordering::Relaxed),
                             bytes_in: cur.bytes_in,
                             bytes_in_per_second: 0.0,
+                            checkpoint_alignment_ns: None,
                         };
                         if let Some((at, old)) = base {
                             let old = old[v][s];

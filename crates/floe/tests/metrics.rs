@@ -174,6 +174,33 @@ fn counters_grow_match_the_input_and_the_checkpoint_history() {
 
         let result = client.wait().unwrap();
         assert_eq!(result.restarts, 0);
+        // Each keyed subtask's alignment in the last completed checkpoint:
+        // the exposition (ns) and the checkpoint's subtask details (ms).
+        let history = get_json(&base, &format!("{job}/checkpoints"));
+        let last = history["latest"]["completed"]["id"].as_u64().unwrap();
+        let details = get_json(
+            &base,
+            &format!("{job}/checkpoints/details/{last}/subtasks/count"),
+        );
+        let end = scrape(&base);
+        for subtask in details["subtasks"].as_array().unwrap() {
+            let index = subtask["index"].as_u64().unwrap().to_string();
+            let ns: Vec<f64> = end
+                .iter()
+                .filter(|((m, l), _)| {
+                    m == "floe_taskmanager_job_task_checkpointAlignmentTime"
+                        && l.contains(&("task_id".to_string(), "count".to_string()))
+                        && l.contains(&("subtask_index".to_string(), index.clone()))
+                })
+                .map(|(_, v)| *v)
+                .collect();
+            assert_eq!(ns.len(), 1, "{ns:?}");
+            assert_eq!(
+                (ns[0] / 1e6).floor(),
+                subtask["alignment"]["duration"].as_f64().unwrap(),
+                "{subtask}"
+            );
+        }
         // At the end of the bounded run every record went through the
         // keyed operator exactly once.
         let end = scrape(&base);
