@@ -294,7 +294,7 @@ impl<K: Key> KeyedStateBackend<K> {
     /// state, those `state.backend.rocksdb.metrics.*` switched on; none on
     /// the heap backend). Off the record path: a task asks about once a
     /// second.
-    pub fn native_metrics(&self, out: &mut Vec<crate::NativeMetric>) {
+    pub fn native_metrics(&self, out: &mut Vec<crate::metrics::NativeMetric>) {
         self.store.native_metrics(out)
     }
 

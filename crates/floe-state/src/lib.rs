@@ -42,6 +42,7 @@ pub mod error;
 pub mod handles;
 mod key_bytes;
 pub mod key_group;
+pub mod metrics;
 pub mod native;
 pub mod operator;
 pub mod query;
@@ -68,19 +69,7 @@ pub use handles::{
     ReducingState, ValueState,
 };
 pub use key_group::{KeyGroupRange, KeyGroupRouter, key_group_for_key, key_hash};
-
-/// One native metric of a state backend: RocksDB's integer property
-/// `rocksdb.<property>` of one state's column family (Flink's RocksDB
-/// native metrics), as a task last read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NativeMetric {
-    /// The state (its column family).
-    pub state: String,
-    /// The property, Flink's metric name (`estimate-num-keys`).
-    pub property: &'static str,
-    /// Its value.
-    pub value: u64,
-}
+pub use metrics::NativeMetric;
 pub use operator::{
     BroadcastEntries, BroadcastState, BroadcastStateRead, OperatorListState, OperatorStateAccess,
     OperatorStateMode, OperatorStateRead, OperatorStateStore,

@@ -288,7 +288,7 @@ pub(crate) trait KeyedStore<K: Key>: Send {
     /// Appends the store's native metrics (RocksDB properties per state,
     /// as configured); nothing by default. Asked about once a second by the
     /// task, off the record path.
-    fn native_metrics(&self, _out: &mut Vec<crate::NativeMetric>) {}
+    fn native_metrics(&self, _out: &mut Vec<crate::metrics::NativeMetric>) {}
 
     /// Whether [`prefetch`](Self::prefetch) would do anything for the next
     /// batch: a keyed operator gathers a batch's keys up front only for a

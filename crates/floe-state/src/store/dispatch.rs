@@ -181,7 +181,7 @@ impl<K: Key> KeyedStore<K> for AnyStore<K> {
         dispatch!(self, s => KeyedStore::<K>::set_current_key(s, key, key_group))
     }
 
-    fn native_metrics(&self, out: &mut Vec<crate::NativeMetric>) {
+    fn native_metrics(&self, out: &mut Vec<crate::metrics::NativeMetric>) {
         dispatch!(&self, s => KeyedStore::<K>::native_metrics(s, out))
     }
 

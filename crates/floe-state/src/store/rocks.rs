@@ -1091,7 +1091,7 @@ impl<K: Key> KeyedStore<K> for RocksStore {
         self.set_key(key_group, key)
     }
 
-    fn native_metrics(&self, out: &mut Vec<crate::NativeMetric>) {
+    fn native_metrics(&self, out: &mut Vec<crate::metrics::NativeMetric>) {
         let mut property = String::new();
         for state in &self.states {
             for &name in &self.native_metrics {
@@ -1099,7 +1099,7 @@ impl<K: Key> KeyedStore<K> for RocksStore {
                 property.push_str("rocksdb.");
                 property.push_str(name);
                 match self.db.state_property_int(state.id, &property) {
-                    Ok(Some(value)) => out.push(crate::NativeMetric {
+                    Ok(Some(value)) => out.push(crate::metrics::NativeMetric {
                         state: state.name.clone(),
                         property: name,
                         value,
