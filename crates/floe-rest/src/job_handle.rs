@@ -4,7 +4,7 @@
 //! from a running job).
 
 use floe_core::JobId;
-use floe_runtime::checkpoint::{CheckpointHistoryView, CheckpointStatus};
+use floe_runtime::checkpoint::CheckpointHistoryView;
 use floe_runtime::metrics::{NativeMetric, SubtaskMetrics};
 use floe_runtime::queryable::QueryReply;
 use floe_runtime::restart::RestartStrategy;
@@ -70,11 +70,7 @@ impl JobHandle for JobControl {
         // Each task's alignment in the latest completed checkpoint, for
         // every operator it runs.
         let history = JobControl::checkpoint_history(self);
-        let last = history
-            .ended
-            .iter()
-            .rfind(|s| s.status == CheckpointStatus::Completed && !s.is_savepoint);
-        if let Some(last) = last {
+        if let Some(last) = &history.latest_completed {
             for (task, ack) in &last.acks {
                 let Some(pos) = last.layout.get(*task) else {
                     continue;

@@ -7,7 +7,7 @@
 //! Flink), so names carry no `_total` suffix.
 
 use floe_runtime::VertexInfo;
-use floe_runtime::checkpoint::{CheckpointHistoryView, CheckpointStats, CheckpointStatus};
+use floe_runtime::checkpoint::{CheckpointHistoryView, CheckpointStats};
 use floe_runtime::metrics::{NativeMetric, SubtaskMetrics};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
@@ -87,10 +87,7 @@ impl JobView<'_> {
     /// The latest completed checkpoint (savepoints are not checkpoints
     /// here, as in Flink's checkpoint metrics).
     fn last(&self) -> Option<&CheckpointStats> {
-        self.history
-            .ended
-            .iter()
-            .rfind(|s| s.status == CheckpointStatus::Completed && !s.is_savepoint)
+        self.history.latest_completed.as_ref()
     }
 
     /// The value of job metric `id` (Flink: -1 where no checkpoint

@@ -22,7 +22,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use floe_core::JobId;
 use floe_runtime::checkpoint::{
-    CheckpointHistoryView, CheckpointStats, CheckpointStatus, Clock, SubtaskAck, SystemClock,
+    CheckpointHistoryView, CheckpointStats, CheckpointStatus, Clock, StatsSummary, SubtaskAck,
+    SystemClock,
 };
 use floe_runtime::metrics::SubtaskMetrics;
 use floe_runtime::restart::RestartStrategy;
@@ -568,6 +569,11 @@ fn checkpoint_json(s: &CheckpointStats, vertices: &[VertexInfo]) -> Value {
     v
 }
 
+/// Flink's summary entry of a cumulative summary.
+fn summary_json(s: &StatsSummary) -> Value {
+    json!({ "min": s.min, "max": s.max, "avg": s.avg() })
+}
+
 /// Min, max and average of `values` (Flink's summary entries).
 fn summary(values: impl Iterator<Item = u64>) -> Value {
     let (mut min, mut max, mut sum, mut n) = (u64::MAX, 0u64, 0u128, 0u64);
@@ -593,24 +599,11 @@ async fn checkpoints<J: JobHandle>(
     let job = find_job(&jobs, &path(id)?)?;
     let view = job.checkpoint_history();
     let vertices = job.vertices();
-    let stats = &view.ended;
-    let completed = |s: &&CheckpointStats| s.status == CheckpointStatus::Completed;
     let restored = job.restored_from();
     let entry = |s: &CheckpointStats| checkpoint_json(s, &vertices);
-    let latest_completed = stats
-        .iter()
-        .filter(completed)
-        .rfind(|s| !s.is_savepoint)
-        .map(entry);
-    let latest_savepoint = stats
-        .iter()
-        .filter(completed)
-        .rfind(|s| s.is_savepoint)
-        .map(entry);
-    let latest_failed = stats
-        .iter()
-        .rfind(|s| matches!(s.status, CheckpointStatus::Failed(_)))
-        .map(entry);
+    let latest_completed = view.latest_completed.as_ref().map(entry);
+    let latest_savepoint = view.latest_savepoint.as_ref().map(entry);
+    let latest_failed = view.latest_failed.as_ref().map(entry);
     let latest_restored = restored.as_ref().map(|(id, path)| {
         json!({
             "id": id,
@@ -619,10 +612,9 @@ async fn checkpoints<J: JobHandle>(
             "external_path": path,
         })
     });
-    let done: Vec<&CheckpointStats> = stats.iter().filter(completed).collect();
     // Newest first by id, as Flink lists it: checkpoints in flight have the
     // highest ids.
-    let mut recent: Vec<&CheckpointStats> = stats.iter().chain(&view.in_progress).collect();
+    let mut recent: Vec<&CheckpointStats> = view.recent.iter().chain(&view.in_progress).collect();
     recent.sort_by_key(|s| std::cmp::Reverse(s.id));
     let history: Vec<Value> = recent.into_iter().take(HISTORY_SIZE).map(entry).collect();
     let c = view.counts;
@@ -638,10 +630,10 @@ async fn checkpoints<J: JobHandle>(
             "failed": failed_n,
         },
         "summary": {
-            "state_size": summary(done.iter().map(|s| s.state_size)),
-            "checkpointed_size": summary(done.iter().map(|s| s.state_size)),
-            "end_to_end_duration": summary(done.iter().map(|s| s.duration.as_millis() as u64)),
-            "persisted_data": summary(done.iter().map(|s| s.channel_state_size)),
+            "state_size": summary_json(&view.summary.state_size),
+            "checkpointed_size": summary_json(&view.summary.state_size),
+            "end_to_end_duration": summary_json(&view.summary.duration_ms),
+            "persisted_data": summary_json(&view.summary.persisted),
         },
         "latest": {
             "completed": latest_completed,
@@ -1385,10 +1377,15 @@ fn find_checkpoint<J: JobHandle>(job: &J, cid: &str) -> Result<CheckpointStats, 
             "bad path parameter checkpointid: {cid:?} is not a number"
         ))
     })?;
+    // Details are kept for the most recent checkpoints and the latest of
+    // each kind, as Flink keeps `web.checkpoints.history` of them.
     let view = job.checkpoint_history();
     view.in_progress
         .into_iter()
-        .chain(view.ended.into_iter().rev())
+        .chain(view.recent.into_iter().rev())
+        .chain(view.latest_completed)
+        .chain(view.latest_savepoint)
+        .chain(view.latest_failed)
         .find(|s| s.id == cid)
         .ok_or_else(|| {
             ApiError::new(

@@ -82,6 +82,15 @@ impl Pending {
     }
 }
 
+/// Forgets a run's checkpoints in flight when dropped.
+struct ClearInProgress(CheckpointHistory);
+
+impl Drop for ClearInProgress {
+    fn drop(&mut self) {
+        self.0.clear_in_progress();
+    }
+}
+
 /// Triggers, collects and completes checkpoints for one job run.
 pub struct CheckpointCoordinator<C: Clock = SystemClock> {
     /// Where the time comes from.
@@ -286,7 +295,7 @@ impl<C: Clock> CheckpointCoordinator<C> {
         self.history.end(stats);
     }
 
-    /// Publishes a checkpoint in flight as it stands now.
+    /// Publishes a checkpoint just triggered.
     fn publish_progress(&self, id: u64) {
         if let Some(p) = self.pending.get(&id) {
             let stats = p.stats(CheckpointStatus::InProgress, &self.layout, self.clock.now());
@@ -676,19 +685,17 @@ impl<C: Clock> CheckpointCoordinator<C> {
                     }
                     return Ok(true);
                 };
-                p.acks.insert(
-                    task,
-                    SubtaskAck {
-                        ack_timestamp_ms: self.clock.epoch_ms(),
-                        state_size: bytes,
-                        channel_state_size: stats.channel_bytes,
-                        sync_duration: stats.sync,
-                        async_duration: stats.async_,
-                        alignment_duration: stats.alignment,
-                        unaligned: stats.unaligned,
-                        operator_bytes: stats.operator_bytes.clone(),
-                    },
-                );
+                let ack = SubtaskAck {
+                    ack_timestamp_ms: self.clock.epoch_ms(),
+                    state_size: bytes,
+                    channel_state_size: stats.channel_bytes,
+                    sync_duration: stats.sync,
+                    async_duration: stats.async_,
+                    alignment_duration: stats.alignment,
+                    unaligned: stats.unaligned,
+                    operator_bytes: stats.operator_bytes.clone(),
+                };
+                p.acks.insert(task, ack.clone());
                 p.bytes += bytes;
                 p.referenced_bytes += stats.referenced_bytes;
                 p.channel_bytes += stats.channel_bytes;
@@ -705,7 +712,22 @@ impl<C: Clock> CheckpointCoordinator<C> {
                 if p.acks.len() == self.tasks.len() {
                     self.complete(checkpoint_id)?;
                 } else {
-                    self.publish_progress(checkpoint_id);
+                    // In place: one acknowledgement more, not a copy of
+                    // all of them per acknowledgement.
+                    let now = self.clock.now();
+                    self.history.update_in_progress(checkpoint_id, |s| {
+                        s.acks.insert(task, ack);
+                        s.acknowledged.0 = p.acks.len();
+                        s.duration = now.saturating_duration_since(p.started);
+                        s.state_size = p.bytes;
+                        s.full_state_size = p.bytes + p.referenced_bytes;
+                        s.channel_state_size = p.channel_bytes;
+                        s.sync_duration = p.sync;
+                        s.async_duration = p.async_;
+                        s.alignment_duration = p.alignment;
+                        s.unaligned = p.unaligned;
+                        s.operators.clone_from(&p.operator_bytes);
+                    });
                 }
             }
             CoordinatorEvent::Decline {
@@ -737,13 +759,14 @@ impl<C: Clock> CheckpointCoordinator<C> {
     /// Runs until shutdown; returns an error when checkpoint failures exceed
     /// the tolerable number (the job must fail over).
     pub fn run(&mut self, events: &Receiver<CoordinatorEvent>) -> Result<(), CheckpointFailure> {
+        // Whatever is still in flight ends with the run, even if the loop
+        // panics.
+        let _in_flight = ClearInProgress(self.history.clone());
         let result = self.run_loop(events);
         self.fail_outstanding_savepoints(match &result {
             Ok(()) => SavepointFailure::RunEnded,
             Err(f) => SavepointFailure::RunFailed(f.clone()),
         });
-        // Whatever is still in flight ends with the run.
-        self.history.clear_in_progress();
         result
     }
 
@@ -1056,7 +1079,7 @@ mod tests {
 
         fn status(&self, id: u64) -> Option<CheckpointStatus> {
             let view = self.history.view();
-            view.ended
+            view.recent
                 .iter()
                 .chain(&view.in_progress)
                 .find(|s| s.id == id)
@@ -1090,7 +1113,7 @@ mod tests {
             view.in_progress.is_empty(),
             "completed: no longer in flight"
         );
-        assert_eq!(view.ended[0].acks.len(), 2);
+        assert_eq!(view.recent[0].acks.len(), 2);
         assert_eq!(view.counts.completed, 1);
     }
 

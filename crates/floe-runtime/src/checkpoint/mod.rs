@@ -50,8 +50,9 @@ pub use savepoint::{
 };
 pub use shared_registry::{SharedStateRegistry, sweep_unreferenced};
 pub use stats::{
-    AckStats, CHECKPOINT_HISTORY_LIMIT, CheckpointCounts, CheckpointHistory, CheckpointHistoryView,
-    CheckpointStats, CheckpointStatus, SubtaskAck, TaskLayout, TaskPosition,
+    AckStats, CHECKPOINT_HISTORY_DETAILS, CHECKPOINT_HISTORY_LIMIT, CheckpointCounts,
+    CheckpointHistory, CheckpointHistoryView, CheckpointStats, CheckpointStatus, CheckpointSummary,
+    StatsSummary, SubtaskAck, TaskLayout, TaskPosition,
 };
 pub use store::{
     CheckpointStore, FRAME_OVERHEAD, SharedStateStore, StateFileKind, read_checkpoint_metadata,

@@ -149,20 +149,79 @@ pub struct CheckpointCounts {
 }
 
 /// Ended checkpoints a history keeps: a job checkpointing every second
-/// would otherwise grow its history by the day (Flink keeps
-/// `web.checkpoints.history` entries; the counts stay exact).
+/// would otherwise grow its history by the day (the counts, the latest
+/// entries and the summary stay exact).
 pub const CHECKPOINT_HISTORY_LIMIT: usize = 1000;
 
-/// A copy of a job's checkpoint history, taken at one moment.
+/// Ended checkpoints whose per-task acknowledgements are kept and shown
+/// (Flink's `web.checkpoints.history`, 10); older entries keep their
+/// totals only, so memory does not grow with the number of tasks times
+/// [`CHECKPOINT_HISTORY_LIMIT`].
+pub const CHECKPOINT_HISTORY_DETAILS: usize = 10;
+
+/// Minimum, maximum and average of one figure over every completed
+/// checkpoint and savepoint (Flink's cumulative `summary`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSummary {
+    /// Smallest value (0 before the first).
+    pub min: u64,
+    /// Largest value.
+    pub max: u64,
+    /// Sum of all values.
+    pub sum: u128,
+    /// Number of values.
+    pub count: u64,
+}
+
+impl StatsSummary {
+    fn add(&mut self, v: u64) {
+        self.min = if self.count == 0 { v } else { self.min.min(v) };
+        self.max = self.max.max(v);
+        self.sum += u128::from(v);
+        self.count += 1;
+    }
+
+    /// The average (0 before the first value).
+    pub fn avg(&self) -> u64 {
+        if self.count == 0 {
+            0
+        } else {
+            (self.sum / u128::from(self.count)) as u64
+        }
+    }
+}
+
+/// The cumulative summary of the completed checkpoints and savepoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckpointSummary {
+    /// Bytes persisted.
+    pub state_size: StatsSummary,
+    /// End-to-end duration, ms.
+    pub duration_ms: StatsSummary,
+    /// In-flight bytes persisted.
+    pub persisted: StatsSummary,
+}
+
+/// A job's checkpoint history at one moment, as readers need it: cheap to
+/// take (a few entries), whatever the number of checkpoints or tasks.
 #[derive(Debug, Clone, Default)]
 pub struct CheckpointHistoryView {
     /// The most recent ended checkpoints and savepoints, in the order they
-    /// ended (at most [`CHECKPOINT_HISTORY_LIMIT`]).
-    pub ended: Vec<CheckpointStats>,
+    /// ended (at most [`CHECKPOINT_HISTORY_DETAILS`]), with their per-task
+    /// acknowledgements.
+    pub recent: Vec<CheckpointStats>,
     /// Those in flight, by ascending id, with the acknowledgements so far.
     pub in_progress: Vec<CheckpointStats>,
     /// Every one that ever ended.
     pub counts: CheckpointCounts,
+    /// The latest completed checkpoint (not a savepoint).
+    pub latest_completed: Option<CheckpointStats>,
+    /// The latest completed savepoint.
+    pub latest_savepoint: Option<CheckpointStats>,
+    /// The latest failed checkpoint or savepoint.
+    pub latest_failed: Option<CheckpointStats>,
+    /// Over every completed checkpoint and savepoint.
+    pub summary: CheckpointSummary,
 }
 
 #[derive(Debug, Default)]
@@ -170,6 +229,10 @@ struct HistoryInner {
     ended: VecDeque<CheckpointStats>,
     in_progress: BTreeMap<u64, CheckpointStats>,
     counts: CheckpointCounts,
+    latest_completed: Option<CheckpointStats>,
+    latest_savepoint: Option<CheckpointStats>,
+    latest_failed: Option<CheckpointStats>,
+    summary: CheckpointSummary,
 }
 
 /// The checkpoint history of a job, shared between its coordinators (which
@@ -184,13 +247,21 @@ impl CheckpointHistory {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records the current state of a checkpoint in flight.
+    /// Records a checkpoint just triggered (or its state as a whole).
     pub fn progress(&self, stats: CheckpointStats) {
         self.lock().in_progress.insert(stats.id, stats);
     }
 
+    /// Updates checkpoint `id` in flight in place (an acknowledgement):
+    /// nothing is copied but what `update` changes.
+    pub fn update_in_progress(&self, id: u64, update: impl FnOnce(&mut CheckpointStats)) {
+        if let Some(s) = self.lock().in_progress.get_mut(&id) {
+            update(s);
+        }
+    }
+
     /// Records a checkpoint that ended (completed or failed): no longer in
-    /// flight, counted, and listed.
+    /// flight, counted, summarized and listed.
     pub fn end(&self, stats: CheckpointStats) {
         let mut h = self.lock();
         h.in_progress.remove(&stats.id);
@@ -202,10 +273,29 @@ impl CheckpointHistory {
             (CheckpointStatus::Failed(_), true) => c.failed_savepoints += 1,
             (CheckpointStatus::InProgress, _) => {}
         }
+        match (&stats.status, stats.is_savepoint) {
+            (CheckpointStatus::Completed, savepoint) => {
+                h.summary.state_size.add(stats.state_size);
+                h.summary.duration_ms.add(stats.duration.as_millis() as u64);
+                h.summary.persisted.add(stats.channel_state_size);
+                if savepoint {
+                    h.latest_savepoint = Some(stats.clone());
+                } else {
+                    h.latest_completed = Some(stats.clone());
+                }
+            }
+            (CheckpointStatus::Failed(_), _) => h.latest_failed = Some(stats.clone()),
+            (CheckpointStatus::InProgress, _) => {}
+        }
         if h.ended.len() == CHECKPOINT_HISTORY_LIMIT {
             h.ended.pop_front();
         }
         h.ended.push_back(stats);
+        // Only the most recent entries keep their per-task details.
+        let n = h.ended.len();
+        if n > CHECKPOINT_HISTORY_DETAILS {
+            h.ended[n - 1 - CHECKPOINT_HISTORY_DETAILS].acks.clear();
+        }
     }
 
     /// Forgets what was in flight (a run ended without ending them, e.g.
@@ -214,18 +304,102 @@ impl CheckpointHistory {
         self.lock().in_progress.clear();
     }
 
-    /// The ended checkpoints, in the order they ended.
+    /// The ended checkpoints, in the order they ended (the last
+    /// [`CHECKPOINT_HISTORY_LIMIT`]; per-task details only on the last
+    /// [`CHECKPOINT_HISTORY_DETAILS`]).
     pub fn ended(&self) -> Vec<CheckpointStats> {
         self.lock().ended.iter().cloned().collect()
     }
 
-    /// Everything at once, consistent.
+    /// What readers need, at one moment.
     pub fn view(&self) -> CheckpointHistoryView {
         let h = self.lock();
+        let skip = h.ended.len().saturating_sub(CHECKPOINT_HISTORY_DETAILS);
         CheckpointHistoryView {
-            ended: h.ended.iter().cloned().collect(),
+            recent: h.ended.iter().skip(skip).cloned().collect(),
             in_progress: h.in_progress.values().cloned().collect(),
             counts: h.counts,
+            latest_completed: h.latest_completed.clone(),
+            latest_savepoint: h.latest_savepoint.clone(),
+            latest_failed: h.latest_failed.clone(),
+            summary: h.summary,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::CheckpointFailureReason;
+
+    fn stats(id: u64, status: CheckpointStatus) -> CheckpointStats {
+        CheckpointStats {
+            id,
+            status,
+            trigger_timestamp_ms: id,
+            duration: Duration::from_millis(id),
+            state_size: id,
+            full_state_size: id,
+            channel_state_size: 0,
+            sync_duration: Duration::ZERO,
+            async_duration: Duration::ZERO,
+            alignment_duration: Duration::ZERO,
+            acknowledged: (1, 1),
+            unaligned: false,
+            operators: BTreeMap::new(),
+            is_savepoint: false,
+            external_path: None,
+            layout: Arc::from([TaskPosition {
+                vertices: vec![0],
+                subtask: 0,
+            }]),
+            acks: BTreeMap::from([(
+                0,
+                SubtaskAck {
+                    ack_timestamp_ms: id,
+                    state_size: id,
+                    channel_state_size: 0,
+                    sync_duration: Duration::ZERO,
+                    async_duration: Duration::ZERO,
+                    alignment_duration: Duration::ZERO,
+                    unaligned: false,
+                    operator_bytes: Vec::new(),
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn the_history_is_bounded_but_its_latest_counts_and_summary_are_not() {
+        let h = CheckpointHistory::default();
+        for id in 1..=3 {
+            h.end(stats(id, CheckpointStatus::Completed));
+        }
+        // More failures than the history holds.
+        let failures = CHECKPOINT_HISTORY_LIMIT as u64 + 5;
+        for id in 4..4 + failures {
+            let reason = CheckpointFailureReason::Expired(Duration::from_secs(1));
+            h.end(stats(id, CheckpointStatus::Failed(reason)));
+        }
+        let ended = h.ended();
+        assert_eq!(ended.len(), CHECKPOINT_HISTORY_LIMIT);
+        let with_acks = ended.iter().filter(|s| !s.acks.is_empty()).count();
+        assert_eq!(
+            with_acks, CHECKPOINT_HISTORY_DETAILS,
+            "details only on the last"
+        );
+        let view = h.view();
+        assert_eq!(view.recent.len(), CHECKPOINT_HISTORY_DETAILS);
+        assert_eq!(view.counts.completed, 3);
+        assert_eq!(view.counts.failed, failures);
+        let latest = view.latest_completed.expect("kept past the window");
+        assert_eq!(latest.id, 3);
+        assert_eq!(latest.acks.len(), 1, "with its details");
+        assert_eq!(view.latest_failed.map(|s| s.id), Some(3 + failures));
+        let sizes = view.summary.state_size;
+        assert_eq!(
+            (sizes.min, sizes.max, sizes.avg(), sizes.count),
+            (1, 3, 2, 3)
+        );
     }
 }
