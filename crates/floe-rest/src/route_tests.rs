@@ -1448,11 +1448,12 @@ fn a_checkpoint_in_flight_is_counted_listed_first_and_detailed_per_vertex() {
         body["latest"]["completed"]["id"], 4,
         "in flight is not latest"
     );
-    // Per vertex: the generator is done, one of two count subtasks is.
+    // Per vertex (the checkpoint's status, as in Flink): the generator
+    // acknowledged, one of two count subtasks did.
     assert_eq!(
         first["tasks"]["gen"],
         json!({
-            "id": 5, "status": "COMPLETED", "latest_ack_timestamp": 1_700_000_005_010u64,
+            "id": 5, "status": "IN_PROGRESS", "latest_ack_timestamp": 1_700_000_005_010u64,
             "checkpointed_size": 0, "state_size": 0, "end_to_end_duration": 10,
             "alignment_buffered": 0, "processed_data": 0, "persisted_data": 0,
             "num_subtasks": 1, "num_acknowledged_subtasks": 1, "alignment_duration": 1,

@@ -493,11 +493,9 @@ fn task_checkpoint_json(s: &CheckpointStats, vertex: usize, uid: &str) -> Value 
     let tasks = vertex_tasks(s, vertex);
     let acked: Vec<&SubtaskAck> = tasks.iter().filter_map(|(_, a)| *a).collect();
     let latest_ack = acked.iter().map(|a| a.ack_timestamp_ms).max();
-    let status = if acked.len() == tasks.len() && !tasks.is_empty() {
-        "COMPLETED"
-    } else {
-        status_names(&s.status).1
-    };
+    // The checkpoint's status, as in Flink: how far this vertex got is in
+    // the acknowledgement counts.
+    let status = status_names(&s.status).1;
     let bytes: u64 = acked.iter().map(|a| operator_bytes(a, uid)).sum();
     json!({
         "id": s.id,
