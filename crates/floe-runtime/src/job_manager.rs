@@ -364,8 +364,9 @@ pub struct JobClient {
     attached: Attached,
 }
 
-/// Resources kept alive for as long as a job runs.
-type Attached = Arc<Mutex<Vec<Box<dyn std::any::Any + Send>>>>;
+/// Resources kept alive for as long as a job runs; `None` once it ended
+/// (a resource attached then is dropped at once).
+type Attached = Arc<Mutex<Option<Vec<Box<dyn std::any::Any + Send>>>>>;
 
 /// Drives one submitted job on its own thread: deploys its runs, watches
 /// their tasks, restarts after failures, and ends it.
@@ -671,7 +672,7 @@ impl JobManager {
         // The supervisor's thread first: once the first run is deployed,
         // nothing may fail before it is supervised.
         let (hand_over, handed) = crossbeam_channel::bounded::<JobSupervisor>(1);
-        let attached: Attached = Arc::default();
+        let attached: Attached = Arc::new(Mutex::new(Some(Vec::new())));
         let supervisor = {
             let attached = attached.clone();
             std::thread::Builder::new()
@@ -683,9 +684,21 @@ impl JobManager {
                             reason: "the job was never deployed".into(),
                         });
                     };
-                    let result = supervisor.wait();
-                    attached.lock().unwrap_or_else(|p| p.into_inner()).clear();
-                    result
+                    let control = supervisor.control.clone();
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        supervisor.wait()
+                    }));
+                    let ended = attached.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    drop(ended);
+                    match result {
+                        Ok(result) => result,
+                        Err(panic) => {
+                            // A job nobody waits for must still end: its
+                            // status, and the sampler that follows it.
+                            control.set_status(JobStatus::Failed);
+                            std::panic::resume_unwind(panic)
+                        }
+                    }
                 })
                 .map_err(|reason| JobError::Spawn {
                     task: "job supervisor".into(),
@@ -1072,10 +1085,20 @@ impl JobClient {
     /// Keeps `resource` alive as long as the job runs: a service serving
     /// the job from outside (queryable state) goes when the job does.
     pub fn attach(&mut self, resource: Box<dyn std::any::Any + Send>) {
-        self.attached
+        let unneeded = match self
+            .attached
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(resource);
+            .as_mut()
+        {
+            Some(resources) => {
+                resources.push(resource);
+                None
+            }
+            // The job has ended: nothing to keep it for.
+            None => Some(resource),
+        };
+        drop(unneeded);
     }
 
     /// A handle to control the job from other threads (status,

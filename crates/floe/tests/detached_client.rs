@@ -1,6 +1,6 @@
 //! A job submitted with `execute_async` runs, fails over and ends whether
-//! or not its client waits (Flink's `executeAsync`): the client here never
-//! calls `wait`. One failure mid-stream is restarted from the latest
+//! or not its client waits (Flink's `executeAsync`): the client here is
+//! dropped at once, never waited for. One failure mid-stream is restarted from the latest
 //! checkpoint; the job's end is seen through its `JobControl` alone, and
 //! every key's final running count is what the input holds.
 
@@ -77,7 +77,8 @@ fn a_job_nobody_waits_for_restarts_after_a_failure_and_finishes() {
         .sink_to(sink, "Collect");
         let client = env.execute_async("detached").unwrap();
         let control = client.control();
-        // The client is never waited for.
+        // The client is dropped, never waited for: the job goes on.
+        drop(client);
         let deadline = Instant::now() + Duration::from_secs(90);
         while control.status() != JobStatus::Finished {
             assert!(
@@ -90,7 +91,6 @@ fn a_job_nobody_waits_for_restarts_after_a_failure_and_finishes() {
         }
         assert!(failed.load(Ordering::SeqCst), "the failure was injected");
         assert_eq!(control.metrics().restarts(), 1, "one restart");
-        assert!(client.is_finished());
         // A replay after the restore emits counts again, never other ones:
         // each key's highest count is its number of records.
         let mut highest: BTreeMap<u64, u64> = BTreeMap::new();
@@ -100,6 +100,5 @@ fn a_job_nobody_waits_for_restarts_after_a_failure_and_finishes() {
         }
         let expected: BTreeMap<u64, u64> = (0..KEYS).map(|k| (k, RECORDS / KEYS)).collect();
         assert_eq!(highest, expected);
-        drop(client);
     });
 }
