@@ -338,7 +338,8 @@ pub struct JobExecutionResult {
     pub net_runtime: Duration,
     /// Times the job restarted after a failure.
     pub restarts: u32,
-    /// Statistics of every checkpoint, in order.
+    /// Statistics of the checkpoints and savepoints, in the order they
+    /// ended (the last [`crate::checkpoint::CHECKPOINT_HISTORY_LIMIT`]).
     pub checkpoints: Vec<CheckpointStats>,
 }
 
@@ -1112,8 +1113,10 @@ impl JobClient {
         self.control.cancel();
     }
 
-    /// Statistics of every checkpoint of this job that has ended so far
-    /// (completed or failed), readable while the job runs.
+    /// Statistics of this job's checkpoints that have ended so far
+    /// (completed or failed; the last
+    /// [`crate::checkpoint::CHECKPOINT_HISTORY_LIMIT`]), readable while the
+    /// job runs.
     pub fn checkpoint_stats(&self) -> Vec<CheckpointStats> {
         self.control.checkpoint_stats()
     }

@@ -259,10 +259,13 @@ struct RemoteInbox<T> {
 
 impl<T: DeserializeOwned + Send> FrameHandler for RemoteInbox<T> {
     fn deliver(&mut self, frame: &[u8]) -> Result<(), FrameError> {
-        self.times.add_bytes_in(frame.len());
         let msg = decode_message(frame)?;
         match self.tx.try_send(msg) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // Only what reached the task counts.
+                self.times.add_bytes_in(frame.len());
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => Err(FrameError::Overflow),
             Err(TrySendError::Disconnected(_)) => Err(FrameError::Closed),
         }
