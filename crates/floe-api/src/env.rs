@@ -592,8 +592,11 @@ impl StreamEnvironment {
         let prometheus = match config.get(&options::PROMETHEUS_PORT)? {
             None => None,
             Some(prom_port) => {
-                match floe_rest::RestServer::start_prometheus(client.control(), &address, prom_port)
-                {
+                match floe_rest::RestServer::start_prometheus(
+                    client.control(),
+                    &address,
+                    &prom_port,
+                ) {
                     Ok(server) => {
                         eprintln!(
                             "Prometheus endpoint: http://{}/metrics",

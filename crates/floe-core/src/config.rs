@@ -283,14 +283,10 @@ pub mod options {
     };
 
     /// The port of the Prometheus endpoint besides the REST API's.
-    pub const PROMETHEUS_PORT: ConfigOption<u16> = ConfigOption {
+    pub const PROMETHEUS_PORT: ConfigOption<PortRanges> = ConfigOption {
         key: "metrics.reporter.prom.port",
-        description: "Also serve GET /metrics (Prometheus text format) on this port, as Flink's PrometheusReporter does; unset: only on the REST port (0 picks a free port).",
-        parse: |s| {
-            s.trim()
-                .parse::<u16>()
-                .map_err(|e| format!("not a port number 0..=65535 ({e})"))
-        },
+        description: "Also serve GET /metrics (Prometheus text format) on the first free one of these ports, as Flink's PrometheusReporter does: a port, a range (9250-9260, for several processes on one host) or a comma-separated list; 0 picks any free port; unset: only on the REST port.",
+        parse: PortRanges::parse,
     };
 
     /// The REST API's port.

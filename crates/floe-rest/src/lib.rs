@@ -70,9 +70,14 @@ pub fn jobs_router(directory: JobDirectory, auth: RestAuth) -> (axum::Router, Un
 
 /// A TaskManager's Prometheus endpoint (`GET /metrics` only): the operator
 /// subtasks `source` lists when scraped, and the process's CPU time,
-/// memory and threads, each series labelled `tm_id`. Serve it with
-/// [`RestServer::start_app`] on `metrics.reporter.prom.port`.
-pub fn taskmanager_metrics_router(tm_id: String, source: HostedMetricsSource) -> axum::Router {
+/// memory and threads, each series labelled `tm_id` (set once the
+/// TaskManager registered: the port is bound before, so a port taken
+/// fails the process before it offers slots). Serve it with
+/// [`RestServer::start_app_on_first`] on `metrics.reporter.prom.port`.
+pub fn taskmanager_metrics_router(
+    tm_id: std::sync::Arc<std::sync::OnceLock<String>>,
+    source: HostedMetricsSource,
+) -> axum::Router {
     routes::taskmanager_prometheus_router(tm_id, source)
 }
 

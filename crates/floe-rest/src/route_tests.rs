@@ -1568,7 +1568,7 @@ fn a_taskmanagers_exposition_has_its_subtasks_and_process_labelled_with_its_id()
         }]
     });
     let server = RestServer::start_app(
-        crate::taskmanager_metrics_router("tm-a".into(), source),
+        crate::taskmanager_metrics_router(Arc::new("tm-a".to_string().into()), source),
         "127.0.0.1",
         0,
     )
@@ -1622,6 +1622,25 @@ fn a_taskmanagers_exposition_has_its_subtasks_and_process_labelled_with_its_id()
         matches!(status, Err(ureq::Error::StatusCode(404))),
         "only /metrics: {status:?}"
     );
+}
+
+#[test]
+fn a_reporter_takes_the_first_free_port_of_its_range() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let app = || axum::Router::new().route("/metrics", axum::routing::get(|| async { "x" }));
+    // The first port is in use: the next one of the list is taken.
+    let ranges = floe_core::PortRanges::parse(&format!("{port},0")).unwrap();
+    let server = RestServer::start_app_on_first(app(), "127.0.0.1", &ranges).unwrap();
+    assert_ne!(server.local_addr().port(), port);
+    // Every port in use: the error names the address and the reason.
+    let only = floe_core::PortRanges::parse(&port.to_string()).unwrap();
+    let Err(err) = RestServer::start_app_on_first(app(), "127.0.0.1", &only) else {
+        panic!("the only port is taken");
+    };
+    let err = err.to_string();
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    drop(taken);
 }
 
 #[test]

@@ -181,14 +181,18 @@ pub type HostedMetricsSource = Arc<dyn Fn() -> Vec<HostedJobMetrics> + Send + Sy
 
 /// Only `GET /metrics` of a TaskManager (its `metrics.reporter.prom.port`):
 /// the operator subtasks running there and its process figures.
-pub(crate) fn taskmanager_prometheus_router(tm_id: String, source: HostedMetricsSource) -> Router {
+pub(crate) fn taskmanager_prometheus_router(
+    tm_id: Arc<std::sync::OnceLock<String>>,
+    source: HostedMetricsSource,
+) -> Router {
     Router::new()
         .route(
             "/metrics",
             get(move || {
                 let (tm_id, source) = (tm_id.clone(), source.clone());
                 async move {
-                    let text = taskmanager_prometheus_text(&tm_id, &source(), ProcessStats::read());
+                    let id = tm_id.get().map_or("", String::as_str);
+                    let text = taskmanager_prometheus_text(id, &source(), ProcessStats::read());
                     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
                 }
             }),

@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use floe_core::PortRanges;
 use floe_runtime::JobControl;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -100,25 +101,53 @@ impl RestServer {
     }
 
     /// Serves only the job's Prometheus endpoint (`GET /metrics`) on
-    /// `address:port`: Flink's `metrics.reporter.prom.port`.
+    /// `address` and the first free port of `ports`: Flink's
+    /// `metrics.reporter.prom.port`.
     pub fn start_prometheus(
         control: JobControl,
         address: &str,
-        port: u16,
+        ports: &PortRanges,
     ) -> Result<RestServer, RestError> {
         let app = crate::routes::prometheus_router(JobDirectory::of_one(control).0);
-        Self::start_router(app, UnfetchedResults::default(), address, port)
+        Self::start_app_on_first(app, address, ports)
+    }
+
+    /// Serves `app` on `address` and the first port of `ports` that is
+    /// free (a reporter's port range: several processes on one host each
+    /// take their own); the error of the last port tried otherwise.
+    pub fn start_app_on_first(
+        app: Router,
+        address: &str,
+        ports: &PortRanges,
+    ) -> Result<RestServer, RestError> {
+        let mut last = None;
+        for port in ports.ports() {
+            match Self::start_router(app.clone(), UnfetchedResults::default(), address, port) {
+                Ok(server) => return Ok(server),
+                Err(RestError::Bind { address, source })
+                    if source.kind() == std::io::ErrorKind::AddrInUse =>
+                {
+                    last = Some(RestError::Bind { address, source });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RestError::Bind {
+            address: format!("{address}:{ports}"),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no port to try"),
+        }))
     }
 
     /// Serves only `GET /metrics` of every job of `directory` on
-    /// `address:port`: a cluster JobManager's `metrics.reporter.prom.port`.
+    /// `address` and the first free port of `ports`: a cluster
+    /// JobManager's `metrics.reporter.prom.port`.
     pub fn start_prometheus_directory(
         directory: JobDirectory,
         address: &str,
-        port: u16,
+        ports: &PortRanges,
     ) -> Result<RestServer, RestError> {
         let app = crate::routes::prometheus_router(directory.0);
-        Self::start_router(app, UnfetchedResults::default(), address, port)
+        Self::start_app_on_first(app, address, ports)
     }
 
     /// Serves another process role's routes (the cluster JobManager's

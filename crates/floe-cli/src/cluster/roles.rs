@@ -85,18 +85,21 @@ pub fn jobmanager(
     // Every job's metrics on the reporter's port too, as on the REST port.
     let _prometheus = match config.get(&PROMETHEUS_PORT)? {
         None => None,
-        Some(port) => {
+        Some(ports) => {
             let host = role
                 .rest_address()
                 .map_or_else(|| "0.0.0.0".to_string(), |a| a.ip().to_string());
-            let server =
-                floe::rest::RestServer::start_prometheus_directory(master.directory(), &host, port)
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "{} = {port}: cannot serve the Prometheus endpoint on {host}: {e}",
-                            PROMETHEUS_PORT.key
-                        )
-                    })?;
+            let server = floe::rest::RestServer::start_prometheus_directory(
+                master.directory(),
+                &host,
+                &ports,
+            )
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{} = {ports}: cannot serve the Prometheus endpoint on {host}: {e}",
+                    PROMETHEUS_PORT.key
+                )
+            })?;
             eprintln!(
                 "Prometheus endpoint: http://{}/metrics",
                 server.local_addr()
@@ -161,25 +164,26 @@ pub fn taskmanager(
         .to_string(),
     );
     let executor = ClusterTaskExecutor::new(registry(), network);
-    let mut role = TaskManagerRole::start(&config, options, executor.clone())?;
-    executor.attach(role.events());
-    let id = role.id().clone();
     // Flink's reporter runs in every process: this TaskManager's own
-    // subtasks and process figures, on the host it advertises.
+    // subtasks and process figures, on the host it advertises. Bound
+    // before registering, so a port taken fails the process before it
+    // offers slots; the id is filled in once registered.
+    let tm_id = Arc::new(std::sync::OnceLock::new());
     let _prometheus = match config.get(&PROMETHEUS_PORT)? {
         None => None,
-        Some(port) => {
+        Some(ports) => {
             let source: floe::rest::HostedMetricsSource = {
                 let executor = executor.clone();
                 Arc::new(move || executor.hosted_metrics())
             };
-            let app = floe::rest::taskmanager_metrics_router(id.to_string(), source);
-            let server = floe::rest::RestServer::start_app(app, &host, port).map_err(|e| {
-                anyhow::anyhow!(
-                    "{} = {port}: cannot serve the Prometheus endpoint on {host}: {e}",
-                    PROMETHEUS_PORT.key
-                )
-            })?;
+            let app = floe::rest::taskmanager_metrics_router(tm_id.clone(), source);
+            let server =
+                floe::rest::RestServer::start_app_on_first(app, &host, &ports).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{} = {ports}: cannot serve the Prometheus endpoint on {host}: {e}",
+                        PROMETHEUS_PORT.key
+                    )
+                })?;
             eprintln!(
                 "Prometheus endpoint: http://{}/metrics",
                 server.local_addr()
@@ -187,6 +191,10 @@ pub fn taskmanager(
             Some(server)
         }
     };
+    let mut role = TaskManagerRole::start(&config, options, executor.clone())?;
+    executor.attach(role.events());
+    let id = role.id().clone();
+    let _ = tm_id.set(id.to_string());
     match termination.wait(role.failed()) {
         Ok(()) => {
             eprintln!("TaskManager {id} stopping");
