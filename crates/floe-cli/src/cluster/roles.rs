@@ -47,6 +47,26 @@ fn rest_auth(config: &floe::core::Configuration) -> anyhow::Result<floe::rest::R
     })
 }
 
+/// A role's Prometheus reporter as started on `host` and one of `ports`:
+/// where it listens is printed, a failure names the key.
+fn serve_reporter(
+    started: Result<floe::rest::RestServer, floe::rest::RestError>,
+    host: &str,
+    ports: &floe::core::PortRanges,
+) -> anyhow::Result<floe::rest::RestServer> {
+    let server = started.map_err(|e| {
+        anyhow::anyhow!(
+            "{} = {ports}: cannot serve the Prometheus endpoint on {host}: {e}",
+            PROMETHEUS_PORT.key
+        )
+    })?;
+    eprintln!(
+        "Prometheus endpoint: http://{}/metrics",
+        server.local_addr()
+    );
+    Ok(server)
+}
+
 /// `floe jobmanager`.
 pub fn jobmanager(
     rpc_address: Option<String>,
@@ -89,22 +109,15 @@ pub fn jobmanager(
             let host = role
                 .rest_address()
                 .map_or_else(|| "0.0.0.0".to_string(), |a| a.ip().to_string());
-            let server = floe::rest::RestServer::start_prometheus_directory(
-                master.directory(),
+            Some(serve_reporter(
+                floe::rest::RestServer::start_prometheus_directory(
+                    master.directory(),
+                    &host,
+                    &ports,
+                ),
                 &host,
                 &ports,
-            )
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "{} = {ports}: cannot serve the Prometheus endpoint on {host}: {e}",
-                    PROMETHEUS_PORT.key
-                )
-            })?;
-            eprintln!(
-                "Prometheus endpoint: http://{}/metrics",
-                server.local_addr()
-            );
-            Some(server)
+            )?)
         }
     };
     // Jobs a previous JobManager left in the HA storage start again (each
@@ -177,18 +190,11 @@ pub fn taskmanager(
                 Arc::new(move || executor.hosted_metrics())
             };
             let app = floe::rest::taskmanager_metrics_router(tm_id.clone(), source);
-            let server =
-                floe::rest::RestServer::start_app_on_first(app, &host, &ports).map_err(|e| {
-                    anyhow::anyhow!(
-                        "{} = {ports}: cannot serve the Prometheus endpoint on {host}: {e}",
-                        PROMETHEUS_PORT.key
-                    )
-                })?;
-            eprintln!(
-                "Prometheus endpoint: http://{}/metrics",
-                server.local_addr()
-            );
-            Some(server)
+            Some(serve_reporter(
+                floe::rest::RestServer::start_app_on_first(app, &host, &ports),
+                &host,
+                &ports,
+            )?)
         }
     };
     let mut role = TaskManagerRole::start(&config, options, executor.clone())?;
