@@ -57,16 +57,21 @@ pub(crate) trait JobHandle: Clone + Send + Sync + 'static {
     fn restart_strategy(&self) -> RestartStrategy;
 }
 
+/// `per_vertex` (per vertex, then per subtask of the planned parallelism)
+/// cut to as many subtasks per operator as the current run has.
+fn per_running_subtask<T>(job: &JobControl, mut per_vertex: Vec<Vec<T>>) -> Vec<Vec<T>> {
+    for (subtasks, v) in per_vertex.iter_mut().zip(job.running_vertices()) {
+        subtasks.truncate(v.parallelism as usize);
+    }
+    per_vertex
+}
+
 impl JobHandle for JobControl {
     fn job_id(&self) -> JobId {
         JobControl::job_id(self)
     }
     fn metrics(&self) -> Vec<Vec<SubtaskMetrics>> {
-        // As many subtasks per operator as the current run has.
-        let mut metrics = JobControl::metrics(self).snapshot();
-        for (subtasks, v) in metrics.iter_mut().zip(JobControl::running_vertices(self)) {
-            subtasks.truncate(v.parallelism as usize);
-        }
+        let mut metrics = per_running_subtask(self, JobControl::metrics(self).snapshot());
         // Each task's alignment in the latest completed checkpoint, for
         // every operator it runs.
         let history = JobControl::checkpoint_history(self);
@@ -88,11 +93,7 @@ impl JobHandle for JobControl {
         metrics
     }
     fn native_metrics(&self) -> Vec<Vec<Vec<NativeMetric>>> {
-        let mut native = JobControl::metrics(self).native();
-        for (subtasks, v) in native.iter_mut().zip(JobControl::running_vertices(self)) {
-            subtasks.truncate(v.parallelism as usize);
-        }
-        native
+        per_running_subtask(self, JobControl::metrics(self).native())
     }
     fn restarts(&self) -> u64 {
         JobControl::metrics(self).restarts()

@@ -578,17 +578,9 @@ fn summary_json(s: &StatsSummary) -> Value {
 
 /// Min, max and average of `values` (Flink's summary entries).
 fn summary(values: impl Iterator<Item = u64>) -> Value {
-    let (mut min, mut max, mut sum, mut n) = (u64::MAX, 0u64, 0u128, 0u64);
-    for v in values {
-        min = min.min(v);
-        max = max.max(v);
-        sum += u128::from(v);
-        n += 1;
-    }
-    if n == 0 {
-        return json!({ "min": 0, "max": 0, "avg": 0 });
-    }
-    json!({ "min": min, "max": max, "avg": (sum / u128::from(n)) as u64 })
+    let mut s = StatsSummary::default();
+    values.for_each(|v| s.add(v));
+    summary_json(&s)
 }
 
 /// `GET /jobs/{id}/checkpoints`: counts, latest (completed, savepoint,

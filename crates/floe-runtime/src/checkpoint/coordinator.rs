@@ -60,25 +60,42 @@ impl Pending {
         layout: &TaskLayout,
         now: Instant,
     ) -> CheckpointStats {
-        CheckpointStats {
+        let mut stats = CheckpointStats {
             id: self.barrier.id,
             status,
             trigger_timestamp_ms: self.barrier.timestamp_ms,
-            duration: now.saturating_duration_since(self.started),
-            state_size: self.bytes,
-            full_state_size: self.bytes + self.referenced_bytes,
-            channel_state_size: self.channel_bytes,
-            sync_duration: self.sync,
-            async_duration: self.async_,
-            alignment_duration: self.alignment,
-            acknowledged: (self.acks.len(), layout.len()),
-            unaligned: self.unaligned,
-            operators: self.operator_bytes.clone(),
+            duration: Duration::ZERO,
+            state_size: 0,
+            full_state_size: 0,
+            channel_state_size: 0,
+            sync_duration: Duration::ZERO,
+            async_duration: Duration::ZERO,
+            alignment_duration: Duration::ZERO,
+            acknowledged: (0, layout.len()),
+            unaligned: false,
+            operators: BTreeMap::new(),
             is_savepoint: self.savepoint.is_some(),
             external_path: None,
             layout: layout.clone(),
             acks: self.acks.clone(),
-        }
+        };
+        self.totals_into(&mut stats, now);
+        stats
+    }
+
+    /// Writes what the acknowledgements so far add up to into `stats`
+    /// (everything but the per-task acknowledgements themselves).
+    fn totals_into(&self, stats: &mut CheckpointStats, now: Instant) {
+        stats.duration = now.saturating_duration_since(self.started);
+        stats.state_size = self.bytes;
+        stats.full_state_size = self.bytes + self.referenced_bytes;
+        stats.channel_state_size = self.channel_bytes;
+        stats.sync_duration = self.sync;
+        stats.async_duration = self.async_;
+        stats.alignment_duration = self.alignment;
+        stats.acknowledged.0 = self.acks.len();
+        stats.unaligned = self.unaligned;
+        stats.operators.clone_from(&self.operator_bytes);
     }
 }
 
@@ -717,16 +734,7 @@ impl<C: Clock> CheckpointCoordinator<C> {
                     let now = self.clock.now();
                     self.history.update_in_progress(checkpoint_id, |s| {
                         s.acks.insert(task, ack);
-                        s.acknowledged.0 = p.acks.len();
-                        s.duration = now.saturating_duration_since(p.started);
-                        s.state_size = p.bytes;
-                        s.full_state_size = p.bytes + p.referenced_bytes;
-                        s.channel_state_size = p.channel_bytes;
-                        s.sync_duration = p.sync;
-                        s.async_duration = p.async_;
-                        s.alignment_duration = p.alignment;
-                        s.unaligned = p.unaligned;
-                        s.operators.clone_from(&p.operator_bytes);
+                        p.totals_into(s, now);
                     });
                 }
             }

@@ -174,7 +174,8 @@ pub struct StatsSummary {
 }
 
 impl StatsSummary {
-    fn add(&mut self, v: u64) {
+    /// Takes one more value into account.
+    pub fn add(&mut self, v: u64) {
         self.min = if self.count == 0 { v } else { self.min.min(v) };
         self.max = self.max.max(v);
         self.sum += u128::from(v);
