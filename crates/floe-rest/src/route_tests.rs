@@ -245,7 +245,8 @@ fn stats(id: u64, status: CheckpointStatus, savepoint: bool) -> CheckpointStats 
         trigger_timestamp_ms: 1_700_000_000_000 + id * 1000,
         duration: Duration::from_millis(40 + id),
         state_size: 1000 * id,
-        full_state_size: 1000 * id,
+        // Incremental: the checkpoint references more than it wrote.
+        full_state_size: 3000 * id,
         channel_state_size: 0,
         sync_duration: Duration::from_millis(1),
         async_duration: Duration::from_millis(2),
@@ -563,13 +564,17 @@ fn checkpoint_statistics_counts_latest_and_history_newest_first() {
     assert_eq!(h["trigger_timestamp"], 1_700_000_012_000u64);
     assert_eq!(h["end_to_end_duration"], 52);
     assert_eq!(h["latest_ack_timestamp"], 1_700_000_012_052u64);
-    assert_eq!(h["state_size"], 12_000);
+    // Flink's "Full Checkpoint Data Size" and "Checkpointed Data Size".
+    assert_eq!(h["state_size"], 36_000);
+    assert_eq!(h["checkpointed_size"], 12_000);
     assert_eq!(h["num_subtasks"], 3);
     assert_eq!(h["num_acknowledged_subtasks"], 3);
     assert_eq!(h["unaligned"], false);
     assert_eq!(h["tasks"]["count"]["state_size"], 12_000);
-    assert_eq!(body["summary"]["state_size"]["max"], 14_000);
-    assert_eq!(body["summary"]["state_size"]["min"], 1_000);
+    assert_eq!(body["summary"]["state_size"]["max"], 42_000);
+    assert_eq!(body["summary"]["state_size"]["min"], 3_000);
+    assert_eq!(body["summary"]["checkpointed_size"]["max"], 14_000);
+    assert_eq!(body["summary"]["checkpointed_size"]["min"], 1_000);
 }
 
 #[test]
@@ -1404,7 +1409,8 @@ fn checkpoint_details_by_id_or_404() {
     assert_eq!(status, 200);
     assert_eq!(got["id"], 4);
     assert_eq!(got["status"], "COMPLETED");
-    assert_eq!(got["state_size"], 4000);
+    assert_eq!(got["state_size"], 12_000);
+    assert_eq!(got["checkpointed_size"], 4000);
     assert_eq!(got["end_to_end_duration"], 44);
     assert_error(
         f.get(&format!("/jobs/{JOB_STR}/checkpoints/details/5")),
@@ -1425,6 +1431,8 @@ fn in_flight(id: u64) -> CheckpointStats {
     s.acks.remove(&1);
     s.acknowledged = (2, 3);
     s.state_size = 500 * id;
+    // The full size is known only once the checkpoint completes.
+    s.full_state_size = 0;
     s
 }
 

@@ -540,7 +540,11 @@ fn checkpoint_json(s: &CheckpointStats, vertices: &[VertexInfo]) -> Value {
             CheckpointStatus::InProgress => latest_ack.unwrap_or(0),
             _ => s.trigger_timestamp_ms + duration_ms,
         },
-        "state_size": s.state_size,
+        // Flink's "Full Checkpoint Data Size" and "Checkpointed Data
+        // Size" (what an incremental checkpoint uploaded). The full size
+        // is known once the checkpoint completes; before, what the
+        // acknowledgements so far persisted.
+        "state_size": s.full_state_size.max(s.state_size),
         "checkpointed_size": s.state_size,
         "end_to_end_duration": duration_ms,
         "alignment_buffered": 0,
@@ -624,7 +628,7 @@ async fn checkpoints<J: JobHandle>(
             "failed": failed_n,
         },
         "summary": {
-            "state_size": summary_json(&view.summary.state_size),
+            "state_size": summary_json(&view.summary.full_state_size),
             "checkpointed_size": summary_json(&view.summary.state_size),
             "end_to_end_duration": summary_json(&view.summary.duration_ms),
             "persisted_data": summary_json(&view.summary.persisted),

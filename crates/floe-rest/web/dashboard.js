@@ -219,7 +219,7 @@
     $('checkpoint-in-progress').hidden = true;
     $('checkpoint-in-progress').replaceChildren();
     $('checkpoint-history').tBodies[0].replaceChildren(
-      el('tr', { class: 'empty' }, el('td', { colspan: 8, text: 'No checkpoint has ended yet.' })));
+      el('tr', { class: 'empty' }, el('td', { colspan: 9, text: 'No checkpoint has ended yet.' })));
     renderChart();
     $('exceptions').replaceChildren(el('p', { class: 'muted', text: 'No failure so far.' }));
     $('exec-config').replaceChildren();
@@ -530,6 +530,7 @@
         el('td', { text: c.is_savepoint ? 'Savepoint' : (c.unaligned ? 'Checkpoint (unaligned)' : 'Checkpoint') }),
         el('td', { text: fmtTime(c.trigger_timestamp) }),
         el('td', { class: 'num', text: fmtDuration(duration) }),
+        el('td', { class: 'num', text: ok ? fmtBytes(c.checkpointed_size) : '—' }),
         el('td', { class: 'num', text: ok ? fmtBytes(c.state_size) : '—' }),
         el('td', { class: 'num', text: `${c.num_acknowledged_subtasks}/${c.num_subtasks}` }),
         el('td', { class: 'path', text: note }));
@@ -560,7 +561,7 @@
       el('dt', { text: 'Sync / async part' }), el('dd', { text: `${fmtDuration(c.sync_duration)} / ${fmtDuration(c.async_duration)}` }),
       el('dt', { text: 'Alignment' }), el('dd', { text: fmtDuration(c.alignment_duration) }),
       el('dt', { text: 'In-flight data persisted' }), el('dd', { text: fmtBytes(c.persisted_data) }));
-    return el('tr', { class: 'details', 'data-details-for': c.id }, el('td', { colspan: 8 }, facts, table));
+    return el('tr', { class: 'details', 'data-details-for': c.id }, el('td', { colspan: 9 }, facts, table));
   }
 
   function renderChart() {

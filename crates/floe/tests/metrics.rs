@@ -161,8 +161,14 @@ fn counters_grow_match_the_input_and_the_checkpoint_history() {
                 job_value(&s, "lastCheckpointDuration"),
                 latest["end_to_end_duration"].as_f64().unwrap()
             );
+            // Flink's pairs: lastCheckpointSize is the checkpointed size,
+            // lastCheckpointFullSize the full one (REST `state_size`).
             assert_eq!(
                 job_value(&s, "lastCheckpointSize"),
+                latest["checkpointed_size"].as_f64().unwrap()
+            );
+            assert_eq!(
+                job_value(&s, "lastCheckpointFullSize"),
                 latest["state_size"].as_f64().unwrap()
             );
             let details = get_json(

@@ -195,8 +195,10 @@ impl StatsSummary {
 /// The cumulative summary of the completed checkpoints and savepoints.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CheckpointSummary {
-    /// Bytes persisted.
+    /// Bytes persisted (incremental: uploaded).
     pub state_size: StatsSummary,
+    /// Bytes referenced, shared files included.
+    pub full_state_size: StatsSummary,
     /// End-to-end duration, ms.
     pub duration_ms: StatsSummary,
     /// In-flight bytes persisted.
@@ -277,6 +279,7 @@ impl CheckpointHistory {
         match (&stats.status, stats.is_savepoint) {
             (CheckpointStatus::Completed, savepoint) => {
                 h.summary.state_size.add(stats.state_size);
+                h.summary.full_state_size.add(stats.full_state_size);
                 h.summary.duration_ms.add(stats.duration.as_millis() as u64);
                 h.summary.persisted.add(stats.channel_state_size);
                 if savepoint {
