@@ -5,6 +5,7 @@
 //! a stand-alone job binary, as a user's job would.
 
 pub mod bench;
+mod child;
 pub mod cluster_bench;
 pub mod examples;
 pub mod kafka_bench;
