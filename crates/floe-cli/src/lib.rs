@@ -12,6 +12,7 @@ pub mod kafka_bench;
 pub mod nexmark_bench;
 pub mod overhead_bench;
 pub mod query_bench;
+pub mod recovery_bench;
 pub mod snapshot_tools;
 pub mod timers_bench;
 

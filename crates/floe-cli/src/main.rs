@@ -396,6 +396,35 @@ enum Bench {
         #[arg(long, default_value_t = 16)]
         value_bytes: usize,
     },
+    /// keyed-count in a child process until a checkpoint holds every key's state, SIGKILL,
+    /// then a restore from that checkpoint in a new process: one JSON line with the
+    /// first run's records/s and checkpoints and the recovery time (spawn to first record).
+    Recovery {
+        /// Distinct keys: the state the checkpoint holds.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        keys: u64,
+        /// Parallelism of every operator.
+        #[arg(long, short = 'p', default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+        parallelism: u32,
+        /// State backend (hashmap, also accepted as heap, or rocksdb).
+        #[arg(long, default_value = "heap")]
+        backend: String,
+        /// Incremental checkpoints (RocksDB backend).
+        #[arg(long)]
+        incremental: bool,
+        /// Take a checkpoint every this many milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+        checkpoint_interval: u64,
+        /// Where checkpoints go (file:///…, s3://…).
+        #[arg(long, value_name = "URL")]
+        checkpoint_dir: String,
+        /// A configuration value for both runs, key=value (repeatable).
+        #[arg(short = 'D', value_name = "KEY=VALUE")]
+        dynamic: Vec<String>,
+        /// Give up when the first run has no checkpoint of every key after this many seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+        timeout: u64,
+    },
     /// N records (key = i mod K, value 1), key_by, a ValueState<u64> running count, a discarding sink.
     KeyedCount {
         /// Records to generate.
@@ -764,6 +793,35 @@ fn main() -> ExitCode {
                     seconds: query_seconds,
                     rate: query_rate,
                 }),
+            }
+            .run()?;
+            print_json(&report)
+        })(),
+        Command::Bench(Bench::Recovery {
+            keys,
+            parallelism,
+            backend,
+            incremental,
+            checkpoint_interval,
+            checkpoint_dir,
+            dynamic,
+            timeout,
+        }) => (|| {
+            let kind: StateBackendKind = backend
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--backend: {e}"))?;
+            if incremental && kind != StateBackendKind::RocksDb {
+                anyhow::bail!("--incremental needs --backend rocksdb");
+            }
+            let report = floe_cli::recovery_bench::RecoveryBench {
+                keys,
+                parallelism,
+                backend: kind.to_string(),
+                incremental,
+                checkpoint_interval_ms: checkpoint_interval,
+                checkpoint_dir,
+                dynamic,
+                timeout: std::time::Duration::from_secs(timeout),
             }
             .run()?;
             print_json(&report)
