@@ -8,7 +8,7 @@ use rocksdb::{ColumnFamilyDescriptor, IngestExternalFileOptions, SstFileWriter};
 use crate::db::{Db, DirCleanup, EntryIter, KeyedDb, cf_name, state_names_of};
 use crate::error::RocksDbError;
 use crate::key::KeyGroupRange;
-use crate::resources::RocksDbResources;
+use crate::resources::{RocksDbResources, WritePattern};
 
 /// What a checkpoint file is, for incremental uploads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -287,8 +287,14 @@ impl KeyedDb {
         let mut ingest_opts = IngestExternalFileOptions::default();
         ingest_opts.set_move_files(true);
         let mut file_no = 0usize;
+        // The new column families are written as the source's were.
+        let patterns = crate::options_file::write_patterns(dir);
         for name in &source.states {
-            let cf_n = self.ensure_cf(name)?;
+            let pattern = patterns
+                .get(&cf_name(name))
+                .copied()
+                .unwrap_or(WritePattern::WriteBack);
+            let cf_n = self.ensure_cf(name, pattern)?;
             let Some(src_cf) = source.db.cf_handle(&cf_name(name)) else {
                 continue;
             };

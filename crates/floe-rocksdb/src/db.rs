@@ -12,7 +12,8 @@ use rocksdb::{
 use crate::error::RocksDbError;
 use crate::key::{KeyGroupRange, KeyPrefix, decode_key, key_group_range_bounds, prefix_successor};
 use crate::list::{encode_list_value, split_list_value};
-use crate::resources::{RocksDbResources, point_read_options, write_options};
+use crate::options_file;
+use crate::resources::{RocksDbResources, WritePattern, point_read_options, write_options};
 use crate::ttl::{TtlCompaction, TtlFilterFactory, TtlRegistry};
 
 /// The RocksDB handle type used throughout: column families are created
@@ -38,17 +39,18 @@ pub(crate) fn state_names_of(cfs: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The options of a state's column family `cf`: the shared ones plus the
-/// TTL compaction filter factory, which finds the state's TTL (if any) in
-/// `ttl` when a compaction starts. Every column family gets it, TTL or
-/// not, because a restored database opens its column families before the
-/// function says which states have a TTL.
+/// The options of a state's column family `cf`, written as `pattern`
+/// says: the shared ones plus the TTL compaction filter factory, which
+/// finds the state's TTL (if any) in `ttl` when a compaction starts. Every
+/// column family gets it, TTL or not, because a restored database opens
+/// its column families before the function says which states have a TTL.
 pub(crate) fn state_cf_options(
     resources: &RocksDbResources,
     ttl: &Arc<TtlRegistry>,
     cf: &str,
+    pattern: WritePattern,
 ) -> rocksdb::Options {
-    let mut opts = resources.cf_options();
+    let mut opts = resources.cf_options_for(pattern);
     if let Some(state) = cf.strip_prefix(CF_PREFIX) {
         opts.set_compaction_filter_factory(TtlFilterFactory::new(state, ttl.clone()));
     }
@@ -189,10 +191,17 @@ impl KeyedDb {
             Vec::new()
         };
         let ttl = Arc::new(TtlRegistry::default());
+        // Each column family keeps the write pattern its state was created
+        // with, as RocksDB recorded it (column families of older databases
+        // recorded none: written back, as they were then).
+        let patterns = options_file::write_patterns(&path);
         let descriptors = existing
             .iter()
             .filter(|cf| cf.as_str() != rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
-            .map(|cf| ColumnFamilyDescriptor::new(cf, state_cf_options(resources, &ttl, cf)));
+            .map(|cf| {
+                let pattern = patterns.get(cf).copied().unwrap_or(WritePattern::WriteBack);
+                ColumnFamilyDescriptor::new(cf, state_cf_options(resources, &ttl, cf, pattern))
+            });
         let db = Db::open_cf_descriptors(&opts, &path, descriptors)
             .map_err(|e| RocksDbError::db("open", &path, None, e))?;
         // Once open, the working directory is removed on drop by default.
@@ -232,14 +241,26 @@ impl KeyedDb {
         self.cleanup.remove = remove;
     }
 
-    /// Registers state `name` (or finds it again) and returns its id. The
-    /// column family is created unless the database already has it, e.g.
-    /// after a restore: that is how restored states are matched, by name.
+    /// Registers state `name`, written through (see [`WritePattern`]), or
+    /// finds it again; returns its id.
     pub fn create_state(&mut self, name: &str) -> Result<StateId, RocksDbError> {
+        self.create_state_with(name, WritePattern::WriteThrough)
+    }
+
+    /// Registers state `name` (or finds it again) and returns its id. The
+    /// column family is created, written as `pattern` says, unless the
+    /// database already has it, e.g. after a restore: that is how restored
+    /// states are matched, by name, and a restored column family keeps the
+    /// pattern it was created with.
+    pub fn create_state_with(
+        &mut self,
+        name: &str,
+        pattern: WritePattern,
+    ) -> Result<StateId, RocksDbError> {
         if let Some(pos) = self.states.iter().position(|s| s.name == name) {
             return Ok(StateId(pos as u32));
         }
-        let cf = self.ensure_cf(name)?;
+        let cf = self.ensure_cf(name, pattern)?;
         self.states.push(StateEntry {
             name: name.to_string(),
             cf,
@@ -247,11 +268,16 @@ impl KeyedDb {
         Ok(StateId((self.states.len() - 1) as u32))
     }
 
-    /// Creates the column family of state `name` if missing; returns its name.
-    pub(crate) fn ensure_cf(&mut self, name: &str) -> Result<String, RocksDbError> {
+    /// Creates the column family of state `name`, written as `pattern`
+    /// says, if missing; returns its name.
+    pub(crate) fn ensure_cf(
+        &mut self,
+        name: &str,
+        pattern: WritePattern,
+    ) -> Result<String, RocksDbError> {
         let cf = cf_name(name);
         if self.db.cf_handle(&cf).is_none() {
-            let opts = state_cf_options(&self.resources, &self.ttl, &cf);
+            let opts = state_cf_options(&self.resources, &self.ttl, &cf, pattern);
             self.db.create_cf(&cf, &opts).map_err(|e| {
                 RocksDbError::db("create column family", self.path(), Some(name), e)
             })?;

@@ -25,6 +25,7 @@ mod db;
 pub mod error;
 pub mod key;
 pub mod list;
+mod options_file;
 pub mod resources;
 pub mod ttl;
 
@@ -33,7 +34,7 @@ pub use checkpoint::{CheckpointFile, CheckpointFileKind, CheckpointFiles};
 pub use db::{Entry, EntryIter, KeyedDb, ListValue, MapEntry, MapIter, StateId};
 pub use error::RocksDbError;
 pub use key::{KeyGroupRange, KeyPrefix, MAX_KEY_GROUP, key_group_range_bounds};
-pub use resources::RocksDbResources;
+pub use resources::{RocksDbResources, WritePattern};
 pub use ttl::{TtlClock, TtlCompaction, TtlDecision, TtlFilter};
 
 /// RocksDB's pinned value handle, returned by point reads (re-exported so

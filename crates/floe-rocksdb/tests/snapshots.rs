@@ -470,3 +470,88 @@ fn restore_rejects_bad_sources() {
     let mut db = KeyedDb::restore(dir.path().join("e"), &res, r, vec![]).unwrap();
     assert!(dump(&mut db).is_empty());
 }
+
+/// Whether the newest OPTIONS file RocksDB wrote in `dir` has in-place
+/// memtable updates on for state `state`'s column family (read here from
+/// RocksDB's own text, independently of the crate's reader).
+fn in_place_updates(dir: &Path, state: &str) -> Option<bool> {
+    let newest = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let n: u64 = name.strip_prefix("OPTIONS-")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .max()?
+        .1;
+    let text = std::fs::read_to_string(newest).unwrap();
+    // RocksDB escapes the ':' of a section's name.
+    let header = format!("[CFOptions \"floe-state\\:{state}\"]");
+    let section = text.split(&header).nth(1)?;
+    let section = section.split("\n[").next()?;
+    section
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("inplace_update_support="))
+        .map(|v| v == "true")
+}
+
+#[test]
+fn each_state_keeps_its_write_pattern_through_reopen_restore_and_rescale() {
+    use floe_rocksdb::WritePattern;
+    let dir = tempfile::tempdir().unwrap();
+    let res = resources();
+    let mut sources = Vec::new();
+    for i in 0..2u16 {
+        let r = range_for(2, i);
+        let mut db = KeyedDb::open(dir.path().join(format!("db-{i}")), &res, r).unwrap();
+        let counts = db
+            .create_state_with("counts", WritePattern::WriteBack)
+            .unwrap();
+        let windows = db
+            .create_state_with("windows", WritePattern::WriteThrough)
+            .unwrap();
+        // The default for a state created without a pattern.
+        let lists = db.create_state("lists").unwrap();
+        for kg in r.start..=r.end {
+            let mut k = prefix(kg, &enc(&u64::from(kg)));
+            db.put(counts, &k, &enc(&1u64)).unwrap();
+            db.map_put(windows, &mut k, &enc(&7u64), &enc(&2u64))
+                .unwrap();
+            db.list_append(lists, &k, 1, &enc(&3u64)).unwrap();
+        }
+        assert_eq!(in_place_updates(db.path(), "counts"), Some(false));
+        assert_eq!(in_place_updates(db.path(), "windows"), Some(true));
+        assert_eq!(in_place_updates(db.path(), "lists"), Some(true));
+        let cp = dir.path().join(format!("cp-{i}"));
+        db.checkpoint(&cp).unwrap();
+        // Reopened in place: the column families are opened before any
+        // state is registered, and keep their patterns.
+        db.set_remove_on_drop(false);
+        let path = db.path().to_path_buf();
+        drop(db);
+        let db = KeyedDb::open(&path, &res, r).unwrap();
+        assert_eq!(
+            in_place_updates(db.path(), "counts"),
+            Some(false),
+            "reopened"
+        );
+        assert_eq!(
+            in_place_updates(db.path(), "windows"),
+            Some(true),
+            "reopened"
+        );
+        sources.push((cp, r));
+    }
+    // Restored at the same parallelism (files linked) and rescaled to one
+    // subtask (files ingested into new column families).
+    let (cp, r) = sources[0].clone();
+    let same = KeyedDb::restore(dir.path().join("same"), &res, r, vec![(cp, r)]).unwrap();
+    let all = range(0, MAX_PARALLELISM - 1);
+    let one = KeyedDb::restore(dir.path().join("one"), &res, all, sources).unwrap();
+    for db in [&same, &one] {
+        assert_eq!(in_place_updates(db.path(), "counts"), Some(false));
+        assert_eq!(in_place_updates(db.path(), "windows"), Some(true));
+        assert_eq!(in_place_updates(db.path(), "lists"), Some(true));
+    }
+}

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use floe_core::KeyGroup;
 use floe_rocksdb::{
     CheckpointReader, KeyPrefix, KeyedDb, RocksDbResources, StateLayout, TtlCompaction, TtlFilter,
+    WritePattern,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -254,9 +255,20 @@ impl RocksStore {
         layout: StateLayout,
         json: JsonFn,
     ) -> Result<(), StateError> {
+        // Value-like states reach RocksDB through the write-back cache, once
+        // per key and flush, and timers once per timer: no in-place memtable
+        // updates for them. Map and list states are written update by
+        // update, and a key updated again and again is overwritten in place.
+        let pattern = match layout {
+            StateLayout::ValueLike if self.cache.enabled() => WritePattern::WriteBack,
+            StateLayout::Timers => WritePattern::WriteBack,
+            StateLayout::ValueLike | StateLayout::List | StateLayout::Map => {
+                WritePattern::WriteThrough
+            }
+        };
         let id = self
             .db
-            .create_state(name)
+            .create_state_with(name, pattern)
             .map_err(|e| backend_error(&self.operator, "create state", e))?;
         self.states.push(RocksState {
             id,
