@@ -339,7 +339,7 @@ impl RecoveryBench {
                     .cloned()
             });
             if let Some((covering, covering_path, _)) = covering {
-                let peak_rss_bytes = child_peak_rss(job.role.pid()).unwrap_or(0);
+                let peak_rss_bytes = crate::peak_rss_bytes_of(job.role.pid()).unwrap_or(0);
                 let records = job.records_out()?;
                 let running = first_records.map_or(Duration::ZERO, |t| t.elapsed());
                 job.role.kill()?;
@@ -403,7 +403,7 @@ fn first_output(
     loop {
         if job.records_out()? > 0 {
             let at = spawned.elapsed();
-            return Ok((at, child_peak_rss(job.role.pid()).unwrap_or(0)));
+            return Ok((at, crate::peak_rss_bytes_of(job.role.pid()).unwrap_or(0)));
         }
         job.role.check_alive()?;
         ensure!(
@@ -426,14 +426,6 @@ fn parent_dir(external_path: &str) -> anyhow::Result<String> {
         }
         _ => bail!("checkpoint path {external_path:?} does not end in chk-<n>"),
     }
-}
-
-/// Peak RSS of another process (Linux `VmHWM`).
-fn child_peak_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 /// Milliseconds since the Unix epoch (the REST API's trigger timestamps).
