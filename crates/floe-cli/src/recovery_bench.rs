@@ -36,9 +36,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
+use floe::runtime::checkpoint::{Clock, SystemClock};
 use serde::Serialize;
 
 use crate::child::{Rest, Role, STARTUP_TIMEOUT};
@@ -140,10 +141,6 @@ struct Job {
     role: Role,
     rest: Rest,
     job_id: String,
-    /// The keyed operator's vertex id.
-    keyed: String,
-    /// The generator's vertex id.
-    generator: String,
     /// Spawn to the `REST endpoint:` line.
     rest_up: Duration,
 }
@@ -223,23 +220,16 @@ impl RecoveryBench {
         let job_id = job_line.rsplit(' ').next().unwrap_or_default().to_string();
         let rest = Rest::new(base);
         let job = rest.get(&format!("/jobs/{job_id}"))?;
-        let vertex = |uid: &str| {
-            job["vertices"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|v| v["id"] == uid)
-                .map(|_| uid.to_string())
-                .ok_or_else(|| anyhow!("job {job_id} has no vertex {uid:?}: {job}"))
-        };
-        let keyed = vertex(KEYED_VERTEX)?;
-        let generator = vertex(GENERATOR_VERTEX)?;
+        for uid in [KEYED_VERTEX, GENERATOR_VERTEX] {
+            let mut vertices = job["vertices"].as_array().into_iter().flatten();
+            if !vertices.any(|v| v["id"] == uid) {
+                bail!("job {job_id} has no vertex {uid:?}: {job}");
+            }
+        }
         Ok(Job {
             role,
             rest,
             job_id,
-            keyed,
-            generator,
             rest_up,
         })
     }
@@ -304,7 +294,8 @@ impl RecoveryBench {
                 first_records = Some(Instant::now());
             }
             if all_keys_at_ms.is_none() && job.generated_per_split()? >= self.per_split_cover() {
-                all_keys_at_ms = Some(epoch_ms());
+                // The clock the coordinator stamps trigger times with.
+                all_keys_at_ms = Some(SystemClock.epoch_ms());
                 eprintln!(
                     "{BENCH}: every key has state after {:.1} s; waiting for the next checkpoint",
                     started.elapsed().as_secs_f64()
@@ -334,7 +325,6 @@ impl RecoveryBench {
             }
             let covering = all_keys_at_ms.and_then(|at| {
                 seen.values()
-                    .rev()
                     .find(|(_, _, triggered)| *triggered >= at)
                     .cloned()
             });
@@ -370,12 +360,12 @@ struct Killed {
 impl Job {
     /// The keyed operator's `numRecordsOut`, summed over its subtasks.
     fn records_out(&self) -> anyhow::Result<u64> {
-        self.records_out_of(&self.keyed, "sum")
+        self.records_out_of(KEYED_VERTEX, "sum")
     }
 
     /// The fewest records any generator subtask has emitted.
     fn generated_per_split(&self) -> anyhow::Result<u64> {
-        self.records_out_of(&self.generator, "min")
+        self.records_out_of(GENERATOR_VERTEX, "min")
     }
 
     /// A vertex's `numRecordsOut` aggregated over its subtasks by `agg`.
@@ -426,13 +416,6 @@ fn parent_dir(external_path: &str) -> anyhow::Result<String> {
         }
         _ => bail!("checkpoint path {external_path:?} does not end in chk-<n>"),
     }
-}
-
-/// Milliseconds since the Unix epoch (the REST API's trigger timestamps).
-fn epoch_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
